@@ -1,0 +1,70 @@
+# Corridor's only entry points: deps, demo, test, bench.
+# `make deps` takes a fresh Debian 12 machine (as root) to a working tree and is quick
+# when nothing changed: every step leaves a stamp in .make/ and reruns only when its
+# inputs change.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := .make
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+export CARGO_TERM_COLOR := never
+
+# clang + libbpf-dev: the XDP program; libxdp-dev: the reference AF_XDP forwarder in
+# benches/; iproute2, ethtool, iputils-ping, tcpdump: the lab; python3-venv/-dev: the
+# control plane; frr: FPM tests; vagrant + shellcheck: checks of the test VMs.
+APT_PACKAGES := build-essential pkg-config curl ca-certificates git \
+	clang llvm libbpf-dev libelf-dev zlib1g-dev \
+	iproute2 ethtool iputils-ping tcpdump \
+	python3 python3-venv python3-dev
+
+RUST_SOURCES := $(shell find dataplane benches -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name Cargo.toml 2>/dev/null)
+
+.PHONY: deps demo test bench proto clean
+
+deps: $(STAMP)/apt $(STAMP)/rust $(STAMP)/venv $(STAMP)/ext
+
+$(STAMP)/apt: Makefile
+	@mkdir -p $(STAMP)
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		echo "deps: installing Debian packages"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+	@touch $@
+
+$(STAMP)/rust: $(STAMP)/apt
+	@if ! command -v cargo >/dev/null; then \
+		echo "deps: installing the stable Rust toolchain with rustup"; \
+		curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy; \
+	fi
+	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+	@touch $@
+
+$(STAMP)/venv: requirements.txt $(STAMP)/apt
+	@echo "deps: Python packages into $(VENV)"
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(STAMP)/ext: $(STAMP)/venv $(STAMP)/rust Cargo.lock pyproject.toml $(RUST_SOURCES)
+	@echo "deps: building the engine extension (release)"
+	@VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q 2>&1 | grep -v '^📦\|^🔗\|^🐍\|^🔨\|^🛠' || true
+	@$(PY) -c "import corridor._dataplane" || { echo "deps: the extension did not build"; exit 1; }
+	@touch $@
+
+demo: deps
+	$(PY) -m corridor demo
+
+test: deps
+	cargo test --workspace --quiet
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	$(VENV)/bin/ruff check control tests
+	$(VENV)/bin/ruff format --check control tests
+	$(PY) -m pytest -q
+
+bench: deps
+	cargo bench -p corridor-benches --bench fib -- --noplot
+
+clean:
+	rm -rf $(STAMP) target $(VENV)

@@ -1,0 +1,723 @@
+//! The forwarding information base: IPv4 and IPv6 longest-prefix-match tables mapping a
+//! prefix to a route target (a next-hop group, or blackhole / unreachable / local),
+//! next-hop groups of weighted members, and adjacencies (egress port, VLAN, MACs).
+//!
+//! One writer (`Fib`) applies validated batches while any number of readers (`FibReader`,
+//! one per worker) look up without locks. Routes point at groups, so re-pointing a group
+//! moves every route that uses it with one pointer store. Removed groups, adjacencies and
+//! trie nodes are reclaimed after a QSBR grace period (see `qsbr`).
+
+mod dir;
+mod prefix;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+pub use dir::TableStats;
+pub use prefix::{Family, Prefix};
+
+use crate::qsbr::{Qsbr, QsbrReader, RcuArray, RetireList};
+use dir::{DirShared, DirTable, VALID, VALUE_MASK};
+
+pub type GroupId = u32;
+pub type AdjacencyId = u32;
+
+/// Route target codes above the largest group id.
+const CODE_BLACKHOLE: u32 = VALUE_MASK;
+const CODE_UNREACHABLE: u32 = VALUE_MASK - 1;
+const CODE_LOCAL: u32 = VALUE_MASK - 2;
+/// Group ids must stay below the special codes.
+pub const MAX_GROUPS: u32 = CODE_LOCAL;
+
+/// What a route does with a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RouteTarget {
+    /// Forward through a member of this next-hop group.
+    Group(GroupId),
+    /// Drop silently (and count).
+    Blackhole,
+    /// Drop and answer with ICMP destination unreachable.
+    Unreachable,
+    /// Addressed to the router itself: hand to the kernel.
+    Local,
+}
+
+impl RouteTarget {
+    const fn code(self) -> u32 {
+        match self {
+            RouteTarget::Group(g) => g,
+            RouteTarget::Blackhole => CODE_BLACKHOLE,
+            RouteTarget::Unreachable => CODE_UNREACHABLE,
+            RouteTarget::Local => CODE_LOCAL,
+        }
+    }
+
+    #[inline(always)]
+    const fn from_code(code: u32) -> RouteTarget {
+        match code {
+            CODE_BLACKHOLE => RouteTarget::Blackhole,
+            CODE_UNREACHABLE => RouteTarget::Unreachable,
+            CODE_LOCAL => RouteTarget::Local,
+            g => RouteTarget::Group(g),
+        }
+    }
+
+    /// Decodes a table entry as returned by the batch lookups.
+    #[inline(always)]
+    pub const fn from_entry(entry: u32) -> Option<RouteTarget> {
+        if entry & VALID == 0 {
+            None
+        } else {
+            Some(RouteTarget::from_code(entry & VALUE_MASK))
+        }
+    }
+}
+
+impl fmt::Display for RouteTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteTarget::Group(g) => write!(f, "group {g}"),
+            RouteTarget::Blackhole => f.write_str("blackhole"),
+            RouteTarget::Unreachable => f.write_str("unreachable"),
+            RouteTarget::Local => f.write_str("local"),
+        }
+    }
+}
+
+/// Where and how a frame leaves: egress port, 802.1Q VLAN (0 = untagged), MACs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Adjacency {
+    pub port: u16,
+    pub vlan: u16,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+}
+
+/// One member of a next-hop group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NextHop {
+    pub adjacency: AdjacencyId,
+    pub weight: u32,
+}
+
+pub const MAX_GROUP_MEMBERS: usize = 256;
+pub const MAX_WEIGHT: u32 = 65_535;
+/// Buckets a weighted group is spread over when its weights add up to more.
+const MAX_BUCKETS: u32 = 1024;
+
+/// A group as readers see it: members laid out in proportion to their weights, one picked
+/// by the flow hash, so one flow always takes one path.
+struct GroupBuckets {
+    buckets: Box<[AdjacencyId]>,
+}
+
+/// One operation of a write batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FibOp {
+    SetAdjacency { id: AdjacencyId, adjacency: Adjacency },
+    DeleteAdjacency { id: AdjacencyId },
+    SetGroup { id: GroupId, members: Vec<NextHop> },
+    DeleteGroup { id: GroupId },
+    AddRoute { prefix: Prefix, target: RouteTarget },
+    DeleteRoute { prefix: Prefix },
+}
+
+/// Sizes for the preallocated tables. Writes beyond them are refused, never capped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FibConfig {
+    pub v4_routes: usize,
+    pub v6_routes: usize,
+    /// 256-entry trie nodes for IPv4 routes longer than /24 (1 KiB each).
+    pub v4_nodes: u32,
+    /// 256-entry trie nodes for IPv6 routes longer than /16 (1 KiB each; the pool is
+    /// reserved address space, and only nodes in use take memory).
+    pub v6_nodes: u32,
+    pub groups: u32,
+    pub adjacencies: u32,
+}
+
+impl Default for FibConfig {
+    fn default() -> Self {
+        FibConfig {
+            v4_routes: 2_000_000,
+            v6_routes: 500_000,
+            v4_nodes: 32_768,
+            v6_nodes: 1 << 20,
+            groups: 65_536,
+            adjacencies: 65_536,
+        }
+    }
+}
+
+/// One bad entry of a batch: its position and what is wrong, or a batch-wide problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryError {
+    pub index: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for EntryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.index {
+            Some(i) => write!(f, "entry {i}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// A refused batch: every problem found; nothing of the batch was applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchError {
+    pub errors: Vec<EntryError>,
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+/// Sizes of the whole FIB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FibStats {
+    pub v4: TableStats,
+    pub v6: TableStats,
+    pub groups: usize,
+    pub group_capacity: usize,
+    pub adjacencies: usize,
+    pub adjacency_capacity: usize,
+}
+
+/// What readers share with the writer.
+struct FibShared {
+    qsbr: Arc<Qsbr>,
+    v4: Arc<DirShared>,
+    v6: Arc<DirShared>,
+    groups: RcuArray<GroupBuckets>,
+    adjacencies: RcuArray<Adjacency>,
+}
+
+/// The writer. Apply batches with `apply`; hand `reader()`s to forwarding threads.
+pub struct Fib {
+    shared: Arc<FibShared>,
+    v4: DirTable<u32>,
+    v6: DirTable<u128>,
+    groups: HashMap<GroupId, Vec<NextHop>>,
+    /// Routes using each group; a used group cannot be deleted.
+    group_refs: HashMap<GroupId, usize>,
+    adjacencies: HashMap<AdjacencyId, Adjacency>,
+    /// Groups using each adjacency; a used adjacency cannot be deleted.
+    adjacency_refs: HashMap<AdjacencyId, usize>,
+    retired_groups: RetireList<GroupBuckets>,
+    retired_adjacencies: RetireList<Adjacency>,
+    config: FibConfig,
+}
+
+impl Fib {
+    pub fn new(config: FibConfig) -> Result<Fib, String> {
+        if config.groups > MAX_GROUPS {
+            return Err(format!("groups: {} exceeds the largest supported {MAX_GROUPS}", config.groups));
+        }
+        for (name, n) in [("v4_nodes", config.v4_nodes), ("v6_nodes", config.v6_nodes)] {
+            if n > VALUE_MASK + 1 {
+                return Err(format!("{name}: {n} exceeds the largest supported {}", VALUE_MASK + 1));
+            }
+        }
+        let v4 = DirTable::new(24, config.v4_routes, config.v4_nodes);
+        let v6 = DirTable::new(16, config.v6_routes, config.v6_nodes);
+        let shared = Arc::new(FibShared {
+            qsbr: Qsbr::new(),
+            v4: v4.shared.clone(),
+            v6: v6.shared.clone(),
+            groups: RcuArray::new(config.groups as usize),
+            adjacencies: RcuArray::new(config.adjacencies as usize),
+        });
+        Ok(Fib {
+            shared,
+            v4,
+            v6,
+            groups: HashMap::new(),
+            group_refs: HashMap::new(),
+            adjacencies: HashMap::new(),
+            adjacency_refs: HashMap::new(),
+            retired_groups: RetireList::default(),
+            retired_adjacencies: RetireList::default(),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> FibConfig {
+        self.config
+    }
+
+    /// A lock-free reader for one forwarding thread.
+    pub fn reader(&self) -> FibReader {
+        FibReader { shared: self.shared.clone(), qsbr: self.shared.qsbr.register() }
+    }
+
+    pub fn stats(&self) -> FibStats {
+        FibStats {
+            v4: self.v4.stats(),
+            v6: self.v6.stats(),
+            groups: self.groups.len(),
+            group_capacity: self.config.groups as usize,
+            adjacencies: self.adjacencies.len(),
+            adjacency_capacity: self.config.adjacencies as usize,
+        }
+    }
+
+    /// The installed target of exactly this prefix (not a longest-prefix lookup).
+    pub fn route(&self, prefix: &Prefix) -> Option<RouteTarget> {
+        let code = match prefix.family() {
+            Family::V4 => self.v4.get(prefix.addr_v4(), prefix.len() as u32),
+            Family::V6 => self.v6.get(prefix.addr_v6(), prefix.len() as u32),
+        }?;
+        Some(RouteTarget::from_code(code))
+    }
+
+    /// Every installed route of a family, shortest prefixes first.
+    pub fn routes(&self, family: Family) -> Vec<(Prefix, RouteTarget)> {
+        match family {
+            Family::V4 => self
+                .v4
+                .rules()
+                .map(|(k, l, c)| (Prefix::v4(k, l as u8), RouteTarget::from_code(c)))
+                .collect(),
+            Family::V6 => self
+                .v6
+                .rules()
+                .map(|(k, l, c)| (Prefix::v6(k, l as u8), RouteTarget::from_code(c)))
+                .collect(),
+        }
+    }
+
+    pub fn group(&self, id: GroupId) -> Option<&[NextHop]> {
+        self.groups.get(&id).map(|v| v.as_slice())
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = (GroupId, &[NextHop])> {
+        self.groups.iter().map(|(k, v)| (*k, v.as_slice()))
+    }
+
+    pub fn adjacency(&self, id: AdjacencyId) -> Option<Adjacency> {
+        self.adjacencies.get(&id).copied()
+    }
+
+    pub fn adjacencies(&self) -> impl Iterator<Item = (AdjacencyId, Adjacency)> + '_ {
+        self.adjacencies.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// Validates the whole batch, then applies it in order. On error nothing is applied
+    /// and every bad entry is named.
+    pub fn apply(&mut self, ops: &[FibOp]) -> Result<(), BatchError> {
+        self.validate(ops)?;
+        for op in ops {
+            self.apply_one(op);
+        }
+        self.reclaim(false);
+        Ok(())
+    }
+
+    /// Frees what readers can no longer see; with `wait`, waits out every grace period.
+    pub fn reclaim(&mut self, wait: bool) {
+        let q = self.shared.qsbr.clone();
+        self.v4.reclaim(&q, wait);
+        self.v6.reclaim(&q, wait);
+        self.retired_groups.reclaim(&q, wait);
+        self.retired_adjacencies.reclaim(&q, wait);
+    }
+
+    fn validate(&mut self, ops: &[FibOp]) -> Result<(), BatchError> {
+        let mut errors = Vec::new();
+        let mut err = |i: usize, m: String| errors.push(EntryError { index: Some(i), message: m });
+        // The batch's view of objects it touches: Some(x) = present after the op, None = absent.
+        let mut adj_after: HashMap<AdjacencyId, bool> = HashMap::new();
+        let mut group_after: HashMap<GroupId, Option<&[NextHop]>> = HashMap::new();
+        let mut group_ref_delta: HashMap<GroupId, isize> = HashMap::new();
+        let mut adj_ref_delta: HashMap<AdjacencyId, isize> = HashMap::new();
+        let mut seen: HashMap<Object, usize> = HashMap::with_capacity(ops.len());
+        let (mut v4_routes, mut v6_routes) = (self.v4.routes() as isize, self.v6.routes() as isize);
+        let (mut v4_adds, mut v4_dels, mut v6_adds, mut v6_dels) = (vec![], vec![], vec![], vec![]);
+
+        for (i, op) in ops.iter().enumerate() {
+            let key = Object::of(op);
+            if let Some(first) = seen.get(&key) {
+                err(i, format!("{key}: already changed by entry {first} of this batch (one change per object)"));
+                continue;
+            }
+            seen.insert(key, i);
+            match op {
+                FibOp::SetAdjacency { id, .. } => {
+                    if *id >= self.config.adjacencies {
+                        err(i, format!("adjacency {id}: id exceeds the table's {} adjacencies", self.config.adjacencies));
+                        continue;
+                    }
+                    adj_after.insert(*id, true);
+                }
+                FibOp::DeleteAdjacency { id } => {
+                    adj_after.insert(*id, false);
+                }
+                FibOp::SetGroup { id, members } => {
+                    if *id >= self.config.groups {
+                        err(i, format!("group {id}: id exceeds the table's {} groups", self.config.groups));
+                        continue;
+                    }
+                    if members.is_empty() {
+                        err(i, format!("group {id}: no members (a group needs at least one next hop)"));
+                        continue;
+                    }
+                    if members.len() > MAX_GROUP_MEMBERS {
+                        err(i, format!("group {id}: {} members exceed the limit of {MAX_GROUP_MEMBERS}", members.len()));
+                        continue;
+                    }
+                    let mut bad = false;
+                    for m in members {
+                        if m.weight == 0 || m.weight > MAX_WEIGHT {
+                            err(i, format!("group {id}: member adjacency {} has weight {}; weights are 1 to {MAX_WEIGHT}", m.adjacency, m.weight));
+                            bad = true;
+                        }
+                        let present = adj_after.get(&m.adjacency).copied().unwrap_or_else(|| self.adjacencies.contains_key(&m.adjacency));
+                        if !present {
+                            err(i, format!("group {id}: member adjacency {} does not exist", m.adjacency));
+                            bad = true;
+                        }
+                    }
+                    let mut ids: Vec<_> = members.iter().map(|m| m.adjacency).collect();
+                    ids.sort_unstable();
+                    if ids.windows(2).any(|w| w[0] == w[1]) {
+                        err(i, format!("group {id}: an adjacency is listed twice (give it a larger weight instead)"));
+                        bad = true;
+                    }
+                    if bad {
+                        continue;
+                    }
+                    if let Some(old) = group_after.get(id).copied().unwrap_or_else(|| self.groups.get(id).map(|v| v.as_slice())) {
+                        for m in old {
+                            *adj_ref_delta.entry(m.adjacency).or_default() -= 1;
+                        }
+                    }
+                    for m in members {
+                        *adj_ref_delta.entry(m.adjacency).or_default() += 1;
+                    }
+                    group_after.insert(*id, Some(members));
+                }
+                FibOp::DeleteGroup { id } => {
+                    if let Some(old) = group_after.get(id).copied().unwrap_or_else(|| self.groups.get(id).map(|v| v.as_slice())) {
+                        for m in old {
+                            *adj_ref_delta.entry(m.adjacency).or_default() -= 1;
+                        }
+                    }
+                    group_after.insert(*id, None);
+                }
+                FibOp::AddRoute { prefix, target } => {
+                    if let Err(m) = prefix.check() {
+                        err(i, m);
+                        continue;
+                    }
+                    if let RouteTarget::Group(g) = target {
+                        let present = group_after.get(g).map(|x| x.is_some()).unwrap_or_else(|| self.groups.contains_key(g));
+                        if !present {
+                            err(i, format!("route {prefix}: group {g} does not exist"));
+                            continue;
+                        }
+                        *group_ref_delta.entry(*g).or_default() += 1;
+                    }
+                    let old = self.route(prefix);
+                    if let Some(RouteTarget::Group(g)) = old {
+                        *group_ref_delta.entry(g).or_default() -= 1;
+                    }
+                    let k = (prefix.len() as u32, prefix.family());
+                    match k.1 {
+                        Family::V4 => {
+                            v4_adds.push((prefix.addr_v4(), k.0));
+                            v4_routes += old.is_none() as isize;
+                        }
+                        Family::V6 => {
+                            v6_adds.push((prefix.addr_v6(), k.0));
+                            v6_routes += old.is_none() as isize;
+                        }
+                    }
+                    let (routes, cap) = match k.1 {
+                        Family::V4 => (v4_routes, self.v4.route_capacity()),
+                        Family::V6 => (v6_routes, self.v6.route_capacity()),
+                    };
+                    if routes as usize > cap {
+                        err(i, format!("route {prefix}: {} table full ({cap} routes; raise the capacity)", k.1));
+                    }
+                }
+                FibOp::DeleteRoute { prefix } => {
+                    if let Err(m) = prefix.check() {
+                        err(i, m);
+                        continue;
+                    }
+                    if let Some(old) = self.route(prefix) {
+                        if let RouteTarget::Group(g) = old {
+                            *group_ref_delta.entry(g).or_default() -= 1;
+                        }
+                        match prefix.family() {
+                            Family::V4 => {
+                                v4_routes -= 1;
+                                v4_dels.push((prefix.addr_v4(), prefix.len() as u32));
+                            }
+                            Family::V6 => {
+                                v6_routes -= 1;
+                                v6_dels.push((prefix.addr_v6(), prefix.len() as u32));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        // References still held after the whole batch.
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                FibOp::DeleteGroup { id } if seen.get(&Object::Group(*id)) == Some(&i) => {
+                    let refs = *self.group_refs.get(id).unwrap_or(&0) as isize + group_ref_delta.get(id).copied().unwrap_or(0);
+                    if refs > 0 {
+                        err(i, format!("group {id}: still used by {refs} route(s); delete or re-point them first"));
+                    }
+                }
+                FibOp::DeleteAdjacency { id } if seen.get(&Object::Adjacency(*id)) == Some(&i) => {
+                    let refs = *self.adjacency_refs.get(id).unwrap_or(&0) as isize + adj_ref_delta.get(id).copied().unwrap_or(0);
+                    if refs > 0 {
+                        err(i, format!("adjacency {id}: still used by {refs} group(s); remove it from them first"));
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        if errors.is_empty() {
+            let q = self.shared.qsbr.clone();
+            for (fam, table_needed, avail, name) in [
+                (Family::V4, self.v4.nodes_needed(&v4_adds, &v4_dels), self.v4.nodes_available(), "v4_nodes"),
+                (Family::V6, self.v6.nodes_needed(&v6_adds, &v6_dels), self.v6.nodes_available(), "v6_nodes"),
+            ] {
+                if table_needed <= avail.0 {
+                    continue;
+                }
+                if table_needed <= avail.1 {
+                    match fam {
+                        Family::V4 => self.v4.reclaim(&q, true),
+                        Family::V6 => self.v6.reclaim(&q, true),
+                    }
+                    continue;
+                }
+                errors.push(EntryError {
+                    index: None,
+                    message: format!(
+                        "{fam} table full: the batch needs up to {table_needed} more trie nodes and {} are free (raise {name})",
+                        avail.1
+                    ),
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(BatchError { errors })
+        }
+    }
+
+    fn apply_one(&mut self, op: &FibOp) {
+        let q = self.shared.qsbr.clone();
+        match op {
+            FibOp::SetAdjacency { id, adjacency } => {
+                self.adjacencies.insert(*id, *adjacency);
+                let old = self.shared.adjacencies.replace(*id as usize, Some(Box::new(*adjacency)));
+                self.retired_adjacencies.push(old, q.retire_epoch());
+            }
+            FibOp::DeleteAdjacency { id } => {
+                if self.adjacencies.remove(id).is_some() {
+                    let old = self.shared.adjacencies.replace(*id as usize, None);
+                    self.retired_adjacencies.push(old, q.retire_epoch());
+                }
+            }
+            FibOp::SetGroup { id, members } => {
+                let old_members = self.groups.insert(*id, members.clone());
+                for m in old_members.iter().flatten() {
+                    dec(&mut self.adjacency_refs, m.adjacency);
+                }
+                for m in members {
+                    *self.adjacency_refs.entry(m.adjacency).or_default() += 1;
+                }
+                let buckets = GroupBuckets { buckets: spread(members) };
+                let old = self.shared.groups.replace(*id as usize, Some(Box::new(buckets)));
+                self.retired_groups.push(old, q.retire_epoch());
+            }
+            FibOp::DeleteGroup { id } => {
+                if let Some(old_members) = self.groups.remove(id) {
+                    for m in &old_members {
+                        dec(&mut self.adjacency_refs, m.adjacency);
+                    }
+                    let old = self.shared.groups.replace(*id as usize, None);
+                    self.retired_groups.push(old, q.retire_epoch());
+                }
+            }
+            FibOp::AddRoute { prefix, target } => {
+                let len = prefix.len() as u32;
+                let old = match prefix.family() {
+                    Family::V4 => self.v4.insert(&q, prefix.addr_v4(), len, target.code()),
+                    Family::V6 => self.v6.insert(&q, prefix.addr_v6(), len, target.code()),
+                };
+                if let Some(RouteTarget::Group(g)) = old.map(RouteTarget::from_code) {
+                    dec(&mut self.group_refs, g);
+                }
+                if let RouteTarget::Group(g) = target {
+                    *self.group_refs.entry(*g).or_default() += 1;
+                }
+            }
+            FibOp::DeleteRoute { prefix } => {
+                let len = prefix.len() as u32;
+                let old = match prefix.family() {
+                    Family::V4 => self.v4.remove(&q, prefix.addr_v4(), len),
+                    Family::V6 => self.v6.remove(&q, prefix.addr_v6(), len),
+                };
+                if let Some(RouteTarget::Group(g)) = old.map(RouteTarget::from_code) {
+                    dec(&mut self.group_refs, g);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Fib {
+    fn drop(&mut self) {
+        // Readers may outlive the writer; retired objects must outlive their grace period.
+        self.reclaim(true);
+    }
+}
+
+/// The object an operation changes, to refuse two changes of one object in a batch.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Object {
+    Adjacency(AdjacencyId),
+    Group(GroupId),
+    Route(Prefix),
+}
+
+impl Object {
+    fn of(op: &FibOp) -> Object {
+        match op {
+            FibOp::SetAdjacency { id, .. } | FibOp::DeleteAdjacency { id } => Object::Adjacency(*id),
+            FibOp::SetGroup { id, .. } | FibOp::DeleteGroup { id } => Object::Group(*id),
+            FibOp::AddRoute { prefix, .. } | FibOp::DeleteRoute { prefix } => Object::Route(*prefix),
+        }
+    }
+}
+
+impl fmt::Display for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Object::Adjacency(id) => write!(f, "adjacency {id}"),
+            Object::Group(id) => write!(f, "group {id}"),
+            Object::Route(p) => write!(f, "route {p}"),
+        }
+    }
+}
+
+fn dec<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: K) {
+    if let Some(n) = m.get_mut(&k) {
+        *n -= 1;
+        if *n == 0 {
+            m.remove(&k);
+        }
+    }
+}
+
+/// Lays members out over buckets in proportion to their weights (exactly when the weights
+/// add up to at most MAX_BUCKETS, else by largest remainder, every member keeping one).
+fn spread(members: &[NextHop]) -> Box<[AdjacencyId]> {
+    let total: u64 = members.iter().map(|m| m.weight as u64).sum();
+    let n = if total <= MAX_BUCKETS as u64 { total } else { MAX_BUCKETS as u64 };
+    let mut counts: Vec<u64> = members.iter().map(|m| (m.weight as u64 * n / total).max(1)).collect();
+    let mut assigned: u64 = counts.iter().sum();
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse((members[i].weight as u64 * n) % total));
+    let mut k = 0;
+    while assigned < n {
+        counts[order[k % order.len()]] += 1;
+        assigned += 1;
+        k += 1;
+    }
+    let mut out = Vec::with_capacity(assigned as usize);
+    for (m, c) in members.iter().zip(counts) {
+        out.extend(std::iter::repeat_n(m.adjacency, c as usize));
+    }
+    out.into_boxed_slice()
+}
+
+/// A forwarding thread's view of the FIB. Lookups never lock or wait; call `quiescent`
+/// between batches (it ends every borrow handed out) so the writer can reclaim memory.
+pub struct FibReader {
+    shared: Arc<FibShared>,
+    qsbr: QsbrReader,
+}
+
+impl FibReader {
+    #[inline]
+    pub fn lookup_v4(&self, dst: u32) -> Option<RouteTarget> {
+        RouteTarget::from_entry(self.shared.v4.lookup(dst))
+    }
+
+    #[inline]
+    pub fn lookup_v6(&self, dst: u128) -> Option<RouteTarget> {
+        RouteTarget::from_entry(self.shared.v6.lookup(dst))
+    }
+
+    /// Batch lookup: `out[i]` is the raw entry for `dsts[i]`; decode with
+    /// `RouteTarget::from_entry`.
+    #[inline]
+    pub fn lookup_v4_batch(&self, dsts: &[u32], out: &mut [u32]) {
+        self.shared.v4.lookup_batch(dsts, out)
+    }
+
+    #[inline]
+    pub fn lookup_v6_batch(&self, dsts: &[u128], out: &mut [u32]) {
+        self.shared.v6.lookup_batch(dsts, out)
+    }
+
+    /// The member of `group` that the flow with `flow_hash` takes, or None when the group
+    /// does not exist or its adjacency is gone.
+    #[inline]
+    pub fn next_hop(&self, group: GroupId, flow_hash: u32) -> Option<(AdjacencyId, &Adjacency)> {
+        let g = self.shared.groups.get(group as usize, &self.qsbr)?;
+        let n = g.buckets.len() as u64;
+        // Multiply-shift maps the hash onto the buckets without a division.
+        let b = *g.buckets.get(((flow_hash as u64 * n) >> 32) as usize)?;
+        self.shared.adjacencies.get(b as usize, &self.qsbr).map(|a| (b, a))
+    }
+
+    #[inline]
+    pub fn adjacency(&self, id: AdjacencyId) -> Option<&Adjacency> {
+        self.shared.adjacencies.get(id as usize, &self.qsbr)
+    }
+
+    /// No reference from this reader survives this call.
+    #[inline]
+    pub fn quiescent(&mut self) {
+        self.qsbr.quiescent();
+    }
+
+    /// Before sleeping: the writer stops waiting for this reader.
+    pub fn offline(&mut self) {
+        self.qsbr.offline();
+    }
+
+    pub fn online(&mut self) {
+        self.qsbr.online();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,6 @@
+//! Corridor's forwarding engine: the FIB and, in later modules, the packet views, the
+//! AF_XDP rings and the worker pipeline. Pure Rust: nothing here names Python, so
+//! `cargo test` runs without an interpreter. The pyo3 shell lives in `dataplane/python`.
+
+pub mod fib;
+pub mod qsbr;

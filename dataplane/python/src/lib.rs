@@ -1,0 +1,3 @@
+use pyo3::prelude::*;
+#[pymodule]
+fn _dataplane(_m: &Bound<'_, PyModule>) -> PyResult<()> { Ok(()) }
