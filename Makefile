@@ -66,5 +66,12 @@ test: deps
 bench: deps
 	cargo bench -p corridor-benches --bench fib -- --noplot
 
+# The Python modules of the gRPC contracts, from proto/ into control/corridor/v1/ (committed;
+# tests/test_agent_proto.py regenerates into PROTO_OUT and fails when they are stale).
+PROTO_OUT := control
+proto:
+	$(PY) -m grpc_tools.protoc -I proto --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
+		--grpc_python_out=$(PROTO_OUT) $(sort $(wildcard proto/corridor/v1/*.proto))
+
 clean:
 	rm -rf $(STAMP) target $(VENV)

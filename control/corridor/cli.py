@@ -13,6 +13,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="load the real tables and show what the data plane does")
     demo.add_argument("--data", help="directory of the routing tables (default: ../shared/data)")
     demo.set_defaults(run=_run_demo)
+
+    from corridor.agent.config import EXAMPLE
+
+    agent = sub.add_parser(
+        "agent",
+        help="serve corridor.v1.Dataplane on this node, hosting the FIB",
+        epilog=f"A configuration file:\n\n{EXAMPLE}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    agent.add_argument("--config", required=True, metavar="FILE", help="the agent's TOML file")
+    agent.add_argument("--check", action="store_true", help="check the file, then exit")
+    agent.set_defaults(run=_run_agent)
     return parser
 
 
@@ -20,6 +32,12 @@ def _run_demo(args: argparse.Namespace) -> int:
     from corridor import demo
 
     return demo.run(args.data)
+
+
+def _run_agent(args: argparse.Namespace) -> int:
+    from corridor.agent import main
+
+    return main.run(args.config, check_only=args.check)
 
 
 def main(argv: list[str] | None = None) -> int:

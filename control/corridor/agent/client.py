@@ -1,0 +1,127 @@
+"""For clients of corridor.v1.Dataplane (the controller, tests, tools): operations built from
+text, the WriteError of a refused write, and a whole Read gathered into lists.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+import grpc
+
+from corridor.v1 import common_pb2, dataplane_pb2, dataplane_pb2_grpc
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+_KINDS = {
+    "blackhole": dataplane_pb2.ROUTE_KIND_BLACKHOLE,
+    "unreachable": dataplane_pb2.ROUTE_KIND_UNREACHABLE,
+    "local": dataplane_pb2.ROUTE_KIND_LOCAL,
+}
+
+
+def election_id(value: int) -> common_pb2.ElectionId:
+    return common_pb2.ElectionId(high=value >> 64, low=value & ((1 << 64) - 1))
+
+
+def prefix(text: str) -> common_pb2.IpPrefix:
+    """ "198.18.0.0/15" as an IpPrefix; host bits must be zero."""
+    network = ipaddress.ip_network(text)
+    return common_pb2.IpPrefix(address=network.network_address.packed, length=network.prefixlen)
+
+
+def prefix_text(pb: common_pb2.IpPrefix) -> str:
+    return f"{ipaddress.ip_address(pb.address)}/{pb.length}"
+
+
+def set_route(prefix_: str, target: int | str) -> dataplane_pb2.Operation:
+    """A route to next-hop group `target`, or of kind "blackhole", "unreachable" or "local"."""
+    if isinstance(target, int):
+        route = dataplane_pb2.Route(
+            prefix=prefix(prefix_),
+            kind=dataplane_pb2.ROUTE_KIND_FORWARD,
+            next_hop_group_id=target,
+        )
+    else:
+        route = dataplane_pb2.Route(prefix=prefix(prefix_), kind=_KINDS[target])
+    return dataplane_pb2.Operation(action=dataplane_pb2.ACTION_SET, route=route)
+
+
+def delete_route(prefix_: str) -> dataplane_pb2.Operation:
+    route = dataplane_pb2.Route(prefix=prefix(prefix_))
+    return dataplane_pb2.Operation(action=dataplane_pb2.ACTION_DELETE, route=route)
+
+
+def set_group(id: int, members: list[tuple[int, int]]) -> dataplane_pb2.Operation:
+    """Group `id` of (adjacency id, weight) members."""
+    group = dataplane_pb2.NextHopGroup(
+        id=id,
+        members=[dataplane_pb2.NextHopGroup.Member(adjacency_id=a, weight=w) for a, w in members],
+    )
+    return dataplane_pb2.Operation(action=dataplane_pb2.ACTION_SET, next_hop_group=group)
+
+
+def delete_group(id: int) -> dataplane_pb2.Operation:
+    group = dataplane_pb2.NextHopGroup(id=id)
+    return dataplane_pb2.Operation(action=dataplane_pb2.ACTION_DELETE, next_hop_group=group)
+
+
+def set_adjacency(
+    id: int, port: str, vlan: int, src_mac: str, dst_mac: str
+) -> dataplane_pb2.Operation:
+    """MACs as "aa:bb:cc:dd:ee:ff"."""
+    adjacency = dataplane_pb2.Adjacency(
+        id=id,
+        port=port,
+        vlan=vlan,
+        src_mac=bytes.fromhex(src_mac.replace(":", "")),
+        dst_mac=bytes.fromhex(dst_mac.replace(":", "")),
+    )
+    return dataplane_pb2.Operation(action=dataplane_pb2.ACTION_SET, adjacency=adjacency)
+
+
+def delete_adjacency(id: int) -> dataplane_pb2.Operation:
+    adjacency = dataplane_pb2.Adjacency(id=id)
+    return dataplane_pb2.Operation(action=dataplane_pb2.ACTION_DELETE, adjacency=adjacency)
+
+
+def write_request(
+    election: int, operations: list[dataplane_pb2.Operation], batch_id: int = 0
+) -> dataplane_pb2.WriteRequest:
+    return dataplane_pb2.WriteRequest(
+        election_id=election_id(election), operations=operations, batch_id=batch_id
+    )
+
+
+def write_error(error: grpc.RpcError) -> dataplane_pb2.WriteError | None:
+    """The WriteError in a refused call's status details; None if it carries none."""
+    for key, value in error.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY:
+            for packed in common_pb2.Status.FromString(value).details:
+                details = dataplane_pb2.WriteError()
+                if packed.Unpack(details):
+                    return details
+    return None
+
+
+@dataclass
+class Installed:
+    """Everything one Read returned."""
+
+    generation: int = 0
+    ports: list[dataplane_pb2.Port] = field(default_factory=list)
+    adjacencies: list[dataplane_pb2.Adjacency] = field(default_factory=list)
+    next_hop_groups: list[dataplane_pb2.NextHopGroup] = field(default_factory=list)
+    routes: list[dataplane_pb2.Route] = field(default_factory=list)
+
+
+async def read(stub: dataplane_pb2_grpc.DataplaneStub) -> Installed:
+    """Gathers one Read; bound its time with the caller's asyncio.timeout."""
+    installed = Installed()
+    async for response in stub.Read(dataplane_pb2.ReadRequest()):
+        installed.generation = response.generation
+        installed.ports.extend(response.ports)
+        installed.adjacencies.extend(response.adjacencies)
+        installed.next_hop_groups.extend(response.next_hop_groups)
+        installed.routes.extend(response.routes)
+    return installed

@@ -1,0 +1,227 @@
+"""The agent's domain: FIB entries and write batches, the writers' election, and the errors a
+writer can meet. It knows no gRPC (api.py translates) and no engine (the FIB adapter it is
+given does the work, in the default executor so that the event loop never waits on it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from corridor.agent.config import AgentConfig, PortConfig
+
+# A Write holds at most this many operations: enough for a large slice of a full table per
+# round trip, small enough that one batch never holds the agent for long (StreamWrite is the
+# way to load more).
+MAX_OPERATIONS_PER_WRITE = 100_000
+
+
+class RouteKind(enum.Enum):
+    FORWARD = "forward"
+    BLACKHOLE = "blackhole"
+    UNREACHABLE = "unreachable"
+    LOCAL = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class Adjacency:
+    id: int
+    port: int  # index into the configured ports
+    vlan: int
+    src_mac: str  # "aa:bb:cc:dd:ee:ff"
+    dst_mac: str
+
+
+@dataclass(frozen=True, slots=True)
+class NextHopGroup:
+    id: int
+    members: tuple[tuple[int, int], ...]  # (adjacency id, weight)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    prefix: str  # canonical text, "198.18.0.0/15" or "2001:db8::/32"
+    kind: RouteKind
+    group: int = 0  # the next-hop group of a FORWARD route
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAdjacency:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteGroup:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRoute:
+    prefix: str
+
+
+Operation = Adjacency | NextHopGroup | Route | DeleteAdjacency | DeleteGroup | DeleteRoute
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """What is wrong with one operation (`index`), or with the batch as a whole (None)."""
+
+    index: int | None
+    field: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    generation: int
+    adjacencies: list[Adjacency]
+    groups: list[NextHopGroup]
+    routes: list[Route]
+
+
+class InvalidBatch(ValueError):
+    """The batch was refused whole and nothing of it applied."""
+
+    def __init__(self, violations: Sequence[Violation]) -> None:
+        self.violations = list(violations)
+        first = self.violations[0]
+        where = f"operation {first.index}" if first.index is not None else first.field
+        more = f" (and {len(self.violations) - 1} more)" if len(self.violations) > 1 else ""
+        super().__init__(f"batch refused, nothing applied: {where}: {first.description}{more}")
+
+
+class NotPrimary(PermissionError):
+    """A writer presented an election id below the highest the agent has seen."""
+
+    def __init__(self, presented: int, highest: int) -> None:
+        self.presented = presented
+        self.highest = highest
+        super().__init__(
+            f"election id {format_election_id(presented)} is below the primary's "
+            f"{format_election_id(highest)}; only the writer with the highest id may write"
+        )
+
+
+def format_election_id(value: int) -> str:
+    return f"{value >> 64}:{value & ((1 << 64) - 1)}"
+
+
+class Election:
+    """One writer at a time: the highest election id ever presented wins, and is never
+    forgotten while the agent runs (so a deposed primary that comes back stays deposed)."""
+
+    def __init__(self) -> None:
+        self.highest = 0
+        self.changes = 0  # how often a new primary took over
+        self.refusals = 0
+
+    def check(self, election_id: int) -> None:
+        """Raises NotPrimary if `election_id` is below the highest seen; records nothing.
+        Zero is no id at all: the request is refused for that, not here."""
+        if 0 < election_id < self.highest:
+            self.refusals += 1
+            raise NotPrimary(election_id, self.highest)
+
+    def present(self, election_id: int) -> None:
+        """Admits the writer of `election_id` or raises NotPrimary."""
+        self.check(election_id)
+        if election_id > self.highest:
+            self.highest = election_id
+            self.changes += 1
+
+
+class Fib(Protocol):
+    """What the domain needs of the FIB; fib_adapter.EngineFib provides it. Its methods block
+    (the engine releases the GIL) and are called from the default executor, one at a time."""
+
+    def apply(self, operations: Sequence[Operation]) -> None:
+        """Validates the whole batch, then applies it; raises InvalidBatch, naming operations
+        by index, with nothing applied."""
+
+    def entries(self) -> tuple[list[Adjacency], list[NextHopGroup], list[Route]]: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
+class WriteObserver(Protocol):
+    def written(self, seconds: float, operations: int, outcome: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    operations: int
+    generation: int
+
+
+class Dataplane:
+    """The node's data plane as writers see it: the FIB behind one election, written one
+    batch at a time in the order batches arrive."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        fib: Fib,
+        observer: WriteObserver | None = None,
+    ) -> None:
+        self.config = config
+        self.ports: tuple[PortConfig, ...] = config.ports
+        self._port_index = {p.name: i for i, p in enumerate(config.ports)}
+        self._fib = fib
+        self._observer = observer
+        self.election = Election()
+        self.generation = 0
+        self.stats = fib.stats()  # refreshed after every batch, so scrapes need not ask the FIB
+        self._lock = asyncio.Lock()
+
+    def port_index(self, name: str) -> int | None:
+        return self._port_index.get(name)
+
+    def port_vlans(self, index: int) -> tuple[int, ...]:
+        return tuple(v.id for v in self.ports[index].vlans)
+
+    async def write(self, election_id: int, operations: Sequence[Operation]) -> WriteResult:
+        """Applies one batch for the writer of `election_id`. Raises NotPrimary, or
+        InvalidBatch with every violation the FIB found; in both cases nothing is applied."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            started = time.perf_counter()
+            try:
+                self.election.present(election_id)
+            except NotPrimary:
+                self._observe(started, len(operations), "not_primary")
+                raise
+            if not operations:
+                return WriteResult(0, self.generation)
+            try:
+                self.stats = await loop.run_in_executor(None, self._apply, operations)
+            except InvalidBatch:
+                self._observe(started, len(operations), "invalid")
+                raise
+            self.generation += 1
+            self._observe(started, len(operations), "applied")
+            return WriteResult(len(operations), self.generation)
+
+    def refuse(self, operations: int) -> None:
+        """Counts a batch refused before it reached write() (its syntax was bad)."""
+        if self._observer is not None:
+            self._observer.written(0.0, operations, "invalid")
+
+    async def snapshot(self) -> Snapshot:
+        """Everything installed, consistent: taken while no batch is being applied."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            adjacencies, groups, routes = await loop.run_in_executor(None, self._fib.entries)
+            return Snapshot(self.generation, adjacencies, groups, routes)
+
+    def _apply(self, operations: Sequence[Operation]) -> dict[str, int]:
+        self._fib.apply(operations)
+        return self._fib.stats()
+
+    def _observe(self, started: float, operations: int, outcome: str) -> None:
+        if self._observer is not None:
+            self._observer.written(time.perf_counter() - started, operations, outcome)

@@ -1,0 +1,84 @@
+"""`corridor agent`: the agent process. Reads the configuration, builds the FIB, serves gRPC
+and /metrics on uvloop, and stops cleanly on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import uvloop
+
+from corridor.agent.config import AgentConfig, ConfigError, load
+from corridor.agent.domain import Dataplane
+from corridor.agent.metrics import AgentMetrics, MetricsServer
+from corridor.agent.server import StartError, start_server
+
+log = logging.getLogger("corridor.agent")
+
+STOP_GRACE_SECONDS = 5.0
+
+
+def run(config_path: str, check_only: bool = False) -> int:
+    """The process: exit status 0 after a clean stop, 2 for a bad configuration, 1 when the
+    agent could not start."""
+    logging.basicConfig(level=logging.INFO, format="corridor agent: %(message)s")
+    try:
+        config = load(config_path)
+    except ConfigError as e:
+        print(f"corridor agent: {e}", file=sys.stderr)
+        return 2
+    if check_only:
+        print(f"corridor agent: {Path(config_path)}: valid", file=sys.stderr)
+        return 0
+    try:
+        uvloop.run(serve(config))
+    except StartError as e:
+        print(f"corridor agent: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def serve(config: AgentConfig) -> None:
+    """Serves until SIGTERM or SIGINT, then drains and releases everything it bound."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    # Imported here: the engine is needed to serve, not to check a configuration.
+    from corridor.agent.fib_adapter import EngineFib
+
+    fib = await loop.run_in_executor(None, EngineFib, config.fib)  # sizes the tables: slow
+    metrics = AgentMetrics()
+    dataplane = Dataplane(config, fib, observer=metrics)
+    metrics.watch(dataplane)
+    metrics_server = None
+    agent = None
+    try:
+        if config.metrics is not None:
+            try:
+                metrics_server = MetricsServer(metrics.registry, config.metrics)
+            except OSError as e:
+                raise StartError(f"metrics.address: cannot listen on {config.metrics}: {e}") from e
+            log.info("metrics on http://%s/metrics", config.metrics)
+        agent = await start_server(dataplane, config.listen, config.tls)
+        where = []
+        if agent.unix_path is not None:
+            where.append(f"unix:{agent.unix_path}")
+        if config.listen.tcp is not None:
+            mode = "mutual TLS" if config.tls is not None else "plaintext"
+            where.append(f"{config.listen.tcp.host}:{agent.port} ({mode})")
+        log.info("serving corridor.v1.Dataplane on %s", " and ".join(where))
+        await stopping.wait()
+        log.info("stopping")
+    finally:
+        if agent is not None:
+            await agent.stop(STOP_GRACE_SECONDS)
+        if metrics_server is not None:
+            metrics_server.stop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    log.info("stopped")

@@ -1,0 +1,125 @@
+"""The agent's Prometheus metrics: FIB sizes, write latency, election state (engine counters
+come with the engine). Each agent has its own registry, so several can live in one process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from corridor.agent.config import HostPort
+from corridor.agent.domain import Dataplane, format_election_id
+
+# From a handful of routes (tens of microseconds) to a 100,000-operation batch (seconds).
+WRITE_SECONDS_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+class AgentMetrics:
+    """Observes writes for the domain (WriteObserver) and reads the rest at scrape time."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.write_seconds = Histogram(
+            "corridor_agent_write_seconds",
+            "Time to validate and apply one write batch, by outcome",
+            ["outcome"],
+            buckets=WRITE_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.write_operations = Counter(
+            "corridor_agent_write_operations",
+            "Operations in write batches, by outcome (applied, invalid, not_primary)",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+    def written(self, seconds: float, operations: int, outcome: str) -> None:
+        self.write_seconds.labels(outcome).observe(seconds)
+        self.write_operations.labels(outcome).inc(operations)
+
+    def watch(self, dataplane: Dataplane) -> None:
+        self.registry.register(_DataplaneCollector(dataplane))
+
+
+class _DataplaneCollector(Collector):
+    def __init__(self, dataplane: Dataplane) -> None:
+        self.dataplane = dataplane
+
+    def collect(self) -> Iterator:
+        # The stats the dataplane kept from its last batch: a scrape never waits on the FIB.
+        stats = self.dataplane.stats
+        families = (("ipv4", "v4"), ("ipv6", "v6"))
+        entries = GaugeMetricFamily(
+            "corridor_fib_entries", "Entries installed in the FIB, by table", labels=["table"]
+        )
+        capacity = GaugeMetricFamily(
+            "corridor_fib_capacity", "Entries the FIB has room for, by table", labels=["table"]
+        )
+        for family, short in families:
+            entries.add_metric([f"{family}_routes"], stats[f"{short}_routes"])
+            capacity.add_metric([f"{family}_routes"], stats[f"{short}_capacity"])
+        for table in ("groups", "adjacencies"):
+            entries.add_metric([table], stats[table])
+        capacity.add_metric(["groups"], stats["group_capacity"])
+        capacity.add_metric(["adjacencies"], stats["adjacency_capacity"])
+        yield entries
+        yield capacity
+        nodes = GaugeMetricFamily(
+            "corridor_fib_nodes", "Trie nodes in use, by family", labels=["family"]
+        )
+        memory = GaugeMetricFamily(
+            "corridor_fib_bytes", "Memory held by the route tables, by family", labels=["family"]
+        )
+        for family, short in families:
+            nodes.add_metric([family], stats[f"{short}_nodes_used"])
+            memory.add_metric([family], stats[f"{short}_bytes"])
+        yield nodes
+        yield memory
+        yield GaugeMetricFamily(
+            "corridor_fib_generation",
+            "Write batches applied since the agent started",
+            value=self.dataplane.generation,
+        )
+        election = self.dataplane.election
+        # 128 bits do not fit a float sample: the id is a label, its changes are counted.
+        yield InfoMetricFamily(
+            "corridor_agent_election",
+            "The highest election id seen (high:low); 0:0 before any writer",
+            value={"election_id": format_election_id(election.highest)},
+        )
+        yield CounterMetricFamily(
+            "corridor_agent_election_primary_changes",
+            "Times a writer with a higher election id became the primary",
+            value=election.changes,
+        )
+        yield CounterMetricFamily(
+            "corridor_agent_election_refusals",
+            "Write batches refused because their election id was below the primary's",
+            value=election.refusals,
+        )
+
+
+class MetricsServer:
+    """The /metrics endpoint on its own thread (prometheus-client's WSGI server): a scrape
+    reads values the agent already holds, so it never touches the event loop."""
+
+    def __init__(self, registry: CollectorRegistry, address: HostPort) -> None:
+        self._server: WSGIServer
+        self._thread: threading.Thread
+        self._server, self._thread = start_http_server(
+            address.port, address.host, registry=registry
+        )
+        self.port: int = self._server.server_port
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

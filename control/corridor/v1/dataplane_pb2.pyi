@@ -1,0 +1,256 @@
+import datetime
+
+from corridor.v1 import common_pb2 as _common_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RouteKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROUTE_KIND_UNSPECIFIED: _ClassVar[RouteKind]
+    ROUTE_KIND_FORWARD: _ClassVar[RouteKind]
+    ROUTE_KIND_BLACKHOLE: _ClassVar[RouteKind]
+    ROUTE_KIND_UNREACHABLE: _ClassVar[RouteKind]
+    ROUTE_KIND_LOCAL: _ClassVar[RouteKind]
+
+class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTION_UNSPECIFIED: _ClassVar[Action]
+    ACTION_SET: _ClassVar[Action]
+    ACTION_DELETE: _ClassVar[Action]
+
+class LinkState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LINK_STATE_UNSPECIFIED: _ClassVar[LinkState]
+    LINK_STATE_UP: _ClassVar[LinkState]
+    LINK_STATE_DOWN: _ClassVar[LinkState]
+    LINK_STATE_NOT_PRESENT: _ClassVar[LinkState]
+
+class PortMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PORT_MODE_UNSPECIFIED: _ClassVar[PortMode]
+    PORT_MODE_ZERO_COPY: _ClassVar[PortMode]
+    PORT_MODE_COPY: _ClassVar[PortMode]
+ROUTE_KIND_UNSPECIFIED: RouteKind
+ROUTE_KIND_FORWARD: RouteKind
+ROUTE_KIND_BLACKHOLE: RouteKind
+ROUTE_KIND_UNREACHABLE: RouteKind
+ROUTE_KIND_LOCAL: RouteKind
+ACTION_UNSPECIFIED: Action
+ACTION_SET: Action
+ACTION_DELETE: Action
+LINK_STATE_UNSPECIFIED: LinkState
+LINK_STATE_UP: LinkState
+LINK_STATE_DOWN: LinkState
+LINK_STATE_NOT_PRESENT: LinkState
+PORT_MODE_UNSPECIFIED: PortMode
+PORT_MODE_ZERO_COPY: PortMode
+PORT_MODE_COPY: PortMode
+
+class Adjacency(_message.Message):
+    __slots__ = ("id", "port", "vlan", "src_mac", "dst_mac")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    VLAN_FIELD_NUMBER: _ClassVar[int]
+    SRC_MAC_FIELD_NUMBER: _ClassVar[int]
+    DST_MAC_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    port: str
+    vlan: int
+    src_mac: bytes
+    dst_mac: bytes
+    def __init__(self, id: _Optional[int] = ..., port: _Optional[str] = ..., vlan: _Optional[int] = ..., src_mac: _Optional[bytes] = ..., dst_mac: _Optional[bytes] = ...) -> None: ...
+
+class NextHopGroup(_message.Message):
+    __slots__ = ("id", "members")
+    class Member(_message.Message):
+        __slots__ = ("adjacency_id", "weight")
+        ADJACENCY_ID_FIELD_NUMBER: _ClassVar[int]
+        WEIGHT_FIELD_NUMBER: _ClassVar[int]
+        adjacency_id: int
+        weight: int
+        def __init__(self, adjacency_id: _Optional[int] = ..., weight: _Optional[int] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    members: _containers.RepeatedCompositeFieldContainer[NextHopGroup.Member]
+    def __init__(self, id: _Optional[int] = ..., members: _Optional[_Iterable[_Union[NextHopGroup.Member, _Mapping]]] = ...) -> None: ...
+
+class Route(_message.Message):
+    __slots__ = ("prefix", "kind", "next_hop_group_id")
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NEXT_HOP_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    prefix: _common_pb2.IpPrefix
+    kind: RouteKind
+    next_hop_group_id: int
+    def __init__(self, prefix: _Optional[_Union[_common_pb2.IpPrefix, _Mapping]] = ..., kind: _Optional[_Union[RouteKind, str]] = ..., next_hop_group_id: _Optional[int] = ...) -> None: ...
+
+class Operation(_message.Message):
+    __slots__ = ("action", "adjacency", "next_hop_group", "route")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ADJACENCY_FIELD_NUMBER: _ClassVar[int]
+    NEXT_HOP_GROUP_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    action: Action
+    adjacency: Adjacency
+    next_hop_group: NextHopGroup
+    route: Route
+    def __init__(self, action: _Optional[_Union[Action, str]] = ..., adjacency: _Optional[_Union[Adjacency, _Mapping]] = ..., next_hop_group: _Optional[_Union[NextHopGroup, _Mapping]] = ..., route: _Optional[_Union[Route, _Mapping]] = ...) -> None: ...
+
+class WriteRequest(_message.Message):
+    __slots__ = ("election_id", "operations", "batch_id")
+    ELECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    election_id: _common_pb2.ElectionId
+    operations: _containers.RepeatedCompositeFieldContainer[Operation]
+    batch_id: int
+    def __init__(self, election_id: _Optional[_Union[_common_pb2.ElectionId, _Mapping]] = ..., operations: _Optional[_Iterable[_Union[Operation, _Mapping]]] = ..., batch_id: _Optional[int] = ...) -> None: ...
+
+class WriteResponse(_message.Message):
+    __slots__ = ("batch_id", "operations", "generation")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    batch_id: int
+    operations: int
+    generation: int
+    def __init__(self, batch_id: _Optional[int] = ..., operations: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class WriteError(_message.Message):
+    __slots__ = ("batch_id", "violations")
+    class Violation(_message.Message):
+        __slots__ = ("operation", "field", "description")
+        OPERATION_FIELD_NUMBER: _ClassVar[int]
+        FIELD_FIELD_NUMBER: _ClassVar[int]
+        DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+        operation: int
+        field: str
+        description: str
+        def __init__(self, operation: _Optional[int] = ..., field: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    batch_id: int
+    violations: _containers.RepeatedCompositeFieldContainer[WriteError.Violation]
+    def __init__(self, batch_id: _Optional[int] = ..., violations: _Optional[_Iterable[_Union[WriteError.Violation, _Mapping]]] = ...) -> None: ...
+
+class ReadRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReadResponse(_message.Message):
+    __slots__ = ("generation", "ports", "adjacencies", "next_hop_groups", "routes")
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    ADJACENCIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_HOP_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    ports: _containers.RepeatedCompositeFieldContainer[Port]
+    adjacencies: _containers.RepeatedCompositeFieldContainer[Adjacency]
+    next_hop_groups: _containers.RepeatedCompositeFieldContainer[NextHopGroup]
+    routes: _containers.RepeatedCompositeFieldContainer[Route]
+    def __init__(self, generation: _Optional[int] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., adjacencies: _Optional[_Iterable[_Union[Adjacency, _Mapping]]] = ..., next_hop_groups: _Optional[_Iterable[_Union[NextHopGroup, _Mapping]]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...
+
+class SubInterface(_message.Message):
+    __slots__ = ("vlan", "addresses")
+    VLAN_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    vlan: int
+    addresses: _containers.RepeatedCompositeFieldContainer[_common_pb2.InterfaceAddress]
+    def __init__(self, vlan: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[_common_pb2.InterfaceAddress, _Mapping]]] = ...) -> None: ...
+
+class Port(_message.Message):
+    __slots__ = ("name", "link_state", "mode", "queues", "mtu", "addresses", "sub_interfaces")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LINK_STATE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    SUB_INTERFACES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    link_state: LinkState
+    mode: PortMode
+    queues: int
+    mtu: int
+    addresses: _containers.RepeatedCompositeFieldContainer[_common_pb2.InterfaceAddress]
+    sub_interfaces: _containers.RepeatedCompositeFieldContainer[SubInterface]
+    def __init__(self, name: _Optional[str] = ..., link_state: _Optional[_Union[LinkState, str]] = ..., mode: _Optional[_Union[PortMode, str]] = ..., queues: _Optional[int] = ..., mtu: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[_common_pb2.InterfaceAddress, _Mapping]]] = ..., sub_interfaces: _Optional[_Iterable[_Union[SubInterface, _Mapping]]] = ...) -> None: ...
+
+class ListPortsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPortsResponse(_message.Message):
+    __slots__ = ("ports",)
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    ports: _containers.RepeatedCompositeFieldContainer[Port]
+    def __init__(self, ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ...) -> None: ...
+
+class GetCountersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StreamCountersRequest(_message.Message):
+    __slots__ = ("interval_ms",)
+    INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    interval_ms: int
+    def __init__(self, interval_ms: _Optional[int] = ...) -> None: ...
+
+class InterfaceCounters(_message.Message):
+    __slots__ = ("port", "vlan", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    VLAN_FIELD_NUMBER: _ClassVar[int]
+    RX_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    RX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TX_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    TX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    port: str
+    vlan: int
+    rx_packets: int
+    rx_bytes: int
+    tx_packets: int
+    tx_bytes: int
+    def __init__(self, port: _Optional[str] = ..., vlan: _Optional[int] = ..., rx_packets: _Optional[int] = ..., rx_bytes: _Optional[int] = ..., tx_packets: _Optional[int] = ..., tx_bytes: _Optional[int] = ...) -> None: ...
+
+class WorkerCounters(_message.Message):
+    __slots__ = ("worker", "rx_packets", "tx_packets", "dropped_packets")
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    RX_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    TX_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    worker: int
+    rx_packets: int
+    tx_packets: int
+    dropped_packets: int
+    def __init__(self, worker: _Optional[int] = ..., rx_packets: _Optional[int] = ..., tx_packets: _Optional[int] = ..., dropped_packets: _Optional[int] = ...) -> None: ...
+
+class DropCounters(_message.Message):
+    __slots__ = ("reason", "worker", "packets")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    worker: int
+    packets: int
+    def __init__(self, reason: _Optional[str] = ..., worker: _Optional[int] = ..., packets: _Optional[int] = ...) -> None: ...
+
+class Counters(_message.Message):
+    __slots__ = ("time", "interfaces", "workers", "drops")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    INTERFACES_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    DROPS_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    interfaces: _containers.RepeatedCompositeFieldContainer[InterfaceCounters]
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerCounters]
+    drops: _containers.RepeatedCompositeFieldContainer[DropCounters]
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceCounters, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[WorkerCounters, _Mapping]]] = ..., drops: _Optional[_Iterable[_Union[DropCounters, _Mapping]]] = ...) -> None: ...

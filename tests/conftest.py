@@ -1,0 +1,142 @@
+"""Fixtures shared by the test suite: where the repository and the routing tables are, a
+throw-away certificate authority, and a real agent serving on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real Internet tables: $CORRIDOR_DATA, or ../shared/data beside the repository."""
+    path = Path(os.environ.get("CORRIDOR_DATA", REPO.parent / "shared" / "data"))
+    if not path.is_dir():
+        pytest.fail(f"routing tables not found in {path}; set CORRIDOR_DATA")
+    return path
+
+
+@dataclass(frozen=True)
+class Pki:
+    """PEM files in `dir`: ca, server (127.0.0.1, localhost), client (signed by ca), and
+    stranger (a client certificate from another CA)."""
+
+    dir: Path
+
+    def pem(self, name: str) -> bytes:
+        return (self.dir / name).read_bytes()
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def _make_ca(name: str, cwd: Path) -> None:
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=cwd,
+    )  # fmt: skip
+
+
+def _make_leaf(name: str, ca: str, extensions: str, cwd: Path) -> None:
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}",
+        cwd=cwd,
+    )  # fmt: skip
+    (cwd / f"{name}.ext").write_text(extensions)
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+        "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext",
+        cwd=cwd,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A certificate authority with a server and a client certificate, made with openssl."""
+    d = tmp_path_factory.mktemp("pki")
+    _make_ca("ca", d)
+    _make_ca("other-ca", d)
+    leaf = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+    _make_leaf(
+        "server",
+        "ca",
+        leaf + "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\n",
+        d,
+    )
+    _make_leaf("client", "ca", leaf + "extendedKeyUsage=clientAuth\n", d)
+    _make_leaf("stranger", "other-ca", leaf + "extendedKeyUsage=clientAuth\n", d)
+    return Pki(d)
+
+
+# A small node: two ports, the second with VLANs, and FIB tables sized for tests.
+AGENT_CONFIG = {
+    "workers": 2,
+    "listen": {"unix": "agent.sock", "tcp": "127.0.0.1:0"},
+    "fib": {"v4_routes": 2_000_000, "v6_routes": 200_000, "groups": 4096, "adjacencies": 4096},
+    "ports": [
+        {"name": "cor-test0", "queues": 2, "mtu": 1500, "addresses": ["198.18.0.1/24"]},
+        {
+            "name": "cor-test1",
+            "queues": 1,
+            "mtu": 9000,
+            "addresses": ["198.19.0.1/24", "2001:db8::1/64"],
+            "vlans": [{"id": 100, "addresses": ["198.18.100.1/24"]}, {"id": 200}],
+        },
+    ],
+}
+
+
+@dataclass
+class RunningAgent:
+    """An agent served in this process, with a channel to it over TCP."""
+
+    server: object  # corridor.agent.server.AgentServer
+    dataplane: object  # corridor.agent.domain.Dataplane
+    metrics: object  # corridor.agent.metrics.AgentMetrics
+    channel: grpc.aio.Channel
+    stub: object  # corridor.v1.dataplane_pb2_grpc.DataplaneStub
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[RunningAgent]:
+    """A real agent (the engine's FIB, the gRPC server) on 127.0.0.1:0 and a unix socket."""
+    from corridor.agent.config import parse
+    from corridor.agent.domain import Dataplane
+    from corridor.agent.fib_adapter import EngineFib
+    from corridor.agent.metrics import AgentMetrics
+    from corridor.agent.server import start_server
+    from corridor.v1 import dataplane_pb2_grpc
+
+    config = parse(AGENT_CONFIG, base=tmp_path)
+    metrics = AgentMetrics()
+    dataplane = Dataplane(config, EngineFib(config.fib), observer=metrics)
+    metrics.watch(dataplane)
+    server = await start_server(dataplane, config.listen, config.tls)
+    channel = grpc.aio.insecure_channel(
+        f"127.0.0.1:{server.port}", options=(("grpc.max_receive_message_length", 64 << 20),)
+    )
+    try:
+        yield RunningAgent(
+            server, dataplane, metrics, channel, dataplane_pb2_grpc.DataplaneStub(channel)
+        )
+    finally:
+        await channel.close()
+        await server.stop(0)
