@@ -1,0 +1,103 @@
+//! The Internet checksum (RFC 1071): the one's complement of the one's complement sum of
+//! 16-bit words, its pseudo-headers, and its incremental update (RFC 1624).
+//!
+//! `data`, `combine` and the pseudo-header functions return the folded sum, not its
+//! complement; a header's checksum field holds `!combine(..)`, and a header verifies when
+//! the sum over it (field included) folds to 0xffff.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Folds a wide one's complement sum into 16 bits.
+#[inline(always)]
+pub fn fold(mut sum: u64) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// The folded one's complement sum of `data` as big-endian 16-bit words, an odd last
+/// octet padded with zero (RFC 1071 section 4.1).
+pub fn data(data: &[u8]) -> u16 {
+    let mut sum: u64 = 0;
+    let mut words = data.chunks_exact(2);
+    for w in &mut words {
+        sum += u16::from_be_bytes([w[0], w[1]]) as u64;
+    }
+    if let [last] = words.remainder() {
+        sum += (*last as u64) << 8;
+    }
+    fold(sum)
+}
+
+/// The one's complement sum of partial sums.
+#[inline]
+pub fn combine(parts: &[u16]) -> u16 {
+    fold(parts.iter().map(|&p| p as u64).sum())
+}
+
+/// The IPv4 pseudo-header sum (RFC 768, RFC 9293 section 3.1): source, destination,
+/// protocol and upper-layer length.
+pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16) -> u16 {
+    let mut b = [0u8; 12];
+    b[0..4].copy_from_slice(&src.octets());
+    b[4..8].copy_from_slice(&dst.octets());
+    b[9] = protocol;
+    b[10..12].copy_from_slice(&length.to_be_bytes());
+    data(&b)
+}
+
+/// The IPv6 pseudo-header sum (RFC 8200 section 8.1): source, destination, 32-bit
+/// upper-layer length and next header.
+pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, length: u32) -> u16 {
+    let mut b = [0u8; 40];
+    b[0..16].copy_from_slice(&src.octets());
+    b[16..32].copy_from_slice(&dst.octets());
+    b[32..36].copy_from_slice(&length.to_be_bytes());
+    b[39] = next_header;
+    data(&b)
+}
+
+/// The checksum field after one 16-bit word of the covered data changed from `old` to
+/// `new`: RFC 1624 section 3, eqn. 3, `HC' = ~(~HC + ~m + m')`, which unlike eqn. 2 never
+/// yields the +0 / -0 ambiguity of RFC 1141.
+#[inline(always)]
+pub fn update(checksum: u16, old: u16, new: u16) -> u16 {
+    !fold(!checksum as u64 + !old as u64 + new as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc1071_example() {
+        // RFC 1071 section 3: the words 0001 f203 f4f5 f6f7 sum to ddf2.
+        assert_eq!(data(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), 0xddf2);
+    }
+
+    #[test]
+    fn odd_length_pads_with_zero() {
+        assert_eq!(data(&[0x12, 0x34, 0x56]), 0x1234 + 0x5600);
+        assert_eq!(data(&[]), 0);
+    }
+
+    #[test]
+    fn combine_folds_carries() {
+        assert_eq!(combine(&[0xffff, 0x0001]), 0x0001);
+        assert_eq!(combine(&[0x8000, 0x8000]), 0x0001);
+    }
+
+    #[test]
+    fn update_matches_recomputation() {
+        let mut words = [0x4500u16, 0x0073, 0x0000, 0x4000, 0x4011, 0x0000, 0xc0a8, 0x0001, 0xc0a8, 0x00c7];
+        let bytes = |w: &[u16]| w.iter().flat_map(|x| x.to_be_bytes()).collect::<Vec<u8>>();
+        words[5] = !data(&bytes(&words));
+        assert_eq!(words[5], 0xb861); // the well-known example header
+        let old = words[4];
+        words[4] = old - 0x0100; // TTL 64 -> 63
+        let incremental = update(0xb861, old, words[4]);
+        words[5] = 0;
+        assert_eq!(incremental, !data(&bytes(&words)));
+    }
+}
