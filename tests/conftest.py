@@ -3,6 +3,7 @@ throw-away certificate authority, and a real agent serving on loopback."""
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 from collections.abc import AsyncIterator
@@ -104,6 +105,12 @@ AGENT_CONFIG = {
 }
 
 
+@pytest.fixture
+def agent_config() -> dict:
+    """The configuration of the `agent` fixture, as the TOML document would parse."""
+    return copy.deepcopy(AGENT_CONFIG)
+
+
 @dataclass
 class RunningAgent:
     """An agent served in this process, with a channel to it over TCP."""
@@ -116,7 +123,7 @@ class RunningAgent:
 
 
 @pytest.fixture
-async def agent(tmp_path: Path) -> AsyncIterator[RunningAgent]:
+async def agent(agent_config: dict, tmp_path: Path) -> AsyncIterator[RunningAgent]:
     """A real agent (the engine's FIB, the gRPC server) on 127.0.0.1:0 and a unix socket."""
     from corridor.agent.config import parse
     from corridor.agent.domain import Dataplane
@@ -125,7 +132,7 @@ async def agent(tmp_path: Path) -> AsyncIterator[RunningAgent]:
     from corridor.agent.server import start_server
     from corridor.v1 import dataplane_pb2_grpc
 
-    config = parse(AGENT_CONFIG, base=tmp_path)
+    config = parse(agent_config, base=tmp_path)
     metrics = AgentMetrics()
     dataplane = Dataplane(config, EngineFib(config.fib), observer=metrics)
     metrics.watch(dataplane)

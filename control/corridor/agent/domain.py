@@ -27,7 +27,11 @@ class RouteKind(enum.Enum):
     LOCAL = "local"
 
 
-@dataclass(frozen=True, slots=True)
+# Operations are built a million at a time for a full table: slotted, and not frozen
+# (frozen dataclasses cost twice as much to construct). Treat them as values all the same.
+
+
+@dataclass(slots=True)
 class Adjacency:
     id: int
     port: int  # index into the configured ports
@@ -36,30 +40,30 @@ class Adjacency:
     dst_mac: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NextHopGroup:
     id: int
     members: tuple[tuple[int, int], ...]  # (adjacency id, weight)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Route:
     prefix: str  # canonical text, "198.18.0.0/15" or "2001:db8::/32"
     kind: RouteKind
     group: int = 0  # the next-hop group of a FORWARD route
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeleteAdjacency:
     id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeleteGroup:
     id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeleteRoute:
     prefix: str
 

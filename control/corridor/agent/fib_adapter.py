@@ -36,32 +36,44 @@ class EngineFib:
 
     def apply(self, operations: Sequence[Operation]) -> None:
         batch = Batch()
+        # Consecutive routes to one target go in as one text block (one engine call for a
+        # run of a full table); the engine still makes one entry per line, so entry i
+        # remains operation i.
+        run: list[str] = []
+        run_target: int | str | None = None
         for op in operations:
-            match op:
-                case Route(prefix, RouteKind.FORWARD, group):
-                    batch.add_route(prefix, group)
-                case Route(prefix, kind):
-                    batch.add_route(prefix, kind.value)
-                case DeleteRoute(prefix):
-                    batch.delete_route(prefix)
-                case NextHopGroup(id, members):
-                    batch.set_group(id, list(members))
-                case DeleteGroup(id):
-                    batch.delete_group(id)
-                case Adjacency(id, port, vlan, src_mac, dst_mac):
-                    batch.set_adjacency(id, port, vlan, src_mac, dst_mac)
-                case DeleteAdjacency(id):
-                    batch.delete_adjacency(id)
-                case _:
-                    raise TypeError(f"not a FIB operation: {op!r}")
+            kind = type(op)
+            if kind is Route:
+                target = op.group if op.kind is RouteKind.FORWARD else op.kind.value
+                if target != run_target or type(target) is not type(run_target):
+                    _add_routes(batch, run, run_target)
+                    run_target = target
+                run.append(op.prefix)
+                continue
+            _add_routes(batch, run, run_target)
+            if kind is DeleteRoute:
+                batch.delete_route(op.prefix)
+            elif kind is NextHopGroup:
+                batch.set_group(op.id, list(op.members))
+            elif kind is DeleteGroup:
+                batch.delete_group(op.id)
+            elif kind is Adjacency:
+                batch.set_adjacency(op.id, op.port, op.vlan, op.src_mac, op.dst_mac)
+            elif kind is DeleteAdjacency:
+                batch.delete_adjacency(op.id)
+            else:
+                raise TypeError(f"not a FIB operation: {op!r}")
+        _add_routes(batch, run, run_target)
+        if len(batch) != len(operations):
+            raise AssertionError(f"{len(batch)} engine entries for {len(operations)} operations")
         with self._lock:
             try:
                 self._fib.apply(batch)
             except FibError as e:
                 raise InvalidBatch(
                     [
-                        Violation(index, "" if index is None else f"operations[{index}]", message)
-                        for index, message in e.errors
+                        Violation(index, _field(index), message)
+                        for index, message in sorted(e.errors, key=_batch_wide_first)
                     ]
                 ) from None
 
@@ -79,6 +91,24 @@ class EngineFib:
     def stats(self) -> dict[str, int]:
         with self._lock:
             return dict(self._fib.stats())
+
+
+def _add_routes(batch: Batch, run: list[str], target: int | str | None) -> None:
+    """Adds the routes of `run` to `target` and empties it."""
+    if len(run) == 1:
+        batch.add_route(run[0], target)
+    elif run:
+        batch.add_routes_text("\n".join(run), target)
+    run.clear()
+
+
+def _batch_wide_first(error: tuple[int | None, str]) -> int:
+    """Batch-wide faults first, then by operation, whatever order the FIB found them in."""
+    return -1 if error[0] is None else error[0]
+
+
+def _field(index: int | None) -> str:
+    return "operations" if index is None else f"operations[{index}]"
 
 
 def _route(prefix: str, target: int | str) -> Route:
