@@ -4,3 +4,5 @@
 
 pub mod fib;
 pub mod qsbr;
+pub mod xdp;
+pub mod xsk;

@@ -1,0 +1,428 @@
+//! Loads Corridor's XDP steering program (`steer.bpf.c`, compiled by `build.rs`), attaches it
+//! to the ports and fills its maps: the XSKMAP of AF_XDP sockets, the router's own addresses
+//! and each port's MAC. The program sends transit IPv4/IPv6 unicast to the engine and
+//! everything else (ARP, ND, link-local, multicast, traffic for the router) to the kernel.
+//!
+//! Attachment prefers a bpf_link, which the kernel removes when the process dies; a program
+//! left on a port by anything else through netlink is replaced on attach.
+
+mod netlink;
+
+use std::{
+    collections::HashMap as StdHashMap,
+    fmt,
+    net::IpAddr,
+    os::fd::{AsRawFd, BorrowedFd},
+};
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, XskMap},
+    programs::{xdp::XdpLink, Xdp, XdpMode as AyaXdpMode},
+    Ebpf,
+};
+
+pub use netlink::{ifindex, query as query_link, LinkXdp};
+
+/// The compiled steering program, as embedded in the binary.
+pub static STEER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
+
+/// Name of the program's function in `steer.bpf.c`.
+pub const PROGRAM_NAME: &str = "corridor_steer";
+/// Queues per port addressable through the XSKMAP (`MAX_QUEUES` in `steer.bpf.c`).
+pub const MAX_QUEUES: u32 = 256;
+/// Ports one loaded program can serve (`MAX_PORTS` in `steer.bpf.c`).
+pub const MAX_PORTS: u32 = 64;
+
+/// Indices of the program's per-CPU `counters` array (`enum counter` in `steer.bpf.c`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Counter {
+    /// Redirected to an AF_XDP socket.
+    Steered = 0,
+    /// Classified as the kernel's (ARP, ND, to the router, multicast, other MAC, short).
+    Passed = 1,
+    /// Transit traffic on a queue without a socket: passed to the kernel.
+    NoSocket = 2,
+}
+
+/// The program's counters summed over CPUs. Monotonic while the program stays loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SteeringCounters {
+    pub steered: u64,
+    pub passed: u64,
+    pub no_socket: u64,
+}
+
+/// How to attach to a port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic (skb) mode if the driver refuses.
+    #[default]
+    Auto,
+    /// Native mode only.
+    Native,
+    /// Generic mode only (slow; for drivers without XDP).
+    Generic,
+}
+
+/// The mode a port's program runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// In the driver, before an skb exists.
+    Native,
+    /// In the core network stack, on an skb.
+    Generic,
+}
+
+/// How the attachment is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedVia {
+    /// A bpf_link: the kernel detaches the program when the last descriptor closes, so a
+    /// killed process leaves nothing behind.
+    Link,
+    /// Legacy netlink (kernels before 5.9): stays attached until removed.
+    Netlink,
+}
+
+/// What `Steering::attach` did to a port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortAttachment {
+    pub ifname: String,
+    pub ifindex: u32,
+    /// The port's position in the XSKMAP: its sockets live at `slot * MAX_QUEUES + queue`.
+    pub slot: u32,
+    pub mac: [u8; 6],
+    pub mode: XdpMode,
+    pub via: AttachedVia,
+    /// Why native mode was refused, when `AttachMode::Auto` fell back to generic.
+    pub native_error: Option<String>,
+    /// Ids of programs found attached (through netlink, by someone else) and removed.
+    pub replaced: Vec<u32>,
+}
+
+/// Errors of the loader. Each names the port or map involved and the kernel's answer.
+#[derive(Debug)]
+pub enum XdpError {
+    /// The object did not load or the verifier refused it.
+    Load(String),
+    /// A port name that does not exist, or port data that cannot be read.
+    Port { ifname: String, error: String },
+    /// Another process holds the port's program through a live bpf_link.
+    HeldByLink { ifname: String, prog_id: u32 },
+    /// The kernel refused the attachment in every allowed mode.
+    Attach { ifname: String, error: String },
+    /// Every XSKMAP slot (`MAX_PORTS`) is taken.
+    TooManyPorts,
+    /// A port that is not attached through this loader.
+    NotAttached(String),
+    /// A queue index at or beyond `MAX_QUEUES`.
+    QueueOutOfRange { queue: u32 },
+    /// A map update or read failed.
+    Map { map: &'static str, error: String },
+}
+
+impl fmt::Display for XdpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Load(e) => write!(f, "loading the XDP steering program: {e}"),
+            Self::Port { ifname, error } => write!(f, "port {ifname}: {error}"),
+            Self::HeldByLink { ifname, prog_id } => write!(
+                f,
+                "port {ifname}: XDP program id {prog_id} is held by a running process through a bpf_link; stop that process first"
+            ),
+            Self::Attach { ifname, error } => write!(f, "attaching XDP to {ifname}: {error}"),
+            Self::TooManyPorts => write!(f, "all {MAX_PORTS} port slots of the steering program are taken"),
+            Self::NotAttached(ifname) => write!(f, "port {ifname} has no steering program attached by this loader"),
+            Self::QueueOutOfRange { queue } => write!(f, "queue {queue} out of range: the XSKMAP holds queues 0..{MAX_QUEUES}"),
+            Self::Map { map, error } => write!(f, "XDP map {map}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for XdpError {}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> XdpError {
+    move |e| XdpError::Map { map, error: e.to_string() }
+}
+
+struct Port {
+    info: PortAttachment,
+    /// Dropping the link detaches the program from the port.
+    link: Option<XdpLink>,
+}
+
+/// The loaded steering program and its maps; one per engine. Dropping it detaches the
+/// program from every port it was attached to.
+pub struct Steering {
+    // Field order is drop order: links go before the program and maps they refer to.
+    ports: StdHashMap<u32, Port>,
+    xsks: XskMap<MapData>,
+    router_v4: HashMap<MapData, u32, u8>,
+    router_v6: HashMap<MapData, [u8; 16], u8>,
+    port_map: HashMap<MapData, u32, [u8; 12]>,
+    counters: PerCpuArray<MapData, u64>,
+    ebpf: Ebpf,
+}
+
+impl fmt::Debug for Steering {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Steering").field("ports", &self.attachments()).finish_non_exhaustive()
+    }
+}
+
+impl Steering {
+    /// Loads the program and its maps into the kernel (verifier included); attaches nothing.
+    pub fn load() -> Result<Self, XdpError> {
+        let mut ebpf = Ebpf::load(STEER_OBJECT).map_err(|e| XdpError::Load(e.to_string()))?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| XdpError::Load(format!("object has no program {PROGRAM_NAME}")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| XdpError::Load(e.to_string()))?;
+        program.load().map_err(|e| XdpError::Load(format!("{e}: {}", verifier_log(&e))))?;
+
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name).ok_or_else(|| XdpError::Load(format!("object has no map {name}")))
+        };
+        let xsks = XskMap::try_from(take("xsks")?).map_err(map_err("xsks"))?;
+        let router_v4 = HashMap::try_from(take("router_v4")?).map_err(map_err("router_v4"))?;
+        let router_v6 = HashMap::try_from(take("router_v6")?).map_err(map_err("router_v6"))?;
+        let port_map = HashMap::try_from(take("ports")?).map_err(map_err("ports"))?;
+        let counters = PerCpuArray::try_from(take("counters")?).map_err(map_err("counters"))?;
+        Ok(Self { ports: StdHashMap::new(), xsks, router_v4, router_v6, port_map, counters, ebpf })
+    }
+
+    fn program(&mut self) -> Result<&mut Xdp, XdpError> {
+        self.ebpf
+            .program_mut(PROGRAM_NAME)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| XdpError::Load(format!("program {PROGRAM_NAME} vanished")))
+    }
+
+    /// Attaches the program to the port `ifname` (in the caller's network namespace),
+    /// first removing any program someone else left attached through netlink.
+    pub fn attach(&mut self, ifname: &str, mode: AttachMode) -> Result<PortAttachment, XdpError> {
+        let port_err = |error: String| XdpError::Port { ifname: ifname.to_owned(), error };
+        let ifindex = netlink::ifindex(ifname).map_err(|e| port_err(e.to_string()))?;
+        if self.ports.contains_key(&ifindex) {
+            self.detach(ifname)?;
+        }
+        let link = netlink::query(ifindex).map_err(|e| port_err(format!("reading link: {e}")))?;
+        let mac: [u8; 6] = link
+            .mac
+            .as_slice()
+            .try_into()
+            .map_err(|_| port_err(format!("not an Ethernet port (link address {:02x?})", link.mac)))?;
+
+        let mut replaced = Vec::new();
+        for (prog_id, flags) in [
+            (link.drv_prog_id, netlink::XDP_FLAGS_DRV_MODE),
+            (link.skb_prog_id, netlink::XDP_FLAGS_SKB_MODE),
+            (link.hw_prog_id, netlink::XDP_FLAGS_HW_MODE),
+        ] {
+            let Some(prog_id) = prog_id else { continue };
+            match netlink::detach(ifindex, flags) {
+                Ok(()) => replaced.push(prog_id),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    return Err(XdpError::HeldByLink { ifname: ifname.to_owned(), prog_id })
+                }
+                Err(e) => return Err(port_err(format!("removing XDP program id {prog_id}: {e}"))),
+            }
+        }
+
+        let used: Vec<u32> = self.ports.values().map(|p| p.info.slot).collect();
+        let slot = (0..MAX_PORTS).find(|s| !used.contains(s)).ok_or(XdpError::TooManyPorts)?;
+        let mut value = [0u8; 12];
+        value[..6].copy_from_slice(&mac);
+        value[8..].copy_from_slice(&slot.to_ne_bytes());
+        self.port_map.insert(ifindex, value, 0).map_err(map_err("ports"))?;
+
+        let attached = self.attach_in_mode(ifindex, mode);
+        let (link_id, xdp_mode, native_error) = match attached {
+            Ok(v) => v,
+            Err(error) => {
+                let _ = self.port_map.remove(&ifindex);
+                return Err(XdpError::Attach { ifname: ifname.to_owned(), error });
+            }
+        };
+        let program = self.program()?;
+        let link = program.take_link(link_id).map_err(|e| XdpError::Attach { ifname: ifname.to_owned(), error: e.to_string() })?;
+        // aya does not name the kind of link it made; its Debug form does (`Fd` or `NlLink`).
+        let via = if format!("{link:?}").contains("NlLink") { AttachedVia::Netlink } else { AttachedVia::Link };
+        let info = PortAttachment {
+            ifname: ifname.to_owned(),
+            ifindex,
+            slot,
+            mac,
+            mode: xdp_mode,
+            via,
+            native_error,
+            replaced,
+        };
+        self.ports.insert(ifindex, Port { info: info.clone(), link: Some(link) });
+        Ok(info)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn attach_in_mode(
+        &mut self,
+        ifindex: u32,
+        mode: AttachMode,
+    ) -> Result<(aya::programs::xdp::XdpLinkId, XdpMode, Option<String>), String> {
+        let program = self.program().map_err(|e| e.to_string())?;
+        match mode {
+            AttachMode::Native => program
+                .attach_to_if_index(ifindex, AyaXdpMode::Driver)
+                .map(|id| (id, XdpMode::Native, None))
+                .map_err(|e| format!("native mode: {}", error_chain(&e))),
+            AttachMode::Generic => program
+                .attach_to_if_index(ifindex, AyaXdpMode::Skb)
+                .map(|id| (id, XdpMode::Generic, None))
+                .map_err(|e| format!("generic mode: {}", error_chain(&e))),
+            AttachMode::Auto => match program.attach_to_if_index(ifindex, AyaXdpMode::Driver) {
+                Ok(id) => Ok((id, XdpMode::Native, None)),
+                Err(native) => {
+                    let native = error_chain(&native);
+                    program
+                        .attach_to_if_index(ifindex, AyaXdpMode::Skb)
+                        .map(|id| (id, XdpMode::Generic, Some(native.clone())))
+                        .map_err(|e| format!("native mode: {native}; generic mode: {}", error_chain(&e)))
+                }
+            },
+        }
+    }
+
+    /// Detaches the program from `ifname` and forgets the port's sockets.
+    pub fn detach(&mut self, ifname: &str) -> Result<(), XdpError> {
+        let ifindex = self
+            .ports
+            .iter()
+            .find(|(_, p)| p.info.ifname == ifname)
+            .map(|(i, _)| *i)
+            .ok_or_else(|| XdpError::NotAttached(ifname.to_owned()))?;
+        self.detach_index(ifindex)
+    }
+
+    fn detach_index(&mut self, ifindex: u32) -> Result<(), XdpError> {
+        let Some(mut port) = self.ports.remove(&ifindex) else { return Ok(()) };
+        let base = port.info.slot * MAX_QUEUES;
+        for queue in 0..MAX_QUEUES {
+            // Unset entries answer ENOENT; nothing to undo there.
+            let _ = self.xsks.unset(base + queue);
+        }
+        let _ = self.port_map.remove(&ifindex);
+        if let Some(link) = port.link.take() {
+            use aya::programs::links::Link as _;
+            link.detach().map_err(|e| XdpError::Attach { ifname: port.info.ifname.clone(), error: format!("detach: {e}") })?;
+        }
+        Ok(())
+    }
+
+    /// The ports this loader has attached to.
+    pub fn attachments(&self) -> Vec<PortAttachment> {
+        let mut all: Vec<_> = self.ports.values().map(|p| p.info.clone()).collect();
+        all.sort_by_key(|p| p.slot);
+        all
+    }
+
+    fn slot_of(&self, ifindex: u32, queue: u32) -> Result<u32, XdpError> {
+        if queue >= MAX_QUEUES {
+            return Err(XdpError::QueueOutOfRange { queue });
+        }
+        let port = self.ports.get(&ifindex).ok_or_else(|| XdpError::NotAttached(format!("ifindex {ifindex}")))?;
+        Ok(port.info.slot * MAX_QUEUES + queue)
+    }
+
+    /// Steers transit traffic arriving on (`ifindex`, `queue`) to the AF_XDP socket `fd`,
+    /// which must be bound to that very port and queue (the kernel drops frames otherwise).
+    pub fn insert_socket(&mut self, ifindex: u32, queue: u32, fd: BorrowedFd<'_>) -> Result<(), XdpError> {
+        let key = self.slot_of(ifindex, queue)?;
+        self.xsks.set(key, fd.as_raw_fd(), 0).map_err(map_err("xsks"))
+    }
+
+    /// Stops steering (`ifindex`, `queue`): its transit traffic goes to the kernel. Closing a
+    /// socket removes it from the map too (the kernel does it on release).
+    pub fn remove_socket(&mut self, ifindex: u32, queue: u32) -> Result<(), XdpError> {
+        let key = self.slot_of(ifindex, queue)?;
+        match self.xsks.unset(key) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            Err(e) => Err(map_err("xsks")(e)),
+        }
+    }
+
+    /// Declares `addr` one of the router's own: traffic to it goes to the kernel.
+    pub fn add_router_address(&mut self, addr: IpAddr) -> Result<(), XdpError> {
+        match addr {
+            IpAddr::V4(a) => self.router_v4.insert(u32::from_ne_bytes(a.octets()), 1, 0).map_err(map_err("router_v4")),
+            IpAddr::V6(a) => self.router_v6.insert(a.octets(), 1, 0).map_err(map_err("router_v6")),
+        }
+    }
+
+    /// Forgets a router address; removing one that is not there is not an error.
+    pub fn remove_router_address(&mut self, addr: IpAddr) -> Result<(), XdpError> {
+        let result = match addr {
+            IpAddr::V4(a) => self.router_v4.remove(&u32::from_ne_bytes(a.octets())).map_err(map_err("router_v4")),
+            IpAddr::V6(a) => self.router_v6.remove(&a.octets()).map_err(map_err("router_v6")),
+        };
+        match result {
+            Err(XdpError::Map { error, .. }) if error.contains("No such file") || error.contains("ENOENT") => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The router addresses currently in the program's maps.
+    pub fn router_addresses(&self) -> Vec<IpAddr> {
+        let v4 = self.router_v4.keys().filter_map(Result::ok).map(|k| IpAddr::from(k.to_ne_bytes()));
+        let v6 = self.router_v6.keys().filter_map(Result::ok).map(IpAddr::from);
+        v4.chain(v6).collect()
+    }
+
+    /// Reads the per-CPU counters and sums them.
+    pub fn counters(&self) -> Result<SteeringCounters, XdpError> {
+        let sum = |c: Counter| -> Result<u64, XdpError> {
+            let values = self.counters.get(&(c as u32), 0).map_err(map_err("counters"))?;
+            Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
+        };
+        Ok(SteeringCounters { steered: sum(Counter::Steered)?, passed: sum(Counter::Passed)?, no_socket: sum(Counter::NoSocket)? })
+    }
+}
+
+impl Drop for Steering {
+    fn drop(&mut self) {
+        let ports: Vec<u32> = self.ports.keys().copied().collect();
+        for ifindex in ports {
+            let _ = self.detach_index(ifindex);
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn verifier_log(e: &aya::programs::ProgramError) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError { verifier_log, .. } => verifier_log.to_string(),
+        other => error_chain(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_is_embedded_bpf_elf() {
+        assert_eq!(&STEER_OBJECT[..4], b"\x7fELF");
+        // e_machine EM_BPF (247), little endian.
+        assert_eq!(u16::from_le_bytes([STEER_OBJECT[18], STEER_OBJECT[19]]), 247);
+    }
+}

@@ -1,0 +1,234 @@
+// SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0)
+/* Corridor's XDP steering program.
+ *
+ * It runs on every rx queue of every port and decides, per frame, who handles it:
+ * the engine (XDP_REDIRECT to the queue's AF_XDP socket) takes only transit traffic —
+ * IPv4/IPv6 unicast, untagged or with one 802.1Q tag, sent to this port's MAC and not to
+ * one of the router's own addresses. Everything else goes to the kernel (XDP_PASS) so the
+ * host keeps answering ARP, Neighbor Discovery, BGP, SSH and ping on the same port.
+ *
+ * Frames that parse far enough to read the destination address are steered even when
+ * otherwise odd (bad checksum, TTL 1, options): the engine validates every frame, counts
+ * each drop by reason and generates the ICMP errors. Frames too short to classify go to
+ * the kernel, which counts them.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+/* Indices of the `counters` array; mirrored by `xdp::Counter` in mod.rs. */
+enum counter {
+	COUNTER_STEERED = 0,   /* redirected to an AF_XDP socket */
+	COUNTER_PASSED = 1,    /* classified as the kernel's */
+	COUNTER_NO_SOCKET = 2, /* transit, but no socket bound on this queue: passed */
+	COUNTER_MAX = 3,
+};
+
+/* The XSKMAP is shared by every port the program is attached to: a port's sockets live at
+ * slot * MAX_QUEUES + rx queue, the slot coming from the `ports` map. Mirrored in mod.rs. */
+#define MAX_QUEUES 256
+#define MAX_PORTS 64
+#define ETH_P_8021Q_BE bpf_htons(0x8100)
+#define ETH_P_IP_BE bpf_htons(0x0800)
+#define ETH_P_IPV6_BE bpf_htons(0x86DD)
+#define IPPROTO_ICMPV6_NUM 58
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, MAX_PORTS * MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+/* The router's own IPv4 addresses (network byte order as stored in the header). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} router_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u8[16]);
+	__type(value, __u8);
+} router_v6 SEC(".maps");
+
+/* ifindex → the port's MAC and XSKMAP slot. A port without an entry steers nothing. */
+struct port {
+	__u8 mac[6];
+	__u8 pad[2];
+	__u32 slot;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PORTS);
+	__type(key, __u32);
+	__type(value, struct port);
+} ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *value = bpf_map_lookup_elem(&counters, &which);
+	if (value)
+		*value += 1; /* per-CPU slot: no other writer */
+}
+
+static __always_inline int pass(void)
+{
+	count(COUNTER_PASSED);
+	return XDP_PASS;
+}
+
+/* clang lowers __builtin_memcmp to a libc call on BPF: compare the six bytes by hand. */
+static __always_inline int same_mac(const __u8 *a, const __u8 *b)
+{
+	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) |
+		(a[5] ^ b[5])) == 0;
+}
+
+/* Ethernet header without the kernel's struct, to keep the includes minimal. */
+struct eth {
+	__u8 dst[6];
+	__u8 src[6];
+	__be16 type;
+};
+
+struct vlan {
+	__be16 tci;
+	__be16 type;
+};
+
+/* RFC 791 fixed header, only the fields read here. */
+struct ipv4 {
+	__u8 ver_ihl;
+	__u8 tos;
+	__be16 total_len;
+	__be16 id;
+	__be16 frag;
+	__u8 ttl;
+	__u8 proto;
+	__be16 csum;
+	__be32 saddr;
+	__be32 daddr;
+};
+
+/* RFC 8200 section 3. */
+struct ipv6 {
+	__be32 ver_tc_flow;
+	__be16 payload_len;
+	__u8 next_header;
+	__u8 hop_limit;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+static __always_inline int is_ipv4_for_kernel(const struct ipv4 *ip)
+{
+	__u32 daddr = ip->daddr;
+	__u32 host = bpf_ntohl(daddr);
+	__u8 *mine;
+
+	if ((host & 0xf0000000) == 0xe0000000) /* 224.0.0.0/4 multicast (RFC 5771) */
+		return 1;
+	if (host == 0xffffffff)                /* limited broadcast (RFC 919) */
+		return 1;
+	if ((host & 0xffff0000) == 0xa9fe0000) /* 169.254.0.0/16 link-local (RFC 3927) */
+		return 1;
+	mine = bpf_map_lookup_elem(&router_v4, &daddr);
+	return mine != 0;
+}
+
+static __always_inline int is_ipv6_for_kernel(const struct ipv6 *ip, const void *data_end)
+{
+	__u8 daddr[16];
+	__u8 *mine;
+
+	if (ip->daddr[0] == 0xff)                                 /* ff00::/8 multicast */
+		return 1;
+	if (ip->daddr[0] == 0xfe && (ip->daddr[1] & 0xc0) == 0x80) /* fe80::/10 link-local */
+		return 1;
+	/* Neighbor Discovery (RFC 4861: RS, RA, NS, NA, Redirect) is never forwarded, whatever
+	 * its destination: the kernel must see it even if an address is missing from router_v6. */
+	if (ip->next_header == IPPROTO_ICMPV6_NUM) {
+		const __u8 *icmp_type = (const __u8 *)(ip + 1);
+		if ((const void *)(icmp_type + 1) > data_end)
+			return 1;
+		if (*icmp_type >= 133 && *icmp_type <= 137)
+			return 1;
+	}
+	__builtin_memcpy(daddr, ip->daddr, sizeof(daddr));
+	mine = bpf_map_lookup_elem(&router_v6, daddr);
+	return mine != 0;
+}
+
+SEC("xdp")
+int corridor_steer(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct eth *eth = data;
+	struct port *port;
+	__u32 queue = ctx->rx_queue_index;
+	__u32 ifindex = ctx->ingress_ifindex;
+	__be16 type;
+	void *l3;
+	int action;
+
+	if ((void *)(eth + 1) > data_end)
+		return pass();
+	/* Broadcast and multicast at L2 (I/G bit) belong to the kernel. */
+	if (eth->dst[0] & 1)
+		return pass();
+	/* Unicast to another station (a promiscuous port, a bridge flood): the kernel drops it. */
+	port = bpf_map_lookup_elem(&ports, &ifindex);
+	if (!port || !same_mac(eth->dst, port->mac))
+		return pass();
+	if (port->slot >= MAX_PORTS || queue >= MAX_QUEUES)
+		return pass();
+
+	type = eth->type;
+	l3 = eth + 1;
+	if (type == ETH_P_8021Q_BE) {
+		struct vlan *vlan = l3;
+		if ((void *)(vlan + 1) > data_end)
+			return pass();
+		type = vlan->type;
+		l3 = vlan + 1;
+	}
+
+	if (type == ETH_P_IP_BE) {
+		struct ipv4 *ip = l3;
+		if ((void *)(ip + 1) > data_end)
+			return pass();
+		if (is_ipv4_for_kernel(ip))
+			return pass();
+	} else if (type == ETH_P_IPV6_BE) {
+		struct ipv6 *ip = l3;
+		if ((void *)(ip + 1) > data_end)
+			return pass();
+		if (is_ipv6_for_kernel(ip, data_end))
+			return pass();
+	} else {
+		/* ARP, a second tag (QinQ), LLDP, anything else. */
+		return pass();
+	}
+
+	/* The low bits of the flags are the action when the queue has no socket (kernel >= 5.3). */
+	action = bpf_redirect_map(&xsks, port->slot * MAX_QUEUES + queue, XDP_PASS);
+	count(action == XDP_REDIRECT ? COUNTER_STEERED : COUNTER_NO_SOCKET);
+	return action;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
