@@ -10,8 +10,9 @@ import urllib.request
 import grpc
 import pytest
 from corridor.agent import client as c
-from corridor.agent.config import HostPort
+from corridor.agent.config import HostPort, Listen
 from corridor.agent.metrics import MetricsServer
+from corridor.agent.server import StartError, start_server
 from corridor.v1 import dataplane_pb2, dataplane_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -127,3 +128,19 @@ async def test_metrics(agent) -> None:
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:  # loopback only
         return response.read().decode()
+
+
+async def test_a_tcp_port_in_use_stops_the_start(agent) -> None:
+    # gRPC would share the port (SO_REUSEPORT) and split the clients; the agent refuses.
+    with pytest.raises(StartError, match=f"cannot listen on TCP 127.0.0.1:{agent.server.port}"):
+        await start_server(agent.dataplane, Listen(tcp=HostPort("127.0.0.1", agent.server.port)))
+
+
+async def test_health_says_not_serving_while_stopping(agent) -> None:
+    health = health_pb2_grpc.HealthStub(agent.channel)
+    watch = health.Watch(health_pb2.HealthCheckRequest(service="corridor.v1.Dataplane"))
+    async with asyncio.timeout(10):
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        await agent.server.health.enter_graceful_shutdown()
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    watch.cancel()

@@ -293,6 +293,16 @@ async def test_the_election(agent) -> None:
     assert agent.dataplane.election.highest == new
 
 
+async def test_a_higher_id_counts_even_when_its_batch_is_refused(agent) -> None:
+    await write(agent, [], election=PRIMARY)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await write(agent, [_route_op(V4, 33)], election=PRIMARY + 1)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await write(agent, [], election=PRIMARY)
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
 async def test_two_writers_race(agent) -> None:
     """Two writers interleave their batches; once the higher id has written, every batch of
     the lower one is refused, and none of them is half-applied."""
@@ -324,3 +334,15 @@ async def test_two_writers_race(agent) -> None:
     assert routes["198.51.100.0/24"] == "ROUTE_KIND_UNREACHABLE"
     for i in range(30):
         assert routes[f"203.0.113.{i}/32"] == "ROUTE_KIND_UNREACHABLE"
+
+
+async def test_a_cancelled_write_leaves_a_consistent_fib(agent) -> None:
+    """A client that gives up mid-batch: the batch is applied whole or not at all, and Read's
+    generation counts it if it was."""
+    batch = [_route_op(bytes([10, i >> 8, i & 255, 0]), 24) for i in range(50_000)]
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await agent.stub.Write(c.write_request(PRIMARY, batch), timeout=0.05)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    async with asyncio.timeout(60):
+        installed = await c.read(agent.stub)
+    assert (installed.generation, len(installed.routes)) in [(0, 0), (1, 50_000)]

@@ -66,8 +66,9 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
         loop = asyncio.get_running_loop()
         batch_id = request.batch_id
         try:
-            # A deposed writer hears so before anything else is said about its batch.
-            self.dataplane.election.check(election_id_from_pb(request.election_id))
+            # An id counts from the moment it is presented, whatever becomes of its batch,
+            # and a deposed writer hears so before anything else is said about its batch.
+            self.dataplane.election.present(election_id_from_pb(request.election_id))
             # Translation is Python work proportional to the batch: off the event loop.
             election_id, operations = await loop.run_in_executor(
                 None, translate_write, request, self.dataplane

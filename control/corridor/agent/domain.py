@@ -124,16 +124,13 @@ class Election:
         self.changes = 0  # how often a new primary took over
         self.refusals = 0
 
-    def check(self, election_id: int) -> None:
-        """Raises NotPrimary if `election_id` is below the highest seen; records nothing.
-        Zero is no id at all: the request is refused for that, not here."""
+    def present(self, election_id: int) -> None:
+        """Admits the writer of `election_id`, the new primary if it is the highest yet, or
+        raises NotPrimary. Zero is no id (the request is refused for that): it changes
+        nothing here."""
         if 0 < election_id < self.highest:
             self.refusals += 1
             raise NotPrimary(election_id, self.highest)
-
-    def present(self, election_id: int) -> None:
-        """Admits the writer of `election_id` or raises NotPrimary."""
-        self.check(election_id)
         if election_id > self.highest:
             self.highest = election_id
             self.changes += 1
@@ -201,10 +198,19 @@ class Dataplane:
                 raise
             if not operations:
                 return WriteResult(0, self.generation)
+            applying = loop.run_in_executor(None, self._apply, operations)
             try:
-                self.stats = await loop.run_in_executor(None, self._apply, operations)
+                self.stats = await asyncio.shield(applying)
             except InvalidBatch:
                 self._observe(started, len(operations), "invalid")
+                raise
+            except asyncio.CancelledError:
+                # The engine finishes the batch whatever the caller does: keep the lock (and
+                # the count of batches) true to it before letting the cancellation through.
+                await asyncio.wait([applying])
+                if applying.exception() is None:
+                    self.stats = applying.result()
+                    self.generation += 1
                 raise
             self.generation += 1
             self._observe(started, len(operations), "applied")

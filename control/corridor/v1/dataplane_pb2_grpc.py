@@ -85,9 +85,10 @@ class DataplaneServicer:
         error, and replaying a batch gives the same state. A batch may change an object once.
 
         Every request carries the writer's election id. A higher id than any seen before makes
-        its writer the primary (an empty batch just claims primacy); a lower one is refused
-        with PERMISSION_DENIED, nothing applied. Writers that present the same id are treated
-        as one writer.
+        its writer the primary from the moment the request arrives, even if its batch is then
+        refused (an empty batch just claims primacy); a lower one is refused with
+        PERMISSION_DENIED before anything else is checked, nothing applied. Writers that
+        present the same id are treated as one writer.
 
         A reply means the entries are in the live tables, which workers read.
         """
