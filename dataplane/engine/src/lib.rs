@@ -6,3 +6,6 @@ pub mod fib;
 pub mod qsbr;
 pub mod xdp;
 pub mod xsk;
+pub mod wire;
+pub mod pipeline;
+pub mod counters;

@@ -1,0 +1,270 @@
+//! Per-worker forwarding counters: per sub-interface rx/tx packets and octets, drops by
+//! reason, ICMP error outcomes. Each worker owns one `WorkerCounters` and is its only
+//! writer; any thread reads it at any time through `snapshot`, and `CounterSnapshot::sum`
+//! adds the workers up.
+//!
+//! Sub-interfaces are indexed densely in `PipelineConfig` order: ports in order, each
+//! port's sub-interfaces in the order they are listed (see `PipelineConfig::sub_interfaces`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::pipeline::{DropReason, IcmpOutcome};
+
+/// A 64-bit monotonic counter with a single writer.
+///
+/// Relaxed suffices: a counter orders nothing else, readers only need each value to be
+/// whole (a 64-bit atomic load never tears) and to move forward. Because only the owning
+/// worker writes, an increment is a relaxed load and a relaxed store, which compile to
+/// plain moves, instead of a locked read-modify-write; no increment can be lost since no
+/// one else stores. A snapshot may see one counter of a batch updated and the next not
+/// yet: consistent enough for rates and totals, which is all counters are for.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning worker may call this (see the type's comment).
+    #[inline(always)]
+    pub(crate) fn add(&self, n: u64) {
+        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Traffic of one sub-interface, as seen by one worker.
+#[derive(Debug, Default)]
+pub struct SubInterfaceCounters {
+    /// Frames attributed to this sub-interface on receive, whatever became of them.
+    pub rx_packets: Counter,
+    pub rx_bytes: Counter,
+    /// Frames sent out of this sub-interface: forwarded frames and ICMP errors.
+    pub tx_packets: Counter,
+    pub tx_bytes: Counter,
+}
+
+/// One worker's counters, on cache lines of their own: only this worker writes them.
+/// Frames that cannot be attributed to a sub-interface (too short for Ethernet, an unknown
+/// port or VLAN, stacked tags) count only by their drop reason.
+#[derive(Debug)]
+#[repr(align(64))]
+pub struct WorkerCounters {
+    drops: [Counter; DropReason::COUNT],
+    icmp: [Counter; IcmpOutcome::COUNT],
+    sub_interfaces: Box<[SubInterfaceCounters]>,
+}
+
+impl WorkerCounters {
+    pub fn new(sub_interfaces: usize) -> WorkerCounters {
+        WorkerCounters {
+            drops: std::array::from_fn(|_| Counter::default()),
+            icmp: std::array::from_fn(|_| Counter::default()),
+            sub_interfaces: (0..sub_interfaces).map(|_| SubInterfaceCounters::default()).collect(),
+        }
+    }
+
+    #[inline]
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].get()
+    }
+
+    #[inline]
+    pub fn icmp(&self, outcome: IcmpOutcome) -> u64 {
+        self.icmp[outcome as usize].get()
+    }
+
+    /// The counters of sub-interface `index`, if it exists.
+    #[inline]
+    pub fn sub_interface(&self, index: usize) -> Option<&SubInterfaceCounters> {
+        self.sub_interfaces.get(index)
+    }
+
+    pub fn sub_interface_count(&self) -> usize {
+        self.sub_interfaces.len()
+    }
+
+    #[inline(always)]
+    pub(crate) fn count_drop(&self, reason: DropReason) {
+        self.drops[reason as usize].add(1);
+    }
+
+    #[inline(always)]
+    pub(crate) fn count_icmp(&self, outcome: IcmpOutcome) {
+        self.icmp[outcome as usize].add(1);
+    }
+
+    #[inline(always)]
+    pub(crate) fn count_rx(&self, sub_interface: usize, bytes: usize) {
+        if let Some(c) = self.sub_interfaces.get(sub_interface) {
+            c.rx_packets.add(1);
+            c.rx_bytes.add(bytes as u64);
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn count_tx(&self, sub_interface: usize, bytes: usize) {
+        if let Some(c) = self.sub_interfaces.get(sub_interface) {
+            c.tx_packets.add(1);
+            c.tx_bytes.add(bytes as u64);
+        }
+    }
+
+    /// Reads every counter once, without stopping the worker.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            drops: std::array::from_fn(|i| self.drops[i].get()),
+            icmp: std::array::from_fn(|i| self.icmp[i].get()),
+            sub_interfaces: self
+                .sub_interfaces
+                .iter()
+                .map(|c| SubInterfaceSnapshot {
+                    rx_packets: c.rx_packets.get(),
+                    rx_bytes: c.rx_bytes.get(),
+                    tx_packets: c.tx_packets.get(),
+                    tx_bytes: c.tx_bytes.get(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubInterfaceSnapshot {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+/// Plain values read from one worker, or summed over several.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Indexed by `DropReason as usize`; `DropReason::ALL` names them.
+    pub drops: [u64; DropReason::COUNT],
+    /// Indexed by `IcmpOutcome as usize`; `IcmpOutcome::ALL` names them.
+    pub icmp: [u64; IcmpOutcome::COUNT],
+    /// Indexed by dense sub-interface index.
+    pub sub_interfaces: Vec<SubInterfaceSnapshot>,
+}
+
+impl CounterSnapshot {
+    pub fn zero(sub_interfaces: usize) -> CounterSnapshot {
+        CounterSnapshot {
+            drops: [0; DropReason::COUNT],
+            icmp: [0; IcmpOutcome::COUNT],
+            sub_interfaces: vec![SubInterfaceSnapshot::default(); sub_interfaces],
+        }
+    }
+
+    pub fn drop_count(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    pub fn icmp_count(&self, outcome: IcmpOutcome) -> u64 {
+        self.icmp[outcome as usize]
+    }
+
+    /// All drops, whatever the reason.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// `(name, value)` for every drop reason and ICMP outcome, in a stable order.
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(|r| (r.name(), self.drop_count(*r)))
+            .chain(IcmpOutcome::ALL.iter().map(|o| (o.name(), self.icmp_count(*o))))
+    }
+
+    /// Adds another snapshot in (wrapping, like the counters themselves).
+    pub fn add(&mut self, other: &CounterSnapshot) {
+        for (a, b) in self.drops.iter_mut().zip(other.drops) {
+            *a = a.wrapping_add(b);
+        }
+        for (a, b) in self.icmp.iter_mut().zip(other.icmp) {
+            *a = a.wrapping_add(b);
+        }
+        if self.sub_interfaces.len() < other.sub_interfaces.len() {
+            self.sub_interfaces.resize(other.sub_interfaces.len(), SubInterfaceSnapshot::default());
+        }
+        for (a, b) in self.sub_interfaces.iter_mut().zip(&other.sub_interfaces) {
+            a.rx_packets = a.rx_packets.wrapping_add(b.rx_packets);
+            a.rx_bytes = a.rx_bytes.wrapping_add(b.rx_bytes);
+            a.tx_packets = a.tx_packets.wrapping_add(b.tx_packets);
+            a.tx_bytes = a.tx_bytes.wrapping_add(b.tx_bytes);
+        }
+    }
+
+    /// The totals over workers.
+    pub fn sum<'a>(workers: impl IntoIterator<Item = &'a WorkerCounters>) -> CounterSnapshot {
+        let mut total = CounterSnapshot::zero(0);
+        for w in workers {
+            total.add(&w.snapshot());
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn counts_and_snapshots() {
+        let c = WorkerCounters::new(2);
+        c.count_drop(DropReason::NoRoute);
+        c.count_drop(DropReason::NoRoute);
+        c.count_icmp(IcmpOutcome::Sent);
+        c.count_rx(1, 100);
+        c.count_tx(0, 60);
+        c.count_rx(7, 1); // no such sub-interface: ignored, not a panic
+        let s = c.snapshot();
+        assert_eq!(s.drop_count(DropReason::NoRoute), 2);
+        assert_eq!(s.total_drops(), 2);
+        assert_eq!(s.icmp_count(IcmpOutcome::Sent), 1);
+        assert_eq!(s.sub_interfaces[1], SubInterfaceSnapshot { rx_packets: 1, rx_bytes: 100, tx_packets: 0, tx_bytes: 0 });
+        assert_eq!(s.sub_interfaces[0].tx_bytes, 60);
+        assert!(s.named().any(|(n, v)| n == "no_route" && v == 2));
+        assert!(s.named().any(|(n, v)| n == "icmp_sent" && v == 1));
+    }
+
+    #[test]
+    fn sum_over_workers() {
+        let a = WorkerCounters::new(1);
+        let b = WorkerCounters::new(1);
+        a.count_rx(0, 10);
+        b.count_rx(0, 20);
+        b.count_drop(DropReason::Blackhole);
+        let s = CounterSnapshot::sum([&a, &b]);
+        assert_eq!(s.sub_interfaces[0].rx_packets, 2);
+        assert_eq!(s.sub_interfaces[0].rx_bytes, 30);
+        assert_eq!(s.drop_count(DropReason::Blackhole), 1);
+    }
+
+    #[test]
+    fn read_while_written() {
+        let c = Arc::new(WorkerCounters::new(1));
+        let writer = {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for _ in 0..100_000 {
+                    c.count_rx(0, 64);
+                }
+            })
+        };
+        let mut last = 0;
+        while !writer.is_finished() {
+            let now = c.snapshot().sub_interfaces[0].rx_packets;
+            assert!(now >= last, "counters only move forward");
+            last = now;
+        }
+        writer.join().unwrap();
+        let s = c.snapshot();
+        assert_eq!(s.sub_interfaces[0].rx_packets, 100_000);
+        assert_eq!(s.sub_interfaces[0].rx_bytes, 6_400_000);
+    }
+}
