@@ -362,8 +362,8 @@ mod tests {
         assert_eq!(r.submit(), 3);
         assert_eq!(ring.published(), 3);
         assert_eq!(ring.cached_prod, 3);
-        // SAFETY-free check of what the "kernel" sees.
         assert_eq!(ring.core.consumer().load(Ordering::Relaxed), 0);
+        // SAFETY: slots 0..3 were written by `fill` and lie inside the test mapping.
         let slots: Vec<u64> = (0..3).map(|i| unsafe { ring.core.slot(i).read() }).collect();
         assert_eq!(slots, vec![10, 11, 12]);
     }
@@ -396,6 +396,7 @@ mod tests {
     fn peek_read_release_and_rollback() {
         let mut ring = cons(4);
         for i in 0..3u32 {
+            // SAFETY: playing the kernel: slot i lies inside the test mapping, unpublished.
             unsafe { ring.core.slot(i).write(100 + u64::from(i)) };
         }
         ring.core.producer().store(3, Ordering::Release);
