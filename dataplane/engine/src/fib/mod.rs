@@ -224,6 +224,13 @@ pub struct Fib {
 
 impl Fib {
     pub fn new(config: FibConfig) -> Result<Fib, String> {
+        Fib::with_root_bits(config, 24, 16)
+    }
+
+    /// The same tables with other root strides: tests use a small IPv4 root so that
+    /// thousands of cases with /0../8 routes (16 M root writes each at /24) stay fast,
+    /// and so exercise more node levels with the same code.
+    pub(crate) fn with_root_bits(config: FibConfig, v4_root: u32, v6_root: u32) -> Result<Fib, String> {
         if config.groups > MAX_GROUPS {
             return Err(format!("groups: {} exceeds the largest supported {MAX_GROUPS}", config.groups));
         }
@@ -232,8 +239,8 @@ impl Fib {
                 return Err(format!("{name}: {n} exceeds the largest supported {}", VALUE_MASK + 1));
             }
         }
-        let v4 = DirTable::new(24, config.v4_routes, config.v4_nodes);
-        let v6 = DirTable::new(16, config.v6_routes, config.v6_nodes);
+        let v4 = DirTable::new(v4_root, config.v4_routes, config.v4_nodes);
+        let v6 = DirTable::new(v6_root, config.v6_routes, config.v6_nodes);
         let shared = Arc::new(FibShared {
             qsbr: Qsbr::new(),
             v4: v4.shared.clone(),
@@ -336,7 +343,8 @@ impl Fib {
         self.retired_adjacencies.reclaim(&q, wait);
     }
 
-    fn validate(&mut self, ops: &[FibOp]) -> Result<(), BatchError> {
+    /// Checks a batch as `apply` would, without applying it.
+    pub fn validate(&mut self, ops: &[FibOp]) -> Result<(), BatchError> {
         let mut errors = Vec::new();
         let mut err = |i: usize, m: String| errors.push(EntryError { index: Some(i), message: m });
         // The batch's view of objects it touches: Some(x) = present after the op, None = absent.
