@@ -10,7 +10,11 @@
 //! Written by hand: the FIB is the heart of the product, and no crate offers lock-free
 //! readers with in-place updates and bounded, preallocated memory.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+// Fx hashing: the keys are prefixes the writer trusts (validated batches), and SipHash
+// costs a third of a full-table load.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -168,7 +172,7 @@ impl<K: Key> DirTable<K> {
                 root: zeroed(1 << root_bits),
                 nodes: zeroed(node_capacity as usize * NODE),
             }),
-            rules: (0..=K::BITS).map(|_| HashMap::new()).collect(),
+            rules: (0..=K::BITS).map(|_| HashMap::default()).collect(),
             routes: 0,
             route_capacity,
             free: Vec::new(),
@@ -214,7 +218,7 @@ impl<K: Key> DirTable<K> {
     /// collapse. An upper bound, so that apply never runs out halfway.
     pub(crate) fn nodes_needed(&self, adds: &[(K, u32)], deletes: &[(K, u32)]) -> usize {
         let root_bits = self.shared.root_bits;
-        let mut on_delete_paths = HashSet::new();
+        let mut on_delete_paths = HashSet::default();
         for &(k, len) in deletes {
             let mut off = root_bits;
             while off < len {
@@ -222,7 +226,7 @@ impl<K: Key> DirTable<K> {
                 off += STRIDE;
             }
         }
-        let mut needed = HashSet::new();
+        let mut needed = HashSet::default();
         for &(k, len) in adds {
             let mut off = root_bits;
             let mut node: Option<u32> = None;

@@ -10,7 +10,7 @@
 mod dir;
 mod prefix;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -252,10 +252,10 @@ impl Fib {
             shared,
             v4,
             v6,
-            groups: HashMap::new(),
-            group_refs: HashMap::new(),
-            adjacencies: HashMap::new(),
-            adjacency_refs: HashMap::new(),
+            groups: HashMap::default(),
+            group_refs: HashMap::default(),
+            adjacencies: HashMap::default(),
+            adjacency_refs: HashMap::default(),
             retired_groups: RetireList::default(),
             retired_adjacencies: RetireList::default(),
             config,
@@ -348,11 +348,11 @@ impl Fib {
         let mut errors = Vec::new();
         let mut err = |i: usize, m: String| errors.push(EntryError { index: Some(i), message: m });
         // The batch's view of objects it touches: Some(x) = present after the op, None = absent.
-        let mut adj_after: HashMap<AdjacencyId, bool> = HashMap::new();
-        let mut group_after: HashMap<GroupId, Option<&[NextHop]>> = HashMap::new();
-        let mut group_ref_delta: HashMap<GroupId, isize> = HashMap::new();
-        let mut adj_ref_delta: HashMap<AdjacencyId, isize> = HashMap::new();
-        let mut seen: HashMap<Object, usize> = HashMap::with_capacity(ops.len());
+        let mut adj_after: HashMap<AdjacencyId, bool> = HashMap::default();
+        let mut group_after: HashMap<GroupId, Option<&[NextHop]>> = HashMap::default();
+        let mut group_ref_delta: HashMap<GroupId, isize> = HashMap::default();
+        let mut adj_ref_delta: HashMap<AdjacencyId, isize> = HashMap::default();
+        let mut seen: HashMap<Object, usize> = HashMap::with_capacity_and_hasher(ops.len(), Default::default());
         let (mut v4_routes, mut v6_routes) = (self.v4.routes() as isize, self.v6.routes() as isize);
         let (mut v4_adds, mut v4_dels, mut v6_adds, mut v6_dels) = (vec![], vec![], vec![], vec![]);
 
