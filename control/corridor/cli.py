@@ -25,6 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--config", required=True, metavar="FILE", help="the agent's TOML file")
     agent.add_argument("--check", action="store_true", help="check the file, then exit")
     agent.set_defaults(run=_run_agent)
+
+    lab = sub.add_parser(
+        "lab", help="the test lab: namespaces gen, dut and sink joined by veth pairs"
+    )
+    lab.add_argument("action", choices=("up", "down", "status"))
+    lab.add_argument(
+        "--prefix", default="cor-", help="namespace name prefix (default: cor-; must start so)"
+    )
+    lab.set_defaults(run=_run_lab)
     return parser
 
 
@@ -38,6 +47,12 @@ def _run_agent(args: argparse.Namespace) -> int:
     from corridor.agent import main
 
     return main.run(args.config, check_only=args.check)
+
+
+def _run_lab(args: argparse.Namespace) -> int:
+    from corridor import lab
+
+    return lab.run(args.action, args.prefix)
 
 
 def main(argv: list[str] | None = None) -> int:
