@@ -125,3 +125,166 @@ def assert_forwarded(
         assert gi.hlim == si.hlim - 1, f"hop limit {si.hlim} -> {gi.hlim}"
         assert bytes(gi)[:7] == bytes(si)[:7] and bytes(gi)[8:] == bytes(si)[8:]
     assert checksums_valid(got), f"bad checksum in {g.summary()}"
+
+
+# -- the engine --------------------------------------------------------------------------
+
+# Where the standard FIB sends what (all behind the sink, via dut1):
+#   198.19.0.0/16, 2001:db8:100::/48           group 1: dut1 untagged
+#   198.19.20.0/24, 2001:db8:100:20::/64       group 2: dut1 VLAN 20
+#   198.19.30.0/24, 2001:db8:100:30::/64       group 3: ECMP dut1 VLAN 20 + VLAN 21
+#   198.19.40.0/24, 2001:db8:100:40::/64       group 4: dut1 untagged (re-pointed by tests)
+#   198.19.99.0/24                             group 5: an adjacency on an unknown VLAN
+#   198.19.66.0/24, 2001:db8:100:66::/64       blackhole
+#   198.19.77.0/24, 2001:db8:100:77::/64       unreachable
+#   198.18.200.0/24, 2001:db8:dead::/48        no route
+ROUTES = (
+    ("198.19.0.0/16", 1), ("2001:db8:100::/48", 1),
+    ("198.19.20.0/24", 2), ("2001:db8:100:20::/64", 2),
+    ("198.19.30.0/24", 3), ("2001:db8:100:30::/64", 3),
+    ("198.19.40.0/24", 4), ("2001:db8:100:40::/64", 4),
+    ("198.19.99.0/24", 5),
+    ("198.19.66.0/24", "blackhole"), ("2001:db8:100:66::/64", "blackhole"),
+    ("198.19.77.0/24", "unreachable"), ("2001:db8:100:77::/64", "unreachable"),
+)  # fmt: skip
+NO_ROUTE4, NO_ROUTE6 = "198.18.200.1", "2001:db8:dead::1"
+
+
+def dataplane():  # -> module corridor._dataplane
+    """The extension with its Engine, or a test failure saying what is missing."""
+    import pytest
+
+    try:
+        from corridor import _dataplane
+    except ImportError as e:
+        pytest.fail(f"the engine extension corridor._dataplane is not built ({e}): `make deps`")
+    if not hasattr(_dataplane, "Engine"):
+        pytest.fail(
+            "corridor._dataplane has no Engine (issue 3's binding is missing or the extension"
+            " is stale): rebuild with `make deps`"
+        )
+    return _dataplane
+
+
+def standard_fib(dp):  # -> Fib
+    fib = dp.Fib(v4_routes=1024, v6_routes=1024, groups=64, adjacencies=64)
+    b = dp.Batch()
+    b.set_adjacency(1, 1, 0, L.DUT_OUT_MAC, L.SINK_MAC)
+    b.set_adjacency(2, 1, 20, L.DUT_OUT_MAC, L.SINK_MAC)
+    b.set_adjacency(3, 1, 21, L.DUT_OUT_MAC, L.SINK_MAC)
+    b.set_adjacency(4, 1, 999, L.DUT_OUT_MAC, L.SINK_MAC)
+    b.set_group(1, [(1, 1)])
+    b.set_group(2, [(2, 1)])
+    b.set_group(3, [(2, 1), (3, 1)])
+    b.set_group(4, [(1, 1)])
+    b.set_group(5, [(4, 1)])
+    for prefix, target in ROUTES:
+        b.add_route(prefix, target)
+    fib.apply(b)
+    return fib
+
+
+def engine_ports(mtu_out: int = 1500) -> list[dict]:
+    def subs(port: str, v4: str, v6: str) -> dict[int, list[str]]:
+        addresses = {0: [v4, v6]}
+        for v in L.VLANS:
+            if v.parent == port:
+                addresses[v.id] = [v.v4, v.v6]
+        return addresses
+
+    return [
+        {"name": L.DUT_IN, "queues": 1, "mtu": 1500,
+         "addresses": subs(L.DUT_IN, L.DUT_IN_V4, L.DUT_IN_V6)},
+        {"name": L.DUT_OUT, "queues": 1, "mtu": mtu_out,
+         "addresses": subs(L.DUT_OUT, L.DUT_OUT_V4, L.DUT_OUT_V6)},
+    ]  # fmt: skip
+
+
+def start_engine(lab: L.Lab, fib, *, mtu_out: int = 1500, icmp_rate: int = 1000,
+                 icmp_burst: int = 100):  # fmt: skip
+    dp = dataplane()
+    eng = dp.Engine(
+        fib, ports=engine_ports(mtu_out), workers=1, netns=lab.ns("dut"), busy_poll=False,
+        bind_mode="auto", icmp_rate=icmp_rate, icmp_burst=icmp_burst,
+    )  # fmt: skip
+    eng.start()
+    return eng
+
+
+class Counters:
+    """A reading of `Engine.counters()`, with the sums the tests need."""
+
+    def __init__(self, raw: dict) -> None:
+        self.raw = raw
+
+    def drop(self, reason: str) -> int:
+        return int(self.raw["drops"].get(reason, 0))
+
+    def drops_total(self) -> int:
+        return sum(int(v) for v in self.raw["drops"].values())
+
+    def icmp(self, outcome: str) -> int:
+        return int(self.raw["icmp"].get(outcome, 0))
+
+    def _port_sum(self, field: str, port: int | None, vlan: int | None) -> int:
+        total = 0
+        for i, entry in enumerate(self.raw["ports"]):
+            p = entry.get("port", i)
+            if isinstance(p, str):
+                p = [L.DUT_IN, L.DUT_OUT].index(p)
+            if (port is None or p == port) and (vlan is None or entry.get("vlan", 0) == vlan):
+                total += int(entry[field])
+        return total
+
+    def rx(self, port: int | None = None, vlan: int | None = None) -> int:
+        return self._port_sum("rx_packets", port, vlan)
+
+    def tx(self, port: int | None = None, vlan: int | None = None) -> int:
+        return self._port_sum("tx_packets", port, vlan)
+
+    def __sub__(self, before: Counters) -> Delta:
+        return Delta(self, before)
+
+
+class Delta:
+    """What changed between two readings."""
+
+    def __init__(self, after: Counters, before: Counters) -> None:
+        self.after, self.before = after, before
+
+    def drop(self, reason: str) -> int:
+        return self.after.drop(reason) - self.before.drop(reason)
+
+    def drops(self) -> dict[str, int]:
+        names = set(self.after.raw["drops"]) | set(self.before.raw["drops"])
+        return {n: self.drop(n) for n in sorted(names) if self.drop(n)}
+
+    def icmp(self, outcome: str) -> int:
+        return self.after.icmp(outcome) - self.before.icmp(outcome)
+
+    def rx(self, port: int | None = None, vlan: int | None = None) -> int:
+        return self.after.rx(port, vlan) - self.before.rx(port, vlan)
+
+    def tx(self, port: int | None = None, vlan: int | None = None) -> int:
+        return self.after.tx(port, vlan) - self.before.tx(port, vlan)
+
+
+def counters(eng) -> Counters:
+    return Counters(eng.counters())
+
+
+def settle(eng, timeout: float = 2.0) -> Counters:
+    """Counters once they stopped moving (the engine drained what it had)."""
+    last = counters(eng)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = counters(eng)
+        if (
+            now.rx() == last.rx()
+            and now.tx() == last.tx()
+            and now.drops_total() == last.drops_total()
+        ):
+            return now
+        last = now
+    return last
