@@ -190,8 +190,7 @@ def test_rule_breakers_are_dropped_and_counted(lab: L.Lab, engine: object, case:
     assert got == [], f"{case}: forwarded {decode(got[0]).summary()}"
     reason = reason_of(case)
     delta = after - before
-    assert delta.drop(reason) == 3, f"{case}: expected 3 {reason}, counted {delta.drops()}"
-    assert delta.rx(0) == 3
+    assert delta.drops() == {reason: 3}, f"{case}: expected 3 {reason}, counted {delta.drops()}"
 
 
 # Frames the steering program hands to the kernel (which neither forwards, with forwarding
@@ -217,7 +216,6 @@ KERNEL_CASES = {
 @pytest.mark.parametrize("case", sorted(KERNEL_CASES))
 def test_frames_for_the_kernel_are_not_forwarded(lab: L.Lab, engine: object, case: str) -> None:
     frame = bytes(KERNEL_CASES[case]())
-    frame = frame + b"\0" * max(0, 60 - len(frame))
     before = counters(engine)
     got = send_and_capture(lab, [frame], count=3, keep=any_test_frame, expect=0, duration=0.3)
     after = settle(engine)
@@ -401,13 +399,11 @@ def test_route_change_takes_effect_under_traffic(lab: L.Lab, engine: object) -> 
         b = dp.Batch()
         b.add_route("198.19.40.0/24", 2)  # from group 4 (untagged) to group 2 (VLAN 20)
         engine.fib.apply(b)
-        switched = time.monotonic()
     finally:
         sender.join()
         b = dp.Batch()
         b.add_route("198.19.40.0/24", 4)
         engine.fib.apply(b)
-    del switched
     got = result[0]
     seqs = {vlan: [] for vlan in (None, 20)}
     for sent, frame in match(frames, got):
