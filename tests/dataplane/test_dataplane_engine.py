@@ -37,11 +37,14 @@ from lab_support import (
 
 
 @pytest.fixture(scope="module")
-def engine(lab: L.Lab) -> Iterator[object]:
-    dp = dataplane()
-    fib = standard_fib(dp)
+def fib() -> object:
+    """The FIB the module's engine reads; tests re-point routes through it."""
+    return standard_fib(dataplane())
+
+
+@pytest.fixture(scope="module")
+def engine(lab: L.Lab, fib: object) -> Iterator[object]:
     eng = start_engine(lab, fib)
-    eng.fib = fib  # type: ignore[attr-defined]  # tests re-point routes through it
     try:
         yield eng
     finally:
@@ -316,13 +319,19 @@ def test_icmp_rate_limit_holds_under_a_flood(lab: L.Lab, engine: object) -> None
     time.sleep(0.3)  # let the bucket fill after earlier tests
     frames = [bytes(v4(ttl=1, sport=10000 + i)) for i in range(64)]
     before = counters(engine)
-    t0 = time.monotonic()
-    got = send_and_capture(
-        lab, frames, count=5000, role="gen", iface=L.GEN_IF, keep=is_icmp_error, expect=0,
-        duration=3,
-    )  # fmt: skip
-    elapsed = time.monotonic() - t0
-    delta = settle(engine) - before
+    sock = traffic.open_socket(L.GEN_IF, lab.ns("gen"))
+    cap = traffic.Capture(L.GEN_IF, lab.ns("gen"), duration=5, keep=is_icmp_error).start()
+    try:
+        t0 = time.monotonic()
+        flooded = traffic.send(sock, frames, count=5000, duration=3)
+        delta = settle(engine) - before
+        # The bucket refills until the engine read the last frame: bound by settle's end.
+        elapsed = time.monotonic() - t0
+        time.sleep(0.2)
+    finally:
+        got = cap.stop()
+        sock.close()
+    assert flooded == 5000
     sent, limited = delta.icmp("icmp_sent"), delta.icmp("icmp_rate_limited")
     assert delta.drop("ttl_expired") == 5000
     assert sent + limited == 5000, f"sent {sent} + rate-limited {limited} != 5000"
@@ -382,7 +391,7 @@ def test_ecmp_spreads_flows_and_keeps_each_on_one_path(
     assert min(per_vlan.values()) >= flows * 0.3, f"uneven spread {per_vlan}"
 
 
-def test_route_change_takes_effect_under_traffic(lab: L.Lab, engine: object) -> None:
+def test_route_change_takes_effect_under_traffic(lab: L.Lab, engine: object, fib: object) -> None:
     dp = dataplane()
     spec = transit_spec(4, dst="198.19.40.1")
     frames = traffic.build_frames(spec, [100] * 4000)  # seq 0..3999, one flow
@@ -398,12 +407,12 @@ def test_route_change_takes_effect_under_traffic(lab: L.Lab, engine: object) -> 
         time.sleep(0.5)
         b = dp.Batch()
         b.add_route("198.19.40.0/24", 2)  # from group 4 (untagged) to group 2 (VLAN 20)
-        engine.fib.apply(b)
+        fib.apply(b)
     finally:
         sender.join()
         b = dp.Batch()
         b.add_route("198.19.40.0/24", 4)
-        engine.fib.apply(b)
+        fib.apply(b)
     got = result[0]
     seqs = {vlan: [] for vlan in (None, 20)}
     for sent, frame in match(frames, got):
