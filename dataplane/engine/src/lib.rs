@@ -9,3 +9,4 @@ pub mod xsk;
 pub mod wire;
 pub mod pipeline;
 pub mod counters;
+pub mod engine;
