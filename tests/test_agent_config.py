@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from corridor.agent.config import EXAMPLE, ConfigError, HostPort, load
 
 GOOD = """

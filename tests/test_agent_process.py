@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from corridor.agent import client as c
 from corridor.v1 import dataplane_pb2_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 CONFIG = """
 workers = 1

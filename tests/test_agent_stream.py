@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from corridor.agent import client as c
 from corridor.v1 import common_pb2, dataplane_pb2
 

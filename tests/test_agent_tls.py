@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from corridor.agent import client as c
 from corridor.agent.config import Listen, TlsFiles, parse
 from corridor.agent.domain import Dataplane

@@ -8,6 +8,7 @@ import asyncio
 
 import grpc
 import pytest
+
 from corridor.agent import client as c
 from corridor.agent.domain import MAX_OPERATIONS_PER_WRITE
 from corridor.v1 import common_pb2, dataplane_pb2

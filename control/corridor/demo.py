@@ -83,6 +83,12 @@ def run(given: str | None) -> int:
         hops = ""
         if isinstance(target, int):
             hops = f"adjacency {fib.next_hop(target, 0)} / {fib.next_hop(target, 1 << 31)}"
-        shown = "no route" if target is None else f"group {target}" if isinstance(target, int) else target
+        shown = (
+            "no route"
+            if target is None
+            else f"group {target}"
+            if isinstance(target, int)
+            else target
+        )
         print(f"  {address:<28} {shown:<12} {hops}")
     return 0
