@@ -688,3 +688,54 @@ fn recover_port(shared: &Shared, port: usize, ifindex: u32) {
         let _ = steering.insert_socket(ifindex, s.worker as u32, s.fd.as_fd());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_errors_name_the_field() {
+        let check = |config: &EngineConfig, want: &str| {
+            let e = config.validate().unwrap_err();
+            assert!(e.is_config() && e.to_string().starts_with(want), "{e} should start with {want}");
+        };
+        let base = EngineConfig { ports: vec![PortSpec::new("p0"), PortSpec::new("p1")], ..Default::default() };
+        assert!(base.validate().is_ok());
+        check(&EngineConfig::default(), "ports: no ports");
+        let mut c = base.clone();
+        c.ports[0].mtu = 9000;
+        check(&c, "ports[0].mtu: 9000 does not fit a 2048-byte frame");
+        c.frame_size = 4096;
+        check(&c, "ports[0].mtu: 9000 does not fit a 4096-byte frame");
+        c.ports[0].mtu = 1000;
+        check(&c, "ports[0].mtu: 1000 is not between 1280");
+        let mut c = base.clone();
+        c.ports[1].name = "p0".into();
+        check(&c, "ports[1].name: \"p0\" is already ports[0]");
+        let mut c = base.clone();
+        c.ports[1].queues = 0;
+        check(&c, "ports[1].queues: 0 is not between 1 and 256");
+        let mut c = base.clone();
+        c.workers = Some(2);
+        check(&c, "workers: 2 workers but ports[0] (p0) has 1 queue(s)");
+        let mut c = base.clone();
+        let first = c.ports[0].sub_interfaces[0];
+        c.ports[0].sub_interfaces.push(first);
+        check(&c, "ports[0].addresses: VLAN 0 is listed twice");
+        let mut c = base.clone();
+        c.ports[0].sub_interfaces[0].vlan = 4095;
+        check(&c, "ports[0].addresses: VLAN 4095");
+        let mut c = base.clone();
+        c.ports[0].sub_interfaces[0].ipv4 = Some("224.0.0.1".parse().unwrap());
+        check(&c, "ports[0].addresses: VLAN 0: 224.0.0.1 cannot be a router address");
+        let mut c = base.clone();
+        c.frame_size = 3000;
+        check(&c, "frame_size: 3000");
+        let mut c = base.clone();
+        c.netns = Some("../x".into());
+        check(&c, "netns:");
+        let mut c = base;
+        c.frames_per_worker = Some(100);
+        check(&c, "frames_per_worker: 100");
+    }
+}
