@@ -1,0 +1,234 @@
+/* Corridor's traffic generator: builds frames in an XDP program run by BPF_PROG_RUN in
+ * live-frames mode (BPF_F_TEST_XDP_LIVE_FRAMES) and sends them with XDP_TX out of a veth, at
+ * an offered rate and for a bounded time. Flows cycle through the destinations of a file
+ * (each must be inside 198.18.0.0/15 or 2001:db8::/32: anything else is refused) and UDP
+ * source ports. Prints one JSON line: frames sent, seconds, achieved rate.
+ *
+ *   gen --dev gen0 --src-mac M --dst-mac M --src ADDR --dsts FILE --size 64 \
+ *       --rate 1000000 --duration 10 [--flows N] [--burst 32]
+ *
+ * --size is the wire size (with the 4-byte FCS); --rate 0 sends as fast as possible. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include "bench.h"
+
+#define MAX_DURATION 600.0
+#define HDR6 (14 + 40 + 8)
+
+static volatile sig_atomic_t stop;
+static void on_signal(int sig) { (void)sig; stop = 1; }
+
+static void die(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "gen: ");
+	fprintf(stderr, fmt, arg);
+	fputc('\n', stderr);
+	exit(2);
+}
+
+static int parse_mac(const char *s, unsigned char *m)
+{
+	return sscanf(s, "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx", &m[0], &m[1], &m[2], &m[3], &m[4],
+		      &m[5]) == 6 ? 0 : -1;
+}
+
+/* Test space only: 198.18.0.0/15 (RFC 2544) and 2001:db8::/32 (RFC 3849). */
+static int in_test_space(int family, const void *a)
+{
+	const unsigned char *b = a;
+	if (family == 4)
+		return b[0] == 198 && (b[1] & 0xfe) == 18;
+	return b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv)
+{
+	const char *dev = NULL, *src_mac = NULL, *dst_mac = NULL, *src = NULL, *dsts_path = NULL;
+	const char *obj_path = NULL;
+	unsigned size = 64, flows = 0, burst = 32;
+	double rate = 0, duration = 1;
+	static const struct option opts[] = {
+		{"dev", 1, 0, 'd'}, {"src-mac", 1, 0, 'm'}, {"dst-mac", 1, 0, 'M'},
+		{"src", 1, 0, 's'}, {"dsts", 1, 0, 'D'}, {"size", 1, 0, 'z'},
+		{"rate", 1, 0, 'r'}, {"duration", 1, 0, 't'}, {"flows", 1, 0, 'f'},
+		{"burst", 1, 0, 'b'}, {"obj", 1, 0, 'o'}, {0},
+	};
+	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
+		switch (c) {
+		case 'd': dev = optarg; break;
+		case 'm': src_mac = optarg; break;
+		case 'M': dst_mac = optarg; break;
+		case 's': src = optarg; break;
+		case 'D': dsts_path = optarg; break;
+		case 'z': size = strtoul(optarg, NULL, 0); break;
+		case 'r': rate = strtod(optarg, NULL); break;
+		case 't': duration = strtod(optarg, NULL); break;
+		case 'f': flows = strtoul(optarg, NULL, 0); break;
+		case 'b': burst = strtoul(optarg, NULL, 0); break;
+		case 'o': obj_path = optarg; break;
+		default: die("%s", "usage: see the head of gen.c");
+		}
+	}
+	if (!dev || !src_mac || !dst_mac || !src || !dsts_path)
+		die("%s", "--dev, --src-mac, --dst-mac, --src and --dsts are required");
+	if (!(duration > 0 && duration <= MAX_DURATION))
+		die("--duration %s: must be in (0, 600] seconds", argv[0]);
+	if (burst < 1 || burst > 256)
+		die("%s", "--burst must be 1 to 256");
+	int ifindex = if_nametoindex(dev);
+	if (!ifindex)
+		die("--dev %s: no such interface in this namespace", dev);
+
+	/* The template: Ethernet, IP, UDP 1024 -> 9 (discard), zero payload. */
+	int family = strchr(src, ':') ? 6 : 4;
+	unsigned hdr = family == 4 ? 14 + 20 + 8 : HDR6;
+	unsigned frame_len = size - 4;
+	if (frame_len < hdr + BENCH_SIG_LEN || frame_len > 1514) {
+		char msg[64];
+		snprintf(msg, sizeof msg, "%u", size);
+		die("--size %s: the frame must hold the headers and the signature and be at most "
+		    "1518 bytes (IPv4 >= 58, IPv6 >= 78)", msg);
+	}
+	static unsigned char frame[2048];
+	struct { unsigned char b[HDR6]; } tmpl = {0};
+	if (parse_mac(dst_mac, frame) || parse_mac(src_mac, frame + 6))
+		die("%s", "--src-mac / --dst-mac: expected xx:xx:xx:xx:xx:xx");
+	struct in6_addr a6;
+	struct udphdr *udp;
+	if (family == 4) {
+		struct iphdr *ip = (void *)(frame + 14);
+		frame[12] = 0x08, frame[13] = 0x00;
+		ip->version = 4, ip->ihl = 5, ip->ttl = 64, ip->protocol = IPPROTO_UDP;
+		ip->tot_len = htons(frame_len - 14);
+		if (inet_pton(AF_INET, src, &ip->saddr) != 1 || !in_test_space(4, &ip->saddr))
+			die("--src %s: expected an IPv4 address in 198.18.0.0/15", src);
+		udp = (void *)(ip + 1);
+	} else {
+		struct ipv6hdr *ip6 = (void *)(frame + 14);
+		frame[12] = 0x86, frame[13] = 0xdd;
+		ip6->version = 6, ip6->hop_limit = 64, ip6->nexthdr = IPPROTO_UDP;
+		ip6->payload_len = htons(frame_len - 14 - 40);
+		if (inet_pton(AF_INET6, src, &ip6->saddr) != 1 || !in_test_space(6, &ip6->saddr))
+			die("--src %s: expected an IPv6 address in 2001:db8::/32", src);
+		udp = (void *)(ip6 + 1);
+	}
+	udp->source = htons(1024), udp->dest = htons(9);
+	udp->len = htons(frame_len - hdr + 8);
+	memcpy(tmpl.b, frame, hdr);
+
+	/* Destinations: one address a line, all of the source's family, all in test space. */
+	FILE *f = fopen(dsts_path, "r");
+	if (!f)
+		die("--dsts %s: cannot open", dsts_path);
+	static struct in6_addr dsts[MAX_DSTS];
+	unsigned ndst = 0;
+	char line[128];
+	while (fgets(line, sizeof line, f)) {
+		line[strcspn(line, " \t\r\n")] = 0;
+		if (!*line)
+			continue;
+		if (ndst == MAX_DSTS)
+			die("--dsts: more than %s destinations", "4096");
+		memset(&a6, 0, sizeof a6);
+		if (inet_pton(family == 4 ? AF_INET : AF_INET6, line, &a6) != 1 ||
+		    !in_test_space(family, &a6))
+			die("destination %s: not an address of the source's family inside "
+			    "198.18.0.0/15 or 2001:db8::/32", line);
+		dsts[ndst++] = a6;
+	}
+	fclose(f);
+	if (!ndst)
+		die("--dsts %s: no destination", dsts_path);
+	if (!flows)
+		flows = ndst * 16;
+
+	/* The program, next to this binary unless --obj says otherwise. */
+	char path[4096];
+	if (!obj_path) {
+		ssize_t n = readlink("/proc/self/exe", path, sizeof path - 16);
+		if (n < 0)
+			die("%s", "cannot find my own path");
+		path[n] = 0;
+		strcpy(strrchr(path, '/') + 1, "gen.bpf.o");
+		obj_path = path;
+	}
+	libbpf_set_print(NULL);
+	struct bpf_object *obj = bpf_object__open_file(obj_path, NULL);
+	if (!obj || bpf_object__load(obj))
+		die("cannot load %s (root? clang-built object next to gen?)", obj_path);
+	struct bpf_program *prog = bpf_object__find_program_by_name(obj, "gen");
+	int cfg_fd = bpf_object__find_map_fd_by_name(obj, "config");
+	int tmpl_fd = bpf_object__find_map_fd_by_name(obj, "template");
+	int dsts_fd = bpf_object__find_map_fd_by_name(obj, "dsts");
+	__u32 zero = 0;
+	struct gen_config cfg = {.ndst = ndst, .nflows = flows, .family = family,
+				 .frame_len = frame_len};
+	if (bpf_map_update_elem(cfg_fd, &zero, &cfg, 0) ||
+	    bpf_map_update_elem(tmpl_fd, &zero, &tmpl, 0))
+		die("%s", "cannot configure the program");
+	for (__u32 i = 0; i < ndst; i++)
+		if (bpf_map_update_elem(dsts_fd, &i, &dsts[i], 0))
+			die("%s", "cannot store the destinations");
+
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	struct xdp_md ctx_in = {.data_end = frame_len, .ingress_ifindex = ifindex};
+	LIBBPF_OPTS(bpf_test_run_opts, run, .data_in = frame, .data_size_in = frame_len,
+		    .ctx_in = &ctx_in, .ctx_size_in = sizeof ctx_in,
+		    .flags = BPF_F_TEST_XDP_LIVE_FRAMES, .repeat = burst, .batch_size = burst);
+	int fd = bpf_program__fd(prog);
+
+	/* Pacing: burst k is due at start + k * burst / rate. Ahead by more than 50 us:
+	 * sleep; less: yield (the sink may share this CPU). Never more than the duration. */
+	double start = now_s(), end = start + duration, t = start;
+	unsigned long long sent = 0;
+	int err = 0;
+	while (!stop && (t = now_s()) < end) {
+		if (rate > 0) {
+			double due = start + sent / rate;
+			if (due > t + 50e-6) {
+				struct timespec ts = {0, (long)((due - t - 20e-6) * 1e9)};
+				nanosleep(&ts, NULL);
+				continue;
+			}
+			if (due > t) {
+				sched_yield();
+				continue;
+			}
+		}
+		if (bpf_prog_test_run_opts(fd, &run)) {
+			err = errno;
+			break;
+		}
+		sent += burst;
+	}
+	double elapsed = now_s() - start;
+	printf("{\"sent\": %llu, \"seconds\": %.6f, \"pps\": %.1f, \"size\": %u, \"family\": %d, "
+	       "\"flows\": %u, \"destinations\": %u, \"error\": \"%s\"}\n",
+	       sent, elapsed, sent / elapsed, size, family, flows, ndst, err ? strerror(err) : "");
+	bpf_object__close(obj);
+	return err ? 1 : 0;
+}
