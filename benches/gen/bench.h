@@ -28,6 +28,14 @@ struct gen_config {
 	__u32 nflows;   /* flows = (destination, source port) pairs cycled through */
 	__u32 family;   /* 4 or 6 */
 	__u32 frame_len;/* bytes from Ethernet header to the end, without FCS */
+	__u64 interval; /* ns between frames, times 256 (0: as fast as possible) */
+};
+
+/* The generator's state, one per-CPU slot (one generator thread). */
+struct gen_state {
+	__u64 seq;      /* frames sent */
+	__u64 next_due; /* send time of the next frame, ns times 256 */
+	__u64 idle;     /* runs that found no frame due (XDP_DROP) */
 };
 
 #endif

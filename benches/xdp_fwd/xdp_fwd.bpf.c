@@ -59,10 +59,18 @@ int xdp_fwd(struct xdp_md *ctx)
 	p.ifindex = ctx->ingress_ifindex;
 	if (bpf_fib_lookup(ctx, &p, sizeof p, 0) != BPF_FIB_LKUP_RET_SUCCESS)
 		return XDP_PASS;
-	if (ip)
+	/* Bounds again: the verifier does not carry them across the helper call. */
+	if (p.family == AF_INET) {
+		ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end)
+			return XDP_PASS;
 		ttl_decrement(ip);
-	else
+	} else {
+		ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > end)
+			return XDP_PASS;
 		ip6->hop_limit--;
+	}
 	__builtin_memcpy(eth->h_dest, p.dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, p.smac, ETH_ALEN);
 	return bpf_redirect(p.ifindex, 0);
