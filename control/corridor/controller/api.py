@@ -1,0 +1,457 @@
+"""corridor.v1.Controller over gRPC: protobuf in, domain values to the Controller, protobuf and
+status codes out. Syntax is checked here, where field paths are known; the core checks the
+rest. Refusals carry a corridor.v1.WriteError in the status details, as the agent's do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+from collections.abc import Sequence
+from typing import NoReturn
+
+import grpc
+from google.protobuf import any_pb2, timestamp_pb2
+
+from corridor.agent.api import DETAILS_BUDGET, violation_to_pb
+from corridor.agent.client import STATUS_DETAILS_KEY
+from corridor.controller import domain
+from corridor.controller.core import Controller
+from corridor.controller.domain import (
+    ALL_NODES,
+    MAX_NEXT_HOPS,
+    MAX_ROUTES_PER_BATCH,
+    MAX_WEIGHT,
+    IdsExhausted,
+    Intent,
+    InvalidBatch,
+    RouteKind,
+    UnknownNode,
+    Violation,
+    check_node_address,
+    check_node_name,
+)
+from corridor.controller.store import RouteQuery
+from corridor.v1 import common_pb2, controller_pb2, controller_pb2_grpc, dataplane_pb2
+
+LIST_PAGE = (1000, 10_000)  # default and largest page
+WATCH_CHUNK = 10_000
+
+_KINDS = {k.value: k for k in RouteKind}
+_FAMILY = {4: (socket.AF_INET, 32, "IPv4"), 16: (socket.AF_INET6, 128, "IPv6")}
+
+
+class _Fault(Exception):
+    def __init__(self, field: str, description: str) -> None:
+        self.field = field
+        self.description = description
+
+
+class ControllerService(controller_pb2_grpc.ControllerServicer):
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    # -- nodes
+
+    async def RegisterNode(self, request, context):
+        try:
+            node = node_from_pb(request.node)
+        except _Fault as f:
+            await refuse(
+                context, grpc.StatusCode.INVALID_ARGUMENT, [Violation(None, f.field, f.description)]
+            )
+        revision = await self.controller.register(node)
+        return controller_pb2.RegisterNodeResponse(revision=revision)
+
+    async def DeregisterNode(self, request, context):
+        try:
+            revision = await self.controller.deregister(request.name)
+        except UnknownNode as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        return controller_pb2.DeregisterNodeResponse(revision=revision)
+
+    async def ListNodes(self, request, context):
+        return controller_pb2.ListNodesResponse(nodes=self._statuses())
+
+    async def GetNodeStatus(self, request, context):
+        session = self.controller.sessions.get(request.name)
+        if session is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, self.controller.unknown_node(request.name)
+            )
+        return node_status(self.controller, session)
+
+    def _statuses(self) -> list[controller_pb2.NodeStatus]:
+        c = self.controller
+        return [node_status(c, c.sessions[name]) for name in sorted(c.sessions)]
+
+    async def GetStats(self, request, context):
+        c = self.controller
+        return controller_pb2.Stats(
+            revision=c.state.revision,
+            intent=fib_sizes(c.intent_sizes),
+            nodes=len(c.state.nodes),
+            node_status=self._statuses(),
+        )
+
+    # -- routes
+
+    async def Apply(self, request, context):
+        loop = asyncio.get_running_loop()
+        try:
+            routes = await loop.run_in_executor(None, routes_from_pb, request)
+            revision = await self.controller.apply(routes)
+        except InvalidBatch as e:
+            await refuse(context, grpc.StatusCode.INVALID_ARGUMENT, e.violations, str(e))
+        except IdsExhausted as e:
+            await refuse(
+                context, grpc.StatusCode.RESOURCE_EXHAUSTED, [Violation(None, "routes", str(e))]
+            )
+        return controller_pb2.ApplyResponse(revision=revision, routes=len(routes))
+
+    async def Delete(self, request, context):
+        try:
+            keys = keys_from_pb(request)
+            revision, deleted = await self.controller.delete(keys)
+        except InvalidBatch as e:
+            await refuse(context, grpc.StatusCode.INVALID_ARGUMENT, e.violations, str(e))
+        return controller_pb2.DeleteResponse(revision=revision, deleted=deleted)
+
+    async def SetNextHopState(self, request, context):
+        try:
+            gateway = gateway_from_pb(request.gateway, "gateway")
+            if not request.port:
+                raise _Fault("port", "is empty; name the port the gateway is reached through")
+        except _Fault as f:
+            await refuse(
+                context, grpc.StatusCode.INVALID_ARGUMENT, [Violation(None, f.field, f.description)]
+            )
+        try:
+            revision, groups = await self.controller.set_next_hop_state(
+                request.node, (gateway, request.port, request.vlan), request.drained
+            )
+        except UnknownNode as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        return controller_pb2.SetNextHopStateResponse(revision=revision, groups=groups)
+
+    async def ListRoutes(self, request, context):
+        size = request.page_size or LIST_PAGE[0]
+        if size > LIST_PAGE[1]:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"page_size: {size} exceeds the largest page of {LIST_PAGE[1]}",
+            )
+        within = None
+        if request.HasField("within"):
+            try:
+                within = prefix_from_pb(request.within, "within")
+            except _Fault as f:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{f.field}: {f.description}")
+        if request.kind and request.kind not in _KINDS:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"kind: {request.kind} is not a route kind"
+            )
+        after = None
+        if request.page_token:
+            try:
+                node, _, key = base64.urlsafe_b64decode(request.page_token).partition(b"\0")
+                after = (node.decode(), key)
+            except (ValueError, UnicodeDecodeError):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token this controller gave"
+                )
+        node = request.node if request.HasField("node") else None
+        query = RouteQuery(node, within, request.kind, size + 1, after)
+        rows = await self.controller.store.list_routes(query)
+        response = controller_pb2.ListRoutesResponse()
+        for key, intent, _ in rows[:size]:
+            response.routes.append(route_to_pb(key, intent))
+        if len(rows) > size:
+            node_name, _ = rows[size - 1][0]
+            token = node_name.encode() + b"\0" + rows[size - 1][2]
+            response.next_page_token = base64.urlsafe_b64encode(token).decode()
+        return response
+
+    async def Watch(self, request, context):
+        node = request.node if request.HasField("node") else None
+        watcher, snapshot, revision = self.controller.watch(node)
+        try:
+            for start in range(0, max(len(snapshot), 1), WATCH_CHUNK):
+                chunk = snapshot[start : start + WATCH_CHUNK]
+                yield controller_pb2.WatchResponse(
+                    revision=revision,
+                    snapshot=True,
+                    snapshot_end=start + WATCH_CHUNK >= len(snapshot),
+                    set=[route_to_pb(k, i) for k, i in chunk],
+                )
+            del snapshot
+            while True:
+                change = await watcher.queue.get()
+                if change is None:
+                    return
+                yield controller_pb2.WatchResponse(
+                    revision=change.revision,
+                    set=[route_to_pb(k, i) for k, i in change.set.items()],
+                    deleted=[key_to_pb(k) for k in change.deleted],
+                )
+                if watcher.behind and watcher.queue.empty():
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        "the watcher fell too far behind the changes; watch again",
+                    )
+        finally:
+            self.controller.unwatch(watcher)
+
+
+async def refuse(
+    context: grpc.aio.ServicerContext,
+    code: grpc.StatusCode,
+    violations: Sequence[Violation],
+    message: str | None = None,
+) -> NoReturn:
+    """Ends the call with `code` and a WriteError naming every violation in the details."""
+    if message is None:
+        message = str(InvalidBatch(violations))
+    details = dataplane_pb2.WriteError()
+    for i, v in enumerate(violations):
+        details.violations.append(violation_to_pb(v))
+        if details.ByteSize() > DETAILS_BUDGET and i + 1 < len(violations):
+            details.violations[-1].CopyFrom(
+                dataplane_pb2.WriteError.Violation(
+                    field="routes", description=f"{len(violations) - i} more violations not listed"
+                )
+            )
+            break
+    packed = any_pb2.Any()
+    packed.Pack(details)
+    status = common_pb2.Status(code=code.value[0], message=message, details=[packed])
+    await context.abort(
+        code, message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
+    )
+    raise AssertionError("context.abort returned")
+
+
+# --- protobuf -> domain --------------------------------------------------------------------
+
+
+def routes_from_pb(request: controller_pb2.ApplyRequest) -> list[tuple[domain.RouteKey, Intent]]:
+    count = len(request.routes)
+    if count > MAX_ROUTES_PER_BATCH:
+        raise InvalidBatch(
+            [
+                Violation(
+                    None,
+                    "routes",
+                    f"{count} routes exceed the maximum of {MAX_ROUTES_PER_BATCH} per batch; "
+                    "split them",
+                )
+            ]
+        )
+    if count == 0:
+        raise InvalidBatch([Violation(None, "routes", "is empty; give at least one route")])
+    violations: list[Violation] = []
+    out = []
+    seen: dict[domain.RouteKey, int] = {}
+    groups: dict[domain.GroupKey, domain.GroupKey] = {}  # one tuple per distinct group
+    for i, route in enumerate(request.routes):
+        try:
+            key, intent = route_from_pb(route)
+        except _Fault as f:
+            violations.append(Violation(i, f"routes[{i}].{f.field}", f.description))
+            continue
+        first = seen.setdefault(key, i)
+        if first != i:
+            violations.append(
+                Violation(
+                    i, f"routes[{i}]", f"{_key_text(key)} is already routes[{first}] in this batch"
+                )
+            )
+            continue
+        if intent.group is not None:
+            intent = Intent(intent.kind, groups.setdefault(intent.group, intent.group))
+        out.append((key, intent))
+    if violations:
+        raise InvalidBatch(violations)
+    return out
+
+
+def _key_text(key: domain.RouteKey) -> str:
+    node, prefix = key
+    return f"route {prefix} for {'every node' if node == ALL_NODES else 'node ' + node}"
+
+
+def route_from_pb(route: controller_pb2.RouteIntent) -> tuple[domain.RouteKey, Intent]:
+    prefix = prefix_from_pb(route.prefix, "prefix")
+    node = route.node
+    if node and (problem := check_node_name(node)) is not None:
+        raise _Fault("node", problem)
+    kind = _KINDS.get(route.kind)
+    if kind is None:
+        if route.kind == 0:
+            raise _Fault(
+                "kind", f"route {prefix}: is unset; use FORWARD (with next_hops), BLACKHOLE, "
+                "UNREACHABLE or LOCAL"
+            )  # fmt: skip
+        raise _Fault("kind", f"route {prefix}: {route.kind} is not a route kind")
+    if kind is not RouteKind.FORWARD:
+        if route.next_hops:
+            raise _Fault("next_hops", f"route {prefix}: a {kind.name} route has no next hops")
+        return (node, prefix), Intent(kind)
+    if not route.next_hops:
+        raise _Fault("next_hops", f"route {prefix}: a FORWARD route needs at least one next hop")
+    if len(route.next_hops) > MAX_NEXT_HOPS:
+        raise _Fault(
+            "next_hops",
+            f"route {prefix}: {len(route.next_hops)} next hops exceed the limit of {MAX_NEXT_HOPS}",
+        )
+    hops: dict[domain.AdjacencyKey, int] = {}
+    for j, hop in enumerate(route.next_hops):
+        where = f"next_hops[{j}]"
+        gateway = gateway_from_pb(hop.gateway, f"{where}.gateway")
+        if not hop.port:
+            raise _Fault(f"{where}.port", "is empty; name the port the gateway is reached through")
+        if hop.vlan > 4094:
+            raise _Fault(f"{where}.vlan", f"{hop.vlan} is not a VLAN: 0 (untagged) or 1 to 4094")
+        if hop.weight > MAX_WEIGHT:
+            raise _Fault(f"{where}.weight", f"{hop.weight} exceeds the largest weight {MAX_WEIGHT}")
+        key = (gateway, hop.port, hop.vlan)
+        if key in hops:
+            raise _Fault(where, f"gateway {gateway} on {hop.port} VLAN {hop.vlan} is listed twice")
+        hops[key] = hop.weight or 1
+    return (node, prefix), Intent(kind, tuple(sorted(hops.items())))
+
+
+def keys_from_pb(request: controller_pb2.DeleteRequest) -> list[domain.RouteKey]:
+    if not request.routes:
+        raise InvalidBatch([Violation(None, "routes", "is empty; give at least one route key")])
+    if len(request.routes) > MAX_ROUTES_PER_BATCH:
+        raise InvalidBatch(
+            [Violation(None, "routes", f"more than {MAX_ROUTES_PER_BATCH} keys; split them")]
+        )
+    keys, violations = [], []
+    for i, key in enumerate(request.routes):
+        try:
+            keys.append((key.node, prefix_from_pb(key.prefix, "prefix")))
+        except _Fault as f:
+            violations.append(Violation(i, f"routes[{i}].{f.field}", f.description))
+    if violations:
+        raise InvalidBatch(violations)
+    return keys
+
+
+def prefix_from_pb(prefix: common_pb2.IpPrefix, field: str) -> str:
+    address = prefix.address
+    length = prefix.length
+    family = _FAMILY.get(len(address))
+    if family is None:
+        raise _Fault(
+            f"{field}.address",
+            f"is {len(address)} bytes; an IPv4 address is 4 bytes and an IPv6 address 16",
+        )
+    af, bits, name = family
+    text = socket.inet_ntop(af, address)
+    if length > bits:
+        raise _Fault(f"{field}.length", f"{text}/{length}: prefix length {length} exceeds {bits}")
+    value = int.from_bytes(address)
+    host = value & ((1 << (bits - length)) - 1)
+    if host:
+        network = socket.inet_ntop(af, (value ^ host).to_bytes(len(address)))
+        raise _Fault(
+            f"{field}.address",
+            f"{text}/{length}: host bits set (the {name} network is {network}/{length})",
+        )
+    return f"{text}/{length}"
+
+
+def gateway_from_pb(address: bytes, field: str) -> str:
+    family = _FAMILY.get(len(address))
+    if family is None:
+        raise _Fault(
+            field, f"is {len(address)} bytes; an IPv4 address is 4 bytes and an IPv6 address 16"
+        )
+    text = socket.inet_ntop(family[0], address)
+    if not any(address) or address[0] == 0xFF or (len(address) == 4 and address[0] >= 224):
+        raise _Fault(field, f"{text} is not a unicast address; a gateway is a neighbour's address")
+    return text
+
+
+def node_from_pb(node: controller_pb2.Node) -> domain.Node:
+    if (problem := check_node_name(node.name)) is not None:
+        raise _Fault("node.name", problem)
+    if (problem := check_node_address(node.address)) is not None:
+        raise _Fault("node.address", problem)
+    tls = None
+    if node.HasField("tls"):
+        for name in ("ca", "cert", "key"):
+            if not getattr(node.tls, name):
+                raise _Fault(f"node.tls.{name}", "is empty; TLS needs ca, cert and key files")
+        tls = domain.NodeTls(node.tls.ca, node.tls.cert, node.tls.key, node.tls.server_name)
+    return domain.Node(node.name, node.address, tls)
+
+
+# --- domain -> protobuf --------------------------------------------------------------------
+
+
+def _prefix_pb(prefix: str) -> common_pb2.IpPrefix:
+    address, _, length = prefix.partition("/")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return common_pb2.IpPrefix(address=socket.inet_pton(family, address), length=int(length))
+
+
+def route_to_pb(key: domain.RouteKey, intent: Intent) -> controller_pb2.RouteIntent:
+    node, prefix = key
+    route = controller_pb2.RouteIntent(node=node, prefix=_prefix_pb(prefix), kind=int(intent.kind))
+    for (gateway, port, vlan), weight in intent.group or ():
+        family = socket.AF_INET6 if ":" in gateway else socket.AF_INET
+        route.next_hops.add(
+            gateway=socket.inet_pton(family, gateway), port=port, vlan=vlan, weight=weight
+        )
+    return route
+
+
+def key_to_pb(key: domain.RouteKey) -> controller_pb2.RouteKey:
+    return controller_pb2.RouteKey(node=key[0], prefix=_prefix_pb(key[1]))
+
+
+def fib_sizes(sizes: tuple[int, int, int, int]) -> controller_pb2.FibSizes:
+    v4, v6, groups, adjacencies = sizes
+    return controller_pb2.FibSizes(
+        ipv4_routes=v4, ipv6_routes=v6, next_hop_groups=groups, adjacencies=adjacencies
+    )
+
+
+def node_status(c: Controller, s) -> controller_pb2.NodeStatus:
+    node = s.node
+    pb = controller_pb2.NodeStatus(
+        node=controller_pb2.Node(name=node.name, address=node.address),
+        state=s.sync_state,
+        connected=s.connected,
+        in_sync=s.in_sync,
+        last_error=s.last_error,
+        synced_revision=s.synced_revision,
+        lag_seconds=s.lag_seconds(),
+        intended=fib_sizes(s.desired.sizes() if s.desired is not None else (0, 0, 0, 0)),
+        installed=fib_sizes(s.installed_sizes()),
+        agent_generation=s.generation,
+        reconnects=s.reconnects,
+        drift_detected=s.drift_detected,
+        drift_entries=s.drift_entries,
+        last_full_sync_seconds=s.last_full_sync_seconds,
+        last_full_sync_operations=s.last_full_sync_operations,
+        counters=controller_pb2.CountersSummary(
+            rx_packets=s.counters[0], tx_packets=s.counters[1], dropped_packets=s.counters[2]
+        ),
+    )
+    if node.tls is not None:
+        pb.node.tls.CopyFrom(
+            controller_pb2.NodeTls(
+                ca=node.tls.ca,
+                cert=node.tls.cert,
+                key=node.tls.key,
+                server_name=node.tls.server_name,
+            )
+        )
+    if s.last_error_time:
+        pb.last_error_time.CopyFrom(timestamp_pb2.Timestamp(seconds=int(s.last_error_time)))
+    return pb

@@ -1,0 +1,179 @@
+"""The controller's configuration: one TOML file, checked whole at start-up with the agent's
+field-by-field rules (errors name the field; unknown keys are errors). For `corridor up`, an
+[agent] table holds a whole agent configuration: that agent runs in the same process and is
+registered as the node named by `up.node`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The agent's checked readers of TOML tables; one way to read a configuration file.
+from corridor.agent.config import (
+    AgentConfig,
+    ConfigError,
+    HostPort,
+    Listen,
+    TlsFiles,
+    _host_port,
+    _listen,
+    _Table,
+    _tls,
+)
+from corridor.agent.config import parse as parse_agent
+from corridor.controller.domain import Node, NodeTls, check_node_address, check_node_name
+
+__all__ = ["ConfigError", "ControllerConfig", "load", "parse"]
+
+IDS_MAX = 1 << 24
+
+EXAMPLE = """\
+# corridor controller --config FILE
+[listen]
+unix = "/run/corridor/controller.sock"    # for the CLI on this host
+tcp = "127.0.0.1:50061"                   # mutual TLS when [tls] is set
+
+[store]
+path = "/var/lib/corridor/intent.db"      # SQLite, WAL, durable commits
+
+[reconcile]
+drift_check_seconds = 10                  # how often each node is checked for drift
+max_groups = 65536                        # next-hop groups (as the agents' [fib] groups)
+max_adjacencies = 65536
+
+[metrics]
+address = "127.0.0.1:9465"
+
+[[nodes]]                                 # registered at start (the API can add more)
+name = "ix1"
+address = "unix:/run/corridor/agent.sock"
+
+# corridor up --config FILE: the same, plus a local agent registered as node `up.node`
+# [up]
+# node = "local"
+# [agent]
+# listen = { unix = "/run/corridor/agent.sock" }
+# [[agent.ports]]
+# name = "eth1"
+"""
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    listen: Listen
+    store: Path
+    tls: TlsFiles | None = None
+    metrics: HostPort | None = None
+    drift_check_seconds: float = 10.0
+    max_groups: int = 65536
+    max_adjacencies: int = 65536
+    nodes: tuple[Node, ...] = ()
+    agent: AgentConfig | None = None  # corridor up
+    local_node: str = "local"
+    base: Path = field(default_factory=Path)
+
+
+def load(path: str | os.PathLike[str]) -> ControllerConfig:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            document = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    try:
+        return parse(document, base=path.parent)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def parse(document: dict[str, Any], base: Path = Path()) -> ControllerConfig:
+    top = _Table(document, "")
+    listen = _listen(top.table("listen", required=True), base)
+    tls_table = top.table("tls")
+    tls = _tls(tls_table, base) if tls_table is not None else None
+    if tls is not None and listen.tcp is None:
+        raise ConfigError("tls: is set but listen.tcp is not; TLS protects the TCP listener")
+    store_table = top.table("store")
+    store = base / "corridor-intent.db"
+    if store_table is not None:
+        path = store_table.string("path")
+        if path is not None:
+            if not path:
+                raise ConfigError("store.path: is empty; give the SQLite file to use")
+            store = base / path
+        store_table.done()
+    metrics = None
+    metrics_table = top.table("metrics")
+    if metrics_table is not None:
+        metrics = _host_port(metrics_table, "address", required=True)
+        metrics_table.done()
+    drift, max_groups, max_adjacencies = 10.0, 65536, 65536
+    reconcile = top.table("reconcile")
+    if reconcile is not None:
+        drift = reconcile.integer("drift_check_seconds", 1, 86400, default=10)
+        max_groups = reconcile.integer("max_groups", 1, IDS_MAX, default=65536)
+        max_adjacencies = reconcile.integer("max_adjacencies", 1, IDS_MAX, default=65536)
+        reconcile.done()
+    nodes = tuple(_node(t, base) for t in top.tables("nodes"))
+    names = [n.name for n in nodes]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"nodes[{i}].name: {name!r} is already nodes[{names.index(name)}]")
+    agent = None
+    local = "local"
+    up = top.table("up")
+    if up is not None:
+        local = up.string("node") or "local"
+        if (problem := check_node_name(local)) is not None:
+            raise ConfigError(f"up.node: {problem}")
+        up.done()
+    top.seen.add("agent")
+    if "agent" in document:
+        if not isinstance(document["agent"], dict):
+            raise ConfigError("agent: expected a table (an agent configuration)")
+        try:
+            agent = parse_agent(document["agent"], base)
+        except ConfigError as e:
+            raise ConfigError(f"agent.{e}") from None
+    top.done()
+    return ControllerConfig(
+        listen=listen,
+        store=store,
+        tls=tls,
+        metrics=metrics,
+        drift_check_seconds=float(drift),
+        max_groups=max_groups,
+        max_adjacencies=max_adjacencies,
+        nodes=nodes,
+        agent=agent,
+        local_node=local,
+        base=base,
+    )
+
+
+def _node(t: _Table, base: Path) -> Node:
+    name = t.string("name", required=True)
+    if (problem := check_node_name(name)) is not None:
+        raise ConfigError(f"{t.path('name')}: {problem}")
+    address = t.string("address", required=True)
+    if (problem := check_node_address(address)) is not None:
+        raise ConfigError(f"{t.path('address')}: {problem}")
+    if address.startswith("unix:") and not address.startswith("unix:/"):
+        address = f"unix:{base / address[5:]}"
+    tls = None
+    tls_table = t.table("tls")
+    if tls_table is not None:
+        files = {}
+        for key in ("ca", "cert", "key"):
+            value = tls_table.string(key, required=True)
+            files[key] = str(base / value)
+        tls = NodeTls(**files, server_name=tls_table.string("server_name") or "")
+        tls_table.done()
+    t.done()
+    return Node(name, address, tls)

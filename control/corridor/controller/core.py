@@ -1,0 +1,273 @@
+"""The controller's core: checks what operators ask against intent and the nodes, commits it
+to the store (the reply waits for the commit), then tells every node session and watcher.
+One commit at a time, so revisions are a single sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from corridor.controller.domain import (
+    ALL_NODES,
+    AdjacencyKey,
+    Change,
+    IdsExhausted,
+    Intent,
+    IntentState,
+    InvalidBatch,
+    Node,
+    RouteKey,
+    UnknownNode,
+    Violation,
+)
+from corridor.controller.store import Loaded, Store
+
+log = logging.getLogger("corridor.controller")
+
+WATCH_QUEUE = 1024  # changes a watcher may fall behind before it is ended
+
+
+class WatcherBehind(Exception):
+    pass
+
+
+@dataclass
+class Watcher:
+    node: str | None
+    queue: asyncio.Queue
+    behind: bool = False
+
+
+class Controller:
+    """Intent and the sessions that carry it to nodes. `session_factory(node, state,
+    election)` makes a session (reconciler.NodeSession) with start/stop/changed."""
+
+    def __init__(
+        self,
+        store: Store,
+        session_factory: Callable,
+        max_groups: int = 65536,
+        max_adjacencies: int = 65536,
+        metrics=None,
+    ) -> None:
+        self.store = store
+        self.state = IntentState(max_groups, max_adjacencies)
+        self.sessions: dict = {}
+        self.election = 0
+        self._session_factory = session_factory
+        self._metrics = metrics
+        self._commit_lock = asyncio.Lock()
+        self._watchers: list[Watcher] = []
+        self.intent_sizes = (0, 0, 0, 0)
+
+    async def start(self, nodes: tuple[Node, ...] = ()) -> None:
+        """Loads intent, takes a new election id (above any earlier run's, so a restarted
+        controller is the primary), registers configured nodes, starts every session."""
+        loaded: Loaded = await self.store.load()
+        s = self.state
+        s.revision = loaded.revision
+        s.group_ids = dict(loaded.group_ids)
+        s.group_keys = {i: k for k, i in s.group_ids.items()}
+        s.adjacency_ids = dict(loaded.adjacency_ids)
+        s.adjacency_keys = {i: k for k, i in s.adjacency_ids.items()}
+        s.drained = set(loaded.drained)
+        for (node, prefix), intent in loaded.routes:
+            s.routes.setdefault(node, {})[prefix] = intent
+            if intent.group is not None:
+                s.group_refs[intent.group] += 1
+        s.nodes = {n.name: n for n in loaded.nodes}
+        self._update_sizes()
+        # Each start takes the next id of the store: the high half, so ids stay distinct
+        # from any a client could sensibly choose in the low half.
+        self.election = (await self.store.next_election_id()) << 64
+        log.info(
+            "intent loaded: revision %d, %d routes, %d nodes; election id %d:0",
+            s.revision, s.route_count(), len(s.nodes), self.election >> 64,
+        )  # fmt: skip
+        changed = [n for n in nodes if s.nodes.get(n.name) != n]
+        if changed:
+            await self._commit(Change(revision=s.revision + 1, nodes=changed))
+        for node in s.nodes.values():
+            self._start_session(node)
+
+    async def stop(self) -> None:
+        for session in list(self.sessions.values()):
+            await session.stop()
+        self.sessions.clear()
+        for w in self._watchers:
+            w.queue.put_nowait(None)
+
+    def _start_session(self, node: Node) -> None:
+        session = self._session_factory(node, self.state, self.election)
+        self.sessions[node.name] = session
+        session.start()
+
+    # -- operations
+
+    async def apply(self, routes: list[tuple[RouteKey, Intent]]) -> int:
+        started = time.perf_counter()
+        async with self._commit_lock:
+            try:
+                self._check_routes(routes)
+                change = self.state.plan_apply(routes)
+            except (InvalidBatch, IdsExhausted):
+                self._observe("apply", "invalid", started)
+                raise
+            await self._commit(change)
+        self._observe("apply", "committed", started)
+        return change.revision
+
+    async def delete(self, keys: list[RouteKey]) -> tuple[int, int]:
+        started = time.perf_counter()
+        async with self._commit_lock:
+            # Any node name: the routes of a deregistered node can still be deleted.
+            change = self.state.plan_delete(keys)
+            await self._commit(change)
+        self._observe("delete", "committed", started)
+        return change.revision, len(change.deleted)
+
+    async def register(self, node: Node) -> int:
+        async with self._commit_lock:
+            change = Change(revision=self.state.revision + 1, nodes=[node])
+            await self._commit(change)
+            old = self.sessions.pop(node.name, None)
+            if old is not None:
+                await old.stop()
+            self._start_session(node)
+            return change.revision
+
+    async def deregister(self, name: str) -> int:
+        async with self._commit_lock:
+            if name not in self.state.nodes:
+                raise UnknownNode(self.unknown_node(name))
+            change = Change(revision=self.state.revision + 1, removed_nodes=[name])
+            await self._commit(change)
+            session = self.sessions.pop(name, None)
+            if session is not None:
+                await session.stop()
+            return change.revision
+
+    async def set_next_hop_state(self, node: str, key: AdjacencyKey, drained: bool):
+        """Drains or restores a next hop; returns the revision and the groups holding it."""
+        async with self._commit_lock:
+            if node != ALL_NODES and node not in self.state.nodes:
+                raise UnknownNode(self.unknown_node(node))
+            change = Change(revision=self.state.revision + 1)
+            (change.drained if drained else change.restored).append((node, key))
+            await self._commit(change)
+            groups = sum(1 for g in self.state.group_ids if any(a == key for a, _ in g))
+            return change.revision, groups
+
+    # -- checks a batch must pass whole
+
+    def _check_routes(self, routes: list[tuple[RouteKey, Intent]]) -> None:
+        violations = []
+        nodes = self.state.nodes
+        for i, ((node, _prefix), intent) in enumerate(routes):
+            if node != ALL_NODES and node not in nodes:
+                violations.append(Violation(i, f"routes[{i}].node", self.unknown_node(node)))
+                continue
+            if intent.group is None:
+                continue
+            targets = [node] if node != ALL_NODES else list(self.sessions)
+            for j, ((_gateway, port, vlan), _) in enumerate(intent.group):
+                for target in targets:
+                    problem = self._port_problem(target, port, vlan)
+                    if problem is not None:
+                        violations.append(Violation(i, f"routes[{i}].next_hops[{j}]", problem))
+                        break
+        if violations:
+            raise InvalidBatch(violations)
+
+    def _port_problem(self, node: str, port: str, vlan: int) -> str | None:
+        """Checked against the ports the node's agent reported (unknown until it connected)."""
+        session = self.sessions.get(node)
+        ports = None if session is None else session.ports
+        if ports is None:
+            return None
+        vlans = ports.get(port)
+        if vlans is None:
+            return (
+                f"port {port!r} is not a port of node {node}; its ports: "
+                f"{', '.join(sorted(ports)) or 'none'}"
+            )
+        if vlan and vlan not in vlans:
+            return (
+                f"VLAN {vlan} is not configured on port {port} of node {node}; use 0 "
+                f"(untagged) or one of: {', '.join(map(str, sorted(vlans))) or 'none'}"
+            )
+        return None
+
+    def unknown_node(self, node: str) -> str:
+        known = ", ".join(sorted(self.state.nodes)) or "none"
+        return f"node {node!r} is not registered; registered nodes: {known} ('' means every node)"
+
+    # -- commit and tell
+
+    async def _commit(self, change: Change) -> None:
+        await self.store.commit(change)  # durable before anyone hears of it
+        state = self.state
+        state.commit(change)
+        touched: dict[str, list[str]] = {}
+        for node, prefix in (*change.set, *change.deleted):
+            touched.setdefault(node, []).append(prefix)
+        common = touched.get(ALL_NODES, [])
+        drains = change.drained or change.restored
+        for name, session in self.sessions.items():
+            prefixes = common + touched.get(name, []) if name in touched else common
+            if prefixes:
+                session.changed(prefixes, change.revision)
+            if drains:
+                session.groups_changed(change.revision)
+        state.forget_freed(change)
+        self._update_sizes()
+        self._tell_watchers(change)
+
+    def _update_sizes(self) -> None:
+        self.intent_sizes = self.state.sizes()
+
+    def _observe(self, call: str, outcome: str, started: float) -> None:
+        if self._metrics is not None:
+            self._metrics.applied(call, outcome, started)
+
+    # -- watchers
+
+    def watch(self, node: str | None) -> tuple[Watcher, list[tuple[RouteKey, Intent]], int]:
+        """A new watcher and the snapshot it starts from (taken with no commit between)."""
+        watcher = Watcher(node, asyncio.Queue(WATCH_QUEUE))
+        snapshot = [
+            ((n, p), intent)
+            for n, routes in self.state.routes.items()
+            if node is None or n == node
+            for p, intent in routes.items()
+        ]
+        self._watchers.append(watcher)
+        return watcher, snapshot, self.state.revision
+
+    def unwatch(self, watcher: Watcher) -> None:
+        if watcher in self._watchers:
+            self._watchers.remove(watcher)
+
+    def _tell_watchers(self, change: Change) -> None:
+        if not (change.set or change.deleted):
+            return
+        for w in list(self._watchers):
+            if w.node is None:
+                item = change
+            else:
+                item = Change(
+                    revision=change.revision,
+                    set={k: v for k, v in change.set.items() if k[0] == w.node},
+                    deleted=[k for k in change.deleted if k[0] == w.node],
+                )
+                if not (item.set or item.deleted):
+                    continue
+            try:
+                w.queue.put_nowait(item)
+            except asyncio.QueueFull:
+                w.behind = True
+                self._watchers.remove(w)

@@ -1,0 +1,560 @@
+"""The controller's domain: routes as operators state them, the adjacencies and next-hop
+groups derived from them, and the FIB each node should hold. No gRPC (api.py translates),
+no storage (the Store commits what the domain decides), no agent (the reconciler talks to it).
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+import socket
+import zlib
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from corridor.agent.domain import InvalidBatch, Violation
+
+__all__ = ["InvalidBatch", "Violation"]
+
+MAX_ROUTES_PER_BATCH = 100_000
+MAX_NEXT_HOPS = 256  # the engine's largest group
+MAX_WEIGHT = 65_535
+NODE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+ALL_NODES = ""
+
+
+class RouteKind(enum.IntEnum):
+    """The values are those of corridor.v1.RouteKind."""
+
+    FORWARD = 1
+    BLACKHOLE = 2
+    UNREACHABLE = 3
+    LOCAL = 4
+
+
+# A next hop's key: (gateway text, port, vlan). A group's key: its next hops with weights,
+# sorted, so every route with the same set shares one group.
+AdjacencyKey = tuple[str, str, int]
+GroupKey = tuple[tuple[AdjacencyKey, int], ...]
+
+
+@dataclass(slots=True, frozen=True)
+class Intent:
+    """One route as intended: FORWARD routes carry their group's key."""
+
+    kind: RouteKind
+    group: GroupKey | None = None
+
+
+RouteKey = tuple[str, str]  # (node, canonical prefix text)
+
+
+@dataclass(frozen=True)
+class NodeTls:
+    ca: str
+    cert: str
+    key: str
+    server_name: str = ""
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    address: str  # "unix:/path" or "host:port"
+    tls: NodeTls | None = None
+
+
+@dataclass
+class Change:
+    """One committed change of intent, as the store records it and watchers see it."""
+
+    revision: int = 0
+    set: dict[RouteKey, Intent] = field(default_factory=dict)
+    deleted: list[RouteKey] = field(default_factory=list)
+    # Id allocations made by this change, and ids freed because nothing uses them anymore.
+    new_groups: dict[GroupKey, int] = field(default_factory=dict)
+    freed_groups: list[GroupKey] = field(default_factory=list)
+    new_adjacencies: dict[AdjacencyKey, int] = field(default_factory=dict)
+    freed_adjacencies: list[AdjacencyKey] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)  # registered or replaced
+    removed_nodes: list[str] = field(default_factory=list)
+    drained: list[tuple[str, AdjacencyKey]] = field(default_factory=list)
+    restored: list[tuple[str, AdjacencyKey]] = field(default_factory=list)
+
+
+# --- text forms -------------------------------------------------------------------------
+
+
+def prefix_text(address: bytes, length: int) -> str:
+    """The canonical text of a prefix, the same as the agent's (inet_ntop)."""
+    family = socket.AF_INET if len(address) == 4 else socket.AF_INET6
+    return f"{socket.inet_ntop(family, address)}/{length}"
+
+
+def prefix_sort_key(prefix: str) -> bytes:
+    """Orders prefixes by family, address, then length; used as the store's key."""
+    network = ipaddress.ip_network(prefix)
+    packed = network.network_address.packed
+    return bytes((len(packed),)) + packed + bytes((network.prefixlen,))
+
+
+def group_text(group: GroupKey) -> str:
+    return ";".join(f"{gw},{port},{vlan},{weight}" for (gw, port, vlan), weight in group)
+
+
+def group_from_text(text: str) -> GroupKey:
+    out = []
+    for item in text.split(";"):
+        gw, port, vlan, weight = item.rsplit(",", 3)
+        out.append(((gw, port, int(vlan)), int(weight)))
+    return tuple(out)
+
+
+def adjacency_text(key: AdjacencyKey) -> str:
+    return f"{key[0]},{key[1]},{key[2]}"
+
+
+def adjacency_from_text(text: str) -> AdjacencyKey:
+    gw, port, vlan = text.rsplit(",", 2)
+    return (gw, port, int(vlan))
+
+
+# --- MACs: the interim rule ----------------------------------------------------------------
+# The agent's Adjacency needs both MACs; until it resolves gateways through the kernel's
+# neighbour table, the controller derives them, locally administered (02:...), so that a lab
+# or an operator can give interfaces matching addresses:
+#   dst MAC = 02:00 + the low 32 bits of the gateway address (198.18.1.2 -> 02:00:c6:12:01:02)
+#   src MAC = 02:01 + the CRC-32 of the port name
+
+
+def gateway_mac(gateway: str) -> str:
+    low = int(ipaddress.ip_address(gateway)) & 0xFFFF_FFFF
+    return (b"\x02\x00" + low.to_bytes(4)).hex(":")
+
+
+def port_mac(port: str) -> str:
+    return (b"\x02\x01" + zlib.crc32(port.encode()).to_bytes(4)).hex(":")
+
+
+def adjacency_content(key: AdjacencyKey) -> tuple[str, int, str, str]:
+    """(port, vlan, src MAC, dst MAC), as the agent holds an adjacency."""
+    gateway, port, vlan = key
+    return (port, vlan, port_mac(port), gateway_mac(gateway))
+
+
+# --- a node's FIB --------------------------------------------------------------------------
+
+AdjacencyContent = tuple[str, int, str, str]
+Members = tuple[tuple[int, int], ...]
+RouteEntry = tuple[int, int]  # (RouteKind value, group id or 0)
+
+
+class NodeFib:
+    """A FIB in the agent's terms (ids), with reference counts so that groups and adjacencies
+    live exactly as long as something uses them. The reconciler keeps two per node: what the
+    node should hold and what it is known to hold. Changes mark keys dirty for the next diff."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, RouteEntry] = {}
+        self.groups: dict[int, Members] = {}
+        self.adjacencies: dict[int, AdjacencyContent] = {}
+        self.group_refs: Counter[int] = Counter()
+        self.adjacency_refs: Counter[int] = Counter()
+        self.dirty_routes: set[str] = set()
+        self.dirty_groups: set[int] = set()
+        self.dirty_adjacencies: set[int] = set()
+
+    def sizes(self) -> tuple[int, int, int, int]:
+        v6 = sum(1 for p in self.routes if ":" in p)
+        return (len(self.routes) - v6, v6, len(self.groups), len(self.adjacencies))
+
+    def set_route(self, prefix: str, entry: RouteEntry | None, members=None, contents=None):
+        """Sets (or with None, removes) the route to `prefix`. For a new group, `members`
+        gives its members and `contents` the content of an adjacency by id."""
+        old = self.routes.get(prefix)
+        if old == entry:
+            return
+        self.dirty_routes.add(prefix)
+        if entry is None:
+            del self.routes[prefix]
+        else:
+            self.routes[prefix] = entry
+            if entry[1]:
+                self._ref_group(entry[1], members, contents)
+        if old is not None and old[1]:
+            self._unref_group(old[1])
+
+    def set_group_members(self, group: int, members: Members, contents) -> None:
+        """Re-points a group in use (a drain or restore)."""
+        old = self.groups[group]
+        if old == members:
+            return
+        for a, _ in members:
+            self._ref_adjacency(a, contents)
+        for a, _ in old:
+            self._unref_adjacency(a)
+        self.groups[group] = members
+        self.dirty_groups.add(group)
+
+    def _ref_group(self, group: int, members, contents) -> None:
+        if self.group_refs[group] == 0:
+            members = members(group)
+            self.groups[group] = members
+            self.dirty_groups.add(group)
+            for a, _ in members:
+                self._ref_adjacency(a, contents)
+        self.group_refs[group] += 1
+
+    def _unref_group(self, group: int) -> None:
+        self.group_refs[group] -= 1
+        if self.group_refs[group] == 0:
+            del self.group_refs[group]
+            for a, _ in self.groups.pop(group):
+                self._unref_adjacency(a)
+            self.dirty_groups.add(group)
+
+    def _ref_adjacency(self, adjacency: int, contents) -> None:
+        if self.adjacency_refs[adjacency] == 0:
+            self.adjacencies[adjacency] = contents(adjacency)
+            self.dirty_adjacencies.add(adjacency)
+        self.adjacency_refs[adjacency] += 1
+
+    def _unref_adjacency(self, adjacency: int) -> None:
+        self.adjacency_refs[adjacency] -= 1
+        if self.adjacency_refs[adjacency] == 0:
+            del self.adjacency_refs[adjacency]
+            del self.adjacencies[adjacency]
+            self.dirty_adjacencies.add(adjacency)
+
+    def take_dirty(self) -> tuple[set[str], set[int], set[int]]:
+        dirty = (self.dirty_routes, self.dirty_groups, self.dirty_adjacencies)
+        self.dirty_routes, self.dirty_groups, self.dirty_adjacencies = set(), set(), set()
+        return dirty
+
+    @classmethod
+    def installed(
+        cls,
+        adjacencies: Iterable[tuple[int, AdjacencyContent]],
+        groups: Iterable[tuple[int, Members]],
+        routes: Iterable[tuple[str, RouteEntry]],
+    ) -> NodeFib:
+        """The FIB a node reported, as it is (references counted, nothing dirty)."""
+        fib = cls()
+        fib.adjacencies = dict(adjacencies)
+        fib.groups = dict(groups)
+        fib.routes = dict(routes)
+        for members in fib.groups.values():
+            for a, _ in members:
+                fib.adjacency_refs[a] += 1
+        for _, group in fib.routes.values():
+            if group:
+                fib.group_refs[group] += 1
+        return fib
+
+
+# Operations toward a node, in the order that keeps every prefix of the sequence valid:
+# adjacencies set, groups set, routes set or deleted, groups deleted, adjacencies deleted.
+SET_ADJACENCY, SET_GROUP, SET_ROUTE, DELETE_ROUTE, DELETE_GROUP, DELETE_ADJACENCY = range(6)
+FibOperation = tuple  # (verb, key, value)
+
+
+def diff(
+    have: NodeFib,
+    want: NodeFib,
+    routes: Iterable[str] | None = None,
+    groups: Iterable[int] | None = None,
+    adjacencies: Iterable[int] | None = None,
+) -> list[FibOperation]:
+    """The operations that take `have` to `want` for the given keys (None: every key)."""
+    if routes is None:
+        routes = have.routes.keys() | want.routes.keys()
+    if groups is None:
+        groups = have.groups.keys() | want.groups.keys()
+    if adjacencies is None:
+        adjacencies = have.adjacencies.keys() | want.adjacencies.keys()
+    adjacencies = sorted(adjacencies)
+    groups = sorted(groups)
+    ops: list[FibOperation] = []
+    for a in adjacencies:
+        content = want.adjacencies.get(a)
+        if content is not None and have.adjacencies.get(a) != content:
+            ops.append((SET_ADJACENCY, a, content))
+    for g in groups:
+        members = want.groups.get(g)
+        if members is not None and have.groups.get(g) != members:
+            ops.append((SET_GROUP, g, members))
+    have_routes = have.routes
+    want_routes = want.routes
+    for p in routes:
+        entry = want_routes.get(p)
+        if entry is None:
+            if p in have_routes:
+                ops.append((DELETE_ROUTE, p, None))
+        elif have_routes.get(p) != entry:
+            ops.append((SET_ROUTE, p, entry))
+    for g in groups:
+        if g not in want.groups and g in have.groups:
+            ops.append((DELETE_GROUP, g, None))
+    for a in adjacencies:
+        if a not in want.adjacencies and a in have.adjacencies:
+            ops.append((DELETE_ADJACENCY, a, None))
+    return ops
+
+
+def apply_operations(fib: NodeFib, ops: Iterable[FibOperation]) -> None:
+    """Records in `fib` (what a node holds) operations the node acknowledged."""
+    for verb, key, value in ops:
+        if verb == SET_ROUTE:
+            old = fib.routes.get(key)
+            fib.routes[key] = value
+            if value[1]:
+                fib.group_refs[value[1]] += 1
+            if old is not None and old[1]:
+                fib.group_refs[old[1]] -= 1
+        elif verb == DELETE_ROUTE:
+            old = fib.routes.pop(key, None)
+            if old is not None and old[1]:
+                fib.group_refs[old[1]] -= 1
+        elif verb == SET_GROUP:
+            for a, _ in fib.groups.get(key, ()):
+                fib.adjacency_refs[a] -= 1
+            fib.groups[key] = value
+            for a, _ in value:
+                fib.adjacency_refs[a] += 1
+        elif verb == DELETE_GROUP:
+            for a, _ in fib.groups.pop(key, ()):
+                fib.adjacency_refs[a] -= 1
+        elif verb == SET_ADJACENCY:
+            fib.adjacencies[key] = value
+        elif verb == DELETE_ADJACENCY:
+            fib.adjacencies.pop(key, None)
+
+
+# --- intent --------------------------------------------------------------------------------
+
+
+class UnknownNode(LookupError):
+    pass
+
+
+class IdsExhausted(RuntimeError):
+    pass
+
+
+class IntentState:
+    """Everything intended, in memory, mirroring the store: routes by node, the ids of the
+    groups and adjacencies they imply, drained next hops, registered nodes. Methods that
+    change it take a Change that the store has committed."""
+
+    def __init__(self, max_groups: int, max_adjacencies: int) -> None:
+        self.revision = 0
+        self.routes: dict[str, dict[str, Intent]] = {}  # node -> prefix -> intent
+        self.nodes: dict[str, Node] = {}
+        self.group_ids: dict[GroupKey, int] = {}
+        self.adjacency_ids: dict[AdjacencyKey, int] = {}
+        self.group_keys: dict[int, GroupKey] = {}
+        self.adjacency_keys: dict[int, AdjacencyKey] = {}
+        self.group_refs: Counter[GroupKey] = Counter()  # routes using each group
+        self.drained: set[tuple[str, AdjacencyKey]] = set()
+        self.max_groups = max_groups
+        self.max_adjacencies = max_adjacencies
+
+    # -- reading
+
+    def route_count(self) -> int:
+        return sum(len(r) for r in self.routes.values())
+
+    def sizes(self) -> tuple[int, int, int, int]:
+        v6 = sum(1 for routes in self.routes.values() for p in routes if ":" in p)
+        return (self.route_count() - v6, v6, len(self.group_ids), len(self.adjacency_ids))
+
+    def effective(self, node: str, prefix: str) -> Intent | None:
+        """The intent for `prefix` on `node`: its own route, else the route for all nodes."""
+        own = self.routes.get(node)
+        if own is not None:
+            intent = own.get(prefix)
+            if intent is not None:
+                return intent
+        common = self.routes.get(ALL_NODES)
+        return None if common is None else common.get(prefix)
+
+    def prefixes_for(self, node: str) -> set[str]:
+        return set(self.routes.get(node, ())) | set(self.routes.get(ALL_NODES, ()))
+
+    def members(self, node: str, group: int) -> Members:
+        """The group's members on `node`: drained next hops left out unless all are."""
+        key = self.group_keys[group]
+        ids = self.adjacency_ids
+        drained = self.drained
+        live = [
+            (ids[a], w)
+            for a, w in key
+            if (node, a) not in drained and (ALL_NODES, a) not in drained
+        ]
+        return tuple(sorted(live or [(ids[a], w) for a, w in key]))
+
+    def adjacency_content(self, adjacency: int) -> AdjacencyContent:
+        return adjacency_content(self.adjacency_keys[adjacency])
+
+    def entry(self, intent: Intent | None) -> RouteEntry | None:
+        if intent is None:
+            return None
+        if intent.group is None:
+            return (int(intent.kind), 0)
+        return (int(intent.kind), self.group_ids[intent.group])
+
+    def desired(self, node: str) -> NodeFib:
+        """The whole FIB `node` should hold."""
+        fib = NodeFib()
+        self.refresh(fib, node, self.prefixes_for(node))
+        return fib
+
+    def refresh(self, fib: NodeFib, node: str, prefixes: Iterable[str]) -> None:
+        """Brings `fib` (what `node` should hold) up to date for `prefixes`."""
+
+        def members(g: int) -> Members:
+            return self.members(node, g)
+
+        contents = self.adjacency_content
+        for p in prefixes:
+            fib.set_route(p, self.entry(self.effective(node, p)), members, contents)
+
+    def refresh_groups(self, fib: NodeFib, node: str) -> None:
+        """Re-derives the members of every group `fib` uses (after a drain or restore)."""
+        for g in list(fib.groups):
+            fib.set_group_members(g, self.members(node, g), self.adjacency_content)
+
+    # -- planning changes (nothing changes until the store has committed)
+
+    def plan_apply(self, routes: list[tuple[RouteKey, Intent]]) -> Change:
+        change = Change(revision=self.revision + 1)
+        refs: Counter[GroupKey] = Counter()
+        for (node, prefix), intent in routes:
+            old = self.routes.get(node, {}).get(prefix)
+            if old is not None and old.group is not None:
+                refs[old.group] -= 1
+            if intent.group is not None:
+                refs[intent.group] += 1
+            change.set[(node, prefix)] = intent
+        self._plan_ids(change, refs)
+        return change
+
+    def plan_delete(self, keys: list[RouteKey]) -> Change:
+        change = Change(revision=self.revision + 1)
+        refs: Counter[GroupKey] = Counter()
+        for node, prefix in keys:
+            old = self.routes.get(node, {}).get(prefix)
+            if old is None:
+                continue
+            change.deleted.append((node, prefix))
+            if old.group is not None:
+                refs[old.group] -= 1
+        self._plan_ids(change, refs)
+        return change
+
+    def _plan_ids(self, change: Change, refs: Counter[GroupKey]) -> None:
+        free_groups = _free_ids(self.group_keys, self.max_groups)
+        free_adjacencies = _free_ids(self.adjacency_keys, self.max_adjacencies)
+        adjacency_refs: Counter[AdjacencyKey] = Counter()
+        for group, delta in refs.items():
+            before = self.group_refs.get(group, 0)
+            after = before + delta
+            if before == 0 and after > 0:
+                try:
+                    change.new_groups[group] = next(free_groups)
+                except StopIteration:
+                    raise IdsExhausted(
+                        f"the batch needs more than the {self.max_groups} next-hop groups the "
+                        "controller is configured for (routes with distinct next-hop sets)"
+                    ) from None
+                for a, _ in group:
+                    adjacency_refs[a] += 1
+            elif before > 0 and after == 0:
+                change.freed_groups.append(group)
+                for a, _ in group:
+                    adjacency_refs[a] -= 1
+        users = self._adjacency_users()
+        for adjacency, delta in adjacency_refs.items():
+            before = users.get(adjacency, 0)
+            if before == 0 and delta > 0 and adjacency not in change.new_adjacencies:
+                try:
+                    change.new_adjacencies[adjacency] = next(free_adjacencies)
+                except StopIteration:
+                    raise IdsExhausted(
+                        f"the batch needs more than the {self.max_adjacencies} adjacencies "
+                        "the controller is configured for (distinct gateway, port, VLAN)"
+                    ) from None
+            elif before > 0 and before + delta == 0:
+                change.freed_adjacencies.append(adjacency)
+
+    def _adjacency_users(self) -> Counter[AdjacencyKey]:
+        users: Counter[AdjacencyKey] = Counter()
+        for group in self.group_ids:
+            for a, _ in group:
+                users[a] += 1
+        return users
+
+    # -- committing
+
+    def commit(self, change: Change) -> None:
+        """Takes in a change the store has committed."""
+        self.revision = change.revision
+        for key, id_ in change.new_adjacencies.items():
+            self.adjacency_ids[key] = id_
+            self.adjacency_keys[id_] = key
+        for key, id_ in change.new_groups.items():
+            self.group_ids[key] = id_
+            self.group_keys[id_] = key
+        for (node, prefix), intent in change.set.items():
+            routes = self.routes.setdefault(node, {})
+            old = routes.get(prefix)
+            if old is not None and old.group is not None:
+                self.group_refs[old.group] -= 1
+            routes[prefix] = intent
+            if intent.group is not None:
+                self.group_refs[intent.group] += 1
+        for node, prefix in change.deleted:
+            old = self.routes.get(node, {}).pop(prefix, None)
+            if old is not None and old.group is not None:
+                self.group_refs[old.group] -= 1
+        # Freed ids stay mapped until every node has been refreshed (see forget_freed).
+        for node in change.nodes:
+            self.nodes[node.name] = node
+        for name in change.removed_nodes:
+            self.nodes.pop(name, None)
+        self.drained.update(change.drained)
+        self.drained.difference_update(change.restored)
+
+    def forget_freed(self, change: Change) -> None:
+        for key in change.freed_groups:
+            if self.group_refs.get(key, 0) == 0:
+                self.group_refs.pop(key, None)
+                self.group_keys.pop(self.group_ids.pop(key), None)
+        for key in change.freed_adjacencies:
+            if key in self.adjacency_ids:
+                self.adjacency_keys.pop(self.adjacency_ids.pop(key), None)
+
+
+def _free_ids(used: dict[int, object], limit: int):
+    """The unused ids from 1 to `limit`, lowest first (the agent's tables are dense)."""
+    return (i for i in range(1, limit + 1) if i not in used)
+
+
+# --- validation of what operators send (already parsed by the API) ---------------------------
+
+
+def check_node_name(name: str) -> str | None:
+    if not NODE_NAME.match(name):
+        return f"{name!r} is not a node name: 1 to 64 of letters, digits, '.', '_' and '-'"
+    return None
+
+
+def check_node_address(address: str) -> str | None:
+    if address.startswith("unix:"):
+        return None if len(address) > 5 else "unix: needs a socket path, unix:/run/x.sock"
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"{address!r} is not an agent address: unix:/path/agent.sock, host:port or [v6]:port"
+    return None

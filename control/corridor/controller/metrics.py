@@ -1,0 +1,86 @@
+"""The controller's Prometheus metrics: intent sizes, each node's sync state and lag, apply
+latency. Its own registry, so that several controllers can live in one process (tests)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+APPLY_SECONDS_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+class ControllerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.apply_seconds = Histogram(
+            "corridor_controller_apply_seconds",
+            "Time from a request to its commit in the store, by call and outcome",
+            ["call", "outcome"],
+            buckets=APPLY_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.node_writes = Counter(
+            "corridor_controller_node_write_operations",
+            "Operations written to nodes, by node and reason (sync, change, drift)",
+            ["node", "reason"],
+            registry=self.registry,
+        )
+
+    def applied(self, call: str, outcome: str, started: float) -> None:
+        self.apply_seconds.labels(call, outcome).observe(time.perf_counter() - started)
+
+    def watch(self, controller) -> None:
+        self.registry.register(_ControllerCollector(controller))
+
+
+class _ControllerCollector(Collector):
+    def __init__(self, controller) -> None:
+        self.controller = controller
+
+    def collect(self) -> Iterator:
+        c = self.controller
+        v4, v6, groups, adjacencies = c.intent_sizes
+        intent = GaugeMetricFamily(
+            "corridor_controller_intent_entries", "Entries in intent, by table", labels=["table"]
+        )
+        for table, value in (
+            ("ipv4_routes", v4), ("ipv6_routes", v6),
+            ("next_hop_groups", groups), ("adjacencies", adjacencies),
+        ):  # fmt: skip
+            intent.add_metric([table], value)
+        yield intent
+        yield GaugeMetricFamily(
+            "corridor_controller_revision", "The last committed revision", value=c.state.revision
+        )
+        in_sync = GaugeMetricFamily(
+            "corridor_controller_node_in_sync", "1 when the node holds intent", labels=["node"]
+        )
+        connected = GaugeMetricFamily(
+            "corridor_controller_node_connected", "1 with a session to the agent", labels=["node"]
+        )
+        lag = GaugeMetricFamily(
+            "corridor_controller_node_lag_seconds",
+            "Age of the oldest committed change not yet on the node",
+            labels=["node"],
+        )
+        behind = GaugeMetricFamily(
+            "corridor_controller_node_revisions_behind",
+            "Committed revisions the node does not hold yet",
+            labels=["node"],
+        )
+        drift = CounterMetricFamily(
+            "corridor_controller_node_drift", "Times drift was found and repaired", labels=["node"]
+        )
+        for name, s in c.sessions.items():
+            in_sync.add_metric([name], float(s.in_sync))
+            connected.add_metric([name], float(s.connected))
+            lag.add_metric([name], s.lag_seconds())
+            behind.add_metric([name], c.state.revision - s.synced_revision)
+            drift.add_metric([name], s.drift_detected)
+        yield from (in_sync, connected, lag, behind, drift)

@@ -1,0 +1,415 @@
+"""One session per node: keeps the node's FIB equal to intent over corridor.v1.Dataplane.
+
+On connect and every reconnect it Reads the node's FIB, diffs it against intent and writes
+only the difference (nothing at all when nothing differs); afterwards it writes each
+committed change as it comes. A StreamCounters call doubles as the liveness signal (a dead
+agent ends it at once) and feeds the status' counters; every `drift_check` seconds the
+agent's generation is compared with the one our last write left, and a full Read repairs
+and reports what someone else changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from pathlib import Path
+
+import grpc
+
+from corridor.agent.client import election_id, write_error
+from corridor.controller.domain import (
+    DELETE_ADJACENCY,
+    DELETE_GROUP,
+    DELETE_ROUTE,
+    SET_ADJACENCY,
+    SET_GROUP,
+    SET_ROUTE,
+    IntentState,
+    Node,
+    NodeFib,
+    apply_operations,
+    diff,
+)
+from corridor.v1 import dataplane_pb2, dataplane_pb2_grpc
+
+log = logging.getLogger("corridor.controller")
+
+OPERATIONS_PER_BATCH = 50_000  # below the agent's 100,000
+BATCHES_IN_FLIGHT = 4
+READ_TIMEOUT = 300.0
+WRITE_TIMEOUT = 300.0
+COUNTERS_INTERVAL_MS = 1000
+BACKOFF = (0.1, 2.0)
+BUILD_CHUNK = 20_000  # prefixes per step while building a node's intended FIB
+CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+    # Reconnect fast when an agent comes back: the default backoff reaches 2 minutes.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+CONNECTING, SYNCING, IN_SYNC, FAILING = 1, 2, 3, 4  # corridor.v1.SyncState
+
+
+class AgentRefused(Exception):
+    """The agent refused a write: the message says why (its WriteError's first violation)."""
+
+
+class NodeSession:
+    def __init__(
+        self,
+        node: Node,
+        state: IntentState,
+        election: int,
+        drift_check: float,
+        metrics=None,
+    ) -> None:
+        self.node = node
+        self.name = node.name
+        self._state = state
+        self._election = election
+        self._drift_check = drift_check
+        self._metrics = metrics
+        self.desired: NodeFib | None = None  # built by run()
+        self._installed: NodeFib | None = None  # what the node holds, once read
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._pending_revision = 0  # the newest revision with changes for this node
+        self._pending_since: float | None = None  # when the oldest unwritten change came
+        # Status.
+        self.sync_state = CONNECTING
+        self.connected = False
+        self.synced_revision = 0
+        self.last_error = ""
+        self.last_error_time = 0.0
+        self.generation = 0
+        self.reconnects = 0
+        self.drift_detected = 0
+        self.drift_entries = 0
+        self.last_full_sync_seconds = 0.0
+        self.last_full_sync_operations = 0
+        self.counters = (0, 0, 0)  # rx, tx, dropped packets
+        self.ports: dict[str, set[int]] | None = None  # port -> VLANs, once read
+
+    @property
+    def in_sync(self) -> bool:
+        return self.sync_state == IN_SYNC
+
+    def lag_seconds(self) -> float:
+        return 0.0 if self._pending_since is None else time.monotonic() - self._pending_since
+
+    def installed_sizes(self) -> tuple[int, int, int, int]:
+        return self._installed.sizes() if self._installed is not None else (0, 0, 0, 0)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"node {self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    # -- told by the controller, right after a commit
+
+    def changed(self, prefixes, revision: int) -> None:
+        if self.desired is not None:
+            self._state.refresh(self.desired, self.name, prefixes)
+        self._mark(revision)
+
+    def groups_changed(self, revision: int) -> None:
+        if self.desired is not None:
+            self._state.refresh_groups(self.desired, self.name)
+        self._mark(revision)
+
+    def _mark(self, revision: int) -> None:
+        self._pending_revision = revision
+        if self._pending_since is None:
+            self._pending_since = time.monotonic()
+        self._wake.set()
+
+    # -- the session
+
+    async def run(self) -> None:
+        await self._build_desired()
+        backoff = BACKOFF[0]
+        while True:
+            try:
+                await self._serve()
+            except asyncio.CancelledError:
+                raise
+            except AgentRefused as e:
+                self._fail(FAILING, str(e))
+            except grpc.RpcError as e:
+                code = e.code()
+                self._fail(
+                    FAILING if code == grpc.StatusCode.PERMISSION_DENIED else CONNECTING,
+                    f"{code.name}: {e.details()}",
+                )
+            except (OSError, TimeoutError, ConnectionError) as e:
+                self._fail(CONNECTING, f"{type(e).__name__}: {e}")
+            else:
+                backoff = BACKOFF[0]
+            self.connected = False
+            self._installed = None
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF[1])
+            self.reconnects += 1
+
+    def _fail(self, sync_state: int, message: str) -> None:
+        if message != self.last_error or self.sync_state != sync_state:
+            log.warning("node %s: %s", self.name, message)
+        self.sync_state = sync_state
+        self.last_error = message
+        self.last_error_time = time.time()
+
+    async def _build_desired(self) -> None:
+        """The node's intended FIB, in steps so the event loop stays responsive; changes
+        committed meanwhile refresh it as they come."""
+        fib = NodeFib()
+        self.desired = fib
+        prefixes = list(self._state.prefixes_for(self.name))
+        for start in range(0, len(prefixes), BUILD_CHUNK):
+            self._state.refresh(fib, self.name, prefixes[start : start + BUILD_CHUNK])
+            await asyncio.sleep(0)
+
+    async def _serve(self) -> None:
+        channel = _channel(self.node)
+        counters: asyncio.Task | None = None
+        try:
+            stub = dataplane_pb2_grpc.DataplaneStub(channel)
+            self.sync_state = SYNCING
+            await self._full_sync(stub, reason="sync")
+            self.connected = True
+            counters = asyncio.create_task(self._watch_counters(stub))
+            next_drift_check = time.monotonic() + self._drift_check
+            while True:
+                if self._wake.is_set() or self._pending_since is not None:
+                    await self._write_changes(stub)
+                    continue
+                timeout = max(0.0, next_drift_check - time.monotonic())
+                wake = asyncio.ensure_future(self._wake.wait())
+                done, _ = await asyncio.wait(
+                    {wake, counters}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                wake.cancel()
+                if counters in done:
+                    counters.result()  # raises what ended it
+                    raise ConnectionError("the agent ended the counters stream")
+                if time.monotonic() >= next_drift_check:
+                    await self._check_drift(stub)
+                    next_drift_check = time.monotonic() + self._drift_check
+        finally:
+            if counters is not None:
+                counters.cancel()
+            await channel.close(None)
+
+    async def _full_sync(self, stub, reason: str) -> int:
+        """Reads the node, writes the difference to intent; returns the operations written."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        async with asyncio.timeout(READ_TIMEOUT):
+            installed, generation, ports = await _read(stub)
+        self.ports = ports
+        revision = self._pending_revision or self._state.revision
+        self.desired.take_dirty()  # a full diff covers everything dirty
+        want = _copy(self.desired)
+        ops = await loop.run_in_executor(None, diff, installed, want)
+        self._installed = installed
+        self.generation = generation
+        if ops:
+            await self._write(stub, ops, reason)
+        self.synced_revision = max(self.synced_revision, revision)
+        if not self.desired.dirty_routes and not self.desired.dirty_groups:
+            self._pending_since = None
+        self.sync_state = IN_SYNC
+        seconds = time.perf_counter() - started
+        if reason == "sync":
+            self.last_full_sync_seconds = seconds
+            self.last_full_sync_operations = len(ops)
+            log.info(
+                "node %s: in sync at revision %d, %d operations written in %.3f s",
+                self.name, revision, len(ops), seconds,
+            )  # fmt: skip
+        return len(ops)
+
+    async def _write_changes(self, stub) -> None:
+        self._wake.clear()
+        revision = self._pending_revision
+        routes, groups, adjacencies = self.desired.take_dirty()
+        ops = diff(self._installed, self.desired, routes, groups, adjacencies)
+        if ops:
+            try:
+                await self._write(stub, ops, "change")
+            except BaseException:
+                # Not written: still dirty, for the next write or the next full sync.
+                self.desired.dirty_routes |= routes
+                self.desired.dirty_groups |= groups
+                self.desired.dirty_adjacencies |= adjacencies
+                raise
+        self.synced_revision = max(self.synced_revision, revision)
+        if not self._wake.is_set():
+            self._pending_since = None
+            self.sync_state = IN_SYNC
+
+    async def _check_drift(self, stub) -> None:
+        """Cheap when nothing changed: the generation comes in Read's first message."""
+        call = stub.Read(dataplane_pb2.ReadRequest(), timeout=READ_TIMEOUT)
+        first = await call.read()
+        call.cancel()
+        if first is grpc.aio.EOF or first.generation == self.generation:
+            return
+        written = await self._full_sync(stub, reason="drift")
+        if written:
+            self.drift_detected += 1
+            self.drift_entries += written
+            log.warning(
+                "node %s: drift: the FIB was changed behind the controller's back "
+                "(generation %d, expected %d); %d entries restored",
+                self.name, first.generation, self.generation, written,
+            )  # fmt: skip
+
+    async def _write(self, stub, ops: list, reason: str) -> None:
+        """Writes `ops` in order, in batches streamed a few ahead, and records each
+        acknowledged batch in what the node holds."""
+        loop = asyncio.get_running_loop()
+        batches = [
+            ops[start : start + OPERATIONS_PER_BATCH]
+            for start in range(0, len(ops), OPERATIONS_PER_BATCH)
+        ]
+        election = self._election
+        window = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+
+        async def requests():
+            for i, batch in enumerate(batches):
+                await window.acquire()
+                yield await loop.run_in_executor(None, _write_request, batch, election, i + 1)
+
+        call = stub.StreamWrite(requests(), timeout=WRITE_TIMEOUT)
+        try:
+            async for response in call:
+                batch = batches[response.batch_id - 1]
+                apply_operations(self._installed, batch)
+                self.generation = response.generation
+                window.release()
+                if self._metrics is not None:
+                    self._metrics.node_writes.labels(self.name, reason).inc(len(batch))
+        except grpc.RpcError as e:
+            details = write_error(e) if e.code() == grpc.StatusCode.INVALID_ARGUMENT else None
+            if details is not None and details.violations:
+                v = details.violations[0]
+                refusal = f"the agent refused a write: {v.field}: {v.description}"
+                raise AgentRefused(refusal) from None
+            raise
+
+    async def _watch_counters(self, stub) -> None:
+        request = dataplane_pb2.StreamCountersRequest(interval_ms=COUNTERS_INTERVAL_MS)
+        async for c in stub.StreamCounters(request):
+            self.counters = (
+                sum(w.rx_packets for w in c.workers),
+                sum(w.tx_packets for w in c.workers),
+                sum(w.dropped_packets for w in c.workers),
+            )
+
+
+def _channel(node: Node) -> grpc.aio.Channel:
+    if node.tls is None:
+        return grpc.aio.insecure_channel(node.address, options=CHANNEL_OPTIONS)
+    tls = node.tls
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=Path(tls.ca).read_bytes(),
+        private_key=Path(tls.key).read_bytes(),
+        certificate_chain=Path(tls.cert).read_bytes(),
+    )
+    options = CHANNEL_OPTIONS
+    if tls.server_name:
+        options += (("grpc.ssl_target_name_override", tls.server_name),)
+    return grpc.aio.secure_channel(node.address, credentials, options=options)
+
+
+async def _read(stub) -> tuple[NodeFib, int, dict[str, set[int]]]:
+    loop = asyncio.get_running_loop()
+    responses = []
+    async for response in stub.Read(dataplane_pb2.ReadRequest()):
+        responses.append(response)
+    return await loop.run_in_executor(None, _installed, responses)
+
+
+def _installed(responses) -> tuple[NodeFib, int, dict[str, set[int]]]:
+    ntop = socket.inet_ntop
+    adjacencies, groups, routes = [], [], []
+    generation = 0
+    ports: dict[str, set[int]] = {}
+    for r in responses:
+        generation = r.generation
+        for p in r.ports:
+            ports[p.name] = {s.vlan for s in p.sub_interfaces}
+        for a in r.adjacencies:
+            adjacencies.append((a.id, (a.port, a.vlan, a.src_mac.hex(":"), a.dst_mac.hex(":"))))
+        for g in r.next_hop_groups:
+            groups.append((g.id, tuple(sorted((m.adjacency_id, m.weight) for m in g.members))))
+        for route in r.routes:
+            address = route.prefix.address
+            text = ntop(socket.AF_INET if len(address) == 4 else socket.AF_INET6, address)
+            routes.append((f"{text}/{route.prefix.length}", (route.kind, route.next_hop_group_id)))
+    return NodeFib.installed(adjacencies, groups, routes), generation, ports
+
+
+def _copy(fib: NodeFib) -> NodeFib:
+    copy = NodeFib()
+    copy.routes = dict(fib.routes)
+    copy.groups = dict(fib.groups)
+    copy.adjacencies = dict(fib.adjacencies)
+    return copy
+
+
+def _write_request(ops: list, election: int, batch_id: int) -> dataplane_pb2.WriteRequest:
+    request = dataplane_pb2.WriteRequest(election_id=election_id(election), batch_id=batch_id)
+    add = request.operations.add
+    pton = socket.inet_pton
+    SET, DELETE = dataplane_pb2.ACTION_SET, dataplane_pb2.ACTION_DELETE
+    for verb, key, value in ops:
+        op = add()
+        if verb == SET_ROUTE or verb == DELETE_ROUTE:
+            address, _, length = key.partition("/")
+            route = op.route
+            route.prefix.address = pton(
+                socket.AF_INET6 if ":" in address else socket.AF_INET, address
+            )
+            route.prefix.length = int(length)
+            if verb == SET_ROUTE:
+                op.action = SET
+                route.kind = value[0]
+                if value[1]:
+                    route.next_hop_group_id = value[1]
+            else:
+                op.action = DELETE
+        elif verb == SET_GROUP:
+            op.action = SET
+            group = op.next_hop_group
+            group.id = key
+            for adjacency, weight in value:
+                m = group.members.add()
+                m.adjacency_id = adjacency
+                m.weight = weight
+        elif verb == DELETE_GROUP:
+            op.action = DELETE
+            op.next_hop_group.id = key
+        elif verb == SET_ADJACENCY:
+            op.action = SET
+            port, vlan, src, dst = value
+            a = op.adjacency
+            a.id = key
+            a.port = port
+            a.vlan = vlan
+            a.src_mac = bytes.fromhex(src.replace(":", ""))
+            a.dst_mac = bytes.fromhex(dst.replace(":", ""))
+        elif verb == DELETE_ADJACENCY:
+            op.action = DELETE
+            op.adjacency.id = key
+    return request

@@ -1,0 +1,57 @@
+"""Where intent lives: the small interface the controller needs of a store, so that a
+replicated store (etcd, for a controller cluster) can replace the embedded SQLite one
+(sqlite_store.py) without touching the rest.
+
+Contract: `commit` returns only once the change is durable (it survives a power cut); a
+change is committed whole or not at all; revisions increase by one per commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from corridor.controller.domain import (
+    AdjacencyKey,
+    Change,
+    GroupKey,
+    Intent,
+    Node,
+    RouteKey,
+)
+
+
+@dataclass
+class Loaded:
+    """Everything a store holds, read once at start-up."""
+
+    revision: int
+    routes: list[tuple[RouteKey, Intent]]
+    nodes: list[Node]
+    group_ids: dict[GroupKey, int]
+    adjacency_ids: dict[AdjacencyKey, int]
+    drained: list[tuple[str, AdjacencyKey]]
+
+
+@dataclass(frozen=True)
+class RouteQuery:
+    node: str | None  # None: every node
+    within: str | None  # a prefix, or None
+    kind: int  # 0: any
+    limit: int
+    after: tuple[str, bytes] | None  # (node, prefix sort key) of the last route returned
+
+
+class Store(Protocol):
+    async def load(self) -> Loaded: ...
+
+    async def commit(self, change: Change) -> None:
+        """Durably records `change` (its revision is the store's next)."""
+
+    async def next_election_id(self) -> int:
+        """A new election id, above every id this store handed out before, durably."""
+
+    async def list_routes(self, query: RouteQuery) -> list[tuple[RouteKey, Intent, bytes]]:
+        """Routes in (node, sort key) order, with each one's sort key."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,131 @@
+"""Helpers of the controller tests: real agents served in this process, a real controller on
+a Unix socket and TCP port 0, channels to both, and waits bounded in time."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import ipaddress
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from corridor.agent import client as agent_client
+from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2_grpc
+
+PORTS = [
+    {"name": "cor-c0", "queues": 1, "addresses": ["198.18.0.1/24"]},
+    {"name": "cor-c1", "queues": 1, "addresses": ["198.19.0.1/24"], "vlans": [{"id": 100}]},
+]
+
+
+def agent_document(sock: Path) -> dict:
+    return {
+        "workers": 1,
+        "listen": {"unix": str(sock)},
+        "fib": {"v4_routes": 1_200_000, "v6_routes": 200_000, "groups": 1024, "adjacencies": 1024},
+        "ports": copy.deepcopy(PORTS),
+    }
+
+
+@dataclass
+class LocalAgent:
+    """An agent in this process (the engine's FIB behind the real gRPC server)."""
+
+    sock: Path
+    server: object = None
+    dataplane: object = None
+    channel: grpc.aio.Channel | None = None
+    stub: object = None
+
+    @property
+    def address(self) -> str:
+        return f"unix:{self.sock}"
+
+    async def start(self) -> LocalAgent:
+        from corridor.agent.config import parse
+        from corridor.agent.domain import Dataplane
+        from corridor.agent.fib_adapter import EngineFib
+        from corridor.agent.server import start_server
+
+        config = parse(agent_document(self.sock))
+        self.dataplane = Dataplane(config, EngineFib(config.fib))
+        self.server = await start_server(self.dataplane, config.listen)
+        self.channel = grpc.aio.insecure_channel(
+            self.address, options=(("grpc.max_receive_message_length", 64 << 20),)
+        )
+        self.stub = dataplane_pb2_grpc.DataplaneStub(self.channel)
+        return self
+
+    async def stop(self) -> None:
+        await self.channel.close()
+        await self.server.stop(0)
+
+    async def routes(self) -> dict[str, tuple[int, int]]:
+        async with asyncio.timeout(60):
+            installed = await agent_client.read(self.stub)
+        return {agent_client.prefix_text(r.prefix): (r.kind, r.next_hop_group_id) for r in installed.routes}
+
+
+def controller_document(tmp: Path, nodes: dict[str, str], drift: int = 1) -> dict:
+    return {
+        "listen": {"unix": str(tmp / "controller.sock"), "tcp": "127.0.0.1:0"},
+        "store": {"path": str(tmp / "intent.db")},
+        "reconcile": {"drift_check_seconds": drift, "max_groups": 1024, "max_adjacencies": 1024},
+        "nodes": [{"name": n, "address": a} for n, a in nodes.items()],
+    }
+
+
+async def start_controller(document: dict, tmp: Path):
+    from corridor.controller.config import parse
+    from corridor.controller.main import start_controller as start
+
+    return await start(parse(document, base=tmp))
+
+
+def controller_stub(sock: Path) -> tuple[grpc.aio.Channel, controller_pb2_grpc.ControllerStub]:
+    channel = grpc.aio.insecure_channel(f"unix:{sock}")
+    return channel, controller_pb2_grpc.ControllerStub(channel)
+
+
+def route(prefix: str, *hops: tuple[str, str, int, int], node: str = "", kind: int = 1):
+    network = ipaddress.ip_network(prefix)
+    pb = controller_pb2.RouteIntent(
+        node=node,
+        prefix=agent_client.prefix(prefix),
+        kind=kind if hops or kind != 1 else 1,
+    )
+    assert network
+    for gateway, port, vlan, weight in hops:
+        pb.next_hops.add(
+            gateway=ipaddress.ip_address(gateway).packed, port=port, vlan=vlan, weight=weight
+        )
+    return pb
+
+
+def key(prefix: str, node: str = "") -> controller_pb2.RouteKey:
+    return controller_pb2.RouteKey(node=node, prefix=agent_client.prefix(prefix))
+
+
+async def wait_in_sync(stub, node: str, revision: int, timeout: float = 30.0):
+    """The node's status once it holds `revision`; fails with the last status after `timeout`."""
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        status = await stub.GetNodeStatus(controller_pb2.GetNodeStatusRequest(name=node))
+        if status.in_sync and status.synced_revision >= revision:
+            return status
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"node {node} not in sync at revision {revision} in {timeout} s: {status}")
+
+
+async def eventually(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{what} not reached in {timeout} s")
