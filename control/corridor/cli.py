@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--prefix", default="cor-", help="namespace name prefix (default: cor-; must start so)"
     )
     lab.set_defaults(run=_run_lab)
+
+    from corridor import cli_controller
+
+    cli_controller.add_parsers(sub)
     return parser
 
 
