@@ -527,13 +527,13 @@ def summarize(rows: list[dict]) -> list[dict]:
 def markdown(summary: list[dict], meta: dict) -> str:
     def mpps(s: dict, key: str) -> str:
         if key not in s:
-            return "–"
+            return "-"
         if s["reps"] > 1:
-            return f"{s[key] / 1e6:.3f} ({s[key + '_min'] / 1e6:.3f}–{s[key + '_max'] / 1e6:.3f})"
+            return f"{s[key] / 1e6:.3f} ({s[key + '_min'] / 1e6:.3f}-{s[key + '_max'] / 1e6:.3f})"
         return f"{s[key] / 1e6:.3f}"
 
     def num(s: dict, key: str, fmt: str) -> str:
-        return format(s[key], fmt) if s.get(key) is not None else "–"
+        return format(s[key], fmt) if s.get(key) is not None else "-"
 
     lines = [
         f"Forwarding benchmark, {meta['date']}, mode {meta['mode']}, "
@@ -542,7 +542,7 @@ def markdown(summary: list[dict], meta: dict) -> str:
         f"Placement: {meta['placement']}",
         "",
         "| router | family | frame (B) | zero-loss Mpps | max fwd Mpps | router CPU | "
-        "p50 µs | p99 µs | ×kernel | ×xdp_fwd | ×afxdp_ref |",
+        "p50 µs | p99 µs | x kernel | x xdp_fwd | x afxdp_ref |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
