@@ -66,7 +66,10 @@ class LocalAgent:
     async def routes(self) -> dict[str, tuple[int, int]]:
         async with asyncio.timeout(60):
             installed = await agent_client.read(self.stub)
-        return {agent_client.prefix_text(r.prefix): (r.kind, r.next_hop_group_id) for r in installed.routes}
+        return {
+            agent_client.prefix_text(r.prefix): (r.kind, r.next_hop_group_id)
+            for r in installed.routes
+        }
 
 
 def controller_document(tmp: Path, nodes: dict[str, str], drift: int = 1) -> dict:
@@ -109,23 +112,23 @@ def key(prefix: str, node: str = "") -> controller_pb2.RouteKey:
     return controller_pb2.RouteKey(node=node, prefix=agent_client.prefix(prefix))
 
 
-async def wait_in_sync(stub, node: str, revision: int, timeout: float = 30.0):
+async def wait_in_sync(stub, node: str, revision: int, within: float = 30.0):
     """The node's status once it holds `revision`; fails with the last status after `timeout`."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     status = None
     while time.monotonic() < deadline:
         status = await stub.GetNodeStatus(controller_pb2.GetNodeStatusRequest(name=node))
         if status.in_sync and status.synced_revision >= revision:
             return status
         await asyncio.sleep(0.02)
-    raise AssertionError(f"node {node} not in sync at revision {revision} in {timeout} s: {status}")
+    raise AssertionError(f"node {node} not in sync at revision {revision} in {within} s: {status}")
 
 
-async def eventually(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
+async def eventually(predicate, within: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         value = await predicate()
         if value:
             return value
         await asyncio.sleep(0.05)
-    raise AssertionError(f"{what} not reached in {timeout} s")
+    raise AssertionError(f"{what} not reached in {within} s")
