@@ -1,0 +1,221 @@
+"""The controller under load, end to end over Unix sockets, every component its own process:
+1. the full IPv4 + IPv6 tables applied through the controller to one node (routes/s from
+   the first Apply to the node in sync), beside the agent's direct StreamWrite rate (the
+   ceiling) measured in the same run on a fresh agent;
+2. a drained next hop re-pointing the group of 1 k routes and the group of the full table
+   (time from the request to the node in sync: it must not grow with the routes);
+3. the agent killed (-9) and restarted: time until the controller has restored its table.
+
+  .venv/bin/python benches/controller_load.py [--data ../shared/data] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import ipaddress
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "control"))
+
+from corridor.agent import client as c  # noqa: E402
+from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2_grpc  # noqa: E402
+
+BATCH = 50_000
+GW = [("198.18.0.2", "cor-b0"), ("198.18.0.3", "cor-b0"), ("198.18.0.4", "cor-b0"),
+      ("198.18.0.5", "cor-b0")]  # fmt: skip
+
+AGENT = """workers = 1
+[listen]
+unix = "{sock}"
+[fib]
+v4_routes = 2000000
+v6_routes = 500000
+groups = 1024
+adjacencies = 1024
+[[ports]]
+name = "cor-b0"
+addresses = ["198.18.0.1/24"]
+"""
+CONTROLLER = """[listen]
+unix = "{sock}"
+[store]
+path = "{db}"
+[reconcile]
+drift_check_seconds = 30
+max_groups = 1024
+max_adjacencies = 1024
+[[nodes]]
+name = "n1"
+address = "unix:{agent}"
+"""
+
+
+def table(data: Path, limit: int | None) -> list[str]:
+    prefixes = []
+    for name in ("ipv4-routeviews-2024-04-06.txt.gz", "ipv6-ris-2022-05-27.txt.gz"):
+        with gzip.open(data / name, "rt") as f:
+            for i, line in enumerate(f):
+                if limit is not None and i >= limit:
+                    break
+                prefixes.append(str(ipaddress.ip_network(line.split()[0])))
+    return prefixes
+
+
+async def spawn(*args) -> asyncio.subprocess.Process:
+    env = dict(os.environ, PYTHONPATH=str(REPO / "control"))
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "corridor", *args, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def until(fn, timeout=900.0, step=0.005):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = await fn()
+        except grpc.aio.AioRpcError:
+            value = None
+        if value:
+            return value
+        await asyncio.sleep(step)
+    raise TimeoutError("benchmark step timed out")
+
+
+def intent(prefix: str, hops) -> controller_pb2.RouteIntent:
+    r = controller_pb2.RouteIntent(prefix=c.prefix(prefix), kind=1)
+    for gw, port in hops:
+        r.next_hops.add(gateway=ipaddress.ip_address(gw).packed, port=port)
+    return r
+
+
+async def in_sync(stub, revision):
+    s = await stub.GetNodeStatus(controller_pb2.GetNodeStatusRequest(name="n1"))
+    return s if s.in_sync and s.synced_revision >= revision else None
+
+
+async def direct_rate(tmp: Path, prefixes: list[str]) -> float:
+    sock = tmp / "direct.sock"
+    (tmp / "direct.toml").write_text(AGENT.format(sock=sock))
+    agent = await spawn("agent", "--config", str(tmp / "direct.toml"))
+    try:
+        channel = grpc.aio.insecure_channel(
+            f"unix:{sock}", options=(("grpc.max_send_message_length", 64 << 20),)
+        )  # noqa: E501
+        stub = dataplane_pb2_grpc.DataplaneStub(channel)
+        await until(lambda: stub.ListPorts(c.dataplane_pb2.ListPortsRequest(), timeout=1), 60)
+        setup = [c.set_adjacency(1, "cor-b0", 0, "02:01:00:00:00:01", "02:00:c6:12:00:02"),
+                 c.set_group(1, [(1, 1)])]  # fmt: skip
+        await stub.Write(c.write_request(1, setup))
+        batches = [
+            c.write_request(1, [c.set_route(p, 1) for p in prefixes[i : i + BATCH]], i + 1)
+            for i in range(0, len(prefixes), BATCH)
+        ]
+        started = time.perf_counter()
+
+        async def requests():
+            for b in batches:
+                yield b
+
+        async for _ in stub.StreamWrite(requests()):
+            pass
+        seconds = time.perf_counter() - started
+        await channel.close()
+        return len(prefixes) / seconds
+    finally:
+        agent.send_signal(signal.SIGKILL)
+        await agent.wait()
+
+
+async def main(data: Path, limit: int | None) -> dict:
+    prefixes = table(data, limit)
+    out: dict = {"routes": len(prefixes)}
+    with tempfile.TemporaryDirectory(prefix="cor-bench-") as t:
+        tmp = Path(t)
+        out["agent_direct_routes_per_s"] = round(await direct_rate(tmp, prefixes))
+        agent_sock, ctl_sock = tmp / "agent.sock", tmp / "controller.sock"
+        (tmp / "agent.toml").write_text(AGENT.format(sock=agent_sock))
+        (tmp / "ctl.toml").write_text(
+            CONTROLLER.format(sock=ctl_sock, db=tmp / "intent.db", agent=agent_sock)
+        )
+        agent = await spawn("agent", "--config", str(tmp / "agent.toml"))
+        ctl = await spawn("controller", "--config", str(tmp / "ctl.toml"))
+        channel = grpc.aio.insecure_channel(f"unix:{ctl_sock}")
+        stub = controller_pb2_grpc.ControllerStub(channel)
+        try:
+            await until(lambda: in_sync(stub, 0), 60)
+            # 1. The full table through the controller.
+            loop = asyncio.get_running_loop()
+            requests = await loop.run_in_executor(None, lambda: [
+                controller_pb2.ApplyRequest(routes=[intent(p, GW[:2]) for p in prefixes[i : i + BATCH]])  # noqa: E501
+                for i in range(0, len(prefixes), BATCH)
+            ])  # fmt: skip
+            started = time.perf_counter()
+            revision = 0
+            for request in requests:
+                revision = (await stub.Apply(request, timeout=300)).revision
+            committed = time.perf_counter() - started
+            await until(lambda: in_sync(stub, revision), step=0.05)
+            total = time.perf_counter() - started
+            out["controller_commit_routes_per_s"] = round(len(prefixes) / committed)
+            out["controller_end_to_end_routes_per_s"] = round(len(prefixes) / total)
+            # 2. Re-pointing groups: 1 k routes on GW[2:4], the full table on GW[0:2].
+            small = [f"198.19.{i // 64}.{(i % 64) * 4}/30" for i in range(1000)]
+            r = await stub.Apply(
+                controller_pb2.ApplyRequest(routes=[intent(p, GW[2:]) for p in small])
+            )  # noqa: E501
+            await until(lambda: in_sync(stub, r.revision))
+            for label, (gw, port) in (("1k", GW[3]), (f"{len(prefixes) // 1000}k", GW[1])):
+                started = time.perf_counter()
+                r = await stub.SetNextHopState(controller_pb2.SetNextHopStateRequest(
+                    gateway=ipaddress.ip_address(gw).packed, port=port, drained=True))  # fmt: skip
+                await until(lambda r=r: in_sync(stub, r.revision), step=0.001)
+                out[f"repoint_group_of_{label}_routes_ms"] = round(
+                    (time.perf_counter() - started) * 1000, 2
+                )  # noqa: E501
+            # 3. The agent killed and restarted: the controller restores the whole table.
+            agent.send_signal(signal.SIGKILL)
+            await agent.wait()
+            await until(lambda: _disconnected(stub), 60)
+            agent = await spawn("agent", "--config", str(tmp / "agent.toml"))
+            started = time.perf_counter()
+            status = await until(lambda: _resynced(stub))
+            out["restore_after_agent_restart_s"] = round(time.perf_counter() - started, 2)
+            out["restore_full_sync_s"] = round(status.last_full_sync_seconds, 2)
+            out["restore_operations"] = status.last_full_sync_operations
+        finally:
+            await channel.close()
+            for p in (ctl, agent):
+                if p.returncode is None:
+                    p.send_signal(signal.SIGTERM)
+                    await p.wait()
+    return out
+
+
+async def _disconnected(stub):
+    s = await stub.GetNodeStatus(controller_pb2.GetNodeStatusRequest(name="n1"))
+    return not s.connected
+
+
+async def _resynced(stub):
+    s = await stub.GetNodeStatus(controller_pb2.GetNodeStatusRequest(name="n1"))
+    return s if s.in_sync and s.connected and s.last_full_sync_operations > 0 else None
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--limit", type=int, help="routes per family (default: all)")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(main(args.data, args.limit)), indent=1))
