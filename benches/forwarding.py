@@ -406,7 +406,8 @@ class AfXdpRefRouter(Router):
                                      text=True)  # fmt: skip
         time.sleep(1.0)
         if self.proc.poll() is not None:
-            raise RuntimeError(f"afxdp_ref: {self.proc.stderr.read().strip()}")
+            err = self.proc.stderr.read().strip().splitlines() or ["exited"]
+            raise RuntimeError(f"afxdp_ref: {err[-1]}")
         self.placement = [f"afxdp_ref->cpu{ROUTER_CPU}"]
         self.placement += pin_napi(self.lab, "dut", L.DUT_IN, ROUTER_CPU)
 
