@@ -59,3 +59,118 @@ class Fib:
     def groups(self) -> list[tuple[int, list[tuple[int, int]]]]: ...
     def adjacencies(self) -> list[tuple[int, int, int, str, str]]: ...
     def stats(self) -> FibStats: ...
+
+# -- Engine ---------------------------------------------------------------------------------
+
+class EngineError(RuntimeError):
+    """The engine could not start (a port, the XDP program, a socket, a namespace), or
+    failed while running or stopping. Configuration mistakes raise ValueError instead."""
+
+class PortDict(TypedDict, total=False):
+    name: str
+    """Interface name, in the engine's network namespace (required)."""
+    queues: int
+    """Receive queues served (default 1); worker i serves queue i of every port."""
+    mtu: int
+    """IP MTU, 1280 to 9216 (default 1500); must fit the UMEM frame."""
+    addresses: dict[int, list[str]]
+    """VLAN (0 = untagged, 1 to 4094 = 802.1Q) -> the router's addresses there, at most one
+    IPv4 and one IPv6 (default {0: []})."""
+
+class PortStatus(TypedDict):
+    name: str
+    ifindex: int
+    mac: str
+    queues: int
+    mode: Literal["copy", "zero-copy"]
+    xdp_mode: Literal["native", "generic"]
+    mtu: int
+    link_up: bool
+    recoveries: int
+    """Times the link came back up and the port was recovered."""
+
+class SubInterfaceCounters(TypedDict):
+    port: int
+    name: str
+    vlan: int
+    rx_packets: int
+    rx_bytes: int
+    tx_packets: int
+    tx_bytes: int
+
+class WorkerCounters(TypedDict):
+    worker: int
+    drops: dict[str, int]
+    icmp: dict[str, int]
+    rx_packets: int
+    tx_packets: int
+    tx_ring_full: int
+    passes: int
+
+class FrameAccounting(TypedDict):
+    """Where every UMEM frame of a worker is; free+fill+rx+tx+completion+held == total."""
+
+    total: int
+    free: int
+    fill: int
+    rx: int
+    tx: int
+    completion: int
+    held: int
+
+class XskCounters(TypedDict):
+    worker: int
+    port: int
+    queue: int
+    mode: Literal["copy", "zero-copy"]
+    statistics: dict[str, int]
+    """XDP_STATISTICS: rx_dropped, rx_invalid_descs, tx_invalid_descs, rx_ring_full,
+    rx_fill_ring_empty_descs, tx_ring_empty_descs."""
+
+class EngineCounters(TypedDict):
+    ports: list[SubInterfaceCounters]
+    """One entry per sub-interface, summed over workers."""
+    drops: dict[str, int]
+    """Every drop reason, zeros included, summed over workers."""
+    icmp: dict[str, int]
+    workers: list[WorkerCounters]
+    accounting: list[FrameAccounting]
+    xsk: list[XskCounters]
+    steering: dict[str, int]
+    """The XDP program's counters: steered, passed, no_socket."""
+    tx_ring_full: int
+    """Forwarded frames dropped because an egress tx ring stayed full."""
+
+class Engine:
+    """The AF_XDP engine over `fib`: worker i owns queue i of every port. Adjacency.port in
+    the FIB is the index of the port in `ports`. Worker threads never touch Python."""
+
+    def __init__(
+        self,
+        fib: Fib,
+        *,
+        ports: list[PortDict],
+        workers: int | None = None,
+        netns: str | None = None,
+        busy_poll: bool = False,
+        bind_mode: Literal["auto", "copy", "zero-copy"] = "auto",
+        attach_mode: Literal["auto", "native", "generic"] = "auto",
+        icmp_rate: int = 1000,
+        icmp_burst: int = 100,
+        pin_cpus: bool = False,
+        frames_per_worker: int | None = None,
+        frame_size: Literal[2048, 4096] = 2048,
+    ) -> None:
+        """Checks the configuration; raises ValueError naming the field
+        (e.g. `ports[0].mtu: 70000 is not between 1280 ... and 9216`). Starts nothing."""
+    def start(self) -> None:
+        """Attaches the steering program, opens the sockets, starts the workers; returns
+        once they forward (GIL released). Raises EngineError; nothing is left behind."""
+    def stop(self) -> None:
+        """Stops and joins the workers, closes the sockets, detaches (GIL released).
+        Idempotent; counters and ports stay readable afterwards."""
+    @property
+    def running(self) -> bool:
+        """True between start() and stop()."""
+    def ports(self) -> list[PortStatus]: ...
+    def counters(self) -> EngineCounters: ...

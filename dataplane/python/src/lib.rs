@@ -12,6 +12,8 @@ use pyo3::types::{PyDict, PyList, PyString};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+mod engine;
+
 create_exception!(_dataplane, FibError, PyValueError, "A refused write batch; `.errors` lists (entry index or None, message).");
 
 /// An ordered write batch, built in Python and applied whole by `Fib.apply`. Entries whose
@@ -86,7 +88,7 @@ fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     Ok(mac)
 }
 
-fn mac_str(m: [u8; 6]) -> String {
+pub(crate) fn mac_str(m: [u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
@@ -155,7 +157,7 @@ impl Batch {
 /// The forwarding table. Writes are whole batches; lookups are for tests and tools (the
 /// workers read the table directly, without Python).
 #[pyclass(module = "corridor._dataplane", frozen)]
-struct Fib {
+pub(crate) struct Fib {
     inner: Mutex<CoreFib>,
 }
 
@@ -183,7 +185,7 @@ fn core_errors(e: BatchError) -> Vec<(Option<usize>, String)> {
 }
 
 impl Fib {
-    fn with<R: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut CoreFib) -> R + Send) -> R {
+    pub(crate) fn with<R: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut CoreFib) -> R + Send) -> R {
         py.detach(|| {
             let mut fib = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut fib)
@@ -312,5 +314,6 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Batch>()?;
     m.add_class::<Fib>()?;
     m.add("FibError", m.py().get_type::<FibError>())?;
+    engine::register(m)?;
     Ok(())
 }

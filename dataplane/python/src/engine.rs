@@ -1,0 +1,334 @@
+//! `Engine`: the engine's ports, workers and counters, from Python. Arguments become an
+//! `EngineConfig` (checked by the core, whose error names the field); counters come back as
+//! plain dicts of ints. Start, stop, counters and ports release the GIL.
+
+use corridor_engine::{
+    engine::{Engine as CoreEngine, EngineConfig, EngineError as CoreError, PortSpec, PortStatus, MTU_MAX, MTU_MIN},
+    pipeline::{IcmpRateLimit, SubInterfaceConfig},
+    xdp::{AttachMode, XdpMode, MAX_QUEUES},
+    xsk::{BindMode, XskMode},
+};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use crate::{mac_str, Fib};
+
+create_exception!(_dataplane, EngineError, PyRuntimeError, "The engine could not start, or failed while running or stopping.");
+
+fn engine_err(e: CoreError) -> PyErr {
+    if e.is_config() {
+        PyValueError::new_err(e.to_string())
+    } else {
+        EngineError::new_err(e.to_string())
+    }
+}
+
+fn xsk_mode(m: XskMode) -> &'static str {
+    match m {
+        XskMode::ZeroCopy => "zero-copy",
+        XskMode::Copy => "copy",
+    }
+}
+
+fn xdp_mode(m: XdpMode) -> &'static str {
+    match m {
+        XdpMode::Native => "native",
+        XdpMode::Generic => "generic",
+    }
+}
+
+/// One port from its dict: `{"name", "queues"=1, "mtu"=1500, "addresses"={vlan: [ip, ...]}}`.
+fn port_spec(i: usize, d: &Bound<'_, PyDict>) -> PyResult<PortSpec> {
+    let f = |k: &str| format!("ports[{i}].{k}");
+    let name: String = d.get_item("name")?.ok_or_else(|| PyValueError::new_err(format!("{}: missing", f("name"))))?.extract()?;
+    let mut spec = PortSpec::new(name);
+    if let Some(q) = d.get_item("queues")? {
+        let q: i64 = q.extract().map_err(|_| PyValueError::new_err(format!("{}: expected an integer", f("queues"))))?;
+        // Out of u32 range: 0 makes the core's range check name the field and the limits.
+        spec.queues = u32::try_from(q).map_err(|_| PyValueError::new_err(format!("{}: {q} is not between 1 and {MAX_QUEUES}", f("queues"))))?;
+    }
+    if let Some(m) = d.get_item("mtu")? {
+        let m: i64 = m.extract().map_err(|_| PyValueError::new_err(format!("{}: expected an integer", f("mtu"))))?;
+        spec.mtu = u16::try_from(m).map_err(|_| {
+            PyValueError::new_err(format!("{}: {m} is not between {MTU_MIN} (the IPv6 minimum, RFC 8200 section 5) and {MTU_MAX}", f("mtu")))
+        })?;
+    }
+    if let Some(a) = d.get_item("addresses")? {
+        let a: BTreeMap<i64, Vec<String>> =
+            a.extract().map_err(|_| PyValueError::new_err(format!("{}: expected {{vlan: [address, ...]}}", f("addresses"))))?;
+        spec.sub_interfaces = Vec::new();
+        for (vlan, addrs) in a {
+            let bad = |m: String| PyValueError::new_err(format!("{}: VLAN {vlan}: {m}", f("addresses")));
+            let vlan16 = u16::try_from(vlan)
+                .ok()
+                .filter(|v| *v <= 4094)
+                .ok_or_else(|| PyValueError::new_err(format!("{}: VLAN {vlan} is not between 0 (untagged) and 4094", f("addresses"))))?;
+            let mut s = SubInterfaceConfig { vlan: vlan16, ipv4: None, ipv6: None };
+            for text in addrs {
+                let bare = text.split('/').next().unwrap_or(&text);
+                // One address per family: it is the source of the ICMP errors sent there.
+                match bare.parse::<IpAddr>() {
+                    Ok(IpAddr::V4(v)) => {
+                        if let Some(old) = s.ipv4.replace(v) {
+                            return Err(bad(format!("two IPv4 addresses ({old}, {v}); a sub-interface has at most one per family")));
+                        }
+                    }
+                    Ok(IpAddr::V6(v)) => {
+                        if let Some(old) = s.ipv6.replace(v) {
+                            return Err(bad(format!("two IPv6 addresses ({old}, {v}); a sub-interface has at most one per family")));
+                        }
+                    }
+                    Err(_) => return Err(bad(format!("{text:?} is not an IP address"))),
+                }
+            }
+            spec.sub_interfaces.push(s);
+        }
+    }
+    Ok(spec)
+}
+
+fn status_dict<'py>(py: Python<'py>, p: &PortStatus) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", &p.name)?;
+    d.set_item("ifindex", p.ifindex)?;
+    d.set_item("mac", mac_str(p.mac))?;
+    d.set_item("queues", p.queues)?;
+    d.set_item("mode", xsk_mode(p.socket_mode))?;
+    d.set_item("xdp_mode", xdp_mode(p.xdp_mode))?;
+    d.set_item("mtu", p.mtu)?;
+    d.set_item("link_up", p.link_up)?;
+    d.set_item("recoveries", p.recoveries)?;
+    Ok(d)
+}
+
+/// The engine over a `Fib`: `start()` attaches to the ports and runs the workers, which read
+/// the FIB lock-free while `Fib.apply` changes it.
+#[pyclass(module = "corridor._dataplane", frozen)]
+pub struct Engine {
+    fib: Py<Fib>,
+    config: EngineConfig,
+    running: Mutex<Option<CoreEngine>>,
+    /// The last counters and ports before `stop`, so that they stay readable.
+    last: Mutex<Option<(corridor_engine::engine::EngineCounters, Vec<PortStatus>)>>,
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (fib, *, ports, workers=None, netns=None, busy_poll=false, bind_mode="auto", attach_mode="auto",
+        icmp_rate=1000, icmp_burst=100, pin_cpus=false, frames_per_worker=None, frame_size=2048))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        fib: Py<Fib>,
+        ports: Vec<Bound<'_, PyDict>>,
+        workers: Option<usize>,
+        netns: Option<String>,
+        busy_poll: bool,
+        bind_mode: &str,
+        attach_mode: &str,
+        icmp_rate: u32,
+        icmp_burst: u32,
+        pin_cpus: bool,
+        frames_per_worker: Option<u32>,
+        frame_size: u32,
+    ) -> PyResult<Self> {
+        let bind_mode = match bind_mode {
+            "auto" => BindMode::Auto,
+            "copy" => BindMode::Copy,
+            "zero-copy" | "zerocopy" => BindMode::ZeroCopy,
+            o => return Err(PyValueError::new_err(format!("bind_mode: {o:?} is not \"auto\", \"copy\" or \"zero-copy\""))),
+        };
+        let attach_mode = match attach_mode {
+            "auto" => AttachMode::Auto,
+            "native" => AttachMode::Native,
+            "generic" => AttachMode::Generic,
+            o => return Err(PyValueError::new_err(format!("attach_mode: {o:?} is not \"auto\", \"native\" or \"generic\""))),
+        };
+        let ports = ports.iter().enumerate().map(|(i, d)| port_spec(i, d)).collect::<PyResult<Vec<_>>>()?;
+        let config = EngineConfig {
+            ports,
+            workers,
+            pin_cpus,
+            busy_poll,
+            bind_mode,
+            attach_mode,
+            frames_per_worker,
+            frame_size,
+            icmp_rate_limit: IcmpRateLimit { per_second: icmp_rate, burst: icmp_burst },
+            netns,
+            ..EngineConfig::default()
+        };
+        config.validate().map_err(engine_err)?;
+        Ok(Engine { fib, config, running: Mutex::new(None), last: Mutex::new(None) })
+    }
+
+    /// Attaches, opens the sockets and starts the workers; returns once they forward.
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        let workers = self.config.worker_count().map_err(engine_err)?;
+        let fib = self.fib.get();
+        let readers = fib.with(py, |f| (0..workers).map(|_| f.reader()).collect::<Vec<_>>());
+        let config = self.config.clone();
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.is_some() {
+            return Err(EngineError::new_err("the engine is already running"));
+        }
+        let engine = py.detach(|| CoreEngine::start(config, readers)).map_err(engine_err)?;
+        *running = Some(engine);
+        Ok(())
+    }
+
+    /// Stops the workers and detaches from the ports. Calling it again does nothing.
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        let taken = self.running.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(mut engine) = taken else { return Ok(()) };
+        let (counters, ports, result) = py.detach(|| {
+            let c = engine.counters();
+            let p = engine.ports();
+            (c, p, engine.stop())
+        });
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((counters, ports));
+        result.map_err(engine_err)
+    }
+
+    /// True between `start` and `stop`.
+    #[getter]
+    fn running(&self) -> bool {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// The ports: name, ifindex, mac, queues, mode ("zero-copy"/"copy"), xdp_mode
+    /// ("native"/"generic"), mtu, link_up, recoveries.
+    fn ports<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let ports = py.detach(|| {
+            let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            match g.as_ref() {
+                Some(e) => e.ports(),
+                None => self.last.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|l| l.1.clone()).unwrap_or_default(),
+            }
+        });
+        let list = PyList::empty(py);
+        for p in &ports {
+            let d = status_dict(py, p)?;
+            if self.running.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+                d.set_item("link_up", false)?;
+            }
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
+    /// Every counter: drops and icmp by name (summed over workers), ports (one entry per
+    /// sub-interface: port index, name, vlan, rx/tx packets and bytes), workers (each with
+    /// its drops, tx_ring_full, passes), accounting (per worker), xsk (per socket), steering.
+    fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = py.detach(|| {
+            let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            match g.as_ref() {
+                Some(e) => Some(e.counters()),
+                None => self.last.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|l| l.0.clone()),
+            }
+        });
+        let d = PyDict::new(py);
+        let Some(c) = c else {
+            d.set_item("drops", PyDict::new(py))?;
+            d.set_item("icmp", PyDict::new(py))?;
+            for k in ["ports", "workers", "accounting", "xsk"] {
+                d.set_item(k, PyList::empty(py))?;
+            }
+            d.set_item("steering", PyDict::new(py))?;
+            d.set_item("tx_ring_full", 0)?;
+            return Ok(d);
+        };
+        let reasons = |snap: &corridor_engine::counters::CounterSnapshot| -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)> {
+            let drops = PyDict::new(py);
+            for r in corridor_engine::pipeline::DropReason::ALL {
+                drops.set_item(r.name(), snap.drop_count(*r))?;
+            }
+            let icmp = PyDict::new(py);
+            for o in corridor_engine::pipeline::IcmpOutcome::ALL {
+                icmp.set_item(o.name(), snap.icmp_count(*o))?;
+            }
+            Ok((drops, icmp))
+        };
+        let (drops, icmp) = reasons(&c.total)?;
+        d.set_item("drops", drops)?;
+        d.set_item("icmp", icmp)?;
+        let ports = PyList::empty(py);
+        for (i, (port, vlan)) in c.sub_interfaces.iter().enumerate() {
+            let s = c.total.sub_interfaces.get(i).cloned().unwrap_or_default();
+            let e = PyDict::new(py);
+            e.set_item("port", port)?;
+            e.set_item("name", self.config.ports.get(*port).map(|p| p.name.as_str()).unwrap_or(""))?;
+            e.set_item("vlan", vlan)?;
+            e.set_item("rx_packets", s.rx_packets)?;
+            e.set_item("rx_bytes", s.rx_bytes)?;
+            e.set_item("tx_packets", s.tx_packets)?;
+            e.set_item("tx_bytes", s.tx_bytes)?;
+            ports.append(e)?;
+        }
+        d.set_item("ports", ports)?;
+        let workers = PyList::empty(py);
+        let accounting = PyList::empty(py);
+        for (i, w) in c.workers.iter().enumerate() {
+            let (wd, wi) = reasons(&w.forwarding)?;
+            let e = PyDict::new(py);
+            e.set_item("worker", i)?;
+            e.set_item("drops", wd)?;
+            e.set_item("icmp", wi)?;
+            e.set_item("rx_packets", w.forwarding.sub_interfaces.iter().map(|s| s.rx_packets).sum::<u64>())?;
+            e.set_item("tx_packets", w.forwarding.sub_interfaces.iter().map(|s| s.tx_packets).sum::<u64>())?;
+            e.set_item("tx_ring_full", w.tx_ring_full)?;
+            e.set_item("passes", w.passes)?;
+            workers.append(e)?;
+            let a = PyDict::new(py);
+            let fa = &w.accounting;
+            for (k, v) in [("total", fa.total), ("free", fa.free), ("fill", fa.fill), ("rx", fa.rx), ("tx", fa.tx), ("completion", fa.completion), ("held", fa.held)] {
+                a.set_item(k, v)?;
+            }
+            accounting.append(a)?;
+        }
+        d.set_item("workers", workers)?;
+        d.set_item("accounting", accounting)?;
+        let xsk = PyList::empty(py);
+        for s in &c.sockets {
+            let e = PyDict::new(py);
+            e.set_item("worker", s.worker)?;
+            e.set_item("port", s.port)?;
+            e.set_item("queue", s.queue)?;
+            e.set_item("mode", xsk_mode(s.mode))?;
+            let st = PyDict::new(py);
+            let x = &s.statistics;
+            for (k, v) in [
+                ("rx_dropped", x.rx_dropped),
+                ("rx_invalid_descs", x.rx_invalid_descs),
+                ("tx_invalid_descs", x.tx_invalid_descs),
+                ("rx_ring_full", x.rx_ring_full),
+                ("rx_fill_ring_empty_descs", x.rx_fill_ring_empty_descs),
+                ("tx_ring_empty_descs", x.tx_ring_empty_descs),
+            ] {
+                st.set_item(k, v)?;
+            }
+            e.set_item("statistics", st)?;
+            xsk.append(e)?;
+        }
+        d.set_item("xsk", xsk)?;
+        let steering = PyDict::new(py);
+        steering.set_item("steered", c.steering.steered)?;
+        steering.set_item("passed", c.steering.passed)?;
+        steering.set_item("no_socket", c.steering.no_socket)?;
+        d.set_item("steering", steering)?;
+        d.set_item("tx_ring_full", c.tx_ring_full)?;
+        Ok(d)
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Engine>()?;
+    m.add("EngineError", m.py().get_type::<EngineError>())?;
+    Ok(())
+}
