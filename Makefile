@@ -15,13 +15,14 @@ export CARGO_TERM_COLOR := never
 # benches/; iproute2, ethtool, iputils-ping, tcpdump: the lab; python3-venv/-dev: the
 # control plane; frr: FPM tests; vagrant + shellcheck: checks of the test VMs.
 APT_PACKAGES := build-essential pkg-config curl ca-certificates git \
-	clang llvm libbpf-dev libelf-dev zlib1g-dev \
-	iproute2 ethtool iputils-ping tcpdump \
-	python3 python3-venv python3-dev
+	clang llvm libbpf-dev libelf-dev zlib1g-dev libxdp-dev \
+	iproute2 ethtool iputils-ping tcpdump openssl \
+	python3 python3-venv python3-dev \
+	vagrant shellcheck
 
 RUST_SOURCES := $(shell find dataplane benches -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name Cargo.toml 2>/dev/null)
 
-.PHONY: deps demo test bench proto clean
+.PHONY: deps demo test bench bench-forwarding vagrant-bench proto clean
 
 deps: $(STAMP)/apt $(STAMP)/rust $(STAMP)/venv $(STAMP)/ext
 
@@ -59,12 +60,24 @@ demo: deps
 test: deps
 	cargo test --workspace --quiet
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
-	$(VENV)/bin/ruff check control tests
-	$(VENV)/bin/ruff format --check control tests
+	$(VENV)/bin/ruff check control tests benches
+	$(VENV)/bin/ruff format --check control tests benches
 	$(PY) -m pytest -q
 
 bench: deps
 	cargo bench -p corridor-benches --bench fib -- --noplot
+
+# The side-by-side forwarding benchmark (kernel, XDP fast path, Corridor, a C AF_XDP
+# reference) in the lab; `--quick` for a smoke run. Full mode takes hours (RFC 2544 trials).
+bench-forwarding: deps
+	$(MAKE) -s -C benches/gen
+	$(PY) benches/forwarding.py $(BENCH_ARGS)
+
+# The same benchmark on three VMs with virtio NICs (needs vagrant with libvirt or VirtualBox).
+vagrant-bench:
+	cd vagrant && vagrant up --provider=$${VAGRANT_PROVIDER:-libvirt}
+	cd vagrant && vagrant ssh router -c 'sudo /vagrant/vagrant/bench.sh'
+	cd vagrant && vagrant ssh router -c 'tar -C /vagrant/benches/results -c forwarding-vm.md forwarding-vm.json forwarding-vm.png' | tar -C ../benches/results -x
 
 # The Python modules of the gRPC contracts, from proto/ into control/corridor/v1/ (committed;
 # tests/test_agent_proto.py regenerates into PROTO_OUT and fails when they are stale).

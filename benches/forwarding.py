@@ -434,13 +434,14 @@ class CorridorRouter(Router):
 
         if not hasattr(dp, "Engine"):
             raise RuntimeError("corridor._dataplane has no Engine (stale extension: make deps)")
-        if self.workers > 1:
-            for dev in (L.DUT_IN, L.DUT_OUT):
-                r = self.lab.exec("dut", ["ethtool", "-L", dev, "rx", str(self.workers), "tx",
-                                          str(self.workers)], check=False)  # fmt: skip
-                if r.returncode != 0:
-                    raise RuntimeError(f"{dev}: cannot have {self.workers} queues: "
-                                       f"{r.stderr.strip()}")  # fmt: skip
+        # The lab's veths have two queues; use as many as there are workers (a worker
+        # owns one queue of every port, and a queue without one would go to the kernel).
+        for dev in (L.DUT_IN, L.DUT_OUT):
+            r = self.lab.exec("dut", ["ethtool", "-L", dev, "rx", str(self.workers), "tx",
+                                      str(self.workers)], check=False)  # fmt: skip
+            if r.returncode != 0:
+                raise RuntimeError(f"{dev}: cannot have {self.workers} queues: "
+                                   f"{r.stderr.strip()}")  # fmt: skip
         fib = dp.Fib()
         b = dp.Batch()
         b.set_adjacency(1, 1, 0, L.DUT_OUT_MAC, L.SINK_MAC)
@@ -608,7 +609,7 @@ def build_tools() -> None:
 
 @contextlib.contextmanager
 def bench_lab() -> Iterator[L.Lab]:
-    lab = L.Lab(prefix=f"cor-b{os.getpid()}-")
+    lab = L.Lab(prefix=f"cor-b{os.getpid()}-", queues=2)
     try:
         lab.up()
         yield lab

@@ -151,10 +151,15 @@ class Lab:
     exit, also when the body fails.
     """
 
-    def __init__(self, prefix: str = "cor-") -> None:
+    def __init__(self, prefix: str = "cor-", queues: int = 1) -> None:
         if not prefix.startswith("cor-"):
             raise ValueError(f"lab prefix {prefix!r}: must start with 'cor-'")
+        if not 1 <= queues <= 64:
+            raise ValueError(f"lab queues {queues}: must be between 1 and 64")
         self.prefix = prefix
+        # veth queues per device: more than one lets an engine run one worker per queue
+        # (a veth delivers on the rx queue matching the sender's tx queue).
+        self.queues = queues
         # Set by up(): whether the VLAN sub-interfaces exist as kernel devices.
         self.kernel_vlans = False
 
@@ -221,8 +226,10 @@ class Lab:
                 self.sysctl(role, key, value)
         for port, mac, v4, v6, peer_role, peer, peer_mac, peer_v4, peer_v6 in _LINKS:
             self.ip(
-                "dut", "link", "add", port, "address", mac, "type", "veth",
+                "dut", "link", "add", port, "address", mac,
+                "numtxqueues", str(self.queues), "numrxqueues", str(self.queues), "type", "veth",
                 "peer", "name", peer, "address", peer_mac, "netns", self.ns(peer_role),
+                "numtxqueues", str(self.queues), "numrxqueues", str(self.queues),
             )  # fmt: skip
             for role, dev, a4, a6 in (("dut", port, v4, v6), (peer_role, peer, peer_v4, peer_v6)):
                 self.exec(role, ["ethtool", "-K", dev, *_OFFLOADS])
