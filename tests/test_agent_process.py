@@ -22,9 +22,7 @@ unix = "run/agent.sock"
 [fib]
 v4_routes = 1000
 v6_routes = 1000
-[[ports]]
-name = "cor-test0"
-"""
+"""  # no ports: the FIB alone (tests/test_agent_engine.py runs one with the engine)
 
 
 async def start(config: Path, repo_root: Path) -> asyncio.subprocess.Process:

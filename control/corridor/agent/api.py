@@ -6,6 +6,7 @@ checks comes back as domain violations. `_refuse` is the one place errors become
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
@@ -87,10 +88,13 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
         loop = asyncio.get_running_loop()
         snapshot = await self.dataplane.snapshot()
         generation = snapshot.generation
-        ports = await loop.run_in_executor(None, ports_to_pb, self.dataplane.ports)
+        ports = await loop.run_in_executor(None, ports_to_pb, self.dataplane)
         yield dataplane_pb2.ReadResponse(generation=generation, ports=ports)
+        states = snapshot.adjacency_states
         for chunk in _chunks(snapshot.adjacencies):
-            adjacencies = [adjacency_to_pb(a, self.dataplane.ports) for a in chunk]
+            adjacencies = [
+                adjacency_to_pb(a, self.dataplane.ports, states.get(a.id)) for a in chunk
+            ]
             yield dataplane_pb2.ReadResponse(generation=generation, adjacencies=adjacencies)
         for chunk in _chunks(snapshot.groups):
             groups = [group_to_pb(g) for g in chunk]
@@ -99,7 +103,7 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
             yield await loop.run_in_executor(None, routes_response, chunk, generation)
 
     async def GetCounters(self, request, context) -> dataplane_pb2.Counters:
-        return counters_to_pb(self.dataplane)
+        return await _counters(self.dataplane)
 
     async def StreamCounters(self, request, context) -> AsyncIterator[dataplane_pb2.Counters]:
         low, high = COUNTERS_INTERVAL_MS
@@ -112,15 +116,23 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
         interval = request.interval_ms / 1000
         deadline = loop.time()
         while True:  # until the client cancels or the server stops
-            yield counters_to_pb(self.dataplane)
+            yield await _counters(self.dataplane)
             # Keep the cadence: sleep to the next tick, not a full interval after the send.
             deadline = max(deadline + interval, loop.time())
             await asyncio.sleep(deadline - loop.time())
 
     async def ListPorts(self, request, context) -> dataplane_pb2.ListPortsResponse:
         loop = asyncio.get_running_loop()
-        ports = await loop.run_in_executor(None, ports_to_pb, self.dataplane.ports)
+        ports = await loop.run_in_executor(None, ports_to_pb, self.dataplane)
         return dataplane_pb2.ListPortsResponse(ports=ports)
+
+
+async def _counters(dataplane: domain.Dataplane) -> dataplane_pb2.Counters:
+    engine = dataplane.engine
+    raw = None
+    if engine is not None:
+        raw = await asyncio.get_running_loop().run_in_executor(None, engine.counters)
+    return counters_to_pb(dataplane, raw)
 
 
 async def _refuse(
@@ -288,6 +300,7 @@ def group_from_pb(group: dataplane_pb2.NextHopGroup) -> NextHopGroup:
 
 def adjacency_from_pb(adjacency: dataplane_pb2.Adjacency, dataplane: domain.Dataplane) -> Adjacency:
     adjacency_id = _id(adjacency.id, "adjacency.id")
+    gateway = _gateway(adjacency)
     port = dataplane.port_index(adjacency.port)
     if port is None:
         configured = ", ".join(p.name for p in dataplane.ports) or "none"
@@ -303,6 +316,8 @@ def adjacency_from_pb(adjacency: dataplane_pb2.Adjacency, dataplane: domain.Data
             f"{adjacency.vlan} is not a VLAN of port {adjacency.port}; use 0 (untagged) "
             f"or one of its VLANs: {choices}",
         )
+    if gateway is not None:
+        return Adjacency(adjacency_id, port, adjacency.vlan, "", "", gateway)
     return Adjacency(
         adjacency_id,
         port,
@@ -310,6 +325,29 @@ def adjacency_from_pb(adjacency: dataplane_pb2.Adjacency, dataplane: domain.Data
         _mac(adjacency.src_mac, "adjacency.src_mac"),
         _mac(adjacency.dst_mac, "adjacency.dst_mac"),
     )
+
+
+def _gateway(adjacency: dataplane_pb2.Adjacency) -> str | None:
+    """The gateway form's address text, None for the explicit form."""
+    raw = adjacency.gateway
+    if not raw:
+        return None
+    if len(raw) not in (4, 16):
+        raise _Fault(
+            "adjacency.gateway",
+            f"is {len(raw)} bytes; an IPv4 address is 4 bytes and an IPv6 address 16",
+        )
+    address = ipaddress.ip_address(raw)
+    if address.is_multicast or address.is_unspecified or address.is_loopback:
+        raise _Fault("adjacency.gateway", f"{address} cannot be a next hop (a unicast address)")
+    for name in ("src_mac", "dst_mac"):
+        if getattr(adjacency, name):
+            raise _Fault(
+                f"adjacency.{name}",
+                f"is set with gateway {address}; give either the gateway (the agent resolves"
+                " the MACs) or both MACs, not both forms",
+            )
+    return str(address)
 
 
 def _id(value: int, field: str) -> int:
@@ -354,14 +392,31 @@ def group_to_pb(group: NextHopGroup) -> dataplane_pb2.NextHopGroup:
     return dataplane_pb2.NextHopGroup(id=group.id, members=members)
 
 
-def adjacency_to_pb(a: Adjacency, ports: Sequence[PortConfig]) -> dataplane_pb2.Adjacency:
-    return dataplane_pb2.Adjacency(
+_STATE_TO_PB = {
+    "usable": dataplane_pb2.ADJACENCY_STATE_USABLE,
+    "unresolved": dataplane_pb2.ADJACENCY_STATE_UNRESOLVED,
+    "link_down": dataplane_pb2.ADJACENCY_STATE_LINK_DOWN,
+}
+
+
+def adjacency_to_pb(
+    a: Adjacency, ports: Sequence[PortConfig], state: tuple[str, str | None] | None = None
+) -> dataplane_pb2.Adjacency:
+    """As written (the gateway form without MACs), with its state and neighbour's MAC."""
+    pb = dataplane_pb2.Adjacency(
         id=a.id,
         port=ports[a.port].name,
         vlan=a.vlan,
         src_mac=bytes.fromhex(a.src_mac.replace(":", "")),
         dst_mac=bytes.fromhex(a.dst_mac.replace(":", "")),
     )
+    if a.gateway is not None:
+        pb.gateway = ipaddress.ip_address(a.gateway).packed
+    if state is not None:
+        pb.state = _STATE_TO_PB[state[0]]
+        if state[1] is not None:
+            pb.neighbour_mac = bytes.fromhex(state[1].replace(":", ""))
+    return pb
 
 
 def _addresses_to_pb(addresses) -> list[common_pb2.InterfaceAddress]:
@@ -372,7 +427,7 @@ def _addresses_to_pb(addresses) -> list[common_pb2.InterfaceAddress]:
 
 
 def link_state(name: str) -> int:
-    """The kernel's operational state of the interface (the engine will report its own)."""
+    """Without an engine: the kernel's operational state of the interface, if it is here."""
     try:
         state = (Path("/sys/class/net") / name / "operstate").read_text().strip()
     except OSError:
@@ -382,12 +437,19 @@ def link_state(name: str) -> int:
     return dataplane_pb2.LINK_STATE_UP if up else dataplane_pb2.LINK_STATE_DOWN
 
 
-def ports_to_pb(ports: Sequence[PortConfig]) -> list[dataplane_pb2.Port]:
-    """Blocking (reads sysfs): call it from the executor."""
-    return [
-        dataplane_pb2.Port(
+_MODE_TO_PB = {"zero-copy": dataplane_pb2.PORT_MODE_ZERO_COPY, "copy": dataplane_pb2.PORT_MODE_COPY}
+_XDP_TO_PB = {"native": dataplane_pb2.XDP_MODE_NATIVE, "generic": dataplane_pb2.XDP_MODE_GENERIC}
+
+
+def ports_to_pb(dataplane: domain.Dataplane) -> list[dataplane_pb2.Port]:
+    """Blocking (reads the engine or sysfs): call it from the executor. With the engine, its
+    view: link state as its supervisor last saw it, socket and XDP modes, the port's MAC."""
+    engine = dataplane.engine
+    running = {p["name"]: p for p in engine.ports()} if engine is not None else {}
+    out = []
+    for p in dataplane.ports:
+        pb = dataplane_pb2.Port(
             name=p.name,
-            link_state=link_state(p.name),
             mode=dataplane_pb2.PORT_MODE_UNSPECIFIED,
             queues=p.queues,
             mtu=p.mtu,
@@ -397,21 +459,79 @@ def ports_to_pb(ports: Sequence[PortConfig]) -> list[dataplane_pb2.Port]:
                 for v in p.vlans
             ],
         )
-        for p in ports
-    ]
+        e = running.get(p.name)
+        if e is None:
+            # The agent's namespace: right when the ports live there, a guess otherwise.
+            pb.link_state = link_state(p.name)
+        else:
+            up = e["link_up"]
+            pb.link_state = dataplane_pb2.LINK_STATE_UP if up else dataplane_pb2.LINK_STATE_DOWN
+            pb.mode = _MODE_TO_PB.get(e["mode"], dataplane_pb2.PORT_MODE_UNSPECIFIED)
+            pb.xdp_mode = _XDP_TO_PB.get(e["xdp_mode"], dataplane_pb2.XDP_MODE_UNSPECIFIED)
+            pb.mac = bytes.fromhex(e["mac"].replace(":", ""))
+            pb.queues = e["queues"]
+            pb.mtu = e["mtu"]
+            pb.link_recoveries = e["recoveries"]
+        out.append(pb)
+    return out
 
 
-def counters_to_pb(dataplane: domain.Dataplane) -> dataplane_pb2.Counters:
-    """Until the engine forwards, every interface and worker is present and has counted 0."""
+def counters_to_pb(dataplane: domain.Dataplane, raw: dict | None = None) -> dataplane_pb2.Counters:
+    """From the engine's counters (`raw`, Engine.counters()); without an engine every
+    interface and worker is present and has counted 0."""
     time = timestamp_pb2.Timestamp()
     time.GetCurrentTime()
+    summary = dataplane.next_hop_summary
+    next_hops = dataplane_pb2.NextHopState(
+        adjacencies=summary["adjacencies"],
+        unresolved=summary["unresolved"],
+        link_down=summary["link_down"],
+        empty_groups=summary["empty_groups"],
+    )
+    if raw is None:
+        interfaces = [
+            dataplane_pb2.InterfaceCounters(port=p.name, vlan=vlan)
+            for p in dataplane.ports
+            for vlan in (0, *(v.id for v in p.vlans))
+        ]
+        workers = [dataplane_pb2.WorkerCounters(worker=w) for w in range(dataplane.config.workers)]
+        return dataplane_pb2.Counters(
+            time=time, interfaces=interfaces, workers=workers, next_hops=next_hops
+        )
     interfaces = [
-        dataplane_pb2.InterfaceCounters(port=p.name, vlan=vlan)
-        for p in dataplane.ports
-        for vlan in (0, *(v.id for v in p.vlans))
+        dataplane_pb2.InterfaceCounters(
+            port=e["name"],
+            vlan=e["vlan"],
+            rx_packets=e["rx_packets"],
+            rx_bytes=e["rx_bytes"],
+            tx_packets=e["tx_packets"],
+            tx_bytes=e["tx_bytes"],
+        )
+        for e in raw["ports"]
     ]
-    workers = [dataplane_pb2.WorkerCounters(worker=w) for w in range(dataplane.config.workers)]
-    return dataplane_pb2.Counters(time=time, interfaces=interfaces, workers=workers)
+    workers = []
+    drops = []
+    for w in raw["workers"]:
+        workers.append(
+            dataplane_pb2.WorkerCounters(
+                worker=w["worker"],
+                rx_packets=w["rx_packets"],
+                tx_packets=w["tx_packets"],
+                dropped_packets=sum(w["drops"].values()) + w["tx_ring_full"],
+            )
+        )
+        for reason, packets in w["drops"].items():
+            drops.append(
+                dataplane_pb2.DropCounters(reason=reason, worker=w["worker"], packets=packets)
+            )
+        drops.append(
+            dataplane_pb2.DropCounters(
+                reason="tx_ring_full", worker=w["worker"], packets=w["tx_ring_full"]
+            )
+        )
+    return dataplane_pb2.Counters(
+        time=time, interfaces=interfaces, workers=workers, drops=drops, next_hops=next_hops
+    )
 
 
 def _chunks(items: Sequence) -> Iterable[Sequence]:

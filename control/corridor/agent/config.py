@@ -24,6 +24,7 @@ IFNAME_MAX = 15  # IFNAMSIZ - 1
 EXAMPLE = """\
 # corridor agent --config FILE
 workers = 2                               # forwarding threads, one per core
+netns = "router"                          # optional: the `ip netns` the ports live in
 
 [listen]
 unix = "/run/corridor/agent.sock"         # for local clients; a stale file is replaced
@@ -116,6 +117,9 @@ class AgentConfig:
     tls: TlsFiles | None = None
     metrics: HostPort | None = None
     fib: FibCapacity = field(default_factory=FibCapacity)
+    # The network namespace (`ip netns` name) of the ports: the engine's workers, the
+    # neighbour entries and the link watch live there; the listeners stay in the agent's.
+    netns: str | None = None
 
 
 def load(path: str | os.PathLike[str]) -> AgentConfig:
@@ -138,6 +142,7 @@ def parse(document: dict[str, Any], base: Path = Path()) -> AgentConfig:
     """Checks a parsed TOML document; relative paths in it are taken relative to `base`."""
     top = _Table(document, "")
     workers = top.integer("workers", 1, WORKERS_MAX, default=1)
+    netns = _netns(top)
     listen = _listen(top.table("listen", required=True), base)
     tls_table = top.table("tls")
     tls = _tls(tls_table, base) if tls_table is not None else None
@@ -157,8 +162,26 @@ def parse(document: dict[str, Any], base: Path = Path()) -> AgentConfig:
             raise ConfigError(f"ports[{i}].name: {name!r} is already ports[{names.index(name)}]")
     top.done()
     return AgentConfig(
-        listen=listen, workers=workers, ports=ports, tls=tls, metrics=metrics, fib=fib
+        listen=listen,
+        workers=workers,
+        ports=ports,
+        tls=tls,
+        metrics=metrics,
+        fib=fib,
+        netns=netns,
     )
+
+
+def _netns(t: _Table) -> str | None:
+    name = t.string("netns")
+    if name is None:
+        return None
+    if not name or len(name) > 255 or name in (".", "..") or any(c in name for c in "/\0 \t\n"):
+        raise ConfigError(
+            f"netns: {name!r} is not a network namespace name as `ip netns add NAME` takes "
+            "(1 to 255 characters, no '/' or white space)"
+        )
+    return name
 
 
 def _listen(t: _Table, base: Path) -> Listen:

@@ -9,7 +9,7 @@ import asyncio
 import enum
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from corridor.agent.config import AgentConfig, PortConfig
@@ -36,8 +36,9 @@ class Adjacency:
     id: int
     port: int  # index into the configured ports
     vlan: int
-    src_mac: str  # "aa:bb:cc:dd:ee:ff"
+    src_mac: str  # "aa:bb:cc:dd:ee:ff"; "" for the gateway form (the agent fills both)
     dst_mac: str
+    gateway: str | None = None  # the next hop's IP address, to resolve through the kernel
 
 
 @dataclass(slots=True)
@@ -86,6 +87,8 @@ class Snapshot:
     adjacencies: list[Adjacency]
     groups: list[NextHopGroup]
     routes: list[Route]
+    # adjacency id -> (state name: "usable", "unresolved", "link_down"; neighbour MAC or None)
+    adjacency_states: dict[int, tuple[str, str | None]] = field(default_factory=dict)
 
 
 class InvalidBatch(ValueError):
@@ -178,6 +181,15 @@ class Dataplane:
         self.generation = 0
         self.stats = fib.stats()  # refreshed after every batch, so scrapes need not ask the FIB
         self._lock = asyncio.Lock()
+        from corridor.agent.nexthops import NextHops  # it builds on this module's values
+
+        # Written next hops and what the engine holds of them; changed only under _lock.
+        self.next_hops = NextHops()
+        self.next_hop_summary = self.next_hops.summary()
+        self.refreshes = 0  # batches the agent applied by itself (links, neighbours)
+        self.engine = None  # engine_host.EngineHost while the engine runs
+        self.on_next_hops_written = None  # called (on the loop) after adjacencies change
+        self.gateways: frozenset = frozenset()  # nexthops.Gateway of every adjacency in use
 
     def port_index(self, name: str) -> int | None:
         return self._port_index.get(name)
@@ -214,6 +226,10 @@ class Dataplane:
                 raise
             self.generation += 1
             self._observe(started, len(operations), "applied")
+            if self.on_next_hops_written is not None and any(
+                type(op) in (Adjacency, DeleteAdjacency) for op in operations
+            ):
+                self.on_next_hops_written()
             return WriteResult(len(operations), self.generation)
 
     def refuse(self, operations: int) -> None:
@@ -225,12 +241,59 @@ class Dataplane:
         """Everything installed, consistent: taken while no batch is being applied."""
         loop = asyncio.get_running_loop()
         async with self._lock:
-            adjacencies, groups, routes = await loop.run_in_executor(None, self._fib.entries)
-            return Snapshot(self.generation, adjacencies, groups, routes)
+            _, _, routes = await loop.run_in_executor(None, self._fib.entries)
+            # Adjacencies and groups as written: the engine holds them as they forward now.
+            next_hops = self.next_hops
+            adjacencies = [next_hops.adjacencies[i] for i in sorted(next_hops.adjacencies)]
+            groups = [NextHopGroup(i, next_hops.groups[i]) for i in sorted(next_hops.groups)]
+            states = {
+                a.id: (next_hops.state(a).value, next_hops.neighbour_mac(a)) for a in adjacencies
+            }
+            return Snapshot(self.generation, adjacencies, groups, routes, states)
 
     def _apply(self, operations: Sequence[Operation]) -> dict[str, int]:
-        self._fib.apply(operations)
+        """In the executor, under _lock: the written batch as the engine must get it (gateway
+        MACs filled, unusable members left out), then any follow-up it caused (an adjacency
+        that changed port or gateway moves the groups that use it)."""
+        next_hops = self.next_hops
+        engine_ops, violations, needs_drop = next_hops.translate(operations)
+        if violations:
+            raise InvalidBatch(violations)
+        if needs_drop:
+            drop = next_hops.drop_adjacency()
+            self._fib.apply([drop])
+            next_hops.committed_refresh([drop])
+        self._fib.apply(engine_ops)
+        next_hops.committed(operations, engine_ops)
+        if any(type(op) in (Adjacency, DeleteAdjacency) for op in operations):
+            self.gateways = frozenset(next_hops.gateways())
+            follow_up = next_hops.refresh()
+            if follow_up:
+                self._fib.apply(follow_up)
+                next_hops.committed_refresh(follow_up)
+        self.next_hop_summary = next_hops.summary()
         return self._fib.stats()
+
+    async def refresh(self, link_up: dict[int, bool], port_mac: dict[int, str],
+                      neighbours: dict) -> int:  # fmt: skip
+        """Applies the live facts (link state and MAC by port index, resolved neighbours by
+        Gateway): groups drop the members that cannot forward and take back those that can,
+        gateway adjacencies follow their neighbour's MAC. Routes are not touched. Returns
+        the number of engine operations it took (0: nothing changed)."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            next_hops = self.next_hops
+            next_hops.link_up = dict(link_up)
+            next_hops.port_mac = dict(port_mac)
+            next_hops.neighbours = dict(neighbours)
+            ops = next_hops.refresh()
+            if ops:
+                await asyncio.shield(loop.run_in_executor(None, self._fib.apply, ops))
+                next_hops.committed_refresh(ops)
+                self.refreshes += 1
+                self.stats = await loop.run_in_executor(None, self._fib.stats)
+            self.next_hop_summary = next_hops.summary()
+            return len(ops)
 
     def _observe(self, started: float, operations: int, outcome: str) -> None:
         if self._observer is not None:

@@ -34,6 +34,11 @@ class EngineFib:
         # from ever meeting a batch half-way through its Python side.
         self._lock = threading.Lock()
 
+    @property
+    def native(self) -> _EngineFib:
+        """The extension's Fib, for the Engine whose workers read it."""
+        return self._fib
+
     def apply(self, operations: Sequence[Operation]) -> None:
         batch = Batch()
         # Consecutive routes to one target go in as one text block (one engine call for a

@@ -34,9 +34,11 @@ def run(config_path: str, check_only: bool = False) -> int:
     if check_only:
         print(f"corridor agent: {Path(config_path)}: valid", file=sys.stderr)
         return 0
+    from corridor.agent.engine_host import EngineStartError
+
     try:
         uvloop.run(serve(config))
-    except StartError as e:
+    except (StartError, EngineStartError) as e:
         print(f"corridor agent: {e}", file=sys.stderr)
         return 1
     return 0
@@ -57,7 +59,11 @@ async def serve(config: AgentConfig) -> None:
     metrics.watch(dataplane)
     metrics_server = None
     agent = None
+    host = None
+    watch = None
     try:
+        if config.ports:
+            host, watch = await start_engine(config, fib, dataplane)
         if config.metrics is not None:
             try:
                 metrics_server = MetricsServer(metrics.registry, config.metrics)
@@ -77,8 +83,76 @@ async def serve(config: AgentConfig) -> None:
     finally:
         if agent is not None:
             await agent.stop(STOP_GRACE_SECONDS)
+        if watch is not None:
+            await watch.stop()
+        if host is not None:
+            dataplane.engine = None
+            await host.stop()
+            log.info("engine stopped")
         if metrics_server is not None:
             metrics_server.stop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     log.info("stopped")
+
+
+async def start_engine(config: AgentConfig, fib, dataplane: Dataplane):
+    """Starts the engine on the configured ports and the watch of their links and
+    neighbours; returns both. On failure nothing is left running."""
+    from corridor.agent.engine_host import EngineHost
+    from corridor.agent.neighbours import LinkWatch
+
+    host = EngineHost(config, fib.native)
+    await host.start()
+    ports = host.ports()
+    log.info(
+        "engine on %s (%d worker(s)%s)",
+        ", ".join(f"{p['name']}: {p['mode']}, XDP {p['xdp_mode']}" for p in ports),
+        config.workers,
+        f", namespace {config.netns}" if config.netns else "",
+    )
+    push = NextHopPush(dataplane)
+    vlans = {i: tuple(v.id for v in p.vlans) for i, p in enumerate(config.ports)}
+    watch = LinkWatch(tuple(p.name for p in config.ports), vlans, config.netns, push)
+    push.watch = watch
+    try:
+        await watch.start()
+    except BaseException:
+        await host.stop()
+        raise
+    dataplane.engine = host
+
+    def written() -> None:
+        watch.want(dataplane.gateways)
+        push()
+
+    dataplane.on_next_hops_written = written
+    return host, watch
+
+
+class NextHopPush:
+    """Hands the watch's facts to the dataplane, coalescing bursts of events: at most one
+    refresh runs, and one more follows if facts changed meanwhile."""
+
+    def __init__(self, dataplane: Dataplane) -> None:
+        self.dataplane = dataplane
+        self.watch = None
+        self._task: asyncio.Task | None = None
+        self._again = False
+
+    def __call__(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self._again = False
+            w = self.watch
+            try:
+                await self.dataplane.refresh(w.link_up, w.port_mac, w.neighbours)
+            except Exception:  # a refusal here is a bug; keep following events
+                log.exception("applying link and neighbour changes")
+            if not self._again:
+                return

@@ -11,6 +11,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class AdjacencyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ADJACENCY_STATE_UNSPECIFIED: _ClassVar[AdjacencyState]
+    ADJACENCY_STATE_USABLE: _ClassVar[AdjacencyState]
+    ADJACENCY_STATE_UNRESOLVED: _ClassVar[AdjacencyState]
+    ADJACENCY_STATE_LINK_DOWN: _ClassVar[AdjacencyState]
+
 class RouteKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ROUTE_KIND_UNSPECIFIED: _ClassVar[RouteKind]
@@ -37,6 +44,16 @@ class PortMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PORT_MODE_UNSPECIFIED: _ClassVar[PortMode]
     PORT_MODE_ZERO_COPY: _ClassVar[PortMode]
     PORT_MODE_COPY: _ClassVar[PortMode]
+
+class XdpMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    XDP_MODE_UNSPECIFIED: _ClassVar[XdpMode]
+    XDP_MODE_NATIVE: _ClassVar[XdpMode]
+    XDP_MODE_GENERIC: _ClassVar[XdpMode]
+ADJACENCY_STATE_UNSPECIFIED: AdjacencyState
+ADJACENCY_STATE_USABLE: AdjacencyState
+ADJACENCY_STATE_UNRESOLVED: AdjacencyState
+ADJACENCY_STATE_LINK_DOWN: AdjacencyState
 ROUTE_KIND_UNSPECIFIED: RouteKind
 ROUTE_KIND_FORWARD: RouteKind
 ROUTE_KIND_BLACKHOLE: RouteKind
@@ -52,20 +69,29 @@ LINK_STATE_NOT_PRESENT: LinkState
 PORT_MODE_UNSPECIFIED: PortMode
 PORT_MODE_ZERO_COPY: PortMode
 PORT_MODE_COPY: PortMode
+XDP_MODE_UNSPECIFIED: XdpMode
+XDP_MODE_NATIVE: XdpMode
+XDP_MODE_GENERIC: XdpMode
 
 class Adjacency(_message.Message):
-    __slots__ = ("id", "port", "vlan", "src_mac", "dst_mac")
+    __slots__ = ("id", "port", "vlan", "src_mac", "dst_mac", "gateway", "state", "neighbour_mac")
     ID_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     VLAN_FIELD_NUMBER: _ClassVar[int]
     SRC_MAC_FIELD_NUMBER: _ClassVar[int]
     DST_MAC_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOUR_MAC_FIELD_NUMBER: _ClassVar[int]
     id: int
     port: str
     vlan: int
     src_mac: bytes
     dst_mac: bytes
-    def __init__(self, id: _Optional[int] = ..., port: _Optional[str] = ..., vlan: _Optional[int] = ..., src_mac: _Optional[bytes] = ..., dst_mac: _Optional[bytes] = ...) -> None: ...
+    gateway: bytes
+    state: AdjacencyState
+    neighbour_mac: bytes
+    def __init__(self, id: _Optional[int] = ..., port: _Optional[str] = ..., vlan: _Optional[int] = ..., src_mac: _Optional[bytes] = ..., dst_mac: _Optional[bytes] = ..., gateway: _Optional[bytes] = ..., state: _Optional[_Union[AdjacencyState, str]] = ..., neighbour_mac: _Optional[bytes] = ...) -> None: ...
 
 class NextHopGroup(_message.Message):
     __slots__ = ("id", "members")
@@ -168,7 +194,7 @@ class SubInterface(_message.Message):
     def __init__(self, vlan: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[_common_pb2.InterfaceAddress, _Mapping]]] = ...) -> None: ...
 
 class Port(_message.Message):
-    __slots__ = ("name", "link_state", "mode", "queues", "mtu", "addresses", "sub_interfaces")
+    __slots__ = ("name", "link_state", "mode", "queues", "mtu", "addresses", "sub_interfaces", "xdp_mode", "mac", "link_recoveries")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LINK_STATE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +202,9 @@ class Port(_message.Message):
     MTU_FIELD_NUMBER: _ClassVar[int]
     ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     SUB_INTERFACES_FIELD_NUMBER: _ClassVar[int]
+    XDP_MODE_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    LINK_RECOVERIES_FIELD_NUMBER: _ClassVar[int]
     name: str
     link_state: LinkState
     mode: PortMode
@@ -183,7 +212,10 @@ class Port(_message.Message):
     mtu: int
     addresses: _containers.RepeatedCompositeFieldContainer[_common_pb2.InterfaceAddress]
     sub_interfaces: _containers.RepeatedCompositeFieldContainer[SubInterface]
-    def __init__(self, name: _Optional[str] = ..., link_state: _Optional[_Union[LinkState, str]] = ..., mode: _Optional[_Union[PortMode, str]] = ..., queues: _Optional[int] = ..., mtu: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[_common_pb2.InterfaceAddress, _Mapping]]] = ..., sub_interfaces: _Optional[_Iterable[_Union[SubInterface, _Mapping]]] = ...) -> None: ...
+    xdp_mode: XdpMode
+    mac: bytes
+    link_recoveries: int
+    def __init__(self, name: _Optional[str] = ..., link_state: _Optional[_Union[LinkState, str]] = ..., mode: _Optional[_Union[PortMode, str]] = ..., queues: _Optional[int] = ..., mtu: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[_common_pb2.InterfaceAddress, _Mapping]]] = ..., sub_interfaces: _Optional[_Iterable[_Union[SubInterface, _Mapping]]] = ..., xdp_mode: _Optional[_Union[XdpMode, str]] = ..., mac: _Optional[bytes] = ..., link_recoveries: _Optional[int] = ...) -> None: ...
 
 class ListPortsRequest(_message.Message):
     __slots__ = ()
@@ -243,14 +275,28 @@ class DropCounters(_message.Message):
     packets: int
     def __init__(self, reason: _Optional[str] = ..., worker: _Optional[int] = ..., packets: _Optional[int] = ...) -> None: ...
 
+class NextHopState(_message.Message):
+    __slots__ = ("adjacencies", "unresolved", "link_down", "empty_groups")
+    ADJACENCIES_FIELD_NUMBER: _ClassVar[int]
+    UNRESOLVED_FIELD_NUMBER: _ClassVar[int]
+    LINK_DOWN_FIELD_NUMBER: _ClassVar[int]
+    EMPTY_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    adjacencies: int
+    unresolved: int
+    link_down: int
+    empty_groups: int
+    def __init__(self, adjacencies: _Optional[int] = ..., unresolved: _Optional[int] = ..., link_down: _Optional[int] = ..., empty_groups: _Optional[int] = ...) -> None: ...
+
 class Counters(_message.Message):
-    __slots__ = ("time", "interfaces", "workers", "drops")
+    __slots__ = ("time", "interfaces", "workers", "drops", "next_hops")
     TIME_FIELD_NUMBER: _ClassVar[int]
     INTERFACES_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     DROPS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_HOPS_FIELD_NUMBER: _ClassVar[int]
     time: _timestamp_pb2.Timestamp
     interfaces: _containers.RepeatedCompositeFieldContainer[InterfaceCounters]
     workers: _containers.RepeatedCompositeFieldContainer[WorkerCounters]
     drops: _containers.RepeatedCompositeFieldContainer[DropCounters]
-    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceCounters, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[WorkerCounters, _Mapping]]] = ..., drops: _Optional[_Iterable[_Union[DropCounters, _Mapping]]] = ...) -> None: ...
+    next_hops: NextHopState
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceCounters, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[WorkerCounters, _Mapping]]] = ..., drops: _Optional[_Iterable[_Union[DropCounters, _Mapping]]] = ..., next_hops: _Optional[_Union[NextHopState, _Mapping]] = ...) -> None: ...

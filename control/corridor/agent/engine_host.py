@@ -1,0 +1,64 @@
+"""The engine inside the agent: corridor._dataplane.Engine over the agent's FIB, started and
+stopped in the default executor (both block for up to seconds, with the GIL released), and
+read for ports and counters. Only this module and fib_adapter import the extension.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from corridor.agent.config import AgentConfig, PortConfig
+
+
+class EngineStartError(RuntimeError):
+    """The engine did not start; the message says which field or system call and why."""
+
+
+def engine_ports(ports: tuple[PortConfig, ...]) -> list[dict[str, Any]]:
+    """The agent's ports as the engine takes them: one sub-interface for the untagged port
+    (VLAN 0) and one per VLAN, each with its router addresses (the source of ICMP errors)."""
+    out = []
+    for p in ports:
+        addresses = {0: [str(a.ip) for a in p.addresses]}
+        for v in p.vlans:
+            addresses[v.id] = [str(a.ip) for a in v.addresses]
+        out.append({"name": p.name, "queues": p.queues, "mtu": p.mtu, "addresses": addresses})
+    return out
+
+
+class EngineHost:
+    def __init__(self, config: AgentConfig, fib: Any) -> None:
+        from corridor._dataplane import Engine
+
+        if config.netns is not None and not os.path.exists(f"/run/netns/{config.netns}"):
+            raise EngineStartError(
+                f"netns: no network namespace {config.netns!r} (/run/netns/{config.netns} is"
+                " missing); create it with `ip netns add`, or remove netns from the config"
+            )
+        try:
+            self.engine = Engine(
+                fib, ports=engine_ports(config.ports), workers=config.workers,
+                netns=config.netns,
+            )  # fmt: skip
+        except ValueError as e:
+            raise EngineStartError(f"engine configuration: {e}") from None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self.engine.start)
+        except (RuntimeError, ValueError, OSError) as e:
+            raise EngineStartError(f"engine: {e}") from None
+
+    async def stop(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.engine.stop)
+
+    def ports(self) -> list[dict[str, Any]]:
+        """Blocking for a moment (GIL released): from the executor, or a scrape thread."""
+        return self.engine.ports()
+
+    def counters(self) -> dict[str, Any]:
+        """Blocking for a moment (GIL released): from the executor, or a scrape thread."""
+        return self.engine.counters()

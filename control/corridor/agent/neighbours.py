@@ -1,0 +1,286 @@
+"""Links and neighbours of the router's namespace, followed live, turned into the facts the
+next hops depend on (link up and MAC per port, the MAC of each gateway in use), and kept
+resolved: every gateway in use gets a managed kernel neighbour entry (NTF_EXT_MANAGED,
+Linux 5.16+), which the kernel itself keeps resolved and re-probes.
+
+Why a raw NETLINK_ROUTE socket rather than `ip monitor`: iproute2 6.1 (Debian 12) has no
+JSON output for `ip monitor`, and its text is not a stable interface; the messages we need
+(ifinfomsg with IFLA_IFNAME/IFLA_ADDRESS, ndmsg with NDA_DST/NDA_LLADDR) are a few fixed
+structs. The socket is opened by a short-lived thread that entered the namespace (a socket
+stays in the namespace it was created in), is non-blocking, and is read with
+loop.add_reader: nothing blocks the event loop. Writing the entries is rare (once per new
+gateway, again after a link flap flushed them), so it goes through `ip neigh replace ...
+managed` as an asyncio subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+
+from corridor.agent.nexthops import Gateway
+
+log = logging.getLogger("corridor.agent")
+
+NETLINK_ROUTE = 0
+RTMGRP_LINK = 0x1
+RTMGRP_NEIGH = 0x4
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+IFLA_ADDRESS, IFLA_IFNAME = 1, 3
+NDA_DST, NDA_LLADDR = 1, 2
+IFF_UP, IFF_LOWER_UP = 0x1, 0x10000
+# NUD states with a usable link-layer address (include/uapi/linux/neighbour.h).
+NUD_HAS_MAC = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80  # REACHABLE STALE DELAY PROBE NOARP PERMANENT
+CLONE_NEWNET = 0x40000000
+NLMSG_HEADER = struct.Struct("=IHHII")
+IFINFOMSG = struct.Struct("=BxHiII")
+NDMSG = struct.Struct("=BBHiHBB")
+RTATTR = struct.Struct("=HH")
+RESOLVE_RETRY_SECONDS = 1.0
+RECEIVE_BUFFER = 4 << 20
+
+
+def _attributes(data: bytes, offset: int) -> dict[int, bytes]:
+    attrs = {}
+    while offset + 4 <= len(data):
+        length, kind = RTATTR.unpack_from(data, offset)
+        if length < 4:
+            break
+        attrs[kind & 0x3FFF] = data[offset + 4 : offset + length]
+        offset += (length + 3) & ~3
+    return attrs
+
+
+def open_netlink(netns: str | None) -> socket.socket:
+    """A non-blocking NETLINK_ROUTE socket subscribed to link and neighbour events, in
+    `netns` (an `ip netns` name) or the caller's namespace."""
+
+    def make() -> socket.socket:
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        s.bind((0, RTMGRP_LINK | RTMGRP_NEIGH))
+        s.setblocking(False)
+        return s
+
+    if netns is None:
+        return make()
+    result: list = []
+
+    def in_namespace() -> None:
+        # This thread alone enters the namespace and ends right after.
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    e = ctypes.get_errno()
+                    raise OSError(e, f"setns into {netns}: {os.strerror(e)}")
+            finally:
+                os.close(fd)
+            result.append(make())
+        except OSError as e:
+            result.append(e)
+
+    t = threading.Thread(target=in_namespace, name="corridor-netns")
+    t.start()
+    t.join()
+    if isinstance(result[0], OSError):
+        raise result[0]
+    return result[0]
+
+
+class LinkWatch:
+    """Follows the namespace's links and neighbours and keeps the gateways in use resolved.
+    `changed()` is called on the loop whenever a fact the next hops depend on changed."""
+
+    def __init__(self, ports: tuple[str, ...], vlans: dict[int, tuple[int, ...]],
+                 netns: str | None, changed: Callable[[], None]) -> None:  # fmt: skip
+        self.netns = netns
+        self.port_names = ports
+        self._changed = changed
+        # Kernel device -> (port index, VLAN): the port itself, and `<port>.<vlan>`.
+        self.devices: dict[str, tuple[int, int]] = {}
+        for i, name in enumerate(ports):
+            self.devices[name] = (i, 0)
+            for v in vlans.get(i, ()):
+                self.devices[f"{name}.{v}"] = (i, v)
+        self.ifnames: dict[int, str] = {}  # ifindex -> name
+        self.link_up: dict[int, bool] = {}  # port index -> up
+        self.port_mac: dict[int, str] = {}
+        self.neighbours: dict[Gateway, str] = {}  # resolved
+        self.kernel_entries: set[Gateway] = set()  # any state
+        self.wanted: frozenset[Gateway] = frozenset()
+        self._tried: dict[Gateway, float] = {}
+        self._sock: socket.socket | None = None
+        self._dumps: list[int] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._ticker: asyncio.Task | None = None
+        self.events = 0
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sock = await loop.run_in_executor(None, open_netlink, self.netns)
+        loop.add_reader(self._sock.fileno(), self._readable)
+        self._dumps = [RTM_GETLINK, RTM_GETNEIGH]
+        self._next_dump()
+        self._ticker = asyncio.create_task(self._tick())
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+
+    def want(self, gateways: frozenset[Gateway]) -> None:
+        """The gateways in use now: entries are made for those the kernel lacks."""
+        self.wanted = gateways
+        self._resolve()
+
+    # --- netlink -----------------------------------------------------------------------
+
+    def _next_dump(self) -> None:
+        if not self._dumps or self._sock is None:
+            return
+        kind = self._dumps.pop(0)
+        body = (
+            IFINFOMSG.pack(0, 0, 0, 0, 0)
+            if kind == RTM_GETLINK
+            else NDMSG.pack(0, 0, 0, 0, 0, 0, 0)
+        )
+        header = NLMSG_HEADER.pack(
+            NLMSG_HEADER.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, kind, 0
+        )
+        self._sock.send(header + body)
+
+    def _readable(self) -> None:
+        changed = False
+        while self._sock is not None:
+            try:
+                data = self._sock.recv(1 << 20)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:  # events lost: read everything again
+                    log.warning("netlink: events overran the socket buffer; dumping again")
+                    self._dumps = [RTM_GETLINK, RTM_GETNEIGH]
+                    self._next_dump()
+                    continue
+                raise
+            changed |= self._parse(data)
+        if changed:
+            self._changed()
+            self._resolve()
+
+    def _parse(self, data: bytes) -> bool:
+        changed = False
+        offset = 0
+        while offset + NLMSG_HEADER.size <= len(data):
+            length, kind, _flags, _seq, _pid = NLMSG_HEADER.unpack_from(data, offset)
+            if length < NLMSG_HEADER.size:
+                break
+            body = data[offset + NLMSG_HEADER.size : offset + length]
+            offset += (length + 3) & ~3
+            self.events += 1
+            if kind == NLMSG_DONE:
+                self._next_dump()
+            elif kind in (RTM_NEWLINK, RTM_DELLINK):
+                changed |= self._link(kind, body)
+            elif kind in (RTM_NEWNEIGH, RTM_DELNEIGH):
+                changed |= self._neighbour(kind, body)
+        return changed
+
+    def _link(self, kind: int, body: bytes) -> bool:
+        if len(body) < IFINFOMSG.size:
+            return False
+        _family, _type, index, flags, _change = IFINFOMSG.unpack_from(body)
+        attrs = _attributes(body, IFINFOMSG.size)
+        name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(
+            errors="replace"
+        ) or self.ifnames.get(index, "")
+        if kind == RTM_DELLINK:
+            self.ifnames.pop(index, None)
+        else:
+            self.ifnames[index] = name
+        where = self.devices.get(name)
+        if where is None or where[1] != 0:
+            return False  # not a port (VLAN devices follow their port's link)
+        port = where[0]
+        up = kind == RTM_NEWLINK and bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)
+        mac = attrs.get(IFLA_ADDRESS)
+        before = (self.link_up.get(port), self.port_mac.get(port))
+        self.link_up[port] = up
+        if mac is not None and len(mac) == 6:
+            self.port_mac[port] = mac.hex(":")
+        if up and before[0] is False:
+            self._tried.clear()  # the flap flushed the entries: make them again at once
+        return before != (self.link_up[port], self.port_mac.get(port))
+
+    def _neighbour(self, kind: int, body: bytes) -> bool:
+        if len(body) < NDMSG.size:
+            return False
+        _family, _, _, index, state, _flags, _type = NDMSG.unpack_from(body)
+        attrs = _attributes(body, NDMSG.size)
+        where = self.devices.get(self.ifnames.get(index, ""))
+        dst = attrs.get(NDA_DST)
+        if where is None or dst is None or len(dst) not in (4, 16):
+            return False
+        gateway = Gateway(where[0], where[1], str(ipaddress.ip_address(dst)))
+        mac = attrs.get(NDA_LLADDR)
+        before = self.neighbours.get(gateway)
+        if kind == RTM_DELNEIGH:
+            self.kernel_entries.discard(gateway)
+            self.neighbours.pop(gateway, None)
+        else:
+            self.kernel_entries.add(gateway)
+            if state & NUD_HAS_MAC and mac is not None and len(mac) == 6:
+                self.neighbours[gateway] = mac.hex(":")
+            else:
+                self.neighbours.pop(gateway, None)
+        return before != self.neighbours.get(gateway)
+
+    # --- keeping gateways resolved ----------------------------------------------------
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(RESOLVE_RETRY_SECONDS)
+            self._resolve()
+
+    def _resolve(self) -> None:
+        now = time.monotonic()
+        for g in self.wanted:
+            if g in self.neighbours or not self.link_up.get(g.port, False):
+                continue
+            if now - self._tried.get(g, -1e9) < RESOLVE_RETRY_SECONDS:
+                continue
+            self._tried[g] = now
+            task = asyncio.create_task(self._replace(g))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _replace(self, g: Gateway) -> None:
+        name = self.port_names[g.port]
+        device = name if g.vlan == 0 else f"{name}.{g.vlan}"
+        netns = ("-n", self.netns) if self.netns else ()
+        args = ("ip", *netns, "neigh", "replace", g.address, "dev", device, "managed")
+        process = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        _, stderr = await process.communicate()
+        if process.returncode != 0:
+            log.warning("%s: %s", " ".join(args), stderr.decode().strip())
