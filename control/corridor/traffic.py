@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import ctypes
 import dataclasses
+import errno
 import ipaddress
 import json
 import os
@@ -298,8 +299,10 @@ def send(
         for i in range(sent, min(total, sent + chunk)):
             try:
                 do_send(frames[i % n])
-            except OSError:  # ENOBUFS: the device queue is full
-                time.sleep(0.0005)
+            except OSError as e:
+                if e.errno not in (errno.ENOBUFS, errno.EAGAIN):
+                    raise  # e.g. EMSGSIZE: a frame larger than the link's MTU allows
+                time.sleep(0.0005)  # the device queue is full
                 break
             sent += 1
     return sent
