@@ -1,0 +1,349 @@
+"""The agent with the engine, end to end in a lab of its own (`cor-a<pid>-gen|dut|sink`,
+removed afterwards): `corridor agent` runs as a process with the ports in the dut namespace;
+routes written over gRPC steer real frames from gen to sink, a replaced route moves them,
+counters over gRPC match what the sink received, ports show their real state, next hops by
+gateway resolve through the kernel, an unresolved one is counted and visible, and a link
+going down moves a two-member group's traffic to the other member and back. Run as root."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from corridor import lab as L
+from corridor import traffic
+from corridor.agent import client as c
+from corridor.v1 import dataplane_pb2, dataplane_pb2_grpc
+
+REPO = Path(__file__).resolve().parent.parent
+ELECTION = 7
+LINK_TIMEOUT = 5.0  # a link change must reach the groups within this
+FRAMES = 64
+
+
+def _requirements() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("the agent's engine tests need root (network namespaces, XDP, AF_XDP)")
+    if shutil.which("ip") is None:
+        pytest.fail("the agent's engine tests need `ip` (iproute2)")
+    try:
+        from corridor import _dataplane
+    except ImportError as e:
+        pytest.fail(f"the engine extension is not built ({e}): `make deps`")
+    if not hasattr(_dataplane, "Engine"):
+        pytest.fail("corridor._dataplane has no Engine (stale extension): `make deps`")
+
+
+def _config(lab: L.Lab, sock: Path) -> str:
+    def vlans(port: str) -> str:
+        items = [
+            f'{{ id = {v.id}, addresses = ["{v.v4}/24", "{v.v6}/64"] }}'
+            for v in L.VLANS
+            if v.parent == port
+        ]
+        return "[" + ", ".join(items) + "]"
+
+    return f"""
+workers = 1
+netns = "{lab.ns("dut")}"
+[listen]
+unix = "{sock}"
+[fib]
+v4_routes = 10000
+v6_routes = 10000
+groups = 1024
+adjacencies = 1024
+[[ports]]
+name = "{L.DUT_IN}"
+addresses = ["{L.DUT_IN_V4}/24", "{L.DUT_IN_V6}/64"]
+vlans = {vlans(L.DUT_IN)}
+[[ports]]
+name = "{L.DUT_OUT}"
+addresses = ["{L.DUT_OUT_V4}/24", "{L.DUT_OUT_V6}/64"]
+vlans = {vlans(L.DUT_OUT)}
+"""
+
+
+class Agent:
+    def __init__(self, process: subprocess.Popen, sock: Path, log: Path) -> None:
+        self.process, self.sock, self.log = process, sock, log
+        self.channel = grpc.insecure_channel(f"unix:{sock}")
+        self.stub = dataplane_pb2_grpc.DataplaneStub(self.channel)
+
+    def write(self, *operations: dataplane_pb2.Operation) -> None:
+        self.stub.Write(c.write_request(ELECTION, list(operations)), timeout=10)
+
+    def adjacency(self, adjacency_id: int) -> dataplane_pb2.Adjacency:
+        for response in self.stub.Read(dataplane_pb2.ReadRequest(), timeout=10):
+            for a in response.adjacencies:
+                if a.id == adjacency_id:
+                    return a
+        raise AssertionError(f"adjacency {adjacency_id} not in Read")
+
+    def port(self, name: str) -> dataplane_pb2.Port:
+        ports = self.stub.ListPorts(dataplane_pb2.ListPortsRequest(), timeout=10).ports
+        return next(p for p in ports if p.name == name)
+
+    def counters(self) -> dataplane_pb2.Counters:
+        return self.stub.GetCounters(dataplane_pb2.GetCountersRequest(), timeout=10)
+
+    def wait_state(self, adjacency_id: int, state: int, timeout: float) -> float:
+        """Seconds until Read shows the adjacency in `state`; fails after `timeout`."""
+        start = time.monotonic()
+        while True:
+            a = self.adjacency(adjacency_id)
+            if a.state == state:
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                name = dataplane_pb2.AdjacencyState.Name
+                raise AssertionError(
+                    f"adjacency {adjacency_id} is {name(a.state)} after {timeout} s, "
+                    f"expected {name(state)}"
+                )
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[L.Lab]:
+    _requirements()
+    lab = L.Lab(prefix=f"cor-a{os.getpid()}-")
+    try:
+        lab.up()
+    except L.LabError as e:
+        lab.down()
+        pytest.fail(f"cannot build the lab: {e}")
+    try:
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture(scope="module")
+def agent(lab: L.Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    d = tmp_path_factory.mktemp("agent-engine")
+    sock, config, log = d / "agent.sock", d / "agent.toml", d / "agent.log"
+    config.write_text(_config(lab, sock))
+    env = dict(os.environ, PYTHONPATH=str(REPO / "control"))
+    with log.open("w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "corridor", "agent", "--config", str(config)],
+            env=env, stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    agent = Agent(process, sock, log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the agent exited ({process.returncode}): {log.read_text()}")
+            try:
+                agent.stub.ListPorts(dataplane_pb2.ListPortsRequest(), timeout=1)
+                break
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the agent did not serve within 30 s: {log.read_text()}")
+                time.sleep(0.1)
+        yield agent
+    finally:
+        agent.channel.close()
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"the agent did not stop on SIGTERM: {log.read_text()}") from None
+        text = log.read_text()
+        assert code == 0, text
+        assert "engine stopped" in text and "Traceback" not in text, text
+        assert not lab.has_xdp(), "an XDP program stayed attached after the agent stopped"
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def frames(dst: str, flows: int = 1, count: int = FRAMES) -> list[bytes]:
+    spec = traffic.FrameSpec(dst=dst, src_mac=L.GEN_MAC, dst_mac=L.DUT_IN_MAC)
+    built = traffic.build_frames(spec, (60,), flows)
+    return [built[i % len(built)] for i in range(count)]
+
+
+def send(lab: L.Lab, sent: list[bytes], *, on: tuple[str, str] = ("sink", L.SINK_IF),
+         duration: float = 2.0) -> list[bytes]:  # fmt: skip
+    """Sends from gen; returns the test frames captured on `on` (role, interface)."""
+    role, iface = on
+    gen_mac = mac(L.GEN_MAC)  # gen's own frames are not what the router sent
+
+    def keep(f: bytes) -> bool:
+        return traffic.frame_tag(f) is not None and f[6:12] != gen_mac
+
+    with traffic.Capture(iface, lab.ns(role), duration=duration, count=len(sent), keep=keep) as cap:
+        sock = traffic.open_socket(L.GEN_IF, lab.ns("gen"))
+        try:
+            traffic.send(sock, sent, duration=duration)
+        finally:
+            sock.close()
+        return cap.wait(duration + 1)
+
+
+def tx(counters: dataplane_pb2.Counters, port: str, vlan: int) -> int:
+    for i in counters.interfaces:
+        if i.port == port and i.vlan == vlan:
+            return i.tx_packets
+    raise AssertionError(f"no counters for {port} VLAN {vlan}")
+
+
+def drops(counters: dataplane_pb2.Counters, reason: str) -> int:
+    return sum(d.packets for d in counters.drops if d.reason == reason)
+
+
+def mac(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
+
+
+def vlan_of(frame: bytes) -> int:
+    return int.from_bytes(frame[14:16], "big") & 0xFFF if frame[12:14] == b"\x81\x00" else 0
+
+
+# -- tests -------------------------------------------------------------------------------
+
+
+def test_ports_show_the_engine_state(agent: Agent) -> None:
+    ports = agent.stub.ListPorts(dataplane_pb2.ListPortsRequest(), timeout=10).ports
+    assert [p.name for p in ports] == [L.DUT_IN, L.DUT_OUT]
+    for p, want_mac in zip(ports, (L.DUT_IN_MAC, L.DUT_OUT_MAC), strict=True):
+        assert p.link_state == dataplane_pb2.LINK_STATE_UP, p
+        assert p.mode == dataplane_pb2.PORT_MODE_COPY, p  # veth: copy mode
+        assert p.xdp_mode == dataplane_pb2.XDP_MODE_NATIVE, p  # veth has native XDP
+        assert p.mac == mac(want_mac) and p.mtu == 1500 and p.queues == 1
+
+
+def test_routes_steer_traffic_and_counters_match(lab: L.Lab, agent: Agent) -> None:
+    agent.write(
+        c.set_adjacency(1, L.DUT_OUT, 0, L.DUT_OUT_MAC, L.SINK_MAC),
+        c.set_adjacency(2, L.DUT_OUT, 20, L.DUT_OUT_MAC, L.SINK_MAC),
+        c.set_group(1, [(1, 1)]),
+        c.set_group(2, [(2, 1)]),
+        c.set_route("198.19.1.0/24", 1),
+    )
+    before = agent.counters()
+    got = send(lab, frames("198.19.1.1"))
+    after = agent.counters()
+    assert len(got) == FRAMES, f"{len(got)} of {FRAMES} frames reached the sink"
+    assert all(f[0:6] == mac(L.SINK_MAC) and f[6:12] == mac(L.DUT_OUT_MAC) for f in got)
+    assert all(vlan_of(f) == 0 for f in got)
+    assert tx(after, L.DUT_OUT, 0) - tx(before, L.DUT_OUT, 0) == len(got)
+
+    # Replaced over gRPC: the same destination now leaves on VLAN 20.
+    agent.write(c.set_route("198.19.1.0/24", 2))
+    before = agent.counters()
+    got = send(lab, frames("198.19.1.1"))
+    after = agent.counters()
+    assert len(got) == FRAMES
+    assert all(vlan_of(f) == 20 for f in got), "frames did not move to VLAN 20"
+    assert tx(after, L.DUT_OUT, 20) - tx(before, L.DUT_OUT, 20) == len(got)
+    assert tx(after, L.DUT_OUT, 0) == tx(before, L.DUT_OUT, 0)
+
+
+def set_gateway(adjacency_id: int, port: str, vlan: int, gateway: str) -> dataplane_pb2.Operation:
+    import ipaddress
+
+    adjacency = dataplane_pb2.Adjacency(
+        id=adjacency_id, port=port, vlan=vlan, gateway=ipaddress.ip_address(gateway).packed
+    )
+    return dataplane_pb2.Operation(action=dataplane_pb2.ACTION_SET, adjacency=adjacency)
+
+
+def test_a_gateway_resolves_through_the_kernel(lab: L.Lab, agent: Agent) -> None:
+    lab.ip("dut", "neigh", "flush", "dev", L.DUT_OUT, check=False)
+    agent.write(
+        set_gateway(10, L.DUT_OUT, 0, L.SINK_V4),
+        c.set_group(10, [(10, 1)]),
+        c.set_route("198.19.2.0/24", 10),
+    )
+    agent.wait_state(10, dataplane_pb2.ADJACENCY_STATE_USABLE, LINK_TIMEOUT)
+    a = agent.adjacency(10)
+    assert a.neighbour_mac == mac(L.SINK_MAC) and a.gateway == bytes([198, 18, 1, 2])
+    assert not a.src_mac and not a.dst_mac  # Read gives back what was written
+    neigh = lab.ip("dut", "neigh", "show", L.SINK_V4, "dev", L.DUT_OUT).stdout
+    assert "managed" in neigh, f"no managed neighbour entry: {neigh!r}"
+    got = send(lab, frames("198.19.2.1"))
+    assert len(got) == FRAMES, f"{len(got)} of {FRAMES} frames reached the sink"
+    assert all(f[0:6] == mac(L.SINK_MAC) and f[6:12] == mac(L.DUT_OUT_MAC) for f in got)
+
+
+def test_an_unresolved_gateway_is_counted_and_drops(lab: L.Lab, agent: Agent) -> None:
+    agent.write(
+        set_gateway(11, L.DUT_OUT, 0, "198.18.1.99"),  # nobody has it
+        c.set_group(11, [(11, 1)]),
+        c.set_route("198.19.3.0/24", 11),
+    )
+    time.sleep(1.0)
+    assert agent.adjacency(11).state == dataplane_pb2.ADJACENCY_STATE_UNRESOLVED
+    before = agent.counters()
+    assert before.next_hops.unresolved >= 1 and before.next_hops.empty_groups >= 1
+    got = send(lab, frames("198.19.3.1"), duration=1.0)
+    after = agent.counters()
+    assert got == [], "an unresolved next hop forwarded"
+    assert drops(after, "unknown_egress") - drops(before, "unknown_egress") == FRAMES
+
+
+def test_link_down_moves_a_group_to_its_other_member_and_back(lab: L.Lab, agent: Agent) -> None:
+    # Group 20: one member toward the sink (dut1), one back out of dut0 toward gen.
+    # Group 21: the sink member alone, left empty while the link is down.
+    agent.write(
+        c.set_adjacency(20, L.DUT_OUT, 0, L.DUT_OUT_MAC, L.SINK_MAC),
+        c.set_adjacency(21, L.DUT_IN, 0, L.DUT_IN_MAC, L.GEN_MAC),
+        c.set_group(20, [(20, 1), (21, 1)]),
+        c.set_group(21, [(20, 1)]),
+        c.set_route("198.19.4.0/24", 20),
+        c.set_route("198.19.5.0/24", 21),
+    )
+    agent.wait_state(20, dataplane_pb2.ADJACENCY_STATE_USABLE, LINK_TIMEOUT)
+    many = frames("198.19.4.1", flows=32, count=128)
+    both = send(lab, many, duration=1.0)
+    assert both, "nothing of the two-member group reached the sink while both were up"
+    routes_before = [
+        r for resp in agent.stub.Read(dataplane_pb2.ReadRequest(), timeout=10) for r in resp.routes
+    ]
+    lab.ip("sink", "link", "set", L.SINK_IF, "down")
+    try:
+        took = agent.wait_state(20, dataplane_pb2.ADJACENCY_STATE_LINK_DOWN, LINK_TIMEOUT)
+        # The engine's own view of the port agrees (its supervisor polls every 100 ms).
+        deadline = time.monotonic() + LINK_TIMEOUT
+        while agent.port(L.DUT_OUT).link_state != dataplane_pb2.LINK_STATE_DOWN:
+            assert time.monotonic() < deadline, "ListPorts does not show dut1 down"
+            time.sleep(0.05)
+        at_gen = send(lab, many, on=("gen", L.GEN_IF), duration=1.5)
+        assert len(at_gen) == len(many), (
+            f"{len(at_gen)} of {len(many)} frames took the remaining member ({took:.2f} s after"
+            " the link went down)"
+        )
+        assert all(f[0:6] == mac(L.GEN_MAC) for f in at_gen)
+        # The group left empty drops and counts.
+        before = agent.counters()
+        assert before.next_hops.link_down >= 1 and before.next_hops.empty_groups >= 1
+        lost = send(lab, frames("198.19.5.1"), on=("gen", L.GEN_IF), duration=1.0)
+        after = agent.counters()
+        assert lost == []
+        assert drops(after, "unknown_egress") - drops(before, "unknown_egress") == FRAMES
+    finally:
+        lab.ip("sink", "link", "set", L.SINK_IF, "up")
+    agent.wait_state(20, dataplane_pb2.ADJACENCY_STATE_USABLE, LINK_TIMEOUT)
+    deadline = time.monotonic() + LINK_TIMEOUT
+    back: list[bytes] = []
+    while not back and time.monotonic() < deadline:  # the engine re-attaches the port
+        back = send(lab, many, duration=0.5)
+    assert back, "traffic did not come back to the sink after the link came up"
+    routes_after = [
+        r for resp in agent.stub.Read(dataplane_pb2.ReadRequest(), timeout=10) for r in resp.routes
+    ]
+    assert routes_after == routes_before, "routes were touched"
