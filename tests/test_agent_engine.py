@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,7 +45,13 @@ def _requirements() -> None:
         pytest.fail("corridor._dataplane has no Engine (stale extension): `make deps`")
 
 
-def _config(lab: L.Lab, sock: Path) -> str:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _config(lab: L.Lab, sock: Path, metrics_port: int) -> str:
     def vlans(port: str) -> str:
         items = [
             f'{{ id = {v.id}, addresses = ["{v.v4}/24", "{v.v6}/64"] }}'
@@ -57,6 +65,8 @@ workers = 1
 netns = "{lab.ns("dut")}"
 [listen]
 unix = "{sock}"
+[metrics]
+address = "127.0.0.1:{metrics_port}"
 [fib]
 v4_routes = 10000
 v6_routes = 10000
@@ -131,7 +141,8 @@ def lab() -> Iterator[L.Lab]:
 def agent(lab: L.Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     d = tmp_path_factory.mktemp("agent-engine")
     sock, config, log = d / "agent.sock", d / "agent.toml", d / "agent.log"
-    config.write_text(_config(lab, sock))
+    metrics_port = _free_port()
+    config.write_text(_config(lab, sock, metrics_port))
     env = dict(os.environ, PYTHONPATH=str(REPO / "control"))
     with log.open("w") as err:
         process = subprocess.Popen(
@@ -139,6 +150,7 @@ def agent(lab: L.Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agen
             env=env, stdout=subprocess.DEVNULL, stderr=err,
         )  # fmt: skip
     agent = Agent(process, sock, log)
+    agent.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -347,3 +359,20 @@ def test_link_down_moves_a_group_to_its_other_member_and_back(lab: L.Lab, agent:
         r for resp in agent.stub.Read(dataplane_pb2.ReadRequest(), timeout=10) for r in resp.routes
     ]
     assert routes_after == routes_before, "routes were touched"
+
+
+def test_metrics_export_the_engine_counters(lab: L.Lab, agent: Agent) -> None:
+    send(lab, frames("198.19.1.1"))  # route of the first test: some traffic counted
+    counters = agent.counters()
+    with urllib.request.urlopen(agent.metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    key = f'corridor_interface_tx_packets_total{{port="{L.DUT_OUT}",vlan="20"}}'
+    assert samples.get(key, 0) >= tx(counters, L.DUT_OUT, 20) > 0, key
+    assert samples[f'corridor_port_up{{port="{L.DUT_OUT}"}}'] == 1
+    assert samples['corridor_next_hops{state="unresolved"}'] >= 1
+    assert samples['corridor_drops_total{reason="unknown_egress",worker="0"}'] >= FRAMES

@@ -1,5 +1,7 @@
-"""The agent's Prometheus metrics: FIB sizes, write latency, election state (engine counters
-come with the engine). Each agent has its own registry, so several can live in one process.
+"""The agent's Prometheus metrics: FIB sizes, write latency, election state, next hops
+(unresolved, on a down link, empty groups) and, with the engine, its counters per
+sub-interface, drop reason, ICMP outcome and worker, and its ports' link state. Each agent
+has its own registry, so several can live in one process.
 """
 
 from __future__ import annotations
@@ -88,6 +90,31 @@ class _DataplaneCollector(Collector):
             "Write batches applied since the agent started",
             value=self.dataplane.generation,
         )
+        summary = self.dataplane.next_hop_summary
+        next_hops = GaugeMetricFamily(
+            "corridor_next_hops",
+            "Written adjacencies by state: usable, unresolved (gateway without a MAC), "
+            "link_down (their port is down)",
+            labels=["state"],
+        )
+        unusable = summary["unresolved"] + summary["link_down"]
+        next_hops.add_metric(["usable"], summary["adjacencies"] - unusable)
+        next_hops.add_metric(["unresolved"], summary["unresolved"])
+        next_hops.add_metric(["link_down"], summary["link_down"])
+        yield next_hops
+        yield GaugeMetricFamily(
+            "corridor_next_hop_groups_empty",
+            "Groups with no usable member: their traffic drops (reason unknown_egress)",
+            value=summary["empty_groups"],
+        )
+        yield CounterMetricFamily(
+            "corridor_agent_next_hop_refreshes",
+            "Batches the agent applied by itself after link or neighbour changes",
+            value=self.dataplane.refreshes,
+        )
+        engine = self.dataplane.engine
+        if engine is not None:
+            yield from _engine_metrics(engine.counters(), engine.ports())
         election = self.dataplane.election
         # 128 bits do not fit a float sample: the id is a label, its changes are counted.
         yield InfoMetricFamily(
@@ -105,6 +132,54 @@ class _DataplaneCollector(Collector):
             "Write batches refused because their election id was below the primary's",
             value=election.refusals,
         )
+
+
+def _engine_metrics(raw: dict, ports: list[dict]) -> Iterator:
+    """The engine's counters as Prometheus families (read on the scrape thread: the engine
+    releases the GIL and locks no worker)."""
+    labels = ["port", "vlan"]
+    families = {
+        field: CounterMetricFamily(f"corridor_interface_{field}", help_, labels=labels)
+        for field, help_ in (
+            ("rx_packets", "Frames received by the engine, per port and VLAN"),
+            ("rx_bytes", "Bytes received by the engine, per port and VLAN"),
+            ("tx_packets", "Frames sent by the engine, per port and VLAN"),
+            ("tx_bytes", "Bytes sent by the engine, per port and VLAN"),
+        )
+    }
+    for e in raw["ports"]:
+        for field, family in families.items():
+            family.add_metric([e["name"], str(e["vlan"])], e[field])
+    yield from families.values()
+    drops = CounterMetricFamily(
+        "corridor_drops", "Frames dropped, by reason and worker", labels=["reason", "worker"]
+    )
+    icmp = CounterMetricFamily(
+        "corridor_icmp_errors", "ICMP errors, by outcome and worker", labels=["outcome", "worker"]
+    )
+    passes = CounterMetricFamily(
+        "corridor_worker_passes", "Passes through the worker loop", labels=["worker"]
+    )
+    for w in raw["workers"]:
+        worker = str(w["worker"])
+        for reason, packets in w["drops"].items():
+            drops.add_metric([reason, worker], packets)
+        drops.add_metric(["tx_ring_full", worker], w["tx_ring_full"])
+        for outcome, packets in w["icmp"].items():
+            icmp.add_metric([outcome, worker], packets)
+        passes.add_metric([worker], w["passes"])
+    yield drops
+    yield icmp
+    yield passes
+    up = GaugeMetricFamily("corridor_port_up", "1 while the port's link is up", labels=["port"])
+    recoveries = CounterMetricFamily(
+        "corridor_port_recoveries", "Times the engine re-attached a port", labels=["port"]
+    )
+    for p in ports:
+        up.add_metric([p["name"]], 1 if p["link_up"] else 0)
+        recoveries.add_metric([p["name"]], p["recoveries"])
+    yield up
+    yield recoveries
 
 
 class MetricsServer:
