@@ -174,38 +174,3 @@ class Engine:
         """True between start() and stop()."""
     def ports(self) -> list[PortStatus]: ...
     def counters(self) -> EngineCounters: ...
-
-class EngineError(RuntimeError):
-    """The engine could not start, or failed while running or stopping."""
-
-class Engine:
-    """The engine over a Fib: ports are dicts {"name", "queues"=1, "mtu"=1500,
-    "addresses"={vlan: [ip, ...]}} (VLAN 0 is the untagged port). A bad argument raises
-    ValueError naming the field; start/stop/ports/counters release the GIL."""
-
-    def __init__(
-        self,
-        fib: Fib,
-        *,
-        ports: list[dict],
-        workers: int | None = None,
-        netns: str | None = None,
-        busy_poll: bool = False,
-        bind_mode: Literal["auto", "copy", "zero-copy"] = "auto",
-        attach_mode: Literal["auto", "native", "generic"] = "auto",
-        icmp_rate: int = 1000,
-        icmp_burst: int = 100,
-        pin_cpus: bool = False,
-        frames_per_worker: int | None = None,
-        frame_size: int = 2048,
-    ) -> None: ...
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def running(self) -> bool: ...
-    def ports(self) -> list[dict]:
-        """name, ifindex, mac, queues, mode ("zero-copy"/"copy"), xdp_mode
-        ("native"/"generic"), mtu, link_up, recoveries."""
-    def counters(self) -> dict:
-        """drops/icmp {name: n}; ports [{port, name, vlan, rx_packets, rx_bytes, tx_packets,
-        tx_bytes}] per sub-interface; workers [{worker, drops, icmp, rx_packets, tx_packets,
-        tx_ring_full, passes}]; accounting per worker; xsk per socket; steering; tx_ring_full."""
