@@ -117,7 +117,7 @@ class Agent:
                 name = dataplane_pb2.AdjacencyState.Name
                 raise AssertionError(
                     f"adjacency {adjacency_id} is {name(a.state)} after {timeout} s, "
-                    f"expected {name(state)}"
+                    f"expected {name(state)}; agent log: {self.log.read_text()[-2000:]}"
                 )
             time.sleep(0.05)
 
@@ -326,6 +326,8 @@ def test_link_down_moves_a_group_to_its_other_member_and_back(lab: L.Lab, agent:
     routes_before = [
         r for resp in agent.stub.Read(dataplane_pb2.ReadRequest(), timeout=10) for r in resp.routes
     ]
+    # Admin down would flush the sink's IPv6 addresses, which later tests resolve.
+    lab.sysctl("sink", "net.ipv6.conf.all.keep_addr_on_down", 1)
     lab.ip("sink", "link", "set", L.SINK_IF, "down")
     try:
         took = agent.wait_state(20, dataplane_pb2.ADJACENCY_STATE_LINK_DOWN, LINK_TIMEOUT)
@@ -376,3 +378,22 @@ def test_metrics_export_the_engine_counters(lab: L.Lab, agent: Agent) -> None:
     assert samples[f'corridor_port_up{{port="{L.DUT_OUT}"}}'] == 1
     assert samples['corridor_next_hops{state="unresolved"}'] >= 1
     assert samples['corridor_drops_total{reason="unknown_egress",worker="0"}'] >= FRAMES
+
+
+def test_ipv6_and_vlan_gateways_resolve(lab: L.Lab, agent: Agent) -> None:
+    ops = [set_gateway(30, L.DUT_OUT, 0, L.SINK_V6), c.set_group(30, [(30, 1)])]
+    ops.append(c.set_route("2001:db8:100:30::/64", 30))
+    if lab.kernel_vlans:  # the VLAN device dut1.20 exists: ARP on VLAN 20
+        v = L.VLAN_BY_ID[20]
+        ops += [set_gateway(31, L.DUT_OUT, 20, v.peer_v4), c.set_group(31, [(31, 1)])]
+    agent.write(*ops)
+    agent.wait_state(30, dataplane_pb2.ADJACENCY_STATE_USABLE, LINK_TIMEOUT)
+    assert agent.adjacency(30).neighbour_mac == mac(L.SINK_MAC)
+    spec = traffic.FrameSpec(
+        family=6, src=L.GEN_V6, dst="2001:db8:100:30::1", src_mac=L.GEN_MAC, dst_mac=L.DUT_IN_MAC
+    )
+    got = send(lab, traffic.build_frames(spec, (80,), 1) * 16)
+    assert len(got) == 16 and all(f[0:6] == mac(L.SINK_MAC) for f in got)
+    if lab.kernel_vlans:
+        agent.wait_state(31, dataplane_pb2.ADJACENCY_STATE_USABLE, LINK_TIMEOUT)
+        assert agent.adjacency(31).neighbour_mac == mac(L.SINK_MAC)

@@ -264,7 +264,9 @@ class LinkWatch:
     def _resolve(self) -> None:
         now = time.monotonic()
         for g in self.wanted:
-            if g in self.neighbours or not self.link_up.get(g.port, False):
+            # An entry the kernel has (managed, whatever its state) the kernel probes itself;
+            # only a missing one (never made, or flushed by a link flap) is made again.
+            if g in self.kernel_entries or not self.link_up.get(g.port, False):
                 continue
             if now - self._tried.get(g, -1e9) < RESOLVE_RETRY_SECONDS:
                 continue
