@@ -112,7 +112,7 @@ async def direct_rate(tmp: Path, prefixes: list[str]) -> float:
     try:
         channel = grpc.aio.insecure_channel(
             f"unix:{sock}", options=(("grpc.max_send_message_length", 64 << 20),)
-        )  # noqa: E501
+        )
         stub = dataplane_pb2_grpc.DataplaneStub(channel)
         await until(lambda: stub.ListPorts(c.dataplane_pb2.ListPortsRequest(), timeout=1), 60)
         setup = [c.set_adjacency(1, "cor-b0", 0, "02:01:00:00:00:01", "02:00:c6:12:00:02"),
@@ -174,7 +174,7 @@ async def main(data: Path, limit: int | None) -> dict:
             small = [f"198.19.{i // 64}.{(i % 64) * 4}/30" for i in range(1000)]
             r = await stub.Apply(
                 controller_pb2.ApplyRequest(routes=[intent(p, GW[2:]) for p in small])
-            )  # noqa: E501
+            )
             await until(lambda: in_sync(stub, r.revision))
             for label, (gw, port) in (("1k", GW[3]), (f"{len(prefixes) // 1000}k", GW[1])):
                 started = time.perf_counter()
@@ -183,7 +183,7 @@ async def main(data: Path, limit: int | None) -> dict:
                 await until(lambda r=r: in_sync(stub, r.revision), step=0.001)
                 out[f"repoint_group_of_{label}_routes_ms"] = round(
                     (time.perf_counter() - started) * 1000, 2
-                )  # noqa: E501
+                )
             # 3. The agent killed and restarted: the controller restores the whole table.
             agent.send_signal(signal.SIGKILL)
             await agent.wait()
