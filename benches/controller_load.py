@@ -80,8 +80,8 @@ async def spawn(*args) -> asyncio.subprocess.Process:
     )  # fmt: skip
 
 
-async def until(fn, timeout=900.0, step=0.005):
-    deadline = time.monotonic() + timeout
+async def until(fn, within=900.0, step=0.005):
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
             value = await fn()
