@@ -331,6 +331,7 @@ def test_link_down_moves_a_group_to_its_other_member_and_back(lab: L.Lab, agent:
     lab.ip("sink", "link", "set", L.SINK_IF, "down")
     try:
         took = agent.wait_state(20, dataplane_pb2.ADJACENCY_STATE_LINK_DOWN, LINK_TIMEOUT)
+        print(f"\nlink down seen in Read {took * 1000:.0f} ms after `ip link set down`")
         # The engine's own view of the port agrees (its supervisor polls every 100 ms).
         deadline = time.monotonic() + LINK_TIMEOUT
         while agent.port(L.DUT_OUT).link_state != dataplane_pb2.LINK_STATE_DOWN:
