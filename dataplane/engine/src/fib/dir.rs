@@ -187,7 +187,7 @@ pub(crate) struct DirTable<K: Key> {
 
 impl<K: Key> DirTable<K> {
     pub(crate) fn new(root_bits: u32, route_capacity: usize, node_capacity: u32) -> Self {
-        assert!((STRIDE..=24).contains(&root_bits) && (K::BITS - root_bits) % STRIDE == 0);
+        assert!((STRIDE..=24).contains(&root_bits) && (K::BITS - root_bits).is_multiple_of(STRIDE));
         assert!(node_capacity <= VALUE_MASK + 1);
         DirTable {
             shared: std::sync::Arc::new(DirShared {

@@ -179,7 +179,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the IHL from a length in octets (a multiple of 4).
     #[inline]
     pub fn set_header_len(&mut self, len: u8) {
-        debug_assert!(len % 4 == 0);
+        debug_assert!(len.is_multiple_of(4));
         let b = &mut self.buffer.as_mut()[field::VER_IHL];
         *b = (*b & 0xf0) | ((len / 4) & 0x0f);
     }
@@ -202,7 +202,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets DF, MF and the offset (in octets, a multiple of 8) at once.
     #[inline]
     pub fn set_flags_and_offset(&mut self, dont_frag: bool, more_frags: bool, offset: u16) {
-        debug_assert!(offset % 8 == 0);
+        debug_assert!(offset.is_multiple_of(8));
         let v = if dont_frag { FLAG_DF } else { 0 } | if more_frags { FLAG_MF } else { 0 } | ((offset >> 3) & OFFSET_MASK);
         put16(self.buffer.as_mut(), field::FLG_OFF, v);
     }
