@@ -7,9 +7,10 @@ import os
 import subprocess
 import sys
 
+from lab_support import SIZES, assert_forwarded, match, send_and_capture, transit_spec
+
 from corridor import lab as L
 from corridor import traffic
-from lab_support import SIZES, assert_forwarded, match, send_and_capture, transit_spec
 
 
 def test_lab_has_the_planned_links(lab: L.Lab) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import time
 
-from corridor import lab as L
-from corridor import traffic
 from lab_support import (
     Counters,
     counters,
@@ -19,6 +17,9 @@ from lab_support import (
     start_engine,
     transit_spec,
 )
+
+from corridor import lab as L
+from corridor import traffic
 
 MILLION = 1_000_000
 
@@ -80,7 +81,10 @@ def test_a_million_frames_balance(lab: L.Lab) -> None:
         f" sink0 rx {sink_in}"
     )
     assert tx >= MILLION, f"only {tx} forwarded in the time allowed: {report}"
-    assert sent == gen_out + veth_lost, report
+    # Every frame the sender counted left gen0 (plus a few frames of kernel noise, such as
+    # neighbour discovery). A frame the veth refused was an error to the sender, retried,
+    # not counted: the veth counts it in tx_dropped as well.
+    assert sent <= gen_out <= sent + 5, report
     # Everything gen0 put on the wire was steered to the engine, or lost at its socket.
     assert gen_out - 5 <= rx + xsk_lost <= gen_out, report
     # Everything the engine received was forwarded or dropped for a counted reason.

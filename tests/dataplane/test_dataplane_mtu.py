@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from corridor import lab as L
-from corridor import traffic
 from lab_support import (
     assert_forwarded,
     counters,
@@ -21,6 +19,9 @@ from lab_support import (
     transit_spec,
 )
 from test_dataplane_engine import assert_icmp_error, is_icmp_error
+
+from corridor import lab as L
+from corridor import traffic
 
 MTU = 1280
 
