@@ -67,8 +67,12 @@ async def test_routes_reach_every_node_and_node_routes_only_theirs(lab) -> None:
     assert set(on_b) == {"198.18.0.0/15", "2001:db8::/32"}
     assert on_a["198.18.0.0/15"][1] != on_b["198.18.0.0/15"][1]  # different next-hop sets
     installed = await agent_client.read(a.stub)
-    macs = {(x.port, x.vlan, x.dst_mac.hex(":")) for x in installed.adjacencies}
-    assert macs == {("cor-c0", 0, "02:00:c6:12:00:02"), ("cor-c1", 100, "02:00:c6:13:00:02")}
+    # Next hops by gateway address: the agent resolves them and fills both MACs itself.
+    adjacencies = {(x.port, x.vlan, x.gateway, x.src_mac, x.dst_mac) for x in installed.adjacencies}
+    assert adjacencies == {
+        ("cor-c0", 0, bytes([198, 18, 0, 2]), b"", b""),
+        ("cor-c1", 100, bytes([198, 19, 0, 2]), b"", b""),
+    }
 
     # Deleting the node's override falls back to the every-node route.
     deleted = await stub.Delete(controller_pb2.DeleteRequest(routes=[key("198.18.0.0/15", "b")]))
@@ -132,6 +136,8 @@ async def test_malformed_batches_are_refused_whole_nothing_stored_or_sent(lab) -
         (route("198.18.6.0/24", ("198.18.0.2", "cor-c0", 7, 1)), "routes[1].next_hops[0]",
          "VLAN 7 is not configured on port cor-c0"),
         (route("198.18.7.0/24", ("224.0.0.1", "cor-c0", 0, 1)), "routes[1].next_hops[0].gateway",
+         "not a unicast address"),
+        (route("198.18.7.0/24", ("127.0.0.1", "cor-c0", 0, 1)), "routes[1].next_hops[0].gateway",
          "not a unicast address"),
         (route("198.18.8.0/24", GW_A, GW_A), "routes[1].next_hops[1]", "listed twice"),
         (route("198.18.0.0/24", GW_B), "routes[1]", "already routes[0] in this batch"),

@@ -210,10 +210,17 @@ async def test_drift_is_detected_reported_and_repaired(tmp_path: Path) -> None:
         )
         await wait_in_sync(stub, "a", reply.revision)
         # Someone writes the agent with the controller's own election id (a same-id writer
-        # is the same writer to the agent): ten routes gone, one added.
+        # is the same writer to the agent): ten routes gone, one added, and our next hop
+        # rewritten with explicit MACs.
         election = agent.dataplane.election.highest
+        (ours,) = (await agent_client.read(agent.stub)).adjacencies
         ops = [agent_client.delete_route(p) for p in prefixes[:10]]
         ops.append(agent_client.set_route("198.19.0.0/16", "blackhole"))
+        ops.append(
+            agent_client.set_adjacency(
+                ours.id, "cor-c0", 0, "02:00:00:00:00:01", "02:00:00:00:00:02"
+            )
+        )
         await agent.stub.Write(agent_client.write_request(election, ops))
         assert len(await agent.routes()) == 91
 
@@ -222,8 +229,12 @@ async def test_drift_is_detected_reported_and_repaired(tmp_path: Path) -> None:
             return s if s.drift_detected else None
 
         status = await eventually(repaired, 20, "drift repaired")
-        assert status.drift_entries == 11
+        assert status.drift_entries == 12
         assert set(await agent.routes()) == set(prefixes)
+        (restored,) = (await agent_client.read(agent.stub)).adjacencies
+        assert (restored.gateway, restored.src_mac, restored.dst_mac) == (
+            bytes([198, 18, 0, 2]), b"", b"",
+        )  # fmt: skip
     finally:
         await channel.close()
         await running.stop(0)

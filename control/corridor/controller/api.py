@@ -371,7 +371,14 @@ def gateway_from_pb(address: bytes, field: str) -> str:
             field, f"is {len(address)} bytes; an IPv4 address is 4 bytes and an IPv6 address 16"
         )
     text = socket.inet_ntop(family[0], address)
-    if not any(address) or address[0] == 0xFF or (len(address) == 4 and address[0] >= 224):
+    # What the agent refuses too (it resolves the gateway as a neighbour on the port).
+    loopback = address[0] == 127 if len(address) == 4 else address == bytes(15) + b"\x01"
+    if (
+        not any(address)
+        or loopback
+        or address[0] == 0xFF
+        or (len(address) == 4 and address[0] >= 224)
+    ):
         raise _Fault(field, f"{text} is not a unicast address; a gateway is a neighbour's address")
     return text
 

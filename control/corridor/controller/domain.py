@@ -9,7 +9,6 @@ import enum
 import ipaddress
 import re
 import socket
-import zlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,6 +37,9 @@ class RouteKind(enum.IntEnum):
 # sorted, so every route with the same set shares one group.
 AdjacencyKey = tuple[str, str, int]
 GroupKey = tuple[tuple[AdjacencyKey, int], ...]
+# An adjacency as a node holds it: (port, vlan, gateway text). One written with explicit MACs
+# (by someone else) has gateway "": it never equals intent, so a full sync replaces it.
+AdjacencyContent = tuple[str, int, str]
 
 
 @dataclass(slots=True, frozen=True)
@@ -121,32 +123,21 @@ def adjacency_from_text(text: str) -> AdjacencyKey:
     return (gw, port, int(vlan))
 
 
-# --- MACs: the interim rule ----------------------------------------------------------------
-# The agent's Adjacency needs both MACs; until it resolves gateways through the kernel's
-# neighbour table, the controller derives them, locally administered (02:...), so that a lab
-# or an operator can give interfaces matching addresses:
-#   dst MAC = 02:00 + the low 32 bits of the gateway address (198.18.1.2 -> 02:00:c6:12:01:02)
-#   src MAC = 02:01 + the CRC-32 of the port name
+# --- adjacencies: by gateway address ------------------------------------------------------
+# The agent resolves a gateway through a kernel neighbour entry it manages and fills both
+# MACs itself (its port's, the neighbour's), so an adjacency is stated as (port, VLAN,
+# gateway). Read gives back the same form plus what the agent found (state, neighbour MAC),
+# which the controller does not compare: it changes with the network, not with intent.
 
 
-def gateway_mac(gateway: str) -> str:
-    low = int(ipaddress.ip_address(gateway)) & 0xFFFF_FFFF
-    return (b"\x02\x00" + low.to_bytes(4)).hex(":")
-
-
-def port_mac(port: str) -> str:
-    return (b"\x02\x01" + zlib.crc32(port.encode()).to_bytes(4)).hex(":")
-
-
-def adjacency_content(key: AdjacencyKey) -> tuple[str, int, str, str]:
-    """(port, vlan, src MAC, dst MAC), as the agent holds an adjacency."""
+def adjacency_content(key: AdjacencyKey) -> AdjacencyContent:
+    """(port, vlan, gateway text), as the controller writes an adjacency."""
     gateway, port, vlan = key
-    return (port, vlan, port_mac(port), gateway_mac(gateway))
+    return (port, vlan, gateway)
 
 
 # --- a node's FIB --------------------------------------------------------------------------
 
-AdjacencyContent = tuple[str, int, str, str]
 Members = tuple[tuple[int, int], ...]
 RouteEntry = tuple[int, int]  # (RouteKind value, group id or 0)
 

@@ -350,7 +350,13 @@ def _installed(responses) -> tuple[NodeFib, int, dict[str, set[int]]]:
         for p in r.ports:
             ports[p.name] = {s.vlan for s in p.sub_interfaces}
         for a in r.adjacencies:
-            adjacencies.append((a.id, (a.port, a.vlan, a.src_mac.hex(":"), a.dst_mac.hex(":"))))
+            # The gateway form as written; state and neighbour_mac are the agent's findings.
+            gateway = a.gateway
+            if gateway:
+                family = socket.AF_INET if len(gateway) == 4 else socket.AF_INET6
+                adjacencies.append((a.id, (a.port, a.vlan, ntop(family, gateway))))
+            else:
+                adjacencies.append((a.id, (a.port, a.vlan, "")))  # explicit MACs: not ours
         for g in r.next_hop_groups:
             groups.append((g.id, tuple(sorted((m.adjacency_id, m.weight) for m in g.members))))
         for route in r.routes:
@@ -402,13 +408,12 @@ def _write_request(ops: list, election: int, batch_id: int) -> dataplane_pb2.Wri
             op.next_hop_group.id = key
         elif verb == SET_ADJACENCY:
             op.action = SET
-            port, vlan, src, dst = value
+            port, vlan, gateway = value
             a = op.adjacency
             a.id = key
             a.port = port
             a.vlan = vlan
-            a.src_mac = bytes.fromhex(src.replace(":", ""))
-            a.dst_mac = bytes.fromhex(dst.replace(":", ""))
+            a.gateway = pton(socket.AF_INET6 if ":" in gateway else socket.AF_INET, gateway)
         elif verb == DELETE_ADJACENCY:
             op.action = DELETE
             op.adjacency.id = key
