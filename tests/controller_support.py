@@ -7,6 +7,7 @@ import asyncio
 import copy
 import ipaddress
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,39 @@ class LocalAgent:
             agent_client.prefix_text(r.prefix): (r.kind, r.next_hop_group_id)
             for r in installed.routes
         }
+
+
+def toml(document: dict) -> str:
+    """Just enough TOML for the test configurations (tables, arrays of tables, scalars)."""
+
+    def value(v):
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
+        return str(v)
+
+    lines = [f"{k} = {value(v)}" for k, v in document.items() if not isinstance(v, dict | list)]
+    lines += [
+        f"{k} = {value(v)}"
+        for k, v in document.items()
+        if isinstance(v, list) and v and not isinstance(v[0], dict)
+    ]
+    for k, v in document.items():
+        if isinstance(v, dict):
+            lines.append(f"[{k}]")
+            lines += [f"{kk} = {value(vv)}" for kk, vv in v.items()]
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            for item in v:
+                lines.append(f"[[{k}]]")
+                lines += [f"{kk} = {value(vv)}" for kk, vv in item.items()]
+    text = "\n".join(lines) + "\n"
+    assert tomllib.loads(text) == document
+    return text
 
 
 def controller_document(tmp: Path, nodes: dict[str, str], drift: int = 1) -> dict:

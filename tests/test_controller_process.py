@@ -9,7 +9,6 @@ import asyncio
 import os
 import signal
 import sys
-import tomllib
 from pathlib import Path
 
 import grpc
@@ -22,45 +21,13 @@ from controller_support import (
     eventually,
     route,
     start_controller,
+    toml,
     wait_in_sync,
 )
 from corridor.agent import client as agent_client
 from corridor.v1 import controller_pb2
 
 GW = ("198.18.0.2", "cor-c0", 0, 1)
-
-
-def toml(document: dict) -> str:
-    """Just enough TOML for the test configurations (tables, arrays of tables, scalars)."""
-
-    def value(v):
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
-        return str(v)
-
-    lines = [f"{k} = {value(v)}" for k, v in document.items() if not isinstance(v, dict | list)]
-    lines += [
-        f"{k} = {value(v)}"
-        for k, v in document.items()
-        if isinstance(v, list) and v and not isinstance(v[0], dict)
-    ]
-    for k, v in document.items():
-        if isinstance(v, dict):
-            lines.append(f"[{k}]")
-            lines += [f"{kk} = {value(vv)}" for kk, vv in v.items()]
-        elif isinstance(v, list) and v and isinstance(v[0], dict):
-            for item in v:
-                lines.append(f"[[{k}]]")
-                lines += [f"{kk} = {value(vv)}" for kk, vv in item.items()]
-    text = "\n".join(lines) + "\n"
-    assert tomllib.loads(text) == document
-    return text
 
 
 CONTROL = str(Path(__file__).resolve().parent.parent / "control")

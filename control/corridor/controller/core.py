@@ -223,6 +223,10 @@ class Controller:
                 session.changed(prefixes, change.revision)
             if drains:
                 session.groups_changed(change.revision)
+            if not prefixes and not drains:
+                # Nothing here for this node, yet it holds this revision once it holds the
+                # ones before: a pass with nothing to write moves its synced revision on.
+                session.changed((), change.revision)
         state.forget_freed(change)
         self._update_sizes()
         self._tell_watchers(change)
