@@ -5,6 +5,8 @@
 2. a drained next hop re-pointing the group of 1 k routes and the group of the full table
    (time from the request to the node in sync: it must not grow with the routes);
 3. the agent killed (-9) and restarted: time until the controller has restored its table.
+The agents host the engine on a veth pair in a namespace of their own (`cor-b<pid>`, as in
+agent_load.py; removed afterwards; root), the gateways answering on the far end.
 
   .venv/bin/python benches/controller_load.py [--data ../shared/data] [--limit N]
 """
@@ -18,6 +20,7 @@ import ipaddress
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,14 +31,16 @@ import grpc
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "control"))
 
+from agent_load import PORTS, Namespace  # noqa: E402
+
 from corridor.agent import client as c  # noqa: E402
 from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2_grpc  # noqa: E402
 
 BATCH = 50_000
-GW = [("198.18.0.2", "cor-b0"), ("198.18.0.3", "cor-b0"), ("198.18.0.4", "cor-b0"),
-      ("198.18.0.5", "cor-b0")]  # fmt: skip
+GW = [(f"198.18.0.{i}", PORTS[0]) for i in range(2, 6)]  # addresses of the far end
 
 AGENT = """workers = 1
+netns = "{netns}"
 [listen]
 unix = "{sock}"
 [fib]
@@ -44,8 +49,10 @@ v6_routes = 500000
 groups = 1024
 adjacencies = 1024
 [[ports]]
-name = "cor-b0"
+name = "{p0}"
 addresses = ["198.18.0.1/24"]
+[[ports]]
+name = "{p1}"
 """
 CONTROLLER = """[listen]
 unix = "{sock}"
@@ -72,12 +79,34 @@ def table(data: Path, limit: int | None) -> list[str]:
     return prefixes
 
 
-async def spawn(*args) -> asyncio.subprocess.Process:
+async def spawn(log: Path, *args) -> asyncio.subprocess.Process:
     env = dict(os.environ, PYTHONPATH=str(REPO / "control"))
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "corridor", *args, env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    with log.open("a") as err:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "corridor", *args, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+
+
+def agent_config(tmp: Path, name: str, netns: str) -> Path:
+    config = tmp / f"{name}.toml"
+    config.write_text(
+        AGENT.format(sock=tmp / f"{name}.sock", netns=netns, p0=PORTS[0], p1=PORTS[1])
+    )
+    return config
+
+
+def tail(log: Path) -> str:
+    return log.read_text()[-2000:]
+
+
+async def serving(stub, agent: asyncio.subprocess.Process, log: Path) -> None:
+    async def ready():
+        if agent.returncode is not None:
+            raise SystemExit(f"the agent exited: {tail(log)}")
+        return await stub.ListPorts(c.dataplane_pb2.ListPortsRequest(), timeout=1)
+
+    await until(ready, 60)
 
 
 async def until(fn, within=900.0, step=0.005):
@@ -105,17 +134,19 @@ async def in_sync(stub, revision):
     return s if s.in_sync and s.synced_revision >= revision else None
 
 
-async def direct_rate(tmp: Path, prefixes: list[str]) -> float:
-    sock = tmp / "direct.sock"
-    (tmp / "direct.toml").write_text(AGENT.format(sock=sock))
-    agent = await spawn("agent", "--config", str(tmp / "direct.toml"))
+async def direct_rate(tmp: Path, netns: str, prefixes: list[str]) -> float:
+    config, log = agent_config(tmp, "direct", netns), tmp / "direct.log"
+    agent = await spawn(log, "agent", "--config", str(config))
     try:
         channel = grpc.aio.insecure_channel(
-            f"unix:{sock}", options=(("grpc.max_send_message_length", 64 << 20),)
+            f"unix:{tmp / 'direct.sock'}", options=(("grpc.max_send_message_length", 64 << 20),)
         )
         stub = dataplane_pb2_grpc.DataplaneStub(channel)
-        await until(lambda: stub.ListPorts(c.dataplane_pb2.ListPortsRequest(), timeout=1), 60)
-        setup = [c.set_adjacency(1, "cor-b0", 0, "02:01:00:00:00:01", "02:00:c6:12:00:02"),
+        await serving(stub, agent, log)
+        hop = c.dataplane_pb2.Adjacency(
+            id=1, port=GW[0][1], gateway=ipaddress.ip_address(GW[0][0]).packed
+        )
+        setup = [c.dataplane_pb2.Operation(action=c.dataplane_pb2.ACTION_SET, adjacency=hop),
                  c.set_group(1, [(1, 1)])]  # fmt: skip
         await stub.Write(c.write_request(1, setup))
         batches = [
@@ -138,22 +169,27 @@ async def direct_rate(tmp: Path, prefixes: list[str]) -> float:
         await agent.wait()
 
 
-async def main(data: Path, limit: int | None) -> dict:
+async def main(data: Path, limit: int | None, netns: str) -> dict:
     prefixes = table(data, limit)
-    out: dict = {"routes": len(prefixes)}
+    v6 = sum(1 for p in prefixes if ":" in p)
+    out: dict = {"routes": len(prefixes), "ipv4": len(prefixes) - v6, "ipv6": v6}
     with tempfile.TemporaryDirectory(prefix="cor-bench-") as t:
         tmp = Path(t)
-        out["agent_direct_routes_per_s"] = round(await direct_rate(tmp, prefixes))
-        agent_sock, ctl_sock = tmp / "agent.sock", tmp / "controller.sock"
-        (tmp / "agent.toml").write_text(AGENT.format(sock=agent_sock))
+        out["agent_direct_routes_per_s"] = round(await direct_rate(tmp, netns, prefixes))
+        agent_config(tmp, "agent", netns)
+        agent_sock, ctl_sock, log = tmp / "agent.sock", tmp / "controller.sock", tmp / "agent.log"
         (tmp / "ctl.toml").write_text(
             CONTROLLER.format(sock=ctl_sock, db=tmp / "intent.db", agent=agent_sock)
         )
-        agent = await spawn("agent", "--config", str(tmp / "agent.toml"))
-        ctl = await spawn("controller", "--config", str(tmp / "ctl.toml"))
+        agent = await spawn(log, "agent", "--config", str(tmp / "agent.toml"))
+        ctl = await spawn(tmp / "controller.log", "controller", "--config", str(tmp / "ctl.toml"))
         channel = grpc.aio.insecure_channel(f"unix:{ctl_sock}")
         stub = controller_pb2_grpc.ControllerStub(channel)
         try:
+            await serving(
+                dataplane_pb2_grpc.DataplaneStub(grpc.aio.insecure_channel(f"unix:{agent_sock}")),
+                agent, log,
+            )  # fmt: skip
             await until(lambda: in_sync(stub, 0), 60)
             # 1. The full table through the controller.
             loop = asyncio.get_running_loop()
@@ -188,7 +224,7 @@ async def main(data: Path, limit: int | None) -> dict:
             agent.send_signal(signal.SIGKILL)
             await agent.wait()
             await until(lambda: _disconnected(stub), 60)
-            agent = await spawn("agent", "--config", str(tmp / "agent.toml"))
+            agent = await spawn(log, "agent", "--config", str(tmp / "agent.toml"))
             started = time.perf_counter()
             status = await until(lambda: _resynced(stub))
             out["restore_after_agent_restart_s"] = round(time.perf_counter() - started, 2)
@@ -218,4 +254,8 @@ if __name__ == "__main__":
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--limit", type=int, help="routes per family (default: all)")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.data, args.limit)), indent=1))
+    with Namespace() as ns:
+        for gw, _ in GW:  # the far end of the veth answers for the gateways
+            subprocess.run(["ip", "-n", ns.name, "addr", "add", f"{gw}/24", "dev", PORTS[1]],
+                           check=True, capture_output=True)  # fmt: skip
+        print(json.dumps(asyncio.run(main(args.data, args.limit, ns.name)), indent=1))

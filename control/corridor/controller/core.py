@@ -80,6 +80,7 @@ class Controller:
             if intent.group is not None:
                 s.group_refs[intent.group] += 1
         s.nodes = {n.name: n for n in loaded.nodes}
+        s.recount()
         self._update_sizes()
         # Each start takes the next id of the store: the high half, so ids stay distinct
         # from any a client could sensibly choose in the low half.

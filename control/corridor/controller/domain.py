@@ -149,6 +149,7 @@ class NodeFib:
 
     def __init__(self) -> None:
         self.routes: dict[str, RouteEntry] = {}
+        self.v6_routes = 0  # kept as routes come and go: status calls must not count 1 M keys
         self.groups: dict[int, Members] = {}
         self.adjacencies: dict[int, AdjacencyContent] = {}
         self.group_refs: Counter[int] = Counter()
@@ -158,7 +159,7 @@ class NodeFib:
         self.dirty_adjacencies: set[int] = set()
 
     def sizes(self) -> tuple[int, int, int, int]:
-        v6 = sum(1 for p in self.routes if ":" in p)
+        v6 = self.v6_routes
         return (len(self.routes) - v6, v6, len(self.groups), len(self.adjacencies))
 
     def set_route(self, prefix: str, entry: RouteEntry | None, members=None, contents=None):
@@ -168,6 +169,8 @@ class NodeFib:
         if old == entry:
             return
         self.dirty_routes.add(prefix)
+        if (old is None or entry is None) and ":" in prefix:
+            self.v6_routes += 1 if old is None else -1
         if entry is None:
             del self.routes[prefix]
         else:
@@ -236,6 +239,7 @@ class NodeFib:
         fib.adjacencies = dict(adjacencies)
         fib.groups = dict(groups)
         fib.routes = dict(routes)
+        fib.v6_routes = sum(1 for p in fib.routes if ":" in p)
         for members in fib.groups.values():
             for a, _ in members:
                 fib.adjacency_refs[a] += 1
@@ -300,12 +304,16 @@ def apply_operations(fib: NodeFib, ops: Iterable[FibOperation]) -> None:
         if verb == SET_ROUTE:
             old = fib.routes.get(key)
             fib.routes[key] = value
+            if old is None and ":" in key:
+                fib.v6_routes += 1
             if value[1]:
                 fib.group_refs[value[1]] += 1
             if old is not None and old[1]:
                 fib.group_refs[old[1]] -= 1
         elif verb == DELETE_ROUTE:
             old = fib.routes.pop(key, None)
+            if old is not None and ":" in key:
+                fib.v6_routes -= 1
             if old is not None and old[1]:
                 fib.group_refs[old[1]] -= 1
         elif verb == SET_GROUP:
@@ -342,6 +350,8 @@ class IntentState:
     def __init__(self, max_groups: int, max_adjacencies: int) -> None:
         self.revision = 0
         self.routes: dict[str, dict[str, Intent]] = {}  # node -> prefix -> intent
+        self.route_total = 0  # counted as commits come (see recount), not per status call
+        self.v6_routes = 0
         self.nodes: dict[str, Node] = {}
         self.group_ids: dict[GroupKey, int] = {}
         self.adjacency_ids: dict[AdjacencyKey, int] = {}
@@ -355,11 +365,16 @@ class IntentState:
     # -- reading
 
     def route_count(self) -> int:
-        return sum(len(r) for r in self.routes.values())
+        return self.route_total
+
+    def recount(self) -> None:
+        """Counts the routes afresh, after `routes` was filled from the store."""
+        self.route_total = sum(len(r) for r in self.routes.values())
+        self.v6_routes = sum(1 for routes in self.routes.values() for p in routes if ":" in p)
 
     def sizes(self) -> tuple[int, int, int, int]:
-        v6 = sum(1 for routes in self.routes.values() for p in routes if ":" in p)
-        return (self.route_count() - v6, v6, len(self.group_ids), len(self.adjacency_ids))
+        v6 = self.v6_routes
+        return (self.route_total - v6, v6, len(self.group_ids), len(self.adjacency_ids))
 
     def effective(self, node: str, prefix: str) -> Intent | None:
         """The intent for `prefix` on `node`: its own route, else the route for all nodes."""
@@ -501,13 +516,19 @@ class IntentState:
         for (node, prefix), intent in change.set.items():
             routes = self.routes.setdefault(node, {})
             old = routes.get(prefix)
-            if old is not None and old.group is not None:
+            if old is None:
+                self.route_total += 1
+                self.v6_routes += ":" in prefix
+            elif old.group is not None:
                 self.group_refs[old.group] -= 1
             routes[prefix] = intent
             if intent.group is not None:
                 self.group_refs[intent.group] += 1
         for node, prefix in change.deleted:
             old = self.routes.get(node, {}).pop(prefix, None)
+            if old is not None:
+                self.route_total -= 1
+                self.v6_routes -= ":" in prefix
             if old is not None and old.group is not None:
                 self.group_refs[old.group] -= 1
         # Freed ids stay mapped until every node has been refreshed (see forget_freed).

@@ -369,6 +369,7 @@ def _installed(responses) -> tuple[NodeFib, int, dict[str, set[int]]]:
 def _copy(fib: NodeFib) -> NodeFib:
     copy = NodeFib()
     copy.routes = dict(fib.routes)
+    copy.v6_routes = fib.v6_routes
     copy.groups = dict(fib.groups)
     copy.adjacencies = dict(fib.adjacencies)
     return copy
