@@ -12,6 +12,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="load the real tables and show what the data plane does")
     demo.add_argument("--data", help="directory of the routing tables (default: ../shared/data)")
+    demo.add_argument(
+        "--full", action="store_true", help="also load the full IPv4 table (takes minutes)"
+    )
     demo.set_defaults(run=_run_demo)
 
     from corridor.agent.config import EXAMPLE
@@ -44,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_demo(args: argparse.Namespace) -> int:
     from corridor import demo
 
-    return demo.run(args.data)
+    return demo.run(args.data, args.full)
 
 
 def _run_agent(args: argparse.Namespace) -> int:

@@ -436,14 +436,16 @@ def sender_argv(
 def flood(
     ns: str, iface: str, spec: FrameSpec, *, count: int, processes: int = 2,
     sizes: Sequence[int] = (60,), flows: int = 64, duration: float = 60.0,
+    rate: float | None = None,
 ) -> int:  # fmt: skip
     """Send `count` frames from `processes` sender processes at once (each its own flows,
-    by source port); return how many were sent in all."""
+    by source port), at most `rate` frames per second in all; return how many were sent."""
     per = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
     procs = []
     for i, n in enumerate(per):
         sub = dataclasses.replace(spec, sport=spec.sport + i * flows)
-        argv = sender_argv(ns, iface, sub, sizes, flows, n, duration)
+        each = None if rate is None else rate / processes
+        argv = sender_argv(ns, iface, sub, sizes, flows, n, duration, each)
         procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
     sent = 0
     for p in procs:

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvloop
@@ -50,6 +51,47 @@ async def serve(config: AgentConfig) -> None:
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    try:
+        running = await start_agent(config)
+        try:
+            await stopping.wait()
+            log.info("stopping")
+        finally:
+            await running.stop(STOP_GRACE_SECONDS)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    log.info("stopped")
+
+
+@dataclass
+class RunningAgent:
+    """An agent that serves: its gRPC server, and the engine and link watch when it has
+    ports. `corridor agent` and `corridor up` both start one with `start_agent`."""
+
+    dataplane: Dataplane
+    server: object = None
+    host: object = None
+    watch: object = None
+    metrics_server: MetricsServer | None = None
+
+    async def stop(self, grace: float) -> None:
+        if self.server is not None:
+            await self.server.stop(grace)
+        if self.watch is not None:
+            await self.watch.stop()
+        if self.host is not None:
+            self.dataplane.engine = None
+            await self.host.stop()
+            log.info("engine stopped")
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+
+
+async def start_agent(config: AgentConfig) -> RunningAgent:
+    """Builds the FIB, starts the engine on the configured ports (if any), /metrics and the
+    gRPC server. On failure nothing is left running."""
+    loop = asyncio.get_running_loop()
     # Imported here: the engine is needed to serve, not to check a configuration.
     from corridor.agent.fib_adapter import EngineFib
 
@@ -57,43 +99,28 @@ async def serve(config: AgentConfig) -> None:
     metrics = AgentMetrics()
     dataplane = Dataplane(config, fib, observer=metrics)
     metrics.watch(dataplane)
-    metrics_server = None
-    agent = None
-    host = None
-    watch = None
+    running = RunningAgent(dataplane)
     try:
         if config.ports:
-            host, watch = await start_engine(config, fib, dataplane)
+            running.host, running.watch = await start_engine(config, fib, dataplane)
         if config.metrics is not None:
             try:
-                metrics_server = MetricsServer(metrics.registry, config.metrics)
+                running.metrics_server = MetricsServer(metrics.registry, config.metrics)
             except OSError as e:
                 raise StartError(f"metrics.address: cannot listen on {config.metrics}: {e}") from e
             log.info("metrics on http://%s/metrics", config.metrics)
-        agent = await start_server(dataplane, config.listen, config.tls)
-        where = []
-        if agent.unix_path is not None:
-            where.append(f"unix:{agent.unix_path}")
-        if config.listen.tcp is not None:
-            mode = "mutual TLS" if config.tls is not None else "plaintext"
-            where.append(f"{config.listen.tcp.host}:{agent.port} ({mode})")
-        log.info("serving corridor.v1.Dataplane on %s", " and ".join(where))
-        await stopping.wait()
-        log.info("stopping")
-    finally:
-        if agent is not None:
-            await agent.stop(STOP_GRACE_SECONDS)
-        if watch is not None:
-            await watch.stop()
-        if host is not None:
-            dataplane.engine = None
-            await host.stop()
-            log.info("engine stopped")
-        if metrics_server is not None:
-            metrics_server.stop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-    log.info("stopped")
+        running.server = server = await start_server(dataplane, config.listen, config.tls)
+    except BaseException:
+        await running.stop(0)
+        raise
+    where = []
+    if server.unix_path is not None:
+        where.append(f"unix:{server.unix_path}")
+    if config.listen.tcp is not None:
+        mode = "mutual TLS" if config.tls is not None else "plaintext"
+        where.append(f"{config.listen.tcp.host}:{server.port} ({mode})")
+    log.info("serving corridor.v1.Dataplane on %s", " and ".join(where))
+    return running
 
 
 async def start_engine(config: AgentConfig, fib, dataplane: Dataplane):

@@ -41,9 +41,11 @@ def run(config_path: str, with_agent: bool = False) -> int:
     except ConfigError as e:
         print(f"corridor {what}: {e}", file=sys.stderr)
         return 2
+    from corridor.agent.engine_host import EngineStartError
+
     try:
         uvloop.run(serve(config, with_agent))
-    except (StartError, OSError) as e:
+    except (StartError, EngineStartError, OSError) as e:
         print(f"corridor {what}: {e}", file=sys.stderr)
         return 1
     return 0
@@ -132,24 +134,17 @@ async def serve(config: ControllerConfig, with_agent: bool = False) -> None:
 
 
 async def _start_agent(config: ControllerConfig):
-    """The local agent of `corridor up`, built as `corridor agent` builds it."""
-    from corridor.agent.domain import Dataplane
-    from corridor.agent.fib_adapter import EngineFib
-    from corridor.agent.metrics import AgentMetrics
-    from corridor.agent.server import start_server as start_agent
+    """The local agent of `corridor up`: the very agent `corridor agent` runs, engine
+    included when the [agent] table has ports."""
+    from corridor.agent.main import start_agent
 
     agent_config = config.agent
-    loop = asyncio.get_running_loop()
-    fib = await loop.run_in_executor(None, EngineFib, agent_config.fib)
-    metrics = AgentMetrics()
-    dataplane = Dataplane(agent_config, fib, observer=metrics)
-    metrics.watch(dataplane)
-    agent = await start_agent(dataplane, agent_config.listen, agent_config.tls)
-    if agent.unix_path is not None:
-        address = f"unix:{agent.unix_path}"
-    else:
-        if agent_config.tls is not None:
-            raise StartError("agent: `corridor up` reaches its agent over listen.unix; set it")
-        address = f"127.0.0.1:{agent.port}"
+    if agent_config.listen.unix is None and agent_config.tls is not None:
+        raise StartError("agent: `corridor up` reaches its agent over listen.unix; set it")
+    agent = await start_agent(agent_config)
+    server = agent.server
+    address = (
+        f"unix:{server.unix_path}" if server.unix_path is not None else f"127.0.0.1:{server.port}"
+    )
     log.info("local agent serving corridor.v1.Dataplane on %s", address)
     return agent, Node(config.local_node, address)
