@@ -1,0 +1,86 @@
+"""Worker modes: busy polling and CPU pinning. A pinned worker runs on the CPU it was given;
+a busy-polling worker spins while idle where a wake-up worker sleeps in poll(); both
+forward."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from lab_support import dataplane, engine_ports, send_and_capture, standard_fib
+
+from corridor import lab as L
+from corridor import traffic
+
+TASKS = Path("/proc/self/task")
+
+
+def _threads() -> dict[int, tuple[str, int]]:
+    """Thread id → (allowed CPU list, CPU ticks used) for every thread of this process."""
+    out = {}
+    for task in TASKS.iterdir():
+        try:
+            status = (task / "status").read_text()
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:
+            continue  # the thread ended meanwhile
+        allowed = [x for x in status.splitlines() if x.startswith("Cpus_allowed_list")]
+        cpus = allowed[0].split(":")[1].strip()
+        fields = stat.rsplit(")", 1)[1].split()
+        out[int(task.name)] = (cpus, int(fields[11]) + int(fields[12]))  # utime + stime
+    return out
+
+
+def _start(lab: L.Lab, busy: bool, pin: bool):
+    dp = dataplane()
+    eng = dp.Engine(
+        standard_fib(dp), ports=engine_ports(), workers=1, netns=lab.ns("dut"),
+        busy_poll=busy, pin_cpus=pin,
+    )  # fmt: skip
+    eng.start()
+    return eng
+
+
+def _forwards(lab: L.Lab) -> None:
+    frames = traffic.build_frames(L_SPEC, [100, 600, 1400], flows=4)
+    assert len(send_and_capture(lab, frames)) == len(frames)
+
+
+L_SPEC = traffic.FrameSpec(src=L.GEN_V4, dst="198.19.1.1", src_mac=L.GEN_MAC, dst_mac=L.DUT_IN_MAC)
+
+
+def _idle_ticks(new: set[int], seconds: float = 1.0) -> dict[int, int]:
+    before = _threads()
+    time.sleep(seconds)
+    after = _threads()
+    return {t: after[t][1] - before[t][1] for t in new if t in before and t in after}
+
+
+def test_pinned_busy_polling_worker(lab: L.Lab) -> None:
+    first = sorted(os.sched_getaffinity(0))[0]
+    before = set(_threads())
+    eng = _start(lab, busy=True, pin=True)
+    try:
+        new = set(_threads()) - before
+        pinned = {t for t in new if _threads().get(t, ("", 0))[0] == str(first)}
+        assert pinned, f"no engine thread pinned to cpu {first}: {[_threads()[t] for t in new]}"
+        _forwards(lab)
+        ticks = _idle_ticks(pinned)
+        # A busy-polling worker keeps its CPU while idle (100 ticks a second at most).
+        assert max(ticks.values()) >= 30, f"idle busy-polling worker used only {ticks} ticks"
+    finally:
+        eng.stop()
+
+
+def test_wake_up_worker_sleeps_when_idle(lab: L.Lab) -> None:
+    before = set(_threads())
+    eng = _start(lab, busy=False, pin=False)
+    try:
+        new = set(_threads()) - before
+        assert new, "the engine started no thread"
+        _forwards(lab)
+        ticks = _idle_ticks(new)
+        assert max(ticks.values()) <= 10, f"idle wake-up workers used {ticks} ticks in 1 s"
+    finally:
+        eng.stop()
