@@ -10,9 +10,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 MTU_MIN, MTU_MAX = 576, 9216
 QUEUES_MAX = 256
@@ -124,6 +127,12 @@ class AgentConfig:
 
 def load(path: str | os.PathLike[str]) -> AgentConfig:
     """Reads and checks the file at `path`; raises ConfigError naming the file and field."""
+    return load_toml(path, parse)
+
+
+def load_toml(path: str | os.PathLike[str], parse_document: Callable[..., T]) -> T:
+    """Reads the TOML file at `path` and checks it with `parse_document(document, base=)`,
+    relative paths taken from the file's directory; every error names the file."""
     path = Path(path)
     try:
         with path.open("rb") as f:
@@ -133,7 +142,7 @@ def load(path: str | os.PathLike[str]) -> AgentConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from e
     try:
-        return parse(document, base=path.parent)
+        return parse_document(document, base=path.parent)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from e
 

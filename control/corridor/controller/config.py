@@ -7,7 +7,6 @@ registered as the node named by `up.node`.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from corridor.agent.config import (
     _listen,
     _Table,
     _tls,
+    load_toml,
 )
 from corridor.agent.config import parse as parse_agent
 from corridor.controller.domain import Node, NodeTls, check_node_address, check_node_name
@@ -78,18 +78,8 @@ class ControllerConfig:
 
 
 def load(path: str | os.PathLike[str]) -> ControllerConfig:
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            document = tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from e
-    try:
-        return parse(document, base=path.parent)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from e
+    """Reads and checks the file at `path`; raises ConfigError naming the file and field."""
+    return load_toml(path, parse)
 
 
 def parse(document: dict[str, Any], base: Path = Path()) -> ControllerConfig:
