@@ -434,9 +434,10 @@ class CorridorRouter(Router):
 
         if not hasattr(dp, "Engine"):
             raise RuntimeError("corridor._dataplane has no Engine (stale extension: make deps)")
-        # The lab's veths have two queues; use as many as there are workers (a worker
-        # owns one queue of every port, and a queue without one would go to the kernel).
-        for dev in (L.DUT_IN, L.DUT_OUT):
+        # The lab's veths have two queues; with two workers both are served. One worker
+        # serves queue 0 only: a veth refuses fewer rx queues than its peer has tx queues,
+        # and the generator, pinned to one CPU, sends everything into queue 0 anyway.
+        for dev in (L.DUT_IN, L.DUT_OUT) if self.workers > 1 else ():
             r = self.lab.exec("dut", ["ethtool", "-L", dev, "rx", str(self.workers), "tx",
                                       str(self.workers)], check=False)  # fmt: skip
             if r.returncode != 0:
