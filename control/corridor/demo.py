@@ -201,17 +201,15 @@ def run(given: str | None, full: bool = False) -> int:
         drops: dict[str, int] = {}
         for d in counters.drops:
             drops[d.reason] = drops.get(d.reason, 0) + d.packets
-        shown = {k: v for k, v in drops.items() if v}
+        shown = {k: v for k, v in drops.items() if v and k != "rx_ring_dropped"}
         print(f"    drops: {shown or 'none'}")
         n = counters.next_hops
         print(
             f"    next hops: {n.adjacencies} adjacencies, {n.unresolved} unresolved, "
             f"{n.link_down} on a link that is down"
         )
-        print(
-            "    (frames the busy worker could not take from the AF_XDP rx ring are lost "
-            "before these counters)"
-        )
+        lost = sum(w.rx_ring_dropped for w in counters.workers)
+        print(f"    lost at the AF_XDP rx ring (worker too busy): {lost:,}")
     finally:
         up.send_signal(signal.SIGTERM)
         try:

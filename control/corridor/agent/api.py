@@ -517,18 +517,18 @@ def counters_to_pb(dataplane: domain.Dataplane, raw: dict | None = None) -> data
                 worker=w["worker"],
                 rx_packets=w["rx_packets"],
                 tx_packets=w["tx_packets"],
-                dropped_packets=sum(w["drops"].values()) + w["tx_ring_full"],
+                dropped_packets=sum(w["drops"].values()) + w["tx_ring_full"] + w["rx_ring_dropped"],
+                rx_ring_dropped=w["rx_ring_dropped"],
             )
         )
         for reason, packets in w["drops"].items():
             drops.append(
                 dataplane_pb2.DropCounters(reason=reason, worker=w["worker"], packets=packets)
             )
-        drops.append(
-            dataplane_pb2.DropCounters(
-                reason="tx_ring_full", worker=w["worker"], packets=w["tx_ring_full"]
+        for reason in ("tx_ring_full", "rx_ring_dropped"):
+            drops.append(
+                dataplane_pb2.DropCounters(reason=reason, worker=w["worker"], packets=w[reason])
             )
-        )
     return dataplane_pb2.Counters(
         time=time, interfaces=interfaces, workers=workers, drops=drops, next_hops=next_hops
     )

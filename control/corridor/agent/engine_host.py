@@ -60,5 +60,17 @@ class EngineHost:
         return self.engine.ports()
 
     def counters(self) -> dict[str, Any]:
-        """Blocking for a moment (GIL released): from the executor, or a scrape thread."""
-        return self.engine.counters()
+        """Blocking for a moment (GIL released): from the executor, or a scrape thread.
+        Each worker also gets `rx_ring_dropped`: frames the kernel steered to it but could
+        not place in its AF_XDP sockets' rx rings (the worker was too busy), summed from
+        their XDP_STATISTICS, so that operators see those losses beside the drop reasons."""
+        raw = self.engine.counters()
+        lost: dict[int, int] = {}
+        for sock in raw["xsk"]:
+            stats = sock["statistics"]
+            lost[sock["worker"]] = (
+                lost.get(sock["worker"], 0) + stats["rx_dropped"] + stats["rx_ring_full"]
+            )
+        for w in raw["workers"]:
+            w["rx_ring_dropped"] = lost.get(w["worker"], 0)
+        return raw

@@ -164,7 +164,8 @@ def _engine_metrics(raw: dict, ports: list[dict]) -> Iterator:
         worker = str(w["worker"])
         for reason, packets in w["drops"].items():
             drops.add_metric([reason, worker], packets)
-        drops.add_metric(["tx_ring_full", worker], w["tx_ring_full"])
+        for reason in ("tx_ring_full", "rx_ring_dropped"):
+            drops.add_metric([reason, worker], w[reason])
         for outcome, packets in w["icmp"].items():
             icmp.add_metric([outcome, worker], packets)
         passes.add_metric([worker], w["passes"])

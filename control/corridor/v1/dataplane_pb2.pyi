@@ -254,16 +254,18 @@ class InterfaceCounters(_message.Message):
     def __init__(self, port: _Optional[str] = ..., vlan: _Optional[int] = ..., rx_packets: _Optional[int] = ..., rx_bytes: _Optional[int] = ..., tx_packets: _Optional[int] = ..., tx_bytes: _Optional[int] = ...) -> None: ...
 
 class WorkerCounters(_message.Message):
-    __slots__ = ("worker", "rx_packets", "tx_packets", "dropped_packets")
+    __slots__ = ("worker", "rx_packets", "tx_packets", "dropped_packets", "rx_ring_dropped")
     WORKER_FIELD_NUMBER: _ClassVar[int]
     RX_PACKETS_FIELD_NUMBER: _ClassVar[int]
     TX_PACKETS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    RX_RING_DROPPED_FIELD_NUMBER: _ClassVar[int]
     worker: int
     rx_packets: int
     tx_packets: int
     dropped_packets: int
-    def __init__(self, worker: _Optional[int] = ..., rx_packets: _Optional[int] = ..., tx_packets: _Optional[int] = ..., dropped_packets: _Optional[int] = ...) -> None: ...
+    rx_ring_dropped: int
+    def __init__(self, worker: _Optional[int] = ..., rx_packets: _Optional[int] = ..., tx_packets: _Optional[int] = ..., dropped_packets: _Optional[int] = ..., rx_ring_dropped: _Optional[int] = ...) -> None: ...
 
 class DropCounters(_message.Message):
     __slots__ = ("reason", "worker", "packets")
