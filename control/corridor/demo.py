@@ -17,6 +17,7 @@ import asyncio
 import gzip
 import ipaddress
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -219,5 +220,7 @@ def run(given: str | None, full: bool = False) -> int:
             up.wait()
         log.close()
         lab.down()
+    if up.returncode == 0:
+        shutil.rmtree(tmp, ignore_errors=True)  # kept, with its log, when something failed
     print(f"\n  corridor up stopped (exit {up.returncode}); lab removed; done")
     return 0 if up.returncode == 0 else 1
