@@ -36,6 +36,11 @@ struct gen_state {
 	__u64 seq;      /* frames sent */
 	__u64 next_due; /* send time of the next frame, ns times 256 */
 	__u64 idle;     /* runs that found no frame due (XDP_DROP) */
+	__u64 forgiven; /* times a lag of more than CATCH_UP frames was forgiven */
+	__u64 first_ns; /* the first run's time */
+	__u64 last_ns;  /* the latest run's time */
+	__u64 gap_ns;   /* time in gaps of more than GAP_NS between two runs (call set-up,
+			 * preemption): nothing was offered then */
 };
 
 #endif
