@@ -81,11 +81,10 @@ bench-forwarding: deps
 	$(MAKE) -s -C benches/gen
 	$(PY) benches/forwarding.py $(BENCH_ARGS)
 
-# The same benchmark on three VMs with virtio NICs (needs vagrant with libvirt or VirtualBox).
+# The same benchmark on three VMs with virtio NICs, from a workstation (vagrant with libvirt
+# or VirtualBox; VAGRANT_DEFAULT_PROVIDER picks one): vagrant/run.sh.
 vagrant-bench:
-	cd vagrant && vagrant up --provider=$${VAGRANT_PROVIDER:-libvirt}
-	cd vagrant && vagrant ssh router -c 'sudo /vagrant/vagrant/bench.sh'
-	cd vagrant && vagrant ssh router -c 'tar -C /vagrant/benches/results -c forwarding-vm.md forwarding-vm.json forwarding-vm.png' | tar -C ../benches/results -x
+	vagrant/run.sh $(BENCH_ARGS)
 
 # The Python modules of the gRPC contracts, from proto/ into control/corridor/v1/ (committed;
 # tests/test_agent_proto.py regenerates into PROTO_OUT and fails when they are stale).

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the forwarding benchmark on the router VM with the same code as the lab
-# (benches/forwarding.py: same table, same traffic, same routers) and leaves the results
-# in /vagrant/benches/results/, which `make vagrant-bench` copies back.
-#   bench.sh [--quick]
+# (benches/forwarding.py: same table, same traffic, same routers), the generator and the
+# sink being the other two VMs, reached over bench-ctl. Results in
+# /vagrant/benches/results/forwarding-vm.*, which vagrant/run.sh copies back.
+#   bench.sh [forwarding.py options, e.g. --quick]
 set -euo pipefail
 cd /vagrant
-exec sudo .venv/bin/python benches/forwarding.py --out benches/results/forwarding-vm "$@"
+exec .venv/bin/python benches/forwarding.py --hosts gen=198.18.254.2,sink=198.18.254.3 \
+	--out benches/results/forwarding-vm "$@"

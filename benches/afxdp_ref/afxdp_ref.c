@@ -81,8 +81,11 @@ int main(int argc, char **argv)
 			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (area == MAP_FAILED)
 		fail("mmap", errno);
-	struct xsk_ring_prod fill, out_fill, tx;
-	struct xsk_ring_cons comp, out_comp, rx;
+	/* Zeroed: libxdp sets up a shared-UMEM socket's own fill/completion rings without
+	 * writing their cached indices, and stack garbage there read as phantom completions
+	 * (a crash on the first forwarded frame, depending on what the stack held). */
+	struct xsk_ring_prod fill = {0}, out_fill = {0}, tx = {0};
+	struct xsk_ring_cons comp = {0}, out_comp = {0}, rx = {0};
 	struct xsk_umem_config ucfg = {.fill_size = RING, .comp_size = RING,
 				       .frame_size = FRAME_SIZE, .frame_headroom = 0};
 	struct xsk_umem *umem;
