@@ -184,31 +184,53 @@ def topology(where: L.Lab | Topology) -> Topology:
 
 
 def test_routes(seed: int = 6) -> tuple[list[str], list[str], list[str], list[str]]:
-    """Routes inside the test space over every length /16-/32 and /32-/128, and one
-    destination inside each (so the traffic's lookups end at many depths)."""
+    """Routes inside the test space over every length /16-/32 and /33-/128 (under the
+    covering 198.19.0.0/16 and 2001:db8:8000::/33, where no lab link is), and for each route
+    one destination whose longest match it is, so the traffic's lookups end at every
+    depth. Destinations covered by a longer route are re-drawn; a route whose whole space
+    longer routes cover gets none."""
     rnd = random.Random(seed)
-    r4, d4, r6, d6 = ["198.19.0.0/16"], [], ["2001:db8::/32"], []
+    nets4 = {ROUTES4_IN}
     base4 = int(ROUTES4_IN.network_address)
-    for length in range(16, 33):
-        for _ in range(48):
-            addr = base4 | rnd.getrandbits(16)
-            net = ipaddress.ip_network((addr, length), strict=False)
-            r4.append(str(net))
-            host = int(net.network_address) + rnd.randrange(net.num_addresses)
-            d4.append(str(ipaddress.ip_address(host)))
+    # Few routes at the short lengths, or the longer ones would cover them whole.
+    for length in range(17, 33):
+        for _ in range(min(48, max(1, 2 ** (length - 16) // 4))):
+            nets4.add(ipaddress.ip_network((base4 | rnd.getrandbits(16), length), strict=False))
+    nets6 = {ROUTES6_IN}
     base6 = int(ROUTES6_IN.network_address)
-    for length in range(33, 129):
-        for _ in range(8):
-            addr = base6 | rnd.getrandbits(95)
-            net = ipaddress.ip_network((addr, length), strict=False)
-            r6.append(str(net))
-            d6.append(str(ipaddress.ip_address(int(net.network_address) + rnd.randrange(
-                min(net.num_addresses, 1 << 32)))))  # fmt: skip
-    for d in d4:
-        assert ipaddress.ip_address(d) in TEST4
-    for d in d6:
-        assert ipaddress.ip_address(d) in TEST6
-    return sorted(set(r4)), d4, sorted(set(r6)), d6
+    for length in range(34, 129):
+        for _ in range(min(8, max(1, 2 ** (length - 33) // 4))):
+            nets6.add(ipaddress.ip_network((base6 | rnd.getrandbits(95), length), strict=False))
+
+    def destinations(nets: set) -> list[str]:
+        by_len: dict[int, set[int]] = {}
+        for n in nets:
+            by_len.setdefault(n.prefixlen, set()).add(int(n.network_address))
+        bits = nets and next(iter(nets)).max_prefixlen
+
+        def longest(addr: int) -> int:
+            for length in sorted(by_len, reverse=True):
+                if (addr >> (bits - length) << (bits - length)) in by_len[length]:
+                    return length
+            return -1
+
+        out = []
+        for n in sorted(nets, key=lambda n: (n.prefixlen, int(n.network_address))):
+            base, size = int(n.network_address), n.num_addresses
+            for _ in range(256):
+                host = base + rnd.randrange(min(size, 1 << 64))
+                if longest(host) == n.prefixlen:
+                    out.append(str(ipaddress.ip_address(host)))
+                    break
+        return out
+
+    d4, d6 = destinations(nets4), destinations(nets6)
+    assert all(ipaddress.ip_address(d) in TEST4 for d in d4)
+    assert all(ipaddress.ip_address(d) in TEST6 for d in d6)
+    assert len(set(d4)) == len(d4) and len(set(d6)) == len(d6)
+    r4 = [str(n) for n in sorted(nets4, key=lambda n: (int(n.network_address), n.prefixlen))]
+    r6 = [str(n) for n in sorted(nets6, key=lambda n: (int(n.network_address), n.prefixlen))]
+    return r4, d4, r6, d6
 
 
 def real_table(name: str, limit: int | None) -> list[str]:
@@ -866,13 +888,10 @@ def bench_lab() -> Iterator[L.Lab]:
         lab.down()
 
 
-@contextlib.contextmanager
-def bench_topology(hosts: str, remote: str) -> Iterator[Topology]:
-    """The lab (built here, removed at the end) or, with `hosts`, the three hosts."""
+def parse_hosts(hosts: str, remote: str) -> dict[str, str]:
+    """`--hosts gen=HOST,sink=HOST` as a dict ({} for the lab); SystemExit when malformed."""
     if not hosts:
-        with bench_lab() as lab:
-            yield Topology.lab(lab)
-        return
+        return {}
     try:
         named = dict(item.split("=", 1) for item in hosts.split(","))
     except ValueError:
@@ -881,7 +900,17 @@ def bench_topology(hosts: str, remote: str) -> Iterator[Topology]:
         raise SystemExit(f"--hosts {hosts!r}: expected gen=HOST,sink=HOST")
     if "{host}" not in remote:
         raise SystemExit(f"--remote {remote!r}: must contain {{host}}")
-    yield Topology.hosts(named["gen"], named["sink"], remote)
+    return named
+
+
+@contextlib.contextmanager
+def bench_topology(hosts: dict[str, str], remote: str) -> Iterator[Topology]:
+    """The lab (built here, removed at the end) or, with `hosts`, the three hosts."""
+    if not hosts:
+        with bench_lab() as lab:
+            yield Topology.lab(lab)
+        return
+    yield Topology.hosts(hosts["gen"], hosts["sink"], remote)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -932,6 +961,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--sizes: {bad} outside 64-1518 (wire bytes, with FCS)")
     if bad := [f for f in families if f not in (4, 6)]:
         raise SystemExit(f"--families: {bad}: expected 4 and/or 6")
+    hosts = parse_hosts(args.hosts, args.remote)
     build_tools()
 
     def log(msg: str) -> None:
@@ -954,7 +984,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{_cpu_model()}, Linux {platform.release()}",
         "table": f"{len(table['v4'])} IPv4 + {len(table['v6'])} IPv6 routes",
     }
-    with bench_topology(args.hosts, args.remote) as topo:
+    with bench_topology(hosts, args.remote) as topo:
         meta["topology"] = (f"{topo.kind}: {topo.gen_if} -> {topo.dut_in} | router | "
                             f"{topo.dut_out} -> {topo.sink_if}")  # fmt: skip
         secs = install_kernel_table(topo, table["v4"], table["v6"])

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <xdp/xsk.h>
+#include "../gen/cli.h"
 
 #define NUM_FRAMES 4096
 #define FRAME_SIZE XSK_UMEM__DEFAULT_FRAME_SIZE
@@ -36,12 +37,6 @@ static void on_signal(int sig) { (void)sig; stop = 1; }
 
 static __u64 free_frames[NUM_FRAMES];
 static unsigned nfree;
-
-static int parse_mac(const char *s, unsigned char *m)
-{
-	return sscanf(s, "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx", &m[0], &m[1], &m[2], &m[3], &m[4],
-		      &m[5]) == 6 ? 0 : -1;
-}
 
 static void fail(const char *what, int err)
 {
@@ -66,13 +61,17 @@ int main(int argc, char **argv)
 		case 's': have_src = !parse_mac(optarg, src_mac); break;
 		case 'd': have_dst = !parse_mac(optarg, dst_mac); break;
 		case 'm': mode = optarg; break;
-		case 't': duration = strtod(optarg, NULL); break;
+		case 't': if (parse_double(optarg, &duration)) duration = -1; break;
 		default: fprintf(stderr, "usage: see the head of afxdp_ref.c\n"); return 2;
 		}
 	}
 	if (!in || !out || !have_src || !have_dst || !(duration > 0 && duration <= 3600)) {
 		fprintf(stderr, "afxdp_ref: --in, --out, --src-mac, --dst-mac (xx:xx:xx:xx:xx:xx) "
 				"are required; --duration in (0, 3600]\n");
+		return 2;
+	}
+	if (strcmp(mode, "copy") && strcmp(mode, "zc") && strcmp(mode, "auto")) {
+		fprintf(stderr, "afxdp_ref: --mode %s: expected copy, zc or auto\n", mode);
 		return 2;
 	}
 	__u16 bind = !strcmp(mode, "copy") ? XDP_COPY : !strcmp(mode, "zc") ? XDP_ZEROCOPY : 0;

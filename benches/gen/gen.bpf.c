@@ -53,10 +53,14 @@ int gen(struct xdp_md *ctx)
 	if (!cfg || !t || !st || !cfg->ndst || !cfg->nflows)
 		return XDP_ABORTED;
 	__u64 now = bpf_ktime_get_ns();
-	if (!st->first_ns)
+	if (!st->first_ns) {
 		st->first_ns = now;
-	else if (now - st->last_ns > GAP_NS)
+	} else if (now - st->last_ns > GAP_NS) {
+		/* A gap left out of the offered window: nothing due in it is sent afterwards
+		 * either, or the rate over the window would read high. */
 		st->gap_ns += now - st->last_ns;
+		st->next_due = now << 8;
+	}
 	st->last_ns = now;
 	/* Pacing in the kernel: BPF_PROG_RUN costs milliseconds per call (page pool set-up),
 	 * so one call runs millions of times and only the runs whose frame is due transmit;

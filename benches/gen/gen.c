@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <getopt.h>
 #include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,6 +29,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include "bench.h"
+#include "cli.h"
 
 #define MAX_DURATION 600.0
 #define HDR6 (14 + 40 + 8)
@@ -40,12 +43,6 @@ static void die(const char *fmt, const char *arg)
 	fprintf(stderr, fmt, arg);
 	fputc('\n', stderr);
 	exit(2);
-}
-
-static int parse_mac(const char *s, unsigned char *m)
-{
-	return sscanf(s, "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx", &m[0], &m[1], &m[2], &m[3], &m[4],
-		      &m[5]) == 6 ? 0 : -1;
 }
 
 /* Test space only: 198.18.0.0/15 (RFC 2544) and 2001:db8::/32 (RFC 3849). */
@@ -83,24 +80,41 @@ int main(int argc, char **argv)
 		case 'M': dst_mac = optarg; break;
 		case 's': src = optarg; break;
 		case 'D': dsts_path = optarg; break;
-		case 'z': size = strtoul(optarg, NULL, 0); break;
-		case 'r': rate = strtod(optarg, NULL); break;
-		case 't': duration = strtod(optarg, NULL); break;
-		case 'f': flows = strtoul(optarg, NULL, 0); break;
-		case 'b': burst = strtoul(optarg, NULL, 0); break;
+		case 'z': if (parse_uint(optarg, &size)) die("--size %s: expected a number", optarg); break;
+		case 'r': if (parse_double(optarg, &rate) || rate < 0)
+				die("--rate %s: expected frames/s >= 0 (0: as fast as possible)", optarg);
+			break;
+		case 't': if (parse_double(optarg, &duration))
+				die("--duration %s: expected seconds", optarg);
+			break;
+		case 'f': if (parse_uint(optarg, &flows)) die("--flows %s: expected a number", optarg); break;
+		case 'b': if (parse_uint(optarg, &burst)) die("--burst %s: expected a number", optarg); break;
 		case 'o': obj_path = optarg; break;
 		default: die("%s", "usage: see the head of gen.c");
 		}
 	}
 	if (!dev || !src_mac || !dst_mac || !src || !dsts_path)
 		die("%s", "--dev, --src-mac, --dst-mac, --src and --dsts are required");
-	if (!(duration > 0 && duration <= MAX_DURATION))
-		die("--duration %s: must be in (0, 600] seconds", argv[0]);
+	if (!(duration > 0 && duration <= MAX_DURATION)) {
+		char v[32];
+		snprintf(v, sizeof v, "%g", duration);
+		die("--duration %s: must be in (0, 600] seconds", v);
+	}
 	if (burst < 1 || burst > 256)
 		die("%s", "--burst must be 1 to 256");
 	int ifindex = if_nametoindex(dev);
 	if (!ifindex)
 		die("--dev %s: no such interface in this namespace", dev);
+	/* Frames leave by XDP_TX toward the device's peer: never on loopback, where they would
+	 * reach this host's own stack. */
+	struct ifreq ifr = {0};
+	int probe = socket(AF_INET, SOCK_DGRAM, 0);
+	snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", dev);
+	if (probe < 0 || ioctl(probe, SIOCGIFFLAGS, &ifr) < 0)
+		die("--dev %s: cannot read its flags", dev);
+	close(probe);
+	if (ifr.ifr_flags & IFF_LOOPBACK)
+		die("--dev %s: a loopback device: the generator sends only on a link to a router", dev);
 
 	/* The template: Ethernet, IP, UDP 1024 -> 9 (discard), zero payload. */
 	int family = strchr(src, ':') ? 6 : 4;
@@ -210,7 +224,7 @@ int main(int argc, char **argv)
 
 	/* Each call runs the program `repeat` times; the program itself paces. Calls continue
 	 * until the duration is over, the last one sized to what is left. */
-	const double chunk = 0.5;
+	const double chunk = duration / 4 < 0.5 ? duration / 4 : 0.5; /* bounds the overrun */
 	double start = now_s(), end = start + duration;
 	int err = 0;
 	for (double t = start; !stop && t < end;) {

@@ -18,6 +18,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include "bench.h"
+#include "cli.h"
 
 static int ncpu;
 
@@ -41,10 +42,19 @@ int main(int argc, char **argv)
 	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
 		if (c == 'd') dev = optarg;
 		else if (c == 'o') obj_path = optarg;
-		else if (c == 'x') max_seconds = strtod(optarg, NULL);
+		else if (c == 'x') {
+			if (parse_double(optarg, &max_seconds) || max_seconds <= 0) {
+				fprintf(stderr, "sink: --max-seconds %s: expected seconds > 0\n", optarg);
+				return 2;
+			}
+		}
 		else { fprintf(stderr, "usage: sink --dev DEV [--max-seconds S]\n"); return 2; }
 	}
-	int ifindex = dev ? (int)if_nametoindex(dev) : 0;
+	if (!dev) {
+		fprintf(stderr, "sink: --dev is required\n");
+		return 2;
+	}
+	int ifindex = (int)if_nametoindex(dev);
 	if (!ifindex) {
 		fprintf(stderr, "sink: --dev %s: no such interface in this namespace\n", dev);
 		return 2;

@@ -112,7 +112,7 @@ _LINKS = (
     (DUT_OUT, DUT_OUT_MAC, DUT_OUT_V4, DUT_OUT_V6, "sink", SINK_IF, SINK_MAC, SINK_V4, SINK_V6),
 )
 
-_OFFLOADS = (
+OFFLOADS = (
     "tx",
     "off",
     "tso",
@@ -184,11 +184,11 @@ class Lab:
     ) -> subprocess.CompletedProcess[str]:
         """Run `argv` inside namespace `ns` (a role or a full name); raise LabError with the
         command's stderr when it fails and `check` is set."""
-        return _run(["ip", "netns", "exec", self.ns(ns), *argv], check=check, timeout=timeout)
+        return command(["ip", "netns", "exec", self.ns(ns), *argv], check=check, timeout=timeout)
 
     def ip(self, ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """`ip -n NS args...`."""
-        return _run(["ip", "-n", self.ns(ns), *args], check=check)
+        return command(["ip", "-n", self.ns(ns), *args], check=check)
 
     def sysctl(self, ns: str, key: str, value: str | int) -> None:
         self.exec(ns, ["sysctl", "-q", "-w", f"{key}={value}"])
@@ -208,7 +208,7 @@ class Lab:
 
     def _build(self) -> None:
         for ns in self.namespaces:
-            _run(["ip", "netns", "add", ns])
+            command(["ip", "netns", "add", ns])
         for role in ROLES:
             self.ip(role, "link", "set", "lo", "up")
             # Before any address exists: DAD off so IPv6 addresses work at once; no
@@ -232,7 +232,7 @@ class Lab:
                 "numtxqueues", str(self.queues), "numrxqueues", str(self.queues),
             )  # fmt: skip
             for role, dev, a4, a6 in (("dut", port, v4, v6), (peer_role, peer, peer_v4, peer_v6)):
-                self.exec(role, ["ethtool", "-K", dev, *_OFFLOADS])
+                self.exec(role, ["ethtool", "-K", dev, *OFFLOADS])
                 self.ip(role, "link", "set", dev, "up")
                 self.ip(role, "addr", "add", f"{a4}/24", "dev", dev)
                 self.ip(role, "-6", "addr", "add", f"{a6}/64", "dev", dev, "nodad")
@@ -277,7 +277,7 @@ class Lab:
         """Remove the lab's namespaces (and with them every interface in them)."""
         for ns in self.namespaces:
             if Path("/var/run/netns", ns).exists():
-                _run(["ip", "netns", "del", ns], check=False)
+                command(["ip", "netns", "del", ns], check=False)
 
     def exists(self) -> bool:
         return all(Path("/var/run/netns", ns).exists() for ns in self.namespaces)
@@ -289,9 +289,9 @@ class Lab:
             if not Path("/var/run/netns", ns).exists():
                 lines.append(f"{ns}: absent")
                 continue
-            links = _run(["ip", "-n", ns, "-br", "link", "show"], check=False).stdout
-            addrs = _run(["ip", "-n", ns, "-br", "addr", "show"], check=False).stdout
-            xdp = "xdp" in _run(["ip", "-n", ns, "link", "show"], check=False).stdout
+            links = command(["ip", "-n", ns, "-br", "link", "show"], check=False).stdout
+            addrs = command(["ip", "-n", ns, "-br", "addr", "show"], check=False).stdout
+            xdp = "xdp" in command(["ip", "-n", ns, "link", "show"], check=False).stdout
             lines.append(f"{ns}:{' (XDP attached)' if xdp else ''}")
             lines += [f"  {line}" for line in links.splitlines()]
             lines += [f"  {line}" for line in addrs.splitlines() if not line.startswith("lo ")]
@@ -326,9 +326,11 @@ class Lab:
         self.down()
 
 
-def _run(
+def command(
     argv: Sequence[str], *, check: bool = True, timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
+    """Run `argv` here; raise LabError with its stderr when it fails and `check` is set.
+    Public for tools that add namespaces and links of their own to a lab."""
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError as e:
