@@ -31,7 +31,8 @@ benches/results/change-latest.{md,json} (--out). IPv4 only: the churn and the fa
 not depend on the family, and the generator sends one family per trial.
 
 Placement (2 cores): as forwarding.py places corridor-1, the engine's threads and dut0's NAPI
-thread on CPU 1, the generator and both sinks' NAPI threads (SCHED_FIFO) on CPU 0. The
+thread (SCHED_OTHER, as forwarding.py explains) on CPU 1, the generator and both sinks' NAPI
+threads (SCHED_FIFO: apparatus) on CPU 0. The
 agent's own threads (event loop, executor: where written batches are decoded and applied)
 and the churn writer run on --control-cpu, CPU 0 by default: a router keeps its control
 plane off its forwarding cores, and CPU 1 has no room to spare at 90 % of its zero-loss rate.
@@ -303,8 +304,9 @@ def zero_loss(traffic: Traffic, mode: Mode, b_is_wrong: bool) -> tuple[float, fl
     log(f"    max offered {top.sent_pps / 1e6:.3f} Mpps -> sinks {top.fwd_pps / 1e6:.3f} Mpps")
     if ok(top):
         return top.sent_pps, top.sent_pps
-    # What got through the overloaded router is only a hint: with dut0's NAPI thread
-    # SCHED_FIFO beside the worker, overload starves the worker far below its zero-loss rate.
+    # What got through the overloaded router is only a hint: dut0's NAPI thread and the
+    # worker share the CPU under overload (and with CORRIDOR_BENCH_RT=1 the NAPI thread
+    # starves the worker), so the search doubles from it until a trial loses, then bisects.
     best: Trial | None = None
     lo, hi = 0.0, top.sent_pps
     guess = top.fwd_pps * 0.95
