@@ -67,18 +67,19 @@ test: deps
 # Every figure of the README, each with its baseline measured in the same run: the FIB
 # against prefix-trie, gRPC programming against the engine's own load rate, the controller
 # against the agent's direct rate, a quick forwarding comparison (kernel, XDP fast path, a
-# C AF_XDP forwarder, Corridor), and forwarding under route churn and link failover. As
-# root; results in benches/results/.
+# C AF_XDP forwarder, Corridor: about an hour), and forwarding under route churn and link
+# failover. As root; results in benches/results/.
 bench: deps
 	cargo bench -p corridor-benches --bench fib -- --noplot | tee benches/results/fib-latest.txt
 	$(PY) benches/agent_load.py --out benches/results/agent-load.md
 	$(PY) benches/controller_load.py
 	$(MAKE) -s -C benches/gen
-	$(PY) benches/forwarding.py --quick
+	$(PY) benches/forwarding.py --reps 1 --profile
 	$(PY) benches/change.py
 
 # The side-by-side forwarding benchmark (kernel, XDP fast path, Corridor, a C AF_XDP
-# reference) in the lab; `--quick` for a smoke run. Full mode takes hours (RFC 2544 trials).
+# reference) in the lab; BENCH_ARGS=--quick for a smoke run. Full mode with three
+# repetitions takes about 3.5 hours (10 s RFC 2544 trials).
 bench-forwarding: deps
 	$(MAKE) -s -C benches/gen
 	$(PY) benches/forwarding.py $(BENCH_ARGS)
