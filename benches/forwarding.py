@@ -268,13 +268,10 @@ def real_table(name: str, limit: int | None) -> list[str]:
 # -- the lab's dut as a kernel router ------------------------------------------------------
 
 
-def install_kernel_table(where: L.Lab | Topology, v4: list[str], v6: list[str]) -> float:
-    """Every route through a nexthop object toward the sink, with `ip -batch`; returns
-    the seconds it took. Neighbours are permanent so no router waits on ARP/ND."""
+def permanent_neighbours(where: L.Lab | Topology) -> None:
+    """The generator and the sink as permanent neighbours of the dut, so no router (and no
+    trial) waits on ARP or Neighbor Discovery."""
     t = topology(where)
-    t0 = time.monotonic()
-    t.ip("dut", "route", "del", L.TRANSIT4, check=False)
-    t.ip("dut", "route", "del", L.TRANSIT6, check=False)
     for dev, addr, mac in (
         (t.dut_out, L.SINK_V4, t.sink_mac),
         (t.dut_out, L.SINK_V6, t.sink_mac),
@@ -282,6 +279,16 @@ def install_kernel_table(where: L.Lab | Topology, v4: list[str], v6: list[str]) 
         (t.dut_in, L.GEN_V6, t.gen_mac),
     ):
         t.ip("dut", "neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent")
+
+
+def install_kernel_table(where: L.Lab | Topology, v4: list[str], v6: list[str]) -> float:
+    """Every route through a nexthop object toward the sink, with `ip -batch`; returns
+    the seconds it took. Neighbours are permanent so no router waits on ARP/ND."""
+    t = topology(where)
+    t0 = time.monotonic()
+    t.ip("dut", "route", "del", L.TRANSIT4, check=False)
+    t.ip("dut", "route", "del", L.TRANSIT6, check=False)
+    permanent_neighbours(t)
     with tempfile.NamedTemporaryFile("w", suffix=".batch", delete=False) as f:
         f.write(f"nexthop replace id 1 via {L.SINK_V4} dev {t.dut_out}\n")
         f.write(f"nexthop replace id 2 via {L.SINK_V6} dev {t.dut_out}\n")

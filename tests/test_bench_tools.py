@@ -136,13 +136,7 @@ def bench(tools: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ben
         # The generator's XDP_TX reaches dut0 only while dut0 has NAPI: GRO on gives it
         # one without an XDP program (as the harness's kernel router does).
         lab.exec("dut", ["ethtool", "-K", L.DUT_IN, "gro", "on"])
-        for dev, addr, mac in (
-            (L.DUT_OUT, L.SINK_V4, L.SINK_MAC),
-            (L.DUT_OUT, L.SINK_V6, L.SINK_MAC),
-            (L.DUT_IN, L.GEN_V4, L.GEN_MAC),
-            (L.DUT_IN, L.GEN_V6, L.GEN_MAC),
-        ):
-            lab.ip("dut", "neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent")
+        F.permanent_neighbours(lab)
         lab.ip("dut", "route", "replace", str(ROUTES4), "via", L.SINK_V4)
         lab.ip("dut", "route", "replace", str(ROUTES6), "via", L.SINK_V6)
         _, d4, _, d6 = F.test_routes()
