@@ -116,7 +116,6 @@ class Topology:
         t.gen_if, t.dut_in, t.dut_out, t.sink_if = L.GEN_IF, L.DUT_IN, L.DUT_OUT, L.SINK_IF
         t.gen_mac, t.dut_in_mac, t.dut_out_mac, t.sink_mac = (
             L.GEN_MAC, L.DUT_IN_MAC, L.DUT_OUT_MAC, L.SINK_MAC)  # fmt: skip
-        t.lab_ = lab
         return t
 
     @classmethod
@@ -516,7 +515,6 @@ def search(traffic: Traffic, family: int, size: int, mode: Mode, log) -> dict:
 
     def run(rate: float) -> Trial:
         t = traffic.trial(family, size, rate, mode.trial)
-        t.offered = rate
         trials.append(t)
         log(f"    {rate / 1e6:.3f} Mpps asked, {t.sent_pps / 1e6:.3f} sent: lost {t.lost} of "
             f"{t.sent} ({t.loss_ratio:.3%}; {t.where()}; steal {t.steal})")  # fmt: skip
