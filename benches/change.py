@@ -236,19 +236,11 @@ class Traffic:
         the worker's rx ring), cumulative; the first four as forwarding.Traffic.drops counts
         them, with the second sink."""
         t = self.topo
-        gen = t.exec("gen", ["ethtool", "-S", L.GEN_IF]).stdout
-        refused = sum(int(line.split(":")[1]) for line in gen.splitlines()
-                      if "xdp_xmit_errors" in line)  # fmt: skip
-
-        def dropped(role: str, dev: str, way: str) -> int:
-            link = json.loads(t.ip(role, "-s", "-j", "link", "show", dev).stdout)
-            return link[0]["stats64"][way]["dropped"]
-
-        out_a = dropped("dut", L.DUT_OUT, "tx") + dropped("sink", L.SINK_IF, "rx")
-        out_b = dropped("dut", DUT_B, "tx") + dropped(SINKB_ROLE, SINKB_IF, "rx")
-        steal = sum(int(line.split()[8]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("cpu") and not line.startswith("cpu "))  # fmt: skip
+        drop = F.link_dropped
+        out_a = drop(t, "dut", L.DUT_OUT, "tx") + drop(t, "sink", L.SINK_IF, "rx")
+        out_b = drop(t, "dut", DUT_B, "tx") + drop(t, SINKB_ROLE, SINKB_IF, "rx")
         ring = sum(w.rx_ring_dropped for w in self.agent.counters().workers)
+        refused, steal = F.refused_by_router(t), F.steal_jiffies()
         return refused, out_a, out_b, steal, ring
 
     def trial(self, rate: float, seconds: float,

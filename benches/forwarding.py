@@ -449,6 +449,25 @@ class Trial:
         return self.received / self.seconds
 
 
+def refused_by_router(t: Topology) -> int:
+    """Frames the router's input port refused, cumulative: on veth, a frame the peer's full
+    ring refuses counts as an XDP transmit error of the generator's port."""
+    gen = t.exec("gen", ["ethtool", "-S", t.gen_if]).stdout
+    return sum(int(line.split(":")[1]) for line in gen.splitlines() if "xdp_xmit_errors" in line)
+
+
+def link_dropped(t: Topology, role: str, dev: str, way: str) -> int:
+    """The kernel's drop counter of `dev` of `role` in direction `way` (rx or tx)."""
+    link = json.loads(t.ip(role, "-s", "-j", "link", "show", dev).stdout)
+    return link[0]["stats64"][way]["dropped"]
+
+
+def steal_jiffies() -> int:
+    """Jiffies the hypervisor has taken from this machine's CPUs, cumulative."""
+    return sum(int(line.split()[8]) for line in Path("/proc/stat").read_text().splitlines()
+               if line.startswith("cpu") and not line.startswith("cpu "))  # fmt: skip
+
+
 class Traffic:
     """Trials of the generator through the dut into the sink."""
 
@@ -460,18 +479,11 @@ class Traffic:
 
     def drops(self) -> tuple[int, int, int]:
         """(frames refused by the router's input port, frames refused by the sink's,
-        steal jiffies of this machine), cumulative. On veth, a frame the peer's full ring
-        refuses is counted as an XDP transmit error of the sender / a drop of its link."""
+        steal jiffies of this machine), cumulative."""
         t = self.topo
-        gen = t.exec("gen", ["ethtool", "-S", t.gen_if]).stdout
-        refused_in = sum(int(line.split(":")[1]) for line in gen.splitlines()
-                         if "xdp_xmit_errors" in line)  # fmt: skip
-        out = json.loads(t.ip("dut", "-s", "-j", "link", "show", t.dut_out).stdout)
-        sink = json.loads(t.ip("sink", "-s", "-j", "link", "show", t.sink_if).stdout)
-        refused_sink = out[0]["stats64"]["tx"]["dropped"] + sink[0]["stats64"]["rx"]["dropped"]
-        steal = sum(int(line.split()[8]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("cpu") and not line.startswith("cpu "))  # fmt: skip
-        return refused_in, refused_sink, steal
+        refused_sink = link_dropped(t, "dut", t.dut_out, "tx")
+        refused_sink += link_dropped(t, "sink", t.sink_if, "rx")
+        return refused_by_router(t), refused_sink, steal_jiffies()
 
     def trial(self, family: int, size: int, rate: float, seconds: float) -> Trial:
         t = self.topo
