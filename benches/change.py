@@ -282,15 +282,18 @@ class Traffic:
         )  # fmt: skip
 
 
-def zero_loss(traffic: Traffic, mode: Mode, b_is_wrong: bool) -> tuple[float, float]:
+def zero_loss(traffic: Traffic, mode: Mode, b_is_wrong: bool,
+              tolerance: float = 0.0) -> tuple[float, float]:  # fmt: skip
     """The highest rate offered with nothing lost (RFC 2544 section 26.1, shortened), nor
     anything at sink B if `b_is_wrong`: one unthrottled trial, then `mode.steps` trials
     that double the rate from just under what got through until one loses, then bisect.
-    Returns the rate asked of the generator and the rate it measured itself sending (more
-    when its CPU is busy: it leaves gaps of over 20 us out of its time)."""
+    `tolerance`: the share of frames that may be lost (0: none; F.PDR_LOSS: the partial-drop
+    rate, for machines whose stalls lose frames at every rate). Nothing at sink B is ever
+    tolerated. Returns the rate asked of the generator and the rate it measured itself
+    sending (more when its CPU is busy: it leaves gaps of over 20 us out of its time)."""
 
     def ok(t: Trial) -> bool:
-        return t.lost <= 0 and not (b_is_wrong and t.at_b)
+        return t.lost <= tolerance * t.sent and not (b_is_wrong and t.at_b)
 
     top = traffic.trial(0, mode.trial)
     log(f"    max offered {top.sent_pps / 1e6:.3f} Mpps -> sinks {top.fwd_pps / 1e6:.3f} Mpps")
@@ -313,8 +316,25 @@ def zero_loss(traffic: Traffic, mode: Mode, b_is_wrong: bool) -> tuple[float, fl
         failed_once = hi < top.sent_pps
         guess = (lo + hi) / 2 if failed_once else min(2 * lo, hi)
     if best is None:
-        raise RuntimeError(f"no zero-loss rate found down to {hi / 1e6:.3f} Mpps")
+        raise NoRate(f"no rate with loss <= {tolerance:.1%} found down to {hi / 1e6:.3f} Mpps")
     return lo, best.sent_pps
+
+
+class NoRate(RuntimeError):
+    """The search found no rate that met its loss criterion."""
+
+
+def base_rate(traffic: Traffic, mode: Mode, b_is_wrong: bool) -> tuple[float, float, str]:
+    """The zero-loss rate; where the machine loses frames at every rate tried (a shared
+    VM's stalls overflow the router's 256-frame veth ring, whatever the router), the
+    partial-drop rate instead, so that the run still measures churn and says which
+    criterion it used. Returns (asked, measured, criterion)."""
+    try:
+        return (*zero_loss(traffic, mode, b_is_wrong), "zero loss")
+    except NoRate as e:
+        log(f"    {e}; searching again for the partial-drop rate (loss <= {F.PDR_LOSS:.1%})")
+    asked, measured = zero_loss(traffic, mode, b_is_wrong, tolerance=F.PDR_LOSS)
+    return asked, measured, f"loss <= {F.PDR_LOSS:.1%} (no zero-loss rate found)"
 
 
 # -- the agent -----------------------------------------------------------------------------
@@ -563,9 +583,9 @@ def run_churn(lab: L.Lab, topo: F.Topology, sinks: tuple[F.Sink, F.Sink], tmp: P
                      for p, s in zip(table.churned, start, strict=True) if s])  # fmt: skip
         agent.place()
         log("  zero-loss search (undisturbed)")
-        zl, zl_measured = zero_loss(traffic, mode, b_is_wrong=True)
+        zl, zl_measured, criterion = base_rate(traffic, mode, b_is_wrong=True)
         rate = 0.9 * zl
-        log(f"  zero-loss {zl / 1e6:.3f} Mpps asked ({zl_measured / 1e6:.3f} measured by the "
+        log(f"  {criterion}: {zl / 1e6:.3f} Mpps asked ({zl_measured / 1e6:.3f} measured by the "
             f"generator); both trials at 90 %: {rate / 1e6:.3f} Mpps")  # fmt: skip
         agent.place()
         calm = traffic.trial(rate, mode.seconds)
@@ -595,6 +615,7 @@ def run_churn(lab: L.Lab, topo: F.Topology, sinks: tuple[F.Sink, F.Sink], tmp: P
         "destinations": len(table.dsts),
         "zero_loss_pps": zl,
         "zero_loss_measured_pps": zl_measured,
+        "criterion": criterion,
         "offered_pps": rate,
         "undisturbed": trial_json(calm),
         "churn": trial_json(churn),
@@ -696,7 +717,7 @@ def run_failover(lab: L.Lab, topo: F.Topology, sinkb: SinkB, sinks: tuple[F.Sink
                 f"{time.monotonic() - t0:.1f} s)")  # fmt: skip
             if not rate:
                 log("  zero-loss search (both members up)")
-                rate = 0.5 * zero_loss(traffic, mode, b_is_wrong=False)[0]
+                rate = 0.5 * base_rate(traffic, mode, b_is_wrong=False)[0]
             agent.place()
             base = traffic.trial(rate, mode.failover_seconds)
             share = base.at_b / max(1, base.at_a + base.at_b)
@@ -759,7 +780,8 @@ def markdown(meta: dict, churn: dict | None, failover: list[dict] | None) -> str
             f"Churn: {churn['stable_routes']} stable prefixes (/16-/24) toward sink A; "
             f"{churn['churned_prefixes']} prefixes /25-/32 inside the stable /24s cycling via B "
             f"-> via A -> deleted; {churn['destinations']} destinations covered by no churned "
-            f"prefix; zero-loss {mpps(churn['zero_loss_pps'])} Mpps asked of the generator "
+            f"prefix; base rate ({churn.get('criterion', 'zero loss')}) "
+            f"{mpps(churn['zero_loss_pps'])} Mpps asked of the generator "
             f"({mpps(churn['zero_loss_measured_pps'])} as it measured itself; trials of "
             f"{meta['trial_s']} s), both trials at 90 % of the rate asked for {meta['seconds']} s."
             " Offered and forwarded rates are per the generator's active time (gaps left out).",
