@@ -285,6 +285,18 @@ fn steering_classifies_frames() {
     let mut ttl1 = [eth(r0_mac, a_mac, None, 0x0800), v4([198, 19, 0, 2], 3)].concat();
     ttl1[22] = 1;
     to_engine.push(ttl1);
+    // Transit destinations whose bit in the router-address filter is a router address's:
+    // the exact lookup finds them not the router's, so they are steered all the same.
+    let v4_twin = (1..=u16::MAX)
+        .map(|i| [198, 19, (i >> 8) as u8, i as u8])
+        .find(|a| xdp::router_filter_bit(IpAddr::from(*a)) == xdp::router_filter_bit("198.18.1.1".parse().unwrap()))
+        .expect("a transit address sharing 198.18.1.1's filter bit");
+    to_engine.push([eth(r0_mac, a_mac, None, 0x0800), v4(v4_twin, 7)].concat());
+    let v6_twin = (1..=u16::MAX)
+        .map(|i| format!("2001:db8:9::{i:x}"))
+        .find(|a| xdp::router_filter_bit(a.parse().unwrap()) == xdp::router_filter_bit("2001:db8:1::1".parse().unwrap()))
+        .expect("a transit address sharing 2001:db8:1::1's filter bit");
+    to_engine.push([eth(r0_mac, a_mac, None, 0x86dd), ipv6(&v6_twin, 17, &marker(8))].concat());
     // Another station's MAC, IPv6 multicast, the router's own address, a Neighbor
     // Solicitation to a transit address, a truncated IPv4 header, ARP.
     to_kernel.push([eth([0x02, 0, 0, 0, 0, 0x99], a_mac, None, 0x0800), v4([198, 19, 0, 3], 4)].concat());

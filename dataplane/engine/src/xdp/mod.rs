@@ -16,7 +16,7 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, XskMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, XskMap},
     programs::{xdp::XdpLink, Xdp, XdpMode as AyaXdpMode},
     Ebpf,
 };
@@ -32,6 +32,54 @@ pub const PROGRAM_NAME: &str = "corridor_steer";
 pub const MAX_QUEUES: u32 = 256;
 /// Ports one loaded program can serve (`MAX_PORTS` in `steer.bpf.c`).
 pub const MAX_PORTS: u32 = 64;
+/// Entries of the program's direct-mapped port cache (`PORT_CACHE` in `steer.bpf.c`).
+const PORT_CACHE: u32 = 1024;
+/// Bits of the router-address filter, as a power of two (`FILTER_LOG2` in `steer.bpf.c`).
+const FILTER_LOG2: u32 = 13;
+const FILTER_WORDS: usize = (1 << FILTER_LOG2) / 64;
+
+/// The filter bit of a 32-bit word (`filter_bit` in `steer.bpf.c`): Fibonacci hashing.
+fn filter_bit(x: u32) -> u32 {
+    x.wrapping_mul(0x9E37_79B1) >> (32 - FILTER_LOG2)
+}
+
+/// The word the program hashes for an address: IPv4 as loaded from the header, IPv6 the
+/// XOR of its four words as loaded.
+fn filter_word(addr: IpAddr) -> u32 {
+    match addr {
+        IpAddr::V4(a) => u32::from_ne_bytes(a.octets()),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            (0..4).map(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])).fold(0, |x, w| x ^ w)
+        }
+    }
+}
+
+/// The bit of the program's router-address filter that `addr` sets. Many addresses share
+/// a bit; the program then asks the exact map (tests use this to build such a pair).
+pub fn router_filter_bit(addr: IpAddr) -> u32 {
+    filter_bit(filter_word(addr))
+}
+
+/// The filter the program reads, with a bit set for every address of `addrs`.
+fn filter_of(addrs: impl IntoIterator<Item = IpAddr>) -> [u64; FILTER_WORDS] {
+    let mut words = [0u64; FILTER_WORDS];
+    for a in addrs {
+        let bit = router_filter_bit(a) as usize;
+        words[bit / 64] |= 1 << (bit % 64);
+    }
+    words
+}
+
+/// A port cache entry as the program reads it (`struct port_cached`): ifindex, MAC,
+/// padding, XSKMAP slot.
+fn port_cache_entry(ifindex: u32, mac: [u8; 6], slot: u32) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..4].copy_from_slice(&ifindex.to_ne_bytes());
+    v[4..10].copy_from_slice(&mac);
+    v[12..].copy_from_slice(&slot.to_ne_bytes());
+    v
+}
 
 /// Indices of the program's per-CPU `counters` array (`enum counter` in `steer.bpf.c`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +208,8 @@ pub struct Steering {
     router_v4: HashMap<MapData, u32, u8>,
     router_v6: HashMap<MapData, [u8; 16], u8>,
     port_map: HashMap<MapData, u32, [u8; 12]>,
+    port_cache: Array<MapData, [u8; 16]>,
+    router_filter: Array<MapData, [u64; FILTER_WORDS]>,
     counters: PerCpuArray<MapData, u64>,
     ebpf: Ebpf,
 }
@@ -188,8 +238,10 @@ impl Steering {
         let router_v4 = HashMap::try_from(take("router_v4")?).map_err(map_err("router_v4"))?;
         let router_v6 = HashMap::try_from(take("router_v6")?).map_err(map_err("router_v6"))?;
         let port_map = HashMap::try_from(take("ports")?).map_err(map_err("ports"))?;
+        let port_cache = Array::try_from(take("port_cache")?).map_err(map_err("port_cache"))?;
+        let router_filter = Array::try_from(take("router_filter")?).map_err(map_err("router_filter"))?;
         let counters = PerCpuArray::try_from(take("counters")?).map_err(map_err("counters"))?;
-        Ok(Self { ports: StdHashMap::new(), xsks, router_v4, router_v6, port_map, counters, ebpf })
+        Ok(Self { ports: StdHashMap::new(), xsks, router_v4, router_v6, port_map, port_cache, router_filter, counters, ebpf })
     }
 
     fn program(&mut self) -> Result<&mut Xdp, XdpError> {
@@ -236,12 +288,21 @@ impl Steering {
         value[..6].copy_from_slice(&mac);
         value[8..].copy_from_slice(&slot.to_ne_bytes());
         self.port_map.insert(ifindex, value, 0).map_err(map_err("ports"))?;
+        // The cache slot goes to the first port that hashes there; a later one on the same
+        // slot is served by the hash.
+        let cache_key = ifindex % PORT_CACHE;
+        let cached = self.port_cache.get(&cache_key, 0).map_err(map_err("port_cache"))?;
+        let holder = u32::from_ne_bytes([cached[0], cached[1], cached[2], cached[3]]);
+        if holder == 0 || !self.ports.contains_key(&holder) {
+            self.port_cache.set(cache_key, port_cache_entry(ifindex, mac, slot), 0).map_err(map_err("port_cache"))?;
+        }
 
         let attached = self.attach_in_mode(ifindex, mode);
         let (link_id, xdp_mode, native_error) = match attached {
             Ok(v) => v,
             Err(error) => {
                 let _ = self.port_map.remove(&ifindex);
+                let _ = self.uncache_port(ifindex);
                 return Err(XdpError::Attach { ifname: ifname.to_owned(), error });
             }
         };
@@ -311,11 +372,31 @@ impl Steering {
             let _ = self.xsks.unset(base + queue);
         }
         let _ = self.port_map.remove(&ifindex);
+        let _ = self.uncache_port(ifindex);
         if let Some(link) = port.link.take() {
             use aya::programs::links::Link as _;
             link.detach().map_err(|e| XdpError::Attach { ifname: port.info.ifname.clone(), error: format!("detach: {e}") })?;
         }
         Ok(())
+    }
+
+    /// Clears `ifindex`'s port cache entry if it holds one, handing the slot to another
+    /// attached port of the same slot (served by the hash until then).
+    fn uncache_port(&mut self, ifindex: u32) -> Result<(), XdpError> {
+        let cache_key = ifindex % PORT_CACHE;
+        let cached = self.port_cache.get(&cache_key, 0).map_err(map_err("port_cache"))?;
+        if u32::from_ne_bytes([cached[0], cached[1], cached[2], cached[3]]) != ifindex {
+            return Ok(());
+        }
+        let heir = self.ports.values().map(|p| &p.info).find(|p| p.ifindex != ifindex && p.ifindex % PORT_CACHE == cache_key);
+        let entry = heir.map_or([0u8; 16], |p| port_cache_entry(p.ifindex, p.mac, p.slot));
+        self.port_cache.set(cache_key, entry, 0).map_err(map_err("port_cache"))
+    }
+
+    /// Rewrites the router-address filter from the exact maps.
+    fn refresh_filter(&mut self) -> Result<(), XdpError> {
+        let words = filter_of(self.router_addresses());
+        self.router_filter.set(0, words, 0).map_err(map_err("router_filter"))
     }
 
     /// The ports this loader has attached to.
@@ -354,9 +435,12 @@ impl Steering {
     /// Declares `addr` one of the router's own: traffic to it goes to the kernel.
     pub fn add_router_address(&mut self, addr: IpAddr) -> Result<(), XdpError> {
         match addr {
-            IpAddr::V4(a) => self.router_v4.insert(u32::from_ne_bytes(a.octets()), 1, 0).map_err(map_err("router_v4")),
-            IpAddr::V6(a) => self.router_v6.insert(a.octets(), 1, 0).map_err(map_err("router_v6")),
+            IpAddr::V4(a) => self.router_v4.insert(u32::from_ne_bytes(a.octets()), 1, 0).map_err(map_err("router_v4"))?,
+            IpAddr::V6(a) => self.router_v6.insert(a.octets(), 1, 0).map_err(map_err("router_v6"))?,
         }
+        // Exact entry first, then its filter bit: until the bit is set the address is
+        // still treated as transit, as before the call.
+        self.refresh_filter()
     }
 
     /// Forgets a router address; removing one that is not there is not an error.
@@ -366,9 +450,10 @@ impl Steering {
             IpAddr::V6(a) => self.router_v6.remove(&a.octets()).map_err(map_err("router_v6")),
         };
         match result {
-            Err(XdpError::Map { error, .. }) if error.contains("No such file") || error.contains("ENOENT") => Ok(()),
-            other => other,
+            Err(XdpError::Map { error, .. }) if error.contains("No such file") || error.contains("ENOENT") => {}
+            other => other?,
         }
+        self.refresh_filter()
     }
 
     /// The router addresses currently in the program's maps.
@@ -424,5 +509,42 @@ mod tests {
         assert_eq!(&STEER_OBJECT[..4], b"\x7fELF");
         // e_machine EM_BPF (247), little endian.
         assert_eq!(u16::from_le_bytes([STEER_OBJECT[18], STEER_OBJECT[19]]), 247);
+    }
+
+    #[test]
+    fn router_filter_sets_one_bit_per_address_and_spreads_them() {
+        let addrs: Vec<IpAddr> = ["198.18.1.1", "198.18.2.1", "2001:db8:1::1", "2001:db8:2::1"].iter().map(|a| a.parse().unwrap()).collect();
+        let words = filter_of(addrs.iter().copied());
+        let set: u32 = words.iter().map(|w| w.count_ones()).sum();
+        let distinct: std::collections::HashSet<u32> = addrs.iter().map(|a| router_filter_bit(*a)).collect();
+        assert_eq!(set as usize, distinct.len());
+        for a in &addrs {
+            let bit = router_filter_bit(*a) as usize;
+            assert!(bit < 1 << FILTER_LOG2);
+            assert_ne!(words[bit / 64] & (1 << (bit % 64)), 0, "{a}");
+        }
+        assert_eq!(filter_of([]), [0u64; FILTER_WORDS]);
+        // Consecutive addresses (a /24 of transit destinations) land on many bits, so
+        // a router address costs the exact lookup to few of them.
+        let bits: std::collections::HashSet<u32> =
+            (0..=255u8).map(|i| router_filter_bit(IpAddr::from([198, 19, 7, i]))).collect();
+        assert!(bits.len() > 240, "{} distinct bits of 256", bits.len());
+        // The IPv6 word is the XOR of the address's four words as loaded.
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let o = match v6 {
+            IpAddr::V6(a) => a.octets(),
+            IpAddr::V4(_) => unreachable!(),
+        };
+        let w = |i: usize| u32::from_ne_bytes(o[4 * i..4 * i + 4].try_into().unwrap());
+        assert_eq!(filter_word(v6), w(0) ^ w(1) ^ w(2) ^ w(3));
+    }
+
+    #[test]
+    fn port_cache_entry_matches_the_program_layout() {
+        let e = port_cache_entry(7, [2, 0, 0, 0, 0, 9], 3);
+        assert_eq!(&e[..4], &7u32.to_ne_bytes());
+        assert_eq!(&e[4..10], &[2, 0, 0, 0, 0, 9]);
+        assert_eq!(&e[10..12], &[0, 0]);
+        assert_eq!(&e[12..], &3u32.to_ne_bytes());
     }
 }

@@ -42,6 +42,63 @@ struct {
 	__type(value, __u32);
 } xsks SEC(".maps");
 
+/* A frame's two map lookups (its port, and whether it is addressed to the router) were
+ * hash-table lookups, a third of this program's time. Each now goes first through an
+ * array, which the verifier inlines to a bounds check and an add:
+ *  - `port_cache`: direct-mapped by ifindex (low bits); an entry serves the port whose
+ *    ifindex it names, any other port falls through to the `ports` hash;
+ *  - `router_filter`: one bit per hash of an address, set for every router address; a
+ *    clear bit proves the destination is not the router's, so only the few frames whose
+ *    bit is set pay the exact lookup in `router_v4` / `router_v6`.
+ * User space (mod.rs) keeps both in step with the hashes, which stay the truth. */
+#define PORT_CACHE 1024
+#define FILTER_LOG2 13
+#define FILTER_WORDS ((1 << FILTER_LOG2) / 64)
+
+struct port_cached {
+	__u32 ifindex; /* 0: empty */
+	__u8 mac[6];
+	__u8 pad[2];
+	__u32 slot;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PORT_CACHE);
+	__type(key, __u32);
+	__type(value, struct port_cached);
+} port_cache SEC(".maps");
+
+struct filter {
+	__u64 words[FILTER_WORDS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct filter);
+} router_filter SEC(".maps");
+
+/* Fibonacci hashing of a 32-bit word to FILTER_LOG2 bits; mirrored by `filter_bit` in
+ * mod.rs. IPv4 hashes its address as loaded from the header, IPv6 the XOR of its four
+ * words. */
+static __always_inline __u32 filter_bit(__u32 x)
+{
+	return (x * 0x9E3779B1u) >> (32 - FILTER_LOG2);
+}
+
+static __always_inline int maybe_router(__u32 x)
+{
+	__u32 zero = 0;
+	struct filter *f = bpf_map_lookup_elem(&router_filter, &zero);
+	__u32 bit = filter_bit(x);
+
+	if (!f)
+		return 1; /* cannot happen for an array; the exact lookup decides */
+	return (f->words[(bit / 64) & (FILTER_WORDS - 1)] >> (bit % 64)) & 1;
+}
+
 /* The router's own IPv4 addresses (network byte order as stored in the header). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -146,6 +203,8 @@ static __always_inline int is_ipv4_for_kernel(const struct ipv4 *ip)
 		return 1;
 	if ((host & 0xffff0000) == 0xa9fe0000) /* 169.254.0.0/16 link-local (RFC 3927) */
 		return 1;
+	if (!maybe_router(daddr))
+		return 0;
 	mine = bpf_map_lookup_elem(&router_v4, &daddr);
 	return mine != 0;
 }
@@ -169,6 +228,12 @@ static __always_inline int is_ipv6_for_kernel(const struct ipv6 *ip, const void 
 			return 1;
 	}
 	__builtin_memcpy(daddr, ip->daddr, sizeof(daddr));
+	{
+		__u32 w[4];
+		__builtin_memcpy(w, daddr, sizeof(w));
+		if (!maybe_router(w[0] ^ w[1] ^ w[2] ^ w[3]))
+			return 0;
+	}
 	mine = bpf_map_lookup_elem(&router_v6, daddr);
 	return mine != 0;
 }
@@ -179,9 +244,13 @@ int corridor_steer(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct eth *eth = data;
+	struct port_cached *cached;
 	struct port *port;
+	const __u8 *port_mac;
+	__u32 port_slot;
 	__u32 queue = ctx->rx_queue_index;
 	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 cache_key = ifindex & (PORT_CACHE - 1);
 	__be16 type;
 	void *l3;
 	int action;
@@ -192,10 +261,20 @@ int corridor_steer(struct xdp_md *ctx)
 	if (eth->dst[0] & 1)
 		return pass();
 	/* Unicast to another station (a promiscuous port, a bridge flood): the kernel drops it. */
-	port = bpf_map_lookup_elem(&ports, &ifindex);
-	if (!port || !same_mac(eth->dst, port->mac))
+	cached = bpf_map_lookup_elem(&port_cache, &cache_key);
+	if (cached && cached->ifindex == ifindex && ifindex != 0) {
+		port_mac = cached->mac;
+		port_slot = cached->slot;
+	} else {
+		port = bpf_map_lookup_elem(&ports, &ifindex);
+		if (!port)
+			return pass();
+		port_mac = port->mac;
+		port_slot = port->slot;
+	}
+	if (!same_mac(eth->dst, port_mac))
 		return pass();
-	if (port->slot >= MAX_PORTS || queue >= MAX_QUEUES)
+	if (port_slot >= MAX_PORTS || queue >= MAX_QUEUES)
 		return pass();
 
 	type = eth->type;
@@ -226,7 +305,7 @@ int corridor_steer(struct xdp_md *ctx)
 	}
 
 	/* The low bits of the flags are the action when the queue has no socket (kernel >= 5.3). */
-	action = bpf_redirect_map(&xsks, port->slot * MAX_QUEUES + queue, XDP_PASS);
+	action = bpf_redirect_map(&xsks, port_slot * MAX_QUEUES + queue, XDP_PASS);
 	count(action == XDP_REDIRECT ? COUNTER_STEERED : COUNTER_NO_SOCKET);
 	return action;
 }
