@@ -75,6 +75,7 @@ bench: deps
 	$(PY) benches/controller_load.py
 	$(MAKE) -s -C benches/gen
 	$(PY) benches/forwarding.py --reps 1 --profile
+	$(PY) benches/steering.py
 	$(PY) benches/change.py
 
 # The side-by-side forwarding benchmark (kernel, XDP fast path, Corridor, a C AF_XDP

@@ -758,3 +758,37 @@ def test_gen_paces_at_the_asked_rate(bench: Bench, sink: Sink, family: int, size
         f"offered {offered:.0f} frames/s while active, asked {RATE}: {g}"
     )
     assert d.pkts == g["sent"], d.describe()
+
+
+# -- the steering program's cost (benches/steering.py) ----------------------------------------
+
+
+def test_steering_bench_runs_both_programs_on_their_frames(tools: Path, tmp_path: Path) -> None:
+    """Both programs really ran on the frames: the actions are each program's verdicts
+    (redirect transit, pass the router's own address), and the kernel timed every call."""
+    out = tmp_path / "steering"
+    r = subprocess.run([sys.executable, str(REPO / "benches" / "steering.py"), "--repeat", "2000",
+                        "--calls", "2", "--rounds", "2", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    got = json.loads(out.with_suffix(".json").read_text())
+    assert got["corridor-1"]["program"] == "corridor_steer"
+    assert got["afxdp_ref"]["program"] == "xsk_def_prog"
+    for router in ("corridor-1", "afxdp_ref"):
+        for frame in ("IPv4 transit", "IPv6 transit"):
+            assert got[router][frame]["action"] == "XDP_REDIRECT", (router, frame, got)
+    assert got["corridor-1"]["IPv4 to the router"]["action"] == "XDP_PASS"
+    for router in got.values():
+        for frame in (v for v in router.values() if isinstance(v, dict)):
+            assert len(frame["ns"]) == 4 and all(0 < ns < 100_000 for ns in frame["ns"]), frame
+    assert "| IPv4 transit |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize(
+    "argv", [["--repeat", "5"], ["--repeat", "x"], ["--calls", "0"], ["--rounds", "21"]]
+)
+def test_steering_bench_refuses_bad_arguments(argv: list[str]) -> None:
+    r = subprocess.run([sys.executable, str(REPO / "benches" / "steering.py"), *argv],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode in (1, 2), (r.returncode, r.stderr)
+    assert argv[0] in r.stderr, r.stderr
