@@ -345,6 +345,49 @@ def pin_process_threads(pid: int, cpus: set[int]) -> None:
             os.sched_setaffinity(int(task.name), cpus)
 
 
+STALL_PROBE = """
+import json, sys, time
+end = time.perf_counter_ns() + int(float(sys.argv[1]) * 1e9)
+threshold, gaps, last = int(sys.argv[2]) * 1000, [], time.perf_counter_ns()
+while last < end:
+    now = time.perf_counter_ns()
+    if now - last > threshold:
+        gaps.append(now - last)
+    last = now
+print(json.dumps(gaps))
+"""
+
+
+def host_stalls(where: L.Lab | Topology, seconds: float = 5.0, threshold_us: int = 200) -> dict:
+    """How long the router CPU goes missing while nothing else runs on it: a loop pinned
+    there reads the clock and keeps every gap over `threshold_us` (the hypervisor running
+    something else on this vCPU). A gap longer than the router's 256-frame veth ring takes
+    to fill at the offered rate (0.64 ms at 0.4 Mpps) loses frames whatever the router, so
+    this is the floor under NDR on this machine, measured in the same run."""
+    t = topology(where)
+    argv = t.argv("dut", ["taskset", "-c", str(t.router_cpu), sys.executable, "-c",
+                          STALL_PROBE, str(seconds), str(threshold_us)])  # fmt: skip
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    if r.returncode != 0:
+        return {"error": r.stderr.strip()}
+    gaps = json.loads(r.stdout)
+    return {
+        "seconds": seconds,
+        "over_0.2ms": len(gaps),
+        "over_1ms": sum(g > 1_000_000 for g in gaps),
+        "max_ms": round(max(gaps, default=0) / 1e6, 2),
+        "missing_ms": round(sum(gaps) / 1e6, 1),
+    }
+
+
+def describe_stalls(st: dict) -> str:
+    if "error" in st:
+        return f"not measured ({st['error']})"
+    return (f"{st['over_0.2ms']} gaps over 0.2 ms in {st['seconds']:g} s of a busy loop, "
+            f"{st['over_1ms']} over 1 ms, longest {st['max_ms']} ms, "
+            f"{st['missing_ms']} ms missing in all")  # fmt: skip
+
+
 def cpu_times(cpu: int) -> tuple[int, int]:
     """(busy, total) jiffies of one CPU from /proc/stat."""
     for line in Path("/proc/stat").read_text().splitlines():
@@ -815,12 +858,19 @@ def markdown(summary: list[dict], meta: dict) -> str:
     def num(s: dict, key: str, fmt: str) -> str:
         return format(s[key], fmt) if s.get(key) is not None else "-"
 
+    stalls = []
+    if "router_cpu_stalls" in meta:
+        stalls = [
+            f"Router CPU before the routers ran: {describe_stalls(meta['router_cpu_stalls'])}."
+        ]
+
     lines = [
         f"Forwarding benchmark, {meta['date']}, mode {meta['mode']}, "
         f"{meta['reps']} repetition(s) (median, min-max), trials of {meta['trial_s']} s.",
         f"Machine: {meta['machine']}. Table: {meta['table']}.",
         f"Topology: {meta.get('topology', 'lab')}.",
         f"Placement: {meta['placement']}",
+        *stalls,
         "",
         f"NDR: highest rate with no loss (RFC 2544 26.1); PDR: loss at most {PDR_LOSS:.1%}; "
         "max fwd: rate at the sink when the generator runs flat out (with where the rest "
@@ -1020,6 +1070,8 @@ def main(argv: list[str] | None = None) -> int:
                             f"{topo.dut_out} -> {topo.sink_if}")  # fmt: skip
         secs = install_kernel_table(topo, table["v4"], table["v6"])
         log(f"kernel table installed with ip -batch in {secs:.1f} s")
+        meta["router_cpu_stalls"] = host_stalls(topo)
+        log(f"router CPU, idle, as seen from inside: {describe_stalls(meta['router_cpu_stalls'])}")
         sink = Sink(topo)
         try:
             placements["sink"] = pin_napi(topo, "sink", topo.sink_if, topo.sink_cpu,

@@ -792,3 +792,24 @@ def test_steering_bench_refuses_bad_arguments(argv: list[str]) -> None:
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode in (1, 2), (r.returncode, r.stderr)
     assert argv[0] in r.stderr, r.stderr
+
+
+def test_host_stalls_sees_the_router_cpu_taken_away(bench: Bench) -> None:
+    """The probe of the router CPU notices when something else holds that CPU: a
+    real-time busy loop takes it for 0.3 s in the middle of a 1.5 s probe."""
+    cpu = F.topology(bench.lab).router_cpu
+    # The hog ends itself: a real-time loop would starve a `timeout` beside it.
+    spin = "import time\nend = time.monotonic() + 0.3\nwhile time.monotonic() < end: pass"
+    hog = subprocess.Popen(["sh", "-c", f"sleep 0.5; exec taskset -c {cpu} chrt -f 10 "
+                            f"{sys.executable} -c '{spin}'"])  # fmt: skip
+    try:
+        st = F.host_stalls(bench.lab, seconds=1.5)
+    finally:
+        hog.wait(timeout=10)
+    assert "error" not in st, st
+    assert st["over_1ms"] >= 1 and st["over_0.2ms"] >= st["over_1ms"], st
+    assert 250 <= st["max_ms"] <= 1000, st
+    assert st["missing_ms"] >= st["max_ms"], st
+    text = F.describe_stalls(st)
+    assert f"longest {st['max_ms']} ms" in text and "1.5 s" in text, text
+    assert F.describe_stalls({"error": "boom"}) == "not measured (boom)"

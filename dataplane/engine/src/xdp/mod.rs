@@ -382,6 +382,11 @@ impl Steering {
 
     /// Clears `ifindex`'s port cache entry if it holds one, handing the slot to another
     /// attached port of the same slot (served by the hash until then).
+    ///
+    /// The program may read an entry while it is rewritten (array updates are plain
+    /// copies). Every mix of the old and the new entry sends the frame to the kernel:
+    /// a mixed ifindex matches no port, a mixed MAC no frame, and a mixed slot is the
+    /// leaving port's, whose sockets are out of the XSKMAP before this runs.
     fn uncache_port(&mut self, ifindex: u32) -> Result<(), XdpError> {
         let cache_key = ifindex % PORT_CACHE;
         let cached = self.port_cache.get(&cache_key, 0).map_err(map_err("port_cache"))?;
@@ -393,7 +398,9 @@ impl Steering {
         self.port_cache.set(cache_key, entry, 0).map_err(map_err("port_cache"))
     }
 
-    /// Rewrites the router-address filter from the exact maps.
+    /// Rewrites the router-address filter from the exact maps. A frame read during the
+    /// copy sees each bit old or new: an address in both sets keeps its bit set
+    /// throughout, and one coming or going costs at most an exact lookup.
     fn refresh_filter(&mut self) -> Result<(), XdpError> {
         let words = filter_of(self.router_addresses());
         self.router_filter.set(0, words, 0).map_err(map_err("router_filter"))
