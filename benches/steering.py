@@ -14,8 +14,9 @@ cache, so these are instruction costs, not the cache miss of a frame's first tou
 profile of the forwarding benchmark shows that one). Output: OUT.md and OUT.json
 (default benches/results/steering-latest).
 
-BPF_PROG_TEST_RUN through ctypes: no Debian package wraps it for Python (bpftool can run
-it but is not in Debian 12's bookworm as a package of its own), and it is one syscall.
+BPF_PROG_TEST_RUN by hand through ctypes: it is one syscall with a fixed attribute layout,
+no Python package on PyPI or Debian wraps it, and `bpftool prog run` would add a package
+and a process per call to what is being timed.
 """
 
 from __future__ import annotations
