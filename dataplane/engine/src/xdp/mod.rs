@@ -81,6 +81,11 @@ fn port_cache_entry(ifindex: u32, mac: [u8; 6], slot: u32) -> [u8; 16] {
     v
 }
 
+/// The ifindex a port cache entry serves (0: empty).
+fn cached_ifindex(entry: &[u8; 16]) -> u32 {
+    u32::from_ne_bytes([entry[0], entry[1], entry[2], entry[3]])
+}
+
 /// Indices of the program's per-CPU `counters` array (`enum counter` in `steer.bpf.c`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -292,7 +297,7 @@ impl Steering {
         // slot is served by the hash.
         let cache_key = ifindex % PORT_CACHE;
         let cached = self.port_cache.get(&cache_key, 0).map_err(map_err("port_cache"))?;
-        let holder = u32::from_ne_bytes([cached[0], cached[1], cached[2], cached[3]]);
+        let holder = cached_ifindex(&cached);
         if holder == 0 || !self.ports.contains_key(&holder) {
             self.port_cache.set(cache_key, port_cache_entry(ifindex, mac, slot), 0).map_err(map_err("port_cache"))?;
         }
@@ -390,7 +395,7 @@ impl Steering {
     fn uncache_port(&mut self, ifindex: u32) -> Result<(), XdpError> {
         let cache_key = ifindex % PORT_CACHE;
         let cached = self.port_cache.get(&cache_key, 0).map_err(map_err("port_cache"))?;
-        if u32::from_ne_bytes([cached[0], cached[1], cached[2], cached[3]]) != ifindex {
+        if cached_ifindex(&cached) != ifindex {
             return Ok(());
         }
         let heir = self.ports.values().map(|p| &p.info).find(|p| p.ifindex != ifindex && p.ifindex % PORT_CACHE == cache_key);
@@ -553,5 +558,6 @@ mod tests {
         assert_eq!(&e[4..10], &[2, 0, 0, 0, 0, 9]);
         assert_eq!(&e[10..12], &[0, 0]);
         assert_eq!(&e[12..], &3u32.to_ne_bytes());
+        assert_eq!(cached_ifindex(&e), 7);
     }
 }
