@@ -13,11 +13,12 @@ export CARGO_TERM_COLOR := never
 
 # clang + libbpf-dev: the XDP program; libxdp-dev: the reference AF_XDP forwarder in
 # benches/; iproute2, ethtool, iputils-ping, tcpdump: the lab; python3-venv/-dev: the
-# control plane; frr: FPM tests; vagrant + shellcheck: checks of the test VMs.
+# control plane; frr + bird2: the BGP feed's tests (zebra over FPM, a BGP peer);
+# vagrant + shellcheck: checks of the test VMs.
 APT_PACKAGES := build-essential pkg-config curl ca-certificates git \
 	clang llvm libbpf-dev libelf-dev zlib1g-dev libxdp-dev \
 	iproute2 ethtool iputils-ping tcpdump openssl \
-	python3 python3-venv python3-dev \
+	python3 python3-venv python3-dev frr bird2 \
 	vagrant shellcheck
 
 RUST_SOURCES := $(shell find dataplane benches -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name Cargo.toml 2>/dev/null)
@@ -64,7 +65,7 @@ test: deps
 	$(VENV)/bin/ruff format --check control tests benches
 	$(PY) -m pytest -q
 
-# Every figure of the README, each with its baseline measured in the same run: the FIB
+# Every figure of docs/benchmarks.md, each with its baseline measured in the same run: the FIB
 # against prefix-trie, gRPC programming against the engine's own load rate, the controller
 # against the agent's direct rate, a quick forwarding comparison (kernel, XDP fast path, a
 # C AF_XDP forwarder, Corridor: about an hour), and forwarding under route churn and link
