@@ -22,7 +22,7 @@ Every trial says where its frames were lost, from the kernel's counters (dut0 re
 generator's frames, dut1 / dut2 failing to transmit) and the agent's (the worker's AF_XDP
 rx ring full), so a loss is not charged to the change when the input lost it.
 
-    .venv/bin/python benches/change.py [--quick] [--scenarios churn,failover]
+    .venv/bin/python -m benches.change [--quick] [--scenarios churn,failover]
 
 As root. Traffic exists only in namespaces `cor-c<pid>-*` (removed at the end, also on
 failure or Ctrl-C), only toward 198.19.0.0/16 inside the test space 198.18.0.0/15, every
@@ -30,12 +30,12 @@ trial bounded in time and every writer in batches. Output: a Markdown table, and
 benches/results/change-latest.{md,json} (--out). IPv4 only: the churn and the failover do
 not depend on the family, and the generator sends one family per trial.
 
-Placement (2 cores): as forwarding.py places corridor-1, the engine's threads and dut0's NAPI
-thread (SCHED_OTHER, as forwarding.py explains) on CPU 1, the generator and both sinks' NAPI
-threads (SCHED_FIFO: apparatus) on CPU 0. The
-agent's own threads (event loop, executor: where written batches are decoded and applied)
-and the churn writer run on --control-cpu, CPU 0 by default: a router keeps its control
-plane off its forwarding cores, and CPU 1 has no room to spare at 90 % of its zero-loss rate.
+Placement (2 cores): as benches.forwarding places corridor-1, the engine's threads and dut0's
+NAPI thread (SCHED_OTHER, as benches.forwarding explains) on CPU 1, the generator and both
+sinks' NAPI threads (SCHED_FIFO: apparatus) on CPU 0. The agent's own threads (event loop,
+executor: where written batches are decoded and applied) and the churn writer run on
+--control-cpu, CPU 0 by default: a router keeps its control plane off its forwarding cores,
+and CPU 1 has no room to spare at 90 % of its zero-loss rate.
 """
 
 from __future__ import annotations
@@ -44,10 +44,8 @@ import argparse
 import contextlib
 import dataclasses
 import ipaddress
-import json
 import math
 import os
-import platform
 import random
 import signal
 import statistics
@@ -59,17 +57,35 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import agent_load as AL  # both put control/ on sys.path, for corridor below
-import forwarding as F
 import grpc
 
+from benches.harness import RESULTS, results
+from benches.harness.agent import ELECTION, agent_config, launch_agent, route_requests, stop_agent
+from benches.harness.cpu import (
+    GEN_CPU,
+    ROUTER_CPU,
+    RT,
+    busy_share,
+    cpu_times,
+    machine,
+    pin_napi,
+    steal_jiffies,
+)
+from benches.harness.tables import ROUTES4_IN, TABLE4, real_table, test_routes
+from benches.harness.topology import Topology
+from benches.harness.traffic import (
+    PDR_LOSS,
+    Sink,
+    build_tools,
+    generate,
+    link_dropped,
+    refused_by_router,
+)
 from corridor import lab as L
 from corridor.agent import client as c
 from corridor.v1 import dataplane_pb2, dataplane_pb2_grpc
 
-GEN_CPU, ROUTER_CPU = F.GEN_CPU, F.ROUTER_CPU
 SIZE = 64  # wire bytes: the most lookups per second
-ELECTION = AL.ELECTION
 
 # The second sink: the dut's third port, its peer in a namespace of its own.
 SINKB_ROLE = "sinkb"
@@ -79,30 +95,13 @@ DUT_B_V4, DUT_B_V6 = "198.18.3.1", "2001:db8:3::1"
 SINKB_V4, SINKB_V6 = "198.18.3.2", "2001:db8:3::2"
 
 # Next hops: adjacency 1 toward sink A, 2 toward sink B. Churn: group 1 = A, group 2 = B.
-# Failover: group 1 = both (agent_load.requests writes its routes to group 1).
+# Failover: group 1 = both (route_requests writes its routes to group 1).
 ADJ_A, ADJ_B = 1, 2
 GROUP_A, GROUP_B = 1, 2
 
-AGENT_CONFIG = """
-workers = 1
-netns = "{netns}"
-[listen]
-unix = "{sock}"
-[fib]
-v4_routes = 1100000
-v6_routes = 10000
-groups = 1024
-adjacencies = 1024
-[[ports]]
-name = "{p0}"
-addresses = ["{a0}/24", "{b0}/64"]
-[[ports]]
-name = "{p1}"
-addresses = ["{a1}/24", "{b1}/64"]
-[[ports]]
-name = "{p2}"
-addresses = ["{a2}/24", "{b2}/64"]
-"""
+# The agent's tables: room for the failover's largest table (the Routeviews table and the
+# test routes).
+FIB = {"v4_routes": 1_100_000, "v6_routes": 10_000, "groups": 1024, "adjacencies": 1024}
 
 
 @dataclasses.dataclass
@@ -175,10 +174,10 @@ class SinkB:
         if Path("/var/run/netns", self.ns).exists():
             L.command(["ip", "netns", "del", self.ns], check=False)
 
-    def topology(self) -> F.Topology:
+    def topology(self) -> Topology:
         """forwarding's view of the lab with this namespace as one more role, for its Sink
         and pin_napi."""
-        t = F.Topology.lab(self.lab)
+        t = Topology.lab(self.lab)
         t.run[SINKB_ROLE] = ["ip", "netns", "exec", self.ns]
         return t
 
@@ -224,7 +223,7 @@ class Trial:
 class Traffic:
     """Trials of the generator from gen0 through the dut, counted at both sinks."""
 
-    def __init__(self, topo: F.Topology, sinks: tuple[F.Sink, F.Sink], dsts_file: Path,
+    def __init__(self, topo: Topology, sinks: tuple[Sink, Sink], dsts_file: Path,
                  agent: Agent) -> None:  # fmt: skip
         self.topo, self.sinks, self.dsts_file, self.agent = topo, sinks, dsts_file, agent
 
@@ -233,14 +232,14 @@ class Traffic:
 
     def drops(self) -> tuple[int, int, int, int, int]:
         """(refused by dut0, dropped toward sink A, toward sink B, steal jiffies, refused by
-        the worker's rx ring), cumulative; the first four as forwarding.Traffic.drops counts
-        them, with the second sink."""
+        the worker's rx ring), cumulative; the first four as benches.forwarding's
+        Traffic.drops counts them, with the second sink."""
         t = self.topo
-        drop = F.link_dropped
+        drop = link_dropped
         out_a = drop(t, "dut", L.DUT_OUT, "tx") + drop(t, "sink", L.SINK_IF, "rx")
         out_b = drop(t, "dut", DUT_B, "tx") + drop(t, SINKB_ROLE, SINKB_IF, "rx")
         ring = sum(w.rx_ring_dropped for w in self.agent.counters().workers)
-        refused, steal = F.refused_by_router(t), F.steal_jiffies()
+        refused, steal = refused_by_router(t), steal_jiffies()
         return refused, out_a, out_b, steal, ring
 
     def trial(self, rate: float, seconds: float,
@@ -249,36 +248,20 @@ class Traffic:
         is called while it runs and what it returns is kept in Trial.during."""
         a0, b0 = self.counts()
         d0 = self.drops()
-        busy0, total0 = F.cpu_times(ROUTER_CPU)
-        argv = [
-            *self.topo.argv("gen", []), "taskset", "-c", str(GEN_CPU),
-            str(F.TOOLS / "gen"), "--dev", L.GEN_IF, "--src-mac", L.GEN_MAC,
-            "--dst-mac", L.DUT_IN_MAC, "--src", L.GEN_V4, "--dsts", str(self.dsts_file),
-            "--size", str(SIZE), "--rate", str(int(rate)), "--duration", str(seconds),
-        ]  # fmt: skip
-        started = time.monotonic()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            info = during(self, seconds) if during is not None else {}
-            out, err = proc.communicate(timeout=seconds + 30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        ended = time.monotonic()
-        if proc.returncode != 0:
-            raise RuntimeError(f"generator: {err.strip() or out.strip()}")
-        gen = json.loads(out)
-        time.sleep(0.3)  # frames in flight reach the sinks
-        busy1, total1 = F.cpu_times(ROUTER_CPU)
+        cpu0 = cpu_times(ROUTER_CPU)
+        run = generate(self.topo, src=L.GEN_V4, dsts=str(self.dsts_file), size=SIZE, rate=rate,
+                       seconds=seconds,
+                       during=None if during is None else lambda s: during(self, s))  # fmt: skip
+        gen = run.report
+        cpu1 = cpu_times(ROUTER_CPU)
         d1 = self.drops()
         a1, b1 = self.counts()
         return Trial(
             offered=rate, sent=gen["sent"], seconds=gen["active_seconds"], at_a=a1 - a0,
-            at_b=b1 - b0, forgiven=gen["forgiven"], cpu=(busy1 - busy0) / max(1, total1 - total0),
+            at_b=b1 - b0, forgiven=gen["forgiven"], cpu=busy_share(cpu0, cpu1),
             lost_in=d1[0] - d0[0], lost_out_a=d1[1] - d0[1], lost_out_b=d1[2] - d0[2],
-            steal=d1[3] - d0[3], lost_ring=d1[4] - d0[4], started=started, ended=ended,
-            during=info,
+            steal=d1[3] - d0[3], lost_ring=d1[4] - d0[4], started=run.started, ended=run.ended,
+            during=run.during,
         )  # fmt: skip
 
 
@@ -287,7 +270,7 @@ def zero_loss(traffic: Traffic, mode: Mode, b_is_wrong: bool,
     """The highest rate offered with nothing lost (RFC 2544 section 26.1, shortened), nor
     anything at sink B if `b_is_wrong`: one unthrottled trial, then `mode.steps` trials
     that double the rate from just under what got through until one loses, then bisect.
-    `tolerance`: the share of frames that may be lost (0: none; F.PDR_LOSS: the partial-drop
+    `tolerance`: the share of frames that may be lost (0: none; PDR_LOSS: the partial-drop
     rate, for machines whose stalls lose frames at every rate). Nothing at sink B is ever
     tolerated. Returns the rate asked of the generator and the rate it measured itself
     sending (more when its CPU is busy: it leaves gaps of over 20 us out of its time)."""
@@ -332,9 +315,9 @@ def base_rate(traffic: Traffic, mode: Mode, b_is_wrong: bool) -> tuple[float, fl
     try:
         return (*zero_loss(traffic, mode, b_is_wrong), "zero loss")
     except NoRate as e:
-        log(f"    {e}; searching again for the partial-drop rate (loss <= {F.PDR_LOSS:.1%})")
-    asked, measured = zero_loss(traffic, mode, b_is_wrong, tolerance=F.PDR_LOSS)
-    return asked, measured, f"loss <= {F.PDR_LOSS:.1%} (no zero-loss rate found)"
+        log(f"    {e}; searching again for the partial-drop rate (loss <= {PDR_LOSS:.1%})")
+    asked, measured = zero_loss(traffic, mode, b_is_wrong, tolerance=PDR_LOSS)
+    return asked, measured, f"loss <= {PDR_LOSS:.1%} (no zero-loss rate found)"
 
 
 # -- the agent -----------------------------------------------------------------------------
@@ -354,19 +337,13 @@ class Agent:
 
     def start(self) -> Agent:
         config = self.workdir / "agent.toml"
-        config.write_text(AGENT_CONFIG.format(
-            netns=self.lab.ns("dut"), sock=self.sock,
-            p0=L.DUT_IN, a0=L.DUT_IN_V4, b0=L.DUT_IN_V6,
-            p1=L.DUT_OUT, a1=L.DUT_OUT_V4, b1=L.DUT_OUT_V6,
-            p2=DUT_B, a2=DUT_B_V4, b2=DUT_B_V6,
-        ))  # fmt: skip
-        env = dict(os.environ, PYTHONPATH=str(F.ROOT / "control"))
+        ports = {L.DUT_IN: [f"{L.DUT_IN_V4}/24", f"{L.DUT_IN_V6}/64"],
+                 L.DUT_OUT: [f"{L.DUT_OUT_V4}/24", f"{L.DUT_OUT_V6}/64"],
+                 DUT_B: [f"{DUT_B_V4}/24", f"{DUT_B_V6}/64"]}  # fmt: skip
+        config.write_text(agent_config(self.lab.ns("dut"), self.sock, FIB, ports))
         with self.log_path.open("w") as err:
-            # A session of its own: Ctrl-C reaches this script, which stops the agent itself.
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "corridor", "agent", "--config", str(config)],
-                env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
-            )  # fmt: skip
+            # A session of its own: Ctrl-C reaches this process, which stops the agent itself.
+            self.process = launch_agent(config, err, new_session=True)
         self.channel = grpc.insecure_channel(f"unix:{self.sock}")
         self.stub = dataplane_pb2_grpc.DataplaneStub(self.channel)
         deadline = time.monotonic() + 60
@@ -379,7 +356,7 @@ class Agent:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the agent did not serve within 60 s: {self.tail()}")
             time.sleep(0.1)
-        self.napi = F.pin_napi(self.lab, "dut", L.DUT_IN, ROUTER_CPU, realtime=F.RT)
+        self.napi = pin_napi(self.lab, "dut", L.DUT_IN, ROUTER_CPU, realtime=RT)
         self.place()
         return self
 
@@ -422,7 +399,7 @@ class Agent:
             self.channel.close()
             self.channel = None
         if self.process is not None:
-            AL.stop_agent(self.process)  # SIGTERM, then SIGKILL after 30 s
+            stop_agent(self.process)  # SIGTERM, then SIGKILL after 30 s
             code, self.process = self.process.returncode, None
             if code != 0:
                 log(f"  the agent exited with {code}: {self.tail()}")
@@ -460,7 +437,7 @@ def churn_table(seed: int = 9, n24: int = 192, per24: int = 16, dsts_per24: int 
     """The stable prefixes (198.19.0.0/16, 16 each of /17-/23, `n24` /24s) and, in every
     stable /24, `dsts_per24` destinations and `per24` prefixes /25-/32 that avoid them."""
     rnd = random.Random(seed)
-    base = F.ROUTES4_IN
+    base = ROUTES4_IN
     stable = {base}
     for length in range(17, 24):
         for _ in range(16):
@@ -484,7 +461,7 @@ def churn_table(seed: int = 9, n24: int = 192, per24: int = 16, dsts_per24: int 
                 mine.add(p)
         churned += sorted(mine)
     for d in dsts:
-        assert ipaddress.ip_address(d) in F.ROUTES4_IN
+        assert ipaddress.ip_address(d) in ROUTES4_IN
     return ChurnTable(sorted(map(str, stable)), list(map(str, churned)), dsts)
 
 
@@ -561,7 +538,7 @@ class ChurnWriter(threading.Thread):
         return sum(n for t, n in self.acks if start <= t <= end) / max(1e-9, end - start)
 
 
-def run_churn(lab: L.Lab, topo: F.Topology, sinks: tuple[F.Sink, F.Sink], tmp: Path, mode: Mode,
+def run_churn(lab: L.Lab, topo: Topology, sinks: tuple[Sink, Sink], tmp: Path, mode: Mode,
               args) -> dict:  # fmt: skip
     table = churn_table()
     if args.churn_batch > len(table.churned):
@@ -678,7 +655,7 @@ def link_down_halfway(agent: Agent, sinkb: SinkB) -> Callable[[Traffic, float], 
     return during
 
 
-def restore_link(agent: Agent, topo: F.Topology, sinkb: SinkB) -> list[str]:
+def restore_link(agent: Agent, topo: Topology, sinkb: SinkB) -> list[str]:
     """sinkb0 up again, the agent told of it, sinkb0's (new) NAPI thread pinned again."""
     sinkb.link(up=True)
     deadline = time.monotonic() + 10
@@ -687,18 +664,18 @@ def restore_link(agent: Agent, topo: F.Topology, sinkb: SinkB) -> list[str]:
             raise RuntimeError(f"the agent still reports a link down 10 s after sinkb0 came up: "
                                f"{agent.tail()}")  # fmt: skip
         time.sleep(0.05)
-    placed = F.pin_napi(topo, SINKB_ROLE, SINKB_IF, GEN_CPU, realtime=True)
+    placed = pin_napi(topo, SINKB_ROLE, SINKB_IF, GEN_CPU, realtime=True)
     time.sleep(0.5)  # the engine's link check (every 100 ms) re-arms dut2
     return placed
 
 
-def run_failover(lab: L.Lab, topo: F.Topology, sinkb: SinkB, sinks: tuple[F.Sink, F.Sink],
+def run_failover(lab: L.Lab, topo: Topology, sinkb: SinkB, sinks: tuple[Sink, Sink],
                  tmp: Path, mode: Mode, rate: float, args) -> list[dict]:  # fmt: skip
-    r4, d4, _, _ = F.test_routes()
+    r4, d4, _, _ = test_routes()
     sizes = sorted(args.failover_routes or mode.failover_routes)
     t0 = time.monotonic()
-    real = F.real_table(F.TABLE4, max(0, sizes[-1] - len(r4)))
-    log(f"failover: {len(r4)} test routes + up to {len(real):,} of {F.TABLE4} "
+    real = real_table(TABLE4, max(0, sizes[-1] - len(r4)))
+    log(f"failover: {len(r4)} test routes + up to {len(real):,} of {TABLE4} "
         f"(read in {time.monotonic() - t0:.1f} s), {len(d4)} destinations")  # fmt: skip
     dsts = tmp / "failover-dsts.txt"
     dsts.write_text("\n".join(d4) + "\n")
@@ -711,7 +688,7 @@ def run_failover(lab: L.Lab, topo: F.Topology, sinkb: SinkB, sinks: tuple[F.Sink
             want = r4 + real[: max(0, n - len(r4))]
             new = want[len(loaded) :]
             t0 = time.monotonic()
-            acked = agent.stream(AL.requests(new, 10_000))
+            acked = agent.stream(route_requests(new, 10_000))
             loaded = want
             log(f"  {len(loaded):,} routes on the group ({acked:,} streamed in "
                 f"{time.monotonic() - t0:.1f} s)")  # fmt: skip
@@ -872,12 +849,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="route counts of the failover trials (default 1000,1000000)")  # fmt: skip
     ap.add_argument("--control-cpu", type=int, default=GEN_CPU,
                     help="CPU of the agent's control threads and the churn writer")  # fmt: skip
-    ap.add_argument("--out", default=str(F.RESULTS / "change-latest"))
+    ap.add_argument("--out", default=str(RESULTS / "change-latest"))
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
-        raise SystemExit("change.py builds network namespaces and runs the engine: run it as root")
+        raise SystemExit(
+            "benches.change builds network namespaces and runs the engine: run it as root"
+        )
     if os.cpu_count() < 2:
-        raise SystemExit("change.py needs two CPUs (generator, router)")
+        raise SystemExit("benches.change needs two CPUs (generator, router)")
     scenarios = args.scenarios.split(",")
     for s in scenarios:
         if s not in ("churn", "failover"):
@@ -892,12 +871,11 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, {args.control_cpu})
     # SIGTERM unwinds like Ctrl-C, through every finally below.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    F.build_tools()
+    build_tools()
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "mode": "quick" if args.quick else "full",
-        "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {F._cpu_model()}, "
-        f"Linux {platform.release()}",
+        "machine": machine(),
         "trial_s": mode.trial,
         "seconds": mode.seconds,
         "failover_s": mode.failover_seconds,
@@ -912,12 +890,12 @@ def main(argv: list[str] | None = None) -> int:
         sinkb.up()
         with tempfile.TemporaryDirectory(prefix="cor-change-") as tmp:
             topo = sinkb.topology()
-            sinks: list[F.Sink] = []
+            sinks: list[Sink] = []
             try:
-                sinks.append(F.Sink(topo))
-                sinks.append(F.Sink(topo, SINKB_ROLE, SINKB_IF))
-                placement["sinks"] = F.pin_napi(topo, "sink", L.SINK_IF, GEN_CPU, realtime=True)
-                placement["sinks"] += F.pin_napi(topo, SINKB_ROLE, SINKB_IF, GEN_CPU,
+                sinks.append(Sink(topo))
+                sinks.append(Sink(topo, SINKB_ROLE, SINKB_IF))
+                placement["sinks"] = pin_napi(topo, "sink", L.SINK_IF, GEN_CPU, realtime=True)
+                placement["sinks"] += pin_napi(topo, SINKB_ROLE, SINKB_IF, GEN_CPU,
                                                  realtime=True)  # fmt: skip
                 placement["generator"] = [f"gen->cpu{GEN_CPU}"]
                 if "churn" in scenarios:
@@ -938,12 +916,7 @@ def main(argv: list[str] | None = None) -> int:
     placement["writer"] = [f"churn writer->cpu{args.control_cpu}"]
     meta["placement"] = "; ".join(f"{k}: {', '.join(v)}" for k, v in placement.items())
     md = markdown(meta, churn, failover)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(md)
-    out.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "churn": churn, "failover": failover}, indent=1)
-    )
+    results.write(Path(args.out), md, {"meta": meta, "churn": churn, "failover": failover})
     print(md)
     return 0
 
@@ -952,4 +925,4 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM, after every finally above ran
-        sys.exit("change.py: interrupted; the agent, the sinks and the namespaces are gone")
+        sys.exit("benches.change: interrupted; the agent, the sinks and the namespaces are gone")

@@ -6,19 +6,18 @@
    (time from the request to the node in sync: it must not grow with the routes);
 3. the agent killed (-9) and restarted: time until the controller has restored its table.
 The agents host the engine on a veth pair in a namespace of their own (`cor-b<pid>`, as in
-agent_load.py; removed afterwards; root), the gateways answering on the far end.
+benches.agent_load; removed afterwards; root), the gateways answering on the far end.
 
-  .venv/bin/python benches/controller_load.py [--data ../shared/data] [--limit N]
+  .venv/bin/python -m benches.controller_load [--data ../shared/data] [--limit N]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import ipaddress
+import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -28,32 +27,15 @@ from pathlib import Path
 
 import grpc
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "control"))
-
-from agent_load import PORTS, Namespace  # noqa: E402
-
-from corridor.agent import client as c  # noqa: E402
-from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2_grpc  # noqa: E402
+from benches.harness.agent import PORTS, Namespace, agent_config, corridor_env
+from benches.harness.tables import DATA, TABLE4, TABLE6, read_prefixes
+from corridor.agent import client as c
+from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2_grpc
 
 BATCH = 50_000
 GW = [(f"198.18.0.{i}", PORTS[0]) for i in range(2, 6)]  # addresses of the far end
 
-AGENT = """workers = 1
-netns = "{netns}"
-[listen]
-unix = "{sock}"
-[fib]
-v4_routes = 2000000
-v6_routes = 500000
-groups = 1024
-adjacencies = 1024
-[[ports]]
-name = "{p0}"
-addresses = ["198.18.0.1/24"]
-[[ports]]
-name = "{p1}"
-"""
+FIB = {"v4_routes": 2_000_000, "v6_routes": 500_000, "groups": 1024, "adjacencies": 1024}
 CONTROLLER = """[listen]
 unix = "{sock}"
 [store]
@@ -70,29 +52,24 @@ address = "unix:{agent}"
 
 def table(data: Path, limit: int | None) -> list[str]:
     prefixes = []
-    for name in ("ipv4-routeviews-2024-04-06.txt.gz", "ipv6-ris-2022-05-27.txt.gz"):
-        with gzip.open(data / name, "rt") as f:
-            for i, line in enumerate(f):
-                if limit is not None and i >= limit:
-                    break
-                prefixes.append(str(ipaddress.ip_network(line.split()[0])))
+    for name in (TABLE4, TABLE6):
+        read = itertools.islice(read_prefixes(data / name), limit)
+        prefixes += (str(ipaddress.ip_network(p)) for p in read)
     return prefixes
 
 
 async def spawn(log: Path, *args) -> asyncio.subprocess.Process:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "control"))
     with log.open("a") as err:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "corridor", *args, env=env,
+            sys.executable, "-m", "corridor", *args, env=corridor_env(),
             stdout=asyncio.subprocess.DEVNULL, stderr=err,
         )  # fmt: skip
 
 
-def agent_config(tmp: Path, name: str, netns: str) -> Path:
+def write_agent_config(tmp: Path, name: str, netns: str) -> Path:
     config = tmp / f"{name}.toml"
-    config.write_text(
-        AGENT.format(sock=tmp / f"{name}.sock", netns=netns, p0=PORTS[0], p1=PORTS[1])
-    )
+    ports = {PORTS[0]: ["198.18.0.1/24"], PORTS[1]: []}
+    config.write_text(agent_config(netns, tmp / f"{name}.sock", FIB, ports))
     return config
 
 
@@ -135,7 +112,7 @@ async def in_sync(stub, revision):
 
 
 async def direct_rate(tmp: Path, netns: str, prefixes: list[str]) -> float:
-    config, log = agent_config(tmp, "direct", netns), tmp / "direct.log"
+    config, log = write_agent_config(tmp, "direct", netns), tmp / "direct.log"
     agent = await spawn(log, "agent", "--config", str(config))
     try:
         channel = grpc.aio.insecure_channel(
@@ -176,7 +153,7 @@ async def main(data: Path, limit: int | None, netns: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="cor-bench-") as t:
         tmp = Path(t)
         out["agent_direct_routes_per_s"] = round(await direct_rate(tmp, netns, prefixes))
-        agent_config(tmp, "agent", netns)
+        write_agent_config(tmp, "agent", netns)
         agent_sock, ctl_sock, log = tmp / "agent.sock", tmp / "controller.sock", tmp / "agent.log"
         (tmp / "ctl.toml").write_text(
             CONTROLLER.format(sock=ctl_sock, db=tmp / "intent.db", agent=agent_sock)
@@ -251,7 +228,7 @@ async def _resynced(stub):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--limit", type=int, help="routes per family (default: all)")
     args = parser.parse_args()
     with Namespace() as ns:

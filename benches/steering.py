@@ -6,7 +6,7 @@ BPF_PROG_TEST_RUN on fixed frames, `--repeat` times per call, and the kernel's o
 average per run is read. Frames: transit IPv4 and IPv6 (both programs redirect them) and,
 for Corridor, a frame to one of the router's own addresses (passed to the kernel).
 
-    .venv/bin/python benches/steering.py [--repeat N] [--calls K] [--rounds R] [--out PATH]
+    .venv/bin/python -m benches.steering [--repeat N] [--calls K] [--rounds R] [--out PATH]
 
 As root. BPF_PROG_TEST_RUN sends nothing: the frames exist only inside the kernel call,
 in the namespaces `cor-b<pid>-*` this run creates and removes. The data stays in the CPU
@@ -33,11 +33,13 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import forwarding as F  # noqa: E402
-from forwarding import L  # noqa: E402
+from benches.forwarding.routers import make_router
+from benches.harness import RESULTS, ROOT, results
+from benches.harness.cpu import GEN_CPU
+from benches.harness.tables import test_routes
+from benches.harness.topology import Topology, bench_topology
+from benches.harness.traffic import build_tools
+from corridor import lab as L
 
 SYS_BPF = 321  # x86_64
 BPF_PROG_TEST_RUN = 10
@@ -94,8 +96,8 @@ def test_run(prog_id: int, ifindex: int, frame: bytes, repeat: int) -> tuple[int
         os.close(fd)
 
 
-def measure(topo: F.Topology, repeat: int, calls: int, names: list[str]) -> dict[str, dict]:
-    """Runs this file's --test-run inside the dut (pinned to the router CPU) for the
+def measure(topo: Topology, repeat: int, calls: int, names: list[str]) -> dict[str, dict]:
+    """Runs this module's --test-run inside the dut (pinned to the router CPU) for the
     program attached to the input port; per frame: the action and ns of every call."""
     link = json.loads(topo.ip("dut", "-j", "-d", "link", "show", topo.dut_in).stdout)[0]
     xdp = link.get("xdp") or {}
@@ -103,11 +105,12 @@ def measure(topo: F.Topology, repeat: int, calls: int, names: list[str]) -> dict
     prog = xdp.get("prog") or next(iter(attached), None)
     if prog is None:
         raise RuntimeError(f"no XDP program attached to {topo.dut_in}: {xdp}")
-    argv = topo.argv("dut", ["taskset", "-c", str(topo.router_cpu), sys.executable, __file__,
-                             "--test-run", f"{prog['id']},{link['ifindex']},{link['address']}",
+    argv = topo.argv("dut", ["taskset", "-c", str(topo.router_cpu), sys.executable, "-m",
+                             "benches.steering", "--test-run",
+                             f"{prog['id']},{link['ifindex']},{link['address']}",
                              "--repeat", str(repeat), "--calls", str(calls),
                              "--frames", ",".join(names)])  # fmt: skip
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=ROOT)
     if r.returncode != 0:
         raise RuntimeError(f"test run failed: {r.stderr.strip()}")
     return json.loads(r.stdout) | {"program": prog.get("name", "?")}
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         help="kernel calls per frame after one to warm up (median, min, max)",
     )
     ap.add_argument("--rounds", type=int, default=3, help="turns each router takes")
-    ap.add_argument("--out", default=str(F.RESULTS / "steering-latest"))
+    ap.add_argument("--out", default=str(RESULTS / "steering-latest"))
     ap.add_argument("--test-run", help=argparse.SUPPRESS)  # PROG_ID,IFINDEX,MAC (inside)
     ap.add_argument("--frames", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -147,25 +150,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if os.geteuid() != 0:
         raise SystemExit("the benchmark builds network namespaces: run it as root")
-    os.sched_setaffinity(0, {F.GEN_CPU})
-    F.build_tools()
-    r4, _, r6, _ = F.test_routes()
+    os.sched_setaffinity(0, {GEN_CPU})
+    build_tools()
+    r4, _, r6, _ = test_routes()
     table = {"v4": r4, "v6": r6}
     transit = ["IPv4 transit", "IPv6 transit"]
-    results: dict[str, dict] = {}
-    with F.bench_topology({}, "") as topo:
+    measured: dict[str, dict] = {}
+    with bench_topology({}, "") as topo:
         plan = (("afxdp_ref", transit), ("corridor-1", [*transit, "IPv4 to the router"]))
         # The two take turns, so that a drift of the machine's speed (it is shared)
         # lands on both rather than on whichever ran second.
         for _ in range(args.rounds):
             for name, names in plan:
-                router = F.make_router(name, topo, table)
+                router = make_router(name, topo, table)
                 try:
                     router.start()
                     got = measure(topo, args.repeat, args.calls, names)
                 finally:
                     router.stop()
-                mine = results.setdefault(name, {"program": got["program"]})
+                mine = measured.setdefault(name, {"program": got["program"]})
                 for frame in names:
                     entry = mine.setdefault(frame, {"action": got[frame]["action"], "ns": []})
                     if got[frame]["action"] != entry["action"]:
@@ -178,16 +181,16 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for frame in transit:
-        ours, base = results["corridor-1"][frame], results["afxdp_ref"][frame]
+        ours, base = measured["corridor-1"][frame], measured["afxdp_ref"][frame]
         ratio = statistics.median(ours["ns"]) / statistics.median(base["ns"])
         rows.append(f"| {frame} | {ns(ours)} | {ns(base)} | {ratio:.2f}x |")
-    own = results["corridor-1"]["IPv4 to the router"]
+    own = measured["corridor-1"]["IPv4 to the router"]
     lines = [
         f"Steering program per frame, {time.strftime('%Y-%m-%d %H:%M')}: BPF_PROG_TEST_RUN, "
         f"median of {args.rounds} turns x {args.calls} calls (after one to warm up) of "
         f"{args.repeat:,} runs each, on the router CPU; "
-        f"Corridor's `{results['corridor-1']['program']}` against libxdp's "
-        f"`{results['afxdp_ref']['program']}` (the C forwarder's), same run.",
+        f"Corridor's `{measured['corridor-1']['program']}` against libxdp's "
+        f"`{measured['afxdp_ref']['program']}` (the C forwarder's), same run.",
         "",
         "| frame | Corridor: ns (min-max, action) | C forwarder's program: ns (min-max, action) "
         "| ratio |",
@@ -196,10 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| IPv4 to the router | {ns(own)} | - | - |",
     ]
     md = "\n".join(lines) + "\n"
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(md)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    results.write(Path(args.out), md, measured)
     print(md)
     return 0
 

@@ -1,4 +1,4 @@
-"""The base-rate search of benches/change.py: strict zero loss first, then, where the
+"""The base-rate search of benches.change: strict zero loss first, then, where the
 machine loses frames at every rate, the partial-drop rate, never a frame at the wrong
 sink. The search logic alone, on a model router whose loss is a function of the rate
 (the traffic itself is exercised by running the benchmark)."""
@@ -6,14 +6,9 @@ sink. The search logic alone, on a model router whose loss is a function of the 
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
-
-import change as C
+from benches import change as C
 
 
 @dataclasses.dataclass

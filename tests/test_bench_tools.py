@@ -1,5 +1,5 @@
 """The forwarding benchmark's own instruments: the generator and the sink (benches/gen), the
-reference routers xdp_fwd and afxdp_ref, and the pure helpers of benches/forwarding.py.
+reference routers xdp_fwd and afxdp_ref, and the pure helpers of benches.forwarding.
 Bad input is refused before a frame goes out; at a low rate every generated frame crosses
 the kernel, xdp_fwd and afxdp_ref into the sink; the report's arithmetic holds on numbers
 known in advance."""
@@ -22,6 +22,10 @@ from pathlib import Path
 import pytest
 import scapy.layers.inet
 import scapy.layers.inet6
+from benches.forwarding import cli, report, routers, search
+from benches.harness import tables, topology
+from benches.harness.cpu import describe_stalls, host_stalls
+from benches.harness.traffic import percentile
 from scapy.layers.l2 import Ether
 
 from corridor import lab as L
@@ -30,9 +34,6 @@ from corridor import traffic
 REPO = Path(__file__).resolve().parent.parent
 GEN_DIR = REPO / "benches" / "gen"
 TOOLS = REPO / "target" / "bench-tools"
-sys.path.insert(0, str(REPO / "benches"))
-
-import forwarding as F  # noqa: E402
 
 IP, UDP = scapy.layers.inet.IP, scapy.layers.inet.UDP
 IPv6 = scapy.layers.inet6.IPv6
@@ -118,7 +119,7 @@ class Bench:
 @pytest.fixture(scope="module")
 def bench(tools: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     """A private lab: dut forwards (kernel) toward the sink, neighbours permanent as
-    F.install_kernel_table makes them; removed afterwards, also on failure."""
+    routers.install_kernel_table makes them; removed afterwards, also on failure."""
     lab = L.Lab(prefix=f"cor-bt{os.getpid()}-", queues=1)
     try:
         lab.up()
@@ -136,15 +137,15 @@ def bench(tools: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ben
         # The generator's XDP_TX reaches dut0 only while dut0 has NAPI: GRO on gives it
         # one without an XDP program (as the harness's kernel router does).
         lab.exec("dut", ["ethtool", "-K", L.DUT_IN, "gro", "on"])
-        F.permanent_neighbours(lab)
+        routers.permanent_neighbours(lab)
         lab.ip("dut", "route", "replace", str(ROUTES4), "via", L.SINK_V4)
         lab.ip("dut", "route", "replace", str(ROUTES6), "via", L.SINK_V6)
-        _, d4, _, d6 = F.test_routes()
+        _, d4, _, d6 = tables.test_routes()
         dsts = {}
         workdir = tmp_path_factory.mktemp("bench-tools")
         for family, addrs, net in ((4, d4, ROUTES4), (6, d6, ROUTES6)):
             inside = [a for a in addrs if ipaddress.ip_address(a) in net]
-            assert inside, f"F.test_routes() gave no IPv{family} destination inside {net}"
+            assert inside, f"tables.test_routes() gave no IPv{family} destination inside {net}"
             dsts[family] = workdir / f"dsts{family}.txt"
             dsts[family].write_text("\n".join(inside) + "\n")
         time.sleep(1.0)  # a stray MLD report of dut1 came ~0.8 s after forwarding began
@@ -301,7 +302,7 @@ def test_harness_refuses_bad_arguments_before_building(
     _require_root()  # main() refuses non-root first
     _forbid_running_the_benchmark(monkeypatch)
     with pytest.raises(SystemExit) as e:
-        F.main(["--quick", *argv])
+        cli.main(["--quick", *argv])
     message = str(e.value.code)
     assert flag in message, f"{argv}: {message!r} does not name {flag}"
     assert argv[1].split(",")[-1] in message, f"{argv}: {message!r} does not name the value"
@@ -312,7 +313,7 @@ def test_harness_builds_once_arguments_are_valid(monkeypatch: pytest.MonkeyPatch
     _require_root()
     _forbid_running_the_benchmark(monkeypatch)
     with pytest.raises(_Reached, match="build_tools"):
-        F.main(["--quick", "--routers", "kernel,xdp_fwd", "--sizes", "64,1518",
+        cli.main(["--quick", "--routers", "kernel,xdp_fwd", "--sizes", "64,1518",
                 "--families", "4,6", "--reps", "1", "--trial", "0.5"])  # fmt: skip
 
 
@@ -322,12 +323,12 @@ class _Reached(Exception):
 
 def _forbid_running_the_benchmark(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past its argument checks, main() would build and run the whole benchmark."""
-    for name in ("build_tools", "real_table", "bench_lab", "bench_topology"):
+    for name in ("build_tools", "real_table", "bench_topology"):
 
         def reached(*args: object, _name: str = name, **kwargs: object) -> None:
             raise _Reached(_name)
 
-        monkeypatch.setattr(F, name, reached)
+        monkeypatch.setattr(cli, name, reached)
 
 
 # -- traffic ---------------------------------------------------------------------------------
@@ -433,7 +434,7 @@ def _check_delivery(d: Delivery, family: int, size: int, *, other: bool = True) 
         problems.append(f"{d.late} signatures from the future or too old")
     if sum(d.hist.values()) != d.pkts - d.late:
         problems.append(f"histogram holds {sum(d.hist.values())} of {d.pkts - d.late} frames")
-    p50 = F.percentile(d.hist, 0.5)
+    p50 = percentile(d.hist, 0.5)
     if p50 is None or not 0 < p50 < 10_000:
         problems.append(f"latency p50 {p50} µs, expected below 10 ms")
     return [f"IPv{family} {size} B: {p}; {d.describe()}" for p in problems]
@@ -571,9 +572,9 @@ def test_afxdp_ref_delivers_every_generated_frame(bench: Bench, sink: Sink) -> N
 
 
 def test_test_routes_stay_in_the_test_space_and_cover_their_destinations() -> None:
-    r4, d4, r6, d6 = F.test_routes()
-    assert (r4, d4, r6, d6) == F.test_routes(), "not reproducible"
-    assert F.test_routes(seed=7) != (r4, d4, r6, d6), "the seed changes nothing"
+    r4, d4, r6, d6 = tables.test_routes()
+    assert (r4, d4, r6, d6) == tables.test_routes(), "not reproducible"
+    assert tables.test_routes(seed=7) != (r4, d4, r6, d6), "the seed changes nothing"
     for routes, dsts, space, home, lengths, bits in (
         (r4, d4, TEST4, ROUTES4, range(16, 33), 32),
         (r6, d6, TEST6, ROUTES6, range(33, 129), 128),
@@ -614,7 +615,7 @@ def _bench_h(name: str) -> int:
 def _sink_bucket(ns: int) -> int:
     """The histogram bucket sink.bpf.c files a latency of `ns` nanoseconds under."""
     linear, sub = _bench_h("HIST_LINEAR"), _bench_h("HIST_SUB")
-    assert (linear, sub) == (16, 16), "bench.h's layout changed: revisit F.percentile"
+    assert (linear, sub) == (16, 16), "bench.h's layout changed: revisit percentile"
     if ns < 1024:
         return ns >> 6
     m = ns.bit_length() - 1
@@ -638,18 +639,18 @@ def _near(got: float | None, want_ns: int) -> bool:
 
 
 def test_percentile_reads_the_sinks_histogram() -> None:
-    assert F.percentile({}, 0.5) is None
+    assert percentile({}, 0.5) is None
     latencies = {700: 300, 12_000: 400, 80_000: 250, 3_000_000: 50}  # ns: count
     hist = _histogram(latencies)
     quantiles = ((0.1, 700), (0.3, 700), (0.31, 12_000), (0.5, 12_000), (0.7, 12_000),
                  (0.9, 80_000), (0.95, 80_000), (0.99, 3_000_000), (1.0, 3_000_000))  # fmt: skip
     for q, want in quantiles:
-        got = F.percentile(hist, q)
+        got = percentile(hist, q)
         assert _near(got, want), f"q={q}: {got} µs, expected about {want / 1000} µs"
     # One latency alone, over the whole range: the quantile is that latency's bucket.
     ns = 1
     while ns < 1 << 41:
-        got = F.percentile({_sink_bucket(ns): 10}, 0.5)
+        got = percentile({_sink_bucket(ns): 10}, 0.5)
         assert _near(got, ns), f"{ns} ns read back as {got} µs"
         ns = ns * 3 + 7
 
@@ -678,7 +679,7 @@ def _rows() -> list[dict]:
 
 
 def test_summarize_gives_medians_ranges_and_ratios() -> None:
-    summary = F.summarize(_rows())
+    summary = report.summarize(_rows())
     by = {(s["router"], s["family"], s["size"]): s for s in summary}
     assert set(by) == {("kernel", 4, 64), ("xdp_fwd", 4, 64), ("corridor-1", 4, 64),
                        ("corridor-1", 6, 1518), ("afxdp_ref", 4, 64)}  # fmt: skip
@@ -708,10 +709,10 @@ def test_summarize_gives_medians_ranges_and_ratios() -> None:
 
 
 def test_markdown_has_a_row_per_router_and_the_error() -> None:
-    summary = F.summarize(_rows())
+    summary = report.summarize(_rows())
     meta = {"date": "2024-01-01 00:00", "mode": "quick", "reps": 3, "trial_s": 2.0,
             "machine": "test machine", "table": "0 routes", "placement": "nowhere"}  # fmt: skip
-    md = F.markdown(summary, meta)
+    md = report.markdown(summary, meta)
     lines = md.splitlines()
     for router, ndrs in NDR.items():
         row = [line for line in lines if line.startswith(f"| {router} | IPv4 | 64 | ")]
@@ -728,14 +729,14 @@ def test_markdown_has_a_row_per_router_and_the_error() -> None:
 
 
 def test_trial_locates_its_losses() -> None:
-    t = F.Trial(offered=1000, sent=1000, received=900, seconds=2.0, cpu=0.5, hist={},
+    t = search.Trial(offered=1000, sent=1000, received=900, seconds=2.0, cpu=0.5, hist={},
                 lost_in=40, lost_sink=10)  # fmt: skip
     assert (t.lost, t.lost_router, t.loss_ratio) == (100, 50, 0.1)
     assert (t.sent_pps, t.fwd_pps) == (500.0, 450.0)
     assert t.where() == "input ring 40%, router 50%, sink ring 10%"
-    whole = F.Trial(offered=0, sent=10, received=10, seconds=1.0, cpu=0.0, hist={})
+    whole = search.Trial(offered=0, sent=10, received=10, seconds=1.0, cpu=0.0, hist={})
     assert (whole.lost, whole.where()) == (0, "none")
-    nothing = F.Trial(offered=0, sent=0, received=0, seconds=1.0, cpu=0.0, hist={})
+    nothing = search.Trial(offered=0, sent=0, received=0, seconds=1.0, cpu=0.0, hist={})
     assert nothing.loss_ratio == 1.0, "a trial that sent nothing must not pass as lossless"
 
 
@@ -760,16 +761,16 @@ def test_gen_paces_at_the_asked_rate(bench: Bench, sink: Sink, family: int, size
     assert d.pkts == g["sent"], d.describe()
 
 
-# -- the steering program's cost (benches/steering.py) ----------------------------------------
+# -- the steering program's cost (benches.steering) ------------------------------------------
 
 
 def test_steering_bench_runs_both_programs_on_their_frames(tools: Path, tmp_path: Path) -> None:
     """Both programs really ran on the frames: the actions are each program's verdicts
     (redirect transit, pass the router's own address), and the kernel timed every call."""
     out = tmp_path / "steering"
-    r = subprocess.run([sys.executable, str(REPO / "benches" / "steering.py"), "--repeat", "2000",
+    r = subprocess.run([sys.executable, "-m", "benches.steering", "--repeat", "2000",
                         "--calls", "2", "--rounds", "2", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+                       capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
     assert r.returncode == 0, r.stderr
     got = json.loads(out.with_suffix(".json").read_text())
     assert got["corridor-1"]["program"] == "corridor_steer"
@@ -788,8 +789,8 @@ def test_steering_bench_runs_both_programs_on_their_frames(tools: Path, tmp_path
     "argv", [["--repeat", "5"], ["--repeat", "x"], ["--calls", "0"], ["--rounds", "21"]]
 )
 def test_steering_bench_refuses_bad_arguments(argv: list[str]) -> None:
-    r = subprocess.run([sys.executable, str(REPO / "benches" / "steering.py"), *argv],
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    r = subprocess.run([sys.executable, "-m", "benches.steering", *argv],
+                       capture_output=True, text=True, timeout=60, cwd=REPO)  # fmt: skip
     assert r.returncode in (1, 2), (r.returncode, r.stderr)
     assert argv[0] in r.stderr, r.stderr
 
@@ -797,19 +798,19 @@ def test_steering_bench_refuses_bad_arguments(argv: list[str]) -> None:
 def test_host_stalls_sees_the_router_cpu_taken_away(bench: Bench) -> None:
     """The probe of the router CPU notices when something else holds that CPU: a
     real-time busy loop takes it for 0.3 s in the middle of a 1.5 s probe."""
-    cpu = F.topology(bench.lab).router_cpu
+    cpu = topology.topology(bench.lab).router_cpu
     # The hog ends itself: a real-time loop would starve a `timeout` beside it.
     spin = "import time\nend = time.monotonic() + 0.3\nwhile time.monotonic() < end: pass"
     hog = subprocess.Popen(["sh", "-c", f"sleep 0.5; exec taskset -c {cpu} chrt -f 10 "
                             f"{sys.executable} -c '{spin}'"])  # fmt: skip
     try:
-        st = F.host_stalls(bench.lab, seconds=1.5)
+        st = host_stalls(bench.lab, seconds=1.5)
     finally:
         hog.wait(timeout=10)
     assert "error" not in st, st
     assert st["over_1ms"] >= 1 and st["over_0.2ms"] >= st["over_1ms"], st
     assert 250 <= st["max_ms"] <= 1000, st
     assert st["missing_ms"] >= st["max_ms"], st
-    text = F.describe_stalls(st)
+    text = describe_stalls(st)
     assert f"longest {st['max_ms']} ms" in text and "1.5 s" in text, text
-    assert F.describe_stalls({"error": "boom"}) == "not measured (boom)"
+    assert describe_stalls({"error": "boom"}) == "not measured (boom)"

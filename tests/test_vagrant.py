@@ -1,7 +1,7 @@
 """What can be checked of the test VMs on a machine that cannot boot them: the Vagrantfile
 is valid for Vagrant (`vagrant validate`), the provisioning scripts pass shellcheck, the
 network provisioning (vagrant/nics.sh) does its job on a lab's veths, and the benchmark's
-VM path (`forwarding.py --hosts`) runs across a lab's namespaces as across the VMs. A
+VM path (`benches.forwarding --hosts`) runs across a lab's namespaces as across the VMs. A
 missing tool fails the test with the Debian package to install, never skips it."""
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def test_nics_script_sets_the_plan_on_the_nics_holding_its_addresses() -> None:
 
 
 def test_the_benchmark_runs_across_hosts_as_on_the_vms(tmp_path: Path) -> None:
-    """vagrant/bench.sh's path: forwarding.py on the router with `--hosts`, generator and
+    """vagrant/bench.sh's path: benches.forwarding on the router with `--hosts`, generator and
     sink elsewhere. Here the three hosts are a lab's namespaces, `--remote` enters them
     instead of ssh, and the harness itself runs inside the dut namespace like on the router
     VM: ports found by address, tools run remotely, destinations over stdin."""
@@ -109,14 +109,13 @@ def test_the_benchmark_runs_across_hosts_as_on_the_vms(tmp_path: Path) -> None:
     out = tmp_path / "vm"
     try:
         argv = [
-            "ip", "netns", "exec", lab.ns("dut"), sys.executable,
-            str(REPO / "benches" / "forwarding.py"),
+            "ip", "netns", "exec", lab.ns("dut"), sys.executable, "-m", "benches.forwarding",
             "--hosts", f"gen={lab.ns('gen')},sink={lab.ns('sink')}",
             "--remote", "ip netns exec {host}", "--routers", "kernel,corridor-1",
             "--sizes", "64", "--families", "4,6", "--quick", "--trial", "0.5",
             "--table-limit", "200", "--out", str(out),
         ]  # fmt: skip
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
         assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     finally:
         lab.down()

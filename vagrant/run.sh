@@ -3,7 +3,7 @@
 # them), lets the router reach the generator and the sink as root over ssh (its key, made
 # at provisioning, is installed on both), runs vagrant/bench.sh on the router and copies
 # the results to benches/results/forwarding-vm.{md,json,png}.
-#   vagrant/run.sh [forwarding.py options, e.g. --quick]
+#   vagrant/run.sh [benches.forwarding options, e.g. --quick]
 # Needs vagrant with the libvirt or VirtualBox provider and hardware virtualisation.
 set -euo pipefail
 cd "$(dirname "$0")"

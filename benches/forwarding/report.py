@@ -1,0 +1,145 @@
+"""The report: medians and ranges over repetitions, Corridor's ratios to each reference,
+the Markdown tables and the plot."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from benches.forwarding.routers import ROUTERS
+from benches.harness.cpu import describe_stalls
+from benches.harness.traffic import PDR_LOSS
+
+METRICS = (("ndr_pps", "NDR"), ("pdr_pps", "PDR"), ("max_fwd_pps", "max fwd"))
+REFERENCES = ("kernel", "xdp_fwd", "afxdp_ref")
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Median, min and max over repetitions, and Corridor's ratios to every reference for
+    every rate (NDR, PDR, highest forwarded)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["router"], r["family"], r["size"]), []).append(r)
+    out = []
+    for (router, family, size), rs in groups.items():
+        s = {"router": router, "family": family, "size": size, "reps": len(rs)}
+        if any("error" in r for r in rs):
+            s["error"] = next(r["error"] for r in rs if "error" in r)
+            out.append(s)
+            continue
+        for key in ("ndr_pps", "pdr_pps", "max_fwd_pps", "cpu", "p50_us", "p99_us"):
+            vals = [r[key] for r in rs if r.get(key) is not None]
+            if vals:
+                s[key] = statistics.median(vals)
+                s[key + "_min"], s[key + "_max"] = min(vals), max(vals)
+        s["max_lost_at"] = rs[len(rs) // 2].get("max_lost_at", "")
+        s["latency_at"] = rs[len(rs) // 2].get("latency_at", "")
+        out.append(s)
+    by = {(s["router"], s["family"], s["size"]): s for s in out}
+    for s in out:
+        if not s["router"].startswith("corridor") or "error" in s:
+            continue
+        for ref in REFERENCES:
+            r = by.get((ref, s["family"], s["size"]), {})
+            for key, _ in METRICS:
+                if r.get(key) and key in s:
+                    s[f"x_{ref}_{key}"] = s[key] / r[key]
+    return out
+
+
+def markdown(summary: list[dict], meta: dict) -> str:
+    def mpps(s: dict, key: str) -> str:
+        if key not in s:
+            return "-"
+        if s["reps"] > 1:
+            return f"{s[key] / 1e6:.3f} ({s[key + '_min'] / 1e6:.3f}-{s[key + '_max'] / 1e6:.3f})"
+        return f"{s[key] / 1e6:.3f}"
+
+    def num(s: dict, key: str, fmt: str) -> str:
+        return format(s[key], fmt) if s.get(key) is not None else "-"
+
+    stalls = []
+    if "router_cpu_stalls" in meta:
+        stalls = [
+            f"Router CPU before the routers ran: {describe_stalls(meta['router_cpu_stalls'])}."
+        ]
+
+    lines = [
+        f"Forwarding benchmark, {meta['date']}, mode {meta['mode']}, "
+        f"{meta['reps']} repetition(s) (median, min-max), trials of {meta['trial_s']} s.",
+        f"Machine: {meta['machine']}. Table: {meta['table']}.",
+        f"Topology: {meta.get('topology', 'lab')}.",
+        f"Placement: {meta['placement']}",
+        *stalls,
+        "",
+        f"NDR: highest rate with no loss (RFC 2544 26.1); PDR: loss at most {PDR_LOSS:.1%}; "
+        "max fwd: rate at the sink when the generator runs flat out (with where the rest "
+        "was lost). Rates in Mpps, latency at half the NDR.",
+        "",
+        "| router | family | frame (B) | NDR | PDR | max fwd | lost at (max) | router CPU "
+        "| p50 µs | p99 µs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        if "error" in s:
+            lines.append(f"| {s['router']} | IPv{s['family']} | {s['size']} | not measured: "
+                         f"{s['error']} | | | | | | |")  # fmt: skip
+            continue
+        lat = "" if s.get("latency_at", "NDR/2") in ("NDR/2", "") else f" ({s['latency_at']})"
+        lines.append(
+            f"| {s['router']} | IPv{s['family']} | {s['size']} | {mpps(s, 'ndr_pps')} | "
+            f"{mpps(s, 'pdr_pps')} | {mpps(s, 'max_fwd_pps')} | {s.get('max_lost_at', '')} | "
+            f"{num(s, 'cpu', '.0%')} | {num(s, 'p50_us', '.1f')}{lat} | "
+            f"{num(s, 'p99_us', '.1f')} |"
+        )
+    corridor = [s for s in summary if s["router"].startswith("corridor") and "error" not in s]
+    if corridor:
+        lines += ["", "Corridor as a ratio to each reference, same run "
+                  "(NDR / PDR / max fwd):", "",
+                  "| router | family | frame (B) | x kernel | x xdp_fwd | x afxdp_ref |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for s in corridor:
+            cells = []
+            for ref in REFERENCES:
+                vals = [s.get(f"x_{ref}_{key}") for key, _ in METRICS]
+                cells.append(" / ".join("-" if v is None else f"{v:.2f}" for v in vals))
+            lines.append(f"| {s['router']} | IPv{s['family']} | {s['size']} | "
+                         + " | ".join(cells) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: list[dict], path: Path) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no PNG: matplotlib is not installed (requirements.txt)"
+    cases = sorted({(s["family"], s["size"]) for s in summary})
+    routers = [r for r in ROUTERS if any(s["router"] == r for s in summary)]
+    by = {(s["router"], s["family"], s["size"]): s for s in summary}
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / max(1, len(routers))
+    for i, r in enumerate(routers):
+        xs, ys, lo, hi, ndr = [], [], [], [], []
+        for j, c in enumerate(cases):
+            s = by.get((r, *c), {})
+            v = s.get("pdr_pps", 0) / 1e6
+            xs.append(j + i * width)
+            ys.append(v)
+            lo.append(v - s.get("pdr_pps_min", 0) / 1e6 if v else 0)
+            hi.append(s.get("pdr_pps_max", 0) / 1e6 - v if v else 0)
+            ndr.append(s.get("ndr_pps", 0) / 1e6)
+        ax.bar(xs, ys, width, label=r, yerr=[lo, hi], capsize=2)
+        ax.scatter(xs, ndr, marker="_", color="black", s=120, zorder=3,
+                   label="NDR (no loss)" if i == 0 else None)  # fmt: skip
+    ax.set_xticks([j + width * (len(routers) - 1) / 2 for j in range(len(cases))])
+    ax.set_xticklabels([f"IPv{f} {s} B" for f, s in cases])
+    ax.set_ylabel(f"PDR, loss <= {PDR_LOSS:.1%} (Mpps)")
+    ax.set_title("Corridor and references, same table, same traffic (lab veths)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)

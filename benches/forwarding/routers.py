@@ -1,0 +1,214 @@
+"""The routers compared, each started and stopped in the dut: the Linux kernel (the table
+as kernel routes through nexthop objects), the kernel's XDP fast path (benches/xdp_fwd),
+the minimal C AF_XDP forwarder (benches/afxdp_ref) and Corridor's engine with one or two
+workers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from benches.harness import TOOLS
+from benches.harness.cpu import RT, pin_napi
+from benches.harness.topology import Topology, topology
+from corridor import lab as L
+
+ROUTERS = ("kernel", "xdp_fwd", "afxdp_ref", "corridor-1", "corridor-2")
+
+
+def permanent_neighbours(where: L.Lab | Topology) -> None:
+    """The generator and the sink as permanent neighbours of the dut, so no router (and no
+    trial) waits on ARP or Neighbor Discovery."""
+    t = topology(where)
+    for dev, addr, mac in (
+        (t.dut_out, L.SINK_V4, t.sink_mac),
+        (t.dut_out, L.SINK_V6, t.sink_mac),
+        (t.dut_in, L.GEN_V4, t.gen_mac),
+        (t.dut_in, L.GEN_V6, t.gen_mac),
+    ):
+        t.ip("dut", "neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent")
+
+
+def install_kernel_table(where: L.Lab | Topology, v4: list[str], v6: list[str]) -> float:
+    """Every route through a nexthop object toward the sink, with `ip -batch`; returns
+    the seconds it took. Neighbours are permanent so no router waits on ARP/ND."""
+    t = topology(where)
+    t0 = time.monotonic()
+    t.ip("dut", "route", "del", L.TRANSIT4, check=False)
+    t.ip("dut", "route", "del", L.TRANSIT6, check=False)
+    permanent_neighbours(t)
+    with tempfile.NamedTemporaryFile("w", suffix=".batch", delete=False) as f:
+        f.write(f"nexthop replace id 1 via {L.SINK_V4} dev {t.dut_out}\n")
+        f.write(f"nexthop replace id 2 via {L.SINK_V6} dev {t.dut_out}\n")
+        f.writelines(f"route replace {p} nhid 1\n" for p in v4)
+        f.writelines(f"route replace {p} nhid 2\n" for p in v6)
+        path = f.name
+    try:
+        t.exec("dut", ["ip", "-batch", path], timeout=1800)
+    finally:
+        os.unlink(path)
+    return time.monotonic() - t0
+
+
+class Router:
+    name = ""
+
+    def __init__(self, where: L.Lab | Topology, table: dict) -> None:
+        self.t, self.table = topology(where), table
+        self.placement: list[str] = []
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def napi(self) -> list[str]:
+        """The router's receive NAPI on the router CPU (RT: see the module header)."""
+        return pin_napi(self.t, "dut", self.t.dut_in, self.t.router_cpu, realtime=RT)
+
+
+class KernelRouter(Router):
+    """IP forwarding of the dut's kernel, the table as kernel routes (installed once)."""
+
+    name = "kernel"
+
+    def start(self) -> None:
+        self.t.set_queues(1)
+        self.t.kernel_forwarding(True)
+        # GRO on gives a veth a NAPI context: the generator's XDP_TX needs one on the peer,
+        # and threaded NAPI can then be pinned to the router CPU.
+        self.t.exec("dut", ["ethtool", "-K", self.t.dut_in, "gro", "on"])
+        self.placement = self.napi()
+
+    def stop(self) -> None:
+        self.t.exec("dut", ["ethtool", "-K", self.t.dut_in, "gro", "off"], check=False)
+        self.t.kernel_forwarding(False)
+
+
+class XdpFwdRouter(Router):
+    """benches/xdp_fwd on both dut ports: bpf_fib_lookup + bpf_redirect over the same
+    kernel table (the lookup needs forwarding enabled)."""
+
+    name = "xdp_fwd"
+
+    def start(self) -> None:
+        self.t.set_queues(1)
+        self.t.kernel_forwarding(True)
+        for dev in (self.t.dut_in, self.t.dut_out):
+            self.t.ip("dut", "link", "set", "dev", dev, "xdpdrv", "obj",
+                      str(TOOLS / "xdp_fwd.bpf.o"), "sec", "xdp")  # fmt: skip
+        self.placement = self.napi()
+
+    def stop(self) -> None:
+        for dev in (self.t.dut_in, self.t.dut_out):
+            self.t.ip("dut", "link", "set", "dev", dev, "xdpdrv", "off", check=False)
+        self.t.kernel_forwarding(False)
+
+
+class AfXdpRefRouter(Router):
+    """benches/afxdp_ref, copy mode, pinned to the router CPU with the input's NAPI."""
+
+    name = "afxdp_ref"
+
+    def start(self) -> None:
+        t = self.t
+        t.set_queues(1)
+        argv = t.argv("dut", [
+            "taskset", "-c", str(t.router_cpu), str(TOOLS / "afxdp_ref"), "--in", t.dut_in,
+            "--out", t.dut_out, "--src-mac", t.dut_out_mac, "--dst-mac", t.sink_mac,
+            "--mode", "copy", "--duration", "3600",
+        ])  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)  # fmt: skip
+        time.sleep(1.0)
+        if self.proc.poll() is not None:
+            # libbpf and libxdp narrate (unknown ELF sections, no bpffs, no dispatcher):
+            # the error is what is left.
+            noise = ("libbpf: elf: skipping", "libxdp: ")
+            err = [line for line in self.proc.stderr.read().splitlines()
+                   if line.strip() and not line.startswith(noise)]  # fmt: skip
+            raise RuntimeError(f"afxdp_ref exited ({self.proc.returncode}): "
+                               f"{'; '.join(err) or 'no message'}")  # fmt: skip
+        self.placement = [f"afxdp_ref->cpu{t.router_cpu}", *self.napi()]
+
+    def stop(self) -> None:
+        proc = getattr(self, "proc", None)
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=10)
+            self.placement.append(f"counters {out.strip()}")
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class CorridorRouter(Router):
+    """The engine in this process, the same table through Fib/Batch, `workers` workers."""
+
+    def __init__(self, where: L.Lab | Topology, table: dict, workers: int) -> None:
+        super().__init__(where, table)
+        self.workers = workers
+        self.name = f"corridor-{workers}"
+
+    def start(self) -> None:
+        from corridor import _dataplane as dp
+
+        if not hasattr(dp, "Engine"):
+            raise RuntimeError("corridor._dataplane has no Engine (stale extension: make deps)")
+        t = self.t
+        t.set_queues(self.workers)
+        fib = dp.Fib()
+        b = dp.Batch()
+        b.set_adjacency(1, 1, 0, t.dut_out_mac, t.sink_mac)
+        b.set_group(1, [(1, 1)])
+        t0 = time.monotonic()
+        b.add_routes_text("\n".join(self.table["v4"]), 1)
+        b.add_routes_text("\n".join(self.table["v6"]), 1)
+        fib.apply(b)
+        self.load_seconds = time.monotonic() - t0
+        ports = [
+            {"name": t.dut_in, "queues": self.workers, "mtu": 1500,
+             "addresses": {0: [L.DUT_IN_V4, L.DUT_IN_V6]}},
+            {"name": t.dut_out, "queues": self.workers, "mtu": 1500,
+             "addresses": {0: [L.DUT_OUT_V4, L.DUT_OUT_V6]}},
+        ]  # fmt: skip
+        before = {int(x.name) for x in Path("/proc/self/task").iterdir()}
+        self.engine = dp.Engine(
+            fib,
+            ports=ports,
+            workers=self.workers,
+            netns=t.netns,
+            busy_poll=False,
+            bind_mode="auto",
+        )
+        self.engine.start()
+        time.sleep(0.5)
+        cpus = {t.router_cpu} if self.workers == 1 else {t.router_cpu, t.second_cpu}
+        for x in Path("/proc/self/task").iterdir():
+            if int(x.name) not in before:
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(x.name), cpus)
+        self.placement = [f"engine threads->cpus{sorted(cpus)}", *self.napi()]
+
+    def stop(self) -> None:
+        eng = getattr(self, "engine", None)
+        if eng is not None:
+            eng.stop()
+            self.engine = None
+
+
+def make_router(name: str, where: L.Lab | Topology, table: dict) -> Router:
+    if name == "kernel":
+        return KernelRouter(where, table)
+    if name == "xdp_fwd":
+        return XdpFwdRouter(where, table)
+    if name == "afxdp_ref":
+        return AfXdpRefRouter(where, table)
+    if name.startswith("corridor-"):
+        return CorridorRouter(where, table, int(name.split("-")[1]))
+    raise SystemExit(f"router {name!r}: expected one of {', '.join(ROUTERS)}")
