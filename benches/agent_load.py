@@ -93,7 +93,9 @@ def start_agent(workdir: Path, netns: str) -> tuple[subprocess.Popen, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benches.agent_load", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--table", type=Path, default=TABLE)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=10_000)

@@ -227,7 +227,9 @@ async def _resynced(stub):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benches.controller_load", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--limit", type=int, help="routes per family (default: all)")
     args = parser.parse_args()

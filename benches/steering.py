@@ -117,7 +117,9 @@ def measure(topo: Topology, repeat: int, calls: int, names: list[str]) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m benches.steering", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--repeat", type=int, default=1_000_000, help="runs per kernel call")
     ap.add_argument(
         "--calls",

@@ -1,4 +1,4 @@
-"""The base-rate search of benches.change: strict zero loss first, then, where the
+"""The base-rate search of benches.change.search: strict zero loss first, then, where the
 machine loses frames at every rate, the partial-drop rate, never a frame at the wrong
 sink. The search logic alone, on a model router whose loss is a function of the rate
 (the traffic itself is exercised by running the benchmark)."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from benches import change as C
+from benches.change import search
 
 
 @dataclasses.dataclass
@@ -39,28 +39,28 @@ class _Router:
 
 def test_a_loss_free_rate_is_found_and_named() -> None:
     r = _Router(capacity=0.3e6, floor=0.0)
-    asked, measured, criterion = C.base_rate(r, C.QUICK, b_is_wrong=True)
+    asked, measured, criterion = search.base_rate(r, search.QUICK, b_is_wrong=True)
     assert criterion == "zero loss"
     assert 0 < asked <= 0.3e6 and measured == asked
 
 
 def test_stalls_at_every_rate_fall_back_to_the_partial_drop_rate() -> None:
     r = _Router(capacity=0.3e6, floor=0.001)
-    asked, _, criterion = C.base_rate(r, C.QUICK, b_is_wrong=True)
+    asked, _, criterion = search.base_rate(r, search.QUICK, b_is_wrong=True)
     assert "no zero-loss rate found" in criterion and "0.5%" in criterion
     assert 0 < asked <= 0.3e6
-    assert len(r.asked) > 1 + C.QUICK.steps, "the second search ran its own trials"
+    assert len(r.asked) > 1 + search.QUICK.steps, "the second search ran its own trials"
 
 
 def test_loss_above_the_partial_drop_criterion_everywhere_finds_no_rate() -> None:
-    with pytest.raises(C.NoRate, match=r"loss <= 0\.5%"):
-        C.base_rate(_Router(capacity=0.3e6, floor=0.01), C.QUICK, b_is_wrong=True)
+    with pytest.raises(search.NoRate, match=r"loss <= 0\.5%"):
+        search.base_rate(_Router(capacity=0.3e6, floor=0.01), search.QUICK, b_is_wrong=True)
 
 
 def test_a_frame_at_the_wrong_sink_is_never_tolerated() -> None:
-    with pytest.raises(C.NoRate):
-        C.base_rate(_Router(capacity=0.3e6, floor=0.0, at_b=1), C.QUICK, b_is_wrong=True)
+    with pytest.raises(search.NoRate):
+        search.base_rate(_Router(capacity=0.3e6, floor=0.0, at_b=1), search.QUICK, b_is_wrong=True)
     # Failover trials send to both sinks on purpose: there sink B is right.
-    asked, _, criterion = C.base_rate(_Router(capacity=0.3e6, floor=0.0, at_b=1), C.QUICK,
+    asked, _, criterion = search.base_rate(_Router(capacity=0.3e6, floor=0.0, at_b=1), search.QUICK,
                                       b_is_wrong=False)  # fmt: skip
     assert criterion == "zero loss" and asked > 0

@@ -19,6 +19,7 @@ from benches.forwarding.routers import ROUTERS, install_kernel_table, make_route
 from benches.forwarding.search import FULL, QUICK, Traffic, search
 from benches.harness import RESULTS, results
 from benches.harness.cpu import GEN_CPU, describe_stalls, host_stalls, machine, pin_napi
+from benches.harness.results import log
 from benches.harness.tables import TABLE4, TABLE6, real_table, test_routes
 from benches.harness.topology import bench_topology, parse_hosts
 from benches.harness.traffic import Sink, build_tools
@@ -86,9 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {GEN_CPU})
     build_tools()
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
 
     r4, d4, r6, d6 = test_routes()
     limit = args.table_limit or None

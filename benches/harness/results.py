@@ -11,3 +11,8 @@ def write(out: Path, md: str, data: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(md)
     out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+
+
+def log(msg: str) -> None:
+    """A line of progress, at once (the output may be a pipe)."""
+    print(msg, flush=True)
