@@ -72,19 +72,19 @@ test: deps
 # failover. As root; results in benches/results/.
 bench: deps
 	cargo bench -p corridor-benches --bench fib -- --noplot | tee benches/results/fib-latest.txt
-	$(PY) benches/agent_load.py --out benches/results/agent-load.md
-	$(PY) benches/controller_load.py
+	$(PY) -m benches.agent_load --out benches/results/agent-load.md
+	$(PY) -m benches.controller_load
 	$(MAKE) -s -C benches/gen
-	$(PY) benches/forwarding.py --reps 1 --profile
-	$(PY) benches/steering.py
-	$(PY) benches/change.py
+	$(PY) -m benches.forwarding --reps 1 --profile
+	$(PY) -m benches.steering
+	$(PY) -m benches.change
 
 # The side-by-side forwarding benchmark (kernel, XDP fast path, Corridor, a C AF_XDP
 # reference) in the lab; BENCH_ARGS=--quick for a smoke run. Full mode with three
 # repetitions takes about 3.5 hours (10 s RFC 2544 trials).
 bench-forwarding: deps
 	$(MAKE) -s -C benches/gen
-	$(PY) benches/forwarding.py $(BENCH_ARGS)
+	$(PY) -m benches.forwarding $(BENCH_ARGS)
 
 # The same benchmark on three VMs with virtio NICs, from a workstation (vagrant with libvirt
 # or VirtualBox; VAGRANT_DEFAULT_PROVIDER picks one): vagrant/run.sh.
