@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::pipeline::{DropReason, IcmpOutcome};
+use crate::drop::{DropReason, IcmpOutcome};
 
 /// A 64-bit monotonic counter with a single writer.
 ///

@@ -1,0 +1,128 @@
+//! What a worker's pipeline is told about the ports: MACs, MTUs, sub-interfaces with
+//! the router's addresses, ICMP rate limits, and the checks `Pipeline::new` relies on.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::wire::{ethernet, ipv6};
+
+/// Marks a VLAN with no sub-interface in a port's VLAN table; also bounds their number.
+pub(super) const NO_SUB: u16 = u16::MAX;
+
+/// Token-bucket limit of the ICMP errors sent out of one port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpRateLimit {
+    /// Sustained errors per second.
+    pub per_second: u32,
+    /// Errors that may go out at once after a quiet spell.
+    pub burst: u32,
+}
+
+impl Default for IcmpRateLimit {
+    fn default() -> Self {
+        IcmpRateLimit { per_second: 1000, burst: 100 }
+    }
+}
+
+/// A sub-interface of a port: untagged (VLAN 0) or an 802.1Q VLAN, with the router's
+/// addresses on it (sources of ICMP errors sent out of it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubInterfaceConfig {
+    pub vlan: u16,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortConfig {
+    /// The port's MAC: unicast frames for other MACs are dropped; ICMP errors come from it.
+    pub mac: [u8; 6],
+    /// IP MTU (largest IP packet sent out of the port), 1280 or more.
+    pub mtu: u16,
+    /// Frames on a VLAN (or untagged, VLAN 0) not listed here are dropped.
+    pub sub_interfaces: Vec<SubInterfaceConfig>,
+    pub icmp_rate_limit: IcmpRateLimit,
+}
+
+/// Everything a worker's pipeline needs to know about the ports, built once by the engine.
+/// Port `i` is the one frames name with `PacketBuf::port == i`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PipelineConfig {
+    pub ports: Vec<PortConfig>,
+    /// Mixed into the flow hash, so routers in a chain do not all split flows alike.
+    pub hash_seed: u64,
+}
+
+impl PipelineConfig {
+    /// Every sub-interface with its dense index (the counters' index): ports in order,
+    /// each port's sub-interfaces in the order listed. Yields `(index, port, sub_interface)`.
+    pub fn sub_interfaces(&self) -> impl Iterator<Item = (usize, u16, &SubInterfaceConfig)> + '_ {
+        self.ports
+            .iter()
+            .enumerate()
+            .flat_map(|(p, port)| port.sub_interfaces.iter().map(move |s| (p as u16, s)))
+            .enumerate()
+            .map(|(i, (p, s))| (i, p, s))
+    }
+
+    /// The dense index of sub-interface (port, vlan).
+    pub fn sub_interface_index(&self, port: u16, vlan: u16) -> Option<usize> {
+        self.sub_interfaces().find(|(_, p, s)| *p == port && s.vlan == vlan).map(|(i, _, _)| i)
+    }
+
+    /// Checks what `Pipeline::new` relies on; the message names the bad entry.
+    pub fn check(&self) -> Result<(), String> {
+        if self.ports.len() > u16::MAX as usize {
+            return Err(format!("{} ports exceed the limit of {}", self.ports.len(), u16::MAX));
+        }
+        let total: usize = self.ports.iter().map(|p| p.sub_interfaces.len()).sum();
+        if total >= NO_SUB as usize {
+            return Err(format!("{total} sub-interfaces exceed the limit of {}", NO_SUB - 1));
+        }
+        for (i, port) in self.ports.iter().enumerate() {
+            if (port.mtu as usize) < ipv6::MIN_MTU {
+                return Err(format!("port {i}: mtu {} is below {}, the IPv6 minimum (RFC 8200 section 5)", port.mtu, ipv6::MIN_MTU));
+            }
+            if ethernet::is_multicast(&port.mac) {
+                return Err(format!("port {i}: mac {:02x?} is a group address; a port needs a unicast MAC", port.mac));
+            }
+            let mut seen = [false; 4096];
+            for s in &port.sub_interfaces {
+                if s.vlan > ethernet::VLAN_MAX {
+                    return Err(format!("port {i}: vlan {} out of range (0 for untagged, 1 to {})", s.vlan, ethernet::VLAN_MAX));
+                }
+                if std::mem::replace(&mut seen[s.vlan as usize], true) {
+                    return Err(format!("port {i}: vlan {} listed twice", s.vlan));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::testing::*;
+    use crate::pipeline::Pipeline;
+
+    #[test]
+    fn config_is_checked() {
+        let mut c = config(IcmpRateLimit::default());
+        assert!(Pipeline::new(&c).is_ok());
+        assert_eq!(c.sub_interface_index(1, 300), Some(4));
+        assert_eq!(c.sub_interface_index(1, 100), None);
+        assert_eq!(c.sub_interfaces().count(), 6);
+        c.ports[1].sub_interfaces.push(sub(300, None, None));
+        assert_eq!(Pipeline::new(&c).err().unwrap(), "port 1: vlan 300 listed twice");
+        let mut c = config(IcmpRateLimit::default());
+        c.ports[0].sub_interfaces.push(sub(4095, None, None));
+        assert!(Pipeline::new(&c).err().unwrap().contains("vlan 4095 out of range"));
+        let mut c = config(IcmpRateLimit::default());
+        c.ports[2].mtu = 1000;
+        assert!(Pipeline::new(&c).err().unwrap().contains("mtu 1000 is below 1280"));
+        let mut c = config(IcmpRateLimit::default());
+        c.ports[2].mac = ethernet::BROADCAST;
+        assert!(Pipeline::new(&c).is_err());
+    }
+}

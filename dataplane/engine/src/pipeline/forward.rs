@@ -1,0 +1,216 @@
+//! Acting on a looked-up route: the TTL / hop limit check and decrement, the egress
+//! MTU, and the new link header (MACs, VLAN tag pushed, popped or rewritten).
+
+use super::icmp::IcmpError;
+use super::{Family, Meta, PacketBuf, Pipeline, Verdict};
+use crate::drop::DropReason;
+use crate::fib::{FibReader, RouteTarget};
+use crate::wire::ethernet::{self, ethertype};
+use crate::wire::{ipv4, ipv6};
+
+impl Pipeline {
+    /// Acts on the looked-up route: answers, drops or rewrites and forwards.
+    pub(super) fn forward(&mut self, fib: &FibReader, frame: &mut PacketBuf<'_>, m: &Meta, entry: u32, now_ns: u64) -> Verdict {
+        let group = match RouteTarget::from_entry(entry) {
+            None => return self.reject(frame, m, IcmpError::NoRoute, DropReason::NoRoute, now_ns),
+            Some(RouteTarget::Unreachable) => return self.reject(frame, m, IcmpError::Unreachable, DropReason::Unreachable, now_ns),
+            Some(RouteTarget::Blackhole) => return self.drop(DropReason::Blackhole),
+            Some(RouteTarget::Local) => return self.drop(DropReason::Local),
+            Some(RouteTarget::Group(g)) => g,
+        };
+        let ip_off = frame.start + m.l2_len as usize;
+        let ip_end = ip_off + m.ip_len as usize;
+        // TTL after the lookup, as Linux does: packets for Local and Blackhole routes are
+        // not answered with Time Exceeded.
+        let ttl_at = if m.family == Family::V4 { 8 } else { 7 };
+        match frame.chunk.get(ip_off + ttl_at) {
+            Some(&ttl) if ttl > 1 => {}
+            Some(_) => return self.reject(frame, m, IcmpError::TimeExceeded, DropReason::TtlExpired, now_ns),
+            None => return self.drop(DropReason::Truncated),
+        }
+        let adjacency = match fib.next_hop(group, m.flow_hash) {
+            Some((_, a)) => *a,
+            None => return self.drop(DropReason::NoAdjacency),
+        };
+        let Some(out) = self.ports.get(adjacency.port as usize) else {
+            return self.drop(DropReason::UnknownEgress);
+        };
+        let Some(out_sub) = out.sub(adjacency.vlan) else {
+            return self.drop(DropReason::UnknownEgress);
+        };
+        if m.ip_len > out.mtu {
+            let mtu = out.mtu;
+            return match m.family {
+                Family::V4 if !m.dont_frag => self.drop(DropReason::FragmentationNeeded),
+                _ => self.reject(frame, m, IcmpError::TooBig(mtu), DropReason::MtuExceeded, now_ns),
+            };
+        }
+
+        let Some(ip) = frame.chunk.get_mut(ip_off..ip_end) else {
+            return self.drop(DropReason::Truncated);
+        };
+        if m.family == Family::V4 {
+            ipv4::Packet::new_unchecked(ip).decrement_ttl();
+        } else {
+            let mut p = ipv6::Packet::new_unchecked(ip);
+            let hop_limit = p.hop_limit();
+            p.set_hop_limit(hop_limit - 1);
+        }
+        let ether_type = if m.family == Family::V4 { ethertype::IPV4 } else { ethertype::IPV6 };
+        // Keep the ingress priority on a rewritten tag; an untagged frame gets priority 0.
+        let tci = (adjacency.vlan != 0).then_some((m.tci & 0xe000) | adjacency.vlan);
+        match write_link(frame.chunk, ip_off, m.ip_len as usize, tci, adjacency.dst_mac, adjacency.src_mac, ether_type) {
+            Some((start, len)) => {
+                self.counters.count_tx(out_sub as usize, len);
+                Verdict::Forward { port: adjacency.port, start, len }
+            }
+            None => self.drop(DropReason::NoHeadroom),
+        }
+    }
+}
+
+/// Writes the egress Ethernet header (with a tag when `tci` is given) just before the IP
+/// datagram at `ip_off`, moving the datagram toward the chunk's end only when the headroom
+/// is too small; pads to the Ethernet minimum. Returns the frame's start and length.
+#[inline]
+fn write_link(chunk: &mut [u8], ip_off: usize, ip_len: usize, tci: Option<u16>, dst: [u8; 6], src: [u8; 6], ether_type: u16) -> Option<(usize, usize)> {
+    let l2_len = ethernet::HEADER_LEN + if tci.is_some() { ethernet::VLAN_TAG_LEN } else { 0 };
+    let ip_off = if ip_off >= l2_len {
+        ip_off
+    } else {
+        let shift = l2_len - ip_off;
+        if chunk.len() < ip_off + shift + ip_len {
+            return None;
+        }
+        chunk.copy_within(ip_off..ip_off + ip_len, ip_off + shift);
+        ip_off + shift
+    };
+    let start = ip_off - l2_len;
+    let l2 = chunk.get_mut(start..ip_off)?;
+    let mut eth = ethernet::Frame::new_unchecked(&mut *l2);
+    eth.set_dst_addr(dst);
+    eth.set_src_addr(src);
+    match tci {
+        Some(tci) => {
+            eth.set_ethertype(ethertype::VLAN);
+            let mut tag = ethernet::VlanTag::new_unchecked(&mut l2[ethernet::HEADER_LEN..]);
+            tag.set_tci(tci);
+            tag.set_ethertype(ether_type);
+        }
+        None => eth.set_ethertype(ether_type),
+    }
+    let mut len = l2_len + ip_len;
+    if len < ethernet::MIN_FRAME_LEN {
+        if let Some(pad) = chunk.get_mut(start + len..start + ethernet::MIN_FRAME_LEN) {
+            pad.fill(0);
+            len = ethernet::MIN_FRAME_LEN;
+        }
+    }
+    Some((start, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use crate::drop::DropReason;
+    use crate::pipeline::Verdict;
+    use crate::wire::checksum;
+    use crate::wire::ethernet::ethertype;
+    use crate::wire::{ip_protocol, ipv4};
+
+    #[test]
+    fn route_target_drops() {
+        let mut rig = rig();
+        assert_silent_drop(&mut rig, 0, v4_frame([198, 19, 66, 1], 64), DropReason::Blackhole, "v4 blackhole");
+        assert_silent_drop(&mut rig, 0, v6_frame(v6(66, 1), 64), DropReason::Blackhole, "v6 blackhole");
+        assert_silent_drop(&mut rig, 0, v4_frame([198, 19, 66, 1], 1), DropReason::Blackhole, "blackhole beats TTL");
+        assert_silent_drop(&mut rig, 0, v4_frame([198, 19, 88, 1], 64), DropReason::Local, "v4 local");
+        assert_silent_drop(&mut rig, 0, v6_frame(v6(88, 1), 1), DropReason::Local, "v6 local, hop limit 1");
+        assert_silent_drop(&mut rig, 0, v4_frame([198, 19, 8, 1], 64), DropReason::UnknownEgress, "adjacency on unknown port");
+        assert_silent_drop(&mut rig, 0, v6_frame(v6(9, 1), 64), DropReason::UnknownEgress, "adjacency on unknown VLAN");
+        // Larger than port 2's 1280 without DF: not fragmented, dropped.
+        let big = edit_v4(eth(MAC0, None, ethertype::IPV4, &ipv4(SRC4, [198, 19, 4, 1], 64, ip_protocol::UDP, &udp(1, 2, 1400))), |ip| ip[6] = 0);
+        assert_silent_drop(&mut rig, 0, big, DropReason::FragmentationNeeded, "no DF");
+    }
+
+    #[test]
+    fn forwards_ipv4_and_ipv6_of_every_size() {
+        let mut rig = rig();
+        for frame_len in [60usize, 61, 64, 65, 128, 512, 1000, 1499, 1514] {
+            let payload = frame_len - 14 - 20 - 8;
+            let f = eth(MAC0, None, ethertype::IPV4, &ipv4(SRC4, [198, 19, 1, 5], 64, ip_protocol::UDP, &udp(1, 2, payload)));
+            assert_eq!(f.len(), frame_len);
+            let out = rig.run1(0, f.clone());
+            check_forwarded_v4(&out, &f, 1, None, nh_mac(1), MAC1);
+            if frame_len >= 14 + 40 + 8 {
+                let f = eth(MAC0, None, ethertype::IPV6, &ipv6(src6(), v6(1, 5), 64, ip_protocol::UDP, &udp(1, 2, frame_len - 62)));
+                let out = rig.run1(0, f.clone());
+                check_forwarded_v4(&out, &f, 1, None, nh_mac(1), MAC1);
+            }
+        }
+        // A small datagram in a padded 60-octet frame: trimmed to it, then padded again
+        // with zeros.
+        let f = eth(MAC0, None, ethertype::IPV4, &ipv4(SRC4, [198, 19, 1, 5], 64, ip_protocol::UDP, &udp(1, 2, 0)));
+        let mut padded = f.clone();
+        padded.resize(60, 0xab);
+        let out = rig.run1(0, padded.clone());
+        check_forwarded_v4(&out, &padded, 1, None, nh_mac(1), MAC1);
+        assert!(out.frame()[f.len()..].iter().all(|&b| b == 0));
+        // A datagram in an overlong frame is trimmed.
+        let mut long = f.clone();
+        long.resize(400, 0xab);
+        let out = rig.run1(0, long.clone());
+        assert_eq!(out.frame().len(), 60);
+        // Counters: rx on port 0 untagged (index 0), tx on port 1 untagged (index 3).
+        let s = rig.snap();
+        assert_eq!(s.sub_interfaces[0].rx_packets, s.sub_interfaces[3].tx_packets);
+        assert_eq!(s.total_drops(), 0);
+        assert!(s.sub_interfaces[3].tx_bytes > 0);
+    }
+
+    #[test]
+    fn vlan_push_pop_rewrite() {
+        let mut rig = rig();
+        let ip4 = |dst: [u8; 4]| ipv4(SRC4, dst, 64, ip_protocol::UDP, &udp(7, 8, 100));
+        // Push: untagged in, out on port 1 VLAN 300.
+        let f = eth(MAC0, None, ethertype::IPV4, &ip4([198, 19, 2, 1]));
+        check_forwarded_v4(&rig.run1(0, f.clone()), &f, 1, Some(300), nh_mac(2), MAC1);
+        // Pop: VLAN 100 in, untagged out.
+        let f = eth(MAC0, Some(100), ethertype::IPV4, &ip4([198, 19, 1, 1]));
+        check_forwarded_v4(&rig.run1(0, f.clone()), &f, 1, None, nh_mac(1), MAC1);
+        // Rewrite: VLAN 100 priority 5 in, VLAN 300 out, priority kept.
+        let f = eth(MAC0, Some(0xa000 | 100), ethertype::IPV4, &ip4([198, 19, 2, 1]));
+        check_forwarded_v4(&rig.run1(0, f.clone()), &f, 1, Some(0xa000 | 300), nh_mac(2), MAC1);
+        // Tagged to tagged on another port, IPv6.
+        let f = eth(MAC1, Some(300), ethertype::IPV6, &ipv6(src6(), v6(3, 1), 64, ip_protocol::TCP, &udp(7, 8, 100)));
+        check_forwarded_v4(&rig.run1(1, f.clone()), &f, 0, Some(100), nh_mac(3), MAC0);
+        // Push without headroom: the datagram moves right by 4 octets.
+        let f = eth(MAC0, None, ethertype::IPV4, &ip4([198, 19, 2, 1]));
+        let out = rig.run_in(&[(0, f.clone())], 0, CHUNK, 0).pop().unwrap();
+        check_forwarded_v4(&out, &f, 1, Some(300), nh_mac(2), MAC1);
+        // ... and no room at all.
+        let out = rig.run_in(&[(0, f.clone())], 0, 0, 0).pop().unwrap();
+        assert_eq!(out.verdict, Verdict::Drop(DropReason::NoHeadroom));
+        let s = rig.snap();
+        assert_eq!(s.sub_interfaces[4].tx_packets, 3, "port 1 VLAN 300: push, rewrite, push without headroom");
+        assert_eq!(s.sub_interfaces[1].rx_packets, 2, "port 0 VLAN 100");
+        assert_eq!(s.sub_interfaces[1].tx_packets, 1);
+    }
+
+    #[test]
+    fn checksum_of_forwarded_headers_with_options() {
+        // IHL 6 (one option word): the incremental update covers it as well.
+        let mut rig = rig();
+        let mut ip = ipv4(SRC4, [198, 19, 1, 5], 64, ip_protocol::UDP, &udp(1, 2, 10));
+        ip.splice(20..20, [1, 1, 1, 0]); // NOP NOP NOP EOL
+        ip[0] = 0x46;
+        let total = ip.len() as u16;
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ipv4::Packet::new_unchecked(&mut ip[..24]).fill_checksum();
+        let f = eth(MAC0, None, ethertype::IPV4, &ip);
+        let out = rig.run1(0, f);
+        let p = ipv4::Packet::new_checked(&out.frame()[14..]).unwrap();
+        assert_eq!(p.ttl(), 63);
+        assert_eq!(checksum::data(&out.frame()[14..38]), 0xffff);
+    }
+}
