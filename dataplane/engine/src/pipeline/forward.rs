@@ -22,11 +22,14 @@ impl Pipeline {
         let ip_end = ip_off + m.ip_len as usize;
         // TTL after the lookup, as Linux does: packets for Local and Blackhole routes are
         // not answered with Time Exceeded.
-        let ttl_at = if m.family == Family::V4 { 8 } else { 7 };
-        match frame.chunk.get(ip_off + ttl_at) {
-            Some(&ttl) if ttl > 1 => {}
-            Some(_) => return self.reject(frame, m, IcmpError::TimeExceeded, DropReason::TtlExpired, now_ns),
+        // Parsing checked the datagram holds its header, so the views' getters cannot panic.
+        let ttl = match frame.chunk.get(ip_off..ip_end) {
+            Some(ip) if m.family == Family::V4 => ipv4::Packet::new_unchecked(ip).ttl(),
+            Some(ip) => ipv6::Packet::new_unchecked(ip).hop_limit(),
             None => return self.drop(DropReason::Truncated),
+        };
+        if ttl <= 1 {
+            return self.reject(frame, m, IcmpError::TimeExceeded, DropReason::TtlExpired, now_ns);
         }
         let adjacency = match fib.next_hop(group, m.flow_hash) {
             Some((_, a)) => *a,
@@ -58,7 +61,7 @@ impl Pipeline {
         }
         let ether_type = if m.family == Family::V4 { ethertype::IPV4 } else { ethertype::IPV6 };
         // Keep the ingress priority on a rewritten tag; an untagged frame gets priority 0.
-        let tci = (adjacency.vlan != 0).then_some((m.tci & 0xe000) | adjacency.vlan);
+        let tci = (adjacency.vlan != 0).then_some(ethernet::tci(m.priority, adjacency.vlan));
         match write_link(frame.chunk, ip_off, m.ip_len as usize, tci, adjacency.dst_mac, adjacency.src_mac, ether_type) {
             Some((start, len)) => {
                 self.counters.count_tx(out_sub as usize, len);

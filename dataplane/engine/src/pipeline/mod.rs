@@ -95,8 +95,10 @@ struct Meta {
     /// Ethernet header length as received: 14, or 18 with a tag.
     l2_len: u8,
     tagged: bool,
-    /// The ingress tag's TCI (priority kept on egress, whole tag on ICMP errors).
+    /// The ingress tag's TCI, sent back whole on ICMP errors.
     tci: u16,
+    /// The ingress tag's priority, kept on egress.
+    priority: u8,
     sub: u16,
     /// IP datagram length (frames are trimmed to it).
     ip_len: u16,
@@ -108,7 +110,7 @@ struct Meta {
 
 impl Meta {
     const EMPTY: Meta =
-        Meta { family: Family::Done, slot: 0, l2_len: 0, tagged: false, tci: 0, sub: 0, ip_len: 0, dont_frag: false, icmp_ok: false, flow_hash: 0 };
+        Meta { family: Family::Done, slot: 0, l2_len: 0, tagged: false, tci: 0, priority: 0, sub: 0, ip_len: 0, dont_frag: false, icmp_ok: false, flow_hash: 0 };
 }
 /// One worker's pipeline: configuration, ICMP token buckets and counters. Allocates only
 /// in `new`.

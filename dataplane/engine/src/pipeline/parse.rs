@@ -18,6 +18,7 @@ impl Pipeline {
 
         let mut ether_type = eth.ethertype();
         let mut l2_len = ethernet::HEADER_LEN;
+        let mut vlan = 0;
         if ethertype::is_vlan(ether_type) {
             if ether_type != ethertype::VLAN {
                 return Err(DropReason::MultipleVlanTags);
@@ -25,6 +26,8 @@ impl Pipeline {
             let tag = ethernet::VlanTag::new_checked(eth.payload()).map_err(|_| DropReason::Truncated)?;
             m.tagged = true;
             m.tci = tag.tci();
+            m.priority = tag.priority();
+            vlan = tag.vlan_id();
             ether_type = tag.ethertype();
             l2_len += ethernet::VLAN_TAG_LEN;
             if ethertype::is_vlan(ether_type) {
@@ -32,7 +35,7 @@ impl Pipeline {
             }
         }
         // A priority tag (VLAN 0) belongs to the untagged sub-interface (802.1Q 6.9.1).
-        let sub = port.sub(m.tci & 0x0fff).ok_or(DropReason::UnknownVlan)?;
+        let sub = port.sub(vlan).ok_or(DropReason::UnknownVlan)?;
         m.sub = sub;
         m.l2_len = l2_len as u8;
         self.counters.count_rx(sub as usize, data.len());
@@ -79,20 +82,20 @@ impl Pipeline {
         let p = ipv4::Packet::new_unchecked(ip.get(..total).ok_or(DropReason::Ipv4BadTotalLen)?);
         debug_assert!(p.check_len().is_ok());
 
-        let (src, dst) = (u32::from(p.src_addr()), u32::from(p.dst_addr()));
-        if v4_martian_source(src) {
+        let (src, dst) = (p.src_addr(), p.dst_addr());
+        if ipv4::is_martian_source(src) {
             return Err(DropReason::MartianSource);
         }
-        if dst == u32::MAX {
+        if ipv4::is_limited_broadcast(dst) {
             return Err(DropReason::BroadcastDestination);
         }
-        if v4_multicast(dst) {
+        if ipv4::is_multicast(dst) {
             return Err(DropReason::MulticastDestination);
         }
-        if v4_martian_destination(dst) {
+        if ipv4::is_martian_destination(dst) {
             return Err(DropReason::MartianDestination);
         }
-        if v4_link_local(src) || v4_link_local(dst) {
+        if ipv4::is_link_local(src) || ipv4::is_link_local(dst) {
             return Err(DropReason::LinkLocal);
         }
         if link_multicast {
@@ -109,6 +112,7 @@ impl Pipeline {
         // Fragments carry no ports after the first: hash every fragment without them so a
         // datagram's fragments stay on one path.
         let l4 = if !fragment && ports::has_ports(protocol) { l4_ports(payload) } else { 0 };
+        let (src, dst) = (src.to_bits(), dst.to_bits());
         m.flow_hash = flow_hash(self.hash_seed, &[(src as u64) << 32 | dst as u64, (protocol as u64) << 32 | l4 as u64]);
         m.dont_frag = p.dont_frag();
         m.ip_len = total as u16;
@@ -133,17 +137,17 @@ impl Pipeline {
             return Err(DropReason::Ipv6BadPayloadLen);
         }
 
-        let (src, dst) = (u128::from(p.src_addr()), u128::from(p.dst_addr()));
-        if v6_multicast(src) || src == 0 || src == 1 {
+        let (src, dst) = (p.src_addr(), p.dst_addr());
+        if ipv6::is_martian_source(src) {
             return Err(DropReason::MartianSource);
         }
-        if v6_multicast(dst) {
+        if ipv6::is_multicast(dst) {
             return Err(DropReason::MulticastDestination);
         }
-        if dst == 0 || dst == 1 {
+        if ipv6::is_martian_destination(dst) {
             return Err(DropReason::MartianDestination);
         }
-        if v6_link_local(src) || v6_link_local(dst) {
+        if ipv6::is_link_local(src) || ipv6::is_link_local(dst) {
             return Err(DropReason::LinkLocal);
         }
         if link_multicast {
@@ -166,6 +170,7 @@ impl Pipeline {
             None => (p.next_header(), 0),
         };
         let rest = (p.flow_label() as u64) << 40 | (protocol as u64) << 32 | l4 as u64;
+        let (src, dst) = (src.to_bits(), dst.to_bits());
         m.flow_hash = flow_hash(self.hash_seed, &[(src >> 64) as u64, src as u64, (dst >> 64) as u64, dst as u64, rest]);
         m.ip_len = total as u16;
         m.family = Family::V6;
@@ -178,43 +183,6 @@ impl Pipeline {
 fn l4_ports(l4: &[u8]) -> u32 {
     ports::Ports::new_checked(l4).map_or(0, |p| (p.src_port() as u32) << 16 | p.dst_port() as u32)
 }
-
-/// 0/8 "this network", 127/8 loopback, 224/4 multicast, 240/4 reserved (which holds
-/// 255.255.255.255): never a source (RFC 1812 section 5.3.7, RFC 6890).
-#[inline]
-fn v4_martian_source(a: u32) -> bool {
-    matches!(a >> 24, 0 | 127) || a >> 28 >= 0xe
-}
-
-/// 0/8, 127/8, 240/4: never a destination to forward to (RFC 1812 section 5.3.7).
-#[inline]
-fn v4_martian_destination(a: u32) -> bool {
-    matches!(a >> 24, 0 | 127) || a >> 28 == 0xf
-}
-
-#[inline]
-fn v4_multicast(a: u32) -> bool {
-    a >> 28 == 0xe
-}
-
-/// 169.254.0.0/16 (RFC 3927 section 7: routers must not forward it).
-#[inline]
-fn v4_link_local(a: u32) -> bool {
-    a >> 16 == 0xa9fe
-}
-
-/// ff00::/8 (RFC 4291 section 2.7).
-#[inline]
-fn v6_multicast(a: u128) -> bool {
-    a >> 120 == 0xff
-}
-
-/// fe80::/10 (RFC 4291 section 2.5.6).
-#[inline]
-fn v6_link_local(a: u128) -> bool {
-    a >> 118 == 0xfe80 >> 6
-}
-
 
 #[cfg(test)]
 mod tests {

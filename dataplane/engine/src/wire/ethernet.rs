@@ -134,6 +134,13 @@ pub const VLAN_TAG_LEN: usize = vlan_field::PAYLOAD;
 /// VLAN ids 0 (priority tag, no VLAN) and 4095 are reserved (IEEE 802.1Q table 9-2).
 pub const VLAN_MAX: u16 = 4094;
 
+/// The tag control information of a tag for `vlan_id` with `priority` (PCP), drop
+/// eligibility clear (IEEE 802.1Q section 6.9.3).
+#[inline]
+pub const fn tci(priority: u8, vlan_id: u16) -> u16 {
+    ((priority as u16 & 0x7) << 13) | (vlan_id & 0x0fff)
+}
+
 /// A view of an 802.1Q tag, over the payload of a frame whose EtherType is `VLAN`.
 #[derive(Debug, Clone)]
 pub struct VlanTag<T: AsRef<[u8]>> {
@@ -266,5 +273,14 @@ mod tests {
         let f = Frame::new_checked(&long[..]).unwrap();
         assert_eq!(f.ethertype(), ethertype::IPV4);
         assert_eq!(f.payload().len(), 1600 - HEADER_LEN);
+    }
+
+    #[test]
+    fn tci_round_trips_through_the_tag_view() {
+        let mut b = [0u8; VLAN_TAG_LEN];
+        VlanTag::new_unchecked(&mut b[..]).set_tci(tci(5, 300));
+        let t = VlanTag::new_checked(&b[..]).unwrap();
+        assert_eq!((t.priority(), t.vlan_id(), t.tci()), (5, 300, 0xa000 | 300));
+        assert_eq!(tci(7, 0xffff), 0xefff, "out-of-range bits masked, DEI clear");
     }
 }

@@ -260,6 +260,42 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// Address classes a router must not forward (RFC 1812 section 5.3.7), checked on every
+/// received packet, so integer tests rather than `Ipv4Addr`'s methods.
+///
+/// 0/8 "this network", 127/8 loopback, 224/4 multicast, 240/4 reserved (which holds
+/// 255.255.255.255): never a source (RFC 1812 section 5.3.7, RFC 6890).
+#[inline]
+pub const fn is_martian_source(a: Ipv4Addr) -> bool {
+    let a = a.to_bits();
+    matches!(a >> 24, 0 | 127) || a >> 28 >= 0xe
+}
+
+/// 0/8, 127/8, 240/4: never a destination to forward to (RFC 1812 section 5.3.7).
+#[inline]
+pub const fn is_martian_destination(a: Ipv4Addr) -> bool {
+    let a = a.to_bits();
+    matches!(a >> 24, 0 | 127) || a >> 28 == 0xf
+}
+
+/// 224.0.0.0/4 (RFC 5771).
+#[inline]
+pub const fn is_multicast(a: Ipv4Addr) -> bool {
+    a.to_bits() >> 28 == 0xe
+}
+
+/// 169.254.0.0/16 (RFC 3927 section 7: routers must not forward it).
+#[inline]
+pub const fn is_link_local(a: Ipv4Addr) -> bool {
+    a.to_bits() >> 16 == 0xa9fe
+}
+
+/// 255.255.255.255, the limited broadcast (RFC 1812 section 5.3.5.1).
+#[inline]
+pub const fn is_limited_broadcast(a: Ipv4Addr) -> bool {
+    a.to_bits() == u32::MAX
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,5 +426,25 @@ mod tests {
             proptest::prop_assert_eq!(incremental, p.checksum());
             proptest::prop_assert!(p.verify_checksum());
         }
+    }
+
+    #[test]
+    fn address_classes() {
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        for s in ["0.1.2.3", "127.0.0.1", "224.0.0.5", "239.1.1.1", "240.0.0.1", "255.255.255.255"] {
+            assert!(is_martian_source(a(s)), "{s}");
+        }
+        for s in ["0.0.0.1", "127.0.0.1", "240.0.0.1", "254.1.2.3", "255.255.255.255"] {
+            assert!(is_martian_destination(a(s)), "{s}");
+        }
+        for s in ["198.18.0.1", "1.1.1.1", "223.255.255.255", "169.254.1.1"] {
+            assert!(!is_martian_source(a(s)) && !is_martian_destination(a(s)), "{s}");
+        }
+        assert!(!is_martian_destination(a("224.0.0.5")), "multicast is its own class");
+        assert!(is_multicast(a("224.0.0.0")) && is_multicast(a("239.255.255.255")));
+        assert!(!is_multicast(a("223.255.255.255")) && !is_multicast(a("240.0.0.0")));
+        assert!(is_link_local(a("169.254.0.0")) && is_link_local(a("169.254.255.255")));
+        assert!(!is_link_local(a("169.253.255.255")) && !is_link_local(a("169.255.0.0")));
+        assert!(is_limited_broadcast(a("255.255.255.255")) && !is_limited_broadcast(a("255.255.255.254")));
     }
 }

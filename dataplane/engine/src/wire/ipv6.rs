@@ -215,6 +215,34 @@ pub fn upper_layer(next_header: u8, payload: &[u8]) -> Option<UpperLayer> {
     }
 }
 
+/// Address classes a router must not forward (RFC 4291 section 2), checked on every
+/// received packet, so integer tests rather than `Ipv6Addr`'s methods.
+///
+/// ff00::/8 (RFC 4291 section 2.7).
+#[inline]
+pub const fn is_multicast(a: Ipv6Addr) -> bool {
+    a.to_bits() >> 120 == 0xff
+}
+
+/// fe80::/10 (RFC 4291 section 2.5.6).
+#[inline]
+pub const fn is_link_local(a: Ipv6Addr) -> bool {
+    a.to_bits() >> 118 == 0xfe80 >> 6
+}
+
+/// The unspecified address :: or the loopback ::1 (RFC 4291 section 2.5.2, 2.5.3): never
+/// a destination to forward to.
+#[inline]
+pub const fn is_martian_destination(a: Ipv6Addr) -> bool {
+    a.to_bits() <= 1
+}
+
+/// Unspecified, loopback or multicast: never the source of a packet to forward.
+#[inline]
+pub const fn is_martian_source(a: Ipv6Addr) -> bool {
+    is_multicast(a) || is_martian_destination(a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,5 +338,19 @@ mod tests {
             h[0] = ip_protocol::DEST_OPTIONS;
         }
         assert_eq!(upper_layer(ip_protocol::DEST_OPTIONS, &p), None);
+    }
+
+    #[test]
+    fn address_classes() {
+        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        for s in ["::", "::1", "ff02::1", "ff0e::1"] {
+            assert!(is_martian_source(a(s)), "{s}");
+        }
+        assert!(is_martian_destination(a("::")) && is_martian_destination(a("::1")));
+        assert!(!is_martian_destination(a("::2")) && !is_martian_destination(a("ff02::1")));
+        assert!(!is_martian_source(a("2001:db8::1")));
+        assert!(is_multicast(a("ff00::")) && !is_multicast(a("fe00::")));
+        assert!(is_link_local(a("fe80::1")) && is_link_local(a("febf::1")));
+        assert!(!is_link_local(a("fec0::1")), "fec0::/10 is not link-local");
     }
 }
