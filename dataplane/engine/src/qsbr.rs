@@ -8,7 +8,12 @@
 //! per access and may run deferred destructors on reader threads; QSBR costs a reader one
 //! relaxed load and one release store per batch and never runs writer work on it.
 //!
-//! Readers never wait for the writer. The writer polls (`poll`) or waits (`synchronize`).
+//! Readers never wait for the writer. The writer polls (`passed`) or waits (`synchronize`).
+//!
+//! The rules are enforced, not only documented: a borrow from an `RcuArray` needs an online
+//! reader of the array's own domain (`get` answers `None` to any other) and lives no
+//! longer than that reader's shared borrow, while `quiescent` and `offline` take it
+//! mutably; a replaced object is freed only once its domain's grace period has passed.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
@@ -47,7 +52,7 @@ impl Qsbr {
     pub fn register(self: &Arc<Self>) -> QsbrReader {
         let slot = Arc::new(Slot { seen: AtomicU64::new(self.epoch.load(Ordering::SeqCst)) });
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).push(slot.clone());
-        QsbrReader { domain: self.clone(), slot }
+        QsbrReader { domain: self.clone(), slot, online: true }
     }
 
     /// Starts a grace period after the writer has unlinked something; returns its epoch.
@@ -86,16 +91,30 @@ impl Qsbr {
     }
 }
 
-/// A registered reader. Announce `quiescent` whenever no reference obtained from the
-/// protected structures is held; go `offline` before sleeping so the writer need not wait.
+/// A registered reader of one domain. Announce `quiescent` whenever no reference obtained
+/// from the protected structures is held; go `offline` before sleeping so the writer need
+/// not wait. An offline reader reads nothing until it comes back `online`.
 pub struct QsbrReader {
     domain: Arc<Qsbr>,
     slot: Arc<Slot>,
+    /// Mirrors whether `slot` holds OFFLINE; only this reader writes either.
+    online: bool,
 }
 
 impl QsbrReader {
+    /// Whether `self` may read the structures of `domain` now.
+    #[inline(always)]
+    fn reads(&self, domain: &Arc<Qsbr>) -> bool {
+        self.online && Arc::ptr_eq(&self.domain, domain)
+    }
+
+    /// Announces that no reference from this reader is held. Does nothing offline: coming
+    /// back takes `online`, whose stronger ordering the writer's scan relies on.
     #[inline]
     pub fn quiescent(&mut self) {
+        if !self.online {
+            return;
+        }
         // Acquire load: reading epoch E synchronises with the writer's increment, so every
         // later read here sees what the writer unlinked before E. Release store: every read
         // this reader made before now is ordered before the writer's scan that sees E.
@@ -105,10 +124,12 @@ impl QsbrReader {
     }
 
     pub fn offline(&mut self) {
+        self.online = false;
         self.slot.seen.store(OFFLINE, Ordering::Release);
     }
 
     pub fn online(&mut self) {
+        self.online = true;
         // SeqCst store, then every later read: if the writer's scan missed this store it
         // happened after the scan, so the reads that follow see the writer's unlinks.
         let e = self.domain.epoch.load(Ordering::SeqCst);
@@ -124,11 +145,13 @@ impl Drop for QsbrReader {
     }
 }
 
-/// A fixed array of optional objects that readers borrow without locks and the writer
-/// replaces whole, freeing the old object only after a grace period. The borrow a reader
-/// gets lives no longer than its `&QsbrReader`, and `quiescent` takes `&mut QsbrReader`,
-/// so the compiler enforces that no reference survives a quiescent announcement.
+/// A fixed array of optional objects that readers of one domain borrow without locks and
+/// the writer replaces whole, freeing the old object only after a grace period. The borrow
+/// a reader gets lives no longer than its `&QsbrReader`, and `quiescent` and `offline` take
+/// `&mut QsbrReader`, so the compiler enforces that no reference survives a quiescent
+/// announcement.
 pub struct RcuArray<T> {
+    domain: Arc<Qsbr>,
     slots: Box<[AtomicPtr<T>]>,
 }
 
@@ -139,8 +162,9 @@ unsafe impl<T: Send + Sync> Sync for RcuArray<T> {}
 unsafe impl<T: Send + Sync> Send for RcuArray<T> {}
 
 impl<T> RcuArray<T> {
-    pub fn new(len: usize) -> Self {
-        RcuArray { slots: (0..len).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect() }
+    /// An array of `len` empty slots whose objects are reclaimed in `domain`'s grace periods.
+    pub fn new(domain: &Arc<Qsbr>, len: usize) -> Self {
+        RcuArray { domain: domain.clone(), slots: (0..len).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect() }
     }
 
     pub fn len(&self) -> usize {
@@ -151,30 +175,31 @@ impl<T> RcuArray<T> {
         self.slots.is_empty()
     }
 
-    /// The object at `i`, valid until the reader's next quiescent state.
+    /// The object at `i`, valid until the reader's next quiescent state; `None` as well
+    /// when `reader` is offline or registered with another domain than this array's.
     #[inline(always)]
-    pub fn get<'r>(&'r self, i: usize, _reader: &'r QsbrReader) -> Option<&'r T> {
+    pub fn get<'r>(&'r self, i: usize, reader: &'r QsbrReader) -> Option<&'r T> {
+        if !reader.reads(&self.domain) {
+            return None;
+        }
         // Acquire pairs with the writer's Release swap: the object was fully built first.
         let p = self.slots.get(i)?.load(Ordering::Acquire);
-        // SAFETY: a non-null pointer came from Box::into_raw in `replace`; the writer frees
-        // it only after a grace period that this reader's next `quiescent` (which needs
-        // `&mut` and so ends this borrow) must precede.
+        // SAFETY: a non-null pointer came from Box::into_raw in `replace`. Once replaced, it
+        // is freed only after a grace period of this array's domain has passed (see
+        // `RetireList::reclaim`), and `reader` is an online reader of that domain: the grace
+        // period needs it to announce `quiescent` or go `offline`, both of which take it
+        // mutably and so end this borrow first.
         unsafe { p.as_ref() }
     }
 
-    /// The object at `i` as the writer sees it. Only the writer may call this.
-    pub fn get_writer(&self, i: usize) -> Option<&T> {
-        let p = self.slots.get(i)?.load(Ordering::Acquire);
-        // SAFETY: only the writer frees objects, and it cannot while this borrow lives.
-        unsafe { p.as_ref() }
-    }
-
-    /// Publishes `new` at `i` and hands back the old object for deferred freeing.
+    /// Publishes `new` at `i` and hands back the old object, stamped with the grace period
+    /// that must pass before it is freed. Panics when `i` is out of bounds (a writer bug).
     pub fn replace(&self, i: usize, new: Option<Box<T>>) -> Retired<T> {
         let p = new.map_or(std::ptr::null_mut(), Box::into_raw);
         // AcqRel: Release publishes the new object; Acquire makes the old one ours to free.
         let old = self.slots[i].swap(p, Ordering::AcqRel);
-        Retired { ptr: old, epoch: 0 }
+        // The epoch is taken after the unlinking swap (see `Qsbr::retire_epoch`).
+        Retired { ptr: old, epoch: self.domain.retire_epoch(), domain: self.domain.clone() }
     }
 }
 
@@ -190,10 +215,12 @@ impl<T> Drop for RcuArray<T> {
     }
 }
 
-/// An object unlinked from an `RcuArray`, waiting for its grace period.
+/// An object unlinked from an `RcuArray`, waiting for its domain's grace period. Dropped
+/// without being pushed to a `RetireList`, it is leaked, never freed early.
 pub struct Retired<T> {
     ptr: *mut T,
     epoch: u64,
+    domain: Arc<Qsbr>,
 }
 
 // SAFETY: a retired object is owned by the writer alone; readers only still read it.
@@ -202,6 +229,10 @@ unsafe impl<T: Send + Sync> Send for Retired<T> {}
 impl<T> Retired<T> {
     pub fn is_null(&self) -> bool {
         self.ptr.is_null()
+    }
+
+    fn grace_period_over(&self) -> bool {
+        self.domain.passed(self.epoch)
     }
 }
 
@@ -217,9 +248,8 @@ impl<T> Default for RetireList<T> {
 }
 
 impl<T> RetireList<T> {
-    pub fn push(&mut self, mut r: Retired<T>, epoch: u64) {
+    pub fn push(&mut self, r: Retired<T>) {
         if !r.ptr.is_null() {
-            r.epoch = epoch;
             self.pending.push_back(r);
         }
     }
@@ -232,33 +262,31 @@ impl<T> RetireList<T> {
         self.pending.is_empty()
     }
 
-    /// Frees what every reader has stopped seeing; with `wait`, waits for all of it.
-    pub fn reclaim(&mut self, qsbr: &Qsbr, wait: bool) {
+    /// Frees what every reader has stopped seeing; with `wait`, first waits for every
+    /// grace period of the list to pass.
+    pub fn reclaim(&mut self, wait: bool) {
         if wait {
-            if let Some(last) = self.pending.back() {
-                qsbr.synchronize(last.epoch);
+            for r in &self.pending {
+                r.domain.synchronize(r.epoch);
             }
         }
-        while let Some(r) = self.pending.front() {
-            if !qsbr.passed(r.epoch) {
-                break;
-            }
-            let r = self.pending.pop_front().expect("front exists");
-            // SAFETY: the pointer came from Box::into_raw and its grace period is over, so
-            // no reader holds it.
+        // Objects of one domain retire in epoch order, so the first one still waiting
+        // ends the scan; objects of another domain wait for the next call.
+        while self.pending.front().is_some_and(Retired::grace_period_over) {
+            let Some(r) = self.pending.pop_front() else { break };
+            // SAFETY: the pointer came from Box::into_raw in `RcuArray::replace` and its
+            // domain's grace period is over, so no reader holds it.
             drop(unsafe { Box::from_raw(r.ptr) });
         }
     }
 }
 
 impl<T> Drop for RetireList<T> {
+    /// Frees what is safe to free now and leaks the rest: blocking here could wait forever
+    /// on a reader that never goes quiescent, and freeing early could pull memory from
+    /// under it. The Fib reclaims with `wait` before it drops its lists, so nothing leaks.
     fn drop(&mut self) {
-        for r in self.pending.drain(..) {
-            // SAFETY: the list is dropped with the FIB writer, after the readers' shared
-            // tables are gone or no reader can reach these unlinked objects any more. The
-            // Fib drops its RetireLists only after waiting for every grace period.
-            drop(unsafe { Box::from_raw(r.ptr) });
-        }
+        self.reclaim(false);
     }
 }
 
@@ -287,5 +315,41 @@ mod tests {
         drop(b);
         assert_eq!(q.readers(), 0);
         assert!(q.passed(q.retire_epoch()), "no readers: every grace period is over");
+    }
+
+    #[test]
+    fn a_reader_reads_only_its_own_domain_and_only_online() {
+        let (qa, qb) = (Qsbr::new(), Qsbr::new());
+        let array = RcuArray::new(&qa, 2);
+        let mut list = RetireList::default();
+        list.push(array.replace(0, Some(Box::new(7u32))));
+        let mut a = qa.register();
+        let b = qb.register();
+        assert_eq!(array.get(0, &a), Some(&7));
+        assert_eq!(array.get(0, &b), None, "a reader of another domain reads nothing");
+        a.offline();
+        assert_eq!(array.get(0, &a), None, "an offline reader reads nothing");
+        a.quiescent();
+        assert_eq!(array.get(0, &a), None, "quiescent does not bring a reader back");
+        a.online();
+        assert_eq!(array.get(0, &a), Some(&7));
+        assert_eq!(array.get(2, &a), None);
+    }
+
+    #[test]
+    fn retired_objects_wait_for_their_grace_period() {
+        let q = Qsbr::new();
+        let array = RcuArray::new(&q, 1);
+        let mut reader = q.register();
+        let mut list = RetireList::default();
+        list.push(array.replace(0, Some(Box::new(String::from("old")))));
+        assert!(list.is_empty(), "an empty slot retires nothing");
+        list.push(array.replace(0, Some(Box::new(String::from("new")))));
+        list.reclaim(false);
+        assert_eq!(list.len(), 1, "the reader has not passed a quiescent state");
+        reader.quiescent();
+        list.reclaim(false);
+        assert!(list.is_empty());
+        assert_eq!(array.get(0, &reader).map(String::as_str), Some("new"));
     }
 }

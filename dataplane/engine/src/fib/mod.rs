@@ -241,12 +241,13 @@ impl Fib {
         }
         let v4 = DirTable::new(v4_root, config.v4_routes, config.v4_nodes);
         let v6 = DirTable::new(v6_root, config.v6_routes, config.v6_nodes);
+        let qsbr = Qsbr::new();
         let shared = Arc::new(FibShared {
-            qsbr: Qsbr::new(),
             v4: v4.shared.clone(),
             v6: v6.shared.clone(),
-            groups: RcuArray::new(config.groups as usize),
-            adjacencies: RcuArray::new(config.adjacencies as usize),
+            groups: RcuArray::new(&qsbr, config.groups as usize),
+            adjacencies: RcuArray::new(&qsbr, config.adjacencies as usize),
+            qsbr,
         });
         Ok(Fib {
             shared,
@@ -339,8 +340,8 @@ impl Fib {
         let q = self.shared.qsbr.clone();
         self.v4.reclaim(&q, wait);
         self.v6.reclaim(&q, wait);
-        self.retired_groups.reclaim(&q, wait);
-        self.retired_adjacencies.reclaim(&q, wait);
+        self.retired_groups.reclaim(wait);
+        self.retired_adjacencies.reclaim(wait);
     }
 
     /// Checks a batch as `apply` would, without applying it.
@@ -543,12 +544,12 @@ impl Fib {
             FibOp::SetAdjacency { id, adjacency } => {
                 self.adjacencies.insert(*id, *adjacency);
                 let old = self.shared.adjacencies.replace(*id as usize, Some(Box::new(*adjacency)));
-                self.retired_adjacencies.push(old, q.retire_epoch());
+                self.retired_adjacencies.push(old);
             }
             FibOp::DeleteAdjacency { id } => {
                 if self.adjacencies.remove(id).is_some() {
                     let old = self.shared.adjacencies.replace(*id as usize, None);
-                    self.retired_adjacencies.push(old, q.retire_epoch());
+                    self.retired_adjacencies.push(old);
                 }
             }
             FibOp::SetGroup { id, members } => {
@@ -561,7 +562,7 @@ impl Fib {
                 }
                 let buckets = GroupBuckets { buckets: spread(members) };
                 let old = self.shared.groups.replace(*id as usize, Some(Box::new(buckets)));
-                self.retired_groups.push(old, q.retire_epoch());
+                self.retired_groups.push(old);
             }
             FibOp::DeleteGroup { id } => {
                 if let Some(old_members) = self.groups.remove(id) {
@@ -569,7 +570,7 @@ impl Fib {
                         dec(&mut self.adjacency_refs, m.adjacency);
                     }
                     let old = self.shared.groups.replace(*id as usize, None);
-                    self.retired_groups.push(old, q.retire_epoch());
+                    self.retired_groups.push(old);
                 }
             }
             FibOp::AddRoute { prefix, target } => {
