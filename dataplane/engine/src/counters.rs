@@ -81,10 +81,6 @@ impl WorkerCounters {
         self.sub_interfaces.get(index)
     }
 
-    pub fn sub_interface_count(&self) -> usize {
-        self.sub_interfaces.len()
-    }
-
     #[inline(always)]
     pub(crate) fn count_drop(&self, reason: DropReason) {
         self.drops[reason as usize].add(1);

@@ -27,7 +27,7 @@ use crate::{
     fib::FibReader,
     pipeline::{IcmpRateLimit, Pipeline, PipelineConfig, PortConfig, SubInterfaceConfig},
     xdp::{AttachMode, Steering, SteeringCounters, XdpError, XdpMode, MAX_PORTS, MAX_QUEUES},
-    xsk::{BindMode, FrameAccounting, SocketConfig, UmemConfig, XskError, XskMode, XskStatistics, XDP_PACKET_HEADROOM},
+    xsk::{self, BindMode, FrameAccounting, SocketConfig, UmemConfig, XskError, XskMode, XskStatistics, XDP_PACKET_HEADROOM},
 };
 
 use worker::{WorkerSetup, WorkerShared};
@@ -463,7 +463,7 @@ impl Engine {
             .map(|w| WorkerSnapshot {
                 forwarding: w.counters.snapshot(),
                 // Relaxed: single-writer counters (see counters::Counter).
-                tx_ring_full: w.tx_ring_full.load(Ordering::Relaxed),
+                tx_ring_full: w.tx_ring_full.get(),
                 accounting: w.accounting.read(),
                 passes: w.passes.load(Ordering::Relaxed),
             })
@@ -483,7 +483,7 @@ impl Engine {
                 port: s.port,
                 queue: s.worker as u32,
                 mode: s.mode,
-                statistics: sys::xsk_statistics(s.fd.as_fd()).unwrap_or_default(),
+                statistics: xsk::statistics(s.fd.as_fd()).unwrap_or_default(),
             })
             .collect();
         let steering = self

@@ -1,15 +1,13 @@
-//! The few system calls the engine makes outside the rings: entering a network namespace,
-//! pinning a thread, reading a port's flags, sleeping on sockets, and a socket's kernel
-//! counters read through a duplicate descriptor. The engine's FFI fence: every `unsafe`
-//! of the `engine` module is here.
+//! The few system calls the engine makes outside the sockets: entering a network
+//! namespace, pinning a thread, reading a port's flags. (Sleeping on sockets and their
+//! kernel counters are `xsk`'s.) The engine's FFI fence: every `unsafe` of the `engine`
+//! module is here.
 
 use std::{
     fs::File,
     io,
     os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
 };
-
-use crate::xsk::XskStatistics;
 
 /// Moves the calling thread into the network namespace `/var/run/netns/{name}` (what
 /// `ip netns add` creates). Other threads of the process stay where they are.
@@ -90,34 +88,4 @@ pub(super) fn link_up(socket: BorrowedFd<'_>, name: &str) -> io::Result<bool> {
     // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
     let flags = unsafe { req.ifr_ifru.ifru_flags } as libc::c_int;
     Ok(flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0)
-}
-
-/// Waits up to `timeout_ms` for any of `fds` to be readable; errors (EINTR) count as a
-/// wake-up: the caller loops anyway.
-#[inline]
-pub(super) fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) {
-    // SAFETY: `fds` is a live array of the length passed.
-    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-}
-
-/// XDP_STATISTICS of an AF_XDP socket, through any descriptor of it.
-pub(super) fn xsk_statistics(fd: BorrowedFd<'_>) -> io::Result<XskStatistics> {
-    // SAFETY: a zeroed xdp_statistics is valid plain data.
-    let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::xdp_statistics>() as libc::socklen_t;
-    // SAFETY: `st` is writable for `len` bytes; the kernel writes at most that.
-    let rc = unsafe {
-        libc::getsockopt(fd.as_raw_fd(), libc::SOL_XDP, libc::XDP_STATISTICS, (&mut st as *mut libc::xdp_statistics).cast(), &mut len)
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(XskStatistics {
-        rx_dropped: st.rx_dropped,
-        rx_invalid_descs: st.rx_invalid_descs,
-        tx_invalid_descs: st.tx_invalid_descs,
-        rx_ring_full: st.rx_ring_full,
-        rx_fill_ring_empty_descs: st.rx_fill_ring_empty_descs,
-        tx_ring_empty_descs: st.tx_ring_empty_descs,
-    })
 }

@@ -13,14 +13,18 @@ use std::{
 };
 
 use crate::{
-    counters::WorkerCounters,
+    counters::{Counter, WorkerCounters},
     fib::FibReader,
     pipeline::{PacketBuf, Pipeline, Verdict, MAX_BATCH},
     xdp::Steering,
-    xsk::{Frame, FrameAccounting, SocketConfig, SocketSet, UmemConfig, XskMode, BATCH},
+    xsk::{self, Frame, FrameAccounting, SocketConfig, SocketSet, UmemConfig, XskMode, BATCH},
 };
 
 use super::{sys, EngineError};
+
+// One rx batch is one pipeline batch: the verdicts array and the bufs built for a receive
+// are MAX_BATCH long and a receive takes up to BATCH frames.
+const _: () = assert!(BATCH == MAX_BATCH, "xsk::BATCH and pipeline::MAX_BATCH must agree");
 
 /// Longest sleep of an idle worker in wake-up mode: bounds how long `stop` waits.
 const IDLE_POLL_MS: i32 = 10;
@@ -35,7 +39,7 @@ pub(crate) struct WorkerShared {
     pub accounting: PublishedAccounting,
     /// Forwarded frames dropped because the egress tx ring stayed full (a port down or
     /// slower than the ingress).
-    pub tx_ring_full: AtomicU64,
+    pub tx_ring_full: Counter,
     /// Passes through the loop, for tests and liveness.
     pub passes: AtomicU64,
     /// Bumped by the supervisor when a port came back up: the worker re-kicks and refills.
@@ -47,7 +51,7 @@ impl WorkerShared {
         Self {
             counters,
             accounting: PublishedAccounting::default(),
-            tx_ring_full: AtomicU64::new(0),
+            tx_ring_full: Counter::default(),
             passes: AtomicU64::new(0),
             recover: AtomicU64::new(0),
         }
@@ -240,7 +244,8 @@ impl Worker {
                 } else {
                     let acc_in_flight = in_flight || self.set.accounting().tx > 0;
                     self.fib.offline();
-                    sys::poll(&mut self.pollfds, if acc_in_flight { 1 } else { IDLE_POLL_MS });
+                    // An error (EINTR) counts as a wake-up: the loop looks at the rings anyway.
+                    let _ = xsk::poll(&mut self.pollfds, if acc_in_flight { 1 } else { IDLE_POLL_MS });
                     self.fib.online();
                 }
             }
@@ -302,9 +307,7 @@ impl Worker {
             for frame in queue.drain(BATCH..) {
                 self.set.free(frame);
             }
-            let c = &self.shared.tx_ring_full;
-            // Relaxed load + store: this worker is the only writer.
-            c.store(c.load(Ordering::Relaxed).wrapping_add(excess as u64), Ordering::Relaxed);
+            self.shared.tx_ring_full.add(excess as u64);
         }
     }
 

@@ -433,17 +433,6 @@ impl Steering {
         self.xsks.set(key, fd.as_raw_fd(), 0).map_err(map_err("xsks"))
     }
 
-    /// Stops steering (`ifindex`, `queue`): its transit traffic goes to the kernel. Closing a
-    /// socket removes it from the map too (the kernel does it on release).
-    pub fn remove_socket(&mut self, ifindex: u32, queue: u32) -> Result<(), XdpError> {
-        let key = self.slot_of(ifindex, queue)?;
-        match self.xsks.unset(key) {
-            Ok(()) => Ok(()),
-            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            Err(e) => Err(map_err("xsks")(e)),
-        }
-    }
-
     /// Declares `addr` one of the router's own: traffic to it goes to the kernel.
     pub fn add_router_address(&mut self, addr: IpAddr) -> Result<(), XdpError> {
         match addr {

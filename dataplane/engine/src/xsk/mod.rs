@@ -1,6 +1,7 @@
 //! AF_XDP for one worker: a UMEM, one socket per (port, queue) sharing it, their rings,
-//! and the frame allocator. Written against the kernel ABI with libc (linux/if_xdp.h);
-//! with the FFI in `xdp`, the only place for `unsafe` in the engine.
+//! and the frame allocator. Written against the kernel ABI with libc (linux/if_xdp.h), so
+//! most of the engine's `unsafe` is here (the rest: the system calls of `engine::sys` and
+//! `xdp::netlink`, the FIB's huge-page mapping, `qsbr`'s pointers, the pipeline's prefetch).
 //!
 //! Every frame is always in exactly one place, and [`SocketSet::accounting`] proves it:
 //! free + fill + rx + tx + completion + held == total.
@@ -11,10 +12,11 @@ mod umem;
 
 use std::{fmt, io};
 
-pub use socket::{SocketSet, XskStatistics};
+pub use socket::{poll, statistics, SocketSet, XskStatistics};
 pub use umem::{Frame, Umem, XDP_PACKET_HEADROOM};
 
-/// Most descriptors moved by one batch call.
+/// Most descriptors moved by one batch call; equal to `pipeline::MAX_BATCH`, which the
+/// worker asserts at compile time.
 pub const BATCH: usize = 64;
 
 /// Shape of a worker's UMEM.

@@ -30,6 +30,39 @@ pub struct XskStatistics {
     pub tx_ring_empty_descs: u64,
 }
 
+/// The kernel's counters (XDP_STATISTICS) of an AF_XDP socket, through any descriptor of
+/// it: the engine reads them through a duplicate while the worker owns the socket.
+pub fn statistics(fd: BorrowedFd<'_>) -> io::Result<XskStatistics> {
+    let zero = libc::xdp_statistics {
+        rx_dropped: 0,
+        rx_invalid_descs: 0,
+        tx_invalid_descs: 0,
+        rx_ring_full: 0,
+        rx_fill_ring_empty_descs: 0,
+        tx_ring_empty_descs: 0,
+    };
+    let st = getsockopt(fd, libc::XDP_STATISTICS, zero)?;
+    Ok(XskStatistics {
+        rx_dropped: st.rx_dropped,
+        rx_invalid_descs: st.rx_invalid_descs,
+        tx_invalid_descs: st.tx_invalid_descs,
+        rx_ring_full: st.rx_ring_full,
+        rx_fill_ring_empty_descs: st.rx_fill_ring_empty_descs,
+        tx_ring_empty_descs: st.tx_ring_empty_descs,
+    })
+}
+
+/// Waits up to `timeout_ms` for any of `fds` to be readable; returns how many are.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
+    // SAFETY: `fds` is a live, writable array of the length passed.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
 struct Socket {
     // Field order is drop order: unmap the rings, then close the socket.
     rx: RxRing,
@@ -365,34 +398,13 @@ impl SocketSet {
         let mut fds: Vec<libc::pollfd> =
             self.sockets.iter().map(|s| libc::pollfd { fd: s.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: `fds` is a live array of the length passed.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(rc > 0)
+        Ok(poll(&mut fds, ms)? > 0)
     }
 
     /// The kernel's counters for a socket.
     pub fn statistics(&self, socket: usize) -> Result<XskStatistics, XskError> {
         let s = &self.sockets[socket];
-        let zero = libc::xdp_statistics {
-            rx_dropped: 0,
-            rx_invalid_descs: 0,
-            tx_invalid_descs: 0,
-            rx_ring_full: 0,
-            rx_fill_ring_empty_descs: 0,
-            tx_ring_empty_descs: 0,
-        };
-        let st = getsockopt(s.fd.as_fd(), libc::XDP_STATISTICS, zero).map_err(|e| XskError::sys("XDP_STATISTICS", s.name.clone(), e))?;
-        Ok(XskStatistics {
-            rx_dropped: st.rx_dropped,
-            rx_invalid_descs: st.rx_invalid_descs,
-            tx_invalid_descs: st.tx_invalid_descs,
-            rx_ring_full: st.rx_ring_full,
-            rx_fill_ring_empty_descs: st.rx_fill_ring_empty_descs,
-            tx_ring_empty_descs: st.tx_ring_empty_descs,
-        })
+        statistics(s.fd.as_fd()).map_err(|e| XskError::sys("XDP_STATISTICS", s.name.clone(), e))
     }
 
     /// Where every frame is right now. Ring contents are read fresh from the kernel's
