@@ -134,7 +134,9 @@ async def agent(agent_config: dict, tmp_path: Path) -> AsyncIterator[RunningAgen
 
     config = parse(agent_config, base=tmp_path)
     metrics = AgentMetrics()
-    dataplane = Dataplane(config, EngineFib(config.fib), observer=metrics)
+    dataplane = Dataplane(
+        config, EngineFib(config.fib, [p.name for p in config.ports]), observer=metrics
+    )
     metrics.watch(dataplane)
     server = await start_server(dataplane, config.listen, config.tls)
     channel = grpc.aio.insecure_channel(

@@ -52,7 +52,7 @@ class LocalAgent:
         from corridor.agent.server import start_server
 
         config = parse(agent_document(self.sock))
-        self.dataplane = Dataplane(config, EngineFib(config.fib))
+        self.dataplane = Dataplane(config, EngineFib(config.fib, [p.name for p in config.ports]))
         self.server = await start_server(self.dataplane, config.listen)
         self.channel = grpc.aio.insecure_channel(
             self.address, options=(("grpc.max_receive_message_length", 64 << 20),)

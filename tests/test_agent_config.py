@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from corridor.agent.config import EXAMPLE, ConfigError, HostPort, load
+from corridor.agent.config import EXAMPLE, load
+from corridor.common.config import ConfigError, HostPort
 
 GOOD = """
 workers = 4

@@ -8,17 +8,11 @@ from __future__ import annotations
 import pytest
 
 from corridor.agent.config import parse
-from corridor.agent.domain import (
-    Adjacency,
-    Dataplane,
-    DeleteAdjacency,
-    InvalidBatch,
-    NextHopGroup,
-    Route,
-    RouteKind,
-)
+from corridor.agent.domain import Dataplane
 from corridor.agent.fib_adapter import EngineFib
 from corridor.agent.nexthops import DROP_ADJACENCY_ID, Gateway
+from corridor.common.errors import InvalidBatch
+from corridor.common.fib import Adjacency, DeleteAdjacency, NextHopGroup, Route, RouteKind
 
 P0_MAC, P1_MAC, PEER_MAC, PEER2_MAC = (
     "02:00:00:00:00:10", "02:00:00:00:00:11", "02:00:00:00:00:20", "02:00:00:00:00:21",
@@ -36,7 +30,7 @@ def dataplane(tmp_path) -> Dataplane:
         },
         base=tmp_path,
     )
-    return Dataplane(config, EngineFib(config.fib))
+    return Dataplane(config, EngineFib(config.fib, ["p0", "p1"]))
 
 
 def fib_groups(dp: Dataplane) -> dict[int, list[tuple[int, int]]]:
@@ -51,8 +45,8 @@ async def base(dp: Dataplane) -> None:
     await dp.write(
         ELECTION,
         [
-            Adjacency(1, 0, 0, P0_MAC, PEER_MAC),
-            Adjacency(2, 1, 0, P1_MAC, PEER_MAC),
+            Adjacency(1, "p0", 0, P0_MAC, PEER_MAC),
+            Adjacency(2, "p1", 0, P1_MAC, PEER_MAC),
             NextHopGroup(1, ((1, 1), (2, 1))),
             NextHopGroup(2, ((1, 1),)),
             Route("198.18.0.0/24", RouteKind.FORWARD, 1),
@@ -64,7 +58,7 @@ async def base(dp: Dataplane) -> None:
 async def test_a_port_down_leaves_every_group_and_comes_back(dataplane: Dataplane) -> None:
     await base(dataplane)
     routes = dataplane._fib._fib.routes()
-    assert await dataplane.refresh({0: False, 1: True}, {}, {}) > 0
+    assert await dataplane.refresh({"p0": False, "p1": True}, {}, {}) > 0
     assert fib_groups(dataplane) == {1: [(2, 1)], 2: [(DROP_ADJACENCY_ID, 1)]}
     assert dataplane.next_hop_summary == {
         "adjacencies": 2, "unresolved": 0, "link_down": 1, "empty_groups": 1,
@@ -74,26 +68,26 @@ async def test_a_port_down_leaves_every_group_and_comes_back(dataplane: Dataplan
     assert [g.members for g in snapshot.groups] == [((1, 1), (2, 1)), ((1, 1),)]
     assert snapshot.adjacency_states[1] == ("link_down", None)
     generation = dataplane.generation
-    assert await dataplane.refresh({0: True, 1: True}, {}, {}) > 0
+    assert await dataplane.refresh({"p0": True, "p1": True}, {}, {}) > 0
     assert fib_groups(dataplane) == {1: [(1, 1), (2, 1)], 2: [(1, 1)]}
     assert dataplane.generation == generation  # not a writer's batch
-    assert await dataplane.refresh({0: True, 1: True}, {}, {}) == 0  # nothing changed
+    assert await dataplane.refresh({"p0": True, "p1": True}, {}, {}) == 0  # nothing changed
 
 
 async def test_a_written_group_skips_members_that_cannot_forward(dataplane: Dataplane) -> None:
     await base(dataplane)
-    await dataplane.refresh({0: False, 1: True}, {}, {})
+    await dataplane.refresh({"p0": False, "p1": True}, {}, {})
     await dataplane.write(ELECTION, [NextHopGroup(3, ((1, 2), (2, 3)))])
     assert fib_groups(dataplane)[3] == [(2, 3)]
     # An adjacency moved onto the down port moves the groups that use it, unwritten.
-    await dataplane.write(ELECTION, [Adjacency(2, 0, 0, P0_MAC, PEER_MAC)])
+    await dataplane.write(ELECTION, [Adjacency(2, "p0", 0, P0_MAC, PEER_MAC)])
     assert fib_groups(dataplane)[1] == [(DROP_ADJACENCY_ID, 1)]
     assert fib_groups(dataplane)[3] == [(DROP_ADJACENCY_ID, 1)]
 
 
 async def test_an_adjacency_left_out_is_still_in_use(dataplane: Dataplane) -> None:
     await base(dataplane)
-    await dataplane.refresh({0: False, 1: True}, {}, {})
+    await dataplane.refresh({"p0": False, "p1": True}, {}, {})
     with pytest.raises(InvalidBatch) as e:
         await dataplane.write(ELECTION, [DeleteAdjacency(1)])
     assert "adjacency 1: still used by 2 group(s)" in str(e.value)
@@ -104,21 +98,21 @@ async def test_a_gateway_takes_its_macs_from_port_and_neighbour(dataplane: Datap
     await dataplane.write(
         ELECTION,
         [
-            Adjacency(5, 1, 20, "", "", "198.18.20.2"),
-            Adjacency(6, 1, 0, P1_MAC, PEER_MAC),
+            Adjacency(5, "p1", 20, "", "", "198.18.20.2"),
+            Adjacency(6, "p1", 0, P1_MAC, PEER_MAC),
             NextHopGroup(5, ((5, 1), (6, 1))),
             Route("198.18.5.0/24", RouteKind.FORWARD, 5),
         ],
     )
-    assert dataplane.gateways == {Gateway(1, 20, "198.18.20.2")}
-    await dataplane.refresh({0: True, 1: True}, {1: P1_MAC}, {})
+    assert dataplane.gateways == {Gateway("p1", 20, "198.18.20.2")}
+    await dataplane.refresh({"p0": True, "p1": True}, {"p1": P1_MAC}, {})
     assert fib_groups(dataplane)[5] == [(6, 1)]  # unresolved: left out
     assert dataplane.next_hop_summary["unresolved"] == 1
-    gateway = Gateway(1, 20, "198.18.20.2")
-    await dataplane.refresh({0: True, 1: True}, {1: P1_MAC}, {gateway: PEER_MAC})
+    gateway = Gateway("p1", 20, "198.18.20.2")
+    await dataplane.refresh({"p0": True, "p1": True}, {"p1": P1_MAC}, {gateway: PEER_MAC})
     assert fib_adjacency(dataplane, 5) == (5, 1, 20, P1_MAC, PEER_MAC)
     assert fib_groups(dataplane)[5] == [(5, 1), (6, 1)]
-    await dataplane.refresh({0: True, 1: True}, {1: P1_MAC}, {gateway: PEER2_MAC})
+    await dataplane.refresh({"p0": True, "p1": True}, {"p1": P1_MAC}, {gateway: PEER2_MAC})
     assert fib_adjacency(dataplane, 5) == (5, 1, 20, P1_MAC, PEER2_MAC)  # the MAC moved
     snapshot = await dataplane.snapshot()
     written = next(a for a in snapshot.adjacencies if a.id == 5)

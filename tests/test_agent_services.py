@@ -13,9 +13,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from corridor.agent import client as c
-from corridor.agent.config import HostPort, Listen
-from corridor.agent.metrics import MetricsServer
 from corridor.agent.server import StartError, start_server
+from corridor.common.config import HostPort, Listen
+from corridor.common.metrics import MetricsServer
 from corridor.v1 import dataplane_pb2, dataplane_pb2_grpc
 
 

@@ -10,10 +10,11 @@ import grpc
 import pytest
 
 from corridor.agent import client as c
-from corridor.agent.config import Listen, TlsFiles, parse
+from corridor.agent.config import parse
 from corridor.agent.domain import Dataplane
 from corridor.agent.fib_adapter import EngineFib
 from corridor.agent.server import StartError, start_server
+from corridor.common.config import Listen, TlsFiles
 from corridor.v1 import dataplane_pb2, dataplane_pb2_grpc
 
 

@@ -92,9 +92,9 @@ def _run_controller(args) -> int:
 
 
 def _run_up(args) -> int:
-    from corridor.controller import main
+    from corridor import up
 
-    return main.run(args.config, with_agent=True)
+    return up.run(args.config)
 
 
 class CliError(Exception):
@@ -105,7 +105,7 @@ def _call(args, work) -> int:
     """Runs `work(stub)` against the controller; prints one line and returns 1 on failure."""
     import grpc
 
-    from corridor.agent.client import write_error
+    from corridor.common.status import write_error
     from corridor.v1 import controller_pb2_grpc
 
     def credentials():
@@ -146,7 +146,7 @@ def _call(args, work) -> int:
 
 
 def _prefix(text: str):
-    from corridor.agent.client import prefix
+    from corridor.common.addresses import checked_prefix_to_pb as prefix
 
     try:
         network = ipaddress.ip_network(text)
@@ -337,12 +337,12 @@ def _sizes(s) -> dict:
 
 
 def _route_dict(r) -> dict:
-    from corridor.agent.client import prefix_text
+    from corridor.common.addresses import prefix_text
     from corridor.v1 import dataplane_pb2
 
     return {
         "node": r.node,
-        "prefix": prefix_text(r.prefix),
+        "prefix": prefix_text(r.prefix.address, r.prefix.length),
         "kind": dataplane_pb2.RouteKind.Name(r.kind).removeprefix("ROUTE_KIND_").lower(),
         "next_hops": [
             {

@@ -7,63 +7,60 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
 from collections.abc import AsyncIterator, Iterable, Sequence
-from pathlib import Path
-from typing import NoReturn
+from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import any_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
 from corridor.agent import domain
-from corridor.agent.client import STATUS_DETAILS_KEY
 from corridor.agent.config import PortConfig
-from corridor.agent.domain import (
-    MAX_OPERATIONS_PER_WRITE,
+from corridor.agent.domain import MAX_OPERATIONS_PER_WRITE, LinkState, NotPrimary
+from corridor.agent.engine_host import Counters
+from corridor.common.addresses import gateway_from_pb, prefix_from_pb, set_prefix
+from corridor.common.errors import FieldError, InvalidBatch, Violation
+from corridor.common.fib import (
     Adjacency,
     DeleteAdjacency,
     DeleteGroup,
     DeleteRoute,
-    InvalidBatch,
+    FibOperation,
     NextHopGroup,
-    NotPrimary,
-    Operation,
     Route,
     RouteKind,
-    Violation,
+    new_route,
 )
+from corridor.common.status import election_id_from_pb, refuse
 from corridor.v1 import common_pb2, dataplane_pb2, dataplane_pb2_grpc
 
 READ_CHUNK = 10_000  # entries per ReadResponse
 COUNTERS_INTERVAL_MS = (100, 3_600_000)
-# Trailing metadata must stay well below gRPC's default 8 KiB limit of clients, so the
-# violations listed in a status stop at this many bytes; a last one counts the rest.
-DETAILS_BUDGET = 4096
 
-_KIND_FROM_PB = {
-    dataplane_pb2.ROUTE_KIND_FORWARD: RouteKind.FORWARD,
-    dataplane_pb2.ROUTE_KIND_BLACKHOLE: RouteKind.BLACKHOLE,
-    dataplane_pb2.ROUTE_KIND_UNREACHABLE: RouteKind.UNREACHABLE,
-    dataplane_pb2.ROUTE_KIND_LOCAL: RouteKind.LOCAL,
-}
-_KIND_TO_PB = {kind: pb for pb, kind in _KIND_FROM_PB.items()}
-_FAMILY = {4: (socket.AF_INET, 32, "IPv4"), 16: (socket.AF_INET6, 128, "IPv6")}
+_KIND_FROM_PB = {kind.value: kind for kind in RouteKind}
+_Context = grpc.aio.ServicerContext[Any, Any]
+_T = TypeVar("_T")
 
 
 class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
     def __init__(self, dataplane: domain.Dataplane) -> None:
         self.dataplane = dataplane
 
-    async def Write(self, request, context):
+    async def Write(
+        self, request: dataplane_pb2.WriteRequest, context: _Context
+    ) -> dataplane_pb2.WriteResponse:
         return await self._write(request, context)
 
-    async def StreamWrite(self, request_iterator, context):
+    async def StreamWrite(
+        self, request_iterator: AsyncIterator[dataplane_pb2.WriteRequest], context: _Context
+    ) -> AsyncIterator[dataplane_pb2.WriteResponse]:
         # One batch at a time: the next is read only once this one is applied and
         # acknowledged, so HTTP/2 flow control paces a client that runs ahead.
         async for request in request_iterator:
             yield await self._write(request, context)
 
-    async def _write(self, request, context) -> dataplane_pb2.WriteResponse:
+    async def _write(
+        self, request: dataplane_pb2.WriteRequest, context: _Context
+    ) -> dataplane_pb2.WriteResponse:
         loop = asyncio.get_running_loop()
         batch_id = request.batch_id
         try:
@@ -84,17 +81,17 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
             batch_id=batch_id, operations=result.operations, generation=result.generation
         )
 
-    async def Read(self, request, context) -> AsyncIterator[dataplane_pb2.ReadResponse]:
+    async def Read(
+        self, request: dataplane_pb2.ReadRequest, context: _Context
+    ) -> AsyncIterator[dataplane_pb2.ReadResponse]:
         loop = asyncio.get_running_loop()
         snapshot = await self.dataplane.snapshot()
         generation = snapshot.generation
-        ports = await loop.run_in_executor(None, ports_to_pb, self.dataplane)
-        yield dataplane_pb2.ReadResponse(generation=generation, ports=ports)
+        ports = await loop.run_in_executor(None, self.dataplane.port_states)
+        yield dataplane_pb2.ReadResponse(generation=generation, ports=ports_to_pb(ports))
         states = snapshot.adjacency_states
         for chunk in _chunks(snapshot.adjacencies):
-            adjacencies = [
-                adjacency_to_pb(a, self.dataplane.ports, states.get(a.id)) for a in chunk
-            ]
+            adjacencies = [adjacency_to_pb(a, states.get(a.id)) for a in chunk]
             yield dataplane_pb2.ReadResponse(generation=generation, adjacencies=adjacencies)
         for chunk in _chunks(snapshot.groups):
             groups = [group_to_pb(g) for g in chunk]
@@ -102,10 +99,14 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
         for chunk in _chunks(snapshot.routes):
             yield await loop.run_in_executor(None, routes_response, chunk, generation)
 
-    async def GetCounters(self, request, context) -> dataplane_pb2.Counters:
-        return await _counters(self.dataplane)
+    async def GetCounters(
+        self, request: dataplane_pb2.GetCountersRequest, context: _Context
+    ) -> dataplane_pb2.Counters:
+        return counters_to_pb(self.dataplane, await self.dataplane.counters())
 
-    async def StreamCounters(self, request, context) -> AsyncIterator[dataplane_pb2.Counters]:
+    async def StreamCounters(
+        self, request: dataplane_pb2.StreamCountersRequest, context: _Context
+    ) -> AsyncIterator[dataplane_pb2.Counters]:
         low, high = COUNTERS_INTERVAL_MS
         if not low <= request.interval_ms <= high:
             await context.abort(
@@ -116,59 +117,28 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
         interval = request.interval_ms / 1000
         deadline = loop.time()
         while True:  # until the client cancels or the server stops
-            yield await _counters(self.dataplane)
+            yield counters_to_pb(self.dataplane, await self.dataplane.counters())
             # Keep the cadence: sleep to the next tick, not a full interval after the send.
             deadline = max(deadline + interval, loop.time())
             await asyncio.sleep(deadline - loop.time())
 
-    async def ListPorts(self, request, context) -> dataplane_pb2.ListPortsResponse:
+    async def ListPorts(
+        self, request: dataplane_pb2.ListPortsRequest, context: _Context
+    ) -> dataplane_pb2.ListPortsResponse:
         loop = asyncio.get_running_loop()
-        ports = await loop.run_in_executor(None, ports_to_pb, self.dataplane)
-        return dataplane_pb2.ListPortsResponse(ports=ports)
-
-
-async def _counters(dataplane: domain.Dataplane) -> dataplane_pb2.Counters:
-    engine = dataplane.engine
-    raw = None
-    if engine is not None:
-        raw = await asyncio.get_running_loop().run_in_executor(None, engine.counters)
-    return counters_to_pb(dataplane, raw)
+        ports = await loop.run_in_executor(None, self.dataplane.port_states)
+        return dataplane_pb2.ListPortsResponse(ports=ports_to_pb(ports))
 
 
 async def _refuse(
-    context: grpc.aio.ServicerContext,
+    context: _Context,
     code: grpc.StatusCode,
     error: Exception,
     batch_id: int,
     violations: Sequence[Violation],
-) -> NoReturn:
+) -> None:
     """Ends the call with `code`, the error's message, and a WriteError in the details."""
-    message = str(error)
-    details = dataplane_pb2.WriteError(batch_id=batch_id)
-    for i, v in enumerate(violations):
-        details.violations.append(violation_to_pb(v))
-        if details.ByteSize() > DETAILS_BUDGET and i + 1 < len(violations):
-            details.violations[-1].CopyFrom(
-                dataplane_pb2.WriteError.Violation(
-                    field="operations",
-                    description=f"{len(violations) - i} more violations not listed",
-                )
-            )
-            break
-    packed = any_pb2.Any()
-    packed.Pack(details)
-    status = common_pb2.Status(code=code.value[0], message=message, details=[packed])
-    await context.abort(
-        code, message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
-    )
-    raise AssertionError("context.abort returned")
-
-
-def violation_to_pb(v: Violation) -> dataplane_pb2.WriteError.Violation:
-    pb = dataplane_pb2.WriteError.Violation(field=v.field, description=v.description)
-    if v.index is not None:
-        pb.operation = v.index
-    return pb
+    await refuse(context, code, str(error), violations, items="operations", batch_id=batch_id)
 
 
 # --- protobuf -> domain --------------------------------------------------------------
@@ -176,7 +146,7 @@ def violation_to_pb(v: Violation) -> dataplane_pb2.WriteError.Violation:
 
 def translate_write(
     request: dataplane_pb2.WriteRequest, dataplane: domain.Dataplane
-) -> tuple[int, list[Operation]]:
+) -> tuple[int, list[FibOperation]]:
     """The election id and operations of a request, or InvalidBatch naming every fault."""
     count = len(request.operations)
     if count > MAX_OPERATIONS_PER_WRITE:
@@ -196,11 +166,11 @@ def translate_write(
         violations.append(
             Violation(None, "election_id", "is missing or zero; every write needs one above 0")
         )
-    operations: list[Operation] = []
+    operations: list[FibOperation] = []
     for i, op in enumerate(request.operations):
         try:
             operations.append(operation_from_pb(op, dataplane))
-        except _Fault as fault:
+        except FieldError as fault:
             violations.append(Violation(i, f"operations[{i}].{fault.field}", fault.description))
     if violations:
         dataplane.refuse(count)
@@ -208,21 +178,11 @@ def translate_write(
     return election_id, operations
 
 
-def election_id_from_pb(election_id: common_pb2.ElectionId) -> int:
-    return (election_id.high << 64) | election_id.low
-
-
-class _Fault(Exception):
-    def __init__(self, field: str, description: str) -> None:
-        self.field = field
-        self.description = description
-
-
-def operation_from_pb(op: dataplane_pb2.Operation, dataplane: domain.Dataplane) -> Operation:
+def operation_from_pb(op: dataplane_pb2.Operation, dataplane: domain.Dataplane) -> FibOperation:
     entry = op.WhichOneof("entry")
     action = op.action
     if entry is None:
-        raise _Fault("entry", "is missing; set one of adjacency, next_hop_group, route")
+        raise FieldError("entry", "is missing; set one of adjacency, next_hop_group, route")
     if action == dataplane_pb2.ACTION_SET:
         if entry == "route":
             return route_from_pb(op.route)
@@ -235,7 +195,7 @@ def operation_from_pb(op: dataplane_pb2.Operation, dataplane: domain.Dataplane) 
         if entry == "next_hop_group":
             return DeleteGroup(_id(op.next_hop_group.id, "next_hop_group.id"))
         return DeleteAdjacency(_id(op.adjacency.id, "adjacency.id"))
-    raise _Fault("action", f"{action} is not an action; use ACTION_SET or ACTION_DELETE")
+    raise FieldError("action", f"{action} is not an action; use ACTION_SET or ACTION_DELETE")
 
 
 def route_from_pb(route: dataplane_pb2.Route) -> Route:
@@ -244,47 +204,22 @@ def route_from_pb(route: dataplane_pb2.Route) -> Route:
     group = route.next_hop_group_id
     kind = _KIND_FROM_PB.get(pb_kind)
     if kind is None:
-        raise _Fault(
+        raise FieldError(
             "route.kind",
             f"{pb_kind} is not a route kind; use FORWARD, BLACKHOLE, UNREACHABLE or LOCAL",
         )
     if kind is RouteKind.FORWARD:
         if group == 0:
-            raise _Fault(
+            raise FieldError(
                 "route.next_hop_group_id", f"route {prefix}: a FORWARD route needs a group id"
             )
-        return Route(prefix, kind, group)
+        return new_route((prefix, kind, group))
     if group != 0:
-        raise _Fault(
+        raise FieldError(
             "route.next_hop_group_id",
             f"route {prefix}: a {kind.name} route has no next-hop group; leave it 0",
         )
-    return Route(prefix, kind)
-
-
-def prefix_from_pb(prefix: common_pb2.IpPrefix, field: str) -> str:
-    # Runs once per route of a full table: each protobuf field is read once.
-    address = prefix.address
-    length = prefix.length
-    family = _FAMILY.get(len(address))
-    if family is None:
-        raise _Fault(
-            f"{field}.address",
-            f"is {len(address)} bytes; an IPv4 address is 4 bytes and an IPv6 address 16",
-        )
-    af, bits, name = family
-    text = socket.inet_ntop(af, address)
-    if length > bits:
-        raise _Fault(f"{field}.length", f"{text}/{length}: prefix length {length} exceeds {bits}")
-    value = int.from_bytes(address)
-    host = value & ((1 << (bits - length)) - 1)
-    if host:
-        network = socket.inet_ntop(af, (value ^ host).to_bytes(len(address)))
-        raise _Fault(
-            f"{field}.address",
-            f"{text}/{length}: host bits set (the {name} network is {network}/{length})",
-        )
-    return f"{text}/{length}"
+    return new_route((prefix, kind, 0))
 
 
 def group_from_pb(group: dataplane_pb2.NextHopGroup) -> NextHopGroup:
@@ -293,7 +228,7 @@ def group_from_pb(group: dataplane_pb2.NextHopGroup) -> NextHopGroup:
     for j, m in enumerate(group.members):
         _id(m.adjacency_id, f"next_hop_group.members[{j}].adjacency_id")
         if m.weight == 0:
-            raise _Fault(f"next_hop_group.members[{j}].weight", "is 0; a weight is 1 or more")
+            raise FieldError(f"next_hop_group.members[{j}].weight", "is 0; a weight is 1 or more")
         members.append((m.adjacency_id, m.weight))
     return NextHopGroup(group_id, tuple(members))
 
@@ -301,19 +236,19 @@ def group_from_pb(group: dataplane_pb2.NextHopGroup) -> NextHopGroup:
 def adjacency_from_pb(adjacency: dataplane_pb2.Adjacency, dataplane: domain.Dataplane) -> Adjacency:
     adjacency_id = _id(adjacency.id, "adjacency.id")
     gateway = _gateway(adjacency)
-    port = dataplane.port_index(adjacency.port)
-    if port is None:
-        configured = ", ".join(p.name for p in dataplane.ports) or "none"
-        raise _Fault(
-            "adjacency.port",
-            f"{adjacency.port!r} is not a configured port; configured: {configured}",
-        )
+    port = adjacency.port
     vlans = dataplane.port_vlans(port)
+    if vlans is None:
+        configured = ", ".join(p.name for p in dataplane.ports) or "none"
+        raise FieldError(
+            "adjacency.port",
+            f"{port!r} is not a configured port; configured: {configured}",
+        )
     if adjacency.vlan != 0 and adjacency.vlan not in vlans:
         choices = ", ".join(map(str, vlans)) or "none"
-        raise _Fault(
+        raise FieldError(
             "adjacency.vlan",
-            f"{adjacency.vlan} is not a VLAN of port {adjacency.port}; use 0 (untagged) "
+            f"{adjacency.vlan} is not a VLAN of port {port}; use 0 (untagged) "
             f"or one of its VLANs: {choices}",
         )
     if gateway is not None:
@@ -332,33 +267,26 @@ def _gateway(adjacency: dataplane_pb2.Adjacency) -> str | None:
     raw = adjacency.gateway
     if not raw:
         return None
-    if len(raw) not in (4, 16):
-        raise _Fault(
-            "adjacency.gateway",
-            f"is {len(raw)} bytes; an IPv4 address is 4 bytes and an IPv6 address 16",
-        )
-    address = ipaddress.ip_address(raw)
-    if address.is_multicast or address.is_unspecified or address.is_loopback:
-        raise _Fault("adjacency.gateway", f"{address} cannot be a next hop (a unicast address)")
+    address = gateway_from_pb(raw, "adjacency.gateway")
     for name in ("src_mac", "dst_mac"):
         if getattr(adjacency, name):
-            raise _Fault(
+            raise FieldError(
                 f"adjacency.{name}",
                 f"is set with gateway {address}; give either the gateway (the agent resolves"
                 " the MACs) or both MACs, not both forms",
             )
-    return str(address)
+    return address
 
 
 def _id(value: int, field: str) -> int:
     if value == 0:
-        raise _Fault(field, "is 0; ids start at 1")
+        raise FieldError(field, "is 0; ids start at 1")
     return value
 
 
 def _mac(value: bytes, field: str) -> str:
     if len(value) != 6:
-        raise _Fault(field, f"is {len(value)} bytes; a MAC address is 6")
+        raise FieldError(field, f"is {len(value)} bytes; a MAC address is 6")
     return value.hex(":")
 
 
@@ -369,19 +297,12 @@ def routes_response(routes: Iterable[Route], generation: int) -> dataplane_pb2.R
     """One ReadResponse of routes; filled in place, the cheapest way to build many."""
     response = dataplane_pb2.ReadResponse(generation=generation)
     add = response.routes.add
-    forward = RouteKind.FORWARD
-    pton = socket.inet_pton
     for r in routes:
         pb = add()
-        address, _, length = r.prefix.partition("/")
-        prefix = pb.prefix
-        prefix.address = pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
-        prefix.length = int(length)
-        if r.kind is forward:
-            pb.kind = dataplane_pb2.ROUTE_KIND_FORWARD
+        set_prefix(pb.prefix, r.prefix)
+        pb.kind = r.kind  # type: ignore[assignment]  # RouteKind's values are the protobuf's
+        if r.group:
             pb.next_hop_group_id = r.group
-        else:
-            pb.kind = _KIND_TO_PB[r.kind]
     return response
 
 
@@ -400,12 +321,12 @@ _STATE_TO_PB = {
 
 
 def adjacency_to_pb(
-    a: Adjacency, ports: Sequence[PortConfig], state: tuple[str, str | None] | None = None
+    a: Adjacency, state: tuple[str, str | None] | None = None
 ) -> dataplane_pb2.Adjacency:
     """As written (the gateway form without MACs), with its state and neighbour's MAC."""
     pb = dataplane_pb2.Adjacency(
         id=a.id,
-        port=ports[a.port].name,
+        port=a.port,
         vlan=a.vlan,
         src_mac=bytes.fromhex(a.src_mac.replace(":", "")),
         dst_mac=bytes.fromhex(a.dst_mac.replace(":", "")),
@@ -419,35 +340,30 @@ def adjacency_to_pb(
     return pb
 
 
-def _addresses_to_pb(addresses) -> list[common_pb2.InterfaceAddress]:
+def _addresses_to_pb(
+    addresses: Iterable[ipaddress.IPv4Interface | ipaddress.IPv6Interface],
+) -> list[common_pb2.InterfaceAddress]:
     return [
         common_pb2.InterfaceAddress(address=a.ip.packed, prefix_length=a.network.prefixlen)
         for a in addresses
     ]
 
 
-def link_state(name: str) -> int:
-    """Without an engine: the kernel's operational state of the interface, if it is here."""
-    try:
-        state = (Path("/sys/class/net") / name / "operstate").read_text().strip()
-    except OSError:
-        return dataplane_pb2.LINK_STATE_NOT_PRESENT
-    # "unknown" is what interfaces without carrier detection (veth peers, tun) report up.
-    up = state in ("up", "unknown")
-    return dataplane_pb2.LINK_STATE_UP if up else dataplane_pb2.LINK_STATE_DOWN
-
-
+_LINK_TO_PB = {
+    LinkState.UP: dataplane_pb2.LINK_STATE_UP,
+    LinkState.DOWN: dataplane_pb2.LINK_STATE_DOWN,
+    LinkState.NOT_PRESENT: dataplane_pb2.LINK_STATE_NOT_PRESENT,
+}
 _MODE_TO_PB = {"zero-copy": dataplane_pb2.PORT_MODE_ZERO_COPY, "copy": dataplane_pb2.PORT_MODE_COPY}
 _XDP_TO_PB = {"native": dataplane_pb2.XDP_MODE_NATIVE, "generic": dataplane_pb2.XDP_MODE_GENERIC}
 
 
-def ports_to_pb(dataplane: domain.Dataplane) -> list[dataplane_pb2.Port]:
-    """Blocking (reads the engine or sysfs): call it from the executor. With the engine, its
-    view: link state as its supervisor last saw it, socket and XDP modes, the port's MAC."""
-    engine = dataplane.engine
-    running = {p["name"]: p for p in engine.ports()} if engine is not None else {}
+def ports_to_pb(ports: Iterable[domain.PortState]) -> list[dataplane_pb2.Port]:
+    """With the engine, its view: link state as its supervisor last saw it, socket and XDP
+    modes, the port's MAC; without, the configuration and the kernel's link state."""
     out = []
-    for p in dataplane.ports:
+    for state in ports:
+        p: PortConfig = state.config
         pb = dataplane_pb2.Port(
             name=p.name,
             mode=dataplane_pb2.PORT_MODE_UNSPECIFIED,
@@ -458,14 +374,10 @@ def ports_to_pb(dataplane: domain.Dataplane) -> list[dataplane_pb2.Port]:
                 dataplane_pb2.SubInterface(vlan=v.id, addresses=_addresses_to_pb(v.addresses))
                 for v in p.vlans
             ],
+            link_state=_LINK_TO_PB[state.link],
         )
-        e = running.get(p.name)
-        if e is None:
-            # The agent's namespace: right when the ports live there, a guess otherwise.
-            pb.link_state = link_state(p.name)
-        else:
-            up = e["link_up"]
-            pb.link_state = dataplane_pb2.LINK_STATE_UP if up else dataplane_pb2.LINK_STATE_DOWN
+        e = state.engine
+        if e is not None:
             pb.mode = _MODE_TO_PB.get(e["mode"], dataplane_pb2.PORT_MODE_UNSPECIFIED)
             pb.xdp_mode = _XDP_TO_PB.get(e["xdp_mode"], dataplane_pb2.XDP_MODE_UNSPECIFIED)
             pb.mac = bytes.fromhex(e["mac"].replace(":", ""))
@@ -476,9 +388,11 @@ def ports_to_pb(dataplane: domain.Dataplane) -> list[dataplane_pb2.Port]:
     return out
 
 
-def counters_to_pb(dataplane: domain.Dataplane, raw: dict | None = None) -> dataplane_pb2.Counters:
-    """From the engine's counters (`raw`, Engine.counters()); without an engine every
-    interface and worker is present and has counted 0."""
+def counters_to_pb(
+    dataplane: domain.Dataplane, counters: Counters | None = None
+) -> dataplane_pb2.Counters:
+    """From the engine's counters; without an engine every interface and worker is present
+    and has counted 0."""
     time = timestamp_pb2.Timestamp()
     time.GetCurrentTime()
     summary = dataplane.next_hop_summary
@@ -488,7 +402,7 @@ def counters_to_pb(dataplane: domain.Dataplane, raw: dict | None = None) -> data
         link_down=summary["link_down"],
         empty_groups=summary["empty_groups"],
     )
-    if raw is None:
+    if counters is None:
         interfaces = [
             dataplane_pb2.InterfaceCounters(port=p.name, vlan=vlan)
             for p in dataplane.ports
@@ -498,6 +412,7 @@ def counters_to_pb(dataplane: domain.Dataplane, raw: dict | None = None) -> data
         return dataplane_pb2.Counters(
             time=time, interfaces=interfaces, workers=workers, next_hops=next_hops
         )
+    raw = counters.engine
     interfaces = [
         dataplane_pb2.InterfaceCounters(
             port=e["name"],
@@ -512,28 +427,29 @@ def counters_to_pb(dataplane: domain.Dataplane, raw: dict | None = None) -> data
     workers = []
     drops = []
     for w in raw["workers"]:
+        worker = w["worker"]
+        rx_ring_dropped = counters.rx_ring_dropped.get(worker, 0)
         workers.append(
             dataplane_pb2.WorkerCounters(
-                worker=w["worker"],
+                worker=worker,
                 rx_packets=w["rx_packets"],
                 tx_packets=w["tx_packets"],
-                dropped_packets=sum(w["drops"].values()) + w["tx_ring_full"] + w["rx_ring_dropped"],
-                rx_ring_dropped=w["rx_ring_dropped"],
+                dropped_packets=sum(w["drops"].values()) + w["tx_ring_full"] + rx_ring_dropped,
+                rx_ring_dropped=rx_ring_dropped,
             )
         )
-        for reason, packets in w["drops"].items():
-            drops.append(
-                dataplane_pb2.DropCounters(reason=reason, worker=w["worker"], packets=packets)
-            )
-        for reason in ("tx_ring_full", "rx_ring_dropped"):
-            drops.append(
-                dataplane_pb2.DropCounters(reason=reason, worker=w["worker"], packets=w[reason])
-            )
+        extra = {
+            **w["drops"],
+            "tx_ring_full": w["tx_ring_full"],
+            "rx_ring_dropped": rx_ring_dropped,
+        }
+        for reason, packets in extra.items():
+            drops.append(dataplane_pb2.DropCounters(reason=reason, worker=worker, packets=packets))
     return dataplane_pb2.Counters(
         time=time, interfaces=interfaces, workers=workers, drops=drops, next_hops=next_hops
     )
 
 
-def _chunks(items: Sequence) -> Iterable[Sequence]:
+def _chunks(items: Sequence[_T]) -> Iterable[Sequence[_T]]:
     for start in range(0, len(items), READ_CHUNK):
         yield items[start : start + READ_CHUNK]

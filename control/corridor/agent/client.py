@@ -1,17 +1,30 @@
-"""For clients of corridor.v1.Dataplane (the controller, tests, tools): operations built from
+"""For clients of corridor.v1.Dataplane (tests, tools, benchmarks): operations built from
 text, the WriteError of a refused write, and a whole Read gathered into lists.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
-import grpc
-
+from corridor.common import addresses
+from corridor.common.status import election_id_to_pb, write_error
 from corridor.v1 import common_pb2, dataplane_pb2, dataplane_pb2_grpc
 
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
+__all__ = [
+    "Installed",
+    "delete_adjacency",
+    "delete_group",
+    "delete_route",
+    "election_id",
+    "prefix",
+    "prefix_text",
+    "read",
+    "set_adjacency",
+    "set_group",
+    "set_route",
+    "write_error",
+    "write_request",
+]
 
 _KINDS = {
     "blackhole": dataplane_pb2.ROUTE_KIND_BLACKHOLE,
@@ -20,18 +33,12 @@ _KINDS = {
 }
 
 
-def election_id(value: int) -> common_pb2.ElectionId:
-    return common_pb2.ElectionId(high=value >> 64, low=value & ((1 << 64) - 1))
-
-
-def prefix(text: str) -> common_pb2.IpPrefix:
-    """ "198.18.0.0/15" as an IpPrefix; host bits must be zero."""
-    network = ipaddress.ip_network(text)
-    return common_pb2.IpPrefix(address=network.network_address.packed, length=network.prefixlen)
+election_id = election_id_to_pb
+prefix = addresses.checked_prefix_to_pb  # "198.18.0.0/15" as an IpPrefix; no host bits
 
 
 def prefix_text(pb: common_pb2.IpPrefix) -> str:
-    return f"{ipaddress.ip_address(pb.address)}/{pb.length}"
+    return addresses.prefix_text(pb.address, pb.length)
 
 
 def set_route(prefix_: str, target: int | str) -> dataplane_pb2.Operation:
@@ -91,17 +98,6 @@ def write_request(
     return dataplane_pb2.WriteRequest(
         election_id=election_id(election), operations=operations, batch_id=batch_id
     )
-
-
-def write_error(error: grpc.RpcError) -> dataplane_pb2.WriteError | None:
-    """The WriteError in a refused call's status details; None if it carries none."""
-    for key, value in error.trailing_metadata() or ():
-        if key == STATUS_DETAILS_KEY:
-            for packed in common_pb2.Status.FromString(value).details:
-                details = dataplane_pb2.WriteError()
-                if packed.Unpack(details):
-                    return details
-    return None
 
 
 @dataclass

@@ -8,77 +8,30 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from corridor.agent.config import AgentConfig, PortConfig
+from corridor.agent.neighbours import kernel_link_state
+from corridor.agent.nexthops import Gateway, NextHops
+from corridor.common.errors import InvalidBatch, format_election_id
+from corridor.common.fib import (
+    Adjacency,
+    DeleteAdjacency,
+    FibOperation,
+    NextHopGroup,
+    Route,
+)
+
+if TYPE_CHECKING:
+    from corridor._dataplane import FibStats, PortStatus
+    from corridor.agent.engine_host import Counters
 
 # A Write holds at most this many operations: enough for a large slice of a full table per
 # round trip, small enough that one batch never holds the agent for long (StreamWrite is the
 # way to load more).
 MAX_OPERATIONS_PER_WRITE = 100_000
-
-
-class RouteKind(enum.Enum):
-    FORWARD = "forward"
-    BLACKHOLE = "blackhole"
-    UNREACHABLE = "unreachable"
-    LOCAL = "local"
-
-
-# Operations are built a million at a time for a full table: slotted, and not frozen
-# (frozen dataclasses cost twice as much to construct). Treat them as values all the same.
-
-
-@dataclass(slots=True)
-class Adjacency:
-    id: int
-    port: int  # index into the configured ports
-    vlan: int
-    src_mac: str  # "aa:bb:cc:dd:ee:ff"; "" for the gateway form (the agent fills both)
-    dst_mac: str
-    gateway: str | None = None  # the next hop's IP address, to resolve through the kernel
-
-
-@dataclass(slots=True)
-class NextHopGroup:
-    id: int
-    members: tuple[tuple[int, int], ...]  # (adjacency id, weight)
-
-
-@dataclass(slots=True)
-class Route:
-    prefix: str  # canonical text, "198.18.0.0/15" or "2001:db8::/32"
-    kind: RouteKind
-    group: int = 0  # the next-hop group of a FORWARD route
-
-
-@dataclass(slots=True)
-class DeleteAdjacency:
-    id: int
-
-
-@dataclass(slots=True)
-class DeleteGroup:
-    id: int
-
-
-@dataclass(slots=True)
-class DeleteRoute:
-    prefix: str
-
-
-Operation = Adjacency | NextHopGroup | Route | DeleteAdjacency | DeleteGroup | DeleteRoute
-
-
-@dataclass(frozen=True, slots=True)
-class Violation:
-    """What is wrong with one operation (`index`), or with the batch as a whole (None)."""
-
-    index: int | None
-    field: str
-    description: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,17 +44,6 @@ class Snapshot:
     adjacency_states: dict[int, tuple[str, str | None]] = field(default_factory=dict)
 
 
-class InvalidBatch(ValueError):
-    """The batch was refused whole and nothing of it applied."""
-
-    def __init__(self, violations: Sequence[Violation]) -> None:
-        self.violations = list(violations)
-        first = self.violations[0]
-        where = f"operation {first.index}" if first.index is not None else first.field
-        more = f" (and {len(self.violations) - 1} more)" if len(self.violations) > 1 else ""
-        super().__init__(f"batch refused, nothing applied: {where}: {first.description}{more}")
-
-
 class NotPrimary(PermissionError):
     """A writer presented an election id below the highest the agent has seen."""
 
@@ -112,10 +54,6 @@ class NotPrimary(PermissionError):
             f"election id {format_election_id(presented)} is below the primary's "
             f"{format_election_id(highest)}; only the writer with the highest id may write"
         )
-
-
-def format_election_id(value: int) -> str:
-    return f"{value >> 64}:{value & ((1 << 64) - 1)}"
 
 
 class Election:
@@ -143,13 +81,38 @@ class Fib(Protocol):
     """What the domain needs of the FIB; fib_adapter.EngineFib provides it. Its methods block
     (the engine releases the GIL) and are called from the default executor, one at a time."""
 
-    def apply(self, operations: Sequence[Operation]) -> None:
+    def apply(self, operations: Sequence[FibOperation]) -> None:
         """Validates the whole batch, then applies it; raises InvalidBatch, naming operations
         by index, with nothing applied."""
 
     def entries(self) -> tuple[list[Adjacency], list[NextHopGroup], list[Route]]: ...
 
-    def stats(self) -> dict[str, int]: ...
+    def stats(self) -> FibStats: ...
+
+
+class RunningEngine(Protocol):
+    """What the domain reads of the engine while it forwards; engine_host.EngineHost provides
+    it. Both block for a moment (the GIL released): from the executor or a scrape thread."""
+
+    def ports(self) -> list[PortStatus]: ...
+
+    def counters(self) -> Counters: ...
+
+
+class LinkState(enum.Enum):
+    UP = "up"
+    DOWN = "down"
+    NOT_PRESENT = "not_present"
+
+
+@dataclass(frozen=True, slots=True)
+class PortState:
+    """A configured port as it is now: the engine's view while it runs (socket and XDP
+    modes, MAC, recoveries), else the kernel's link state of the interface, if any."""
+
+    config: PortConfig
+    link: LinkState
+    engine: PortStatus | None = None
 
 
 class WriteObserver(Protocol):
@@ -174,30 +137,50 @@ class Dataplane:
     ) -> None:
         self.config = config
         self.ports: tuple[PortConfig, ...] = config.ports
-        self._port_index = {p.name: i for i, p in enumerate(config.ports)}
+        self._port_vlans = {p.name: tuple(v.id for v in p.vlans) for p in config.ports}
         self._fib = fib
         self._observer = observer
         self.election = Election()
         self.generation = 0
         self.stats = fib.stats()  # refreshed after every batch, so scrapes need not ask the FIB
         self._lock = asyncio.Lock()
-        from corridor.agent.nexthops import NextHops  # it builds on this module's values
-
         # Written next hops and what the engine holds of them; changed only under _lock.
         self.next_hops = NextHops()
         self.next_hop_summary = self.next_hops.summary()
         self.refreshes = 0  # batches the agent applied by itself (links, neighbours)
-        self.engine = None  # engine_host.EngineHost while the engine runs
-        self.on_next_hops_written = None  # called (on the loop) after adjacencies change
-        self.gateways: frozenset = frozenset()  # nexthops.Gateway of every adjacency in use
+        self.engine: RunningEngine | None = None  # while the engine runs
+        # Called (on the loop) after adjacencies changed.
+        self.on_next_hops_written: Callable[[], None] | None = None
+        self.gateways: frozenset[Gateway] = frozenset()  # of every adjacency in use
 
-    def port_index(self, name: str) -> int | None:
-        return self._port_index.get(name)
+    def port_vlans(self, port: str) -> tuple[int, ...] | None:
+        """The VLANs configured on `port`; None if it is not a configured port."""
+        return self._port_vlans.get(port)
 
-    def port_vlans(self, index: int) -> tuple[int, ...]:
-        return tuple(v.id for v in self.ports[index].vlans)
+    def port_states(self) -> list[PortState]:
+        """Blocking (reads the engine or sysfs): call it from the executor."""
+        engine = self.engine
+        running = {p["name"]: p for p in engine.ports()} if engine is not None else {}
+        out = []
+        for p in self.ports:
+            status = running.get(p.name)
+            if status is None:
+                # The agent's namespace: right when the ports live there, a guess otherwise.
+                state = kernel_link_state(p.name)
+                link = LinkState.NOT_PRESENT if state is None else LinkState(state)
+            else:
+                link = LinkState.UP if status["link_up"] else LinkState.DOWN
+            out.append(PortState(p, link, status))
+        return out
 
-    async def write(self, election_id: int, operations: Sequence[Operation]) -> WriteResult:
+    async def counters(self) -> Counters | None:
+        """The engine's counters; None without an engine."""
+        engine = self.engine
+        if engine is None:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(None, engine.counters)
+
+    async def write(self, election_id: int, operations: Sequence[FibOperation]) -> WriteResult:
         """Applies one batch for the writer of `election_id`. Raises NotPrimary, or
         InvalidBatch with every violation the FIB found; in both cases nothing is applied."""
         loop = asyncio.get_running_loop()
@@ -251,7 +234,7 @@ class Dataplane:
             }
             return Snapshot(self.generation, adjacencies, groups, routes, states)
 
-    def _apply(self, operations: Sequence[Operation]) -> dict[str, int]:
+    def _apply(self, operations: Sequence[FibOperation]) -> FibStats:
         """In the executor, under _lock: the written batch as the engine must get it (gateway
         MACs filled, unusable members left out), then any follow-up it caused (an adjacency
         that changed port or gateway moves the groups that use it)."""
@@ -274,9 +257,10 @@ class Dataplane:
         self.next_hop_summary = next_hops.summary()
         return self._fib.stats()
 
-    async def refresh(self, link_up: dict[int, bool], port_mac: dict[int, str],
-                      neighbours: dict) -> int:  # fmt: skip
-        """Applies the live facts (link state and MAC by port index, resolved neighbours by
+    async def refresh(
+        self, link_up: dict[str, bool], port_mac: dict[str, str], neighbours: dict[Gateway, str]
+    ) -> int:
+        """Applies the live facts (link state and MAC by port name, resolved neighbours by
         Gateway): groups drop the members that cannot forward and take back those that can,
         gateway adjacencies follow their neighbour's MAC. Routes are not touched. Returns
         the number of engine operations it took (0: nothing changed)."""

@@ -7,19 +7,30 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import TYPE_CHECKING, NamedTuple
 
 from corridor.agent.config import AgentConfig, PortConfig
+
+if TYPE_CHECKING:
+    from corridor._dataplane import EngineCounters, Fib, PortDict, PortStatus
 
 
 class EngineStartError(RuntimeError):
     """The engine did not start; the message says which field or system call and why."""
 
 
-def engine_ports(ports: tuple[PortConfig, ...]) -> list[dict[str, Any]]:
+class Counters(NamedTuple):
+    engine: EngineCounters
+    # Per worker: frames the kernel steered to it but could not place in its AF_XDP sockets'
+    # rx rings (the worker was too busy), summed from their XDP_STATISTICS, so that operators
+    # see those losses beside the drop reasons.
+    rx_ring_dropped: dict[int, int]
+
+
+def engine_ports(ports: tuple[PortConfig, ...]) -> list[PortDict]:
     """The agent's ports as the engine takes them: one sub-interface for the untagged port
     (VLAN 0) and one per VLAN, each with its router addresses (the source of ICMP errors)."""
-    out = []
+    out: list[PortDict] = []
     for p in ports:
         addresses = {0: [str(a.ip) for a in p.addresses]}
         for v in p.vlans:
@@ -29,7 +40,7 @@ def engine_ports(ports: tuple[PortConfig, ...]) -> list[dict[str, Any]]:
 
 
 class EngineHost:
-    def __init__(self, config: AgentConfig, fib: Any) -> None:
+    def __init__(self, config: AgentConfig, fib: Fib) -> None:
         from corridor._dataplane import Engine
 
         if config.netns is not None and not os.path.exists(f"/run/netns/{config.netns}"):
@@ -55,22 +66,17 @@ class EngineHost:
     async def stop(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.engine.stop)
 
-    def ports(self) -> list[dict[str, Any]]:
+    def ports(self) -> list[PortStatus]:
         """Blocking for a moment (GIL released): from the executor, or a scrape thread."""
         return self.engine.ports()
 
-    def counters(self) -> dict[str, Any]:
-        """Blocking for a moment (GIL released): from the executor, or a scrape thread.
-        Each worker also gets `rx_ring_dropped`: frames the kernel steered to it but could
-        not place in its AF_XDP sockets' rx rings (the worker was too busy), summed from
-        their XDP_STATISTICS, so that operators see those losses beside the drop reasons."""
+    def counters(self) -> Counters:
+        """Blocking for a moment (GIL released): from the executor, or a scrape thread."""
         raw = self.engine.counters()
-        lost: dict[int, int] = {}
+        lost: dict[int, int] = {w["worker"]: 0 for w in raw["workers"]}
         for sock in raw["xsk"]:
             stats = sock["statistics"]
             lost[sock["worker"]] = (
                 lost.get(sock["worker"], 0) + stats["rx_dropped"] + stats["rx_ring_full"]
             )
-        for w in raw["workers"]:
-            w["rx_ring_dropped"] = lost.get(w["worker"], 0)
-        return raw
+        return Counters(raw, lost)

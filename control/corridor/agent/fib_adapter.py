@@ -1,35 +1,51 @@
-"""The FIB of the Rust engine behind the domain's Fib protocol: the only module that imports
-corridor._dataplane. Domain operations become one engine Batch, entry i for operation i, so
-the engine's errors name the operations by the same index.
+"""The FIB adapter: the agent's FIB operations applied to the engine's FIB, corridor._dataplane.
+Operations become one engine Batch (`engine_batch`), entry i for operation i, so the engine's
+errors name the operations by the same index. Ports are named above this module and
+numbered below it (the engine's Adjacency.port is an index into its ports).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from corridor._dataplane import Batch, FibError
 from corridor._dataplane import Fib as _EngineFib
 from corridor.agent.config import FibCapacity
-from corridor.agent.domain import (
+from corridor.common.errors import InvalidBatch, Violation
+from corridor.common.fib import (
+    NO_PORT,
     Adjacency,
     DeleteAdjacency,
     DeleteGroup,
     DeleteRoute,
-    InvalidBatch,
+    FibOperation,
     NextHopGroup,
-    Operation,
     Route,
     RouteKind,
-    Violation,
 )
 
-_KIND_OF_TARGET = {kind.value: kind for kind in RouteKind if kind is not RouteKind.FORWARD}
+if TYPE_CHECKING:
+    from corridor._dataplane import FibStats, Target
+
+# The engine's port index for an adjacency on no port: no engine has that many ports.
+NO_PORT_INDEX = 0xFFFF
+_TARGET_OF_KIND: dict[RouteKind, Target] = {
+    RouteKind.BLACKHOLE: "blackhole",
+    RouteKind.UNREACHABLE: "unreachable",
+    RouteKind.LOCAL: "local",
+}
+_KIND_OF_TARGET = {target: kind for kind, target in _TARGET_OF_KIND.items()}
 
 
 class EngineFib:
-    def __init__(self, capacity: FibCapacity) -> None:
+    def __init__(self, capacity: FibCapacity, ports: Iterable[str] = ()) -> None:
+        """`ports`: the names of the engine's ports, in its order."""
         self._fib = _EngineFib(**capacity.keywords())
+        self._port_index = {name: i for i, name in enumerate(ports)}
+        self._port_index[NO_PORT] = NO_PORT_INDEX
+        self._port_name = {i: name for name, i in self._port_index.items()}
         # The engine is safe to share, but one caller at a time keeps a scrape or a Read
         # from ever meeting a batch half-way through its Python side.
         self._lock = threading.Lock()
@@ -39,38 +55,8 @@ class EngineFib:
         """The extension's Fib, for the Engine whose workers read it."""
         return self._fib
 
-    def apply(self, operations: Sequence[Operation]) -> None:
-        batch = Batch()
-        # Consecutive routes to one target go in as one text block (one engine call for a
-        # run of a full table); the engine still makes one entry per line, so entry i
-        # remains operation i.
-        run: list[str] = []
-        run_target: int | str | None = None
-        for op in operations:
-            kind = type(op)
-            if kind is Route:
-                target = op.group if op.kind is RouteKind.FORWARD else op.kind.value
-                if target != run_target or type(target) is not type(run_target):
-                    _add_routes(batch, run, run_target)
-                    run_target = target
-                run.append(op.prefix)
-                continue
-            _add_routes(batch, run, run_target)
-            if kind is DeleteRoute:
-                batch.delete_route(op.prefix)
-            elif kind is NextHopGroup:
-                batch.set_group(op.id, list(op.members))
-            elif kind is DeleteGroup:
-                batch.delete_group(op.id)
-            elif kind is Adjacency:
-                batch.set_adjacency(op.id, op.port, op.vlan, op.src_mac, op.dst_mac)
-            elif kind is DeleteAdjacency:
-                batch.delete_adjacency(op.id)
-            else:
-                raise TypeError(f"not a FIB operation: {op!r}")
-        _add_routes(batch, run, run_target)
-        if len(batch) != len(operations):
-            raise AssertionError(f"{len(batch)} engine entries for {len(operations)} operations")
+    def apply(self, operations: Sequence[FibOperation]) -> None:
+        batch = engine_batch(operations, self._port_index)
         with self._lock:
             try:
                 self._fib.apply(batch)
@@ -87,19 +73,61 @@ class EngineFib:
             adjacencies = self._fib.adjacencies()
             groups = self._fib.groups()
             routes = self._fib.routes()
+        name = self._port_name
         return (
-            [Adjacency(*a) for a in adjacencies],
-            [NextHopGroup(id, tuple(map(tuple, members))) for id, members in groups],
+            [Adjacency(i, name.get(port, str(port)), vlan, src, dst)
+             for i, port, vlan, src, dst in adjacencies],
+            [NextHopGroup(i, tuple(map(tuple, members))) for i, members in groups],
             [_route(prefix, target) for prefix, target in routes],
-        )
+        )  # fmt: skip
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> FibStats:
         with self._lock:
-            return dict(self._fib.stats())
+            return self._fib.stats()
 
 
-def _add_routes(batch: Batch, run: list[str], target: int | str | None) -> None:
+def engine_batch(operations: Sequence[FibOperation], port_index: dict[str, int]) -> Batch:
+    """The engine Batch of `operations`, entry i for operation i. Consecutive routes to one
+    target go in as one text block (one engine call for a run of a full table); the engine
+    still makes one entry per line."""
+    batch = Batch()
+    run: list[str] = []
+    run_target: Target | None = None
+    forward = RouteKind.FORWARD
+    for op in operations:
+        if type(op) is Route:
+            target: Target = op.group if op.kind is forward else _TARGET_OF_KIND[op.kind]
+            if target != run_target or type(target) is not type(run_target):
+                _add_routes(batch, run, run_target)
+                run_target = target
+            run.append(op.prefix)
+            continue
+        _add_routes(batch, run, run_target)
+        if type(op) is DeleteRoute:
+            batch.delete_route(op.prefix)
+        elif type(op) is NextHopGroup:
+            batch.set_group(op.id, list(op.members))
+        elif type(op) is DeleteGroup:
+            batch.delete_group(op.id)
+        elif type(op) is Adjacency:
+            port = port_index.get(op.port)
+            if port is None:
+                raise ValueError(f"adjacency {op.id}: {op.port!r} is not a port of the engine")
+            batch.set_adjacency(op.id, port, op.vlan, op.src_mac, op.dst_mac)
+        elif type(op) is DeleteAdjacency:
+            batch.delete_adjacency(op.id)
+        else:
+            raise TypeError(f"not a FIB operation: {op!r}")
+    _add_routes(batch, run, run_target)
+    if len(batch) != len(operations):
+        raise AssertionError(f"{len(batch)} engine entries for {len(operations)} operations")
+    return batch
+
+
+def _add_routes(batch: Batch, run: list[str], target: Target | None) -> None:
     """Adds the routes of `run` to `target` and empties it."""
+    if target is None:
+        return
     if len(run) == 1:
         batch.add_route(run[0], target)
     elif run:
@@ -116,7 +144,7 @@ def _field(index: int | None) -> str:
     return "operations" if index is None else f"operations[{index}]"
 
 
-def _route(prefix: str, target: int | str) -> Route:
+def _route(prefix: str, target: Target) -> Route:
     if isinstance(target, int):
         return Route(prefix, RouteKind.FORWARD, target)
     return Route(prefix, _KIND_OF_TARGET[target])

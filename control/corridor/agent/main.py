@@ -10,13 +10,21 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvloop
 
-from corridor.agent.config import AgentConfig, ConfigError, load
+from corridor.agent.config import AgentConfig, load
 from corridor.agent.domain import Dataplane
-from corridor.agent.metrics import AgentMetrics, MetricsServer
-from corridor.agent.server import StartError, start_server
+from corridor.agent.metrics import AgentMetrics
+from corridor.agent.server import AgentServer, StartError, start_server
+from corridor.common.config import ConfigError
+from corridor.common.metrics import MetricsServer
+
+if TYPE_CHECKING:
+    from corridor.agent.engine_host import EngineHost
+    from corridor.agent.fib_adapter import EngineFib
+    from corridor.agent.neighbours import LinkWatch
 
 log = logging.getLogger("corridor.agent")
 
@@ -70,9 +78,9 @@ class RunningAgent:
     ports. `corridor agent` and `corridor up` both start one with `start_agent`."""
 
     dataplane: Dataplane
-    server: object = None
-    host: object = None
-    watch: object = None
+    server: AgentServer | None = None
+    host: EngineHost | None = None
+    watch: LinkWatch | None = None
     metrics_server: MetricsServer | None = None
 
     async def stop(self, grace: float) -> None:
@@ -95,7 +103,8 @@ async def start_agent(config: AgentConfig) -> RunningAgent:
     # Imported here: the engine is needed to serve, not to check a configuration.
     from corridor.agent.fib_adapter import EngineFib
 
-    fib = await loop.run_in_executor(None, EngineFib, config.fib)  # sizes the tables: slow
+    ports = [p.name for p in config.ports]
+    fib = await loop.run_in_executor(None, EngineFib, config.fib, ports)  # sizes tables: slow
     metrics = AgentMetrics()
     dataplane = Dataplane(config, fib, observer=metrics)
     metrics.watch(dataplane)
@@ -123,7 +132,9 @@ async def start_agent(config: AgentConfig) -> RunningAgent:
     return running
 
 
-async def start_engine(config: AgentConfig, fib, dataplane: Dataplane):
+async def start_engine(
+    config: AgentConfig, fib: EngineFib, dataplane: Dataplane
+) -> tuple[EngineHost, LinkWatch]:
     """Starts the engine on the configured ports and the watch of their links and
     neighbours; returns both. On failure nothing is left running."""
     from corridor.agent.engine_host import EngineHost
@@ -139,8 +150,8 @@ async def start_engine(config: AgentConfig, fib, dataplane: Dataplane):
         f", namespace {config.netns}" if config.netns else "",
     )
     push = NextHopPush(dataplane)
-    vlans = {i: tuple(v.id for v in p.vlans) for i, p in enumerate(config.ports)}
-    watch = LinkWatch(tuple(p.name for p in config.ports), vlans, config.netns, push)
+    vlans = {p.name: tuple(v.id for v in p.vlans) for p in config.ports}
+    watch = LinkWatch(vlans, config.netns, push)
     push.watch = watch
     try:
         await watch.start()
@@ -163,8 +174,8 @@ class NextHopPush:
 
     def __init__(self, dataplane: Dataplane) -> None:
         self.dataplane = dataplane
-        self.watch = None
-        self._task: asyncio.Task | None = None
+        self.watch: LinkWatch | None = None
+        self._task: asyncio.Task[None] | None = None
         self._again = False
 
     def __call__(self) -> None:
@@ -177,6 +188,8 @@ class NextHopPush:
         while True:
             self._again = False
             w = self.watch
+            if w is None:
+                return
             try:
                 await self.dataplane.refresh(w.link_up, w.port_mac, w.neighbours)
             except Exception:  # a refusal here is a bug; keep following events

@@ -6,16 +6,24 @@ has its own registry, so several can live in one process.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from wsgiref.simple_server import WSGIServer
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-from corridor.agent.config import HostPort
-from corridor.agent.domain import Dataplane, format_election_id
+from corridor.agent.domain import Dataplane
+from corridor.common.errors import format_election_id
+
+if TYPE_CHECKING:
+    from corridor._dataplane import PortStatus
+    from corridor.agent.engine_host import Counters
 
 # From a handful of routes (tens of microseconds) to a 100,000-operation batch (seconds).
 WRITE_SECONDS_BUCKETS = (
@@ -55,21 +63,21 @@ class _DataplaneCollector(Collector):
     def __init__(self, dataplane: Dataplane) -> None:
         self.dataplane = dataplane
 
-    def collect(self) -> Iterator:
+    def collect(self) -> Iterator[Metric]:
         # The stats the dataplane kept from its last batch: a scrape never waits on the FIB.
         stats = self.dataplane.stats
-        families = (("ipv4", "v4"), ("ipv6", "v6"))
         entries = GaugeMetricFamily(
             "corridor_fib_entries", "Entries installed in the FIB, by table", labels=["table"]
         )
         capacity = GaugeMetricFamily(
             "corridor_fib_capacity", "Entries the FIB has room for, by table", labels=["table"]
         )
-        for family, short in families:
-            entries.add_metric([f"{family}_routes"], stats[f"{short}_routes"])
-            capacity.add_metric([f"{family}_routes"], stats[f"{short}_capacity"])
-        for table in ("groups", "adjacencies"):
-            entries.add_metric([table], stats[table])
+        entries.add_metric(["ipv4_routes"], stats["v4_routes"])
+        entries.add_metric(["ipv6_routes"], stats["v6_routes"])
+        entries.add_metric(["groups"], stats["groups"])
+        entries.add_metric(["adjacencies"], stats["adjacencies"])
+        capacity.add_metric(["ipv4_routes"], stats["v4_capacity"])
+        capacity.add_metric(["ipv6_routes"], stats["v6_capacity"])
         capacity.add_metric(["groups"], stats["group_capacity"])
         capacity.add_metric(["adjacencies"], stats["adjacency_capacity"])
         yield entries
@@ -80,9 +88,10 @@ class _DataplaneCollector(Collector):
         memory = GaugeMetricFamily(
             "corridor_fib_bytes", "Memory held by the route tables, by family", labels=["family"]
         )
-        for family, short in families:
-            nodes.add_metric([family], stats[f"{short}_nodes_used"])
-            memory.add_metric([family], stats[f"{short}_bytes"])
+        nodes.add_metric(["ipv4"], stats["v4_nodes_used"])
+        nodes.add_metric(["ipv6"], stats["v6_nodes_used"])
+        memory.add_metric(["ipv4"], stats["v4_bytes"])
+        memory.add_metric(["ipv6"], stats["v6_bytes"])
         yield nodes
         yield memory
         yield GaugeMetricFamily(
@@ -134,7 +143,7 @@ class _DataplaneCollector(Collector):
         )
 
 
-def _engine_metrics(raw: dict, ports: list[dict]) -> Iterator:
+def _engine_metrics(counters: Counters, ports: list[PortStatus]) -> Iterator[Metric]:
     """The engine's counters as Prometheus families (read on the scrape thread: the engine
     releases the GIL and locks no worker)."""
     labels = ["port", "vlan"]
@@ -147,9 +156,13 @@ def _engine_metrics(raw: dict, ports: list[dict]) -> Iterator:
             ("tx_bytes", "Bytes sent by the engine, per port and VLAN"),
         )
     }
+    raw = counters.engine
     for e in raw["ports"]:
-        for field, family in families.items():
-            family.add_metric([e["name"], str(e["vlan"])], e[field])
+        labels = [e["name"], str(e["vlan"])]
+        families["rx_packets"].add_metric(labels, e["rx_packets"])
+        families["rx_bytes"].add_metric(labels, e["rx_bytes"])
+        families["tx_packets"].add_metric(labels, e["tx_packets"])
+        families["tx_bytes"].add_metric(labels, e["tx_bytes"])
     yield from families.values()
     drops = CounterMetricFamily(
         "corridor_drops", "Frames dropped, by reason and worker", labels=["reason", "worker"]
@@ -164,8 +177,8 @@ def _engine_metrics(raw: dict, ports: list[dict]) -> Iterator:
         worker = str(w["worker"])
         for reason, packets in w["drops"].items():
             drops.add_metric([reason, worker], packets)
-        for reason in ("tx_ring_full", "rx_ring_dropped"):
-            drops.add_metric([reason, worker], w[reason])
+        drops.add_metric(["tx_ring_full", worker], w["tx_ring_full"])
+        drops.add_metric(["rx_ring_dropped", worker], counters.rx_ring_dropped.get(w["worker"], 0))
         for outcome, packets in w["icmp"].items():
             icmp.add_metric([outcome, worker], packets)
         passes.add_metric([worker], w["passes"])
@@ -181,21 +194,3 @@ def _engine_metrics(raw: dict, ports: list[dict]) -> Iterator:
         recoveries.add_metric([p["name"]], p["recoveries"])
     yield up
     yield recoveries
-
-
-class MetricsServer:
-    """The /metrics endpoint on its own thread (prometheus-client's WSGI server): a scrape
-    reads values the agent already holds, so it never touches the event loop."""
-
-    def __init__(self, registry: CollectorRegistry, address: HostPort) -> None:
-        self._server: WSGIServer
-        self._thread: threading.Thread
-        self._server, self._thread = start_http_server(
-            address.port, address.host, registry=registry
-        )
-        self.port: int = self._server.server_port
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)

@@ -26,6 +26,8 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
 
 from corridor.agent.nexthops import Gateway
 
@@ -61,6 +63,17 @@ def _attributes(data: bytes, offset: int) -> dict[int, bytes]:
         attrs[kind & 0x3FFF] = data[offset + 4 : offset + length]
         offset += (length + 3) & ~3
     return attrs
+
+
+def kernel_link_state(name: str) -> Literal["up", "down"] | None:
+    """The kernel's operational state of interface `name` in this namespace (sysfs); None
+    when there is no such interface. Blocking: call it from the executor."""
+    try:
+        state = (Path("/sys/class/net") / name / "operstate").read_text().strip()
+    except OSError:
+        return None
+    # "unknown" is what interfaces without carrier detection (veth peers, tun) report up.
+    return "up" if state in ("up", "unknown") else "down"
 
 
 def open_netlink(netns: str | None) -> socket.socket:
@@ -105,20 +118,21 @@ class LinkWatch:
     """Follows the namespace's links and neighbours and keeps the gateways in use resolved.
     `changed()` is called on the loop whenever a fact the next hops depend on changed."""
 
-    def __init__(self, ports: tuple[str, ...], vlans: dict[int, tuple[int, ...]],
-                 netns: str | None, changed: Callable[[], None]) -> None:  # fmt: skip
+    def __init__(
+        self, vlans: dict[str, tuple[int, ...]], netns: str | None, changed: Callable[[], None]
+    ) -> None:
+        """`vlans`: the VLANs of each port, by port name."""
         self.netns = netns
-        self.port_names = ports
         self._changed = changed
-        # Kernel device -> (port index, VLAN): the port itself, and `<port>.<vlan>`.
-        self.devices: dict[str, tuple[int, int]] = {}
-        for i, name in enumerate(ports):
-            self.devices[name] = (i, 0)
-            for v in vlans.get(i, ()):
-                self.devices[f"{name}.{v}"] = (i, v)
+        # Kernel device -> (port, VLAN): the port itself, and `<port>.<vlan>`.
+        self.devices: dict[str, tuple[str, int]] = {}
+        for name, ids in vlans.items():
+            self.devices[name] = (name, 0)
+            for v in ids:
+                self.devices[f"{name}.{v}"] = (name, v)
         self.ifnames: dict[int, str] = {}  # ifindex -> name
-        self.link_up: dict[int, bool] = {}  # port index -> up
-        self.port_mac: dict[int, str] = {}
+        self.link_up: dict[str, bool] = {}  # port -> up
+        self.port_mac: dict[str, str] = {}
         self.neighbours: dict[Gateway, str] = {}  # resolved
         self.kernel_entries: set[Gateway] = set()  # any state
         self.wanted: frozenset[Gateway] = frozenset()
@@ -276,8 +290,7 @@ class LinkWatch:
             task.add_done_callback(self._tasks.discard)
 
     async def _replace(self, g: Gateway) -> None:
-        name = self.port_names[g.port]
-        device = name if g.vlan == 0 else f"{name}.{g.vlan}"
+        device = g.port if g.vlan == 0 else f"{g.port}.{g.vlan}"
         netns = ("-n", self.netns) if self.netns else ()
         args = ("ip", *netns, "neigh", "replace", g.address, "dev", device, "managed")
         process = await asyncio.create_subprocess_exec(

@@ -11,19 +11,20 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from corridor.agent.domain import (
+from corridor.common.errors import Violation
+from corridor.common.fib import (
+    NO_PORT,
     Adjacency,
     DeleteAdjacency,
     DeleteGroup,
+    FibOperation,
+    Members,
     NextHopGroup,
-    Operation,
-    Violation,
 )
 
-# The engine's adjacency 0 (ids from writers start at 1) on a port index no engine has: the
-# worker drops what it would send there and counts it as "unknown_egress".
+# The engine's adjacency 0 (ids from writers start at 1) on no port: the worker drops what
+# it would send there and counts it as "unknown_egress".
 DROP_ADJACENCY_ID = 0
-DROP_PORT = 0xFFFF
 NO_MAC = "00:00:00:00:00:00"
 
 
@@ -35,9 +36,9 @@ class State(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Gateway:
-    """A neighbour the agent keeps resolved: (port index, VLAN, IP address text)."""
+    """A neighbour the agent keeps resolved: (port name, VLAN, IP address text)."""
 
-    port: int
+    port: str
     vlan: int
     address: str
 
@@ -52,13 +53,13 @@ class NextHops:
 
     def __init__(self) -> None:
         self.adjacencies: dict[int, Adjacency] = {}
-        self.groups: dict[int, tuple[tuple[int, int], ...]] = {}
+        self.groups: dict[int, Members] = {}
         self._users: dict[int, set[int]] = {}  # adjacency id -> ids of groups it is in
-        self.link_up: dict[int, bool] = {}  # port index -> up; absent: assumed up
-        self.port_mac: dict[int, str] = {}
+        self.link_up: dict[str, bool] = {}  # port -> up; absent: assumed up
+        self.port_mac: dict[str, str] = {}
         self.neighbours: dict[Gateway, str] = {}  # resolved gateways only
-        self.installed_adjacencies: dict[int, tuple[int, int, str, str]] = {}
-        self.installed_groups: dict[int, tuple[tuple[int, int], ...]] = {}
+        self.installed_adjacencies: dict[int, Adjacency] = {}  # as the engine holds them
+        self.installed_groups: dict[int, Members] = {}
         self.drop_installed = False
 
     # --- what a written adjacency is now ---------------------------------------------
@@ -76,20 +77,22 @@ class NextHops:
         gateway = gateway_of(a)
         return None if gateway is None else self.neighbours.get(gateway)
 
-    def effective_adjacency(self, a: Adjacency) -> tuple[int, int, str, str]:
-        if a.gateway is None:
-            return (a.port, a.vlan, a.src_mac, a.dst_mac)
+    def effective_adjacency(self, a: Adjacency) -> Adjacency:
+        """`a` as the engine must hold it: with both MACs, and no gateway."""
         gateway = gateway_of(a)
-        return (
+        if gateway is None:
+            return a
+        return Adjacency(
+            a.id,
             a.port,
             a.vlan,
             self.port_mac.get(a.port, NO_MAC),
-            self.neighbours.get(gateway, NO_MAC) if gateway else NO_MAC,
+            self.neighbours.get(gateway, NO_MAC),
         )
 
     def effective_members(
         self, members: Iterable[tuple[int, int]], adjacencies: dict[int, Adjacency] | None = None
-    ) -> tuple[tuple[int, int], ...]:
+    ) -> Members:
         """The usable members; an adjacency this agent does not know is kept, so that the
         engine refuses the reference as it would any other."""
         known = self.adjacencies if adjacencies is None else adjacencies
@@ -110,35 +113,33 @@ class NextHops:
     # --- writes ------------------------------------------------------------------------
 
     def translate(
-        self, operations: Sequence[Operation]
-    ) -> tuple[list[Operation], list[Violation], bool]:
+        self, operations: Sequence[FibOperation]
+    ) -> tuple[list[FibOperation], list[Violation], bool]:
         """The engine's operations for a written batch, one for one (so the engine's errors
         name the writer's operations), violations the engine cannot see (an adjacency
         deleted while a group still uses it), and whether the drop adjacency is needed."""
-        out: list[Operation] = []
+        out: list[FibOperation] = []
         violations: list[Violation] = []
         adjacencies = dict(self.adjacencies)
-        groups: dict[int, tuple[tuple[int, int], ...]] | None = None
+        groups: dict[int, Members] | None = None
         needs_drop = False
         for i, op in enumerate(operations):
-            kind = type(op)
-            if kind is Adjacency:
+            if type(op) is Adjacency:
                 adjacencies[op.id] = op
-                port, vlan, src, dst = self.effective_adjacency(op)
-                out.append(Adjacency(op.id, port, vlan, src, dst))
-            elif kind is NextHopGroup:
+                out.append(self.effective_adjacency(op))
+            elif type(op) is NextHopGroup:
                 if groups is None:
                     groups = dict(self.groups)
                 groups[op.id] = op.members
                 members = self.effective_members(op.members, adjacencies)
                 needs_drop |= bool(members) and members[0][0] == DROP_ADJACENCY_ID
                 out.append(NextHopGroup(op.id, members))
-            elif kind is DeleteGroup:
+            elif type(op) is DeleteGroup:
                 if groups is None:
                     groups = dict(self.groups)
                 groups.pop(op.id, None)
                 out.append(op)
-            elif kind is DeleteAdjacency:
+            elif type(op) is DeleteAdjacency:
                 users = self._users_of(op.id, groups)
                 if users and op.id in adjacencies:
                     # Worded as the engine words it: it cannot see members left out.
@@ -156,43 +157,39 @@ class NextHops:
                 out.append(op)
         return out, violations, needs_drop and not self.drop_installed
 
-    def committed(self, operations: Sequence[Operation], engine_ops: Sequence[Operation]) -> None:
+    def committed(
+        self, operations: Sequence[FibOperation], engine_ops: Sequence[FibOperation]
+    ) -> None:
         """Records a batch the engine applied (`engine_ops` is what it got)."""
         for op, sent in zip(operations, engine_ops, strict=True):
-            kind = type(op)
-            if kind is Adjacency:
+            if type(op) is Adjacency and type(sent) is Adjacency:
                 self.adjacencies[op.id] = op
-                self.installed_adjacencies[op.id] = (
-                    sent.port,
-                    sent.vlan,
-                    sent.src_mac,
-                    sent.dst_mac,
-                )
-            elif kind is NextHopGroup:
+                self.installed_adjacencies[op.id] = sent
+            elif type(op) is NextHopGroup and type(sent) is NextHopGroup:
                 for adjacency_id, _ in self.groups.get(op.id, ()):
                     self._users.get(adjacency_id, set()).discard(op.id)
                 self.groups[op.id] = op.members
                 for adjacency_id, _ in op.members:
                     self._users.setdefault(adjacency_id, set()).add(op.id)
                 self.installed_groups[op.id] = sent.members
-            elif kind is DeleteGroup:
+            elif type(op) is DeleteGroup:
                 for adjacency_id, _ in self.groups.pop(op.id, ()):
                     self._users.get(adjacency_id, set()).discard(op.id)
                 self.installed_groups.pop(op.id, None)
-            elif kind is DeleteAdjacency:
+            elif type(op) is DeleteAdjacency:
                 self.adjacencies.pop(op.id, None)
                 self.installed_adjacencies.pop(op.id, None)
 
     def drop_adjacency(self) -> Adjacency:
-        return Adjacency(DROP_ADJACENCY_ID, DROP_PORT, 0, NO_MAC, NO_MAC)
+        return Adjacency(DROP_ADJACENCY_ID, NO_PORT, 0, NO_MAC, NO_MAC)
 
     # --- live changes ------------------------------------------------------------------
 
-    def refresh(self) -> list[Operation]:
+    def refresh(self) -> list[FibOperation]:
         """The engine operations that bring it to the written state under the live facts:
         adjacencies whose MACs changed, then groups whose usable members changed. Empty when
         nothing changed. The caller applies them, then calls `committed_refresh`."""
-        ops: list[Operation] = []
+        ops: list[FibOperation] = []
         if not self.adjacencies:
             return ops
         if not self.drop_installed:
@@ -200,7 +197,7 @@ class NextHops:
         for adjacency_id, a in self.adjacencies.items():
             effective = self.effective_adjacency(a)
             if self.installed_adjacencies.get(adjacency_id) != effective:
-                ops.append(Adjacency(adjacency_id, *effective))
+                ops.append(effective)
         for group_id, members in self.groups.items():
             effective = self.effective_members(members)
             if self.installed_groups.get(group_id) != effective:
@@ -209,14 +206,14 @@ class NextHops:
             return []  # only the drop adjacency: not needed yet
         return ops
 
-    def committed_refresh(self, ops: Sequence[Operation]) -> None:
+    def committed_refresh(self, ops: Sequence[FibOperation]) -> None:
         for op in ops:
             if type(op) is Adjacency:
                 if op.id == DROP_ADJACENCY_ID:
                     self.drop_installed = True
                 else:
-                    self.installed_adjacencies[op.id] = (op.port, op.vlan, op.src_mac, op.dst_mac)
-            else:
+                    self.installed_adjacencies[op.id] = op
+            elif type(op) is NextHopGroup:
                 self.installed_groups[op.id] = op.members
 
     # --- reporting ---------------------------------------------------------------------
@@ -233,9 +230,7 @@ class NextHops:
 
     # --- helpers -----------------------------------------------------------------------
 
-    def _users_of(
-        self, adjacency_id: int, groups: dict[int, tuple[tuple[int, int], ...]] | None
-    ) -> set[int]:
+    def _users_of(self, adjacency_id: int, groups: dict[int, Members] | None) -> set[int]:
         if groups is None:
             return set(self._users.get(adjacency_id, ()))
         return {g for g, members in groups.items() if any(a == adjacency_id for a, _ in members)}

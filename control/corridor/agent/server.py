@@ -1,13 +1,13 @@
 """The agent's gRPC server: corridor.v1.Dataplane with health and reflection, served the
-one way Corridor serves gRPC (`corridor.serving`).
+one way Corridor serves gRPC (`corridor.common.serving`).
 """
 
 from __future__ import annotations
 
 from corridor.agent.api import DataplaneService
-from corridor.agent.config import Listen, TlsFiles
 from corridor.agent.domain import Dataplane
-from corridor.serving import GrpcServer, StartError, start
+from corridor.common.config import Listen, TlsFiles
+from corridor.common.serving import GrpcServer, StartError, start
 from corridor.v1 import dataplane_pb2, dataplane_pb2_grpc
 
 __all__ = ["AgentServer", "StartError", "start_server"]

@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
-from google.protobuf import any_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
-from corridor.agent.api import DETAILS_BUDGET, violation_to_pb
-from corridor.agent.client import STATUS_DETAILS_KEY
+from corridor.common import status
+from corridor.common.addresses import (
+    address_to_bytes,
+    gateway_from_pb,
+    prefix_from_pb,
+    prefix_to_pb,
+)
+from corridor.common.errors import FieldError, InvalidBatch, Violation
+from corridor.common.fib import RouteKind, vlan_problem
 from corridor.controller import domain
 from corridor.controller.core import Controller
 from corridor.controller.domain import (
@@ -25,27 +31,19 @@ from corridor.controller.domain import (
     MAX_WEIGHT,
     IdsExhausted,
     Intent,
-    InvalidBatch,
-    RouteKind,
     UnknownNode,
-    Violation,
     check_node_address,
     check_node_name,
 )
+from corridor.controller.reconciler import NodeSession
 from corridor.controller.store import RouteQuery
-from corridor.v1 import common_pb2, controller_pb2, controller_pb2_grpc, dataplane_pb2
+from corridor.v1 import controller_pb2, controller_pb2_grpc
 
 LIST_PAGE = (1000, 10_000)  # default and largest page
 WATCH_CHUNK = 10_000
 
 _KINDS = {k.value: k for k in RouteKind}
-_FAMILY = {4: (socket.AF_INET, 32, "IPv4"), 16: (socket.AF_INET6, 128, "IPv6")}
-
-
-class _Fault(Exception):
-    def __init__(self, field: str, description: str) -> None:
-        self.field = field
-        self.description = description
+_Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class ControllerService(controller_pb2_grpc.ControllerServicer):
@@ -57,7 +55,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
     async def RegisterNode(self, request, context):
         try:
             node = node_from_pb(request.node)
-        except _Fault as f:
+        except FieldError as f:
             await refuse(
                 context, grpc.StatusCode.INVALID_ARGUMENT, [Violation(None, f.field, f.description)]
             )
@@ -122,8 +120,8 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         try:
             gateway = gateway_from_pb(request.gateway, "gateway")
             if not request.port:
-                raise _Fault("port", "is empty; name the port the gateway is reached through")
-        except _Fault as f:
+                raise FieldError("port", "is empty; name the port the gateway is reached through")
+        except FieldError as f:
             await refuse(
                 context, grpc.StatusCode.INVALID_ARGUMENT, [Violation(None, f.field, f.description)]
             )
@@ -146,7 +144,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         if request.HasField("within"):
             try:
                 within = prefix_from_pb(request.within, "within")
-            except _Fault as f:
+            except FieldError as f:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{f.field}: {f.description}")
         if request.kind and request.kind not in _KINDS:
             await context.abort(
@@ -163,7 +161,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                 )
         node = request.node if request.HasField("node") else None
         query = RouteQuery(node, within, request.kind, size + 1, after)
-        rows = await self.controller.store.list_routes(query)
+        rows = await self.controller.list_routes(query)
         response = controller_pb2.ListRoutesResponse()
         for key, intent, _ in rows[:size]:
             response.routes.append(route_to_pb(key, intent))
@@ -205,7 +203,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
 
 
 async def refuse(
-    context: grpc.aio.ServicerContext,
+    context: _Context,
     code: grpc.StatusCode,
     violations: Sequence[Violation],
     message: str | None = None,
@@ -213,23 +211,7 @@ async def refuse(
     """Ends the call with `code` and a WriteError naming every violation in the details."""
     if message is None:
         message = str(InvalidBatch(violations))
-    details = dataplane_pb2.WriteError()
-    for i, v in enumerate(violations):
-        details.violations.append(violation_to_pb(v))
-        if details.ByteSize() > DETAILS_BUDGET and i + 1 < len(violations):
-            details.violations[-1].CopyFrom(
-                dataplane_pb2.WriteError.Violation(
-                    field="routes", description=f"{len(violations) - i} more violations not listed"
-                )
-            )
-            break
-    packed = any_pb2.Any()
-    packed.Pack(details)
-    status = common_pb2.Status(code=code.value[0], message=message, details=[packed])
-    await context.abort(
-        code, message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
-    )
-    raise AssertionError("context.abort returned")
+    await status.refuse(context, code, message, violations, items="routes")
 
 
 # --- protobuf -> domain --------------------------------------------------------------------
@@ -257,7 +239,7 @@ def routes_from_pb(request: controller_pb2.ApplyRequest) -> list[tuple[domain.Ro
     for i, route in enumerate(request.routes):
         try:
             key, intent = route_from_pb(route)
-        except _Fault as f:
+        except FieldError as f:
             violations.append(Violation(i, f"routes[{i}].{f.field}", f.description))
             continue
         first = seen.setdefault(key, i)
@@ -285,23 +267,25 @@ def route_from_pb(route: controller_pb2.RouteIntent) -> tuple[domain.RouteKey, I
     prefix = prefix_from_pb(route.prefix, "prefix")
     node = route.node
     if node and (problem := check_node_name(node)) is not None:
-        raise _Fault("node", problem)
+        raise FieldError("node", problem)
     kind = _KINDS.get(route.kind)
     if kind is None:
         if route.kind == 0:
-            raise _Fault(
+            raise FieldError(
                 "kind", f"route {prefix}: is unset; use FORWARD (with next_hops), BLACKHOLE, "
                 "UNREACHABLE or LOCAL"
             )  # fmt: skip
-        raise _Fault("kind", f"route {prefix}: {route.kind} is not a route kind")
+        raise FieldError("kind", f"route {prefix}: {route.kind} is not a route kind")
     if kind is not RouteKind.FORWARD:
         if route.next_hops:
-            raise _Fault("next_hops", f"route {prefix}: a {kind.name} route has no next hops")
+            raise FieldError("next_hops", f"route {prefix}: a {kind.name} route has no next hops")
         return (node, prefix), Intent(kind)
     if not route.next_hops:
-        raise _Fault("next_hops", f"route {prefix}: a FORWARD route needs at least one next hop")
+        raise FieldError(
+            "next_hops", f"route {prefix}: a FORWARD route needs at least one next hop"
+        )
     if len(route.next_hops) > MAX_NEXT_HOPS:
-        raise _Fault(
+        raise FieldError(
             "next_hops",
             f"route {prefix}: {len(route.next_hops)} next hops exceed the limit of {MAX_NEXT_HOPS}",
         )
@@ -310,14 +294,20 @@ def route_from_pb(route: controller_pb2.RouteIntent) -> tuple[domain.RouteKey, I
         where = f"next_hops[{j}]"
         gateway = gateway_from_pb(hop.gateway, f"{where}.gateway")
         if not hop.port:
-            raise _Fault(f"{where}.port", "is empty; name the port the gateway is reached through")
-        if hop.vlan > 4094:
-            raise _Fault(f"{where}.vlan", f"{hop.vlan} is not a VLAN: 0 (untagged) or 1 to 4094")
+            raise FieldError(
+                f"{where}.port", "is empty; name the port the gateway is reached through"
+            )
+        if (problem := vlan_problem(hop.vlan)) is not None:
+            raise FieldError(f"{where}.vlan", problem)
         if hop.weight > MAX_WEIGHT:
-            raise _Fault(f"{where}.weight", f"{hop.weight} exceeds the largest weight {MAX_WEIGHT}")
+            raise FieldError(
+                f"{where}.weight", f"{hop.weight} exceeds the largest weight {MAX_WEIGHT}"
+            )
         key = (gateway, hop.port, hop.vlan)
         if key in hops:
-            raise _Fault(where, f"gateway {gateway} on {hop.port} VLAN {hop.vlan} is listed twice")
+            raise FieldError(
+                where, f"gateway {gateway} on {hop.port} VLAN {hop.vlan} is listed twice"
+            )
         hops[key] = hop.weight or 1
     return (node, prefix), Intent(kind, tuple(sorted(hops.items())))
 
@@ -333,66 +323,23 @@ def keys_from_pb(request: controller_pb2.DeleteRequest) -> list[domain.RouteKey]
     for i, key in enumerate(request.routes):
         try:
             keys.append((key.node, prefix_from_pb(key.prefix, "prefix")))
-        except _Fault as f:
+        except FieldError as f:
             violations.append(Violation(i, f"routes[{i}].{f.field}", f.description))
     if violations:
         raise InvalidBatch(violations)
     return keys
 
 
-def prefix_from_pb(prefix: common_pb2.IpPrefix, field: str) -> str:
-    address = prefix.address
-    length = prefix.length
-    family = _FAMILY.get(len(address))
-    if family is None:
-        raise _Fault(
-            f"{field}.address",
-            f"is {len(address)} bytes; an IPv4 address is 4 bytes and an IPv6 address 16",
-        )
-    af, bits, name = family
-    text = socket.inet_ntop(af, address)
-    if length > bits:
-        raise _Fault(f"{field}.length", f"{text}/{length}: prefix length {length} exceeds {bits}")
-    value = int.from_bytes(address)
-    host = value & ((1 << (bits - length)) - 1)
-    if host:
-        network = socket.inet_ntop(af, (value ^ host).to_bytes(len(address)))
-        raise _Fault(
-            f"{field}.address",
-            f"{text}/{length}: host bits set (the {name} network is {network}/{length})",
-        )
-    return f"{text}/{length}"
-
-
-def gateway_from_pb(address: bytes, field: str) -> str:
-    family = _FAMILY.get(len(address))
-    if family is None:
-        raise _Fault(
-            field, f"is {len(address)} bytes; an IPv4 address is 4 bytes and an IPv6 address 16"
-        )
-    text = socket.inet_ntop(family[0], address)
-    # What the agent refuses too (it resolves the gateway as a neighbour on the port).
-    loopback = address[0] == 127 if len(address) == 4 else address == bytes(15) + b"\x01"
-    if (
-        not any(address)
-        or loopback
-        or address[0] == 0xFF
-        or (len(address) == 4 and address[0] >= 224)
-    ):
-        raise _Fault(field, f"{text} is not a unicast address; a gateway is a neighbour's address")
-    return text
-
-
 def node_from_pb(node: controller_pb2.Node) -> domain.Node:
     if (problem := check_node_name(node.name)) is not None:
-        raise _Fault("node.name", problem)
+        raise FieldError("node.name", problem)
     if (problem := check_node_address(node.address)) is not None:
-        raise _Fault("node.address", problem)
+        raise FieldError("node.address", problem)
     tls = None
     if node.HasField("tls"):
         for name in ("ca", "cert", "key"):
             if not getattr(node.tls, name):
-                raise _Fault(f"node.tls.{name}", "is empty; TLS needs ca, cert and key files")
+                raise FieldError(f"node.tls.{name}", "is empty; TLS needs ca, cert and key files")
         tls = domain.NodeTls(node.tls.ca, node.tls.cert, node.tls.key, node.tls.server_name)
     return domain.Node(node.name, node.address, tls)
 
@@ -400,25 +347,16 @@ def node_from_pb(node: controller_pb2.Node) -> domain.Node:
 # --- domain -> protobuf --------------------------------------------------------------------
 
 
-def _prefix_pb(prefix: str) -> common_pb2.IpPrefix:
-    address, _, length = prefix.partition("/")
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    return common_pb2.IpPrefix(address=socket.inet_pton(family, address), length=int(length))
-
-
 def route_to_pb(key: domain.RouteKey, intent: Intent) -> controller_pb2.RouteIntent:
     node, prefix = key
-    route = controller_pb2.RouteIntent(node=node, prefix=_prefix_pb(prefix), kind=int(intent.kind))
+    route = controller_pb2.RouteIntent(node=node, prefix=prefix_to_pb(prefix), kind=intent.kind)
     for (gateway, port, vlan), weight in intent.group or ():
-        family = socket.AF_INET6 if ":" in gateway else socket.AF_INET
-        route.next_hops.add(
-            gateway=socket.inet_pton(family, gateway), port=port, vlan=vlan, weight=weight
-        )
+        route.next_hops.add(gateway=address_to_bytes(gateway), port=port, vlan=vlan, weight=weight)
     return route
 
 
 def key_to_pb(key: domain.RouteKey) -> controller_pb2.RouteKey:
-    return controller_pb2.RouteKey(node=key[0], prefix=_prefix_pb(key[1]))
+    return controller_pb2.RouteKey(node=key[0], prefix=prefix_to_pb(key[1]))
 
 
 def fib_sizes(sizes: tuple[int, int, int, int]) -> controller_pb2.FibSizes:
@@ -428,7 +366,7 @@ def fib_sizes(sizes: tuple[int, int, int, int]) -> controller_pb2.FibSizes:
     )
 
 
-def node_status(c: Controller, s) -> controller_pb2.NodeStatus:
+def node_status(c: Controller, s: NodeSession) -> controller_pb2.NodeStatus:
     node = s.node
     pb = controller_pb2.NodeStatus(
         node=controller_pb2.Node(name=node.name, address=node.address),

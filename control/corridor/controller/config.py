@@ -1,33 +1,32 @@
-"""The controller's configuration: one TOML file, checked whole at start-up with the agent's
-field-by-field rules (errors name the field; unknown keys are errors). For `corridor up`, an
-[agent] table holds a whole agent configuration: that agent runs in the same process and is
-registered as the node named by `up.node`.
+"""The controller's configuration: one TOML file, checked whole at start-up the way every
+Corridor file is (corridor.common.config: errors name the field; unknown keys are errors).
+The same file may hold the tables of `corridor up` ([up], [agent]); corridor.up reads them.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The agent's checked readers of TOML tables; one way to read a configuration file.
-from corridor.agent.config import (
-    AgentConfig,
+from corridor.common.config import (
     ConfigError,
     HostPort,
     Listen,
+    Table,
     TlsFiles,
-    _host_port,
-    _listen,
-    _Table,
-    _tls,
     load_toml,
+    metrics_from,
+    tls_and_listen,
 )
-from corridor.agent.config import parse as parse_agent
 from corridor.controller.domain import Node, NodeTls, check_node_address, check_node_name
 
-__all__ = ["ConfigError", "ControllerConfig", "load", "parse"]
+__all__ = ["ControllerConfig", "load", "parse"]
+
+# Top-level tables of a controller's file that `corridor up` reads (corridor/up.py).
+UP_TABLES = ("up", "agent")
 
 IDS_MAX = 1 << 24
 
@@ -72,8 +71,6 @@ class ControllerConfig:
     max_groups: int = 65536
     max_adjacencies: int = 65536
     nodes: tuple[Node, ...] = ()
-    agent: AgentConfig | None = None  # corridor up
-    local_node: str = "local"
     base: Path = field(default_factory=Path)
 
 
@@ -82,13 +79,13 @@ def load(path: str | os.PathLike[str]) -> ControllerConfig:
     return load_toml(path, parse)
 
 
-def parse(document: dict[str, Any], base: Path = Path()) -> ControllerConfig:
-    top = _Table(document, "")
-    listen = _listen(top.table("listen", required=True), base)
-    tls_table = top.table("tls")
-    tls = _tls(tls_table, base) if tls_table is not None else None
-    if tls is not None and listen.tcp is None:
-        raise ConfigError("tls: is set but listen.tcp is not; TLS protects the TCP listener")
+def parse(
+    document: dict[str, Any], base: Path = Path(), others: Iterable[str] = UP_TABLES
+) -> ControllerConfig:
+    """Checks a parsed TOML document; the top-level keys in `others` are left to their own
+    reader (by default those of `corridor up`)."""
+    top = Table(document, "")
+    listen, tls = tls_and_listen(top, base)
     store_table = top.table("store")
     store = base / "corridor-intent.db"
     if store_table is not None:
@@ -98,11 +95,7 @@ def parse(document: dict[str, Any], base: Path = Path()) -> ControllerConfig:
                 raise ConfigError("store.path: is empty; give the SQLite file to use")
             store = base / path
         store_table.done()
-    metrics = None
-    metrics_table = top.table("metrics")
-    if metrics_table is not None:
-        metrics = _host_port(metrics_table, "address", required=True)
-        metrics_table.done()
+    metrics = metrics_from(top)
     drift, max_groups, max_adjacencies = 10.0, 65536, 65536
     reconcile = top.table("reconcile")
     if reconcile is not None:
@@ -115,22 +108,7 @@ def parse(document: dict[str, Any], base: Path = Path()) -> ControllerConfig:
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ConfigError(f"nodes[{i}].name: {name!r} is already nodes[{names.index(name)}]")
-    agent = None
-    local = "local"
-    up = top.table("up")
-    if up is not None:
-        local = up.string("node") or "local"
-        if (problem := check_node_name(local)) is not None:
-            raise ConfigError(f"up.node: {problem}")
-        up.done()
-    top.seen.add("agent")
-    if "agent" in document:
-        if not isinstance(document["agent"], dict):
-            raise ConfigError("agent: expected a table (an agent configuration)")
-        try:
-            agent = parse_agent(document["agent"], base)
-        except ConfigError as e:
-            raise ConfigError(f"agent.{e}") from None
+    top.seen.update(others)
     top.done()
     return ControllerConfig(
         listen=listen,
@@ -141,17 +119,15 @@ def parse(document: dict[str, Any], base: Path = Path()) -> ControllerConfig:
         max_groups=max_groups,
         max_adjacencies=max_adjacencies,
         nodes=nodes,
-        agent=agent,
-        local_node=local,
         base=base,
     )
 
 
-def _node(t: _Table, base: Path) -> Node:
-    name = t.string("name", required=True)
+def _node(t: Table, base: Path) -> Node:
+    name = t.required_string("name")
     if (problem := check_node_name(name)) is not None:
         raise ConfigError(f"{t.path('name')}: {problem}")
-    address = t.string("address", required=True)
+    address = t.required_string("address")
     if (problem := check_node_address(address)) is not None:
         raise ConfigError(f"{t.path('address')}: {problem}")
     if address.startswith("unix:") and not address.startswith("unix:/"):
@@ -161,7 +137,7 @@ def _node(t: _Table, base: Path) -> Node:
     if tls_table is not None:
         files = {}
         for key in ("ca", "cert", "key"):
-            value = tls_table.string(key, required=True)
+            value = tls_table.required_string(key)
             files[key] = str(base / value)
         tls = NodeTls(**files, server_name=tls_table.string("server_name") or "")
         tls_table.done()

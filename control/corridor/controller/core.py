@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from corridor.common.errors import InvalidBatch, Violation
 from corridor.controller.domain import (
     ALL_NODES,
     AdjacencyKey,
@@ -18,13 +19,11 @@ from corridor.controller.domain import (
     IdsExhausted,
     Intent,
     IntentState,
-    InvalidBatch,
     Node,
     RouteKey,
     UnknownNode,
-    Violation,
 )
-from corridor.controller.store import Loaded, Store
+from corridor.controller.store import Loaded, RouteQuery, Store
 
 log = logging.getLogger("corridor.controller")
 
@@ -162,6 +161,10 @@ class Controller:
             await self._commit(change)
             groups = sum(1 for g in self.state.group_ids if any(a == key for a, _ in g))
             return change.revision, groups
+
+    async def list_routes(self, query: RouteQuery) -> list[tuple[RouteKey, Intent, bytes]]:
+        """Routes of intent in (node, prefix) order, from the store."""
+        return await self.store.list_routes(query)
 
     # -- checks a batch must pass whole
 

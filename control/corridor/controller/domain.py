@@ -5,17 +5,24 @@ no storage (the Store commits what the domain decides), no agent (the reconciler
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 import re
-import socket
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from corridor.agent.domain import InvalidBatch, Violation
-
-__all__ = ["InvalidBatch", "Violation"]
+from corridor.common.fib import (
+    Adjacency,
+    DeleteAdjacency,
+    DeleteGroup,
+    DeleteRoute,
+    FibOperation,
+    Members,
+    NextHopGroup,
+    Route,
+    RouteKind,
+    new_route,
+)
 
 MAX_ROUTES_PER_BATCH = 100_000
 MAX_NEXT_HOPS = 256  # the engine's largest group
@@ -24,22 +31,10 @@ NODE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 ALL_NODES = ""
 
 
-class RouteKind(enum.IntEnum):
-    """The values are those of corridor.v1.RouteKind."""
-
-    FORWARD = 1
-    BLACKHOLE = 2
-    UNREACHABLE = 3
-    LOCAL = 4
-
-
 # A next hop's key: (gateway text, port, vlan). A group's key: its next hops with weights,
 # sorted, so every route with the same set shares one group.
 AdjacencyKey = tuple[str, str, int]
 GroupKey = tuple[tuple[AdjacencyKey, int], ...]
-# An adjacency as a node holds it: (port, vlan, gateway text). One written with explicit MACs
-# (by someone else) has gateway "": it never equals intent, so a full sync replaces it.
-AdjacencyContent = tuple[str, int, str]
 
 
 @dataclass(slots=True, frozen=True)
@@ -89,12 +84,6 @@ class Change:
 # --- text forms -------------------------------------------------------------------------
 
 
-def prefix_text(address: bytes, length: int) -> str:
-    """The canonical text of a prefix, the same as the agent's (inet_ntop)."""
-    family = socket.AF_INET if len(address) == 4 else socket.AF_INET6
-    return f"{socket.inet_ntop(family, address)}/{length}"
-
-
 def prefix_sort_key(prefix: str) -> bytes:
     """Orders prefixes by family, address, then length; used as the store's key."""
     network = ipaddress.ip_network(prefix)
@@ -127,19 +116,20 @@ def adjacency_from_text(text: str) -> AdjacencyKey:
 # The agent resolves a gateway through a kernel neighbour entry it manages and fills both
 # MACs itself (its port's, the neighbour's), so an adjacency is stated as (port, VLAN,
 # gateway). Read gives back the same form plus what the agent found (state, neighbour MAC),
-# which the controller does not compare: it changes with the network, not with intent.
+# which the controller does not compare: it changes with the network, not with intent. One
+# written with explicit MACs (by someone else) never equals intent: a full sync replaces it.
 
 
-def adjacency_content(key: AdjacencyKey) -> AdjacencyContent:
-    """(port, vlan, gateway text), as the controller writes an adjacency."""
+def adjacency_of(adjacency: int, key: AdjacencyKey) -> Adjacency:
+    """Adjacency `adjacency` to the next hop `key`, as the controller writes it."""
     gateway, port, vlan = key
-    return (port, vlan, gateway)
+    return Adjacency(adjacency, port, vlan, "", "", gateway)
 
 
 # --- a node's FIB --------------------------------------------------------------------------
 
-Members = tuple[tuple[int, int], ...]
-RouteEntry = tuple[int, int]  # (RouteKind value, group id or 0)
+MembersOf = Callable[[int], Members]  # a group's members, by group id
+AdjacencyById = Callable[[int], Adjacency]
 
 
 class NodeFib:
@@ -148,10 +138,10 @@ class NodeFib:
     node should hold and what it is known to hold. Changes mark keys dirty for the next diff."""
 
     def __init__(self) -> None:
-        self.routes: dict[str, RouteEntry] = {}
+        self.routes: dict[str, Route] = {}
         self.v6_routes = 0  # kept as routes come and go: status calls must not count 1 M keys
         self.groups: dict[int, Members] = {}
-        self.adjacencies: dict[int, AdjacencyContent] = {}
+        self.adjacencies: dict[int, Adjacency] = {}
         self.group_refs: Counter[int] = Counter()
         self.adjacency_refs: Counter[int] = Counter()
         self.dirty_routes: set[str] = set()
@@ -162,9 +152,11 @@ class NodeFib:
         v6 = self.v6_routes
         return (len(self.routes) - v6, v6, len(self.groups), len(self.adjacencies))
 
-    def set_route(self, prefix: str, entry: RouteEntry | None, members=None, contents=None):
+    def set_route(
+        self, prefix: str, entry: Route | None, members: MembersOf, contents: AdjacencyById
+    ) -> None:
         """Sets (or with None, removes) the route to `prefix`. For a new group, `members`
-        gives its members and `contents` the content of an adjacency by id."""
+        gives its members and `contents` an adjacency by id."""
         old = self.routes.get(prefix)
         if old == entry:
             return
@@ -175,12 +167,12 @@ class NodeFib:
             del self.routes[prefix]
         else:
             self.routes[prefix] = entry
-            if entry[1]:
-                self._ref_group(entry[1], members, contents)
-        if old is not None and old[1]:
-            self._unref_group(old[1])
+            if entry.group:
+                self._ref_group(entry.group, members, contents)
+        if old is not None and old.group:
+            self._unref_group(old.group)
 
-    def set_group_members(self, group: int, members: Members, contents) -> None:
+    def set_group_members(self, group: int, members: Members, contents: AdjacencyById) -> None:
         """Re-points a group in use (a drain or restore)."""
         old = self.groups[group]
         if old == members:
@@ -192,9 +184,9 @@ class NodeFib:
         self.groups[group] = members
         self.dirty_groups.add(group)
 
-    def _ref_group(self, group: int, members, contents) -> None:
+    def _ref_group(self, group: int, members_of: MembersOf, contents: AdjacencyById) -> None:
         if self.group_refs[group] == 0:
-            members = members(group)
+            members = members_of(group)
             self.groups[group] = members
             self.dirty_groups.add(group)
             for a, _ in members:
@@ -209,7 +201,7 @@ class NodeFib:
                 self._unref_adjacency(a)
             self.dirty_groups.add(group)
 
-    def _ref_adjacency(self, adjacency: int, contents) -> None:
+    def _ref_adjacency(self, adjacency: int, contents: AdjacencyById) -> None:
         if self.adjacency_refs[adjacency] == 0:
             self.adjacencies[adjacency] = contents(adjacency)
             self.dirty_adjacencies.add(adjacency)
@@ -230,29 +222,27 @@ class NodeFib:
     @classmethod
     def installed(
         cls,
-        adjacencies: Iterable[tuple[int, AdjacencyContent]],
-        groups: Iterable[tuple[int, Members]],
-        routes: Iterable[tuple[str, RouteEntry]],
+        adjacencies: Iterable[Adjacency],
+        groups: Iterable[NextHopGroup],
+        routes: Iterable[Route],
     ) -> NodeFib:
         """The FIB a node reported, as it is (references counted, nothing dirty)."""
         fib = cls()
-        fib.adjacencies = dict(adjacencies)
-        fib.groups = dict(groups)
-        fib.routes = dict(routes)
+        fib.adjacencies = {a.id: a for a in adjacencies}
+        fib.groups = {g.id: g.members for g in groups}
+        fib.routes = {r.prefix: r for r in routes}
         fib.v6_routes = sum(1 for p in fib.routes if ":" in p)
         for members in fib.groups.values():
             for a, _ in members:
                 fib.adjacency_refs[a] += 1
-        for _, group in fib.routes.values():
-            if group:
-                fib.group_refs[group] += 1
+        for route in fib.routes.values():
+            if route.group:
+                fib.group_refs[route.group] += 1
         return fib
 
 
-# Operations toward a node, in the order that keeps every prefix of the sequence valid:
+# Operations toward a node come in the order that keeps every prefix of the sequence valid:
 # adjacencies set, groups set, routes set or deleted, groups deleted, adjacencies deleted.
-SET_ADJACENCY, SET_GROUP, SET_ROUTE, DELETE_ROUTE, DELETE_GROUP, DELETE_ADJACENCY = range(6)
-FibOperation = tuple  # (verb, key, value)
 
 
 def diff(
@@ -269,66 +259,69 @@ def diff(
         groups = have.groups.keys() | want.groups.keys()
     if adjacencies is None:
         adjacencies = have.adjacencies.keys() | want.adjacencies.keys()
-    adjacencies = sorted(adjacencies)
-    groups = sorted(groups)
+    adjacency_ids = sorted(adjacencies)
+    group_ids = sorted(groups)
     ops: list[FibOperation] = []
-    for a in adjacencies:
+    for a in adjacency_ids:
         content = want.adjacencies.get(a)
         if content is not None and have.adjacencies.get(a) != content:
-            ops.append((SET_ADJACENCY, a, content))
-    for g in groups:
+            ops.append(content)
+    for g in group_ids:
         members = want.groups.get(g)
         if members is not None and have.groups.get(g) != members:
-            ops.append((SET_GROUP, g, members))
+            ops.append(NextHopGroup(g, members))
     have_routes = have.routes
     want_routes = want.routes
+    append = ops.append
     for p in routes:
         entry = want_routes.get(p)
         if entry is None:
             if p in have_routes:
-                ops.append((DELETE_ROUTE, p, None))
+                append(DeleteRoute(p))
         elif have_routes.get(p) != entry:
-            ops.append((SET_ROUTE, p, entry))
-    for g in groups:
+            append(entry)
+    for g in group_ids:
         if g not in want.groups and g in have.groups:
-            ops.append((DELETE_GROUP, g, None))
-    for a in adjacencies:
+            ops.append(DeleteGroup(g))
+    for a in adjacency_ids:
         if a not in want.adjacencies and a in have.adjacencies:
-            ops.append((DELETE_ADJACENCY, a, None))
+            ops.append(DeleteAdjacency(a))
     return ops
 
 
 def apply_operations(fib: NodeFib, ops: Iterable[FibOperation]) -> None:
     """Records in `fib` (what a node holds) operations the node acknowledged."""
-    for verb, key, value in ops:
-        if verb == SET_ROUTE:
-            old = fib.routes.get(key)
-            fib.routes[key] = value
-            if old is None and ":" in key:
+    routes = fib.routes
+    group_refs = fib.group_refs
+    for op in ops:
+        if type(op) is Route:
+            old = routes.get(op.prefix)
+            routes[op.prefix] = op
+            if old is None and ":" in op.prefix:
                 fib.v6_routes += 1
-            if value[1]:
-                fib.group_refs[value[1]] += 1
-            if old is not None and old[1]:
-                fib.group_refs[old[1]] -= 1
-        elif verb == DELETE_ROUTE:
-            old = fib.routes.pop(key, None)
-            if old is not None and ":" in key:
+            if op.group:
+                group_refs[op.group] += 1
+            if old is not None and old.group:
+                group_refs[old.group] -= 1
+        elif type(op) is DeleteRoute:
+            old = routes.pop(op.prefix, None)
+            if old is not None and ":" in op.prefix:
                 fib.v6_routes -= 1
-            if old is not None and old[1]:
-                fib.group_refs[old[1]] -= 1
-        elif verb == SET_GROUP:
-            for a, _ in fib.groups.get(key, ()):
+            if old is not None and old.group:
+                group_refs[old.group] -= 1
+        elif type(op) is NextHopGroup:
+            for a, _ in fib.groups.get(op.id, ()):
                 fib.adjacency_refs[a] -= 1
-            fib.groups[key] = value
-            for a, _ in value:
+            fib.groups[op.id] = op.members
+            for a, _ in op.members:
                 fib.adjacency_refs[a] += 1
-        elif verb == DELETE_GROUP:
-            for a, _ in fib.groups.pop(key, ()):
+        elif type(op) is DeleteGroup:
+            for a, _ in fib.groups.pop(op.id, ()):
                 fib.adjacency_refs[a] -= 1
-        elif verb == SET_ADJACENCY:
-            fib.adjacencies[key] = value
-        elif verb == DELETE_ADJACENCY:
-            fib.adjacencies.pop(key, None)
+        elif type(op) is Adjacency:
+            fib.adjacencies[op.id] = op
+        elif type(op) is DeleteAdjacency:
+            fib.adjacencies.pop(op.id, None)
 
 
 # --- intent --------------------------------------------------------------------------------
@@ -401,15 +394,14 @@ class IntentState:
         ]
         return tuple(sorted(live or [(ids[a], w) for a, w in key]))
 
-    def adjacency_content(self, adjacency: int) -> AdjacencyContent:
-        return adjacency_content(self.adjacency_keys[adjacency])
+    def adjacency(self, adjacency: int) -> Adjacency:
+        return adjacency_of(adjacency, self.adjacency_keys[adjacency])
 
-    def entry(self, intent: Intent | None) -> RouteEntry | None:
+    def entry(self, prefix: str, intent: Intent | None) -> Route | None:
         if intent is None:
             return None
-        if intent.group is None:
-            return (int(intent.kind), 0)
-        return (int(intent.kind), self.group_ids[intent.group])
+        group = 0 if intent.group is None else self.group_ids[intent.group]
+        return new_route((prefix, intent.kind, group))
 
     def desired(self, node: str) -> NodeFib:
         """The whole FIB `node` should hold."""
@@ -423,14 +415,16 @@ class IntentState:
         def members(g: int) -> Members:
             return self.members(node, g)
 
-        contents = self.adjacency_content
+        contents = self.adjacency
+        entry = self.entry
+        effective = self.effective
         for p in prefixes:
-            fib.set_route(p, self.entry(self.effective(node, p)), members, contents)
+            fib.set_route(p, entry(p, effective(node, p)), members, contents)
 
     def refresh_groups(self, fib: NodeFib, node: str) -> None:
         """Re-derives the members of every group `fib` uses (after a drain or restore)."""
         for g in list(fib.groups):
-            fib.set_group_members(g, self.members(node, g), self.adjacency_content)
+            fib.set_group_members(g, self.members(node, g), self.adjacency)
 
     # -- planning changes (nothing changes until the store has committed)
 
@@ -549,7 +543,7 @@ class IntentState:
                 self.adjacency_keys.pop(self.adjacency_ids.pop(key), None)
 
 
-def _free_ids(used: dict[int, object], limit: int):
+def _free_ids(used: dict[int, GroupKey] | dict[int, AdjacencyKey], limit: int) -> Iterator[int]:
     """The unused ids from 1 to `limit`, lowest first (the agent's tables are dense)."""
     return (i for i in range(1, limit + 1) if i not in used)
 

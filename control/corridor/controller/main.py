@@ -1,6 +1,5 @@
-"""`corridor controller` and `corridor up`: the controller process, on uvloop, stopping cleanly
-on SIGTERM or SIGINT. `up` also hosts a local agent in the same process and registers it as
-a node, so that one command on one server gives a working data plane and its controller.
+"""`corridor controller`: the controller process, on uvloop, stopping cleanly on SIGTERM or
+SIGINT. (`corridor up`, corridor/up.py, runs the same with a local agent beside it.)
 """
 
 from __future__ import annotations
@@ -14,11 +13,11 @@ from functools import partial
 
 import uvloop
 
-from corridor.agent.config import ConfigError
-from corridor.agent.metrics import MetricsServer
+from corridor.common.config import ConfigError
+from corridor.common.metrics import MetricsServer
 from corridor.controller.config import ControllerConfig, load
 from corridor.controller.core import Controller
-from corridor.controller.domain import Node
+from corridor.controller.domain import IntentState, Node
 from corridor.controller.metrics import ControllerMetrics
 from corridor.controller.reconciler import NodeSession
 from corridor.controller.server import ControllerServer, StartError, start_server
@@ -29,24 +28,33 @@ log = logging.getLogger("corridor.controller")
 STOP_GRACE_SECONDS = 5.0
 
 
-def run(config_path: str, with_agent: bool = False) -> int:
+__all__ = [
+    "STOP_GRACE_SECONDS",
+    "RunningController",
+    "StartError",
+    "run",
+    "serve",
+    "start_controller",
+]
+
+
+def configure_logging(what: str) -> None:
+    logging.basicConfig(level=logging.INFO, format=f"corridor {what}: %(name)s: %(message)s")
+
+
+def run(config_path: str) -> int:
     """Exit status 0 after a clean stop, 2 for a bad configuration, 1 when it could not
     start."""
-    what = "up" if with_agent else "controller"
-    logging.basicConfig(level=logging.INFO, format=f"corridor {what}: %(name)s: %(message)s")
+    configure_logging("controller")
     try:
         config = load(config_path)
-        if with_agent and config.agent is None:
-            raise ConfigError(f"{config_path}: agent: is required by `corridor up` (a table)")
     except ConfigError as e:
-        print(f"corridor {what}: {e}", file=sys.stderr)
+        print(f"corridor controller: {e}", file=sys.stderr)
         return 2
-    from corridor.agent.engine_host import EngineStartError
-
     try:
-        uvloop.run(serve(config, with_agent))
-    except (StartError, EngineStartError, OSError) as e:
-        print(f"corridor {what}: {e}", file=sys.stderr)
+        uvloop.run(serve(config))
+    except (StartError, OSError) as e:
+        print(f"corridor controller: {e}", file=sys.stderr)
         return 1
     return 0
 
@@ -97,23 +105,25 @@ async def start_controller(
         raise
 
 
-def _session(node, state, election, drift_check, metrics) -> NodeSession:
+def _session(
+    node: Node,
+    state: IntentState,
+    election: int,
+    drift_check: float,
+    metrics: ControllerMetrics,
+) -> NodeSession:
     return NodeSession(node, state, election, drift_check, metrics)
 
 
-async def serve(config: ControllerConfig, with_agent: bool = False) -> None:
+async def serve(config: ControllerConfig, extra_nodes: tuple[Node, ...] = ()) -> None:
+    """Serves until SIGTERM or SIGINT, then drains and releases everything it bound."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    agent = None
     running = None
     try:
-        extra: tuple[Node, ...] = ()
-        if with_agent:
-            agent, node = await _start_agent(config)
-            extra = (node,)
-        running = await start_controller(config, extra)
+        running = await start_controller(config, extra_nodes)
         where = []
         if running.server.unix_path is not None:
             where.append(f"unix:{running.server.unix_path}")
@@ -126,25 +136,6 @@ async def serve(config: ControllerConfig, with_agent: bool = False) -> None:
     finally:
         if running is not None:
             await running.stop()
-        if agent is not None:
-            await agent.stop(STOP_GRACE_SECONDS)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     log.info("stopped")
-
-
-async def _start_agent(config: ControllerConfig):
-    """The local agent of `corridor up`: the very agent `corridor agent` runs, engine
-    included when the [agent] table has ports."""
-    from corridor.agent.main import start_agent
-
-    agent_config = config.agent
-    if agent_config.listen.unix is None and agent_config.tls is not None:
-        raise StartError("agent: `corridor up` reaches its agent over listen.unix; set it")
-    agent = await start_agent(agent_config)
-    server = agent.server
-    address = (
-        f"unix:{server.unix_path}" if server.unix_path is not None else f"127.0.0.1:{server.port}"
-    )
-    log.info("local agent serving corridor.v1.Dataplane on %s", address)
-    return agent, Node(config.local_node, address)

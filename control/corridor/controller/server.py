@@ -1,13 +1,13 @@
 """The controller's gRPC server: corridor.v1.Controller with health and reflection, served
-the one way Corridor serves gRPC (`corridor.serving`).
+the one way Corridor serves gRPC (`corridor.common.serving`).
 """
 
 from __future__ import annotations
 
-from corridor.agent.config import Listen, TlsFiles
+from corridor.common.config import Listen, TlsFiles
+from corridor.common.serving import GrpcServer, StartError, start
 from corridor.controller.api import ControllerService
 from corridor.controller.core import Controller
-from corridor.serving import GrpcServer, StartError, start
 from corridor.v1 import controller_pb2, controller_pb2_grpc
 
 __all__ = ["ControllerServer", "StartError", "start_server"]

@@ -10,12 +10,12 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from corridor.common.fib import RouteKind
 from corridor.controller.domain import (
     Change,
     Intent,
     Node,
     NodeTls,
-    RouteKind,
     adjacency_from_text,
     adjacency_text,
     group_from_text,

@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from corridor.agent.config import Listen, TlsFiles
+from corridor.common.config import Listen, TlsFiles
 
 # A 100,000-operation batch is a few MB; leave room for large groups and adjacencies.
 MAX_MESSAGE_BYTES = 64 << 20

@@ -1,0 +1,42 @@
+"""The errors a writer can meet, in the agent and the controller alike: a batch refused whole
+with every violation named, and the fault of one field. No gRPC here (status.py gives them
+their wire form)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """What is wrong with one operation (`index`), or with the batch as a whole (None)."""
+
+    index: int | None
+    field: str
+    description: str
+
+
+class InvalidBatch(ValueError):
+    """The batch was refused whole and nothing of it applied."""
+
+    def __init__(self, violations: Sequence[Violation]) -> None:
+        self.violations = list(violations)
+        first = self.violations[0]
+        where = f"operation {first.index}" if first.index is not None else first.field
+        more = f" (and {len(self.violations) - 1} more)" if len(self.violations) > 1 else ""
+        super().__init__(f"batch refused, nothing applied: {where}: {first.description}{more}")
+
+
+class FieldError(ValueError):
+    """One field of a request is wrong: `field` is its path below the item being read."""
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"{field}: {description}")
+        self.field = field
+        self.description = description
+
+
+def format_election_id(value: int) -> str:
+    """A 128-bit election id as high:low."""
+    return f"{value >> 64}:{value & ((1 << 64) - 1)}"
