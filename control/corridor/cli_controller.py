@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 DEFAULT_CONTROLLER = "unix:/run/corridor/controller.sock"
 TIMEOUT = 30.0
@@ -171,18 +172,18 @@ def _next_hop(text: str):
 
 
 def _run_route(args) -> int:
-    from corridor.v1 import controller_pb2
+    from corridor.v1 import controller_pb2, dataplane_pb2
 
     if args.action == "add":
 
         async def work(stub):
             route = controller_pb2.RouteIntent(node=args.node, prefix=_prefix(args.prefix))
             if args.blackhole:
-                route.kind = 2
+                route.kind = dataplane_pb2.ROUTE_KIND_BLACKHOLE
             elif args.unreachable:
-                route.kind = 3
+                route.kind = dataplane_pb2.ROUTE_KIND_UNREACHABLE
             else:
-                route.kind = 1
+                route.kind = dataplane_pb2.ROUTE_KIND_FORWARD
                 route.next_hops.extend(_next_hop(v) for v in args.via)
             reply = await stub.Apply(controller_pb2.ApplyRequest(routes=[route]), timeout=TIMEOUT)
             _out(args, {"revision": reply.revision}, f"committed at revision {reply.revision}")
@@ -206,7 +207,7 @@ def _run_route(args) -> int:
                 request.node = args.node
             if args.within:
                 request.within.CopyFrom(_prefix(args.within))
-            rows = []
+            rows: list[dict[str, Any]] = []
             while len(rows) < args.limit:
                 page = await stub.ListRoutes(request, timeout=TIMEOUT)
                 rows.extend(_route_dict(r) for r in page.routes)

@@ -23,7 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
@@ -31,6 +33,8 @@ from corridor import lab as L
 from corridor import traffic
 from corridor.agent import client as c
 from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2, dataplane_pb2_grpc
+
+T = TypeVar("T")
 
 TABLES = {
     "IPv4": "ipv4-routeviews-2024-04-06.txt.gz",
@@ -82,12 +86,14 @@ def data_dir(given: str | None) -> Path:
 def via(prefix: str) -> controller_pb2.RouteIntent:
     """A route toward the sink: next hop by gateway address on the router's port dut1."""
     gateway = L.SINK_V6 if ":" in prefix else L.SINK_V4
-    route = controller_pb2.RouteIntent(prefix=c.prefix(prefix), kind=1)
+    route = controller_pb2.RouteIntent(
+        prefix=c.prefix(prefix), kind=dataplane_pb2.ROUTE_KIND_FORWARD
+    )
     route.next_hops.add(gateway=ipaddress.ip_address(gateway).packed, port=L.DUT_OUT)
     return route
 
 
-async def until(what: str, fn, within: float) -> object:
+async def until(what: str, fn: Callable[[], Awaitable[T | None]], within: float) -> T:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
@@ -139,7 +145,7 @@ async def program(tmp: Path, data: Path, tables: list[str]) -> None:
     await channel.close()
 
 
-async def node_counters(tmp: Path) -> dataplane_pb2.GetCountersResponse:
+async def node_counters(tmp: Path) -> dataplane_pb2.Counters:
     async with grpc.aio.insecure_channel(f"unix:{tmp}/agent.sock") as channel:
         stub = dataplane_pb2_grpc.DataplaneStub(channel)
         return await stub.GetCounters(dataplane_pb2.GetCountersRequest(), timeout=5)

@@ -230,7 +230,7 @@ def build_frames(
     spec: FrameSpec, sizes: Sequence[int] = (60,), flows: int = 1, *, seq_start: int = 0
 ) -> list[bytes]:
     """Every (size, flow) combination, sizes varying fastest; seq numbers consecutive."""
-    frames = []
+    frames: list[bytes] = []
     for flow in range(flows):
         for size in sizes:
             frames.append(build_frame(spec, size, flow, seq_start + len(frames)))

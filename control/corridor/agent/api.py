@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import NoReturn, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -30,6 +30,7 @@ from corridor.common.fib import (
     RouteKind,
     new_route,
 )
+from corridor.common.status import Context as _Context
 from corridor.common.status import election_id_from_pb, refuse
 from corridor.v1 import common_pb2, dataplane_pb2, dataplane_pb2_grpc
 
@@ -37,7 +38,6 @@ READ_CHUNK = 10_000  # entries per ReadResponse
 COUNTERS_INTERVAL_MS = (100, 3_600_000)
 
 _KIND_FROM_PB = {kind.value: kind for kind in RouteKind}
-_Context = grpc.aio.ServicerContext[Any, Any]
 _T = TypeVar("_T")
 
 
@@ -90,14 +90,17 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
         ports = await loop.run_in_executor(None, self.dataplane.port_states)
         yield dataplane_pb2.ReadResponse(generation=generation, ports=ports_to_pb(ports))
         states = snapshot.adjacency_states
-        for chunk in _chunks(snapshot.adjacencies):
-            adjacencies = [adjacency_to_pb(a, states.get(a.id)) for a in chunk]
-            yield dataplane_pb2.ReadResponse(generation=generation, adjacencies=adjacencies)
-        for chunk in _chunks(snapshot.groups):
-            groups = [group_to_pb(g) for g in chunk]
-            yield dataplane_pb2.ReadResponse(generation=generation, next_hop_groups=groups)
-        for chunk in _chunks(snapshot.routes):
-            yield await loop.run_in_executor(None, routes_response, chunk, generation)
+        for adjacencies in _chunks(snapshot.adjacencies):
+            yield dataplane_pb2.ReadResponse(
+                generation=generation,
+                adjacencies=[adjacency_to_pb(a, states.get(a.id)) for a in adjacencies],
+            )
+        for groups in _chunks(snapshot.groups):
+            yield dataplane_pb2.ReadResponse(
+                generation=generation, next_hop_groups=[group_to_pb(g) for g in groups]
+            )
+        for routes in _chunks(snapshot.routes):
+            yield await loop.run_in_executor(None, routes_response, routes, generation)
 
     async def GetCounters(
         self, request: dataplane_pb2.GetCountersRequest, context: _Context
@@ -136,7 +139,7 @@ async def _refuse(
     error: Exception,
     batch_id: int,
     violations: Sequence[Violation],
-) -> None:
+) -> NoReturn:
     """Ends the call with `code`, the error's message, and a WriteError in the details."""
     await refuse(context, code, str(error), violations, items="operations", batch_id=batch_id)
 
@@ -300,7 +303,7 @@ def routes_response(routes: Iterable[Route], generation: int) -> dataplane_pb2.R
     for r in routes:
         pb = add()
         set_prefix(pb.prefix, r.prefix)
-        pb.kind = r.kind  # type: ignore[assignment]  # RouteKind's values are the protobuf's
+        pb.kind = r.kind  # RouteKind's values are the protobuf's
         if r.group:
             pb.next_hop_group_id = r.group
     return response

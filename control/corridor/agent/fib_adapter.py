@@ -77,7 +77,7 @@ class EngineFib:
         return (
             [Adjacency(i, name.get(port, str(port)), vlan, src, dst)
              for i, port, vlan, src, dst in adjacencies],
-            [NextHopGroup(i, tuple(map(tuple, members))) for i, members in groups],
+            [NextHopGroup(i, tuple((a, w) for a, w in members)) for i, members in groups],
             [_route(prefix, target) for prefix, target in routes],
         )  # fmt: skip
 

@@ -89,7 +89,7 @@ def open_netlink(netns: str | None) -> socket.socket:
 
     if netns is None:
         return make()
-    result: list = []
+    result: list[socket.socket | OSError] = []
 
     def in_namespace() -> None:
         # This thread alone enters the namespace and ends right after.
@@ -139,8 +139,8 @@ class LinkWatch:
         self._tried: dict[Gateway, float] = {}
         self._sock: socket.socket | None = None
         self._dumps: list[int] = []
-        self._tasks: set[asyncio.Task] = set()
-        self._ticker: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
         self.events = 0
 
     async def start(self) -> None:

@@ -199,9 +199,9 @@ class NextHops:
             if self.installed_adjacencies.get(adjacency_id) != effective:
                 ops.append(effective)
         for group_id, members in self.groups.items():
-            effective = self.effective_members(members)
-            if self.installed_groups.get(group_id) != effective:
-                ops.append(NextHopGroup(group_id, effective))
+            usable = self.effective_members(members)
+            if self.installed_groups.get(group_id) != usable:
+                ops.append(NextHopGroup(group_id, usable))
         if len(ops) == 1 and not self.drop_installed:
             return []  # only the drop adjacency: not needed yet
         return ops

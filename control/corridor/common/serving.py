@@ -98,9 +98,9 @@ async def start(
     return GrpcServer(server, port, unix_path, health_servicer)
 
 
-def _bind(add_port, address: str, what: str) -> int:
+def _bind(add_port: Callable[[str], int], address: str, what: str) -> int:
     try:
-        port = add_port(address)
+        port: int = add_port(address)
     except RuntimeError as e:
         raise StartError(f"cannot listen on {what}: {e}") from None
     if port == 0 and not address.endswith(":0"):

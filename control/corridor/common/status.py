@@ -4,7 +4,7 @@ corridor.v1.WriteError that lists the violations, and election ids as protobuf."
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import grpc
 from google.protobuf import any_pb2
@@ -18,6 +18,17 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 DETAILS_BUDGET = 4096
 
 
+class Context(Protocol):
+    """What servicers use of a grpc.aio.ServicerContext (grpc ships no types)."""
+
+    async def abort(
+        self,
+        code: grpc.StatusCode,
+        details: str = "",
+        trailing_metadata: tuple[tuple[str, str | bytes], ...] = (),
+    ) -> NoReturn: ...
+
+
 def violation_to_pb(v: Violation) -> dataplane_pb2.WriteError.Violation:
     pb = dataplane_pb2.WriteError.Violation(field=v.field, description=v.description)
     if v.index is not None:
@@ -26,7 +37,7 @@ def violation_to_pb(v: Violation) -> dataplane_pb2.WriteError.Violation:
 
 
 async def refuse(
-    context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    context: Context,
     code: grpc.StatusCode,
     message: str,
     violations: Sequence[Violation],
@@ -57,7 +68,7 @@ async def refuse(
 
 def write_error(error: grpc.RpcError) -> dataplane_pb2.WriteError | None:
     """The WriteError in a refused call's status details; None if it carries none."""
-    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+    for key, value in error.trailing_metadata() or ():
         if key == STATUS_DETAILS_KEY:
             for packed in common_pb2.Status.FromString(value).details:
                 details = dataplane_pb2.WriteError()

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator, Sequence
+from typing import NoReturn, cast
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -22,6 +22,7 @@ from corridor.common.addresses import (
 )
 from corridor.common.errors import FieldError, InvalidBatch, Violation
 from corridor.common.fib import RouteKind, vlan_problem
+from corridor.common.status import Context as _Context
 from corridor.controller import domain
 from corridor.controller.core import Controller
 from corridor.controller.domain import (
@@ -37,13 +38,18 @@ from corridor.controller.domain import (
 )
 from corridor.controller.reconciler import NodeSession
 from corridor.controller.store import RouteQuery
-from corridor.v1 import controller_pb2, controller_pb2_grpc
+from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2
 
 LIST_PAGE = (1000, 10_000)  # default and largest page
 WATCH_CHUNK = 10_000
 
 _KINDS = {k.value: k for k in RouteKind}
-_Context = grpc.aio.ServicerContext[Any, Any]
+_KIND_TO_PB: dict[RouteKind, dataplane_pb2.RouteKind] = {
+    RouteKind.FORWARD: dataplane_pb2.ROUTE_KIND_FORWARD,
+    RouteKind.BLACKHOLE: dataplane_pb2.ROUTE_KIND_BLACKHOLE,
+    RouteKind.UNREACHABLE: dataplane_pb2.ROUTE_KIND_UNREACHABLE,
+    RouteKind.LOCAL: dataplane_pb2.ROUTE_KIND_LOCAL,
+}
 
 
 class ControllerService(controller_pb2_grpc.ControllerServicer):
@@ -52,7 +58,9 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
 
     # -- nodes
 
-    async def RegisterNode(self, request, context):
+    async def RegisterNode(
+        self, request: controller_pb2.RegisterNodeRequest, context: _Context
+    ) -> controller_pb2.RegisterNodeResponse:
         try:
             node = node_from_pb(request.node)
         except FieldError as f:
@@ -62,17 +70,23 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         revision = await self.controller.register(node)
         return controller_pb2.RegisterNodeResponse(revision=revision)
 
-    async def DeregisterNode(self, request, context):
+    async def DeregisterNode(
+        self, request: controller_pb2.DeregisterNodeRequest, context: _Context
+    ) -> controller_pb2.DeregisterNodeResponse:
         try:
             revision = await self.controller.deregister(request.name)
         except UnknownNode as e:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
         return controller_pb2.DeregisterNodeResponse(revision=revision)
 
-    async def ListNodes(self, request, context):
+    async def ListNodes(
+        self, request: controller_pb2.ListNodesRequest, context: _Context
+    ) -> controller_pb2.ListNodesResponse:
         return controller_pb2.ListNodesResponse(nodes=self._statuses())
 
-    async def GetNodeStatus(self, request, context):
+    async def GetNodeStatus(
+        self, request: controller_pb2.GetNodeStatusRequest, context: _Context
+    ) -> controller_pb2.NodeStatus:
         session = self.controller.sessions.get(request.name)
         if session is None:
             await context.abort(
@@ -84,7 +98,9 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         c = self.controller
         return [node_status(c, c.sessions[name]) for name in sorted(c.sessions)]
 
-    async def GetStats(self, request, context):
+    async def GetStats(
+        self, request: controller_pb2.GetStatsRequest, context: _Context
+    ) -> controller_pb2.Stats:
         c = self.controller
         return controller_pb2.Stats(
             revision=c.state.revision,
@@ -95,7 +111,9 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
 
     # -- routes
 
-    async def Apply(self, request, context):
+    async def Apply(
+        self, request: controller_pb2.ApplyRequest, context: _Context
+    ) -> controller_pb2.ApplyResponse:
         loop = asyncio.get_running_loop()
         try:
             routes = await loop.run_in_executor(None, routes_from_pb, request)
@@ -108,7 +126,9 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             )
         return controller_pb2.ApplyResponse(revision=revision, routes=len(routes))
 
-    async def Delete(self, request, context):
+    async def Delete(
+        self, request: controller_pb2.DeleteRequest, context: _Context
+    ) -> controller_pb2.DeleteResponse:
         try:
             keys = keys_from_pb(request)
             revision, deleted = await self.controller.delete(keys)
@@ -116,7 +136,9 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             await refuse(context, grpc.StatusCode.INVALID_ARGUMENT, e.violations, str(e))
         return controller_pb2.DeleteResponse(revision=revision, deleted=deleted)
 
-    async def SetNextHopState(self, request, context):
+    async def SetNextHopState(
+        self, request: controller_pb2.SetNextHopStateRequest, context: _Context
+    ) -> controller_pb2.SetNextHopStateResponse:
         try:
             gateway = gateway_from_pb(request.gateway, "gateway")
             if not request.port:
@@ -133,7 +155,9 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
         return controller_pb2.SetNextHopStateResponse(revision=revision, groups=groups)
 
-    async def ListRoutes(self, request, context):
+    async def ListRoutes(
+        self, request: controller_pb2.ListRoutesRequest, context: _Context
+    ) -> controller_pb2.ListRoutesResponse:
         size = request.page_size or LIST_PAGE[0]
         if size > LIST_PAGE[1]:
             await context.abort(
@@ -153,8 +177,10 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         after = None
         if request.page_token:
             try:
-                node, _, key = base64.urlsafe_b64decode(request.page_token).partition(b"\0")
-                after = (node.decode(), key)
+                token_node, _, sort_key = base64.urlsafe_b64decode(request.page_token).partition(
+                    b"\0"
+                )
+                after = (token_node.decode(), sort_key)
             except (ValueError, UnicodeDecodeError):
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token this controller gave"
@@ -163,15 +189,17 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         query = RouteQuery(node, within, request.kind, size + 1, after)
         rows = await self.controller.list_routes(query)
         response = controller_pb2.ListRoutesResponse()
-        for key, intent, _ in rows[:size]:
-            response.routes.append(route_to_pb(key, intent))
+        for route_key, intent, _ in rows[:size]:
+            response.routes.append(route_to_pb(route_key, intent))
         if len(rows) > size:
             node_name, _ = rows[size - 1][0]
             token = node_name.encode() + b"\0" + rows[size - 1][2]
             response.next_page_token = base64.urlsafe_b64encode(token).decode()
         return response
 
-    async def Watch(self, request, context):
+    async def Watch(
+        self, request: controller_pb2.WatchRequest, context: _Context
+    ) -> AsyncIterator[controller_pb2.WatchResponse]:
         node = request.node if request.HasField("node") else None
         watcher, snapshot, revision = self.controller.watch(node)
         try:
@@ -349,7 +377,9 @@ def node_from_pb(node: controller_pb2.Node) -> domain.Node:
 
 def route_to_pb(key: domain.RouteKey, intent: Intent) -> controller_pb2.RouteIntent:
     node, prefix = key
-    route = controller_pb2.RouteIntent(node=node, prefix=prefix_to_pb(prefix), kind=intent.kind)
+    route = controller_pb2.RouteIntent(
+        node=node, prefix=prefix_to_pb(prefix), kind=_KIND_TO_PB[intent.kind]
+    )
     for (gateway, port, vlan), weight in intent.group or ():
         route.next_hops.add(gateway=address_to_bytes(gateway), port=port, vlan=vlan, weight=weight)
     return route
@@ -370,7 +400,7 @@ def node_status(c: Controller, s: NodeSession) -> controller_pb2.NodeStatus:
     node = s.node
     pb = controller_pb2.NodeStatus(
         node=controller_pb2.Node(name=node.name, address=node.address),
-        state=s.sync_state,
+        state=cast("controller_pb2.SyncState", s.sync_state),
         connected=s.connected,
         in_sync=s.in_sync,
         last_error=s.last_error,

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from corridor.common.errors import InvalidBatch, Violation
 from corridor.controller.domain import (
@@ -25,6 +26,10 @@ from corridor.controller.domain import (
 )
 from corridor.controller.store import Loaded, RouteQuery, Store
 
+if TYPE_CHECKING:
+    from corridor.controller.metrics import ControllerMetrics
+    from corridor.controller.reconciler import NodeSession
+
 log = logging.getLogger("corridor.controller")
 
 WATCH_QUEUE = 1024  # changes a watcher may fall behind before it is ended
@@ -37,8 +42,12 @@ class WatcherBehind(Exception):
 @dataclass
 class Watcher:
     node: str | None
-    queue: asyncio.Queue
+    queue: asyncio.Queue[Change | None]  # None: the controller stopped
     behind: bool = False
+
+
+# Makes the session of a node (node, intent, election id): reconciler.NodeSession.
+SessionFactory = Callable[[Node, IntentState, int], "NodeSession"]
 
 
 class Controller:
@@ -48,14 +57,14 @@ class Controller:
     def __init__(
         self,
         store: Store,
-        session_factory: Callable,
+        session_factory: SessionFactory,
         max_groups: int = 65536,
         max_adjacencies: int = 65536,
-        metrics=None,
+        metrics: ControllerMetrics | None = None,
     ) -> None:
         self.store = store
         self.state = IntentState(max_groups, max_adjacencies)
-        self.sessions: dict = {}
+        self.sessions: dict[str, NodeSession] = {}
         self.election = 0
         self._session_factory = session_factory
         self._metrics = metrics
@@ -91,8 +100,8 @@ class Controller:
         changed = [n for n in nodes if s.nodes.get(n.name) != n]
         if changed:
             await self._commit(Change(revision=s.revision + 1, nodes=changed))
-        for node in s.nodes.values():
-            self._start_session(node)
+        for registered in s.nodes.values():
+            self._start_session(registered)
 
     async def stop(self) -> None:
         for session in list(self.sessions.values()):
@@ -151,7 +160,9 @@ class Controller:
                 await session.stop()
             return change.revision
 
-    async def set_next_hop_state(self, node: str, key: AdjacencyKey, drained: bool):
+    async def set_next_hop_state(
+        self, node: str, key: AdjacencyKey, drained: bool
+    ) -> tuple[int, int]:
         """Drains or restores a next hop; returns the revision and the groups holding it."""
         async with self._commit_lock:
             if node != ALL_NODES and node not in self.state.nodes:

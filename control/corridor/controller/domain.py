@@ -501,12 +501,12 @@ class IntentState:
     def commit(self, change: Change) -> None:
         """Takes in a change the store has committed."""
         self.revision = change.revision
-        for key, id_ in change.new_adjacencies.items():
-            self.adjacency_ids[key] = id_
-            self.adjacency_keys[id_] = key
-        for key, id_ in change.new_groups.items():
-            self.group_ids[key] = id_
-            self.group_keys[id_] = key
+        for next_hop, id_ in change.new_adjacencies.items():
+            self.adjacency_ids[next_hop] = id_
+            self.adjacency_keys[id_] = next_hop
+        for group, id_ in change.new_groups.items():
+            self.group_ids[group] = id_
+            self.group_keys[id_] = group
         for (node, prefix), intent in change.set.items():
             routes = self.routes.setdefault(node, {})
             old = routes.get(prefix)
@@ -526,21 +526,21 @@ class IntentState:
             if old is not None and old.group is not None:
                 self.group_refs[old.group] -= 1
         # Freed ids stay mapped until every node has been refreshed (see forget_freed).
-        for node in change.nodes:
-            self.nodes[node.name] = node
+        for registered in change.nodes:
+            self.nodes[registered.name] = registered
         for name in change.removed_nodes:
             self.nodes.pop(name, None)
         self.drained.update(change.drained)
         self.drained.difference_update(change.restored)
 
     def forget_freed(self, change: Change) -> None:
-        for key in change.freed_groups:
-            if self.group_refs.get(key, 0) == 0:
-                self.group_refs.pop(key, None)
-                self.group_keys.pop(self.group_ids.pop(key), None)
-        for key in change.freed_adjacencies:
-            if key in self.adjacency_ids:
-                self.adjacency_keys.pop(self.adjacency_ids.pop(key), None)
+        for group in change.freed_groups:
+            if self.group_refs.get(group, 0) == 0:
+                self.group_refs.pop(group, None)
+                self.group_keys.pop(self.group_ids.pop(group), None)
+        for next_hop in change.freed_adjacencies:
+            if next_hop in self.adjacency_ids:
+                self.adjacency_keys.pop(self.adjacency_ids.pop(next_hop), None)
 
 
 def _free_ids(used: dict[int, GroupKey] | dict[int, AdjacencyKey], limit: int) -> Iterator[int]:

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from corridor.controller.core import Controller
 
 APPLY_SECONDS_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -35,15 +39,15 @@ class ControllerMetrics:
     def applied(self, call: str, outcome: str, started: float) -> None:
         self.apply_seconds.labels(call, outcome).observe(time.perf_counter() - started)
 
-    def watch(self, controller) -> None:
+    def watch(self, controller: Controller) -> None:
         self.registry.register(_ControllerCollector(controller))
 
 
 class _ControllerCollector(Collector):
-    def __init__(self, controller) -> None:
+    def __init__(self, controller: Controller) -> None:
         self.controller = controller
 
-    def collect(self) -> Iterator:
+    def collect(self) -> Iterator[Metric]:
         c = self.controller
         v4, v6, groups, adjacencies = c.intent_sizes
         intent = GaugeMetricFamily(

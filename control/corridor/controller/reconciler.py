@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,7 +42,7 @@ from corridor.controller.domain import (
 from corridor.v1 import dataplane_pb2, dataplane_pb2_grpc
 
 if TYPE_CHECKING:
-    pass
+    from corridor.controller.metrics import ControllerMetrics
 
 log = logging.getLogger("corridor.controller")
 
@@ -75,7 +75,7 @@ class NodeSession:
         state: IntentState,
         election: int,
         drift_check: float,
-        metrics=None,
+        metrics: ControllerMetrics | None = None,
     ) -> None:
         self.node = node
         self.name = node.name
@@ -86,7 +86,7 @@ class NodeSession:
         self.desired: NodeFib | None = None  # built by run()
         self._installed: NodeFib | None = None  # what the node holds, once read
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._pending_revision = 0  # the newest revision with changes for this node
         self._pending_since: float | None = None  # when the oldest unwritten change came
         # Status.
@@ -127,7 +127,7 @@ class NodeSession:
 
     # -- told by the controller, right after a commit
 
-    def changed(self, prefixes, revision: int) -> None:
+    def changed(self, prefixes: Iterable[str], revision: int) -> None:
         if self.desired is not None:
             self._state.refresh(self.desired, self.name, prefixes)
         self._mark(revision)
@@ -190,7 +190,7 @@ class NodeSession:
 
     async def _serve(self) -> None:
         channel = _channel(self.node)
-        counters: asyncio.Task | None = None
+        counters: asyncio.Task[None] | None = None
         try:
             stub = dataplane_pb2_grpc.DataplaneStub(channel)
             self.sync_state = SYNCING
@@ -219,7 +219,7 @@ class NodeSession:
                 counters.cancel()
             await channel.close(None)
 
-    async def _full_sync(self, stub, reason: str) -> int:
+    async def _full_sync(self, stub: dataplane_pb2_grpc.DataplaneStub, reason: str) -> int:
         """Reads the node, writes the difference to intent; returns the operations written."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
@@ -227,15 +227,17 @@ class NodeSession:
             installed, generation, ports = await _read(stub)
         self.ports = ports
         revision = self._pending_revision or self._state.revision
-        self.desired.take_dirty()  # a full diff covers everything dirty
-        want = _copy(self.desired)
+        desired = self.desired
+        assert desired is not None, "run() builds it first"
+        desired.take_dirty()  # a full diff covers everything dirty
+        want = _copy(desired)
         ops = await loop.run_in_executor(None, diff, installed, want)
         self._installed = installed
         self.generation = generation
         if ops:
             await self._write(stub, ops, reason)
         self.synced_revision = max(self.synced_revision, revision)
-        if not self.desired.dirty_routes and not self.desired.dirty_groups:
+        if not desired.dirty_routes and not desired.dirty_groups:
             self._pending_since = None
         self.sync_state = IN_SYNC
         seconds = time.perf_counter() - started
@@ -248,26 +250,28 @@ class NodeSession:
             )  # fmt: skip
         return len(ops)
 
-    async def _write_changes(self, stub) -> None:
+    async def _write_changes(self, stub: dataplane_pb2_grpc.DataplaneStub) -> None:
         self._wake.clear()
         revision = self._pending_revision
-        routes, groups, adjacencies = self.desired.take_dirty()
-        ops = diff(self._installed, self.desired, routes, groups, adjacencies)
+        desired, installed = self.desired, self._installed
+        assert desired is not None and installed is not None, "after a full sync"
+        routes, groups, adjacencies = desired.take_dirty()
+        ops = diff(installed, desired, routes, groups, adjacencies)
         if ops:
             try:
                 await self._write(stub, ops, "change")
             except BaseException:
                 # Not written: still dirty, for the next write or the next full sync.
-                self.desired.dirty_routes |= routes
-                self.desired.dirty_groups |= groups
-                self.desired.dirty_adjacencies |= adjacencies
+                desired.dirty_routes |= routes
+                desired.dirty_groups |= groups
+                desired.dirty_adjacencies |= adjacencies
                 raise
         self.synced_revision = max(self.synced_revision, revision)
         if not self._wake.is_set():
             self._pending_since = None
             self.sync_state = IN_SYNC
 
-    async def _check_drift(self, stub) -> None:
+    async def _check_drift(self, stub: dataplane_pb2_grpc.DataplaneStub) -> None:
         """Cheap when nothing changed: the generation comes in Read's first message."""
         call = stub.Read(dataplane_pb2.ReadRequest(), timeout=READ_TIMEOUT)
         first = await call.read()
@@ -284,7 +288,9 @@ class NodeSession:
                 self.name, first.generation, self.generation, written,
             )  # fmt: skip
 
-    async def _write(self, stub, ops: list, reason: str) -> None:
+    async def _write(
+        self, stub: dataplane_pb2_grpc.DataplaneStub, ops: list[FibOperation], reason: str
+    ) -> None:
         """Writes `ops` in order, in batches streamed a few ahead, and records each
         acknowledged batch in what the node holds."""
         loop = asyncio.get_running_loop()
@@ -295,7 +301,7 @@ class NodeSession:
         election = self._election
         window = asyncio.Semaphore(BATCHES_IN_FLIGHT)
 
-        async def requests():
+        async def requests() -> AsyncIterator[dataplane_pb2.WriteRequest]:
             for i, batch in enumerate(batches):
                 await window.acquire()
                 yield await loop.run_in_executor(None, write_request, batch, election, i + 1)
@@ -304,6 +310,7 @@ class NodeSession:
         try:
             async for response in call:
                 batch = batches[response.batch_id - 1]
+                assert self._installed is not None, "read before any write"
                 apply_operations(self._installed, batch)
                 self.generation = response.generation
                 window.release()
@@ -317,7 +324,7 @@ class NodeSession:
                 raise AgentRefused(refusal) from None
             raise
 
-    async def _watch_counters(self, stub) -> None:
+    async def _watch_counters(self, stub: dataplane_pb2_grpc.DataplaneStub) -> None:
         request = dataplane_pb2.StreamCountersRequest(interval_ms=COUNTERS_INTERVAL_MS)
         async for c in stub.StreamCounters(request):
             self.counters = (
@@ -336,15 +343,17 @@ def _channel(node: Node) -> grpc.aio.Channel:
         private_key=Path(tls.key).read_bytes(),
         certificate_chain=Path(tls.cert).read_bytes(),
     )
-    options = CHANNEL_OPTIONS
+    options: tuple[tuple[str, int | str], ...] = CHANNEL_OPTIONS
     if tls.server_name:
         options += (("grpc.ssl_target_name_override", tls.server_name),)
     return grpc.aio.secure_channel(node.address, credentials, options=options)
 
 
-async def _read(stub) -> tuple[NodeFib, int, dict[str, set[int]]]:
+async def _read(
+    stub: dataplane_pb2_grpc.DataplaneStub,
+) -> tuple[NodeFib, int, dict[str, set[int]]]:
     loop = asyncio.get_running_loop()
-    responses = []
+    responses: list[dataplane_pb2.ReadResponse] = []
     async for response in stub.Read(dataplane_pb2.ReadRequest()):
         responses.append(response)
     return await loop.run_in_executor(None, _installed, responses)
@@ -404,7 +413,7 @@ def write_request(
             pb.action = SET
             route = pb.route
             set_prefix(route.prefix, op.prefix)
-            route.kind = op.kind  # type: ignore[assignment]  # RouteKind's values are the protobuf's
+            route.kind = op.kind  # RouteKind's values are the protobuf's
             if op.group:
                 route.next_hop_group_id = op.group
         elif type(op) is DeleteRoute:

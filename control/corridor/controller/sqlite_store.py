@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from corridor.common.fib import RouteKind
 from corridor.controller.domain import (
     Change,
+    GroupKey,
     Intent,
     Node,
     NodeTls,
+    RouteKey,
     adjacency_from_text,
     adjacency_text,
     group_from_text,
@@ -23,6 +27,8 @@ from corridor.controller.domain import (
     prefix_sort_key,
 )
 from corridor.controller.store import Loaded, RouteQuery
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -45,8 +51,13 @@ class SqliteStore:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corridor-store")
         self._db: sqlite3.Connection | None = None
 
-    async def _run(self, fn, *args):
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError(f"{self.path}: the store is not open")
+        return self._db
 
     async def open(self) -> SqliteStore:
         await self._run(self._open)
@@ -74,10 +85,10 @@ class SqliteStore:
         return await self._run(self._load)
 
     def _load(self) -> Loaded:
-        db = self._db
+        db = self._connection()
         revision = self._meta(db, "revision")
         routes = []
-        groups: dict[str, object] = {}
+        groups: dict[str, GroupKey] = {}
         for node, prefix, kind, next_hops in db.execute(
             "SELECT node, prefix, kind, next_hops FROM routes"
         ):
@@ -101,7 +112,7 @@ class SqliteStore:
     @staticmethod
     def _meta(db: sqlite3.Connection, name: str) -> int:
         row = db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-        return 0 if row is None else row[0]
+        return 0 if row is None else int(row[0])
 
     # -- commit
 
@@ -109,10 +120,10 @@ class SqliteStore:
         await self._run(self._commit, change)
 
     def _commit(self, change: Change) -> None:
-        db = self._db
-        texts: dict[object, str] = {}
+        db = self._connection()
+        texts: dict[GroupKey, str] = {}
 
-        def text(group):
+        def text(group: GroupKey) -> str:
             t = texts.get(group)
             if t is None:
                 t = texts[group] = group_text(group)
@@ -178,7 +189,7 @@ class SqliteStore:
         return await self._run(self._next_election_id)
 
     def _next_election_id(self) -> int:
-        db = self._db
+        db = self._connection()
         db.execute("BEGIN IMMEDIATE")
         try:
             value = self._meta(db, "election") + 1
@@ -191,11 +202,12 @@ class SqliteStore:
 
     # -- list
 
-    async def list_routes(self, query: RouteQuery):
+    async def list_routes(self, query: RouteQuery) -> list[tuple[RouteKey, Intent, bytes]]:
         return await self._run(self._list_routes, query)
 
-    def _list_routes(self, q: RouteQuery):
-        where, args = [], []
+    def _list_routes(self, q: RouteQuery) -> list[tuple[RouteKey, Intent, bytes]]:
+        where: list[str] = []
+        args: list[str | bytes | int] = []
         if q.node is not None:
             where.append("node = ?")
             args.append(q.node)
@@ -219,8 +231,8 @@ class SqliteStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY node, sort_key LIMIT ?"
         args.append(q.limit)
-        out = []
-        for node, prefix, kind, next_hops, sort_key in self._db.execute(sql, args):
+        out: list[tuple[RouteKey, Intent, bytes]] = []
+        for node, prefix, kind, next_hops, sort_key in self._connection().execute(sql, args):
             group = None if next_hops is None else group_from_text(next_hops)
             out.append(((node, prefix), Intent(RouteKind(kind), group), sort_key))
         return out
