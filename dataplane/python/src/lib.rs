@@ -161,6 +161,12 @@ pub(crate) struct Fib {
     inner: Mutex<CoreFib>,
 }
 
+/// The core's typed configuration errors (`fib::ConfigError`, `pipeline::ConfigError`) as
+/// Python sees them: a `ValueError` carrying the core's message, which names the field.
+pub(crate) fn config_error(e: impl std::error::Error) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
 fn batch_error(py: Python<'_>, errors: Vec<(Option<usize>, String)>) -> PyErr {
     let summary = match errors.as_slice() {
         [(Some(i), m)] => format!("entry {i}: {m}"),
@@ -214,7 +220,7 @@ impl Fib {
             groups: groups.unwrap_or(d.groups),
             adjacencies: adjacencies.unwrap_or(d.adjacencies),
         };
-        let fib = CoreFib::new(config).map_err(PyValueError::new_err)?;
+        let fib = CoreFib::new(config).map_err(config_error)?;
         Ok(Fib { inner: Mutex::new(fib) })
     }
 

@@ -581,7 +581,7 @@ fn set_up(
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut workers = Vec::with_capacity(plan.workers);
     for (index, fib) in readers.into_iter().enumerate() {
-        let pipeline = Pipeline::new(&pipeline_config).map_err(|e| config_err("ports", e))?;
+        let pipeline = Pipeline::new(&pipeline_config).map_err(|e| config_err("ports", e.to_string()))?;
         let ws = Arc::new(WorkerShared::new(pipeline.counters().clone()));
         workers.push(ws.clone());
         let setup = WorkerSetup {

@@ -186,6 +186,27 @@ impl fmt::Display for BatchError {
 
 impl std::error::Error for BatchError {}
 
+/// A `FibConfig` asking for more than the tables can address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// More groups than route entries can name (`MAX_GROUPS`).
+    TooManyGroups { groups: u32 },
+    /// More trie nodes of one family (`field` is `v4_nodes` or `v6_nodes`) than an entry
+    /// can index.
+    TooManyNodes { field: &'static str, nodes: u32 },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::TooManyGroups { groups } => write!(f, "groups: {groups} exceeds the largest supported {MAX_GROUPS}"),
+            ConfigError::TooManyNodes { field, nodes } => write!(f, "{field}: {nodes} exceeds the largest supported {}", VALUE_MASK + 1),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 /// Sizes of the whole FIB.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FibStats {
@@ -223,20 +244,20 @@ pub struct Fib {
 }
 
 impl Fib {
-    pub fn new(config: FibConfig) -> Result<Fib, String> {
+    pub fn new(config: FibConfig) -> Result<Fib, ConfigError> {
         Fib::with_root_bits(config, 24, 16)
     }
 
     /// The same tables with other root strides: tests use a small IPv4 root so that
     /// thousands of cases with /0../8 routes (16 M root writes each at /24) stay fast,
     /// and so exercise more node levels with the same code.
-    pub(crate) fn with_root_bits(config: FibConfig, v4_root: u32, v6_root: u32) -> Result<Fib, String> {
+    pub(crate) fn with_root_bits(config: FibConfig, v4_root: u32, v6_root: u32) -> Result<Fib, ConfigError> {
         if config.groups > MAX_GROUPS {
-            return Err(format!("groups: {} exceeds the largest supported {MAX_GROUPS}", config.groups));
+            return Err(ConfigError::TooManyGroups { groups: config.groups });
         }
-        for (name, n) in [("v4_nodes", config.v4_nodes), ("v6_nodes", config.v6_nodes)] {
-            if n > VALUE_MASK + 1 {
-                return Err(format!("{name}: {n} exceeds the largest supported {}", VALUE_MASK + 1));
+        for (field, nodes) in [("v4_nodes", config.v4_nodes), ("v6_nodes", config.v6_nodes)] {
+            if nodes > VALUE_MASK + 1 {
+                return Err(ConfigError::TooManyNodes { field, nodes });
             }
         }
         let v4 = DirTable::new(v4_root, config.v4_routes, config.v4_nodes);

@@ -265,7 +265,10 @@ fn full_tables_are_refused_with_the_reason() {
     let e = fib.apply(&[FibOp::AddRoute { prefix: p("2001:db8:1::/48"), target: RouteTarget::Blackhole }]).unwrap_err();
     assert!(e.to_string().contains("IPv6 table full"), "{e}");
     let e = Fib::new(FibConfig { groups: MAX_GROUPS + 1, ..cfg }).err().unwrap();
-    assert!(e.contains("groups"), "{e}");
+    assert_eq!(e, ConfigError::TooManyGroups { groups: MAX_GROUPS + 1 });
+    assert_eq!(e.to_string(), format!("groups: {} exceeds the largest supported {MAX_GROUPS}", MAX_GROUPS + 1));
+    let e = Fib::new(FibConfig { v6_nodes: u32::MAX, ..cfg }).err().unwrap();
+    assert_eq!(e.to_string(), format!("v6_nodes: {} exceeds the largest supported {}", u32::MAX, VALUE_MASK + 1));
 }
 
 #[test]

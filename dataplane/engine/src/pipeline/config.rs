@@ -1,6 +1,7 @@
 //! What a worker's pipeline is told about the ports: MACs, MTUs, sub-interfaces with
 //! the router's addresses, ICMP rate limits, and the checks `Pipeline::new` relies on.
 
+use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::wire::{ethernet, ipv6};
@@ -69,29 +70,29 @@ impl PipelineConfig {
         self.sub_interfaces().find(|(_, p, s)| *p == port && s.vlan == vlan).map(|(i, _, _)| i)
     }
 
-    /// Checks what `Pipeline::new` relies on; the message names the bad entry.
-    pub fn check(&self) -> Result<(), String> {
+    /// Checks what `Pipeline::new` relies on; the error names the bad entry.
+    pub fn check(&self) -> Result<(), ConfigError> {
         if self.ports.len() > u16::MAX as usize {
-            return Err(format!("{} ports exceed the limit of {}", self.ports.len(), u16::MAX));
+            return Err(ConfigError::TooManyPorts { ports: self.ports.len() });
         }
         let total: usize = self.ports.iter().map(|p| p.sub_interfaces.len()).sum();
         if total >= NO_SUB as usize {
-            return Err(format!("{total} sub-interfaces exceed the limit of {}", NO_SUB - 1));
+            return Err(ConfigError::TooManySubInterfaces { sub_interfaces: total });
         }
-        for (i, port) in self.ports.iter().enumerate() {
-            if (port.mtu as usize) < ipv6::MIN_MTU {
-                return Err(format!("port {i}: mtu {} is below {}, the IPv6 minimum (RFC 8200 section 5)", port.mtu, ipv6::MIN_MTU));
+        for (port, config) in self.ports.iter().enumerate() {
+            if (config.mtu as usize) < ipv6::MIN_MTU {
+                return Err(ConfigError::MtuTooSmall { port, mtu: config.mtu });
             }
-            if ethernet::is_multicast(&port.mac) {
-                return Err(format!("port {i}: mac {:02x?} is a group address; a port needs a unicast MAC", port.mac));
+            if ethernet::is_multicast(&config.mac) {
+                return Err(ConfigError::GroupMac { port, mac: config.mac });
             }
             let mut seen = [false; 4096];
-            for s in &port.sub_interfaces {
+            for s in &config.sub_interfaces {
                 if s.vlan > ethernet::VLAN_MAX {
-                    return Err(format!("port {i}: vlan {} out of range (0 for untagged, 1 to {})", s.vlan, ethernet::VLAN_MAX));
+                    return Err(ConfigError::VlanOutOfRange { port, vlan: s.vlan });
                 }
                 if std::mem::replace(&mut seen[s.vlan as usize], true) {
-                    return Err(format!("port {i}: vlan {} listed twice", s.vlan));
+                    return Err(ConfigError::DuplicateVlan { port, vlan: s.vlan });
                 }
             }
         }
@@ -99,6 +100,39 @@ impl PipelineConfig {
     }
 }
 
+/// A `PipelineConfig` the pipeline cannot run with; the message names the bad entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    TooManyPorts { ports: usize },
+    TooManySubInterfaces { sub_interfaces: usize },
+    /// Below the IPv6 minimum MTU.
+    MtuTooSmall { port: usize, mtu: u16 },
+    /// A group (multicast) MAC where a port needs a unicast one.
+    GroupMac { port: usize, mac: [u8; 6] },
+    VlanOutOfRange { port: usize, vlan: u16 },
+    DuplicateVlan { port: usize, vlan: u16 },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ConfigError::TooManyPorts { ports } => write!(f, "{ports} ports exceed the limit of {}", u16::MAX),
+            ConfigError::TooManySubInterfaces { sub_interfaces } => {
+                write!(f, "{sub_interfaces} sub-interfaces exceed the limit of {}", NO_SUB - 1)
+            }
+            ConfigError::MtuTooSmall { port, mtu } => {
+                write!(f, "port {port}: mtu {mtu} is below {}, the IPv6 minimum (RFC 8200 section 5)", ipv6::MIN_MTU)
+            }
+            ConfigError::GroupMac { port, mac } => write!(f, "port {port}: mac {mac:02x?} is a group address; a port needs a unicast MAC"),
+            ConfigError::VlanOutOfRange { port, vlan } => {
+                write!(f, "port {port}: vlan {vlan} out of range (0 for untagged, 1 to {})", ethernet::VLAN_MAX)
+            }
+            ConfigError::DuplicateVlan { port, vlan } => write!(f, "port {port}: vlan {vlan} listed twice"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 #[cfg(test)]
 mod tests {
@@ -114,15 +148,15 @@ mod tests {
         assert_eq!(c.sub_interface_index(1, 100), None);
         assert_eq!(c.sub_interfaces().count(), 6);
         c.ports[1].sub_interfaces.push(sub(300, None, None));
-        assert_eq!(Pipeline::new(&c).err().unwrap(), "port 1: vlan 300 listed twice");
+        assert_eq!(Pipeline::new(&c).err().unwrap().to_string(), "port 1: vlan 300 listed twice");
         let mut c = config(IcmpRateLimit::default());
         c.ports[0].sub_interfaces.push(sub(4095, None, None));
-        assert!(Pipeline::new(&c).err().unwrap().contains("vlan 4095 out of range"));
+        assert!(Pipeline::new(&c).err().unwrap().to_string().contains("vlan 4095 out of range"));
         let mut c = config(IcmpRateLimit::default());
         c.ports[2].mtu = 1000;
-        assert!(Pipeline::new(&c).err().unwrap().contains("mtu 1000 is below 1280"));
+        assert!(Pipeline::new(&c).err().unwrap().to_string().contains("mtu 1000 is below 1280"));
         let mut c = config(IcmpRateLimit::default());
         c.ports[2].mac = ethernet::BROADCAST;
-        assert!(Pipeline::new(&c).is_err());
+        assert_eq!(Pipeline::new(&c).err(), Some(ConfigError::GroupMac { port: 2, mac: ethernet::BROADCAST }));
     }
 }

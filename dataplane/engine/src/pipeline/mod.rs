@@ -28,7 +28,7 @@ mod testing;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-pub use self::config::{IcmpRateLimit, PipelineConfig, PortConfig, SubInterfaceConfig};
+pub use self::config::{ConfigError, IcmpRateLimit, PipelineConfig, PortConfig, SubInterfaceConfig};
 pub use self::ratelimit::TokenBucket;
 pub use crate::drop::{DropReason, IcmpOutcome};
 use self::config::NO_SUB;
@@ -125,7 +125,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(config: &PipelineConfig) -> Result<Pipeline, String> {
+    pub fn new(config: &PipelineConfig) -> Result<Pipeline, ConfigError> {
         config.check()?;
         let mut ports = Vec::with_capacity(config.ports.len());
         let mut subs = Vec::new();
