@@ -26,6 +26,8 @@ from corridor import traffic
 from corridor.agent import client as c
 from corridor.v1 import dataplane_pb2, dataplane_pb2_grpc
 
+pytestmark = pytest.mark.lab  # network namespaces, real traffic, root
+
 REPO = Path(__file__).resolve().parent.parent
 ELECTION = 7
 LINK_TIMEOUT = 5.0  # a link change must reach the groups within this

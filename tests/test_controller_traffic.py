@@ -29,6 +29,8 @@ from corridor import traffic
 from corridor.agent import client as c
 from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2, dataplane_pb2_grpc
 
+pytestmark = pytest.mark.lab  # network namespaces, real traffic, root
+
 REPO = Path(__file__).resolve().parent.parent
 NODES = ("a", "b")
 FRAMES = 64

@@ -167,8 +167,7 @@ def dataplane():  # -> module corridor._dataplane
         pytest.fail(f"the engine extension corridor._dataplane is not built ({e}): `make deps`")
     if not hasattr(_dataplane, "Engine"):
         pytest.fail(
-            "corridor._dataplane has no Engine (issue 3's binding is missing or the extension"
-            " is stale): rebuild with `make deps`"
+            "corridor._dataplane has no Engine (the extension is stale): rebuild with `make deps`"
         )
     return _dataplane
 

@@ -1,4 +1,4 @@
-"""Issue 3 against the real engine in the lab: forwarding of both families at every size,
+"""The real engine in the lab: forwarding of both families at every size,
 every validation rule, ICMP errors and their rate limit, VLANs, ECMP, blackhole and
 unreachable routes, a route change under traffic, and the kernel still answering on the
 router's ports. One engine serves the module; each test reads counter deltas."""
@@ -35,6 +35,8 @@ from lab_support import (
 
 from corridor import lab as L
 from corridor import traffic
+
+pytestmark = pytest.mark.lab  # network namespaces, real traffic, root
 
 
 @pytest.fixture(scope="module")

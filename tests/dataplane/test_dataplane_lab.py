@@ -7,10 +7,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 from lab_support import SIZES, assert_forwarded, match, send_and_capture, transit_spec
 
 from corridor import lab as L
 from corridor import traffic
+
+pytestmark = pytest.mark.lab  # network namespaces, real traffic, root
 
 
 def test_lab_has_the_planned_links(lab: L.Lab) -> None:

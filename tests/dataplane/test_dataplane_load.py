@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
 from lab_support import (
     Counters,
     counters,
@@ -20,6 +21,8 @@ from lab_support import (
 
 from corridor import lab as L
 from corridor import traffic
+
+pytestmark = pytest.mark.lab  # network namespaces, real traffic, root
 
 MILLION = 1_000_000
 

@@ -8,10 +8,13 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from lab_support import dataplane, engine_ports, send_and_capture, standard_fib
 
 from corridor import lab as L
 from corridor import traffic
+
+pytestmark = pytest.mark.lab  # network namespaces, real traffic, root
 
 TASKS = Path("/proc/self/task")
 

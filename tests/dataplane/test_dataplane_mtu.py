@@ -23,6 +23,8 @@ from test_dataplane_engine import assert_icmp_error, is_icmp_error
 from corridor import lab as L
 from corridor import traffic
 
+pytestmark = pytest.mark.lab  # network namespaces, real traffic, root
+
 MTU = 1280
 
 
