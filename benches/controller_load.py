@@ -4,11 +4,16 @@
    ceiling) measured in the same run on a fresh agent;
 2. a drained next hop re-pointing the group of 1 k routes and the group of the full table
    (time from the request to the node in sync: it must not grow with the routes);
-3. the agent killed (-9) and restarted: time until the controller has restored its table.
-The agents host the engine on a veth pair in a namespace of their own (`cor-b<pid>`, as in
-benches.agent_load; removed afterwards; root), the gateways answering on the far end.
+3. the agent killed (-9) and restarted: time until the controller has restored its table;
+4. one-route Applies on the full table, one at a time (what `corridor route add` costs,
+   its process start aside): the RPC's latency, p50 and p90;
+5. fan-out: the tables through one controller to `--nodes` FIB-only agents (no ports, no
+   engine: BLACKHOLE routes), time until every node is in sync beside the same for one
+   node, and the controller's resident memory then.
+The agents of 1-3 host the engine on a veth pair in a namespace of their own (`cor-b<pid>`,
+as in benches.agent_load; removed afterwards; root), the gateways answering on the far end.
 
-  .venv/bin/python -m benches.controller_load [--data ../shared/data] [--limit N]
+  .venv/bin/python -m benches.controller_load [--data ../shared/data] [--limit N] [--nodes 8]
 """
 
 from __future__ import annotations
@@ -44,10 +49,12 @@ path = "{db}"
 drift_check_seconds = 30
 max_groups = 1024
 max_adjacencies = 1024
-[[nodes]]
-name = "n1"
+"""
+NODE = """[[nodes]]
+name = "{name}"
 address = "unix:{agent}"
 """
+ADDS = 300  # one-route Applies timed
 
 
 def table(data: Path, limit: int | None) -> list[str]:
@@ -106,9 +113,91 @@ def intent(prefix: str, hops) -> controller_pb2.RouteIntent:
     return r
 
 
-async def in_sync(stub, revision):
-    s = await stub.GetNodeStatus(controller_pb2.GetNodeStatusRequest(name="n1"))
+async def in_sync(stub, revision, node="n1"):
+    s = await stub.GetNodeStatus(controller_pb2.GetNodeStatusRequest(name=node))
     return s if s.in_sync and s.synced_revision >= revision else None
+
+
+def controller_config(tmp: Path, agents: dict[str, Path]) -> Path:
+    text = CONTROLLER.format(sock=tmp / "controller.sock", db=tmp / "intent.db")
+    text += "".join(NODE.format(name=n, agent=a) for n, a in agents.items())
+    (tmp / "ctl.toml").write_text(text)
+    return tmp / "ctl.toml"
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    """Resident memory now and at its peak (VmRSS, VmHWM), MiB."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return tuple(round(int(fields[k].split()[0]) / 1024, 1) for k in ("VmRSS", "VmHWM"))
+
+
+async def route_add_ms(stub) -> tuple[float, float]:
+    """p50 and p90 of one-route Applies, one after the other, each a route of its own."""
+    seconds = []
+    for i in range(ADDS):
+        one = controller_pb2.ApplyRequest(
+            routes=[intent(f"198.19.{128 + i // 256}.{i % 256}/32", GW[:2])]
+        )
+        started = time.perf_counter()
+        await stub.Apply(one, timeout=30)
+        seconds.append(time.perf_counter() - started)
+    seconds.sort()
+    return round(seconds[len(seconds) // 2] * 1000, 2), round(
+        seconds[len(seconds) * 9 // 10] * 1000, 2
+    )
+
+
+async def fanout(data_prefixes: list[str], nodes: int) -> dict:
+    """The tables through one controller to `nodes` FIB-only agents (BLACKHOLE routes: an
+    agent without ports has no port for a next hop): seconds from the first Apply until
+    every node is in sync, and the controller's memory then."""
+    with tempfile.TemporaryDirectory(prefix="cor-bench-") as t:
+        tmp = Path(t)
+        names = [f"n{i + 1}" for i in range(nodes)]
+        agents = {}
+        for name in names:
+            (tmp / f"{name}.toml").write_text(
+                f'workers = 1\n[listen]\nunix = "{tmp / name}.sock"\n[fib]\n'
+                + "".join(f"{k} = {v}\n" for k, v in FIB.items())
+            )
+            agents[name] = await spawn(
+                tmp / f"{name}.log", "agent", "--config", str(tmp / f"{name}.toml")
+            )
+        config = controller_config(tmp, {n: tmp / f"{n}.sock" for n in names})
+        ctl = await spawn(tmp / "controller.log", "controller", "--config", str(config))
+        channel = grpc.aio.insecure_channel(f"unix:{tmp / 'controller.sock'}")
+        stub = controller_pb2_grpc.ControllerStub(channel)
+        try:
+            for name in names:
+                await until(lambda name=name: in_sync(stub, 0, name), 120)
+            loop = asyncio.get_running_loop()
+            requests = await loop.run_in_executor(None, lambda: [
+                controller_pb2.ApplyRequest(routes=[
+                    controller_pb2.RouteIntent(prefix=c.prefix(p), kind=2)
+                    for p in data_prefixes[i : i + BATCH]])
+                for i in range(0, len(data_prefixes), BATCH)
+            ])  # fmt: skip
+            started = time.perf_counter()
+            revision = 0
+            for request in requests:
+                revision = (await stub.Apply(request, timeout=300)).revision
+            for name in names:
+                await until(lambda name=name: in_sync(stub, revision, name), step=0.05)
+            seconds = time.perf_counter() - started
+            rss, peak = memory_mib(ctl.pid)
+            return {
+                "seconds": round(seconds, 2),
+                "controller_rss_mib": rss,
+                "controller_peak_rss_mib": peak,
+            }
+        finally:
+            await channel.close()
+            for p in (ctl, *agents.values()):
+                if p.returncode is None:
+                    p.send_signal(signal.SIGTERM)
+                    await p.wait()
 
 
 async def direct_rate(tmp: Path, netns: str, prefixes: list[str]) -> float:
@@ -146,7 +235,7 @@ async def direct_rate(tmp: Path, netns: str, prefixes: list[str]) -> float:
         await agent.wait()
 
 
-async def main(data: Path, limit: int | None, netns: str) -> dict:
+async def main(data: Path, limit: int | None, netns: str, nodes: int) -> dict:
     prefixes = table(data, limit)
     v6 = sum(1 for p in prefixes if ":" in p)
     out: dict = {"routes": len(prefixes), "ipv4": len(prefixes) - v6, "ipv6": v6}
@@ -155,11 +244,9 @@ async def main(data: Path, limit: int | None, netns: str) -> dict:
         out["agent_direct_routes_per_s"] = round(await direct_rate(tmp, netns, prefixes))
         write_agent_config(tmp, "agent", netns)
         agent_sock, ctl_sock, log = tmp / "agent.sock", tmp / "controller.sock", tmp / "agent.log"
-        (tmp / "ctl.toml").write_text(
-            CONTROLLER.format(sock=ctl_sock, db=tmp / "intent.db", agent=agent_sock)
-        )
+        config = controller_config(tmp, {"n1": agent_sock})
         agent = await spawn(log, "agent", "--config", str(tmp / "agent.toml"))
-        ctl = await spawn(tmp / "controller.log", "controller", "--config", str(tmp / "ctl.toml"))
+        ctl = await spawn(tmp / "controller.log", "controller", "--config", str(config))
         channel = grpc.aio.insecure_channel(f"unix:{ctl_sock}")
         stub = controller_pb2_grpc.ControllerStub(channel)
         try:
@@ -183,6 +270,11 @@ async def main(data: Path, limit: int | None, netns: str) -> dict:
             total = time.perf_counter() - started
             out["controller_commit_routes_per_s"] = round(len(prefixes) / committed)
             out["controller_end_to_end_routes_per_s"] = round(len(prefixes) / total)
+            out["controller_to_direct_ratio"] = round(
+                out["controller_end_to_end_routes_per_s"] / out["agent_direct_routes_per_s"], 3
+            )
+            # 4. One-route Applies on the full table.
+            out["route_add_p50_ms"], out["route_add_p90_ms"] = await route_add_ms(stub)
             # 2. Re-pointing groups: 1 k routes on GW[2:4], the full table on GW[0:2].
             small = [f"198.19.{i // 64}.{(i % 64) * 4}/30" for i in range(1000)]
             r = await stub.Apply(
@@ -213,6 +305,15 @@ async def main(data: Path, limit: int | None, netns: str) -> dict:
                 if p.returncode is None:
                     p.send_signal(signal.SIGTERM)
                     await p.wait()
+    # 5. Fan-out, FIB-only: one node, then `nodes`.
+    if nodes:
+        one = await fanout(prefixes, 1)
+        many = await fanout(prefixes, nodes)
+        out["fanout_1_node_s"] = one["seconds"]
+        out[f"fanout_{nodes}_nodes_s"] = many["seconds"]
+        out["fanout_ratio"] = round(many["seconds"] / one["seconds"], 2)
+        out[f"controller_rss_mib_{nodes}_nodes"] = many["controller_rss_mib"]
+        out[f"controller_peak_rss_mib_{nodes}_nodes"] = many["controller_peak_rss_mib"]
     return out
 
 
@@ -232,9 +333,10 @@ if __name__ == "__main__":
     )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--limit", type=int, help="routes per family (default: all)")
+    parser.add_argument("--nodes", type=int, default=8, help="agents of the fan-out (0: none)")
     args = parser.parse_args()
     with Namespace() as ns:
         for gw, _ in GW:  # the far end of the veth answers for the gateways
             subprocess.run(["ip", "-n", ns.name, "addr", "add", f"{gw}/24", "dev", PORTS[1]],
                            check=True, capture_output=True)  # fmt: skip
-        print(json.dumps(asyncio.run(main(args.data, args.limit, ns.name)), indent=1))
+        print(json.dumps(asyncio.run(main(args.data, args.limit, ns.name, args.nodes)), indent=1))

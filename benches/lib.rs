@@ -9,23 +9,17 @@ pub const V4_TABLE: &str = "ipv4-routeviews-2024-04-06.txt.gz";
 pub const V6_TABLES: [&str; 2] = ["ipv6-ris-2022-05-27.txt.gz", "ipv6-tier1-router.txt.gz"];
 
 pub fn data_dir() -> PathBuf {
-    std::env::var_os("CORRIDOR_DATA")
-        .map(Into::into)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+    std::env::var_os("CORRIDOR_DATA").map(Into::into).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
 }
 
 /// The prefixes of one table file (`prefix [origin]` per line, gzip).
 pub fn read_table(name: &str) -> Vec<Prefix> {
     let path = data_dir().join(name);
-    let f = std::fs::File::open(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; the tables live in ../shared/data (or set CORRIDOR_DATA)", path.display())
-    });
+    let f = std::fs::File::open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; the tables live in ../shared/data (or set CORRIDOR_DATA)", path.display()));
     let mut s = String::new();
     flate2::read::GzDecoder::new(f).read_to_string(&mut s).expect("gzip text");
-    s.lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(|t| t.parse().expect("table prefix"))
-        .collect()
+    s.lines().filter_map(|l| l.split_whitespace().next()).map(|t| t.parse().expect("table prefix")).collect()
 }
 
 /// xorshift64*: deterministic keys, the same in every run and for every contender.
@@ -64,7 +58,13 @@ pub fn announced(table: &[Prefix], n: usize, seed: u64) -> Vec<u128> {
             let bits = p.family().max_len() as u32;
             let host = bits - p.len() as u32;
             let noise = ((r.next_u64() as u128) << 64) | r.next_u64() as u128;
-            let mask = if host == 0 { 0 } else if host >= 128 { u128::MAX } else { (1u128 << host) - 1 };
+            let mask = if host == 0 {
+                0
+            } else if host >= 128 {
+                u128::MAX
+            } else {
+                (1u128 << host) - 1
+            };
             match p.family() {
                 Family::V4 => (p.addr_v4() as u128) | (noise & mask),
                 Family::V6 => p.addr_v6() | (noise & mask),

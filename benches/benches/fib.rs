@@ -93,7 +93,8 @@ fn main() {
         trie.insert(Ipv4Net::new(Ipv4Addr::from(p.addr_v4()), p.len()).expect("valid"), group_of(p));
     }
     let trie_load = t.elapsed().as_secs_f64();
-    for (kind, keys) in [("random", random_v4(KEYS, 1)), ("announced", announced(&table, KEYS, 2).into_iter().map(|a| a as u32).collect())] {
+    for (kind, keys) in [("random", random_v4(KEYS, 1)), ("announced", announced(&table, KEYS, 2).into_iter().map(|a| a as u32).collect())]
+    {
         // Same answers from both before timing anything.
         for &k in keys.iter().take(100_000) {
             let want = trie.get_lpm(&Ipv4Net::new(Ipv4Addr::from(k), 32).expect("host")).map(|(_, g)| *g);

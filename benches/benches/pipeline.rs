@@ -33,7 +33,10 @@ fn fib() -> Fib {
     let mut fib = Fib::new(FibConfig { v4_routes: 64, v6_routes: 64, v4_nodes: 8, v6_nodes: 64, groups: 16, adjacencies: 16 }).unwrap();
     let mut ops = Vec::new();
     for a in 1..=2u32 {
-        ops.push(FibOp::SetAdjacency { id: a, adjacency: Adjacency { port: 1, vlan: 0, src_mac: MAC_OUT, dst_mac: [0x02, 0, 0, 0, 1, a as u8] } });
+        ops.push(FibOp::SetAdjacency {
+            id: a,
+            adjacency: Adjacency { port: 1, vlan: 0, src_mac: MAC_OUT, dst_mac: [0x02, 0, 0, 0, 1, a as u8] },
+        });
     }
     ops.push(FibOp::SetGroup { id: 1, members: vec![NextHop { adjacency: 1, weight: 1 }, NextHop { adjacency: 2, weight: 1 }] });
     for n in 0..8u32 {

@@ -18,8 +18,6 @@ fn main() {
         .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror", &multiarch, "-c", source, "-o"])
         .arg(&out)
         .status()
-        .unwrap_or_else(|err| {
-            panic!("cannot run `{clang}` to compile {source}: {err}; install clang and libbpf-dev or set CLANG")
-        });
+        .unwrap_or_else(|err| panic!("cannot run `{clang}` to compile {source}: {err}; install clang and libbpf-dev or set CLANG"));
     assert!(status.success(), "`{clang}` failed to compile {source} ({status}); see the messages above");
 }

@@ -109,7 +109,6 @@ reasons! {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,9 @@
 //! reader of the array's own domain (`get` answers `None` to any other) and lives no
 //! longer than that reader's shared borrow, while `quiescent` and `offline` take it
 //! mutably; a replaced object is freed only once its domain's grace period has passed.
+// unsafe: RcuArray hands out references through raw pointers whose lifetime the grace
+// periods guarantee, which is the point of this module.
+#![allow(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};

@@ -274,7 +274,8 @@ fn steering_classifies_frames() {
     let before = r.steering.counters().unwrap();
 
     let marker = |tag: u8| -> Vec<u8> { [0xc0, 0x44, 0xc0, 0x44, tag].repeat(10) };
-    let v4 = |dst: [u8; 4], tag: u8| -> Vec<u8> { udp4_frame(r0_mac, a_mac, dst, 0, 60)[14..].iter().copied().chain(marker(tag)).collect() };
+    let v4 =
+        |dst: [u8; 4], tag: u8| -> Vec<u8> { udp4_frame(r0_mac, a_mac, dst, 0, 60)[14..].iter().copied().chain(marker(tag)).collect() };
     let mut to_engine = Vec::new();
     let mut to_kernel = Vec::new();
     // Transit IPv6 unicast.

@@ -50,12 +50,16 @@ fn port_spec(i: usize, d: &Bound<'_, PyDict>) -> PyResult<PortSpec> {
     if let Some(q) = d.get_item("queues")? {
         let q: i64 = q.extract().map_err(|_| PyValueError::new_err(format!("{}: expected an integer", f("queues"))))?;
         // Out of u32 range: 0 makes the core's range check name the field and the limits.
-        spec.queues = u32::try_from(q).map_err(|_| PyValueError::new_err(format!("{}: {q} is not between 1 and {MAX_QUEUES}", f("queues"))))?;
+        spec.queues =
+            u32::try_from(q).map_err(|_| PyValueError::new_err(format!("{}: {q} is not between 1 and {MAX_QUEUES}", f("queues"))))?;
     }
     if let Some(m) = d.get_item("mtu")? {
         let m: i64 = m.extract().map_err(|_| PyValueError::new_err(format!("{}: expected an integer", f("mtu"))))?;
         spec.mtu = u16::try_from(m).map_err(|_| {
-            PyValueError::new_err(format!("{}: {m} is not between {MTU_MIN} (the IPv6 minimum, RFC 8200 section 5) and {MTU_MAX}", f("mtu")))
+            PyValueError::new_err(format!(
+                "{}: {m} is not between {MTU_MIN} (the IPv6 minimum, RFC 8200 section 5) and {MTU_MAX}",
+                f("mtu")
+            ))
         })?;
     }
     if let Some(a) = d.get_item("addresses")? {
@@ -287,7 +291,15 @@ impl Engine {
             workers.append(e)?;
             let a = PyDict::new(py);
             let fa = &w.accounting;
-            for (k, v) in [("total", fa.total), ("free", fa.free), ("fill", fa.fill), ("rx", fa.rx), ("tx", fa.tx), ("completion", fa.completion), ("held", fa.held)] {
+            for (k, v) in [
+                ("total", fa.total),
+                ("free", fa.free),
+                ("fill", fa.fill),
+                ("rx", fa.rx),
+                ("tx", fa.tx),
+                ("completion", fa.completion),
+                ("held", fa.held),
+            ] {
                 a.set_item(k, v)?;
             }
             accounting.append(a)?;

@@ -2,9 +2,7 @@
 //! It converts arguments, releases the GIL around every call that can take long, and maps
 //! the engine's typed errors to Python exceptions in one place (`batch_error`).
 
-use corridor_engine::fib::{
-    Adjacency, BatchError, Family, Fib as CoreFib, FibConfig, FibOp, NextHop, Prefix, RouteTarget,
-};
+use corridor_engine::fib::{Adjacency, BatchError, Family, Fib as CoreFib, FibConfig, FibOp, NextHop, Prefix, RouteTarget};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -51,9 +49,7 @@ impl Batch {
 
 fn parse_target(target: &Bound<'_, PyAny>) -> PyResult<Result<RouteTarget, String>> {
     if let Ok(g) = target.extract::<i64>() {
-        return Ok(u32::try_from(g)
-            .map(RouteTarget::Group)
-            .map_err(|_| format!("group {g}: not a valid group id (0 to {})", u32::MAX)));
+        return Ok(u32::try_from(g).map(RouteTarget::Group).map_err(|_| format!("group {g}: not a valid group id (0 to {})", u32::MAX)));
     }
     if let Ok(s) = target.cast::<PyString>() {
         return Ok(match s.to_str()? {

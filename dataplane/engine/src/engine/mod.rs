@@ -146,7 +146,10 @@ impl EngineConfig {
         for (i, port) in self.ports.iter().enumerate() {
             let f = |name: &str| format!("ports[{i}].{name}");
             if port.name.is_empty() || port.name.len() >= libc::IFNAMSIZ || port.name.contains(['/', ' ', '\0']) {
-                return Err(config_err(f("name"), format!("{:?} is not an interface name (1 to 15 characters, no '/' or space)", port.name)));
+                return Err(config_err(
+                    f("name"),
+                    format!("{:?} is not an interface name (1 to 15 characters, no '/' or space)", port.name),
+                ));
             }
             if let Some(j) = self.ports[..i].iter().position(|p| p.name == port.name) {
                 return Err(config_err(f("name"), format!("{:?} is already ports[{j}]", port.name)));
@@ -183,7 +186,10 @@ impl EngineConfig {
                 for a in addrs {
                     let bad = a.is_unspecified() || a.is_multicast() || a.is_loopback();
                     if bad || matches!(a, IpAddr::V4(v4) if v4.is_broadcast()) {
-                        return Err(config_err(f("addresses"), format!("VLAN {}: {a} cannot be a router address (unspecified, loopback, multicast or broadcast)", s.vlan)));
+                        return Err(config_err(
+                            f("addresses"),
+                            format!("VLAN {}: {a} cannot be a router address (unspecified, loopback, multicast or broadcast)", s.vlan),
+                        ));
                     }
                 }
             }
@@ -208,10 +214,7 @@ impl EngineConfig {
         let frames = self.frames_per_worker.unwrap_or(4096 * ports);
         let needed = 256 * ports;
         if frames < needed || frames > 1 << 20 {
-            return Err(config_err(
-                "frames_per_worker",
-                format!("{frames} is not between {needed} (256 per port) and {}", 1 << 20),
-            ));
+            return Err(config_err("frames_per_worker", format!("{frames} is not between {needed} (256 per port) and {}", 1 << 20)));
         }
         // Fill rings together take at most half the UMEM, leaving the rest for frames in
         // flight to tx; every ring between 64 and 2048 entries.
@@ -381,7 +384,10 @@ impl Engine {
     pub fn start(config: EngineConfig, readers: Vec<FibReader>) -> Result<Engine, EngineError> {
         let plan = config.plan()?;
         if readers.len() != plan.workers {
-            return Err(config_err("workers", format!("{} FIB readers for {} workers: one reader per worker", readers.len(), plan.workers)));
+            return Err(config_err(
+                "workers",
+                format!("{} FIB readers for {} workers: one reader per worker", readers.len(), plan.workers),
+            ));
         }
         let shared = Arc::new(Shared {
             live: config.ports.iter().map(|_| PortLive::default()).collect(),
@@ -410,13 +416,8 @@ impl Engine {
                 }));
             }
         };
-        let sub_interfaces = shared
-            .config
-            .ports
-            .iter()
-            .enumerate()
-            .flat_map(|(p, port)| port.sub_interfaces.iter().map(move |s| (p, s.vlan)))
-            .collect();
+        let sub_interfaces =
+            shared.config.ports.iter().enumerate().flat_map(|(p, port)| port.sub_interfaces.iter().map(move |s| (p, s.vlan))).collect();
         Ok(Engine { shared, ports: started.ports, workers: started.workers, sub_interfaces, supervisor: Some(supervisor) })
     }
 
@@ -486,14 +487,8 @@ impl Engine {
                 statistics: xsk::statistics(s.fd.as_fd()).unwrap_or_default(),
             })
             .collect();
-        let steering = self
-            .shared
-            .steering
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .and_then(|s| s.counters().ok())
-            .unwrap_or_default();
+        let steering =
+            self.shared.steering.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|s| s.counters().ok()).unwrap_or_default();
         EngineCounters {
             total,
             tx_ring_full: workers.iter().map(|w| w.tx_ring_full).sum(),
@@ -543,12 +538,7 @@ fn supervise(
     outcome
 }
 
-fn set_up(
-    shared: &Arc<Shared>,
-    plan: &Plan,
-    readers: Vec<FibReader>,
-    handles: &mut Vec<JoinHandle<()>>,
-) -> Result<Started, EngineError> {
+fn set_up(shared: &Arc<Shared>, plan: &Plan, readers: Vec<FibReader>, handles: &mut Vec<JoinHandle<()>>) -> Result<Started, EngineError> {
     let config = &shared.config;
     if let Some(ns) = &config.netns {
         sys::enter_netns(ns).map_err(|e| EngineError::Netns { name: ns.clone(), error: e.to_string() })?;
@@ -572,7 +562,12 @@ fn set_up(
             .ports
             .iter()
             .zip(&attachments)
-            .map(|(p, a)| PortConfig { mac: a.mac, mtu: p.mtu, sub_interfaces: p.sub_interfaces.clone(), icmp_rate_limit: config.icmp_rate_limit })
+            .map(|(p, a)| PortConfig {
+                mac: a.mac,
+                mtu: p.mtu,
+                sub_interfaces: p.sub_interfaces.clone(),
+                icmp_rate_limit: config.icmp_rate_limit,
+            })
             .collect(),
         hash_seed: config.hash_seed,
     };

@@ -2,6 +2,8 @@
 //! namespace, pinning a thread, reading a port's flags. (Sleeping on sockets and their
 //! kernel counters are `xsk`'s.) The engine's FFI fence: every `unsafe` of the `engine`
 //! module is here.
+// unsafe: each function is one libc call (setns, sched_*affinity, socket, ioctl).
+#![allow(unsafe_code)]
 
 use std::{
     fs::File,

@@ -264,8 +264,7 @@ impl Worker {
         let now_ns = self.clock.elapsed().as_nanos() as u64;
         {
             let umem = self.set.umem();
-            let mut bufs: [PacketBuf<'_>; MAX_BATCH] =
-                std::array::from_fn(|_| PacketBuf { chunk: &mut [], start: 0, len: 0, port: 0 });
+            let mut bufs: [PacketBuf<'_>; MAX_BATCH] = std::array::from_fn(|_| PacketBuf { chunk: &mut [], start: 0, len: 0, port: 0 });
             for (buf, frame) in bufs.iter_mut().zip(self.rx.iter_mut()) {
                 let len = frame.len();
                 let (chunk, start) = umem.chunk_mut(frame);

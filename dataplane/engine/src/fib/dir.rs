@@ -80,6 +80,8 @@ const fn depth(entry: u32) -> u32 {
     (entry >> DEPTH_SHIFT) & 0xFF
 }
 
+// unsafe: the zeroed allocation is taken as initialised without writing 64 MiB of zeros.
+#[allow(unsafe_code)]
 fn zeroed(n: usize) -> Box<[AtomicU32]> {
     // Zero is a valid AtomicU32 (the "no route" entry). Large zeroed allocations come from
     // calloc/mmap, so pages of an unused node pool cost no memory until written.
@@ -92,6 +94,8 @@ fn zeroed(n: usize) -> Box<[AtomicU32]> {
 
 /// Asks for transparent huge pages under a large table: random lookups over the 64 MiB
 /// IPv4 root otherwise take a TLB miss on top of nearly every cache miss.
+// unsafe: madvise(2) on the table's own pages.
+#[allow(unsafe_code)]
 fn huge_pages(table: &[AtomicU32]) {
     const HUGE: usize = 2 << 20;
     let start = table.as_ptr() as usize;
@@ -230,10 +234,7 @@ impl<K: Key> DirTable<K> {
 
     /// Every installed route, shortest first.
     pub(crate) fn rules(&self) -> impl Iterator<Item = (K, u32, u32)> + '_ {
-        self.rules
-            .iter()
-            .enumerate()
-            .flat_map(|(len, m)| m.iter().map(move |(k, v)| (*k, len as u32, *v)))
+        self.rules.iter().enumerate().flat_map(|(len, m)| m.iter().map(move |(k, v)| (*k, len as u32, *v)))
     }
 
     /// Nodes this batch may need beyond those that exist: every node on an added route's
@@ -322,10 +323,8 @@ impl<K: Key> DirTable<K> {
     pub(crate) fn remove(&mut self, qsbr: &Qsbr, prefix: K, len: u32) -> Option<u32> {
         let old = self.rules[len as usize].remove(&prefix)?;
         self.routes -= 1;
-        let replacement = (0..len)
-            .rev()
-            .find_map(|l| self.rules[l as usize].get(&prefix.masked(l)).map(|v| route_entry(*v, l)))
-            .unwrap_or(0);
+        let replacement =
+            (0..len).rev().find_map(|l| self.rules[l as usize].get(&prefix.masked(l)).map(|v| route_entry(*v, l))).unwrap_or(0);
         self.delete_at(qsbr, None, 0, prefix, len, replacement);
         Some(old)
     }

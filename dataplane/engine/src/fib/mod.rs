@@ -139,14 +139,7 @@ pub struct FibConfig {
 
 impl Default for FibConfig {
     fn default() -> Self {
-        FibConfig {
-            v4_routes: 2_000_000,
-            v6_routes: 500_000,
-            v4_nodes: 32_768,
-            v6_nodes: 1 << 20,
-            groups: 65_536,
-            adjacencies: 65_536,
-        }
+        FibConfig { v4_routes: 2_000_000, v6_routes: 500_000, v4_nodes: 32_768, v6_nodes: 1 << 20, groups: 65_536, adjacencies: 65_536 }
     }
 }
 
@@ -316,16 +309,8 @@ impl Fib {
     /// Every installed route of a family, shortest prefixes first.
     pub fn routes(&self, family: Family) -> Vec<(Prefix, RouteTarget)> {
         match family {
-            Family::V4 => self
-                .v4
-                .rules()
-                .map(|(k, l, c)| (Prefix::v4(k, l as u8), RouteTarget::from_code(c)))
-                .collect(),
-            Family::V6 => self
-                .v6
-                .rules()
-                .map(|(k, l, c)| (Prefix::v6(k, l as u8), RouteTarget::from_code(c)))
-                .collect(),
+            Family::V4 => self.v4.rules().map(|(k, l, c)| (Prefix::v4(k, l as u8), RouteTarget::from_code(c))).collect(),
+            Family::V6 => self.v6.rules().map(|(k, l, c)| (Prefix::v6(k, l as u8), RouteTarget::from_code(c))).collect(),
         }
     }
 
@@ -412,7 +397,13 @@ impl Fib {
                     let mut bad = false;
                     for m in members {
                         if m.weight == 0 || m.weight > MAX_WEIGHT {
-                            err(i, format!("group {id}: member adjacency {} has weight {}; weights are 1 to {MAX_WEIGHT}", m.adjacency, m.weight));
+                            err(
+                                i,
+                                format!(
+                                    "group {id}: member adjacency {} has weight {}; weights are 1 to {MAX_WEIGHT}",
+                                    m.adjacency, m.weight
+                                ),
+                            );
                             bad = true;
                         }
                         let present = adj_after.get(&m.adjacency).copied().unwrap_or_else(|| self.adjacencies.contains_key(&m.adjacency));

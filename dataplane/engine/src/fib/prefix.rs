@@ -115,15 +115,9 @@ impl FromStr for Prefix {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Prefix, String> {
-        let (addr, len) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?}: not a prefix (expected address/length, e.g. 198.18.0.0/15)"))?;
-        let ip: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{s:?}: {addr:?} is not an IPv4 or IPv6 address"))?;
-        let len: u8 = len
-            .parse()
-            .map_err(|_| format!("{s:?}: prefix length {len:?} is not a number from 0 to {}", max_of(ip)))?;
+        let (addr, len) = s.split_once('/').ok_or_else(|| format!("{s:?}: not a prefix (expected address/length, e.g. 198.18.0.0/15)"))?;
+        let ip: IpAddr = addr.parse().map_err(|_| format!("{s:?}: {addr:?} is not an IPv4 or IPv6 address"))?;
+        let len: u8 = len.parse().map_err(|_| format!("{s:?}: prefix length {len:?} is not a number from 0 to {}", max_of(ip)))?;
         Ok(Prefix::from_ip(ip, len))
     }
 }
@@ -157,10 +151,7 @@ mod tests {
         let bad: Prefix = "2001:db8::/129".parse().unwrap();
         assert_eq!(bad.check().unwrap_err(), "2001:db8::/129: prefix length 129 exceeds 128");
         let bad: Prefix = "198.18.0.1/15".parse().unwrap();
-        assert_eq!(
-            bad.check().unwrap_err(),
-            "198.18.0.1/15: host bits set (the network is 198.18.0.0/15)"
-        );
+        assert_eq!(bad.check().unwrap_err(), "198.18.0.1/15: host bits set (the network is 198.18.0.0/15)");
         assert!("0.0.0.0/0".parse::<Prefix>().unwrap().check().is_ok());
         assert!("::/0".parse::<Prefix>().unwrap().check().is_ok());
         assert!("255.255.255.255/32".parse::<Prefix>().unwrap().check().is_ok());

@@ -151,7 +151,8 @@ fn special_targets() {
 fn repointing_a_group_moves_every_route_at_once() {
     let mut fib = fib_with_groups(3);
     // Every /24 of 198.18.0.0/15 plus host routes: 2,560 routes on one group.
-    let mut ops: Vec<_> = (0..512u32).map(|i| FibOp::AddRoute { prefix: Prefix::v4(0xC612_0000 | (i << 8), 24), target: RouteTarget::Group(0) }).collect();
+    let mut ops: Vec<_> =
+        (0..512u32).map(|i| FibOp::AddRoute { prefix: Prefix::v4(0xC612_0000 | (i << 8), 24), target: RouteTarget::Group(0) }).collect();
     ops.extend((0..2048u32).map(|i| FibOp::AddRoute { prefix: Prefix::v4(0xC612_0000 | (i << 6) | 9, 32), target: RouteTarget::Group(0) }));
     fib.apply(&ops).unwrap();
     let r = fib.reader();
@@ -170,11 +171,8 @@ fn repointing_a_group_moves_every_route_at_once() {
 #[test]
 fn weighted_members_and_flow_stickiness() {
     let mut fib = fib_with_groups(3);
-    fib.apply(&[FibOp::SetGroup {
-        id: 7,
-        members: vec![NextHop { adjacency: 0, weight: 1 }, NextHop { adjacency: 1, weight: 3 }],
-    }])
-    .unwrap();
+    fib.apply(&[FibOp::SetGroup { id: 7, members: vec![NextHop { adjacency: 0, weight: 1 }, NextHop { adjacency: 1, weight: 3 }] }])
+        .unwrap();
     let r = fib.reader();
     let mut counts = [0usize; 2];
     for f in 0..40_000u32 {
@@ -244,7 +242,11 @@ fn batch_errors_name_every_bad_entry_and_apply_nothing() {
 fn full_tables_are_refused_with_the_reason() {
     let cfg = FibConfig { v4_routes: 3, v6_routes: 1, v4_nodes: 2, v6_nodes: 3, groups: 4, adjacencies: 4 };
     let mut fib = Fib::new(cfg).unwrap();
-    fib.apply(&[FibOp::SetAdjacency { id: 0, adjacency: Adjacency::default() }, FibOp::SetGroup { id: 0, members: vec![NextHop { adjacency: 0, weight: 1 }] }]).unwrap();
+    fib.apply(&[
+        FibOp::SetAdjacency { id: 0, adjacency: Adjacency::default() },
+        FibOp::SetGroup { id: 0, members: vec![NextHop { adjacency: 0, weight: 1 }] },
+    ])
+    .unwrap();
     fib.apply(&[add("198.18.0.0/24", 0), add("198.18.1.0/24", 0), add("198.18.2.0/24", 0)]).unwrap();
     let e = fib.apply(&[add("198.18.3.0/24", 0)]).unwrap_err();
     assert_eq!(e.to_string(), "entry 0: route 198.18.3.0/24: IPv4 table full (3 routes; raise the capacity)");
@@ -252,7 +254,11 @@ fn full_tables_are_refused_with_the_reason() {
     fib.apply(&[add("198.18.0.0/24", 0)]).unwrap();
     // Node pool: each /25 in a new /24 needs one node.
     let mut fib = Fib::new(cfg).unwrap();
-    fib.apply(&[FibOp::SetAdjacency { id: 0, adjacency: Adjacency::default() }, FibOp::SetGroup { id: 0, members: vec![NextHop { adjacency: 0, weight: 1 }] }]).unwrap();
+    fib.apply(&[
+        FibOp::SetAdjacency { id: 0, adjacency: Adjacency::default() },
+        FibOp::SetGroup { id: 0, members: vec![NextHop { adjacency: 0, weight: 1 }] },
+    ])
+    .unwrap();
     let e = fib.apply(&[add("198.18.0.0/25", 0), add("198.18.1.0/25", 0), add("198.18.2.0/25", 0)]).unwrap_err();
     assert!(e.to_string().contains("IPv4 table full: the batch needs up to 3 more trie nodes and 2 are free (raise v4_nodes)"), "{e}");
     assert_eq!(fib.stats().v4.routes, 0);
@@ -324,7 +330,11 @@ enum Step {
 /// lengths mixed.
 fn steps(bits: u32) -> impl Strategy<Value = Vec<Step>> {
     let len = prop_oneof![0u8..=(bits as u8), Just(bits as u8), 0u8..=8, (bits as u8 - 8)..=(bits as u8)];
-    let addr = prop_oneof![any::<u128>(), (0u128..16).prop_map(move |x| x << (bits - 4)), any::<u8>().prop_map(move |x| (0xC6u128 << (bits - 8)) | ((x as u128) << (bits - 16)))];
+    let addr = prop_oneof![
+        any::<u128>(),
+        (0u128..16).prop_map(move |x| x << (bits - 4)),
+        any::<u8>().prop_map(move |x| (0xC6u128 << (bits - 8)) | ((x as u128) << (bits - 16)))
+    ];
     let step = prop_oneof![
         3 => (addr.clone(), len.clone(), 0u32..4).prop_map(|(a, l, g)| Step::Add(a, l, g)),
         1 => (addr, len).prop_map(|(a, l)| Step::Del(a, l)),
@@ -562,7 +572,11 @@ fn readers_never_see_an_answer_that_was_never_installed() {
         fib.apply(&ops).unwrap();
         // Adjacency MACs change too (a neighbour update), same ports.
         let a = next() % 2;
-        fib.apply(&[FibOp::SetAdjacency { id: a, adjacency: Adjacency { port: a as u16, dst_mac: [2, 0, 0, 0, 0, next() as u8], ..Default::default() } }]).unwrap();
+        fib.apply(&[FibOp::SetAdjacency {
+            id: a,
+            adjacency: Adjacency { port: a as u16, dst_mac: [2, 0, 0, 0, 0, next() as u8], ..Default::default() },
+        }])
+        .unwrap();
         batches += 1;
     }
     stop.store(true, Ordering::Relaxed);
@@ -577,9 +591,9 @@ fn readers_never_see_an_answer_that_was_never_installed() {
 // ---- the real tables ----
 
 fn data_dir() -> std::path::PathBuf {
-    std::env::var_os("CORRIDOR_DATA").map(Into::into).unwrap_or_else(|| {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
-    })
+    std::env::var_os("CORRIDOR_DATA")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
 }
 
 fn read_table(name: &str) -> Vec<Prefix> {
@@ -595,15 +609,21 @@ fn read_table(name: &str) -> Vec<Prefix> {
 
 #[test]
 fn the_real_tables_load_and_look_up() {
-    for (name, expect) in [("ipv4-routeviews-2024-04-06.txt.gz", 998_042), ("ipv6-ris-2022-05-27.txt.gz", 158_212), ("ipv6-tier1-router.txt.gz", 160_147)] {
+    for (name, expect) in
+        [("ipv4-routeviews-2024-04-06.txt.gz", 998_042), ("ipv6-ris-2022-05-27.txt.gz", 158_212), ("ipv6-tier1-router.txt.gz", 160_147)]
+    {
         let table = read_table(name);
         assert_eq!(table.len(), expect, "{name}");
         let mut fib = Fib::new(FibConfig::default()).unwrap();
         let groups = 64u32;
-        let mut ops: Vec<FibOp> = (0..groups).flat_map(|g| [
-            FibOp::SetAdjacency { id: g, adjacency: Adjacency { port: g as u16, ..Default::default() } },
-            FibOp::SetGroup { id: g, members: vec![NextHop { adjacency: g, weight: 1 }] },
-        ]).collect();
+        let mut ops: Vec<FibOp> = (0..groups)
+            .flat_map(|g| {
+                [
+                    FibOp::SetAdjacency { id: g, adjacency: Adjacency { port: g as u16, ..Default::default() } },
+                    FibOp::SetGroup { id: g, members: vec![NextHop { adjacency: g, weight: 1 }] },
+                ]
+            })
+            .collect();
         // The group of a prefix is a function of the prefix, so the expected answer is known.
         let group_of = |p: &Prefix| (p.addr_v6().wrapping_add(p.addr_v4() as u128).wrapping_mul(0x9E37_79B9) >> 7) as u32 % groups;
         ops.extend(table.iter().map(|p| FibOp::AddRoute { prefix: *p, target: RouteTarget::Group(group_of(p)) }));
@@ -611,16 +631,19 @@ fn the_real_tables_load_and_look_up() {
         fib.apply(&ops).unwrap();
         let elapsed = t.elapsed();
         let s = fib.stats();
-        eprintln!("{name}: {} routes in {elapsed:?}, {} nodes, {} MiB of entries", table.len(), s.v4.nodes_used + s.v6.nodes_used, (s.v4.entry_bytes + s.v6.entry_bytes) >> 20);
+        eprintln!(
+            "{name}: {} routes in {elapsed:?}, {} nodes, {} MiB of entries",
+            table.len(),
+            s.v4.nodes_used + s.v6.nodes_used,
+            (s.v4.entry_bytes + s.v6.entry_bytes) >> 20
+        );
         let r = fib.reader();
         // Sample: a prefix's own first address answers with its group unless a more specific
         // route starts at the same address; its last address likewise.
         let set: std::collections::HashSet<Prefix> = table.iter().copied().collect();
         for p in table.iter().step_by(97) {
             let first = if p.family() == Family::V4 { r.lookup_v4(p.addr_v4()) } else { r.lookup_v6(p.addr_v6()) };
-            let more_specific_at_start = (p.len() + 1..=p.family().max_len()).any(|l| {
-                set.contains(&Prefix::from_ip(p.ip(), l))
-            });
+            let more_specific_at_start = (p.len() + 1..=p.family().max_len()).any(|l| set.contains(&Prefix::from_ip(p.ip(), l)));
             if !more_specific_at_start {
                 assert_eq!(first, Some(RouteTarget::Group(group_of(p))), "{p}");
             } else {

@@ -103,14 +103,30 @@ impl PipelineConfig {
 /// A `PipelineConfig` the pipeline cannot run with; the message names the bad entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigError {
-    TooManyPorts { ports: usize },
-    TooManySubInterfaces { sub_interfaces: usize },
+    TooManyPorts {
+        ports: usize,
+    },
+    TooManySubInterfaces {
+        sub_interfaces: usize,
+    },
     /// Below the IPv6 minimum MTU.
-    MtuTooSmall { port: usize, mtu: u16 },
+    MtuTooSmall {
+        port: usize,
+        mtu: u16,
+    },
     /// A group (multicast) MAC where a port needs a unicast one.
-    GroupMac { port: usize, mac: [u8; 6] },
-    VlanOutOfRange { port: usize, vlan: u16 },
-    DuplicateVlan { port: usize, vlan: u16 },
+    GroupMac {
+        port: usize,
+        mac: [u8; 6],
+    },
+    VlanOutOfRange {
+        port: usize,
+        vlan: u16,
+    },
+    DuplicateVlan {
+        port: usize,
+        vlan: u16,
+    },
 }
 
 impl fmt::Display for ConfigError {

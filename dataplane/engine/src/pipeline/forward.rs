@@ -76,7 +76,15 @@ impl Pipeline {
 /// datagram at `ip_off`, moving the datagram toward the chunk's end only when the headroom
 /// is too small; pads to the Ethernet minimum. Returns the frame's start and length.
 #[inline]
-fn write_link(chunk: &mut [u8], ip_off: usize, ip_len: usize, tci: Option<u16>, dst: [u8; 6], src: [u8; 6], ether_type: u16) -> Option<(usize, usize)> {
+fn write_link(
+    chunk: &mut [u8],
+    ip_off: usize,
+    ip_len: usize,
+    tci: Option<u16>,
+    dst: [u8; 6],
+    src: [u8; 6],
+    ether_type: u16,
+) -> Option<(usize, usize)> {
     let l2_len = ethernet::HEADER_LEN + if tci.is_some() { ethernet::VLAN_TAG_LEN } else { 0 };
     let ip_off = if ip_off >= l2_len {
         ip_off
@@ -132,7 +140,8 @@ mod tests {
         assert_silent_drop(&mut rig, 0, v4_frame([198, 19, 8, 1], 64), DropReason::UnknownEgress, "adjacency on unknown port");
         assert_silent_drop(&mut rig, 0, v6_frame(v6(9, 1), 64), DropReason::UnknownEgress, "adjacency on unknown VLAN");
         // Larger than port 2's 1280 without DF: not fragmented, dropped.
-        let big = edit_v4(eth(MAC0, None, ethertype::IPV4, &ipv4(SRC4, [198, 19, 4, 1], 64, ip_protocol::UDP, &udp(1, 2, 1400))), |ip| ip[6] = 0);
+        let big =
+            edit_v4(eth(MAC0, None, ethertype::IPV4, &ipv4(SRC4, [198, 19, 4, 1], 64, ip_protocol::UDP, &udp(1, 2, 1400))), |ip| ip[6] = 0);
         assert_silent_drop(&mut rig, 0, big, DropReason::FragmentationNeeded, "no DF");
     }
 

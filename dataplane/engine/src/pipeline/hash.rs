@@ -15,7 +15,6 @@ pub(super) fn flow_hash(seed: u64, words: &[u64]) -> u32 {
     (h >> 32) as u32
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
@@ -32,7 +31,12 @@ mod tests {
         let mk = |i: usize| {
             let (sport, dport) = ((i % 50_000) as u16 + 1024, (i / 50_000) as u16 + 80);
             if v6_flows {
-                eth(MAC0, None, ethertype::IPV6, &ipv6(v6(0, (i % 7) as u16 + 1), v6(group_net as u16, 9), 64, ip_protocol::TCP, &udp(sport, dport, 20)))
+                eth(
+                    MAC0,
+                    None,
+                    ethertype::IPV6,
+                    &ipv6(v6(0, (i % 7) as u16 + 1), v6(group_net as u16, 9), 64, ip_protocol::TCP, &udp(sport, dport, 20)),
+                )
             } else {
                 let src = [198, 18, (i % 5) as u8, 100];
                 eth(MAC0, None, ethertype::IPV4, &ipv4(src, [198, 19, group_net, 9], 64, ip_protocol::UDP, &udp(sport, dport, 20)))

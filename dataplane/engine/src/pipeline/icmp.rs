@@ -75,7 +75,11 @@ impl Pipeline {
         }
         let port = self.ports.get_mut(frame.port as usize).ok_or(IcmpOutcome::NoSource)?;
         let (l2_len, ip_off) = (m.l2_len as usize, frame.start + m.l2_len as usize);
-        let (headers, limit) = if v4 { (ipv4::HEADER_LEN + icmpv4::HEADER_LEN, ipv4::MIN_MTU) } else { (ipv6::HEADER_LEN + icmpv6::HEADER_LEN, ipv6::MIN_MTU) };
+        let (headers, limit) = if v4 {
+            (ipv4::HEADER_LEN + icmpv4::HEADER_LEN, ipv4::MIN_MTU)
+        } else {
+            (ipv6::HEADER_LEN + icmpv6::HEADER_LEN, ipv6::MIN_MTU)
+        };
         let quote = (m.ip_len as usize).min(limit - headers);
         let sender_mac = ethernet::Frame::new_unchecked(frame.chunk.get(frame.start..ip_off).ok_or(IcmpOutcome::NoRoom)?).src_addr();
         let (orig_src4, orig_src6) = {
@@ -204,7 +208,12 @@ mod tests {
         assert_eq!(e.vlan, Some(0x2000 | 100));
         assert_eq!(e.src, Ipv4Addr::new(198, 18, 100, 1));
         // A 1500-octet datagram is quoted up to the 576 limit.
-        let e = expect_icmp(&mut rig, 0, eth(MAC0, None, ethertype::IPV4, &ipv4(SRC4, [198, 19, 1, 5], 1, ip_protocol::UDP, &udp(1, 2, 1472))), DropReason::TtlExpired);
+        let e = expect_icmp(
+            &mut rig,
+            0,
+            eth(MAC0, None, ethertype::IPV4, &ipv4(SRC4, [198, 19, 1, 5], 1, ip_protocol::UDP, &udp(1, 2, 1472))),
+            DropReason::TtlExpired,
+        );
         assert_eq!(e.ip_len, 576);
     }
 
@@ -232,19 +241,23 @@ mod tests {
     #[test]
     fn icmp_never_in_reply_to() {
         let mut rig = rig();
-        let v4_icmp = |ty: u8| eth(MAC0, None, ethertype::IPV4, &ipv4(SRC4, [198, 19, 1, 5], 1, ip_protocol::ICMP, &[ty, 0, 0, 0, 0, 0, 0, 0]));
+        let v4_icmp =
+            |ty: u8| eth(MAC0, None, ethertype::IPV4, &ipv4(SRC4, [198, 19, 1, 5], 1, ip_protocol::ICMP, &[ty, 0, 0, 0, 0, 0, 0, 0]));
         for ty in [3, 4, 5, 11, 12] {
             expect_no_icmp(&mut rig, 0, v4_icmp(ty), DropReason::TtlExpired, IcmpOutcome::Suppressed, &format!("ICMP type {ty}"));
         }
         expect_icmp(&mut rig, 0, v4_icmp(8), DropReason::TtlExpired); // echo request is answered
         let truncated_icmp = eth(MAC0, None, ethertype::IPV4, &ipv4(SRC4, [198, 19, 1, 5], 1, ip_protocol::ICMP, &[]));
         expect_no_icmp(&mut rig, 0, truncated_icmp, DropReason::TtlExpired, IcmpOutcome::Suppressed, "ICMP without a header");
-        let frag = |mf: bool, off: u16| edit_v4(v4_frame([198, 19, 1, 5], 1), |ip| ipv4::Packet::new_unchecked(ip).set_flags_and_offset(false, mf, off));
+        let frag = |mf: bool, off: u16| {
+            edit_v4(v4_frame([198, 19, 1, 5], 1), |ip| ipv4::Packet::new_unchecked(ip).set_flags_and_offset(false, mf, off))
+        };
         expect_no_icmp(&mut rig, 0, frag(false, 1480), DropReason::TtlExpired, IcmpOutcome::Suppressed, "last fragment");
         expect_no_icmp(&mut rig, 0, frag(true, 8), DropReason::TtlExpired, IcmpOutcome::Suppressed, "middle fragment");
         expect_icmp(&mut rig, 0, frag(true, 0), DropReason::TtlExpired); // the first fragment is answered
 
-        let v6_icmp = |ty: u8| eth(MAC0, None, ethertype::IPV6, &ipv6(src6(), v6(1, 5), 1, ip_protocol::ICMPV6, &[ty, 0, 0, 0, 0, 0, 0, 0]));
+        let v6_icmp =
+            |ty: u8| eth(MAC0, None, ethertype::IPV6, &ipv6(src6(), v6(1, 5), 1, ip_protocol::ICMPV6, &[ty, 0, 0, 0, 0, 0, 0, 0]));
         for ty in [1, 2, 3, 4, 127] {
             expect_no_icmp(&mut rig, 0, v6_icmp(ty), DropReason::TtlExpired, IcmpOutcome::Suppressed, &format!("ICMPv6 type {ty}"));
         }

@@ -28,11 +28,11 @@ mod testing;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+use self::config::NO_SUB;
 pub use self::config::{ConfigError, IcmpRateLimit, PipelineConfig, PortConfig, SubInterfaceConfig};
 pub use self::ratelimit::TokenBucket;
-pub use crate::drop::{DropReason, IcmpOutcome};
-use self::config::NO_SUB;
 use crate::counters::WorkerCounters;
+pub use crate::drop::{DropReason, IcmpOutcome};
 use crate::fib::FibReader;
 
 /// Frames handled per batch; `process` splits longer slices.
@@ -109,8 +109,19 @@ struct Meta {
 }
 
 impl Meta {
-    const EMPTY: Meta =
-        Meta { family: Family::Done, slot: 0, l2_len: 0, tagged: false, tci: 0, priority: 0, sub: 0, ip_len: 0, dont_frag: false, icmp_ok: false, flow_hash: 0 };
+    const EMPTY: Meta = Meta {
+        family: Family::Done,
+        slot: 0,
+        l2_len: 0,
+        tagged: false,
+        tci: 0,
+        priority: 0,
+        sub: 0,
+        ip_len: 0,
+        dont_frag: false,
+        icmp_ok: false,
+        flow_hash: 0,
+    };
 }
 /// One worker's pipeline: configuration, ICMP token buckets and counters. Allocates only
 /// in `new`.

@@ -107,8 +107,7 @@ impl Pipeline {
         let fragment = !initial || p.more_frags();
         let payload = p.payload();
         // RFC 1812 section 4.3.2.7: no error about an ICMP error or a non-initial fragment.
-        m.icmp_ok = initial
-            && (protocol != ip_protocol::ICMP || payload.first().is_some_and(|&t| !icmpv4::is_error(t)));
+        m.icmp_ok = initial && (protocol != ip_protocol::ICMP || payload.first().is_some_and(|&t| !icmpv4::is_error(t)));
         // Fragments carry no ports after the first: hash every fragment without them so a
         // datagram's fragments stay on one path.
         let l4 = if !fragment && ports::has_ports(protocol) { l4_ports(payload) } else { 0 };
@@ -210,13 +209,37 @@ mod tests {
         qinq.splice(12..12, [0x88, 0xa8, 0x00, 0x64]);
         assert_silent_drop(&mut rig, 0, qinq, DropReason::MultipleVlanTags, "802.1ad");
         assert_silent_drop(&mut rig, 0, eth(MAC0, Some(555), ethertype::IPV4, &good[14..]), DropReason::UnknownVlan, "unknown VLAN");
-        assert_silent_drop(&mut rig, 2, eth(MAC2, Some(100), ethertype::IPV4, &good[14..]), DropReason::UnknownVlan, "VLAN of another port");
+        assert_silent_drop(
+            &mut rig,
+            2,
+            eth(MAC2, Some(100), ethertype::IPV4, &good[14..]),
+            DropReason::UnknownVlan,
+            "VLAN of another port",
+        );
         assert_silent_drop(&mut rig, 7, good.clone(), DropReason::UnknownVlan, "unknown port");
         assert_silent_drop(&mut rig, 0, eth([2, 0, 0, 0, 0, 0x99], None, ethertype::IPV4, &good[14..]), DropReason::OtherHost, "other MAC");
-        assert_silent_drop(&mut rig, 0, eth(ethernet::BROADCAST, None, ethertype::IPV4, &good[14..]), DropReason::LinkBroadcast, "L2 broadcast");
-        assert_silent_drop(&mut rig, 0, eth([0x01, 0, 0x5e, 0, 0, 1], None, ethertype::IPV4, &good[14..]), DropReason::LinkBroadcast, "L2 multicast");
+        assert_silent_drop(
+            &mut rig,
+            0,
+            eth(ethernet::BROADCAST, None, ethertype::IPV4, &good[14..]),
+            DropReason::LinkBroadcast,
+            "L2 broadcast",
+        );
+        assert_silent_drop(
+            &mut rig,
+            0,
+            eth([0x01, 0, 0x5e, 0, 0, 1], None, ethertype::IPV4, &good[14..]),
+            DropReason::LinkBroadcast,
+            "L2 multicast",
+        );
         let v6 = v6_frame(v6(1, 5), 64);
-        assert_silent_drop(&mut rig, 0, eth([0x33, 0x33, 0, 0, 0, 1], None, ethertype::IPV6, &v6[14..]), DropReason::LinkBroadcast, "v6 in L2 multicast");
+        assert_silent_drop(
+            &mut rig,
+            0,
+            eth([0x33, 0x33, 0, 0, 0, 1], None, ethertype::IPV6, &v6[14..]),
+            DropReason::LinkBroadcast,
+            "v6 in L2 multicast",
+        );
         // A priority-tagged frame (VID 0) is the untagged sub-interface's.
         let out = rig.run1(0, eth(MAC0, Some(0xa000), ethertype::IPV4, &good[14..]));
         assert!(matches!(out.verdict, Verdict::Forward { port: 1, .. }));
@@ -231,11 +254,29 @@ mod tests {
         let mut bad = good.clone();
         bad[14 + 10] ^= 0x01;
         assert_silent_drop(&mut rig, 0, bad, DropReason::Ipv4BadChecksum, "checksum");
-        assert_silent_drop(&mut rig, 0, edit_v4(good.clone(), |ip| ip[2..4].copy_from_slice(&19u16.to_be_bytes())), DropReason::Ipv4BadTotalLen, "total < IHL*4");
+        assert_silent_drop(
+            &mut rig,
+            0,
+            edit_v4(good.clone(), |ip| ip[2..4].copy_from_slice(&19u16.to_be_bytes())),
+            DropReason::Ipv4BadTotalLen,
+            "total < IHL*4",
+        );
         let too_long = (good.len() - 14 + 1) as u16;
-        assert_silent_drop(&mut rig, 0, edit_v4(good.clone(), |ip| ip[2..4].copy_from_slice(&too_long.to_be_bytes())), DropReason::Ipv4BadTotalLen, "total > frame");
+        assert_silent_drop(
+            &mut rig,
+            0,
+            edit_v4(good.clone(), |ip| ip[2..4].copy_from_slice(&too_long.to_be_bytes())),
+            DropReason::Ipv4BadTotalLen,
+            "total > frame",
+        );
         // IHL 15 in a frame too short for 60 octets of header.
-        assert_silent_drop(&mut rig, 0, good[..14 + 40].iter().copied().enumerate().map(|(i, b)| if i == 14 { 0x4f } else { b }).collect(), DropReason::Truncated, "options cut");
+        assert_silent_drop(
+            &mut rig,
+            0,
+            good[..14 + 40].iter().copied().enumerate().map(|(i, b)| if i == 14 { 0x4f } else { b }).collect(),
+            DropReason::Truncated,
+            "options cut",
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The cache prefetch hint the pipeline issues for every frame's headers before parsing
 //! a batch. Its own module because it is an intrinsic: the only `unsafe` of the pipeline.
+
+// unsafe: core::arch prefetch intrinsics are unsafe functions, though they never fault.
 #![allow(unsafe_code)]
 
 /// A hint to load the cache line holding `buf[at]`; nothing when `at` is out of bounds

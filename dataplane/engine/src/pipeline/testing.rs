@@ -69,7 +69,8 @@ pub fn config(limit: IcmpRateLimit) -> PipelineConfig {
 pub fn fib() -> Fib {
     let mut fib = Fib::new(FibConfig { v4_routes: 64, v6_routes: 64, v4_nodes: 8, v6_nodes: 64, groups: 64, adjacencies: 64 }).unwrap();
     let adj = |id, port, vlan, src_mac, n| FibOp::SetAdjacency { id, adjacency: Adjacency { port, vlan, src_mac, dst_mac: nh_mac(n) } };
-    let group = |id, members: &[u32]| FibOp::SetGroup { id, members: members.iter().map(|&a| NextHop { adjacency: a, weight: 1 }).collect() };
+    let group =
+        |id, members: &[u32]| FibOp::SetGroup { id, members: members.iter().map(|&a| NextHop { adjacency: a, weight: 1 }).collect() };
     let mut ops = vec![
         adj(1, 1, 0, MAC1, 1),
         adj(2, 1, 300, MAC1, 2),

@@ -236,9 +236,7 @@ impl Steering {
             .map_err(|e: aya::programs::ProgramError| XdpError::Load(e.to_string()))?;
         program.load().map_err(|e| XdpError::Load(format!("{e}: {}", verifier_log(&e))))?;
 
-        let mut take = |name: &'static str| {
-            ebpf.take_map(name).ok_or_else(|| XdpError::Load(format!("object has no map {name}")))
-        };
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or_else(|| XdpError::Load(format!("object has no map {name}")));
         let xsks = XskMap::try_from(take("xsks")?).map_err(map_err("xsks"))?;
         let router_v4 = HashMap::try_from(take("router_v4")?).map_err(map_err("router_v4"))?;
         let router_v6 = HashMap::try_from(take("router_v6")?).map_err(map_err("router_v6"))?;
@@ -265,11 +263,8 @@ impl Steering {
             self.detach(ifname)?;
         }
         let link = netlink::query(ifindex).map_err(|e| port_err(format!("reading link: {e}")))?;
-        let mac: [u8; 6] = link
-            .mac
-            .as_slice()
-            .try_into()
-            .map_err(|_| port_err(format!("not an Ethernet port (link address {:02x?})", link.mac)))?;
+        let mac: [u8; 6] =
+            link.mac.as_slice().try_into().map_err(|_| port_err(format!("not an Ethernet port (link address {:02x?})", link.mac)))?;
 
         let mut replaced = Vec::new();
         for (prog_id, flags) in [
@@ -280,9 +275,7 @@ impl Steering {
             let Some(prog_id) = prog_id else { continue };
             match netlink::detach(ifindex, flags) {
                 Ok(()) => replaced.push(prog_id),
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    return Err(XdpError::HeldByLink { ifname: ifname.to_owned(), prog_id })
-                }
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Err(XdpError::HeldByLink { ifname: ifname.to_owned(), prog_id }),
                 Err(e) => return Err(port_err(format!("removing XDP program id {prog_id}: {e}"))),
             }
         }
@@ -315,16 +308,7 @@ impl Steering {
         let link = program.take_link(link_id).map_err(|e| XdpError::Attach { ifname: ifname.to_owned(), error: e.to_string() })?;
         // aya does not name the kind of link it made; its Debug form does (`Fd` or `NlLink`).
         let via = if format!("{link:?}").contains("NlLink") { AttachedVia::Netlink } else { AttachedVia::Link };
-        let info = PortAttachment {
-            ifname: ifname.to_owned(),
-            ifindex,
-            slot,
-            mac,
-            mode: xdp_mode,
-            via,
-            native_error,
-            replaced,
-        };
+        let info = PortAttachment { ifname: ifname.to_owned(), ifindex, slot, mac, mode: xdp_mode, via, native_error, replaced };
         self.ports.insert(ifindex, Port { info: info.clone(), link: Some(link) });
         Ok(info)
     }
@@ -514,7 +498,8 @@ mod tests {
 
     #[test]
     fn router_filter_sets_one_bit_per_address_and_spreads_them() {
-        let addrs: Vec<IpAddr> = ["198.18.1.1", "198.18.2.1", "2001:db8:1::1", "2001:db8:2::1"].iter().map(|a| a.parse().unwrap()).collect();
+        let addrs: Vec<IpAddr> =
+            ["198.18.1.1", "198.18.2.1", "2001:db8:1::1", "2001:db8:2::1"].iter().map(|a| a.parse().unwrap()).collect();
         let words = filter_of(addrs.iter().copied());
         let set: u32 = words.iter().map(|w| w.count_ones()).sum();
         let distinct: std::collections::HashSet<u32> = addrs.iter().map(|a| router_filter_bit(*a)).collect();
@@ -527,8 +512,7 @@ mod tests {
         assert_eq!(filter_of([]), [0u64; FILTER_WORDS]);
         // Consecutive addresses (a /24 of transit destinations) land on many bits, so
         // a router address costs the exact lookup to few of them.
-        let bits: std::collections::HashSet<u32> =
-            (0..=255u8).map(|i| router_filter_bit(IpAddr::from([198, 19, 7, i]))).collect();
+        let bits: std::collections::HashSet<u32> = (0..=255u8).map(|i| router_filter_bit(IpAddr::from([198, 19, 7, i]))).collect();
         assert!(bits.len() > 240, "{} distinct bits of 256", bits.len());
         // The IPv6 word is the XOR of the address's four words as loaded.
         let v6: IpAddr = "2001:db8::1".parse().unwrap();

@@ -1,7 +1,9 @@
 //! The rtnetlink calls the loader needs and aya does not offer: see which XDP program an
 //! interface carries (and in which mode), remove one that a dead process left attached,
-//! and read a port's MAC. This file and `xsk` are the only homes of `unsafe` in the engine:
-//! each block here is one plain syscall on buffers owned by the calling function.
+//! and read a port's MAC. Each `unsafe` block here is one plain syscall on buffers owned by
+//! the calling function.
+// unsafe: raw netlink socket calls (socket, bind, send, recv) on buffers owned here.
+#![allow(unsafe_code)]
 
 use std::{
     io,
@@ -56,9 +58,7 @@ struct Route {
 impl Route {
     fn open() -> io::Result<Self> {
         // SAFETY: plain socket(2); the returned descriptor is checked before being owned.
-        let fd = unsafe {
-            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE)
-        };
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }

@@ -5,6 +5,9 @@
 //!
 //! Every frame is always in exactly one place, and [`SocketSet::accounting`] proves it:
 //! free + fill + rx + tx + completion + held == total.
+// unsafe: the rings and the UMEM are memory shared with the kernel through mmap, and the
+// socket is set up with raw setsockopt/getsockopt/bind on kernel ABI structs.
+#![allow(unsafe_code)]
 
 mod ring;
 mod socket;
@@ -96,12 +99,7 @@ impl Default for SocketConfig {
 
 impl SocketConfig {
     fn validate(&self) -> Result<(), XskError> {
-        for (name, size) in [
-            ("rx", self.rx_size),
-            ("tx", self.tx_size),
-            ("fill", self.fill_size),
-            ("completion", self.completion_size),
-        ] {
+        for (name, size) in [("rx", self.rx_size), ("tx", self.tx_size), ("fill", self.fill_size), ("completion", self.completion_size)] {
             if !size.is_power_of_two() || !(64..=65536).contains(&size) {
                 return Err(XskError::Config(format!("{name} ring size {size}: must be a power of two from 64 to 65536")));
             }

@@ -80,13 +80,7 @@ struct Socket {
 fn setsockopt<T>(fd: BorrowedFd<'_>, opt: libc::c_int, value: &T) -> io::Result<()> {
     // SAFETY: `value` is a live, initialised T and we pass its exact size.
     let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            opt,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
+        libc::setsockopt(fd.as_raw_fd(), libc::SOL_XDP, opt, (value as *const T).cast(), std::mem::size_of::<T>() as libc::socklen_t)
     };
     if rc < 0 {
         Err(io::Error::last_os_error())
@@ -151,8 +145,8 @@ impl Socket {
         // Rings must be mapped before bind: binding hands fill/completion to the pool.
         let rx = RxRing::map(b, &off.rx, config.rx_size, libc::XDP_PGOFF_RX_RING).map_err(sys("mmap rx ring"))?;
         let tx = TxRing::map(b, &off.tx, config.tx_size, libc::XDP_PGOFF_TX_RING).map_err(sys("mmap tx ring"))?;
-        let fill = FillRing::map(b, &off.fr, config.fill_size, libc::XDP_UMEM_PGOFF_FILL_RING as libc::off_t)
-            .map_err(sys("mmap fill ring"))?;
+        let fill =
+            FillRing::map(b, &off.fr, config.fill_size, libc::XDP_UMEM_PGOFF_FILL_RING as libc::off_t).map_err(sys("mmap fill ring"))?;
         let comp = CompRing::map(b, &off.cr, config.completion_size, libc::XDP_UMEM_PGOFF_COMPLETION_RING as libc::off_t)
             .map_err(sys("mmap completion ring"))?;
 
@@ -190,7 +184,8 @@ impl Socket {
         // SAFETY: a zero-length sendto on our own socket; no buffers are passed.
         let rc = unsafe { libc::sendto(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
         debug_assert!(
-            rc >= 0 || matches!(io::Error::last_os_error().raw_os_error(), Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN)),
+            rc >= 0
+                || matches!(io::Error::last_os_error().raw_os_error(), Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN)),
             "unexpected sendto error on {}: {}",
             self.name,
             io::Error::last_os_error()
@@ -201,14 +196,7 @@ impl Socket {
     fn wake_rx(&mut self) {
         // SAFETY: a zero-length, non-blocking recvfrom on our own socket.
         unsafe {
-            libc::recvfrom(
-                self.fd.as_raw_fd(),
-                std::ptr::null_mut(),
-                0,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            )
+            libc::recvfrom(self.fd.as_raw_fd(), std::ptr::null_mut(), 0, libc::MSG_DONTWAIT, std::ptr::null_mut(), std::ptr::null_mut())
         };
     }
 }
@@ -411,12 +399,7 @@ impl SocketSet {
     /// indices, so the split between fill/rx and tx/completion is a snapshot; the sum
     /// always equals the total while the engine returns every frame it takes.
     pub fn accounting(&self) -> FrameAccounting {
-        let mut a = FrameAccounting {
-            total: self.umem.frame_count(),
-            free: self.free.len() as u32,
-            held: self.held,
-            ..Default::default()
-        };
+        let mut a = FrameAccounting { total: self.umem.frame_count(), free: self.free.len() as u32, held: self.held, ..Default::default() };
         for s in &self.sockets {
             // Read the kernel's producer first: then `rx_ready <= handed out to rx`.
             let rx_ready = s.rx.ready();

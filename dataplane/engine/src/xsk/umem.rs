@@ -198,10 +198,7 @@ impl Umem {
     /// from the chunk's base and are `len` bytes long. Refused if it leaves the chunk.
     pub fn set_bounds(&self, frame: &mut Frame, offset: usize, len: usize) -> Result<(), XskError> {
         if offset + len > self.frame_size as usize || frame.umem != self.id {
-            return Err(XskError::Config(format!(
-                "frame window {offset}+{len} exceeds the {}-byte chunk",
-                self.frame_size
-            )));
+            return Err(XskError::Config(format!("frame window {offset}+{len} exceeds the {}-byte chunk", self.frame_size)));
         }
         frame.addr = self.chunk_of(frame.addr) + offset as u64;
         frame.len = len as u32;

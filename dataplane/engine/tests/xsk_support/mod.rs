@@ -4,6 +4,9 @@
 //! 198.18.0.0/15 and 2001:db8::/32. Frames are sent and captured with AF_PACKET sockets
 //! in the peer namespaces. Missing privileges or tools fail the test with their name.
 #![allow(dead_code)]
+// unsafe: setns(2) and the AF_PACKET sockets that send and capture test frames are raw
+// libc calls.
+#![allow(unsafe_code)]
 
 use std::{
     fs::File,
@@ -54,8 +57,26 @@ impl Lab {
         let q = queues.to_string();
         for (port, peer, ns) in [("r0", "a0", &lab.a), ("r1", "b0", &lab.b)] {
             ip(&[
-                "-n", &lab.r, "link", "add", port, "numtxqueues", &q, "numrxqueues", &q, "type", "veth", "peer", "name", peer,
-                "netns", ns, "numtxqueues", &q, "numrxqueues", &q,
+                "-n",
+                &lab.r,
+                "link",
+                "add",
+                port,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                peer,
+                "netns",
+                ns,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
             ]);
         }
         let cfg = |ns: &str, dev: &str, v4: &str, v6: &str| {
