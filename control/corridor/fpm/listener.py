@@ -90,6 +90,7 @@ class FpmCounters:
     routes_deleted: int = 0
     nexthops_added: int = 0
     nexthops_deleted: int = 0
+    updates_held: int = 0  # routes and groups that arrived before an object they name
     errors: dict[str, int] = field(default_factory=dict)  # by reason
 
     def error(self, reason: str) -> None:
@@ -185,6 +186,19 @@ class FpmConnection:
         del self._buffer[:offset]
         return out
 
+    def drop_waiting(self) -> None:
+        """Count what still waits for a next-hop object when the connection ends."""
+        waiting = self.nexthops.waiting
+        if waiting:
+            self.counters.errors["unknown_nexthop_id"] = (
+                self.counters.errors.get("unknown_nexthop_id", 0) + waiting
+            )
+            self.reasons.warning(
+                "unknown_nexthop_id",
+                f"from {self.peer}: {waiting} routes or groups still waited for next-hop "
+                "objects zebra never sent when the connection ended; dropped",
+            )
+
     def close(self) -> str | None:
         """The reason to count when the stream ends, if it ended inside a frame."""
         if self._buffer:
@@ -227,12 +241,17 @@ class FpmConnection:
                     "objects (104, 105) are understood",
                 )
                 continue
+            held = self.nexthops.held
             try:
                 updates = self.nexthops.apply(decode_message(message))
             except DecodeError as error:
                 self.refuse(error.reason, str(error))
                 continue
             self.counters.messages += 1
+            self.counters.updates_held += self.nexthops.held - held
+            for late in self.nexthops.late_errors:
+                self.refuse(late.reason, str(late))
+            self.nexthops.late_errors.clear()
             for update in updates:
                 self._count(update)
             out.extend(updates)
@@ -286,6 +305,8 @@ class FpmListener:
         self._connections.add(task)
         try:
             await self._connection(reader, writer)
+        except asyncio.CancelledError:
+            pass  # stop() cancels connections; asyncio would log a cancelled handler task
         finally:
             self._connections.discard(task)
             writer.close()
@@ -330,6 +351,7 @@ class FpmListener:
             log.exception("fpm: the sink failed on updates from %s; closing", peer)
             reason = f"sink error: {error}"
         finally:
+            state.drop_waiting()
             self.counters.connections_closed += 1
             log.info("fpm: connection from %s down: %s", peer, reason)
             await asyncio.shield(self.sink.connection_down(peer, reason))

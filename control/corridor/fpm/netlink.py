@@ -54,6 +54,7 @@ RTA_ENCAP = 22
 RTA_NH_ID = 30
 
 # Route types (rtm_type).
+RTN_UNSPEC = 0
 RTN_UNICAST = 1
 RTN_BLACKHOLE = 6
 RTN_UNREACHABLE = 7
@@ -377,6 +378,8 @@ def _route(message: Any, kind: int) -> RouteUpdate:
     family, length = message["family"], message["dst_len"]
     prefix = _network(family, attrs.get("RTA_DST"), length)
     route_type = ROUTE_TYPES.get(message["type"])
+    if route_type is None and op is Operation.DELETE and message["type"] == RTN_UNSPEC:
+        route_type = RouteType.UNICAST  # zebra deletes with RTN_UNSPEC: the type is moot
     if route_type is None:
         raise DecodeError(
             "unsupported_route_type",

@@ -50,7 +50,8 @@ class RouteUpdate:
     `next_hops` are always concrete: when zebra referred to a next-hop object (RTA_NH_ID,
     `fpm use-next-hop-groups`), the listener has already resolved it and keeps its id in
     `nexthop_id`. A unicast ADD has at least one next hop; other types have none. A DELETE
-    carries whatever next hops zebra sent with it, often none."""
+    carries whatever next hops zebra sent with it, often none, and is UNICAST when zebra
+    gave no type (it deletes with RTN_UNSPEC)."""
 
     op: Operation
     prefix: IPNetwork
