@@ -50,7 +50,6 @@ def route_message(
     multipath: Sequence[dict[str, Any]] | None = None,
     nh_id: int | None = None,
     family: int | None = None,
-    extra_attrs: Sequence[tuple[str, Any]] = (),
 ) -> bytes:
     """An RTM_NEWROUTE / RTM_DELROUTE as zebra's dplane_fpm_nl writes it. `multipath`: dicts
     of gateway / via / oif / weight."""
@@ -87,7 +86,6 @@ def route_message(
                 {"oif": hop.get("oif", 0), "hops": hop.get("weight", 1) - 1, "attrs": nested}
             )
         attrs.append(("RTA_MULTIPATH", hops))
-    attrs.extend(extra_attrs)
     message["attrs"] = attrs
     message.encode()
     return bytes(message.data)

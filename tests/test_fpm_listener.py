@@ -15,11 +15,13 @@ import pytest
 
 from corridor.fpm import (
     MAX_NEXT_HOPS,
+    DecodeError,
     FpmConnection,
     FpmCounters,
     FpmListener,
     GroupMember,
     NextHop,
+    NextHopTable,
     NextHopUpdate,
     Operation,
     Peer,
@@ -286,6 +288,21 @@ async def test_updates_naming_an_object_not_sent_yet_wait_for_it(running: Runnin
     assert running.counters.updates_held == 5
     # the route waiting for 99 is dropped and counted when the connection ends
     assert running.counters.errors == {"unknown_nexthop_id": 1}
+
+
+def test_the_next_hop_objects_of_a_connection_are_bounded() -> None:
+    table = NextHopTable(max_objects=2, max_waiting=1)
+    table.apply(NextHopUpdate(ADD, 1, gateway=ip_address("198.18.0.1"), ifindex=3))
+    table.apply(NextHopUpdate(ADD, 2, blackhole=True))
+    table.apply(NextHopUpdate(ADD, 2, gateway=ip_address("198.18.0.2"), ifindex=3))  # replace
+    with pytest.raises(DecodeError, match="already holds 2") as error:
+        table.apply(NextHopUpdate(ADD, 3, blackhole=True))
+    assert error.value.reason == "too_many_nexthop_objects"
+    assert table.apply(v4("198.18.84.0/24", nexthop_id=9)) == []  # waits
+    with pytest.raises(DecodeError, match="1 updates already wait") as error:
+        table.apply(v4("198.18.83.0/24", nexthop_id=9))
+    assert error.value.reason == "unknown_nexthop_id"
+    assert len(table) == 2 and table.waiting == 1
 
 
 async def test_a_frame_split_anywhere_decodes_the_same() -> None:
