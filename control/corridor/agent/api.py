@@ -17,7 +17,12 @@ from corridor.agent import domain
 from corridor.agent.config import PortConfig
 from corridor.agent.domain import MAX_OPERATIONS_PER_WRITE, LinkState, NotPrimary
 from corridor.agent.engine_host import Counters
-from corridor.common.addresses import gateway_from_pb, prefix_from_pb, set_prefix
+from corridor.common.addresses import (
+    address_to_bytes,
+    gateway_from_pb,
+    prefix_from_pb,
+    set_prefix,
+)
 from corridor.common.errors import FieldError, InvalidBatch, Violation
 from corridor.common.fib import (
     Adjacency,
@@ -335,7 +340,7 @@ def adjacency_to_pb(
         dst_mac=bytes.fromhex(a.dst_mac.replace(":", "")),
     )
     if a.gateway is not None:
-        pb.gateway = ipaddress.ip_address(a.gateway).packed
+        pb.gateway = address_to_bytes(a.gateway)
     if state is not None:
         pb.state = _STATE_TO_PB[state[0]]
         if state[1] is not None:

@@ -1,6 +1,7 @@
-"""The agent's domain: FIB entries and write batches, the writers' election, and the errors a
-writer can meet. It knows no gRPC (api.py translates) and no engine (the FIB adapter it is
-given does the work, in the default executor so that the event loop never waits on it).
+"""The agent's domain: write batches of FIB operations (corridor.common.fib), the writers'
+election, and the ports and counters as writers see them. It knows no gRPC (api.py
+translates) and no engine: the FIB adapter and the running engine it is given do the work,
+in the default executor so that the event loop never waits on them.
 """
 
 from __future__ import annotations

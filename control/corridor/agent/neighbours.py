@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
-import ipaddress
 import logging
 import os
 import socket
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from corridor.agent.nexthops import Gateway
+from corridor.common.addresses import address_text
 
 log = logging.getLogger("corridor.agent")
 
@@ -254,7 +254,7 @@ class LinkWatch:
         dst = attrs.get(NDA_DST)
         if where is None or dst is None or len(dst) not in (4, 16):
             return False
-        gateway = Gateway(where[0], where[1], str(ipaddress.ip_address(dst)))
+        gateway = Gateway(where[0], where[1], address_text(dst))
         mac = attrs.get(NDA_LLADDR)
         before = self.neighbours.get(gateway)
         if kind == RTM_DELNEIGH:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator, Sequence
-from typing import NoReturn, cast
+from typing import TYPE_CHECKING, NoReturn, cast
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -36,9 +36,11 @@ from corridor.controller.domain import (
     check_node_address,
     check_node_name,
 )
-from corridor.controller.reconciler import NodeSession
 from corridor.controller.store import RouteQuery
 from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2
+
+if TYPE_CHECKING:
+    from corridor.controller.reconciler import NodeSession
 
 LIST_PAGE = (1000, 10_000)  # default and largest page
 WATCH_CHUNK = 10_000
