@@ -80,6 +80,7 @@ def tools() -> Path:
     return TOOLS
 
 
+@pytest.mark.lab
 def test_make_builds_every_tool(tools: Path) -> None:
     sources = {
         "gen": [GEN_DIR / "gen.c", GEN_DIR / "bench.h"],
@@ -187,6 +188,7 @@ def _with(argv: list[str], **changes: str | None) -> list[str]:
     return [argv[0], *(x for flag, v in pairs.items() if v is not None for x in (flag, v))]
 
 
+@pytest.mark.lab
 def test_gen_refuses_bad_input_before_sending(bench: Bench, tmp_path: Path) -> None:
     lab = bench.lab
     v4 = _gen_argv(bench, 4, 64, 1000, 0.2)
@@ -237,6 +239,7 @@ def test_gen_refuses_bad_input_before_sending(bench: Bench, tmp_path: Path) -> N
     assert _xdp_xmit(lab) == before, "a refused generator sent frames"
 
 
+@pytest.mark.lab
 def test_sink_refuses_a_missing_device(bench: Bench) -> None:
     sink = str(TOOLS / "sink")
     for argv, words in (
@@ -254,6 +257,7 @@ def test_sink_refuses_a_missing_device(bench: Bench) -> None:
     assert "xdp" not in bench.lab.ip("sink", "link", "show", L.SINK_IF).stdout
 
 
+@pytest.mark.lab
 def test_afxdp_ref_refuses_bad_input(bench: Bench) -> None:
     good = [str(TOOLS / "afxdp_ref"), "--in", L.DUT_IN, "--out", L.DUT_OUT, "--src-mac",
             L.DUT_OUT_MAC, "--dst-mac", L.SINK_MAC, "--mode", "copy",
@@ -308,6 +312,7 @@ def test_harness_refuses_bad_arguments_before_building(
     assert argv[1].split(",")[-1] in message, f"{argv}: {message!r} does not name the value"
 
 
+@pytest.mark.lab
 def test_harness_builds_once_arguments_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     """The counterpart of the refusals: valid arguments do reach the build."""
     _require_root()
@@ -479,6 +484,7 @@ def _gen_frame_problems(frame: bytes, family: int, size: int, dsts: set[str]) ->
     return problems
 
 
+@pytest.mark.lab
 def test_kernel_router_delivers_every_generated_frame(bench: Bench, sink: Sink) -> None:
     """Through dut's kernel, which drops bad IPv4 header checksums and expired TTLs; the
     frames as they arrive on dut0 are checked field by field."""
@@ -512,6 +518,7 @@ def test_kernel_router_delivers_every_generated_frame(bench: Bench, sink: Sink) 
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.lab
 def test_xdp_fwd_delivers_every_generated_frame(bench: Bench, sink: Sink) -> None:
     lab = bench.lab
     problems = []
@@ -530,6 +537,7 @@ def test_xdp_fwd_delivers_every_generated_frame(bench: Bench, sink: Sink) -> Non
     assert not _has_xdp(lab, L.DUT_IN) and not _has_xdp(lab, L.DUT_OUT)
 
 
+@pytest.mark.lab
 def test_afxdp_ref_delivers_every_generated_frame(bench: Bench, sink: Sink) -> None:
     """afxdp_ref forwards whatever reaches dut0's queue 0 (ND too), so "other" may move."""
     lab = bench.lab
@@ -744,6 +752,7 @@ def test_trial_locates_its_losses() -> None:
 
 
 @pytest.mark.parametrize(("family", "size"), [(4, 64), (6, 1518)])
+@pytest.mark.lab
 def test_gen_paces_at_the_asked_rate(bench: Bench, sink: Sink, family: int, size: int) -> None:
     """gen reports `active_seconds`, the time frames were offered (its calls' set-up left
     out); the harness divides `sent` by it to get the offered rate. That rate must be the
@@ -764,6 +773,7 @@ def test_gen_paces_at_the_asked_rate(bench: Bench, sink: Sink, family: int, size
 # -- the steering program's cost (benches.steering) ------------------------------------------
 
 
+@pytest.mark.lab
 def test_steering_bench_runs_both_programs_on_their_frames(tools: Path, tmp_path: Path) -> None:
     """Both programs really ran on the frames: the actions are each program's verdicts
     (redirect transit, pass the router's own address), and the kernel timed every call."""
@@ -795,6 +805,7 @@ def test_steering_bench_refuses_bad_arguments(argv: list[str]) -> None:
     assert argv[0] in r.stderr, r.stderr
 
 
+@pytest.mark.lab
 def test_host_stalls_sees_the_router_cpu_taken_away(bench: Bench) -> None:
     """The probe of the router CPU notices when something else holds that CPU: a
     real-time busy loop takes it for 0.3 s in the middle of a 1.5 s probe."""

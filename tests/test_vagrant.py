@@ -71,6 +71,7 @@ NICS = (
 )
 
 
+@pytest.mark.lab
 def test_nics_script_sets_the_plan_on_the_nics_holding_its_addresses() -> None:
     lab = _root_lab("vn")
     try:
@@ -100,6 +101,7 @@ def test_nics_script_sets_the_plan_on_the_nics_holding_its_addresses() -> None:
         lab.down()
 
 
+@pytest.mark.lab
 def test_the_benchmark_runs_across_hosts_as_on_the_vms(tmp_path: Path) -> None:
     """vagrant/bench.sh's path: benches.forwarding on the router with `--hosts`, generator and
     sink elsewhere. Here the three hosts are a lab's namespaces, `--remote` enters them
