@@ -14,6 +14,10 @@
 //! needs 28 (IPv4) or 48 (IPv6). With less, the packet is moved toward the chunk's end when
 //! the chunk has room there, else the frame is dropped (`no_headroom`) or the ICMP error
 //! skipped (`icmp_no_room`). 256 octets of headroom (XDP's default) never hits either.
+//!
+//! One file per concern: `config` (what the pipeline is told and its checks), `parse`,
+//! `forward` (TTL, MTU, link rewrite), `icmp`, `ratelimit`, `hash` (the flow hash),
+//! `prefetch`; the drop reasons are `crate::drop`'s, the address classes `wire`'s.
 
 mod config;
 mod forward;
