@@ -23,7 +23,7 @@ from corridor.common.addresses import (
     prefix_from_pb,
     set_prefix,
 )
-from corridor.common.errors import FieldError, InvalidBatch, Violation
+from corridor.common.errors import FieldError, InvalidBatch, Violation, echo
 from corridor.common.fib import (
     Adjacency,
     DeleteAdjacency,
@@ -250,7 +250,7 @@ def adjacency_from_pb(adjacency: dataplane_pb2.Adjacency, dataplane: domain.Data
         configured = ", ".join(p.name for p in dataplane.ports) or "none"
         raise FieldError(
             "adjacency.port",
-            f"{port!r} is not a configured port; configured: {configured}",
+            f"{echo(port)} is not a configured port; configured: {configured}",
         )
     if adjacency.vlan != 0 and adjacency.vlan not in vlans:
         choices = ", ".join(map(str, vlans)) or "none"
@@ -293,9 +293,20 @@ def _id(value: int, field: str) -> int:
 
 
 def _mac(value: bytes, field: str) -> str:
+    """A station's MAC address: the source an adjacency's frames leave from (no group
+    address), or the destination they go to (not all zero)."""
     if len(value) != 6:
         raise FieldError(field, f"is {len(value)} bytes; a MAC address is 6")
-    return value.hex(":")
+    text = value.hex(":")
+    source = field.endswith("src_mac")
+    if not source and not any(value):
+        raise FieldError(field, f"{text} is all zero; give the next hop's MAC address")
+    if source and value[0] & 1:
+        kind = "broadcast" if value == b"\xff" * 6 else "multicast"
+        raise FieldError(
+            field, f"{text} is a {kind} address; a source MAC is the port's own, unicast"
+        )
+    return text
 
 
 # --- domain -> protobuf --------------------------------------------------------------

@@ -6,9 +6,10 @@ into the other or checks one; errors name the field and what would be right.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 
-from corridor.common.errors import FieldError
+from corridor.common.errors import FieldError, echo
 from corridor.v1 import common_pb2
 
 _FAMILY = {4: (socket.AF_INET, 32, "IPv4"), 16: (socket.AF_INET6, 128, "IPv6")}
@@ -83,19 +84,62 @@ def address_to_bytes(text: str) -> bytes:
 
 def gateway_from_pb(address: bytes, field: str) -> str:
     """The text of a next hop's address from a request; FieldError if it is not 4 or 16 bytes
-    or not a unicast address (unspecified, loopback, multicast, IPv4 240/4 and broadcast)."""
+    or not the unicast address a neighbour can have: not unspecified, loopback, multicast,
+    IPv4 0/8 ("this network"), 240/4 (reserved, with the broadcast address), nor an IPv6
+    address that carries an IPv4 one (::ffff:0:0/96: give the IPv4 address itself)."""
     if len(address) not in _FAMILY:
         raise FieldError(
             field, f"is {len(address)} bytes; an IPv4 address is 4 bytes and an IPv6 address 16"
         )
     text = address_text(address)
-    v4 = len(address) == 4
-    loopback = address[0] == 127 if v4 else address == bytes(15) + b"\x01"
-    multicast = address[0] >= 224 if v4 else address[0] == 0xFF
-    if not any(address) or loopback or multicast:
+    if len(address) == 4:
+        first = address[0]
+        bad = first in (0, 127) or first >= 224
+    else:
+        bad = (
+            not any(address)
+            or address == bytes(15) + b"\x01"
+            or address[0] == 0xFF
+            or address[:12] == bytes(10) + b"\xff\xff"
+        )
+    if bad:
         raise FieldError(
             field,
             f"{text} cannot be a next hop: not a unicast address (a gateway is a neighbour's "
             "address)",
         )
     return text
+
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")  # RFC 1123 names
+
+
+def endpoint_problem(address: str, relative: bool = False) -> str | None:
+    """What is wrong with `address` as a gRPC server's address to dial: "unix:" and an
+    absolute path (relative too with `relative`, for files that resolve it), or host:port with
+    an IP address ("[v6]" in brackets) or a DNS name and a port 1 to 65535; None if nothing."""
+    expected = "unix:/absolute/path.sock, host:port or [v6]:port"
+    if address.startswith("unix:"):
+        path = address[5:]
+        if not path:
+            return f"unix: needs a socket path: {expected}"
+        if not path.startswith("/") and not relative:
+            return f"{echo(address)}: the socket path must be absolute: {expected}"
+        return None
+    host, sep, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            host = ""
+    elif ":" in host:
+        host = ""  # an IPv6 address without brackets, or worse
+    elif not _HOSTNAME.match(host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            host = ""
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"{echo(address)} is not an agent address: {expected}"
+    return None

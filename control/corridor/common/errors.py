@@ -37,6 +37,17 @@ class FieldError(ValueError):
         self.description = description
 
 
+ECHO_KEEP = 64  # characters of a client's value repeated in an error
+
+
+def echo(value: str, keep: int = ECHO_KEEP) -> str:
+    """`value` as an error may repeat it (quoted): cut to its first `keep` characters and its
+    length when longer, so an error about a 10 kB name stays small."""
+    if len(value) <= keep:
+        return repr(value)
+    return f"{value[:keep]!r}… ({len(value.encode())} bytes)"
+
+
 def format_election_id(value: int) -> str:
     """A 128-bit election id as high:low."""
     return f"{value >> 64}:{value & ((1 << 64) - 1)}"

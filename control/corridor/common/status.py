@@ -14,8 +14,13 @@ from corridor.v1 import common_pb2, dataplane_pb2
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # Trailing metadata must stay well below gRPC's default 8 KiB limit of clients, so the
-# violations listed in a status stop at this many bytes; a last one counts the rest.
+# violations listed in a status stop at this many bytes; a last one counts the rest. The
+# message travels twice (grpc-message, and in the Status beside the details), each
+# percent-encoded in the first: it is cut at MESSAGE_BUDGET bytes, each violation's field and
+# description at VIOLATION_BUDGET, whatever a caller echoed.
 DETAILS_BUDGET = 4096
+MESSAGE_BUDGET = 1024
+VIOLATION_BUDGET = 512
 
 
 class Context(Protocol):
@@ -29,8 +34,20 @@ class Context(Protocol):
     ) -> NoReturn: ...
 
 
+def bounded(text: str, budget: int) -> str:
+    """`text` cut to at most `budget` bytes of UTF-8, saying how long it was."""
+    data = text.encode()
+    if len(data) <= budget:
+        return text
+    tail = f"… ({len(data)} bytes)"
+    return data[: budget - len(tail.encode())].decode(errors="ignore") + tail
+
+
 def violation_to_pb(v: Violation) -> dataplane_pb2.WriteError.Violation:
-    pb = dataplane_pb2.WriteError.Violation(field=v.field, description=v.description)
+    pb = dataplane_pb2.WriteError.Violation(
+        field=bounded(v.field, VIOLATION_BUDGET),
+        description=bounded(v.description, VIOLATION_BUDGET),
+    )
     if v.index is not None:
         pb.operation = v.index
     return pb
@@ -46,23 +63,31 @@ async def refuse(
     batch_id: int = 0,
 ) -> NoReturn:
     """Ends the call with `code`, `message`, and a WriteError listing the violations in the
-    details (as many as DETAILS_BUDGET allows; a last one, on field `items`, counts the rest)."""
+    details (as many as DETAILS_BUDGET allows; a last one, on field `items`, counts the rest).
+    Whatever the violations echo, the message and details stay within their budgets."""
+    message = bounded(message, MESSAGE_BUDGET)
     details = dataplane_pb2.WriteError(batch_id=batch_id)
     for i, v in enumerate(violations):
-        details.violations.append(violation_to_pb(v))
-        if details.ByteSize() > DETAILS_BUDGET and i + 1 < len(violations):
-            details.violations[-1].CopyFrom(
-                dataplane_pb2.WriteError.Violation(
-                    field=items, description=f"{len(violations) - i} more violations not listed"
-                )
+        pb = violation_to_pb(v)
+        # 16 bytes for the framing of each, 64 kept for the count of the rest.
+        if details.ByteSize() + pb.ByteSize() + 16 > DETAILS_BUDGET - 64:
+            details.violations.add(
+                field=items, description=f"{len(violations) - i} more violations not listed"
             )
             break
+        details.violations.append(pb)
     packed = any_pb2.Any()
     packed.Pack(details)
     status = common_pb2.Status(code=code.value[0], message=message, details=[packed])
     await context.abort(
         code, message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
     )
+    raise AssertionError("context.abort returned")
+
+
+async def abort(context: Context, code: grpc.StatusCode, message: str) -> NoReturn:
+    """Ends the call with `code` and `message` (cut to MESSAGE_BUDGET), without details."""
+    await context.abort(code, bounded(message, MESSAGE_BUDGET))
     raise AssertionError("context.abort returned")
 
 

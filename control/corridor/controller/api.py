@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
+import os
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, NoReturn, cast
 
@@ -16,11 +19,12 @@ from google.protobuf import timestamp_pb2
 from corridor.common import status
 from corridor.common.addresses import (
     address_to_bytes,
+    endpoint_problem,
     gateway_from_pb,
     prefix_from_pb,
     prefix_to_pb,
 )
-from corridor.common.errors import FieldError, InvalidBatch, Violation
+from corridor.common.errors import FieldError, InvalidBatch, Violation, echo
 from corridor.common.fib import RouteKind, vlan_problem
 from corridor.common.status import Context as _Context
 from corridor.controller import domain
@@ -33,7 +37,6 @@ from corridor.controller.domain import (
     IdsExhausted,
     Intent,
     UnknownNode,
-    check_node_address,
     check_node_name,
 )
 from corridor.controller.store import RouteQuery
@@ -57,6 +60,7 @@ _KIND_TO_PB: dict[RouteKind, dataplane_pb2.RouteKind] = {
 class ControllerService(controller_pb2_grpc.ControllerServicer):
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
+        self.page_tokens = PageTokens()
 
     # -- nodes
 
@@ -64,7 +68,10 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         self, request: controller_pb2.RegisterNodeRequest, context: _Context
     ) -> controller_pb2.RegisterNodeResponse:
         try:
-            node = node_from_pb(request.node)
+            # Reads the TLS files it names: off the event loop.
+            node = await asyncio.get_running_loop().run_in_executor(
+                None, node_from_pb, request.node
+            )
         except FieldError as f:
             await refuse(
                 context, grpc.StatusCode.INVALID_ARGUMENT, [Violation(None, f.field, f.description)]
@@ -78,7 +85,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         try:
             revision = await self.controller.deregister(request.name)
         except UnknownNode as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+            await status.abort(context, grpc.StatusCode.NOT_FOUND, str(e))
         return controller_pb2.DeregisterNodeResponse(revision=revision)
 
     async def ListNodes(
@@ -91,8 +98,8 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
     ) -> controller_pb2.NodeStatus:
         session = self.controller.sessions.get(request.name)
         if session is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, self.controller.unknown_node(request.name)
+            await status.abort(
+                context, grpc.StatusCode.NOT_FOUND, self.controller.unknown_node(request.name)
             )
         return node_status(self.controller, session)
 
@@ -145,6 +152,8 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             gateway = gateway_from_pb(request.gateway, "gateway")
             if not request.port:
                 raise FieldError("port", "is empty; name the port the gateway is reached through")
+            if (problem := vlan_problem(request.vlan)) is not None:
+                raise FieldError("vlan", problem)
         except FieldError as f:
             await refuse(
                 context, grpc.StatusCode.INVALID_ARGUMENT, [Violation(None, f.field, f.description)]
@@ -154,7 +163,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                 request.node, (gateway, request.port, request.vlan), request.drained
             )
         except UnknownNode as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+            await status.abort(context, grpc.StatusCode.NOT_FOUND, str(e))
         return controller_pb2.SetNextHopStateResponse(revision=revision, groups=groups)
 
     async def ListRoutes(
@@ -176,27 +185,22 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"kind: {request.kind} is not a route kind"
             )
+        node = request.node if request.HasField("node") else None
+        query_text = repr((node, within, request.kind))
         after = None
         if request.page_token:
             try:
-                token_node, _, sort_key = base64.urlsafe_b64decode(request.page_token).partition(
-                    b"\0"
-                )
-                after = (token_node.decode(), sort_key)
-            except (ValueError, UnicodeDecodeError):
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token this controller gave"
-                )
-        node = request.node if request.HasField("node") else None
+                after = self.page_tokens.read(request.page_token, query_text)
+            except ValueError as e:
+                await status.abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"page_token: {e}")
         query = RouteQuery(node, within, request.kind, size + 1, after)
         rows = await self.controller.list_routes(query)
         response = controller_pb2.ListRoutesResponse()
         for route_key, intent, _ in rows[:size]:
             response.routes.append(route_to_pb(route_key, intent))
         if len(rows) > size:
-            node_name, _ = rows[size - 1][0]
-            token = node_name.encode() + b"\0" + rows[size - 1][2]
-            response.next_page_token = base64.urlsafe_b64encode(token).decode()
+            (node_name, _), _, sort_key = rows[size - 1]
+            response.next_page_token = self.page_tokens.make(query_text, node_name, sort_key)
         return response
 
     async def Watch(
@@ -242,6 +246,58 @@ async def refuse(
     if message is None:
         message = str(InvalidBatch(violations))
     await status.refuse(context, code, message, violations, items="routes")
+
+
+class PageTokens:
+    """ListRoutes' page tokens: where the last page ended, (node, the route's sort key), made
+    self-checking so that a mangled token is refused rather than read as "from the start" (a
+    client would loop forever). A version byte, the position, and an HMAC over it and the
+    query's filters with a key of this controller run: a token is good for the query that
+    gave it, until the controller restarts."""
+
+    VERSION = 1
+    MAC_BYTES = 16
+
+    def __init__(self) -> None:
+        self._key = os.urandom(32)
+
+    def _mac(self, query: str, body: bytes) -> bytes:
+        digest = hmac.new(self._key, query.encode() + b"\0" + body, hashlib.sha256).digest()
+        return digest[: self.MAC_BYTES]
+
+    def make(self, query: str, node: str, sort_key: bytes) -> str:
+        name = node.encode()
+        body = bytes((self.VERSION, len(name))) + name + sort_key
+        return base64.urlsafe_b64encode(body + self._mac(query, body)).decode().rstrip("=")
+
+    def read(self, token: str, query: str) -> tuple[str, bytes]:
+        """The position in `token`; ValueError saying why it is not a token to go on from."""
+        again = "list again from the first page"
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except ValueError:
+            raise ValueError(f"not a token this controller gave; {again}") from None
+        body, mac = raw[: -self.MAC_BYTES], raw[-self.MAC_BYTES :]
+        if len(body) < 2 or body[0] != self.VERSION:
+            raise ValueError(f"not a token this controller gave; {again}")
+        if not hmac.compare_digest(mac, self._mac(query, body)):
+            raise ValueError(
+                "not a token this controller gave for this query (mangled, from another "
+                f"query's filters, or from before the controller restarted); {again}"
+            )
+        length = body[1]
+        name, sort_key = body[2 : 2 + length], body[2 + length :]
+        node = name.decode(errors="replace")
+        family = sort_key[0] if sort_key else 0
+        if (
+            len(name) != length
+            or (node and check_node_name(node) is not None)
+            or family not in (4, 16)
+            or len(sort_key) != family + 2
+            or sort_key[-1] > family * 8
+        ):
+            raise ValueError(f"does not hold a position in the routes; {again}")
+        return node, sort_key
 
 
 # --- protobuf -> domain --------------------------------------------------------------------
@@ -361,15 +417,31 @@ def keys_from_pb(request: controller_pb2.DeleteRequest) -> list[domain.RouteKey]
 
 
 def node_from_pb(node: controller_pb2.Node) -> domain.Node:
+    """A node to register. Its TLS files are read when the session connects: they must exist
+    and be readable now, named by absolute paths (the controller's working directory is no
+    place a caller knows)."""
     if (problem := check_node_name(node.name)) is not None:
         raise FieldError("node.name", problem)
-    if (problem := check_node_address(node.address)) is not None:
+    if (problem := endpoint_problem(node.address)) is not None:
         raise FieldError("node.address", problem)
     tls = None
     if node.HasField("tls"):
         for name in ("ca", "cert", "key"):
-            if not getattr(node.tls, name):
+            path = getattr(node.tls, name)
+            if not path:
                 raise FieldError(f"node.tls.{name}", "is empty; TLS needs ca, cert and key files")
+            if not path.startswith("/"):
+                raise FieldError(f"node.tls.{name}", f"{echo(path, 256)} is not an absolute path")
+            try:
+                with open(path, "rb") as f:
+                    pem = f.read(1 << 20)
+            except OSError as e:
+                raise FieldError(
+                    f"node.tls.{name}",
+                    f"cannot read {echo(path, 256)} on the controller: {e.strerror}",
+                ) from None
+            if b"-----BEGIN " not in pem:
+                raise FieldError(f"node.tls.{name}", f"{echo(path, 256)} is not a PEM file")
         tls = domain.NodeTls(node.tls.ca, node.tls.cert, node.tls.key, node.tls.server_name)
     return domain.Node(node.name, node.address, tls)
 

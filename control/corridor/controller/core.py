@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from corridor.common.errors import InvalidBatch, Violation
+from corridor.common.errors import InvalidBatch, Violation, echo
 from corridor.controller.domain import (
     ALL_NODES,
     AdjacencyKey,
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("corridor.controller")
 
+KNOWN_NODES_LISTED = 16  # in an error about an unknown node
 WATCH_QUEUE = 1024  # changes a watcher may fall behind before it is ended
 
 
@@ -207,7 +208,7 @@ class Controller:
         vlans = ports.get(port)
         if vlans is None:
             return (
-                f"port {port!r} is not a port of node {node}; its ports: "
+                f"port {echo(port)} is not a port of node {node}; its ports: "
                 f"{', '.join(sorted(ports)) or 'none'}"
             )
         if vlan and vlan not in vlans:
@@ -218,8 +219,13 @@ class Controller:
         return None
 
     def unknown_node(self, node: str) -> str:
-        known = ", ".join(sorted(self.state.nodes)) or "none"
-        return f"node {node!r} is not registered; registered nodes: {known} ('' means every node)"
+        names = sorted(self.state.nodes)
+        known = ", ".join(names[:KNOWN_NODES_LISTED]) or "none"
+        if len(names) > KNOWN_NODES_LISTED:
+            known += f" and {len(names) - KNOWN_NODES_LISTED} more"
+        return (
+            f"node {echo(node)} is not registered; registered nodes: {known} ('' means every node)"
+        )
 
     # -- commit and tell
 

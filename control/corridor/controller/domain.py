@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from corridor.common.addresses import endpoint_problem
+from corridor.common.errors import echo
 from corridor.common.fib import (
     Adjacency,
     DeleteAdjacency,
@@ -553,14 +555,11 @@ def _free_ids(used: dict[int, GroupKey] | dict[int, AdjacencyKey], limit: int) -
 
 def check_node_name(name: str) -> str | None:
     if not NODE_NAME.match(name):
-        return f"{name!r} is not a node name: 1 to 64 of letters, digits, '.', '_' and '-'"
+        return f"{echo(name)} is not a node name: 1 to 64 of letters, digits, '.', '_' and '-'"
     return None
 
 
 def check_node_address(address: str) -> str | None:
-    if address.startswith("unix:"):
-        return None if len(address) > 5 else "unix: needs a socket path, unix:/run/x.sock"
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return f"{address!r} is not an agent address: unix:/path/agent.sock, host:port or [v6]:port"
-    return None
+    """A node's address as a configuration file may give it (a relative socket path is taken
+    from the file's directory); the API takes absolute paths only."""
+    return endpoint_problem(address, relative=True)
