@@ -36,6 +36,8 @@ from corridor.controller.domain import (
     MAX_WEIGHT,
     IdsExhausted,
     Intent,
+    RouteBatch,
+    StoreUnavailable,
     UnknownNode,
     check_node_name,
 )
@@ -125,15 +127,17 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
     ) -> controller_pb2.ApplyResponse:
         loop = asyncio.get_running_loop()
         try:
-            routes = await loop.run_in_executor(None, routes_from_pb, request)
-            revision = await self.controller.apply(routes)
+            batch = await loop.run_in_executor(None, batch_from_request, request)
+            revision = await self.controller.apply(batch)
         except InvalidBatch as e:
             await refuse(context, grpc.StatusCode.INVALID_ARGUMENT, e.violations, str(e))
         except IdsExhausted as e:
             await refuse(
                 context, grpc.StatusCode.RESOURCE_EXHAUSTED, [Violation(None, "routes", str(e))]
             )
-        return controller_pb2.ApplyResponse(revision=revision, routes=len(routes))
+        except StoreUnavailable as e:
+            await _store_unavailable(context, e)
+        return controller_pb2.ApplyResponse(revision=revision, routes=len(batch))
 
     async def Delete(
         self, request: controller_pb2.DeleteRequest, context: _Context
@@ -143,6 +147,8 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             revision, deleted = await self.controller.delete(keys)
         except InvalidBatch as e:
             await refuse(context, grpc.StatusCode.INVALID_ARGUMENT, e.violations, str(e))
+        except StoreUnavailable as e:
+            await _store_unavailable(context, e)
         return controller_pb2.DeleteResponse(revision=revision, deleted=deleted)
 
     async def SetNextHopState(
@@ -303,6 +309,19 @@ class PageTokens:
 # --- protobuf -> domain --------------------------------------------------------------------
 
 
+async def _store_unavailable(context: _Context, e: StoreUnavailable) -> NoReturn:
+    """Nothing committed: out of space (RESOURCE_EXHAUSTED) or unwritable (UNAVAILABLE), with
+    the store's own words; a retry succeeds once the operator has made room."""
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED if e.full else grpc.StatusCode.UNAVAILABLE
+    await context.abort(code, str(e))
+    raise AssertionError("context.abort returned")
+
+
+def batch_from_request(request: controller_pb2.ApplyRequest) -> RouteBatch:
+    """An ApplyRequest's routes as a batch; InvalidBatch naming every fault."""
+    return RouteBatch.of(routes_from_pb(request))
+
+
 def routes_from_pb(request: controller_pb2.ApplyRequest) -> list[tuple[domain.RouteKey, Intent]]:
     count = len(request.routes)
     if count > MAX_ROUTES_PER_BATCH:
@@ -354,48 +373,54 @@ def route_from_pb(route: controller_pb2.RouteIntent) -> tuple[domain.RouteKey, I
     node = route.node
     if node and (problem := check_node_name(node)) is not None:
         raise FieldError("node", problem)
-    kind = _KINDS.get(route.kind)
+    hops = [(h.gateway, h.port, h.vlan, h.weight) for h in route.next_hops]
+    return (node, prefix), intent_from_parts(prefix, route.kind, hops)
+
+
+NextHopParts = tuple[bytes, str, int, int]  # gateway, port, vlan, weight as sent
+
+
+def intent_from_parts(prefix: str, kind_value: int, next_hops: Sequence[NextHopParts]) -> Intent:
+    """The intent of a route to `prefix` (for messages) from its kind and next hops as sent;
+    FieldError (below the route) at the first fault."""
+    kind = _KINDS.get(kind_value)
     if kind is None:
-        if route.kind == 0:
+        if kind_value == 0:
             raise FieldError(
                 "kind", f"route {prefix}: is unset; use FORWARD (with next_hops), BLACKHOLE, "
                 "UNREACHABLE or LOCAL"
             )  # fmt: skip
-        raise FieldError("kind", f"route {prefix}: {route.kind} is not a route kind")
+        raise FieldError("kind", f"route {prefix}: {kind_value} is not a route kind")
     if kind is not RouteKind.FORWARD:
-        if route.next_hops:
+        if next_hops:
             raise FieldError("next_hops", f"route {prefix}: a {kind.name} route has no next hops")
-        return (node, prefix), Intent(kind)
-    if not route.next_hops:
+        return Intent(kind)
+    if not next_hops:
         raise FieldError(
             "next_hops", f"route {prefix}: a FORWARD route needs at least one next hop"
         )
-    if len(route.next_hops) > MAX_NEXT_HOPS:
+    if len(next_hops) > MAX_NEXT_HOPS:
         raise FieldError(
             "next_hops",
-            f"route {prefix}: {len(route.next_hops)} next hops exceed the limit of {MAX_NEXT_HOPS}",
+            f"route {prefix}: {len(next_hops)} next hops exceed the limit of {MAX_NEXT_HOPS}",
         )
     hops: dict[domain.AdjacencyKey, int] = {}
-    for j, hop in enumerate(route.next_hops):
+    for j, (gateway_bytes, port, vlan, weight) in enumerate(next_hops):
         where = f"next_hops[{j}]"
-        gateway = gateway_from_pb(hop.gateway, f"{where}.gateway")
-        if not hop.port:
+        gateway = gateway_from_pb(gateway_bytes, f"{where}.gateway")
+        if not port:
             raise FieldError(
                 f"{where}.port", "is empty; name the port the gateway is reached through"
             )
-        if (problem := vlan_problem(hop.vlan)) is not None:
+        if (problem := vlan_problem(vlan)) is not None:
             raise FieldError(f"{where}.vlan", problem)
-        if hop.weight > MAX_WEIGHT:
-            raise FieldError(
-                f"{where}.weight", f"{hop.weight} exceeds the largest weight {MAX_WEIGHT}"
-            )
-        key = (gateway, hop.port, hop.vlan)
+        if weight > MAX_WEIGHT:
+            raise FieldError(f"{where}.weight", f"{weight} exceeds the largest weight {MAX_WEIGHT}")
+        key = (gateway, port, vlan)
         if key in hops:
-            raise FieldError(
-                where, f"gateway {gateway} on {hop.port} VLAN {hop.vlan} is listed twice"
-            )
-        hops[key] = hop.weight or 1
-    return (node, prefix), Intent(kind, tuple(sorted(hops.items())))
+            raise FieldError(where, f"gateway {gateway} on {port} VLAN {vlan} is listed twice")
+        hops[key] = weight or 1
+    return Intent(kind, tuple(sorted(hops.items())))
 
 
 def keys_from_pb(request: controller_pb2.DeleteRequest) -> list[domain.RouteKey]:

@@ -1,6 +1,7 @@
 """The controller's core: checks what operators ask against intent and the nodes, commits it
 to the store (the reply waits for the commit), then tells every node session and watcher.
-One commit at a time, so revisions are a single sequence.
+One commit at a time, so revisions are a single sequence, and each whole: a commit that has
+begun ends in the store and in memory alike, whatever becomes of the call that asked for it.
 """
 
 from __future__ import annotations
@@ -8,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from corridor.common.errors import InvalidBatch, Violation, echo
 from corridor.controller.domain import (
@@ -21,7 +22,9 @@ from corridor.controller.domain import (
     Intent,
     IntentState,
     Node,
+    RouteBatch,
     RouteKey,
+    StoreUnavailable,
     UnknownNode,
 )
 from corridor.controller.store import Loaded, RouteQuery, Store
@@ -34,6 +37,44 @@ log = logging.getLogger("corridor.controller")
 
 KNOWN_NODES_LISTED = 16  # in an error about an unknown node
 WATCH_QUEUE = 1024  # changes a watcher may fall behind before it is ended
+
+
+_T = TypeVar("_T")
+
+
+class CommitTurn:
+    """One commit at a time, each whole. A commit runs in a task of its own that the
+    caller's cancellation (a client's deadline or disconnect) does not reach; the next turn
+    begins once it has ended. Used as `async with turn:` around check, plan and `run`."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._running: asyncio.Task[Any] | None = None
+
+    async def __aenter__(self) -> None:
+        await self._lock.acquire()
+        running = self._running
+        if running is not None and not running.done():
+            try:  # a commit whose caller went away: it finishes first
+                await asyncio.wait([running])
+            except BaseException:
+                self._lock.release()
+                raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    async def run(self, commit: Awaitable[_T]) -> _T:
+        task = asyncio.ensure_future(commit)
+        task.add_done_callback(_orphaned)
+        self._running = task
+        return await asyncio.shield(task)
+
+
+def _orphaned(task: asyncio.Task[Any]) -> None:
+    """Says what became of a commit nobody waits for any more (its caller was cancelled)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("a commit ended in %r", task.exception())
 
 
 class WatcherBehind(Exception):
@@ -69,7 +110,7 @@ class Controller:
         self.election = 0
         self._session_factory = session_factory
         self._metrics = metrics
-        self._commit_lock = asyncio.Lock()
+        self._commit_lock = CommitTurn()
         self._watchers: list[Watcher] = []
         self.intent_sizes = (0, 0, 0, 0)
 
@@ -105,6 +146,8 @@ class Controller:
             self._start_session(registered)
 
     async def stop(self) -> None:
+        async with self._commit_lock:  # a commit under way ends first
+            pass
         for session in list(self.sessions.values()):
             await session.stop()
         self.sessions.clear()
@@ -118,16 +161,16 @@ class Controller:
 
     # -- operations
 
-    async def apply(self, routes: list[tuple[RouteKey, Intent]]) -> int:
+    async def apply(self, batch: RouteBatch) -> int:
         started = time.perf_counter()
         async with self._commit_lock:
             try:
-                self._check_routes(routes)
-                change = self.state.plan_apply(routes)
+                self._check_routes(batch)
+                change = self.state.plan_apply(batch)
             except (InvalidBatch, IdsExhausted):
                 self._observe("apply", "invalid", started)
                 raise
-            await self._commit(change)
+            await self._commit(change, "apply", started)
         self._observe("apply", "committed", started)
         return change.revision
 
@@ -136,7 +179,7 @@ class Controller:
         async with self._commit_lock:
             # Any node name: the routes of a deregistered node can still be deleted.
             change = self.state.plan_delete(keys)
-            await self._commit(change)
+            await self._commit(change, "delete", started)
         self._observe("delete", "committed", started)
         return change.revision, len(change.deleted)
 
@@ -180,24 +223,36 @@ class Controller:
 
     # -- checks a batch must pass whole
 
-    def _check_routes(self, routes: list[tuple[RouteKey, Intent]]) -> None:
-        violations = []
-        nodes = self.state.nodes
-        for i, ((node, _prefix), intent) in enumerate(routes):
-            if node != ALL_NODES and node not in nodes:
-                violations.append(Violation(i, f"routes[{i}].node", self.unknown_node(node)))
-                continue
-            if intent.group is None:
-                continue
-            targets = [node] if node != ALL_NODES else list(self.sessions)
-            for j, ((_gateway, port, vlan), _) in enumerate(intent.group):
-                for target in targets:
-                    problem = self._port_problem(target, port, vlan)
-                    if problem is not None:
-                        violations.append(Violation(i, f"routes[{i}].next_hops[{j}]", problem))
-                        break
-        if violations:
-            raise InvalidBatch(violations)
+    def _check_routes(self, batch: RouteBatch) -> None:
+        """Every route's node is registered, every next hop's port and VLAN exist on the
+        nodes it goes to: checked once per distinct (node, intent), then named per route."""
+        faults: dict[tuple[str, int], list[tuple[str, str]]] = {}
+        for node, i in dict.fromkeys(zip(batch.nodes, batch.index, strict=True)):
+            found = self._intent_faults(node, batch.intents[i])
+            if found:
+                faults[(node, i)] = found
+        if not faults:
+            return
+        violations = [
+            Violation(r, f"routes[{r}]{field}", problem)
+            for r, pair in enumerate(zip(batch.nodes, batch.index, strict=True))
+            for field, problem in faults.get(pair, ())
+        ]
+        raise InvalidBatch(violations)
+
+    def _intent_faults(self, node: str, intent: Intent) -> list[tuple[str, str]]:
+        """(field below the route, problem) for `intent` on `node`."""
+        if node != ALL_NODES and node not in self.state.nodes:
+            return [(".node", self.unknown_node(node))]
+        faults = []
+        targets = [node] if node != ALL_NODES else list(self.sessions)
+        for j, ((_gateway, port, vlan), _) in enumerate(intent.group or ()):
+            for target in targets:
+                problem = self._port_problem(target, port, vlan)
+                if problem is not None:
+                    faults.append((f".next_hops[{j}]", problem))
+                    break
+        return faults
 
     def _port_problem(self, node: str, port: str, vlan: int) -> str | None:
         """Checked against the ports the node's agent reported (unknown until it connected)."""
@@ -229,17 +284,33 @@ class Controller:
 
     # -- commit and tell
 
-    async def _commit(self, change: Change) -> None:
+    async def _commit(self, change: Change, call: str = "", started: float = 0.0) -> None:
+        """Commits `change` whole (see CommitTurn); a store that cannot take it raises
+        StoreUnavailable with nothing committed, said in the log and the metric of `call`."""
+        try:
+            await self._commit_lock.run(self._commit_whole(change))
+        except StoreUnavailable as e:
+            log.error("%s", e)
+            if call:
+                self._observe(call, "store_full" if e.full else "store_unavailable", started)
+            raise
+
+    async def _commit_whole(self, change: Change) -> None:
         await self.store.commit(change)  # durable before anyone hears of it
         state = self.state
         state.commit(change)
         touched: dict[str, list[str]] = {}
-        for node, prefix in (*change.set, *change.deleted):
-            touched.setdefault(node, []).append(prefix)
+        batch = change.batch
+        node = None if batch is None else batch.node()
+        if batch is not None and node is not None and not change.deleted:
+            touched[node] = batch.prefixes
+        else:
+            for n, prefix in (*change.set, *change.deleted):
+                touched.setdefault(n, []).append(prefix)
         common = touched.get(ALL_NODES, [])
         drains = change.drained or change.restored
         for name, session in self.sessions.items():
-            prefixes = common + touched.get(name, []) if name in touched else common
+            prefixes = common + touched[name] if name in touched else common
             if prefixes:
                 session.changed(prefixes, change.revision)
             if drains:

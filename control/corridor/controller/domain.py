@@ -5,11 +5,14 @@ no storage (the Store commits what the domain decides), no agent (the reconciler
 
 from __future__ import annotations
 
-import ipaddress
 import re
+import socket
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import repeat
+from operator import attrgetter
 
 from corridor.common.addresses import endpoint_problem
 from corridor.common.errors import echo
@@ -23,7 +26,6 @@ from corridor.common.fib import (
     NextHopGroup,
     Route,
     RouteKind,
-    new_route,
 )
 
 MAX_ROUTES_PER_BATCH = 100_000
@@ -65,6 +67,49 @@ class Node:
     tls: NodeTls | None = None
 
 
+@dataclass(eq=False)
+class RouteBatch:
+    """Routes to set, in columns, as an Apply brings them (a full table is a million):
+    route i is (nodes[i], prefixes[i]) -> intents[index[i]]; `intents` are the distinct
+    ones, each one object however many routes share it. `sort_keys` are the store's keys of
+    the routes when the reader made them."""
+
+    nodes: list[str]
+    prefixes: list[str]
+    index: list[int]
+    intents: list[Intent]
+    sort_keys: list[bytes] | None = None
+
+    def __len__(self) -> int:
+        return len(self.prefixes)
+
+    @classmethod
+    def of(cls, routes: Sequence[tuple[RouteKey, Intent]]) -> RouteBatch:
+        """A batch from (key, intent) pairs."""
+        position: dict[int, int] = {}
+        intents: list[Intent] = []
+        index = []
+        for _, intent in routes:
+            i = position.get(id(intent))
+            if i is None:
+                i = position[id(intent)] = len(intents)
+                intents.append(intent)
+            index.append(i)
+        return cls([n for (n, _), _ in routes], [p for (_, p), _ in routes], index, intents)
+
+    def keys(self) -> list[RouteKey]:
+        return list(zip(self.nodes, self.prefixes, strict=True))
+
+    def route_intents(self) -> list[Intent]:
+        """The intent of each route (shared objects)."""
+        return list(map(self.intents.__getitem__, self.index))
+
+    def node(self) -> str | None:
+        """The one node every route is for, if there is one."""
+        nodes = self.nodes
+        return nodes[0] if nodes and nodes.count(nodes[0]) == len(nodes) else None
+
+
 @dataclass
 class Change:
     """One committed change of intent, as the store records it and watchers see it."""
@@ -81,16 +126,22 @@ class Change:
     removed_nodes: list[str] = field(default_factory=list)
     drained: list[tuple[str, AdjacencyKey]] = field(default_factory=list)
     restored: list[tuple[str, AdjacencyKey]] = field(default_factory=list)
+    # Worked out while planning, so that nothing after the commit goes over every route
+    # again: `set` in columns when it came as a batch, and what it does to the counts.
+    batch: RouteBatch | None = None
+    routes_added: tuple[int, int] = (0, 0)  # routes, of which IPv6 (negative: removed)
+    group_refs: Counter[GroupKey] = field(default_factory=Counter)  # routes per group, delta
 
 
 # --- text forms -------------------------------------------------------------------------
 
 
-def prefix_sort_key(prefix: str) -> bytes:
-    """Orders prefixes by family, address, then length; used as the store's key."""
-    network = ipaddress.ip_network(prefix)
-    packed = network.network_address.packed
-    return bytes((len(packed),)) + packed + bytes((network.prefixlen,))
+def prefix_sort_key(prefix: str, _pton: Callable[[int, str], bytes] = socket.inet_pton) -> bytes:
+    """Orders prefixes by family, address, then length; used as the store's key. `prefix`
+    is canonical text (checked where it came in)."""
+    address, _, length = prefix.partition("/")
+    packed = _pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
+    return bytes((len(packed),)) + packed + bytes((int(length),))
 
 
 def group_text(group: GroupKey) -> str:
@@ -154,25 +205,51 @@ class NodeFib:
         v6 = self.v6_routes
         return (len(self.routes) - v6, v6, len(self.groups), len(self.adjacencies))
 
-    def set_route(
-        self, prefix: str, entry: Route | None, members: MembersOf, contents: AdjacencyById
+    def set_routes(
+        self,
+        prefixes: Sequence[str],
+        entries: Sequence[Route | None],
+        members: MembersOf,
+        contents: AdjacencyById,
     ) -> None:
-        """Sets (or with None, removes) the route to `prefix`. For a new group, `members`
-        gives its members and `contents` an adjacency by id."""
-        old = self.routes.get(prefix)
-        if old == entry:
-            return
-        self.dirty_routes.add(prefix)
-        if (old is None or entry is None) and ":" in prefix:
-            self.v6_routes += 1 if old is None else -1
-        if entry is None:
-            del self.routes[prefix]
+        """Sets the route to each of `prefixes` to its entry (None: removes it). For a new
+        group, `members` gives its members and `contents` an adjacency by id. In bulk: a
+        full table comes through here once per node."""
+        routes = self.routes
+        olds = list(map(routes.get, prefixes))
+        added: Counter[int] = Counter()
+        dropped: Counter[int] = Counter()
+        if olds.count(None) == len(olds) and None not in entries:  # only new routes
+            routes.update(zip(prefixes, entries, strict=True))  # type: ignore[arg-type]
+            self.dirty_routes.update(prefixes)
+            self.v6_routes += sum(1 for p in prefixes if ":" in p)
+            added.update(map(_group_of, entries))
         else:
-            self.routes[prefix] = entry
-            if entry.group:
-                self._ref_group(entry.group, members, contents)
-        if old is not None and old.group:
-            self._unref_group(old.group)
+            dirty = self.dirty_routes
+            v6 = 0
+            for prefix, old, entry in zip(prefixes, olds, entries, strict=True):
+                if old == entry:
+                    continue
+                dirty.add(prefix)
+                if entry is None:
+                    del routes[prefix]
+                else:
+                    routes[prefix] = entry
+                    added[entry.group] += 1
+                if old is None:
+                    v6 += ":" in prefix
+                else:
+                    dropped[old.group] += 1
+                    if entry is None:
+                        v6 -= ":" in prefix
+            self.v6_routes += v6
+        # Groups taken before groups let go: one that only changes hands stays.
+        for group, count in added.items():
+            if group:
+                self._ref_group(group, count, members, contents)
+        for group, count in dropped.items():
+            if group:
+                self._unref_group(group, count)
 
     def set_group_members(self, group: int, members: Members, contents: AdjacencyById) -> None:
         """Re-points a group in use (a drain or restore)."""
@@ -186,17 +263,19 @@ class NodeFib:
         self.groups[group] = members
         self.dirty_groups.add(group)
 
-    def _ref_group(self, group: int, members_of: MembersOf, contents: AdjacencyById) -> None:
+    def _ref_group(
+        self, group: int, count: int, members_of: MembersOf, contents: AdjacencyById
+    ) -> None:
         if self.group_refs[group] == 0:
             members = members_of(group)
             self.groups[group] = members
             self.dirty_groups.add(group)
             for a, _ in members:
                 self._ref_adjacency(a, contents)
-        self.group_refs[group] += 1
+        self.group_refs[group] += count
 
-    def _unref_group(self, group: int) -> None:
-        self.group_refs[group] -= 1
+    def _unref_group(self, group: int, count: int) -> None:
+        self.group_refs[group] -= count
         if self.group_refs[group] == 0:
             del self.group_refs[group]
             for a, _ in self.groups.pop(group):
@@ -272,16 +351,16 @@ def diff(
         members = want.groups.get(g)
         if members is not None and have.groups.get(g) != members:
             ops.append(NextHopGroup(g, members))
-    have_routes = have.routes
-    want_routes = want.routes
-    append = ops.append
-    for p in routes:
-        entry = want_routes.get(p)
-        if entry is None:
-            if p in have_routes:
-                append(DeleteRoute(p))
-        elif have_routes.get(p) != entry:
-            append(entry)
+    # Routes in bulk (a full sync compares a million): sets, then deletes.
+    prefixes = list(routes)
+    wants = list(map(want.routes.get, prefixes))
+    haves = list(map(have.routes.get, prefixes))
+    ops += [w for w, h in zip(wants, haves, strict=True) if w is not None and w != h]
+    ops += [
+        _delete_route((p,))
+        for p, w, h in zip(prefixes, wants, haves, strict=True)
+        if w is None and h is not None
+    ]
     for g in group_ids:
         if g not in want.groups and g in have.groups:
             ops.append(DeleteGroup(g))
@@ -291,21 +370,26 @@ def diff(
     return ops
 
 
-def apply_operations(fib: NodeFib, ops: Iterable[FibOperation]) -> None:
+def apply_operations(fib: NodeFib, ops: Sequence[FibOperation]) -> None:
     """Records in `fib` (what a node holds) operations the node acknowledged."""
     routes = fib.routes
     group_refs = fib.group_refs
+    # Route sets in bulk (a batch is up to 50,000 of them), the rest one by one, in order.
+    sets = [op for op in ops if type(op) is Route]
+    if sets:
+        prefixes = list(map(_prefix_of, sets))
+        olds = list(map(routes.get, prefixes))
+        routes.update(zip(prefixes, sets, strict=True))
+        fib.v6_routes += sum(
+            1 for p, o in zip(prefixes, olds, strict=True) if o is None and ":" in p
+        )
+        group_refs.update(map(_group_of, sets))
+        group_refs.subtract(map(_group_of, filter(None, olds)))
+        group_refs.pop(0, None)
     for op in ops:
         if type(op) is Route:
-            old = routes.get(op.prefix)
-            routes[op.prefix] = op
-            if old is None and ":" in op.prefix:
-                fib.v6_routes += 1
-            if op.group:
-                group_refs[op.group] += 1
-            if old is not None and old.group:
-                group_refs[old.group] -= 1
-        elif type(op) is DeleteRoute:
+            continue
+        if type(op) is DeleteRoute:
             old = routes.pop(op.prefix, None)
             if old is not None and ":" in op.prefix:
                 fib.v6_routes -= 1
@@ -326,6 +410,12 @@ def apply_operations(fib: NodeFib, ops: Iterable[FibOperation]) -> None:
             fib.adjacencies.pop(op.id, None)
 
 
+_prefix_of = attrgetter("prefix")
+_group_of = attrgetter("group")
+_new_route: Callable[[tuple[str, RouteKind, int]], Route] = partial(tuple.__new__, Route)
+_delete_route: Callable[[tuple[str]], DeleteRoute] = partial(tuple.__new__, DeleteRoute)
+
+
 # --- intent --------------------------------------------------------------------------------
 
 
@@ -335,6 +425,15 @@ class UnknownNode(LookupError):
 
 class IdsExhausted(RuntimeError):
     pass
+
+
+class StoreUnavailable(RuntimeError):
+    """The store could not commit a change, and nothing of it was committed: out of space
+    (`full`), or unwritable (read-only, I/O error). The message names the store and cause."""
+
+    def __init__(self, message: str, full: bool) -> None:
+        super().__init__(message)
+        self.full = full
 
 
 class IntentState:
@@ -399,29 +498,53 @@ class IntentState:
     def adjacency(self, adjacency: int) -> Adjacency:
         return adjacency_of(adjacency, self.adjacency_keys[adjacency])
 
-    def entry(self, prefix: str, intent: Intent | None) -> Route | None:
-        if intent is None:
-            return None
-        group = 0 if intent.group is None else self.group_ids[intent.group]
-        return new_route((prefix, intent.kind, group))
+    def entries(
+        self, prefixes: Sequence[str], intents: Sequence[Intent | None]
+    ) -> list[Route | None]:
+        """The route each prefix's intent (None: no route) makes on a node, in bulk: the
+        kind and group of each distinct intent are worked out once."""
+        ids = list(map(id, intents))
+        group_ids = self.group_ids
+        made: dict[int, tuple[RouteKind, int] | None] = {
+            i: None if it is None else (it.kind, 0 if it.group is None else group_ids[it.group])
+            for i, it in dict(zip(ids, intents, strict=True)).items()
+        }
+        if len(made) == 1:
+            (only,) = made.values()
+            if only is None:
+                return [None] * len(prefixes)
+            kind, group = only
+            fields = zip(prefixes, repeat(kind), repeat(group), strict=False)
+            return list(map(_new_route, fields))
+        made_of = list(map(made.__getitem__, ids))
+        return [
+            None if f is None else _new_route((p, *f))
+            for p, f in zip(prefixes, made_of, strict=True)
+        ]
 
     def desired(self, node: str) -> NodeFib:
         """The whole FIB `node` should hold."""
         fib = NodeFib()
-        self.refresh(fib, node, self.prefixes_for(node))
+        self.refresh(fib, node, list(self.prefixes_for(node)))
         return fib
 
     def refresh(self, fib: NodeFib, node: str, prefixes: Iterable[str]) -> None:
         """Brings `fib` (what `node` should hold) up to date for `prefixes`."""
+        prefixes = list(prefixes)
 
         def members(g: int) -> Members:
             return self.members(node, g)
 
-        contents = self.adjacency
-        entry = self.entry
-        effective = self.effective
-        for p in prefixes:
-            fib.set_route(p, entry(p, effective(node, p)), members, contents)
+        own = self.routes.get(node)
+        common = self.routes.get(ALL_NODES)
+        intents: list[Intent | None]
+        if own and common:
+            intents = [own.get(p) or common.get(p) for p in prefixes]
+        elif own or common:
+            intents = list(map((own or common).get, prefixes))  # type: ignore[union-attr]
+        else:
+            intents = [None] * len(prefixes)
+        fib.set_routes(prefixes, self.entries(prefixes, intents), members, self.adjacency)
 
     def refresh_groups(self, fib: NodeFib, node: str) -> None:
         """Re-derives the members of every group `fib` uses (after a drain or restore)."""
@@ -430,33 +553,53 @@ class IntentState:
 
     # -- planning changes (nothing changes until the store has committed)
 
-    def plan_apply(self, routes: list[tuple[RouteKey, Intent]]) -> Change:
-        change = Change(revision=self.revision + 1)
+    def plan_apply(self, batch: RouteBatch) -> Change:
+        change = Change(revision=self.revision + 1, batch=batch)
+        intents = batch.route_intents()
+        change.set = dict(zip(batch.keys(), intents, strict=True))
+        node = batch.node()
+        if node is not None:
+            own = self.routes.get(node)
+            olds = list(map(own.get, batch.prefixes)) if own else [None] * len(batch)
+        else:
+            routes = self.routes
+            olds = [
+                routes.get(n, _NONE).get(p)
+                for n, p in zip(batch.nodes, batch.prefixes, strict=True)
+            ]
         refs: Counter[GroupKey] = Counter()
-        for (node, prefix), intent in routes:
-            old = self.routes.get(node, {}).get(prefix)
-            if old is not None and old.group is not None:
-                refs[old.group] -= 1
-            if intent.group is not None:
-                refs[intent.group] += 1
-            change.set[(node, prefix)] = intent
+        for i, count in Counter(batch.index).items():
+            group = batch.intents[i].group
+            if group is not None:
+                refs[group] += count
+        replaced = [o for o in olds if o is not None]
+        refs.subtract(o.group for o in replaced if o.group is not None)
+        if replaced:
+            v6 = sum(1 for p, o in zip(batch.prefixes, olds, strict=True) if o is None and ":" in p)
+        else:
+            v6 = sum(1 for p in batch.prefixes if ":" in p)
+        change.routes_added = (len(batch) - len(replaced), v6)
         self._plan_ids(change, refs)
         return change
 
     def plan_delete(self, keys: list[RouteKey]) -> Change:
         change = Change(revision=self.revision + 1)
         refs: Counter[GroupKey] = Counter()
+        v6 = 0
         for node, prefix in keys:
-            old = self.routes.get(node, {}).get(prefix)
+            old = self.routes.get(node, _NONE).get(prefix)
             if old is None:
                 continue
             change.deleted.append((node, prefix))
+            v6 += ":" in prefix
             if old.group is not None:
                 refs[old.group] -= 1
+        change.routes_added = (-len(change.deleted), -v6)
         self._plan_ids(change, refs)
         return change
 
     def _plan_ids(self, change: Change, refs: Counter[GroupKey]) -> None:
+        change.group_refs = Counter({g: d for g, d in refs.items() if d})
         free_groups = _free_ids(self.group_keys, self.max_groups)
         free_adjacencies = _free_ids(self.adjacency_keys, self.max_adjacencies)
         adjacency_refs: Counter[AdjacencyKey] = Counter()
@@ -509,24 +652,21 @@ class IntentState:
         for group, id_ in change.new_groups.items():
             self.group_ids[group] = id_
             self.group_keys[id_] = group
-        for (node, prefix), intent in change.set.items():
-            routes = self.routes.setdefault(node, {})
-            old = routes.get(prefix)
-            if old is None:
-                self.route_total += 1
-                self.v6_routes += ":" in prefix
-            elif old.group is not None:
-                self.group_refs[old.group] -= 1
-            routes[prefix] = intent
-            if intent.group is not None:
-                self.group_refs[intent.group] += 1
-        for node, prefix in change.deleted:
-            old = self.routes.get(node, {}).pop(prefix, None)
-            if old is not None:
-                self.route_total -= 1
-                self.v6_routes -= ":" in prefix
-            if old is not None and old.group is not None:
-                self.group_refs[old.group] -= 1
+        batch = change.batch
+        node = None if batch is None else batch.node()
+        if batch is not None and node is not None:
+            self.routes.setdefault(node, {}).update(
+                zip(batch.prefixes, batch.route_intents(), strict=True)
+            )
+        else:
+            for (n, prefix), intent in change.set.items():
+                self.routes.setdefault(n, {})[prefix] = intent
+        for n, prefix in change.deleted:
+            self.routes.get(n, _NONE).pop(prefix, None)
+        self.route_total += change.routes_added[0]
+        self.v6_routes += change.routes_added[1]
+        for group_key, delta in change.group_refs.items():
+            self.group_refs[group_key] += delta
         # Freed ids stay mapped until every node has been refreshed (see forget_freed).
         for registered in change.nodes:
             self.nodes[registered.name] = registered
@@ -543,6 +683,9 @@ class IntentState:
         for next_hop in change.freed_adjacencies:
             if next_hop in self.adjacency_ids:
                 self.adjacency_keys.pop(self.adjacency_ids.pop(next_hop), None)
+
+
+_NONE: dict[str, Intent] = {}  # an empty node, for lookups
 
 
 def _free_ids(used: dict[int, GroupKey] | dict[int, AdjacencyKey], limit: int) -> Iterator[int]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -20,6 +20,7 @@ from corridor.controller.domain import (
     Node,
     NodeTls,
     RouteKey,
+    StoreUnavailable,
     adjacency_from_text,
     adjacency_text,
     group_from_text,
@@ -135,13 +136,8 @@ class SqliteStore:
                 raise RuntimeError(f"revision {change.revision} does not follow the store's")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (change.revision,))
             db.executemany(
-                "INSERT OR REPLACE INTO routes VALUES (?, ?, ?, ?, ?)",
-                (
-                    (node, prefix_sort_key(prefix), prefix, int(i.kind),
-                     None if i.group is None else text(i.group))
-                    for (node, prefix), i in change.set.items()
-                ),
-            )  # fmt: skip
+                "INSERT OR REPLACE INTO routes VALUES (?, ?, ?, ?, ?)", _rows(change, text)
+            )
             db.executemany(
                 "DELETE FROM routes WHERE node = ? AND sort_key = ?",
                 ((node, prefix_sort_key(prefix)) for node, prefix in change.deleted),
@@ -181,8 +177,11 @@ class SqliteStore:
                 ((n, adjacency_text(a)) for n, a in change.restored),
             )
             db.execute("COMMIT")  # synchronous=FULL: on disk when this returns
+        except sqlite3.Error as e:
+            _rollback(db)
+            raise _unavailable(self.path, e) from e
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
 
     async def next_election_id(self) -> int:
@@ -236,3 +235,51 @@ class SqliteStore:
             group = None if next_hops is None else group_from_text(next_hops)
             out.append(((node, prefix), Intent(RouteKind(kind), group), sort_key))
         return out
+
+
+def _rows(change: Change, text: Callable[[GroupKey], str]) -> Iterable[tuple[object, ...]]:
+    """The routes rows of `change.set`: from its batch's columns when it has one (the sort
+    keys as the reader made them, kind and next hops once per distinct intent)."""
+    batch = change.batch
+    if batch is None or batch.sort_keys is None or len(batch) != len(change.set):
+        return (
+            (node, prefix_sort_key(prefix), prefix, int(i.kind),
+             None if i.group is None else text(i.group))
+            for (node, prefix), i in change.set.items()
+        )  # fmt: skip
+    kinds = [int(i.kind) for i in batch.intents]
+    hops = [None if i.group is None else text(i.group) for i in batch.intents]
+    return zip(
+        batch.nodes,
+        batch.sort_keys,
+        batch.prefixes,
+        map(kinds.__getitem__, batch.index),
+        map(hops.__getitem__, batch.index),
+        strict=True,
+    )
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Ends the transaction if SQLite has not already (it rolls back by itself on a full
+    disk or an I/O error, and a ROLLBACK then would hide the cause)."""
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the connection rolls back when the next transaction begins
+
+
+# SQLite's primary result codes that mean the store cannot take writes now: full, read-only,
+# I/O error, cannot open, locked by someone else (https://sqlite.org/rescode.html).
+_FULL = 13
+_UNAVAILABLE = {5, 6, 8, 10, 13, 14}
+
+
+def _unavailable(path: Path, e: sqlite3.Error) -> Exception:
+    code = getattr(e, "sqlite_errorcode", 0) & 0xFF
+    if code not in _UNAVAILABLE:
+        return e
+    name = getattr(e, "sqlite_errorname", "")
+    return StoreUnavailable(
+        f"store {path}: {e} ({name}); nothing was committed", full=code == _FULL
+    )
