@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from corridor.common.config import (
-    ConfigError,
     HostPort,
     Listen,
     Table,
@@ -29,6 +28,14 @@ MTU_MIN, MTU_MAX = 576, 9216
 QUEUES_MAX = 256
 WORKERS_MAX = 1024
 CAPACITY_MAX = 1 << 32
+# The engine's own bounds (dataplane/engine/src/fib): group ids stay below its route codes,
+# node indexes fit its 22-bit entries. Adjacencies have no bound there but memory, taken
+# whole at start: 8 bytes each, so 16 M is 128 MB, as many as a controller hands out.
+GROUPS_MAX = (1 << 22) - 3
+NODES_MAX = 1 << 22
+ADJACENCIES_MAX = 1 << 24
+FIB_MAX = {"v4_nodes": NODES_MAX, "v6_nodes": NODES_MAX, "groups": GROUPS_MAX}
+FIB_MAX["adjacencies"] = ADJACENCIES_MAX
 IFNAME_MAX = 15  # IFNAMSIZ - 1
 
 EXAMPLE = """\
@@ -107,13 +114,22 @@ class AgentConfig:
 
 
 def load(path: str | os.PathLike[str]) -> AgentConfig:
-    """Reads and checks the file at `path`; raises ConfigError naming the file and field."""
+    """Reads and checks the file at `path`; raises ConfigError naming the file and, one per
+    line, every field that is wrong."""
     return load_toml(path, parse)
 
 
 def parse(document: dict[str, Any], base: Path = Path()) -> AgentConfig:
     """Checks a parsed TOML document; relative paths in it are taken relative to `base`."""
     top = Table(document, "")
+    config = read(top, base)
+    top.finish()
+    return config
+
+
+def read(top: Table, base: Path) -> AgentConfig:
+    """Reads an agent's configuration from `top` (a file, or the [agent] table of `corridor
+    up`'s), noting problems there (see Table.finish)."""
     workers = top.integer("workers", 1, WORKERS_MAX, default=1)
     netns = _netns(top)
     listen, tls = tls_and_listen(top, base)
@@ -123,8 +139,8 @@ def parse(document: dict[str, Any], base: Path = Path()) -> AgentConfig:
     ports = tuple(_port(t) for t in top.tables("ports"))
     names = [p.name for p in ports]
     for i, name in enumerate(names):
-        if name in names[:i]:
-            raise ConfigError(f"ports[{i}].name: {name!r} is already ports[{names.index(name)}]")
+        if name and name in names[:i]:
+            top.fail(f"ports[{i}].name", f"{name!r} is already ports[{names.index(name)}]")
     top.done()
     return AgentConfig(
         listen=listen,
@@ -142,16 +158,18 @@ def _netns(t: Table) -> str | None:
     if name is None:
         return None
     if not name or len(name) > 255 or name in (".", "..") or any(c in name for c in "/\0 \t\n"):
-        raise ConfigError(
-            f"netns: {name!r} is not a network namespace name as `ip netns add NAME` takes "
-            "(1 to 255 characters, no '/' or white space)"
+        t.fail(
+            "netns",
+            f"{name!r} is not a network namespace name as `ip netns add NAME` takes "
+            "(1 to 255 characters, no '/' or white space)",
         )
+        return None
     return name
 
 
 def _fib(t: Table) -> FibCapacity:
     sizes = {
-        key: t.optional_integer(key, 1, CAPACITY_MAX - 1)
+        key: t.optional_integer(key, 1, FIB_MAX.get(key, CAPACITY_MAX - 1))
         for key in FibCapacity.__dataclass_fields__
     }
     t.done()
@@ -160,15 +178,16 @@ def _fib(t: Table) -> FibCapacity:
 
 def _port(t: Table) -> PortConfig:
     name = t.required_string("name")
-    if (
+    if not t.failed("name") and (
         not name
         or len(name) > IFNAME_MAX
         or any(c in name for c in "/: \t\n")
         or name in (".", "..")
     ):
-        raise ConfigError(
-            f"{t.path('name')}: {name!r} is not a network interface name "
-            f"(1 to {IFNAME_MAX} characters, none of '/', ':' or white space)"
+        t.fail(
+            "name",
+            f"{name!r} is not a network interface name "
+            f"(1 to {IFNAME_MAX} characters, none of '/', ':' or white space)",
         )
     port = PortConfig(
         name=name,
@@ -180,7 +199,7 @@ def _port(t: Table) -> PortConfig:
     ids = [v.id for v in port.vlans]
     for i, vid in enumerate(ids):
         if vid in ids[:i]:
-            raise ConfigError(f"{t.path('vlans')}[{i}].id: VLAN {vid} is already configured")
+            t.fail(f"vlans[{i}].id", f"VLAN {vid} is already configured")
     t.done()
     return port
 
@@ -195,14 +214,15 @@ def _addresses(t: Table) -> tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interf
     values = t.get("addresses", list, 'a list of addresses such as "198.18.0.1/24"', [])
     out = []
     for i, value in enumerate(values):
-        where = f"{t.path('addresses')}[{i}]"
         if not isinstance(value, str) or "/" not in value:
-            raise ConfigError(
-                f"{where}: {value!r} is not an address with its prefix length, "
-                'such as "198.18.0.1/24" or "2001:db8::1/64"'
+            t.fail(
+                f"addresses[{i}]",
+                f"{value!r} is not an address with its prefix length, "
+                'such as "198.18.0.1/24" or "2001:db8::1/64"',
             )
+            continue
         try:
             out.append(ipaddress.ip_interface(value))
         except ValueError as e:
-            raise ConfigError(f"{where}: {value!r} is not a valid address: {e}") from None
+            t.fail(f"addresses[{i}]", f"{value!r} is not a valid address: {e}")
     return tuple(out)

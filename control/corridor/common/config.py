@@ -18,7 +18,12 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the field."""
+    """A configuration that cannot be used: one or more problems, each naming the field (or
+    the file) and what would be right, one per line."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems: tuple[str, ...] = problems
 
 
 @dataclass(frozen=True)
@@ -57,21 +62,44 @@ def load_toml(path: str | os.PathLike[str], parse_document: Callable[..., T]) ->
     try:
         return parse_document(document, base=path.parent)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from e
+        raise ConfigError(*(f"{path}: {p}" for p in e.problems)) from e
 
 
 class Table:
-    """A TOML table being read: typed getters that know the path, and a check for leftovers."""
+    """A TOML table being read: typed getters that know the path, and a check for leftovers.
+    A getter that meets a bad value notes the problem and returns the default (or a stand-in)
+    so reading goes on: `finish` on the top table then reports every problem at once."""
 
-    def __init__(self, data: Any, where: str) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: is {_kind(data)}; expected a table")
-        self.data: dict[str, Any] = data
+    def __init__(self, data: Any, where: str, problems: dict[str, str] | None = None) -> None:
+        # field path -> its problem; shared by a file's tables, in the order found
+        self.problems: dict[str, str] = {} if problems is None else problems
         self.where = where
         self.seen: set[str] = set()
+        if not isinstance(data, dict):
+            self._note(where, f"is {_kind(data)}; expected a table")
+            data = {}
+        self.data: dict[str, Any] = data
 
     def path(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
+        """The path of `key` in the file ("" for this table itself)."""
+        if not key or not self.where:
+            return key or self.where
+        return f"{self.where}.{key}"
+
+    def fail(self, key: str, message: str) -> None:
+        """Notes a problem of the value at `key` (only the first one per field)."""
+        self._note(self.path(key), message)
+
+    def failed(self, key: str) -> bool:
+        return self.path(key) in self.problems
+
+    def _note(self, path: str, message: str) -> None:
+        self.problems.setdefault(path, message)
+
+    def finish(self) -> None:
+        """Raises ConfigError with every problem noted in this file's tables, if any."""
+        if self.problems:
+            raise ConfigError(*(f"{p}: {m}" if p else m for p, m in self.problems.items()))
 
     def get(
         self, key: str, kind: type, expected: str, default: Any = None, required: bool = False
@@ -79,12 +107,13 @@ class Table:
         self.seen.add(key)
         if key not in self.data:
             if required:
-                raise ConfigError(f"{self.path(key)}: is required; expected {expected}")
+                self.fail(key, f"is required; expected {expected}")
             return default
         value = self.data[key]
         # TOML booleans are Python ints; a port count of `true` is a mistake, not 1.
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(f"{self.path(key)}: is {_kind(value)}; expected {expected}")
+            self.fail(key, f"is {_kind(value)}; expected {expected}")
+            return default
         return value
 
     def string(self, key: str, required: bool = False) -> str | None:
@@ -92,50 +121,63 @@ class Table:
         return value
 
     def required_string(self, key: str) -> str:
-        value: str = self.get(key, str, "a string", required=True)
+        """The string at `key`; "" (and a problem noted) when it is missing or not a string."""
+        value: str = self.get(key, str, "a string", default="", required=True)
         return value
 
     def integer(self, key: str, low: int, high: int, default: int | None = None) -> int:
-        """The integer at `key`, or `default`; required when there is no default."""
+        """The integer at `key`, or `default`; required when there is no default (then `low`
+        stands in for a bad value, with the problem noted)."""
         expected = f"an integer between {low} and {high}"
-        value: int = self.get(key, int, expected, default, required=default is None)
+        fallback = low if default is None else default
+        value: int = self.get(key, int, expected, fallback, required=default is None)
         if not low <= value <= high:
-            raise ConfigError(f"{self.path(key)}: {value} is not between {low} and {high}")
+            self.fail(key, f"{value} is not between {low} and {high}")
+            return fallback
         return value
 
     def optional_integer(self, key: str, low: int, high: int) -> int | None:
         expected = f"an integer between {low} and {high}"
         value: int | None = self.get(key, int, expected)
         if value is not None and not low <= value <= high:
-            raise ConfigError(f"{self.path(key)}: {value} is not between {low} and {high}")
+            self.fail(key, f"{value} is not between {low} and {high}")
+            return None
         return value
 
     def table(self, key: str, required: bool = False) -> Table | None:
         value = self.get(key, dict, "a table", required=required)
-        return None if value is None else Table(value, self.path(key))
+        return None if value is None else Table(value, self.path(key), self.problems)
 
     def tables(self, key: str) -> list[Table]:
         values = self.get(key, list, "an array of tables", [])
-        return [Table(v, f"{self.path(key)}[{i}]") for i, v in enumerate(values)]
+        out = []
+        for i, value in enumerate(values):
+            where = f"{self.path(key)}[{i}]"
+            if isinstance(value, dict):
+                out.append(Table(value, where, self.problems))
+            else:
+                self._note(where, f"is {_kind(value)}; expected a table")
+        return out
 
     def done(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
-        if unknown:
-            known = ", ".join(sorted(self.seen))
-            raise ConfigError(f"{self.path(unknown[0])}: unknown key; known here: {known}")
+        """Notes every key of this table that nobody read."""
+        known = ", ".join(sorted(self.seen))
+        for key in sorted(set(self.data) - self.seen):
+            self.fail(key, f"unknown key; known here: {known}")
 
 
 def listen_from(t: Table | None, base: Path) -> Listen:
-    """The required [listen] table: a unix socket path, a TCP host:port, or both."""
+    """The required [listen] table (its absence is noted by the reader of the table that
+    holds it): a unix socket path, a TCP host:port, or both."""
     if t is None:
-        raise ConfigError("listen: is required; expected a table")
+        return Listen()
     unix = t.string("unix")
     tcp = host_port_from(t, "tcp")
     t.done()
-    if unix is None and tcp is None:
-        raise ConfigError("listen: needs unix (a socket path), tcp (host:port), or both")
+    if unix is None and tcp is None and not t.failed("unix") and not t.failed("tcp"):
+        t.fail("", "needs unix (a socket path), tcp (host:port), or both")
     if unix is not None and not unix:
-        raise ConfigError("listen.unix: is empty; give the path of the socket to create")
+        t.fail("unix", "is empty; give the path of the socket to create")
     return Listen(unix=base / unix if unix else None, tcp=tcp)
 
 
@@ -144,8 +186,8 @@ def tls_from(t: Table, base: Path) -> TlsFiles:
     files = {}
     for key in ("cert", "key", "client_ca"):
         value = t.required_string(key)
-        if not value:
-            raise ConfigError(f"{t.path(key)}: is empty; give the path of a PEM file")
+        if not value and not t.failed(key):
+            t.fail(key, "is empty; give the path of a PEM file")
         files[key] = base / value
     t.done()
     return TlsFiles(**files)
@@ -153,11 +195,13 @@ def tls_from(t: Table, base: Path) -> TlsFiles:
 
 def tls_and_listen(top: Table, base: Path) -> tuple[Listen, TlsFiles | None]:
     """[listen] and the optional [tls] that protects its TCP listener."""
-    listen = listen_from(top.table("listen", required=True), base)
+    listen_table = top.table("listen", required=True)
+    listen = listen_from(listen_table, base)
     tls_table = top.table("tls")
     tls = tls_from(tls_table, base) if tls_table is not None else None
-    if tls is not None and listen.tcp is None:
-        raise ConfigError("tls: is set but listen.tcp is not; TLS protects the TCP listener")
+    if tls is not None and listen.tcp is None and listen_table is not None:
+        if not listen_table.failed("tcp"):
+            top.fail("tls", "is set but listen.tcp is not; TLS protects the TCP listener")
     return listen, tls
 
 
@@ -180,9 +224,11 @@ def host_port_from(t: Table, key: str, required: bool = False) -> HostPort | Non
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise ConfigError(f"{t.path(key)}: {value!r}: put an IPv6 host in brackets, {expected}")
+        t.fail(key, f"{value!r}: put an IPv6 host in brackets, {expected}")
+        return None
     if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"{t.path(key)}: {value!r} is not {expected}, port 0 to 65535")
+        t.fail(key, f"{value!r} is not {expected}, port 0 to 65535")
+        return None
     return HostPort(host, int(port_text))
 
 

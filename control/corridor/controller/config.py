@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from corridor.common.config import (
-    ConfigError,
     HostPort,
     Listen,
     Table,
@@ -75,7 +74,8 @@ class ControllerConfig:
 
 
 def load(path: str | os.PathLike[str]) -> ControllerConfig:
-    """Reads and checks the file at `path`; raises ConfigError naming the file and field."""
+    """Reads and checks the file at `path`; raises ConfigError naming the file and, one per
+    line, every field that is wrong."""
     return load_toml(path, parse)
 
 
@@ -85,6 +85,13 @@ def parse(
     """Checks a parsed TOML document; the top-level keys in `others` are left to their own
     reader (by default those of `corridor up`)."""
     top = Table(document, "")
+    config = read(top, base, others)
+    top.finish()
+    return config
+
+
+def read(top: Table, base: Path, others: Iterable[str] = UP_TABLES) -> ControllerConfig:
+    """Reads the controller's tables of `top`, noting problems there (see Table.finish)."""
     listen, tls = tls_and_listen(top, base)
     store_table = top.table("store")
     store = base / "corridor-intent.db"
@@ -92,11 +99,11 @@ def parse(
         path = store_table.string("path")
         if path is not None:
             if not path:
-                raise ConfigError("store.path: is empty; give the SQLite file to use")
+                store_table.fail("path", "is empty; give the SQLite file to use")
             store = base / path
         store_table.done()
     metrics = metrics_from(top)
-    drift, max_groups, max_adjacencies = 10.0, 65536, 65536
+    drift, max_groups, max_adjacencies = 10, 65536, 65536
     reconcile = top.table("reconcile")
     if reconcile is not None:
         drift = reconcile.integer("drift_check_seconds", 1, 86400, default=10)
@@ -106,8 +113,8 @@ def parse(
     nodes = tuple(_node(t, base) for t in top.tables("nodes"))
     names = [n.name for n in nodes]
     for i, name in enumerate(names):
-        if name in names[:i]:
-            raise ConfigError(f"nodes[{i}].name: {name!r} is already nodes[{names.index(name)}]")
+        if name and name in names[:i]:
+            top.fail(f"nodes[{i}].name", f"{name!r} is already nodes[{names.index(name)}]")
     top.seen.update(others)
     top.done()
     return ControllerConfig(
@@ -125,11 +132,11 @@ def parse(
 
 def _node(t: Table, base: Path) -> Node:
     name = t.required_string("name")
-    if (problem := check_node_name(name)) is not None:
-        raise ConfigError(f"{t.path('name')}: {problem}")
+    if not t.failed("name") and (problem := check_node_name(name)) is not None:
+        t.fail("name", problem)
     address = t.required_string("address")
-    if (problem := check_node_address(address)) is not None:
-        raise ConfigError(f"{t.path('address')}: {problem}")
+    if not t.failed("address") and (problem := check_node_address(address)) is not None:
+        t.fail("address", problem)
     if address.startswith("unix:") and not address.startswith("unix:/"):
         address = f"unix:{base / address[5:]}"
     tls = None
