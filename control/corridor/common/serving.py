@@ -10,6 +10,7 @@ import asyncio
 import errno
 import os
 import socket
+import ssl
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from corridor.common.config import Listen, TlsFiles
+from corridor.common.paths import obstacle
 
 # A 100,000-operation batch is a few MB; leave room for large groups and adjacencies.
 MAX_MESSAGE_BYTES = 64 << 20
@@ -45,6 +47,14 @@ class GrpcServer:
     port: int | None  # the bound TCP port, if listening on TCP
     unix_path: Path | None
     health: health.aio.HealthServicer
+    service_name: str = ""
+    made: tuple[Path, ...] = ()  # directories made for the socket, deepest first
+
+    async def serve(self) -> None:
+        """Starts answering on the bound listeners."""
+        await self.server.start()
+        for name in ("", self.service_name):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Tells health watchers, finishes calls in flight for up to `grace` seconds, and
@@ -53,6 +63,29 @@ class GrpcServer:
         await self.server.stop(grace)
         if self.unix_path is not None:
             _remove_socket_file(self.unix_path)
+
+    async def unbind(self) -> None:
+        """Undoes a bind that is not to serve after all: closes the listeners and removes
+        the socket file and the directories made for it, leaving the disk as it was."""
+        await self.server.stop(None)
+        if self.unix_path is not None:
+            _remove_socket_file(self.unix_path)
+        _remove_made(self.made)
+
+
+def check(listen: Listen, tls: TlsFiles | None, where: str = "") -> list[str]:
+    """What would stop `start` for reasons of its configuration, found without changing
+    anything: a socket path too long, in the way or in a directory that cannot be made; TLS
+    files unreadable, not PEM, a key that is not the certificate's. One problem a line,
+    naming its field (under `where`, such as "agent.")."""
+    problems = []
+    if listen.unix is not None:
+        path = listen.unix.absolute()
+        if (problem := _socket_path_problem(path)) is not None:
+            problems.append(f"{where}listen.unix: {problem}")
+    if tls is not None:
+        problems += _tls_problems(tls, where)
+    return problems
 
 
 async def start(
@@ -63,6 +96,26 @@ async def start(
 ) -> GrpcServer:
     """Serves what `add_service` registers, as `service_name`, on every listener of
     `listen`; raises StartError."""
+    server = await bind(add_service, service_name, listen, tls)
+    try:
+        await server.serve()
+    except BaseException:
+        await server.unbind()
+        raise
+    return server
+
+
+async def bind(
+    add_service: Callable[[grpc.aio.Server], None],
+    service_name: str,
+    listen: Listen,
+    tls: TlsFiles | None = None,
+) -> GrpcServer:
+    """Binds every listener of `listen` for what `add_service` registers, without answering
+    yet (`serve` does); raises StartError, leaving nothing made on disk."""
+    problems = check(listen, tls)
+    if problems:
+        raise StartError(problems[0])
     loop = asyncio.get_running_loop()
     server = grpc.aio.server(options=SERVER_OPTIONS)
     add_service(server)
@@ -71,31 +124,27 @@ async def start(
     reflection.enable_server_reflection(
         (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = None
-    unix_path = None
+    bound = GrpcServer(server, None, None, health_servicer, service_name=service_name)
     try:
         if listen.unix is not None:
             unix_path = listen.unix.absolute()
-            await loop.run_in_executor(None, _claim_socket_path, unix_path)
+            bound.made = await loop.run_in_executor(None, _claim_socket_path, unix_path)
             _bind(server.add_insecure_port, f"unix:{unix_path}", f"unix socket {unix_path}")
+            bound.unix_path = unix_path
+            os.chmod(unix_path, UNIX_SOCKET_MODE)
         if listen.tcp is not None:
             address = str(listen.tcp)
             if tls is None:
-                port = _bind(server.add_insecure_port, address, f"TCP {address}")
+                bound.port = _bind(server.add_insecure_port, address, f"TCP {address}")
             else:
                 credentials = await loop.run_in_executor(None, _server_credentials, tls)
-                port = _bind(
+                bound.port = _bind(
                     lambda a: server.add_secure_port(a, credentials), address, f"TCP {address}"
                 )
-        await server.start()
     except BaseException:
-        await server.stop(None)
+        await bound.unbind()
         raise
-    if unix_path is not None:
-        os.chmod(unix_path, UNIX_SOCKET_MODE)
-    for name in ("", service_name):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return GrpcServer(server, port, unix_path, health_servicer)
+    return bound
 
 
 def _bind(add_port: Callable[[str], int], address: str, what: str) -> int:
@@ -116,25 +165,92 @@ def _server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
             pem[name] = path.read_bytes()
         except OSError as e:
             raise StartError(f"tls.{name}: cannot read {path}: {e.strerror}") from None
-        if b"-----BEGIN " not in pem[name]:
-            raise StartError(f"tls.{name}: {path} is not a PEM file")
     # Clients must present a certificate signed by client_ca: no certificate, no call.
     return grpc.ssl_server_credentials(
         [(pem["key"], pem["cert"])], root_certificates=pem["client_ca"], require_client_auth=True
     )
 
 
-def _claim_socket_path(path: Path) -> None:
-    """Makes `path` free for a new socket: a socket file that nobody listens on (left by a
-    killed agent) is removed; one that answers, or a file that is not a socket, is kept."""
+def _tls_problems(tls: TlsFiles, where: str) -> list[str]:
+    """The TLS files as gRPC will need them, read by OpenSSL (which gRPC uses too): gRPC
+    itself only says "Failed to bind" when they do not fit together."""
+    problems = []
+    readable = {}
+    for name in ("cert", "key", "client_ca"):
+        path = getattr(tls, name)
+        try:
+            readable[name] = b"-----BEGIN " in path.read_bytes()
+        except OSError as e:
+            problems.append(f"{where}tls.{name}: cannot read {path}: {e.strerror}")
+            continue
+        if not readable[name]:
+            problems.append(f"{where}tls.{name}: {path} is not a PEM file")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if readable.get("cert"):
+        try:
+            context.load_verify_locations(cafile=tls.cert)
+        except ssl.SSLError:
+            problems.append(f"{where}tls.cert: {tls.cert} holds no certificate")
+        else:
+            if readable.get("key"):
+                try:
+                    context.load_cert_chain(tls.cert, tls.key, password=lambda: b"")
+                except ssl.SSLError as e:
+                    if e.reason == "KEY_VALUES_MISMATCH":
+                        problems.append(
+                            f"{where}tls.key: {tls.key} is not the key of {where}tls.cert "
+                            f"{tls.cert}"
+                        )
+                    else:
+                        problems.append(
+                            f"{where}tls.key: {tls.key} holds no private key that can be "
+                            "read (an unencrypted PEM key is needed)"
+                        )
+    if readable.get("client_ca"):
+        try:
+            context.load_verify_locations(cafile=tls.client_ca)
+        except ssl.SSLError:
+            problems.append(f"{where}tls.client_ca: {tls.client_ca} holds no certificate")
+    return problems
+
+
+def _socket_path_problem(path: Path) -> str | None:
+    """What keeps a socket from being made at `path`, short of another server on it."""
     if len(os.fsencode(path)) > UNIX_PATH_MAX:
-        raise StartError(f"listen.unix: {path} is longer than {UNIX_PATH_MAX} bytes")
+        return f"{path} is longer than {UNIX_PATH_MAX} bytes"
+    found = obstacle(path.parent)
+    if found is not None:
+        place, why = found
+        if place == path.parent:
+            return f"cannot create {path}: {place} {why}"
+        return f"cannot make {path.parent}: {place} {why}"
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot use {path}: {e.strerror}"
+    if not stat.S_ISSOCK(mode):
+        return f"{path} exists and is not a socket; not replacing it"
+    return None
+
+
+def _claim_socket_path(path: Path) -> tuple[Path, ...]:
+    """Makes `path` free for a new socket: a socket file that nobody listens on (left by a
+    killed agent) is removed; one that answers, or a file that is not a socket, is kept.
+    Returns the directories it made, deepest first."""
+    made = []
+    directory = path.parent
+    while not directory.exists():
+        made.append(directory)
+        directory = directory.parent
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
-        return
+        return tuple(made)
     if not stat.S_ISSOCK(mode):
+        _remove_made(tuple(made))
         raise StartError(f"listen.unix: {path} exists and is not a socket; not replacing it")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -147,6 +263,15 @@ def _claim_socket_path(path: Path) -> None:
     finally:
         probe.close()
     _remove_socket_file(path)
+    return tuple(made)
+
+
+def _remove_made(directories: tuple[Path, ...]) -> None:
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return  # not empty any more: someone else's now
 
 
 def _remove_socket_file(path: Path) -> None:
