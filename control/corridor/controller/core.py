@@ -118,6 +118,13 @@ class Controller:
         """Loads intent, takes a new election id (above any earlier run's, so a restarted
         controller is the primary), registers configured nodes, starts every session."""
         loaded: Loaded = await self.store.load()
+        if loaded.accepted:
+            # The store refuses to load a store that lost routes unless the operator said to
+            # take it as it is; say what was taken, once, where operators look.
+            log.warning(
+                "intent taken as the store holds it, on --accept-empty-store: %s; every "
+                "node is brought to it (%d routes)", loaded.accepted, len(loaded.routes),
+            )  # fmt: skip
         s = self.state
         s.revision = loaded.revision
         s.group_ids = dict(loaded.group_ids)

@@ -1,19 +1,34 @@
 """The embedded store: one SQLite file in WAL mode with synchronous=FULL, so a commit is on
 disk before the controller acknowledges it. Every call runs on one dedicated thread that
 owns the connection: the event loop never waits on the disk.
+
+The file is not trusted at start: `check` reads it whole without changing anything and
+refuses, naming the fault, a file that is empty, damaged or not Corridor's, a row the
+controller could not serve, or a store that holds fewer routes than it did when last
+closed (rows removed behind the controller's back). Intent that lost routes reaches nodes
+only on the operator's word (`accept_loss`, `corridor controller --accept-empty-store`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from corridor.common.fib import RouteKind
+from corridor.common.addresses import address_to_bytes, gateway_from_pb, prefix_text
+from corridor.common.errors import FieldError
+from corridor.common.fib import RouteKind, vlan_problem
+from corridor.common.paths import obstacle
 from corridor.controller.domain import (
+    ALL_NODES,
+    MAX_NEXT_HOPS,
+    MAX_WEIGHT,
+    AdjacencyKey,
     Change,
     GroupKey,
     Intent,
@@ -23,6 +38,8 @@ from corridor.controller.domain import (
     StoreUnavailable,
     adjacency_from_text,
     adjacency_text,
+    check_node_address,
+    check_node_name,
     group_from_text,
     group_text,
     prefix_sort_key,
@@ -46,11 +63,29 @@ CREATE TABLE IF NOT EXISTS drained (node TEXT NOT NULL, next_hop TEXT NOT NULL,
 """
 
 
+TABLES = ("meta", "routes", "group_ids", "adjacency_ids", "nodes", "drained")
+FORMAT = 1  # meta 'format': this file's layout; a newer one is refused, never guessed at
+SQLITE_HEADER = b"SQLite format 3\x00"
+RESTORE = "restore it from a backup (docs/operations.md, recovering the store)"
+ACCEPT = "--accept-empty-store"
+
+
+class StoreError(Exception):
+    """The store cannot be used as it is: what is wrong with the file and what to do."""
+
+
 class SqliteStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, max_groups: int = 1 << 24, max_adjacencies: int = 1 << 24
+    ) -> None:
         self.path = Path(path)
+        self.max_groups = max_groups
+        self.max_adjacencies = max_adjacencies
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corridor-store")
         self._db: sqlite3.Connection | None = None
+        self._checked: Loaded | None = None
+        self._seen: tuple[int, ...] = ()  # the file as `check` read it (see _signature)
+        self._record = False  # whether open() records the store's state (see _record_state)
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -60,55 +95,178 @@ class SqliteStore:
             raise RuntimeError(f"{self.path}: the store is not open")
         return self._db
 
+    # -- check: read all, change nothing
+
+    async def check(self, accept_loss: bool = False) -> Loaded:
+        """Reads the whole store and checks it, changing nothing on disk: the file, its
+        tables, every row, and that it holds the routes it held when last closed. Raises
+        StoreError saying what is wrong. `accept_loss` is the operator's word that a store
+        which lost routes, or is empty, is to be taken as it is."""
+        return await self._run(self._check, accept_loss)
+
+    def _check(self, accept_loss: bool) -> Loaded:
+        path = self.path
+        wal = Path(f"{path}-wal")
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            if wal.exists():
+                raise StoreError(
+                    f"does not exist, but its write-ahead log {wal} does: the store was "
+                    f"deleted or moved; put it back, or remove {wal} and {path}-shm to start "
+                    "with no intent"
+                ) from None
+            if (found := obstacle(path.parent)) is not None:
+                where, why = found
+                if where == path.parent:
+                    raise StoreError(f"cannot create it: {where} {why}") from None
+                raise StoreError(f"cannot make {path.parent}: {where} {why}") from None
+            self._checked = _empty()
+            self._record = True
+            return self._checked
+        except OSError as e:
+            raise StoreError(f"cannot read it: {e.strerror}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise StoreError("is a directory, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreError("is not a regular file")
+        if (found := obstacle(path.parent)) is not None:  # commits write a log beside it
+            raise StoreError(f"cannot write it: {found[0]} {found[1]}")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise StoreError("cannot write it: it is not writable by this user")
+        self._seen = _signature(path)
+        if st.st_size == 0:
+            if not accept_loss:
+                raise StoreError(
+                    "is empty (0 bytes), and a store the controller made never is: it was "
+                    f"truncated or replaced; {RESTORE}, or start once with {ACCEPT} to "
+                    "begin with no intent (every node is then emptied)"
+                )
+            self._checked = _empty("the store file was empty (0 bytes)")
+            self._record = True
+            return self._checked
+        with path.open("rb") as f:
+            if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise StoreError(f"is not an SQLite database; {RESTORE}")
+        # Read-only, and without the locks' shared memory file when no log is left (a clean
+        # stop): reading makes no file beside the store.
+        uri = path.absolute().as_uri() + ("?mode=ro" if wal.exists() else "?mode=ro&immutable=1")
+        try:
+            db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot be opened: {e}") from None
+        try:
+            self._checked = self._read(db, accept_loss)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"is damaged (SQLite: {e}); {RESTORE}") from None
+        finally:
+            db.close()
+        return self._checked
+
+    def _read(self, db: sqlite3.Connection, accept_loss: bool) -> Loaded:
+        tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            if not accept_loss:
+                raise StoreError(
+                    f"holds no tables: it was replaced by an empty database; {RESTORE}, or "
+                    f"start once with {ACCEPT} to begin with no intent (every node is then "
+                    "emptied)"
+                )
+            self._record = True
+            return _empty("the store held no tables")
+        if not tables & set(TABLES):
+            raise StoreError(
+                f"is not a Corridor store (its tables: {', '.join(sorted(tables))}); point "
+                "store.path at the controller's store"
+            )
+        missing = [t for t in TABLES if t not in tables]
+        if missing:
+            raise StoreError(f"has no table {', '.join(missing)}: damaged or edited; {RESTORE}")
+        (verdict,) = db.execute("PRAGMA quick_check(1)").fetchone()
+        if verdict != "ok":
+            raise StoreError(f"is damaged (SQLite: {verdict}); {RESTORE}")
+        return _Reader(self, db).read(accept_loss)
+
+    # -- open: from here on the file is written
+
     async def open(self) -> SqliteStore:
+        """Opens the store for writing, making it (and its directory) if it is new; the
+        store `check` read, which must not have changed since (StoreError)."""
         await self._run(self._open)
         return self
 
     def _open(self) -> None:
+        if self._checked is None:
+            self._check(accept_loss=False)
+        if self._seen and _signature(self.path) != self._seen:
+            raise StoreError("changed while the controller was starting; start it again")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            raise OSError(f"{self.path}: cannot use write-ahead logging (journal mode {mode})")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(SCHEMA)
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"cannot use write-ahead logging (journal mode {mode})")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot be opened for writing: {e}") from None
         self._db = db
+        loaded = self._checked
+        assert loaded is not None
+        if loaded.accepted:
+            # Ids no route uses any more (their routes were lost) are let go, as a commit
+            # that deleted those routes would have.
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM group_ids")
+            db.executemany(
+                "INSERT INTO group_ids VALUES (?, ?)",
+                ((group_text(g), i) for g, i in loaded.group_ids.items()),
+            )
+            db.execute("DELETE FROM adjacency_ids")
+            db.executemany(
+                "INSERT INTO adjacency_ids VALUES (?, ?)",
+                ((adjacency_text(a), i) for a, i in loaded.adjacency_ids.items()),
+            )
+            db.execute("COMMIT")
+        if self._record:
+            self._record_state(loaded.revision, len(loaded.routes))
+
+    def _record_state(self, revision: int, routes: int) -> None:
+        """Records the routes the store holds at `revision`, so that the next start can tell
+        a store that lost routes behind the controller's back (the same revision, fewer
+        routes) from one whose commits deleted them (a later revision)."""
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+            (("format", FORMAT), ("recorded_revision", revision), ("recorded_routes", routes)),
+        )
+        db.execute("COMMIT")
 
     async def close(self) -> None:
         if self._db is not None:
-            await self._run(self._db.close)
+            db = self._db
+
+            def record_and_close() -> None:
+                try:
+                    revision = self._meta(db, "revision")
+                    (routes,) = db.execute("SELECT count(*) FROM routes").fetchone()
+                    self._record_state(revision, routes)
+                except sqlite3.Error:
+                    pass  # a full or read-only disk: the next start checks without it
+                db.close()
+
+            await self._run(record_and_close)
             self._db = None
         self._thread.shutdown(wait=True)
 
     # -- load
 
     async def load(self) -> Loaded:
-        return await self._run(self._load)
-
-    def _load(self) -> Loaded:
-        db = self._connection()
-        revision = self._meta(db, "revision")
-        routes = []
-        groups: dict[str, GroupKey] = {}
-        for node, prefix, kind, next_hops in db.execute(
-            "SELECT node, prefix, kind, next_hops FROM routes"
-        ):
-            group = None
-            if next_hops is not None:
-                group = groups.get(next_hops)
-                if group is None:
-                    group = groups[next_hops] = group_from_text(next_hops)
-            routes.append(((node, prefix), Intent(RouteKind(kind), group)))
-        nodes = [
-            Node(name, address, NodeTls(ca, cert, key, sni or "") if ca is not None else None)
-            for name, address, ca, cert, key, sni in db.execute("SELECT * FROM nodes")
-        ]
-        group_ids = {group_from_text(t): i for t, i in db.execute("SELECT * FROM group_ids")}
-        adjacency_ids = {
-            adjacency_from_text(t): i for t, i in db.execute("SELECT * FROM adjacency_ids")
-        }
-        drained = [(n, adjacency_from_text(t)) for n, t in db.execute("SELECT * FROM drained")]
-        return Loaded(revision, routes, nodes, group_ids, adjacency_ids, drained)
+        """What `check` read (checking now if it has not)."""
+        if self._checked is None:
+            return await self.check()
+        return self._checked
 
     @staticmethod
     def _meta(db: sqlite3.Connection, name: str) -> int:
@@ -283,3 +441,255 @@ def _unavailable(path: Path, e: sqlite3.Error) -> Exception:
     return StoreUnavailable(
         f"store {path}: {e} ({name}); nothing was committed", full=code == _FULL
     )
+
+
+def _signature(path: Path) -> tuple[int, ...]:
+    """The store file and its log as they stand: changed if either was written."""
+    out: list[int] = []
+    for p in (path, Path(f"{path}-wal")):
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            out += (0, 0, 0, 0)
+        else:
+            out += (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return tuple(out)
+
+
+def _empty(accepted: str = "") -> Loaded:
+    return Loaded(0, [], [], {}, {}, [], accepted)
+
+
+class _Reader:
+    """Reads a store's rows, checking each as the API checks what clients send; notes every
+    problem and reports the first, naming the row."""
+
+    def __init__(self, store: SqliteStore, db: sqlite3.Connection) -> None:
+        self.store = store
+        self.db = db
+        self.problems: list[str] = []
+        self._groups: dict[str, GroupKey | None] = {}
+
+    def problem(self, text: str) -> None:
+        self.problems.append(text)
+
+    def read(self, accept_loss: bool) -> Loaded:
+        db = self.db
+        meta = dict(db.execute("SELECT name, value FROM meta"))
+        numbers = {}
+        for name in ("format", "revision", "recorded_revision", "recorded_routes"):
+            value = meta.get(name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                self.problem(f"meta {name}: {value!r} is not a count (0 or more)")
+                value = None
+            numbers[name] = value
+        if (numbers["format"] or 0) > FORMAT:
+            raise StoreError(
+                f"was written by a newer Corridor (store format {numbers['format']}; this "
+                f"one reads {FORMAT}); run that version"
+            )
+        revision = numbers["revision"] or 0
+        routes = self._routes()
+        group_ids = self._ids("group_ids", self.store.max_groups, "reconcile.max_groups")
+        adjacency_ids = self._ids(
+            "adjacency_ids", self.store.max_adjacencies, "reconcile.max_adjacencies"
+        )
+        used_groups: set[GroupKey] = set()
+        for (node, prefix), intent in routes:
+            group = intent.group
+            if group is None or group in used_groups:
+                continue
+            used_groups.add(group)
+            if group not in group_ids:
+                self.problem(
+                    f"row routes[node={node!r}, prefix={prefix!r}]: next-hop set "
+                    f"{group_text(group)!r} has no id in group_ids"
+                )
+            for adjacency, _ in group:
+                if adjacency not in adjacency_ids:
+                    self.problem(
+                        f"row group_ids[{group_text(group)!r}]: next hop "
+                        f"{adjacency_text(adjacency)!r} has no id in adjacency_ids"
+                    )
+        nodes = self._nodes()
+        drained = []
+        for node, text in db.execute("SELECT node, next_hop FROM drained"):
+            drain = self._adjacency(text)
+            if (problem := check_node_name(node)) is not None or drain is None:
+                self.problem(
+                    f"row drained[node={node!r}, next_hop={text!r}]: "
+                    + (problem or "not a next hop (gateway,port,vlan)")
+                )
+                continue
+            drained.append((node, drain))
+        if self.problems:
+            more = len(self.problems) - 1
+            also = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+            raise StoreError(f"{self.problems[0]}{also}; {RESTORE}")
+
+        # Lost routes: fewer than when the store was last closed at this same revision, or
+        # ids that no route uses (a commit that deletes the last user frees the id).
+        lost = ""
+        recorded = numbers["recorded_routes"]
+        if numbers["recorded_revision"] == revision and recorded is not None:
+            if len(routes) < recorded:
+                lost = (
+                    f"holds {len(routes)} routes, but held {recorded} at revision {revision} "
+                    "when last closed"
+                )
+        unused = [g for g in group_ids if g not in used_groups]
+        if not lost and unused:
+            lost = (
+                f"holds next-hop set {group_text(unused[0])!r} (id {group_ids[unused[0]]}) "
+                "that no route uses"
+            )
+        if lost:
+            if not accept_loss:
+                raise StoreError(
+                    f"{lost}: routes were removed behind the controller's back; {RESTORE}, "
+                    f"or start once with {ACCEPT} to take the {len(routes)} routes it holds "
+                    "as intent (nodes then lose the rest)"
+                )
+            self.store._record = True
+            used_adjacencies = {a for g in used_groups for a, _ in g}
+            group_ids = {g: i for g, i in group_ids.items() if g in used_groups}
+            adjacency_ids = {a: i for a, i in adjacency_ids.items() if a in used_adjacencies}
+        elif numbers["format"] is None:
+            self.store._record = True  # a store from before the format was recorded
+        return Loaded(revision, routes, nodes, group_ids, adjacency_ids, drained, lost)
+
+    def _routes(self) -> list[tuple[RouteKey, Intent]]:
+        routes = []
+        kinds = {int(k): k for k in RouteKind}
+        nodes: dict[str, str | None] = {}
+        for node, sort_key, prefix, kind, next_hops in self.db.execute(
+            "SELECT node, sort_key, prefix, kind, next_hops FROM routes"
+        ):
+            where = f"row routes[node={node!r}, prefix={prefix!r}]"
+            problem = nodes.get(node, "")
+            if problem == "":
+                problem = nodes[node] = None if node == ALL_NODES else check_node_name(str(node))
+            if problem is not None:
+                self.problem(f"{where}: {problem}")
+                continue
+            if (canonical := _prefix_of_key(sort_key)) != prefix:
+                self.problem(
+                    f"{where}: the prefix is not the canonical text of its sort key "
+                    + (f"(which is {canonical})" if canonical else f"({sort_key!r})")
+                )
+                continue
+            route_kind = kinds.get(kind)
+            if route_kind is None:
+                self.problem(f"{where}: kind {kind!r} is not a route kind (1 to 4)")
+                continue
+            group = None
+            if route_kind is RouteKind.FORWARD:
+                if next_hops is None:
+                    self.problem(f"{where}: a FORWARD route without next_hops")
+                    continue
+                group = self._group(next_hops)
+                if group is None:
+                    self.problem(
+                        f"{where}: next_hops {next_hops!r} is not a next-hop set "
+                        "(gateway,port,vlan,weight;...)"
+                    )
+                    continue
+            elif next_hops is not None:
+                self.problem(f"{where}: a {route_kind.name} route with next_hops")
+                continue
+            routes.append(((node, prefix), Intent(route_kind, group)))
+        return routes
+
+    def _ids(self, table: str, limit: int, field: str) -> dict[Any, int]:
+        ids: dict[Any, int] = {}
+        owners: dict[int, str] = {}
+        read = self._group if table == "group_ids" else self._adjacency
+        for text, id_ in self.db.execute(f"SELECT * FROM {table}"):
+            key = read(text)
+            if key is None:
+                self.problem(
+                    f"row {table}[{text!r}]: not a next hop{' set' if table == 'group_ids' else ''}"
+                )
+                continue
+            if not isinstance(id_, int) or not 1 <= id_ <= limit:
+                self.problem(
+                    f"row {table}[{text!r}]: id {id_!r} is not between 1 and {limit} ({field})"
+                )
+                continue
+            if id_ in owners:
+                self.problem(f"{table}: id {id_} is given to both {owners[id_]!r} and {text!r}")
+                continue
+            owners[id_] = text
+            ids[key] = id_
+        return ids
+
+    def _nodes(self) -> list[Node]:
+        nodes = []
+        for name, address, ca, cert, key, sni in self.db.execute("SELECT * FROM nodes"):
+            problem = check_node_name(str(name)) or check_node_address(str(address))
+            tls = (ca, cert, key)
+            if problem is None and any(tls) and not all(isinstance(f, str) and f for f in tls):
+                problem = "tls_ca, tls_cert and tls_key are all set or none is"
+            if problem is not None:
+                self.problem(f"row nodes[{name!r}]: {problem}")
+                continue
+            nodes.append(Node(name, address, NodeTls(ca, cert, key, sni or "") if ca else None))
+        return nodes
+
+    def _group(self, text: object) -> GroupKey | None:
+        """The next-hop set of its stored text, if that is the canonical text of a set the
+        API would accept; None if not."""
+        if not isinstance(text, str):
+            return None
+        if text in self._groups:
+            return self._groups[text]
+        group: GroupKey | None = None
+        try:
+            candidate = group_from_text(text)
+        except ValueError:
+            candidate = ()
+        keys = [a for a, _ in candidate]
+        if (
+            0 < len(candidate) <= MAX_NEXT_HOPS
+            and group_text(candidate) == text
+            and list(candidate) == sorted(candidate)
+            and len(set(keys)) == len(keys)
+            and all(self._adjacency(adjacency_text(a)) is not None for a in keys)
+            and all(1 <= w <= MAX_WEIGHT for _, w in candidate)
+        ):
+            group = candidate
+        self._groups[text] = group
+        return group
+
+    @staticmethod
+    def _adjacency(text: object) -> AdjacencyKey | None:
+        if not isinstance(text, str):
+            return None
+        try:
+            gateway, port, vlan = adjacency_from_text(text)
+            if gateway_from_pb(address_to_bytes(gateway), "gateway") != gateway:
+                return None
+        except (ValueError, OSError, FieldError):
+            return None
+        if (
+            not port
+            or vlan_problem(vlan) is not None
+            or adjacency_text((gateway, port, vlan)) != text
+        ):
+            return None
+        return (gateway, port, vlan)
+
+
+def _prefix_of_key(sort_key: object) -> str | None:
+    """The canonical text of the prefix a stored sort key stands for (family, address,
+    length: see prefix_sort_key); None if it stands for none (host bits set, too long)."""
+    if not isinstance(sort_key, bytes) or len(sort_key) not in (6, 18):
+        return None
+    bits = 8 * (len(sort_key) - 2)
+    length = sort_key[-1]
+    if sort_key[0] != len(sort_key) - 2 or length > bits:
+        return None
+    address = sort_key[1:-1]
+    if int.from_bytes(address) & ((1 << (bits - length)) - 1):
+        return None
+    return prefix_text(address, length)

@@ -31,6 +31,9 @@ class Loaded:
     group_ids: dict[GroupKey, int]
     adjacency_ids: dict[AdjacencyKey, int]
     drained: list[tuple[str, AdjacencyKey]]
+    # What the operator accepted to start from (--accept-empty-store): "" if nothing, else
+    # what the store had lost, for the log.
+    accepted: str = ""
 
 
 @dataclass(frozen=True)
