@@ -32,6 +32,17 @@ def add_parsers(sub) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.add_argument("--config", required=True, metavar="FILE", help="the TOML file")
+        p.add_argument(
+            "--check",
+            action="store_true",
+            help="check the file, the store and the TLS files without changing anything, then exit",
+        )
+        p.add_argument(
+            "--accept-empty-store",
+            action="store_true",
+            help="start although the store lost routes it held (emptied, truncated, replaced): "
+            "what it holds now, perhaps nothing, becomes intent and every node is brought to it",
+        )
         p.set_defaults(run=_run_up if up else _run_controller)
 
     client = argparse.ArgumentParser(add_help=False)
@@ -89,13 +100,13 @@ def add_parsers(sub) -> None:
 def _run_controller(args) -> int:
     from corridor.controller import main
 
-    return main.run(args.config)
+    return main.run(args.config, args.check, args.accept_empty_store)
 
 
 def _run_up(args) -> int:
     from corridor import up
 
-    return up.run(args.config)
+    return up.run(args.config, args.check, args.accept_empty_store)
 
 
 class CliError(Exception):

@@ -7,20 +7,20 @@ has ports), and [up], whose `node` names it as the controller's node.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvloop
-
 from corridor.agent import config as agent_config
 from corridor.agent.main import start_agent
+from corridor.common import serving
 from corridor.common.config import ConfigError, Table, load_toml
 from corridor.controller import config as controller_config
 from corridor.controller import main as controller_main
 from corridor.controller.domain import Node, check_node_name
 from corridor.controller.main import STOP_GRACE_SECONDS, StartError, log
+from corridor.controller.sqlite_store import SqliteStore
+from corridor.controller.store import Loaded
 
 
 @dataclass(frozen=True)
@@ -31,55 +31,75 @@ class UpConfig:
 
 
 def load(path: str | os.PathLike[str]) -> UpConfig:
-    """Reads and checks the file at `path`; raises ConfigError naming the file and field."""
+    """Reads and checks the file at `path`; raises ConfigError naming the file and, one per
+    line, every field that is wrong."""
     return load_toml(path, parse)
 
 
 def parse(document: dict[str, Any], base: Path = Path()) -> UpConfig:
-    controller = controller_config.parse(document, base)
-    node = "local"
     top = Table(document, "")
+    controller = controller_config.read(top, base)
+    node = "local"
     up = top.table("up")
     if up is not None:
         node = up.string("node") or "local"
-        if (problem := check_node_name(node)) is not None:
-            raise ConfigError(f"up.node: {problem}")
+        if not up.failed("node") and (problem := check_node_name(node)) is not None:
+            up.fail("node", problem)
         up.done()
-    agent = top.table("agent")
-    if agent is None:
-        raise ConfigError("agent: is required by `corridor up` (a table)")
-    try:
-        local = agent_config.parse(agent.data, base)
-    except ConfigError as e:
-        raise ConfigError(f"agent.{e}") from None
+    agent_table = top.table("agent", required=True)
+    local = agent_config.read(agent_table, base) if agent_table is not None else None
+    if local is not None and local.listen.unix is None and local.tls is not None:
+        top.fail("agent.listen.unix", "is not set; `corridor up` reaches its agent there")
+    top.finish()
+    assert local is not None  # finish() raised otherwise
     return UpConfig(controller, local, node)
 
 
-def run(config_path: str) -> int:
-    """Exit status 0 after a clean stop, 2 for a bad configuration, 1 when it could not
-    start."""
+def run(config_path: str, check_only: bool = False, accept_empty_store: bool = False) -> int:
+    """`corridor up`; see corridor.controller.main.run_command for the exit status."""
     controller_main.configure_logging("up")
+
+    async def check_config(config: UpConfig) -> str:
+        store, loaded = await check(config)
+        await store.close()
+        return controller_main.summary(config.controller, loaded)
+
+    async def serve_config(config: UpConfig) -> None:
+        await serve(config, accept_empty_store)
+
+    return controller_main.run_command(
+        "corridor up", config_path, load, check_config, serve_config, check_only
+    )
+
+
+async def check(config: UpConfig, accept_empty_store: bool = False) -> tuple[SqliteStore, Loaded]:
+    """The controller's check (store, listeners, TLS) and the local agent's listeners and
+    TLS, before either starts; ConfigError with every problem."""
+    agent_problems = serving.check(config.agent.listen, config.agent.tls, "agent.")
     try:
-        config = load(config_path)
+        store, loaded = await controller_main.check(config.controller, accept_empty_store)
     except ConfigError as e:
-        print(f"corridor up: {e}", file=sys.stderr)
-        return 2
+        raise ConfigError(*e.problems, *agent_problems) from None
+    if agent_problems:
+        await store.close()
+        raise ConfigError(*agent_problems)
+    return store, loaded
+
+
+async def serve(config: UpConfig, accept_empty_store: bool = False) -> None:
+    """The local agent first (the controller's node), then the controller until SIGTERM or
+    SIGINT; the agent stops last. Nothing starts until both have been checked."""
+    checked = await check(config, accept_empty_store)
     from corridor.agent.engine_host import EngineStartError
 
     try:
-        uvloop.run(serve(config))
-    except (StartError, EngineStartError, OSError) as e:
-        print(f"corridor up: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-async def serve(config: UpConfig) -> None:
-    """The local agent first (the controller's node), then the controller until SIGTERM or
-    SIGINT; the agent stops last."""
-    if config.agent.listen.unix is None and config.agent.tls is not None:
-        raise StartError("agent: `corridor up` reaches its agent over listen.unix; set it")
-    agent = await start_agent(config.agent)
+        agent = await start_agent(config.agent)
+    except EngineStartError as e:
+        await checked[0].close()
+        raise StartError(str(e)) from None
+    except BaseException:
+        await checked[0].close()
+        raise
     try:
         server = agent.server
         assert server is not None  # start_agent returns a serving agent
@@ -89,6 +109,8 @@ async def serve(config: UpConfig) -> None:
             else f"127.0.0.1:{server.port}"
         )
         log.info("local agent serving corridor.v1.Dataplane on %s", address)
-        await controller_main.serve(config.controller, (Node(config.node, address),))
+        await controller_main.serve(
+            config.controller, (Node(config.node, address),), accept_empty_store, checked
+        )
     finally:
         await agent.stop(STOP_GRACE_SECONDS)

@@ -8,11 +8,14 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
+from typing import Any, TypeVar
 
 import uvloop
 
+from corridor.common import serving
 from corridor.common.config import ConfigError
 from corridor.common.metrics import MetricsServer
 from corridor.controller.config import ControllerConfig, load
@@ -20,8 +23,9 @@ from corridor.controller.core import Controller
 from corridor.controller.domain import IntentState, Node
 from corridor.controller.metrics import ControllerMetrics
 from corridor.controller.reconciler import NodeSession
-from corridor.controller.server import ControllerServer, StartError, start_server
-from corridor.controller.sqlite_store import SqliteStore
+from corridor.controller.server import ControllerServer, StartError, bind_server
+from corridor.controller.sqlite_store import SqliteStore, StoreError
+from corridor.controller.store import Loaded
 
 log = logging.getLogger("corridor.controller")
 
@@ -32,7 +36,9 @@ __all__ = [
     "STOP_GRACE_SECONDS",
     "RunningController",
     "StartError",
+    "check",
     "run",
+    "run_command",
     "serve",
     "start_controller",
 ]
@@ -42,21 +48,85 @@ def configure_logging(what: str) -> None:
     logging.basicConfig(level=logging.INFO, format=f"corridor {what}: %(name)s: %(message)s")
 
 
-def run(config_path: str) -> int:
-    """Exit status 0 after a clean stop, 2 for a bad configuration, 1 when it could not
-    start."""
+C = TypeVar("C")
+
+
+def run(config_path: str, check_only: bool = False, accept_empty_store: bool = False) -> int:
+    """`corridor controller`; see run_command for the exit status."""
     configure_logging("controller")
+
+    async def check_config(config: ControllerConfig) -> str:
+        store, loaded = await check(config)
+        await store.close()
+        return summary(config, loaded)
+
+    return run_command(
+        "corridor controller",
+        config_path,
+        load,
+        check_config,
+        lambda config: serve(config, accept_empty_store=accept_empty_store),
+        check_only,
+    )
+
+
+def run_command(
+    command: str,
+    config_path: str,
+    load_config: Callable[[str], C],
+    check_config: Callable[[C], Coroutine[Any, Any, str]],
+    serve_config: Callable[[C], Coroutine[Any, Any, None]],
+    check_only: bool,
+) -> int:
+    """Runs `corridor controller` or `corridor up`. Exit status 2 when the configuration or
+    a file it names cannot be used, one line per problem and nothing changed on disk; 1 when
+    it could not start for a passing reason (an address in use); 0 after a clean stop, or
+    when `check_only` found nothing wrong (checking changes nothing either)."""
     try:
-        config = load(config_path)
+        config = load_config(config_path)
+        if check_only:
+            found: str = uvloop.run(check_config(config))
+            print(f"{command}: {config_path}: valid; {found}", file=sys.stderr)
+            return 0
+        uvloop.run(serve_config(config))
     except ConfigError as e:
-        print(f"corridor controller: {e}", file=sys.stderr)
+        for problem in e.problems:
+            print(f"{command}: {problem}", file=sys.stderr)
         return 2
-    try:
-        uvloop.run(serve(config))
-    except (StartError, OSError) as e:
-        print(f"corridor controller: {e}", file=sys.stderr)
+    except StartError as e:
+        print(f"{command}: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+async def check(
+    config: ControllerConfig, accept_empty_store: bool = False, where: str = ""
+) -> tuple[SqliteStore, Loaded]:
+    """Everything a start can check without changing anything on disk: the store read whole
+    and checked, the listeners' paths and TLS files. Returns the store (to open) and what it
+    holds; raises ConfigError with every problem, each naming its field."""
+    store = SqliteStore(config.store, config.max_groups, config.max_adjacencies)
+    problems = []
+    loaded = None
+    try:
+        loaded = await store.check(accept_empty_store)
+    except StoreError as e:
+        problems.append(f"{where}store.path {config.store}: {e}")
+    problems += serving.check(config.listen, config.tls, where)
+    if problems or loaded is None:
+        await store.close()
+        raise ConfigError(*problems)
+    return store, loaded
+
+
+def summary(config: ControllerConfig, loaded: Loaded) -> str:
+    """What --check found in the store, for its one line."""
+    if not config.store.exists():
+        return f"store.path {config.store}: does not exist yet, a new store will be made"
+    return (
+        f"store.path {config.store}: revision {loaded.revision}, {len(loaded.routes)} "
+        f"routes, {len(loaded.nodes)} nodes"
+    )
 
 
 @dataclass
@@ -76,10 +146,15 @@ class RunningController:
 
 
 async def start_controller(
-    config: ControllerConfig, extra_nodes: tuple[Node, ...] = ()
+    config: ControllerConfig,
+    extra_nodes: tuple[Node, ...] = (),
+    accept_empty_store: bool = False,
+    checked: tuple[SqliteStore, Loaded] | None = None,
 ) -> RunningController:
-    """Opens the store, loads intent, starts node sessions, then serves."""
-    store = await SqliteStore(config.store).open()
+    """Checks what it can without changing anything (see `check`, unless `checked` holds
+    its result), binds the listeners, then opens the store, loads intent, starts node
+    sessions and serves. A refused start leaves the disk as it found it."""
+    store, _ = checked if checked is not None else await check(config, accept_empty_store)
     metrics = ControllerMetrics()
     factory = partial(_session, drift_check=config.drift_check_seconds, metrics=metrics)
     controller = Controller(
@@ -87,21 +162,33 @@ async def start_controller(
     )
     metrics.watch(controller)
     server = None
+    metrics_server = None
+    opened = False
     try:
-        await controller.start(config.nodes + extra_nodes)
-        server = await start_server(controller, config.listen, config.tls)
-        metrics_server = None
         if config.metrics is not None:
             try:
                 metrics_server = MetricsServer(metrics.registry, config.metrics)
             except OSError as e:
                 raise StartError(f"metrics.address: cannot listen on {config.metrics}: {e}") from e
+        server = await bind_server(controller, config.listen, config.tls)
+        try:
+            await store.open()  # the first change on disk
+        except StoreError as e:
+            raise ConfigError(f"store.path {config.store}: {e}") from None
+        opened = True
+        await controller.start(config.nodes + extra_nodes)
+        await server.serve()
         return RunningController(controller, server, store, metrics, metrics_server)
     except BaseException:
         if server is not None:
-            await server.stop(0)
+            if opened:
+                await server.stop(0)
+            else:
+                await server.unbind()
         await controller.stop()
         await store.close()
+        if metrics_server is not None:
+            metrics_server.stop()
         raise
 
 
@@ -115,7 +202,12 @@ def _session(
     return NodeSession(node, state, election, drift_check, metrics)
 
 
-async def serve(config: ControllerConfig, extra_nodes: tuple[Node, ...] = ()) -> None:
+async def serve(
+    config: ControllerConfig,
+    extra_nodes: tuple[Node, ...] = (),
+    accept_empty_store: bool = False,
+    checked: tuple[SqliteStore, Loaded] | None = None,
+) -> None:
     """Serves until SIGTERM or SIGINT, then drains and releases everything it bound."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -123,7 +215,7 @@ async def serve(config: ControllerConfig, extra_nodes: tuple[Node, ...] = ()) ->
         loop.add_signal_handler(signum, stopping.set)
     running = None
     try:
-        running = await start_controller(config, extra_nodes)
+        running = await start_controller(config, extra_nodes, accept_empty_store, checked)
         where = []
         if running.server.unix_path is not None:
             where.append(f"unix:{running.server.unix_path}")
