@@ -559,46 +559,50 @@ class _Reader:
         return Loaded(revision, routes, nodes, group_ids, adjacency_ids, drained, lost)
 
     def _routes(self) -> list[tuple[RouteKey, Intent]]:
-        routes = []
-        kinds = {int(k): k for k in RouteKind}
-        nodes: dict[str, str | None] = {}
+        # A full table is a million rows: the common case costs a few lookups a row, and
+        # routes with the same kind and next hops share one Intent, as they would in memory.
+        routes: list[tuple[RouteKey, Intent]] = []
+        append = routes.append
+        intents: dict[tuple[object, object], Intent | str] = {}
+        nodes: dict[object, str | None] = {ALL_NODES: None}
+        prefix_of_key = _prefix_of_key
         for node, sort_key, prefix, kind, next_hops in self.db.execute(
             "SELECT node, sort_key, prefix, kind, next_hops FROM routes"
         ):
-            where = f"row routes[node={node!r}, prefix={prefix!r}]"
-            problem = nodes.get(node, "")
-            if problem == "":
-                problem = nodes[node] = None if node == ALL_NODES else check_node_name(str(node))
-            if problem is not None:
-                self.problem(f"{where}: {problem}")
-                continue
-            if (canonical := _prefix_of_key(sort_key)) != prefix:
-                self.problem(
-                    f"{where}: the prefix is not the canonical text of its sort key "
-                    + (f"(which is {canonical})" if canonical else f"({sort_key!r})")
+            intent = intents.get((kind, next_hops))
+            if intent is None:
+                intent = intents[kind, next_hops] = self._intent(kind, next_hops)
+            if node not in nodes:
+                nodes[node] = check_node_name(node) if isinstance(node, str) else "not a name"
+            problem = nodes[node]
+            if problem is None and isinstance(intent, str):
+                problem = intent
+            if problem is None and (canonical := prefix_of_key(sort_key)) != prefix:
+                problem = "the prefix is not the canonical text of its sort key " + (
+                    f"(which is {canonical})" if canonical else f"({sort_key!r})"
                 )
+            if problem is not None:
+                self.problem(f"row routes[node={node!r}, prefix={prefix!r}]: {problem}")
                 continue
-            route_kind = kinds.get(kind)
-            if route_kind is None:
-                self.problem(f"{where}: kind {kind!r} is not a route kind (1 to 4)")
-                continue
-            group = None
-            if route_kind is RouteKind.FORWARD:
-                if next_hops is None:
-                    self.problem(f"{where}: a FORWARD route without next_hops")
-                    continue
-                group = self._group(next_hops)
-                if group is None:
-                    self.problem(
-                        f"{where}: next_hops {next_hops!r} is not a next-hop set "
-                        "(gateway,port,vlan,weight;...)"
-                    )
-                    continue
-            elif next_hops is not None:
-                self.problem(f"{where}: a {route_kind.name} route with next_hops")
-                continue
-            routes.append(((node, prefix), Intent(route_kind, group)))
+            assert not isinstance(intent, str)
+            append(((node, prefix), intent))
         return routes
+
+    def _intent(self, kind: object, next_hops: object) -> Intent | str:
+        """The intent of a stored (kind, next_hops), or what is wrong with them."""
+        route_kind = _KINDS.get(kind) if isinstance(kind, int) else None
+        if route_kind is None:
+            return f"kind {kind!r} is not a route kind (1 to 4)"
+        if route_kind is not RouteKind.FORWARD:
+            if next_hops is not None:
+                return f"a {route_kind.name} route with next_hops"
+            return Intent(route_kind)
+        if next_hops is None:
+            return "a FORWARD route without next_hops"
+        group = self._group(next_hops)
+        if group is None:
+            return f"next_hops {next_hops!r} is not a next-hop set (gateway,port,vlan,weight;...)"
+        return Intent(route_kind, group)
 
     def _ids(self, table: str, limit: int, field: str) -> dict[Any, int]:
         ids: dict[Any, int] = {}
@@ -678,6 +682,9 @@ class _Reader:
         ):
             return None
         return (gateway, port, vlan)
+
+
+_KINDS = {int(k): k for k in RouteKind}
 
 
 def _prefix_of_key(sort_key: object) -> str | None:
