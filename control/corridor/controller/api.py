@@ -9,12 +9,14 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import itertools
 import os
-from collections.abc import AsyncIterator, Sequence
+import weakref
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, NoReturn, cast
 
 import grpc
-from google.protobuf import timestamp_pb2
+from google.protobuf import empty_pb2, timestamp_pb2
 
 from corridor.common import status
 from corridor.common.addresses import (
@@ -23,12 +25,13 @@ from corridor.common.addresses import (
     gateway_from_pb,
     prefix_from_pb,
     prefix_to_pb,
+    set_prefix,
 )
 from corridor.common.errors import FieldError, InvalidBatch, Violation, echo
 from corridor.common.fib import RouteKind, vlan_problem
 from corridor.common.status import Context as _Context
 from corridor.controller import domain
-from corridor.controller.core import Controller
+from corridor.controller.core import WATCH_QUEUE, Controller, WatchEvent, WatchSnapshot
 from corridor.controller.domain import (
     ALL_NODES,
     MAX_NEXT_HOPS,
@@ -213,31 +216,23 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         self, request: controller_pb2.WatchRequest, context: _Context
     ) -> AsyncIterator[controller_pb2.WatchResponse]:
         node = request.node if request.HasField("node") else None
-        watcher, snapshot, revision = self.controller.watch(node)
+        watcher, snapshot = self.controller.watch(node)
         try:
-            for start in range(0, max(len(snapshot), 1), WATCH_CHUNK):
-                chunk = snapshot[start : start + WATCH_CHUNK]
-                yield controller_pb2.WatchResponse(
-                    revision=revision,
-                    snapshot=True,
-                    snapshot_end=start + WATCH_CHUNK >= len(snapshot),
-                    set=[route_to_pb(k, i) for k, i in chunk],
-                )
-            del snapshot
-            while True:
-                change = await watcher.queue.get()
-                if change is None:
+            # Held while sent: a snapshot no watcher holds is no longer encoded.
+            wire = _wire_snapshot(snapshot)
+            for chunk in wire.chunks:
+                yield cast("controller_pb2.WatchResponse", await chunk)
+            del snapshot, wire
+            while not watcher.behind:
+                event = await watcher.queue.get()
+                if event is None:
                     return
-                yield controller_pb2.WatchResponse(
-                    revision=change.revision,
-                    set=[route_to_pb(k, i) for k, i in change.set.items()],
-                    deleted=[key_to_pb(k) for k in change.deleted],
-                )
-                if watcher.behind and watcher.queue.empty():
-                    await context.abort(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        "the watcher fell too far behind the changes; watch again",
-                    )
+                yield cast("controller_pb2.WatchResponse", await _wire_event(event))
+            await status.abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the watcher fell more than {WATCH_QUEUE} changes behind; watch again",
+            )
         finally:
             self.controller.unwatch(watcher)
 
@@ -304,6 +299,126 @@ class PageTokens:
         ):
             raise ValueError(f"does not hold a position in the routes; {again}")
         return node, sort_key
+
+
+# --- Watch: encoded once, off the event loop, shared by every watcher -----------------------
+# A snapshot of the full tables is over a million routes and a busy controller has hundreds
+# of watchers: each snapshot chunk and each change is encoded once, in the executor, and the
+# same bytes go to every watcher. They travel as a message whose fields are all unknown to
+# its type (google.protobuf.Empty): protobuf serializes it back to exactly those bytes, so
+# gRPC's serializer for WatchResponse copies them instead of encoding the routes again.
+
+_INLINE_ROUTES = 256  # a change this small is encoded on the loop: cheaper than a thread hop
+_snapshot_wires: weakref.WeakKeyDictionary[WatchSnapshot, _WireSnapshot] = (
+    weakref.WeakKeyDictionary()
+)
+_event_wires: weakref.WeakKeyDictionary[WatchEvent, asyncio.Future[empty_pb2.Empty]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class _WireSnapshot:
+    """A snapshot's messages, encoded in order by one task; watchers send each as it is ready.
+    It holds the snapshot's tables, not the snapshot: once no watcher holds that, encoding
+    stops."""
+
+    def __init__(self, snapshot: WatchSnapshot) -> None:
+        loop = asyncio.get_running_loop()
+        count = max(1, -(-snapshot.size // WATCH_CHUNK))
+        self.chunks: list[asyncio.Future[empty_pb2.Empty]] = [
+            loop.create_future() for _ in range(count)
+        ]
+        self._task = asyncio.create_task(
+            self._encode(weakref.ref(snapshot), snapshot.revision, snapshot.tables)
+        )
+
+    async def _encode(
+        self,
+        snapshot: weakref.ref[WatchSnapshot],
+        revision: int,
+        tables: list[tuple[str, dict[str, Intent]]],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        routes = (((n, p), i) for n, table in tables for p, i in table.items())
+        last = len(self.chunks) - 1
+        try:
+            for index, chunk in enumerate(self.chunks):
+                if snapshot() is None:
+                    break  # every watcher of it has gone
+                message = await loop.run_in_executor(
+                    None, _encode_chunk, routes, revision, index == last
+                )
+                chunk.set_result(message)
+        except BaseException as e:
+            for chunk in self.chunks:
+                if not chunk.done():
+                    chunk.set_exception(e)
+            raise
+        finally:
+            for chunk in self.chunks:
+                if not chunk.done():
+                    chunk.cancel()
+
+
+def _wire_snapshot(snapshot: WatchSnapshot) -> _WireSnapshot:
+    wire = _snapshot_wires.get(snapshot)
+    if wire is None:
+        wire = _snapshot_wires[snapshot] = _WireSnapshot(snapshot)
+    return wire
+
+
+def _encode_chunk(
+    routes: Iterator[tuple[domain.RouteKey, Intent]], revision: int, last: bool
+) -> empty_pb2.Empty:
+    """The next WATCH_CHUNK routes of a snapshot as one WatchResponse, encoded."""
+    response = controller_pb2.WatchResponse(revision=revision, snapshot=True, snapshot_end=last)
+    _fill_routes(response, itertools.islice(routes, WATCH_CHUNK))
+    return empty_pb2.Empty.FromString(response.SerializeToString())
+
+
+def _encode_event(event: WatchEvent) -> empty_pb2.Empty:
+    response = controller_pb2.WatchResponse(revision=event.revision)
+    _fill_routes(response, event.set.items())
+    add = response.deleted.add
+    for node, prefix in event.deleted:
+        set_prefix(add(node=node).prefix, prefix)
+    return empty_pb2.Empty.FromString(response.SerializeToString())
+
+
+def _wire_event(event: WatchEvent) -> asyncio.Future[empty_pb2.Empty]:
+    wire = _event_wires.get(event)
+    if wire is None:
+        loop = asyncio.get_running_loop()
+        if len(event.set) + len(event.deleted) <= _INLINE_ROUTES:
+            wire = loop.create_future()
+            wire.set_result(_encode_event(event))
+        else:
+            wire = loop.run_in_executor(None, _encode_event, event)
+        _event_wires[event] = wire
+    return wire
+
+
+def _fill_routes(
+    response: controller_pb2.WatchResponse, routes: Iterable[tuple[domain.RouteKey, Intent]]
+) -> None:
+    """Appends `routes` to response.set, built in place (the cheapest way for many), the
+    next hops of each distinct group built once."""
+    add = response.set.add
+    hops: dict[domain.GroupKey, list[controller_pb2.NextHop]] = {}
+    for (node, prefix), intent in routes:
+        route = add(node=node, kind=_KIND_TO_PB[intent.kind])
+        set_prefix(route.prefix, prefix)
+        group = intent.group
+        if group is not None:
+            pbs = hops.get(group)
+            if pbs is None:
+                pbs = hops[group] = [
+                    controller_pb2.NextHop(
+                        gateway=address_to_bytes(gateway), port=port, vlan=vlan, weight=weight
+                    )
+                    for (gateway, port, vlan), weight in group
+                ]
+            route.next_hops.extend(pbs)
 
 
 # --- protobuf -> domain --------------------------------------------------------------------

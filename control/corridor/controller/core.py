@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,6 +38,7 @@ log = logging.getLogger("corridor.controller")
 
 KNOWN_NODES_LISTED = 16  # in an error about an unknown node
 WATCH_QUEUE = 1024  # changes a watcher may fall behind before it is ended
+SNAPSHOT_SHARED_CHANGES = 64  # commits after a snapshot that a new watcher may start with
 
 
 _T = TypeVar("_T")
@@ -81,10 +83,33 @@ class WatcherBehind(Exception):
     pass
 
 
-@dataclass
+@dataclass(eq=False)
+class WatchSnapshot:
+    """Intent at `revision` for watchers (of one node, or of every node): copies of the route
+    tables, taken on the loop (a copy of a table is one C call) and read off it. A watcher
+    that starts a few commits later shares it too, and gets those commits (`since`) first:
+    under steady writes, hundreds of watchers still share one snapshot."""
+
+    revision: int
+    tables: list[tuple[str, dict[str, Intent]]]  # (node, prefix -> intent)
+    size: int
+    since: list[WatchEvent] | None = None  # commits after it; None once too many to share
+
+
+@dataclass(eq=False)
+class WatchEvent:
+    """One commit as the watchers of one node (or of every node) hear it: the same object goes
+    to each of them, so that it is put in wire form once."""
+
+    revision: int
+    set: dict[RouteKey, Intent]
+    deleted: list[RouteKey]
+
+
+@dataclass(eq=False)
 class Watcher:
     node: str | None
-    queue: asyncio.Queue[Change | None]  # None: the controller stopped
+    queue: asyncio.Queue[WatchEvent | None]  # None: the controller stopped
     behind: bool = False
 
 
@@ -112,6 +137,10 @@ class Controller:
         self._metrics = metrics
         self._commit_lock = CommitTurn()
         self._watchers: list[Watcher] = []
+        # The newest snapshot of each watched node (None: every node), while a watcher uses it.
+        self._snapshots: weakref.WeakValueDictionary[str | None, WatchSnapshot] = (
+            weakref.WeakValueDictionary()
+        )
         self.intent_sizes = (0, 0, 0, 0)
 
     async def start(self, nodes: tuple[Node, ...] = ()) -> None:
@@ -339,38 +368,59 @@ class Controller:
 
     # -- watchers
 
-    def watch(self, node: str | None) -> tuple[Watcher, list[tuple[RouteKey, Intent]], int]:
-        """A new watcher and the snapshot it starts from (taken with no commit between)."""
+    def watch(self, node: str | None) -> tuple[Watcher, WatchSnapshot]:
+        """A new watcher of `node` (None: every node) and the snapshot it starts from, taken
+        with no commit between; watchers that start at one revision share one snapshot."""
         watcher = Watcher(node, asyncio.Queue(WATCH_QUEUE))
-        snapshot = [
-            ((n, p), intent)
-            for n, routes in self.state.routes.items()
-            if node is None or n == node
-            for p, intent in routes.items()
-        ]
+        revision = self.state.revision
+        snapshot = self._snapshots.get(node)
+        if snapshot is None or snapshot.since is None:
+            routes = self.state.routes
+            names = list(routes) if node is None else [node] if node in routes else []
+            tables = [(n, routes[n].copy()) for n in names]
+            snapshot = WatchSnapshot(revision, tables, sum(len(t) for _, t in tables), [])
+            self._snapshots[node] = snapshot
+        for event in snapshot.since or ():
+            watcher.queue.put_nowait(event)
         self._watchers.append(watcher)
-        return watcher, snapshot, self.state.revision
+        return watcher, snapshot
 
     def unwatch(self, watcher: Watcher) -> None:
         if watcher in self._watchers:
             self._watchers.remove(watcher)
 
     def _tell_watchers(self, change: Change) -> None:
+        """Queues the change for every watcher, never waiting: one that is WATCH_QUEUE changes
+        behind is dropped (its call ends and it watches again), so no watcher holds back a
+        writer. One event per watched node, shared by its watchers."""
         if not (change.set or change.deleted):
             return
-        for w in list(self._watchers):
-            if w.node is None:
-                item = change
+        events: dict[str | None, WatchEvent | None] = {}
+
+        def event_for(node: str | None) -> WatchEvent | None:
+            if node in events:
+                return events[node]
+            event: WatchEvent | None
+            if node is None:
+                event = WatchEvent(change.revision, change.set, change.deleted)
             else:
-                item = Change(
-                    revision=change.revision,
-                    set={k: v for k, v in change.set.items() if k[0] == w.node},
-                    deleted=[k for k in change.deleted if k[0] == w.node],
-                )
-                if not (item.set or item.deleted):
-                    continue
+                own = {k: v for k, v in change.set.items() if k[0] == node}
+                gone = [k for k in change.deleted if k[0] == node]
+                event = WatchEvent(change.revision, own, gone) if own or gone else None
+            events[node] = event
+            return event
+
+        for node, snapshot in list(self._snapshots.items()):
+            if snapshot.since is not None and (event := event_for(node)) is not None:
+                snapshot.since.append(event)
+                if len(snapshot.since) > SNAPSHOT_SHARED_CHANGES:
+                    snapshot.since = None  # the next watcher takes a new snapshot
+        for w in list(self._watchers):
+            event = event_for(w.node)
+            if event is None:
+                continue
             try:
-                w.queue.put_nowait(item)
+                w.queue.put_nowait(event)
             except asyncio.QueueFull:
                 w.behind = True
                 self._watchers.remove(w)
