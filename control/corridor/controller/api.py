@@ -643,4 +643,8 @@ def node_status(c: Controller, s: NodeSession) -> controller_pb2.NodeStatus:
         )
     if s.last_error_time:
         pb.last_error_time.CopyFrom(timestamp_pb2.Timestamp(seconds=int(s.last_error_time)))
+    pb.retries = s.retries
+    if s.cleared_error_time:
+        pb.cleared_error = s.cleared_error
+        pb.cleared_error_time.CopyFrom(timestamp_pb2.Timestamp(seconds=int(s.cleared_error_time)))
     return pb

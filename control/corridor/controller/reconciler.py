@@ -95,6 +95,10 @@ class NodeSession:
         self.synced_revision = 0
         self.last_error = ""
         self.last_error_time = 0.0
+        self.retries = 0  # failed attempts since the node was last in sync
+        self.cleared_error = ""  # the error a recovery cleared, and when
+        self.cleared_error_time = 0.0
+        self._warned: int | None = None  # the failing state last warned about
         self.generation = 0
         self.reconnects = 0
         self.drift_detected = 0
@@ -163,7 +167,7 @@ class NodeSession:
                 )
             except (OSError, TimeoutError, ConnectionError) as e:
                 self._fail(CONNECTING, f"{type(e).__name__}: {e}")
-            else:
+            if self.connected:  # it was in sync: the next attempt starts soon again
                 backoff = BACKOFF[0]
             self.connected = False
             self._installed = None
@@ -172,11 +176,30 @@ class NodeSession:
             self.reconnects += 1
 
     def _fail(self, sync_state: int, message: str) -> None:
-        if message != self.last_error or self.sync_state != sync_state:
-            log.warning("node %s: %s", self.name, message)
+        """One failed attempt. Warns once per change of state (connecting, failing): an
+        unreachable node retries every two seconds, and says so once; the status holds the
+        latest error and the count of retries."""
+        if self._warned != sync_state:
+            log.warning("node %s: %s (retrying)", self.name, message)
+            self._warned = sync_state
         self.sync_state = sync_state
         self.last_error = message
         self.last_error_time = time.time()
+        self.retries += 1
+
+    def _recovered(self) -> None:
+        """In sync after failures: the error is cleared (kept as cleared_error, with the time)."""
+        if self.last_error:
+            log.info(
+                "node %s: recovered after %d retries; the last error was: %s",
+                self.name, self.retries, self.last_error,
+            )  # fmt: skip
+            self.cleared_error = self.last_error
+            self.cleared_error_time = time.time()
+        self.last_error = ""
+        self.last_error_time = 0.0
+        self.retries = 0
+        self._warned = None
 
     async def _build_desired(self) -> None:
         """The node's intended FIB, in steps so the event loop stays responsive; changes
@@ -196,6 +219,7 @@ class NodeSession:
             self.sync_state = SYNCING
             await self._full_sync(stub, reason="sync")
             self.connected = True
+            self._recovered()
             counters = asyncio.create_task(self._watch_counters(stub))
             next_drift_check = time.monotonic() + self._drift_check
             while True:

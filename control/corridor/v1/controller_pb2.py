@@ -27,15 +27,15 @@ from corridor.v1 import dataplane_pb2 as corridor_dot_v1_dot_dataplane__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63orridor/v1/controller.proto\x12\x0b\x63orridor.v1\x1a\x18\x63orridor/v1/common.proto\x1a\x1b\x63orridor/v1/dataplane.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"E\n\x07NodeTls\x12\n\n\x02\x63\x61\x18\x01 \x01(\t\x12\x0c\n\x04\x63\x65rt\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x13\n\x0bserver_name\x18\x04 \x01(\t\"H\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12!\n\x03tls\x18\x03 \x01(\x0b\x32\x14.corridor.v1.NodeTls\"6\n\x13RegisterNodeRequest\x12\x1f\n\x04node\x18\x01 \x01(\x0b\x32\x11.corridor.v1.Node\"(\n\x14RegisterNodeResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\"%\n\x15\x44\x65registerNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x16\x44\x65registerNodeResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\"\x12\n\x10ListNodesRequest\";\n\x11ListNodesResponse\x12&\n\x05nodes\x18\x01 \x03(\x0b\x32\x17.corridor.v1.NodeStatus\"$\n\x14GetNodeStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"b\n\x08\x46ibSizes\x12\x13\n\x0bipv4_routes\x18\x01 \x01(\x04\x12\x13\n\x0bipv6_routes\x18\x02 \x01(\x04\x12\x17\n\x0fnext_hop_groups\x18\x03 \x01(\x04\x12\x13\n\x0b\x61\x64jacencies\x18\x04 \x01(\x04\"R\n\x0f\x43ountersSummary\x12\x12\n\nrx_packets\x18\x01 \x01(\x04\x12\x12\n\ntx_packets\x18\x02 \x01(\x04\x12\x17\n\x0f\x64ropped_packets\x18\x03 \x01(\x04\"\x92\x04\n\nNodeStatus\x12\x1f\n\x04node\x18\x01 \x01(\x0b\x32\x11.corridor.v1.Node\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.corridor.v1.SyncState\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x0f\n\x07in_sync\x18\x04 \x01(\x08\x12\x12\n\nlast_error\x18\x05 \x01(\t\x12\x33\n\x0flast_error_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsynced_revision\x18\x07 \x01(\x04\x12\x13\n\x0blag_seconds\x18\x08 \x01(\x01\x12\'\n\x08intended\x18\t \x01(\x0b\x32\x15.corridor.v1.FibSizes\x12(\n\tinstalled\x18\n \x01(\x0b\x32\x15.corridor.v1.FibSizes\x12\x18\n\x10\x61gent_generation\x18\x0b \x01(\x04\x12\x12\n\nreconnects\x18\x0c \x01(\x04\x12\x16\n\x0e\x64rift_detected\x18\r \x01(\x04\x12\x15\n\rdrift_entries\x18\x0e \x01(\x04\x12\x1e\n\x16last_full_sync_seconds\x18\x0f \x01(\x01\x12!\n\x19last_full_sync_operations\x18\x10 \x01(\x04\x12.\n\x08\x63ounters\x18\x11 \x01(\x0b\x32\x1c.corridor.v1.CountersSummary\"F\n\x07NextHop\x12\x0f\n\x07gateway\x18\x01 \x01(\x0c\x12\x0c\n\x04port\x18\x02 \x01(\t\x12\x0c\n\x04vlan\x18\x03 \x01(\r\x12\x0e\n\x06weight\x18\x04 \x01(\r\"\x91\x01\n\x0bRouteIntent\x12\x0c\n\x04node\x18\x01 \x01(\t\x12%\n\x06prefix\x18\x02 \x01(\x0b\x32\x15.corridor.v1.IpPrefix\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.corridor.v1.RouteKind\x12\'\n\tnext_hops\x18\x04 \x03(\x0b\x32\x14.corridor.v1.NextHop\"?\n\x08RouteKey\x12\x0c\n\x04node\x18\x01 \x01(\t\x12%\n\x06prefix\x18\x02 \x01(\x0b\x32\x15.corridor.v1.IpPrefix\"8\n\x0c\x41pplyRequest\x12(\n\x06routes\x18\x01 \x03(\x0b\x32\x18.corridor.v1.RouteIntent\"1\n\rApplyResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\x0e\n\x06routes\x18\x02 \x01(\r\"6\n\rDeleteRequest\x12%\n\x06routes\x18\x01 \x03(\x0b\x32\x15.corridor.v1.RouteKey\"3\n\x0e\x44\x65leteResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\r\"d\n\x16SetNextHopStateRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07gateway\x18\x02 \x01(\x0c\x12\x0c\n\x04port\x18\x03 \x01(\t\x12\x0c\n\x04vlan\x18\x04 \x01(\r\x12\x0f\n\x07\x64rained\x18\x05 \x01(\x08\";\n\x17SetNextHopStateResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\x0e\n\x06groups\x18\x02 \x01(\r\"\xa3\x01\n\x11ListRoutesRequest\x12\x11\n\x04node\x18\x01 \x01(\tH\x00\x88\x01\x01\x12%\n\x06within\x18\x02 \x01(\x0b\x32\x15.corridor.v1.IpPrefix\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.corridor.v1.RouteKind\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\tB\x07\n\x05_node\"W\n\x12ListRoutesResponse\x12(\n\x06routes\x18\x01 \x03(\x0b\x32\x18.corridor.v1.RouteIntent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x0cWatchRequest\x12\x11\n\x04node\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_node\"\x98\x01\n\rWatchResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\x10\n\x08snapshot\x18\x02 \x01(\x08\x12\x14\n\x0csnapshot_end\x18\x03 \x01(\x08\x12%\n\x03set\x18\x04 \x03(\x0b\x32\x18.corridor.v1.RouteIntent\x12&\n\x07\x64\x65leted\x18\x05 \x03(\x0b\x32\x15.corridor.v1.RouteKey\"\x11\n\x0fGetStatsRequest\"}\n\x05Stats\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12%\n\x06intent\x18\x02 \x01(\x0b\x32\x15.corridor.v1.FibSizes\x12\r\n\x05nodes\x18\x03 \x01(\x04\x12,\n\x0bnode_status\x18\x04 \x03(\x0b\x32\x17.corridor.v1.NodeStatus*\x8a\x01\n\tSyncState\x12\x1a\n\x16SYNC_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SYNC_STATE_CONNECTING\x10\x01\x12\x16\n\x12SYNC_STATE_SYNCING\x10\x02\x12\x16\n\x12SYNC_STATE_IN_SYNC\x10\x03\x12\x16\n\x12SYNC_STATE_FAILING\x10\x04\x32\x85\x06\n\nController\x12S\n\x0cRegisterNode\x12 .corridor.v1.RegisterNodeRequest\x1a!.corridor.v1.RegisterNodeResponse\x12Y\n\x0e\x44\x65registerNode\x12\".corridor.v1.DeregisterNodeRequest\x1a#.corridor.v1.DeregisterNodeResponse\x12J\n\tListNodes\x12\x1d.corridor.v1.ListNodesRequest\x1a\x1e.corridor.v1.ListNodesResponse\x12K\n\rGetNodeStatus\x12!.corridor.v1.GetNodeStatusRequest\x1a\x17.corridor.v1.NodeStatus\x12>\n\x05\x41pply\x12\x19.corridor.v1.ApplyRequest\x1a\x1a.corridor.v1.ApplyResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.corridor.v1.DeleteRequest\x1a\x1b.corridor.v1.DeleteResponse\x12\\\n\x0fSetNextHopState\x12#.corridor.v1.SetNextHopStateRequest\x1a$.corridor.v1.SetNextHopStateResponse\x12M\n\nListRoutes\x12\x1e.corridor.v1.ListRoutesRequest\x1a\x1f.corridor.v1.ListRoutesResponse\x12@\n\x05Watch\x12\x19.corridor.v1.WatchRequest\x1a\x1a.corridor.v1.WatchResponse0\x01\x12<\n\x08GetStats\x12\x1c.corridor.v1.GetStatsRequest\x1a\x12.corridor.v1.Statsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63orridor/v1/controller.proto\x12\x0b\x63orridor.v1\x1a\x18\x63orridor/v1/common.proto\x1a\x1b\x63orridor/v1/dataplane.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"E\n\x07NodeTls\x12\n\n\x02\x63\x61\x18\x01 \x01(\t\x12\x0c\n\x04\x63\x65rt\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x13\n\x0bserver_name\x18\x04 \x01(\t\"H\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12!\n\x03tls\x18\x03 \x01(\x0b\x32\x14.corridor.v1.NodeTls\"6\n\x13RegisterNodeRequest\x12\x1f\n\x04node\x18\x01 \x01(\x0b\x32\x11.corridor.v1.Node\"(\n\x14RegisterNodeResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\"%\n\x15\x44\x65registerNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x16\x44\x65registerNodeResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\"\x12\n\x10ListNodesRequest\";\n\x11ListNodesResponse\x12&\n\x05nodes\x18\x01 \x03(\x0b\x32\x17.corridor.v1.NodeStatus\"$\n\x14GetNodeStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"b\n\x08\x46ibSizes\x12\x13\n\x0bipv4_routes\x18\x01 \x01(\x04\x12\x13\n\x0bipv6_routes\x18\x02 \x01(\x04\x12\x17\n\x0fnext_hop_groups\x18\x03 \x01(\x04\x12\x13\n\x0b\x61\x64jacencies\x18\x04 \x01(\x04\"R\n\x0f\x43ountersSummary\x12\x12\n\nrx_packets\x18\x01 \x01(\x04\x12\x12\n\ntx_packets\x18\x02 \x01(\x04\x12\x17\n\x0f\x64ropped_packets\x18\x03 \x01(\x04\"\xf2\x04\n\nNodeStatus\x12\x1f\n\x04node\x18\x01 \x01(\x0b\x32\x11.corridor.v1.Node\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.corridor.v1.SyncState\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x0f\n\x07in_sync\x18\x04 \x01(\x08\x12\x12\n\nlast_error\x18\x05 \x01(\t\x12\x33\n\x0flast_error_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsynced_revision\x18\x07 \x01(\x04\x12\x13\n\x0blag_seconds\x18\x08 \x01(\x01\x12\'\n\x08intended\x18\t \x01(\x0b\x32\x15.corridor.v1.FibSizes\x12(\n\tinstalled\x18\n \x01(\x0b\x32\x15.corridor.v1.FibSizes\x12\x18\n\x10\x61gent_generation\x18\x0b \x01(\x04\x12\x12\n\nreconnects\x18\x0c \x01(\x04\x12\x16\n\x0e\x64rift_detected\x18\r \x01(\x04\x12\x15\n\rdrift_entries\x18\x0e \x01(\x04\x12\x1e\n\x16last_full_sync_seconds\x18\x0f \x01(\x01\x12!\n\x19last_full_sync_operations\x18\x10 \x01(\x04\x12.\n\x08\x63ounters\x18\x11 \x01(\x0b\x32\x1c.corridor.v1.CountersSummary\x12\x0f\n\x07retries\x18\x12 \x01(\x04\x12\x15\n\rcleared_error\x18\x13 \x01(\t\x12\x36\n\x12\x63leared_error_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x07NextHop\x12\x0f\n\x07gateway\x18\x01 \x01(\x0c\x12\x0c\n\x04port\x18\x02 \x01(\t\x12\x0c\n\x04vlan\x18\x03 \x01(\r\x12\x0e\n\x06weight\x18\x04 \x01(\r\"\x91\x01\n\x0bRouteIntent\x12\x0c\n\x04node\x18\x01 \x01(\t\x12%\n\x06prefix\x18\x02 \x01(\x0b\x32\x15.corridor.v1.IpPrefix\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.corridor.v1.RouteKind\x12\'\n\tnext_hops\x18\x04 \x03(\x0b\x32\x14.corridor.v1.NextHop\"?\n\x08RouteKey\x12\x0c\n\x04node\x18\x01 \x01(\t\x12%\n\x06prefix\x18\x02 \x01(\x0b\x32\x15.corridor.v1.IpPrefix\"8\n\x0c\x41pplyRequest\x12(\n\x06routes\x18\x01 \x03(\x0b\x32\x18.corridor.v1.RouteIntent\"1\n\rApplyResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\x0e\n\x06routes\x18\x02 \x01(\r\"6\n\rDeleteRequest\x12%\n\x06routes\x18\x01 \x03(\x0b\x32\x15.corridor.v1.RouteKey\"3\n\x0e\x44\x65leteResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\r\"d\n\x16SetNextHopStateRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07gateway\x18\x02 \x01(\x0c\x12\x0c\n\x04port\x18\x03 \x01(\t\x12\x0c\n\x04vlan\x18\x04 \x01(\r\x12\x0f\n\x07\x64rained\x18\x05 \x01(\x08\";\n\x17SetNextHopStateResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\x0e\n\x06groups\x18\x02 \x01(\r\"\xa3\x01\n\x11ListRoutesRequest\x12\x11\n\x04node\x18\x01 \x01(\tH\x00\x88\x01\x01\x12%\n\x06within\x18\x02 \x01(\x0b\x32\x15.corridor.v1.IpPrefix\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.corridor.v1.RouteKind\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\tB\x07\n\x05_node\"W\n\x12ListRoutesResponse\x12(\n\x06routes\x18\x01 \x03(\x0b\x32\x18.corridor.v1.RouteIntent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x0cWatchRequest\x12\x11\n\x04node\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_node\"\x98\x01\n\rWatchResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\x10\n\x08snapshot\x18\x02 \x01(\x08\x12\x14\n\x0csnapshot_end\x18\x03 \x01(\x08\x12%\n\x03set\x18\x04 \x03(\x0b\x32\x18.corridor.v1.RouteIntent\x12&\n\x07\x64\x65leted\x18\x05 \x03(\x0b\x32\x15.corridor.v1.RouteKey\"\x11\n\x0fGetStatsRequest\"}\n\x05Stats\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12%\n\x06intent\x18\x02 \x01(\x0b\x32\x15.corridor.v1.FibSizes\x12\r\n\x05nodes\x18\x03 \x01(\x04\x12,\n\x0bnode_status\x18\x04 \x03(\x0b\x32\x17.corridor.v1.NodeStatus*\x8a\x01\n\tSyncState\x12\x1a\n\x16SYNC_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SYNC_STATE_CONNECTING\x10\x01\x12\x16\n\x12SYNC_STATE_SYNCING\x10\x02\x12\x16\n\x12SYNC_STATE_IN_SYNC\x10\x03\x12\x16\n\x12SYNC_STATE_FAILING\x10\x04\x32\x85\x06\n\nController\x12S\n\x0cRegisterNode\x12 .corridor.v1.RegisterNodeRequest\x1a!.corridor.v1.RegisterNodeResponse\x12Y\n\x0e\x44\x65registerNode\x12\".corridor.v1.DeregisterNodeRequest\x1a#.corridor.v1.DeregisterNodeResponse\x12J\n\tListNodes\x12\x1d.corridor.v1.ListNodesRequest\x1a\x1e.corridor.v1.ListNodesResponse\x12K\n\rGetNodeStatus\x12!.corridor.v1.GetNodeStatusRequest\x1a\x17.corridor.v1.NodeStatus\x12>\n\x05\x41pply\x12\x19.corridor.v1.ApplyRequest\x1a\x1a.corridor.v1.ApplyResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.corridor.v1.DeleteRequest\x1a\x1b.corridor.v1.DeleteResponse\x12\\\n\x0fSetNextHopState\x12#.corridor.v1.SetNextHopStateRequest\x1a$.corridor.v1.SetNextHopStateResponse\x12M\n\nListRoutes\x12\x1e.corridor.v1.ListRoutesRequest\x1a\x1f.corridor.v1.ListRoutesResponse\x12@\n\x05Watch\x12\x19.corridor.v1.WatchRequest\x1a\x1a.corridor.v1.WatchResponse0\x01\x12<\n\x08GetStats\x12\x1c.corridor.v1.GetStatsRequest\x1a\x12.corridor.v1.Statsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'corridor.v1.controller_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SYNCSTATE']._serialized_start=2562
-  _globals['_SYNCSTATE']._serialized_end=2700
+  _globals['_SYNCSTATE']._serialized_start=2658
+  _globals['_SYNCSTATE']._serialized_end=2796
   _globals['_NODETLS']._serialized_start=133
   _globals['_NODETLS']._serialized_end=202
   _globals['_NODE']._serialized_start=204
@@ -59,37 +59,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COUNTERSSUMMARY']._serialized_start=678
   _globals['_COUNTERSSUMMARY']._serialized_end=760
   _globals['_NODESTATUS']._serialized_start=763
-  _globals['_NODESTATUS']._serialized_end=1293
-  _globals['_NEXTHOP']._serialized_start=1295
-  _globals['_NEXTHOP']._serialized_end=1365
-  _globals['_ROUTEINTENT']._serialized_start=1368
-  _globals['_ROUTEINTENT']._serialized_end=1513
-  _globals['_ROUTEKEY']._serialized_start=1515
-  _globals['_ROUTEKEY']._serialized_end=1578
-  _globals['_APPLYREQUEST']._serialized_start=1580
-  _globals['_APPLYREQUEST']._serialized_end=1636
-  _globals['_APPLYRESPONSE']._serialized_start=1638
-  _globals['_APPLYRESPONSE']._serialized_end=1687
-  _globals['_DELETEREQUEST']._serialized_start=1689
-  _globals['_DELETEREQUEST']._serialized_end=1743
-  _globals['_DELETERESPONSE']._serialized_start=1745
-  _globals['_DELETERESPONSE']._serialized_end=1796
-  _globals['_SETNEXTHOPSTATEREQUEST']._serialized_start=1798
-  _globals['_SETNEXTHOPSTATEREQUEST']._serialized_end=1898
-  _globals['_SETNEXTHOPSTATERESPONSE']._serialized_start=1900
-  _globals['_SETNEXTHOPSTATERESPONSE']._serialized_end=1959
-  _globals['_LISTROUTESREQUEST']._serialized_start=1962
-  _globals['_LISTROUTESREQUEST']._serialized_end=2125
-  _globals['_LISTROUTESRESPONSE']._serialized_start=2127
-  _globals['_LISTROUTESRESPONSE']._serialized_end=2214
-  _globals['_WATCHREQUEST']._serialized_start=2216
-  _globals['_WATCHREQUEST']._serialized_end=2258
-  _globals['_WATCHRESPONSE']._serialized_start=2261
-  _globals['_WATCHRESPONSE']._serialized_end=2413
-  _globals['_GETSTATSREQUEST']._serialized_start=2415
-  _globals['_GETSTATSREQUEST']._serialized_end=2432
-  _globals['_STATS']._serialized_start=2434
-  _globals['_STATS']._serialized_end=2559
-  _globals['_CONTROLLER']._serialized_start=2703
-  _globals['_CONTROLLER']._serialized_end=3476
+  _globals['_NODESTATUS']._serialized_end=1389
+  _globals['_NEXTHOP']._serialized_start=1391
+  _globals['_NEXTHOP']._serialized_end=1461
+  _globals['_ROUTEINTENT']._serialized_start=1464
+  _globals['_ROUTEINTENT']._serialized_end=1609
+  _globals['_ROUTEKEY']._serialized_start=1611
+  _globals['_ROUTEKEY']._serialized_end=1674
+  _globals['_APPLYREQUEST']._serialized_start=1676
+  _globals['_APPLYREQUEST']._serialized_end=1732
+  _globals['_APPLYRESPONSE']._serialized_start=1734
+  _globals['_APPLYRESPONSE']._serialized_end=1783
+  _globals['_DELETEREQUEST']._serialized_start=1785
+  _globals['_DELETEREQUEST']._serialized_end=1839
+  _globals['_DELETERESPONSE']._serialized_start=1841
+  _globals['_DELETERESPONSE']._serialized_end=1892
+  _globals['_SETNEXTHOPSTATEREQUEST']._serialized_start=1894
+  _globals['_SETNEXTHOPSTATEREQUEST']._serialized_end=1994
+  _globals['_SETNEXTHOPSTATERESPONSE']._serialized_start=1996
+  _globals['_SETNEXTHOPSTATERESPONSE']._serialized_end=2055
+  _globals['_LISTROUTESREQUEST']._serialized_start=2058
+  _globals['_LISTROUTESREQUEST']._serialized_end=2221
+  _globals['_LISTROUTESRESPONSE']._serialized_start=2223
+  _globals['_LISTROUTESRESPONSE']._serialized_end=2310
+  _globals['_WATCHREQUEST']._serialized_start=2312
+  _globals['_WATCHREQUEST']._serialized_end=2354
+  _globals['_WATCHRESPONSE']._serialized_start=2357
+  _globals['_WATCHRESPONSE']._serialized_end=2509
+  _globals['_GETSTATSREQUEST']._serialized_start=2511
+  _globals['_GETSTATSREQUEST']._serialized_end=2528
+  _globals['_STATS']._serialized_start=2530
+  _globals['_STATS']._serialized_end=2655
+  _globals['_CONTROLLER']._serialized_start=2799
+  _globals['_CONTROLLER']._serialized_end=3572
 # @@protoc_insertion_point(module_scope)

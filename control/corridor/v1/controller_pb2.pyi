@@ -110,7 +110,7 @@ class CountersSummary(_message.Message):
     def __init__(self, rx_packets: _Optional[int] = ..., tx_packets: _Optional[int] = ..., dropped_packets: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node", "state", "connected", "in_sync", "last_error", "last_error_time", "synced_revision", "lag_seconds", "intended", "installed", "agent_generation", "reconnects", "drift_detected", "drift_entries", "last_full_sync_seconds", "last_full_sync_operations", "counters")
+    __slots__ = ("node", "state", "connected", "in_sync", "last_error", "last_error_time", "synced_revision", "lag_seconds", "intended", "installed", "agent_generation", "reconnects", "drift_detected", "drift_entries", "last_full_sync_seconds", "last_full_sync_operations", "counters", "retries", "cleared_error", "cleared_error_time")
     NODE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,9 @@ class NodeStatus(_message.Message):
     LAST_FULL_SYNC_SECONDS_FIELD_NUMBER: _ClassVar[int]
     LAST_FULL_SYNC_OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_ERROR_TIME_FIELD_NUMBER: _ClassVar[int]
     node: Node
     state: SyncState
     connected: bool
@@ -145,7 +148,10 @@ class NodeStatus(_message.Message):
     last_full_sync_seconds: float
     last_full_sync_operations: int
     counters: CountersSummary
-    def __init__(self, node: _Optional[_Union[Node, _Mapping]] = ..., state: _Optional[_Union[SyncState, str]] = ..., connected: _Optional[bool] = ..., in_sync: _Optional[bool] = ..., last_error: _Optional[str] = ..., last_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., synced_revision: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., intended: _Optional[_Union[FibSizes, _Mapping]] = ..., installed: _Optional[_Union[FibSizes, _Mapping]] = ..., agent_generation: _Optional[int] = ..., reconnects: _Optional[int] = ..., drift_detected: _Optional[int] = ..., drift_entries: _Optional[int] = ..., last_full_sync_seconds: _Optional[float] = ..., last_full_sync_operations: _Optional[int] = ..., counters: _Optional[_Union[CountersSummary, _Mapping]] = ...) -> None: ...
+    retries: int
+    cleared_error: str
+    cleared_error_time: _timestamp_pb2.Timestamp
+    def __init__(self, node: _Optional[_Union[Node, _Mapping]] = ..., state: _Optional[_Union[SyncState, str]] = ..., connected: _Optional[bool] = ..., in_sync: _Optional[bool] = ..., last_error: _Optional[str] = ..., last_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., synced_revision: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., intended: _Optional[_Union[FibSizes, _Mapping]] = ..., installed: _Optional[_Union[FibSizes, _Mapping]] = ..., agent_generation: _Optional[int] = ..., reconnects: _Optional[int] = ..., drift_detected: _Optional[int] = ..., drift_entries: _Optional[int] = ..., last_full_sync_seconds: _Optional[float] = ..., last_full_sync_operations: _Optional[int] = ..., counters: _Optional[_Union[CountersSummary, _Mapping]] = ..., retries: _Optional[int] = ..., cleared_error: _Optional[str] = ..., cleared_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class NextHop(_message.Message):
     __slots__ = ("gateway", "port", "vlan", "weight")
