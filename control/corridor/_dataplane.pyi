@@ -1,6 +1,6 @@
 """Type stubs for the Rust extension `corridor._dataplane` (dataplane/python)."""
 
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 Target = int | Literal["blackhole", "unreachable", "local"]
 
@@ -174,3 +174,24 @@ class Engine:
         """True between start() and stop()."""
     def ports(self) -> list[PortStatus]: ...
     def counters(self) -> EngineCounters: ...
+
+# -- The controller's bulk codec (dataplane/intent) -----------------------------------------
+
+ApplyIntent = tuple[int, list[tuple[bytes, str, int, int]]]
+"""(kind, next hops as sent: (gateway bytes, port, vlan, weight)), one per distinct intent."""
+
+def read_apply_request(
+    data: bytes,
+) -> tuple[list[ApplyIntent], list[str], list[str], list[bytes], list[int]] | None:
+    """Reads a serialized corridor.v1.ApplyRequest whole (GIL released): the distinct
+    intents, then per route its node, canonical prefix text, store sort key and intent index.
+    None when a route has a fault (read it with the generated code to name every fault);
+    ValueError when the bytes are not an ApplyRequest. Node names and next hops are left to
+    the caller to check, once per distinct value."""
+
+def write_request_bytes(
+    election: int, batch_id: int, ops: list[Any], types: tuple[type, ...]
+) -> bytes:
+    """A serialized corridor.v1.WriteRequest (written with the GIL released): the 128-bit
+    election id, the batch id and FIB operations in order; `types` are corridor.common.fib's
+    (Adjacency, NextHopGroup, Route, DeleteAdjacency, DeleteGroup, DeleteRoute)."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn, cast
 import grpc
 from google.protobuf import empty_pb2, timestamp_pb2
 
+from corridor._dataplane import read_apply_request
 from corridor.common import status
 from corridor.common.addresses import (
     address_to_bytes,
@@ -432,9 +433,44 @@ async def _store_unavailable(context: _Context, e: StoreUnavailable) -> NoReturn
     raise AssertionError("context.abort returned")
 
 
-def batch_from_request(request: controller_pb2.ApplyRequest) -> RouteBatch:
-    """An ApplyRequest's routes as a batch; InvalidBatch naming every fault."""
-    return RouteBatch.of(routes_from_pb(request))
+def batch_from_request(request: controller_pb2.ApplyRequest | bytes) -> RouteBatch:
+    """An ApplyRequest's routes, read in bulk (corridor._dataplane.read_apply_request: no
+    protobuf object per route); a request with any fault is read again by routes_from_pb,
+    which names every fault. InvalidBatch then."""
+    data = request if isinstance(request, bytes) else request.SerializeToString()
+    try:
+        read = read_apply_request(data)
+    except ValueError as e:
+        raise InvalidBatch([Violation(None, "routes", str(e))]) from None
+    if read is not None:
+        batch = _checked_batch(*read)
+        if batch is not None:
+            return batch
+    return RouteBatch.of(routes_from_pb(controller_pb2.ApplyRequest.FromString(data)))
+
+
+def _checked_batch(
+    raw: list[tuple[int, list[NextHopParts]]],
+    nodes: list[str],
+    prefixes: list[str],
+    sort_keys: list[bytes],
+    index: list[int],
+) -> RouteBatch | None:
+    """The batch, with what the reader leaves to Python (node names, next hops) checked once
+    per distinct value; None at the first fault."""
+    if any(node and check_node_name(node) is not None for node in set(nodes)):
+        return None
+    groups: dict[domain.GroupKey, domain.GroupKey] = {}
+    intents = []
+    for kind, hops in raw:
+        try:
+            intent = intent_from_parts("", kind, hops)
+        except FieldError:
+            return None
+        if intent.group is not None:
+            intent = Intent(intent.kind, groups.setdefault(intent.group, intent.group))
+        intents.append(intent)
+    return RouteBatch(nodes, prefixes, index, intents, sort_keys)
 
 
 def routes_from_pb(request: controller_pb2.ApplyRequest) -> list[tuple[domain.RouteKey, Intent]]:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from corridor.common.addresses import address_text, address_to_bytes, prefix_text, set_prefix
+from corridor._dataplane import write_request_bytes
+from corridor.common.addresses import address_text, prefix_text
 from corridor.common.fib import (
     Adjacency,
     DeleteAdjacency,
@@ -31,7 +32,7 @@ from corridor.common.fib import (
     RouteKind,
     new_route,
 )
-from corridor.common.status import election_id_to_pb, write_error
+from corridor.common.status import write_error
 from corridor.controller.domain import (
     IntentState,
     Node,
@@ -215,7 +216,7 @@ class NodeSession:
         channel = _channel(self.node)
         counters: asyncio.Task[None] | None = None
         try:
-            stub = dataplane_pb2_grpc.DataplaneStub(channel)
+            stub = _DataplaneStub(channel)
             self.sync_state = SYNCING
             await self._full_sync(stub, reason="sync")
             self.connected = True
@@ -325,7 +326,7 @@ class NodeSession:
         election = self._election
         window = asyncio.Semaphore(BATCHES_IN_FLIGHT)
 
-        async def requests() -> AsyncIterator[dataplane_pb2.WriteRequest]:
+        async def requests() -> AsyncIterator[bytes]:
             for i, batch in enumerate(batches):
                 await window.acquire()
                 yield await loop.run_in_executor(None, write_request, batch, election, i + 1)
@@ -423,46 +424,22 @@ def _copy(fib: NodeFib) -> NodeFib:
     return copy
 
 
-def write_request(
-    ops: Sequence[FibOperation], election: int, batch_id: int
-) -> dataplane_pb2.WriteRequest:
-    """The WriteRequest of `ops`, operation i in entry i; filled in place, the cheapest way
-    to build many."""
-    request = dataplane_pb2.WriteRequest(election_id=election_id_to_pb(election), batch_id=batch_id)
-    add = request.operations.add
-    SET, DELETE = dataplane_pb2.ACTION_SET, dataplane_pb2.ACTION_DELETE
-    for op in ops:
-        pb = add()
-        if type(op) is Route:
-            pb.action = SET
-            route = pb.route
-            set_prefix(route.prefix, op.prefix)
-            route.kind = op.kind  # RouteKind's values are the protobuf's
-            if op.group:
-                route.next_hop_group_id = op.group
-        elif type(op) is DeleteRoute:
-            pb.action = DELETE
-            set_prefix(pb.route.prefix, op.prefix)
-        elif type(op) is NextHopGroup:
-            pb.action = SET
-            group = pb.next_hop_group
-            group.id = op.id
-            for adjacency, weight in op.members:
-                m = group.members.add()
-                m.adjacency_id = adjacency
-                m.weight = weight
-        elif type(op) is DeleteGroup:
-            pb.action = DELETE
-            pb.next_hop_group.id = op.id
-        elif type(op) is Adjacency:
-            pb.action = SET
-            a = pb.adjacency
-            a.id = op.id
-            a.port = op.port
-            a.vlan = op.vlan
-            if op.gateway is not None:
-                a.gateway = address_to_bytes(op.gateway)
-        elif type(op) is DeleteAdjacency:
-            pb.action = DELETE
-            pb.adjacency.id = op.id
-    return request
+_FIB_TYPES = (Adjacency, NextHopGroup, Route, DeleteAdjacency, DeleteGroup, DeleteRoute)
+
+
+def write_request(ops: Sequence[FibOperation], election: int, batch_id: int) -> bytes:
+    """The serialized WriteRequest of `ops`, operation i in entry i, written whole by
+    corridor._dataplane (no protobuf object per operation); _DataplaneStub sends it as it is."""
+    return write_request_bytes(election, batch_id, list(ops), _FIB_TYPES)
+
+
+class _DataplaneStub(dataplane_pb2_grpc.DataplaneStub):
+    """The generated stub, but StreamWrite takes its requests already serialized."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        super().__init__(channel)  # type: ignore[no-untyped-call]
+        self.StreamWrite = channel.stream_stream(
+            "/corridor.v1.Dataplane/StreamWrite",
+            request_serializer=None,  # bytes from write_request
+            response_deserializer=dataplane_pb2.WriteResponse.FromString,
+        )

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 mod engine;
+mod intent;
 
 create_exception!(_dataplane, FibError, PyValueError, "A refused write batch; `.errors` lists (entry index or None, message).");
 
@@ -317,5 +318,6 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Fib>()?;
     m.add("FibError", m.py().get_type::<FibError>())?;
     engine::register(m)?;
+    intent::register(m)?;
     Ok(())
 }

@@ -1,0 +1,314 @@
+//! corridor.v1.ApplyRequest read whole: every route's prefix in canonical text with its
+//! store sort key, its node and its intent (kind and next hops) as an index into the
+//! distinct ones. What is wrong with a route here makes the batch `Invalid`; the caller then
+//! reads it the slow way to name every fault (that path is the authority on messages).
+
+use crate::text::prefix_text;
+use crate::wire::{Malformed, Reader, Value};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+
+pub const MAX_ROUTES: usize = 100_000;
+pub const MAX_NEXT_HOPS: usize = 256;
+const FORWARD: i32 = 1;
+const LOCAL: i32 = 4; // the largest RouteKind
+
+/// A next hop as sent: checked by the caller once per distinct intent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NextHop<'a> {
+    pub gateway: &'a [u8],
+    pub port: &'a str,
+    pub vlan: u32,
+    pub weight: u32,
+}
+
+/// A route kind with its next hops in the order sent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Intent<'a> {
+    pub kind: i32,
+    pub next_hops: Vec<NextHop<'a>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Index into `Batch::nodes`.
+    pub node: usize,
+    /// Canonical text, "198.18.0.0/15".
+    pub prefix: String,
+    /// The store's key: family (4 or 16), address bytes, length.
+    pub sort_key: Vec<u8>,
+    /// Index into `Batch::intents`.
+    pub intent: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Batch<'a> {
+    pub nodes: Vec<&'a str>,
+    pub intents: Vec<Intent<'a>>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Not an ApplyRequest at all.
+    Malformed(Malformed),
+    /// A well-formed request with something wrong in it.
+    Invalid,
+}
+
+impl From<Malformed> for Refused {
+    fn from(m: Malformed) -> Self {
+        Refused::Malformed(m)
+    }
+}
+
+#[derive(Default)]
+struct RouteIn<'a> {
+    node: &'a str,
+    address: &'a [u8],
+    length: u32,
+    kind: i32,
+    next_hops: Vec<NextHop<'a>>,
+}
+
+fn string(bytes: &[u8]) -> Result<&str, Malformed> {
+    std::str::from_utf8(bytes).map_err(|_| Malformed("a string field is not UTF-8"))
+}
+
+/// Protobuf's uint32 from a varint: its low 32 bits; an enum: the same as int32.
+fn uint32(v: u64) -> u32 {
+    v as u32
+}
+
+fn read_prefix<'a>(bytes: &'a [u8], route: &mut RouteIn<'a>) -> Result<(), Malformed> {
+    let mut r = Reader::new(bytes);
+    while let Some((field, value)) = r.next()? {
+        match (field, value) {
+            (1, Value::Len(b)) => route.address = b,
+            (2, Value::Varint(v)) => route.length = uint32(v),
+            _ => {} // unknown, or a known number with another wire type: unknown to protobuf too
+        }
+    }
+    Ok(())
+}
+
+fn read_next_hop(bytes: &[u8]) -> Result<NextHop<'_>, Malformed> {
+    let mut hop = NextHop { gateway: b"", port: "", vlan: 0, weight: 0 };
+    let mut r = Reader::new(bytes);
+    while let Some((field, value)) = r.next()? {
+        match (field, value) {
+            (1, Value::Len(b)) => hop.gateway = b,
+            (2, Value::Len(b)) => hop.port = string(b)?,
+            (3, Value::Varint(v)) => hop.vlan = uint32(v),
+            (4, Value::Varint(v)) => hop.weight = uint32(v),
+            _ => {}
+        }
+    }
+    Ok(hop)
+}
+
+fn read_route(bytes: &[u8]) -> Result<RouteIn<'_>, Malformed> {
+    let mut route = RouteIn::default();
+    let mut r = Reader::new(bytes);
+    while let Some((field, value)) = r.next()? {
+        match (field, value) {
+            (1, Value::Len(b)) => route.node = string(b)?,
+            (2, Value::Len(b)) => read_prefix(b, &mut route)?, // merged, as protobuf does
+            (3, Value::Varint(v)) => route.kind = uint32(v) as i32,
+            (4, Value::Len(b)) => route.next_hops.push(read_next_hop(b)?),
+            _ => {}
+        }
+    }
+    Ok(route)
+}
+
+/// True when `address`/`length` is a prefix: 4 or 16 bytes, length within, no host bits.
+pub fn is_prefix(address: &[u8], length: u32) -> bool {
+    let bits = address.len() * 8;
+    if !(bits == 32 || bits == 128) || length as usize > bits {
+        return false;
+    }
+    let length = length as usize;
+    address.iter().enumerate().all(|(i, &byte)| {
+        let first = i * 8; // bit index of this byte's first bit
+        if first + 8 <= length {
+            true
+        } else if first >= length {
+            byte == 0
+        } else {
+            byte & (0xffu8 >> (length - first)) == 0
+        }
+    })
+}
+
+/// Reads and checks a whole ApplyRequest.
+pub fn read_apply(bytes: &[u8]) -> Result<Batch<'_>, Refused> {
+    let mut batch = Batch::default();
+    let mut nodes: HashMap<&str, usize> = HashMap::new();
+    let mut intents: HashMap<Intent<'_>, usize> = HashMap::new();
+    let mut seen: HashSet<(usize, &[u8], u32)> = HashSet::new();
+    let mut r = Reader::new(bytes);
+    let mut invalid = false;
+    while let Some((field, value)) = r.next()? {
+        let Value::Len(b) = value else { continue };
+        if field != 1 {
+            continue;
+        }
+        let route = read_route(b)?;
+        if batch.routes.len() == MAX_ROUTES || invalid {
+            invalid = true; // still read on: a malformed message is reported as that
+            continue;
+        }
+        let hops = route.next_hops.len();
+        let kind_ok = match route.kind {
+            FORWARD => (1..=MAX_NEXT_HOPS).contains(&hops),
+            k => (FORWARD + 1..=LOCAL).contains(&k) && hops == 0,
+        };
+        if !kind_ok || !is_prefix(route.address, route.length) {
+            invalid = true;
+            continue;
+        }
+        let node = *nodes.entry(route.node).or_insert_with(|| {
+            batch.nodes.push(route.node);
+            batch.nodes.len() - 1
+        });
+        if !seen.insert((node, route.address, route.length)) {
+            invalid = true; // the same key twice
+            continue;
+        }
+        let intent = Intent { kind: route.kind, next_hops: route.next_hops };
+        let intent = match intents.entry(intent) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                batch.intents.push(e.key().clone());
+                *e.insert(batch.intents.len() - 1)
+            }
+        };
+        let mut sort_key = Vec::with_capacity(route.address.len() + 2);
+        sort_key.push(route.address.len() as u8);
+        sort_key.extend_from_slice(route.address);
+        sort_key.push(route.length as u8);
+        batch.routes.push(Route { node, prefix: prefix_text(route.address, route.length), sort_key, intent });
+    }
+    if invalid || batch.routes.is_empty() {
+        return Err(Refused::Invalid);
+    }
+    Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{put_bytes, put_len, put_uint};
+
+    fn hop(gateway: &[u8], port: &str, vlan: u64, weight: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_bytes(&mut out, 1, gateway);
+        put_bytes(&mut out, 2, port.as_bytes());
+        put_uint(&mut out, 3, vlan);
+        put_uint(&mut out, 4, weight);
+        out
+    }
+
+    fn route(node: &str, address: &[u8], length: u64, kind: u64, hops: &[Vec<u8>]) -> Vec<u8> {
+        let mut prefix = Vec::new();
+        put_bytes(&mut prefix, 1, address);
+        put_uint(&mut prefix, 2, length);
+        let mut out = Vec::new();
+        put_bytes(&mut out, 1, node.as_bytes());
+        put_len(&mut out, 2, &prefix);
+        put_uint(&mut out, 3, kind);
+        for h in hops {
+            put_len(&mut out, 4, h);
+        }
+        out
+    }
+
+    fn request(routes: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in routes {
+            put_len(&mut out, 1, r);
+        }
+        out
+    }
+
+    #[test]
+    fn routes_share_nodes_and_intents() {
+        let a = hop(&[198, 18, 0, 2], "p0", 0, 1);
+        let b = hop(&[198, 18, 0, 3], "p0", 7, 2);
+        let bytes = request(&[
+            route("", &[198, 18, 0, 0], 15, 1, &[a.clone(), b.clone()]),
+            route("", &[0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 32, 1, &[a.clone(), b]),
+            route("n1", &[198, 18, 0, 0], 15, 2, &[]),
+            route("", &[10, 0, 0, 0], 8, 1, &[a]),
+        ]);
+        let batch = read_apply(&bytes).unwrap();
+        assert_eq!(batch.nodes, ["", "n1"]);
+        assert_eq!(batch.intents.len(), 3);
+        assert_eq!(batch.intents[0].next_hops[1].vlan, 7);
+        assert_eq!(batch.intents[1], Intent { kind: 2, next_hops: vec![] });
+        let r: Vec<_> = batch.routes.iter().map(|r| (r.node, r.prefix.as_str(), r.intent)).collect();
+        assert_eq!(r, [(0, "198.18.0.0/15", 0), (0, "2001:db8::/32", 0), (1, "198.18.0.0/15", 1), (0, "10.0.0.0/8", 2)]);
+        assert_eq!(batch.routes[0].sort_key, [4, 198, 18, 0, 0, 15]);
+    }
+
+    #[test]
+    fn anything_wrong_is_invalid() {
+        let a = hop(&[198, 18, 0, 2], "p0", 0, 1);
+        for bad in [
+            vec![],                                                             // no routes
+            vec![route("", &[198, 18, 0, 1], 24, 1, std::slice::from_ref(&a))], // host bits
+            vec![route("", &[198, 18, 0, 0], 33, 1, std::slice::from_ref(&a))], // too long
+            vec![route("", &[198, 18, 0], 24, 1, std::slice::from_ref(&a))],    // 3 bytes
+            vec![route("", &[198, 18, 0, 0], 24, 0, std::slice::from_ref(&a))], // kind unset
+            vec![route("", &[198, 18, 0, 0], 24, 5, &[])],                      // no such kind
+            vec![route("", &[198, 18, 0, 0], 24, 1, &[])],                      // FORWARD, no hops
+            vec![route("", &[198, 18, 0, 0], 24, 2, std::slice::from_ref(&a))], // BLACKHOLE with hops
+            vec![route("", &[198, 18, 0, 0], 24, 1, std::slice::from_ref(&a)), route("", &[198, 18, 0, 0], 24, 2, &[])],
+            vec![route("", &[198, 18, 0, 0], 24, 1, &vec![a.clone(); 257])],
+        ] {
+            assert_eq!(read_apply(&request(&bad)).err(), Some(Refused::Invalid), "{bad:?}");
+        }
+        let too_many: Vec<_> = (0..=MAX_ROUTES as u32).map(|i| route("", &(i << 8).to_be_bytes(), 24, 2, &[])).collect();
+        assert_eq!(read_apply(&request(&too_many)).err(), Some(Refused::Invalid));
+        assert!(read_apply(&request(&too_many[..MAX_ROUTES])).is_ok());
+    }
+
+    #[test]
+    fn not_protobuf_is_malformed() {
+        let mut bytes = request(&[route("", &[10, 0, 0, 0], 8, 2, &[])]);
+        bytes.pop();
+        assert!(matches!(read_apply(&bytes), Err(Refused::Malformed(_))));
+        let bad_utf8 = request(&[route("\u{e9}", &[10, 0, 0, 0], 8, 2, &[])]);
+        let mut bad_utf8 = bad_utf8.clone();
+        let at = bad_utf8.iter().position(|&b| b == 0xc3).unwrap();
+        bad_utf8[at] = 0xff;
+        assert!(matches!(read_apply(&bad_utf8), Err(Refused::Malformed(_))));
+    }
+
+    #[test]
+    fn is_prefix_against_a_bit_by_bit_reference() {
+        let reference = |address: &[u8], length: u32| {
+            let bits = address.len() as u32 * 8;
+            (bits == 32 || bits == 128) && length <= bits && (length..bits).all(|b| address[(b / 8) as usize] & (0x80 >> (b % 8)) == 0)
+        };
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = if seed & 1 == 0 { 4 } else { 16 };
+            let mut address = vec![0u8; len];
+            let keep = (seed >> 8) as usize % (len * 8 + 1);
+            for (i, byte) in address.iter_mut().enumerate() {
+                *byte = (seed >> (i % 8 * 8)) as u8;
+                if i * 8 >= keep {
+                    *byte = if seed & 2 == 0 { 0 } else { *byte };
+                }
+            }
+            let length = (seed >> 20) as u32 % (len as u32 * 8 + 2);
+            assert_eq!(is_prefix(&address, length), reference(&address, length), "{address:?}/{length}");
+        }
+        assert!(!is_prefix(&[1, 2, 3], 0));
+    }
+}

@@ -1,0 +1,13 @@
+//! The controller's bulk codec. A full Internet table crosses the controller twice: in
+//! ApplyRequests from orchestration and in WriteRequests to every node. Read or written one
+//! protobuf object per route in Python, that is most of the controller's time; here a
+//! whole message is read (and checked) or written in one pass over its bytes.
+//!
+//! The checks that need the controller's rules (node names, gateways, ports, VLANs, weights)
+//! stay in Python, run once per distinct value: this crate reads, canonicalises, checks
+//! what is per route (prefixes, duplicates, next-hop counts) and deduplicates.
+
+pub mod apply;
+pub mod text;
+pub mod wire;
+pub mod write;

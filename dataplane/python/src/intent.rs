@@ -1,0 +1,121 @@
+//! The controller's bulk codec (corridor-intent): ApplyRequest bytes read whole and
+//! WriteRequest bytes written whole, the GIL released for both passes over the bytes.
+
+use corridor_intent::apply::{read_apply as core_read_apply, Refused};
+use corridor_intent::text::{parse_address, parse_prefix};
+use corridor_intent::write::{write_request as core_write_request, Op};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+type Read<'py> = (
+    Bound<'py, PyList>, // intents: (kind, [(gateway, port, vlan, weight)])
+    Bound<'py, PyList>, // the node of each route (one string object per distinct node)
+    Bound<'py, PyList>, // the prefix of each route
+    Bound<'py, PyList>, // the sort key of each route
+    Bound<'py, PyList>, // the intent (index) of each route
+);
+
+/// Reads a serialized corridor.v1.ApplyRequest. None when it holds a fault (read it with
+/// the generated code to name every fault); ValueError when it is not an ApplyRequest.
+#[pyfunction]
+fn read_apply_request<'py>(py: Python<'py>, data: &Bound<'py, PyBytes>) -> PyResult<Option<Read<'py>>> {
+    let bytes = data.as_bytes();
+    let batch = match py.detach(|| core_read_apply(bytes)) {
+        Ok(batch) => batch,
+        Err(Refused::Invalid) => return Ok(None),
+        Err(Refused::Malformed(m)) => return Err(PyValueError::new_err(format!("not a corridor.v1.ApplyRequest: {}", m.0))),
+    };
+    let intents = PyList::empty(py);
+    for intent in &batch.intents {
+        let hops = PyList::empty(py);
+        for h in &intent.next_hops {
+            hops.append((PyBytes::new(py, h.gateway), h.port, h.vlan, h.weight))?;
+        }
+        intents.append((intent.kind, hops))?;
+    }
+    let nodes: Vec<Bound<'py, PyString>> = batch.nodes.iter().map(|n| PyString::new(py, n)).collect();
+    let n = batch.routes.len();
+    let (mut route_nodes, mut prefixes, mut keys, mut index) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for r in &batch.routes {
+        route_nodes.push(nodes[r.node].clone());
+        prefixes.push(PyString::new(py, &r.prefix));
+        keys.push(PyBytes::new(py, &r.sort_key));
+        index.push(r.intent);
+    }
+    Ok(Some((intents, PyList::new(py, route_nodes)?, PyList::new(py, prefixes)?, PyList::new(py, keys)?, PyList::new(py, index)?)))
+}
+
+fn mac(text: &str) -> PyResult<Vec<u8>> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bytes: Option<Vec<u8>> = text.split(':').map(|b| u8::from_str_radix(b, 16).ok()).collect();
+    bytes.filter(|b| b.len() == 6).ok_or_else(|| PyValueError::new_err(format!("{text:?} is not a MAC address")))
+}
+
+fn prefix(text: &str) -> PyResult<(Vec<u8>, u32)> {
+    parse_prefix(text).ok_or_else(|| PyValueError::new_err(format!("{text:?} is not a prefix")))
+}
+
+/// One operation from its corridor.common.fib form; `types` are that module's classes in
+/// the order (Adjacency, NextHopGroup, Route, DeleteAdjacency, DeleteGroup, DeleteRoute).
+fn op_from_py(op: &Bound<'_, PyAny>, types: &[Bound<'_, PyAny>; 6]) -> PyResult<Op> {
+    let t = op.get_type();
+    let f = op.cast::<PyTuple>()?;
+    let item = |i: usize| f.get_item(i);
+    Ok(if t.is(&types[2]) {
+        let (address, length) = prefix(&item(0)?.extract::<String>()?)?;
+        Op::SetRoute { address, length, kind: item(1)?.extract()?, group: item(2)?.extract()? }
+    } else if t.is(&types[5]) {
+        let (address, length) = prefix(&item(0)?.extract::<String>()?)?;
+        Op::DeleteRoute { address, length }
+    } else if t.is(&types[1]) {
+        Op::SetGroup { id: item(0)?.extract()?, members: item(1)?.extract()? }
+    } else if t.is(&types[0]) {
+        let gateway: Option<String> = item(5)?.extract()?;
+        let gateway = match gateway.as_deref() {
+            None | Some("") => Vec::new(),
+            Some(g) => parse_address(g).ok_or_else(|| PyValueError::new_err(format!("{g:?} is not an address")))?,
+        };
+        Op::SetAdjacency {
+            id: item(0)?.extract()?,
+            port: item(1)?.extract()?,
+            vlan: item(2)?.extract()?,
+            src_mac: mac(&item(3)?.extract::<String>()?)?,
+            dst_mac: mac(&item(4)?.extract::<String>()?)?,
+            gateway,
+        }
+    } else if t.is(&types[4]) {
+        Op::DeleteGroup { id: item(0)?.extract()? }
+    } else if t.is(&types[3]) {
+        Op::DeleteAdjacency { id: item(0)?.extract()? }
+    } else {
+        return Err(PyTypeError::new_err(format!("{} is not a FIB operation", t.name()?)));
+    })
+}
+
+/// A serialized corridor.v1.WriteRequest: the 128-bit election id, the batch id, and the
+/// operations (corridor.common.fib values) in order.
+#[pyfunction]
+fn write_request_bytes<'py>(
+    py: Python<'py>,
+    election: u128,
+    batch_id: u64,
+    ops: &Bound<'py, PyList>,
+    types: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let types: [Bound<'py, PyAny>; 6] =
+        types.iter().collect::<Vec<_>>().try_into().map_err(|_| PyTypeError::new_err("types: the six corridor.common.fib classes"))?;
+    let ops = ops.iter().map(|op| op_from_py(&op, &types)).collect::<PyResult<Vec<Op>>>()?;
+    let election = ((election >> 64) as u64, election as u64);
+    let bytes = py.detach(|| core_write_request(election, batch_id, &ops));
+    Ok(PyBytes::new(py, &bytes))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(read_apply_request, m)?)?;
+    m.add_function(wrap_pyfunction!(write_request_bytes, m)?)?;
+    Ok(())
+}
