@@ -27,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--config", required=True, metavar="FILE", help="the agent's TOML file")
     agent.add_argument("--check", action="store_true", help="check the file, then exit")
+    agent.add_argument(
+        "--reset-election",
+        action="store_true",
+        help="tell the agent running with this file to forget its highest election id (over "
+        "its Unix socket), so that the controller's next write takes the election again",
+    )
     agent.set_defaults(run=_run_agent)
 
     lab = sub.add_parser(
@@ -53,6 +59,8 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _run_agent(args: argparse.Namespace) -> int:
     from corridor.agent import main
 
+    if args.reset_election:
+        return main.reset_election(args.config)
     return main.run(args.config, check_only=args.check)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import NoReturn, TypeVar
 
@@ -17,13 +18,14 @@ from corridor.agent import domain
 from corridor.agent.config import PortConfig
 from corridor.agent.domain import MAX_OPERATIONS_PER_WRITE, LinkState, NotPrimary
 from corridor.agent.engine_host import Counters
+from corridor.common import status
 from corridor.common.addresses import (
     address_to_bytes,
     gateway_from_pb,
     prefix_from_pb,
     set_prefix,
 )
-from corridor.common.errors import FieldError, InvalidBatch, Violation, echo
+from corridor.common.errors import FieldError, InvalidBatch, Violation, echo, format_election_id
 from corridor.common.fib import (
     Adjacency,
     DeleteAdjacency,
@@ -36,8 +38,10 @@ from corridor.common.fib import (
     new_route,
 )
 from corridor.common.status import Context as _Context
-from corridor.common.status import election_id_from_pb, refuse
+from corridor.common.status import election_id_from_pb, election_id_to_pb, refuse
 from corridor.v1 import common_pb2, dataplane_pb2, dataplane_pb2_grpc
+
+log = logging.getLogger("corridor.agent")
 
 READ_CHUNK = 10_000  # entries per ReadResponse
 COUNTERS_INTERVAL_MS = (100, 3_600_000)
@@ -68,6 +72,14 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
     ) -> dataplane_pb2.WriteResponse:
         loop = asyncio.get_running_loop()
         batch_id = request.batch_id
+        writers = self.dataplane.config.election.writers
+        if writers and not _admitted(context, writers):
+            e = PermissionError(
+                f"{_who(context)} is not among election.writers of this agent; its election "
+                "id is not taken (only the writers' certificate names may present one)"
+            )
+            violation = Violation(None, "election_id", str(e))
+            await _refuse(context, grpc.StatusCode.PERMISSION_DENIED, e, batch_id, [violation])
         try:
             # An id counts from the moment it is presented, whatever becomes of its batch,
             # and a deposed writer hears so before anything else is said about its batch.
@@ -85,6 +97,23 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
         return dataplane_pb2.WriteResponse(
             batch_id=batch_id, operations=result.operations, generation=result.generation
         )
+
+    async def ResetElection(
+        self, request: dataplane_pb2.ResetElectionRequest, context: _Context
+    ) -> dataplane_pb2.ResetElectionResponse:
+        if not _admitted(context, self.dataplane.config.election.admins):
+            await status.abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{_who(context)} may not reset the election: only the agent's Unix socket "
+                "and the certificate names of election.admins may",
+            )
+        previous = self.dataplane.election.reset()
+        log.warning(
+            "election reset by %s: the highest id was %s; the next writer's id wins",
+            _who(context), format_election_id(previous),
+        )  # fmt: skip
+        return dataplane_pb2.ResetElectionResponse(previous=election_id_to_pb(previous))
 
     async def Read(
         self, request: dataplane_pb2.ReadRequest, context: _Context
@@ -284,6 +313,32 @@ def _gateway(adjacency: dataplane_pb2.Adjacency) -> str | None:
                 " the MACs) or both MACs, not both forms",
             )
     return address
+
+
+def _certificate_names(context: _Context) -> list[str]:
+    """The names a TLS client's certificate gives: common name, subject alternative names,
+    whole subject. None without TLS."""
+    auth = context.auth_context()
+    names: list[str] = []
+    for key in ("x509_common_name", "x509_subject_alternative_name", "x509_subject"):
+        names += [v.decode(errors="replace") for v in auth.get(key, ())]
+    return names
+
+
+def _admitted(context: _Context, allowed: Sequence[str]) -> bool:
+    """Local (the Unix socket), or a TLS client whose certificate carries a name in `allowed`."""
+    if context.peer().startswith("unix:"):
+        return True
+    return any(name in allowed for name in _certificate_names(context))
+
+
+def _who(context: _Context) -> str:
+    if context.peer().startswith("unix:"):
+        return "a local client"
+    names = _certificate_names(context)
+    if not names:
+        return f"the client at {echo(context.peer())} (no TLS certificate)"
+    return f"the client with certificate {', '.join(echo(n) for n in names[:4])}"
 
 
 def _id(value: int, field: str) -> int:

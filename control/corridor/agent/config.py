@@ -101,6 +101,17 @@ class FibCapacity:
 
 
 @dataclass(frozen=True)
+class ElectionPolicy:
+    """Who may take the writers' election, by the names in their TLS client certificate (its
+    common name, any subject alternative name, or the whole subject, "CN=x,O=y"): `writers`
+    may present an election id over TCP (empty: any client the CA signed), `admins` may
+    reset it over TCP. The Unix socket is local (file permissions guard it): it may both."""
+
+    writers: tuple[str, ...] = ()
+    admins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     listen: Listen
     workers: int = 1
@@ -111,6 +122,7 @@ class AgentConfig:
     # The network namespace (`ip netns` name) of the ports: the engine's workers, the
     # neighbour entries and the link watch live there; the listeners stay in the agent's.
     netns: str | None = None
+    election: ElectionPolicy = field(default_factory=ElectionPolicy)
 
 
 def load(path: str | os.PathLike[str]) -> AgentConfig:
@@ -137,6 +149,8 @@ def read(top: Table, base: Path) -> AgentConfig:
     fib_table = top.table("fib")
     fib = _fib(fib_table) if fib_table is not None else FibCapacity()
     ports = tuple(_port(t) for t in top.tables("ports"))
+    election_table = top.table("election")
+    election = _election(election_table) if election_table is not None else ElectionPolicy()
     names = [p.name for p in ports]
     for i, name in enumerate(names):
         if name and name in names[:i]:
@@ -150,7 +164,23 @@ def read(top: Table, base: Path) -> AgentConfig:
         metrics=metrics,
         fib=fib,
         netns=netns,
+        election=election,
     )
+
+
+def _election(t: Table) -> ElectionPolicy:
+    lists = []
+    for key in ("writers", "admins"):
+        values = t.get(key, list, "an array of certificate names", [])
+        names = []
+        for i, value in enumerate(values):
+            if not isinstance(value, str) or not value:
+                t.fail(f"{key}[{i}]", "is not a certificate name (CN, SAN or subject) string")
+            else:
+                names.append(value)
+        lists.append(tuple(names))
+    t.done()
+    return ElectionPolicy(*lists)
 
 
 def _netns(t: Table) -> str | None:

@@ -77,6 +77,12 @@ class Election:
             self.highest = election_id
             self.changes += 1
 
+    def reset(self) -> int:
+        """Forgets the highest id (an operator's act); returns it. The next id presented wins."""
+        previous = self.highest
+        self.highest = 0
+        return previous
+
 
 class Fib(Protocol):
     """What the domain needs of the FIB; fib_adapter.EngineFib provides it. Its methods block

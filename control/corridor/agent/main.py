@@ -53,6 +53,47 @@ def run(config_path: str, check_only: bool = False) -> int:
     return 0
 
 
+def reset_election(config_path: str) -> int:
+    """`corridor agent --config FILE --reset-election`: over the Unix socket of the agent
+    that runs with FILE, makes it forget the highest election id (a writer's runaway or
+    hostile id that locks every writer out). Exit 0 when done, 1 when the agent could not be
+    reached or refused, 2 for a bad file."""
+    try:
+        config = load(config_path)
+    except ConfigError as e:
+        print(f"corridor agent: {e}", file=sys.stderr)
+        return 2
+    if config.listen.unix is None:
+        print(
+            f"corridor agent: {config_path}: listen.unix is not set; the election is reset over "
+            "the agent's Unix socket",
+            file=sys.stderr,
+        )
+        return 2
+    import grpc
+
+    from corridor.common.errors import format_election_id
+    from corridor.common.status import election_id_from_pb
+    from corridor.v1 import dataplane_pb2, dataplane_pb2_grpc
+
+    async def call() -> int:
+        async with grpc.aio.insecure_channel(f"unix:{config.listen.unix}") as channel:
+            stub = dataplane_pb2_grpc.DataplaneStub(channel)
+            reply = await stub.ResetElection(dataplane_pb2.ResetElectionRequest(), timeout=10)
+        return election_id_from_pb(reply.previous)
+
+    try:
+        previous = asyncio.run(call())
+    except grpc.RpcError as e:
+        print(f"corridor agent: reset-election: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+    print(
+        f"election reset: the highest id was {format_election_id(previous)}; the next "
+        "writer's id takes the election"
+    )
+    return 0
+
+
 async def serve(config: AgentConfig) -> None:
     """Serves until SIGTERM or SIGINT, then drains and releases everything it bound."""
     loop = asyncio.get_running_loop()

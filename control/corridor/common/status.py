@@ -3,7 +3,7 @@ corridor.v1.WriteError that lists the violations, and election ids as protobuf."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NoReturn, Protocol
 
 import grpc
@@ -32,6 +32,10 @@ class Context(Protocol):
         details: str = "",
         trailing_metadata: tuple[tuple[str, str | bytes], ...] = (),
     ) -> NoReturn: ...
+
+    def peer(self) -> str: ...
+
+    def auth_context(self) -> Mapping[str, Iterable[bytes]]: ...
 
 
 def bounded(text: str, budget: int) -> str:

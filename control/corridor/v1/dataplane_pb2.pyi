@@ -73,6 +73,16 @@ XDP_MODE_UNSPECIFIED: XdpMode
 XDP_MODE_NATIVE: XdpMode
 XDP_MODE_GENERIC: XdpMode
 
+class ResetElectionRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ResetElectionResponse(_message.Message):
+    __slots__ = ("previous",)
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    previous: _common_pb2.ElectionId
+    def __init__(self, previous: _Optional[_Union[_common_pb2.ElectionId, _Mapping]] = ...) -> None: ...
+
 class Adjacency(_message.Message):
     __slots__ = ("id", "port", "vlan", "src_mac", "dst_mac", "gateway", "state", "neighbour_mac")
     ID_FIELD_NUMBER: _ClassVar[int]

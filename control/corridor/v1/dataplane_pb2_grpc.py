@@ -64,6 +64,11 @@ class DataplaneStub:
                 request_serializer=corridor_dot_v1_dot_dataplane__pb2.ListPortsRequest.SerializeToString,
                 response_deserializer=corridor_dot_v1_dot_dataplane__pb2.ListPortsResponse.FromString,
                 _registered_method=True)
+        self.ResetElection = channel.unary_unary(
+                '/corridor.v1.Dataplane/ResetElection',
+                request_serializer=corridor_dot_v1_dot_dataplane__pb2.ResetElectionRequest.SerializeToString,
+                response_deserializer=corridor_dot_v1_dot_dataplane__pb2.ResetElectionResponse.FromString,
+                _registered_method=True)
 
 
 class DataplaneServicer:
@@ -138,6 +143,16 @@ class DataplaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResetElection(self, request, context):
+        """Forgets the highest election id, so that the next writer's id makes it the primary:
+        the operator's way out when a runaway or hostile id locks every writer out. Allowed on
+        the agent's Unix socket, and over TLS to the certificate names of [election] admins;
+        anyone else gets PERMISSION_DENIED. `corridor agent --config FILE --reset-election`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataplaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +185,11 @@ def add_DataplaneServicer_to_server(servicer, server):
                     servicer.ListPorts,
                     request_deserializer=corridor_dot_v1_dot_dataplane__pb2.ListPortsRequest.FromString,
                     response_serializer=corridor_dot_v1_dot_dataplane__pb2.ListPortsResponse.SerializeToString,
+            ),
+            'ResetElection': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetElection,
+                    request_deserializer=corridor_dot_v1_dot_dataplane__pb2.ResetElectionRequest.FromString,
+                    response_serializer=corridor_dot_v1_dot_dataplane__pb2.ResetElectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -334,6 +354,33 @@ class Dataplane:
             '/corridor.v1.Dataplane/ListPorts',
             corridor_dot_v1_dot_dataplane__pb2.ListPortsRequest.SerializeToString,
             corridor_dot_v1_dot_dataplane__pb2.ListPortsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetElection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corridor.v1.Dataplane/ResetElection',
+            corridor_dot_v1_dot_dataplane__pb2.ResetElectionRequest.SerializeToString,
+            corridor_dot_v1_dot_dataplane__pb2.ResetElectionResponse.FromString,
             options,
             channel_credentials,
             insecure,
