@@ -31,7 +31,7 @@ def test_an_up_file_gives_the_controller_the_agent_and_the_node(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"agent": None}, "agent: is required by `corridor up`"),
+        ({"agent": None}, "agent: is required; expected a table"),
         ({"agent": {"listen": {"unix": "a.sock"}, "bogus": 1}}, "agent.bogus: unknown key"),
         ({"agent": {"listen": {"unix": "a.sock"}, "workers": 0}}, "agent.workers: 0 is not"),
         ({"up": {"node": "no spaces"}}, "up.node: 'no spaces' is not a node name"),

@@ -22,18 +22,12 @@ from corridor.common.config import (
     metrics_from,
     tls_and_listen,
 )
-from corridor.common.fib import VLAN_MAX
+from corridor.common.fib import ADJACENCIES_MAX, GROUPS_MAX, NODES_MAX, VLAN_MAX
 
 MTU_MIN, MTU_MAX = 576, 9216
 QUEUES_MAX = 256
 WORKERS_MAX = 1024
 CAPACITY_MAX = 1 << 32
-# The engine's own bounds (dataplane/engine/src/fib): group ids stay below its route codes,
-# node indexes fit its 22-bit entries. Adjacencies have no bound there but memory, taken
-# whole at start: 8 bytes each, so 16 M is 128 MB, as many as a controller hands out.
-GROUPS_MAX = (1 << 22) - 3
-NODES_MAX = 1 << 22
-ADJACENCIES_MAX = 1 << 24
 FIB_MAX = {"v4_nodes": NODES_MAX, "v6_nodes": NODES_MAX, "groups": GROUPS_MAX}
 FIB_MAX["adjacencies"] = ADJACENCIES_MAX
 IFNAME_MAX = 15  # IFNAMSIZ - 1

@@ -38,7 +38,8 @@ def run(config_path: str, check_only: bool = False) -> int:
     try:
         config = load(config_path)
     except ConfigError as e:
-        print(f"corridor agent: {e}", file=sys.stderr)
+        for problem in e.problems:
+            print(f"corridor agent: {problem}", file=sys.stderr)
         return 2
     if check_only:
         print(f"corridor agent: {Path(config_path)}: valid", file=sys.stderr)
@@ -61,7 +62,8 @@ def reset_election(config_path: str) -> int:
     try:
         config = load(config_path)
     except ConfigError as e:
-        print(f"corridor agent: {e}", file=sys.stderr)
+        for problem in e.problems:
+            print(f"corridor agent: {problem}", file=sys.stderr)
         return 2
     if config.listen.unix is None:
         print(
@@ -200,6 +202,7 @@ async def start_engine(
         await host.stop()
         raise
     dataplane.engine = host
+    dataplane.ifindex_of = watch.ifindex
 
     def written() -> None:
         watch.want(dataplane.gateways)

@@ -15,6 +15,13 @@ from __future__ import annotations
 import enum
 from typing import Any, NamedTuple
 
+# The engine's own bounds (dataplane/engine/src/fib): group ids stay below its route codes,
+# node indexes fit its 22-bit entries. Adjacencies have no bound there but memory, taken
+# whole at start: 8 bytes each, so 16 M is 128 MB. A controller hands out no more ids than
+# an agent can hold.
+GROUPS_MAX = (1 << 22) - 3
+NODES_MAX = 1 << 22
+ADJACENCIES_MAX = 1 << 24
 VLAN_MAX = 4094  # 802.1Q: 0 and 4095 are reserved; 0 here means untagged
 # An adjacency on no port: the engine drops what would leave by it, counted unknown_egress.
 NO_PORT = ""

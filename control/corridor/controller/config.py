@@ -20,6 +20,7 @@ from corridor.common.config import (
     metrics_from,
     tls_and_listen,
 )
+from corridor.common.fib import ADJACENCIES_MAX, GROUPS_MAX
 from corridor.controller.domain import Node, NodeTls, check_node_address, check_node_name
 
 __all__ = ["ControllerConfig", "load", "parse"]
@@ -27,7 +28,6 @@ __all__ = ["ControllerConfig", "load", "parse"]
 # Top-level tables of a controller's file that `corridor up` reads (corridor/up.py).
 UP_TABLES = ("up", "agent")
 
-IDS_MAX = 1 << 24
 
 EXAMPLE = """\
 # corridor controller --config FILE
@@ -107,8 +107,8 @@ def read(top: Table, base: Path, others: Iterable[str] = UP_TABLES) -> Controlle
     reconcile = top.table("reconcile")
     if reconcile is not None:
         drift = reconcile.integer("drift_check_seconds", 1, 86400, default=10)
-        max_groups = reconcile.integer("max_groups", 1, IDS_MAX, default=65536)
-        max_adjacencies = reconcile.integer("max_adjacencies", 1, IDS_MAX, default=65536)
+        max_groups = reconcile.integer("max_groups", 1, GROUPS_MAX, default=65536)
+        max_adjacencies = reconcile.integer("max_adjacencies", 1, ADJACENCIES_MAX, default=65536)
         reconcile.done()
     nodes = tuple(_node(t, base) for t in top.tables("nodes"))
     names = [n.name for n in nodes]
