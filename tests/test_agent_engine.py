@@ -7,6 +7,7 @@ going down moves a two-member group's traffic to the other member and back. Run 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -238,6 +239,40 @@ def test_ports_show_the_engine_state(agent: Agent) -> None:
         assert p.mode == dataplane_pb2.PORT_MODE_COPY, p  # veth: copy mode
         assert p.xdp_mode == dataplane_pb2.XDP_MODE_NATIVE, p  # veth has native XDP
         assert p.mac == mac(want_mac) and p.mtu == 1500 and p.queues == 1
+
+
+def test_ports_carry_their_kernel_ifindex(lab: L.Lab, agent: Agent) -> None:
+    # What the controller maps a routing daemon's output interfaces with (FPM's RTA_OIF).
+    shown = subprocess.run(
+        ["ip", "-n", lab.ns("dut"), "-j", "link", "show"],
+        check=True, capture_output=True, text=True, timeout=10,
+    ).stdout  # fmt: skip
+    kernel = {link["ifname"]: link["ifindex"] for link in json.loads(shown)}
+    listed = agent.stub.ListPorts(dataplane_pb2.ListPortsRequest(), timeout=10).ports
+    read = next(iter(agent.stub.Read(dataplane_pb2.ReadRequest(), timeout=10))).ports
+    for ports in (listed, read):
+        assert {p.name: p.ifindex for p in ports} == {n: kernel[n] for n in (L.DUT_IN, L.DUT_OUT)}
+        for p in ports:
+            assert len(p.sub_interfaces) == sum(v.parent == p.name for v in L.VLANS)
+            for s in p.sub_interfaces:
+                # A VLAN device exists only where the kernel has 802.1Q; else 0 (missing).
+                want = kernel[f"{p.name}.{s.vlan}"] if lab.kernel_vlans else 0
+                assert s.ifindex == want, (p.name, s.vlan, kernel)
+
+
+def test_an_ipv4_route_forwards_via_an_ipv6_gateway(lab: L.Lab, agent: Agent) -> None:
+    # RFC 8950: BGP at an exchange gives IPv4 routes IPv6 next hops.
+    agent.write(
+        set_gateway(40, L.DUT_OUT, 0, L.SINK_V6),
+        c.set_group(40, [(40, 1)]),
+        c.set_route("198.18.140.0/24", 40),
+    )
+    agent.wait_state(40, dataplane_pb2.ADJACENCY_STATE_USABLE, LINK_TIMEOUT)
+    spec = traffic.FrameSpec(
+        family=4, src=L.GEN_V4, dst="198.18.140.1", src_mac=L.GEN_MAC, dst_mac=L.DUT_IN_MAC
+    )
+    got = send(lab, traffic.build_frames(spec, (80,), 1) * 16)
+    assert len(got) == 16 and all(f[0:6] == mac(L.SINK_MAC) for f in got)
 
 
 def test_routes_steer_traffic_and_counters_match(lab: L.Lab, agent: Agent) -> None:

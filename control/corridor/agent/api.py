@@ -445,10 +445,15 @@ def ports_to_pb(ports: Iterable[domain.PortState]) -> list[dataplane_pb2.Port]:
             mtu=p.mtu,
             addresses=_addresses_to_pb(p.addresses),
             sub_interfaces=[
-                dataplane_pb2.SubInterface(vlan=v.id, addresses=_addresses_to_pb(v.addresses))
+                dataplane_pb2.SubInterface(
+                    vlan=v.id,
+                    addresses=_addresses_to_pb(v.addresses),
+                    ifindex=state.ifindexes.get(v.id, 0),
+                )
                 for v in p.vlans
             ],
             link_state=_LINK_TO_PB[state.link],
+            ifindex=state.ifindexes.get(0, 0),
         )
         e = state.engine
         if e is not None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from corridor.agent.config import AgentConfig, PortConfig
-from corridor.agent.neighbours import kernel_link_state
+from corridor.agent.neighbours import kernel_ifindex, kernel_link_state
 from corridor.agent.nexthops import Gateway, NextHops
 from corridor.common.errors import InvalidBatch, format_election_id
 from corridor.common.fib import (
@@ -120,6 +120,9 @@ class PortState:
     config: PortConfig
     link: LinkState
     engine: PortStatus | None = None
+    # The kernel's ifindex of the port (key 0) and of each VLAN device, by VLAN; 0 (or no
+    # key) when the device is missing.
+    ifindexes: dict[int, int] = field(default_factory=dict)
 
 
 class WriteObserver(Protocol):
@@ -159,6 +162,9 @@ class Dataplane:
         # Called (on the loop) after adjacencies changed.
         self.on_next_hops_written: Callable[[], None] | None = None
         self.gateways: frozenset[Gateway] = frozenset()  # of every adjacency in use
+        # A device's ifindex in the ports' namespace: the link watch's while the engine runs
+        # (set by whoever starts it), else sysfs in the agent's own namespace.
+        self.ifindex_of: Callable[[str], int] = kernel_ifindex
 
     def port_vlans(self, port: str) -> tuple[int, ...] | None:
         """The VLANs configured on `port`; None if it is not a configured port."""
@@ -177,7 +183,10 @@ class Dataplane:
                 link = LinkState.NOT_PRESENT if state is None else LinkState(state)
             else:
                 link = LinkState.UP if status["link_up"] else LinkState.DOWN
-            out.append(PortState(p, link, status))
+            ifindex = self.ifindex_of
+            ifindexes = {0: ifindex(p.name)}
+            ifindexes.update((v.id, ifindex(f"{p.name}.{v.id}")) for v in p.vlans)
+            out.append(PortState(p, link, status, ifindexes))
         return out
 
     async def counters(self) -> Counters | None:

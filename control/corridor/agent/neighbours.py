@@ -76,6 +76,15 @@ def kernel_link_state(name: str) -> Literal["up", "down"] | None:
     return "up" if state in ("up", "unknown") else "down"
 
 
+def kernel_ifindex(name: str) -> int:
+    """The kernel's ifindex of interface `name` in this namespace (sysfs); 0 when there is no
+    such interface. Blocking: call it from the executor."""
+    try:
+        return int((Path("/sys/class/net") / name / "ifindex").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
 def open_netlink(netns: str | None) -> socket.socket:
     """A non-blocking NETLINK_ROUTE socket subscribed to link and neighbour events, in
     `netns` (an `ip netns` name) or the caller's namespace."""
@@ -131,6 +140,7 @@ class LinkWatch:
             for v in ids:
                 self.devices[f"{name}.{v}"] = (name, v)
         self.ifnames: dict[int, str] = {}  # ifindex -> name
+        self.ifindexes: dict[str, int] = {}  # name -> ifindex
         self.link_up: dict[str, bool] = {}  # port -> up
         self.port_mac: dict[str, str] = {}
         self.neighbours: dict[Gateway, str] = {}  # resolved
@@ -160,6 +170,10 @@ class LinkWatch:
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
+
+    def ifindex(self, name: str) -> int:
+        """The ifindex of device `name` in the watched namespace; 0 when it has none."""
+        return self.ifindexes.get(name, 0)
 
     def want(self, gateways: frozenset[Gateway]) -> None:
         """The gateways in use now: entries are made for those the kernel lacks."""
@@ -229,8 +243,14 @@ class LinkWatch:
         ) or self.ifnames.get(index, "")
         if kind == RTM_DELLINK:
             self.ifnames.pop(index, None)
+            if self.ifindexes.get(name) == index:
+                del self.ifindexes[name]
         else:
+            old = self.ifnames.get(index)
+            if old is not None and old != name and self.ifindexes.get(old) == index:
+                del self.ifindexes[old]  # renamed
             self.ifnames[index] = name
+            self.ifindexes[name] = index
         where = self.devices.get(name)
         if where is None or where[1] != 0:
             return False  # not a port (VLAN devices follow their port's link)

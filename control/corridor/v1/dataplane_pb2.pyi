@@ -196,15 +196,17 @@ class ReadResponse(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., adjacencies: _Optional[_Iterable[_Union[Adjacency, _Mapping]]] = ..., next_hop_groups: _Optional[_Iterable[_Union[NextHopGroup, _Mapping]]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...
 
 class SubInterface(_message.Message):
-    __slots__ = ("vlan", "addresses")
+    __slots__ = ("vlan", "addresses", "ifindex")
     VLAN_FIELD_NUMBER: _ClassVar[int]
     ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    IFINDEX_FIELD_NUMBER: _ClassVar[int]
     vlan: int
     addresses: _containers.RepeatedCompositeFieldContainer[_common_pb2.InterfaceAddress]
-    def __init__(self, vlan: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[_common_pb2.InterfaceAddress, _Mapping]]] = ...) -> None: ...
+    ifindex: int
+    def __init__(self, vlan: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[_common_pb2.InterfaceAddress, _Mapping]]] = ..., ifindex: _Optional[int] = ...) -> None: ...
 
 class Port(_message.Message):
-    __slots__ = ("name", "link_state", "mode", "queues", "mtu", "addresses", "sub_interfaces", "xdp_mode", "mac", "link_recoveries")
+    __slots__ = ("name", "link_state", "mode", "queues", "mtu", "addresses", "sub_interfaces", "xdp_mode", "mac", "link_recoveries", "ifindex")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LINK_STATE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +217,7 @@ class Port(_message.Message):
     XDP_MODE_FIELD_NUMBER: _ClassVar[int]
     MAC_FIELD_NUMBER: _ClassVar[int]
     LINK_RECOVERIES_FIELD_NUMBER: _ClassVar[int]
+    IFINDEX_FIELD_NUMBER: _ClassVar[int]
     name: str
     link_state: LinkState
     mode: PortMode
@@ -225,7 +228,8 @@ class Port(_message.Message):
     xdp_mode: XdpMode
     mac: bytes
     link_recoveries: int
-    def __init__(self, name: _Optional[str] = ..., link_state: _Optional[_Union[LinkState, str]] = ..., mode: _Optional[_Union[PortMode, str]] = ..., queues: _Optional[int] = ..., mtu: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[_common_pb2.InterfaceAddress, _Mapping]]] = ..., sub_interfaces: _Optional[_Iterable[_Union[SubInterface, _Mapping]]] = ..., xdp_mode: _Optional[_Union[XdpMode, str]] = ..., mac: _Optional[bytes] = ..., link_recoveries: _Optional[int] = ...) -> None: ...
+    ifindex: int
+    def __init__(self, name: _Optional[str] = ..., link_state: _Optional[_Union[LinkState, str]] = ..., mode: _Optional[_Union[PortMode, str]] = ..., queues: _Optional[int] = ..., mtu: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[_common_pb2.InterfaceAddress, _Mapping]]] = ..., sub_interfaces: _Optional[_Iterable[_Union[SubInterface, _Mapping]]] = ..., xdp_mode: _Optional[_Union[XdpMode, str]] = ..., mac: _Optional[bytes] = ..., link_recoveries: _Optional[int] = ..., ifindex: _Optional[int] = ...) -> None: ...
 
 class ListPortsRequest(_message.Message):
     __slots__ = ()
