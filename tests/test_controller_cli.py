@@ -84,3 +84,27 @@ async def test_cli_against_a_real_controller(tmp_path: Path) -> None:
     finally:
         await running.stop(0)
         await agent.stop()
+
+
+async def test_node_list_shows_a_failing_node_its_retries_and_error_since(tmp_path: Path) -> None:
+    """An unreachable node: the table says how often the controller retried and since when
+    the error stands, so an operator can tell a flapping node from a dead one."""
+    absent = f"unix:{tmp_path / 'absent.sock'}"
+    running = await start_controller(controller_document(tmp_path, {"gone": absent}), tmp_path)
+    ctl = f"unix:{tmp_path / 'controller.sock'}"
+    try:
+        node: dict[str, object] = {}
+        for _ in range(100):
+            _, out, _ = await corridor(ctl, "node", "status", "gone", "--json")
+            node = json.loads(out)
+            if isinstance(node["retries"], int) and node["retries"] >= 2:
+                break
+            await asyncio.sleep(0.2)
+        assert node["retries"] >= 2 and node["last_error"], node
+        assert str(node["last_error_time"]).endswith("Z"), node
+        code, out, _ = await corridor(ctl, "node", "list")
+        header, row = out.splitlines()[:2]
+        assert code == 0 and "RETRIES" in header.split()
+        assert row.split()[0] == "gone" and f"(since {node['last_error_time']})" in row, row
+    finally:
+        await running.stop(0)

@@ -301,16 +301,27 @@ def _print_nodes(args, nodes: list[dict]) -> None:
         print(json.dumps(nodes, indent=1))
         return
     _table(
-        ["NODE", "ADDRESS", "STATE", "REVISION", "ROUTES", "LAG S", "DRIFT", "LAST ERROR"],
+        ["NODE", "ADDRESS", "STATE", "REVISION", "ROUTES", "LAG S", "DRIFT", "RETRIES",
+         "LAST ERROR"],
         [
             [
                 n["name"], n["address"], n["state"], n["synced_revision"],
                 n["installed"]["ipv4_routes"] + n["installed"]["ipv6_routes"],
-                f"{n['lag_seconds']:.3f}", n["drift_detected"], n["last_error"] or "-",
+                f"{n['lag_seconds']:.3f}", n["drift_detected"], n["retries"],
+                _error_text(n),
             ]
             for n in nodes
         ],
     )  # fmt: skip
+
+
+def _error_text(node: dict) -> str:
+    """The error a node is failing with and since when; else the last one it recovered from."""
+    if node["last_error"]:
+        return f"{node['last_error']} (since {node['last_error_time'] or '?'})"
+    if node["cleared_error"]:
+        return f"cleared {node['cleared_error_time']}: {node['cleared_error']}"
+    return "-"
 
 
 def _status_dict(s) -> dict:
@@ -336,7 +347,18 @@ def _status_dict(s) -> dict:
         "tx_packets": s.counters.tx_packets,
         "dropped_packets": s.counters.dropped_packets,
         "last_error": s.last_error,
+        "last_error_time": _time_text(s, "last_error_time"),
+        "retries": s.retries,
+        "cleared_error": s.cleared_error,
+        "cleared_error_time": _time_text(s, "cleared_error_time"),
     }
+
+
+def _time_text(message, field: str) -> str:
+    """A Timestamp field as UTC ISO 8601 text, or "" when it is unset."""
+    if not message.HasField(field):
+        return ""
+    return getattr(message, field).ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _sizes(s) -> dict:
