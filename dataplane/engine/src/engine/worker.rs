@@ -243,10 +243,8 @@ impl Worker {
                     std::hint::spin_loop();
                 } else {
                     let acc_in_flight = in_flight || self.set.accounting().tx > 0;
-                    self.fib.offline();
                     // An error (EINTR) counts as a wake-up: the loop looks at the rings anyway.
-                    let _ = xsk::poll(&mut self.pollfds, if acc_in_flight { 1 } else { IDLE_POLL_MS });
-                    self.fib.online();
+                    let _ = self.fib.offline_while(|| xsk::poll(&mut self.pollfds, if acc_in_flight { 1 } else { IDLE_POLL_MS }));
                 }
             }
         }
@@ -320,7 +318,10 @@ impl Worker {
     }
 
     /// Gives back every frame the worker holds and publishes the final accounting.
-    fn finish(&mut self) {
+    fn finish(mut self) {
+        // This worker reads the FIB no more: unregister now, so the writer does not wait
+        // for it through the drain below.
+        drop(self.fib);
         for port in 0..self.tx.len() {
             let queue = &mut self.tx[port];
             self.set.free_all(queue);
@@ -339,6 +340,5 @@ impl Worker {
             while self.set.complete(s) > 0 {}
         }
         self.shared.accounting.publish(&self.set.accounting());
-        self.fib.offline();
     }
 }

@@ -19,6 +19,7 @@ use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::FibDomain;
 use crate::qsbr::Qsbr;
 
 /// Entry layout: `VALID | EXT | depth(8) | value(22)`. Zero is "no route".
@@ -282,7 +283,7 @@ impl<K: Key> DirTable<K> {
     }
 
     /// Moves nodes whose grace period is over back to the free list.
-    pub(crate) fn reclaim(&mut self, qsbr: &Qsbr, wait: bool) {
+    pub(crate) fn reclaim(&mut self, qsbr: &Qsbr<FibDomain>, wait: bool) {
         if wait {
             if let Some(&(e, _)) = self.retired.back() {
                 qsbr.synchronize(e);
@@ -308,7 +309,7 @@ impl<K: Key> DirTable<K> {
     }
 
     /// Adds or replaces a route. Capacity was checked by the caller's validation.
-    pub(crate) fn insert(&mut self, qsbr: &Qsbr, prefix: K, len: u32, value: u32) -> Option<u32> {
+    pub(crate) fn insert(&mut self, qsbr: &Qsbr<FibDomain>, prefix: K, len: u32, value: u32) -> Option<u32> {
         let old = self.rules[len as usize].insert(prefix, value);
         if old.is_none() {
             self.routes += 1;
@@ -320,7 +321,7 @@ impl<K: Key> DirTable<K> {
     }
 
     /// Deletes a route; the covering route, if any, takes its place. Absent is not an error.
-    pub(crate) fn remove(&mut self, qsbr: &Qsbr, prefix: K, len: u32) -> Option<u32> {
+    pub(crate) fn remove(&mut self, qsbr: &Qsbr<FibDomain>, prefix: K, len: u32) -> Option<u32> {
         let old = self.rules[len as usize].remove(&prefix)?;
         self.routes -= 1;
         let replacement =
@@ -336,7 +337,7 @@ impl<K: Key> DirTable<K> {
         (end, prefix.chunk(off, stride) & !(count - 1), count)
     }
 
-    fn add_at(&mut self, qsbr: &Qsbr, node: Option<u32>, off: u32, prefix: K, len: u32, new: u32) {
+    fn add_at(&mut self, qsbr: &Qsbr<FibDomain>, node: Option<u32>, off: u32, prefix: K, len: u32, new: u32) {
         let stride = if node.is_none() { self.shared.root_bits } else { STRIDE };
         let end = off + stride;
         if len <= end {
@@ -369,7 +370,7 @@ impl<K: Key> DirTable<K> {
         }
     }
 
-    fn delete_at(&mut self, qsbr: &Qsbr, node: Option<u32>, off: u32, prefix: K, len: u32, repl: u32) {
+    fn delete_at(&mut self, qsbr: &Qsbr<FibDomain>, node: Option<u32>, off: u32, prefix: K, len: u32, repl: u32) {
         let stride = if node.is_none() { self.shared.root_bits } else { STRIDE };
         let end = off + stride;
         if len <= end {
@@ -395,7 +396,7 @@ impl<K: Key> DirTable<K> {
 
     /// Folds the node under `parent[i]` back into one entry when all its slots hold the
     /// same route from `child_off` bits or shorter (or no route), and retires it.
-    fn try_collapse(&mut self, qsbr: &Qsbr, parent: Option<u32>, i: usize, child_off: u32) {
+    fn try_collapse(&mut self, qsbr: &Qsbr<FibDomain>, parent: Option<u32>, i: usize, child_off: u32) {
         let e = self.shared.slots(parent)[i].load(Ordering::Relaxed);
         if e & EXT == 0 {
             return;

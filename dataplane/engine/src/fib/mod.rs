@@ -211,13 +211,17 @@ pub struct FibStats {
     pub adjacency_capacity: usize,
 }
 
+/// The FIB's QSBR domain. Private, so only the FIB's own readers exist: a `FibReader`
+/// reads only what its grace periods protect, and nothing outside can hold them up.
+struct FibDomain;
+
 /// What readers share with the writer.
 struct FibShared {
-    qsbr: Arc<Qsbr>,
+    qsbr: Qsbr<FibDomain>,
     v4: Arc<DirShared>,
     v6: Arc<DirShared>,
-    groups: RcuArray<GroupBuckets>,
-    adjacencies: RcuArray<Adjacency>,
+    groups: RcuArray<GroupBuckets, FibDomain>,
+    adjacencies: RcuArray<Adjacency, FibDomain>,
 }
 
 /// The writer. Apply batches with `apply`; hand `reader()`s to forwarding threads.
@@ -231,8 +235,8 @@ pub struct Fib {
     adjacencies: HashMap<AdjacencyId, Adjacency>,
     /// Groups using each adjacency; a used adjacency cannot be deleted.
     adjacency_refs: HashMap<AdjacencyId, usize>,
-    retired_groups: RetireList<GroupBuckets>,
-    retired_adjacencies: RetireList<Adjacency>,
+    retired_groups: RetireList<GroupBuckets, FibDomain>,
+    retired_adjacencies: RetireList<Adjacency, FibDomain>,
     config: FibConfig,
 }
 
@@ -255,7 +259,7 @@ impl Fib {
         }
         let v4 = DirTable::new(v4_root, config.v4_routes, config.v4_nodes);
         let v6 = DirTable::new(v6_root, config.v6_routes, config.v6_nodes);
-        let qsbr = Qsbr::new();
+        let qsbr = Qsbr::domain();
         let shared = Arc::new(FibShared {
             v4: v4.shared.clone(),
             v6: v6.shared.clone(),
@@ -343,7 +347,7 @@ impl Fib {
 
     /// Frees what readers can no longer see; with `wait`, waits out every grace period.
     pub fn reclaim(&mut self, wait: bool) {
-        let q = self.shared.qsbr.clone();
+        let q = self.shared.qsbr;
         self.v4.reclaim(&q, wait);
         self.v6.reclaim(&q, wait);
         self.retired_groups.reclaim(wait);
@@ -519,7 +523,7 @@ impl Fib {
         }
 
         if errors.is_empty() {
-            let q = self.shared.qsbr.clone();
+            let q = self.shared.qsbr;
             for (fam, table_needed, avail, name) in [
                 (Family::V4, self.v4.nodes_needed(&v4_adds, &v4_dels), self.v4.nodes_available(), "v4_nodes"),
                 (Family::V6, self.v6.nodes_needed(&v6_adds, &v6_dels), self.v6.nodes_available(), "v6_nodes"),
@@ -551,7 +555,7 @@ impl Fib {
     }
 
     fn apply_one(&mut self, op: &FibOp) {
-        let q = self.shared.qsbr.clone();
+        let q = self.shared.qsbr;
         match op {
             FibOp::SetAdjacency { id, adjacency } => {
                 self.adjacencies.insert(*id, *adjacency);
@@ -682,7 +686,7 @@ fn spread(members: &[NextHop]) -> Box<[AdjacencyId]> {
 /// between batches (it ends every borrow handed out) so the writer can reclaim memory.
 pub struct FibReader {
     shared: Arc<FibShared>,
-    qsbr: QsbrReader,
+    qsbr: QsbrReader<FibDomain>,
 }
 
 impl FibReader {
@@ -730,13 +734,10 @@ impl FibReader {
         self.qsbr.quiescent();
     }
 
-    /// Before sleeping: the writer stops waiting for this reader.
-    pub fn offline(&mut self) {
-        self.qsbr.offline();
-    }
-
-    pub fn online(&mut self) {
-        self.qsbr.online();
+    /// Runs `f` (a sleep, a poll) with the reader offline: the writer does not wait for
+    /// it, and it cannot look anything up until `f` returns.
+    pub fn offline_while<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        self.qsbr.offline_while(f)
     }
 }
 
