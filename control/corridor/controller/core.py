@@ -188,6 +188,11 @@ class Controller:
             await session.stop()
         self.sessions.clear()
         for w in self._watchers:
+            # A watcher at its limit would have been ended at the next change: its stream
+            # ends now without what it had still to read (it watches again from a snapshot).
+            if w.queue.full():
+                while not w.queue.empty():
+                    w.queue.get_nowait()
             w.queue.put_nowait(None)
 
     def _start_session(self, node: Node) -> None:
