@@ -15,6 +15,19 @@ fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
 }
 
+/// The thread count once it has settled at `expected`, or after two seconds what it is then:
+/// a thread that was joined can stay listed in /proc/self/task for a moment on a busy host.
+fn threads_settled_at(expected: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let now = threads();
+        if now == expected || Instant::now() >= deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn start_and_stop_twenty_times_leaks_nothing() {
     let lab = Lab::new("life");
@@ -28,12 +41,13 @@ fn start_and_stop_twenty_times_leaks_nothing() {
         assert!(engine.running() && lab.has_xdp("d0") && lab.has_xdp("d1"), "round {round}: attached");
         let stopping = Instant::now();
         engine.stop().unwrap();
-        assert!(stopping.elapsed() < Duration::from_millis(500), "round {round}: stop took {:?}", stopping.elapsed());
+        // Generous for a busy host: a stop waits for the workers' last drain (100 ms at most).
+        assert!(stopping.elapsed() < Duration::from_secs(2), "round {round}: stop took {:?}", stopping.elapsed());
         assert!(!lab.has_xdp("d0") && !lab.has_xdp("d1"), "round {round}: XDP left attached");
         assert!(began.elapsed() < Duration::from_secs(5));
     }
     assert_eq!(open_fds(), fds, "descriptors leaked over 20 rounds");
-    assert_eq!(threads(), tasks, "threads left behind");
+    assert_eq!(threads_settled_at(tasks), tasks, "threads left behind");
     // Dropping without stop does the same.
     let engine = Engine::start(lab.engine_config(), vec![fib.reader()]).unwrap();
     drop(engine);
