@@ -115,6 +115,7 @@ def table_requests(path: Path, group: int) -> tuple[int, list[dataplane_pb2.Writ
     return len(prefixes), requests
 
 
+@pytest.mark.slow
 async def test_the_full_ipv4_table(agent, data_dir: Path) -> None:
     count, requests = await asyncio.get_running_loop().run_in_executor(
         None, table_requests, data_dir / "ipv4-routeviews-2024-04-06.txt.gz", 1
