@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -108,6 +108,10 @@ class NodeSession:
         self.last_full_sync_operations = 0
         self.counters = (0, 0, 0)  # rx, tx, dropped packets
         self.ports: dict[str, set[int]] | None = None  # port -> VLANs, once read
+        # The kernel ifindex of each port (VLAN 0) and VLAN device -> (port, VLAN), once read:
+        # how routes from the node's routing daemon (FPM) name their interfaces.
+        self.interfaces: dict[int, tuple[str, int]] | None = None
+        self.on_ports_read: Callable[[str], None] | None = None  # called with the node's name
 
     @property
     def in_sync(self) -> bool:
@@ -249,8 +253,12 @@ class NodeSession:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         async with asyncio.timeout(READ_TIMEOUT):
-            installed, generation, ports = await _read(stub)
+            installed, generation, ports, interfaces = await _read(stub)
         self.ports = ports
+        if interfaces != self.interfaces:
+            self.interfaces = interfaces
+            if self.on_ports_read is not None:
+                self.on_ports_read(self.name)
         revision = self._pending_revision or self._state.revision
         desired = self.desired
         assert desired is not None, "run() builds it first"
@@ -376,7 +384,7 @@ def _channel(node: Node) -> grpc.aio.Channel:
 
 async def _read(
     stub: dataplane_pb2_grpc.DataplaneStub,
-) -> tuple[NodeFib, int, dict[str, set[int]]]:
+) -> tuple[NodeFib, int, dict[str, set[int]], dict[int, tuple[str, int]]]:
     loop = asyncio.get_running_loop()
     responses: list[dataplane_pb2.ReadResponse] = []
     async for response in stub.Read(dataplane_pb2.ReadRequest()):
@@ -386,17 +394,21 @@ async def _read(
 
 def _installed(
     responses: Iterable[dataplane_pb2.ReadResponse],
-) -> tuple[NodeFib, int, dict[str, set[int]]]:
+) -> tuple[NodeFib, int, dict[str, set[int]], dict[int, tuple[str, int]]]:
     adjacencies: list[Adjacency] = []
     groups: list[NextHopGroup] = []
     routes: list[Route] = []
     generation = 0
     ports: dict[str, set[int]] = {}
+    interfaces: dict[int, tuple[str, int]] = {}
     kinds = {k.value: k for k in RouteKind}
     for r in responses:
         generation = r.generation
         for p in r.ports:
             ports[p.name] = {s.vlan for s in p.sub_interfaces}
+            if p.ifindex:
+                interfaces[p.ifindex] = (p.name, 0)
+            interfaces.update((s.ifindex, (p.name, s.vlan)) for s in p.sub_interfaces if s.ifindex)
         for a in r.adjacencies:
             # The gateway form as written; state and neighbour_mac are the agent's findings.
             if a.gateway:
@@ -412,7 +424,7 @@ def _installed(
             prefix = route.prefix
             text = prefix_text(prefix.address, prefix.length)
             append(new_route((text, kinds[route.kind], route.next_hop_group_id)))
-    return NodeFib.installed(adjacencies, groups, routes), generation, ports
+    return NodeFib.installed(adjacencies, groups, routes), generation, ports, interfaces
 
 
 def _copy(fib: NodeFib) -> NodeFib:

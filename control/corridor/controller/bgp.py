@@ -1,0 +1,335 @@
+"""The controller's BGP source: the routes one node's routing daemon (FRR's zebra) selects,
+received over FPM (corridor.fpm), turned into intents for that node beside the operator's.
+
+Soft state. The routes live in memory only, never in the store: zebra replays its whole table
+on every (re)connection. So a lost connection withdraws nothing: every route stays as it was,
+marked stale, and those the next session has not refreshed `stale_seconds` after the loss
+are removed (what BGP graceful restart does for a restarting peer). A controller that starts
+adopts the routes it finds on the node the same way (`adopt`).
+
+What is installed, and why:
+- Only the main table (254): Corridor has one table per node, the default VRF's.
+- Routes whose protocol is a routing daemon's (zebra marks BGP 186, OSPF 188, its static
+  routes 196, ...). Protocols 0 to 4 are the kernel's own and by-hand routes: unspec,
+  redirect, kernel (2: the connected routes of the router's interfaces, which zebra also
+  sends), boot and static (3, 4: `ip route add` without or with `proto static`). Those are
+  facts of the router's kernel, not routing decisions, and a connected route has no gateway
+  Corridor could resolve. A route of such a protocol replaces (so removes) a daemon's route
+  to the same prefix, as it does in zebra's FIB, and is counted as `filtered`.
+- Unicast routes through gateways on interfaces Corridor owns: each next hop's ifindex is
+  mapped to (port, VLAN) through the ports the node's agent reported. A route with a next hop
+  through any other interface (the management port), with no gateway (on-link), or with more
+  next hops than a group holds is not installed, and is counted by reason, per node; it never
+  stops the feed, and it is installed once a later update or the agent's ports make it
+  installable. An IPv4 route may have IPv6 gateways (RFC 8950): adjacencies have no family.
+- blackhole -> BLACKHOLE; unreachable and prohibit -> UNREACHABLE (Corridor answers both
+  with an ICMP destination unreachable).
+
+zebra sends a changed route as a delete and an add in one FPM frame, so they arrive in one
+batch: a batch is coalesced per prefix (the last update wins) before it reaches the core, and
+such a change never removes the route for a moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from corridor.common.addresses import gateway_from_pb, prefix_text
+from corridor.common.errors import FieldError
+from corridor.common.fib import RouteKind
+from corridor.controller.domain import MAX_NEXT_HOPS, AdjacencyKey, GroupKey, Intent
+from corridor.fpm import Operation, Peer, RouteType, RouteUpdate, Update
+
+log = logging.getLogger("corridor.controller")
+
+DEFAULT_STALE_SECONDS = 120.0
+RT_TABLE_MAIN = 254
+KERNEL_PROTOCOLS = frozenset(range(5))  # RTPROT_UNSPEC, REDIRECT, KERNEL, BOOT, STATIC
+
+# Why a route from zebra is not installed (stable names: status and metrics use them).
+UNOWNED_INTERFACE = "unowned_interface"  # a next hop through an interface no port is
+NO_INTERFACE = "no_interface"  # a next hop without an interface (ifindex 0)
+ON_LINK = "on_link"  # a next hop without a gateway
+BAD_GATEWAY = "bad_gateway"  # not an address a neighbour can have
+TOO_MANY_NEXT_HOPS = "too_many_next_hops"
+PORTS_UNKNOWN = "ports_unknown"  # the agent has not reported its ports yet: waits, not counted
+
+_KINDS = {
+    RouteType.BLACKHOLE: RouteKind.BLACKHOLE,
+    RouteType.UNREACHABLE: RouteKind.UNREACHABLE,
+    RouteType.PROHIBIT: RouteKind.UNREACHABLE,
+}
+
+
+class BgpTarget(Protocol):
+    """Where the source's intents go (the core). Called with a node's routes that changed:
+    `routes` to install or replace, `deleted` to remove. Awaited: a slow target slows zebra."""
+
+    async def bgp_routes(
+        self, node: str, routes: Mapping[str, Intent], deleted: Sequence[str]
+    ) -> None: ...
+
+
+Interfaces = Mapping[int, tuple[str, int]]  # ifindex -> (port, VLAN)
+
+
+@dataclass(slots=True)
+class BgpCounters:
+    """Monotonic counts of one node's feed, and the routes not installed now, by reason."""
+
+    received: int = 0  # route updates from zebra
+    filtered: int = 0  # of the kernel's protocols or another table: ignored by design
+    swept: int = 0  # stale routes removed after stale_seconds
+    not_installed_total: Counter[str] = field(default_factory=Counter)  # by reason, monotonic
+    not_installed: Counter[str] = field(default_factory=Counter)  # by reason, now
+
+
+class BgpSource:
+    """Implements corridor.fpm.FpmSink for one `[[fpm]]` entry: the routes of `node`."""
+
+    def __init__(
+        self,
+        node: str,
+        target: BgpTarget,
+        interfaces: Callable[[], Interfaces | None],
+        stale_seconds: float = DEFAULT_STALE_SECONDS,
+    ) -> None:
+        """`interfaces`: the node's ports by ifindex as its agent last reported them (None
+        until it has); call `ports_changed` when they change."""
+        self.node = node
+        self.target = target
+        self.interfaces = interfaces
+        self.stale_seconds = stale_seconds
+        self.counters = BgpCounters()
+        self.routes: dict[str, Intent] = {}  # installed: what the target was given
+        self.sent: dict[str, RouteUpdate] = {}  # zebra's routes as sent, for remapping
+        self.reasons: dict[str, str] = {}  # prefix -> why it is not installed now
+        self.session = 0  # counts connections; 0 is "before this controller"
+        self.peers: dict[Peer, int] = {}  # live connections and their session
+        self.seen: dict[str, int] = {}  # prefix -> the session that last sent it
+        self._per_session: Counter[int] = Counter()  # prefixes by the session that sent them
+        self._stale_below = 0  # prefixes of sessions below this are stale
+        self._sweeps: set[asyncio.TimerHandle] = set()
+        self._intents: dict[tuple[RouteKind, GroupKey | None], Intent] = {}  # shared objects
+        self._lock = asyncio.Lock()  # one change at a time reaches the target, in order
+
+    # -- what status shows
+
+    @property
+    def stale(self) -> int:
+        """Routes of an earlier session not (yet) refreshed."""
+        below = self._stale_below
+        return sum(n for s, n in self._per_session.items() if s < below)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.peers)
+
+    # -- FpmSink
+
+    async def connection_up(self, peer: Peer) -> None:
+        self.session += 1
+        self.peers[peer] = self.session
+        log.info("bgp %s: zebra connected from %s (session %d)", self.node, peer, self.session)
+
+    async def connection_down(self, peer: Peer, reason: str) -> None:
+        session = self.peers.pop(peer, None)
+        if session is None:
+            return
+        # Every route sent so far is stale; the replay of the next session refreshes it.
+        self._stale_below = max(self._stale_below, session + 1)
+        log.warning(
+            "bgp %s: zebra's connection from %s down (%s): its %d routes kept, stale; those "
+            "not sent again within %g s are removed",
+            self.node, peer, reason, len(self.seen), self.stale_seconds,
+        )  # fmt: skip
+        self._sweep_later(session)
+
+    async def updates(self, peer: Peer, batch: Sequence[Update]) -> None:
+        session = self.peers.get(peer, self.session)
+        # The last update of each prefix in the batch wins (zebra's delete + add of a change).
+        last: dict[str, RouteUpdate | None] = {}
+        counters = self.counters
+        for update in batch:
+            if not isinstance(update, RouteUpdate):
+                continue  # next-hop objects: the listener resolved them into the routes
+            counters.received += 1
+            if update.table != RT_TABLE_MAIN:
+                counters.filtered += 1
+                continue
+            prefix = prefix_text(update.prefix.network_address.packed, update.prefix.prefixlen)
+            if update.op is Operation.DELETE:
+                last[prefix] = None
+            elif update.protocol in KERNEL_PROTOCOLS:
+                counters.filtered += 1
+                last[prefix] = None  # zebra selected a kernel route there: ours is gone
+            else:
+                last[prefix] = update
+        if last:
+            await self._change(last, session)
+
+    # -- the node's ports
+
+    async def ports_changed(self) -> None:
+        """The agent reported its ports (again): every route is mapped afresh."""
+        await self._change(None, None)
+
+    async def adopt(self, routes: Mapping[str, Intent]) -> None:
+        """Routes found on the node when the controller started that are not the operator's:
+        taken as a previous session's, kept, and removed after `stale_seconds` unless zebra
+        sends them again. Prefixes already known are left alone."""
+        async with self._lock:
+            new = {p: i for p, i in routes.items() if p not in self.seen}
+            for prefix, intent in new.items():
+                self.routes[prefix] = intent
+                self.seen[prefix] = 0
+            self._per_session[0] += len(new)
+            self._stale_below = max(self._stale_below, 1)
+        if new:
+            log.info(
+                "bgp %s: %d routes on the node adopted as stale until zebra sends them again",
+                self.node, len(new),
+            )  # fmt: skip
+            await self.target.bgp_routes(self.node, new, ())
+        self._sweep_later(0)
+
+    async def stop(self) -> None:
+        for handle in self._sweeps:
+            handle.cancel()
+        self._sweeps.clear()
+
+    # -- internals
+
+    async def _change(
+        self, last: Mapping[str, RouteUpdate | None] | None, session: int | None
+    ) -> None:
+        """Applies the updates (None: delete) of one batch, from `session`. `last` None: maps
+        every route afresh, which refreshes nothing (`session` None)."""
+        async with self._lock:
+            if last is None:
+                last = dict(self.sent)
+            interfaces = self.interfaces()
+            routes, sent, reasons = self.routes, self.sent, self.reasons
+            waiting = self.counters.not_installed
+            set_: dict[str, Intent] = {}
+            deleted: list[str] = []
+            for prefix, update in last.items():
+                if session is not None:
+                    self._saw(prefix, None if update is None else session)
+                old_reason = reasons.pop(prefix, None)
+                if old_reason is not None:
+                    waiting[old_reason] -= 1
+                if update is None:
+                    sent.pop(prefix, None)
+                    if routes.pop(prefix, None) is not None:
+                        deleted.append(prefix)
+                    continue
+                sent[prefix] = update
+                intent, reason = self._intent(update, interfaces)
+                if intent is None:
+                    assert reason is not None
+                    reasons[prefix] = reason
+                    waiting[reason] += 1
+                    if reason != PORTS_UNKNOWN:
+                        self.counters.not_installed_total[reason] += 1
+                    if routes.pop(prefix, None) is not None:
+                        deleted.append(prefix)
+                elif routes.get(prefix) != intent:
+                    routes[prefix] = intent
+                    set_[prefix] = intent
+            if set_ or deleted:
+                await self.target.bgp_routes(self.node, set_, deleted)
+
+    def _saw(self, prefix: str, session: int | None) -> None:
+        old = self.seen.pop(prefix, None)
+        if old is not None:
+            self._per_session[old] -= 1
+        if session is not None:
+            self.seen[prefix] = session
+            self._per_session[session] += 1
+
+    def _intent(
+        self, update: RouteUpdate, interfaces: Interfaces | None
+    ) -> tuple[Intent | None, str | None]:
+        kind = _KINDS.get(update.type)
+        if kind is not None:
+            return self._shared(kind, None), None
+        if interfaces is None:
+            return None, PORTS_UNKNOWN
+        if len(update.next_hops) > MAX_NEXT_HOPS:
+            return None, TOO_MANY_NEXT_HOPS
+        hops: dict[AdjacencyKey, int] = {}
+        for hop in update.next_hops:
+            if hop.gateway is None:
+                return None, ON_LINK
+            if not hop.ifindex:
+                return None, NO_INTERFACE
+            where = interfaces.get(hop.ifindex)
+            if where is None:
+                return None, UNOWNED_INTERFACE
+            try:
+                gateway = gateway_from_pb(hop.gateway.packed, "gateway")
+            except FieldError:
+                return None, BAD_GATEWAY
+            key = (gateway, where[0], where[1])
+            hops[key] = hops.get(key, 0) + hop.weight
+        return self._shared(RouteKind.FORWARD, tuple(sorted(hops.items()))), None
+
+    def _shared(self, kind: RouteKind, group: GroupKey | None) -> Intent:
+        key = (kind, group)
+        intent = self._intents.get(key)
+        if intent is None:
+            intent = self._intents[key] = Intent(kind, group)
+        return intent
+
+    def _sweep_later(self, session: int) -> None:
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._sweeps.discard(handle)
+            task = loop.create_task(self._sweep(session))
+            task.add_done_callback(_log_failure)
+
+        handle = loop.call_later(self.stale_seconds, fire)
+        self._sweeps.add(handle)
+
+    async def _sweep(self, session: int) -> None:
+        """Removes the routes last sent in `session` or before: the hold time is over."""
+        async with self._lock:
+            stale = [p for p, s in self.seen.items() if s <= session]
+            deleted = []
+            for prefix in stale:
+                self._saw(prefix, None)
+                self.sent.pop(prefix, None)
+                reason = self.reasons.pop(prefix, None)
+                if reason is not None:
+                    self.counters.not_installed[reason] -= 1
+                if self.routes.pop(prefix, None) is not None:
+                    deleted.append(prefix)
+            self.counters.swept += len(stale)
+            if stale:
+                log.warning(
+                    "bgp %s: %d stale routes not sent again within %g s removed",
+                    self.node, len(stale), self.stale_seconds,
+                )  # fmt: skip
+            if deleted:
+                await self.target.bgp_routes(self.node, {}, deleted)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("bgp: removing stale routes failed", exc_info=task.exception())
+
+
+def not_installed(sources: Iterable[BgpSource]) -> dict[str, int]:
+    """Routes not installed now, by reason, over `sources` (for status)."""
+    total: Counter[str] = Counter()
+    for source in sources:
+        total.update(source.counters.not_installed)
+    return {reason: n for reason, n in total.items() if n}

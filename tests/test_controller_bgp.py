@@ -1,0 +1,367 @@
+"""The controller's BGP source fed by the real FPM listener over loopback TCP with crafted
+zebra messages: what is installed and how, what is filtered or not installed (counted by
+reason), coalescing of zebra's delete + add, remapping when the agent's ports arrive, and
+soft state: routes kept stale across a lost connection or a controller restart, removed after
+the hold time unless the replay refreshed them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from corridor.common.fib import RouteKind
+from corridor.controller.bgp import (
+    BAD_GATEWAY,
+    ON_LINK,
+    TOO_MANY_NEXT_HOPS,
+    UNOWNED_INTERFACE,
+    BgpSource,
+    Interfaces,
+    not_installed,
+)
+from corridor.controller.domain import MAX_NEXT_HOPS, Intent
+from corridor.fpm import FpmListener, start_listener
+from fpm_support import frame, nexthop_message, route_message, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+NODE = "r1"
+# The agent's ports as ListPorts reports them: ifindex -> (port, VLAN). 9 is the
+# management interface, which is no port.
+PORTS: Interfaces = {3: ("dut0", 0), 4: ("dut1", 0), 5: ("dut1", 20)}
+MGMT = 9
+STALE = 0.6  # seconds: short, so the tests are quick; nothing asserts on timing below it
+
+
+@dataclass
+class Core:
+    """Implements BgpTarget: the node's BGP routes as the core would hold them, and every call."""
+
+    routes: dict[str, Intent] = field(default_factory=dict)
+    calls: list[tuple[dict[str, Intent], list[str]]] = field(default_factory=list)
+
+    async def bgp_routes(
+        self, node: str, routes: Mapping[str, Intent], deleted: Sequence[str]
+    ) -> None:
+        assert node == NODE
+        assert routes or deleted, "an empty change must not reach the core"
+        self.calls.append((dict(routes), list(deleted)))
+        self.routes.update(routes)
+        for prefix in deleted:
+            del self.routes[prefix]  # a delete of what it does not hold is a bug
+
+    @property
+    def deleted(self) -> list[str]:
+        return [p for _, deleted in self.calls for p in deleted]
+
+
+@dataclass
+class Feed:
+    source: BgpSource
+    core: Core
+    listener: FpmListener
+    port: int
+    agent: Agent
+
+    async def connect(self) -> asyncio.StreamWriter:
+        ups = self.listener.counters.connections_accepted
+        _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        await wait_until(
+            lambda: self.listener.counters.connections_accepted > ups, 10, "the connection"
+        )
+        return writer
+
+    async def send(self, writer: asyncio.StreamWriter, *messages: bytes) -> None:
+        """Each message in a frame of its own; returns once the source has taken them all."""
+        before = self.source.counters.received
+        writer.write(b"".join(frame(m) for m in messages))
+        await writer.drain()
+        await wait_until(
+            lambda: self.source.counters.received >= before + _routes_in(messages),
+            10,
+            "the source to take the updates",
+        )
+
+    async def close(self, writer: asyncio.StreamWriter) -> None:
+        closed = self.listener.counters.connections_closed
+        writer.close()
+        await writer.wait_closed()
+        await wait_until(
+            lambda: self.listener.counters.connections_closed > closed, 10, "the connection down"
+        )
+
+
+def _routes_in(messages: Sequence[bytes]) -> int:
+    return sum(1 for m in messages if m[4] in (24, 25))  # nlmsg_type: routes only
+
+
+@dataclass
+class Agent:
+    """The node's ports as its agent last reported them (None: not yet)."""
+
+    ports: Interfaces | None = field(default_factory=lambda: dict(PORTS))
+
+
+@pytest.fixture
+async def feed() -> AsyncIterator[Feed]:
+    core, agent = Core(), Agent()
+    source = BgpSource(NODE, core, lambda: agent.ports, stale_seconds=STALE)
+    listener, port = await start_listener("127.0.0.1", 0, source)
+    try:
+        yield Feed(source, core, listener, port, agent)
+    finally:
+        await listener.stop()
+        await source.stop()
+
+
+def hop(
+    gateway: str, port: str, vlan: int = 0, weight: int = 1
+) -> tuple[tuple[str, str, int], int]:
+    return ((gateway, port, vlan), weight)
+
+
+def forward(*hops: tuple[tuple[str, str, int], int]) -> Intent:
+    return Intent(RouteKind.FORWARD, tuple(sorted(hops)))
+
+
+# -- what is installed ----------------------------------------------------------------------
+
+
+async def test_unicast_routes_map_interfaces_to_ports_and_vlans(feed: Feed) -> None:
+    w = await feed.connect()
+    await feed.send(
+        w,
+        route_message("198.18.10.0/24", gateway="198.18.0.1", oif=3),
+        route_message("198.18.11.0/24", gateway="198.18.20.1", oif=5),
+        route_message("2001:db8:10::/48", gateway="2001:db8:1::2", oif=4),
+        route_message(
+            "198.18.12.0/24",
+            multipath=[
+                {"gateway": "198.18.1.2", "oif": 4, "weight": 3},
+                {"gateway": "198.18.0.1", "oif": 3, "weight": 1},
+            ],
+        ),
+    )
+    assert feed.core.routes == {
+        "198.18.10.0/24": forward(hop("198.18.0.1", "dut0")),
+        "198.18.11.0/24": forward(hop("198.18.20.1", "dut1", 20)),
+        "2001:db8:10::/48": forward(hop("2001:db8:1::2", "dut1")),
+        "198.18.12.0/24": forward(hop("198.18.0.1", "dut0", 0, 1), hop("198.18.1.2", "dut1", 0, 3)),
+    }
+    assert not_installed([feed.source]) == {}
+
+
+async def test_routes_with_the_same_next_hops_share_one_intent(feed: Feed) -> None:
+    w = await feed.connect()
+    await feed.send(
+        w,
+        route_message("198.18.10.0/24", gateway="198.18.0.1", oif=3),
+        route_message("198.18.11.0/24", gateway="198.18.0.1", oif=3),
+    )
+    a, b = feed.core.routes["198.18.10.0/24"], feed.core.routes["198.18.11.0/24"]
+    assert a is b  # one object: the core counts distinct intents by identity
+
+
+@pytest.mark.parametrize(
+    ("rtype", "kind"),
+    [(6, RouteKind.BLACKHOLE), (7, RouteKind.UNREACHABLE), (8, RouteKind.UNREACHABLE)],
+)
+async def test_discard_routes(feed: Feed, rtype: int, kind: RouteKind) -> None:
+    w = await feed.connect()
+    await feed.send(w, route_message("198.18.66.0/24", rtype=rtype))
+    assert feed.core.routes == {"198.18.66.0/24": Intent(kind)}
+
+
+async def test_ipv4_routes_via_ipv6_gateways_rfc8950_in_both_forms(feed: Feed) -> None:
+    w = await feed.connect()
+    await feed.send(
+        w,
+        route_message("198.18.50.0/24", via="2001:db8:1::2", oif=4),
+        nexthop_message(7, gateway="fe80::2", oif=4),
+        route_message("198.18.51.0/24", nh_id=7),
+    )
+    assert feed.core.routes == {
+        "198.18.50.0/24": forward(hop("2001:db8:1::2", "dut1")),
+        "198.18.51.0/24": forward(hop("fe80::2", "dut1")),
+    }
+
+
+async def test_next_hop_objects_give_the_same_intents_as_inline(feed: Feed) -> None:
+    w = await feed.connect()
+    await feed.send(
+        w,
+        nexthop_message(1, gateway="198.18.0.1", oif=3),
+        nexthop_message(2, gateway="198.18.1.2", oif=4),
+        nexthop_message(3, group=[(1, 1), (2, 3)]),
+        route_message("198.18.12.0/24", nh_id=3),
+    )
+    assert feed.core.routes == {
+        "198.18.12.0/24": forward(hop("198.18.0.1", "dut0", 0, 1), hop("198.18.1.2", "dut1", 0, 3)),
+    }
+    # A changed object moves its routes (the listener re-sends them).
+    await feed.send(w, nexthop_message(2, gateway="198.18.1.3", oif=4))
+    await wait_until(
+        lambda: hop("198.18.1.3", "dut1", 0, 3) in (feed.core.routes["198.18.12.0/24"].group or ()),
+        10,
+        "the route to follow its next-hop object",
+    )
+
+
+# -- what is not installed ------------------------------------------------------------------
+
+
+async def test_connected_and_other_tables_are_filtered(feed: Feed) -> None:
+    w = await feed.connect()
+    await feed.send(
+        w,
+        route_message("198.18.0.0/24", oif=3, proto=2),  # connected, on-link
+        route_message("198.18.70.0/24", gateway="198.18.0.1", oif=3, table=100),
+        route_message("198.18.71.0/24", gateway="198.18.0.1", oif=3, proto=196),  # FRR static
+    )
+    assert feed.core.routes == {"198.18.71.0/24": forward(hop("198.18.0.1", "dut0"))}
+    assert feed.source.counters.filtered == 2
+    assert not_installed([feed.source]) == {}  # filtered by design: not a fault
+
+
+async def test_a_kernel_route_replacing_a_bgp_route_removes_it(feed: Feed) -> None:
+    w = await feed.connect()
+    await feed.send(w, route_message("198.18.72.0/24", gateway="198.18.0.1", oif=3))
+    assert "198.18.72.0/24" in feed.core.routes
+    await feed.send(w, route_message("198.18.72.0/24", oif=3, proto=2))
+    assert feed.core.routes == {} and feed.core.deleted == ["198.18.72.0/24"]
+
+
+async def test_a_route_through_an_unowned_interface_is_counted_not_installed(feed: Feed) -> None:
+    w = await feed.connect()
+    await feed.send(
+        w,
+        route_message("198.18.80.0/24", gateway="192.0.2.1", oif=MGMT),
+        route_message(
+            "198.18.81.0/24",
+            multipath=[{"gateway": "198.18.0.1", "oif": 3}, {"gateway": "192.0.2.1", "oif": MGMT}],
+        ),
+        route_message("198.18.82.0/24", gateway="198.18.0.1", oif=3),  # the feed goes on
+        route_message("198.18.83.0/24", oif=3),  # on-link: no gateway to resolve
+        route_message("198.18.84.0/24", gateway="224.0.0.5", oif=3),
+    )
+    assert feed.core.routes == {"198.18.82.0/24": forward(hop("198.18.0.1", "dut0"))}
+    assert not_installed([feed.source]) == {UNOWNED_INTERFACE: 2, ON_LINK: 1, BAD_GATEWAY: 1}
+    # The same prefix through a port later: installed, and no longer counted now.
+    await feed.send(w, route_message("198.18.80.0/24", gateway="198.18.0.1", oif=3))
+    assert "198.18.80.0/24" in feed.core.routes
+    assert not_installed([feed.source]) == {UNOWNED_INTERFACE: 1, ON_LINK: 1, BAD_GATEWAY: 1}
+    assert feed.source.counters.not_installed_total[UNOWNED_INTERFACE] == 2
+    # An installed route moving to the management port is removed.
+    await feed.send(w, route_message("198.18.82.0/24", gateway="192.0.2.1", oif=MGMT))
+    assert "198.18.82.0/24" not in feed.core.routes
+    assert not_installed([feed.source])[UNOWNED_INTERFACE] == 2
+
+
+async def test_more_next_hops_than_a_group_holds(feed: Feed) -> None:
+    w = await feed.connect()
+    hops = [
+        {"gateway": f"198.18.{i // 200}.{i % 200 + 1}", "oif": 3} for i in range(MAX_NEXT_HOPS + 1)
+    ]
+    await feed.send(w, route_message("198.18.90.0/24", multipath=hops))
+    assert feed.core.routes == {}
+    assert not_installed([feed.source]) == {TOO_MANY_NEXT_HOPS: 1}
+
+
+async def test_routes_wait_for_the_agents_ports(feed: Feed) -> None:
+    feed.agent.ports = None
+    w = await feed.connect()
+    await feed.send(
+        w,
+        route_message("198.18.10.0/24", gateway="198.18.0.1", oif=3),
+        route_message("198.18.66.0/24", rtype=6),  # needs no port
+    )
+    assert feed.core.routes == {"198.18.66.0/24": Intent(RouteKind.BLACKHOLE)}
+    feed.agent.ports = dict(PORTS)
+    await feed.source.ports_changed()
+    assert feed.core.routes["198.18.10.0/24"] == forward(hop("198.18.0.1", "dut0"))
+    assert not_installed([feed.source]) == {}
+    # A port renumbered (its device re-created): remapped, and the stale ifindex is no port.
+    feed.agent.ports = {13: ("dut0", 0)}
+    await feed.source.ports_changed()
+    assert "198.18.10.0/24" not in feed.core.routes
+    assert not_installed([feed.source]) == {UNOWNED_INTERFACE: 1}
+
+
+# -- changes --------------------------------------------------------------------------------
+
+
+async def test_zebras_delete_and_add_of_a_change_never_removes_the_route(feed: Feed) -> None:
+    w = await feed.connect()
+    await feed.send(w, route_message("198.18.10.0/24", gateway="198.18.0.1", oif=3))
+    # zebra writes an update as RTM_DELROUTE + RTM_NEWROUTE in one frame.
+    both = route_message("198.18.10.0/24", delete=True, gateway="198.18.0.1", oif=3)
+    both += route_message("198.18.10.0/24", gateway="198.18.1.2", oif=4)
+    before = feed.source.counters.received
+    w.write(frame(both))
+    await w.drain()
+    await wait_until(lambda: feed.source.counters.received == before + 2, 10, "the change")
+    assert feed.core.deleted == []
+    assert feed.core.routes == {"198.18.10.0/24": forward(hop("198.18.1.2", "dut1"))}
+
+
+async def test_a_withdrawal_removes_the_route(feed: Feed) -> None:
+    w = await feed.connect()
+    await feed.send(w, route_message("198.18.10.0/24", gateway="198.18.0.1", oif=3))
+    await feed.send(w, route_message("198.18.10.0/24", delete=True, rtype=0))
+    assert feed.core.routes == {} and feed.core.deleted == ["198.18.10.0/24"]
+
+
+# -- soft state -----------------------------------------------------------------------------
+
+
+async def test_a_lost_connection_keeps_the_routes_until_the_replay(feed: Feed) -> None:
+    w = await feed.connect()
+    await feed.send(
+        w,
+        route_message("198.18.10.0/24", gateway="198.18.0.1", oif=3),
+        route_message("198.18.11.0/24", gateway="198.18.0.1", oif=3),
+        route_message("198.18.80.0/24", gateway="192.0.2.1", oif=MGMT),
+    )
+    await feed.close(w)
+    # Nothing withdrawn: all stale.
+    assert set(feed.core.routes) == {"198.18.10.0/24", "198.18.11.0/24"}
+    assert feed.source.stale == 3 and not feed.source.connected
+    # zebra comes back and replays part of its table, one route changed.
+    w = await feed.connect()
+    await feed.send(w, route_message("198.18.10.0/24", gateway="198.18.1.2", oif=4))
+    assert feed.source.stale == 2
+    assert feed.core.deleted == []
+    await wait_until(lambda: feed.source.counters.swept == 2, 10, "the stale routes to go")
+    assert feed.core.routes == {"198.18.10.0/24": forward(hop("198.18.1.2", "dut1"))}
+    assert feed.core.deleted == ["198.18.11.0/24"]
+    assert feed.source.stale == 0 and not_installed([feed.source]) == {}
+    await feed.close(w)
+
+
+async def test_without_a_reconnection_everything_goes_after_the_hold_time(feed: Feed) -> None:
+    w = await feed.connect()
+    await feed.send(w, route_message("198.18.10.0/24", gateway="198.18.0.1", oif=3))
+    await feed.close(w)
+    await asyncio.sleep(STALE / 3)
+    assert feed.core.routes != {}  # still held
+    await wait_until(lambda: feed.core.routes == {}, 10, "the hold time to end")
+    assert feed.core.deleted == ["198.18.10.0/24"]
+
+
+async def test_routes_found_at_start_are_adopted_until_zebra_sends_them(feed: Feed) -> None:
+    found = {
+        "198.18.10.0/24": forward(hop("198.18.0.1", "dut0")),
+        "198.18.11.0/24": forward(hop("198.18.0.1", "dut0")),
+    }
+    await feed.source.adopt(found)
+    assert feed.core.routes == found and feed.source.stale == 2
+    w = await feed.connect()
+    await feed.send(w, route_message("198.18.10.0/24", gateway="198.18.0.1", oif=3))
+    await wait_until(lambda: feed.source.counters.swept == 1, 10, "the unrefreshed route to go")
+    assert feed.core.routes == {"198.18.10.0/24": found["198.18.10.0/24"]}
+    # The refreshed route was not written again: it was already what zebra sent.
+    assert [set(r) for r, _ in feed.core.calls] == [set(found), set()]
+    await feed.close(w)
