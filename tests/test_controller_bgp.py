@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from corridor.common.config import ConfigError, HostPort, Table
 from corridor.common.fib import RouteKind
 from corridor.controller.bgp import (
     BAD_GATEWAY,
@@ -19,7 +20,9 @@ from corridor.controller.bgp import (
     TOO_MANY_NEXT_HOPS,
     UNOWNED_INTERFACE,
     BgpSource,
+    FpmConfig,
     Interfaces,
+    fpm_from,
     not_installed,
 )
 from corridor.controller.domain import MAX_NEXT_HOPS, Intent
@@ -365,3 +368,60 @@ async def test_routes_found_at_start_are_adopted_until_zebra_sends_them(feed: Fe
     # The refreshed route was not written again: it was already what zebra sent.
     assert [set(r) for r, _ in feed.core.calls] == [set(found), set()]
     await feed.close(w)
+
+
+# -- [[fpm]] --------------------------------------------------------------------------------
+
+
+def _fpm(*tables: dict[str, object]) -> tuple[FpmConfig, ...]:
+    top = Table({"fpm": list(tables)}, "")
+    configs = fpm_from(top)
+    top.finish()
+    return configs
+
+
+def test_fpm_config_defaults() -> None:
+    (config,) = _fpm({"node": "local"})
+    assert config == FpmConfig("local", HostPort("127.0.0.1", 2620), None, 120.0, None)
+    (config,) = _fpm(
+        {
+            "node": "r1",
+            "listen": "[::1]:2700",
+            "allowed_peers": ["::1"],
+            "stale_seconds": 30,
+            "netns": "router",
+        }
+    )
+    assert config == FpmConfig("r1", HostPort("::1", 2700), ("::1",), 30.0, "router")
+
+
+def test_fpm_config_beyond_loopback_needs_allowed_peers() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _fpm({"node": "r1", "listen": "0.0.0.0:2620"})
+    (problem,) = caught.value.problems
+    assert problem.startswith("fpm[0].allowed_peers: is required: listen 0.0.0.0:2620 is beyond")
+    (config,) = _fpm({"node": "r1", "listen": "0.0.0.0:2620", "allowed_peers": ["198.18.0.9"]})
+    assert config.allowed_peers == ("198.18.0.9",)
+
+
+def test_fpm_config_problems_name_their_fields() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _fpm(
+            {"node": "bad name", "listen": "nowhere", "allowed_peers": ["x"], "extra": 1},
+            {"node": "r1", "stale_seconds": 0},
+            {"node": "r1"},
+        )
+    fields = [p.split(":")[0] for p in caught.value.problems]
+    assert fields == [
+        "fpm[0].node",
+        "fpm[0].listen",
+        "fpm[0].allowed_peers[0]",
+        "fpm[0].extra",
+        "fpm[1].stale_seconds",
+        "fpm[2].listen",
+        "fpm[2].node",
+    ]
+    assert (
+        caught.value.problems[-1]
+        == "fpm[2].node: 'r1' is already fed by fpm[1]; one zebra per node"
+    )

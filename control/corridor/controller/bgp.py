@@ -37,13 +37,24 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from ipaddress import ip_address
 from typing import Protocol
 
 from corridor.common.addresses import gateway_from_pb, prefix_text
+from corridor.common.config import HostPort, Table, host_port_from
 from corridor.common.errors import FieldError
 from corridor.common.fib import RouteKind
-from corridor.controller.domain import MAX_NEXT_HOPS, AdjacencyKey, GroupKey, Intent
-from corridor.fpm import Operation, Peer, RouteType, RouteUpdate, Update
+from corridor.common.serving import StartError
+from corridor.controller.domain import (
+    MAX_NEXT_HOPS,
+    AdjacencyKey,
+    GroupKey,
+    Intent,
+    check_node_name,
+)
+from corridor.fpm import DEFAULT_PORT, FpmListener, Operation, Peer, RouteType, RouteUpdate, Update
+from corridor.fpm import start_listener as start_fpm_listener
 
 log = logging.getLogger("corridor.controller")
 
@@ -333,3 +344,148 @@ def not_installed(sources: Iterable[BgpSource]) -> dict[str, int]:
     for source in sources:
         total.update(source.counters.not_installed)
     return {reason: n for reason, n in total.items() if n}
+
+
+# -- configuration: [[fpm]] -----------------------------------------------------------------
+
+EXAMPLE = """\
+[[fpm]]                                   # one per routing daemon (zebra) feeding a node
+node = "local"                            # the node whose routes this zebra selects
+listen = "127.0.0.1:2620"                 # zebra's `fpm address 127.0.0.1 port 2620`
+# allowed_peers = ["192.0.2.10"]          # required when listen is beyond loopback
+# netns = "router"                        # listen inside this `ip netns`, where zebra runs
+# stale_seconds = 120                     # hold time of routes after zebra's connection drops
+"""
+
+
+@dataclass(frozen=True)
+class FpmConfig:
+    """One `[[fpm]]` table: a listener for one zebra, whose routes go to `node`."""
+
+    node: str
+    listen: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", DEFAULT_PORT))
+    allowed_peers: tuple[str, ...] | None = None
+    stale_seconds: float = DEFAULT_STALE_SECONDS
+    netns: str | None = None
+
+
+def fpm_from(top: Table) -> tuple[FpmConfig, ...]:
+    """The `[[fpm]]` tables of a controller's file, problems noted in `top` (see Table)."""
+    out: list[FpmConfig] = []
+    bad_listen: set[int] = set()
+    for i, t in enumerate(top.tables("fpm")):
+        node = t.required_string("node")
+        if not t.failed("node") and (problem := check_node_name(node)) is not None:
+            t.fail("node", problem)
+        listen = host_port_from(t, "listen") or HostPort("127.0.0.1", DEFAULT_PORT)
+        peers = _peers(t)
+        stale = t.integer("stale_seconds", 1, 86400, default=int(DEFAULT_STALE_SECONDS))
+        netns = t.string("netns")
+        if netns is not None and (
+            not netns or len(netns) > 255 or any(c in netns for c in "/\0 \t\n")
+        ):
+            t.fail("netns", f"{netns!r} is not a network namespace name as `ip netns add` takes")
+        t.done()
+        if not t.failed("listen") and peers is None and not _loopback(listen.host):
+            t.fail(
+                "allowed_peers",
+                f"is required: listen {listen} is beyond loopback and FPM has no "
+                "authentication; list the addresses zebra connects from (or listen on "
+                "127.0.0.1)",
+            )
+        for j, other in enumerate(out):
+            same = (other.listen, other.netns) == (listen, netns)
+            if same and not t.failed("listen") and j not in bad_listen:
+                t.fail("listen", f"{listen} is already fpm[{j}].listen")
+            if other.node == node:
+                t.fail("node", f"{node!r} is already fed by fpm[{j}]; one zebra per node")
+        if t.failed("listen"):
+            bad_listen.add(i)
+        out.append(FpmConfig(node, listen, peers, float(stale), netns))
+    return tuple(out)
+
+
+def _peers(t: Table) -> tuple[str, ...] | None:
+    values = t.get("allowed_peers", list, "an array of IP addresses")
+    if values is None:
+        return None
+    peers = []
+    for j, value in enumerate(values):
+        try:
+            peers.append(str(ip_address(value)))
+        except (ValueError, TypeError):
+            t.fail(f"allowed_peers[{j}]", f"{value!r} is not an IPv4 or IPv6 address")
+    if not values:
+        t.fail("allowed_peers", "is empty; list the addresses zebra connects from")
+    return tuple(peers)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+# -- running: the listeners of a controller ------------------------------------------------
+
+
+class BgpFeeds:
+    """The controller's FPM listeners, one per `[[fpm]]`, and their sources: started and
+    stopped with the controller. `interfaces_of(node)`: the node's ports by ifindex as its
+    agent last reported them (None until then)."""
+
+    def __init__(
+        self,
+        configs: Sequence[FpmConfig],
+        target: BgpTarget,
+        interfaces_of: Callable[[str], Interfaces | None],
+    ) -> None:
+        self.configs = tuple(configs)
+        self.sources: dict[str, BgpSource] = {}
+        for config in self.configs:
+            node = config.node
+            self.sources[node] = BgpSource(
+                node, target, partial(interfaces_of, node), config.stale_seconds
+            )
+        self.listeners: list[tuple[FpmConfig, FpmListener, int]] = []
+
+    async def start(self) -> None:
+        """Listens for every zebra; on failure nothing is left listening (StartError naming
+        the entry)."""
+        try:
+            for i, config in enumerate(self.configs):
+                source = self.sources[config.node]
+                try:
+                    listener, port = await start_fpm_listener(
+                        config.listen.host,
+                        config.listen.port,
+                        source,
+                        allowed_peers=config.allowed_peers,
+                        netns=config.netns,
+                    )
+                except (OSError, ValueError) as error:
+                    raise StartError(
+                        f"fpm[{i}].listen: cannot listen on {config.listen}: {error}"
+                    ) from error
+                self.listeners.append((config, listener, port))
+                log.info(
+                    "bgp: routes of node %s from zebra on %s port %d%s",
+                    config.node, config.listen.host, port,
+                    f" in {config.netns}" if config.netns else "",
+                )  # fmt: skip
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        for _, listener, _ in self.listeners:
+            await listener.stop()
+        self.listeners.clear()
+        for source in self.sources.values():
+            await source.stop()
+
+    async def ports_read(self, node: str) -> None:
+        source = self.sources.get(node)
+        if source is not None:
+            await source.ports_changed()
