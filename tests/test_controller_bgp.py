@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from corridor.controller.bgp import (
     ON_LINK,
     TOO_MANY_NEXT_HOPS,
     UNOWNED_INTERFACE,
+    BgpIntent,
     BgpSource,
     FpmConfig,
     Interfaces,
@@ -425,3 +427,34 @@ def test_fpm_config_problems_name_their_fields() -> None:
         caught.value.problems[-1]
         == "fpm[2].node: 'r1' is already fed by fpm[1]; one zebra per node"
     )
+
+
+# -- BgpIntent: ids beside the operator's -----------------------------------------------------
+
+
+def test_bgp_groups_take_ids_from_the_top_and_free_them() -> None:
+    group_keys: dict[int, Any] = {1: ((("x", "dut0", 0), 1),)}  # the operator's group 1
+    adjacency_keys: dict[int, Any] = {1: ("x", "dut0", 0)}
+    bgp = BgpIntent(group_keys, adjacency_keys, max_groups=4, max_adjacencies=3)
+    a = forward(hop("198.18.0.1", "dut0"))
+    b = forward(hop("198.18.0.1", "dut0"), hop("198.18.1.2", "dut1"))
+    changed, refused, unused = bgp.apply(NODE, {"198.18.10.0/24": a, "198.18.11.0/24": b}, ())
+    assert (sorted(changed), refused, unused) == (["198.18.10.0/24", "198.18.11.0/24"], [], [])
+    assert bgp.group_ids == {a.group: 4, b.group: 3}
+    assert bgp.adjacency_ids == {("198.18.0.1", "dut0", 0): 3, ("198.18.1.2", "dut1", 0): 2}
+    assert group_keys[4] == a.group and adjacency_keys[2] == ("198.18.1.2", "dut1", 0)
+    assert bgp.sizes() == (2, 0, 2, 2)
+    # No adjacency id left for a third next hop: refused whole, nothing taken.
+    c_ = forward(hop("198.18.1.3", "dut1"), hop("198.18.1.4", "dut1"))
+    changed, refused, unused = bgp.apply(NODE, {"198.18.12.0/24": c_}, ())
+    assert (changed, refused, bgp.ids_exhausted) == ([], ["198.18.12.0/24"], 1)
+    assert len(group_keys) == 3 and len(adjacency_keys) == 3
+    # Moving a route off a group and deleting the other: both groups unused, then freed.
+    changed, _, unused = bgp.apply(NODE, {"198.18.11.0/24": a}, ["198.18.10.0/24"])
+    assert sorted(changed) == ["198.18.10.0/24", "198.18.11.0/24"] and unused == [b.group]
+    bgp.forget(unused)
+    assert bgp.group_ids == {a.group: 4} and 3 not in group_keys and 2 not in adjacency_keys
+    _, _, unused = bgp.apply(NODE, {}, ["198.18.11.0/24"])
+    bgp.forget(unused)
+    assert group_keys == {1: ((("x", "dut0", 0), 1),)} and adjacency_keys == {1: ("x", "dut0", 0)}
+    assert bgp.sizes() == (0, 0, 0, 0)

@@ -346,6 +346,156 @@ def not_installed(sources: Iterable[BgpSource]) -> dict[str, int]:
     return {reason: n for reason, n in total.items() if n}
 
 
+# -- the BGP routes of every node, beside the operator's intent ----------------------------
+
+
+class BgpIntent:
+    """Every node's BGP routes, in memory only, and the ids of their next-hop groups and
+    adjacencies. The operator's intent (domain.IntentState) consults it for the prefixes it
+    has no route for: the operator's route wins.
+
+    Ids come from the same spaces as the operator's, from the top down (the store's are taken
+    from the bottom up), and are entered in the state's id -> key maps so that neither side
+    takes one the other uses. They are never stored: a restarted controller maps the node's
+    groups again (see `adopted`). A BGP group and an operator's group with the same next hops
+    are two groups on the node: the two never share an id, so the store never names one it
+    did not write."""
+
+    def __init__(
+        self,
+        group_keys: dict[int, GroupKey],
+        adjacency_keys: dict[int, AdjacencyKey],
+        max_groups: int,
+        max_adjacencies: int,
+    ) -> None:
+        """`group_keys`, `adjacency_keys`: the state's maps, shared (ids of both sources)."""
+        self.group_keys = group_keys
+        self.adjacency_keys = adjacency_keys
+        self.max_groups = max_groups
+        self.max_adjacencies = max_adjacencies
+        self.routes: dict[str, dict[str, Intent]] = {}  # node -> prefix -> intent
+        self.group_ids: dict[GroupKey, int] = {}
+        self.group_refs: Counter[GroupKey] = Counter()  # routes per group
+        self.adjacency_ids: dict[AdjacencyKey, int] = {}
+        self.adjacency_refs: Counter[AdjacencyKey] = Counter()  # groups per adjacency
+        self.groups: set[int] = set()  # the ids of BGP groups
+        self.v6_routes = 0
+        self.route_total = 0
+        self.ids_exhausted = 0  # routes refused for want of an id, monotonic
+
+    def table(self, node: str) -> dict[str, Intent]:
+        return self.routes.get(node, _EMPTY)
+
+    def sizes(self) -> tuple[int, int, int, int]:
+        v6 = self.v6_routes
+        return (self.route_total - v6, v6, len(self.group_ids), len(self.adjacency_ids))
+
+    def apply(
+        self, node: str, routes: Mapping[str, Intent], deleted: Iterable[str]
+    ) -> tuple[list[str], list[str], list[GroupKey]]:
+        """Sets and deletes BGP routes of `node`. Returns the prefixes that changed, those
+        refused (no id left for their group: counted, logged by the caller), and the groups
+        no route uses any more: `forget` them once every session has been refreshed."""
+        table = self.routes.setdefault(node, {})
+        refs = self.group_refs
+        changed: list[str] = []
+        refused: list[str] = []
+        let_go: set[GroupKey] = set()
+        v6 = total = 0
+        for prefix, intent in routes.items():
+            group = intent.group
+            if group is not None and group not in self.group_ids and not self._take(group):
+                refused.append(prefix)
+                continue
+            old = table.get(prefix)
+            if old is intent:
+                continue
+            table[prefix] = intent
+            changed.append(prefix)
+            if group is not None:
+                refs[group] += 1  # at once: the next route may share it
+            if old is None:
+                total += 1
+                v6 += ":" in prefix
+            elif old.group is not None:
+                refs[old.group] -= 1
+                let_go.add(old.group)
+        for prefix in deleted:
+            old = table.pop(prefix, None)
+            if old is None:
+                continue
+            changed.append(prefix)
+            total -= 1
+            v6 -= ":" in prefix
+            if old.group is not None:
+                refs[old.group] -= 1
+                let_go.add(old.group)
+        self.ids_exhausted += len(refused)
+        self.route_total += total
+        self.v6_routes += v6
+        unused = [g for g in let_go if refs[g] <= 0]
+        return changed, refused, unused
+
+    def forget(self, groups: Iterable[GroupKey]) -> None:
+        """Frees the ids of groups no route uses (after every session was refreshed)."""
+        for group in groups:
+            if self.group_refs.get(group, 0) > 0 or group not in self.group_ids:
+                continue
+            del self.group_refs[group]
+            id_ = self.group_ids.pop(group)
+            self.groups.discard(id_)
+            self.group_keys.pop(id_, None)
+            for adjacency, _ in group:
+                self.adjacency_refs[adjacency] -= 1
+                if self.adjacency_refs[adjacency] <= 0:
+                    del self.adjacency_refs[adjacency]
+                    self.adjacency_keys.pop(self.adjacency_ids.pop(adjacency), None)
+
+    def _take(self, group: GroupKey) -> bool:
+        """Ids for a new group and its new adjacencies; False (nothing taken) if none left."""
+        new_adjacencies = [a for a, _ in group if a not in self.adjacency_ids]
+        adjacency_ids = _top_free(self.adjacency_keys, self.max_adjacencies, len(new_adjacencies))
+        group_id = _top_free(self.group_keys, self.max_groups, 1)
+        if adjacency_ids is None or group_id is None:
+            return False
+        for adjacency, id_ in zip(new_adjacencies, adjacency_ids, strict=True):
+            self.adjacency_ids[adjacency] = id_
+            self.adjacency_keys[id_] = adjacency
+        for adjacency, _ in group:
+            self.adjacency_refs[adjacency] += 1
+        (id_,) = group_id
+        self.group_ids[group] = id_
+        self.group_keys[id_] = group
+        self.groups.add(id_)
+        return True
+
+    def members(
+        self, group: int, live: Callable[[AdjacencyKey], bool]
+    ) -> tuple[tuple[int, int], ...]:
+        """A BGP group's members on a node: those `live` (not drained) unless none is."""
+        key = self.group_keys[group]
+        ids = self.adjacency_ids
+        chosen = [(ids[a], w) for a, w in key if live(a)]
+        return tuple(sorted(chosen or [(ids[a], w) for a, w in key]))
+
+    def group_id(self, group: GroupKey) -> int:
+        return self.group_ids[group]
+
+
+_EMPTY: dict[str, Intent] = {}
+
+
+def _top_free(used: Mapping[int, object], limit: int, count: int) -> list[int] | None:
+    """`count` ids from `limit` down that `used` does not hold; None if there are fewer."""
+    out: list[int] = []
+    i = limit
+    while len(out) < count and i > 0:
+        if i not in used:
+            out.append(i)
+        i -= 1
+    return out if len(out) == count else None
+
+
 # -- configuration: [[fpm]] -----------------------------------------------------------------
 
 EXAMPLE = """\
