@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from corridor.common.config import ConfigError, HostPort, Table
-from corridor.common.fib import RouteKind
+from corridor.common.fib import Adjacency, Route, RouteKind
 from corridor.controller.bgp import (
     BAD_GATEWAY,
     ON_LINK,
@@ -24,6 +24,7 @@ from corridor.controller.bgp import (
     BgpSource,
     FpmConfig,
     Interfaces,
+    found_routes,
     fpm_from,
     not_installed,
 )
@@ -458,3 +459,28 @@ def test_bgp_groups_take_ids_from_the_top_and_free_them() -> None:
     bgp.forget(unused)
     assert group_keys == {1: ((("x", "dut0", 0), 1),)} and adjacency_keys == {1: ("x", "dut0", 0)}
     assert bgp.sizes() == (0, 0, 0, 0)
+
+
+def test_routes_found_on_a_node_become_intents_but_the_operators() -> None:
+    adjacencies = {
+        7: Adjacency(7, "dut0", 0, "", "", "198.18.0.1"),
+        8: Adjacency(8, "dut1", 20, "", "", "fe80::2"),
+        9: Adjacency(9, "dut1", 0, "02:00:00:00:00:01", "02:00:00:00:00:02"),  # not ours
+    }
+    groups = {70: ((7, 1), (8, 3)), 71: ((9, 1),)}
+    routes = [
+        Route("198.18.10.0/24", RouteKind.FORWARD, 70),
+        Route("198.18.11.0/24", RouteKind.FORWARD, 70),
+        Route("198.18.12.0/24", RouteKind.FORWARD, 71),
+        Route("198.18.13.0/24", RouteKind.BLACKHOLE),
+        Route("198.18.14.0/24", RouteKind.LOCAL),
+        Route("198.18.15.0/24", RouteKind.FORWARD, 70),  # the operator's
+    ]
+    found = found_routes(routes, groups, adjacencies, lambda p: p == "198.18.15.0/24")
+    both = forward(hop("198.18.0.1", "dut0", 0, 1), hop("fe80::2", "dut1", 20, 3))
+    assert found == {
+        "198.18.10.0/24": both,
+        "198.18.11.0/24": both,
+        "198.18.13.0/24": Intent(RouteKind.BLACKHOLE),
+    }
+    assert found["198.18.10.0/24"] is found["198.18.11.0/24"]

@@ -44,7 +44,7 @@ from typing import Protocol
 from corridor.common.addresses import gateway_from_pb, prefix_text
 from corridor.common.config import HostPort, Table, host_port_from
 from corridor.common.errors import FieldError
-from corridor.common.fib import RouteKind
+from corridor.common.fib import Adjacency, Members, Route, RouteKind
 from corridor.common.serving import StartError
 from corridor.controller.domain import (
     MAX_NEXT_HOPS,
@@ -494,6 +494,50 @@ def _top_free(used: Mapping[int, object], limit: int, count: int) -> list[int] |
             out.append(i)
         i -= 1
     return out if len(out) == count else None
+
+
+def found_routes(
+    routes: Iterable[Route],
+    groups: Mapping[int, Members],
+    adjacencies: Mapping[int, Adjacency],
+    skip: Callable[[str], bool],
+) -> dict[str, Intent]:
+    """The routes a node holds (as Read gives them) as intents, but those `skip` names (the
+    operator's) and those Corridor cannot have written (LOCAL, explicit MACs): what a
+    starting controller adopts as a previous session's BGP routes."""
+    intents: dict[tuple[RouteKind, GroupKey | None], Intent] = {}
+    made: dict[int, GroupKey | None] = {}  # group id -> key (None: not ours)
+    out: dict[str, Intent] = {}
+    for route in routes:
+        if skip(route.prefix) or route.kind not in _ADOPTED:
+            continue
+        key: GroupKey | None = None
+        if route.kind is RouteKind.FORWARD:
+            if route.group not in made:
+                made[route.group] = _group_key(groups.get(route.group), adjacencies)
+            key = made[route.group]
+            if key is None:
+                continue
+        intent = intents.get((route.kind, key))
+        if intent is None:
+            intent = intents[(route.kind, key)] = Intent(route.kind, key)
+        out[route.prefix] = intent
+    return out
+
+
+_ADOPTED = (RouteKind.FORWARD, RouteKind.BLACKHOLE, RouteKind.UNREACHABLE)
+
+
+def _group_key(members: Members | None, adjacencies: Mapping[int, Adjacency]) -> GroupKey | None:
+    if not members:
+        return None
+    hops = []
+    for adjacency_id, weight in members:
+        a = adjacencies.get(adjacency_id)
+        if a is None or not a.gateway:
+            return None  # explicit MACs: not written by a controller
+        hops.append(((a.gateway, a.port, a.vlan), weight))
+    return tuple(sorted(hops))
 
 
 # -- configuration: [[fpm]] -----------------------------------------------------------------
