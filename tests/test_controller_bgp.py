@@ -26,6 +26,7 @@ from corridor.controller.bgp import (
     Interfaces,
     found_routes,
     fpm_from,
+    list_routes,
     not_installed,
 )
 from corridor.controller.domain import MAX_NEXT_HOPS, Intent
@@ -484,3 +485,47 @@ def test_routes_found_on_a_node_become_intents_but_the_operators() -> None:
         "198.18.13.0/24": Intent(RouteKind.BLACKHOLE),
     }
     assert found["198.18.10.0/24"] is found["198.18.11.0/24"]
+
+
+def test_bgp_routes_list_in_order_with_filters_and_pages() -> None:
+    bgp = BgpIntent({}, {}, 16, 16)
+    a = forward(hop("198.18.0.1", "dut0"))
+    bgp.apply("r2", {"198.19.0.0/16": a, "2001:db8::/32": a}, ())
+    bgp.apply(
+        "r1",
+        {
+            "198.19.10.0/24": a,
+            "198.19.2.0/24": a,
+            "10.0.0.0/8": Intent(RouteKind.BLACKHOLE),
+            "198.19.10.0/25": a,
+        },
+        (),
+    )
+
+    def listed(**kw: Any) -> list[tuple[str, str]]:
+        args = {"node": None, "within": None, "kind": 0, "limit": 100, "after": None, **kw}
+        return [key for key, _, _ in list_routes(bgp, **args)]
+
+    everything = [
+        ("r1", "10.0.0.0/8"),
+        ("r1", "198.19.2.0/24"),
+        ("r1", "198.19.10.0/24"),
+        ("r1", "198.19.10.0/25"),
+        ("r2", "198.19.0.0/16"),
+        ("r2", "2001:db8::/32"),
+    ]
+    assert listed() == everything
+    assert listed(node="r2") == everything[4:] and listed(node="r3") == []
+    assert listed(within="198.19.0.0/16") == everything[1:5]
+    assert listed(within="198.19.10.0/24") == everything[2:4]
+    assert listed(kind=int(RouteKind.BLACKHOLE)) == everything[:1]
+    # Pages of two, each after the last of the one before.
+    pages, after = [], None
+    while True:
+        rows = list_routes(bgp, None, None, 0, 2, after)
+        pages.append([key for key, _, _ in rows])
+        if len(rows) < 2:
+            break
+        (node, _), _, sort_key = rows[-1]
+        after = (node, sort_key)
+    assert [k for page in pages for k in page] == everything
