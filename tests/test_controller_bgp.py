@@ -434,7 +434,7 @@ def test_fpm_config_problems_name_their_fields() -> None:
 # -- BgpIntent: ids beside the operator's -----------------------------------------------------
 
 
-def test_bgp_groups_take_ids_from_the_top_and_free_them() -> None:
+def test_bgp_groups_take_the_lowest_free_ids_and_free_them() -> None:
     group_keys: dict[int, Any] = {1: ((("x", "dut0", 0), 1),)}  # the operator's group 1
     adjacency_keys: dict[int, Any] = {1: ("x", "dut0", 0)}
     bgp = BgpIntent(group_keys, adjacency_keys, max_groups=4, max_adjacencies=3)
@@ -442,9 +442,9 @@ def test_bgp_groups_take_ids_from_the_top_and_free_them() -> None:
     b = forward(hop("198.18.0.1", "dut0"), hop("198.18.1.2", "dut1"))
     changed, refused, unused = bgp.apply(NODE, {"198.18.10.0/24": a, "198.18.11.0/24": b}, ())
     assert (sorted(changed), refused, unused) == (["198.18.10.0/24", "198.18.11.0/24"], [], [])
-    assert bgp.group_ids == {a.group: 4, b.group: 3}
-    assert bgp.adjacency_ids == {("198.18.0.1", "dut0", 0): 3, ("198.18.1.2", "dut1", 0): 2}
-    assert group_keys[4] == a.group and adjacency_keys[2] == ("198.18.1.2", "dut1", 0)
+    assert bgp.group_ids == {a.group: 2, b.group: 3}
+    assert bgp.adjacency_ids == {("198.18.0.1", "dut0", 0): 2, ("198.18.1.2", "dut1", 0): 3}
+    assert group_keys[2] == a.group and adjacency_keys[3] == ("198.18.1.2", "dut1", 0)
     assert bgp.sizes() == (2, 0, 2, 2)
     # No adjacency id left for a third next hop: refused whole, nothing taken.
     c_ = forward(hop("198.18.1.3", "dut1"), hop("198.18.1.4", "dut1"))
@@ -455,7 +455,7 @@ def test_bgp_groups_take_ids_from_the_top_and_free_them() -> None:
     changed, _, unused = bgp.apply(NODE, {"198.18.11.0/24": a}, ["198.18.10.0/24"])
     assert sorted(changed) == ["198.18.10.0/24", "198.18.11.0/24"] and unused == [b.group]
     bgp.forget(unused)
-    assert bgp.group_ids == {a.group: 4} and 3 not in group_keys and 2 not in adjacency_keys
+    assert bgp.group_ids == {a.group: 2} and 3 not in group_keys and 3 not in adjacency_keys
     _, _, unused = bgp.apply(NODE, {}, ["198.18.11.0/24"])
     bgp.forget(unused)
     assert group_keys == {1: ((("x", "dut0", 0), 1),)} and adjacency_keys == {1: ("x", "dut0", 0)}

@@ -357,12 +357,13 @@ class BgpIntent:
     adjacencies. The operator's intent (domain.IntentState) consults it for the prefixes it
     has no route for: the operator's route wins.
 
-    Ids come from the same spaces as the operator's, from the top down (the store's are taken
-    from the bottom up), and are entered in the state's id -> key maps so that neither side
-    takes one the other uses. They are never stored: a restarted controller maps the node's
-    groups again (see `adopted`). A BGP group and an operator's group with the same next hops
-    are two groups on the node: the two never share an id, so the store never names one it
-    did not write."""
+    Ids come from the same spaces as the operator's, lowest free first (the agents' tables are
+    dense and may be smaller than the controller's bounds), taken only between two commits
+    (the core holds its commit turn), and are entered in the state's id -> key maps so that
+    neither side takes one the other uses. They are never stored: a restarted controller
+    maps the node's groups again (see `found_routes`). A BGP group and an operator's group
+    with the same next hops are two groups on the node: they never share an id, so the store
+    never names one it did not write."""
 
     def __init__(
         self,
@@ -457,8 +458,8 @@ class BgpIntent:
     def _take(self, group: GroupKey) -> bool:
         """Ids for a new group and its new adjacencies; False (nothing taken) if none left."""
         new_adjacencies = [a for a, _ in group if a not in self.adjacency_ids]
-        adjacency_ids = _top_free(self.adjacency_keys, self.max_adjacencies, len(new_adjacencies))
-        group_id = _top_free(self.group_keys, self.max_groups, 1)
+        adjacency_ids = _free(self.adjacency_keys, self.max_adjacencies, len(new_adjacencies))
+        group_id = _free(self.group_keys, self.max_groups, 1)
         if adjacency_ids is None or group_id is None:
             return False
         for adjacency, id_ in zip(new_adjacencies, adjacency_ids, strict=True):
@@ -488,14 +489,14 @@ class BgpIntent:
 _EMPTY: dict[str, Intent] = {}
 
 
-def _top_free(used: Mapping[int, object], limit: int, count: int) -> list[int] | None:
-    """`count` ids from `limit` down that `used` does not hold; None if there are fewer."""
+def _free(used: Mapping[int, object], limit: int, count: int) -> list[int] | None:
+    """The `count` lowest ids of 1..`limit` that `used` does not hold; None if fewer."""
     out: list[int] = []
-    i = limit
-    while len(out) < count and i > 0:
+    i = 1
+    while len(out) < count and i <= limit:
         if i not in used:
             out.append(i)
-        i -= 1
+        i += 1
     return out if len(out) == count else None
 
 
