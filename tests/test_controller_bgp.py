@@ -17,6 +17,7 @@ from corridor.common.config import ConfigError, HostPort, Table
 from corridor.common.fib import Adjacency, Route, RouteKind
 from corridor.controller.bgp import (
     BAD_GATEWAY,
+    HIDDEN_IPV6_NEXT_HOP,
     ON_LINK,
     TOO_MANY_NEXT_HOPS,
     UNOWNED_INTERFACE,
@@ -253,13 +254,18 @@ async def test_a_route_through_an_unowned_interface_is_counted_not_installed(fee
         route_message("198.18.82.0/24", gateway="198.18.0.1", oif=3),  # the feed goes on
         route_message("198.18.83.0/24", oif=3),  # on-link: no gateway to resolve
         route_message("198.18.84.0/24", gateway="224.0.0.5", oif=3),
+        route_message("198.18.85.0/24", gateway="169.254.0.1", oif=4),  # FRR's RFC 8950 inline
     )
     assert feed.core.routes == {"198.18.82.0/24": forward(hop("198.18.0.1", "dut0"))}
-    assert not_installed([feed.source]) == {UNOWNED_INTERFACE: 2, ON_LINK: 1, BAD_GATEWAY: 1}
+    assert not_installed([feed.source]) == {
+        UNOWNED_INTERFACE: 2, ON_LINK: 1, BAD_GATEWAY: 1, HIDDEN_IPV6_NEXT_HOP: 1,
+    }  # fmt: skip
     # The same prefix through a port later: installed, and no longer counted now.
     await feed.send(w, route_message("198.18.80.0/24", gateway="198.18.0.1", oif=3))
     assert "198.18.80.0/24" in feed.core.routes
-    assert not_installed([feed.source]) == {UNOWNED_INTERFACE: 1, ON_LINK: 1, BAD_GATEWAY: 1}
+    assert not_installed([feed.source]) == {
+        UNOWNED_INTERFACE: 1, ON_LINK: 1, BAD_GATEWAY: 1, HIDDEN_IPV6_NEXT_HOP: 1,
+    }  # fmt: skip
     assert feed.source.counters.not_installed_total[UNOWNED_INTERFACE] == 2
     # An installed route moving to the management port is removed.
     await feed.send(w, route_message("198.18.82.0/24", gateway="192.0.2.1", oif=MGMT))

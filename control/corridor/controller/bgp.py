@@ -19,8 +19,10 @@ What is installed, and why:
 - Unicast routes through gateways on interfaces Corridor owns: each next hop's ifindex is
   mapped to (port, VLAN) through the ports the node's agent reported. A route with a next hop
   through any other interface (the management port), with no gateway (on-link), or with more
-  next hops than a group holds is not installed, and is counted by reason, per node; it never
-  stops the feed, and it is installed once a later update or the agent's ports make it
+  next hops than a group holds is not installed, and is counted by reason, per node; so is a
+  route via 169.254.0.1, FRR's placeholder for an IPv6 next hop when it sends no next-hop
+  objects (its IPv6 address is lost: use `fpm use-next-hop-groups`). None stops the feed,
+  and such a route is installed once a later update or the agent's ports make it
   installable. An IPv4 route may have IPv6 gateways (RFC 8950): adjacencies have no family.
 - blackhole -> BLACKHOLE; unreachable and prohibit -> UNREACHABLE (Corridor answers both
   with an ICMP destination unreachable).
@@ -71,6 +73,11 @@ NO_INTERFACE = "no_interface"  # a next hop without an interface (ifindex 0)
 ON_LINK = "on_link"  # a next hop without a gateway
 BAD_GATEWAY = "bad_gateway"  # not an address a neighbour can have
 TOO_MANY_NEXT_HOPS = "too_many_next_hops"
+# FRR without next-hop objects writes an IPv4 route via an IPv6 next hop (RFC 8950) as via
+# 169.254.0.1 on-link, its placeholder: the IPv6 address is lost, nothing answers for the
+# placeholder on the link, and installing the route would only drop its traffic.
+HIDDEN_IPV6_NEXT_HOP = "hidden_ipv6_next_hop"
+RFC8950_PLACEHOLDER = ip_address("169.254.0.1")
 PORTS_UNKNOWN = "ports_unknown"  # the agent has not reported its ports yet: waits, not counted
 
 _KINDS = {
@@ -281,6 +288,8 @@ class BgpSource:
         for hop in update.next_hops:
             if hop.gateway is None:
                 return None, ON_LINK
+            if hop.gateway == RFC8950_PLACEHOLDER:
+                return None, HIDDEN_IPV6_NEXT_HOP
             if not hop.ifindex:
                 return None, NO_INTERFACE
             where = interfaces.get(hop.ifindex)
