@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import copy
 import os
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
+
+from pki_support import Pki, make_ca, make_leaf
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,60 +31,21 @@ def data_dir() -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class Pki:
-    """PEM files in `dir`: ca, server (127.0.0.1, localhost), client (signed by ca), and
-    stranger (a client certificate from another CA)."""
-
-    dir: Path
-
-    def pem(self, name: str) -> bytes:
-        return (self.dir / name).read_bytes()
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _make_ca(name: str, cwd: Path) -> None:
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        cwd=cwd,
-    )  # fmt: skip
-
-
-def _make_leaf(name: str, ca: str, extensions: str, cwd: Path) -> None:
-    _openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}",
-        cwd=cwd,
-    )  # fmt: skip
-    (cwd / f"{name}.ext").write_text(extensions)
-    _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-        "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext",
-        cwd=cwd,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A certificate authority with a server and a client certificate, made with openssl."""
     d = tmp_path_factory.mktemp("pki")
-    _make_ca("ca", d)
-    _make_ca("other-ca", d)
+    make_ca("ca", d)
+    make_ca("other-ca", d)
     leaf = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-    _make_leaf(
+    make_leaf(
         "server",
         "ca",
         leaf + "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\n",
         d,
     )
-    _make_leaf("client", "ca", leaf + "extendedKeyUsage=clientAuth\n", d)
-    _make_leaf("stranger", "other-ca", leaf + "extendedKeyUsage=clientAuth\n", d)
+    make_leaf("client", "ca", leaf + "extendedKeyUsage=clientAuth\n", d)
+    make_leaf("stranger", "other-ca", leaf + "extendedKeyUsage=clientAuth\n", d)
     return Pki(d)
 
 

@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Pki
 from controller_support import start_controller, toml
+from pki_support import Pki
 
 CONTROL = str(Path(__file__).resolve().parent.parent / "control")
 
