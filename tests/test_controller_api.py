@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from controller_support import (
     LocalAgent,
@@ -220,6 +221,23 @@ async def test_nodes_status_health_and_registration(lab, tmp_path: Path) -> None
     for service in ("", "corridor.v1.Controller"):
         reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    # Reflection lists the service, and a client that knows only its name gets Apply's
+    # answer by name (the server registers Apply and Watch with pass-through codecs).
+    reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = reflect.ServerReflectionInfo()
+    await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+    listed = await call.read()
+    await call.done_writing()
+    names = {s.name for s in listed.list_services_response.service}
+    assert "corridor.v1.Controller" in names
+    raw_apply = channel.unary_unary("/corridor.v1.Controller/Apply")
+    bad = controller_pb2.ApplyRequest(routes=[route("198.18.0.0/15", ("198.18.0.2", "", 0, 1))])
+    with pytest.raises(grpc.RpcError) as raised:
+        await raw_apply(bad.SerializeToString(), timeout=30)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as raised:
+        await raw_apply(b"\x0a\xff", timeout=30)  # truncated: not an ApplyRequest
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     await channel.close()
     # A node whose agent is not there: registered, reported as not connected, with why.
     missing = controller_pb2.Node(name="c", address=f"unix:{tmp_path / 'none.sock'}")

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, NoReturn, cast
 
 import grpc
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
 from corridor._dataplane import read_apply_request
 from corridor.common import status
@@ -126,9 +126,8 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
 
     # -- routes
 
-    async def Apply(
-        self, request: controller_pb2.ApplyRequest, context: _Context
-    ) -> controller_pb2.ApplyResponse:
+    async def Apply(self, request: bytes, context: _Context) -> controller_pb2.ApplyResponse:
+        """`request` is the ApplyRequest as it came (server.RAW_REQUESTS): read in Rust."""
         loop = asyncio.get_running_loop()
         try:
             batch = await loop.run_in_executor(None, batch_from_request, request)
@@ -215,20 +214,22 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
 
     async def Watch(
         self, request: controller_pb2.WatchRequest, context: _Context
-    ) -> AsyncIterator[controller_pb2.WatchResponse]:
+    ) -> AsyncIterator[bytes]:
+        """Yields WatchResponses already serialized (server.RAW_RESPONSES), the same bytes
+        for every watcher of a snapshot or change."""
         node = request.node if request.HasField("node") else None
         watcher, snapshot = self.controller.watch(node)
         try:
             # Held while sent: a snapshot no watcher holds is no longer encoded.
             wire = _wire_snapshot(snapshot)
             for chunk in wire.chunks:
-                yield cast("controller_pb2.WatchResponse", await chunk)
+                yield await chunk
             del snapshot, wire
             while not watcher.behind:
                 event = await watcher.queue.get()
                 if event is None:
                     return
-                yield cast("controller_pb2.WatchResponse", await _wire_event(event))
+                yield await _wire_event(event)
             await status.abort(
                 context,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -305,15 +306,14 @@ class PageTokens:
 # --- Watch: encoded once, off the event loop, shared by every watcher -----------------------
 # A snapshot of the full tables is over a million routes and a busy controller has hundreds
 # of watchers: each snapshot chunk and each change is encoded once, in the executor, and the
-# same bytes go to every watcher. They travel as a message whose fields are all unknown to
-# its type (google.protobuf.Empty): protobuf serializes it back to exactly those bytes, so
-# gRPC's serializer for WatchResponse copies them instead of encoding the routes again.
+# same bytes go to every watcher: Watch is registered with no response serializer
+# (server.RAW_RESPONSES), so gRPC sends them as they are.
 
 _INLINE_ROUTES = 256  # a change this small is encoded on the loop: cheaper than a thread hop
 _snapshot_wires: weakref.WeakKeyDictionary[WatchSnapshot, _WireSnapshot] = (
     weakref.WeakKeyDictionary()
 )
-_event_wires: weakref.WeakKeyDictionary[WatchEvent, asyncio.Future[empty_pb2.Empty]] = (
+_event_wires: weakref.WeakKeyDictionary[WatchEvent, asyncio.Future[bytes]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -326,9 +326,7 @@ class _WireSnapshot:
     def __init__(self, snapshot: WatchSnapshot) -> None:
         loop = asyncio.get_running_loop()
         count = max(1, -(-snapshot.size // WATCH_CHUNK))
-        self.chunks: list[asyncio.Future[empty_pb2.Empty]] = [
-            loop.create_future() for _ in range(count)
-        ]
+        self.chunks: list[asyncio.Future[bytes]] = [loop.create_future() for _ in range(count)]
         self._task = asyncio.create_task(
             self._encode(weakref.ref(snapshot), snapshot.revision, snapshot.tables)
         )
@@ -370,23 +368,25 @@ def _wire_snapshot(snapshot: WatchSnapshot) -> _WireSnapshot:
 
 def _encode_chunk(
     routes: Iterator[tuple[domain.RouteKey, Intent]], revision: int, last: bool
-) -> empty_pb2.Empty:
+) -> bytes:
     """The next WATCH_CHUNK routes of a snapshot as one WatchResponse, encoded."""
     response = controller_pb2.WatchResponse(revision=revision, snapshot=True, snapshot_end=last)
     _fill_routes(response, itertools.islice(routes, WATCH_CHUNK))
-    return empty_pb2.Empty.FromString(response.SerializeToString())
+    encoded: bytes = response.SerializeToString()
+    return encoded
 
 
-def _encode_event(event: WatchEvent) -> empty_pb2.Empty:
+def _encode_event(event: WatchEvent) -> bytes:
     response = controller_pb2.WatchResponse(revision=event.revision)
     _fill_routes(response, event.set.items())
     add = response.deleted.add
     for node, prefix in event.deleted:
         set_prefix(add(node=node).prefix, prefix)
-    return empty_pb2.Empty.FromString(response.SerializeToString())
+    encoded: bytes = response.SerializeToString()
+    return encoded
 
 
-def _wire_event(event: WatchEvent) -> asyncio.Future[empty_pb2.Empty]:
+def _wire_event(event: WatchEvent) -> asyncio.Future[bytes]:
     wire = _event_wires.get(event)
     if wire is None:
         loop = asyncio.get_running_loop()
