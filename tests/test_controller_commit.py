@@ -146,6 +146,23 @@ async def test_a_full_disk_is_refused_with_its_cause_and_writes_resume(tmp_path:
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
         assert "database or disk is full" in refused.value.details()
         assert str(disk / "intent.db") in refused.value.details()
+        # Every call that commits says so alike (a small commit too: the tmpfs is full).
+        node_b = controller_pb2.Node(name="b", address=f"unix:{tmp_path / 'b.sock'}")
+        calls = {
+            "RegisterNode": stub.RegisterNode(controller_pb2.RegisterNodeRequest(node=node_b)),
+            "DeregisterNode": stub.DeregisterNode(controller_pb2.DeregisterNodeRequest(name="a")),
+            "SetNextHopState": stub.SetNextHopState(
+                controller_pb2.SetNextHopStateRequest(
+                    node="a", gateway=socket.inet_aton(GW[0]), port=GW[1], drained=True
+                )
+            ),
+            "Delete": stub.Delete(controller_pb2.DeleteRequest(routes=[key("10.0.0.0/24")])),
+        }
+        for name, call in calls.items():
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (name, refused.value)
+            assert "database or disk is full" in refused.value.details(), name
         assert (await stats(stub))[0] == first.revision  # nothing committed
         text = await _scrape(metrics)
         assert 'outcome="store_full"' in text, text

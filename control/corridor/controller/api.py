@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import itertools
 import os
 import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, NoReturn, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -63,6 +64,27 @@ _KIND_TO_PB: dict[RouteKind, dataplane_pb2.RouteKind] = {
 }
 
 
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+_Method = Callable[[Any, _Request, _Context], Awaitable[_Response]]
+
+
+def _store_errors(method: _Method[_Request, _Response]) -> _Method[_Request, _Response]:
+    """For every call that commits: a store that could not commit (nothing was) ends the
+    call with RESOURCE_EXHAUSTED when out of space, UNAVAILABLE when unwritable, with the
+    store's own words; a retry succeeds once the operator has made room."""
+
+    @functools.wraps(method)
+    async def call(self: Any, request: _Request, context: _Context) -> _Response:
+        try:
+            return await method(self, request, context)
+        except StoreUnavailable as e:
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED if e.full else grpc.StatusCode.UNAVAILABLE
+            await status.abort(context, code, str(e))
+
+    return call
+
+
 class ControllerService(controller_pb2_grpc.ControllerServicer):
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
@@ -70,6 +92,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
 
     # -- nodes
 
+    @_store_errors
     async def RegisterNode(
         self, request: controller_pb2.RegisterNodeRequest, context: _Context
     ) -> controller_pb2.RegisterNodeResponse:
@@ -85,6 +108,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         revision = await self.controller.register(node)
         return controller_pb2.RegisterNodeResponse(revision=revision)
 
+    @_store_errors
     async def DeregisterNode(
         self, request: controller_pb2.DeregisterNodeRequest, context: _Context
     ) -> controller_pb2.DeregisterNodeResponse:
@@ -126,6 +150,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
 
     # -- routes
 
+    @_store_errors
     async def Apply(self, request: bytes, context: _Context) -> controller_pb2.ApplyResponse:
         """`request` is the ApplyRequest as it came (server.RAW_REQUESTS): read in Rust."""
         loop = asyncio.get_running_loop()
@@ -138,10 +163,9 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             await refuse(
                 context, grpc.StatusCode.RESOURCE_EXHAUSTED, [Violation(None, "routes", str(e))]
             )
-        except StoreUnavailable as e:
-            await _store_unavailable(context, e)
         return controller_pb2.ApplyResponse(revision=revision, routes=len(batch))
 
+    @_store_errors
     async def Delete(
         self, request: controller_pb2.DeleteRequest, context: _Context
     ) -> controller_pb2.DeleteResponse:
@@ -150,10 +174,9 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             revision, deleted = await self.controller.delete(keys)
         except InvalidBatch as e:
             await refuse(context, grpc.StatusCode.INVALID_ARGUMENT, e.violations, str(e))
-        except StoreUnavailable as e:
-            await _store_unavailable(context, e)
         return controller_pb2.DeleteResponse(revision=revision, deleted=deleted)
 
+    @_store_errors
     async def SetNextHopState(
         self, request: controller_pb2.SetNextHopStateRequest, context: _Context
     ) -> controller_pb2.SetNextHopStateResponse:
@@ -423,14 +446,6 @@ def _fill_routes(
 
 
 # --- protobuf -> domain --------------------------------------------------------------------
-
-
-async def _store_unavailable(context: _Context, e: StoreUnavailable) -> NoReturn:
-    """Nothing committed: out of space (RESOURCE_EXHAUSTED) or unwritable (UNAVAILABLE), with
-    the store's own words; a retry succeeds once the operator has made room."""
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED if e.full else grpc.StatusCode.UNAVAILABLE
-    await context.abort(code, str(e))
-    raise AssertionError("context.abort returned")
 
 
 def batch_from_request(request: controller_pb2.ApplyRequest | bytes) -> RouteBatch:

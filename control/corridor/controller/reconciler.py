@@ -188,8 +188,9 @@ class NodeSession:
             log.warning("node %s: %s (retrying)", self.name, message)
             self._warned = sync_state
         self.sync_state = sync_state
+        if message != self.last_error:  # the time says since when this error stands
+            self.last_error_time = time.time()
         self.last_error = message
-        self.last_error_time = time.time()
         self.retries += 1
 
     def _recovered(self) -> None:
