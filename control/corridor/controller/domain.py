@@ -295,6 +295,24 @@ class NodeFib:
             del self.adjacencies[adjacency]
             self.dirty_adjacencies.add(adjacency)
 
+    def clone(self) -> NodeFib:
+        """An independent copy, references and dirty keys included (a node leaving its
+        update group takes copies of the group's FIBs)."""
+        copy = NodeFib()
+        copy.routes = dict(self.routes)
+        copy.v6_routes = self.v6_routes
+        copy.groups = dict(self.groups)
+        copy.adjacencies = dict(self.adjacencies)
+        copy.group_refs = Counter(self.group_refs)
+        copy.adjacency_refs = Counter(self.adjacency_refs)
+        copy.dirty_routes = set(self.dirty_routes)
+        copy.dirty_groups = set(self.dirty_groups)
+        copy.dirty_adjacencies = set(self.dirty_adjacencies)
+        return copy
+
+    def dirty(self) -> bool:
+        return bool(self.dirty_routes or self.dirty_groups or self.dirty_adjacencies)
+
     def take_dirty(self) -> tuple[set[str], set[int], set[int]]:
         dirty = (self.dirty_routes, self.dirty_groups, self.dirty_adjacencies)
         self.dirty_routes, self.dirty_groups, self.dirty_adjacencies = set(), set(), set()
@@ -479,6 +497,11 @@ class IntentState:
                 return intent
         common = self.routes.get(ALL_NODES)
         return None if common is None else common.get(prefix)
+
+    def has_own_intent(self, node: str) -> bool:
+        """Whether `node` should hold anything but the routes for every node as every node
+        holds them: routes of its own, or a next hop drained on it alone."""
+        return bool(self.routes.get(node)) or any(n == node for n, _ in self.drained)
 
     def prefixes_for(self, node: str) -> set[str]:
         return set(self.routes.get(node, ())) | set(self.routes.get(ALL_NODES, ()))

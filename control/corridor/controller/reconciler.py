@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ from corridor.common.fib import (
 )
 from corridor.common.status import write_error
 from corridor.controller.domain import (
+    ALL_NODES,
     IntentState,
     Node,
     NodeFib,
@@ -112,6 +114,12 @@ class NodeSession:
         # how routes from the node's routing daemon (FPM) name their interfaces.
         self.interfaces: dict[int, tuple[str, int]] | None = None
         self.on_ports_read: Callable[[str], None] | None = None  # called with the node's name
+        # The update group the node is a member of: then `desired` and `_installed` are the
+        # group's, and the group writes to the node through `_stub`.
+        self.group: UpdateGroup | None = None
+        self._stub: dataplane_pb2_grpc.DataplaneStub | None = None
+        self._resync = False  # left a group while a write to it was under way: read it again
+        self._failure: BaseException | None = None  # a group's write to the node failed
 
     @property
     def in_sync(self) -> bool:
@@ -137,20 +145,91 @@ class NodeSession:
     # -- told by the controller, right after a commit
 
     def changed(self, prefixes: Iterable[str], revision: int) -> None:
+        if self._in_group():
+            assert self.group is not None
+            self.group.changed(prefixes, revision)
+            self._mark(revision, wake=False)
+            return
         if self.desired is not None:
             self._state.refresh(self.desired, self.name, prefixes)
         self._mark(revision)
 
     def groups_changed(self, revision: int) -> None:
+        if self._in_group():
+            assert self.group is not None
+            self.group.groups_changed(revision)
+            self._mark(revision, wake=False)
+            return
         if self.desired is not None:
             self._state.refresh_groups(self.desired, self.name)
         self._mark(revision)
 
-    def _mark(self, revision: int) -> None:
+    def _mark(self, revision: int, wake: bool = True) -> None:
         self._pending_revision = revision
         if self._pending_since is None:
             self._pending_since = time.monotonic()
+        if wake:
+            self._wake.set()
+
+    # -- the update group
+
+    def _in_group(self) -> bool:
+        """Whether the node is in its update group after this commit: one that now has
+        intent of its own leaves it first (with copies of the group's FIBs)."""
+        if self.group is None:
+            return False
+        if self._state.has_own_intent(self.name):
+            self._leave_group()
+            return False
+        return True
+
+    def _join_group(self, stub: dataplane_pb2_grpc.DataplaneStub) -> None:
+        """Joins the update group when the node's intent is the group's and both the node
+        and the group hold all of it: then they hold the same FIB."""
+        desired, installed = self.desired, self._installed
+        if desired is None or installed is None or desired.dirty():
+            return
+        if self._state.has_own_intent(self.name):
+            return
+        group = update_group(self._state, self._election)
+        if group.members and not group.clean():
+            group.waiting.add(self)  # woken when the group is next clean
+            return
+        self.desired, self._installed = group.join(self, desired, installed)
+        self.group = group
+        self._stub = stub
+
+    def _leave_group(self, failure: BaseException | None = None) -> None:
+        """Goes its own way with copies of the group's FIBs; what the node holds is read
+        again if a write to it was under way (or failed)."""
+        group = self.group
+        assert group is not None
+        self.group = None
+        self.desired, installed = group.leave(self)
+        if failure is not None:
+            self._failure = failure
+        elif installed is None:
+            self._resync = True
+        self._installed = installed
         self._wake.set()
+
+    def _group_synced(self, revision: int, more: bool) -> None:
+        self.synced_revision = max(self.synced_revision, revision)
+        if not more:
+            self._pending_since = None
+            self.sync_state = IN_SYNC
+
+    async def _send(self, requests: Sequence[asyncio.Future[bytes]], sizes: Sequence[int]) -> None:
+        """Writes a group's encoded requests to this node (the group records them)."""
+        stub = self._stub
+        assert stub is not None, "a member has a stub"
+
+        def acked(index: int, response: dataplane_pb2.WriteResponse) -> None:
+            self.generation = response.generation
+            if self._metrics is not None:
+                self._metrics.node_writes.labels(self.name, "change").inc(sizes[index])
+
+        await _stream_write(stub, len(requests), lambda i: asyncio.shield(requests[i]), acked)
 
     # -- the session
 
@@ -220,6 +299,8 @@ class NodeSession:
     async def _serve(self) -> None:
         channel = _channel(self.node)
         counters: asyncio.Task[None] | None = None
+        self._resync = False
+        self._failure = None
         try:
             stub = _DataplaneStub(channel)
             self.sync_state = SYNCING
@@ -229,9 +310,19 @@ class NodeSession:
             counters = asyncio.create_task(self._watch_counters(stub))
             next_drift_check = time.monotonic() + self._drift_check
             while True:
-                if self._wake.is_set() or self._pending_since is not None:
-                    await self._write_changes(stub)
+                if self._failure is not None:
+                    failure, self._failure = self._failure, None
+                    raise failure
+                if self._resync:
+                    self._resync = False
+                    await self._full_sync(stub, reason="resync")
                     continue
+                if self.group is None:
+                    if self._wake.is_set() or self._pending_since is not None:
+                        await self._write_changes(stub)
+                        continue
+                    self._join_group(stub)
+                self._wake.clear()
                 timeout = max(0.0, next_drift_check - time.monotonic())
                 wake = asyncio.ensure_future(self._wake.wait())
                 done, _ = await asyncio.wait(
@@ -242,9 +333,13 @@ class NodeSession:
                     counters.result()  # raises what ended it
                     raise ConnectionError("the agent ended the counters stream")
                 if time.monotonic() >= next_drift_check:
-                    await self._check_drift(stub)
+                    if self.group is None or not self.group.busy:
+                        await self._check_drift(stub)
                     next_drift_check = time.monotonic() + self._drift_check
         finally:
+            if self.group is not None:
+                self._leave_group()
+            self._stub = None
             if counters is not None:
                 counters.cancel()
             await channel.close(None)
@@ -312,6 +407,9 @@ class NodeSession:
         call.cancel()
         if first is grpc.aio.EOF or first.generation == self.generation:
             return
+        if self.group is not None:
+            self._leave_group()  # the node differs from its group's: alone until repaired
+        self._resync = False
         written = await self._full_sync(stub, reason="drift")
         if written:
             self.drift_detected += 1
@@ -328,35 +426,21 @@ class NodeSession:
         """Writes `ops` in order, in batches streamed a few ahead, and records each
         acknowledged batch in what the node holds."""
         loop = asyncio.get_running_loop()
-        batches = [
-            ops[start : start + OPERATIONS_PER_BATCH]
-            for start in range(0, len(ops), OPERATIONS_PER_BATCH)
-        ]
+        batches = _batches(ops)
         election = self._election
-        window = asyncio.Semaphore(BATCHES_IN_FLIGHT)
 
-        async def requests() -> AsyncIterator[bytes]:
-            for i, batch in enumerate(batches):
-                await window.acquire()
-                yield await loop.run_in_executor(None, write_request, batch, election, i + 1)
+        def request(i: int) -> Awaitable[bytes]:
+            return loop.run_in_executor(None, write_request, batches[i], election, i + 1)
 
-        call = stub.StreamWrite(requests(), timeout=WRITE_TIMEOUT)
-        try:
-            async for response in call:
-                batch = batches[response.batch_id - 1]
-                assert self._installed is not None, "read before any write"
-                apply_operations(self._installed, batch)
-                self.generation = response.generation
-                window.release()
-                if self._metrics is not None:
-                    self._metrics.node_writes.labels(self.name, reason).inc(len(batch))
-        except grpc.RpcError as e:
-            details = write_error(e) if e.code() == grpc.StatusCode.INVALID_ARGUMENT else None
-            if details is not None and details.violations:
-                v = details.violations[0]
-                refusal = f"the agent refused a write: {v.field}: {v.description}"
-                raise AgentRefused(refusal) from None
-            raise
+        def acked(index: int, response: dataplane_pb2.WriteResponse) -> None:
+            batch = batches[index]
+            assert self._installed is not None, "read before any write"
+            apply_operations(self._installed, batch)
+            self.generation = response.generation
+            if self._metrics is not None:
+                self._metrics.node_writes.labels(self.name, reason).inc(len(batch))
+
+        await _stream_write(stub, len(batches), request, acked)
 
     async def _watch_counters(self, stub: dataplane_pb2_grpc.DataplaneStub) -> None:
         request = dataplane_pb2.StreamCountersRequest(interval_ms=COUNTERS_INTERVAL_MS)
@@ -366,6 +450,182 @@ class NodeSession:
                 sum(w.tx_packets for w in c.workers),
                 sum(w.dropped_packets for w in c.workers),
             )
+
+
+def _batches(ops: list[FibOperation]) -> list[list[FibOperation]]:
+    return [
+        ops[start : start + OPERATIONS_PER_BATCH]
+        for start in range(0, len(ops), OPERATIONS_PER_BATCH)
+    ]
+
+
+async def _stream_write(
+    stub: dataplane_pb2_grpc.DataplaneStub,
+    count: int,
+    request: Callable[[int], Awaitable[bytes]],
+    acked: Callable[[int, dataplane_pb2.WriteResponse], None],
+) -> None:
+    """Streams `count` serialized WriteRequests (batch ids 1..count), BATCHES_IN_FLIGHT ahead
+    of the acknowledgements, each told to `acked` with its index; AgentRefused for a refusal."""
+    window = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+
+    async def requests() -> AsyncIterator[bytes]:
+        for i in range(count):
+            await window.acquire()
+            yield await request(i)
+
+    call = stub.StreamWrite(requests(), timeout=WRITE_TIMEOUT)
+    try:
+        async for response in call:
+            acked(response.batch_id - 1, response)
+            window.release()
+    except grpc.RpcError as e:
+        details = write_error(e) if e.code() == grpc.StatusCode.INVALID_ARGUMENT else None
+        if details is not None and details.violations:
+            v = details.violations[0]
+            raise AgentRefused(f"the agent refused a write: {v.field}: {v.description}") from None
+        raise
+
+
+class UpdateGroup:
+    """The nodes whose intended FIB is the routes for every node, as every node holds them
+    (no routes or drains of their own), and that hold the same FIB: like BGP's update
+    groups, they share the work of an update. One intended and one installed FIB for all, one
+    refresh and one diff per change, each WriteRequest encoded once and the same bytes sent
+    to every member. A member that diverges (a route or drain of its own, a failed write, a
+    drift) leaves with copies of both FIBs and goes on alone; it joins again once it and
+    the group both hold all of intent."""
+
+    def __init__(self, state: IntentState, election: int) -> None:
+        self.state = state
+        self.election = election
+        self.desired: NodeFib | None = None  # while there are members
+        self.installed: NodeFib | None = None  # what every member holds
+        self.members: list[NodeSession] = []
+        self.busy = False  # a write to the members is under way
+        self._sends: dict[NodeSession, asyncio.Task[None]] = {}
+        self.waiting: weakref.WeakSet[NodeSession] = weakref.WeakSet()  # nodes that would join
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._revision = 0  # the newest revision told
+        self._refreshed = 0  # the revision `desired` was last refreshed for
+        self._groups_refreshed = 0
+
+    def clean(self) -> bool:
+        """Every member holds all of intent: nothing written, nothing to write."""
+        return (
+            not self.busy
+            and not self._wake.is_set()
+            and self.desired is not None
+            and not self.desired.dirty()
+        )
+
+    def join(
+        self, session: NodeSession, desired: NodeFib, installed: NodeFib
+    ) -> tuple[NodeFib, NodeFib]:
+        """Takes in a node that holds all of its intent (`desired`, equal to `installed`);
+        the first member's FIBs become the group's. Returns the FIBs the node uses now."""
+        if not self.members:
+            if self._task is not None:
+                self._task.cancel()  # the task of the group's last members, if still there
+            self.desired, self.installed = desired, installed
+            self._refreshed = self._groups_refreshed = 0
+            self._wake.clear()
+            self._task = asyncio.create_task(self._run(), name="update group")
+        self.members.append(session)
+        assert self.desired is not None and self.installed is not None
+        return self.desired, self.installed
+
+    def leave(self, session: NodeSession) -> tuple[NodeFib, NodeFib | None]:
+        """Copies of the group's FIBs for a member that goes its own way; no installed FIB
+        if a write to it was under way (what it holds is then read again)."""
+        self.members.remove(session)
+        desired, installed = self.desired, self.installed
+        assert desired is not None and installed is not None
+        send = self._sends.pop(session, None)
+        if send is not None:
+            send.cancel()
+        mine = desired.clone(), None if self.busy else installed.clone()
+        if not self.members:
+            self.desired = self.installed = None
+            self._wake.set()  # the group's task ends
+        return mine
+
+    def changed(self, prefixes: Iterable[str], revision: int) -> None:
+        if self._refreshed != revision:  # once per commit, for whichever member hears first
+            self._refreshed = revision
+            assert self.desired is not None
+            self.state.refresh(self.desired, ALL_NODES, prefixes)
+        self._revision = revision
+        self._wake.set()
+
+    def groups_changed(self, revision: int) -> None:
+        if self._groups_refreshed != revision:
+            self._groups_refreshed = revision
+            assert self.desired is not None
+            self.state.refresh_groups(self.desired, ALL_NODES)
+        self._revision = revision
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if asyncio.current_task() is not self._task:
+                return
+            desired, installed = self.desired, self.installed
+            if not self.members or desired is None or installed is None:
+                return
+            revision = self._revision
+            ops = diff(installed, desired, *desired.take_dirty())
+            if ops:
+                self.busy = True
+                try:
+                    await self._write(ops)
+                    apply_operations(installed, ops)  # what every member still here holds
+                finally:
+                    self.busy = False
+            more = self._wake.is_set()
+            for member in self.members:
+                member._group_synced(revision, more)
+            if self.clean():
+                for session in self.waiting:
+                    session._wake.set()
+                self.waiting.clear()
+
+    async def _write(self, ops: list[FibOperation]) -> None:
+        """The same requests to every member, each encoded once; a member whose write
+        failed leaves the group (its session reconnects and reads the node)."""
+        loop = asyncio.get_running_loop()
+        batches = _batches(ops)
+        encoded = [
+            loop.run_in_executor(None, write_request, batch, self.election, i + 1)
+            for i, batch in enumerate(batches)
+        ]
+        sizes = [len(b) for b in batches]
+        sends = {m: asyncio.create_task(m._send(encoded, sizes)) for m in self.members}
+        self._sends = sends
+        try:
+            await asyncio.wait(list(sends.values()))
+        finally:
+            self._sends = {}
+        for member, send in sends.items():
+            if member.group is self and not send.cancelled() and send.exception() is not None:
+                member._leave_group(send.exception())
+        for future in encoded:  # an encoding error is every member's failure, seen above
+            if future.done() and not future.cancelled():
+                future.exception()
+
+
+_update_groups: weakref.WeakKeyDictionary[IntentState, UpdateGroup] = weakref.WeakKeyDictionary()
+
+
+def update_group(state: IntentState, election: int) -> UpdateGroup:
+    """The update group of the controller whose intent is `state`."""
+    group = _update_groups.get(state)
+    if group is None or group.election != election:
+        group = _update_groups[state] = UpdateGroup(state, election)
+    return group
 
 
 def _channel(node: Node) -> grpc.aio.Channel:
