@@ -201,41 +201,50 @@ async def test_a_truncated_store_is_refused(tmp_path: Path) -> None:
     assert line.startswith(f"corridor controller: store.path {db}: ") and "damaged" in line
 
 
+# Rows are keyed by sort key: family, address, length (see prefix_sort_key).
+KEY = "x'04c612010018'"  # 198.18.1.0/24
+TENS = "x'04c6120a0018' AND x'04c612130018'"  # 198.18.10.0/24 to 198.18.19.0/24
+
 BAD_ROWS = [
     pytest.param(
-        "UPDATE routes SET prefix = '198.18.1.1/24' WHERE prefix = '198.18.1.0/24'",
-        "routes[node='', prefix='198.18.1.1/24']",
+        f"UPDATE routes SET sort_key = x'04c612010118' WHERE sort_key = {KEY}",
+        "routes[node='', sort_key=b'\\x04\\xc6\\x12\\x01\\x01\\x18']: the sort key is not",
         id="host-bits",
     ),
     pytest.param(
-        "UPDATE routes SET prefix = 'not a prefix' WHERE prefix = '198.18.1.0/24'",
-        "routes[node='', prefix='not a prefix']",
-        id="garbage-prefix",
-    ),
-    pytest.param(
-        "UPDATE routes SET sort_key = x'00' WHERE prefix = '198.18.1.0/24'",
-        "routes[node='', prefix='198.18.1.0/24']",
+        f"UPDATE routes SET sort_key = x'00' WHERE sort_key = {KEY}",
+        "routes[node='', sort_key=b'\\x00']",
         id="sort-key",
     ),
     pytest.param(
-        "UPDATE routes SET kind = 9 WHERE prefix = '198.18.1.0/24'",
+        f"UPDATE routes SET kind = 9 WHERE sort_key = {KEY}",
         "routes[node='', prefix='198.18.1.0/24']: kind 9",
         id="kind",
     ),
     pytest.param(
-        "UPDATE routes SET next_hops = 'nonsense' WHERE prefix = '198.18.1.0/24'",
-        "routes[node='', prefix='198.18.1.0/24']: next_hops 'nonsense'",
-        id="next-hops",
+        f"UPDATE routes SET group_id = 999 WHERE sort_key = {KEY}",
+        "routes[node='', prefix='198.18.1.0/24']: next-hop set id 999 has no row",
+        id="group-id",
     ),
     pytest.param(
-        "UPDATE routes SET next_hops = NULL WHERE prefix = '198.18.1.0/24'",
-        "routes[node='', prefix='198.18.1.0/24']",
+        f"UPDATE routes SET group_id = NULL WHERE sort_key = {KEY}",
+        "routes[node='', prefix='198.18.1.0/24']: a FORWARD route without",
         id="forward-without-next-hops",
     ),
     pytest.param(
-        "UPDATE routes SET node = 'no such node' WHERE prefix = '198.18.1.0/24'",
+        "UPDATE routes SET group_id = 1 WHERE kind = 2",
+        "routes[node='', prefix='2001:db8::/32']: a BLACKHOLE route with a next-hop set",
+        id="blackhole-with-next-hops",
+    ),
+    pytest.param(
+        f"UPDATE routes SET node = 'no such node' WHERE sort_key = {KEY}",
         "routes[node='no such node', prefix='198.18.1.0/24']",
         id="node-name",
+    ),
+    pytest.param(
+        "UPDATE group_ids SET next_hops = 'nonsense' WHERE id = 1",
+        "row group_ids['nonsense']: not a next hop set",
+        id="next-hops",
     ),
     pytest.param(
         "UPDATE group_ids SET id = (SELECT min(id) FROM group_ids)",
@@ -244,7 +253,7 @@ BAD_ROWS = [
     ),
     pytest.param(
         "DELETE FROM group_ids WHERE next_hops = '198.18.0.2,cor-c0,0,1'",
-        "routes[node='', prefix='198.18.1.0/24']: next-hop set '198.18.0.2,cor-c0,0,1' has no id",
+        "routes[node='', prefix='198.18.1.0/24']: next-hop set id",
         id="group-without-id",
     ),
     pytest.param(
@@ -261,6 +270,11 @@ BAD_ROWS = [
         "UPDATE meta SET value = -3 WHERE name = 'revision'",
         "meta revision",
         id="revision",
+    ),
+    pytest.param(
+        "ALTER TABLE routes ADD COLUMN extra INTEGER",
+        "has a routes table of columns node, sort_key, kind, group_id, extra",
+        id="columns",
     ),
 ]
 
@@ -290,7 +304,7 @@ async def test_routes_lost_behind_the_controllers_back_never_empty_a_node(
         assert len(installed) == 51
 
         # Routes removed by hand: the store no longer holds what its last commit left.
-        tamper(db, "DELETE FROM routes WHERE prefix LIKE '198.18.1_.0/24'")
+        tamper(db, f"DELETE FROM routes WHERE sort_key BETWEEN {TENS}")
         line = refused(tmp_path, config)
         assert line.startswith(f"corridor controller: store.path {db}: ")
         assert "holds 41 routes, but held 51" in line and "--accept-empty-store" in line
@@ -314,7 +328,7 @@ async def test_routes_lost_behind_the_controllers_back_never_empty_a_node(
 
         # The 41 routes the hand-edited store held, accepted likewise.
         restore(db, saved)
-        tamper(db, "DELETE FROM routes WHERE prefix LIKE '198.18.1_.0/24'")
+        tamper(db, f"DELETE FROM routes WHERE sort_key BETWEEN {TENS}")
         await serve_then_stop(config, tmp_path / "controller.sock", "--accept-empty-store")
         await serve_then_stop(config, tmp_path / "controller.sock")
     finally:
@@ -357,3 +371,109 @@ async def test_a_write_ahead_log_without_its_store_is_refused(tmp_path: Path) ->
     move_aside(db)
     line = refused(tmp_path, config)
     assert line.startswith(f"corridor controller: store.path {db}: ") and "-wal" in line
+
+
+V1_SCHEMA = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE routes (
+    node TEXT NOT NULL, sort_key BLOB NOT NULL, prefix TEXT NOT NULL,
+    kind INTEGER NOT NULL, next_hops TEXT,
+    PRIMARY KEY (node, sort_key)) WITHOUT ROWID;
+CREATE TABLE group_ids (next_hops TEXT PRIMARY KEY, id INTEGER NOT NULL);
+CREATE TABLE adjacency_ids (next_hop TEXT PRIMARY KEY, id INTEGER NOT NULL);
+CREATE TABLE nodes (name TEXT PRIMARY KEY, address TEXT NOT NULL,
+    tls_ca TEXT, tls_cert TEXT, tls_key TEXT, tls_server_name TEXT);
+CREATE TABLE drained (node TEXT NOT NULL, next_hop TEXT NOT NULL, PRIMARY KEY (node, next_hop));
+INSERT INTO meta VALUES ('format', 1), ('revision', 3), ('recorded_revision', 3),
+    ('recorded_routes', 3);
+INSERT INTO adjacency_ids VALUES ('198.18.0.2,cor-c0,0', 1), ('198.18.0.3,cor-c0,0', 2);
+INSERT INTO group_ids VALUES ('198.18.0.2,cor-c0,0,1', 1),
+    ('198.18.0.2,cor-c0,0,1;198.18.0.3,cor-c0,0,2', 2);
+INSERT INTO routes VALUES
+    ('', x'04c612010018', '198.18.1.0/24', 1, '198.18.0.2,cor-c0,0,1'),
+    ('', x'04c612020018', '198.18.2.0/24', 1, '198.18.0.2,cor-c0,0,1;198.18.0.3,cor-c0,0,2'),
+    ('', x'1020010db800000000000000000000000020', '2001:db8::/32', 2, NULL);
+INSERT INTO drained VALUES ('', '198.18.0.3,cor-c0,0');
+"""
+
+
+def v1_store(tmp_path: Path) -> Path:
+    """A store as the previous format wrote it (prefix and next hops as text in every row);
+    returns the configuration file."""
+    db = tmp_path / "intent.db"
+    connection = sqlite3.connect(db)
+    connection.executescript(V1_SCHEMA)
+    connection.close()
+    config = tmp_path / "controller.toml"
+    config.write_text(toml(document_of(tmp_path, {})))
+    return config
+
+
+async def test_a_store_of_the_previous_format_is_converted_whole(tmp_path: Path) -> None:
+    config = v1_store(tmp_path)
+    await serve_then_stop(config, tmp_path / "controller.sock")
+    connection = sqlite3.connect(tmp_path / "intent.db")
+    try:
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(routes)")]
+        assert columns == ["node", "sort_key", "kind", "group_id"]
+        assert connection.execute("SELECT value FROM meta WHERE name = 'format'").fetchone() == (2,)
+    finally:
+        connection.close()
+    running = await start_controller(document_of(tmp_path, {}), tmp_path)
+    channel, stub = controller_stub(tmp_path / "controller.sock")
+    try:
+        page = await stub.ListRoutes(controller_pb2.ListRoutesRequest(page_size=10))
+        listed = {
+            (r.prefix.address, r.prefix.length): (
+                r.kind, [(h.gateway, h.weight) for h in r.next_hops]
+            )
+            for r in page.routes
+        }  # fmt: skip
+        two, three = bytes((198, 18, 0, 2)), bytes((198, 18, 0, 3))
+        assert listed == {
+            (bytes((198, 18, 1, 0)), 24): (1, [(two, 1)]),
+            (bytes((198, 18, 2, 0)), 24): (1, [(two, 1), (three, 2)]),
+            (bytes.fromhex("20010db8") + bytes(12), 32): (2, []),
+        }
+        # Its ids and drained next hops carried over: a new route through a known set
+        # takes its id, and the commit after the conversion follows the store's revision.
+        reply = await stub.Apply(
+            controller_pb2.ApplyRequest(routes=[route("198.18.3.0/24", GW)]), timeout=30
+        )
+        assert reply.revision == 4
+    finally:
+        await channel.close()
+        await running.stop()
+    connection = sqlite3.connect(tmp_path / "intent.db")
+    try:
+        rows = connection.execute("SELECT group_id FROM routes WHERE kind = 1").fetchall()
+        assert sorted(rows) == [(1,), (1,), (2,)]
+    finally:
+        connection.close()
+
+
+async def test_a_bad_row_of_the_previous_format_is_refused_before_conversion(
+    tmp_path: Path,
+) -> None:
+    config = v1_store(tmp_path)
+    db = tmp_path / "intent.db"
+    tamper(db, "UPDATE routes SET next_hops = 'nonsense' WHERE prefix = '198.18.1.0/24'")
+    line = refused(tmp_path, config)  # and nothing on disk changed: not converted either
+    assert "routes[node='', prefix='198.18.1.0/24']: next_hops 'nonsense'" in line, line
+
+
+async def test_a_next_hop_drained_on_every_node_survives_a_restart(tmp_path: Path) -> None:
+    config = await make_store(tmp_path)
+    running = await start_controller(document_of(tmp_path, {}), tmp_path)
+    channel, stub = controller_stub(tmp_path / "controller.sock")
+    try:
+        await stub.SetNextHopState(
+            controller_pb2.SetNextHopStateRequest(
+                gateway=bytes((198, 18, 0, 2)), port="cor-c0", drained=True
+            ),
+            timeout=30,
+        )
+    finally:
+        await channel.close()
+        await running.stop()
+    await serve_then_stop(config, tmp_path / "controller.sock")

@@ -7,6 +7,12 @@ refuses, naming the fault, a file that is empty, damaged or not Corridor's, a ro
 controller could not serve, or a store that holds fewer routes than it did when last
 closed (rows removed behind the controller's back). Intent that lost routes reaches nodes
 only on the operator's word (`accept_loss`, `corridor controller --accept-empty-store`).
+
+A route is one narrow row, (node, sort key, kind, group id): the prefix's text is its sort
+key's, and the next-hop set is named once, in `group_ids`. A full table is a million rows a
+commit writes, and the narrow row halves the time a batch's commit takes and quarters the
+file (format 2; a store of format 1, which wrote the prefix and next hops as text in every
+row, is checked as it is and converted in one transaction when the controller opens it).
 """
 
 from __future__ import annotations
@@ -51,8 +57,7 @@ T = TypeVar("T")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS routes (
-    node TEXT NOT NULL, sort_key BLOB NOT NULL, prefix TEXT NOT NULL,
-    kind INTEGER NOT NULL, next_hops TEXT,
+    node TEXT NOT NULL, sort_key BLOB NOT NULL, kind INTEGER NOT NULL, group_id INTEGER,
     PRIMARY KEY (node, sort_key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS group_ids (next_hops TEXT PRIMARY KEY, id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS adjacency_ids (next_hop TEXT PRIMARY KEY, id INTEGER NOT NULL);
@@ -64,7 +69,18 @@ CREATE TABLE IF NOT EXISTS drained (node TEXT NOT NULL, next_hop TEXT NOT NULL,
 
 
 TABLES = ("meta", "routes", "group_ids", "adjacency_ids", "nodes", "drained")
-FORMAT = 1  # meta 'format': this file's layout; a newer one is refused, never guessed at
+FORMAT = 2  # meta 'format': this file's layout; a newer one is refused, never guessed at
+# Format 1's routes table, read by `check` and converted by `open`.
+V1_COLUMNS = ("node", "sort_key", "prefix", "kind", "next_hops")
+MIGRATE_V1 = """
+CREATE TABLE routes_v2 (
+    node TEXT NOT NULL, sort_key BLOB NOT NULL, kind INTEGER NOT NULL, group_id INTEGER,
+    PRIMARY KEY (node, sort_key)) WITHOUT ROWID;
+INSERT INTO routes_v2 SELECT r.node, r.sort_key, r.kind, g.id
+    FROM routes r LEFT JOIN group_ids g ON g.next_hops = r.next_hops;
+DROP TABLE routes;
+ALTER TABLE routes_v2 RENAME TO routes;
+"""
 SQLITE_HEADER = b"SQLite format 3\x00"
 RESTORE = "restore it from a backup (docs/operations.md, recovering the store)"
 ACCEPT = "--accept-empty-store"
@@ -86,6 +102,10 @@ class SqliteStore:
         self._checked: Loaded | None = None
         self._seen: tuple[int, ...] = ()  # the file as `check` read it (see _signature)
         self._record = False  # whether open() records the store's state (see _record_state)
+        # The id of every next-hop set the store holds, and the set of every id, as the
+        # committed store has them (the store's thread alone reads and writes them).
+        self._group_ids: dict[GroupKey, int] = {}
+        self._groups: dict[int, GroupKey] = {}
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -207,6 +227,8 @@ class SqliteStore:
             if mode.lower() != "wal":
                 raise StoreError(f"cannot use write-ahead logging (journal mode {mode})")
             db.execute("PRAGMA synchronous=FULL")
+            if _columns(db, "routes") == V1_COLUMNS:
+                _migrate_v1(db)
             db.executescript(SCHEMA)
         except sqlite3.Error as e:
             raise StoreError(f"cannot be opened for writing: {e}") from None
@@ -228,6 +250,8 @@ class SqliteStore:
                 ((adjacency_text(a), i) for a, i in loaded.adjacency_ids.items()),
             )
             db.execute("COMMIT")
+        self._group_ids = dict(loaded.group_ids)
+        self._groups = {i: g for g, i in loaded.group_ids.items()}
         if self._record:
             self._record_state(loaded.revision, len(loaded.routes))
 
@@ -288,13 +312,20 @@ class SqliteStore:
                 t = texts[group] = group_text(group)
             return t
 
+        new_groups = change.new_groups
+        known = self._group_ids
+
+        def group_id(group: GroupKey) -> int:
+            found = new_groups.get(group)
+            return known[group] if found is None else found
+
         db.execute("BEGIN IMMEDIATE")
         try:
             if self._meta(db, "revision") + 1 != change.revision:
                 raise RuntimeError(f"revision {change.revision} does not follow the store's")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (change.revision,))
             db.executemany(
-                "INSERT OR REPLACE INTO routes VALUES (?, ?, ?, ?, ?)", _rows(change, text)
+                "INSERT OR REPLACE INTO routes VALUES (?, ?, ?, ?)", _rows(change, group_id)
             )
             db.executemany(
                 "DELETE FROM routes WHERE node = ? AND sort_key = ?",
@@ -341,6 +372,11 @@ class SqliteStore:
         except BaseException:
             _rollback(db)
             raise
+        for group in change.freed_groups:
+            self._groups.pop(known.pop(group, 0), None)
+        for group, id_ in new_groups.items():
+            known[group] = id_
+            self._groups[id_] = group
 
     async def next_election_id(self) -> int:
         return await self._run(self._next_election_id)
@@ -383,38 +419,59 @@ class SqliteStore:
         if q.after is not None:
             where.append("(node, sort_key) > (?, ?)")
             args += list(q.after)
-        sql = "SELECT node, prefix, kind, next_hops, sort_key FROM routes"
+        sql = "SELECT node, sort_key, kind, group_id FROM routes"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY node, sort_key LIMIT ?"
         args.append(q.limit)
         out: list[tuple[RouteKey, Intent, bytes]] = []
-        for node, prefix, kind, next_hops, sort_key in self._connection().execute(sql, args):
-            group = None if next_hops is None else group_from_text(next_hops)
+        groups = self._groups
+        for node, sort_key, kind, group_id in self._connection().execute(sql, args):
+            group = None if group_id is None else groups[group_id]
+            prefix = _prefix_of_key(sort_key)
+            assert prefix is not None  # every row was checked at start or written since
             out.append(((node, prefix), Intent(RouteKind(kind), group), sort_key))
         return out
 
 
-def _rows(change: Change, text: Callable[[GroupKey], str]) -> Iterable[tuple[object, ...]]:
+def _rows(change: Change, group_id: Callable[[GroupKey], int]) -> Iterable[tuple[object, ...]]:
     """The routes rows of `change.set`: from its batch's columns when it has one (the sort
-    keys as the reader made them, kind and next hops once per distinct intent)."""
+    keys as the reader made them, kind and group once per distinct intent)."""
     batch = change.batch
     if batch is None or batch.sort_keys is None or len(batch) != len(change.set):
         return (
-            (node, prefix_sort_key(prefix), prefix, int(i.kind),
-             None if i.group is None else text(i.group))
+            (node, prefix_sort_key(prefix), int(i.kind),
+             None if i.group is None else group_id(i.group))
             for (node, prefix), i in change.set.items()
         )  # fmt: skip
     kinds = [int(i.kind) for i in batch.intents]
-    hops = [None if i.group is None else text(i.group) for i in batch.intents]
+    groups = [None if i.group is None else group_id(i.group) for i in batch.intents]
     return zip(
         batch.nodes,
         batch.sort_keys,
-        batch.prefixes,
         map(kinds.__getitem__, batch.index),
-        map(hops.__getitem__, batch.index),
+        map(groups.__getitem__, batch.index),
         strict=True,
     )
+
+
+def _columns(db: sqlite3.Connection, table: str) -> tuple[str, ...]:
+    return tuple(row[1] for row in db.execute(f"PRAGMA table_info({table})"))
+
+
+def _migrate_v1(db: sqlite3.Connection) -> None:
+    """Converts a format 1 store (checked whole by `check` before) in one transaction: it is
+    converted or left as it was."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in MIGRATE_V1.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FORMAT,))
+        db.execute("COMMIT")
+    except BaseException:
+        _rollback(db)
+        raise
 
 
 def _rollback(db: sqlite3.Connection) -> None:
@@ -489,11 +546,20 @@ class _Reader:
                 f"one reads {FORMAT}); run that version"
             )
         revision = numbers["revision"] or 0
-        routes = self._routes()
         group_ids = self._ids("group_ids", self.store.max_groups, "reconcile.max_groups")
         adjacency_ids = self._ids(
             "adjacency_ids", self.store.max_adjacencies, "reconcile.max_adjacencies"
         )
+        columns = _columns(db, "routes")
+        if columns == V1_COLUMNS:
+            routes = self._routes_v1()
+        elif columns == ("node", "sort_key", "kind", "group_id"):
+            routes = self._routes({i: g for g, i in group_ids.items()})
+        else:
+            raise StoreError(
+                f"has a routes table of columns {', '.join(columns)}, which no Corridor "
+                f"writes: damaged or edited; {RESTORE}"
+            )
         used_groups: set[GroupKey] = set()
         for (node, prefix), intent in routes:
             group = intent.group
@@ -515,7 +581,9 @@ class _Reader:
         drained = []
         for node, text in db.execute("SELECT node, next_hop FROM drained"):
             drain = self._adjacency(text)
-            if (problem := check_node_name(node)) is not None or drain is None:
+            # '' (ALL_NODES): drained on every node.
+            problem = None if node == ALL_NODES else check_node_name(node)
+            if problem is not None or drain is None:
                 self.problem(
                     f"row drained[node={node!r}, next_hop={text!r}]: "
                     + (problem or "not a next hop (gateway,port,vlan)")
@@ -558,9 +626,59 @@ class _Reader:
             self.store._record = True  # a store from before the format was recorded
         return Loaded(revision, routes, nodes, group_ids, adjacency_ids, drained, lost)
 
-    def _routes(self) -> list[tuple[RouteKey, Intent]]:
+    def _routes(self, groups: dict[int, GroupKey]) -> list[tuple[RouteKey, Intent]]:
         # A full table is a million rows: the common case costs a few lookups a row, and
-        # routes with the same kind and next hops share one Intent, as they would in memory.
+        # routes with the same kind and group share one Intent, as they would in memory.
+        routes: list[tuple[RouteKey, Intent]] = []
+        append = routes.append
+        intents: dict[tuple[object, object], Intent | str] = {}
+        nodes: dict[object, str | None] = {ALL_NODES: None}
+        prefix_of_key = _prefix_of_key
+        for node, sort_key, kind, group_id in self.db.execute(
+            "SELECT node, sort_key, kind, group_id FROM routes"
+        ):
+            intent = intents.get((kind, group_id))
+            if intent is None:
+                intent = intents[kind, group_id] = self._intent_of_id(kind, group_id, groups)
+            if node not in nodes:
+                nodes[node] = check_node_name(node) if isinstance(node, str) else "not a name"
+            problem = nodes[node]
+            prefix = prefix_of_key(sort_key)
+            if prefix is None:
+                self.problem(
+                    f"row routes[node={node!r}, sort_key={sort_key!r}]: the sort key is not "
+                    "a prefix's (family, address, length)"
+                )
+                continue
+            if problem is None and isinstance(intent, str):
+                problem = intent
+            if problem is not None:
+                self.problem(f"row routes[node={node!r}, prefix={prefix!r}]: {problem}")
+                continue
+            assert not isinstance(intent, str)
+            append(((node, prefix), intent))
+        return routes
+
+    def _intent_of_id(
+        self, kind: object, group_id: object, groups: dict[int, GroupKey]
+    ) -> Intent | str:
+        """The intent of a stored (kind, group_id), or what is wrong with them."""
+        route_kind = _KINDS.get(kind) if isinstance(kind, int) else None
+        if route_kind is None:
+            return f"kind {kind!r} is not a route kind (1 to 4)"
+        if route_kind is not RouteKind.FORWARD:
+            if group_id is not None:
+                return f"a {route_kind.name} route with a next-hop set (group_id {group_id!r})"
+            return Intent(route_kind)
+        if group_id is None:
+            return "a FORWARD route without a next-hop set (group_id)"
+        group = groups.get(group_id) if isinstance(group_id, int) else None
+        if group is None:
+            return f"next-hop set id {group_id!r} has no row in group_ids"
+        return Intent(route_kind, group)
+
+    def _routes_v1(self) -> list[tuple[RouteKey, Intent]]:
+        """The routes of a format 1 store (prefix and next hops as text in every row)."""
         routes: list[tuple[RouteKey, Intent]] = []
         append = routes.append
         intents: dict[tuple[object, object], Intent | str] = {}
