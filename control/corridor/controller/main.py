@@ -5,6 +5,7 @@ SIGINT. (`corridor up`, corridor/up.py, runs the same with a local agent beside 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -216,6 +217,7 @@ async def serve(
     running = None
     try:
         running = await start_controller(config, extra_nodes, accept_empty_store, checked)
+        _collect_less()
         where = []
         if running.server.unix_path is not None:
             where.append(f"unix:{running.server.unix_path}")
@@ -231,3 +233,13 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     log.info("stopped")
+
+
+def _collect_less() -> None:
+    """A full table's intent is millions of long-lived objects, which the cyclic collector
+    would scan again and again while batches allocate (a few to 15 % of a full table's
+    Apply time, measured with the collector off). What the start loaded is frozen out of its
+    scans, and collections run after 100 000 allocations rather than 700: the controller
+    makes few reference cycles, and those wait a little longer to be freed."""
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
