@@ -23,8 +23,9 @@ fn port(mac: [u8; 6]) -> PortConfig {
     PortConfig {
         mac,
         mtu: 1500,
-        sub_interfaces: vec![SubInterfaceConfig { vlan: 0, ipv4: None, ipv6: None }],
+        sub_interfaces: vec![SubInterfaceConfig::new(0, None, None)],
         icmp_rate_limit: IcmpRateLimit::default(),
+        directed_broadcast: false,
     }
 }
 
@@ -101,7 +102,7 @@ fn frame(i: usize) -> Vec<u8> {
 fn process(c: &mut Criterion) {
     let fib = fib();
     let mut reader = fib.reader();
-    let config = PipelineConfig { ports: vec![port(MAC_IN), port(MAC_OUT)], hash_seed: 0x5eed };
+    let config = PipelineConfig { ports: vec![port(MAC_IN), port(MAC_OUT)], hash_seed: 0x5eed, ..PipelineConfig::default() };
     let mut pipeline = Pipeline::new(&config).unwrap();
     let frames: Vec<Vec<u8>> = (0..BATCH).map(frame).collect();
     let mut pristine = vec![0u8; BATCH * CHUNK];

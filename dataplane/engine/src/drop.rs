@@ -65,6 +65,10 @@ reasons! {
         LinkLocal = "link_local",
         /// 255.255.255.255 (RFC 1812 section 5.3.5.1).
         BroadcastDestination = "broadcast_destination",
+        /// The broadcast address of a subnet attached to one of the ports (RFC 1812 section
+        /// 5.3.5.2), on a port that does not forward them (the default, RFC 2644). Never
+        /// answered with ICMP.
+        DirectedBroadcast = "directed_broadcast",
         /// IPv4 224/4 or IPv6 ff00::/8: this engine forwards unicast only.
         MulticastDestination = "multicast_destination",
         /// TTL or hop limit would reach 0 (answered with Time Exceeded).
@@ -99,6 +103,10 @@ reasons! {
         Sent = "icmp_sent",
         /// The ingress port's token bucket was empty.
         RateLimited = "icmp_rate_limited",
+        /// The bucket of the offending packet's source address was empty.
+        SourceRateLimited = "icmp_source_rate_limited",
+        /// The worker's bucket (all its ports) was empty.
+        WorkerRateLimited = "icmp_worker_rate_limited",
         /// The ingress sub-interface has no address of the packet's family.
         NoSource = "icmp_no_source",
         /// Never sent in reply to this packet: an ICMP error, a non-initial fragment, an

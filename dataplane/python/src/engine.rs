@@ -4,7 +4,7 @@
 
 use corridor_engine::{
     engine::{Engine as CoreEngine, EngineConfig, EngineError as CoreError, PortSpec, PortStatus, MTU_MAX, MTU_MIN},
-    pipeline::{IcmpRateLimit, SubInterfaceConfig},
+    pipeline::{IcmpLimits, IcmpRateLimit, SubInterfaceConfig},
     xdp::{AttachMode, XdpMode, MAX_QUEUES},
     xsk::{BindMode, XskMode},
 };
@@ -42,7 +42,9 @@ fn xdp_mode(m: XdpMode) -> &'static str {
     }
 }
 
-/// One port from its dict: `{"name", "queues"=1, "mtu"=1500, "addresses"={vlan: [ip, ...]}}`.
+/// One port from its dict: `{"name", "queues"=1, "mtu"=1500, "addresses"={vlan: [ip, ...]},
+/// "directed_broadcast"=False}`; an address may carry its prefix length ("198.18.0.1/24"),
+/// which makes its subnet's directed broadcast known.
 fn port_spec(i: usize, d: &Bound<'_, PyDict>) -> PyResult<PortSpec> {
     let f = |k: &str| format!("ports[{i}].{k}");
     let name: String = d.get_item("name")?.ok_or_else(|| PyValueError::new_err(format!("{}: missing", f("name"))))?.extract()?;
@@ -62,6 +64,10 @@ fn port_spec(i: usize, d: &Bound<'_, PyDict>) -> PyResult<PortSpec> {
             ))
         })?;
     }
+    if let Some(b) = d.get_item("directed_broadcast")? {
+        spec.directed_broadcast =
+            b.extract().map_err(|_| PyValueError::new_err(format!("{}: expected a bool", f("directed_broadcast"))))?;
+    }
     if let Some(a) = d.get_item("addresses")? {
         let a: BTreeMap<i64, Vec<String>> =
             a.extract().map_err(|_| PyValueError::new_err(format!("{}: expected {{vlan: [address, ...]}}", f("addresses"))))?;
@@ -72,14 +78,24 @@ fn port_spec(i: usize, d: &Bound<'_, PyDict>) -> PyResult<PortSpec> {
                 .ok()
                 .filter(|v| *v <= 4094)
                 .ok_or_else(|| PyValueError::new_err(format!("{}: VLAN {vlan} is not between 0 (untagged) and 4094", f("addresses"))))?;
-            let mut s = SubInterfaceConfig { vlan: vlan16, ipv4: None, ipv6: None };
+            let mut s = SubInterfaceConfig::new(vlan16, None, None);
             for text in addrs {
-                let bare = text.split('/').next().unwrap_or(&text);
+                let (bare, len) = match text.split_once('/') {
+                    Some((a, l)) => (a, Some(l)),
+                    None => (text.as_str(), None),
+                };
                 // One address per family: it is the source of the ICMP errors sent there.
                 match bare.parse::<IpAddr>() {
                     Ok(IpAddr::V4(v)) => {
                         if let Some(old) = s.ipv4.replace(v) {
                             return Err(bad(format!("two IPv4 addresses ({old}, {v}); a sub-interface has at most one per family")));
+                        }
+                        if let Some(l) = len {
+                            s.ipv4_prefix_len = l
+                                .parse::<u8>()
+                                .ok()
+                                .filter(|l| *l <= 32)
+                                .ok_or_else(|| bad(format!("{text:?}: prefix length {l:?} is not between 0 and 32")))?;
                         }
                     }
                     Ok(IpAddr::V6(v)) => {
@@ -125,7 +141,8 @@ pub struct Engine {
 impl Engine {
     #[new]
     #[pyo3(signature = (fib, *, ports, workers=None, netns=None, busy_poll=false, bind_mode="auto", attach_mode="auto",
-        icmp_rate=1000, icmp_burst=100, pin_cpus=false, frames_per_worker=None, frame_size=2048))]
+        icmp_rate=1000, icmp_burst=100, icmp_source_rate=1, icmp_source_burst=6, icmp_sources=4096, icmp_worker_rate=1000,
+        icmp_worker_burst=50, pin_cpus=false, frames_per_worker=None, frame_size=2048))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         fib: Py<Fib>,
@@ -137,6 +154,11 @@ impl Engine {
         attach_mode: &str,
         icmp_rate: u32,
         icmp_burst: u32,
+        icmp_source_rate: u32,
+        icmp_source_burst: u32,
+        icmp_sources: usize,
+        icmp_worker_rate: u32,
+        icmp_worker_burst: u32,
         pin_cpus: bool,
         frames_per_worker: Option<u32>,
         frame_size: u32,
@@ -164,6 +186,11 @@ impl Engine {
             frames_per_worker,
             frame_size,
             icmp_rate_limit: IcmpRateLimit { per_second: icmp_rate, burst: icmp_burst },
+            icmp_limits: IcmpLimits {
+                per_source: IcmpRateLimit { per_second: icmp_source_rate, burst: icmp_source_burst },
+                sources: icmp_sources,
+                per_worker: IcmpRateLimit { per_second: icmp_worker_rate, burst: icmp_worker_burst },
+            },
             netns,
             ..EngineConfig::default()
         };

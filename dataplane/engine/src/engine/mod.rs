@@ -25,7 +25,7 @@ use std::{
 use crate::{
     counters::CounterSnapshot,
     fib::FibReader,
-    pipeline::{IcmpRateLimit, Pipeline, PipelineConfig, PortConfig, SubInterfaceConfig},
+    pipeline::{IcmpLimits, IcmpRateLimit, Pipeline, PipelineConfig, PortConfig, SubInterfaceConfig},
     xdp::{AttachMode, Steering, SteeringCounters, XdpError, XdpMode, MAX_PORTS, MAX_QUEUES},
     xsk::{self, BindMode, FrameAccounting, SocketConfig, UmemConfig, XskError, XskMode, XskStatistics, XDP_PACKET_HEADROOM},
 };
@@ -55,14 +55,25 @@ pub struct PortSpec {
     /// VLAN 0 (untagged) and 802.1Q VLANs, each with the router's optional IPv4 and IPv6
     /// address (the source of ICMP errors sent there; the kernel answers traffic to them).
     pub sub_interfaces: Vec<SubInterfaceConfig>,
+    /// Forward directed broadcasts to this port's subnets (off: dropped, RFC 2644).
+    pub directed_broadcast: bool,
 }
 
 impl PortSpec {
     /// An untagged port without router addresses: one queue, MTU 1500.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), queues: 1, mtu: 1500, sub_interfaces: vec![SubInterfaceConfig { vlan: 0, ipv4: None, ipv6: None }] }
+        Self {
+            name: name.into(),
+            queues: 1,
+            mtu: 1500,
+            sub_interfaces: vec![SubInterfaceConfig::new(0, None, None)],
+            directed_broadcast: false,
+        }
     }
 }
+
+/// Sources in each worker's ICMP table at most (48 octets each: 48 MiB per worker).
+pub const MAX_ICMP_SOURCES: usize = 1 << 20;
 
 /// Everything `Engine::start` needs besides the FIB readers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +96,8 @@ pub struct EngineConfig {
     pub frame_size: u32,
     /// ICMP errors per port.
     pub icmp_rate_limit: IcmpRateLimit,
+    /// ICMP errors per source and per worker (each worker has its own buckets and table).
+    pub icmp_limits: IcmpLimits,
     /// Network namespace (`ip netns` name) the ports live in; None: the caller's.
     pub netns: Option<String>,
     /// Mixed into the flow hash.
@@ -103,6 +116,7 @@ impl Default for EngineConfig {
             frames_per_worker: None,
             frame_size: 2048,
             icmp_rate_limit: IcmpRateLimit::default(),
+            icmp_limits: IcmpLimits::default(),
             netns: None,
             hash_seed: 0x636f_7272_6964_6f72,
         }
@@ -141,6 +155,9 @@ impl EngineConfig {
         }
         if self.frame_size != 2048 && self.frame_size != 4096 {
             return Err(config_err("frame_size", format!("{} is neither 2048 nor 4096", self.frame_size)));
+        }
+        if self.icmp_limits.sources == 0 || self.icmp_limits.sources > MAX_ICMP_SOURCES {
+            return Err(config_err("icmp_sources", format!("{} is not between 1 and {MAX_ICMP_SOURCES}", self.icmp_limits.sources)));
         }
         let largest_mtu = self.frame_size - XDP_PACKET_HEADROOM - L2_TAGGED;
         for (i, port) in self.ports.iter().enumerate() {
@@ -567,9 +584,11 @@ fn set_up(shared: &Arc<Shared>, plan: &Plan, readers: Vec<FibReader>, handles: &
                 mtu: p.mtu,
                 sub_interfaces: p.sub_interfaces.clone(),
                 icmp_rate_limit: config.icmp_rate_limit,
+                directed_broadcast: p.directed_broadcast,
             })
             .collect(),
         hash_seed: config.hash_seed,
+        icmp_limits: config.icmp_limits,
     };
     let ifindexes: Vec<u32> = attachments.iter().map(|a| a.ifindex).collect();
     let cpus = if config.pin_cpus { sys::allowed_cpus() } else { Vec::new() };

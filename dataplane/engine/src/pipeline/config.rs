@@ -1,5 +1,6 @@
 //! What a worker's pipeline is told about the ports: MACs, MTUs, sub-interfaces with
-//! the router's addresses, ICMP rate limits, and the checks `Pipeline::new` relies on.
+//! the router's addresses and their subnets, directed broadcasts, ICMP rate limits, and the
+//! checks `Pipeline::new` relies on.
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -9,7 +10,7 @@ use crate::wire::{ethernet, ipv6};
 /// Marks a VLAN with no sub-interface in a port's VLAN table; also bounds their number.
 pub(super) const NO_SUB: u16 = u16::MAX;
 
-/// Token-bucket limit of the ICMP errors sent out of one port.
+/// Token-bucket limit of ICMP errors (per port, per source or per worker).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IcmpRateLimit {
     /// Sustained errors per second.
@@ -18,9 +19,38 @@ pub struct IcmpRateLimit {
     pub burst: u32,
 }
 
+impl IcmpRateLimit {
+    /// Per port: the default.
+    pub const PER_PORT: IcmpRateLimit = IcmpRateLimit { per_second: 1000, burst: 100 };
+    /// Per source of the offending packet: Linux's `icmp_ratelimit` (one per 1000 ms) with
+    /// its burst of 6 (`XRLIM_BURST_FACTOR`).
+    pub const PER_SOURCE: IcmpRateLimit = IcmpRateLimit { per_second: 1, burst: 6 };
+    /// Per worker, all ports: Linux's `icmp_msgs_per_sec` and `icmp_msgs_burst`.
+    pub const PER_WORKER: IcmpRateLimit = IcmpRateLimit { per_second: 1000, burst: 50 };
+}
+
 impl Default for IcmpRateLimit {
     fn default() -> Self {
-        IcmpRateLimit { per_second: 1000, burst: 100 }
+        IcmpRateLimit::PER_PORT
+    }
+}
+
+/// The ICMP limits beside the per-port ones (which are in `PortConfig`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpLimits {
+    /// Per source address of the offending packet. Packet Too Big / Fragmentation Needed
+    /// are exempt (path MTU discovery of a busy source must not break), as in Linux's
+    /// ICMPv6 rate mask.
+    pub per_source: IcmpRateLimit,
+    /// Sources tracked at most (a bounded table per worker, least recently used evicted).
+    pub sources: usize,
+    /// All errors of one worker.
+    pub per_worker: IcmpRateLimit,
+}
+
+impl Default for IcmpLimits {
+    fn default() -> Self {
+        IcmpLimits { per_source: IcmpRateLimit::PER_SOURCE, sources: 4096, per_worker: IcmpRateLimit::PER_WORKER }
     }
 }
 
@@ -30,7 +60,24 @@ impl Default for IcmpRateLimit {
 pub struct SubInterfaceConfig {
     pub vlan: u16,
     pub ipv4: Option<Ipv4Addr>,
+    /// The prefix length of `ipv4`'s subnet (its directed broadcast is the all-ones host);
+    /// 31 and 32 have none (RFC 3021).
+    pub ipv4_prefix_len: u8,
     pub ipv6: Option<Ipv6Addr>,
+}
+
+impl SubInterfaceConfig {
+    /// A sub-interface with host addresses (no subnet, so no directed broadcast).
+    pub fn new(vlan: u16, ipv4: Option<Ipv4Addr>, ipv6: Option<Ipv6Addr>) -> SubInterfaceConfig {
+        SubInterfaceConfig { vlan, ipv4, ipv4_prefix_len: 32, ipv6 }
+    }
+
+    /// The directed broadcast address of the IPv4 subnet, if it has one.
+    pub fn directed_broadcast(&self) -> Option<Ipv4Addr> {
+        let len = self.ipv4_prefix_len;
+        let a = self.ipv4?.to_bits();
+        (len < 31).then(|| Ipv4Addr::from_bits(a | (u32::MAX >> len)))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +89,9 @@ pub struct PortConfig {
     /// Frames on a VLAN (or untagged, VLAN 0) not listed here are dropped.
     pub sub_interfaces: Vec<SubInterfaceConfig>,
     pub icmp_rate_limit: IcmpRateLimit,
+    /// Forward directed broadcasts to the subnets of this port's sub-interfaces (as a
+    /// link broadcast); off by default (RFC 2644), when they are dropped and counted.
+    pub directed_broadcast: bool,
 }
 
 /// Everything a worker's pipeline needs to know about the ports, built once by the engine.
@@ -51,6 +101,7 @@ pub struct PipelineConfig {
     pub ports: Vec<PortConfig>,
     /// Mixed into the flow hash, so routers in a chain do not all split flows alike.
     pub hash_seed: u64,
+    pub icmp_limits: IcmpLimits,
 }
 
 impl PipelineConfig {
@@ -94,6 +145,9 @@ impl PipelineConfig {
                 if std::mem::replace(&mut seen[s.vlan as usize], true) {
                     return Err(ConfigError::DuplicateVlan { port, vlan: s.vlan });
                 }
+                if s.ipv4_prefix_len > 32 {
+                    return Err(ConfigError::PrefixLenOutOfRange { port, vlan: s.vlan, len: s.ipv4_prefix_len });
+                }
             }
         }
         Ok(())
@@ -127,6 +181,11 @@ pub enum ConfigError {
         port: usize,
         vlan: u16,
     },
+    PrefixLenOutOfRange {
+        port: usize,
+        vlan: u16,
+        len: u8,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -144,6 +203,9 @@ impl fmt::Display for ConfigError {
                 write!(f, "port {port}: vlan {vlan} out of range (0 for untagged, 1 to {})", ethernet::VLAN_MAX)
             }
             ConfigError::DuplicateVlan { port, vlan } => write!(f, "port {port}: vlan {vlan} listed twice"),
+            ConfigError::PrefixLenOutOfRange { port, vlan, len } => {
+                write!(f, "port {port}: vlan {vlan}: IPv4 prefix length {len} exceeds 32")
+            }
         }
     }
 }
@@ -174,5 +236,19 @@ mod tests {
         let mut c = config(IcmpRateLimit::default());
         c.ports[2].mac = ethernet::BROADCAST;
         assert_eq!(Pipeline::new(&c).err(), Some(ConfigError::GroupMac { port: 2, mac: ethernet::BROADCAST }));
+        let mut c = config(IcmpRateLimit::default());
+        c.ports[0].sub_interfaces[0].ipv4_prefix_len = 33;
+        assert_eq!(Pipeline::new(&c).err().unwrap().to_string(), "port 0: vlan 0: IPv4 prefix length 33 exceeds 32");
+    }
+
+    #[test]
+    fn directed_broadcast_address() {
+        let at = |len| SubInterfaceConfig { ipv4_prefix_len: len, ..SubInterfaceConfig::new(0, Some(Ipv4Addr::new(198, 18, 5, 1)), None) };
+        assert_eq!(at(24).directed_broadcast(), Some(Ipv4Addr::new(198, 18, 5, 255)));
+        assert_eq!(at(30).directed_broadcast(), Some(Ipv4Addr::new(198, 18, 5, 3)));
+        assert_eq!(at(0).directed_broadcast(), Some(Ipv4Addr::BROADCAST));
+        assert_eq!(at(31).directed_broadcast(), None, "RFC 3021");
+        assert_eq!(at(32).directed_broadcast(), None);
+        assert_eq!(SubInterfaceConfig::new(0, None, None).directed_broadcast(), None);
     }
 }

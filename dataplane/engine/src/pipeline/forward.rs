@@ -1,5 +1,6 @@
-//! Acting on a looked-up route: the TTL / hop limit check and decrement, the egress
-//! MTU, and the new link header (MACs, VLAN tag pushed, popped or rewritten).
+//! Acting on a looked-up route: directed broadcasts of attached subnets, the TTL / hop
+//! limit check and decrement, the egress MTU, and the new link header (MACs, VLAN tag
+//! pushed, popped or rewritten).
 
 use super::icmp::IcmpError;
 use super::{Family, Meta, PacketBuf, Pipeline, Verdict};
@@ -11,6 +12,12 @@ use crate::wire::{ipv4, ipv6};
 impl Pipeline {
     /// Acts on the looked-up route: answers, drops or rewrites and forwards.
     pub(super) fn forward(&mut self, fib: &FibReader, frame: &mut PacketBuf<'_>, m: &Meta, entry: u32, now_ns: u64) -> Verdict {
+        // Before the route: a directed broadcast is never answered with ICMP.
+        if m.family == Family::V4 && !self.broadcasts.is_empty() {
+            if let Some(v) = self.directed_broadcast(frame, m) {
+                return v;
+            }
+        }
         let group = match RouteTarget::from_entry(entry) {
             None => return self.reject(frame, m, IcmpError::NoRoute, DropReason::NoRoute, now_ns),
             Some(RouteTarget::Unreachable) => return self.reject(frame, m, IcmpError::Unreachable, DropReason::Unreachable, now_ns),
@@ -49,6 +56,58 @@ impl Pipeline {
             };
         }
 
+        self.send(frame, m, adjacency.port, adjacency.vlan, out_sub, adjacency.dst_mac, adjacency.src_mac)
+    }
+
+    /// The frame's verdict when its destination is the broadcast address of an attached
+    /// subnet (RFC 1812 section 5.3.5.2): dropped and counted unless the subnet's port
+    /// forwards them, then sent there as a link broadcast. Never an ICMP error.
+    fn directed_broadcast(&mut self, frame: &mut PacketBuf<'_>, m: &Meta) -> Option<Verdict> {
+        let ip_off = frame.start + m.l2_len as usize;
+        let (dst, ttl) = match frame.chunk.get(ip_off..ip_off + m.ip_len as usize) {
+            Some(ip) => {
+                let p = ipv4::Packet::new_unchecked(ip);
+                (p.dst_addr().to_bits(), p.ttl())
+            }
+            None => return Some(self.drop(DropReason::Truncated)),
+        };
+        let i = self.broadcasts.binary_search_by_key(&dst, |b| b.addr).ok()?;
+        let b = *self.broadcasts.get(i)?;
+        if !b.forward {
+            return Some(self.drop(DropReason::DirectedBroadcast));
+        }
+        if ttl <= 1 {
+            return Some(self.drop(DropReason::TtlExpired));
+        }
+        let Some(out) = self.ports.get(b.port as usize) else {
+            return Some(self.drop(DropReason::UnknownEgress));
+        };
+        let Some(out_sub) = out.sub(b.vlan) else {
+            return Some(self.drop(DropReason::UnknownEgress));
+        };
+        if m.ip_len > out.mtu {
+            let reason = if m.dont_frag { DropReason::MtuExceeded } else { DropReason::FragmentationNeeded };
+            return Some(self.drop(reason));
+        }
+        let mac = out.mac;
+        Some(self.send(frame, m, b.port, b.vlan, out_sub, ethernet::BROADCAST, mac))
+    }
+
+    /// Decrements the TTL / hop limit, writes the link header and counts the frame out.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn send(
+        &mut self,
+        frame: &mut PacketBuf<'_>,
+        m: &Meta,
+        port: u16,
+        vlan: u16,
+        out_sub: u16,
+        dst_mac: [u8; 6],
+        src_mac: [u8; 6],
+    ) -> Verdict {
+        let ip_off = frame.start + m.l2_len as usize;
+        let ip_end = ip_off + m.ip_len as usize;
         let Some(ip) = frame.chunk.get_mut(ip_off..ip_end) else {
             return self.drop(DropReason::Truncated);
         };
@@ -61,11 +120,11 @@ impl Pipeline {
         }
         let ether_type = if m.family == Family::V4 { ethertype::IPV4 } else { ethertype::IPV6 };
         // Keep the ingress priority on a rewritten tag; an untagged frame gets priority 0.
-        let tci = (adjacency.vlan != 0).then_some(ethernet::tci(m.priority, adjacency.vlan));
-        match write_link(frame.chunk, ip_off, m.ip_len as usize, tci, adjacency.dst_mac, adjacency.src_mac, ether_type) {
+        let tci = (vlan != 0).then_some(ethernet::tci(m.priority, vlan));
+        match write_link(frame.chunk, ip_off, m.ip_len as usize, tci, dst_mac, src_mac, ether_type) {
             Some((start, len)) => {
                 self.counters.count_tx(out_sub as usize, len);
-                Verdict::Forward { port: adjacency.port, start, len }
+                Verdict::Forward { port, start, len }
             }
             None => self.drop(DropReason::NoHeadroom),
         }
@@ -126,7 +185,7 @@ mod tests {
     use crate::drop::DropReason;
     use crate::pipeline::Verdict;
     use crate::wire::checksum;
-    use crate::wire::ethernet::ethertype;
+    use crate::wire::ethernet::{self, ethertype};
     use crate::wire::{ip_protocol, ipv4};
 
     #[test]
@@ -224,5 +283,34 @@ mod tests {
         let p = ipv4::Packet::new_checked(&out.frame()[14..]).unwrap();
         assert_eq!(p.ttl(), 63);
         assert_eq!(checksum::data(&out.frame()[14..38]), 0xffff);
+    }
+
+    #[test]
+    fn directed_broadcasts() {
+        let mut c = config(UNLIMITED);
+        c.ports[1].sub_interfaces[0].ipv4_prefix_len = 24; // 198.18.1.1/24 on port 1
+        c.ports[0].sub_interfaces[1].ipv4_prefix_len = 24; // 198.18.100.1/24 on port 0 VLAN 100
+        let to = |dst: [u8; 4], ttl: u8| eth(MAC0, None, ethertype::IPV4, &ipv4(SRC4, dst, ttl, ip_protocol::UDP, &udp(1, 2, 26)));
+        let mut rig = rig_from(&c);
+        // Off by default: dropped and counted as their own reason, no ICMP (not even for TTL 1).
+        assert_silent_drop(&mut rig, 0, to([198, 18, 1, 255], 64), DropReason::DirectedBroadcast, "to port 1's subnet");
+        assert_silent_drop(&mut rig, 0, to([198, 18, 1, 255], 1), DropReason::DirectedBroadcast, "TTL 1");
+        assert_silent_drop(&mut rig, 0, to([198, 18, 100, 255], 64), DropReason::DirectedBroadcast, "to the ingress port's VLAN");
+        // Other hosts of the subnet and other subnets are not broadcasts (no route here).
+        assert!(matches!(rig.run1(0, to([198, 18, 1, 254], 64)).verdict, Verdict::Forward { port: 0, .. }), "net unreachable");
+        // A host address (/32) has no broadcast.
+        assert!(matches!(rig.run1(0, to([198, 18, 0, 255], 64)).verdict, Verdict::Forward { port: 0, .. }));
+
+        // Enabled on port 1: sent there as a link broadcast, TTL decremented.
+        c.ports[1].directed_broadcast = true;
+        let mut rig = rig_from(&c);
+        let f = to([198, 18, 1, 255], 64);
+        let out = rig.run1(0, f.clone());
+        check_forwarded_v4(&out, &f, 1, None, ethernet::BROADCAST, MAC1);
+        assert_silent_drop(&mut rig, 0, to([198, 18, 1, 255], 1), DropReason::TtlExpired, "expiring: no ICMP either");
+        assert_silent_drop(&mut rig, 0, to([198, 18, 100, 255], 64), DropReason::DirectedBroadcast, "port 0 still drops");
+        let s = rig.snap();
+        assert_eq!(s.icmp_count(crate::drop::IcmpOutcome::Sent), 0);
+        assert_eq!(s.sub_interfaces[3].tx_packets, 1);
     }
 }

@@ -1,6 +1,7 @@
 //! ICMP and ICMPv6 errors (Time Exceeded, Destination Unreachable, Fragmentation Needed /
 //! Packet Too Big), built in place in the offending frame's chunk, from the ingress
-//! sub-interface's address, within the ingress port's rate limit.
+//! sub-interface's address, within the rate limits of the offending packet's source, the
+//! ingress port and the worker.
 
 use super::{Family, Meta, PacketBuf, Pipeline, Verdict};
 use crate::drop::{DropReason, IcmpOutcome};
@@ -98,9 +99,28 @@ impl Pipeline {
         if shift_right && frame.chunk.len() < need_tail {
             return Err(IcmpOutcome::NoRoom);
         }
-        if !port.icmp_bucket.take(now_ns) {
+        // A token is spent only when every bucket has one, so a source held back by its own
+        // limit costs the port and the worker nothing.
+        let source = match (orig_src4, orig_src6) {
+            (Some(a), _) => a.to_ipv6_mapped().to_bits(),
+            (_, Some(a)) => a.to_bits(),
+            _ => return Err(IcmpOutcome::NoSource),
+        };
+        let per_source = !matches!(error, IcmpError::TooBig(_));
+        if per_source && !self.icmp_sources.bucket(source, now_ns).ready(now_ns) {
+            return Err(IcmpOutcome::SourceRateLimited);
+        }
+        if !port.icmp_bucket.ready(now_ns) {
             return Err(IcmpOutcome::RateLimited);
         }
+        if !self.icmp_worker.ready(now_ns) {
+            return Err(IcmpOutcome::WorkerRateLimited);
+        }
+        if per_source {
+            self.icmp_sources.bucket(source, now_ns).spend();
+        }
+        port.icmp_bucket.spend();
+        self.icmp_worker.spend();
         let start = if shift_right {
             frame.chunk.copy_within(ip_off..ip_off + quote, ip_off + headers);
             frame.start
@@ -173,7 +193,7 @@ impl Pipeline {
 mod tests {
     use super::super::testing::*;
     use crate::drop::{DropReason, IcmpOutcome};
-    use crate::pipeline::{IcmpRateLimit, Verdict};
+    use crate::pipeline::{IcmpLimits, IcmpRateLimit, Verdict};
     use crate::wire::ethernet::ethertype;
     use crate::wire::{ip_protocol, ipv4};
     use std::net::Ipv4Addr;
@@ -328,5 +348,57 @@ mod tests {
         let out = rig.run_in(&[(0, frame.clone())], 0, 0, 0).pop().unwrap();
         assert_eq!(out.verdict, Verdict::Drop(DropReason::TtlExpired));
         assert_eq!(rig.snap().icmp_count(IcmpOutcome::NoRoom), before.icmp_count(IcmpOutcome::NoRoom) + 1);
+    }
+
+    fn flood(rig: &mut Rig, frames: &[(u16, Vec<u8>)], at: u64) -> u64 {
+        let outs = rig.run_in(frames, HEADROOM, CHUNK, at);
+        outs.iter().filter(|o| matches!(o.verdict, Verdict::Forward { .. })).count() as u64
+    }
+
+    #[test]
+    fn one_flooding_source_does_not_starve_the_others() {
+        let mut c = config(UNLIMITED);
+        c.icmp_limits = IcmpLimits::default();
+        let mut rig = rig_from(&c);
+        // 2000 TTL-1 packets from one source over 1 s: 40 batches of 50, 25 ms apart.
+        let flood_frame = v4_frame([198, 19, 1, 5], 1);
+        let batch: Vec<(u16, Vec<u8>)> = (0..50).map(|_| (0, flood_frame.clone())).collect();
+        let start = 5_000_000_000u64;
+        let sent: u64 = (0..40).map(|i| flood(&mut rig, &batch, start + i * 25_000_000)).sum();
+        assert_eq!(sent, 6, "the per-source burst, nothing refilled within the second");
+        let s = rig.snap();
+        assert_eq!(s.icmp_count(IcmpOutcome::SourceRateLimited), 2000 - 6);
+        assert_eq!(s.icmp_count(IcmpOutcome::RateLimited) + s.icmp_count(IcmpOutcome::WorkerRateLimited), 0);
+        // A second source, in the middle of the flood, still gets its Time Exceeded, IPv4 and IPv6.
+        let other = eth(MAC0, None, ethertype::IPV4, &ipv4([198, 18, 0, 77], [198, 19, 1, 5], 1, ip_protocol::UDP, &udp(1, 2, 26)));
+        assert_eq!(flood(&mut rig, &[(0, other)], start + 999_000_000), 1);
+        assert_eq!(flood(&mut rig, &[(0, v6_frame(v6(1, 5), 1))], start + 999_000_000), 1);
+        // Then one a second: two seconds after the flood began, two more.
+        assert_eq!(flood(&mut rig, &batch, start + 2_000_000_000), 2);
+        // Packet Too Big is not limited per source: path MTU discovery keeps working.
+        let big = eth(MAC0, None, ethertype::IPV4, &ipv4(SRC4, [198, 19, 4, 1], 64, ip_protocol::UDP, &udp(1, 2, 1400)));
+        let bigs: Vec<(u16, Vec<u8>)> = (0..20).map(|_| (0, big.clone())).collect();
+        assert_eq!(flood(&mut rig, &bigs, start + 2_000_000_000), 20);
+    }
+
+    #[test]
+    fn the_worker_bucket_bounds_many_sources() {
+        let mut c = config(UNLIMITED);
+        c.icmp_limits =
+            IcmpLimits { per_source: IcmpRateLimit::PER_SOURCE, sources: 64, per_worker: IcmpRateLimit { per_second: 1000, burst: 50 } };
+        let mut rig = rig_from(&c);
+        // 200 different sources at once, more than the table holds: the worker's burst of 50.
+        let frames: Vec<(u16, Vec<u8>)> = (0..200u32)
+            .map(|i| {
+                let src = (0xc612_1000 + i).to_be_bytes();
+                (0, eth(MAC0, None, ethertype::IPV4, &ipv4(src, [198, 19, 1, 5], 1, ip_protocol::UDP, &udp(1, 2, 26))))
+            })
+            .collect();
+        assert_eq!(flood(&mut rig, &frames, 1_000_000_000), 50);
+        let s = rig.snap();
+        assert_eq!(s.icmp_count(IcmpOutcome::WorkerRateLimited), 150);
+        // A source held back by the worker bucket spent no token of its own.
+        assert_eq!(flood(&mut rig, &frames[199..], 1_100_000_000), 1);
+        assert!(rig.pipeline.icmp_sources.len() <= rig.pipeline.icmp_sources.capacity());
     }
 }

@@ -33,8 +33,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use self::config::NO_SUB;
-pub use self::config::{ConfigError, IcmpRateLimit, PipelineConfig, PortConfig, SubInterfaceConfig};
-pub use self::ratelimit::TokenBucket;
+pub use self::config::{ConfigError, IcmpLimits, IcmpRateLimit, PipelineConfig, PortConfig, SubInterfaceConfig};
+pub use self::ratelimit::{SourceBuckets, TokenBucket};
 use crate::counters::WorkerCounters;
 pub use crate::drop::{DropReason, IcmpOutcome};
 use crate::fib::FibReader;
@@ -80,6 +80,17 @@ impl PortState {
 struct SubInterface {
     ipv4: Option<Ipv4Addr>,
     ipv6: Option<Ipv6Addr>,
+}
+
+/// The directed broadcast address of an attached IPv4 subnet, and what to do with it.
+#[derive(Clone, Copy)]
+struct DirectedBroadcast {
+    addr: u32,
+    /// Where the subnet is: the sub-interface (port, VLAN) it is attached to.
+    port: u16,
+    vlan: u16,
+    /// The port forwards directed broadcasts (as a link broadcast); else they drop.
+    forward: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -137,6 +148,11 @@ pub struct Pipeline {
     hash_seed: u64,
     /// Identification of the next IPv4 ICMP error.
     ident: u16,
+    /// Per source of the offending packet, and for all of this worker's ICMP errors.
+    icmp_sources: SourceBuckets,
+    icmp_worker: TokenBucket,
+    /// Sorted by address; usually a handful, empty when no subnet has a broadcast.
+    broadcasts: Box<[DirectedBroadcast]>,
 }
 
 impl Pipeline {
@@ -144,16 +160,38 @@ impl Pipeline {
         config.check()?;
         let mut ports = Vec::with_capacity(config.ports.len());
         let mut subs = Vec::new();
-        for port in &config.ports {
+        let mut broadcasts = Vec::new();
+        for (index, port) in config.ports.iter().enumerate() {
             let mut sub_of_vlan = vec![NO_SUB; 4096].into_boxed_slice();
             for s in &port.sub_interfaces {
                 sub_of_vlan[s.vlan as usize] = subs.len() as u16;
                 subs.push(SubInterface { ipv4: s.ipv4, ipv6: s.ipv6 });
+                if let Some(b) = s.directed_broadcast() {
+                    broadcasts.push(DirectedBroadcast {
+                        addr: b.to_bits(),
+                        port: index as u16,
+                        vlan: s.vlan,
+                        forward: port.directed_broadcast,
+                    });
+                }
             }
             ports.push(PortState { mac: port.mac, mtu: port.mtu, sub_of_vlan, icmp_bucket: TokenBucket::new(port.icmp_rate_limit) });
         }
         let counters = Arc::new(WorkerCounters::new(subs.len()));
-        Ok(Pipeline { ports: ports.into(), subs: subs.into(), counters, hash_seed: config.hash_seed, ident: 0 })
+        // The same subnet on two sub-interfaces: the first listed wins.
+        broadcasts.sort_by_key(|b| b.addr);
+        broadcasts.dedup_by_key(|b| b.addr);
+        let limits = config.icmp_limits;
+        Ok(Pipeline {
+            ports: ports.into(),
+            subs: subs.into(),
+            counters,
+            hash_seed: config.hash_seed,
+            ident: 0,
+            icmp_sources: SourceBuckets::new(limits.per_source, limits.sources, config.hash_seed.rotate_left(17) ^ 0x6963_6d70),
+            icmp_worker: TokenBucket::new(limits.per_worker),
+            broadcasts: broadcasts.into(),
+        })
     }
 
     /// This worker's counters, for readers on other threads.

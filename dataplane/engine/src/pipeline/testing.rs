@@ -38,8 +38,10 @@ pub fn src6() -> Ipv6Addr {
 }
 
 pub fn sub(vlan: u16, v4: Option<[u8; 4]>, v6a: Option<Ipv6Addr>) -> SubInterfaceConfig {
-    SubInterfaceConfig { vlan, ipv4: v4.map(Ipv4Addr::from), ipv6: v6a }
+    SubInterfaceConfig::new(vlan, v4.map(Ipv4Addr::from), v6a)
 }
+
+pub const UNLIMITED: IcmpRateLimit = IcmpRateLimit { per_second: 1_000_000, burst: 1_000_000 };
 
 pub fn config(limit: IcmpRateLimit) -> PipelineConfig {
     PipelineConfig {
@@ -53,16 +55,26 @@ pub fn config(limit: IcmpRateLimit) -> PipelineConfig {
                     sub(200, None, None),
                 ],
                 icmp_rate_limit: limit,
+                directed_broadcast: false,
             },
             PortConfig {
                 mac: MAC1,
                 mtu: 1500,
                 sub_interfaces: vec![sub(0, Some([198, 18, 1, 1]), Some(v6(0xf001, 1))), sub(300, None, None)],
                 icmp_rate_limit: limit,
+                directed_broadcast: false,
             },
-            PortConfig { mac: MAC2, mtu: 1280, sub_interfaces: vec![sub(0, None, None)], icmp_rate_limit: limit },
+            PortConfig {
+                mac: MAC2,
+                mtu: 1280,
+                sub_interfaces: vec![sub(0, None, None)],
+                icmp_rate_limit: limit,
+                directed_broadcast: false,
+            },
         ],
         hash_seed: 0x5eed,
+        // Out of the way of the per-port tests; the per-source and per-worker ones set theirs.
+        icmp_limits: IcmpLimits { per_source: UNLIMITED, sources: 64, per_worker: UNLIMITED },
     }
 }
 
@@ -125,6 +137,11 @@ impl Out {
 pub fn rig_with(limit: IcmpRateLimit) -> Rig {
     let fib = fib();
     Rig { reader: fib.reader(), _fib: fib, pipeline: Pipeline::new(&config(limit)).unwrap() }
+}
+
+pub fn rig_from(config: &PipelineConfig) -> Rig {
+    let fib = fib();
+    Rig { reader: fib.reader(), _fib: fib, pipeline: Pipeline::new(config).unwrap() }
 }
 
 pub fn rig() -> Rig {

@@ -78,7 +78,8 @@ impl Lab {
             name: name.into(),
             queues: 1,
             mtu: 1500,
-            sub_interfaces: vec![SubInterfaceConfig { vlan: 0, ipv4: Some(v4.into()), ipv6: Some(v6.parse().unwrap()) }],
+            sub_interfaces: vec![SubInterfaceConfig::new(0, Some(v4.into()), Some(v6.parse().unwrap()))],
+            directed_broadcast: false,
         };
         EngineConfig {
             ports: vec![port("d0", DUT0_V4, "2001:db8:1::1"), port("d1", DUT1_V4, "2001:db8:2::1")],
