@@ -37,6 +37,7 @@ name = "eth1"
 queues = 4
 mtu = 9000
 addresses = ["198.18.0.1/24", "2001:db8::1/64"]
+directed_broadcast = true
 
 [[ports]]
 name = "eth2"
@@ -70,6 +71,17 @@ def test_a_good_file_is_read_whole(tmp_path: Path) -> None:
     assert (eth2.queues, eth2.mtu) == (1, 1500)  # the defaults
     assert [v.id for v in eth2.vlans] == [100, 200]
     assert eth2.vlans[0].addresses == (ipaddress.ip_interface("198.19.100.1/24"),)
+    assert (eth1.directed_broadcast, eth2.directed_broadcast) == (True, False)  # RFC 2644
+
+
+def test_the_engine_gets_the_subnets_and_the_directed_broadcast_switch(tmp_path: Path) -> None:
+    from corridor.agent.engine_host import engine_ports
+
+    eth1, eth2 = engine_ports(load(write(tmp_path, GOOD)).ports)
+    assert eth1["addresses"] == {0: ["198.18.0.1/24", "2001:db8::1/64"]}
+    assert eth1["directed_broadcast"] is True
+    assert eth2["addresses"] == {0: [], 100: ["198.19.100.1/24"], 200: []}
+    assert eth2["directed_broadcast"] is False
 
 
 def test_the_example_in_the_help_is_valid(tmp_path: Path) -> None:
@@ -89,6 +101,10 @@ BAD = [
     (("queues = 4", 'queues = "4"'), "ports[0].queues: is a string ('4'); expected an integer"),
     (("queues = 4", "queues = true"), "ports[0].queues: is a boolean (True); expected an integer"),
     (("workers = 4", "workers = 0"), "workers: 0 is not between 1 and 1024"),
+    (
+        ("directed_broadcast = true", 'directed_broadcast = "yes"'),
+        "ports[0].directed_broadcast: is a string ('yes'); expected true or false",
+    ),
     (("workers = 4", "worker = 4"), "worker: unknown key; known here:"),
     (("queues = 4", "queues = 4\nspeed = 100"), "ports[0].speed: unknown key; known here:"),
     (("id = 200", "id = 4095"), "ports[1].vlans[1].id: 4095 is not between 1 and 4094"),

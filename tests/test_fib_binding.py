@@ -119,6 +119,34 @@ def test_bad_arguments() -> None:
         Fib(groups=1 << 23)
 
 
+def test_engine_subnets_directed_broadcast_and_icmp_limits_are_checked() -> None:
+    from corridor._dataplane import Engine
+
+    fib, _ = base()
+
+    def port(**kw: object) -> dict:
+        return {"name": "cor-x0", "addresses": {0: ["198.18.0.1/24"]}, **kw}
+
+    Engine(fib, ports=[port(directed_broadcast=True)])  # checked, not started
+    Engine(fib, ports=[port()], icmp_source_rate=0, icmp_sources=1)
+    bad = [
+        (
+            {"ports": [port(addresses={0: ["198.18.0.1/33"]})]},
+            'prefix length "33" is not between 0 and 32',
+        ),
+        ({"ports": [port(addresses={0: ["198.18.0.1/x"]})]}, 'prefix length "x"'),
+        (
+            {"ports": [port(directed_broadcast="yes")]},
+            "ports\\[0\\].directed_broadcast: expected a bool",
+        ),
+        ({"ports": [port()], "icmp_sources": 0}, "icmp_sources: 0 is not between 1 and 1048576"),
+        ({"ports": [port()], "icmp_sources": 1 << 21}, "icmp_sources: 2097152 is not between"),
+    ]
+    for kw, message in bad:
+        with pytest.raises(ValueError, match=message):
+            Engine(fib, **kw)
+
+
 def test_real_tables_load_from_text_and_the_gil_is_released() -> None:
     path = DATA / "ipv4-routeviews-2024-04-06.txt.gz"
     assert path.exists(), (

@@ -75,7 +75,11 @@ class PortDict(TypedDict, total=False):
     """IP MTU, 1280 to 9216 (default 1500); must fit the UMEM frame."""
     addresses: dict[int, list[str]]
     """VLAN (0 = untagged, 1 to 4094 = 802.1Q) -> the router's addresses there, at most one
-    IPv4 and one IPv6 (default {0: []})."""
+    IPv4 and one IPv6 (default {0: []}), optionally with the prefix length
+    ("198.18.0.1/24"), which makes the subnet's directed broadcast known."""
+    directed_broadcast: bool
+    """Forward directed broadcasts to this port's IPv4 subnets as link broadcasts (default
+    False: dropped and counted as directed_broadcast, RFC 2644)."""
 
 class PortStatus(TypedDict):
     name: str
@@ -157,6 +161,11 @@ class Engine:
         attach_mode: Literal["auto", "native", "generic"] = "auto",
         icmp_rate: int = 1000,
         icmp_burst: int = 100,
+        icmp_source_rate: int = 1,
+        icmp_source_burst: int = 6,
+        icmp_sources: int = 4096,
+        icmp_worker_rate: int = 1000,
+        icmp_worker_burst: int = 50,
         pin_cpus: bool = False,
         frames_per_worker: int | None = None,
         frame_size: Literal[2048, 4096] = 2048,

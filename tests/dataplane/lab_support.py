@@ -206,12 +206,23 @@ def engine_ports(mtu_out: int = 1500) -> list[dict]:
     ]  # fmt: skip
 
 
+# The per-source and per-worker ICMP limits out of the way: the module engines send every
+# error from one source (gen) and test the per-port bucket; test_dataplane_icmp.py tests
+# the defaults.
+NO_SOURCE_LIMITS = {
+    "icmp_source_rate": 1_000_000, "icmp_source_burst": 1_000_000,
+    "icmp_worker_rate": 1_000_000, "icmp_worker_burst": 1_000_000,
+}  # fmt: skip
+
+
 def start_engine(lab: L.Lab, fib, *, mtu_out: int = 1500, icmp_rate: int = 1000,
-                 icmp_burst: int = 100):  # fmt: skip
+                 icmp_burst: int = 100, ports: list[dict] | None = None,
+                 limits: dict[str, int] | None = None):  # fmt: skip
     dp = dataplane()
     eng = dp.Engine(
-        fib, ports=engine_ports(mtu_out), workers=1, netns=lab.ns("dut"), busy_poll=False,
-        bind_mode="auto", icmp_rate=icmp_rate, icmp_burst=icmp_burst,
+        fib, ports=ports or engine_ports(mtu_out), workers=1, netns=lab.ns("dut"),
+        busy_poll=False, bind_mode="auto", icmp_rate=icmp_rate, icmp_burst=icmp_burst,
+        **(NO_SOURCE_LIMITS if limits is None else limits),
     )  # fmt: skip
     eng.start()
     return eng

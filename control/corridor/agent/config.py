@@ -61,6 +61,7 @@ queues = 2
 mtu = 9000
 addresses = ["198.18.0.1/24", "2001:db8::1/64"]
 vlans = [{ id = 100, addresses = ["198.18.100.1/24"] }]
+directed_broadcast = false                # forward directed broadcasts (RFC 2644: off)
 """
 
 
@@ -77,6 +78,9 @@ class PortConfig:
     mtu: int = 1500
     addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...] = ()
     vlans: tuple[Vlan, ...] = ()
+    # Directed broadcasts to the subnets of this port and its VLANs: forwarded as a link
+    # broadcast when true, else dropped and counted (RFC 2644).
+    directed_broadcast: bool = False
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,7 @@ def _port(t: Table) -> PortConfig:
         mtu=t.integer("mtu", MTU_MIN, MTU_MAX, default=1500),
         addresses=_addresses(t),
         vlans=tuple(_vlan(v) for v in t.tables("vlans")),
+        directed_broadcast=t.get("directed_broadcast", bool, "true or false", False),
     )
     ids = [v.id for v in port.vlans]
     for i, vid in enumerate(ids):

@@ -29,13 +29,23 @@ class Counters(NamedTuple):
 
 def engine_ports(ports: tuple[PortConfig, ...]) -> list[PortDict]:
     """The agent's ports as the engine takes them: one sub-interface for the untagged port
-    (VLAN 0) and one per VLAN, each with its router addresses (the source of ICMP errors)."""
+    (VLAN 0) and one per VLAN, each with its router addresses (the source of ICMP errors)
+    and their prefix lengths (the attached subnets, whose directed broadcasts the engine
+    knows)."""
     out: list[PortDict] = []
     for p in ports:
-        addresses = {0: [str(a.ip) for a in p.addresses]}
+        addresses = {0: [str(a) for a in p.addresses]}
         for v in p.vlans:
-            addresses[v.id] = [str(a.ip) for a in v.addresses]
-        out.append({"name": p.name, "queues": p.queues, "mtu": p.mtu, "addresses": addresses})
+            addresses[v.id] = [str(a) for a in v.addresses]
+        out.append(
+            {
+                "name": p.name,
+                "queues": p.queues,
+                "mtu": p.mtu,
+                "addresses": addresses,
+                "directed_broadcast": p.directed_broadcast,
+            }
+        )
     return out
 
 
