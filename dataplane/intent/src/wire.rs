@@ -1,6 +1,12 @@
 //! The protobuf wire format (<https://protobuf.dev/programming-guides/encoding/>): varints,
 //! tags, length-delimited fields. A reader over untrusted bytes that never panics, and the
 //! few writers the encoders need.
+//!
+//! Written by hand rather than with prost: prost decodes a message into owned structs, a
+//! `Vec` and `String`s per route, which for a million routes is the allocation this crate
+//! exists to avoid; here the reader borrows from the request's bytes and the writers append
+//! to one buffer. The format is small and stable (four wire types), and the codec is tested
+//! against messages that grpcio's protobuf runtime encodes and decodes (tests/test_intent_codec.py).
 
 /// The wire types of a field's tag (the encoding guide, "Message Structure").
 pub const VARINT: u8 = 0;
