@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -343,6 +343,31 @@ def test_an_unresolved_gateway_is_counted_and_drops(lab: L.Lab, agent: Agent) ->
     after = agent.counters()
     assert got == [], "an unresolved next hop forwarded"
     assert drops(after, "unknown_egress") - drops(before, "unknown_egress") == FRAMES
+
+
+@pytest.mark.slow  # the agent keeps an unused entry for UNUSED_SECONDS (10 s)
+def test_a_neighbour_entry_no_adjacency_uses_is_removed(lab: L.Lab, agent: Agent) -> None:
+    gateway = "198.18.1.98"  # nobody has it: the entry stays (incomplete or failed)
+
+    def entry() -> str:
+        return lab.ip("dut", "neigh", "show", gateway, "dev", L.DUT_OUT).stdout.strip()
+
+    def wait(done: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.2)
+
+    agent.write(set_gateway(12, L.DUT_OUT, 0, gateway), c.set_group(12, [(12, 1)]))
+    wait(lambda: "managed" in entry(), LINK_TIMEOUT, "the agent made no managed entry")
+    # Another agent-made entry still in use stays.
+    agent.write(set_gateway(13, L.DUT_OUT, 0, L.SINK_V4))
+    wait(lambda: "managed" in lab.ip("dut", "neigh", "show", L.SINK_V4, "dev", L.DUT_OUT).stdout,
+         LINK_TIMEOUT, "no entry for the sink")  # fmt: skip
+    agent.write(c.delete_group(12), c.delete_adjacency(12))
+    wait(lambda: entry() == "", 30.0, f"the unused entry stayed: {entry()!r}")
+    assert "managed" in lab.ip("dut", "neigh", "show", L.SINK_V4, "dev", L.DUT_OUT).stdout
+    agent.write(c.delete_adjacency(13))
 
 
 def test_link_down_moves_a_group_to_its_other_member_and_back(lab: L.Lab, agent: Agent) -> None:

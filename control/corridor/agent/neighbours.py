@@ -1,7 +1,9 @@
 """Links and neighbours of the router's namespace, followed live, turned into the facts the
 next hops depend on (link up and MAC per port, the MAC of each gateway in use), and kept
 resolved: every gateway in use gets a managed kernel neighbour entry (NTF_EXT_MANAGED,
-Linux 5.16+), which the kernel itself keeps resolved and re-probes.
+Linux 5.16+), which the kernel itself keeps resolved and re-probes. An entry the agent made
+is deleted once no adjacency has used its gateway for UNUSED_SECONDS (managed entries on the
+ports' devices count as the agent's, so that those left by an earlier run go too).
 
 Why a raw NETLINK_ROUTE socket rather than `ip monitor`: iproute2 6.1 (Debian 12) has no
 JSON output for `ip monitor`, and its text is not a stable interface; the messages we need
@@ -24,7 +26,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Literal
 
@@ -41,7 +43,8 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 IFLA_ADDRESS, IFLA_IFNAME = 1, 3
-NDA_DST, NDA_LLADDR = 1, 2
+NDA_DST, NDA_LLADDR, NDA_FLAGS_EXT = 1, 2, 15
+NTF_EXT_MANAGED = 0x1
 IFF_UP, IFF_LOWER_UP = 0x1, 0x10000
 # NUD states with a usable link-layer address (include/uapi/linux/neighbour.h).
 NUD_HAS_MAC = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80  # REACHABLE STALE DELAY PROBE NOARP PERMANENT
@@ -51,6 +54,10 @@ IFINFOMSG = struct.Struct("=BxHiII")
 NDMSG = struct.Struct("=BBHiHBB")
 RTATTR = struct.Struct("=HH")
 RESOLVE_RETRY_SECONDS = 1.0
+# A gateway no adjacency uses keeps its entry this long (a route re-pointed back and forth
+# does not make the kernel forget and re-probe it), and at least this long after a start
+# (the controller re-writes the adjacencies after an agent restart).
+UNUSED_SECONDS = 10.0
 RECEIVE_BUFFER = 4 << 20
 
 
@@ -145,7 +152,11 @@ class LinkWatch:
         self.port_mac: dict[str, str] = {}
         self.neighbours: dict[Gateway, str] = {}  # resolved
         self.kernel_entries: set[Gateway] = set()  # any state
+        self.managed_entries: set[Gateway] = set()  # NTF_EXT_MANAGED: made by the agent
         self.wanted: frozenset[Gateway] = frozenset()
+        self._unused_since: dict[Gateway, float] = {}
+        self._deleting: set[Gateway] = set()
+        self.deleted = 0  # entries removed because no adjacency used them
         self._tried: dict[Gateway, float] = {}
         self._sock: socket.socket | None = None
         self._dumps: list[int] = []
@@ -277,11 +288,20 @@ class LinkWatch:
         gateway = Gateway(where[0], where[1], address_text(dst))
         mac = attrs.get(NDA_LLADDR)
         before = self.neighbours.get(gateway)
+        flags_ext = attrs.get(NDA_FLAGS_EXT, b"")
+        managed = len(flags_ext) >= 4 and bool(
+            struct.unpack_from("=I", flags_ext)[0] & NTF_EXT_MANAGED
+        )
         if kind == RTM_DELNEIGH:
             self.kernel_entries.discard(gateway)
+            self.managed_entries.discard(gateway)
             self.neighbours.pop(gateway, None)
         else:
             self.kernel_entries.add(gateway)
+            if managed:
+                self.managed_entries.add(gateway)
+            else:
+                self.managed_entries.discard(gateway)
             if state & NUD_HAS_MAC and mac is not None and len(mac) == 6:
                 self.neighbours[gateway] = mac.hex(":")
             else:
@@ -305,17 +325,52 @@ class LinkWatch:
             if now - self._tried.get(g, -1e9) < RESOLVE_RETRY_SECONDS:
                 continue
             self._tried[g] = now
-            task = asyncio.create_task(self._replace(g))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._replace(g))
+        self._forget_unused(now)
 
-    async def _replace(self, g: Gateway) -> None:
-        device = g.port if g.vlan == 0 else f"{g.port}.{g.vlan}"
+    def _forget_unused(self, now: float) -> None:
+        """Deletes the agent's entries whose gateway no adjacency used for UNUSED_SECONDS."""
+        unused = self.managed_entries - self.wanted
+        for g in list(self._unused_since):
+            if g not in unused:
+                del self._unused_since[g]
+        for g in unused:
+            since = self._unused_since.setdefault(g, now)
+            if now - since >= UNUSED_SECONDS and g not in self._deleting:
+                self._deleting.add(g)
+                self._spawn(self._delete(g))
+
+    def _spawn(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ip(self, *args: str) -> bool:
         netns = ("-n", self.netns) if self.netns else ()
-        args = ("ip", *netns, "neigh", "replace", g.address, "dev", device, "managed")
+        command = ("ip", *netns, *args)
         process = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
         )
         _, stderr = await process.communicate()
         if process.returncode != 0:
-            log.warning("%s: %s", " ".join(args), stderr.decode().strip())
+            log.warning("%s: %s", " ".join(command), stderr.decode().strip())
+        return process.returncode == 0
+
+    async def _delete(self, g: Gateway) -> None:
+        try:
+            # The kernel's event takes it out of managed_entries; a gateway wanted again
+            # meanwhile is simply made again by _resolve.
+            if g not in self.wanted and await self._ip(
+                "neigh", "del", g.address, "dev", _device(g)
+            ):
+                self.deleted += 1
+                log.info("neighbour %s on %s: deleted, no adjacency uses it", g.address, _device(g))
+        finally:
+            self._deleting.discard(g)
+
+    async def _replace(self, g: Gateway) -> None:
+        await self._ip("neigh", "replace", g.address, "dev", _device(g), "managed")
+
+
+def _device(g: Gateway) -> str:
+    return g.port if g.vlan == 0 else f"{g.port}.{g.vlan}"
