@@ -452,14 +452,26 @@ async def test_a_store_of_the_previous_format_is_converted_whole(tmp_path: Path)
         connection.close()
 
 
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        (
+            "UPDATE routes SET next_hops = 'nonsense' WHERE prefix = '198.18.1.0/24'",
+            "routes[node='', prefix='198.18.1.0/24']: next_hops 'nonsense'",
+        ),
+        (
+            "UPDATE routes SET prefix = '198.18.1.1/24' WHERE prefix = '198.18.1.0/24'",
+            "routes[node='', prefix='198.18.1.1/24']: the prefix is not the canonical text",
+        ),
+    ],
+)
 async def test_a_bad_row_of_the_previous_format_is_refused_before_conversion(
-    tmp_path: Path,
+    tmp_path: Path, statement: str, expected: str
 ) -> None:
     config = v1_store(tmp_path)
-    db = tmp_path / "intent.db"
-    tamper(db, "UPDATE routes SET next_hops = 'nonsense' WHERE prefix = '198.18.1.0/24'")
+    tamper(tmp_path / "intent.db", statement)
     line = refused(tmp_path, config)  # and nothing on disk changed: not converted either
-    assert "routes[node='', prefix='198.18.1.0/24']: next_hops 'nonsense'" in line, line
+    assert expected in line, line
 
 
 async def test_a_next_hop_drained_on_every_node_survives_a_restart(tmp_path: Path) -> None:

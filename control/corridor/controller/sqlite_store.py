@@ -23,6 +23,7 @@ import sqlite3
 import stat
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -551,10 +552,8 @@ class _Reader:
             "adjacency_ids", self.store.max_adjacencies, "reconcile.max_adjacencies"
         )
         columns = _columns(db, "routes")
-        if columns == V1_COLUMNS:
-            routes = self._routes_v1()
-        elif columns == ("node", "sort_key", "kind", "group_id"):
-            routes = self._routes({i: g for g, i in group_ids.items()})
+        if columns in (V1_COLUMNS, ("node", "sort_key", "kind", "group_id")):
+            routes = self._routes(columns == V1_COLUMNS, {i: g for g, i in group_ids.items()})
         else:
             raise StoreError(
                 f"has a routes table of columns {', '.join(columns)}, which no Corridor "
@@ -626,42 +625,51 @@ class _Reader:
             self.store._record = True  # a store from before the format was recorded
         return Loaded(revision, routes, nodes, group_ids, adjacency_ids, drained, lost)
 
-    def _routes(self, groups: dict[int, GroupKey]) -> list[tuple[RouteKey, Intent]]:
+    def _routes(self, v1: bool, groups: dict[int, GroupKey]) -> list[tuple[RouteKey, Intent]]:
+        """The routes rows: format 2's (node, sort key, kind, group id), or format 1's, which
+        also hold the prefix's text (checked against the sort key) and next hops as text."""
         # A full table is a million rows: the common case costs a few lookups a row, and
-        # routes with the same kind and group share one Intent, as they would in memory.
+        # routes with the same kind and next hops share one Intent, as they would in memory.
+        if v1:
+            sql = "SELECT node, sort_key, prefix, kind, next_hops FROM routes"
+            intent_of: Callable[[object, object], Intent | str] = self._intent
+        else:
+            sql = "SELECT node, sort_key, NULL, kind, group_id FROM routes"
+            intent_of = partial(self._intent_of_id, groups=groups)
         routes: list[tuple[RouteKey, Intent]] = []
         append = routes.append
         intents: dict[tuple[object, object], Intent | str] = {}
         nodes: dict[object, str | None] = {ALL_NODES: None}
         prefix_of_key = _prefix_of_key
-        for node, sort_key, kind, group_id in self.db.execute(
-            "SELECT node, sort_key, kind, group_id FROM routes"
-        ):
-            intent = intents.get((kind, group_id))
+        for node, sort_key, stored, kind, next_hops in self.db.execute(sql):
+            intent = intents.get((kind, next_hops))
             if intent is None:
-                intent = intents[kind, group_id] = self._intent_of_id(kind, group_id, groups)
+                intent = intents[kind, next_hops] = intent_of(kind, next_hops)
             if node not in nodes:
                 nodes[node] = check_node_name(node) if isinstance(node, str) else "not a name"
             problem = nodes[node]
             prefix = prefix_of_key(sort_key)
-            if prefix is None:
+            if problem is None and isinstance(intent, str):
+                problem = intent
+            if stored is not None and problem is None and prefix != stored:
+                problem = "the prefix is not the canonical text of its sort key " + (
+                    f"(which is {prefix})" if prefix else f"({sort_key!r})"
+                )
+            if stored is None and prefix is None:
                 self.problem(
                     f"row routes[node={node!r}, sort_key={sort_key!r}]: the sort key is not "
                     "a prefix's (family, address, length)"
                 )
                 continue
-            if problem is None and isinstance(intent, str):
-                problem = intent
             if problem is not None:
-                self.problem(f"row routes[node={node!r}, prefix={prefix!r}]: {problem}")
+                self.problem(f"row routes[node={node!r}, prefix={stored or prefix!r}]: {problem}")
                 continue
-            assert not isinstance(intent, str)
+            assert not isinstance(intent, str) and prefix is not None
             append(((node, prefix), intent))
         return routes
 
-    def _intent_of_id(
-        self, kind: object, group_id: object, groups: dict[int, GroupKey]
-    ) -> Intent | str:
+    @staticmethod
+    def _intent_of_id(kind: object, group_id: object, groups: dict[int, GroupKey]) -> Intent | str:
         """The intent of a stored (kind, group_id), or what is wrong with them."""
         route_kind = _KINDS.get(kind) if isinstance(kind, int) else None
         if route_kind is None:
@@ -676,35 +684,6 @@ class _Reader:
         if group is None:
             return f"next-hop set id {group_id!r} has no row in group_ids"
         return Intent(route_kind, group)
-
-    def _routes_v1(self) -> list[tuple[RouteKey, Intent]]:
-        """The routes of a format 1 store (prefix and next hops as text in every row)."""
-        routes: list[tuple[RouteKey, Intent]] = []
-        append = routes.append
-        intents: dict[tuple[object, object], Intent | str] = {}
-        nodes: dict[object, str | None] = {ALL_NODES: None}
-        prefix_of_key = _prefix_of_key
-        for node, sort_key, prefix, kind, next_hops in self.db.execute(
-            "SELECT node, sort_key, prefix, kind, next_hops FROM routes"
-        ):
-            intent = intents.get((kind, next_hops))
-            if intent is None:
-                intent = intents[kind, next_hops] = self._intent(kind, next_hops)
-            if node not in nodes:
-                nodes[node] = check_node_name(node) if isinstance(node, str) else "not a name"
-            problem = nodes[node]
-            if problem is None and isinstance(intent, str):
-                problem = intent
-            if problem is None and (canonical := prefix_of_key(sort_key)) != prefix:
-                problem = "the prefix is not the canonical text of its sort key " + (
-                    f"(which is {canonical})" if canonical else f"({sort_key!r})"
-                )
-            if problem is not None:
-                self.problem(f"row routes[node={node!r}, prefix={prefix!r}]: {problem}")
-                continue
-            assert not isinstance(intent, str)
-            append(((node, prefix), intent))
-        return routes
 
     def _intent(self, kind: object, next_hops: object) -> Intent | str:
         """The intent of a stored (kind, next_hops), or what is wrong with them."""
