@@ -384,10 +384,14 @@ mod tests {
     #[test]
     fn the_worker_bucket_bounds_many_sources() {
         let mut c = config(UNLIMITED);
-        c.icmp_limits =
-            IcmpLimits { per_source: IcmpRateLimit::PER_SOURCE, sources: 64, per_worker: IcmpRateLimit { per_second: 1000, burst: 50 } };
+        // One error per source, ever; a worker burst of 50.
+        c.icmp_limits = IcmpLimits {
+            per_source: IcmpRateLimit { per_second: 0, burst: 1 },
+            sources: 4096,
+            per_worker: IcmpRateLimit { per_second: 1000, burst: 50 },
+        };
         let mut rig = rig_from(&c);
-        // 200 different sources at once, more than the table holds: the worker's burst of 50.
+        // 200 different sources at once: the worker's burst of 50.
         let frames: Vec<(u16, Vec<u8>)> = (0..200u32)
             .map(|i| {
                 let src = (0xc612_1000 + i).to_be_bytes();
@@ -397,8 +401,11 @@ mod tests {
         assert_eq!(flood(&mut rig, &frames, 1_000_000_000), 50);
         let s = rig.snap();
         assert_eq!(s.icmp_count(IcmpOutcome::WorkerRateLimited), 150);
-        // A source held back by the worker bucket spent no token of its own.
+        // A source held back by the worker bucket spent no token of its own; one that got
+        // its error did.
         assert_eq!(flood(&mut rig, &frames[199..], 1_100_000_000), 1);
+        assert_eq!(flood(&mut rig, &frames[..1], 1_100_000_000), 0);
+        assert_eq!(rig.snap().icmp_count(IcmpOutcome::SourceRateLimited), 1);
         assert!(rig.pipeline.icmp_sources.len() <= rig.pipeline.icmp_sources.capacity());
     }
 }
