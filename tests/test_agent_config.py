@@ -32,6 +32,11 @@ address = "127.0.0.1:9464"
 v4_routes = 1000000
 groups = 1024
 
+[icmp]
+source_rate = 2
+sources = 64
+worker_burst = 0
+
 [[ports]]
 name = "eth1"
 queues = 4
@@ -72,6 +77,18 @@ def test_a_good_file_is_read_whole(tmp_path: Path) -> None:
     assert [v.id for v in eth2.vlans] == [100, 200]
     assert eth2.vlans[0].addresses == (ipaddress.ip_interface("198.19.100.1/24"),)
     assert (eth1.directed_broadcast, eth2.directed_broadcast) == (True, False)  # RFC 2644
+    assert dict(config.icmp.keywords) == {
+        "icmp_source_rate": 2, "icmp_sources": 64, "icmp_worker_burst": 0,
+    }  # fmt: skip
+
+
+def test_the_icmp_limits_reach_the_engine_and_are_checked_by_it(tmp_path: Path) -> None:
+    from corridor._dataplane import Engine, Fib
+
+    config = load(write(tmp_path, GOOD))
+    # Every key the reader accepts is a keyword the engine takes (checked, not started).
+    Engine(Fib(), ports=[{"name": "cor-x0"}], **dict(config.icmp.keywords))  # type: ignore[arg-type]
+    assert load(write(tmp_path, EXAMPLE)).icmp.keywords  # the example's table is valid
 
 
 def test_the_engine_gets_the_subnets_and_the_directed_broadcast_switch(tmp_path: Path) -> None:
@@ -101,6 +118,9 @@ BAD = [
     (("queues = 4", 'queues = "4"'), "ports[0].queues: is a string ('4'); expected an integer"),
     (("queues = 4", "queues = true"), "ports[0].queues: is a boolean (True); expected an integer"),
     (("workers = 4", "workers = 0"), "workers: 0 is not between 1 and 1024"),
+    (("sources = 64", "sources = 0"), "icmp.sources: 0 is not between 1 and 1048576"),
+    (("source_rate = 2", "source_rate = -1"), "icmp.source_rate: -1 is not between 0 and"),
+    (("source_rate = 2", "source_rates = 2"), "icmp.source_rates: unknown key; known here:"),
     (
         ("directed_broadcast = true", 'directed_broadcast = "yes"'),
         "ports[0].directed_broadcast: is a string ('yes'); expected true or false",

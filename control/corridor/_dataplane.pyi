@@ -81,6 +81,17 @@ class PortDict(TypedDict, total=False):
     """Forward directed broadcasts to this port's IPv4 subnets as link broadcasts (default
     False: dropped and counted as directed_broadcast, RFC 2644)."""
 
+class IcmpKeywords(TypedDict, total=False):
+    """The ICMP limits among Engine's keywords (docs/engine.md has the defaults)."""
+
+    icmp_rate: int
+    icmp_burst: int
+    icmp_source_rate: int
+    icmp_source_burst: int
+    icmp_sources: int
+    icmp_worker_rate: int
+    icmp_worker_burst: int
+
 class PortStatus(TypedDict):
     name: str
     ifindex: int

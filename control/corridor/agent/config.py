@@ -31,6 +31,8 @@ CAPACITY_MAX = 1 << 32
 FIB_MAX = {"v4_nodes": NODES_MAX, "v6_nodes": NODES_MAX, "groups": GROUPS_MAX}
 FIB_MAX["adjacencies"] = ADJACENCIES_MAX
 IFNAME_MAX = 15  # IFNAMSIZ - 1
+RATE_MAX = (1 << 32) - 1  # the engine's rates and bursts are u32
+SOURCES_MAX = 1 << 20  # the engine's MAX_ICMP_SOURCES
 
 EXAMPLE = """\
 # corridor agent --config FILE
@@ -54,6 +56,15 @@ v4_routes = 2000000
 v6_routes = 500000
 groups = 65536
 adjacencies = 65536
+
+[icmp]                                    # ICMP error limits per worker; these are the defaults
+source_rate = 1                           # per source of the packet (Linux: icmp_ratelimit)
+source_burst = 6
+sources = 4096                            # sources tracked (least recently used evicted)
+port_rate = 1000                          # per ingress port
+port_burst = 100
+worker_rate = 1000                        # all ports (Linux: icmp_msgs_per_sec, icmp_msgs_burst)
+worker_burst = 50
 
 [[ports]]
 name = "eth1"
@@ -98,6 +109,26 @@ class FibCapacity:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
+# ICMP limit key -> the keyword of corridor._dataplane.Engine, and its bounds.
+ICMP_KEYS = {
+    "source_rate": ("icmp_source_rate", 0, RATE_MAX),
+    "source_burst": ("icmp_source_burst", 0, RATE_MAX),
+    "sources": ("icmp_sources", 1, SOURCES_MAX),
+    "port_rate": ("icmp_rate", 0, RATE_MAX),
+    "port_burst": ("icmp_burst", 0, RATE_MAX),
+    "worker_rate": ("icmp_worker_rate", 0, RATE_MAX),
+    "worker_burst": ("icmp_worker_burst", 0, RATE_MAX),
+}
+
+
+@dataclass(frozen=True)
+class IcmpLimits:
+    """The [icmp] table: the keywords of corridor._dataplane.Engine given; the engine's
+    defaults (docs/engine.md) for the rest."""
+
+    keywords: tuple[tuple[str, int], ...] = ()
+
+
 @dataclass(frozen=True)
 class ElectionPolicy:
     """Who may take the writers' election, by the names in their TLS client certificate (its
@@ -121,6 +152,7 @@ class AgentConfig:
     # neighbour entries and the link watch live there; the listeners stay in the agent's.
     netns: str | None = None
     election: ElectionPolicy = field(default_factory=ElectionPolicy)
+    icmp: IcmpLimits = field(default_factory=IcmpLimits)
 
 
 def load(path: str | os.PathLike[str]) -> AgentConfig:
@@ -147,6 +179,8 @@ def read(top: Table, base: Path) -> AgentConfig:
     fib_table = top.table("fib")
     fib = _fib(fib_table) if fib_table is not None else FibCapacity()
     ports = tuple(_port(t) for t in top.tables("ports"))
+    icmp_table = top.table("icmp")
+    icmp = _icmp(icmp_table) if icmp_table is not None else IcmpLimits()
     election_table = top.table("election")
     election = _election(election_table) if election_table is not None else ElectionPolicy()
     names = [p.name for p in ports]
@@ -163,7 +197,18 @@ def read(top: Table, base: Path) -> AgentConfig:
         fib=fib,
         netns=netns,
         election=election,
+        icmp=icmp,
     )
+
+
+def _icmp(t: Table) -> IcmpLimits:
+    keywords = []
+    for key, (keyword, low, high) in ICMP_KEYS.items():
+        value = t.optional_integer(key, low, high)
+        if value is not None:
+            keywords.append((keyword, value))
+    t.done()
+    return IcmpLimits(tuple(keywords))
 
 
 def _election(t: Table) -> ElectionPolicy:

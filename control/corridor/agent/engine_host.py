@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from corridor.agent.config import AgentConfig, PortConfig
 
 if TYPE_CHECKING:
-    from corridor._dataplane import EngineCounters, Fib, PortDict, PortStatus
+    from corridor._dataplane import EngineCounters, Fib, IcmpKeywords, PortDict, PortStatus
 
 
 class EngineStartError(RuntimeError):
@@ -58,10 +58,12 @@ class EngineHost:
                 f"netns: no network namespace {config.netns!r} (/run/netns/{config.netns} is"
                 " missing); create it with `ip netns add`, or remove netns from the config"
             )
+        # Checked by the config's reader: each key one of the engine's ICMP keywords.
+        icmp = cast("IcmpKeywords", dict(config.icmp.keywords))
         try:
             self.engine = Engine(
                 fib, ports=engine_ports(config.ports), workers=config.workers,
-                netns=config.netns,
+                netns=config.netns, **icmp,
             )  # fmt: skip
         except ValueError as e:
             raise EngineStartError(f"engine configuration: {e}") from None
