@@ -13,7 +13,7 @@ impl Pipeline {
     /// Acts on the looked-up route: answers, drops or rewrites and forwards.
     pub(super) fn forward(&mut self, fib: &FibReader, frame: &mut PacketBuf<'_>, m: &Meta, entry: u32, now_ns: u64) -> Verdict {
         // Before the route: a directed broadcast is never answered with ICMP.
-        if m.family == Family::V4 && !self.broadcasts.is_empty() {
+        if m.maybe_broadcast {
             if let Some(v) = self.directed_broadcast(frame, m) {
                 return v;
             }

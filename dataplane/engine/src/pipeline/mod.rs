@@ -120,6 +120,9 @@ struct Meta {
     dont_frag: bool,
     /// An ICMP error may be sent in reply (see `IcmpOutcome::Suppressed`).
     icmp_ok: bool,
+    /// IPv4 with every host bit of the longest attached subnet set: may be a directed
+    /// broadcast, to look up in `Pipeline::broadcasts`.
+    maybe_broadcast: bool,
     flow_hash: u32,
 }
 
@@ -135,6 +138,7 @@ impl Meta {
         ip_len: 0,
         dont_frag: false,
         icmp_ok: false,
+        maybe_broadcast: false,
         flow_hash: 0,
     };
 }
@@ -153,6 +157,10 @@ pub struct Pipeline {
     icmp_worker: TokenBucket,
     /// Sorted by address; usually a handful, empty when no subnet has a broadcast.
     broadcasts: Box<[DirectedBroadcast]>,
+    /// The host bits of the longest attached subnet (0xff for /24s): every broadcast
+    /// address has them all set, so one AND rules out most destinations while parsing.
+    /// u32::MAX with no broadcast (then only 255.255.255.255 would pass, dropped before).
+    broadcast_host_bits: u32,
 }
 
 impl Pipeline {
@@ -178,6 +186,14 @@ impl Pipeline {
             ports.push(PortState { mac: port.mac, mtu: port.mtu, sub_of_vlan, icmp_bucket: TokenBucket::new(port.icmp_rate_limit) });
         }
         let counters = Arc::new(WorkerCounters::new(subs.len()));
+        let longest = config
+            .ports
+            .iter()
+            .flat_map(|p| &p.sub_interfaces)
+            .filter(|s| s.directed_broadcast().is_some())
+            .map(|s| s.ipv4_prefix_len)
+            .max();
+        let broadcast_host_bits = longest.map_or(u32::MAX, |len| u32::MAX >> len);
         // The same subnet on two sub-interfaces: the first listed wins.
         broadcasts.sort_by_key(|b| b.addr);
         broadcasts.dedup_by_key(|b| b.addr);
@@ -191,6 +207,7 @@ impl Pipeline {
             icmp_sources: SourceBuckets::new(limits.per_source, limits.sources, config.hash_seed.rotate_left(17) ^ 0x6963_6d70),
             icmp_worker: TokenBucket::new(limits.per_worker),
             broadcasts: broadcasts.into(),
+            broadcast_host_bits,
         })
     }
 

@@ -112,6 +112,7 @@ impl Pipeline {
         // datagram's fragments stay on one path.
         let l4 = if !fragment && ports::has_ports(protocol) { l4_ports(payload) } else { 0 };
         let (src, dst) = (src.to_bits(), dst.to_bits());
+        m.maybe_broadcast = dst & self.broadcast_host_bits == self.broadcast_host_bits;
         m.flow_hash = flow_hash(self.hash_seed, &[(src as u64) << 32 | dst as u64, (protocol as u64) << 32 | l4 as u64]);
         m.dont_frag = p.dont_frag();
         m.ip_len = total as u16;
