@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+import metrics_support as metrics
 from corridor import lab as L
 from corridor import traffic
 from corridor.agent import client as c
@@ -431,16 +432,20 @@ def test_metrics_export_the_engine_counters(lab: L.Lab, agent: Agent) -> None:
     counters = agent.counters()
     with urllib.request.urlopen(agent.metrics_url, timeout=10) as reply:
         text = reply.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    key = f'corridor_interface_tx_packets_total{{port="{L.DUT_OUT}",vlan="20"}}'
+    samples = metrics.samples(text)
+    # The engine's families, clean and in the scheme too (test_metrics.py: the rest).
+    metrics.promtool_check(text)
+    assert "_created" not in text
+    kinds = metrics.families(text)
+    assert {"corridor_engine_drops_total", "corridor_engine_port_up"} <= kinds.keys()
+    for name, kind in kinds.items():
+        assert name.startswith(("corridor_agent_", "corridor_engine_")), name
+        assert (kind == "counter") == name.endswith("_total"), (name, kind)
+    key = f'corridor_engine_tx_packets_total{{port="{L.DUT_OUT}",vlan="20"}}'
     assert samples.get(key, 0) >= tx(counters, L.DUT_OUT, 20) > 0, key
-    assert samples[f'corridor_port_up{{port="{L.DUT_OUT}"}}'] == 1
-    assert samples['corridor_next_hops{state="unresolved"}'] >= 1
-    assert samples['corridor_drops_total{reason="unknown_egress",worker="0"}'] >= FRAMES
+    assert samples[f'corridor_engine_port_up{{port="{L.DUT_OUT}"}}'] == 1
+    assert samples['corridor_agent_next_hops{state="unresolved"}'] >= 1
+    assert samples['corridor_engine_drops_total{reason="unknown_egress",worker="0"}'] >= FRAMES
 
 
 def test_ipv6_and_vlan_gateways_resolve(lab: L.Lab, agent: Agent) -> None:

@@ -113,15 +113,16 @@ async def test_metrics(agent) -> None:
     finally:
         server.stop()
     for line in [
-        'corridor_fib_entries{table="ipv4_routes"} 1.0',
-        'corridor_fib_entries{table="ipv6_routes"} 1.0',
-        'corridor_fib_capacity{table="ipv4_routes"} 2e+06',
+        'corridor_agent_fib_entries{table="ipv4_routes"} 1.0',
+        'corridor_agent_fib_entries{table="ipv6_routes"} 1.0',
+        'corridor_agent_fib_capacity{table="ipv4_routes"} 2e+06',
         'corridor_agent_write_seconds_count{outcome="applied"} 1.0',
         'corridor_agent_write_operations_total{outcome="applied"} 2.0',
-        'corridor_agent_election_info{election_id="1:2"} 1.0',
+        "corridor_agent_election_id_high 1.0",
+        "corridor_agent_election_id_low 2.0",
         "corridor_agent_election_primary_changes_total 1.0",
         "corridor_agent_election_refusals_total 1.0",
-        "corridor_fib_generation 1.0",
+        "corridor_agent_fib_batches_applied_total 1.0",
     ]:
         assert line in text, line
 

@@ -1,7 +1,7 @@
 """The agent's Prometheus metrics: FIB sizes, write latency, election state, next hops
-(unresolved, on a down link, empty groups) and, with the engine, its counters per
-sub-interface, drop reason, ICMP outcome and worker, and its ports' link state. Each agent
-has its own registry, so several can live in one process.
+(unresolved, on a down link, empty groups) as `corridor_agent_*` and, with the engine, its
+counters per sub-interface, drop reason, ICMP outcome and worker, and its ports' link state as
+`corridor_engine_*`. Each agent has its own registry, so several can live in one process.
 """
 
 from __future__ import annotations
@@ -9,17 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from corridor.agent.domain import Dataplane
-from corridor.common.errors import format_election_id
+from corridor.common.metrics import new_registry
 
 if TYPE_CHECKING:
     from corridor._dataplane import PortStatus
@@ -36,7 +31,7 @@ class AgentMetrics:
     """Observes writes for the domain (WriteObserver) and reads the rest at scrape time."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = new_registry()
         self.write_seconds = Histogram(
             "corridor_agent_write_seconds",
             "Time to validate and apply one write batch, by outcome",
@@ -67,10 +62,12 @@ class _DataplaneCollector(Collector):
         # The stats the dataplane kept from its last batch: a scrape never waits on the FIB.
         stats = self.dataplane.stats
         entries = GaugeMetricFamily(
-            "corridor_fib_entries", "Entries installed in the FIB, by table", labels=["table"]
+            "corridor_agent_fib_entries", "Entries installed in the FIB, by table", labels=["table"]
         )
         capacity = GaugeMetricFamily(
-            "corridor_fib_capacity", "Entries the FIB has room for, by table", labels=["table"]
+            "corridor_agent_fib_capacity",
+            "Entries the FIB has room for, by table",
+            labels=["table"],
         )
         entries.add_metric(["ipv4_routes"], stats["v4_routes"])
         entries.add_metric(["ipv6_routes"], stats["v6_routes"])
@@ -83,10 +80,12 @@ class _DataplaneCollector(Collector):
         yield entries
         yield capacity
         nodes = GaugeMetricFamily(
-            "corridor_fib_nodes", "Trie nodes in use, by family", labels=["family"]
+            "corridor_agent_fib_trie_nodes", "Trie nodes in use, by family", labels=["family"]
         )
         memory = GaugeMetricFamily(
-            "corridor_fib_bytes", "Memory held by the route tables, by family", labels=["family"]
+            "corridor_agent_fib_bytes",
+            "Memory held by the route tables, by family",
+            labels=["family"],
         )
         nodes.add_metric(["ipv4"], stats["v4_nodes_used"])
         nodes.add_metric(["ipv6"], stats["v6_nodes_used"])
@@ -94,14 +93,15 @@ class _DataplaneCollector(Collector):
         memory.add_metric(["ipv6"], stats["v6_bytes"])
         yield nodes
         yield memory
-        yield GaugeMetricFamily(
-            "corridor_fib_generation",
-            "Write batches applied since the agent started",
+        yield CounterMetricFamily(
+            "corridor_agent_fib_batches_applied",
+            "Batches applied to the FIB since the agent started, written or the agent's own "
+            "refreshes (the generation a Write reply returns)",
             value=self.dataplane.generation,
         )
         summary = self.dataplane.next_hop_summary
         next_hops = GaugeMetricFamily(
-            "corridor_next_hops",
+            "corridor_agent_next_hops",
             "Written adjacencies by state: usable, unresolved (gateway without a MAC), "
             "link_down (their port is down)",
             labels=["state"],
@@ -112,7 +112,7 @@ class _DataplaneCollector(Collector):
         next_hops.add_metric(["link_down"], summary["link_down"])
         yield next_hops
         yield GaugeMetricFamily(
-            "corridor_next_hop_groups_empty",
+            "corridor_agent_next_hop_groups_empty",
             "Groups with no usable member: their traffic drops (reason unknown_egress)",
             value=summary["empty_groups"],
         )
@@ -125,11 +125,18 @@ class _DataplaneCollector(Collector):
         if engine is not None:
             yield from _engine_metrics(engine.counters(), engine.ports())
         election = self.dataplane.election
-        # 128 bits do not fit a float sample: the id is a label, its changes are counted.
-        yield InfoMetricFamily(
-            "corridor_agent_election",
-            "The highest election id seen (high:low); 0:0 before any writer",
-            value={"election_id": format_election_id(election.highest)},
+        # 128 bits do not fit a float sample, and a label whose value changes with each
+        # election would start a new series every time: the id is two gauges, its high and
+        # low 64 bits, exact up to 2**53 each (the controller's ids count up in the high half).
+        yield GaugeMetricFamily(
+            "corridor_agent_election_id_high",
+            "The high 64 bits of the highest election id seen (0 before any writer)",
+            value=election.highest >> 64,
+        )
+        yield GaugeMetricFamily(
+            "corridor_agent_election_id_low",
+            "The low 64 bits of the highest election id seen (0 before any writer)",
+            value=election.highest & ((1 << 64) - 1),
         )
         yield CounterMetricFamily(
             "corridor_agent_election_primary_changes",
@@ -148,7 +155,7 @@ def _engine_metrics(counters: Counters, ports: list[PortStatus]) -> Iterator[Met
     releases the GIL and locks no worker)."""
     labels = ["port", "vlan"]
     families = {
-        field: CounterMetricFamily(f"corridor_interface_{field}", help_, labels=labels)
+        field: CounterMetricFamily(f"corridor_engine_{field}", help_, labels=labels)
         for field, help_ in (
             ("rx_packets", "Frames received by the engine, per port and VLAN"),
             ("rx_bytes", "Bytes received by the engine, per port and VLAN"),
@@ -165,13 +172,15 @@ def _engine_metrics(counters: Counters, ports: list[PortStatus]) -> Iterator[Met
         families["tx_bytes"].add_metric(labels, e["tx_bytes"])
     yield from families.values()
     drops = CounterMetricFamily(
-        "corridor_drops", "Frames dropped, by reason and worker", labels=["reason", "worker"]
+        "corridor_engine_drops", "Frames dropped, by reason and worker", labels=["reason", "worker"]
     )
     icmp = CounterMetricFamily(
-        "corridor_icmp_errors", "ICMP errors, by outcome and worker", labels=["outcome", "worker"]
+        "corridor_engine_icmp_errors",
+        "ICMP errors, by outcome and worker",
+        labels=["outcome", "worker"],
     )
     passes = CounterMetricFamily(
-        "corridor_worker_passes", "Passes through the worker loop", labels=["worker"]
+        "corridor_engine_worker_passes", "Passes through the worker loop", labels=["worker"]
     )
     for w in raw["workers"]:
         worker = str(w["worker"])
@@ -185,9 +194,11 @@ def _engine_metrics(counters: Counters, ports: list[PortStatus]) -> Iterator[Met
     yield drops
     yield icmp
     yield passes
-    up = GaugeMetricFamily("corridor_port_up", "1 while the port's link is up", labels=["port"])
+    up = GaugeMetricFamily(
+        "corridor_engine_port_up", "1 while the port's link is up", labels=["port"]
+    )
     recoveries = CounterMetricFamily(
-        "corridor_port_recoveries", "Times the engine re-attached a port", labels=["port"]
+        "corridor_engine_port_recoveries", "Times the engine re-attached a port", labels=["port"]
     )
     for p in ports:
         up.add_metric([p["name"]], 1 if p["link_up"] else 0)

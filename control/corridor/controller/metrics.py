@@ -7,9 +7,11 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from corridor.common.metrics import new_registry
 
 if TYPE_CHECKING:
     from corridor.controller.core import Controller
@@ -21,7 +23,7 @@ APPLY_SECONDS_BUCKETS = (
 
 class ControllerMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = new_registry()
         self.apply_seconds = Histogram(
             "corridor_controller_apply_seconds",
             "Time from a request to its commit in the store, by call and outcome",
