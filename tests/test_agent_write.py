@@ -229,7 +229,11 @@ async def test_every_bad_operation_is_named(agent) -> None:
         (2, "operations[2].route.prefix.address"),
         (3, "operations[3].next_hop_group.id"),
     ]
-    assert "(and 2 more)" in e.value.details()
+    # The message names every one of them, not the first and a count.
+    message = e.value.details()
+    assert "more)" not in message
+    for v in details.violations:
+        assert f"operation {v.operation}: {v.description}" in message, message
     # Good syntax, bad references: the FIB names each of them as well.
     batch = [c.set_route("198.18.7.0/24", 7), c.delete_group(2), c.set_route("2001:db8::/48", 8)]
     with pytest.raises(grpc.aio.AioRpcError) as e:

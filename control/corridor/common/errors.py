@@ -22,10 +22,13 @@ class InvalidBatch(ValueError):
 
     def __init__(self, violations: Sequence[Violation]) -> None:
         self.violations = list(violations)
-        first = self.violations[0]
-        where = f"operation {first.index}" if first.index is not None else first.field
-        more = f" (and {len(self.violations) - 1} more)" if len(self.violations) > 1 else ""
-        super().__init__(f"batch refused, nothing applied: {where}: {first.description}{more}")
+        # Every violation, not the first: a client that fixes one at a time would meet them
+        # one round trip each. The wire message is cut to a budget; the details list them.
+        problems = "; ".join(
+            f"{f'operation {v.index}' if v.index is not None else v.field}: {v.description}"
+            for v in self.violations
+        )
+        super().__init__(f"batch refused, nothing applied: {problems}")
 
 
 class FieldError(ValueError):
