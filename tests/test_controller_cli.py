@@ -1,5 +1,6 @@
-"""`corridor route|node|stats` as people and scripts run them, against a real controller and
-agent: tables by default, --json for scripts, exit 1 and one line of reason on error."""
+"""`corridor route|node|nexthop|stats` as people and scripts run them, against a real
+controller and agent: tables by default, --json for scripts; exit 1 and one line per problem
+when the controller refuses or cannot be reached, exit 2 when the arguments are wrong."""
 
 from __future__ import annotations
 
@@ -14,16 +15,27 @@ from controller_support import LocalAgent, controller_document, start_controller
 CONTROL = str(Path(__file__).resolve().parent.parent / "control")
 
 
-async def corridor(controller: str, *args: str) -> tuple[int, str, str]:
+def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (CONTROL, env.get("PYTHONPATH")) if p)
+    return env
+
+
+async def run(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    """`corridor ARGS` in a process of its own, as a user runs it."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "corridor", *args, "--controller", controller, env=env,
+        sys.executable, "-m", "corridor", *args, env=_env(),
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    async with asyncio.timeout(60):
-        out, err = await process.communicate()
+    async with asyncio.timeout(120):
+        out, err = await process.communicate(stdin)
+    assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def corridor(controller: str, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    return await run(*args, "--controller", controller, stdin=stdin)
 
 
 async def test_cli_against_a_real_controller(tmp_path: Path) -> None:
@@ -72,7 +84,7 @@ async def test_cli_against_a_real_controller(tmp_path: Path) -> None:
             (("route", "add", "198.18.0.0/16", "--via", "198.18.0.2"), 2, "GATEWAY,PORT"),
             (("route", "add", "198.18.0.0/16", "--blackhole", "--node", "zz"), 1,
              "routes[0].node: node 'zz' is not registered"),
-            (("route", "del", "198.18.9.0/24"), 2, "no route 198.18.9.0/24 for every node"),
+            (("route", "del", "198.18.9.0/24"), 1, "no route 198.18.9.0/24 for every node"),
             (("node", "status", "zz"), 1, "node 'zz' is not registered"),
         ]  # fmt: skip
         for args, expected_code, words in errors:
@@ -108,3 +120,249 @@ async def test_node_list_shows_a_failing_node_its_retries_and_error_since(tmp_pa
         assert row.split()[0] == "gone" and f"(since {node['last_error_time']})" in row, row
     finally:
         await running.stop(0)
+
+
+async def test_empty_tables_print_their_header(tmp_path: Path) -> None:
+    """No node, no route: every listing prints its header (and --json an empty list)."""
+    running = await start_controller(controller_document(tmp_path, {}), tmp_path)
+    ctl = f"unix:{tmp_path / 'controller.sock'}"
+    try:
+        for args, header in (
+            (("node", "list"), "NODE"),
+            (("route", "list"), "NODE"),
+            (("stats",), "revision"),
+        ):
+            code, out, err = await corridor(ctl, *args)
+            assert (code, err) == (0, ""), (args, err)
+            assert out.split()[0] == header, (args, out)
+        code, out, err = await corridor(ctl, "route", "list", "--json")
+        assert (code, err, json.loads(out)) == (0, "", [])
+        code, out, err = await corridor(ctl, "node", "list", "--json")
+        assert (code, err, json.loads(out)) == (0, "", [])
+    finally:
+        await running.stop(0)
+
+
+def _prefixes(count: int) -> str:
+    """`count` /24s in 198.18.0.0/15, in the shared/data format (an origin AS on some)."""
+    return "".join(
+        f"198.{18 + i // 256}.{i % 256}.0/24" + (" 64500" if i % 2 else "") + "\n"
+        for i in range(count)
+    )
+
+
+async def test_load_list_every_page_and_a_closed_pipe(tmp_path: Path) -> None:
+    """3,000 routes loaded in batches of 1,000; `route list` pages through them all (beyond
+    the controller's page of 1,000), --limit stops and says so; `| head` ends quietly."""
+    agent = await LocalAgent(tmp_path / "a.sock").start()
+    running = await start_controller(controller_document(tmp_path, {"a": agent.address}), tmp_path)
+    ctl = f"unix:{tmp_path / 'controller.sock'}"
+    try:
+        table = tmp_path / "table.txt"
+        table.write_text("# a comment, then a blank line\n\n" + _prefixes(3000))
+        code, out, err = await corridor(
+            ctl, "route", "load", str(table), "--via", "198.18.0.2,cor-c0", "--batch", "1000"
+        )
+        assert (code, err) == (0, ""), err
+        assert out.startswith("loaded 3000 routes in 3 batches at revision"), out
+        code, out, err = await corridor(ctl, "route", "list", "--json")
+        rows = json.loads(out)
+        assert (code, err, len(rows)) == (0, "", 3000)
+        assert rows[-1]["prefix"] == "198.29.183.0/24"
+        assert rows[0]["next_hops"] == [
+            {"gateway": "198.18.0.2", "port": "cor-c0", "vlan": 0, "weight": 1}
+        ]
+        code, out, err = await corridor(ctl, "route", "list", "--limit", "1500")
+        assert code == 0 and len(out.splitlines()) == 1 + 1500
+        assert "stopped at --limit 1500; more routes exist" in err and len(err.splitlines()) == 1
+        code, out, err = await corridor(ctl, "route", "list", "--limit", "3000")
+        assert (code, err, len(out.splitlines())) == (0, "", 3001)
+
+        # The reader of the output goes away after one line: no traceback, the shell's 141.
+        shell = (
+            f"set -o pipefail; {sys.executable} -m corridor route list --controller {ctl} "
+            "| head -n 1"
+        )
+        process = await asyncio.create_subprocess_exec(
+            "bash", "-c", shell, env=_env(),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(120):
+            out_b, err_b = await process.communicate()
+        assert out_b.decode().split() == ["NODE", "PREFIX", "KIND", "NEXT", "HOPS"]
+        assert err_b == b"", err_b.decode()
+        assert process.returncode == 141
+
+        # JSON lines from stdin, the node given by --node; a blackhole as JSON.
+        lines = "\n".join(
+            json.dumps(r)
+            for r in (
+                {"prefix": "2001:db8:1::/48", "kind": "blackhole"},
+                {"prefix": "2001:db8:2::/48", "next_hops": [
+                    {"gateway": "198.19.0.2", "port": "cor-c1", "vlan": 100, "weight": 2}]},
+            )
+        )  # fmt: skip
+        code, out, err = await corridor(
+            ctl, "route", "load", "-", "--node", "a", "--json", stdin=lines.encode()
+        )
+        assert (code, err) == (0, "") and json.loads(out)["routes"] == 2
+        code, out, _ = await corridor(ctl, "route", "list", "--node", "a", "--json")
+        assert [(r["prefix"], r["kind"]) for r in json.loads(out)] == [
+            ("2001:db8:1::/48", "blackhole"),
+            ("2001:db8:2::/48", "forward"),
+        ]
+    finally:
+        await running.stop(0)
+        await agent.stop()
+
+
+async def test_load_refuses_bad_lines_and_names_them(tmp_path: Path) -> None:
+    """Bad lines: each named by its number, nothing applied. A batch the controller refuses:
+    every refused route named by its line; the batches before it stay, the rest do not."""
+    agent = await LocalAgent(tmp_path / "a.sock").start()
+    running = await start_controller(controller_document(tmp_path, {"a": agent.address}), tmp_path)
+    ctl = f"unix:{tmp_path / 'controller.sock'}"
+    try:
+        bad = tmp_path / "bad.txt"
+        bad.write_text(
+            "198.18.0.0/24\n198.18.1.1/24\n198.18.2.0/24 x\n{\"prefix\": \"198.18.3.0/24\"\n"
+            + json.dumps({"prefix": "198.18.4.0/24", "kind": "forward", "next_hops": [
+                {"gateway": "nope", "port": "cor-c0"}]}) + "\n"
+            + json.dumps({"prefix": "198.18.5.0/24", "colour": "red"}) + "\n"
+            + "\xff\n"
+        )  # fmt: skip
+        code, out, err = await corridor(ctl, "route", "load", str(bad), "--blackhole")
+        assert code == 2 and out == "", err
+        problems = err.splitlines()
+        assert [p.split(":")[2] for p in problems[:-1]] == [str(n) for n in range(2, 8)], err
+        assert "host bits set" in problems[0]
+        assert "expected PREFIX [ORIGIN-AS]" in problems[1]
+        assert "not JSON" in problems[2]
+        assert "next_hops[0].gateway" in problems[3]
+        assert "unknown keys ['colour']" in problems[4]
+        assert problems[-1].endswith("6 bad lines; nothing applied")
+        code, out, err = await corridor(ctl, "route", "load", str(tmp_path / "table.txt"))
+        assert code == 2 and "No such file" in err
+        code, out, err = await corridor(ctl, "route", "load", "-", stdin=b"198.18.0.0/24\n")
+        assert code == 2 and "a prefix without a target" in err
+        code, out, _ = await corridor(ctl, "route", "list", "--json")
+        assert json.loads(out) == []  # nothing of it applied
+
+        # Good syntax, refused by the controller in the second batch: two ports unknown.
+        lines = [
+            json.dumps({"prefix": f"198.18.{i}.0/24", "next_hops": [
+                {"gateway": "198.18.0.2", "port": "eth9" if i in (3, 5) else "cor-c0"}]})
+            for i in range(6)
+        ]  # fmt: skip
+        code, out, err = await corridor(
+            ctl, "route", "load", "-", "--batch", "3", stdin="\n".join(lines).encode()
+        )
+        assert code == 1 and out == "", err
+        problems = err.splitlines()
+        assert problems[0].startswith("corridor route load: -:4: routes[0].next_hops[0]")
+        assert problems[1].startswith("corridor route load: -:6: routes[2].next_hops[0]")
+        assert "port 'eth9' is not a port of node a" in problems[1]
+        assert "lines 4-6 refused, not applied; 3 routes (lines up to 3) were committed" in err
+        code, out, _ = await corridor(ctl, "route", "list", "--json")
+        assert [r["prefix"] for r in json.loads(out)] == [f"198.18.{i}.0/24" for i in range(3)]
+    finally:
+        await running.stop(0)
+        await agent.stop()
+
+
+async def test_global_options_version_completion_and_exit_codes(tmp_path: Path) -> None:
+    agent = await LocalAgent(tmp_path / "a.sock").start()
+    running = await start_controller(controller_document(tmp_path, {"a": agent.address}), tmp_path)
+    ctl = f"unix:{tmp_path / 'controller.sock'}"
+    try:
+        from corridor import __version__
+
+        assert await run("--version") == (0, f"corridor {__version__}\n", "")
+        # Global options before the subcommand, and the same after it.
+        code, out, err = await run("--controller", ctl, "--json", "route", "add",
+                                   "198.18.0.0/15", "--blackhole")  # fmt: skip
+        assert (code, err) == (0, "") and json.loads(out)["revision"] > 0
+        code, out, err = await run("--json", "node", "list", "--controller", ctl)
+        assert (code, err) == (0, "") and json.loads(out)[0]["name"] == "a"
+        code, out, _ = await run("--controller", f"unix:{tmp_path / 'none.sock'}", "stats",
+                                 "--controller", ctl)  # fmt: skip
+        assert code == 0  # the later one wins
+
+        for shell, words in (("bash", "complete"), ("zsh", "#compdef corridor")):
+            code, out, err = await run("completion", shell)
+            assert (code, err) == (0, "") and words in out and "nexthop" in out
+        code, out, err = await run("completion", "fish")
+        assert code == 2 and "invalid choice" in err
+
+        # Exit 2: the command line is wrong, nothing was sent (usage from argparse included).
+        for args, words in (
+            (("route", "list", "--limit", "many"), "is not a count"),
+            (("route", "list", "--limit", "-3"), "is not a count"),
+            (("route", "add", "198.18.0.0/15"), "one of the arguments"),
+            (("route", "frobnicate"), "invalid choice"),
+            (("route", "add", "198.18.0.0/15", "--via", "198.18.0.2,cor-c0,x"), "--via"),
+            (("route", "add", "10.0.0.0/8", "--via", "nope,cor-c0"), "does not appear"),
+            (("route", "list", "--within", "198.18.0.0/99"), "not a prefix"),
+            (("nexthop", "drain", "198.18.0.2"), "expected GATEWAY,PORT[,VLAN]"),
+            (("nexthop", "drain", "198.18.0.2,cor-c0,vlan"), "invalid literal"),
+            (("nexthop", "drain", "bad,cor-c0"), "does not appear"),
+            (("route", "load", "-", "--batch", "0", "--blackhole"), "--batch 0: give 1 to"),
+            (("node", "list", "--ca", str(tmp_path / "no.pem")), "TLS needs"),
+            ((), "the following arguments are required"),
+        ):
+            code, out, err = await corridor(ctl, *args)
+            assert code == 2 and out == "", (args, code, out, err)
+            assert words in err, (args, err)
+        # Exit 1: the controller refused, or could not be reached.
+        for args, words in (
+            (("nexthop", "drain", "198.18.0.2,cor-c0", "--node", "zz"), "not registered"),
+            (("route", "add", "198.18.0.0/16", "--via", "198.18.0.2,cor-c0,5000"), "vlan"),
+        ):
+            code, out, err = await corridor(ctl, *args)
+            assert code == 1 and out == "", (args, code, out, err)
+            assert words in err and len(err.splitlines()) == 1, (args, err)
+    finally:
+        await running.stop(0)
+        await agent.stop()
+
+
+async def test_node_status_for_people_and_nexthop_drain(tmp_path: Path) -> None:
+    agent = await LocalAgent(tmp_path / "a.sock").start()
+    running = await start_controller(controller_document(tmp_path, {"a": agent.address}), tmp_path)
+    ctl = f"unix:{tmp_path / 'controller.sock'}"
+    try:
+        code, _, _ = await corridor(
+            ctl, "route", "add", "198.18.0.0/15",
+            "--via", "198.18.0.2,cor-c0", "--via", "198.19.0.2,cor-c1,100",
+        )  # fmt: skip
+        assert code == 0
+
+        async def in_sync() -> bool:
+            _, out, _ = await corridor(ctl, "node", "status", "a", "--json")
+            return bool(json.loads(out)["in_sync"] and json.loads(out)["installed"]["ipv4_routes"])
+
+        for _ in range(100):
+            if await in_sync():
+                break
+            await asyncio.sleep(0.1)
+        code, out, err = await corridor(ctl, "node", "status", "a")
+        assert (code, err) == (0, "")
+        fields = {line.split("  ")[0].strip(): line.split("  ", 1)[1].strip()
+                  for line in out.splitlines()}  # fmt: skip
+        assert fields["node"] == "a" and fields["in sync"] == "yes", out
+        assert fields["installed"] == "1 IPv4, 0 IPv6 routes; 1 groups; 2 adjacencies", out
+        assert fields["last error"] == "-"
+        assert "{" not in out and "'" not in out, out  # no Python dicts
+        lag = fields["lag"]
+        assert lag.endswith(" s") and len(lag.split()[0].split(".")[1]) == 3, lag
+
+        code, out, err = await corridor(ctl, "nexthop", "drain", "198.19.0.2,cor-c1,100")
+        assert (code, err) == (0, "") and out.startswith("drained 198.19.0.2,cor-c1,100 on every")
+        assert out.rstrip().endswith("in 1 next-hop groups"), out
+        code, out, err = await corridor(ctl, "nexthop", "restore", "198.19.0.2,cor-c1,100",
+                                        "--json")  # fmt: skip
+        reply = json.loads(out)
+        assert (code, err, reply["drained"], reply["groups"]) == (0, "", False, 1)
+    finally:
+        await running.stop(0)
+        await agent.stop()

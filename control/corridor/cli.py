@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from corridor import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="corridor", description=__doc__)
+    from corridor import cli_controller
+
+    parser = argparse.ArgumentParser(
+        prog="corridor",
+        description=__doc__,
+        epilog="Exit codes: 0 done; 1 refused or failed (one line per problem on stderr); "
+        "2 wrong arguments or configuration.",
+    )
+    parser.add_argument("--version", action="version", version=f"corridor {__version__}")
+    cli_controller.add_client_options(parser, default=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="load the real tables and show what the data plane does")
@@ -44,10 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lab.set_defaults(run=_run_lab)
 
-    from corridor import cli_controller
-
     cli_controller.add_parsers(sub)
+
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    completion.set_defaults(run=lambda args: _run_completion(parser, args.shell))
     return parser
+
+
+def _run_completion(parser: argparse.ArgumentParser, shell: str) -> int:
+    """`eval "$(corridor completion bash)"`, or the output saved where the shell looks."""
+    import shtab
+
+    print(shtab.complete(parser, shell=shell))
+    return 0
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -74,9 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        code: int = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here rather than at exit
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`corridor route list | head`): stop quietly, as the shell's
+        # tools do, and keep the interpreter's last flush from writing a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
-"""The controller's subcommands of `corridor`: `controller` and `up` run it; `route`, `node`
-and `stats` talk to it for people (tables) and scripts (`--json`). Any failure exits
-non-zero with one line saying why.
+"""The controller's subcommands of `corridor`: `controller` and `up` run it; `route`, `node`,
+`nexthop` and `stats` talk to it for people (tables) and scripts (`--json`).
+
+Exit codes, the same for every subcommand: 0 done; 1 the controller refused the request or
+it failed (unreachable, not found, a violation: one line per problem); 2 the command line
+or a file it names is wrong (nothing was sent).
 """
 
 from __future__ import annotations
@@ -16,6 +19,30 @@ from typing import Any
 
 DEFAULT_CONTROLLER = "unix:/run/corridor/controller.sock"
 TIMEOUT = 30.0
+EXIT_FAILED = 1  # the controller refused or the call failed
+EXIT_USAGE = 2  # the arguments or a file they name are wrong; argparse uses 2 as well
+
+
+def add_client_options(parser: argparse.ArgumentParser, *, default: bool) -> None:
+    """The options of every command that talks to the controller. The top-level parser holds
+    the defaults; each subcommand accepts them again without defaults of its own
+    (SUPPRESS), so `corridor --json route list` and `corridor route list --json` agree."""
+
+    def d(value: Any) -> Any:
+        return value if default else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--controller",
+        default=d(os.environ.get("CORRIDOR_CONTROLLER", DEFAULT_CONTROLLER)),
+        metavar="ADDRESS",
+        help=f"unix:/path or host:port (default: $CORRIDOR_CONTROLLER or {DEFAULT_CONTROLLER})",
+    )
+    parser.add_argument("--ca", default=d(None), help="CA of the controller's certificate (mTLS)")
+    parser.add_argument("--cert", default=d(None), help="this client's certificate (mTLS)")
+    parser.add_argument("--key", default=d(None), help="this client's key (mTLS)")
+    parser.add_argument(
+        "--json", action="store_true", default=d(False), help="print JSON for scripts"
+    )
 
 
 def add_parsers(sub) -> None:
@@ -46,16 +73,7 @@ def add_parsers(sub) -> None:
         p.set_defaults(run=_run_up if up else _run_controller)
 
     client = argparse.ArgumentParser(add_help=False)
-    client.add_argument(
-        "--controller",
-        default=os.environ.get("CORRIDOR_CONTROLLER", DEFAULT_CONTROLLER),
-        metavar="ADDRESS",
-        help="unix:/path or host:port (default: $CORRIDOR_CONTROLLER or %(default)s)",
-    )
-    client.add_argument("--ca", help="CA of the controller's certificate (mutual TLS)")
-    client.add_argument("--cert", help="this client's certificate (mutual TLS)")
-    client.add_argument("--key", help="this client's key (mutual TLS)")
-    client.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_client_options(client, default=False)
 
     route = sub.add_parser("route", help="routes in intent: add, del, list")
     rsub = route.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -78,7 +96,15 @@ def add_parsers(sub) -> None:
     lst = rsub.add_parser("list", parents=[client], help="list routes")
     lst.add_argument("--node", help="only this node's routes ('' for the every-node routes)")
     lst.add_argument("--within", metavar="PREFIX", help="only prefixes inside this one")
-    lst.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
+    lst.add_argument(
+        "--limit",
+        type=_count,
+        default=0,
+        help="at most this many; says so on stderr when more exist (default: all)",
+    )
+    from corridor import cli_load
+
+    cli_load.add_parser(rsub, client)
     route.set_defaults(run=_run_route)
 
     node = sub.add_parser("node", help="nodes: add, del, list, status")
@@ -96,6 +122,29 @@ def add_parsers(sub) -> None:
     stats = sub.add_parser("stats", parents=[client], help="intent sizes and node states")
     stats.set_defaults(run=_run_stats)
 
+    nexthop = sub.add_parser(
+        "nexthop", help="drain a next hop (traffic moves to the other members) or restore it"
+    )
+    hsub = nexthop.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, help_ in (
+        ("drain", "take a next hop out of every group that holds it (on one node or all)"),
+        ("restore", "put a drained next hop back"),
+    ):
+        h = hsub.add_parser(action, parents=[client], help=help_)
+        h.add_argument("next_hop", metavar="GATEWAY,PORT[,VLAN]")
+        h.add_argument("--node", default="", help="one node (default: every node)")
+    nexthop.set_defaults(run=_run_nexthop)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0 or more)")
+    return value
+
 
 def _run_controller(args) -> int:
     from corridor.controller import main
@@ -110,14 +159,19 @@ def _run_up(args) -> int:
 
 
 class CliError(Exception):
-    pass
+    """A command that cannot go on: one line for the user and the exit code (EXIT_USAGE when
+    the arguments are at fault, EXIT_FAILED when the controller's answer is)."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
 
 
-def _call(args, work) -> int:
-    """Runs `work(stub)` against the controller; prints one line and returns 1 on failure."""
+def call(args, work) -> int:
+    """Runs `work(stub)` against the controller. On failure prints one line per problem,
+    each starting with the command, and returns the exit code."""
     import grpc
 
-    from corridor.common.status import write_error
     from corridor.v1 import controller_pb2_grpc
 
     def credentials():
@@ -137,24 +191,37 @@ def _call(args, work) -> int:
         async with channel:
             return await work(controller_pb2_grpc.ControllerStub(channel))
 
-    command = f"corridor {args.command}" + (f" {args.action}" if hasattr(args, "action") else "")
+    command = command_name(args)
     try:
         tls = args.ca or args.cert or args.key
         return asyncio.run(go(credentials() if tls else None))
     except CliError as e:
         print(f"{command}: {e}", file=sys.stderr)
-        return 2
+        return e.code
     except grpc.RpcError as e:
-        reason = e.details() or e.code().name
-        details = write_error(e)
-        if details is not None and details.violations:
-            v = details.violations[0]
-            more = len(details.violations) - 1
-            reason = f"{v.field}: {v.description}" + (f" (and {more} more)" if more else "")
-        if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            reason = f"cannot reach the controller at {args.controller}: {reason}"
-        print(f"{command}: {reason}", file=sys.stderr)
-        return 1
+        for line in rpc_error_lines(e, args.controller):
+            print(f"{command}: {line}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def command_name(args) -> str:
+    return f"corridor {args.command}" + (f" {args.action}" if hasattr(args, "action") else "")
+
+
+def rpc_error_lines(e, controller: str) -> list[str]:
+    """What went wrong with a call, one line per problem: every violation the controller
+    listed (a batch is refused whole, so the user fixes them all at once), else the message."""
+    import grpc
+
+    from corridor.common.status import write_error
+
+    details = write_error(e)
+    if details is not None and details.violations:
+        return [f"{v.field}: {v.description}" for v in details.violations]
+    reason = e.details() or e.code().name
+    if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        reason = f"cannot reach the controller at {controller}: {reason}"
+    return [reason]
 
 
 def _prefix(text: str):
@@ -167,7 +234,7 @@ def _prefix(text: str):
     return prefix(str(network))
 
 
-def _next_hop(text: str):
+def next_hop(text: str):
     from corridor.v1 import controller_pb2
 
     parts = text.split(",")
@@ -185,6 +252,10 @@ def _next_hop(text: str):
 def _run_route(args) -> int:
     from corridor.v1 import controller_pb2, dataplane_pb2
 
+    if args.action == "load":
+        from corridor import cli_load
+
+        return cli_load.run(args)
     if args.action == "add":
 
         async def work(stub):
@@ -195,9 +266,9 @@ def _run_route(args) -> int:
                 route.kind = dataplane_pb2.ROUTE_KIND_UNREACHABLE
             else:
                 route.kind = dataplane_pb2.ROUTE_KIND_FORWARD
-                route.next_hops.extend(_next_hop(v) for v in args.via)
+                route.next_hops.extend(next_hop(v) for v in args.via)
             reply = await stub.Apply(controller_pb2.ApplyRequest(routes=[route]), timeout=TIMEOUT)
-            _out(args, {"revision": reply.revision}, f"committed at revision {reply.revision}")
+            out(args, {"revision": reply.revision}, f"committed at revision {reply.revision}")
             return 0
 
     elif args.action == "del":
@@ -206,26 +277,32 @@ def _run_route(args) -> int:
             key = controller_pb2.RouteKey(node=args.node, prefix=_prefix(args.prefix))
             reply = await stub.Delete(controller_pb2.DeleteRequest(routes=[key]), timeout=TIMEOUT)
             if reply.deleted == 0:
-                raise CliError(f"no route {args.prefix} for {_node_text(args.node)}")
-            _out(args, {"revision": reply.revision}, f"deleted at revision {reply.revision}")
+                raise CliError(f"no route {args.prefix} for {_node_text(args.node)}", EXIT_FAILED)
+            out(args, {"revision": reply.revision}, f"deleted at revision {reply.revision}")
             return 0
 
     else:
 
         async def work(stub):
-            request = controller_pb2.ListRoutesRequest(page_size=min(args.limit, 10_000) or 1)
+            limit = args.limit or None
+            request = controller_pb2.ListRoutesRequest(page_size=min(limit or 10_000, 10_000))
             if args.node is not None:
                 request.node = args.node
             if args.within:
                 request.within.CopyFrom(_prefix(args.within))
             rows: list[dict[str, Any]] = []
-            while len(rows) < args.limit:
+            more = False
+            while True:
                 page = await stub.ListRoutes(request, timeout=TIMEOUT)
                 rows.extend(_route_dict(r) for r in page.routes)
                 if not page.next_page_token:
                     break
+                if limit is not None and len(rows) >= limit:
+                    more = True
+                    break
                 request.page_token = page.next_page_token
-            rows = rows[: args.limit]
+            if limit is not None and len(rows) > limit:
+                rows, more = rows[:limit], True
             if args.json:
                 print(json.dumps(rows, indent=1))
             else:
@@ -236,9 +313,15 @@ def _run_route(args) -> int:
                         for r in rows
                     ],
                 )
+            if more:
+                print(
+                    f"{command_name(args)}: stopped at --limit {limit}; more routes exist "
+                    "(a larger --limit, 0 for all, or a narrower --within)",
+                    file=sys.stderr,
+                )
             return 0
 
-    return _call(args, work)
+    return call(args, work)
 
 
 def _run_node(args) -> int:
@@ -250,12 +333,12 @@ def _run_node(args) -> int:
             reply = await stub.RegisterNode(
                 controller_pb2.RegisterNodeRequest(node=node), timeout=TIMEOUT
             )
-            _out(args, {"revision": reply.revision}, f"registered at revision {reply.revision}")
+            out(args, {"revision": reply.revision}, f"registered at revision {reply.revision}")
         elif args.action == "del":
             reply = await stub.DeregisterNode(
                 controller_pb2.DeregisterNodeRequest(name=args.name), timeout=TIMEOUT
             )
-            _out(args, {"revision": reply.revision}, f"deregistered at revision {reply.revision}")
+            out(args, {"revision": reply.revision}, f"deregistered at revision {reply.revision}")
         elif args.action == "list":
             reply = await stub.ListNodes(controller_pb2.ListNodesRequest(), timeout=TIMEOUT)
             _print_nodes(args, [_status_dict(s) for s in reply.nodes])
@@ -267,12 +350,10 @@ def _run_node(args) -> int:
             if args.json:
                 print(json.dumps(d, indent=1))
             else:
-                width = max(map(len, d))
-                for k, v in d.items():
-                    print(f"{k:<{width}}  {v}")
+                _print_status(d)
         return 0
 
-    return _call(args, work)
+    return call(args, work)
 
 
 def _run_stats(args) -> int:
@@ -293,7 +374,77 @@ def _run_stats(args) -> int:
         _print_nodes(args, nodes)
         return 0
 
-    return _call(args, work)
+    return call(args, work)
+
+
+def _run_nexthop(args) -> int:
+    from corridor.v1 import controller_pb2
+
+    parts = args.next_hop.split(",")
+    try:
+        if not 2 <= len(parts) <= 3 or not parts[1]:
+            raise ValueError("expected GATEWAY,PORT[,VLAN]")
+        gateway = ipaddress.ip_address(parts[0]).packed
+        vlan = int(parts[2]) if len(parts) > 2 else 0
+    except ValueError as e:
+        print(f"{command_name(args)}: {args.next_hop!r}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    drained = args.action == "drain"
+
+    async def work(stub):
+        reply = await stub.SetNextHopState(
+            controller_pb2.SetNextHopStateRequest(
+                node=args.node, gateway=gateway, port=parts[1], vlan=vlan, drained=drained
+            ),
+            timeout=TIMEOUT,
+        )
+        done = "drained" if drained else "restored"
+        out(
+            args,
+            {"revision": reply.revision, "groups": reply.groups, "drained": drained},
+            f"{done} {args.next_hop} on {_node_text(args.node)} at revision {reply.revision}: "
+            f"in {reply.groups} next-hop groups",
+        )
+        return 0
+
+    return call(args, work)
+
+
+# How `node status` names each field for people, in this order; sizes and counts as numbers.
+_STATUS_LABELS = (
+    ("name", "node"), ("address", "address"), ("state", "state"), ("connected", "connected"),
+    ("in_sync", "in sync"), ("synced_revision", "synced revision"), ("lag_seconds", "lag"),
+    ("intended", "intended"), ("installed", "installed"),
+    ("agent_generation", "agent generation"), ("reconnects", "reconnects"),
+    ("drift_detected", "drift detected"), ("drift_entries", "drift entries"),
+    ("last_full_sync_seconds", "last full sync"),
+    ("last_full_sync_operations", "last full sync operations"),
+    ("rx_packets", "rx packets"), ("tx_packets", "tx packets"),
+    ("dropped_packets", "dropped packets"), ("retries", "retries"),
+)  # fmt: skip
+
+
+def _print_status(d: dict) -> None:
+    """One node for people: sizes as "a IPv4, b IPv6 routes; ...", seconds rounded to ms,
+    yes/no for flags, the error with its time."""
+
+    def text(key: str, value: Any) -> str:
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, dict):
+            return (
+                f"{value['ipv4_routes']} IPv4, {value['ipv6_routes']} IPv6 routes; "
+                f"{value['next_hop_groups']} groups; {value['adjacencies']} adjacencies"
+            )
+        if key.endswith("_seconds"):
+            return f"{value:.3f} s"
+        return str(value)
+
+    lines = [(label, text(key, d[key])) for key, label in _STATUS_LABELS]
+    lines.append(("last error", _error_text(d)))
+    width = max(len(label) for label, _ in lines)
+    for label, value in lines:
+        print(f"{label:<{width}}  {value}")
 
 
 def _print_nodes(args, nodes: list[dict]) -> None:
@@ -402,12 +553,12 @@ def _node_text(node: str) -> str:
     return "every node" if not node else f"node {node}"
 
 
-def _out(args, data: dict, text: str) -> None:
+def out(args, data: dict, text: str) -> None:
     print(json.dumps(data) if args.json else text)
 
 
 def _table(header: list[str], rows: list[list]) -> None:
     rows = [[str(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
     for line in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
