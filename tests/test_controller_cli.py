@@ -1,4 +1,4 @@
-"""`corridor route|node|nexthop|stats` as people and scripts run them, against a real
+"""`corridor route|node|nexthop|port|counters|stats` as people and scripts run them, against a real
 controller and agent: tables by default, --json for scripts; exit 1 and one line per problem
 when the controller refuses or cannot be reached, exit 2 when the arguments are wrong."""
 
@@ -10,7 +10,11 @@ import os
 import sys
 from pathlib import Path
 
+import grpc
+import pytest
+
 from controller_support import LocalAgent, controller_document, start_controller
+from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2
 
 CONTROL = str(Path(__file__).resolve().parent.parent / "control")
 
@@ -363,6 +367,135 @@ async def test_node_status_for_people_and_nexthop_drain(tmp_path: Path) -> None:
                                         "--json")  # fmt: skip
         reply = json.loads(out)
         assert (code, err, reply["drained"], reply["groups"]) == (0, "", False, 1)
+    finally:
+        await running.stop(0)
+        await agent.stop()
+
+
+async def test_route_lookup_port_list_and_counters_through_the_controller(tmp_path: Path) -> None:
+    """The node's agent, asked through the controller: the longest match with its group and
+    members, the ports, the counters; malformed addresses and unknown nodes refused."""
+    agent = await LocalAgent(tmp_path / "a.sock").start()
+    running = await start_controller(controller_document(tmp_path, {"a": agent.address}), tmp_path)
+    ctl = f"unix:{tmp_path / 'controller.sock'}"
+    try:
+        for args in (
+            ("198.18.0.0/15", "--via", "198.18.0.2,cor-c0", "--via", "198.19.0.2,cor-c1,100,3"),
+            ("198.18.5.0/24", "--blackhole", "--node", "a"),
+            ("2001:db8::/33", "--unreachable"),
+        ):
+            code, _, err = await corridor(ctl, "route", "add", *args)
+            assert code == 0, err
+
+        async def in_sync() -> bool:
+            _, out, _ = await corridor(ctl, "node", "status", "a", "--json")
+            status = json.loads(out)
+            return bool(status["in_sync"] and status["installed"]["ipv6_routes"])
+
+        for _ in range(100):
+            if await in_sync():
+                break
+            await asyncio.sleep(0.1)
+
+        # The longest match wins: the /24 inside the /15.
+        code, out, err = await corridor(ctl, "route", "lookup", "198.18.5.9")
+        assert (code, err, out) == (0, "", "198.18.5.9 on node a: 198.18.5.0/24 blackhole\n")
+        code, out, err = await corridor(ctl, "route", "lookup", "198.18.200.1", "--node", "a")
+        assert (code, err) == (0, ""), err
+        lines = out.splitlines()
+        assert lines[0].startswith("198.18.200.1 on node a: 198.18.0.0/15 forward to group "), out
+        assert lines[0].endswith(" of 2 members usable"), out
+        assert lines[1].split() == [
+            "ADJACENCY",
+            "GATEWAY",
+            "PORT",
+            "VLAN",
+            "WEIGHT",
+            "STATE",
+            "MAC",
+        ]
+        rows = sorted(line.split()[1:5] for line in lines[2:])
+        assert rows == [["198.18.0.2", "cor-c0", "-", "1"], ["198.19.0.2", "cor-c1", "100", "3"]]
+        code, out, err = await corridor(ctl, "route", "lookup", "198.19.255.255", "--json")
+        found = json.loads(out)
+        assert (code, err, found["route"]["prefix"], found["route"]["kind"]) == (
+            0, "", "198.18.0.0/15", "forward"
+        )  # fmt: skip
+        assert {m["gateway"]: m["weight"] for m in found["members"]} == {
+            "198.18.0.2": 1, "198.19.0.2": 3
+        }  # fmt: skip
+        # No engine runs and no neighbour answers: no member is usable.
+        assert {m["state"] for m in found["members"]} <= {"unresolved", "link-down"}, found
+        code, out, err = await corridor(ctl, "route", "lookup", "2001:db8::1")
+        assert (code, out) == (0, "2001:db8::1 on node a: 2001:db8::/33 unreachable\n"), err
+        code, out, err = await corridor(ctl, "route", "lookup", "2001:db8:8000::1", "--json")
+        assert (code, err, json.loads(out)["route"]) == (0, "", None)
+        code, out, _ = await corridor(ctl, "route", "lookup", "2001:db8:8000::1")
+        assert out == "2001:db8:8000::1 on node a: no route (dropped, counted as no_route)\n"
+
+        code, out, err = await corridor(ctl, "port", "list")
+        assert (code, err) == (0, ""), err
+        rows = [line.split() for line in out.splitlines()]
+        assert rows[0][:4] == ["PORT", "LINK", "MODE", "XDP"], out
+        assert [r[0] for r in rows[1:]] == ["cor-c0", "cor-c1"], out
+        assert rows[1][-1] == "198.18.0.1/24" and rows[2][-2:] == ["100", "198.19.0.1/24"], out
+        code, out, err = await corridor(ctl, "port", "list", "--json")
+        ports = json.loads(out)["ports"]
+        assert [(p["name"], [v["vlan"] for v in p["vlans"]]) for p in ports] == [
+            ("cor-c0", []), ("cor-c1", [100])
+        ]  # fmt: skip
+
+        code, out, err = await corridor(ctl, "counters")
+        assert (code, err) == (0, ""), err
+        assert out.splitlines()[0].split()[:2] == ["PORT", "VLAN"], out
+        assert [line.split()[:2] for line in out.splitlines()[1:4]] == [
+            ["cor-c0", "-"], ["cor-c1", "-"], ["cor-c1", "100"]
+        ], out  # fmt: skip
+        assert "next hops: 2 adjacencies, " in out and "DROP REASON" in out, out
+        code, out, err = await corridor(ctl, "counters", "--port", "cor-c1", "--json")
+        counters = json.loads(out)
+        assert [(i["port"], i["vlan"]) for i in counters["interfaces"]] == [
+            ("cor-c1", 0), ("cor-c1", 100)
+        ]  # fmt: skip
+        assert counters["next_hops"]["adjacencies"] == 2 and counters["workers"][0]["worker"] == 0
+
+        # Malformed: exit 2 before anything is sent; refused by the controller: exit 1.
+        for args, words in (
+            (("route", "lookup", "198.18.0.0/24"), "does not appear to be an IPv4 or IPv6"),
+            (("route", "lookup", "nope"), "does not appear"),
+            (("route", "lookup"), "the following arguments are required: ADDRESS"),
+            (("port", "frobnicate"), "invalid choice"),
+        ):
+            code, out, err = await corridor(ctl, *args)
+            assert (code, out) == (2, ""), (args, err)
+            assert words in err, (args, err)
+        for args, words in (
+            (("route", "lookup", "198.18.0.1", "--node", "zz"), "node 'zz' is not registered"),
+            (("counters", "--port", "eth9"), "node a has no port 'eth9' (its ports: cor-c0, "),
+            (("port", "list", "--node", "zz"), "node 'zz' is not registered"),
+        ):
+            code, out, err = await corridor(ctl, *args)
+            assert (code, out) == (1, ""), (args, err)
+            assert words in err and len(err.splitlines()) == 1, (args, err)
+        async with grpc.aio.insecure_channel(ctl) as channel:
+            stub = controller_pb2_grpc.ControllerStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await stub.LookupRoute(controller_pb2.LookupRouteRequest(node="a", address=b"\1\2"))
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "address: is 2 bytes" in e.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await agent.stub.Lookup(dataplane_pb2.LookupRequest(address=bytes(5)))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        # Two nodes: --node is needed; a node whose agent is down: its agent named, exit 1.
+        code, _, err = await corridor(ctl, "node", "add", "b", f"unix:{tmp_path / 'b.sock'}")
+        assert code == 0, err
+        code, out, err = await corridor(ctl, "counters")
+        assert (code, out) == (2, "") and "give --node: 2 nodes are registered (a, b)" in err
+        code, out, err = await corridor(ctl, "counters", "--node", "b")
+        assert (code, out) == (1, ""), err
+        assert err.startswith(f"corridor counters: node b's agent at unix:{tmp_path}/b.sock: "), err
+        assert "cannot reach the controller" not in err
     finally:
         await running.stop(0)
         await agent.stop()

@@ -75,7 +75,7 @@ def add_parsers(sub) -> None:
     client = argparse.ArgumentParser(add_help=False)
     add_client_options(client, default=False)
 
-    route = sub.add_parser("route", help="routes in intent: add, del, list")
+    route = sub.add_parser("route", help="routes: add, del, list, load; lookup on a node")
     rsub = route.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = rsub.add_parser(
         "add",
@@ -102,7 +102,7 @@ def add_parsers(sub) -> None:
         default=0,
         help="at most this many; says so on stderr when more exist (default: all)",
     )
-    from corridor import cli_load
+    from corridor import cli_agent, cli_load
 
     cli_load.add_parser(rsub, client)
     route.set_defaults(run=_run_route)
@@ -134,6 +134,8 @@ def add_parsers(sub) -> None:
         h.add_argument("next_hop", metavar="GATEWAY,PORT[,VLAN]")
         h.add_argument("--node", default="", help="one node (default: every node)")
     nexthop.set_defaults(run=_run_nexthop)
+
+    cli_agent.add_parsers(sub, rsub, client)
 
 
 def _count(text: str) -> int:
@@ -219,7 +221,10 @@ def rpc_error_lines(e, controller: str) -> list[str]:
     if details is not None and details.violations:
         return [f"{v.field}: {v.description}" for v in details.violations]
     reason = e.details() or e.code().name
-    if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+    # The controller names a node's agent it could not reach ("node a's agent at ..."); any
+    # other such failure is the controller's own.
+    unreachable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    if e.code() in unreachable and not reason.startswith("node "):
         reason = f"cannot reach the controller at {controller}: {reason}"
     return [reason]
 
@@ -256,6 +261,10 @@ def _run_route(args) -> int:
         from corridor import cli_load
 
         return cli_load.run(args)
+    if args.action == "lookup":
+        from corridor import cli_agent
+
+        return cli_agent.run_lookup(args)
     if args.action == "add":
 
         async def work(stub):
@@ -306,7 +315,7 @@ def _run_route(args) -> int:
             if args.json:
                 print(json.dumps(rows, indent=1))
             else:
-                _table(
+                table(
                     ["NODE", "PREFIX", "KIND", "NEXT HOPS"],
                     [
                         [r["node"] or "*", r["prefix"], r["kind"], _hops_text(r["next_hops"])]
@@ -451,7 +460,7 @@ def _print_nodes(args, nodes: list[dict]) -> None:
     if args.json:
         print(json.dumps(nodes, indent=1))
         return
-    _table(
+    table(
         ["NODE", "ADDRESS", "STATE", "REVISION", "ROUTES", "LAG S", "DRIFT", "RETRIES",
          "LAST ERROR"],
         [
@@ -557,7 +566,7 @@ def out(args, data: dict, text: str) -> None:
     print(json.dumps(data) if args.json else text)
 
 
-def _table(header: list[str], rows: list[list]) -> None:
+def table(header: list[str], rows: list[list]) -> None:
     rows = [[str(c) for c in r] for r in rows]
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
     for line in [header, *rows]:

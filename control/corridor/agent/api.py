@@ -20,6 +20,7 @@ from corridor.agent.domain import MAX_OPERATIONS_PER_WRITE, LinkState, NotPrimar
 from corridor.agent.engine_host import Counters
 from corridor.common import status
 from corridor.common.addresses import (
+    address_from_pb,
     address_to_bytes,
     gateway_from_pb,
     prefix_from_pb,
@@ -165,6 +166,15 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
         loop = asyncio.get_running_loop()
         ports = await loop.run_in_executor(None, self.dataplane.port_states)
         return dataplane_pb2.ListPortsResponse(ports=ports_to_pb(ports))
+
+    async def Lookup(
+        self, request: dataplane_pb2.LookupRequest, context: _Context
+    ) -> dataplane_pb2.LookupResponse:
+        try:
+            address = address_from_pb(request.address, "address")
+        except FieldError as f:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{f.field}: {f.description}")
+        return lookup_to_pb(await self.dataplane.lookup(address))
 
 
 async def _refuse(
@@ -377,6 +387,19 @@ def routes_response(routes: Iterable[Route], generation: int) -> dataplane_pb2.R
         pb.kind = r.kind  # RouteKind's values are the protobuf's
         if r.group:
             pb.next_hop_group_id = r.group
+    return response
+
+
+def lookup_to_pb(found: domain.Lookup) -> dataplane_pb2.LookupResponse:
+    response = dataplane_pb2.LookupResponse()
+    if found.route is None:
+        return response
+    response.route.CopyFrom(routes_response([found.route], 0).routes[0])
+    if found.group is not None:
+        response.group.CopyFrom(group_to_pb(found.group))
+    response.adjacencies.extend(
+        adjacency_to_pb(a, found.adjacency_states.get(a.id)) for a in found.adjacencies
+    )
     return response
 
 

@@ -23,6 +23,7 @@ from corridor.common.fib import (
     FibOperation,
     NextHopGroup,
     Route,
+    RouteKind,
 )
 
 if TYPE_CHECKING:
@@ -42,6 +43,17 @@ class Snapshot:
     groups: list[NextHopGroup]
     routes: list[Route]
     # adjacency id -> (state name: "usable", "unresolved", "link_down"; neighbour MAC or None)
+    adjacency_states: dict[int, tuple[str, str | None]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """An address's route; for a forwarding route its group and members, and their states
+    as in Snapshot."""
+
+    route: Route | None
+    group: NextHopGroup | None = None
+    adjacencies: list[Adjacency] = field(default_factory=list)
     adjacency_states: dict[int, tuple[str, str | None]] = field(default_factory=dict)
 
 
@@ -95,6 +107,9 @@ class Fib(Protocol):
     def entries(self) -> tuple[list[Adjacency], list[NextHopGroup], list[Route]]: ...
 
     def stats(self) -> FibStats: ...
+
+    def lookup(self, address: str) -> Route | None:
+        """The longest-prefix match of an address (text), or None."""
 
 
 class RunningEngine(Protocol):
@@ -249,6 +264,24 @@ class Dataplane:
                 a.id: (next_hops.state(a).value, next_hops.neighbour_mac(a)) for a in adjacencies
             }
             return Snapshot(self.generation, adjacencies, groups, routes, states)
+
+    async def lookup(self, address: str) -> Lookup:
+        """The route `address` (text) takes now, with its group and members as written and
+        their states; taken while no batch is being applied."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            route = await loop.run_in_executor(None, self._fib.lookup, address)
+            next_hops = self.next_hops
+            if route is None or route.kind is not RouteKind.FORWARD:
+                return Lookup(route)
+            members = next_hops.groups.get(route.group, ())
+            group = NextHopGroup(route.group, members)
+            written = next_hops.adjacencies
+            adjacencies = [written[a] for a, _ in members if a in written]
+            states = {
+                a.id: (next_hops.state(a).value, next_hops.neighbour_mac(a)) for a in adjacencies
+            }
+            return Lookup(route, group, adjacencies, states)
 
     def _apply(self, operations: Sequence[FibOperation]) -> FibStats:
         """In the executor, under _lock: the written batch as the engine must get it (gateway

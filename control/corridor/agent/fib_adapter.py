@@ -6,6 +6,7 @@ numbered below it (the engine's Adjacency.port is an index into its ports).
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -84,6 +85,24 @@ class EngineFib:
     def stats(self) -> FibStats:
         with self._lock:
             return self._fib.stats()
+
+    def lookup(self, address: str) -> Route | None:
+        """The route the engine gives `address` (its longest-prefix match, as a packet meets
+        it), or None. The engine returns the target only: the prefix is the longest one
+        installed exactly that holds the address, at most 33 or 129 exact reads."""
+        ip = ipaddress.ip_address(address)
+        bits = ip.max_prefixlen
+        value = int(ip)
+        with self._lock:
+            target = self._fib.lookup(address)
+            if target is None:
+                return None
+            for length in range(bits, -1, -1):
+                host = bits - length
+                network = ipaddress.ip_network((value >> host << host, length))
+                if self._fib.route(str(network)) is not None:
+                    return _route(str(network), target)
+        raise AssertionError(f"the engine matched {address} but holds no prefix of it")
 
 
 def engine_batch(operations: Sequence[FibOperation], port_index: dict[str, int]) -> Batch:

@@ -82,16 +82,21 @@ def address_to_bytes(text: str) -> bytes:
     return _pton(_AF_INET6 if ":" in text else _AF_INET, text)
 
 
+def address_from_pb(address: bytes, field: str) -> str:
+    """The text of any address from a request; FieldError if it is not 4 or 16 bytes."""
+    if len(address) not in _FAMILY:
+        raise FieldError(
+            field, f"is {len(address)} bytes; an IPv4 address is 4 bytes and an IPv6 address 16"
+        )
+    return address_text(address)
+
+
 def gateway_from_pb(address: bytes, field: str) -> str:
     """The text of a next hop's address from a request; FieldError if it is not 4 or 16 bytes
     or not the unicast address a neighbour can have: not unspecified, loopback, multicast,
     IPv4 0/8 ("this network"), 240/4 (reserved, with the broadcast address), nor an IPv6
     address that carries an IPv4 one (::ffff:0:0/96: give the IPv4 address itself)."""
-    if len(address) not in _FAMILY:
-        raise FieldError(
-            field, f"is {len(address)} bytes; an IPv4 address is 4 bytes and an IPv6 address 16"
-        )
-    text = address_text(address)
+    text = address_from_pb(address, field)
     if len(address) == 4:
         first = address[0]
         bad = first in (0, 127) or first >= 224

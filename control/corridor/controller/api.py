@@ -22,6 +22,7 @@ from google.protobuf import timestamp_pb2
 from corridor._dataplane import read_apply_request
 from corridor.common import status
 from corridor.common.addresses import (
+    address_from_pb,
     address_to_bytes,
     endpoint_problem,
     gateway_from_pb,
@@ -47,12 +48,13 @@ from corridor.controller.domain import (
     check_node_name,
 )
 from corridor.controller.store import RouteQuery
-from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2
+from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2, dataplane_pb2_grpc
 
 if TYPE_CHECKING:
     from corridor.controller.reconciler import NodeSession
 
 LIST_PAGE = (1000, 10_000)  # default and largest page
+AGENT_TIMEOUT = 10.0  # seconds for a read-only call the API makes to a node's agent
 WATCH_CHUNK = 10_000
 
 _KINDS = {k.value: k for k in RouteKind}
@@ -147,6 +149,73 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             nodes=len(c.state.nodes),
             node_status=self._statuses(),
         )
+
+    # -- a node's agent, asked through the controller (read-only)
+
+    async def GetNodeCounters(
+        self, request: controller_pb2.GetNodeCountersRequest, context: _Context
+    ) -> dataplane_pb2.Counters:
+        async def call(stub: dataplane_pb2_grpc.DataplaneStub) -> dataplane_pb2.Counters:
+            request_ = dataplane_pb2.GetCountersRequest()
+            reply: dataplane_pb2.Counters = await stub.GetCounters(request_, timeout=AGENT_TIMEOUT)
+            return reply
+
+        return await self._ask_agent(request.node, context, call)
+
+    async def ListNodePorts(
+        self, request: controller_pb2.ListNodePortsRequest, context: _Context
+    ) -> dataplane_pb2.ListPortsResponse:
+        async def call(stub: dataplane_pb2_grpc.DataplaneStub) -> dataplane_pb2.ListPortsResponse:
+            request_ = dataplane_pb2.ListPortsRequest()
+            reply: dataplane_pb2.ListPortsResponse = await stub.ListPorts(
+                request_, timeout=AGENT_TIMEOUT
+            )
+            return reply
+
+        return await self._ask_agent(request.node, context, call)
+
+    async def LookupRoute(
+        self, request: controller_pb2.LookupRouteRequest, context: _Context
+    ) -> dataplane_pb2.LookupResponse:
+        try:
+            address_from_pb(request.address, "address")
+        except FieldError as f:
+            await status.abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, f"{f.field}: {f.description}"
+            )
+
+        async def call(stub: dataplane_pb2_grpc.DataplaneStub) -> dataplane_pb2.LookupResponse:
+            request_ = dataplane_pb2.LookupRequest(address=request.address)
+            reply: dataplane_pb2.LookupResponse = await stub.Lookup(request_, timeout=AGENT_TIMEOUT)
+            return reply
+
+        return await self._ask_agent(request.node, context, call)
+
+    async def _ask_agent(
+        self,
+        name: str,
+        context: _Context,
+        call: Callable[[dataplane_pb2_grpc.DataplaneStub], Awaitable[_Response]],
+    ) -> _Response:
+        """`call` on a channel of its own to the node's agent; its failure, with its status
+        code, as the agent's (NOT_FOUND for a node not registered)."""
+        from corridor.controller.reconciler import agent_channel
+
+        session = self.controller.sessions.get(name)
+        if session is None:
+            await status.abort(
+                context, grpc.StatusCode.NOT_FOUND, self.controller.unknown_node(name)
+            )
+        channel = agent_channel(session.node)
+        try:
+            return await call(dataplane_pb2_grpc.DataplaneStub(channel))
+        except grpc.RpcError as e:
+            code, details = e.code(), e.details() or e.code().name
+            await status.abort(
+                context, code, f"node {name}'s agent at {session.node.address}: {details}"
+            )
+        finally:
+            await channel.close(None)
 
     # -- routes
 

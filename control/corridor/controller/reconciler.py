@@ -643,6 +643,12 @@ def _channel(node: Node) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(node.address, credentials, options=options)
 
 
+def agent_channel(node: Node) -> grpc.aio.Channel:
+    """A channel of its own to the node's agent, made as the session's is: for the API's
+    read-only calls, which must not wait behind the session's writes."""
+    return _channel(node)
+
+
 async def _read(
     stub: dataplane_pb2_grpc.DataplaneStub,
 ) -> tuple[NodeFib, int, dict[str, set[int]], dict[int, tuple[str, int]]]:

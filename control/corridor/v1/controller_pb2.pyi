@@ -292,3 +292,23 @@ class Stats(_message.Message):
     nodes: int
     node_status: _containers.RepeatedCompositeFieldContainer[NodeStatus]
     def __init__(self, revision: _Optional[int] = ..., intent: _Optional[_Union[FibSizes, _Mapping]] = ..., nodes: _Optional[int] = ..., node_status: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ...) -> None: ...
+
+class GetNodeCountersRequest(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    def __init__(self, node: _Optional[str] = ...) -> None: ...
+
+class ListNodePortsRequest(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    def __init__(self, node: _Optional[str] = ...) -> None: ...
+
+class LookupRouteRequest(_message.Message):
+    __slots__ = ("node", "address")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    address: bytes
+    def __init__(self, node: _Optional[str] = ..., address: _Optional[bytes] = ...) -> None: ...

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from corridor.v1 import controller_pb2 as corridor_dot_v1_dot_controller__pb2
+from corridor.v1 import dataplane_pb2 as corridor_dot_v1_dot_dataplane__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -83,6 +84,21 @@ class ControllerStub:
                 '/corridor.v1.Controller/GetStats',
                 request_serializer=corridor_dot_v1_dot_controller__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=corridor_dot_v1_dot_controller__pb2.Stats.FromString,
+                _registered_method=True)
+        self.GetNodeCounters = channel.unary_unary(
+                '/corridor.v1.Controller/GetNodeCounters',
+                request_serializer=corridor_dot_v1_dot_controller__pb2.GetNodeCountersRequest.SerializeToString,
+                response_deserializer=corridor_dot_v1_dot_dataplane__pb2.Counters.FromString,
+                _registered_method=True)
+        self.ListNodePorts = channel.unary_unary(
+                '/corridor.v1.Controller/ListNodePorts',
+                request_serializer=corridor_dot_v1_dot_controller__pb2.ListNodePortsRequest.SerializeToString,
+                response_deserializer=corridor_dot_v1_dot_dataplane__pb2.ListPortsResponse.FromString,
+                _registered_method=True)
+        self.LookupRoute = channel.unary_unary(
+                '/corridor.v1.Controller/LookupRoute',
+                request_serializer=corridor_dot_v1_dot_controller__pb2.LookupRouteRequest.SerializeToString,
+                response_deserializer=corridor_dot_v1_dot_dataplane__pb2.LookupResponse.FromString,
                 _registered_method=True)
 
 
@@ -165,6 +181,27 @@ class ControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetNodeCounters(self, request, context):
+        """Read-only views of one registered node, asked of its agent at the time of the call:
+        NOT_FOUND for a node not registered, the agent's own status (UNAVAILABLE when it cannot
+        be reached) otherwise. The answers are the agent's Dataplane messages as they are.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNodePorts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LookupRoute(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +254,21 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=corridor_dot_v1_dot_controller__pb2.GetStatsRequest.FromString,
                     response_serializer=corridor_dot_v1_dot_controller__pb2.Stats.SerializeToString,
+            ),
+            'GetNodeCounters': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNodeCounters,
+                    request_deserializer=corridor_dot_v1_dot_controller__pb2.GetNodeCountersRequest.FromString,
+                    response_serializer=corridor_dot_v1_dot_dataplane__pb2.Counters.SerializeToString,
+            ),
+            'ListNodePorts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNodePorts,
+                    request_deserializer=corridor_dot_v1_dot_controller__pb2.ListNodePortsRequest.FromString,
+                    response_serializer=corridor_dot_v1_dot_dataplane__pb2.ListPortsResponse.SerializeToString,
+            ),
+            'LookupRoute': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupRoute,
+                    request_deserializer=corridor_dot_v1_dot_controller__pb2.LookupRouteRequest.FromString,
+                    response_serializer=corridor_dot_v1_dot_dataplane__pb2.LookupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -489,6 +541,87 @@ class Controller:
             '/corridor.v1.Controller/GetStats',
             corridor_dot_v1_dot_controller__pb2.GetStatsRequest.SerializeToString,
             corridor_dot_v1_dot_controller__pb2.Stats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNodeCounters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corridor.v1.Controller/GetNodeCounters',
+            corridor_dot_v1_dot_controller__pb2.GetNodeCountersRequest.SerializeToString,
+            corridor_dot_v1_dot_dataplane__pb2.Counters.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNodePorts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corridor.v1.Controller/ListNodePorts',
+            corridor_dot_v1_dot_controller__pb2.ListNodePortsRequest.SerializeToString,
+            corridor_dot_v1_dot_dataplane__pb2.ListPortsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupRoute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corridor.v1.Controller/LookupRoute',
+            corridor_dot_v1_dot_controller__pb2.LookupRouteRequest.SerializeToString,
+            corridor_dot_v1_dot_dataplane__pb2.LookupResponse.FromString,
             options,
             channel_credentials,
             insecure,

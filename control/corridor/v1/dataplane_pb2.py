@@ -26,25 +26,25 @@ from corridor.v1 import common_pb2 as corridor_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63orridor/v1/dataplane.proto\x12\x0b\x63orridor.v1\x1a\x18\x63orridor/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14ResetElectionRequest\"B\n\x15ResetElectionResponse\x12)\n\x08previous\x18\x01 \x01(\x0b\x32\x17.corridor.v1.ElectionId\"\xa9\x01\n\tAdjacency\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0c\n\x04port\x18\x02 \x01(\t\x12\x0c\n\x04vlan\x18\x03 \x01(\r\x12\x0f\n\x07src_mac\x18\x04 \x01(\x0c\x12\x0f\n\x07\x64st_mac\x18\x05 \x01(\x0c\x12\x0f\n\x07gateway\x18\x06 \x01(\x0c\x12*\n\x05state\x18\x07 \x01(\x0e\x32\x1b.corridor.v1.AdjacencyState\x12\x15\n\rneighbour_mac\x18\x08 \x01(\x0c\"}\n\x0cNextHopGroup\x12\n\n\x02id\x18\x01 \x01(\r\x12\x31\n\x07members\x18\x02 \x03(\x0b\x32 .corridor.v1.NextHopGroup.Member\x1a.\n\x06Member\x12\x14\n\x0c\x61\x64jacency_id\x18\x01 \x01(\r\x12\x0e\n\x06weight\x18\x02 \x01(\r\"o\n\x05Route\x12%\n\x06prefix\x18\x01 \x01(\x0b\x32\x15.corridor.v1.IpPrefix\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.corridor.v1.RouteKind\x12\x19\n\x11next_hop_group_id\x18\x03 \x01(\r\"\xc0\x01\n\tOperation\x12#\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x13.corridor.v1.Action\x12+\n\tadjacency\x18\x02 \x01(\x0b\x32\x16.corridor.v1.AdjacencyH\x00\x12\x33\n\x0enext_hop_group\x18\x03 \x01(\x0b\x32\x19.corridor.v1.NextHopGroupH\x00\x12#\n\x05route\x18\x04 \x01(\x0b\x32\x12.corridor.v1.RouteH\x00\x42\x07\n\x05\x65ntry\"z\n\x0cWriteRequest\x12,\n\x0b\x65lection_id\x18\x01 \x01(\x0b\x32\x17.corridor.v1.ElectionId\x12*\n\noperations\x18\x02 \x03(\x0b\x32\x16.corridor.v1.Operation\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\x04\"I\n\rWriteResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x12\n\noperations\x18\x02 \x01(\r\x12\x12\n\ngeneration\x18\x03 \x01(\x04\"\xac\x01\n\nWriteError\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x35\n\nviolations\x18\x02 \x03(\x0b\x32!.corridor.v1.WriteError.Violation\x1aU\n\tViolation\x12\x16\n\toperation\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x0c\n\n_operation\"\r\n\x0bReadRequest\"\xc9\x01\n\x0cReadResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12 \n\x05ports\x18\x02 \x03(\x0b\x32\x11.corridor.v1.Port\x12+\n\x0b\x61\x64jacencies\x18\x03 \x03(\x0b\x32\x16.corridor.v1.Adjacency\x12\x32\n\x0fnext_hop_groups\x18\x04 \x03(\x0b\x32\x19.corridor.v1.NextHopGroup\x12\"\n\x06routes\x18\x05 \x03(\x0b\x32\x12.corridor.v1.Route\"_\n\x0cSubInterface\x12\x0c\n\x04vlan\x18\x01 \x01(\r\x12\x30\n\taddresses\x18\x02 \x03(\x0b\x32\x1d.corridor.v1.InterfaceAddress\x12\x0f\n\x07ifindex\x18\x03 \x01(\r\"\xc6\x02\n\x04Port\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\nlink_state\x18\x02 \x01(\x0e\x32\x16.corridor.v1.LinkState\x12#\n\x04mode\x18\x03 \x01(\x0e\x32\x15.corridor.v1.PortMode\x12\x0e\n\x06queues\x18\x04 \x01(\r\x12\x0b\n\x03mtu\x18\x05 \x01(\r\x12\x30\n\taddresses\x18\x06 \x03(\x0b\x32\x1d.corridor.v1.InterfaceAddress\x12\x31\n\x0esub_interfaces\x18\x07 \x03(\x0b\x32\x19.corridor.v1.SubInterface\x12&\n\x08xdp_mode\x18\x08 \x01(\x0e\x32\x14.corridor.v1.XdpMode\x12\x0b\n\x03mac\x18\t \x01(\x0c\x12\x17\n\x0flink_recoveries\x18\n \x01(\x04\x12\x0f\n\x07ifindex\x18\x0b \x01(\r\"\x12\n\x10ListPortsRequest\"5\n\x11ListPortsResponse\x12 \n\x05ports\x18\x01 \x03(\x0b\x32\x11.corridor.v1.Port\"\x14\n\x12GetCountersRequest\",\n\x15StreamCountersRequest\x12\x13\n\x0binterval_ms\x18\x01 \x01(\r\"{\n\x11InterfaceCounters\x12\x0c\n\x04port\x18\x01 \x01(\t\x12\x0c\n\x04vlan\x18\x02 \x01(\r\x12\x12\n\nrx_packets\x18\x03 \x01(\x04\x12\x10\n\x08rx_bytes\x18\x04 \x01(\x04\x12\x12\n\ntx_packets\x18\x05 \x01(\x04\x12\x10\n\x08tx_bytes\x18\x06 \x01(\x04\"z\n\x0eWorkerCounters\x12\x0e\n\x06worker\x18\x01 \x01(\r\x12\x12\n\nrx_packets\x18\x02 \x01(\x04\x12\x12\n\ntx_packets\x18\x03 \x01(\x04\x12\x17\n\x0f\x64ropped_packets\x18\x04 \x01(\x04\x12\x17\n\x0frx_ring_dropped\x18\x05 \x01(\x04\"?\n\x0c\x44ropCounters\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\r\x12\x0f\n\x07packets\x18\x03 \x01(\x04\"`\n\x0cNextHopState\x12\x13\n\x0b\x61\x64jacencies\x18\x01 \x01(\r\x12\x12\n\nunresolved\x18\x02 \x01(\r\x12\x11\n\tlink_down\x18\x03 \x01(\r\x12\x14\n\x0c\x65mpty_groups\x18\x04 \x01(\r\"\xee\x01\n\x08\x43ounters\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\ninterfaces\x18\x02 \x03(\x0b\x32\x1e.corridor.v1.InterfaceCounters\x12,\n\x07workers\x18\x03 \x03(\x0b\x32\x1b.corridor.v1.WorkerCounters\x12(\n\x05\x64rops\x18\x04 \x03(\x0b\x32\x19.corridor.v1.DropCounters\x12,\n\tnext_hops\x18\x05 \x01(\x0b\x32\x19.corridor.v1.NextHopState*\x8c\x01\n\x0e\x41\x64jacencyState\x12\x1f\n\x1b\x41\x44JACENCY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41\x44JACENCY_STATE_USABLE\x10\x01\x12\x1e\n\x1a\x41\x44JACENCY_STATE_UNRESOLVED\x10\x02\x12\x1d\n\x19\x41\x44JACENCY_STATE_LINK_DOWN\x10\x03*\x8b\x01\n\tRouteKind\x12\x1a\n\x16ROUTE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12ROUTE_KIND_FORWARD\x10\x01\x12\x18\n\x14ROUTE_KIND_BLACKHOLE\x10\x02\x12\x1a\n\x16ROUTE_KIND_UNREACHABLE\x10\x03\x12\x14\n\x10ROUTE_KIND_LOCAL\x10\x04*C\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0e\n\nACTION_SET\x10\x01\x12\x11\n\rACTION_DELETE\x10\x02*k\n\tLinkState\x12\x1a\n\x16LINK_STATE_UNSPECIFIED\x10\x00\x12\x11\n\rLINK_STATE_UP\x10\x01\x12\x13\n\x0fLINK_STATE_DOWN\x10\x02\x12\x1a\n\x16LINK_STATE_NOT_PRESENT\x10\x03*R\n\x08PortMode\x12\x19\n\x15PORT_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13PORT_MODE_ZERO_COPY\x10\x01\x12\x12\n\x0ePORT_MODE_COPY\x10\x02*N\n\x07XdpMode\x12\x18\n\x14XDP_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fXDP_MODE_NATIVE\x10\x01\x12\x14\n\x10XDP_MODE_GENERIC\x10\x02\x32\x8e\x04\n\tDataplane\x12>\n\x05Write\x12\x19.corridor.v1.WriteRequest\x1a\x1a.corridor.v1.WriteResponse\x12H\n\x0bStreamWrite\x12\x19.corridor.v1.WriteRequest\x1a\x1a.corridor.v1.WriteResponse(\x01\x30\x01\x12=\n\x04Read\x12\x18.corridor.v1.ReadRequest\x1a\x19.corridor.v1.ReadResponse0\x01\x12\x45\n\x0bGetCounters\x12\x1f.corridor.v1.GetCountersRequest\x1a\x15.corridor.v1.Counters\x12M\n\x0eStreamCounters\x12\".corridor.v1.StreamCountersRequest\x1a\x15.corridor.v1.Counters0\x01\x12J\n\tListPorts\x12\x1d.corridor.v1.ListPortsRequest\x1a\x1e.corridor.v1.ListPortsResponse\x12V\n\rResetElection\x12!.corridor.v1.ResetElectionRequest\x1a\".corridor.v1.ResetElectionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63orridor/v1/dataplane.proto\x12\x0b\x63orridor.v1\x1a\x18\x63orridor/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14ResetElectionRequest\"B\n\x15ResetElectionResponse\x12)\n\x08previous\x18\x01 \x01(\x0b\x32\x17.corridor.v1.ElectionId\"\xa9\x01\n\tAdjacency\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0c\n\x04port\x18\x02 \x01(\t\x12\x0c\n\x04vlan\x18\x03 \x01(\r\x12\x0f\n\x07src_mac\x18\x04 \x01(\x0c\x12\x0f\n\x07\x64st_mac\x18\x05 \x01(\x0c\x12\x0f\n\x07gateway\x18\x06 \x01(\x0c\x12*\n\x05state\x18\x07 \x01(\x0e\x32\x1b.corridor.v1.AdjacencyState\x12\x15\n\rneighbour_mac\x18\x08 \x01(\x0c\"}\n\x0cNextHopGroup\x12\n\n\x02id\x18\x01 \x01(\r\x12\x31\n\x07members\x18\x02 \x03(\x0b\x32 .corridor.v1.NextHopGroup.Member\x1a.\n\x06Member\x12\x14\n\x0c\x61\x64jacency_id\x18\x01 \x01(\r\x12\x0e\n\x06weight\x18\x02 \x01(\r\"o\n\x05Route\x12%\n\x06prefix\x18\x01 \x01(\x0b\x32\x15.corridor.v1.IpPrefix\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.corridor.v1.RouteKind\x12\x19\n\x11next_hop_group_id\x18\x03 \x01(\r\"\xc0\x01\n\tOperation\x12#\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x13.corridor.v1.Action\x12+\n\tadjacency\x18\x02 \x01(\x0b\x32\x16.corridor.v1.AdjacencyH\x00\x12\x33\n\x0enext_hop_group\x18\x03 \x01(\x0b\x32\x19.corridor.v1.NextHopGroupH\x00\x12#\n\x05route\x18\x04 \x01(\x0b\x32\x12.corridor.v1.RouteH\x00\x42\x07\n\x05\x65ntry\"z\n\x0cWriteRequest\x12,\n\x0b\x65lection_id\x18\x01 \x01(\x0b\x32\x17.corridor.v1.ElectionId\x12*\n\noperations\x18\x02 \x03(\x0b\x32\x16.corridor.v1.Operation\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\x04\"I\n\rWriteResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x12\n\noperations\x18\x02 \x01(\r\x12\x12\n\ngeneration\x18\x03 \x01(\x04\"\xac\x01\n\nWriteError\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x35\n\nviolations\x18\x02 \x03(\x0b\x32!.corridor.v1.WriteError.Violation\x1aU\n\tViolation\x12\x16\n\toperation\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x0c\n\n_operation\"\r\n\x0bReadRequest\"\xc9\x01\n\x0cReadResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12 \n\x05ports\x18\x02 \x03(\x0b\x32\x11.corridor.v1.Port\x12+\n\x0b\x61\x64jacencies\x18\x03 \x03(\x0b\x32\x16.corridor.v1.Adjacency\x12\x32\n\x0fnext_hop_groups\x18\x04 \x03(\x0b\x32\x19.corridor.v1.NextHopGroup\x12\"\n\x06routes\x18\x05 \x03(\x0b\x32\x12.corridor.v1.Route\"_\n\x0cSubInterface\x12\x0c\n\x04vlan\x18\x01 \x01(\r\x12\x30\n\taddresses\x18\x02 \x03(\x0b\x32\x1d.corridor.v1.InterfaceAddress\x12\x0f\n\x07ifindex\x18\x03 \x01(\r\"\xc6\x02\n\x04Port\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\nlink_state\x18\x02 \x01(\x0e\x32\x16.corridor.v1.LinkState\x12#\n\x04mode\x18\x03 \x01(\x0e\x32\x15.corridor.v1.PortMode\x12\x0e\n\x06queues\x18\x04 \x01(\r\x12\x0b\n\x03mtu\x18\x05 \x01(\r\x12\x30\n\taddresses\x18\x06 \x03(\x0b\x32\x1d.corridor.v1.InterfaceAddress\x12\x31\n\x0esub_interfaces\x18\x07 \x03(\x0b\x32\x19.corridor.v1.SubInterface\x12&\n\x08xdp_mode\x18\x08 \x01(\x0e\x32\x14.corridor.v1.XdpMode\x12\x0b\n\x03mac\x18\t \x01(\x0c\x12\x17\n\x0flink_recoveries\x18\n \x01(\x04\x12\x0f\n\x07ifindex\x18\x0b \x01(\r\" \n\rLookupRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\"\x8a\x01\n\x0eLookupResponse\x12!\n\x05route\x18\x01 \x01(\x0b\x32\x12.corridor.v1.Route\x12(\n\x05group\x18\x02 \x01(\x0b\x32\x19.corridor.v1.NextHopGroup\x12+\n\x0b\x61\x64jacencies\x18\x03 \x03(\x0b\x32\x16.corridor.v1.Adjacency\"\x12\n\x10ListPortsRequest\"5\n\x11ListPortsResponse\x12 \n\x05ports\x18\x01 \x03(\x0b\x32\x11.corridor.v1.Port\"\x14\n\x12GetCountersRequest\",\n\x15StreamCountersRequest\x12\x13\n\x0binterval_ms\x18\x01 \x01(\r\"{\n\x11InterfaceCounters\x12\x0c\n\x04port\x18\x01 \x01(\t\x12\x0c\n\x04vlan\x18\x02 \x01(\r\x12\x12\n\nrx_packets\x18\x03 \x01(\x04\x12\x10\n\x08rx_bytes\x18\x04 \x01(\x04\x12\x12\n\ntx_packets\x18\x05 \x01(\x04\x12\x10\n\x08tx_bytes\x18\x06 \x01(\x04\"z\n\x0eWorkerCounters\x12\x0e\n\x06worker\x18\x01 \x01(\r\x12\x12\n\nrx_packets\x18\x02 \x01(\x04\x12\x12\n\ntx_packets\x18\x03 \x01(\x04\x12\x17\n\x0f\x64ropped_packets\x18\x04 \x01(\x04\x12\x17\n\x0frx_ring_dropped\x18\x05 \x01(\x04\"?\n\x0c\x44ropCounters\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\r\x12\x0f\n\x07packets\x18\x03 \x01(\x04\"`\n\x0cNextHopState\x12\x13\n\x0b\x61\x64jacencies\x18\x01 \x01(\r\x12\x12\n\nunresolved\x18\x02 \x01(\r\x12\x11\n\tlink_down\x18\x03 \x01(\r\x12\x14\n\x0c\x65mpty_groups\x18\x04 \x01(\r\"\xee\x01\n\x08\x43ounters\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\ninterfaces\x18\x02 \x03(\x0b\x32\x1e.corridor.v1.InterfaceCounters\x12,\n\x07workers\x18\x03 \x03(\x0b\x32\x1b.corridor.v1.WorkerCounters\x12(\n\x05\x64rops\x18\x04 \x03(\x0b\x32\x19.corridor.v1.DropCounters\x12,\n\tnext_hops\x18\x05 \x01(\x0b\x32\x19.corridor.v1.NextHopState*\x8c\x01\n\x0e\x41\x64jacencyState\x12\x1f\n\x1b\x41\x44JACENCY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41\x44JACENCY_STATE_USABLE\x10\x01\x12\x1e\n\x1a\x41\x44JACENCY_STATE_UNRESOLVED\x10\x02\x12\x1d\n\x19\x41\x44JACENCY_STATE_LINK_DOWN\x10\x03*\x8b\x01\n\tRouteKind\x12\x1a\n\x16ROUTE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12ROUTE_KIND_FORWARD\x10\x01\x12\x18\n\x14ROUTE_KIND_BLACKHOLE\x10\x02\x12\x1a\n\x16ROUTE_KIND_UNREACHABLE\x10\x03\x12\x14\n\x10ROUTE_KIND_LOCAL\x10\x04*C\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0e\n\nACTION_SET\x10\x01\x12\x11\n\rACTION_DELETE\x10\x02*k\n\tLinkState\x12\x1a\n\x16LINK_STATE_UNSPECIFIED\x10\x00\x12\x11\n\rLINK_STATE_UP\x10\x01\x12\x13\n\x0fLINK_STATE_DOWN\x10\x02\x12\x1a\n\x16LINK_STATE_NOT_PRESENT\x10\x03*R\n\x08PortMode\x12\x19\n\x15PORT_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13PORT_MODE_ZERO_COPY\x10\x01\x12\x12\n\x0ePORT_MODE_COPY\x10\x02*N\n\x07XdpMode\x12\x18\n\x14XDP_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fXDP_MODE_NATIVE\x10\x01\x12\x14\n\x10XDP_MODE_GENERIC\x10\x02\x32\xd1\x04\n\tDataplane\x12>\n\x05Write\x12\x19.corridor.v1.WriteRequest\x1a\x1a.corridor.v1.WriteResponse\x12H\n\x0bStreamWrite\x12\x19.corridor.v1.WriteRequest\x1a\x1a.corridor.v1.WriteResponse(\x01\x30\x01\x12=\n\x04Read\x12\x18.corridor.v1.ReadRequest\x1a\x19.corridor.v1.ReadResponse0\x01\x12\x45\n\x0bGetCounters\x12\x1f.corridor.v1.GetCountersRequest\x1a\x15.corridor.v1.Counters\x12M\n\x0eStreamCounters\x12\".corridor.v1.StreamCountersRequest\x1a\x15.corridor.v1.Counters0\x01\x12J\n\tListPorts\x12\x1d.corridor.v1.ListPortsRequest\x1a\x1e.corridor.v1.ListPortsResponse\x12\x41\n\x06Lookup\x12\x1a.corridor.v1.LookupRequest\x1a\x1b.corridor.v1.LookupResponse\x12V\n\rResetElection\x12!.corridor.v1.ResetElectionRequest\x1a\".corridor.v1.ResetElectionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'corridor.v1.dataplane_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ADJACENCYSTATE']._serialized_start=2618
-  _globals['_ADJACENCYSTATE']._serialized_end=2758
-  _globals['_ROUTEKIND']._serialized_start=2761
-  _globals['_ROUTEKIND']._serialized_end=2900
-  _globals['_ACTION']._serialized_start=2902
-  _globals['_ACTION']._serialized_end=2969
-  _globals['_LINKSTATE']._serialized_start=2971
-  _globals['_LINKSTATE']._serialized_end=3078
-  _globals['_PORTMODE']._serialized_start=3080
-  _globals['_PORTMODE']._serialized_end=3162
-  _globals['_XDPMODE']._serialized_start=3164
-  _globals['_XDPMODE']._serialized_end=3242
+  _globals['_ADJACENCYSTATE']._serialized_start=2793
+  _globals['_ADJACENCYSTATE']._serialized_end=2933
+  _globals['_ROUTEKIND']._serialized_start=2936
+  _globals['_ROUTEKIND']._serialized_end=3075
+  _globals['_ACTION']._serialized_start=3077
+  _globals['_ACTION']._serialized_end=3144
+  _globals['_LINKSTATE']._serialized_start=3146
+  _globals['_LINKSTATE']._serialized_end=3253
+  _globals['_PORTMODE']._serialized_start=3255
+  _globals['_PORTMODE']._serialized_end=3337
+  _globals['_XDPMODE']._serialized_start=3339
+  _globals['_XDPMODE']._serialized_end=3417
   _globals['_RESETELECTIONREQUEST']._serialized_start=103
   _globals['_RESETELECTIONREQUEST']._serialized_end=125
   _globals['_RESETELECTIONRESPONSE']._serialized_start=127
@@ -75,24 +75,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBINTERFACE']._serialized_end=1490
   _globals['_PORT']._serialized_start=1493
   _globals['_PORT']._serialized_end=1819
-  _globals['_LISTPORTSREQUEST']._serialized_start=1821
-  _globals['_LISTPORTSREQUEST']._serialized_end=1839
-  _globals['_LISTPORTSRESPONSE']._serialized_start=1841
-  _globals['_LISTPORTSRESPONSE']._serialized_end=1894
-  _globals['_GETCOUNTERSREQUEST']._serialized_start=1896
-  _globals['_GETCOUNTERSREQUEST']._serialized_end=1916
-  _globals['_STREAMCOUNTERSREQUEST']._serialized_start=1918
-  _globals['_STREAMCOUNTERSREQUEST']._serialized_end=1962
-  _globals['_INTERFACECOUNTERS']._serialized_start=1964
-  _globals['_INTERFACECOUNTERS']._serialized_end=2087
-  _globals['_WORKERCOUNTERS']._serialized_start=2089
-  _globals['_WORKERCOUNTERS']._serialized_end=2211
-  _globals['_DROPCOUNTERS']._serialized_start=2213
-  _globals['_DROPCOUNTERS']._serialized_end=2276
-  _globals['_NEXTHOPSTATE']._serialized_start=2278
-  _globals['_NEXTHOPSTATE']._serialized_end=2374
-  _globals['_COUNTERS']._serialized_start=2377
-  _globals['_COUNTERS']._serialized_end=2615
-  _globals['_DATAPLANE']._serialized_start=3245
-  _globals['_DATAPLANE']._serialized_end=3771
+  _globals['_LOOKUPREQUEST']._serialized_start=1821
+  _globals['_LOOKUPREQUEST']._serialized_end=1853
+  _globals['_LOOKUPRESPONSE']._serialized_start=1856
+  _globals['_LOOKUPRESPONSE']._serialized_end=1994
+  _globals['_LISTPORTSREQUEST']._serialized_start=1996
+  _globals['_LISTPORTSREQUEST']._serialized_end=2014
+  _globals['_LISTPORTSRESPONSE']._serialized_start=2016
+  _globals['_LISTPORTSRESPONSE']._serialized_end=2069
+  _globals['_GETCOUNTERSREQUEST']._serialized_start=2071
+  _globals['_GETCOUNTERSREQUEST']._serialized_end=2091
+  _globals['_STREAMCOUNTERSREQUEST']._serialized_start=2093
+  _globals['_STREAMCOUNTERSREQUEST']._serialized_end=2137
+  _globals['_INTERFACECOUNTERS']._serialized_start=2139
+  _globals['_INTERFACECOUNTERS']._serialized_end=2262
+  _globals['_WORKERCOUNTERS']._serialized_start=2264
+  _globals['_WORKERCOUNTERS']._serialized_end=2386
+  _globals['_DROPCOUNTERS']._serialized_start=2388
+  _globals['_DROPCOUNTERS']._serialized_end=2451
+  _globals['_NEXTHOPSTATE']._serialized_start=2453
+  _globals['_NEXTHOPSTATE']._serialized_end=2549
+  _globals['_COUNTERS']._serialized_start=2552
+  _globals['_COUNTERS']._serialized_end=2790
+  _globals['_DATAPLANE']._serialized_start=3420
+  _globals['_DATAPLANE']._serialized_end=4013
 # @@protoc_insertion_point(module_scope)

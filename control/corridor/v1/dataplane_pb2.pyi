@@ -231,6 +231,22 @@ class Port(_message.Message):
     ifindex: int
     def __init__(self, name: _Optional[str] = ..., link_state: _Optional[_Union[LinkState, str]] = ..., mode: _Optional[_Union[PortMode, str]] = ..., queues: _Optional[int] = ..., mtu: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[_common_pb2.InterfaceAddress, _Mapping]]] = ..., sub_interfaces: _Optional[_Iterable[_Union[SubInterface, _Mapping]]] = ..., xdp_mode: _Optional[_Union[XdpMode, str]] = ..., mac: _Optional[bytes] = ..., link_recoveries: _Optional[int] = ..., ifindex: _Optional[int] = ...) -> None: ...
 
+class LookupRequest(_message.Message):
+    __slots__ = ("address",)
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    address: bytes
+    def __init__(self, address: _Optional[bytes] = ...) -> None: ...
+
+class LookupResponse(_message.Message):
+    __slots__ = ("route", "group", "adjacencies")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    ADJACENCIES_FIELD_NUMBER: _ClassVar[int]
+    route: Route
+    group: NextHopGroup
+    adjacencies: _containers.RepeatedCompositeFieldContainer[Adjacency]
+    def __init__(self, route: _Optional[_Union[Route, _Mapping]] = ..., group: _Optional[_Union[NextHopGroup, _Mapping]] = ..., adjacencies: _Optional[_Iterable[_Union[Adjacency, _Mapping]]] = ...) -> None: ...
+
 class ListPortsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -64,6 +64,11 @@ class DataplaneStub:
                 request_serializer=corridor_dot_v1_dot_dataplane__pb2.ListPortsRequest.SerializeToString,
                 response_deserializer=corridor_dot_v1_dot_dataplane__pb2.ListPortsResponse.FromString,
                 _registered_method=True)
+        self.Lookup = channel.unary_unary(
+                '/corridor.v1.Dataplane/Lookup',
+                request_serializer=corridor_dot_v1_dot_dataplane__pb2.LookupRequest.SerializeToString,
+                response_deserializer=corridor_dot_v1_dot_dataplane__pb2.LookupResponse.FromString,
+                _registered_method=True)
         self.ResetElection = channel.unary_unary(
                 '/corridor.v1.Dataplane/ResetElection',
                 request_serializer=corridor_dot_v1_dot_dataplane__pb2.ResetElectionRequest.SerializeToString,
@@ -143,6 +148,15 @@ class DataplaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Lookup(self, request, context):
+        """The route a destination address takes now: the longest installed prefix that holds it
+        (the engine's own lookup, as a packet meets it), and for a forwarding route its group as
+        written with every member adjacency and its state. Read-only; taken between two batches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ResetElection(self, request, context):
         """Forgets the highest election id, so that the next writer's id makes it the primary:
         the operator's way out when a runaway or hostile id locks every writer out. Allowed on
@@ -185,6 +199,11 @@ def add_DataplaneServicer_to_server(servicer, server):
                     servicer.ListPorts,
                     request_deserializer=corridor_dot_v1_dot_dataplane__pb2.ListPortsRequest.FromString,
                     response_serializer=corridor_dot_v1_dot_dataplane__pb2.ListPortsResponse.SerializeToString,
+            ),
+            'Lookup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Lookup,
+                    request_deserializer=corridor_dot_v1_dot_dataplane__pb2.LookupRequest.FromString,
+                    response_serializer=corridor_dot_v1_dot_dataplane__pb2.LookupResponse.SerializeToString,
             ),
             'ResetElection': grpc.unary_unary_rpc_method_handler(
                     servicer.ResetElection,
@@ -354,6 +373,33 @@ class Dataplane:
             '/corridor.v1.Dataplane/ListPorts',
             corridor_dot_v1_dot_dataplane__pb2.ListPortsRequest.SerializeToString,
             corridor_dot_v1_dot_dataplane__pb2.ListPortsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Lookup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corridor.v1.Dataplane/Lookup',
+            corridor_dot_v1_dot_dataplane__pb2.LookupRequest.SerializeToString,
+            corridor_dot_v1_dot_dataplane__pb2.LookupResponse.FromString,
             options,
             channel_credentials,
             insecure,
