@@ -130,7 +130,8 @@ class Controller:
 
     def __init__(self, config: Path, sock: Path, log: Path) -> None:
         self.config, self.log = config, log
-        self.channel = grpc.insecure_channel(f"unix:{sock}")
+        self.address = f"unix:{sock}"
+        self.channel = grpc.insecure_channel(self.address)
         self.stub = controller_pb2_grpc.ControllerStub(self.channel)
         self.process: subprocess.Popen | None = None
 
@@ -302,6 +303,61 @@ def test_a_route_for_one_node_steers_only_its_lab(world: World) -> None:
     got = through(a.lab, "198.19.2.1")
     assert len(got) == FRAMES, f"lab a: {len(got)} of {FRAMES} frames reached the sink"
     assert through(b.lab, "198.19.2.1", duration=1.0) == [], "node b forwarded a's route"
+
+
+def corridor_json(controller: Controller, *args: str) -> dict:
+    """`corridor ARGS --json` against the controller, as an operator runs it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "corridor", *args, "--controller", controller.address, "--json"],
+        env=dict(os.environ, PYTHONPATH=str(REPO / "control")),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, ""), (args, done.returncode, done.stderr)
+    result: dict = json.loads(done.stdout)
+    return result
+
+
+def test_the_cli_shows_a_node_forwarding(world: World) -> None:
+    """`route lookup`, `port list` and `counters` through the controller, on node a while it
+    forwards: the member usable with the sink's MAC, the ports up, the frames counted on
+    both ports, and frames with no route counted as such."""
+    ctl, a = world.controller, world.nodes["a"]
+    ctl.apply(route("198.19.2.0/24", TO_SINK4, node="a"))  # as in the test before
+    wait_usable(a)
+    found = corridor_json(ctl, "route", "lookup", "198.19.2.77", "--node", "a")
+    assert found["route"]["prefix"] == "198.19.2.0/24" and found["route"]["kind"] == "forward"
+    assert [(m["gateway"], m["port"], m["state"], m["mac"]) for m in found["members"]] == [
+        (L.SINK_V4, L.DUT_OUT, "usable", L.SINK_MAC)
+    ]
+    assert corridor_json(ctl, "route", "lookup", "198.19.3.1", "--node", "a")["route"] is None
+
+    ports = {p["name"]: p for p in corridor_json(ctl, "port", "list", "--node", "a")["ports"]}
+    assert set(ports) == {L.DUT_IN, L.DUT_OUT}
+    assert ports[L.DUT_IN]["link"] == "up" and ports[L.DUT_IN]["mac"] == L.DUT_IN_MAC, ports
+    assert ports[L.DUT_IN]["mode"] in ("copy", "zero-copy"), ports
+    assert ports[L.DUT_IN]["xdp"] in ("native", "generic"), ports
+
+    def counted() -> tuple[dict, dict, dict]:
+        c = corridor_json(ctl, "counters", "--node", "a")
+        ifs = {(i["port"], i["vlan"]): i for i in c["interfaces"]}
+        drops = {d["reason"]: d["packets"] for d in c["drops"]}
+        return ifs[(L.DUT_IN, 0)], ifs[(L.DUT_OUT, 0)], drops
+
+    before_in, before_out, before_drops = counted()
+    got = through(a.lab, "198.19.2.1")
+    assert len(got) == FRAMES
+    through(a.lab, "198.19.3.1", duration=1.0)  # no route: dropped and counted
+
+    def grown():  # the engine publishes its counters every so often: poll
+        rx, tx, drops = counted()
+        grew = (
+            rx["rx_packets"] - before_in["rx_packets"] >= 2 * FRAMES
+            and tx["tx_packets"] - before_out["tx_packets"] >= FRAMES
+            and drops.get("no_route", 0) - before_drops.get("no_route", 0) >= FRAMES
+        )
+        return (rx, tx, drops) if grew else None
+
+    _until(grown, 10, "node a's counters counting the frames", a.log)
 
 
 def test_controller_killed_while_traffic_flows_loses_no_frame(world: World) -> None:
