@@ -7,6 +7,7 @@ import os
 import sys
 
 from corridor import __version__
+from corridor.common import logs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--config", required=True, metavar="FILE", help="the agent's TOML file")
     agent.add_argument("--check", action="store_true", help="check the file, then exit")
+    logs.add_level_argument(agent)
     agent.add_argument(
         "--reset-election",
         action="store_true",
@@ -83,7 +85,7 @@ def _run_agent(args: argparse.Namespace) -> int:
 
     if args.reset_election:
         return main.reset_election(args.config)
-    return main.run(args.config, check_only=args.check)
+    return main.run(args.config, check_only=args.check, log_level=args.log_level)
 
 
 def _run_lab(args: argparse.Namespace) -> int:

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from corridor.common import logs
+
 DEFAULT_CONTROLLER = "unix:/run/corridor/controller.sock"
 TIMEOUT = 30.0
 EXIT_FAILED = 1  # the controller refused or the call failed
@@ -70,6 +72,7 @@ def add_parsers(sub) -> None:
             help="start although the store lost routes it held (emptied, truncated, replaced): "
             "what it holds now, perhaps nothing, becomes intent and every node is brought to it",
         )
+        logs.add_level_argument(p)
         p.set_defaults(run=_run_up if up else _run_controller)
 
     client = argparse.ArgumentParser(add_help=False)
@@ -151,13 +154,13 @@ def _count(text: str) -> int:
 def _run_controller(args) -> int:
     from corridor.controller import main
 
-    return main.run(args.config, args.check, args.accept_empty_store)
+    return main.run(args.config, args.check, args.accept_empty_store, args.log_level)
 
 
 def _run_up(args) -> int:
     from corridor import up
 
-    return up.run(args.config, args.check, args.accept_empty_store)
+    return up.run(args.config, args.check, args.accept_empty_store, args.log_level)
 
 
 class CliError(Exception):

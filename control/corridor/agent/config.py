@@ -23,6 +23,7 @@ from corridor.common.config import (
     tls_and_listen,
 )
 from corridor.common.fib import ADJACENCIES_MAX, GROUPS_MAX, NODES_MAX, VLAN_MAX
+from corridor.common.logs import LogConfig, log_from
 
 MTU_MIN, MTU_MAX = 576, 9216
 QUEUES_MAX = 256
@@ -50,6 +51,10 @@ client_ca = "/etc/corridor/ca.pem"        # clients must present a certificate i
 
 [metrics]
 address = "127.0.0.1:9464"                # Prometheus /metrics; omit [metrics] for none
+
+[log]                                     # these are the defaults; SIGHUP applies a change
+level = "info"                            # debug, info, warning, error (--log-level wins)
+format = "text"                           # text, or json: one JSON object a line
 
 [fib]                                     # capacities; these are the defaults
 v4_routes = 2000000
@@ -153,6 +158,7 @@ class AgentConfig:
     netns: str | None = None
     election: ElectionPolicy = field(default_factory=ElectionPolicy)
     icmp: IcmpLimits = field(default_factory=IcmpLimits)
+    log: LogConfig | None = None
 
 
 def load(path: str | os.PathLike[str]) -> AgentConfig:
@@ -176,6 +182,7 @@ def read(top: Table, base: Path) -> AgentConfig:
     netns = _netns(top)
     listen, tls = tls_and_listen(top, base)
     metrics = metrics_from(top)
+    log = log_from(top)
     fib_table = top.table("fib")
     fib = _fib(fib_table) if fib_table is not None else FibCapacity()
     ports = tuple(_port(t) for t in top.tables("ports"))
@@ -198,6 +205,7 @@ def read(top: Table, base: Path) -> AgentConfig:
         netns=netns,
         election=election,
         icmp=icmp,
+        log=log,
     )
 
 

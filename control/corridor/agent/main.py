@@ -1,5 +1,6 @@
 """`corridor agent`: the agent process. Reads the configuration, builds the FIB, serves gRPC
-and /metrics on uvloop, and stops cleanly on SIGTERM or SIGINT.
+and /metrics on uvloop, reloads what it can on SIGHUP (the log, TLS files, the election's
+writers and admins) and stops cleanly on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ import asyncio
 import logging
 import signal
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,8 +20,10 @@ from corridor.agent.config import AgentConfig, load
 from corridor.agent.domain import Dataplane
 from corridor.agent.metrics import AgentMetrics
 from corridor.agent.server import AgentServer, StartError, start_server
+from corridor.common import logs
 from corridor.common.config import ConfigError
 from corridor.common.metrics import MetricsServer
+from corridor.common.reload import Hangup, Reloaded, changed, ignore_hangups, reload_log
 
 if TYPE_CHECKING:
     from corridor.agent.engine_host import EngineHost
@@ -31,10 +35,11 @@ log = logging.getLogger("corridor.agent")
 STOP_GRACE_SECONDS = 5.0
 
 
-def run(config_path: str, check_only: bool = False) -> int:
+def run(config_path: str, check_only: bool = False, log_level: str | None = None) -> int:
     """The process: exit status 0 after a clean stop, 2 for a bad configuration, 1 when the
     agent could not start."""
-    logging.basicConfig(level=logging.INFO, format="corridor agent: %(message)s")
+    ignore_hangups()
+    logs.configure(None, log_level)
     try:
         config = load(config_path)
     except ConfigError as e:
@@ -44,10 +49,14 @@ def run(config_path: str, check_only: bool = False) -> int:
     if check_only:
         print(f"corridor agent: {Path(config_path)}: valid", file=sys.stderr)
         return 0
+    logs.configure(config.log, log_level)
     from corridor.agent.engine_host import EngineStartError
 
+    def hangup(running: RunningAgent) -> Hangup[AgentConfig]:
+        return Hangup("the agent", config_path, load, lambda new: reload(running, new, log_level))
+
     try:
-        uvloop.run(serve(config))
+        uvloop.run(serve(config, hangup))
     except (StartError, EngineStartError) as e:
         print(f"corridor agent: {e}", file=sys.stderr)
         return 1
@@ -96,23 +105,61 @@ def reset_election(config_path: str) -> int:
     return 0
 
 
-async def serve(config: AgentConfig) -> None:
-    """Serves until SIGTERM or SIGINT, then drains and releases everything it bound."""
+async def serve(
+    config: AgentConfig, hangup: Callable[[RunningAgent], Hangup[AgentConfig]] | None = None
+) -> None:
+    """Serves until SIGTERM or SIGINT, then drains and releases everything it bound; with
+    `hangup`, reloads on SIGHUP."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     try:
         running = await start_agent(config)
+        reloading = hangup(running) if hangup is not None else None
         try:
+            if reloading is not None:
+                reloading.install()
             await stopping.wait()
             log.info("stopping")
         finally:
+            if reloading is not None:
+                await reloading.remove()
             await running.stop(STOP_GRACE_SECONDS)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     log.info("stopped")
+
+
+# What a reload applies (below) and what only a restart does.
+RESTART_FIELDS = ("listen", "workers", "ports", "metrics", "fib", "netns", "icmp")
+
+
+async def reload(
+    running: RunningAgent, new: AgentConfig, log_level: str | None, where: str = ""
+) -> Reloaded:
+    """Applies what can change while serving: [log], [tls] (new connections), [election];
+    says what else changed. Checks first: a ConfigError leaves everything as it was."""
+    dataplane = running.dataplane
+    old = dataplane.config
+    done = Reloaded(restart=changed(old, new, RESTART_FIELDS, where))
+    server = running.server
+    tls_changed = old.tls != new.tls or new.tls is not None  # the files may be new
+    if tls_changed and (old.tls is None or new.tls is None):
+        done.restart.append(f"{where}tls")  # a listener gets or loses TLS only by a restart
+    elif tls_changed and new.tls is not None and server is not None and server.tls is not None:
+        tls = new.tls
+        await asyncio.get_running_loop().run_in_executor(None, server.reload_tls, tls, where)
+        done.applied.append(f"{where}tls: {tls.cert}, {tls.key}, {tls.client_ca} read again")
+    if old.election != new.election:
+        done.applied.append(f"{where}election")
+    done.applied += reload_log(old.log, new.log, log_level) if not where else []
+    # What is in force: the new election policy and log; the rest as the engine runs it.
+    keep = {name: getattr(old, name) for name in RESTART_FIELDS}
+    keep["tls"] = old.tls if f"{where}tls" in done.restart else new.tls
+    dataplane.config = replace(new, **keep)
+    return done
 
 
 @dataclass

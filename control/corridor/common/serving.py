@@ -12,6 +12,7 @@ import os
 import socket
 import ssl
 import stat
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from corridor.common.config import Listen, TlsFiles
+from corridor.common.config import ConfigError, Listen, TlsFiles
 from corridor.common.paths import obstacle
 
 # A 100,000-operation batch is a few MB; leave room for large groups and adjacencies.
@@ -49,6 +50,21 @@ class GrpcServer:
     health: health.aio.HealthServicer
     service_name: str = ""
     made: tuple[Path, ...] = ()  # directories made for the socket, deepest first
+    tls: ServerTls | None = None  # the TCP listener's certificates, when it has TLS
+
+    def reload_tls(self, tls: TlsFiles, where: str = "") -> None:
+        """Blocking (reads files): new connections present the certificate and trust the
+        client CA of `tls` from now on; connections made before keep theirs. Raises
+        ConfigError, changing nothing, when the files do not fit together."""
+        assert self.tls is not None, "a listener without TLS gets TLS only by a restart"
+        problems = _tls_problems(tls, where)
+        if problems:
+            raise ConfigError(*problems)
+        try:
+            pem = _read_pem(tls)
+        except StartError as e:  # gone since the check
+            raise ConfigError(f"{where}{e}") from None
+        self.tls.replace(pem)
 
     async def serve(self) -> None:
         """Starts answering on the bound listeners."""
@@ -137,7 +153,8 @@ async def bind(
             if tls is None:
                 bound.port = _bind(server.add_insecure_port, address, f"TCP {address}")
             else:
-                credentials = await loop.run_in_executor(None, _server_credentials, tls)
+                bound.tls = await loop.run_in_executor(None, ServerTls, tls)
+                credentials = bound.tls.credentials
                 bound.port = _bind(
                     lambda a: server.add_secure_port(a, credentials), address, f"TCP {address}"
                 )
@@ -157,7 +174,29 @@ def _bind(add_port: Callable[[str], int], address: str, what: str) -> int:
     return port
 
 
-def _server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
+class ServerTls:
+    """A TLS listener's credentials that a reload can change: gRPC asks `_fetch` before each
+    handshake (on a thread of its own) and takes a configuration when one is waiting."""
+
+    def __init__(self, tls: TlsFiles) -> None:
+        self._lock = threading.Lock()
+        self._waiting: grpc.ServerCertificateConfiguration | None = None
+        # Clients must present a certificate signed by client_ca: no certificate, no call.
+        self.credentials = grpc.dynamic_ssl_server_credentials(
+            _configuration(_read_pem(tls)), self._fetch, require_client_authentication=True
+        )
+
+    def replace(self, pem: dict[str, bytes]) -> None:
+        with self._lock:
+            self._waiting = _configuration(pem)
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        with self._lock:
+            waiting, self._waiting = self._waiting, None
+        return waiting
+
+
+def _read_pem(tls: TlsFiles) -> dict[str, bytes]:
     pem = {}
     for name in ("cert", "key", "client_ca"):
         path = getattr(tls, name)
@@ -165,10 +204,18 @@ def _server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
             pem[name] = path.read_bytes()
         except OSError as e:
             raise StartError(f"tls.{name}: cannot read {path}: {e.strerror}") from None
-    # Clients must present a certificate signed by client_ca: no certificate, no call.
-    return grpc.ssl_server_credentials(
-        [(pem["key"], pem["cert"])], root_certificates=pem["client_ca"], require_client_auth=True
+    return pem
+
+
+def _configuration(pem: dict[str, bytes]) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration(
+        [(pem["key"], pem["cert"])], root_certificates=pem["client_ca"]
     )
+
+
+def tls_problems(tls: TlsFiles, where: str = "") -> list[str]:
+    """What would keep the TLS files from serving (see `_tls_problems`)."""
+    return _tls_problems(tls, where)
 
 
 def _tls_problems(tls: TlsFiles, where: str) -> list[str]:

@@ -21,6 +21,7 @@ from corridor.common.config import (
     tls_and_listen,
 )
 from corridor.common.fib import ADJACENCIES_MAX, GROUPS_MAX
+from corridor.common.logs import LogConfig, log_from
 from corridor.controller.domain import Node, NodeTls, check_node_address, check_node_name
 
 __all__ = ["ControllerConfig", "load", "parse"]
@@ -45,6 +46,10 @@ max_adjacencies = 65536
 
 [metrics]
 address = "127.0.0.1:9465"
+
+[log]                                     # these are the defaults; SIGHUP applies a change
+level = "info"                            # debug, info, warning, error (--log-level wins)
+format = "text"                           # text, or json: one JSON object a line
 
 [[nodes]]                                 # registered at start (the API can add more)
 name = "ix1"
@@ -71,6 +76,7 @@ class ControllerConfig:
     max_adjacencies: int = 65536
     nodes: tuple[Node, ...] = ()
     base: Path = field(default_factory=Path)
+    log: LogConfig | None = None
 
 
 def load(path: str | os.PathLike[str]) -> ControllerConfig:
@@ -103,6 +109,7 @@ def read(top: Table, base: Path, others: Iterable[str] = UP_TABLES) -> Controlle
             store = base / path
         store_table.done()
     metrics = metrics_from(top)
+    log = log_from(top)
     drift, max_groups, max_adjacencies = 10, 65536, 65536
     reconcile = top.table("reconcile")
     if reconcile is not None:
@@ -127,6 +134,7 @@ def read(top: Table, base: Path, others: Iterable[str] = UP_TABLES) -> Controlle
         max_adjacencies=max_adjacencies,
         nodes=nodes,
         base=base,
+        log=log,
     )
 
 

@@ -1,5 +1,6 @@
-"""`corridor controller`: the controller process, on uvloop, stopping cleanly on SIGTERM or
-SIGINT. (`corridor up`, corridor/up.py, runs the same with a local agent beside it.)
+"""`corridor controller`: the controller process, on uvloop, reloading what it can on SIGHUP
+(corridor/controller/reload.py) and stopping cleanly on SIGTERM or SIGINT. (`corridor up`,
+corridor/up.py, runs the same with a local agent beside it.)
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, TypeVar
 
 import uvloop
 
-from corridor.common import serving
+from corridor.common import logs, serving
 from corridor.common.config import ConfigError
 from corridor.common.metrics import MetricsServer
+from corridor.common.reload import Hangup, ignore_hangups
 from corridor.controller.config import ControllerConfig, load
 from corridor.controller.core import Controller
 from corridor.controller.domain import IntentState, Node
@@ -45,29 +46,41 @@ __all__ = [
 ]
 
 
-def configure_logging(what: str) -> None:
-    logging.basicConfig(level=logging.INFO, format=f"corridor {what}: %(name)s: %(message)s")
-
-
 C = TypeVar("C")
 
 
-def run(config_path: str, check_only: bool = False, accept_empty_store: bool = False) -> int:
+def run(
+    config_path: str,
+    check_only: bool = False,
+    accept_empty_store: bool = False,
+    log_level: str | None = None,
+) -> int:
     """`corridor controller`; see run_command for the exit status."""
-    configure_logging("controller")
+    ignore_hangups()
+    logs.configure(None, log_level)
 
     async def check_config(config: ControllerConfig) -> str:
         store, loaded = await check(config)
         await store.close()
         return summary(config, loaded)
 
+    async def serve_config(config: ControllerConfig) -> None:
+        from corridor.controller import reload
+
+        logs.configure(config.log, log_level)
+
+        def hangup(running: RunningController) -> Hangup[ControllerConfig]:
+            return Hangup(
+                "the controller",
+                config_path,
+                load,
+                lambda new: reload.reload(running, new, log_level),
+            )
+
+        await serve(config, accept_empty_store=accept_empty_store, hangup=hangup)
+
     return run_command(
-        "corridor controller",
-        config_path,
-        load,
-        check_config,
-        lambda config: serve(config, accept_empty_store=accept_empty_store),
-        check_only,
+        "corridor controller", config_path, load, check_config, serve_config, check_only
     )
 
 
@@ -136,6 +149,8 @@ class RunningController:
     server: ControllerServer
     store: SqliteStore
     metrics: ControllerMetrics
+    sessions: SessionMaker
+    config: ControllerConfig  # in force: a reload replaces it with what it applied
     metrics_server: MetricsServer | None = None
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
@@ -157,7 +172,7 @@ async def start_controller(
     sessions and serves. A refused start leaves the disk as it found it."""
     store, _ = checked if checked is not None else await check(config, accept_empty_store)
     metrics = ControllerMetrics()
-    factory = partial(_session, drift_check=config.drift_check_seconds, metrics=metrics)
+    factory = SessionMaker(config.drift_check_seconds, metrics)
     controller = Controller(
         store, factory, config.max_groups, config.max_adjacencies, metrics=metrics
     )
@@ -179,7 +194,9 @@ async def start_controller(
         opened = True
         await controller.start(config.nodes + extra_nodes)
         await server.serve()
-        return RunningController(controller, server, store, metrics, metrics_server)
+        return RunningController(
+            controller, server, store, metrics, factory, config, metrics_server
+        )
     except BaseException:
         if server is not None:
             if opened:
@@ -193,14 +210,15 @@ async def start_controller(
         raise
 
 
-def _session(
-    node: Node,
-    state: IntentState,
-    election: int,
-    drift_check: float,
-    metrics: ControllerMetrics,
-) -> NodeSession:
-    return NodeSession(node, state, election, drift_check, metrics)
+class SessionMaker:
+    """Makes each node's session, with the drift interval in force (a reload changes it)."""
+
+    def __init__(self, drift_check: float, metrics: ControllerMetrics) -> None:
+        self.drift_check = drift_check
+        self.metrics = metrics
+
+    def __call__(self, node: Node, state: IntentState, election: int) -> NodeSession:
+        return NodeSession(node, state, election, self.drift_check, self.metrics)
 
 
 async def serve(
@@ -208,15 +226,21 @@ async def serve(
     extra_nodes: tuple[Node, ...] = (),
     accept_empty_store: bool = False,
     checked: tuple[SqliteStore, Loaded] | None = None,
+    hangup: Callable[[RunningController], Hangup[Any]] | None = None,
 ) -> None:
-    """Serves until SIGTERM or SIGINT, then drains and releases everything it bound."""
+    """Serves until SIGTERM or SIGINT, then drains and releases everything it bound; with
+    `hangup`, reloads on SIGHUP."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     running = None
+    reloading = None
     try:
         running = await start_controller(config, extra_nodes, accept_empty_store, checked)
+        if hangup is not None:
+            reloading = hangup(running)
+            reloading.install()
         _collect_less()
         where = []
         if running.server.unix_path is not None:
@@ -228,6 +252,8 @@ async def serve(
         await stopping.wait()
         log.info("stopping")
     finally:
+        if reloading is not None:
+            await reloading.remove()
         if running is not None:
             await running.stop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -84,7 +84,7 @@ class NodeSession:
         self.name = node.name
         self._state = state
         self._election = election
-        self._drift_check = drift_check
+        self.drift_check = drift_check  # seconds; a reload may change it
         self._metrics = metrics
         self.desired: NodeFib | None = None  # built by run()
         self._installed: NodeFib | None = None  # what the node holds, once read
@@ -308,7 +308,7 @@ class NodeSession:
             self.connected = True
             self._recovered()
             counters = asyncio.create_task(self._watch_counters(stub))
-            next_drift_check = time.monotonic() + self._drift_check
+            next_drift_check = time.monotonic() + self.drift_check
             while True:
                 if self._failure is not None:
                     failure, self._failure = self._failure, None
@@ -335,7 +335,7 @@ class NodeSession:
                 if time.monotonic() >= next_drift_check:
                     if self.group is None or not self.group.busy:
                         await self._check_drift(stub)
-                    next_drift_check = time.monotonic() + self._drift_check
+                    next_drift_check = time.monotonic() + self.drift_check
         finally:
             if self.group is not None:
                 self._leave_group()
