@@ -15,12 +15,13 @@ export CARGO_TERM_COLOR := never
 # benches/; iproute2, ethtool, iputils-ping, tcpdump: the lab; python3-venv/-dev: the
 # control plane; frr + bird2: the BGP feed's tests (zebra over FPM, a BGP peer);
 # vagrant + shellcheck: checks of the test VMs; prometheus: promtool, which checks what the
-# /metrics endpoints serve.
+# /metrics endpoints serve and deploy/'s rules; systemd: systemd-analyze verify of deploy/'s
+# units; util-linux: setpriv, to run the agent with only the units' capabilities.
 APT_PACKAGES := build-essential pkg-config curl ca-certificates git \
 	clang llvm libbpf-dev libelf-dev zlib1g-dev libxdp-dev \
 	iproute2 ethtool iputils-ping tcpdump openssl \
 	python3 python3-venv python3-dev frr bird2 \
-	vagrant shellcheck prometheus
+	vagrant shellcheck prometheus systemd util-linux
 
 RUST_SOURCES := $(shell find dataplane benches -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name Cargo.toml 2>/dev/null)
 

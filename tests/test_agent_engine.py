@@ -441,6 +441,10 @@ def test_metrics_export_the_engine_counters(lab: L.Lab, agent: Agent) -> None:
     for name, kind in kinds.items():
         assert name.startswith(("corridor_agent_", "corridor_engine_")), name
         assert (kind == "counter") == name.endswith("_total"), (name, kind)
+    # The engine's names that deploy/ (dashboard, alerts) uses are all served.
+    served = {series.partition("{")[0] for series in samples}
+    engine = {n for n in metrics.deploy_metric_names() if n.startswith("corridor_engine_")}
+    assert engine and engine <= served, sorted(engine - served)
     key = f'corridor_engine_tx_packets_total{{port="{L.DUT_OUT}",vlan="20"}}'
     assert samples.get(key, 0) >= tx(counters, L.DUT_OUT, 20) > 0, key
     assert samples[f'corridor_engine_port_up{{port="{L.DUT_OUT}"}}'] == 1

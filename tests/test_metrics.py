@@ -7,114 +7,15 @@ families the same way in the lab."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import grpc
 import pytest
 
-from controller_support import route, toml
 from corridor.agent import client as c
 from corridor.common.config import HostPort
 from corridor.common.metrics import MetricsServer
-from corridor.v1 import controller_pb2, controller_pb2_grpc
-from metrics_support import families, free_port, promtool_check, samples, scrape
+from metrics_support import Exporters, exporters, families, promtool_check, samples, scrape
 
-
-@dataclass
-class Exporters:
-    agent: str  # what the agent's /metrics served
-    controller: str  # the controller's
-
-
-def _process(repo: Path, command: str, config: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(repo / "control"), env.get("PYTHONPATH")) if p
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", "corridor", command, "--config", str(config)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-
-
-def _until(predicate, what: str, processes: list[subprocess.Popen[bytes]], within: float = 60.0):
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        for p in processes:
-            if p.poll() is not None:
-                raise AssertionError(f"{p.args} exited: {p.stderr.read().decode()}")
-        try:
-            value = predicate()
-        except (OSError, grpc.RpcError):
-            value = None
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached in {within} s")
-
-
-@pytest.fixture(scope="module")
-def exporters(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporters]:
-    """`corridor agent` (no ports: the FIB alone) and `corridor controller` with that agent
-    as its node, as processes, after one route went through both; what each serves."""
-    tmp = tmp_path_factory.mktemp("exporters")
-    agent_port, controller_port = free_port(), free_port()
-    agent_config = tmp / "agent.toml"
-    agent_config.write_text(
-        toml(
-            {
-                "workers": 1,
-                "listen": {"unix": str(tmp / "agent.sock")},
-                "fib": {"v4_routes": 1000, "v6_routes": 1000, "groups": 64, "adjacencies": 64},
-                "metrics": {"address": f"127.0.0.1:{agent_port}"},
-            }
-        )
-    )
-    controller_config = tmp / "controller.toml"
-    controller_config.write_text(
-        toml(
-            {
-                "listen": {"unix": str(tmp / "controller.sock")},
-                "store": {"path": str(tmp / "intent.db")},
-                "reconcile": {"max_groups": 64, "max_adjacencies": 64},
-                "metrics": {"address": f"127.0.0.1:{controller_port}"},
-                "nodes": [{"name": "ix1", "address": f"unix:{tmp / 'agent.sock'}"}],
-            }
-        )
-    )
-    processes = [_process(repo_root, "agent", agent_config)]
-    try:
-        _until(lambda: (tmp / "agent.sock").exists(), "the agent's socket", processes)
-        processes.append(_process(repo_root, "controller", controller_config))
-        with grpc.insecure_channel(f"unix:{tmp / 'controller.sock'}") as channel:
-            stub = controller_pb2_grpc.ControllerStub(channel)
-            request = controller_pb2.ApplyRequest(routes=[route("198.18.0.0/15", kind=2)])
-            reply = _until(lambda: stub.Apply(request, timeout=10), "Apply", processes)
-
-            def synced() -> bool:
-                name = controller_pb2.GetNodeStatusRequest(name="ix1")
-                status = stub.GetNodeStatus(name, timeout=10)
-                return status.in_sync and status.synced_revision >= reply.revision
-
-            _until(synced, "node ix1 in sync", processes)
-        yield Exporters(scrape(agent_port), scrape(controller_port))
-    finally:
-        for p in processes:
-            p.terminate()
-        for p in processes:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-            assert p.stderr is not None
-            p.stderr.close()
+__all__ = ["exporters"]  # the fixture, shared with test_deploy.py
 
 
 @pytest.mark.slow
