@@ -11,10 +11,31 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, settings
 
 from pki_support import Pki, make_ca, make_leaf
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Property tests (tests/test_properties_*.py): in `make test` a fixed set of examples, the
+# same on every run, so that a run on a busy machine neither flakes nor slows; `make fuzz`
+# runs them with HYPOTHESIS_PROFILE=fuzz, many more examples, new ones each time.
+settings.register_profile(
+    "default",
+    max_examples=100,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.register_profile(
+    "fuzz",
+    max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "20000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")

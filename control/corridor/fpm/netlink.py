@@ -269,6 +269,10 @@ def _fast_route(data: bytes, kind: int) -> RouteUpdate | None:
                 return None
         elif attribute not in (RTA_VIA, RTA_MULTIPATH):
             return None  # RTA_ENCAP, metrics, anything rarer: pyroute2 decides
+        elif attribute in found or route_type is not RouteType.UNICAST:
+            # Only the first is read below, and only for unicast: the pyroute2 path checks
+            # the bounds of every one, and refuses the message if any is damaged.
+            return None
         if attribute not in found:
             found[attribute] = (offset + 4, payload)
         offset += (length + 3) & ~3
