@@ -20,6 +20,7 @@ from corridor.common.fib import (
     FibOperation,
     Members,
     NextHopGroup,
+    members_problem,
 )
 
 # The engine's adjacency 0 (ids from writers start at 1) on no port: the worker drops what
@@ -132,6 +133,10 @@ class NextHops:
                     groups = dict(self.groups)
                 groups[op.id] = op.members
                 members = self.effective_members(op.members, adjacencies)
+                if members != op.members and (problem := members_problem(op.id, op.members)):
+                    # The engine checks only the members it gets: the written ones must be
+                    # good too, or the group fails later, when its neighbours resolve.
+                    violations.append(Violation(i, f"operations[{i}]", problem))
                 needs_drop |= bool(members) and members[0][0] == DROP_ADJACENCY_ID
                 out.append(NextHopGroup(op.id, members))
             elif type(op) is DeleteGroup:

@@ -23,6 +23,8 @@ GROUPS_MAX = (1 << 22) - 3
 NODES_MAX = 1 << 22
 ADJACENCIES_MAX = 1 << 24
 VLAN_MAX = 4094  # 802.1Q: 0 and 4095 are reserved; 0 here means untagged
+GROUP_MEMBERS_MAX = 256  # the engine's largest group
+WEIGHT_MAX = 65_535  # the engine's largest member weight
 # An adjacency on no port: the engine drops what would leave by it, counted unknown_egress.
 NO_PORT = ""
 
@@ -88,3 +90,19 @@ def vlan_problem(vlan: int) -> str | None:
     if 0 <= vlan <= VLAN_MAX:
         return None
     return f"{vlan} is not a VLAN: 0 (untagged) or 1 to {VLAN_MAX}"
+
+
+def members_problem(group: int, members: Members) -> str | None:
+    """What the engine would refuse in a group's members (worded as it words it); None if
+    nothing. For a caller that hands the engine other members than those written."""
+    if len(members) > GROUP_MEMBERS_MAX:
+        return f"group {group}: {len(members)} members exceed the limit of {GROUP_MEMBERS_MAX}"
+    for adjacency, weight in members:
+        if not 1 <= weight <= WEIGHT_MAX:
+            return (
+                f"group {group}: member adjacency {adjacency} has weight {weight}; "
+                f"weights are 1 to {WEIGHT_MAX}"
+            )
+    if len({adjacency for adjacency, _ in members}) != len(members):
+        return f"group {group}: an adjacency is listed twice (give it a larger weight instead)"
+    return None
