@@ -117,7 +117,8 @@ def gateway_from_pb(address: bytes, field: str) -> str:
 
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")  # RFC 1123 names
+# RFC 1123 names; fullmatch and \Z, since "$" would also pass a name that ends in "\n"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?")
 
 
 def endpoint_problem(address: str, relative: bool = False) -> str | None:
@@ -140,7 +141,7 @@ def endpoint_problem(address: str, relative: bool = False) -> str | None:
             host = ""
     elif ":" in host:
         host = ""  # an IPv6 address without brackets, or worse
-    elif not _HOSTNAME.match(host):
+    elif not _HOSTNAME.fullmatch(host):
         try:
             ipaddress.IPv4Address(host)
         except ValueError:

@@ -31,7 +31,7 @@ from corridor.common.fib import (
 MAX_ROUTES_PER_BATCH = 100_000
 MAX_NEXT_HOPS = 256  # the engine's largest group
 MAX_WEIGHT = 65_535
-NODE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch: "$" would pass a final "\n"
 ALL_NODES = ""
 
 
@@ -720,7 +720,7 @@ def _free_ids(used: dict[int, GroupKey] | dict[int, AdjacencyKey], limit: int) -
 
 
 def check_node_name(name: str) -> str | None:
-    if not NODE_NAME.match(name):
+    if not NODE_NAME.fullmatch(name):
         return f"{echo(name)} is not a node name: 1 to 64 of letters, digits, '.', '_' and '-'"
     return None
 
