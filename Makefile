@@ -47,7 +47,7 @@ $(STAMP)/rust: $(STAMP)/apt rust-toolchain.toml
 	@cargo clippy --version >/dev/null && cargo fmt --version >/dev/null
 	@touch $@
 
-$(STAMP)/venv: requirements.txt $(STAMP)/apt
+$(STAMP)/venv: requirements.txt $(wildcard requirements/*.txt) $(STAMP)/apt
 	@echo "deps: Python packages into $(VENV)"
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt

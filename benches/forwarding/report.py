@@ -115,7 +115,7 @@ def plot(summary: list[dict], path: Path) -> str:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "no PNG: matplotlib is not installed (requirements.txt)"
+        return "no PNG: matplotlib is not installed (requirements/bench.txt)"
     cases = sorted({(s["family"], s["size"]) for s in summary})
     routers = [r for r in ROUTERS if any(s["router"] == r for s in summary)]
     by = {(s["router"], s["family"], s["size"]): s for s in summary}
