@@ -510,7 +510,7 @@ def test_bgp_routes_list_in_order_with_filters_and_pages() -> None:
 
     def listed(**kw: Any) -> list[tuple[str, str]]:
         args = {"node": None, "within": None, "kind": 0, "limit": 100, "after": None, **kw}
-        return [key for key, _, _ in list_routes(bgp, **args)]
+        return [key for key, _, _ in list_routes(bgp.routes, **args)]
 
     everything = [
         ("r1", "10.0.0.0/8"),
@@ -528,7 +528,7 @@ def test_bgp_routes_list_in_order_with_filters_and_pages() -> None:
     # Pages of two, each after the last of the one before.
     pages, after = [], None
     while True:
-        rows = list_routes(bgp, None, None, 0, 2, after)
+        rows = list_routes(bgp.routes, None, None, 0, 2, after)
         pages.append([key for key, _, _ in rows])
         if len(rows) < 2:
             break

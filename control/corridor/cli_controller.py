@@ -105,6 +105,11 @@ def add_parsers(sub) -> None:
         default=0,
         help="at most this many; says so on stderr when more exist (default: all)",
     )
+    lst.add_argument(
+        "--source",
+        choices=("static", "bgp"),
+        help="only the operator's routes or only BGP's (default: both, the operator's first)",
+    )
     from corridor import cli_agent, cli_load
 
     cli_load.add_parser(rsub, client)
@@ -302,11 +307,20 @@ def _run_route(args) -> int:
                 request.node = args.node
             if args.within:
                 request.within.CopyFrom(_prefix(args.within))
+            if args.source:
+                request.source = controller_pb2.RouteSource.Value(
+                    f"ROUTE_SOURCE_{args.source.upper()}"
+                )
             rows: list[dict[str, Any]] = []
             more = False
             while True:
                 page = await stub.ListRoutes(request, timeout=TIMEOUT)
-                rows.extend(_route_dict(r) for r in page.routes)
+                rows.extend(
+                    _route_dict(r, source, active)
+                    for r, source, active in zip(
+                        page.routes, page.sources, page.active, strict=False
+                    )
+                )
                 if not page.next_page_token:
                     break
                 if limit is not None and len(rows) >= limit:
@@ -319,12 +333,16 @@ def _run_route(args) -> int:
                 print(json.dumps(rows, indent=1))
             else:
                 table(
-                    ["NODE", "PREFIX", "KIND", "NEXT HOPS"],
+                    ["NODE", "PREFIX", "SOURCE", "ACTIVE", "KIND", "NEXT HOPS"],
                     [
-                        [r["node"] or "*", r["prefix"], r["kind"], _hops_text(r["next_hops"])]
+                        [
+                            r["node"] or "*", r["prefix"], r["source"],
+                            "yes" if r["active"] else "no", r["kind"],
+                            _hops_text(r["next_hops"]),
+                        ]
                         for r in rows
                     ],
-                )
+                )  # fmt: skip
             if more:
                 print(
                     f"{command_name(args)}: stopped at --limit {limit}; more routes exist "
@@ -375,13 +393,22 @@ def _run_stats(args) -> int:
         stats = await stub.GetStats(controller_pb2.GetStatsRequest(), timeout=TIMEOUT)
         nodes = [_status_dict(s) for s in stats.node_status]
         intent = _sizes(stats.intent)
+        bgp = _sizes(stats.bgp)
         if args.json:
-            print(json.dumps({"revision": stats.revision, "intent": intent, "nodes": nodes}))
+            print(
+                json.dumps(
+                    {"revision": stats.revision, "intent": intent, "bgp": bgp, "nodes": nodes}
+                )
+            )
             return 0
         print(
             f"revision {stats.revision}: {intent['ipv4_routes']} IPv4 and "
             f"{intent['ipv6_routes']} IPv6 routes, {intent['next_hop_groups']} next-hop groups, "
             f"{intent['adjacencies']} adjacencies in intent; {stats.nodes} nodes"
+        )
+        print(
+            f"bgp: {bgp['ipv4_routes']} IPv4 and {bgp['ipv6_routes']} IPv6 routes, "
+            f"{bgp['next_hop_groups']} next-hop groups, {bgp['adjacencies']} adjacencies"
         )
         _print_nodes(args, nodes)
         return 0
@@ -454,6 +481,15 @@ def _print_status(d: dict) -> None:
 
     lines = [(label, text(key, d[key])) for key, label in _STATUS_LABELS]
     lines.append(("last error", _error_text(d)))
+    bgp = d.get("bgp")
+    if bgp is not None:
+        lines.append(("bgp", f"zebra {'connected' if bgp['connected'] else 'not connected'} "
+                             f"({bgp['sessions']} sessions) on {bgp['listen']}"))  # fmt: skip
+        lines.append(("bgp routes", f"{bgp['routes']} ({bgp['active_routes']} active, "
+                                    f"{bgp['stale_routes']} stale)"))  # fmt: skip
+        for key in ("not_installed", "fpm_errors"):
+            reasons = ", ".join(f"{k} {v}" for k, v in bgp[key].items()) or "none"
+            lines.append((f"bgp {key.replace('_', ' ')}", reasons))
     width = max(len(label) for label, _ in lines)
     for label, value in lines:
         print(f"{label:<{width}}  {value}")
@@ -514,6 +550,25 @@ def _status_dict(s) -> dict:
         "retries": s.retries,
         "cleared_error": s.cleared_error,
         "cleared_error_time": _time_text(s, "cleared_error_time"),
+        "bgp": _bgp_dict(s.bgp) if s.HasField("bgp") else None,
+    }
+
+
+def _bgp_dict(b) -> dict:
+    return {
+        "listen": b.listen,
+        "connected": b.connected,
+        "sessions": b.sessions,
+        "routes": b.routes,
+        "active_routes": b.active_routes,
+        "stale_routes": b.stale_routes,
+        "received": b.received,
+        "filtered": b.filtered,
+        "swept": b.swept,
+        "not_installed": dict(sorted(b.not_installed.items())),
+        "not_installed_total": dict(sorted(b.not_installed_total.items())),
+        "fpm_errors": dict(sorted(b.fpm_errors.items())),
+        "fpm_messages": b.fpm_messages,
     }
 
 
@@ -533,13 +588,15 @@ def _sizes(s) -> dict:
     }
 
 
-def _route_dict(r) -> dict:
+def _route_dict(r, source: int = 0, active: bool = True) -> dict:
     from corridor.common.addresses import prefix_text
-    from corridor.v1 import dataplane_pb2
+    from corridor.v1 import controller_pb2, dataplane_pb2
 
     return {
         "node": r.node,
         "prefix": prefix_text(r.prefix.address, r.prefix.length),
+        "source": controller_pb2.RouteSource.Name(source).removeprefix("ROUTE_SOURCE_").lower(),
+        "active": active,
         "kind": dataplane_pb2.RouteKind.Name(r.kind).removeprefix("ROUTE_KIND_").lower(),
         "next_hops": [
             {

@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 
 LIST_PAGE = (1000, 10_000)  # default and largest page
 AGENT_TIMEOUT = 10.0  # seconds for a read-only call the API makes to a node's agent
+STATIC, BGP = 0, 1  # ListRoutes' phases: the operator's routes, then BGP's
+_SOURCE_TO_PB = (controller_pb2.ROUTE_SOURCE_STATIC, controller_pb2.ROUTE_SOURCE_BGP)
+_SOURCES = frozenset(controller_pb2.RouteSource.values())
 WATCH_CHUNK = 10_000
 
 _KINDS = {k.value: k for k in RouteKind}
@@ -148,6 +151,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             intent=fib_sizes(c.intent_sizes),
             nodes=len(c.state.nodes),
             node_status=self._statuses(),
+            bgp=fib_sizes(c.bgp_sizes),
         )
 
     # -- a node's agent, asked through the controller (read-only)
@@ -286,22 +290,40 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"kind: {request.kind} is not a route kind"
             )
+        source = request.source
+        if source not in _SOURCES:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"source: {source} is not a route source"
+            )
         node = request.node if request.HasField("node") else None
-        query_text = repr((node, within, request.kind))
-        after = None
+        query_text = repr((node, within, request.kind, source))
+        phase = BGP if source == controller_pb2.ROUTE_SOURCE_BGP else STATIC
+        after: tuple[str, bytes] | None = None
         if request.page_token:
             try:
-                after = self.page_tokens.read(request.page_token, query_text)
+                phase, after_node, after_key = self.page_tokens.read(request.page_token, query_text)
             except ValueError as e:
                 await status.abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"page_token: {e}")
-        query = RouteQuery(node, within, request.kind, size + 1, after)
-        rows = await self.controller.list_routes(query)
+            after = (after_node, after_key)
+        c = self.controller
+        # The operator's routes first, then BGP's: each source in (node, prefix) order.
+        rows: list[tuple[domain.RouteKey, Intent, bytes, int]] = []
+        if phase == STATIC:
+            found = await c.list_routes(RouteQuery(node, within, request.kind, size + 1, after))
+            rows += [(k, i, sort_key, STATIC) for k, i, sort_key in found]
+            after = None
+        if len(rows) <= size and source != controller_pb2.ROUTE_SOURCE_STATIC:
+            query = RouteQuery(node, within, request.kind, size + 1 - len(rows), after)
+            rows += [(k, i, sort_key, BGP) for k, i, sort_key in await c.list_bgp_routes(query)]
         response = controller_pb2.ListRoutesResponse()
-        for route_key, intent, _ in rows[:size]:
+        state = c.state
+        for route_key, intent, _, from_ in rows[:size]:
             response.routes.append(route_to_pb(route_key, intent))
+            response.sources.append(_SOURCE_TO_PB[from_])
+            response.active.append(from_ == STATIC or not state.operators(*route_key))
         if len(rows) > size:
-            (node_name, _), _, sort_key = rows[size - 1]
-            response.next_page_token = self.page_tokens.make(query_text, node_name, sort_key)
+            (node_name, _), _, sort_key, from_ = rows[size - 1]
+            response.next_page_token = self.page_tokens.make(query_text, from_, node_name, sort_key)
         return response
 
     async def Watch(
@@ -344,13 +366,14 @@ async def refuse(
 
 
 class PageTokens:
-    """ListRoutes' page tokens: where the last page ended, (node, the route's sort key), made
+    """ListRoutes' page tokens: where the last page ended, (source, node, the route's sort
+    key), made
     self-checking so that a mangled token is refused rather than read as "from the start" (a
     client would loop forever). A version byte, the position, and an HMAC over it and the
     query's filters with a key of this controller run: a token is good for the query that
     gave it, until the controller restarts."""
 
-    VERSION = 1
+    VERSION = 2
     MAC_BYTES = 16
 
     def __init__(self) -> None:
@@ -360,28 +383,29 @@ class PageTokens:
         digest = hmac.new(self._key, query.encode() + b"\0" + body, hashlib.sha256).digest()
         return digest[: self.MAC_BYTES]
 
-    def make(self, query: str, node: str, sort_key: bytes) -> str:
+    def make(self, query: str, phase: int, node: str, sort_key: bytes) -> str:
         name = node.encode()
-        body = bytes((self.VERSION, len(name))) + name + sort_key
+        body = bytes((self.VERSION, phase, len(name))) + name + sort_key
         return base64.urlsafe_b64encode(body + self._mac(query, body)).decode().rstrip("=")
 
-    def read(self, token: str, query: str) -> tuple[str, bytes]:
-        """The position in `token`; ValueError saying why it is not a token to go on from."""
+    def read(self, token: str, query: str) -> tuple[int, str, bytes]:
+        """The position in `token` (phase, node, sort key); ValueError saying why it is not a
+        token to go on from."""
         again = "list again from the first page"
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except ValueError:
             raise ValueError(f"not a token this controller gave; {again}") from None
         body, mac = raw[: -self.MAC_BYTES], raw[-self.MAC_BYTES :]
-        if len(body) < 2 or body[0] != self.VERSION:
+        if len(body) < 3 or body[0] != self.VERSION:
             raise ValueError(f"not a token this controller gave; {again}")
         if not hmac.compare_digest(mac, self._mac(query, body)):
             raise ValueError(
                 "not a token this controller gave for this query (mangled, from another "
                 f"query's filters, or from before the controller restarted); {again}"
             )
-        length = body[1]
-        name, sort_key = body[2 : 2 + length], body[2 + length :]
+        phase, length = body[1], body[2]
+        name, sort_key = body[3 : 3 + length], body[3 + length :]
         node = name.decode(errors="replace")
         family = sort_key[0] if sort_key else 0
         if (
@@ -392,7 +416,7 @@ class PageTokens:
             or sort_key[-1] > family * 8
         ):
             raise ValueError(f"does not hold a position in the routes; {again}")
-        return node, sort_key
+        return phase, node, sort_key
 
 
 # --- Watch: encoded once, off the event loop, shared by every watcher -----------------------
@@ -767,4 +791,31 @@ def node_status(c: Controller, s: NodeSession) -> controller_pb2.NodeStatus:
     if s.cleared_error_time:
         pb.cleared_error = s.cleared_error
         pb.cleared_error_time.CopyFrom(timestamp_pb2.Timestamp(seconds=int(s.cleared_error_time)))
+    if c.feeds is not None and node.name in c.feeds.sources:
+        pb.bgp.CopyFrom(bgp_status(c, node.name))
+    return pb
+
+
+def bgp_status(c: Controller, name: str) -> controller_pb2.BgpStatus:
+    assert c.feeds is not None
+    source = c.feeds.sources[name]
+    counts = source.counters
+    pb = controller_pb2.BgpStatus(
+        connected=source.connected,
+        sessions=source.session,
+        routes=len(c.bgp.table(name)),
+        active_routes=c.active_bgp_routes(name),
+        stale_routes=source.stale,
+        received=counts.received,
+        filtered=counts.filtered,
+        swept=counts.swept,
+    )
+    pb.not_installed.update({k: v for k, v in counts.not_installed.items() if v})
+    pb.not_installed_total.update(counts.not_installed_total)
+    for config, listener, port in c.feeds.listeners:
+        if config.node == name:
+            where = f" in netns {config.netns}" if config.netns else ""
+            pb.listen = f"{config.listen.host}:{port}{where}"
+            pb.fpm_errors.update(listener.counters.errors)
+            pb.fpm_messages = listener.counters.messages
     return pb

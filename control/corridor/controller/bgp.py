@@ -554,16 +554,17 @@ def _group_key(members: Members | None, adjacencies: Mapping[int, Adjacency]) ->
 
 
 def list_routes(
-    bgp: BgpIntent,
+    tables: Mapping[str, Mapping[str, Intent]],
     node: str | None,
     within: str | None,
     kind: int,
     limit: int,
     after: tuple[str, bytes] | None,
 ) -> list[tuple[RouteKey, Intent, bytes]]:
-    """BGP routes in (node, prefix) order as the store lists the operator's: of `node` (None:
-    every node), inside `within`, of `kind` (0: any), after `after`, at most `limit`. From
-    memory: each page walks the node's table once (a full table: about a second)."""
+    """BGP routes (`tables`: node -> prefix -> intent, as BgpIntent.routes) in (node, prefix)
+    order as the store lists the operator's: of `node` (None: every node), inside `within`,
+    of `kind` (0: any), after `after`, at most `limit`. Each page walks the node's table once
+    (a full table: about a second): give it copies and call it off the event loop."""
     inside: Callable[[bytes], bool] | None = None
     if within is not None:
         w = prefix_sort_key(within)
@@ -577,14 +578,14 @@ def list_routes(
                 and int.from_bytes(key[1:-1], "big") >> (bits - length) == top
             )
 
-    nodes = sorted(bgp.routes) if node is None else [node] if node in bgp.routes else []
+    nodes = sorted(tables) if node is None else [node] if node in tables else []
     out: list[tuple[RouteKey, Intent, bytes]] = []
     for name in nodes:
         if after is not None and name < after[0]:
             continue
         floor = after[1] if after is not None and name == after[0] else None
         rows = []
-        for prefix, intent in bgp.routes[name].items():
+        for prefix, intent in tables[name].items():
             if kind and intent.kind != kind:
                 continue
             key = prefix_sort_key(prefix)
@@ -736,8 +737,3 @@ class BgpFeeds:
         self.listeners.clear()
         for source in self.sources.values():
             await source.stop()
-
-    async def ports_read(self, node: str) -> None:
-        source = self.sources.get(node)
-        if source is not None:
-            await source.ports_changed()

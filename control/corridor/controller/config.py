@@ -22,6 +22,7 @@ from corridor.common.config import (
 )
 from corridor.common.fib import ADJACENCIES_MAX, GROUPS_MAX
 from corridor.common.logs import LogConfig, log_from
+from corridor.controller.bgp import FpmConfig, fpm_from
 from corridor.controller.domain import Node, NodeTls, check_node_address, check_node_name
 
 __all__ = ["ControllerConfig", "load", "parse"]
@@ -55,6 +56,12 @@ format = "text"                           # text, or json: one JSON object a lin
 name = "ix1"
 address = "unix:/run/corridor/agent.sock"
 
+# BGP routes of a node from FRR's zebra over FPM:
+# [[fpm]]                                 # one per zebra; routes of `node` (docs/fpm.md)
+# node = "ix1"
+# listen = "127.0.0.1:2620"               # zebra's `fpm address 127.0.0.1 port 2620`
+# stale_seconds = 120                     # hold time after zebra's connection drops
+
 # corridor up --config FILE: the same, plus a local agent registered as node `up.node`
 # [up]
 # node = "local"
@@ -75,6 +82,7 @@ class ControllerConfig:
     max_groups: int = 65536
     max_adjacencies: int = 65536
     nodes: tuple[Node, ...] = ()
+    fpm: tuple[FpmConfig, ...] = ()
     base: Path = field(default_factory=Path)
     log: LogConfig | None = None
 
@@ -122,6 +130,7 @@ def read(top: Table, base: Path, others: Iterable[str] = UP_TABLES) -> Controlle
     for i, name in enumerate(names):
         if name and name in names[:i]:
             top.fail(f"nodes[{i}].name", f"{name!r} is already nodes[{names.index(name)}]")
+    fpm = fpm_from(top)
     top.seen.update(others)
     top.done()
     return ControllerConfig(
@@ -133,6 +142,7 @@ def read(top: Table, base: Path, others: Iterable[str] = UP_TABLES) -> Controlle
         max_groups=max_groups,
         max_adjacencies=max_adjacencies,
         nodes=nodes,
+        fpm=fpm,
         base=base,
         log=log,
     )

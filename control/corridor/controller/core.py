@@ -10,15 +10,19 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from corridor.common.errors import InvalidBatch, Violation, echo
+from corridor.controller.bgp import BgpFeeds, BgpIntent, FpmConfig, found_routes
+from corridor.controller.bgp import list_routes as list_bgp_routes
 from corridor.controller.domain import (
     ALL_NODES,
     AdjacencyKey,
     Change,
+    GroupKey,
     IdsExhausted,
     Intent,
     IntentState,
@@ -31,6 +35,7 @@ from corridor.controller.domain import (
 from corridor.controller.store import Loaded, RouteQuery, Store
 
 if TYPE_CHECKING:
+    from corridor.controller.domain import NodeFib
     from corridor.controller.metrics import ControllerMetrics
     from corridor.controller.reconciler import NodeSession
 
@@ -128,9 +133,20 @@ class Controller:
         max_groups: int = 65536,
         max_adjacencies: int = 65536,
         metrics: ControllerMetrics | None = None,
+        fpm: Sequence[FpmConfig] = (),
     ) -> None:
         self.store = store
         self.state = IntentState(max_groups, max_adjacencies)
+        # BGP routes (soft state, beside the store's): fed by zebra over FPM, one `[[fpm]]`
+        # per node; see bgp.py.
+        self.bgp = BgpIntent(
+            self.state.group_keys, self.state.adjacency_keys, max_groups, max_adjacencies
+        )
+        self.state.bgp = self.bgp
+        self.feeds = BgpFeeds(fpm, self, self._interfaces) if fpm else None
+        self._bgp_unused: set[GroupKey] = set()  # groups no BGP route uses, ids still held
+        self._adopted: set[str] = set()  # nodes whose routes found at start were adopted
+        self.bgp_sizes = (0, 0, 0, 0)
         self.sessions: dict[str, NodeSession] = {}
         self.election = 0
         self._session_factory = session_factory
@@ -157,9 +173,9 @@ class Controller:
         s = self.state
         s.revision = loaded.revision
         s.group_ids = dict(loaded.group_ids)
-        s.group_keys = {i: k for k, i in s.group_ids.items()}
+        s.group_keys.update((i, k) for k, i in s.group_ids.items())  # shared with self.bgp
         s.adjacency_ids = dict(loaded.adjacency_ids)
-        s.adjacency_keys = {i: k for k, i in s.adjacency_ids.items()}
+        s.adjacency_keys.update((i, k) for k, i in s.adjacency_ids.items())
         s.drained = set(loaded.drained)
         for (node, prefix), intent in loaded.routes:
             s.routes.setdefault(node, {})[prefix] = intent
@@ -180,8 +196,12 @@ class Controller:
             await self._commit(Change(revision=s.revision + 1, nodes=changed))
         for registered in s.nodes.values():
             self._start_session(registered)
+        if self.feeds is not None:
+            await self.feeds.start()
 
     async def stop(self) -> None:
+        if self.feeds is not None:
+            await self.feeds.stop()
         async with self._commit_lock:  # a commit under way ends first
             pass
         for session in list(self.sessions.values()):
@@ -198,6 +218,8 @@ class Controller:
     def _start_session(self, node: Node) -> None:
         session = self._session_factory(node, self.state, self.election)
         self.sessions[node.name] = session
+        if self.feeds is not None and node.name in self.feeds.sources:
+            session.on_read = self._node_read
         session.start()
 
     # -- operations
@@ -261,6 +283,30 @@ class Controller:
     async def list_routes(self, query: RouteQuery) -> list[tuple[RouteKey, Intent, bytes]]:
         """Routes of intent in (node, prefix) order, from the store."""
         return await self.store.list_routes(query)
+
+    async def list_bgp_routes(self, query: RouteQuery) -> list[tuple[RouteKey, Intent, bytes]]:
+        """BGP routes in (node, prefix) order, from memory: copies of the tables (one C call
+        each) read off the event loop."""
+        routes = self.bgp.routes
+        node = query.node
+        names = list(routes) if node is None else [node] if node in routes else []
+        tables = {n: routes[n].copy() for n in names}
+        return await asyncio.get_running_loop().run_in_executor(
+            None,
+            list_bgp_routes,
+            tables, node, query.within, query.kind, query.limit, query.after,
+        )  # fmt: skip
+
+    def active_bgp_routes(self, node: str) -> int:
+        """The BGP routes of `node` that no operator's route beats."""
+        table = self.bgp.table(node)
+        if not table:
+            return 0
+        own = self.state.routes.get(node, {})
+        common = self.state.routes.get(ALL_NODES, {})
+        beaten = sum(1 for p in own if p in table)
+        beaten += sum(1 for p in common if p in table and p not in own)
+        return len(table) - beaten
 
     # -- checks a batch must pass whole
 
@@ -370,6 +416,61 @@ class Controller:
     def _observe(self, call: str, outcome: str, started: float) -> None:
         if self._metrics is not None:
             self._metrics.applied(call, outcome, started)
+
+    # -- BGP: routes from each node's zebra, beside the operator's (bgp.BgpTarget)
+
+    async def bgp_routes(
+        self, node: str, routes: Mapping[str, Intent], deleted: Sequence[str]
+    ) -> None:
+        """Sets and deletes BGP routes of `node` in memory and tells its session. Between two
+        commits, so that ids taken for BGP groups never meet ids a commit under way took."""
+        async with self._commit_lock:
+            self._forget_bgp_groups()
+            changed, refused, unused = self.bgp.apply(node, routes, deleted)
+            if refused:
+                log.warning(
+                    "bgp %s: %d routes not installed: every next-hop group or adjacency id is "
+                    "taken (reconcile.max_groups %d, max_adjacencies %d)",
+                    node, len(refused), self.state.max_groups, self.state.max_adjacencies,
+                )  # fmt: skip
+            self._bgp_unused.update(unused)
+            session = self.sessions.get(node)
+            if session is not None and changed:
+                session.changed(changed, self.state.revision)
+            self.bgp_sizes = self.bgp.sizes()
+
+    def _forget_bgp_groups(self) -> None:
+        """Frees the ids of BGP groups no route uses once every node is in sync: no node
+        holds them then, so a new group may take the id without a route pointing at it."""
+        if self._bgp_unused and all(
+            s.in_sync and s.lag_seconds() == 0.0 for s in self.sessions.values()
+        ):
+            self.bgp.forget(self._bgp_unused)
+            self._bgp_unused.clear()
+
+    def _interfaces(self, node: str) -> Mapping[int, tuple[str, int]] | None:
+        session = self.sessions.get(node)
+        return None if session is None else session.interfaces
+
+    async def _node_read(self, session: NodeSession, installed: NodeFib, ports: bool) -> None:
+        """A node fed by zebra was read, before its session writes the difference: routes
+        that waited for its ports (`ports`: they changed) are mapped, and, the first time,
+        the routes it holds that are not the operator's are adopted as a previous session's
+        BGP routes, so that a controller's restart withdraws nothing."""
+        assert self.feeds is not None
+        source = self.feeds.sources[session.name]
+        if ports:
+            await source.ports_changed()
+        if session.name in self._adopted:
+            return
+        self._adopted.add(session.name)
+        found = found_routes(
+            installed.routes.values(),
+            installed.groups,
+            installed.adjacencies,
+            partial(self.state.operators, session.name),
+        )
+        await source.adopt(found)
 
     # -- watchers
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
 from operator import attrgetter
+from typing import TYPE_CHECKING
 
 from corridor.common.addresses import endpoint_problem
 from corridor.common.errors import echo
@@ -27,6 +28,9 @@ from corridor.common.fib import (
     Route,
     RouteKind,
 )
+
+if TYPE_CHECKING:
+    from corridor.controller.bgp import BgpIntent
 
 MAX_ROUTES_PER_BATCH = 100_000
 MAX_NEXT_HOPS = 256  # the engine's largest group
@@ -457,7 +461,11 @@ class StoreUnavailable(RuntimeError):
 class IntentState:
     """Everything intended, in memory, mirroring the store: routes by node, the ids of the
     groups and adjacencies they imply, drained next hops, registered nodes. Methods that
-    change it take a Change that the store has committed."""
+    change it take a Change that the store has committed.
+
+    `bgp`, when set, holds each node's BGP routes (bgp.BgpIntent, in memory only): what a
+    node should hold is the operator's routes, and BGP's for the prefixes the operator has no
+    route for on that node (own or for every node): a static route beats eBGP."""
 
     def __init__(self, max_groups: int, max_adjacencies: int) -> None:
         self.revision = 0
@@ -473,6 +481,7 @@ class IntentState:
         self.drained: set[tuple[str, AdjacencyKey]] = set()
         self.max_groups = max_groups
         self.max_adjacencies = max_adjacencies
+        self.bgp: BgpIntent | None = None
 
     # -- reading
 
@@ -496,21 +505,40 @@ class IntentState:
             if intent is not None:
                 return intent
         common = self.routes.get(ALL_NODES)
-        return None if common is None else common.get(prefix)
+        intent = None if common is None else common.get(prefix)
+        if intent is None and self.bgp is not None:
+            intent = self.bgp.table(node).get(prefix)
+        return intent
+
+    def operators(self, node: str, prefix: str) -> bool:
+        """Whether the operator has a route for `prefix` on `node` (own or for every node)."""
+        return prefix in self.routes.get(node, _NONE) or prefix in self.routes.get(ALL_NODES, _NONE)
 
     def has_own_intent(self, node: str) -> bool:
         """Whether `node` should hold anything but the routes for every node as every node
-        holds them: routes of its own, or a next hop drained on it alone."""
-        return bool(self.routes.get(node)) or any(n == node for n, _ in self.drained)
+        holds them: routes of its own (the operator's or BGP's), or a next hop drained on it
+        alone."""
+        return (
+            bool(self.routes.get(node))
+            or (self.bgp is not None and bool(self.bgp.table(node)))
+            or any(n == node for n, _ in self.drained)
+        )
 
     def prefixes_for(self, node: str) -> set[str]:
-        return set(self.routes.get(node, ())) | set(self.routes.get(ALL_NODES, ()))
+        prefixes = set(self.routes.get(node, ())) | set(self.routes.get(ALL_NODES, ()))
+        if self.bgp is not None:
+            prefixes.update(self.bgp.table(node))
+        return prefixes
 
     def members(self, node: str, group: int) -> Members:
         """The group's members on `node`: drained next hops left out unless all are."""
+        drained = self.drained
+        if self.bgp is not None and group in self.bgp.groups:
+            return self.bgp.members(
+                group, lambda a: (node, a) not in drained and (ALL_NODES, a) not in drained
+            )
         key = self.group_keys[group]
         ids = self.adjacency_ids
-        drained = self.drained
         live = [
             (ids[a], w)
             for a, w in key
@@ -567,7 +595,17 @@ class IntentState:
             intents = list(map((own or common).get, prefixes))  # type: ignore[union-attr]
         else:
             intents = [None] * len(prefixes)
-        fib.set_routes(prefixes, self.entries(prefixes, intents), members, self.adjacency)
+        entries = self.entries(prefixes, intents)
+        bgp = None if self.bgp is None else self.bgp.table(node)
+        if bgp:  # BGP's routes where the operator has none, with BGP's group ids
+            group_ids = self.bgp.group_ids  # type: ignore[union-attr]
+            for i, entry in enumerate(entries):
+                if entry is None:
+                    b = bgp.get(prefixes[i])
+                    if b is not None:
+                        group = 0 if b.group is None else group_ids[b.group]
+                        entries[i] = _new_route((prefixes[i], b.kind, group))
+        fib.set_routes(prefixes, entries, members, self.adjacency)
 
     def refresh_groups(self, fib: NodeFib, node: str) -> None:
         """Re-derives the members of every group `fib` uses (after a drain or restore)."""

@@ -174,7 +174,7 @@ async def start_controller(
     metrics = ControllerMetrics()
     factory = SessionMaker(config.drift_check_seconds, metrics)
     controller = Controller(
-        store, factory, config.max_groups, config.max_adjacencies, metrics=metrics
+        store, factory, config.max_groups, config.max_adjacencies, metrics=metrics, fpm=config.fpm
     )
     metrics.watch(controller)
     server = None

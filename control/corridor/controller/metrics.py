@@ -90,3 +90,56 @@ class _ControllerCollector(Collector):
             behind.add_metric([name], c.state.revision - s.synced_revision)
             drift.add_metric([name], s.drift_detected)
         yield from (in_sync, connected, lag, behind, drift)
+        yield from _bgp(c)
+
+
+def _bgp(c: Controller) -> Iterator[Metric]:
+    """BGP routes (in memory, from each node's zebra over FPM) and the health of each feed."""
+    v4, v6, groups, adjacencies = c.bgp_sizes
+    entries = GaugeMetricFamily(
+        "corridor_controller_bgp_entries",
+        "BGP routes of every node in intent, their next-hop groups and adjacencies, by table",
+        labels=["table"],
+    )
+    for table, value in (
+        ("ipv4_routes", v4), ("ipv6_routes", v6),
+        ("next_hop_groups", groups), ("adjacencies", adjacencies),
+    ):  # fmt: skip
+        entries.add_metric([table], value)
+    yield entries
+    if c.feeds is None:
+        return
+    connected = GaugeMetricFamily(
+        "corridor_controller_bgp_connected", "1 while the node's zebra is connected",
+        labels=["node"],
+    )  # fmt: skip
+    routes = GaugeMetricFamily(
+        "corridor_controller_bgp_routes", "BGP routes of the node in intent", labels=["node"]
+    )
+    stale = GaugeMetricFamily(
+        "corridor_controller_bgp_stale_routes",
+        "BGP routes of an earlier session not sent again yet", labels=["node"],
+    )  # fmt: skip
+    waiting = GaugeMetricFamily(
+        "corridor_controller_bgp_not_installed_routes",
+        "Routes zebra selected that are not installed now, by reason", labels=["node", "reason"],
+    )  # fmt: skip
+    received = CounterMetricFamily(
+        "corridor_controller_bgp_received_updates", "Route updates from zebra", labels=["node"]
+    )
+    errors = CounterMetricFamily(
+        "corridor_controller_fpm_errors", "Bad input on the FPM socket, by reason",
+        labels=["node", "reason"],
+    )  # fmt: skip
+    for name, source in c.feeds.sources.items():
+        connected.add_metric([name], float(source.connected))
+        routes.add_metric([name], len(c.bgp.table(name)))
+        stale.add_metric([name], source.stale)
+        received.add_metric([name], source.counters.received)
+        for reason, n in sorted(source.counters.not_installed.items()):
+            if n:
+                waiting.add_metric([name, reason], n)
+    for config, listener, _ in c.feeds.listeners:
+        for reason, n in sorted(listener.counters.errors.items()):
+            errors.add_metric([config.node, reason], n)
+    yield from (connected, routes, stale, waiting, received, errors)

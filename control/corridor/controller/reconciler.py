@@ -113,7 +113,9 @@ class NodeSession:
         # The kernel ifindex of each port (VLAN 0) and VLAN device -> (port, VLAN), once read:
         # how routes from the node's routing daemon (FPM) name their interfaces.
         self.interfaces: dict[int, tuple[str, int]] | None = None
-        self.on_ports_read: Callable[[str], None] | None = None  # called with the node's name
+        # Awaited after each Read, before the difference is written: (this session, what the
+        # node holds, whether `interfaces` changed). The core's BGP feed uses it.
+        self.on_read: Callable[[NodeSession, NodeFib, bool], Awaitable[None]] | None = None
         # The update group the node is a member of: then `desired` and `_installed` are the
         # group's, and the group writes to the node through `_stub`.
         self.group: UpdateGroup | None = None
@@ -351,10 +353,10 @@ class NodeSession:
         async with asyncio.timeout(READ_TIMEOUT):
             installed, generation, ports, interfaces = await _read(stub)
         self.ports = ports
-        if interfaces != self.interfaces:
-            self.interfaces = interfaces
-            if self.on_ports_read is not None:
-                self.on_ports_read(self.name)
+        ports_changed = interfaces != self.interfaces
+        self.interfaces = interfaces
+        if self.on_read is not None:
+            await self.on_read(self, installed, ports_changed)
         revision = self._pending_revision or self._state.revision
         desired = self.desired
         assert desired is not None, "run() builds it first"

@@ -19,11 +19,20 @@ class SyncState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SYNC_STATE_SYNCING: _ClassVar[SyncState]
     SYNC_STATE_IN_SYNC: _ClassVar[SyncState]
     SYNC_STATE_FAILING: _ClassVar[SyncState]
+
+class RouteSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROUTE_SOURCE_UNSPECIFIED: _ClassVar[RouteSource]
+    ROUTE_SOURCE_STATIC: _ClassVar[RouteSource]
+    ROUTE_SOURCE_BGP: _ClassVar[RouteSource]
 SYNC_STATE_UNSPECIFIED: SyncState
 SYNC_STATE_CONNECTING: SyncState
 SYNC_STATE_SYNCING: SyncState
 SYNC_STATE_IN_SYNC: SyncState
 SYNC_STATE_FAILING: SyncState
+ROUTE_SOURCE_UNSPECIFIED: RouteSource
+ROUTE_SOURCE_STATIC: RouteSource
+ROUTE_SOURCE_BGP: RouteSource
 
 class NodeTls(_message.Message):
     __slots__ = ("ca", "cert", "key", "server_name")
@@ -110,7 +119,7 @@ class CountersSummary(_message.Message):
     def __init__(self, rx_packets: _Optional[int] = ..., tx_packets: _Optional[int] = ..., dropped_packets: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node", "state", "connected", "in_sync", "last_error", "last_error_time", "synced_revision", "lag_seconds", "intended", "installed", "agent_generation", "reconnects", "drift_detected", "drift_entries", "last_full_sync_seconds", "last_full_sync_operations", "counters", "retries", "cleared_error", "cleared_error_time")
+    __slots__ = ("node", "state", "connected", "in_sync", "last_error", "last_error_time", "synced_revision", "lag_seconds", "intended", "installed", "agent_generation", "reconnects", "drift_detected", "drift_entries", "last_full_sync_seconds", "last_full_sync_operations", "counters", "retries", "cleared_error", "cleared_error_time", "bgp")
     NODE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +140,7 @@ class NodeStatus(_message.Message):
     RETRIES_FIELD_NUMBER: _ClassVar[int]
     CLEARED_ERROR_FIELD_NUMBER: _ClassVar[int]
     CLEARED_ERROR_TIME_FIELD_NUMBER: _ClassVar[int]
+    BGP_FIELD_NUMBER: _ClassVar[int]
     node: Node
     state: SyncState
     connected: bool
@@ -151,7 +161,59 @@ class NodeStatus(_message.Message):
     retries: int
     cleared_error: str
     cleared_error_time: _timestamp_pb2.Timestamp
-    def __init__(self, node: _Optional[_Union[Node, _Mapping]] = ..., state: _Optional[_Union[SyncState, str]] = ..., connected: _Optional[bool] = ..., in_sync: _Optional[bool] = ..., last_error: _Optional[str] = ..., last_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., synced_revision: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., intended: _Optional[_Union[FibSizes, _Mapping]] = ..., installed: _Optional[_Union[FibSizes, _Mapping]] = ..., agent_generation: _Optional[int] = ..., reconnects: _Optional[int] = ..., drift_detected: _Optional[int] = ..., drift_entries: _Optional[int] = ..., last_full_sync_seconds: _Optional[float] = ..., last_full_sync_operations: _Optional[int] = ..., counters: _Optional[_Union[CountersSummary, _Mapping]] = ..., retries: _Optional[int] = ..., cleared_error: _Optional[str] = ..., cleared_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    bgp: BgpStatus
+    def __init__(self, node: _Optional[_Union[Node, _Mapping]] = ..., state: _Optional[_Union[SyncState, str]] = ..., connected: _Optional[bool] = ..., in_sync: _Optional[bool] = ..., last_error: _Optional[str] = ..., last_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., synced_revision: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., intended: _Optional[_Union[FibSizes, _Mapping]] = ..., installed: _Optional[_Union[FibSizes, _Mapping]] = ..., agent_generation: _Optional[int] = ..., reconnects: _Optional[int] = ..., drift_detected: _Optional[int] = ..., drift_entries: _Optional[int] = ..., last_full_sync_seconds: _Optional[float] = ..., last_full_sync_operations: _Optional[int] = ..., counters: _Optional[_Union[CountersSummary, _Mapping]] = ..., retries: _Optional[int] = ..., cleared_error: _Optional[str] = ..., cleared_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bgp: _Optional[_Union[BgpStatus, _Mapping]] = ...) -> None: ...
+
+class BgpStatus(_message.Message):
+    __slots__ = ("listen", "connected", "sessions", "routes", "active_routes", "stale_routes", "received", "filtered", "swept", "not_installed", "not_installed_total", "fpm_errors", "fpm_messages")
+    class NotInstalledEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class NotInstalledTotalEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class FpmErrorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    LISTEN_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_ROUTES_FIELD_NUMBER: _ClassVar[int]
+    STALE_ROUTES_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    FILTERED_FIELD_NUMBER: _ClassVar[int]
+    SWEPT_FIELD_NUMBER: _ClassVar[int]
+    NOT_INSTALLED_FIELD_NUMBER: _ClassVar[int]
+    NOT_INSTALLED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    FPM_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    FPM_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    listen: str
+    connected: bool
+    sessions: int
+    routes: int
+    active_routes: int
+    stale_routes: int
+    received: int
+    filtered: int
+    swept: int
+    not_installed: _containers.ScalarMap[str, int]
+    not_installed_total: _containers.ScalarMap[str, int]
+    fpm_errors: _containers.ScalarMap[str, int]
+    fpm_messages: int
+    def __init__(self, listen: _Optional[str] = ..., connected: _Optional[bool] = ..., sessions: _Optional[int] = ..., routes: _Optional[int] = ..., active_routes: _Optional[int] = ..., stale_routes: _Optional[int] = ..., received: _Optional[int] = ..., filtered: _Optional[int] = ..., swept: _Optional[int] = ..., not_installed: _Optional[_Mapping[str, int]] = ..., not_installed_total: _Optional[_Mapping[str, int]] = ..., fpm_errors: _Optional[_Mapping[str, int]] = ..., fpm_messages: _Optional[int] = ...) -> None: ...
 
 class NextHop(_message.Message):
     __slots__ = ("gateway", "port", "vlan", "weight")
@@ -236,26 +298,32 @@ class SetNextHopStateResponse(_message.Message):
     def __init__(self, revision: _Optional[int] = ..., groups: _Optional[int] = ...) -> None: ...
 
 class ListRoutesRequest(_message.Message):
-    __slots__ = ("node", "within", "kind", "page_size", "page_token")
+    __slots__ = ("node", "within", "kind", "page_size", "page_token", "source")
     NODE_FIELD_NUMBER: _ClassVar[int]
     WITHIN_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     node: str
     within: _common_pb2.IpPrefix
     kind: _dataplane_pb2.RouteKind
     page_size: int
     page_token: str
-    def __init__(self, node: _Optional[str] = ..., within: _Optional[_Union[_common_pb2.IpPrefix, _Mapping]] = ..., kind: _Optional[_Union[_dataplane_pb2.RouteKind, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    source: RouteSource
+    def __init__(self, node: _Optional[str] = ..., within: _Optional[_Union[_common_pb2.IpPrefix, _Mapping]] = ..., kind: _Optional[_Union[_dataplane_pb2.RouteKind, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., source: _Optional[_Union[RouteSource, str]] = ...) -> None: ...
 
 class ListRoutesResponse(_message.Message):
-    __slots__ = ("routes", "next_page_token")
+    __slots__ = ("routes", "next_page_token", "sources", "active")
     ROUTES_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
     routes: _containers.RepeatedCompositeFieldContainer[RouteIntent]
     next_page_token: str
-    def __init__(self, routes: _Optional[_Iterable[_Union[RouteIntent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    sources: _containers.RepeatedScalarFieldContainer[RouteSource]
+    active: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, routes: _Optional[_Iterable[_Union[RouteIntent, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[RouteSource, str]]] = ..., active: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("node",)
@@ -282,16 +350,18 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("revision", "intent", "nodes", "node_status")
+    __slots__ = ("revision", "intent", "nodes", "node_status", "bgp")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     INTENT_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     NODE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    BGP_FIELD_NUMBER: _ClassVar[int]
     revision: int
     intent: FibSizes
     nodes: int
     node_status: _containers.RepeatedCompositeFieldContainer[NodeStatus]
-    def __init__(self, revision: _Optional[int] = ..., intent: _Optional[_Union[FibSizes, _Mapping]] = ..., nodes: _Optional[int] = ..., node_status: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ...) -> None: ...
+    bgp: FibSizes
+    def __init__(self, revision: _Optional[int] = ..., intent: _Optional[_Union[FibSizes, _Mapping]] = ..., nodes: _Optional[int] = ..., node_status: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., bgp: _Optional[_Union[FibSizes, _Mapping]] = ...) -> None: ...
 
 class GetNodeCountersRequest(_message.Message):
     __slots__ = ("node",)
