@@ -11,17 +11,10 @@ from ipaddress import IPv4Address, ip_address, ip_network
 from pathlib import Path
 
 import pytest
+from benches.harness.frr import RTBH_PREFIX, VIA_V6_PREFIX, FrrLab, missing_tools, table_slice
 
 from corridor.fpm import NextHop, Operation, RouteType, RouteUpdate, start_listener
-from fpm_support import (
-    RTBH_PREFIX,
-    VIA_V6_PREFIX,
-    FrrLab,
-    RecordingSink,
-    missing_tools,
-    table_slice,
-    wait_until,
-)
+from fpm_support import RecordingSink, wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 

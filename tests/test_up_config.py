@@ -45,3 +45,14 @@ def test_a_bad_up_file_names_the_field(change: dict[str, object], message: str) 
     with pytest.raises(ConfigError) as e:
         up.parse(document)
     assert str(e.value).startswith(message), str(e.value)
+
+
+def test_an_up_file_takes_the_fpm_feed_of_its_node(tmp_path: Path) -> None:
+    document = {**DOCUMENT, "fpm": [{"node": "edge1", "netns": "router", "stale_seconds": 30}]}
+    config = up.parse(document, base=tmp_path)
+    (fpm,) = config.controller.fpm
+    assert (fpm.node, fpm.netns, fpm.stale_seconds) == ("edge1", "router", 30.0)
+    assert (fpm.listen.host, fpm.listen.port) == ("127.0.0.1", 2620)
+    with pytest.raises(ConfigError) as e:
+        up.parse({**DOCUMENT, "fpm": [{"node": "edge1", "listen": "0.0.0.0:2620"}]})
+    assert "fpm[0].allowed_peers: is required" in str(e.value)

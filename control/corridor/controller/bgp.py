@@ -395,6 +395,17 @@ class BgpIntent:
         self.v6_routes = 0
         self.route_total = 0
         self.ids_exhausted = 0  # routes refused for want of an id, monotonic
+        # Ids a node already uses for groups and adjacencies it holds (see `prefer`).
+        self._preferred_groups: dict[GroupKey, int] = {}
+        self._preferred_adjacencies: dict[AdjacencyKey, int] = {}
+
+    def prefer(
+        self, groups: Mapping[GroupKey, int], adjacencies: Mapping[AdjacencyKey, int]
+    ) -> None:
+        """Ids to take for these groups and adjacencies when they are needed and free: those
+        a node holds them under, so that adopting its routes rewrites nothing."""
+        self._preferred_groups.update(groups)
+        self._preferred_adjacencies.update(adjacencies)
 
     def table(self, node: str) -> dict[str, Intent]:
         return self.routes.get(node, _EMPTY)
@@ -467,10 +478,34 @@ class BgpIntent:
     def _take(self, group: GroupKey) -> bool:
         """Ids for a new group and its new adjacencies; False (nothing taken) if none left."""
         new_adjacencies = [a for a, _ in group if a not in self.adjacency_ids]
-        adjacency_ids = _free(self.adjacency_keys, self.max_adjacencies, len(new_adjacencies))
-        group_id = _free(self.group_keys, self.max_groups, 1)
-        if adjacency_ids is None or group_id is None:
+        wanted = [self._preferred_adjacencies.pop(a, None) for a in new_adjacencies]
+        usable = [
+            i
+            if i is not None and i <= self.max_adjacencies and i not in self.adjacency_keys
+            else None
+            for i in wanted
+        ]
+        if len({i for i in usable if i is not None}) < sum(1 for i in usable if i is not None):
+            usable = [None] * len(usable)  # two claim one id: none is trusted
+        taken = {i for i in usable if i is not None}
+        free = _free(
+            {**self.adjacency_keys, **dict.fromkeys(taken)},
+            self.max_adjacencies,
+            usable.count(None),
+        )
+        preferred_group = self._preferred_groups.pop(group, None)
+        if (
+            preferred_group is not None
+            and preferred_group <= self.max_groups
+            and preferred_group not in self.group_keys
+        ):
+            group_id: list[int] | None = [preferred_group]
+        else:
+            group_id = _free(self.group_keys, self.max_groups, 1)
+        if free is None or group_id is None:
             return False
+        free_iter = iter(free)
+        adjacency_ids = [i if i is not None else next(free_iter) for i in usable]
         for adjacency, id_ in zip(new_adjacencies, adjacency_ids, strict=True):
             self.adjacency_ids[adjacency] = id_
             self.adjacency_keys[id_] = adjacency
@@ -539,6 +574,25 @@ def found_routes(
 
 
 _ADOPTED = (RouteKind.FORWARD, RouteKind.BLACKHOLE, RouteKind.UNREACHABLE)
+
+
+def node_ids(
+    groups: Mapping[int, Members], adjacencies: Mapping[int, Adjacency], skip: Callable[[int], bool]
+) -> tuple[dict[GroupKey, int], dict[AdjacencyKey, int]]:
+    """The ids a node holds its controller-written groups and adjacencies under, by key, but
+    the groups `skip` names (the operator's): for BgpIntent.prefer."""
+    group_ids: dict[GroupKey, int] = {}
+    adjacency_ids: dict[AdjacencyKey, int] = {}
+    for id_, members in groups.items():
+        key = None if skip(id_) else _group_key(members, adjacencies)
+        if key is None:
+            continue
+        group_ids.setdefault(key, id_)
+        for adjacency_id, _ in members:
+            a = adjacencies[adjacency_id]
+            assert a.gateway, "_group_key took only gateway adjacencies"
+            adjacency_ids.setdefault((a.gateway, a.port, a.vlan), adjacency_id)
+    return group_ids, adjacency_ids
 
 
 def _group_key(members: Members | None, adjacencies: Mapping[int, Adjacency]) -> GroupKey | None:

@@ -16,7 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from corridor.common.errors import InvalidBatch, Violation, echo
-from corridor.controller.bgp import BgpFeeds, BgpIntent, FpmConfig, found_routes
+from corridor.controller.bgp import BgpFeeds, BgpIntent, FpmConfig, found_routes, node_ids
 from corridor.controller.bgp import list_routes as list_bgp_routes
 from corridor.controller.domain import (
     ALL_NODES,
@@ -470,6 +470,9 @@ class Controller:
             installed.adjacencies,
             partial(self.state.operators, session.name),
         )
+        # The ids the node holds them under, where free: adopting rewrites nothing.
+        operators = self.state.group_keys.keys() - self.bgp.groups
+        self.bgp.prefer(*node_ids(installed.groups, installed.adjacencies, operators.__contains__))
         await source.adopt(found)
 
     # -- watchers
