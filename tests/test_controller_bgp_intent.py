@@ -256,3 +256,65 @@ async def test_nodes_without_a_feed_show_no_bgp_status(world) -> None:  # type: 
     _, _, stub = world
     status = await stub.GetNodeStatus(controller_pb2.GetNodeStatusRequest(name=NODE))
     assert not status.HasField("bgp")
+
+
+async def test_bad_fpm_input_is_counted_and_the_controller_keeps_serving(tmp_path: Path) -> None:
+    """zebra's socket of a real controller: routes it can install are, the rest is counted
+    by reason (the in-process agent's ports have no kernel interface: every interface is
+    unknown to it), garbage ends the connection without withdrawing anything, and the API
+    answers throughout."""
+    import asyncio
+
+    from fpm_support import frame, route_message
+
+    agent = await LocalAgent(tmp_path / "a.sock").start()
+    document = controller_document(tmp_path, {NODE: agent.address})
+    document["fpm"] = [{"node": NODE, "listen": "127.0.0.1:0"}]
+    channel, stub = controller_stub(tmp_path / "controller.sock")
+    running = await start_controller(document, tmp_path)
+    writer = None
+    try:
+        await wait_in_sync(stub, NODE, 0)
+        feeds = running.controller.feeds
+        assert feeds is not None
+        ((_, _, port),) = feeds.listeners
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        flood = [f"198.19.{i // 256}.{i % 256}/32" for i in range(20_000)]
+        wide = [{"gateway": f"198.18.0.{i % 250 + 2}", "oif": 77} for i in range(300)]
+        stream = b"".join([
+            frame(route_message("198.18.64.0/24", rtype=6)),  # blackhole: installable
+            frame(route_message("198.18.65.0/24", gateway="198.18.0.2", oif=77)),
+            frame(route_message("198.18.66.0/24", multipath=wide)),
+            frame(b"\x08\x01protobuf", kind=2),  # another FPM encoding: skipped
+            *(frame(route_message(p, rtype=7)) for p in flood),  # unreachable, 20 000
+        ])  # fmt: skip
+        writer.write(stream)
+        await writer.drain()
+        # The API answers while the flood is taken in.
+        listed = await stub.ListRoutes(controller_pb2.ListRoutesRequest(page_size=1))
+        assert len(listed.routes) <= 1
+        await node_routes(agent, flood[-1], lambda r: r == (3, 0), within=60)
+        writer.write(b"GET / HTTP/1.1\r\n\r\n")  # garbage: the stream cannot be resynchronised
+        await writer.drain()
+        assert await reader.read() == b"", "the listener closed the connection"
+        bgp = await eventually(
+            lambda: _bgp_status(stub, lambda b: not b.connected), 30, "the connection closed"
+        )
+        assert dict(bgp.not_installed) == {"unowned_interface": 1, "too_many_next_hops": 1}
+        assert dict(bgp.fpm_errors) == {"unknown_fpm_type": 1, "bad_fpm_version": 1}
+        # zebra's routes of the lost session, installed or not, are all stale
+        assert bgp.routes == 1 + len(flood) and bgp.stale_routes == 3 + len(flood)
+        routes = await agent.routes()
+        assert routes["198.18.64.0/24"] == (2, 0) and "198.18.65.0/24" not in routes
+        # Nothing withdrawn by the lost connection; the API still takes writes.
+        reply = await stub.Apply(controller_pb2.ApplyRequest(
+            routes=[route("198.18.67.0/24", kind=2, node=NODE)]
+        ))  # fmt: skip
+        await wait_in_sync(stub, NODE, reply.revision)
+        assert len(await agent.routes()) == 2 + len(flood)
+    finally:
+        if writer is not None:
+            writer.close()
+        await channel.close()
+        await running.stop(0)
+        await agent.stop()
