@@ -58,7 +58,16 @@ from corridor.controller.domain import (
     check_node_name,
     prefix_sort_key,
 )
-from corridor.fpm import DEFAULT_PORT, FpmListener, Operation, Peer, RouteType, RouteUpdate, Update
+from corridor.fpm import (
+    DEFAULT_PORT,
+    FpmListener,
+    NextHop,
+    Operation,
+    Peer,
+    RouteType,
+    RouteUpdate,
+    Update,
+)
 from corridor.fpm import start_listener as start_fpm_listener
 
 log = logging.getLogger("corridor.controller")
@@ -79,6 +88,7 @@ TOO_MANY_NEXT_HOPS = "too_many_next_hops"
 HIDDEN_IPV6_NEXT_HOP = "hidden_ipv6_next_hop"
 RFC8950_PLACEHOLDER = ip_address("169.254.0.1")
 PORTS_UNKNOWN = "ports_unknown"  # the agent has not reported its ports yet: waits, not counted
+MAPPED_SETS = 65_536  # sets of next hops whose intent is kept (see BgpSource._intent)
 
 _KINDS = {
     RouteType.BLACKHOLE: RouteKind.BLACKHOLE,
@@ -137,6 +147,10 @@ class BgpSource:
         self._stale_below = 0  # prefixes of sessions below this are stale
         self._sweeps: set[asyncio.TimerHandle] = set()
         self._intents: dict[tuple[RouteKind, GroupKey | None], Intent] = {}  # shared objects
+        # The intent of each set of next hops zebra sent, for the interfaces it was mapped
+        # with: a full table names a few sets a million times.
+        self._mapped: dict[tuple[NextHop, ...], tuple[Intent | None, str | None]] = {}
+        self._mapped_for: Interfaces | None = None
         self._lock = asyncio.Lock()  # one change at a time reaches the target, in order
 
     # -- what status shows
@@ -282,6 +296,17 @@ class BgpSource:
             return self._shared(kind, None), None
         if interfaces is None:
             return None, PORTS_UNKNOWN
+        if interfaces is not self._mapped_for:
+            self._mapped.clear()
+            self._mapped_for = interfaces
+        mapped = self._mapped.get(update.next_hops)
+        if mapped is None:
+            if len(self._mapped) >= MAPPED_SETS:
+                self._mapped.clear()
+            mapped = self._mapped[update.next_hops] = self._map(update, interfaces)
+        return mapped
+
+    def _map(self, update: RouteUpdate, interfaces: Interfaces) -> tuple[Intent | None, str | None]:
         if len(update.next_hops) > MAX_NEXT_HOPS:
             return None, TOO_MANY_NEXT_HOPS
         hops: dict[AdjacencyKey, int] = {}

@@ -58,6 +58,9 @@ class NextHopTable:
         self._waiting_groups: dict[int, NextHopUpdate] = {}
         self._route_waiters: dict[int, set[RouteKey]] = {}  # missing id -> routes waiting
         self._group_waiters: dict[int, set[int]] = {}  # missing id -> groups waiting
+        # What each object resolves to, worked out once for the many routes that name it;
+        # emptied whenever an object changes (objects change rarely, routes by the million).
+        self._resolved: dict[int, tuple[RouteType, tuple[NextHop, ...]]] = {}
 
     def __len__(self) -> int:
         return len(self.objects)
@@ -122,19 +125,28 @@ class NextHopTable:
             _discard(self._routes_of, old.nexthop_id, key)
 
     def _resolve(self, route: RouteUpdate) -> RouteUpdate:
-        assert route.nexthop_id is not None
-        found = self.objects[route.nexthop_id]
+        nexthop_id = route.nexthop_id
+        assert nexthop_id is not None
+        resolved = self._resolved.get(nexthop_id)
+        if resolved is None:
+            resolved = self._resolved[nexthop_id] = self._resolution(nexthop_id)
+        kind, hops = resolved
+        return RouteUpdate(route.op, route.prefix, kind, route.table, route.protocol, hops,
+                           nexthop_id)  # fmt: skip
+
+    def _resolution(self, nexthop_id: int) -> tuple[RouteType, tuple[NextHop, ...]]:
+        found = self.objects[nexthop_id]
         if found.blackhole:
-            return replace(route, type=RouteType.BLACKHOLE, next_hops=())
+            return RouteType.BLACKHOLE, ()
         if not found.group:
-            return replace(route, next_hops=(NextHop(found.gateway, found.ifindex, 1),))
+            return RouteType.UNICAST, (NextHop(found.gateway, found.ifindex, 1),)
         hops: list[NextHop] = []
         for member in found.group:
             single = self.objects[member.id]  # a group is installed only once its members are
             if single.blackhole:
-                return replace(route, type=RouteType.BLACKHOLE, next_hops=())
+                return RouteType.BLACKHOLE, ()
             hops.append(NextHop(single.gateway, single.ifindex, member.weight))
-        return replace(route, next_hops=tuple(hops))
+        return RouteType.UNICAST, tuple(hops)
 
     # -- objects --------------------------------------------------------------------------
 
@@ -174,6 +186,7 @@ class NextHopTable:
             for member in old.group:
                 _discard(self._groups_of, member.id, update.id)
         self.objects[update.id] = update
+        self._resolved.clear()
         for member in update.group:
             self._groups_of.setdefault(member.id, set()).add(update.id)
         out: list[Update] = [update]
@@ -211,6 +224,7 @@ class NextHopTable:
             self._unwait_group(update.id)
             return [update]
         old = self.objects.pop(update.id, None)
+        self._resolved.clear()
         if old is None:
             raise DecodeError("unknown_nexthop_id", f"next hop {update.id}: deleted but never sent")
         out: list[Update] = [update]
@@ -222,6 +236,7 @@ class NextHopTable:
             remaining = tuple(m for m in group.group if m.id != update.id)
             if remaining:
                 self.objects[group_id] = replace(group, group=remaining)
+                self._resolved.clear()
                 out.extend(self._reresolve({group_id}))
             else:  # the kernel removes a group whose last member goes, with its routes
                 del self.objects[group_id]
