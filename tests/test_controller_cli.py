@@ -56,8 +56,13 @@ async def test_cli_against_a_real_controller(tmp_path: Path) -> None:
         assert code == 0 and json.loads(out)["revision"] > 0
         code, out, _ = await corridor(ctl, "route", "list")
         lines = out.splitlines()
-        assert lines[0].split() == ["NODE", "PREFIX", "KIND", "NEXT", "HOPS"]
+        assert lines[0].split() == ["NODE", "PREFIX", "SOURCE", "ACTIVE", "KIND", "NEXT", "HOPS"]
+        assert lines[1].split()[2:4] == ["static", "yes"]
         assert "198.18.0.2@cor-c0 198.19.0.2@cor-c1.100*3" in lines[1]
+        code, out, _ = await corridor(ctl, "route", "list", "--source", "bgp", "--json")
+        assert (code, json.loads(out)) == (0, [])
+        code, _, err = await corridor(ctl, "route", "list", "--source", "ospf")
+        assert code == 2 and "invalid choice: 'ospf'" in err
         code, out, _ = await corridor(ctl, "route", "list", "--json")
         assert [r["prefix"] for r in json.loads(out)] == ["198.18.0.0/15", "2001:db8::/32"]
 
@@ -193,7 +198,15 @@ async def test_load_list_every_page_and_a_closed_pipe(tmp_path: Path) -> None:
         )  # fmt: skip
         async with asyncio.timeout(120):
             out_b, err_b = await process.communicate()
-        assert out_b.decode().split() == ["NODE", "PREFIX", "KIND", "NEXT", "HOPS"]
+        assert out_b.decode().split() == [
+            "NODE",
+            "PREFIX",
+            "SOURCE",
+            "ACTIVE",
+            "KIND",
+            "NEXT",
+            "HOPS",
+        ]
         assert err_b == b"", err_b.decode()
         assert process.returncode == 141
 

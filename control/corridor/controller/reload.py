@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("corridor.controller")
 
-RESTART_FIELDS = ("listen", "store", "metrics", "max_groups", "max_adjacencies")
+RESTART_FIELDS = ("listen", "store", "metrics", "max_groups", "max_adjacencies", "fpm")
 
 
 async def reload(
