@@ -123,6 +123,8 @@ def exporters(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 "reconcile": {"max_groups": 64, "max_adjacencies": 64},
                 "metrics": {"address": f"127.0.0.1:{controller_port}"},
                 "nodes": [{"name": "ix1", "address": f"unix:{tmp / 'agent.sock'}"}],
+                # A BGP feed (no zebra connects): its series are exported and checked too.
+                "fpm": [{"node": "ix1", "listen": "127.0.0.1:0"}],
             }
         )
     )

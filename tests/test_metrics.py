@@ -48,6 +48,9 @@ def test_one_name_scheme_and_counters_typed_as_counters(exporters: Exporters) ->
     assert (
         controller['corridor_controller_apply_seconds_count{call="apply",outcome="committed"}'] == 1
     )
+    assert controller['corridor_controller_bgp_entries{table="ipv4_routes"}'] == 0
+    assert controller['corridor_controller_bgp_connected{node="ix1"}'] == 0
+    assert controller['corridor_controller_bgp_received_updates_total{node="ix1"}'] == 0
 
 
 async def test_an_election_changes_values_not_series(agent) -> None:
