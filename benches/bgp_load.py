@@ -4,8 +4,9 @@ where `corridor agent` hosts the engine on dut0/dut1); zebra installs what it se
 the Linux kernel's FIB (its own data plane) and hands the same routes over FPM to
 `corridor controller`, which writes them to the agent. From BIRD's start, the time until:
 bgpd has received every route, the kernel's FIB holds them (zebra's count of routes it has
-installed, `show ip[v6] route summary`, checked once against `ip route` at the end), and
-Corridor's FIB holds them (the node's installed sizes as the controller reports them, which
+installed, `show ip[v6] route summary`, checked once against `ip route` at the end), the
+controller has them from zebra over FPM (its BGP routes in intent), and Corridor's FIB holds
+them (the node's installed sizes as the controller reports them, which
 follow the agent's acknowledgements). Then BIRD withdraws everything and the same clocks
 run until both FIBs are empty. Ratio: Corridor's time over the kernel's (target <= 1.0).
 
@@ -165,9 +166,12 @@ def main(limit: int | None, nexthop_groups: bool, out: Path) -> dict:
             s = status().installed
             return s.ipv4_routes + s.ipv6_routes
 
+        def controller_has() -> int:
+            return status().bgp.routes
+
         total = len(routes4) + len(routes6)
         probes = {"bgpd received": frr.received, "kernel FIB": frr.installed,
-                  "Corridor FIB": corridor}  # fmt: skip
+                  "controller received": controller_has, "Corridor FIB": corridor}  # fmt: skip
         started = time.monotonic()
         frr.start(2620)
         load = Clocks(started, probes).run(lambda _, n: n >= total, "announced")
@@ -195,12 +199,15 @@ def main(limit: int | None, nexthop_groups: bool, out: Path) -> dict:
     md = "\n".join([
         f"# BGP into the FIB: {len(routes4)} IPv4 + {len(routes6)} IPv6 routes ({data['form']})",
         "",
-        "| | bgpd has them | kernel FIB | Corridor FIB | Corridor / kernel |",
-        "|---|---|---|---|---|",
+        "| | bgpd has them | kernel FIB | controller has them (FPM) | Corridor FIB "
+        "| Corridor / kernel |",
+        "|---|---|---|---|---|---|",
         f"| announce | {load['bgpd received']:.1f} s | {load['kernel FIB']:.1f} s | "
-        f"{load['Corridor FIB']:.1f} s | {data['ratio_announce']:.2f}x |",
+        f"{load['controller received']:.1f} s | {load['Corridor FIB']:.1f} s | "
+        f"{data['ratio_announce']:.2f}x |",
         f"| withdraw | {withdraw['bgpd received']:.1f} s | {withdraw['kernel FIB']:.1f} s | "
-        f"{withdraw['Corridor FIB']:.1f} s | {data['ratio_withdraw']:.2f}x |",
+        f"{withdraw['controller received']:.1f} s | {withdraw['Corridor FIB']:.1f} s | "
+        f"{data['ratio_withdraw']:.2f}x |",
         "",
     ])  # fmt: skip
     print(md)
