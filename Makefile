@@ -25,7 +25,7 @@ APT_PACKAGES := build-essential pkg-config curl ca-certificates git \
 
 RUST_SOURCES := $(shell find dataplane benches -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name Cargo.toml 2>/dev/null)
 
-.PHONY: deps demo test bench bench-forwarding vagrant-bench proto clean
+.PHONY: deps demo test bench bench-forwarding vagrant-bench proto fuzz clean
 
 deps: $(STAMP)/apt $(STAMP)/rust $(STAMP)/venv $(STAMP)/ext
 
@@ -99,6 +99,26 @@ bench-forwarding: deps
 # or VirtualBox; VAGRANT_DEFAULT_PROVIDER picks one): vagrant/run.sh.
 vagrant-bench:
 	vagrant/run.sh $(BENCH_ARGS)
+
+# Fuzzing, not part of `make test`: each Rust fuzz target (dataplane/fuzz: wire views,
+# pipeline, FIB batches, the controller's ApplyRequest reader) for FUZZ_SECONDS from the
+# committed corpus, on the stable toolchain (cargo-fuzz with `-s none`, installed here at a
+# pinned version), then the property tests with HYPOTHESIS_PROFILE=fuzz and FUZZ_EXAMPLES
+# examples each. A crash's input goes to dataplane/fuzz/regressions/ with its fix.
+FUZZ_SECONDS ?= 60
+FUZZ_EXAMPLES ?= 5000
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ := $(STAMP)/tools/cargo-fuzz-$(CARGO_FUZZ_VERSION)/bin/cargo-fuzz
+
+$(CARGO_FUZZ): $(STAMP)/rust
+	cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked -q \
+		--root $(STAMP)/tools/cargo-fuzz-$(CARGO_FUZZ_VERSION)
+
+fuzz: deps $(CARGO_FUZZ)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) CARGO_FUZZ=$(abspath $(CARGO_FUZZ)) dataplane/fuzz/run.sh
+	HYPOTHESIS_PROFILE=fuzz HYPOTHESIS_EXAMPLES=$(FUZZ_EXAMPLES) \
+		$(PY) -m pytest -q -p no:logging tests/test_properties_agent.py \
+		tests/test_properties_controller.py tests/test_properties_fpm.py
 
 # The Python modules of the gRPC contracts, from proto/ into control/corridor/v1/ (committed;
 # tests/test_agent_proto.py regenerates into PROTO_OUT and fails when they are stale).

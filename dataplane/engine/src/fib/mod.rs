@@ -247,8 +247,10 @@ impl Fib {
 
     /// The same tables with other root strides: tests use a small IPv4 root so that
     /// thousands of cases with /0../8 routes (16 M root writes each at /24) stay fast,
-    /// and so exercise more node levels with the same code.
-    pub(crate) fn with_root_bits(config: FibConfig, v4_root: u32, v6_root: u32) -> Result<Fib, ConfigError> {
+    /// and so exercise more node levels with the same code. Public for the fuzz targets
+    /// (dataplane/fuzz), which build a FIB per input.
+    #[doc(hidden)]
+    pub fn with_root_bits(config: FibConfig, v4_root: u32, v6_root: u32) -> Result<Fib, ConfigError> {
         if config.groups > MAX_GROUPS {
             return Err(ConfigError::TooManyGroups { groups: config.groups });
         }
