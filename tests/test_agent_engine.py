@@ -47,6 +47,8 @@ def _requirements() -> None:
         pytest.fail(f"the engine extension is not built ({e}): `make deps`")
     if not hasattr(_dataplane, "Engine"):
         pytest.fail("corridor._dataplane has no Engine (stale extension): `make deps`")
+    if not hasattr(_dataplane.Engine, "set_icmp_limits"):
+        pytest.fail("Engine has no set_icmp_limits (stale extension): `make deps`")
 
 
 def _free_port() -> int:
@@ -500,3 +502,59 @@ def test_every_steered_frame_is_received_or_counted_lost(lab: L.Lab, agent: Agen
     received, lost = rx1 - rx0, lost1 - lost0
     # A few frames of the kernel's own (neighbour discovery) go to the kernel, not the engine.
     assert put - 5 <= received + lost <= put, (put, received, lost)
+
+
+def test_sighup_gives_the_running_engine_new_icmp_limits(lab: L.Lab, agent: Agent) -> None:
+    """A new [icmp] in the file and SIGHUP: the running workers take it (port burst 3, no
+    refill; the per-source bucket out of the way), without a restart."""
+    config = agent.log.parent / "agent.toml"
+    original = config.read_text()
+
+    def icmp_sent() -> float:
+        with urllib.request.urlopen(agent.metrics_url, timeout=10) as reply:
+            samples = metrics.samples(reply.read().decode())
+        return sum(v for k, v in samples.items() if k.startswith(SENT))
+
+    def reload(text: str) -> str:
+        offset = len(agent.log.read_text())
+        config.write_text(text)
+        agent.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for line in agent.log.read_text()[offset:].splitlines():
+                if "corridor.reload: reloaded " in line or "reload refused" in line:
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"no reload in 30 s: {agent.log.read_text()[offset:]}")
+
+    limits = (
+        "\n[icmp]\nport_rate = 0\nport_burst = 3\nsource_rate = 1000000\nsource_burst = 1000000\n"
+    )
+    line = reload(original + limits)
+    try:
+        assert "reloaded" in line and "icmp" in line, line
+        time.sleep(0.1)  # each worker takes them at its next pass
+        before = icmp_sent()
+        spec = traffic.FrameSpec(dst="198.19.1.1", ttl=1, src_mac=L.GEN_MAC, dst_mac=L.DUT_IN_MAC)
+        sock = traffic.open_socket(L.GEN_IF, lab.ns("gen"))
+        try:
+            traffic.send(sock, traffic.build_frames(spec, (60,), 1) * 100, duration=2)
+        finally:
+            sock.close()
+        deadline = time.monotonic() + 10
+        while icmp_sent() - before < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert icmp_sent() - before == 3, _icmp_samples(agent)
+    finally:
+        assert "reloaded" in reload(original)
+    assert agent.process.poll() is None, "SIGHUP ended the agent"
+
+
+SENT = 'corridor_engine_icmp_errors_total{outcome="icmp_sent"'
+
+
+def _icmp_samples(agent: Agent) -> dict[str, float]:
+    with urllib.request.urlopen(agent.metrics_url, timeout=10) as reply:
+        samples = metrics.samples(reply.read().decode())
+    return {k: v for k, v in samples.items() if "icmp" in k or "ttl" in k}

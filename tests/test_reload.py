@@ -64,14 +64,15 @@ async def test_the_agent_reloads_keeps_serving_and_keeps_its_config_on_a_bad_fil
         await agent.wait_for("serving corridor.v1.Dataplane")
         line = await hangup(agent, RELOADED)
         assert line.endswith("nothing that a reload applies has changed"), line
-        changed = {**document, "log": {"level": "debug"}, "icmp": {"source_rate": 5}}
+        icmp = {"source_rate": 5, "sources": 8192}  # rates apply; the table's size waits
+        changed = {**document, "log": {"level": "debug"}, "icmp": icmp}
         changed["election"] = {"admins": ["noc.example.net"]}
         config.write_text(toml(changed))
         after = len(agent.lines)
         line = await hangup(agent, RELOADED)
-        assert "election" in line and "log.level debug" in line, line
+        assert "election" in line and "icmp" in line and "log.level debug" in line, line
         warning = await agent.wait_for("in force only after a restart", after=after)
-        assert warning.endswith(": icmp"), warning
+        assert warning.endswith(": icmp.sources"), warning
         # Refused: a bad value, and a file that is not TOML. Nothing of either is applied.
         for bad, problem in (
             (toml({**changed, "log": {"level": "info"}, "workers": 0}), "workers: 0 is not"),

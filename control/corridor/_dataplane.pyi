@@ -81,16 +81,20 @@ class PortDict(TypedDict, total=False):
     """Forward directed broadcasts to this port's IPv4 subnets as link broadcasts (default
     False: dropped and counted as directed_broadcast, RFC 2644)."""
 
-class IcmpKeywords(TypedDict, total=False):
-    """The ICMP limits among Engine's keywords (docs/engine.md has the defaults)."""
+class IcmpRateKeywords(TypedDict, total=False):
+    """The ICMP rates and bursts: Engine.set_icmp_limits's keywords."""
 
     icmp_rate: int
     icmp_burst: int
     icmp_source_rate: int
     icmp_source_burst: int
-    icmp_sources: int
     icmp_worker_rate: int
     icmp_worker_burst: int
+
+class IcmpKeywords(IcmpRateKeywords, total=False):
+    """The ICMP limits among Engine's keywords (docs/engine.md has the defaults)."""
+
+    icmp_sources: int
 
 class PortStatus(TypedDict):
     name: str
@@ -189,6 +193,19 @@ class Engine:
     def stop(self) -> None:
         """Stops and joins the workers, closes the sockets, detaches (GIL released).
         Idempotent; counters and ports stay readable afterwards."""
+    def set_icmp_limits(
+        self,
+        *,
+        icmp_rate: int = 1000,
+        icmp_burst: int = 100,
+        icmp_source_rate: int = 1,
+        icmp_source_burst: int = 6,
+        icmp_worker_rate: int = 1000,
+        icmp_worker_burst: int = 50,
+    ) -> None:
+        """New ICMP error limits for the running workers, in force within milliseconds;
+        each bucket keeps its tokens up to its new burst. icmp_sources is fixed at start.
+        Raises EngineError when the engine is not running."""
     @property
     def running(self) -> bool:
         """True between start() and stop()."""

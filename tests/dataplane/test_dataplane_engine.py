@@ -16,6 +16,7 @@ from lab_support import (
     IP,
     NO_ROUTE4,
     NO_ROUTE6,
+    NO_SOURCE_LIMITS,
     SIZES,
     IPv6,
     assert_forwarded,
@@ -23,6 +24,7 @@ from lab_support import (
     counters,
     dataplane,
     decode,
+    engine_ports,
     l3,
     match,
     send_and_capture,
@@ -319,6 +321,31 @@ def test_icmp_rate_limit_holds_under_a_flood(lab: L.Lab, engine: object) -> None
     assert sent <= 100 + 1000 * elapsed + 5, f"{sent} errors in {elapsed:.2f} s"
     assert sent >= 100, f"only {sent} errors: the burst of 100 was not allowed"
     assert len(got) == sent, f"counted {sent} errors sent, {len(got)} arrived"
+
+
+def test_new_icmp_limits_take_effect_on_the_running_workers(lab: L.Lab, engine: object) -> None:
+    """What a reload (SIGHUP with a new [icmp]) does: burst 10, no refill, on the running
+    engine; its full bucket is cut to 10 and nothing refills. Then back to the module's."""
+    time.sleep(0.3)  # a full bucket (burst 100) after earlier tests
+    engine.set_icmp_limits(icmp_rate=0, icmp_burst=10, **NO_SOURCE_LIMITS)
+    try:
+        time.sleep(0.1)  # the workers take it at their next pass (an idle one within 10 ms)
+        frames = [bytes(v4(ttl=1, sport=20000 + i)) for i in range(64)]
+        before = counters(engine)
+        sock = traffic.open_socket(L.GEN_IF, lab.ns("gen"))
+        try:
+            assert traffic.send(sock, frames, count=500, duration=2) == 500
+        finally:
+            sock.close()
+        delta = settle(engine) - before
+    finally:
+        engine.set_icmp_limits(icmp_rate=1000, icmp_burst=100, **NO_SOURCE_LIMITS)
+    assert delta.drop("ttl_expired") == 500
+    assert delta.icmp("icmp_sent") == 10, delta.icmp("icmp_rate_limited")
+    assert delta.icmp("icmp_rate_limited") == 490
+    idle = dataplane().Engine(standard_fib(dataplane()), ports=engine_ports(), workers=1)
+    with pytest.raises(dataplane().EngineError, match="not running"):
+        idle.set_icmp_limits(icmp_rate=1)
 
 
 # -- VLANs, ECMP, routes ---------------------------------------------------------------

@@ -62,7 +62,8 @@ v6_routes = 500000
 groups = 65536
 adjacencies = 65536
 
-[icmp]                                    # ICMP error limits per worker; these are the defaults
+[icmp]                                    # ICMP error limits per worker (the defaults; SIGHUP
+                                          # applies new rates and bursts, `sources` on restart)
 source_rate = 1                           # per source of the packet (Linux: icmp_ratelimit)
 source_burst = 6
 sources = 4096                            # sources tracked (least recently used evicted)

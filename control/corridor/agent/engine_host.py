@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, NamedTuple, cast
 from corridor.agent.config import AgentConfig, PortConfig
 
 if TYPE_CHECKING:
-    from corridor._dataplane import EngineCounters, Fib, IcmpKeywords, PortDict, PortStatus
+    from corridor._dataplane import (
+        EngineCounters,
+        Fib,
+        IcmpKeywords,
+        IcmpRateKeywords,
+        PortDict,
+        PortStatus,
+    )
+    from corridor.agent.config import IcmpLimits
 
 
 class EngineStartError(RuntimeError):
@@ -77,6 +85,13 @@ class EngineHost:
 
     async def stop(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.engine.stop)
+
+    def set_icmp_limits(self, limits: IcmpLimits) -> None:
+        """The running workers take `limits` within milliseconds, each bucket keeping its
+        tokens up to its new burst; `sources` (the per-source table's size) is fixed at
+        start and left out. Keys not given go back to the engine's defaults."""
+        rates = {k: v for k, v in limits.keywords if k != "icmp_sources"}
+        self.engine.set_icmp_limits(**cast("IcmpRateKeywords", rates))
 
     def ports(self) -> list[PortStatus]:
         """Blocking for a moment (GIL released): from the executor, or a scrape thread."""

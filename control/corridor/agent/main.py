@@ -1,6 +1,6 @@
 """`corridor agent`: the agent process. Reads the configuration, builds the FIB, serves gRPC
-and /metrics on uvloop, reloads what it can on SIGHUP (the log, TLS files, the election's
-writers and admins) and stops cleanly on SIGTERM or SIGINT.
+and /metrics on uvloop, reloads what it can on SIGHUP (the log, TLS files, the ICMP limits,
+the election's writers and admins) and stops cleanly on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import uvloop
 
-from corridor.agent.config import AgentConfig, load
+from corridor.agent.config import AgentConfig, IcmpLimits, load
 from corridor.agent.domain import Dataplane
 from corridor.agent.metrics import AgentMetrics
 from corridor.agent.server import AgentServer, StartError, start_server
@@ -133,14 +133,15 @@ async def serve(
 
 
 # What a reload applies (below) and what only a restart does.
-RESTART_FIELDS = ("listen", "workers", "ports", "metrics", "fib", "netns", "icmp")
+RESTART_FIELDS = ("listen", "workers", "ports", "metrics", "fib", "netns")
 
 
 async def reload(
     running: RunningAgent, new: AgentConfig, log_level: str | None, where: str = ""
 ) -> Reloaded:
-    """Applies what can change while serving: [log], [tls] (new connections), [election];
-    says what else changed. Checks first: a ConfigError leaves everything as it was."""
+    """Applies what can change while serving: [log], [tls] (new connections), [election],
+    the [icmp] rates and bursts; says what else changed. Checks first: a ConfigError leaves
+    everything as it was."""
     dataplane = running.dataplane
     old = dataplane.config
     done = Reloaded(restart=changed(old, new, RESTART_FIELDS, where))
@@ -154,11 +155,23 @@ async def reload(
         done.applied.append(f"{where}tls: {tls.cert}, {tls.key}, {tls.client_ca} read again")
     if old.election != new.election:
         done.applied.append(f"{where}election")
+    # The rates and bursts apply now; the per-source table's size as started stays.
+    sources = dict(old.icmp.keywords).get("icmp_sources")
+    if dict(new.icmp.keywords).get("icmp_sources") != sources:
+        done.restart.append(f"{where}icmp.sources")
+    rates = [(k, v) for k, v in new.icmp.keywords if k != "icmp_sources"]
+    icmp = IcmpLimits(tuple(rates + ([("icmp_sources", sources)] if sources else [])))
+    if dict(icmp.keywords) != dict(old.icmp.keywords):
+        if running.host is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                None, running.host.set_icmp_limits, icmp
+            )
+        done.applied.append(f"{where}icmp")
     done.applied += reload_log(old.log, new.log, log_level) if not where else []
     # What is in force: the new election policy and log; the rest as the engine runs it.
     keep = {name: getattr(old, name) for name in RESTART_FIELDS}
     keep["tls"] = old.tls if f"{where}tls" in done.restart else new.tls
-    dataplane.config = replace(new, **keep)
+    dataplane.config = replace(new, icmp=icmp, **keep)
     return done
 
 

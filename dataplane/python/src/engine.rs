@@ -226,6 +226,30 @@ impl Engine {
         result.map_err(engine_err)
     }
 
+    /// New ICMP error limits for the running workers, in force within a few milliseconds
+    /// (each takes them at its next pass); the defaults are `new`'s. `icmp_sources`, the
+    /// per-source table's size, is fixed at start. Raises EngineError when not running.
+    #[pyo3(signature = (*, icmp_rate=1000, icmp_burst=100, icmp_source_rate=1, icmp_source_burst=6,
+        icmp_worker_rate=1000, icmp_worker_burst=50))]
+    fn set_icmp_limits(
+        &self,
+        icmp_rate: u32,
+        icmp_burst: u32,
+        icmp_source_rate: u32,
+        icmp_source_burst: u32,
+        icmp_worker_rate: u32,
+        icmp_worker_burst: u32,
+    ) -> PyResult<()> {
+        let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let engine = g.as_ref().ok_or_else(|| EngineError::new_err("the engine is not running"))?;
+        engine.set_icmp_limits(
+            IcmpRateLimit { per_second: icmp_rate, burst: icmp_burst },
+            IcmpRateLimit { per_second: icmp_source_rate, burst: icmp_source_burst },
+            IcmpRateLimit { per_second: icmp_worker_rate, burst: icmp_worker_burst },
+        );
+        Ok(())
+    }
+
     /// True between `start` and `stop`.
     #[getter]
     fn running(&self) -> bool {

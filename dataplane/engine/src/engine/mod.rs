@@ -458,6 +458,15 @@ impl Engine {
         supervisor.join().map_err(|_| EngineError::Thread("the supervisor panicked".into()))?
     }
 
+    /// New ICMP error limits for every worker, taken at its next pass (within one idle
+    /// poll, 10 ms): per ingress port, per source, per worker. The per-source table's size
+    /// stays as started. Each bucket keeps its tokens up to its new burst.
+    pub fn set_icmp_limits(&self, per_port: IcmpRateLimit, per_source: IcmpRateLimit, per_worker: IcmpRateLimit) {
+        for w in &self.workers {
+            w.set_icmp_limits([per_port, per_source, per_worker]);
+        }
+    }
+
     /// The ports with their current link state.
     pub fn ports(&self) -> Vec<PortStatus> {
         self.ports

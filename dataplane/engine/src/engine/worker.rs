@@ -15,7 +15,7 @@ use std::{
 use crate::{
     counters::{Counter, WorkerCounters},
     fib::FibReader,
-    pipeline::{PacketBuf, Pipeline, Verdict, MAX_BATCH},
+    pipeline::{IcmpRateLimit, PacketBuf, Pipeline, Verdict, MAX_BATCH},
     xdp::Steering,
     xsk::{self, Frame, FrameAccounting, SocketConfig, SocketSet, UmemConfig, XskMode, BATCH},
 };
@@ -32,7 +32,8 @@ const IDLE_POLL_MS: i32 = 10;
 const PUBLISH_EVERY: u64 = 256;
 
 /// What a worker shares with the control thread: written only by the worker (or, for
-/// `recover`, only by the supervisor), read by anyone without a lock.
+/// `recover`, only by the supervisor, and for the ICMP limits by `Engine::set_icmp_limits`),
+/// read by anyone without a lock.
 #[derive(Debug)]
 pub(crate) struct WorkerShared {
     pub counters: Arc<WorkerCounters>,
@@ -44,6 +45,10 @@ pub(crate) struct WorkerShared {
     pub passes: AtomicU64,
     /// Bumped by the supervisor when a port came back up: the worker re-kicks and refills.
     pub recover: AtomicU64,
+    /// New ICMP limits (per port, per source, per worker: rate and burst packed by
+    /// `pack_limit`), for the worker to take at its next pass once `icmp_generation` moves.
+    pub icmp_limits: [AtomicU64; 3],
+    pub icmp_generation: AtomicU64,
 }
 
 impl WorkerShared {
@@ -54,8 +59,35 @@ impl WorkerShared {
             tx_ring_full: Counter::default(),
             passes: AtomicU64::new(0),
             recover: AtomicU64::new(0),
+            icmp_limits: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            icmp_generation: AtomicU64::new(0),
         }
     }
+
+    /// Hands the worker new ICMP limits; it takes them at its next pass.
+    pub fn set_icmp_limits(&self, limits: [IcmpRateLimit; 3]) {
+        for (slot, limit) in self.icmp_limits.iter().zip(limits) {
+            // Relaxed: published by the Release increment below.
+            slot.store(pack_limit(limit), Ordering::Relaxed);
+        }
+        // Release: a worker that sees the new generation (Acquire) sees the limits stored
+        // before it. Two updates racing may leave it a mix for one pass; the second
+        // increment makes it read all three again.
+        self.icmp_generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn icmp_limits(&self) -> [IcmpRateLimit; 3] {
+        // Relaxed: ordered by the Acquire load of icmp_generation that preceded this call.
+        self.icmp_limits.each_ref().map(|slot| unpack_limit(slot.load(Ordering::Relaxed)))
+    }
+}
+
+fn pack_limit(limit: IcmpRateLimit) -> u64 {
+    (limit.per_second as u64) << 32 | limit.burst as u64
+}
+
+fn unpack_limit(packed: u64) -> IcmpRateLimit {
+    IcmpRateLimit { per_second: (packed >> 32) as u32, burst: packed as u32 }
 }
 
 /// A `FrameAccounting` published by one writer and read whole by others: a sequence lock.
@@ -155,6 +187,7 @@ struct Worker {
     tx: Box<[Vec<Frame>]>,
     verdicts: [Verdict; MAX_BATCH],
     recover_seen: u64,
+    icmp_seen: u64,
     clock: Instant,
     set: SocketSet,
 }
@@ -192,6 +225,7 @@ impl Worker {
             pipeline: setup.pipeline,
             fib: setup.fib,
             recover_seen: setup.shared.recover.load(Ordering::Relaxed),
+            icmp_seen: setup.shared.icmp_generation.load(Ordering::Relaxed),
             shared: setup.shared,
             stop: setup.stop,
             busy_poll: setup.busy_poll,
@@ -234,6 +268,14 @@ impl Worker {
             if recover != self.recover_seen {
                 self.recover_seen = recover;
                 self.recover();
+            }
+            // Acquire: pairs with the Release in set_icmp_limits (see there).
+            let icmp = self.shared.icmp_generation.load(Ordering::Acquire);
+            if icmp != self.icmp_seen {
+                self.icmp_seen = icmp;
+                let [per_port, per_source, per_worker] = self.shared.icmp_limits();
+                let now_ns = self.clock.elapsed().as_nanos() as u64;
+                self.pipeline.set_icmp_limits(per_port, per_source, per_worker, now_ns);
             }
             if received == 0 || passes.is_multiple_of(PUBLISH_EVERY) {
                 self.shared.accounting.publish(&self.set.accounting());

@@ -333,6 +333,29 @@ mod tests {
     }
 
     #[test]
+    fn new_limits_apply_from_the_next_batch_without_a_fresh_burst() {
+        let mut rig = rig_with(IcmpRateLimit { per_second: 1000, burst: 100 });
+        let frame = v4_frame([198, 19, 1, 5], 1);
+        let batch: Vec<(u16, Vec<u8>)> = (0..50).map(|_| (0, frame.clone())).collect();
+        let t0 = 1_000_000_000u64;
+        assert_eq!(flood(&mut rig, &batch, t0), 50, "within the burst of 100");
+        // 2 ms later, burst 5 and no refill: the 52 tokens (2 earned at the old rate) are
+        // cut to 5.
+        rig.pipeline.set_icmp_limits(IcmpRateLimit { per_second: 0, burst: 5 }, UNLIMITED, UNLIMITED, t0 + 2_000_000);
+        assert_eq!(flood(&mut rig, &batch, t0 + 2_000_000), 5);
+        assert_eq!(flood(&mut rig, &batch, t0 + 10_000_000_000), 0, "rate 0 refills nothing");
+        // Back to 1000/s: no new burst; 10 ms of refill after the change.
+        rig.pipeline.set_icmp_limits(IcmpRateLimit { per_second: 1000, burst: 100 }, UNLIMITED, UNLIMITED, t0 + 10_010_000_000);
+        assert_eq!(flood(&mut rig, &batch, t0 + 10_020_000_000), 10);
+        // The per-worker bucket bounds all ports together.
+        let t1 = t0 + 20_000_000_000;
+        rig.pipeline.set_icmp_limits(UNLIMITED, UNLIMITED, IcmpRateLimit { per_second: 0, burst: 3 }, t1);
+        assert_eq!(flood(&mut rig, &batch, t1), 3);
+        let s = rig.snap();
+        assert_eq!(s.icmp_count(IcmpOutcome::WorkerRateLimited), 47);
+    }
+
+    #[test]
     fn icmp_without_headroom() {
         let mut rig = rig();
         // No headroom, room at the tail: the quote moves right, the error is still whole.

@@ -211,6 +211,21 @@ impl Pipeline {
         })
     }
 
+    /// New ICMP error limits from the next batch on: per ingress port, per source, per
+    /// worker. The port and worker buckets first take what they earned at the old rate up
+    /// to `now_ns` (the clock of `process`), then keep their tokens up to the new burst; the
+    /// sources' buckets refill lazily, as always, at the new rate. The per-source table
+    /// keeps its size (`IcmpLimits::sources` is for `new` only). No allocation.
+    pub fn set_icmp_limits(&mut self, per_port: IcmpRateLimit, per_source: IcmpRateLimit, per_worker: IcmpRateLimit, now_ns: u64) {
+        for port in self.ports.iter_mut() {
+            port.icmp_bucket.ready(now_ns);
+            port.icmp_bucket.set_limit(per_port);
+        }
+        self.icmp_sources.set_limit(per_source);
+        self.icmp_worker.ready(now_ns);
+        self.icmp_worker.set_limit(per_worker);
+    }
+
     /// This worker's counters, for readers on other threads.
     pub fn counters(&self) -> &Arc<WorkerCounters> {
         &self.counters

@@ -29,6 +29,14 @@ impl TokenBucket {
         TokenBucket { nanotokens: capacity, capacity, per_second: limit.per_second as u64, last_ns: now_ns }
     }
 
+    /// Takes a new rate and burst from now on, keeping the tokens it holds up to the new
+    /// burst (a reload must not hand out a fresh burst).
+    pub fn set_limit(&mut self, limit: IcmpRateLimit) {
+        self.capacity = limit.burst as u64 * NANO;
+        self.per_second = limit.per_second as u64;
+        self.nanotokens = self.nanotokens.min(self.capacity);
+    }
+
     /// Takes a token if there is one. Time going backwards refills nothing.
     #[inline]
     pub fn take(&mut self, now_ns: u64) -> bool {
@@ -93,6 +101,15 @@ impl SourceBuckets {
         SourceBuckets { entries: vec![empty; sets * WAYS].into_boxed_slice(), set_mask: sets - 1, limit, seed }
     }
 
+    /// A new limit for every source, those held and those to come; the table keeps its
+    /// size (it is allocated once) and its entries.
+    pub fn set_limit(&mut self, limit: IcmpRateLimit) {
+        self.limit = limit;
+        for e in self.entries.iter_mut() {
+            e.bucket.set_limit(limit);
+        }
+    }
+
     /// How many sources the table holds at most.
     pub fn capacity(&self) -> usize {
         self.entries.len()
@@ -155,6 +172,23 @@ mod tests {
         assert_eq!((0..10).filter(|_| b.take(u64::MAX)).count(), 3, "a long quiet spell refills only the burst");
         let mut none = TokenBucket::new(IcmpRateLimit { per_second: 0, burst: 0 });
         assert!(!none.take(u64::MAX));
+    }
+
+    #[test]
+    fn a_new_limit_keeps_the_tokens_up_to_its_burst() {
+        let mut b = TokenBucket::new(IcmpRateLimit { per_second: 2, burst: 10 });
+        assert!((0..4).all(|_| b.take(0)), "6 of 10 left");
+        b.set_limit(IcmpRateLimit { per_second: 2, burst: 20 });
+        assert_eq!((0..30).filter(|_| b.take(0)).count(), 6, "a larger burst is no fresh burst");
+        b.set_limit(IcmpRateLimit { per_second: 4, burst: 3 });
+        assert_eq!((0..30).filter(|_| b.take(1_000_000_000)).count(), 3, "4 refilled, capped at 3");
+        let mut t = SourceBuckets::new(IcmpRateLimit { per_second: 1, burst: 6 }, 64, 7);
+        let (a, c) = (v4([198, 18, 0, 2]), v4([198, 18, 0, 3]));
+        assert!(t.bucket(a, 0).take(0));
+        t.set_limit(IcmpRateLimit { per_second: 0, burst: 2 });
+        assert_eq!((0..10).filter(|_| t.bucket(a, 0).take(0)).count(), 2, "a held source takes it");
+        assert_eq!((0..10).filter(|_| t.bucket(c, 0).take(0)).count(), 2, "and a new one");
+        assert_eq!(t.capacity(), 64);
     }
 
     fn v4(a: [u8; 4]) -> u128 {
