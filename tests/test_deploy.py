@@ -73,6 +73,7 @@ def test_units_start_the_samples_with_the_engines_capabilities_only() -> None:
         assert directives["ExecStartPre"] == [f"{INSTALLED} {command} --config {config} --check"]
         assert (DEPLOY / f"{command}.toml").is_file(), f"deploy/{command}.toml for {config}"
         assert directives["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+        assert (directives["Type"], directives["NotifyAccess"]) == (["notify"], ["main"])
         assert directives["RestartPreventExitStatus"] == ["2"]  # a bad file: no restart loop
         assert directives["User"] == ["corridor"] and directives["NoNewPrivileges"] == ["yes"]
         bounding = set(directives["CapabilityBoundingSet"][0].split())

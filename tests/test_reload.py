@@ -4,7 +4,10 @@ and keeps its running configuration whole when the new file is refused."""
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import time
 from pathlib import Path
 
 import grpc
@@ -218,3 +221,62 @@ async def test_up_reloads_both_halves(tmp_path: Path) -> None:
             assert await serving(f"unix:{tmp_path / sock}") == 1
     finally:
         assert await up.stop() == 0
+
+
+class Notifications:
+    """A socket standing in for systemd's NOTIFY_SOCKET: the daemon's datagrams, in order."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.received: list[dict[str, str]] = []
+
+    def until(self, key: str, within: float = 30.0) -> dict[str, str]:
+        """The next message that holds `key`, in `within` seconds."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                time.sleep(0.02)
+                continue
+            message = dict(line.split("=", 1) for line in data.decode().splitlines())
+            self.received.append(message)
+            if key in message:
+                return message
+        raise AssertionError(f"no {key} from the daemon in {within} s: {self.received}")
+
+
+@pytest.mark.parametrize("command", ["agent", "controller"])
+async def test_systemd_hears_ready_reloading_and_stopping(tmp_path: Path, command: str) -> None:
+    """With Type=notify (deploy/systemd), `systemctl start` returns at READY=1 and `systemctl
+    reload` at the READY=1 after RELOADING=1."""
+    config = tmp_path / f"{command}.toml"
+    if command == "agent":
+        config.write_text(toml(agent_document(tmp_path)))
+    else:
+        document = {
+            "listen": {"unix": str(tmp_path / "controller.sock")},
+            "store": {"path": str(tmp_path / "intent.db")},
+        }
+        config.write_text(toml(document))
+    notifications = Notifications(tmp_path / "notify")
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"))
+    daemon = await Daemon(command, "--config", str(config), env=env).start()
+    try:
+        ready = notifications.until("READY")
+        assert ready["READY"] == "1" and ready["STATUS"].startswith("serving corridor.v1.")
+        sock = tmp_path / f"{command}.sock"
+        assert await serving(f"unix:{sock}") == 1  # ready means serving
+        daemon.signal(signal.SIGHUP)
+        reloading = notifications.until("RELOADING")
+        assert int(reloading["MONOTONIC_USEC"]) <= time.monotonic_ns() // 1000
+        assert notifications.until("READY")["STATUS"] == "serving; reloaded"
+    finally:
+        assert await daemon.stop() == 0
+    try:
+        assert notifications.until("STOPPING", within=5)["STOPPING"] == "1"
+    finally:
+        notifications.sock.close()

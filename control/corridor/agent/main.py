@@ -20,7 +20,7 @@ from corridor.agent.config import AgentConfig, IcmpLimits, load
 from corridor.agent.domain import Dataplane
 from corridor.agent.metrics import AgentMetrics
 from corridor.agent.server import AgentServer, StartError, start_server
-from corridor.common import logs
+from corridor.common import logs, systemd
 from corridor.common.config import ConfigError
 from corridor.common.metrics import MetricsServer
 from corridor.common.reload import Hangup, Reloaded, changed, ignore_hangups, reload_log
@@ -120,7 +120,9 @@ async def serve(
         try:
             if reloading is not None:
                 reloading.install()
+            systemd.ready("serving corridor.v1.Dataplane")
             await stopping.wait()
+            systemd.stopping()
             log.info("stopping")
         finally:
             if reloading is not None:

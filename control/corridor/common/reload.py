@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from corridor.common import logs
+from corridor.common import logs, systemd
 from corridor.common.config import ConfigError
 
 C = TypeVar("C")
@@ -99,6 +99,7 @@ class Hangup(Generic[C]):
 
     async def reload(self) -> None:
         log.info("SIGHUP: reading %s again", self.path)
+        systemd.reloading()
         try:
             config = await asyncio.get_running_loop().run_in_executor(None, self._load, self.path)
             done = await self._apply(config)
@@ -121,3 +122,4 @@ class Hangup(Generic[C]):
                 )
         finally:
             self.reloads += 1
+            systemd.ready("serving; reloaded")

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from corridor.common import logs, serving
+from corridor.common import logs, serving, systemd
 from corridor.common.config import ConfigError
 from corridor.common.metrics import MetricsServer
 from corridor.common.reload import Hangup, ignore_hangups
@@ -249,7 +249,9 @@ async def serve(
             mode = "mutual TLS" if config.tls is not None else "plaintext"
             where.append(f"{config.listen.tcp.host}:{running.server.port} ({mode})")
         log.info("serving corridor.v1.Controller on %s", " and ".join(where))
+        systemd.ready("serving corridor.v1.Controller")
         await stopping.wait()
+        systemd.stopping()
         log.info("stopping")
     finally:
         if reloading is not None:
