@@ -206,16 +206,16 @@ def test_a_page_token_not_given_is_refused(token: str) -> None:
         TOKENS.read(token, QUERY)
 
 
-@given(st.sampled_from(NODES[:5]), prefixes(), st.text(max_size=10))
+@given(st.sampled_from(NODES[:5]), prefixes(), st.text(max_size=10), st.integers(0, 255))
 def test_a_page_token_leads_back_to_its_place_for_its_query_only(
-    node: str, prefix: common_pb2.IpPrefix, other: str
+    node: str, prefix: common_pb2.IpPrefix, other: str, phase: int
 ) -> None:
     text = prefix_model(prefix.address, prefix.length)
     if text is None:
         return
     sort_key = bytes((len(prefix.address),)) + prefix.address + bytes((prefix.length,))
-    token = TOKENS.make(QUERY, node, sort_key)
-    assert TOKENS.read(token, QUERY) == (node, sort_key)
+    token = TOKENS.make(QUERY, phase, node, sort_key)  # phase: the routes' source, listed first
+    assert TOKENS.read(token, QUERY) == (phase, node, sort_key)
     if other != QUERY:
         with pytest.raises(ValueError):
             TOKENS.read(token, other)
