@@ -17,7 +17,8 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from hypothesis import example, given
+import grpc
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from corridor.agent.api import translate_write
@@ -58,8 +59,10 @@ def new_dataplane() -> Dataplane:
 # --- the contract's rules, written here from the .proto -------------------------------------
 
 
-def adjacency_model(a: dataplane_pb2.Adjacency) -> Adjacency | None:
-    if a.id == 0 or a.port not in PORTS or (a.vlan and a.vlan not in PORTS[a.port]):
+def adjacency_model(
+    a: dataplane_pb2.Adjacency, ports: dict[str, tuple[int, ...]] = PORTS
+) -> Adjacency | None:
+    if a.id == 0 or a.port not in ports or (a.vlan and a.vlan not in ports[a.port]):
         return None
     if a.gateway:
         gateway = gateway_model(a.gateway)
@@ -71,7 +74,9 @@ def adjacency_model(a: dataplane_pb2.Adjacency) -> Adjacency | None:
     return Adjacency(a.id, a.port, a.vlan, a.src_mac.hex(":"), a.dst_mac.hex(":"))
 
 
-def operation_model(op: dataplane_pb2.Operation) -> FibOperation | None:
+def operation_model(
+    op: dataplane_pb2.Operation, ports: dict[str, tuple[int, ...]] = PORTS
+) -> FibOperation | None:
     entry = op.WhichOneof("entry")
     if entry is None or op.action not in (dataplane_pb2.ACTION_SET, dataplane_pb2.ACTION_DELETE):
         return None
@@ -96,7 +101,7 @@ def operation_model(op: dataplane_pb2.Operation) -> FibOperation | None:
         if g.id == 0 or any(m.adjacency_id == 0 or m.weight == 0 for m in g.members):
             return None
         return NextHopGroup(g.id, tuple((m.adjacency_id, m.weight) for m in g.members))
-    return adjacency_model(op.adjacency)
+    return adjacency_model(op.adjacency, ports)
 
 
 # --- generated requests --------------------------------------------------------------------
@@ -314,3 +319,35 @@ def test_a_batch_in_any_order_is_applied_whole_or_not_at_all(batches) -> None:
 @example([[Adjacency(2, "cor-fz0", 0, "", "", "198.18.0.2"), NextHopGroup(1, ((2, 70_000),))]])
 def test_a_batch_in_the_documented_order_is_taken_as_the_contract_says(batches) -> None:
     asyncio.run(write_batches(batches, ordered=True))
+
+
+# --- a real agent ------------------------------------------------------------------------------
+
+AGENT_PORTS = {"cor-test0": (), "cor-test1": (100, 200)}  # the `agent` fixture's (conftest)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ELECTION_IDS, st.lists(operations(), max_size=6))
+async def test_any_write_gets_a_status_not_an_error(
+    agent, election: common_pb2.ElectionId, ops: list[dataplane_pb2.Operation]
+) -> None:
+    """One agent for every example: whatever earlier ones applied or which election id won,
+    a Write is applied, refused as invalid, or refused to a writer below the primary."""
+    for op in ops:  # the fixture's ports, so that some adjacencies are good
+        if op.WhichOneof("entry") == "adjacency" and op.adjacency.port in PORTS:
+            op.adjacency.port = list(AGENT_PORTS)[list(PORTS).index(op.adjacency.port)]
+            if op.adjacency.vlan in (10, 20):
+                op.adjacency.vlan *= 10
+    request = dataplane_pb2.WriteRequest(election_id=election, operations=ops, batch_id=7)
+    syntax_bad = any(operation_model(op, AGENT_PORTS) is None for op in ops)
+    try:
+        reply = await agent.stub.Write(request, timeout=30)
+    except grpc.aio.AioRpcError as e:
+        assert e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED), (
+            e.code(),
+            e.details(),
+        )
+        return
+    assert not syntax_bad, "the agent took operations the contract forbids"
+    assert (election.high, election.low) != (0, 0), "a write without an election id was taken"
+    assert reply.batch_id == 7 and reply.operations == len(ops)
