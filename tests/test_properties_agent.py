@@ -326,7 +326,7 @@ def test_a_batch_in_the_documented_order_is_taken_as_the_contract_says(batches) 
 AGENT_PORTS = {"cor-test0": (), "cor-test1": (100, 200)}  # the `agent` fixture's (conftest)
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ELECTION_IDS, st.lists(operations(), max_size=6))
 async def test_any_write_gets_a_status_not_an_error(
     agent, election: common_pb2.ElectionId, ops: list[dataplane_pb2.Operation]

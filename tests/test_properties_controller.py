@@ -265,7 +265,7 @@ async def controller_channel(tmp_path: Path):
         await agent.stop()
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.one_of(APPLY_BYTES, APPLY_REQUESTS.map(lambda r: r.SerializeToString())))
 async def test_any_apply_gets_a_status_not_an_error(controller_channel, data: bytes) -> None:
     """One controller for every example: whatever earlier ones stored, the answer to bytes
