@@ -358,7 +358,23 @@ def table_state(table: NextHopTable) -> dict[str, Any]:
     return {k: copy.deepcopy(v) for k, v in vars(table).items() if k != "late_errors"}
 
 
+_ROUTE = ip_network("198.18.1.0/24")
+_HOP = (NextHop(ip_address("198.18.0.9"), 3, 1),)
+
+
 @given(st.lists(table_updates(), max_size=30), st.integers(1, 4), st.integers(1, 4))
+# Found by this test: the delete of an object never sent emptied the resolution cache
+# before it was refused.
+@example(
+    [
+        RouteUpdate(Operation.ADD, _ROUTE, RouteType.UNICAST, 254, 186, (), 2),
+        NextHopUpdate(op=Operation.ADD, id=2, gateway=ip_address("198.18.0.1"), ifindex=1),
+        RouteUpdate(Operation.ADD, _ROUTE, RouteType.UNICAST, 254, 186, _HOP, None),
+        NextHopUpdate(op=Operation.DELETE, id=1),
+    ],
+    1,
+    1,
+)
 def test_the_next_hop_table_refuses_an_update_whole(
     updates: list[Update], max_objects: int, max_waiting: int
 ) -> None:

@@ -224,9 +224,9 @@ class NextHopTable:
             self._unwait_group(update.id)
             return [update]
         old = self.objects.pop(update.id, None)
-        self._resolved.clear()
         if old is None:
             raise DecodeError("unknown_nexthop_id", f"next hop {update.id}: deleted but never sent")
+        self._resolved.clear()
         out: list[Update] = [update]
         for member in old.group:
             _discard(self._groups_of, member.id, update.id)
