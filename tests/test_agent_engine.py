@@ -451,7 +451,13 @@ def test_metrics_export_the_engine_counters(lab: L.Lab, agent: Agent) -> None:
     assert samples.get(key, 0) >= tx(counters, L.DUT_OUT, 20) > 0, key
     assert samples[f'corridor_engine_port_up{{port="{L.DUT_OUT}"}}'] == 1
     assert samples['corridor_agent_next_hops{state="unresolved"}'] >= 1
-    assert samples['corridor_engine_drops_total{reason="unknown_egress",worker="0"}'] >= FRAMES
+    # Drops by ingress port: the frames to a group with no usable member came in on DUT_IN.
+    key = f'corridor_engine_drops_total{{port="{L.DUT_IN}",reason="unknown_egress",worker="0"}}'
+    assert samples[key] >= FRAMES, key
+    by_port = {
+        d.port: d.packets for d in counters.drops if d.reason == "unknown_egress" and d.worker == 0
+    }
+    assert by_port[L.DUT_IN] >= FRAMES and by_port[L.DUT_OUT] == 0, by_port
 
 
 def test_ipv6_and_vlan_gateways_resolve(lab: L.Lab, agent: Agent) -> None:

@@ -226,8 +226,13 @@ async def test_200_watchers_on_100k_routes_get_their_snapshots_and_apply_stays_q
     result = await watch_load(tmp_path, routes_v4(ROUTES), WATCHERS, deadline=240)
     print(result)
     assert result["snapshots"] == [ROUTES + 1] * WATCHERS, result  # the routes and the first probe
-    # Generous on a busy two-core machine; before the fix the median was ~300 times the idle.
-    assert result["busy_ms"] <= 10 * result["idle_ms"] + 250, result
+    # Apply is not held behind the snapshots: while 200 of them stream, one-route Applies keep
+    # committing, each a small part of the time the snapshots take. Both are measured under
+    # the same load, so a busy machine slows them alike (a bound on the idle latency did not:
+    # it failed now and then on a loaded machine). Before the fix an Apply waited for the
+    # snapshots' encoding: a handful of probes, each about as long as all the snapshots.
+    assert result["probes"] >= 5, result
+    assert result["busy_ms"] <= result["snapshot_seconds"] * 1e3 / 5, result
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from corridor.agent import client as c
 from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2_grpc
 from daemon_support import Daemon
 from pki_support import Pki, make_ca, make_leaf
+from test_logs import TEXT_LINE
 
 pytestmark = pytest.mark.slow  # processes started and signalled
 
@@ -145,8 +146,19 @@ async def test_the_agent_takes_new_tls_files_for_new_connections(tmp_path: Path,
         assert await serving(target, new) == health_pb2.HealthCheckResponse.SERVING
         with pytest.raises(grpc.aio.AioRpcError):
             await serving(target, old)
+        # A client whose certificate the agent refuses: gRPC's core says nothing on stderr
+        # by default (it would in its own format); every line stays in the log's shape.
+        stranger = grpc.ssl_channel_credentials(
+            (tmp_path / "renewed-ca.pem").read_bytes(),
+            pki.pem("stranger.key"),
+            pki.pem("stranger.pem"),
+        )
+        with pytest.raises(grpc.aio.AioRpcError):
+            await serving(target, stranger)
     finally:
         assert await agent.stop() == 0
+    for line in agent.lines:
+        assert TEXT_LINE.match(line), line
 
 
 def _free_port() -> int:

@@ -120,6 +120,9 @@ class SubInterfaceCounters(TypedDict):
 class WorkerCounters(TypedDict):
     worker: int
     drops: dict[str, int]
+    port_drops: dict[str, dict[str, int]]
+    """The same drops by ingress port name, then reason (zeros included); "" for frames of
+    no known port, present only when there were any."""
     icmp: dict[str, int]
     rx_packets: int
     tx_packets: int

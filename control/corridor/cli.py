@@ -95,6 +95,10 @@ def _run_lab(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # gRPC's C core logs on its own (absl's format, straight to stderr, outside the log's
+    # shape), and by default at INFO: a refused TLS handshake per line. Errors only, unless
+    # the operator asks for more (GRPC_VERBOSITY=INFO); read when grpc is first imported.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -27,10 +27,11 @@ def add_parsers(sub: Any, rsub: Any, client: argparse.ArgumentParser) -> None:
     counters = sub.add_parser(
         "counters",
         parents=[client],
-        help="a node's packets and bytes per port and VLAN, drops per reason, next-hop states",
+        help="a node's packets and bytes per port and VLAN, drops per port and reason, "
+        "next-hop states",
     )
     counters.add_argument("--node", help=node_help)
-    counters.add_argument("--port", help="only this port's interface counters")
+    counters.add_argument("--port", help="only this port's interfaces and drops")
     counters.set_defaults(run=_run_counters)
 
     lookup = rsub.add_parser(
@@ -146,9 +147,10 @@ def _run_counters(args: argparse.Namespace) -> int:
                 f"node {node} has no port {args.port!r} (its ports: {', '.join(known) or 'none'})",
                 cc.EXIT_FAILED,
             )
-        drops: dict[str, int] = {}
+        drops: dict[tuple[str, str], int] = {}  # (port, reason): packets over workers
         for d in c.drops:
-            drops[d.reason] = drops.get(d.reason, 0) + d.packets
+            if args.port is None or d.port == args.port:
+                drops[d.port, d.reason] = drops.get((d.port, d.reason), 0) + d.packets
         time = c.time.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ") if c.HasField("time") else ""
         data: dict[str, Any] = {
             "node": node,
@@ -167,7 +169,10 @@ def _run_counters(args: argparse.Namespace) -> int:
                 }
                 for w in c.workers
             ],
-            "drops": [{"reason": r, "packets": n} for r, n in sorted(drops.items())],
+            "drops": [
+                {"port": port, "reason": reason, "packets": n}
+                for (port, reason), n in sorted(drops.items())
+            ],
             "next_hops": {
                 "adjacencies": c.next_hops.adjacencies,
                 "unresolved": c.next_hops.unresolved,
@@ -196,8 +201,12 @@ def _run_counters(args: argparse.Namespace) -> int:
             ],
         )  # fmt: skip
         print()
-        # The engine counts drops per reason and worker, not per port.
-        cc.table(["DROP REASON", "PACKETS"], [[d["reason"], d["packets"]] for d in data["drops"]])
+        # Reasons that dropped something (--json lists the zeros too); port "-": drops not
+        # told apart by port (tx_ring_full, rx_ring_dropped).
+        cc.table(
+            ["PORT", "DROP REASON", "PACKETS"],
+            [[d["port"] or "-", d["reason"], d["packets"]] for d in data["drops"] if d["packets"]],
+        )
         h = data["next_hops"]
         print(
             f"\nnext hops: {h['adjacencies']} adjacencies, {h['unresolved']} unresolved, "

@@ -540,12 +540,17 @@ def counters_to_pb(
                 rx_ring_dropped=rx_ring_dropped,
             )
         )
-        extra = {
-            **w["drops"],
-            "tx_ring_full": w["tx_ring_full"],
-            "rx_ring_dropped": rx_ring_dropped,
-        }
-        for reason, packets in extra.items():
+        for port, reasons in w["port_drops"].items():
+            for reason, packets in reasons.items():
+                drops.append(
+                    dataplane_pb2.DropCounters(
+                        reason=reason, worker=worker, packets=packets, port=port
+                    )
+                )
+        for reason, packets in (
+            ("tx_ring_full", w["tx_ring_full"]),
+            ("rx_ring_dropped", rx_ring_dropped),
+        ):
             drops.append(dataplane_pb2.DropCounters(reason=reason, worker=worker, packets=packets))
     return dataplane_pb2.Counters(
         time=time, interfaces=interfaces, workers=workers, drops=drops, next_hops=next_hops

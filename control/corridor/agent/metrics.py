@@ -172,7 +172,10 @@ def _engine_metrics(counters: Counters, ports: list[PortStatus]) -> Iterator[Met
         families["tx_bytes"].add_metric(labels, e["tx_bytes"])
     yield from families.values()
     drops = CounterMetricFamily(
-        "corridor_engine_drops", "Frames dropped, by reason and worker", labels=["reason", "worker"]
+        "corridor_engine_drops",
+        'Frames dropped, by reason, worker and ingress port ("" for tx_ring_full and '
+        "rx_ring_dropped, not told apart by port)",
+        labels=["reason", "worker", "port"],
     )
     icmp = CounterMetricFamily(
         "corridor_engine_icmp_errors",
@@ -184,10 +187,12 @@ def _engine_metrics(counters: Counters, ports: list[PortStatus]) -> Iterator[Met
     )
     for w in raw["workers"]:
         worker = str(w["worker"])
-        for reason, packets in w["drops"].items():
-            drops.add_metric([reason, worker], packets)
-        drops.add_metric(["tx_ring_full", worker], w["tx_ring_full"])
-        drops.add_metric(["rx_ring_dropped", worker], counters.rx_ring_dropped.get(w["worker"], 0))
+        for port, reasons in w["port_drops"].items():
+            for reason, packets in reasons.items():
+                drops.add_metric([reason, worker, port], packets)
+        drops.add_metric(["tx_ring_full", worker, ""], w["tx_ring_full"])
+        lost = counters.rx_ring_dropped.get(w["worker"], 0)
+        drops.add_metric(["rx_ring_dropped", worker, ""], lost)
         for outcome, packets in w["icmp"].items():
             icmp.add_metric([outcome, worker], packets)
         passes.add_metric([worker], w["passes"])

@@ -298,14 +298,16 @@ class WorkerCounters(_message.Message):
     def __init__(self, worker: _Optional[int] = ..., rx_packets: _Optional[int] = ..., tx_packets: _Optional[int] = ..., dropped_packets: _Optional[int] = ..., rx_ring_dropped: _Optional[int] = ...) -> None: ...
 
 class DropCounters(_message.Message):
-    __slots__ = ("reason", "worker", "packets")
+    __slots__ = ("reason", "worker", "packets", "port")
     REASON_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     PACKETS_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
     reason: str
     worker: int
     packets: int
-    def __init__(self, reason: _Optional[str] = ..., worker: _Optional[int] = ..., packets: _Optional[int] = ...) -> None: ...
+    port: str
+    def __init__(self, reason: _Optional[str] = ..., worker: _Optional[int] = ..., packets: _Optional[int] = ..., port: _Optional[str] = ...) -> None: ...
 
 class NextHopState(_message.Message):
     __slots__ = ("adjacencies", "unresolved", "link_down", "empty_groups")

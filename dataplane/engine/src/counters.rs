@@ -1,5 +1,5 @@
 //! Per-worker forwarding counters: per sub-interface rx/tx packets and octets, drops by
-//! reason, ICMP error outcomes. Each worker owns one `WorkerCounters` and is its only
+//! ingress port and reason, ICMP error outcomes. Each worker owns one `WorkerCounters` and is its only
 //! writer; any thread reads it at any time through `snapshot`, and `CounterSnapshot::sum`
 //! adds the workers up.
 //!
@@ -47,27 +47,30 @@ pub struct SubInterfaceCounters {
 
 /// One worker's counters, on cache lines of their own: only this worker writes them.
 /// Frames that cannot be attributed to a sub-interface (too short for Ethernet, an unknown
-/// port or VLAN, stacked tags) count only by their drop reason.
+/// VLAN, stacked tags) count only by their drop reason and ingress port.
 #[derive(Debug)]
 #[repr(align(64))]
 pub struct WorkerCounters {
-    drops: [Counter; DropReason::COUNT],
+    /// By ingress port, then reason; one row more than the ports, for a frame whose port
+    /// index is none of them (none should be: receive knows the port of every frame).
+    drops: Box<[[Counter; DropReason::COUNT]]>,
     icmp: [Counter; IcmpOutcome::COUNT],
     sub_interfaces: Box<[SubInterfaceCounters]>,
 }
 
 impl WorkerCounters {
-    pub fn new(sub_interfaces: usize) -> WorkerCounters {
+    pub fn new(sub_interfaces: usize, ports: usize) -> WorkerCounters {
         WorkerCounters {
-            drops: std::array::from_fn(|_| Counter::default()),
+            drops: (0..=ports).map(|_| std::array::from_fn(|_| Counter::default())).collect(),
             icmp: std::array::from_fn(|_| Counter::default()),
             sub_interfaces: (0..sub_interfaces).map(|_| SubInterfaceCounters::default()).collect(),
         }
     }
 
+    /// Drops of `reason`, over every port.
     #[inline]
     pub fn drops(&self, reason: DropReason) -> u64 {
-        self.drops[reason as usize].get()
+        self.drops.iter().map(|row| row[reason as usize].get()).sum()
     }
 
     #[inline]
@@ -81,9 +84,14 @@ impl WorkerCounters {
         self.sub_interfaces.get(index)
     }
 
+    /// Counts a frame received on `port` dropped for `reason`.
     #[inline(always)]
-    pub(crate) fn count_drop(&self, reason: DropReason) {
-        self.drops[reason as usize].add(1);
+    pub(crate) fn count_drop(&self, port: u16, reason: DropReason) {
+        // `drops` has the ports' rows and the spare one (never empty): an index out of range
+        // lands in the spare row, and the `min` lets the compiler drop the bounds check.
+        let last = self.drops.len() - 1;
+        let row = &self.drops[(port as usize).min(last)];
+        row[reason as usize].add(1);
     }
 
     #[inline(always)]
@@ -109,8 +117,10 @@ impl WorkerCounters {
 
     /// Reads every counter once, without stopping the worker.
     pub fn snapshot(&self) -> CounterSnapshot {
+        let port_drops: Vec<[u64; DropReason::COUNT]> = self.drops.iter().map(|row| std::array::from_fn(|i| row[i].get())).collect();
         CounterSnapshot {
-            drops: std::array::from_fn(|i| self.drops[i].get()),
+            drops: std::array::from_fn(|i| port_drops.iter().map(|row| row[i]).sum()),
+            port_drops,
             icmp: std::array::from_fn(|i| self.icmp[i].get()),
             sub_interfaces: self
                 .sub_interfaces
@@ -137,8 +147,10 @@ pub struct SubInterfaceSnapshot {
 /// Plain values read from one worker, or summed over several.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CounterSnapshot {
-    /// Indexed by `DropReason as usize`; `DropReason::ALL` names them.
+    /// Indexed by `DropReason as usize`; `DropReason::ALL` names them. Over every port.
     pub drops: [u64; DropReason::COUNT],
+    /// The same by ingress port index, then reason; a last row for frames of no known port.
+    pub port_drops: Vec<[u64; DropReason::COUNT]>,
     /// Indexed by `IcmpOutcome as usize`; `IcmpOutcome::ALL` names them.
     pub icmp: [u64; IcmpOutcome::COUNT],
     /// Indexed by dense sub-interface index.
@@ -149,6 +161,7 @@ impl CounterSnapshot {
     pub fn zero(sub_interfaces: usize) -> CounterSnapshot {
         CounterSnapshot {
             drops: [0; DropReason::COUNT],
+            port_drops: Vec::new(),
             icmp: [0; IcmpOutcome::COUNT],
             sub_interfaces: vec![SubInterfaceSnapshot::default(); sub_interfaces],
         }
@@ -160,6 +173,11 @@ impl CounterSnapshot {
 
     pub fn icmp_count(&self, outcome: IcmpOutcome) -> u64 {
         self.icmp[outcome as usize]
+    }
+
+    /// Drops of `reason` among the frames received on port index `port`.
+    pub fn port_drop_count(&self, port: usize, reason: DropReason) -> u64 {
+        self.port_drops.get(port).map_or(0, |row| row[reason as usize])
     }
 
     /// All drops, whatever the reason.
@@ -182,6 +200,14 @@ impl CounterSnapshot {
         }
         for (a, b) in self.icmp.iter_mut().zip(other.icmp) {
             *a = a.wrapping_add(b);
+        }
+        if self.port_drops.len() < other.port_drops.len() {
+            self.port_drops.resize(other.port_drops.len(), [0; DropReason::COUNT]);
+        }
+        for (a, b) in self.port_drops.iter_mut().zip(&other.port_drops) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x = x.wrapping_add(*y);
+            }
         }
         if self.sub_interfaces.len() < other.sub_interfaces.len() {
             self.sub_interfaces.resize(other.sub_interfaces.len(), SubInterfaceSnapshot::default());
@@ -211,16 +237,23 @@ mod tests {
 
     #[test]
     fn counts_and_snapshots() {
-        let c = WorkerCounters::new(2);
-        c.count_drop(DropReason::NoRoute);
-        c.count_drop(DropReason::NoRoute);
+        let c = WorkerCounters::new(2, 2);
+        c.count_drop(1, DropReason::NoRoute);
+        c.count_drop(0, DropReason::NoRoute);
+        c.count_drop(9, DropReason::Blackhole); // no such port: the spare row
         c.count_icmp(IcmpOutcome::Sent);
         c.count_rx(1, 100);
         c.count_tx(0, 60);
         c.count_rx(7, 1); // no such sub-interface: ignored, not a panic
         let s = c.snapshot();
         assert_eq!(s.drop_count(DropReason::NoRoute), 2);
-        assert_eq!(s.total_drops(), 2);
+        assert_eq!(s.total_drops(), 3);
+        assert_eq!(c.drops(DropReason::NoRoute), 2);
+        assert_eq!(s.port_drop_count(0, DropReason::NoRoute), 1);
+        assert_eq!(s.port_drop_count(1, DropReason::NoRoute), 1);
+        assert_eq!(s.port_drop_count(2, DropReason::Blackhole), 1);
+        assert_eq!(s.port_drop_count(1, DropReason::Blackhole), 0);
+        assert_eq!(s.port_drop_count(3, DropReason::NoRoute), 0);
         assert_eq!(s.icmp_count(IcmpOutcome::Sent), 1);
         assert_eq!(s.sub_interfaces[1], SubInterfaceSnapshot { rx_packets: 1, rx_bytes: 100, tx_packets: 0, tx_bytes: 0 });
         assert_eq!(s.sub_interfaces[0].tx_bytes, 60);
@@ -230,20 +263,22 @@ mod tests {
 
     #[test]
     fn sum_over_workers() {
-        let a = WorkerCounters::new(1);
-        let b = WorkerCounters::new(1);
+        let a = WorkerCounters::new(1, 1);
+        let b = WorkerCounters::new(1, 1);
         a.count_rx(0, 10);
         b.count_rx(0, 20);
-        b.count_drop(DropReason::Blackhole);
+        b.count_drop(0, DropReason::Blackhole);
+        a.count_drop(0, DropReason::Blackhole);
         let s = CounterSnapshot::sum([&a, &b]);
         assert_eq!(s.sub_interfaces[0].rx_packets, 2);
         assert_eq!(s.sub_interfaces[0].rx_bytes, 30);
-        assert_eq!(s.drop_count(DropReason::Blackhole), 1);
+        assert_eq!(s.drop_count(DropReason::Blackhole), 2);
+        assert_eq!(s.port_drop_count(0, DropReason::Blackhole), 2);
     }
 
     #[test]
     fn read_while_written() {
-        let c = Arc::new(WorkerCounters::new(1));
+        let c = Arc::new(WorkerCounters::new(1, 1));
         let writer = {
             let c = c.clone();
             std::thread::spawn(move || {

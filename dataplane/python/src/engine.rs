@@ -279,7 +279,7 @@ impl Engine {
 
     /// Every counter: drops and icmp by name (summed over workers), ports (one entry per
     /// sub-interface: port index, name, vlan, rx/tx packets and bytes), workers (each with
-    /// its drops, tx_ring_full, passes), accounting (per worker), xsk (per socket), steering.
+    /// its drops, its drops by ingress port name then reason, tx_ring_full, passes), accounting (per worker), xsk (per socket), steering.
     fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let c = py.detach(|| {
             let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
@@ -334,6 +334,22 @@ impl Engine {
             let e = PyDict::new(py);
             e.set_item("worker", i)?;
             e.set_item("drops", wd)?;
+            // By ingress port name, then reason name; "" for frames of no known port, when
+            // there were any.
+            let port_drops = PyDict::new(py);
+            for (index, row) in w.forwarding.port_drops.iter().enumerate() {
+                let name = match self.config.ports.get(index) {
+                    Some(p) => p.name.as_str(),
+                    None if row.iter().any(|&n| n > 0) => "",
+                    None => continue,
+                };
+                let reasons = PyDict::new(py);
+                for r in corridor_engine::pipeline::DropReason::ALL {
+                    reasons.set_item(r.name(), row[*r as usize])?;
+                }
+                port_drops.set_item(name, reasons)?;
+            }
+            e.set_item("port_drops", port_drops)?;
             e.set_item("icmp", wi)?;
             e.set_item("rx_packets", w.forwarding.sub_interfaces.iter().map(|s| s.rx_packets).sum::<u64>())?;
             e.set_item("tx_packets", w.forwarding.sub_interfaces.iter().map(|s| s.tx_packets).sum::<u64>())?;

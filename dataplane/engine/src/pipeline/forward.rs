@@ -21,8 +21,8 @@ impl Pipeline {
         let group = match RouteTarget::from_entry(entry) {
             None => return self.reject(frame, m, IcmpError::NoRoute, DropReason::NoRoute, now_ns),
             Some(RouteTarget::Unreachable) => return self.reject(frame, m, IcmpError::Unreachable, DropReason::Unreachable, now_ns),
-            Some(RouteTarget::Blackhole) => return self.drop(DropReason::Blackhole),
-            Some(RouteTarget::Local) => return self.drop(DropReason::Local),
+            Some(RouteTarget::Blackhole) => return self.drop(frame.port, DropReason::Blackhole),
+            Some(RouteTarget::Local) => return self.drop(frame.port, DropReason::Local),
             Some(RouteTarget::Group(g)) => g,
         };
         let ip_off = frame.start + m.l2_len as usize;
@@ -33,25 +33,25 @@ impl Pipeline {
         let ttl = match frame.chunk.get(ip_off..ip_end) {
             Some(ip) if m.family == Family::V4 => ipv4::Packet::new_unchecked(ip).ttl(),
             Some(ip) => ipv6::Packet::new_unchecked(ip).hop_limit(),
-            None => return self.drop(DropReason::Truncated),
+            None => return self.drop(frame.port, DropReason::Truncated),
         };
         if ttl <= 1 {
             return self.reject(frame, m, IcmpError::TimeExceeded, DropReason::TtlExpired, now_ns);
         }
         let adjacency = match fib.next_hop(group, m.flow_hash) {
             Some((_, a)) => *a,
-            None => return self.drop(DropReason::NoAdjacency),
+            None => return self.drop(frame.port, DropReason::NoAdjacency),
         };
         let Some(out) = self.ports.get(adjacency.port as usize) else {
-            return self.drop(DropReason::UnknownEgress);
+            return self.drop(frame.port, DropReason::UnknownEgress);
         };
         let Some(out_sub) = out.sub(adjacency.vlan) else {
-            return self.drop(DropReason::UnknownEgress);
+            return self.drop(frame.port, DropReason::UnknownEgress);
         };
         if m.ip_len > out.mtu {
             let mtu = out.mtu;
             return match m.family {
-                Family::V4 if !m.dont_frag => self.drop(DropReason::FragmentationNeeded),
+                Family::V4 if !m.dont_frag => self.drop(frame.port, DropReason::FragmentationNeeded),
                 _ => self.reject(frame, m, IcmpError::TooBig(mtu), DropReason::MtuExceeded, now_ns),
             };
         }
@@ -69,25 +69,25 @@ impl Pipeline {
                 let p = ipv4::Packet::new_unchecked(ip);
                 (p.dst_addr().to_bits(), p.ttl())
             }
-            None => return Some(self.drop(DropReason::Truncated)),
+            None => return Some(self.drop(frame.port, DropReason::Truncated)),
         };
         let i = self.broadcasts.binary_search_by_key(&dst, |b| b.addr).ok()?;
         let b = *self.broadcasts.get(i)?;
         if !b.forward {
-            return Some(self.drop(DropReason::DirectedBroadcast));
+            return Some(self.drop(frame.port, DropReason::DirectedBroadcast));
         }
         if ttl <= 1 {
-            return Some(self.drop(DropReason::TtlExpired));
+            return Some(self.drop(frame.port, DropReason::TtlExpired));
         }
         let Some(out) = self.ports.get(b.port as usize) else {
-            return Some(self.drop(DropReason::UnknownEgress));
+            return Some(self.drop(frame.port, DropReason::UnknownEgress));
         };
         let Some(out_sub) = out.sub(b.vlan) else {
-            return Some(self.drop(DropReason::UnknownEgress));
+            return Some(self.drop(frame.port, DropReason::UnknownEgress));
         };
         if m.ip_len > out.mtu {
             let reason = if m.dont_frag { DropReason::MtuExceeded } else { DropReason::FragmentationNeeded };
-            return Some(self.drop(reason));
+            return Some(self.drop(frame.port, reason));
         }
         let mac = out.mac;
         Some(self.send(frame, m, b.port, b.vlan, out_sub, ethernet::BROADCAST, mac))
@@ -109,7 +109,7 @@ impl Pipeline {
         let ip_off = frame.start + m.l2_len as usize;
         let ip_end = ip_off + m.ip_len as usize;
         let Some(ip) = frame.chunk.get_mut(ip_off..ip_end) else {
-            return self.drop(DropReason::Truncated);
+            return self.drop(frame.port, DropReason::Truncated);
         };
         if m.family == Family::V4 {
             ipv4::Packet::new_unchecked(ip).decrement_ttl();
@@ -126,7 +126,7 @@ impl Pipeline {
                 self.counters.count_tx(out_sub as usize, len);
                 Verdict::Forward { port, start, len }
             }
-            None => self.drop(DropReason::NoHeadroom),
+            None => self.drop(frame.port, DropReason::NoHeadroom),
         }
     }
 }

@@ -46,7 +46,7 @@ impl Pipeline {
     /// Counts `reason` and answers with an ICMP error when allowed, possible and within
     /// the rate limit; otherwise drops.
     pub(super) fn reject(&mut self, frame: &mut PacketBuf<'_>, m: &Meta, error: IcmpError, reason: DropReason, now_ns: u64) -> Verdict {
-        self.counters.count_drop(reason);
+        self.counters.count_drop(frame.port, reason);
         let outcome = self.build_icmp(frame, m, error, now_ns);
         match outcome {
             Ok((start, len)) => {

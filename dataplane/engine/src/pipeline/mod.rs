@@ -185,7 +185,7 @@ impl Pipeline {
             }
             ports.push(PortState { mac: port.mac, mtu: port.mtu, sub_of_vlan, icmp_bucket: TokenBucket::new(port.icmp_rate_limit) });
         }
-        let counters = Arc::new(WorkerCounters::new(subs.len()));
+        let counters = Arc::new(WorkerCounters::new(subs.len(), config.ports.len()));
         let longest = config
             .ports
             .iter()
@@ -276,7 +276,7 @@ impl Pipeline {
                 }
                 Err(reason) => {
                     m.family = Family::Done;
-                    *verdict = self.drop(reason);
+                    *verdict = self.drop(frame.port, reason);
                 }
             }
         }
@@ -300,14 +300,14 @@ impl Pipeline {
             };
             *verdict = match entry {
                 Some(&e) => self.forward(fib, frame, m, e, now_ns),
-                None => self.drop(DropReason::Truncated),
+                None => self.drop(frame.port, DropReason::Truncated),
             };
         }
     }
 
     #[inline]
-    fn drop(&self, reason: DropReason) -> Verdict {
-        self.counters.count_drop(reason);
+    fn drop(&self, port: u16, reason: DropReason) -> Verdict {
+        self.counters.count_drop(port, reason);
         Verdict::Drop(reason)
     }
 }

@@ -269,7 +269,15 @@ pub fn assert_silent_drop(rig: &mut Rig, port: u16, frame: Vec<u8>, reason: Drop
         let expect = before.drop_count(*r) + (*r == reason) as u64;
         assert_eq!(after.drop_count(*r), expect, "{what}: counter {r}");
     }
+    assert_on_port(&before, &after, port, reason, what);
     assert_eq!(icmp_counts(&before), icmp_counts(&after), "{what}: no ICMP activity");
+}
+
+/// The drop was counted on the ingress port's row (the spare row for a port index that is
+/// none of the pipeline's).
+pub fn assert_on_port(before: &CounterSnapshot, after: &CounterSnapshot, port: u16, reason: DropReason, what: &str) {
+    let row = (port as usize).min(after.port_drops.len() - 1);
+    assert_eq!(after.port_drop_count(row, reason), before.port_drop_count(row, reason) + 1, "{what}: counted on port {port}");
 }
 
 /// What an ICMP error frame says, checked for well-formedness on the way.
@@ -345,6 +353,7 @@ pub fn expect_icmp(rig: &mut Rig, port: u16, frame: Vec<u8>, reason: DropReason)
     let after = rig.snap();
     assert_eq!(after.drop_count(reason), before.drop_count(reason) + 1);
     assert_eq!(after.total_drops(), before.total_drops() + 1);
+    assert_on_port(&before, &after, port, reason, "an ICMP error");
     assert_eq!(after.icmp_count(IcmpOutcome::Sent), before.icmp_count(IcmpOutcome::Sent) + 1);
     let icmp = parse_icmp(out.frame());
     assert_eq!(icmp.quote[..], original_ip[..icmp.quote.len()], "the quote is the original datagram, as received");
@@ -360,6 +369,7 @@ pub fn expect_no_icmp(rig: &mut Rig, port: u16, frame: Vec<u8>, reason: DropReas
     let after = rig.snap();
     assert_eq!(after.drop_count(reason), before.drop_count(reason) + 1, "{what}");
     assert_eq!(after.total_drops(), before.total_drops() + 1, "{what}");
+    assert_on_port(&before, &after, port, reason, what);
     for o in IcmpOutcome::ALL {
         assert_eq!(after.icmp_count(*o), before.icmp_count(*o) + (*o == outcome) as u64, "{what}: {o}");
     }
