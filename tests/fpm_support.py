@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from ipaddress import ip_network
 from typing import Any
 
+from corridor.common.addresses import prefix_text
 from corridor.fpm import NextHopUpdate, Operation, Peer, RouteUpdate, Update
 from corridor.fpm.netlink import (
     RTM_DELNEXTHOP,
@@ -23,6 +24,12 @@ from corridor.fpm.netlink import (
 )
 
 NLM_F_REQUEST, NLM_F_CREATE, NLM_F_REPLACE = 0x1, 0x400, 0x100
+
+
+def canon(prefix: object) -> str:
+    """A prefix (text or ipaddress network) as the decoder delivers it: canonical text."""
+    net = ip_network(str(prefix))
+    return prefix_text(net.network_address.packed, net.prefixlen)
 
 
 def family_of(address: str) -> int:

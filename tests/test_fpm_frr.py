@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from ipaddress import IPv4Address, ip_address, ip_network
+from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 
 import pytest
 from benches.harness.frr import RTBH_PREFIX, VIA_V6_PREFIX, FrrLab, missing_tools, table_slice
 
 from corridor.fpm import NextHop, Operation, RouteType, RouteUpdate, start_listener
-from fpm_support import RecordingSink, wait_until
+from fpm_support import RecordingSink, canon, wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 
@@ -25,8 +25,8 @@ FRR_IPV4_LL = IPv4Address("169.254.0.1")  # FRR's stand-in gateway for an IPv4 r
 
 @pytest.fixture(scope="module")
 def tables(data_dir: Path) -> tuple[list, list]:  # type: ignore[type-arg]
-    v4 = table_slice(data_dir / "ipv4-routeviews-2024-04-06.txt.gz", V4_COUNT)
-    v6 = table_slice(data_dir / "ipv6-ris-2022-05-27.txt.gz", V6_COUNT)
+    v4 = [canon(p) for p in table_slice(data_dir / "ipv4-routeviews-2024-04-06.txt.gz", V4_COUNT)]
+    v6 = [canon(p) for p in table_slice(data_dir / "ipv6-ris-2022-05-27.txt.gz", V6_COUNT)]
     assert len(v4) >= V4_COUNT and len(v6) >= V6_COUNT
     return v4, v6
 
@@ -77,8 +77,8 @@ async def test_frr_feeds_every_route_with_its_next_hops(
             assert set(received) == {
                 *routes4,
                 *routes6,
-                ip_network(RTBH_PREFIX),
-                ip_network(VIA_V6_PREFIX),
+                canon(RTBH_PREFIX),
+                canon(VIA_V6_PREFIX),
             }
             v4_hop = (NextHop(ip_address("198.18.200.2"), ifindex, 1),)
             v6_hop = (NextHop(peer_ll, ifindex, 1),)
@@ -91,9 +91,9 @@ async def test_frr_feeds_every_route_with_its_next_hops(
                 or (r.type is RouteType.UNICAST and (r.nexthop_id is not None) != nexthop_groups)
             ]
             assert wrong[:5] == []
-            rtbh = received[ip_network(RTBH_PREFIX)]
+            rtbh = received[canon(RTBH_PREFIX)]
             assert (rtbh.type, rtbh.next_hops) == (RouteType.BLACKHOLE, ())
-            via = received[ip_network(VIA_V6_PREFIX)]
+            via = received[canon(VIA_V6_PREFIX)]
             # With next-hop objects the IPv6 next hop arrives as it is. Inline, FRR 8.4 writes
             # an IPv4 route via IPv6 as 169.254.0.1 on-link (its BGP-unnumbered convention,
             # the IPv6 neighbour not named), so only the object form carries RFC 8950 whole.
@@ -121,7 +121,7 @@ async def test_frr_feeds_every_route_with_its_next_hops(
         withdrawn = time.monotonic()
         lab.birdc("disable", "s6")
         await wait_until(
-            lambda: not any(r.prefix.version == 6 for r in bgp_routes(replay).values()),
+            lambda: not any(r.family == 6 for r in bgp_routes(replay).values()),
             120,
             "the IPv6 withdrawals",
         )

@@ -9,7 +9,7 @@ import socket
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_address
 
 import pytest
 
@@ -33,6 +33,7 @@ from corridor.fpm import (
 from corridor.fpm.listener import ReasonLog
 from fpm_support import (
     RecordingSink,
+    canon,
     closed_by_far_end,
     frame,
     netlink_message,
@@ -51,7 +52,7 @@ BGP = 186  # RTPROT_BGP, as zebra marks bgpd's routes
 def v4(prefix: str, *hops: NextHop, op: Operation = ADD, **kw: object) -> RouteUpdate:
     return RouteUpdate(
         op=op,
-        prefix=ip_network(prefix),
+        prefix=canon(prefix),
         type=kw.pop("type", RouteType.UNICAST),  # type: ignore[arg-type]
         table=kw.pop("table", 254),  # type: ignore[arg-type]
         protocol=BGP,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import struct
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_address
 from typing import Any
 
 from hypothesis import example, given
@@ -44,6 +44,7 @@ from corridor.fpm.routes import (
     RouteUpdate,
     Update,
 )
+from fpm_support import canon
 
 AF_INET, AF_INET6, AF_MPLS = 2, 10, 28
 SIZES = {AF_INET: 4, AF_INET6: 16}
@@ -247,7 +248,7 @@ def result_offset(data: bytes) -> int:
 
 def check_route(route: RouteUpdate) -> None:
     """What the consumer relies on in an update the decoder delivers."""
-    assert route.prefix == ip_network(route.prefix)  # canonical: no host bits
+    assert route.prefix == canon(route.prefix)  # canonical text: no host bits
     if route.type is not RouteType.UNICAST:
         assert route.next_hops == ()
     elif route.op is Operation.ADD:
@@ -329,9 +330,7 @@ GATEWAYS = st.sampled_from([ip_address("198.18.0.1"), ip_address("2001:db8::1"),
 @st.composite
 def table_updates(draw: st.DrawFn) -> Update:
     if draw(st.integers(0, 2)) == 0:
-        prefix = ip_network(
-            draw(st.sampled_from(["198.18.1.0/24", "198.18.2.0/24", "2001:db8:1::/48"]))
-        )
+        prefix = canon(draw(st.sampled_from(["198.18.1.0/24", "198.18.2.0/24", "2001:db8:1::/48"])))
         op = draw(st.sampled_from([Operation.ADD, Operation.ADD, Operation.DELETE]))
         nexthop_id = draw(st.one_of(IDS, st.none()))
         hops = () if nexthop_id is not None else (NextHop(ip_address("198.18.0.9"), 3, 1),)
@@ -358,7 +357,7 @@ def table_state(table: NextHopTable) -> dict[str, Any]:
     return {k: copy.deepcopy(v) for k, v in vars(table).items() if k != "late_errors"}
 
 
-_ROUTE = ip_network("198.18.1.0/24")
+_ROUTE = canon("198.18.1.0/24")
 _HOP = (NextHop(ip_address("198.18.0.9"), 3, 1),)
 
 

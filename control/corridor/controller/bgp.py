@@ -44,7 +44,7 @@ from functools import partial
 from ipaddress import ip_address
 from typing import Protocol
 
-from corridor.common.addresses import gateway_from_pb, prefix_text
+from corridor.common.addresses import gateway_from_pb
 from corridor.common.config import HostPort, Table, host_port_from
 from corridor.common.errors import FieldError
 from corridor.common.fib import Adjacency, Members, Route, RouteKind
@@ -197,7 +197,7 @@ class BgpSource:
             if update.table != RT_TABLE_MAIN:
                 counters.filtered += 1
                 continue
-            prefix = prefix_text(update.prefix.network_address.packed, update.prefix.prefixlen)
+            prefix = update.prefix
             if update.op is Operation.DELETE:
                 last[prefix] = None
             elif update.protocol in KERNEL_PROTOCOLS:

@@ -33,6 +33,7 @@ from typing import Any
 from pyroute2.netlink import nla_base_string, nlmsg  # type: ignore[import-untyped]
 from pyroute2.netlink.rtnl.rtmsg import rtmsg  # type: ignore[import-untyped]
 
+from corridor.common.addresses import prefix_text
 from corridor.fpm.routes import (
     MAX_NEXT_HOPS,
     GroupMember,
@@ -280,10 +281,9 @@ def _fast_route(data: bytes, kind: int) -> RouteUpdate | None:
         return None
     where = found.get(RTA_DST)
     address = data[where[0] : where[0] + size] if where else bytes(size)
-    try:
-        prefix = (IPv4Network if size == 4 else IPv6Network)((_from_bytes(address), dst_len))
-    except ValueError:
+    if _from_bytes(address) & ((1 << (size * 8 - dst_len)) - 1):
         return None  # host bits set
+    prefix = prefix_text(address, dst_len)
     table_attr = found.get(RTA_TABLE)
     if table_attr is not None:
         table = _UNPACK_U32(data, table_attr[0])[0]
@@ -525,13 +525,15 @@ def _check_nexthop(data: bytes) -> None:
 # -- pyroute2's decoded message into domain values -------------------------------------------
 
 
-def _network(family: int, address: str | None, length: int) -> IPNetwork:
+def _network(family: int, address: str | None, length: int) -> str:
     try:
         if family == socket.AF_INET:
-            return IPv4Network((address or "0.0.0.0", length))
-        return IPv6Network((address or "::", length))
+            network: IPNetwork = IPv4Network((address or "0.0.0.0", length))
+        else:
+            network = IPv6Network((address or "::", length))
     except ValueError as error:  # host bits set: the kernel refuses such a route too
         raise DecodeError("bad_prefix", f"route {address}/{length}: {error}") from error
+    return prefix_text(network.network_address.packed, length)
 
 
 def _next_hop(

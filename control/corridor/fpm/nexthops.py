@@ -14,13 +14,13 @@ the connection ends is counted as `unknown_nexthop_id`.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import replace
 from typing import TypeVar
 
 from corridor.fpm.netlink import DecodeError
 from corridor.fpm.routes import (
     MAX_NEXT_HOPS,
-    IPNetwork,
     NextHop,
     NextHopUpdate,
     Operation,
@@ -36,7 +36,7 @@ MAX_NEXTHOP_OBJECTS = 65536
 MAX_WAITING = 1 << 21
 
 _T = TypeVar("_T")
-RouteKey = tuple[int, IPNetwork]  # (table, prefix): zebra sends the selected route per prefix
+RouteKey = tuple[int, str]  # (table, prefix text): zebra sends the selected route per prefix
 
 
 class NextHopTable:
@@ -267,6 +267,10 @@ def _discard(index: dict[int, set[_T]], key: int, value: _T) -> None:
             del index[key]
 
 
-def _key_order(key: RouteKey) -> tuple[int, int, int, int]:
+def _key_order(key: RouteKey) -> tuple[int, bytes, int]:
+    """By table, then IPv4 before IPv6, then address, then length."""
     table, prefix = key
-    return (table, prefix.version, int(prefix.network_address), prefix.prefixlen)
+    address, length = prefix.split("/")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    packed = socket.inet_pton(family, address)
+    return (table, bytes([len(packed)]) + packed, int(length))

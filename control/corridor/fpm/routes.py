@@ -54,7 +54,7 @@ class RouteUpdate:
     gave no type (it deletes with RTN_UNSPEC)."""
 
     op: Operation
-    prefix: IPNetwork
+    prefix: str  # canonical text (corridor.common.addresses.prefix_text): the controller's key
     type: RouteType
     table: int
     protocol: int
@@ -64,7 +64,7 @@ class RouteUpdate:
     @property
     def family(self) -> int:
         """4 or 6; the next hops' family may differ (an IPv4 route via IPv6, RFC 8950)."""
-        return self.prefix.version
+        return 6 if ":" in self.prefix else 4
 
 
 @dataclass(frozen=True, slots=True)
