@@ -3,7 +3,8 @@
 - Any bytes a connection can hand over decode to an update or raise the decoder's own
   DecodeError, nothing else; the hand-written fast path and the pyroute2 path agree on
   generated and damaged route messages alike.
-- A stream fed in any chunks gives the same updates and counters as fed whole, and every
+- A stream fed in any chunks gives the same updates and counters as fed whole, and as the
+  Python decoder alone gives (the Rust scan of plain route frames changes nothing), and every
   frame is accounted for: delivered or counted under one reason.
 - The next-hop table refuses an update whole: state after a DecodeError equals state before.
 
@@ -20,11 +21,13 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from corridor._dataplane import fpm_scan
 from corridor.fpm import NextHopTable
 from corridor.fpm.listener import FPM_HEADER, FpmConnection, FpmCounters, Peer, ReasonLog
 from corridor.fpm.netlink import (
     NHMSG,
     NLMSG_HEADER,
+    ROUTE_TYPES,
     RTM_DELNEXTHOP,
     RTM_DELROUTE,
     RTM_NEWNEXTHOP,
@@ -32,6 +35,8 @@ from corridor.fpm.netlink import (
     RTMSG,
     RTNEXTHOP,
     DecodeError,
+    _fast_route,
+    address_from_bytes,
     decode_message,
     decode_slow,
 )
@@ -139,6 +144,76 @@ def route_messages(draw: st.DrawFn) -> bytes:
     body = RTMSG.pack(family, dst_len, 0, 0, table, proto, 0, rtype, 0) + b"".join(attrs)
     kind = draw(st.sampled_from([RTM_NEWROUTE, RTM_NEWROUTE, RTM_DELROUTE]))
     return message(kind, body)
+
+
+@st.composite
+def zebra_route_messages(draw: st.DrawFn) -> bytes:
+    """Route messages as zebra sends them for a table: good ones, most of them taken by the
+    fast paths (one gateway, on-link, ECMP, an object id, blackhole, a delete)."""
+    family = draw(st.sampled_from([AF_INET, AF_INET6]))
+    size = SIZES[family]
+    dst_len = draw(st.integers(0, size * 8))
+    bits = size * 8
+    value = draw(st.integers(0, 2**bits - 1)) >> (bits - dst_len) << (bits - dst_len)
+    attrs = [attribute(RTA_DST, value.to_bytes(size))]
+    gateway = st.sampled_from([b"\xc6\x12\x00\x01", b"\xc6\x12\x00\x02"] if size == 4 else
+                              [b" \x01\x0d\xb8" + bytes(11) + b"\x01"])  # fmt: skip
+    kind = draw(st.sampled_from([RTM_NEWROUTE, RTM_NEWROUTE, RTM_DELROUTE]))
+    rtype = draw(st.sampled_from([1, 1, 1, 6, 7, 8] + ([0] if kind == RTM_DELROUTE else [])))
+    shape = draw(st.integers(0, 4))
+    if rtype == 1 and shape == 0:
+        attrs.append(attribute(RTA_GATEWAY, draw(gateway)))
+        attrs.append(attribute(RTA_OIF, struct.pack("=I", draw(st.integers(1, 9)))))
+    elif rtype == 1 and shape == 1:
+        attrs.append(attribute(RTA_OIF, struct.pack("=I", draw(st.integers(1, 9)))))
+    elif rtype == 1 and shape == 2:
+        hops = b""
+        for _ in range(draw(st.integers(1, 4))):
+            nested = attribute(RTA_GATEWAY, draw(gateway))
+            hops += RTNEXTHOP.pack(RTNEXTHOP.size + len(nested), 0, draw(st.integers(0, 255)),
+                                   draw(st.integers(1, 9))) + nested  # fmt: skip
+        attrs.append(attribute(RTA_MULTIPATH, hops))
+    elif rtype == 1 and shape == 3:
+        via = draw(
+            st.sampled_from([b" \x01\x0d\xb8" + bytes(11) + b"\x01", b"\xfe\x80" + bytes(14)])
+        )
+        attrs.append(attribute(RTA_VIA, struct.pack("=H", AF_INET6) + via))
+        attrs.append(attribute(RTA_OIF, struct.pack("=I", draw(st.integers(1, 9)))))
+    elif shape == 4:
+        attrs.append(attribute(RTA_NH_ID, struct.pack("=I", draw(st.integers(1, 6)))))
+    if draw(st.booleans()):
+        attrs.append(attribute(RTA_PRIORITY, struct.pack("=I", 20)))
+    if draw(st.integers(0, 5)) == 0:
+        attrs.append(attribute(RTA_TABLE, struct.pack("=I", draw(st.sampled_from([254, 1000])))))
+    body = RTMSG.pack(family, dst_len, 0, 0, 254, 186, 0, rtype, 0) + b"".join(attrs)
+    return message(kind, body)
+
+
+@given(st.lists(zebra_route_messages(), min_size=1, max_size=20))
+def test_the_rust_scan_takes_what_the_python_fast_path_decodes(messages: list[bytes]) -> None:
+    """corridor._dataplane.fpm_scan reads a run of plain route frames exactly as the Python
+    fast path does, and stops at the first frame that path leaves to pyroute2."""
+    data = b"".join(FPM_HEADER.pack(1, 1, len(m) + 4) + m for m in messages)
+    end, routes, sets = fpm_scan(data, 0)
+    expected = []
+    for m in messages:
+        decoded = _fast_route(m, struct.unpack_from("=H", m, 4)[0])
+        if decoded is None:
+            break
+        expected.append(decoded)
+    assert len(expected) == len(messages), "every generated message is one zebra sends"
+    assert len(routes) == len(expected)
+    assert end == sum(len(m) + 4 for m in messages[: len(expected)])
+    for (add, prefix, rtype, table, protocol, hops, nexthop_id), want in zip(
+        routes, expected, strict=True
+    ):
+        hop_set = () if hops is None else tuple(
+            NextHop(None if g is None else address_from_bytes(g), i, w) for g, i, w in sets[hops]
+        )  # fmt: skip
+        assert RouteUpdate(
+            Operation.ADD if add else Operation.DELETE,
+            prefix, ROUTE_TYPES[rtype], table, protocol, hop_set, nexthop_id,
+        ) == want  # fmt: skip
 
 
 @st.composite
@@ -264,8 +339,10 @@ def check_route(route: RouteUpdate) -> None:
 def frames(draw: st.DrawFn) -> bytes:
     """One FPM frame: a route message (good or damaged), a stray netlink type, or a frame
     of another FPM type. Next-hop objects are left out, so no update waits for one."""
-    what = draw(st.integers(0, 9))
-    if what <= 5:
+    what = draw(st.integers(0, 13))
+    if what >= 10:
+        payload = draw(zebra_route_messages())
+    elif what <= 5:
         payload = draw(route_messages())
     elif what <= 7:
         payload = draw(damaged(route_messages()))
@@ -277,9 +354,14 @@ def frames(draw: st.DrawFn) -> bytes:
     return FPM_HEADER.pack(1, 1, len(payload) + 4) + payload
 
 
-def feed(chunks: list[bytes]) -> tuple[list[Update], FpmCounters, FpmConnection]:
+def feed(
+    chunks: list[bytes], *, fast: bool = True
+) -> tuple[list[Update], FpmCounters, FpmConnection]:
+    """`fast` False: every frame through the Python decoder, the reference for the runs of
+    route frames that the Rust scan (corridor._dataplane.fpm_scan) takes."""
     counters = FpmCounters()
     connection = FpmConnection(PEER, counters, ReasonLog(burst=0))
+    connection.fast = fast
     updates = []
     for chunk in chunks:
         updates += connection.feed(chunk)
@@ -302,6 +384,9 @@ def test_a_stream_in_any_chunks_is_read_alike_and_every_frame_counted(
     chunked, chunk_counters, _ = feed(chunks)
     assert chunked == whole
     assert chunk_counters == counters
+    reference, reference_counters, _ = feed(chunks, fast=False)
+    assert reference == whole
+    assert reference_counters == counters
 
 
 @given(st.binary(max_size=300), st.lists(st.integers(0, 300), max_size=4))
@@ -309,6 +394,12 @@ def test_any_stream_is_read_or_closed_without_an_exception(data: bytes, cuts: li
     points = sorted({c % (len(data) + 1) for c in cuts})
     chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
     updates, counters, connection = feed(chunks)
+    reference, reference_counters, reference_connection = feed(chunks, fast=False)
+    assert (reference, reference_counters, reference_connection.failed) == (
+        updates,
+        counters,
+        connection.failed,
+    )
     if connection.failed is not None:
         assert counters.errors.get(connection.failed, 0) == 1
         assert connection.pending == 0

@@ -235,3 +235,16 @@ def write_request_bytes(
     """A serialized corridor.v1.WriteRequest (written with the GIL released): the 128-bit
     election id, the batch id and FIB operations in order; `types` are corridor.common.fib's
     (Adjacency, NextHopGroup, Route, DeleteAdjacency, DeleteGroup, DeleteRoute)."""
+
+def fpm_scan(
+    data: bytes, offset: int
+) -> tuple[
+    int,
+    list[tuple[bool, str, int, int, int, int | None, int | None]],
+    list[list[tuple[bytes | None, int, int]]],
+]:
+    """The routes of the whole FPM frames at the start of data[offset:] that the fast path
+    takes (dataplane/intent/src/fpm.rs), read with the GIL released: where it stopped (the
+    frame there is the Python decoder's), each route as (add, canonical prefix, rtm_type,
+    table, protocol, index of its next-hop set or None, RTA_NH_ID or None), and the distinct
+    next-hop sets as (gateway bytes or None, ifindex, weight)."""

@@ -10,7 +10,10 @@ are written by hand, for these reasons:
   gateway, interface, metric, table, next-hop id, RTA_VIA, RTA_MULTIPATH, preferred source).
   Anything else, and anything it would refuse, goes to the pyroute2 path, which gives the
   answer or the refusal with its reason; tests/test_fpm_fast.py proves both paths equal on
-  every form and on damaged messages.
+  every form and on damaged messages. The listener reads runs of such frames faster still
+  with the same rules in Rust (`corridor._dataplane.fpm_scan`, dataplane/intent/src/fpm.rs,
+  about 1 us a route) and hands every other frame to this module; the property tests hold
+  the three paths to the same output.
 - pyroute2 0.9.7 has no next-hop object message (RTM_NEWNEXTHOP, RTM_DELNEXTHOP; linux
   `include/uapi/linux/nexthop.h`) and its `rtmsg` does not know RTA_NH_ID (30): both are
   declared below as pyroute2 classes with the kernel's attribute numbers.
@@ -230,7 +233,8 @@ _BODY = NLMSG_HEADER.size + RTMSG.size
 
 
 @functools.lru_cache(maxsize=4096)  # gateways: a few per peer, seen a million times
-def _address(raw: bytes) -> IPAddress:
+def address_from_bytes(raw: bytes) -> IPAddress:
+    """A gateway from its 4 or 16 bytes (cached: a full table names a few gateways)."""
     return IPv4Address(raw) if len(raw) == 4 else IPv6Address(raw)
 
 
@@ -325,10 +329,10 @@ def _fast_hop(
         via_size = _FAMILY_SIZES.get(_UNPACK_U16(data, start)[0])
         if via_size is None or length != 2 + via_size:
             return None
-        address = _address(data[start + 2 : start + length])
+        address = address_from_bytes(data[start + 2 : start + length])
     elif gateway is not None:
         start, length = gateway
-        address = _address(data[start : start + length])
+        address = address_from_bytes(data[start : start + length])
     if oif_is_attribute:
         assert isinstance(oif, tuple)
         ifindex = int(_UNPACK_U32(data, oif[0])[0])

@@ -547,3 +547,51 @@ pub fn apply_request(data: &[u8]) {
         assert!(intent.next_hops.len() <= MAX_NEXT_HOPS);
     }
 }
+
+// --- the controller's FPM scan -------------------------------------------------------------------
+
+/// Any bytes as zebra's FPM stream through the Rust scan: it stops on a frame boundary
+/// after exactly one frame per route, stops again at once where it stopped (that frame is
+/// the Python decoder's), and every route it gives is whole: a canonical prefix without
+/// host bits, a known type, next hops only for unicast, and a unicast add with next hops
+/// or an object id.
+pub fn fpm_scan(data: &[u8]) {
+    use corridor_intent::apply::is_prefix;
+    use corridor_intent::fpm::{scan, MAX_NEXT_HOPS};
+    use corridor_intent::text::{parse_prefix, prefix_text};
+
+    let found = scan(data);
+    assert!(found.consumed <= data.len());
+    let mut offset = 0;
+    for _ in &found.routes {
+        let length = usize::from(u16::from_be_bytes([data[offset + 2], data[offset + 3]]));
+        assert!(length >= 4 + 28, "a route frame holds a netlink header and an rtmsg");
+        offset += length;
+    }
+    assert_eq!(offset, found.consumed, "one frame per route");
+    assert!(scan(&data[found.consumed..]).routes.is_empty(), "stops where it stopped");
+    for route in &found.routes {
+        let (address, length) = parse_prefix(&route.prefix).expect("canonical prefix text");
+        assert!(is_prefix(&address, length), "{}", route.prefix);
+        assert_eq!(prefix_text(&address, length), route.prefix);
+        assert!(matches!(route.rtype, 1 | 6..=8), "type {}", route.rtype);
+        match route.hops {
+            Some(set) => {
+                assert_eq!(route.rtype, 1, "next hops on a {} route", route.rtype);
+                let blob = &found.hop_sets[set];
+                let (mut at, mut count) = (0, 0);
+                while at < blob.len() {
+                    assert!(matches!(blob[at], 0 | 4 | 16));
+                    at += 1 + usize::from(blob[at]) + 4;
+                    let weight = u16::from_le_bytes([blob[at], blob[at + 1]]);
+                    assert!((1..=256).contains(&weight));
+                    at += 2;
+                    count += 1;
+                }
+                assert!((1..=MAX_NEXT_HOPS).contains(&count));
+            }
+            None => assert!(!(route.add && route.rtype == 1 && route.nexthop_id.is_none()), "{} has no next hop", route.prefix),
+        }
+    }
+    assert!(found.hop_sets.iter().enumerate().all(|(i, s)| found.hop_sets[..i].iter().all(|o| o != s)), "sets deduplicated");
+}

@@ -8,6 +8,7 @@
 //! what is per route (prefixes, duplicates, next-hop counts) and deduplicates.
 
 pub mod apply;
+pub mod fpm;
 pub mod text;
 pub mod wire;
 pub mod write;

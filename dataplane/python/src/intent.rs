@@ -2,6 +2,7 @@
 //! WriteRequest bytes written whole, the GIL released for both passes over the bytes.
 
 use corridor_intent::apply::{read_apply as core_read_apply, Refused};
+use corridor_intent::fpm::scan as core_fpm_scan;
 use corridor_intent::text::{parse_address, parse_prefix};
 use corridor_intent::write::{write_request as core_write_request, Op};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -114,7 +115,47 @@ fn write_request_bytes<'py>(
     Ok(PyBytes::new(py, &bytes))
 }
 
+type FpmRoute<'py> = (bool, Bound<'py, PyString>, u8, u32, u8, Option<usize>, Option<u32>);
+type FpmHop<'py> = (Option<Bound<'py, PyBytes>>, u32, u16);
+
+/// The routes of the whole FPM frames at the start of `data[offset:]` that the fast path
+/// takes (corridor_intent::fpm), read with the GIL released: the offset where it stopped,
+/// the routes (add, prefix, rtm_type, table, protocol, next-hop set index or None,
+/// RTA_NH_ID or None) and the distinct next-hop sets ((gateway or None, ifindex, weight)).
+#[pyfunction]
+fn fpm_scan<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyBytes>,
+    offset: usize,
+) -> PyResult<(usize, Vec<FpmRoute<'py>>, Vec<Vec<FpmHop<'py>>>)> {
+    let bytes = data.as_bytes();
+    let tail = bytes.get(offset..).ok_or_else(|| PyValueError::new_err("offset past the end"))?;
+    let scan = py.detach(|| core_fpm_scan(tail));
+    let routes =
+        scan.routes.iter().map(|r| (r.add, PyString::new(py, &r.prefix), r.rtype, r.table, r.proto, r.hops, r.nexthop_id)).collect();
+    let sets = scan
+        .hop_sets
+        .iter()
+        .map(|blob| {
+            let mut hops = Vec::new();
+            let mut at = 0;
+            while at < blob.len() {
+                let size = usize::from(blob[at]);
+                let gateway = (size > 0).then(|| PyBytes::new(py, &blob[at + 1..at + 1 + size]));
+                at += 1 + size;
+                let ifindex = u32::from_le_bytes([blob[at], blob[at + 1], blob[at + 2], blob[at + 3]]);
+                let weight = u16::from_le_bytes([blob[at + 4], blob[at + 5]]);
+                at += 6;
+                hops.push((gateway, ifindex, weight));
+            }
+            hops
+        })
+        .collect();
+    Ok((offset + scan.consumed, routes, sets))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(fpm_scan, m)?)?;
     m.add_function(wrap_pyfunction!(read_apply_request, m)?)?;
     m.add_function(wrap_pyfunction!(write_request_bytes, m)?)?;
     Ok(())
