@@ -25,7 +25,7 @@ APT_PACKAGES := build-essential pkg-config curl ca-certificates git \
 
 RUST_SOURCES := $(shell find dataplane benches -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name Cargo.toml 2>/dev/null)
 
-.PHONY: deps demo test bench bench-forwarding vagrant-bench proto fuzz clean
+.PHONY: deps demo test bench bench-forwarding vagrant-bench proto fuzz soak clean
 
 deps: $(STAMP)/apt $(STAMP)/rust $(STAMP)/venv $(STAMP)/ext
 
@@ -119,6 +119,14 @@ fuzz: deps $(CARGO_FUZZ)
 	HYPOTHESIS_PROFILE=fuzz HYPOTHESIS_EXAMPLES=$(FUZZ_EXAMPLES) \
 		$(PY) -m pytest -q -p no:logging tests/test_properties_agent.py \
 		tests/test_properties_controller.py tests/test_properties_fpm.py
+
+# Soak and chaos, not part of `make test`: traffic through the lab for SOAK_SECONDS while routes
+# churn through the controller, a link flaps and agent and controller are killed -9 in turn;
+# checked every second (benches/soak.py). Results in benches/results/soak-latest.*.
+SOAK_SECONDS ?= 600
+soak: deps
+	$(MAKE) -s -C benches/gen
+	$(PY) -m benches.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 # The Python modules of the gRPC contracts, from proto/ into control/corridor/v1/ (committed;
 # tests/test_agent_proto.py regenerates into PROTO_OUT and fails when they are stale).
