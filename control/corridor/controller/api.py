@@ -47,6 +47,7 @@ from corridor.controller.domain import (
     UnknownNode,
     check_node_name,
 )
+from corridor.controller.etcd_store import NotLeader
 from corridor.controller.store import RouteQuery
 from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2, dataplane_pb2_grpc
 
@@ -86,6 +87,8 @@ def _store_errors(method: _Method[_Request, _Response]) -> _Method[_Request, _Re
         except StoreUnavailable as e:
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if e.full else grpc.StatusCode.UNAVAILABLE
             await status.abort(context, code, str(e))
+        except NotLeader as e:
+            await status.abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
 
     return call
 

@@ -32,6 +32,8 @@ from corridor.controller.domain import (
     StoreUnavailable,
     UnknownNode,
 )
+from corridor.controller.election import Election
+from corridor.controller.etcd_store import EtcdStore, NotLeader
 from corridor.controller.store import Loaded, RouteQuery, Store
 
 if TYPE_CHECKING:
@@ -76,6 +78,13 @@ class CommitTurn:
         task.add_done_callback(_orphaned)
         self._running = task
         return await asyncio.shield(task)
+
+
+def default_name() -> str:
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _orphaned(task: asyncio.Task[Any]) -> None:
@@ -134,6 +143,7 @@ class Controller:
         max_adjacencies: int = 65536,
         metrics: ControllerMetrics | None = None,
         fpm: Sequence[FpmConfig] = (),
+        advertise: str = "",
     ) -> None:
         self.store = store
         self.state = IntentState(max_groups, max_adjacencies)
@@ -143,7 +153,12 @@ class Controller:
             self.state.group_keys, self.state.adjacency_keys, max_groups, max_adjacencies
         )
         self.state.bgp = self.bgp
-        self.feeds = BgpFeeds(fpm, self, self._interfaces) if fpm else None
+        # With etcd, the leader alone listens for zebra (see _take_lead).
+        self.feeds = (
+            BgpFeeds(fpm, self, self._interfaces)
+            if fpm and not isinstance(store, EtcdStore)
+            else None
+        )
         self._bgp_unused: set[GroupKey] = set()  # groups no BGP route uses, ids still held
         self._adopted: set[str] = set()  # nodes whose routes found at start were adopted
         self.bgp_sizes = (0, 0, 0, 0)
@@ -158,6 +173,17 @@ class Controller:
             weakref.WeakValueDictionary()
         )
         self.intent_sizes = (0, 0, 0, 0)
+        # Leadership. With the SQLite store this controller is the only one and leads from
+        # its start; with etcd it leads only while it holds the leader key (election.py).
+        self._fpm = tuple(fpm)
+        self.advertise = advertise
+        self.backend = "etcd" if isinstance(store, EtcdStore) else "sqlite"
+        self.leading = False
+        self.leader = ""  # the leader's advertised address, as last seen
+        self.leader_since = 0.0  # when the leader took the lead (seconds since the epoch)
+        self.leader_changes = 0  # times this controller took the lead
+        self._election: Election | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, nodes: tuple[Node, ...] = ()) -> None:
         """Loads intent, takes a new election id (above any earlier run's, so a restarted
@@ -184,6 +210,22 @@ class Controller:
         s.nodes = {n.name: n for n in loaded.nodes}
         s.recount()
         self._update_sizes()
+        if isinstance(self.store, EtcdStore):
+            # A cluster member: it follows the store, and leads when it wins the election.
+            self._election = Election(self.store, self.advertise or default_name())
+            self._configured = nodes
+            log.info(
+                "intent loaded from %s: revision %d, %d routes, %d nodes; following",
+                self.store.describe(), s.revision, s.route_count(), len(s.nodes),
+            )  # fmt: skip
+            self._tasks = [
+                asyncio.create_task(self._follow(), name="follow the store"),
+                asyncio.create_task(self._campaign(), name="campaign"),
+            ]
+            return
+        self.leading = True
+        self.leader = self.advertise
+        self.leader_since = time.time()
         # Each start takes the next id of the store: the high half, so ids stay distinct
         # from any a client could sensibly choose in the low half.
         self.election = (await self.store.next_election_id()) << 64
@@ -200,6 +242,17 @@ class Controller:
             await self.feeds.start()
 
     async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+        if self._election is not None and self.leading:
+            self.leading = False
+            await self._election.resign()
         if self.feeds is not None:
             await self.feeds.stop()
         async with self._commit_lock:  # a commit under way ends first
@@ -227,6 +280,7 @@ class Controller:
     async def apply(self, batch: RouteBatch) -> int:
         started = time.perf_counter()
         async with self._commit_lock:
+            self._check_leading()
             try:
                 self._check_routes(batch)
                 change = self.state.plan_apply(batch)
@@ -240,6 +294,7 @@ class Controller:
     async def delete(self, keys: list[RouteKey]) -> tuple[int, int]:
         started = time.perf_counter()
         async with self._commit_lock:
+            self._check_leading()
             # Any node name: the routes of a deregistered node can still be deleted.
             change = self.state.plan_delete(keys)
             await self._commit(change, "delete", started)
@@ -248,6 +303,7 @@ class Controller:
 
     async def register(self, node: Node) -> int:
         async with self._commit_lock:
+            self._check_leading()
             change = Change(revision=self.state.revision + 1, nodes=[node])
             await self._commit(change)
             old = self.sessions.pop(node.name, None)
@@ -258,6 +314,7 @@ class Controller:
 
     async def deregister(self, name: str) -> int:
         async with self._commit_lock:
+            self._check_leading()
             if name not in self.state.nodes:
                 raise UnknownNode(self.unknown_node(name))
             change = Change(revision=self.state.revision + 1, removed_nodes=[name])
@@ -272,6 +329,7 @@ class Controller:
     ) -> tuple[int, int]:
         """Drains or restores a next hop; returns the revision and the groups holding it."""
         async with self._commit_lock:
+            self._check_leading()
             if node != ALL_NODES and node not in self.state.nodes:
                 raise UnknownNode(self.unknown_node(node))
             change = Change(revision=self.state.revision + 1)
@@ -384,6 +442,10 @@ class Controller:
 
     async def _commit_whole(self, change: Change) -> None:
         await self.store.commit(change)  # durable before anyone hears of it
+        self._take_in(change)
+
+    def _take_in(self, change: Change) -> None:
+        """Takes a committed change into memory and tells sessions and watchers."""
         state = self.state
         state.commit(change)
         touched: dict[str, list[str]] = {}
@@ -409,6 +471,124 @@ class Controller:
         state.forget_freed(change)
         self._update_sizes()
         self._tell_watchers(change)
+
+    # -- leadership (etcd store): follow the store, campaign, lead, step down
+
+    def _check_leading(self) -> None:
+        if self.leading:
+            return
+        name = self.advertise or "this controller"
+        leader, since = self.leader_now()
+        if leader:
+            raise NotLeader(
+                f"{name} does not lead: the leader is {leader} (since "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))}); send "
+                "writes to it"
+            )
+        raise StoreUnavailable(
+            f"{name} does not lead and no controller does at the moment (etcd "
+            f"{', '.join(self._etcd().config.endpoints)} has no leader key: an election is "
+            "under way, or etcd has no quorum); nothing was committed, retry",
+            full=False,
+        )
+
+    def _etcd(self) -> EtcdStore:
+        assert isinstance(self.store, EtcdStore)
+        return self.store
+
+    async def _follow(self) -> None:
+        """Keeps memory equal to the store's head: every change another controller commits
+        reaches this one's watchers and readers (and its sessions, if it leads)."""
+        store = self._etcd()
+        async for _ in store.changes():
+            await self._catch_up()
+
+    async def _catch_up(self) -> None:
+        store = self._etcd()
+        async with self._commit_lock:
+            try:
+                change = await store.read_head()
+            except StoreUnavailable as e:
+                log.debug("following the store: %s", e)
+                return
+            if change is not None:
+                await self._commit_lock.run(self._followed(change))
+
+    async def _followed(self, change: Change) -> None:
+        self._take_in(change)
+
+    async def _campaign(self) -> None:
+        election = self._election
+        assert election is not None
+        while True:
+            info = await election.campaign()
+            try:
+                await self._take_lead(info.since)
+            except (StoreUnavailable, NotLeader) as e:
+                log.warning("took the lead but could not start leading: %s", e)
+                await self._step_down()
+                await election.resign()
+                await asyncio.sleep(1.0)
+                continue
+            reason = await election.keep()
+            log.warning("lost the lead: %s; following", reason)
+            await self._step_down()
+            election.lease = 0
+            self.store.fence = 0  # type: ignore[attr-defined]
+
+    async def _take_lead(self, since: float) -> None:
+        store = self._etcd()
+        async with self._commit_lock:
+            change = await store.read_head()  # the newest head, before any write
+            if change is not None:
+                await self._commit_lock.run(self._followed(change))
+            await store.sweep()
+            self.election = (await store.next_election_id()) << 64
+            self.leading = True
+            self.leader = self.advertise
+            self.leader_since = since
+            self.leader_changes += 1
+            s = self.state
+            log.info(
+                "leading (etcd %s): revision %d, %d routes, %d nodes; election id %d:0",
+                store.describe(), s.revision, s.route_count(), len(s.nodes), self.election >> 64,
+            )  # fmt: skip
+            changed = [n for n in self._configured if s.nodes.get(n.name) != n]
+            if changed:
+                await self._commit_lock.run(
+                    self._commit_whole(Change(revision=s.revision + 1, nodes=changed))
+                )
+            for registered in s.nodes.values():
+                self._start_session(registered)
+        if self._fpm:
+            self.feeds = BgpFeeds(self._fpm, self, self._interfaces)
+            self._adopted.clear()
+            for session in self.sessions.values():
+                if session.name in self.feeds.sources:
+                    session.on_read = self._node_read
+            await self.feeds.start()
+
+    async def _step_down(self) -> None:
+        """Stops every write to the agents at once: sessions end, FPM listeners close."""
+        self.leading = False
+        self.leader = ""
+        async with self._commit_lock:
+            pass
+        for session in list(self.sessions.values()):
+            await session.stop()
+        self.sessions.clear()
+        if self.feeds is not None:
+            await self.feeds.stop()
+            self.feeds = None
+
+    def leader_now(self) -> tuple[str, float]:
+        """The leader's address and since when, as this controller last saw them."""
+        if self.leading or self._election is None:
+            return self.leader, self.leader_since
+        info = self._election.leader
+        if info is None:
+            return "", 0.0
+        return info.name, info.since
 
     def _update_sizes(self) -> None:
         self.intent_sizes = self.state.sizes()
