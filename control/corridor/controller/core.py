@@ -214,6 +214,10 @@ class Controller:
             # A cluster member: it follows the store, and leads when it wins the election.
             self._election = Election(self.store, self.advertise or default_name())
             self._configured = nodes
+            try:
+                await self._election.look()  # who leads, from the first call on
+            except StoreUnavailable as e:
+                log.warning("no leader known yet: %s", e)
             log.info(
                 "intent loaded from %s: revision %d, %d routes, %d nodes; following",
                 self.store.describe(), s.revision, s.route_count(), len(s.nodes),

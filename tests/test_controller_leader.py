@@ -1,0 +1,163 @@
+"""Two controllers on one etcd store (a real one-member etcd), in this process, with real
+agents: one leads and writes to the agents; the other follows, serves reads from what the
+store holds (routes, watch, stats, node status, who leads) and refuses writes with
+FAILED_PRECONDITION naming the leader. When the leader stops, the follower takes the lead
+with a higher election id, reads each node and writes nothing to nodes in sync."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from controller_support import (
+    LocalAgent,
+    controller_document,
+    controller_stub,
+    eventually,
+    key,
+    route,
+    wait_in_sync,
+)
+from corridor.v1 import controller_pb2
+from etcd_support import EtcdCluster, free_port
+
+GW = ("198.18.0.2", "cor-c0", 0, 1)
+
+
+def document(tmp: Path, name: str, agents: dict[str, str], endpoints: list[str]) -> dict:
+    d = tmp / name
+    d.mkdir()
+    port = free_port()
+    document = controller_document(d, agents)
+    document["listen"] = {"unix": str(d / "controller.sock"), "tcp": f"127.0.0.1:{port}"}
+    document["store"] = {"backend": "etcd", "endpoints": endpoints, "lease_seconds": 2}
+    return document
+
+
+async def start(document: dict, tmp: Path):
+    from corridor.controller.config import parse
+    from corridor.controller.main import start_controller
+
+    return await start_controller(parse(document, base=tmp))
+
+
+async def leadership(stub) -> controller_pb2.Leadership:
+    return (await stub.GetStats(controller_pb2.GetStatsRequest(), timeout=10)).leadership
+
+
+async def test_one_leads_the_other_follows_reads_and_refuses_writes(tmp_path: Path) -> None:
+    cluster = EtcdCluster(tmp_path / "etcd", 1).start()
+    a = await LocalAgent(tmp_path / "a.sock").start()
+    b = await LocalAgent(tmp_path / "b.sock").start()
+    agents = {"a": a.address, "b": b.address}
+    first = await start(document(tmp_path, "one", agents, cluster.endpoints), tmp_path)
+    c1, s1 = controller_stub(tmp_path / "one" / "controller.sock")
+    second = third = None
+    channels = [c1]
+    try:
+        await eventually(lambda: _leads(s1), what="the first controller leading")
+        second = await start(document(tmp_path, "two", agents, cluster.endpoints), tmp_path)
+        c2, s2 = controller_stub(tmp_path / "two" / "controller.sock")
+        channels.append(c2)
+        one, two = await leadership(s1), await leadership(s2)
+        assert (one.backend, one.leading, two.leading) == ("etcd", True, False)
+        assert two.leader == one.name == first.controller.advertise
+        assert one.election_id >= 1 and two.election_id == 0
+        assert abs(two.leader_since.ToNanoseconds() / 1e9 - time.time()) < 600
+
+        # Writes to the follower: refused, naming the leader; nothing committed.
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await s2.Apply(controller_pb2.ApplyRequest(routes=[route("198.18.9.0/24", GW)]))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"the leader is {one.name}" in refused.value.details()
+        node = controller_pb2.Node(name="c", address=f"unix:{tmp_path / 'c.sock'}")
+        for call in (
+            s2.RegisterNode(controller_pb2.RegisterNodeRequest(node=node)),
+            s2.DeregisterNode(controller_pb2.DeregisterNodeRequest(name="a")),
+            s2.Delete(controller_pb2.DeleteRequest(routes=[key("198.18.9.0/24")])),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+        # The follower watches and lists what the leader commits.
+        watch = s2.Watch(controller_pb2.WatchRequest())
+        snapshot = await watch.read()
+        reply = await s1.Apply(
+            controller_pb2.ApplyRequest(
+                routes=[route("198.18.9.0/24", GW), route("2001:db8:9::/48", GW, node="a")]
+            ),
+            timeout=30,
+        )
+        assert snapshot is not None
+        seen = []
+        async with asyncio.timeout(30):
+            while len(seen) < 2:
+                message = await watch.read()
+                seen += [r for r in message.set]
+        watch.cancel()
+        listed = await s2.ListRoutes(controller_pb2.ListRoutesRequest(), timeout=10)
+        assert len(listed.routes) == 2
+        stats = await s2.GetStats(controller_pb2.GetStatsRequest(), timeout=10)
+        assert stats.revision == reply.revision
+        assert stats.intent.ipv4_routes == 1 and stats.intent.ipv6_routes == 1
+        followed = await s2.GetNodeStatus(controller_pb2.GetNodeStatusRequest(name="a"))
+        assert followed.leadership.leader == one.name and not followed.leadership.leading
+        await wait_in_sync(s1, "a", reply.revision)
+        await wait_in_sync(s1, "b", reply.revision)
+        generations = {n: (await agent.routes(), await _generation(agent)) for n, agent in
+                       (("a", a), ("b", b))}  # fmt: skip
+
+        # The leader stops (it lets the lead go): the follower leads with a higher id,
+        # reads each node and writes nothing (they are in sync).
+        await first.stop(0)
+        first = None
+        await eventually(lambda: _leads(s2), within=30, what="the second controller leading")
+        two = await leadership(s2)
+        assert two.election_id > one.election_id and two.leader == two.name
+        for n in ("a", "b"):
+            status = await wait_in_sync(s2, n, reply.revision)
+            assert status.last_full_sync_operations == 0, status
+            assert status.leadership.leading
+        for n, agent in (("a", a), ("b", b)):
+            assert (await agent.routes(), await _generation(agent)) == generations[n]
+        later = await s2.Apply(
+            controller_pb2.ApplyRequest(routes=[route("198.18.10.0/24", GW)]), timeout=30
+        )
+        assert later.revision == reply.revision + 1
+        await wait_in_sync(s2, "a", later.revision)
+        assert "198.18.10.0/24" in await a.routes()
+
+        # A third joins as a follower of the second.
+        third = await start(document(tmp_path, "three", agents, cluster.endpoints), tmp_path)
+        c3, s3 = controller_stub(tmp_path / "three" / "controller.sock")
+        channels.append(c3)
+        three = await leadership(s3)
+        assert not three.leading and three.leader == two.name
+        assert (await s3.GetStats(controller_pb2.GetStatsRequest())).revision == later.revision
+    finally:
+        for channel in channels:
+            await channel.close()
+        for running in (first, second, third):
+            if running is not None:
+                await running.stop(0)
+        await a.stop()
+        await b.stop()
+        cluster.stop()
+
+
+async def _leads(stub) -> bool:
+    try:
+        return (await leadership(stub)).leading
+    except grpc.aio.AioRpcError:
+        return False
+
+
+async def _generation(agent: LocalAgent) -> int:
+    from corridor.agent import client as agent_client
+
+    return (await agent_client.read(agent.stub)).generation
