@@ -49,8 +49,11 @@ async def leadership(stub) -> controller_pb2.Leadership:
     return (await stub.GetStats(controller_pb2.GetStatsRequest(), timeout=10)).leadership
 
 
-async def test_one_leads_the_other_follows_reads_and_refuses_writes(tmp_path: Path) -> None:
-    cluster = EtcdCluster(tmp_path / "etcd", 1).start()
+@pytest.mark.parametrize("members", [1, 3])
+async def test_one_leads_the_other_follows_reads_and_refuses_writes(
+    tmp_path: Path, members: int
+) -> None:
+    cluster = EtcdCluster(tmp_path / "etcd", members).start()
     a = await LocalAgent(tmp_path / "a.sock").start()
     b = await LocalAgent(tmp_path / "b.sock").start()
     agents = {"a": a.address, "b": b.address}

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import grpc
+
 from corridor.common.errors import InvalidBatch, Violation, echo
 from corridor.controller.bgp import BgpFeeds, BgpIntent, FpmConfig, found_routes, node_ids
 from corridor.controller.bgp import list_routes as list_bgp_routes
@@ -45,6 +47,7 @@ log = logging.getLogger("corridor.controller")
 
 KNOWN_NODES_LISTED = 16  # in an error about an unknown node
 WATCH_QUEUE = 1024  # changes a watcher may fall behind before it is ended
+FOLLOW_SECONDS = 1.0  # a follower reads the store's head at least this often
 SNAPSHOT_SHARED_CHANGES = 64  # commits after a snapshot that a new watcher may start with
 
 
@@ -85,6 +88,12 @@ def default_name() -> str:
     import socket
 
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _ended(task: asyncio.Task[Any]) -> None:
+    """A task that must run as long as the controller ended: said loudly, with its cause."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s ended: %r", task.get_name(), task.exception(), exc_info=task.exception())
 
 
 def _orphaned(task: asyncio.Task[Any]) -> None:
@@ -226,6 +235,8 @@ class Controller:
                 asyncio.create_task(self._follow(), name="follow the store"),
                 asyncio.create_task(self._campaign(), name="campaign"),
             ]
+            for task in self._tasks:
+                task.add_done_callback(_ended)
             return
         self.leading = True
         self.leader = self.advertise
@@ -490,9 +501,9 @@ class Controller:
                 "writes to it"
             )
         raise StoreUnavailable(
-            f"{name} does not lead and no controller does at the moment (etcd "
-            f"{', '.join(self._etcd().config.endpoints)} has no leader key: an election is "
-            "under way, or etcd has no quorum); nothing was committed, retry",
+            f"{name} does not lead and no controller does at the moment: etcd "
+            f"{','.join(self._etcd().config.endpoints)} has no quorum, or an election is "
+            "under way; nothing was committed, retry",
             full=False,
         )
 
@@ -502,10 +513,32 @@ class Controller:
 
     async def _follow(self) -> None:
         """Keeps memory equal to the store's head: every change another controller commits
-        reaches this one's watchers and readers (and its sessions, if it leads)."""
+        reaches this one's watchers and readers (and its sessions, if it leads). Woken by
+        etcd's watch of the head, and every FOLLOW_SECONDS in any case (a watch on a member
+        that died may take that long to fail)."""
         store = self._etcd()
-        async for _ in store.changes():
-            await self._catch_up()
+        wake = asyncio.Event()
+
+        async def watch() -> None:
+            async for _ in store.changes():
+                wake.set()
+
+        watcher = asyncio.create_task(watch(), name="watch the store's head")
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(FOLLOW_SECONDS):
+                        await wake.wait()
+                except TimeoutError:
+                    pass
+                wake.clear()
+                try:
+                    await self._catch_up()
+                except Exception:
+                    log.exception("following the store")
+                    await asyncio.sleep(FOLLOW_SECONDS)
+        finally:
+            watcher.cancel()
 
     async def _catch_up(self) -> None:
         store = self._etcd()
@@ -528,7 +561,7 @@ class Controller:
             info = await election.campaign()
             try:
                 await self._take_lead(info.since)
-            except (StoreUnavailable, NotLeader) as e:
+            except (StoreUnavailable, NotLeader, grpc.aio.AioRpcError) as e:
                 log.warning("took the lead but could not start leading: %s", e)
                 await self._step_down()
                 await election.resign()

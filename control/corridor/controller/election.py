@@ -28,6 +28,7 @@ from corridor.controller.etcd_store import EtcdStore, compare_created, get, put
 
 log = logging.getLogger("corridor.controller.election")
 
+RENEW_SECONDS = 1.0  # a renewal not answered in this long is tried on the next member
 LOOK_SECONDS = 0.25  # how often a follower looks for the leader key
 MARGIN_SECONDS = 0.5  # a leader steps down this long before its lease could have run out
 
@@ -74,6 +75,9 @@ class Election:
                     if won is not None:
                         return won
             except StoreUnavailable as e:
+                # etcd cannot say who leads: nobody does as far as this controller knows (a
+                # leader cut off from quorum steps down within its lease).
+                self.leader = None
                 log.debug("campaign: %s", e)
             await asyncio.sleep(LOOK_SECONDS)
 
@@ -110,10 +114,17 @@ class Election:
                 return f"the lease could not be renewed within {self.ttl} s"
             sent = time.monotonic()
             try:
-                ttl = await asyncio.wait_for(self._renew(), timeout=max(0.1, left))
+                # One member at a time, briefly: one that lost its own leader holds a renewal
+                # until it has a new one, and another member may answer at once.
+                ttl = await asyncio.wait_for(self._renew(), timeout=min(RENEW_SECONDS, left))
             except (TimeoutError, StoreUnavailable, grpc.aio.AioRpcError) as e:
-                log.warning("leader lease not renewed: %s", e or "no answer")
-                await asyncio.sleep(min(0.2, max(0.0, self.deadline - time.monotonic())))
+                log.warning(
+                    "leader lease not renewed through %s: %s",
+                    self.client.endpoint,
+                    _short(e),
+                )
+                self.client.rotate()
+                await asyncio.sleep(min(0.1, max(0.0, self.deadline - time.monotonic())))
                 continue
             if ttl <= 0:
                 return "etcd let the lease go (it expired)"
@@ -122,7 +133,7 @@ class Election:
 
     async def _renew(self) -> int:
         """One renewal on a stream of its own (etcd's LeaseKeepAlive is a stream)."""
-        stub = rpc.LeaseStub(self.client.channel(self.client._current))
+        stub = rpc.LeaseStub(self.client.channel(self.client.current))
         call = stub.LeaseKeepAlive(metadata=(("hasleader", "true"),))
         try:
             await call.write(rpc.LeaseKeepAliveRequest(ID=self.lease))
@@ -130,9 +141,6 @@ class Election:
             if reply is grpc.aio.EOF:
                 raise StoreUnavailable("etcd closed the lease stream", full=False)
             return int(reply.TTL)
-        except grpc.aio.AioRpcError:
-            self.client._current = (self.client._current + 1) % len(self.client.config.endpoints)
-            raise
         finally:
             call.cancel()
 
@@ -149,3 +157,9 @@ class Election:
             await self.client.call("Lease", "LeaseRevoke", rpc.LeaseRevokeRequest(ID=lease))
         except (StoreUnavailable, grpc.aio.AioRpcError) as e:
             log.debug("lease revoke: %s", e)
+
+
+def _short(e: BaseException) -> str:
+    if isinstance(e, grpc.aio.AioRpcError):
+        return f"{e.code().name}: {e.details()}"
+    return str(e) or type(e).__name__

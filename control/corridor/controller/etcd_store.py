@@ -150,6 +150,14 @@ class EtcdClient:
     def endpoint(self) -> str:
         return self.config.endpoints[self._current]
 
+    @property
+    def current(self) -> int:
+        return self._current
+
+    def rotate(self) -> None:
+        """Moves on to the next endpoint (the current one failed a stream)."""
+        self._current = (self._current + 1) % len(self.config.endpoints)
+
     async def call(
         self, service: str, method: str, request: Any, budget: float | None = None
     ) -> Any:
@@ -165,8 +173,11 @@ class EtcdClient:
             if left <= 0:
                 break
             stub = _STUBS[service](self.channel(i))
+            # A member that lost its leader may hold a call until it has one: give each
+            # member a share of the budget, so another can answer.
+            share = max(left / 2, min(left, 1.0)) if n > 1 else left
             try:
-                reply = await getattr(stub, method)(request, timeout=left, metadata=REQUIRE_LEADER)
+                reply = await getattr(stub, method)(request, timeout=share, metadata=REQUIRE_LEADER)
             except grpc.aio.AioRpcError as e:
                 if e.code() not in (
                     grpc.StatusCode.UNAVAILABLE,
@@ -211,7 +222,7 @@ class EtcdClient:
                 if reply.created:
                     yield 0
         except grpc.aio.AioRpcError:
-            self._current = (self._current + 1) % len(self.config.endpoints)
+            self.rotate()
             return
         finally:
             call.cancel()
