@@ -7,6 +7,8 @@ with a higher election id, reads each node and writes nothing to nodes in sync."
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from pathlib import Path
 
@@ -135,6 +137,18 @@ async def test_one_leads_the_other_follows_reads_and_refuses_writes(
         await wait_in_sync(s2, "a", later.revision)
         assert "198.18.10.0/24" in await a.routes()
 
+        # The CLI pointed at either controller says who leads and since when.
+        from test_controller_cli import corridor
+
+        follower = f"unix:{tmp_path / 'three' / 'controller.sock'}"
+        leader_sock = f"unix:{tmp_path / 'two' / 'controller.sock'}"
+        code, out, err = await corridor(leader_sock, "stats")
+        assert code == 0, err
+        assert f"leader: {two.name} leads (etcd store) since " in out, out
+        code, out, err = await corridor(leader_sock, "node", "status", "a", "--json")
+        shown = json.loads(out)["leadership"]
+        assert (shown["leading"], shown["leader"], shown["backend"]) == (True, two.name, "etcd")
+
         # A third joins as a follower of the second.
         third = await start(document(tmp_path, "three", agents, cluster.endpoints), tmp_path)
         c3, s3 = controller_stub(tmp_path / "three" / "controller.sock")
@@ -142,6 +156,22 @@ async def test_one_leads_the_other_follows_reads_and_refuses_writes(
         three = await leadership(s3)
         assert not three.leading and three.leader == two.name
         assert (await s3.GetStats(controller_pb2.GetStatsRequest())).revision == later.revision
+        # Metrics: who leads, as each controller sees it.
+        from prometheus_client import generate_latest
+
+        led = generate_latest(second.metrics.registry).decode()
+        followed = generate_latest(third.metrics.registry).decode()
+        assert "corridor_controller_leading 1.0" in led, led
+        assert "corridor_controller_leading 0.0" in followed, followed
+        for text in (led, followed):
+            assert f'corridor_controller_leader{{backend="etcd",leader="{two.name}"}} 1.0' in text
+        code, out, err = await corridor(follower, "node", "status", "a")
+        assert code == 0, err
+        assert re.search(rf"^leader +{re.escape(two.name)} leads since .* follows", out, re.M), out
+        code, out, err = await corridor(
+            follower, "route", "add", "198.18.11.0/24", "--via", "198.18.0.2,cor-c0"
+        )
+        assert code == 1 and f"the leader is {two.name}" in err, (code, err)
     finally:
         for channel in channels:
             await channel.close()

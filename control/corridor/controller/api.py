@@ -778,12 +778,11 @@ def leadership(c: Controller) -> controller_pb2.Leadership:
 
 
 def followed_node_status(c: Controller, node: domain.Node) -> controller_pb2.NodeStatus:
-    """A node as a follower knows it: registered, what intent puts on it, and who leads
+    """A node as a follower knows it: registered, and who leads
     (the leader alone has a session to it: ask the leader for its sync state)."""
     pb = controller_pb2.NodeStatus(
         node=controller_pb2.Node(name=node.name, address=node.address),
         state=controller_pb2.SYNC_STATE_UNSPECIFIED,
-        last_error="this controller follows; the leader's status says the node's sync state",
         leadership=leadership(c),
     )
     return pb

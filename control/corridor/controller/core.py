@@ -241,6 +241,7 @@ class Controller:
         self.leading = True
         self.leader = self.advertise
         self.leader_since = time.time()
+        self.leader_changes = 1
         # Each start takes the next id of the store: the high half, so ids stay distinct
         # from any a client could sensibly choose in the low half.
         self.election = (await self.store.next_election_id()) << 64
