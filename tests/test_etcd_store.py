@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -313,3 +315,43 @@ def test_a_good_etcd_table_is_read(tmp_path: Path, pki) -> None:
 def test_chunks_are_compressed() -> None:
     raw = b"".join(bytes((4, 10, 0, i >> 8, i & 255, 24, 1, 0, 0, 0, 1)) for i in range(4096))
     assert len(pack(raw)) < len(raw) // 2
+
+
+def _controller(tmp_path: Path, store: dict, *flags: str) -> subprocess.CompletedProcess:
+    from controller_support import toml
+    from test_controller_store_check import corridor_env
+
+    config = tmp_path / "controller.toml"
+    config.write_text(toml({"listen": {"unix": str(tmp_path / "c.sock")}, "store": store}))
+    return subprocess.run(
+        [sys.executable, "-m", "corridor", "controller", "--config", str(config), *flags],
+        env=corridor_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_check_reads_an_etcd_store_and_refuses_what_cannot_be_used(etcd, tmp_path: Path) -> None:
+    done = _controller(tmp_path, {"backend": "etcd", "endpoints": etcd.endpoints}, "--check")
+    assert done.returncode == 0, done.stderr
+    assert f"store etcd {','.join(etcd.endpoints)}: revision 0, 0 routes, 0 nodes" in done.stderr
+    # Nobody answers: one line naming the endpoints, exit 1 (a passing reason).
+    from etcd_support import free_port
+
+    nobody = f"127.0.0.1:{free_port()}"
+    done = _controller(
+        tmp_path, {"backend": "etcd", "endpoints": [nobody], "timeout_seconds": 1}, "--check"
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert f"etcd {nobody}: no member with a quorum answered" in done.stderr
+    # Malformed: exit 2, every problem on its own line, naming the field.
+    done = _controller(
+        tmp_path,
+        {
+            "backend": "etcd",
+            "endpoints": ["nowhere"],
+            "tls": {"ca": "x.pem", "cert": "y", "key": "z"},
+        },
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "store.endpoints[0]: 'nowhere' is not host:port" in done.stderr
+    assert "store.tls.ca:" in done.stderr and "x.pem: no such file" in done.stderr

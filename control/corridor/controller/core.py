@@ -192,6 +192,7 @@ class Controller:
         self.leader_since = 0.0  # when the leader took the lead (seconds since the epoch)
         self.leader_changes = 0  # times this controller took the lead
         self._election: Election | None = None
+        self.configured: tuple[Node, ...] = ()  # the file's nodes, registered on taking the lead
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, nodes: tuple[Node, ...] = ()) -> None:
@@ -222,7 +223,7 @@ class Controller:
         if isinstance(self.store, EtcdStore):
             # A cluster member: it follows the store, and leads when it wins the election.
             self._election = Election(self.store, self.advertise or default_name())
-            self._configured = nodes
+            self.configured = nodes
             try:
                 await self._election.look()  # who leads, from the first call on
             except StoreUnavailable as e:
@@ -591,7 +592,7 @@ class Controller:
                 "leading (etcd %s): revision %d, %d routes, %d nodes; election id %d:0",
                 store.describe(), s.revision, s.route_count(), len(s.nodes), self.election >> 64,
             )  # fmt: skip
-            changed = [n for n in self._configured if s.nodes.get(n.name) != n]
+            changed = [n for n in self.configured if s.nodes.get(n.name) != n]
             if changed:
                 await self._commit_lock.run(
                     self._commit_whole(Change(revision=s.revision + 1, nodes=changed))
