@@ -82,6 +82,7 @@ bench: deps
 	cargo bench -p corridor-benches --bench fib -- --noplot | tee benches/results/fib-latest.txt
 	$(PY) -m benches.agent_load --out benches/results/agent-load.md
 	$(PY) -m benches.controller_load
+	$(PY) -m benches.controller_ha > benches/results/controller-ha.json
 	$(PY) -m benches.bgp_load
 	$(MAKE) -s -C benches/gen
 	$(PY) -m benches.forwarding --reps 1 --profile

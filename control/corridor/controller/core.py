@@ -268,7 +268,9 @@ class Controller:
                 pass
         self._tasks = []
         if self._election is not None and self.leading:
-            self.leading = False
+            # Writes to the agents end first, then the lead is let go at once (a follower
+            # takes it without waiting out the lease).
+            await self._step_down()
             await self._election.resign()
         if self.feeds is not None:
             await self.feeds.stop()
@@ -572,8 +574,7 @@ class Controller:
             reason = await election.keep()
             log.warning("lost the lead: %s; following", reason)
             await self._step_down()
-            election.lease = 0
-            self.store.fence = 0  # type: ignore[attr-defined]
+            await election.resign()  # in case etcd still holds it: let it go now
 
     async def _take_lead(self, since: float) -> None:
         store = self._etcd()

@@ -154,7 +154,9 @@ class Election:
 
     async def _revoke(self, lease: int) -> None:
         try:
-            await self.client.call("Lease", "LeaseRevoke", rpc.LeaseRevokeRequest(ID=lease))
+            await self.client.call(
+                "Lease", "LeaseRevoke", rpc.LeaseRevokeRequest(ID=lease), budget=1.0
+            )
         except (StoreUnavailable, grpc.aio.AioRpcError) as e:
             log.debug("lease revoke: %s", e)
 
