@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import grpc
-
 from corridor.common.errors import InvalidBatch, Violation, echo
 from corridor.controller.bgp import BgpFeeds, BgpIntent, FpmConfig, found_routes, node_ids
 from corridor.controller.bgp import list_routes as list_bgp_routes
@@ -562,11 +560,16 @@ class Controller:
         election = self._election
         assert election is not None
         while True:
-            info = await election.campaign()
+            try:
+                info = await election.campaign()
+            except Exception:  # never end: a follower that stops campaigning never leads
+                log.exception("campaign")
+                await asyncio.sleep(1.0)
+                continue
             try:
                 await self._take_lead(info.since)
-            except (StoreUnavailable, NotLeader, grpc.aio.AioRpcError) as e:
-                log.warning("took the lead but could not start leading: %s", e)
+            except Exception as e:  # etcd failed under it, or lost the lead meanwhile
+                log.warning("took the lead but could not start leading: %r", e)
                 await self._step_down()
                 await election.resign()
                 await asyncio.sleep(1.0)

@@ -74,11 +74,11 @@ class Election:
                     won = await self._try()
                     if won is not None:
                         return won
-            except StoreUnavailable as e:
+            except (StoreUnavailable, grpc.aio.AioRpcError) as e:
                 # etcd cannot say who leads: nobody does as far as this controller knows (a
                 # leader cut off from quorum steps down within its lease).
                 self.leader = None
-                log.debug("campaign: %s", e)
+                log.debug("campaign: %s", _short(e))
             await asyncio.sleep(LOOK_SECONDS)
 
     async def _try(self) -> LeaderInfo | None:

@@ -179,11 +179,7 @@ class EtcdClient:
             try:
                 reply = await getattr(stub, method)(request, timeout=share, metadata=REQUIRE_LEADER)
             except grpc.aio.AioRpcError as e:
-                if e.code() not in (
-                    grpc.StatusCode.UNAVAILABLE,
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    grpc.StatusCode.CANCELLED,
-                ):
+                if e.code() not in _MOVE_ON:
                     raise
                 errors.append(f"{self.config.endpoints[i]}: {e.details() or e.code().name}")
                 if e.code() is grpc.StatusCode.UNAVAILABLE and attempt >= n - 1:
@@ -227,6 +223,16 @@ class EtcdClient:
         finally:
             call.cancel()
 
+
+# What a member or the way to it answers when another member may do better: down, without
+# a leader, slow, or a transport that broke under the call (gRPC's INTERNAL, UNKNOWN).
+_MOVE_ON = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+)
 
 _STUBS = {
     "KV": rpc.KVStub,
@@ -600,7 +606,7 @@ class EtcdStore:
                     success=ops,
                     failure=[get(self.key_head), get(self.key_leader)],
                 ),
-                budget=max(self.config.timeout_seconds, 30.0) if len(ops) > 1 else None,
+                budget=self._budget(size),
             )
         except EtcdUnreachable as e:
             raise EtcdUnreachable(
@@ -640,12 +646,19 @@ class EtcdStore:
         if self._cleaner is None or self._cleaner.done():
             self._cleaner = asyncio.create_task(self._clean(), name="etcd store cleaner")
 
+    def _budget(self, size: int) -> float:
+        """Seconds a write of `size` bytes may take over every member: the configured
+        timeout, and one more second per MiB it carries (so that a refusal without a
+        quorum comes in seconds, a large write on a busy cluster still goes through)."""
+        return self.config.timeout_seconds + size / (1 << 20)
+
     async def _txn(self, compare: list[Any], ops: list[Any], revision: int) -> None:
+        size = sum(op.request_put.ByteSize() for op in ops)
         reply = await self.client.call(
             "KV",
             "Txn",
             rpc.TxnRequest(compare=compare, success=ops),
-            budget=max(self.config.timeout_seconds, 30.0),
+            budget=self._budget(size),
         )
         if not reply.succeeded:
             raise NotLeader(
