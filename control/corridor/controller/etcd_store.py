@@ -189,7 +189,7 @@ class EtcdClient:
             return reply
         seen = "; ".join(dict.fromkeys(errors)) or "no answer"
         raise EtcdUnreachable(
-            f"{self.config.describe()}: no member with a quorum answered in {budget:g} s ({seen})"
+            f"{self.config.describe()}: no member with a quorum answered in {budget:.1f} s ({seen})"
         )
 
     async def close(self) -> None:
