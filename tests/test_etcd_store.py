@@ -355,3 +355,24 @@ def test_check_reads_an_etcd_store_and_refuses_what_cannot_be_used(etcd, tmp_pat
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "store.endpoints[0]: 'nowhere' is not host:port" in done.stderr
     assert "store.tls.ca:" in done.stderr and "x.pem: no such file" in done.stderr
+
+
+async def test_a_damaged_head_or_chunk_refuses_the_start_naming_it(etcd) -> None:
+    from aetcd import rpc
+
+    config = EtcdConfig(tuple(etcd.endpoints))
+    store = EtcdStore(config)
+    state = IntentState(16, 16)
+    try:
+        await store.open()
+        await commit(store, state, state.plan_apply(RouteBatch.of(v4_routes(3))))
+        name = next(n for n in store.chunks if n.startswith("r/"))
+        key = store._blob_key(name, store.chunks[name])
+        for damage_key, value in ((key, b"\x01not zlib"), (store.key_head, b"{not json")):
+            await store.client.call("KV", "Put", rpc.PutRequest(key=damage_key, value=value))
+            fresh = EtcdStore(config)
+            with pytest.raises(StoreError, match="/corridor/head or a chunk it names is damaged"):
+                await fresh.check()
+            await fresh.close()
+    finally:
+        await store.close()

@@ -370,8 +370,11 @@ class EtcdStore:
             await self.read_head()
         except StoreUnavailable as e:
             raise StoreError(f"cannot be read: {e}") from None
-        except ValueError as e:
-            raise StoreError(f"{self.key_head.decode()} is damaged: {e}") from None
+        except (ValueError, KeyError, TypeError, zlib.error) as e:
+            raise StoreError(
+                f"{self.key_head.decode()} or a chunk it names is damaged ({e!r}); restore "
+                "etcd from a snapshot (docs/operations.md)"
+            ) from None
         return self.loaded()
 
     async def open(self) -> EtcdStore:
