@@ -93,10 +93,23 @@ class EtcdCluster:
         log.close()
 
     def start(self, within: float = 60.0) -> EtcdCluster:
-        for m in self.members:
-            self._spawn(m, "new")
-        self.wait_healthy(self.members, within)
-        return self
+        """Starts every member; ports another process took between their choice and
+        etcd's bind are chosen again (a few times)."""
+        for attempt in range(5):
+            for m in self.members:
+                self._spawn(m, "new")
+            try:
+                self.wait_healthy(self.members, within)
+                return self
+            except AssertionError as e:
+                if "address already in use" not in str(e) or attempt == 4:
+                    self.stop()
+                    raise
+            self.stop()
+            for m in self.members:
+                shutil.rmtree(m.data, ignore_errors=True)
+                m.client_port, m.peer_port = free_port(), free_port()
+        raise AssertionError("unreachable")
 
     def healthy(self, m: Member) -> bool:
         if self.tls is not None:
