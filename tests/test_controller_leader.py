@@ -194,3 +194,66 @@ async def _generation(agent: LocalAgent) -> int:
     from corridor.agent import client as agent_client
 
     return (await agent_client.read(agent.stub)).generation
+
+
+async def test_only_the_leader_listens_for_zebra_and_a_new_leader_keeps_bgp_routes(
+    tmp_path: Path,
+) -> None:
+    """BGP routes are the leader's soft state: only the leader listens for zebra; after a
+    failover the new leader adopts what the node holds (nothing is withdrawn) and takes
+    zebra's connection on its own listener."""
+    from fpm_support import frame, route_message
+
+    cluster = EtcdCluster(tmp_path / "etcd", 1).start()
+    a = await LocalAgent(tmp_path / "a.sock").start()
+    runs = []
+    writers = []
+    try:
+        for name in ("one", "two"):
+            d = document(tmp_path, name, {"a": a.address}, cluster.endpoints)
+            d["fpm"] = [{"node": "a", "listen": "127.0.0.1:0"}]
+            runs.append(await start(d, tmp_path))
+            if name == "one":
+                await eventually(
+                    lambda: _true(runs[0].controller.leading), what="the first leading"
+                )
+        first, second = (r.controller for r in runs)
+        assert first.feeds is not None and second.feeds is None  # the follower binds nothing
+
+        async def zebra(controller, prefix: str) -> None:
+            ((_, _, port),) = controller.feeds.listeners
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writers.append(writer)
+            writer.write(frame(route_message(prefix, rtype=6)))
+            await writer.drain()
+
+        async def holds(prefix: str) -> bool:
+            return (await a.routes()).get(prefix) == (2, 0)
+
+        await zebra(first, "198.18.64.0/24")
+        await eventually(lambda: holds("198.18.64.0/24"), what="zebra's route on the node")
+        await runs[0].stop(0)
+        runs[0] = None
+        await eventually(lambda: _true(second.leading), what="the second leading")
+        c2, s2 = controller_stub(tmp_path / "two" / "controller.sock")
+        try:
+            await wait_in_sync(s2, "a", second.state.revision)
+        finally:
+            await c2.close()
+        assert await holds("198.18.64.0/24"), "the new leader withdrew a BGP route"
+        assert second.feeds is not None
+        await zebra(second, "198.18.65.0/24")
+        await eventually(lambda: holds("198.18.65.0/24"), what="zebra's route via the new leader")
+        assert await holds("198.18.64.0/24")
+    finally:
+        for writer in writers:
+            writer.close()
+        for running in runs:
+            if running is not None:
+                await running.stop(0)
+        await a.stop()
+        cluster.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -601,14 +601,14 @@ class Controller:
                 await self._commit_lock.run(
                     self._commit_whole(Change(revision=s.revision + 1, nodes=changed))
                 )
+            if self._fpm:
+                # BGP routes are this leader's soft state: zebra connects to the leader's
+                # listener and replays; what nodes hold meanwhile is adopted on first read.
+                self.feeds = BgpFeeds(self._fpm, self, self._interfaces)
+                self._adopted.clear()
             for registered in s.nodes.values():
                 self._start_session(registered)
-        if self._fpm:
-            self.feeds = BgpFeeds(self._fpm, self, self._interfaces)
-            self._adopted.clear()
-            for session in self.sessions.values():
-                if session.name in self.feeds.sources:
-                    session.on_read = self._node_read
+        if self.feeds is not None:
             await self.feeds.start()
 
     async def _step_down(self) -> None:
