@@ -623,6 +623,25 @@ class Controller:
         if self.feeds is not None:
             await self.feeds.stop()
             self.feeds = None
+        self._forget_bgp()
+
+    def _forget_bgp(self) -> None:
+        """Drops the BGP routes this leader held: zebra's soft state, which the next leader
+        takes from the nodes and from zebra again (a stale copy here must not be written
+        if this controller leads again later)."""
+        state, bgp = self.state, self.bgp
+        for group, id_ in bgp.group_ids.items():
+            if state.group_ids.get(group) != id_:
+                state.group_keys.pop(id_, None)
+        for adjacency, id_ in bgp.adjacency_ids.items():
+            if state.adjacency_ids.get(adjacency) != id_:
+                state.adjacency_keys.pop(id_, None)
+        self.bgp = BgpIntent(
+            state.group_keys, state.adjacency_keys, state.max_groups, state.max_adjacencies
+        )
+        state.bgp = self.bgp
+        self._bgp_unused.clear()
+        self.bgp_sizes = self.bgp.sizes()
 
     def leader_now(self) -> tuple[str, float]:
         """The leader's address and since when, as this controller last saw them."""
