@@ -257,3 +257,100 @@ async def test_only_the_leader_listens_for_zebra_and_a_new_leader_keeps_bgp_rout
 
 async def _true(value: bool) -> bool:
     return value
+
+
+class CutLink:
+    """A TCP relay to one etcd member that the test can cut: the controller behind it loses
+    etcd while the others keep it (a leader cut off by the network)."""
+
+    def __init__(self, target: str) -> None:
+        self.host, port = target.rsplit(":", 1)
+        self.port = int(port)
+        self.server: asyncio.base_events.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _relay(self, reader, writer) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        self.writers += [writer, up_writer]
+
+        async def pipe(src, dst) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.transport.abort()
+
+
+async def test_a_leader_cut_off_from_etcd_steps_down_before_a_follower_leads(
+    tmp_path: Path,
+) -> None:
+    cluster = EtcdCluster(tmp_path / "etcd", 1).start()
+    a = await LocalAgent(tmp_path / "a.sock").start()
+    link = CutLink(cluster.endpoints[0])
+    runs = []
+    try:
+        relayed = await link.start()
+        runs.append(await start(document(tmp_path, "one", {"a": a.address}, [relayed]), tmp_path))
+        first = runs[0].controller
+        await eventually(lambda: _true(first.leading), what="the first leading")
+        runs.append(
+            await start(document(tmp_path, "two", {"a": a.address}, cluster.endpoints), tmp_path)
+        )
+        second = runs[1].controller
+        c1, s1 = controller_stub(tmp_path / "one" / "controller.sock")
+        c2, s2 = controller_stub(tmp_path / "two" / "controller.sock")
+        try:
+            reply = await s1.Apply(
+                controller_pb2.ApplyRequest(routes=[route("198.18.9.0/24", GW)]), timeout=30
+            )
+            await wait_in_sync(s1, "a", reply.revision)
+            held = await a.routes()
+            await link.cut()
+            cut = time.monotonic()
+            # The old leader must have stepped down by the time the new one leads.
+            both = None
+            while time.monotonic() - cut < 60:
+                if second.leading:
+                    both = first.leading
+                    break
+                await asyncio.sleep(0.01)
+            led = time.monotonic() - cut
+            print(f"\nleader cut off from etcd: a follower led after {led:.2f} s (lease 2 s)")
+            assert second.leading, "no follower took the lead in 60 s"
+            assert both is False, "two controllers led at once"
+            assert await a.routes() == held  # forwarding state untouched meanwhile
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await s1.Apply(controller_pb2.ApplyRequest(routes=[route("198.18.10.0/24", GW)]))
+            assert refused.value.code() in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.FAILED_PRECONDITION,
+            )
+            later = await s2.Apply(
+                controller_pb2.ApplyRequest(routes=[route("198.18.11.0/24", GW)]), timeout=30
+            )
+            await wait_in_sync(s2, "a", later.revision)
+            assert "198.18.11.0/24" in await a.routes()
+            assert "198.18.10.0/24" not in await a.routes()
+        finally:
+            await c1.close()
+            await c2.close()
+    finally:
+        for running in runs:
+            await running.stop(0)
+        await a.stop()
+        cluster.stop()
