@@ -27,8 +27,7 @@ from corridor.controller.etcd_store import (
     NotLeader,
     pack,
 )
-from corridor.controller.sqlite_store import StoreError
-from corridor.controller.store import RouteQuery
+from corridor.controller.store import RouteQuery, StoreError
 from etcd_support import EtcdCluster
 
 GW = ("198.18.0.2", "cor-c0", 0)

@@ -55,10 +55,10 @@ from corridor.controller.domain import (
     adjacency_text,
     group_from_text,
     group_text,
+    prefix_of_sort_key,
     prefix_sort_key,
 )
-from corridor.controller.sqlite_store import StoreError, _prefix_of_key
-from corridor.controller.store import Loaded, RouteQuery
+from corridor.controller.store import Loaded, RouteQuery, StoreError
 
 log = logging.getLogger("corridor.controller.etcd")
 
@@ -398,7 +398,7 @@ class EtcdStore:
                 intent = intents.get((kind, gid))
                 if intent is None:
                     intent = intents[kind, gid] = self._intent(kind, gid)
-                prefix = _prefix_of_key(key)
+                prefix = prefix_of_sort_key(key)
                 assert prefix is not None
                 routes.append(((node, prefix), intent))
         return Loaded(
@@ -520,7 +520,7 @@ class EtcdStore:
                 old = before.get(key)
                 if old == value:
                     continue
-                prefix = _prefix_of_key(key)
+                prefix = prefix_of_sort_key(key)
                 if prefix is None:
                     raise ValueError(f"chunk {name}: {key!r} is not a prefix's sort key")
                 intent = intent_of(*value, self._groups)
@@ -536,7 +536,7 @@ class EtcdStore:
                         change.group_refs[previous.group] -= 1
             for key, old in before.items():
                 if key not in after:
-                    prefix = _prefix_of_key(key)
+                    prefix = prefix_of_sort_key(key)
                     assert prefix is not None
                     change.deleted.append((node, prefix))
                     previous = intent_of(*old, old_groups)
@@ -851,7 +851,7 @@ class EtcdStore:
                 kind, gid = values[key]
                 if query.kind and kind != query.kind:
                     continue
-                prefix = _prefix_of_key(key)
+                prefix = prefix_of_sort_key(key)
                 assert prefix is not None
                 out.append(((node, prefix), self._intent(kind, gid), key))
                 if len(out) >= query.limit:

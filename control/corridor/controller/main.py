@@ -27,8 +27,8 @@ from corridor.controller.etcd_store import EtcdStore
 from corridor.controller.metrics import ControllerMetrics
 from corridor.controller.reconciler import NodeSession
 from corridor.controller.server import ControllerServer, StartError, bind_server
-from corridor.controller.sqlite_store import SqliteStore, StoreError
-from corridor.controller.store import Loaded
+from corridor.controller.sqlite_store import SqliteStore
+from corridor.controller.store import Loaded, StoreError
 
 log = logging.getLogger("corridor.controller")
 
