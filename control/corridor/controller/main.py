@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import uvloop
 
 from corridor.common import logs, serving, systemd
-from corridor.common.config import ConfigError
+from corridor.common.config import ConfigError, HostPort
 from corridor.common.metrics import MetricsServer
 from corridor.common.reload import Hangup, ignore_hangups
 from corridor.controller.config import ControllerConfig, load
@@ -211,6 +211,9 @@ async def start_controller(
             except OSError as e:
                 raise StartError(f"metrics.address: cannot listen on {config.metrics}: {e}") from e
         server = await bind_server(controller, config.listen, config.tls)
+        if config.listen.tcp is not None and controller.advertise == str(config.listen.tcp):
+            # Port 0: followers name the port that was bound.
+            controller.advertise = str(HostPort(config.listen.tcp.host, server.port or 0))
         try:
             await store.open()  # the first change on disk
         except StoreError as e:
