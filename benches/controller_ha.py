@@ -5,9 +5,10 @@ engine: BLACKHOLE routes; no root needed):
    the first Apply to its last acknowledgement and to the node in sync, routes/s, the ratio;
    and the size the tables take in etcd (the chunks the head names; etcd's database file);
 2. failover: 3 controllers on the etcd cluster, 2 agents; the leader killed (-9): seconds
-   until a follower leads, and until it has read both nodes and found (or made) them in
-   sync, with the operations it wrote (0: nothing, the nodes were in sync). At 1 k routes
-   and at the tables of --limit (default: the full tables).
+   until a follower took the leader key (its own clock), until it answers as the leader,
+   and until it has read both nodes and found (or made) them in sync, with the operations
+   it wrote (0: nothing, the nodes were in sync). At 1 k routes and at the tables of
+   --limit (default: the full tables).
 
   .venv/bin/python -m benches.controller_ha [--data ../shared/data] [--limit N]
 """
@@ -180,11 +181,14 @@ async def failover(batches: list, routes: int) -> dict:
                 await until(lambda node=node: in_sync(stub, revision, node), step=0.05)
             await asyncio.sleep(2 * LEASE)  # the followers have followed; all quiet
             process = next(p for p, a, _ in lab.controllers if a == old_address)
-            killed = time.perf_counter()
+            killed, killed_at = time.perf_counter(), time.time()
             process.send_signal(signal.SIGKILL)
             await process.wait()
             _, address, new = await lab.leader()
             led = time.perf_counter() - killed
+            stats = await new.GetStats(controller_pb2.GetStatsRequest(), timeout=30)
+            # When the follower took the leader key, by its clock (the same machine's).
+            took = stats.leadership.leader_since.ToNanoseconds() / 1e9 - killed_at
             written = 0
             for node in agents:
                 status = await until(lambda node=node: in_sync(new, revision, node), step=0.02)
@@ -193,6 +197,7 @@ async def failover(batches: list, routes: int) -> dict:
             return {
                 "routes": routes,
                 "lease_seconds": LEASE,
+                "leader_key_seconds": round(took, 2),
                 "leader_seconds": round(led, 2),
                 "in_sync_seconds": round(synced, 2),
                 "operations_written": written,

@@ -32,11 +32,12 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import starmap
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from aetcd import rpc
@@ -61,6 +62,7 @@ from corridor.controller.domain import (
 from corridor.controller.store import Loaded, RouteQuery, StoreError
 
 log = logging.getLogger("corridor.controller.etcd")
+T = TypeVar("T")
 
 FORMAT = 1
 TXN_BYTES = 1 << 20  # below etcd's default --max-request-bytes (1.5 MiB), with room to spare
@@ -348,13 +350,23 @@ class EtcdStore:
         self._adjacency_ids: dict[AdjacencyKey, int] = {}
         self._nodes: dict[str, Node] = {}
         self._drained: set[tuple[str, AdjacencyKey]] = set()
-        # node -> its routes, sorted keys and values, for list_routes (dropped on a change)
-        self._sorted: dict[str, tuple[list[bytes], dict[bytes, tuple[int, int]]]] = {}
+        # node -> (its chunks' names and revisions, sorted keys, values), for list_routes:
+        # built again when the node's chunks changed
+        self._sorted: dict[
+            str,
+            tuple[tuple[tuple[str, int], ...], list[bytes], dict[bytes, tuple[int, int]]],
+        ] = {}
         self._written = 0  # chunk bytes since the last compaction
         self._garbage: list[bytes] = []  # blob keys no head names, to delete
         self._cleaner: asyncio.Task[None] | None = None
         self._opened = False
         self.last_commit_txns = 0  # Txns the last commit took (tests, benchmarks)
+        # Chunks are encoded, compressed and decoded on a thread of their own: a full
+        # table's are seconds of work, and the event loop keeps the leader's lease alive.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corridor-etcd")
+
+    async def _off_loop(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     def describe(self) -> str:
         return self.config.describe()
@@ -375,7 +387,7 @@ class EtcdStore:
                 f"{self.key_head.decode()} or a chunk it names is damaged ({e!r}); restore "
                 "etcd from a snapshot (docs/operations.md)"
             ) from None
-        return self.loaded()
+        return await self._off_loop(self.loaded)
 
     async def open(self) -> EtcdStore:
         if not self._opened:
@@ -385,7 +397,7 @@ class EtcdStore:
     async def load(self) -> Loaded:
         if not self._opened:
             return await self.check()
-        return self.loaded()
+        return await self._off_loop(self.loaded)
 
     def loaded(self) -> Loaded:
         routes: list[tuple[RouteKey, Intent]] = []
@@ -433,7 +445,7 @@ class EtcdStore:
             values = await self._read_blobs([(n, chunks[n]) for n in wanted])
             if values is None:
                 continue  # a newer head replaced some: read it again
-            change = self._take(int(head["revision"]), chunks, values)
+            change = await self._off_loop(self._take, int(head["revision"]), chunks, {}, values)
             self.head_mod = kv.mod_revision
             return change
         raise EtcdUnreachable(f"{self.describe()}: the head kept changing while it was read")
@@ -452,15 +464,24 @@ class EtcdStore:
                 kvs = response.response_range.kvs
                 if not kvs:
                     return None
-                out[name] = unpack(kvs[0].value)
+                out[name] = kvs[0].value  # unpacked by _take, off the loop
         return out
 
     def _blob_key(self, name: str, revision: int) -> bytes:
         return self.key_blob + f"{name}@{revision:016x}".encode()
 
-    def _take(self, revision: int, chunks: dict[str, int], raw: dict[str, bytes]) -> Change:
-        """Brings the mirror to a head at `revision` naming `chunks`, of which `raw` are the
-        ones that changed; the difference as a Change, for the controller's memory."""
+    def _take(
+        self,
+        revision: int,
+        chunks: dict[str, int],
+        raw: dict[str, bytes],
+        packed: dict[str, bytes] | None = None,
+    ) -> Change:
+        """Brings the mirror to a head at `revision` naming `chunks`, of which `raw` (or
+        `packed`, as etcd holds them) are the ones that changed; the difference as a
+        Change, for the controller's memory."""
+        if packed:
+            raw = {**raw, **{n: unpack(v) for n, v in packed.items()}}
         change = Change(revision=revision)
         gone = [n for n in self.chunks if n not in chunks]
         new_ids: dict[str, dict[int, str]] = {"g": {}, "a": {}}
@@ -544,7 +565,6 @@ class EtcdStore:
                         change.group_refs[previous.group] -= 1
                     v4 -= 1
                     v6 -= six
-            self._sorted.pop(node, None)
         change.routes_added = (v4, v6)
         for i in freed_groups:
             if i not in new_ids["g"]:
@@ -559,9 +579,11 @@ class EtcdStore:
             change.drained = sorted(drained - self._drained)
             change.restored = sorted(self._drained - drained)
             self._drained = drained
-        for name in gone:
-            self._raw.pop(name, None)
-        self._raw.update(raw)
+        # A new dict, not the old one changed: readers on the event loop (list_routes) may be
+        # going over the old one meanwhile.
+        new_raw = {n: v for n, v in self._raw.items() if n not in gone}
+        new_raw.update(raw)
+        self._raw = new_raw
         self.chunks = chunks
         self.revision = revision
         return change
@@ -571,19 +593,7 @@ class EtcdStore:
     async def commit(self, change: Change) -> None:
         if self.revision + 1 != change.revision:
             raise RuntimeError(f"revision {change.revision} does not follow the store's")
-        raw = self._chunks_of(change)
-        chunks = dict(self.chunks)
-        for name, value in raw.items():
-            if value:
-                chunks[name] = change.revision
-            else:
-                chunks.pop(name, None)
-        head = json.dumps(
-            {"format": FORMAT, "revision": change.revision, "chunks": chunks},
-            separators=(",", ":"),
-            sort_keys=True,
-        ).encode()
-        packed = {n: pack(v) for n, v in raw.items() if v}
+        raw, chunks, head, packed = await self._off_loop(self._prepare, change)
         fences = [compare_created(self.key_leader, self.fence)] if self.fence else []
         # Chunks that do not fit beside the head go first, fenced, in Txns of their own.
         ops: list[Any] = []
@@ -641,8 +651,6 @@ class EtcdStore:
                 self._raw[name] = value
             else:
                 self._raw.pop(name, None)
-            if name.startswith("r/"):
-                self._sorted.pop(name.split("/")[1], None)
         self.chunks = chunks
         self.revision = change.revision
         self._apply_ids(change)
@@ -654,6 +662,25 @@ class EtcdStore:
         timeout, and one more second per MiB it carries (so that a refusal without a
         quorum comes in seconds, a large write on a busy cluster still goes through)."""
         return self.config.timeout_seconds + size / (1 << 20)
+
+    def _prepare(
+        self, change: Change
+    ) -> tuple[dict[str, bytes], dict[str, int], bytes, dict[str, bytes]]:
+        """The chunks `change` rewrites (raw, b"": gone), the head naming them, and the
+        chunks as etcd is to hold them (compressed)."""
+        raw = self._chunks_of(change)
+        chunks = dict(self.chunks)
+        for name, value in raw.items():
+            if value:
+                chunks[name] = change.revision
+            else:
+                chunks.pop(name, None)
+        head = json.dumps(
+            {"format": FORMAT, "revision": change.revision, "chunks": chunks},
+            separators=(",", ":"),
+            sort_keys=True,
+        ).encode()
+        return raw, chunks, head, {n: pack(v) for n, v in raw.items() if v}
 
     async def _txn(self, compare: list[Any], ops: list[Any], revision: int) -> None:
         size = sum(op.request_put.ByteSize() for op in ops)
@@ -859,9 +886,12 @@ class EtcdStore:
         return out
 
     async def _node_routes(self, node: str) -> tuple[list[bytes], dict[bytes, tuple[int, int]]]:
+        mine = f"r/{node}/"
+        raw_now = self._raw
+        version = tuple(sorted((n, r) for n, r in self.chunks.items() if n.startswith(mine)))
         found = self._sorted.get(node)
-        if found is None:
-            raws = [(n, r) for n, r in self._raw.items() if n.startswith(f"r/{node}/")]
+        if found is None or found[0] != version:
+            raws = [(n, raw_now[n]) for n, _ in version if n in raw_now]
 
             def build() -> tuple[list[bytes], dict[bytes, tuple[int, int]]]:
                 values: dict[bytes, tuple[int, int]] = {}
@@ -869,13 +899,14 @@ class EtcdStore:
                     values.update(decode_routes(name, raw))
                 return sorted(values), values
 
-            found = await asyncio.get_running_loop().run_in_executor(None, build)
-            self._sorted[node] = found
-        return found
+            keys, values = await asyncio.get_running_loop().run_in_executor(None, build)
+            found = self._sorted[node] = (version, keys, values)
+        return found[1], found[2]
 
     async def size(self) -> tuple[int, int]:
         """(bytes of chunks the head names, etcd's database size) in bytes."""
-        chunk_bytes = sum(len(pack(v)) for v in self._raw.values())
+        raws = list(self._raw.values())
+        chunk_bytes = await self._off_loop(lambda: sum(len(pack(v)) for v in raws))
         reply = await self.client.call("Maintenance", "Status", rpc.StatusRequest())
         return chunk_bytes, reply.dbSize
 
@@ -895,6 +926,7 @@ class EtcdStore:
             except (TimeoutError, StoreUnavailable):
                 pass
         await self.client.close()
+        self._thread.shutdown(wait=True)
 
 
 def _nodes_to(nodes: dict[str, Node]) -> bytes:
