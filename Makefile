@@ -21,7 +21,7 @@ APT_PACKAGES := build-essential pkg-config curl ca-certificates git \
 	clang llvm libbpf-dev libelf-dev zlib1g-dev libxdp-dev \
 	iproute2 ethtool iputils-ping tcpdump openssl \
 	python3 python3-venv python3-dev frr bird2 \
-	vagrant shellcheck prometheus systemd util-linux
+	vagrant shellcheck prometheus systemd util-linux etcd-server etcd-client
 
 RUST_SOURCES := $(shell find dataplane benches -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name Cargo.toml 2>/dev/null)
 
@@ -82,6 +82,7 @@ bench: deps
 	cargo bench -p corridor-benches --bench fib -- --noplot | tee benches/results/fib-latest.txt
 	$(PY) -m benches.agent_load --out benches/results/agent-load.md
 	$(PY) -m benches.controller_load
+	$(PY) -m benches.controller_ha > benches/results/controller-ha.json
 	$(PY) -m benches.bgp_load
 	$(MAKE) -s -C benches/gen
 	$(PY) -m benches.forwarding --reps 1 --profile

@@ -132,3 +132,24 @@ async def agent(agent_config: dict, tmp_path: Path) -> AsyncIterator[RunningAgen
     finally:
         await channel.close()
         await server.stop(0)
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def store_backend(request: pytest.FixtureRequest, tmp_path: Path):
+    """Each store backend in turn: a function that points a controller's document at it
+    (SQLite: as it is; etcd: a real one-member cluster this fixture starts and stops)."""
+    from etcd_support import EtcdCluster
+
+    if request.param == "sqlite":
+        yield lambda document: document
+        return
+    cluster = EtcdCluster(tmp_path / "etcd", 1).start()
+
+    def to_etcd(document: dict) -> dict:
+        document["store"] = {"backend": "etcd", "endpoints": cluster.endpoints}
+        return document
+
+    try:
+        yield to_etcd
+    finally:
+        cluster.stop()

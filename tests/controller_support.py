@@ -116,10 +116,19 @@ def controller_document(tmp: Path, nodes: dict[str, str], drift: int = 1) -> dic
 
 
 async def start_controller(document: dict, tmp: Path):
+    """A controller in this process; with an etcd store, once it leads."""
     from corridor.controller.config import parse
     from corridor.controller.main import start_controller as start
 
-    return await start(parse(document, base=tmp))
+    running = await start(parse(document, base=tmp))
+    if running.controller.backend == "etcd":
+        deadline = time.monotonic() + 30
+        while not running.controller.leading:
+            if time.monotonic() > deadline:
+                await running.stop(0)
+                raise AssertionError("the controller did not take the lead in 30 s")
+            await asyncio.sleep(0.02)
+    return running
 
 
 def controller_stub(sock: Path) -> tuple[grpc.aio.Channel, controller_pb2_grpc.ControllerStub]:

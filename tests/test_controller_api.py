@@ -30,12 +30,13 @@ GW_B = ("198.19.0.2", "cor-c1", 100, 2)
 
 
 @pytest.fixture
-async def lab(tmp_path: Path):
-    """Two agents (nodes a and b) and a controller, with a channel to it."""
+async def lab(tmp_path: Path, store_backend):
+    """Two agents (nodes a and b) and a controller on each store backend, with a channel to
+    it."""
     a = await LocalAgent(tmp_path / "a.sock").start()
     b = await LocalAgent(tmp_path / "b.sock").start()
     running = await start_controller(
-        controller_document(tmp_path, {"a": a.address, "b": b.address}), tmp_path
+        store_backend(controller_document(tmp_path, {"a": a.address, "b": b.address})), tmp_path
     )
     channel, stub = controller_stub(tmp_path / "controller.sock")
     try:

@@ -82,6 +82,9 @@ async def test_cli_against_a_real_controller(tmp_path: Path) -> None:
         assert stats["intent"]["ipv4_routes"] == 1 and stats["nodes"][0]["name"] == "a"
         code, out, _ = await corridor(ctl, "stats")
         assert code == 0 and out.startswith(f"revision {stats['revision']}: 1 IPv4 and 1 IPv6")
+        # One controller on SQLite leads from its start.
+        assert "leader: this controller leads (sqlite store) since " in out, out
+        assert stats["leadership"]["leading"] and stats["leadership"]["backend"] == "sqlite"
         code, out, _ = await corridor(ctl, "route", "del", "2001:db8::/32")
         assert code == 0
 

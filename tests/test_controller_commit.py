@@ -45,9 +45,9 @@ async def stats(stub) -> tuple[int, int]:
     return s.revision, s.intent.ipv4_routes + s.intent.ipv6_routes
 
 
-async def test_an_apply_cancelled_during_its_commit_is_whole(tmp_path: Path) -> None:
+async def test_an_apply_cancelled_during_its_commit_is_whole(tmp_path: Path, store_backend) -> None:
     agent = await LocalAgent(tmp_path / "a.sock").start()
-    document = controller_document(tmp_path, {"a": agent.address})
+    document = store_backend(controller_document(tmp_path, {"a": agent.address}))
     running = await start_controller(document, tmp_path)
     channel, stub = controller_stub(tmp_path / "controller.sock")
     request = big_batch()

@@ -51,6 +51,10 @@ def test_one_name_scheme_and_counters_typed_as_counters(exporters: Exporters) ->
     assert controller['corridor_controller_bgp_entries{table="ipv4_routes"}'] == 0
     assert controller['corridor_controller_bgp_connected{node="ix1"}'] == 0
     assert controller['corridor_controller_bgp_received_updates_total{node="ix1"}'] == 0
+    # One controller on SQLite leads from its start.
+    assert controller["corridor_controller_leading"] == 1
+    assert controller["corridor_controller_leader_changes_total"] == 1
+    assert controller["corridor_controller_election_id"] >= 1
 
 
 async def test_an_election_changes_values_not_series(agent) -> None:

@@ -394,10 +394,17 @@ def _run_stats(args) -> int:
         nodes = [_status_dict(s) for s in stats.node_status]
         intent = _sizes(stats.intent)
         bgp = _sizes(stats.bgp)
+        leadership = _leadership_dict(stats.leadership)
         if args.json:
             print(
                 json.dumps(
-                    {"revision": stats.revision, "intent": intent, "bgp": bgp, "nodes": nodes}
+                    {
+                        "revision": stats.revision,
+                        "intent": intent,
+                        "bgp": bgp,
+                        "nodes": nodes,
+                        "leadership": leadership,
+                    }
                 )
             )
             return 0
@@ -410,6 +417,7 @@ def _run_stats(args) -> int:
             f"bgp: {bgp['ipv4_routes']} IPv4 and {bgp['ipv6_routes']} IPv6 routes, "
             f"{bgp['next_hop_groups']} next-hop groups, {bgp['adjacencies']} adjacencies"
         )
+        print(f"leader: {_leadership_text(leadership)}")
         _print_nodes(args, nodes)
         return 0
 
@@ -481,6 +489,7 @@ def _print_status(d: dict) -> None:
 
     lines = [(label, text(key, d[key])) for key, label in _STATUS_LABELS]
     lines.append(("last error", _error_text(d)))
+    lines.append(("leader", _leadership_text(d["leadership"])))
     bgp = d.get("bgp")
     if bgp is not None:
         lines.append(("bgp", f"zebra {'connected' if bgp['connected'] else 'not connected'} "
@@ -551,7 +560,36 @@ def _status_dict(s) -> dict:
         "cleared_error": s.cleared_error,
         "cleared_error_time": _time_text(s, "cleared_error_time"),
         "bgp": _bgp_dict(s.bgp) if s.HasField("bgp") else None,
+        "leadership": _leadership_dict(s.leadership),
     }
+
+
+def _leadership_dict(x) -> dict:
+    return {
+        "backend": x.backend,
+        "leading": x.leading,
+        "leader": x.leader,
+        "leader_since": _time_text(x, "leader_since"),
+        "election_id": x.election_id,
+        "controller": x.name,
+        "leader_changes": x.leader_changes,
+    }
+
+
+def _leadership_text(x: dict) -> str:
+    """Which controller leads, as the one asked sees it."""
+    if x["leading"]:
+        who = x["controller"] or "this controller"
+        return (
+            f"{who} leads ({x['backend']} store) since {x['leader_since'] or '?'}, "
+            f"election id {x['election_id']}:0"
+        )
+    if x["leader"]:
+        return (
+            f"{x['leader']} leads since {x['leader_since'] or '?'} "
+            f"({x['controller'] or 'this controller'} follows; ask the leader for sync state)"
+        )
+    return "no controller leads (etcd has no quorum, or an election is under way)"
 
 
 def _bgp_dict(b) -> dict:

@@ -22,8 +22,13 @@ from corridor.controller import config as controller_config
 from corridor.controller import main as controller_main
 from corridor.controller import reload as controller_reload
 from corridor.controller.domain import Node, check_node_name
-from corridor.controller.main import STOP_GRACE_SECONDS, RunningController, StartError, log
-from corridor.controller.sqlite_store import SqliteStore
+from corridor.controller.main import (
+    STOP_GRACE_SECONDS,
+    AnyStore,
+    RunningController,
+    StartError,
+    log,
+)
 from corridor.controller.store import Loaded
 
 
@@ -85,7 +90,7 @@ def run(
     )
 
 
-async def check(config: UpConfig, accept_empty_store: bool = False) -> tuple[SqliteStore, Loaded]:
+async def check(config: UpConfig, accept_empty_store: bool = False) -> tuple[AnyStore, Loaded]:
     """The controller's check (store, listeners, TLS) and the local agent's listeners and
     TLS, before either starts; ConfigError with every problem."""
     agent_problems = serving.check(config.agent.listen, config.agent.tls, "agent.")

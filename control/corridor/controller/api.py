@@ -47,6 +47,7 @@ from corridor.controller.domain import (
     UnknownNode,
     check_node_name,
 )
+from corridor.controller.etcd_store import NotLeader
 from corridor.controller.store import RouteQuery
 from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2, dataplane_pb2_grpc
 
@@ -86,6 +87,8 @@ def _store_errors(method: _Method[_Request, _Response]) -> _Method[_Request, _Re
         except StoreUnavailable as e:
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if e.full else grpc.StatusCode.UNAVAILABLE
             await status.abort(context, code, str(e))
+        except NotLeader as e:
+            await status.abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
 
     return call
 
@@ -131,15 +134,19 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
     async def GetNodeStatus(
         self, request: controller_pb2.GetNodeStatusRequest, context: _Context
     ) -> controller_pb2.NodeStatus:
-        session = self.controller.sessions.get(request.name)
+        c = self.controller
+        session = c.sessions.get(request.name)
         if session is None:
-            await status.abort(
-                context, grpc.StatusCode.NOT_FOUND, self.controller.unknown_node(request.name)
-            )
-        return node_status(self.controller, session)
+            node = c.state.nodes.get(request.name)
+            if node is None or c.leading:
+                await status.abort(context, grpc.StatusCode.NOT_FOUND, c.unknown_node(request.name))
+            return followed_node_status(c, node)
+        return node_status(c, session)
 
     def _statuses(self) -> list[controller_pb2.NodeStatus]:
         c = self.controller
+        if not c.leading:  # a follower: the nodes as intent has them, and who leads
+            return [followed_node_status(c, c.state.nodes[n]) for n in sorted(c.state.nodes)]
         return [node_status(c, c.sessions[name]) for name in sorted(c.sessions)]
 
     async def GetStats(
@@ -152,6 +159,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             nodes=len(c.state.nodes),
             node_status=self._statuses(),
             bgp=fib_sizes(c.bgp_sizes),
+            leadership=leadership(c),
         )
 
     # -- a node's agent, asked through the controller (read-only)
@@ -754,6 +762,32 @@ def fib_sizes(sizes: tuple[int, int, int, int]) -> controller_pb2.FibSizes:
     )
 
 
+def leadership(c: Controller) -> controller_pb2.Leadership:
+    leader, since = c.leader_now()
+    pb = controller_pb2.Leadership(
+        backend=c.backend,
+        leading=c.leading,
+        leader=leader,
+        election_id=c.election >> 64 if c.leading else 0,
+        name=c.advertise,
+        leader_changes=c.leader_changes,
+    )
+    if since:
+        pb.leader_since.FromNanoseconds(int(since * 1e9))
+    return pb
+
+
+def followed_node_status(c: Controller, node: domain.Node) -> controller_pb2.NodeStatus:
+    """A node as a follower knows it: registered, and who leads
+    (the leader alone has a session to it: ask the leader for its sync state)."""
+    pb = controller_pb2.NodeStatus(
+        node=controller_pb2.Node(name=node.name, address=node.address),
+        state=controller_pb2.SYNC_STATE_UNSPECIFIED,
+        leadership=leadership(c),
+    )
+    return pb
+
+
 def node_status(c: Controller, s: NodeSession) -> controller_pb2.NodeStatus:
     node = s.node
     pb = controller_pb2.NodeStatus(
@@ -775,6 +809,7 @@ def node_status(c: Controller, s: NodeSession) -> controller_pb2.NodeStatus:
         counters=controller_pb2.CountersSummary(
             rx_packets=s.counters[0], tx_packets=s.counters[1], dropped_packets=s.counters[2]
         ),
+        leadership=leadership(c),
     )
     if node.tls is not None:
         pb.node.tls.CopyFrom(

@@ -24,6 +24,7 @@ from corridor.common.fib import ADJACENCIES_MAX, GROUPS_MAX
 from corridor.common.logs import LogConfig, log_from
 from corridor.controller.bgp import FpmConfig, fpm_from
 from corridor.controller.domain import Node, NodeTls, check_node_address, check_node_name
+from corridor.controller.etcd_store import EtcdConfig, EtcdTls, endpoints_problem
 
 __all__ = ["ControllerConfig", "load", "parse"]
 
@@ -39,6 +40,16 @@ tcp = "127.0.0.1:50061"                   # mutual TLS when [tls] is set
 
 [store]
 path = "/var/lib/corridor/intent.db"      # SQLite, WAL, durable commits
+# A cluster of controllers keeps intent in etcd instead (docs/operations.md, high availability):
+# backend = "etcd"
+# endpoints = ["10.0.0.1:2379", "10.0.0.2:2379", "10.0.0.3:2379"]
+# prefix = "/corridor"                    # every key of this exchange's intent
+# lease_seconds = 5                       # a dead leader is replaced within this, plus 1 s
+# advertise = "10.0.0.1:50061"            # how clients reach this controller (followers name it)
+# [store.tls]                             # mutual TLS to etcd
+# ca = "etcd-ca.pem"
+# cert = "controller.pem"
+# key = "controller.key"
 
 [reconcile]
 drift_check_seconds = 10                  # how often each node is checked for drift
@@ -85,6 +96,8 @@ class ControllerConfig:
     fpm: tuple[FpmConfig, ...] = ()
     base: Path = field(default_factory=Path)
     log: LogConfig | None = None
+    etcd: EtcdConfig | None = None  # [store] backend = "etcd"; None: SQLite at `store`
+    advertise: str = ""  # how clients reach this controller, for followers to name it
 
 
 def load(path: str | os.PathLike[str]) -> ControllerConfig:
@@ -109,12 +122,29 @@ def read(top: Table, base: Path, others: Iterable[str] = UP_TABLES) -> Controlle
     listen, tls = tls_and_listen(top, base)
     store_table = top.table("store")
     store = base / "corridor-intent.db"
+    etcd = None
+    advertise = ""
     if store_table is not None:
+        backend = store_table.string("backend") or "sqlite"
+        if backend not in BACKENDS:
+            store_table.fail("backend", f"{backend!r} is not a store backend; use one of: "
+                             + ", ".join(BACKENDS))  # fmt: skip
         path = store_table.string("path")
         if path is not None:
             if not path:
                 store_table.fail("path", "is empty; give the SQLite file to use")
+            elif backend == "etcd":
+                store_table.fail("path", "is SQLite's; an etcd store has no path")
             store = base / path
+        if backend == "etcd":
+            etcd = _etcd(store_table, base)
+            advertise = store_table.string("advertise") or ""
+            if not advertise and listen.tcp is not None:
+                advertise = str(listen.tcp)
+        else:
+            for key in ETCD_KEYS:
+                if key in store_table.data:
+                    store_table.fail(key, 'is for an etcd store; set backend = "etcd"')
         store_table.done()
     metrics = metrics_from(top)
     log = log_from(top)
@@ -145,6 +175,49 @@ def read(top: Table, base: Path, others: Iterable[str] = UP_TABLES) -> Controlle
         fpm=fpm,
         base=base,
         log=log,
+        etcd=etcd,
+        advertise=advertise,
+    )
+
+
+BACKENDS = ("sqlite", "etcd")
+ETCD_KEYS = ("endpoints", "prefix", "lease_seconds", "timeout_seconds", "advertise", "tls")
+
+
+def _etcd(t: Table, base: Path) -> EtcdConfig:
+    """The etcd keys of [store]: endpoints (host:port), prefix, lease, timeout, [store.tls]."""
+    endpoints = t.get("endpoints", list, "an array of host:port strings", [], required=True)
+    if not endpoints and "endpoints" in t.data:
+        t.fail("endpoints", "is empty; give the client address of each etcd member")
+    for i, endpoint in enumerate(endpoints):
+        problem = endpoints_problem(endpoint) if isinstance(endpoint, str) else "is not a string"
+        if problem is not None:
+            t.fail(f"endpoints[{i}]", problem)
+    prefix = t.string("prefix") or "/corridor"
+    if not prefix.startswith("/") or prefix.rstrip("/") == "":
+        t.fail("prefix", f'{prefix!r}: give a key prefix such as "/corridor"')
+    lease = t.integer("lease_seconds", 2, 60, default=5)
+    timeout = t.integer("timeout_seconds", 1, 60, default=3)
+    tls = None
+    tls_table = t.table("tls")
+    if tls_table is not None:
+        files = {}
+        for key in ("ca", "cert", "key"):
+            value = tls_table.required_string(key)
+            files[key] = base / value
+            if value and not tls_table.failed(key) and not (base / value).is_file():
+                tls_table.fail(key, f"{base / value}: no such file")
+        tls_table.done()
+        tls = EtcdTls(**files)
+    advertise = t.string("advertise")
+    if advertise is not None and endpoints_problem(advertise) is not None:
+        t.fail("advertise", f"{advertise!r} is not the host:port clients reach this controller at")
+    return EtcdConfig(
+        tuple(e for e in endpoints if isinstance(e, str)),
+        prefix.rstrip("/"),
+        lease,
+        float(timeout),
+        tls,
     )
 
 

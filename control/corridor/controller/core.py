@@ -32,6 +32,8 @@ from corridor.controller.domain import (
     StoreUnavailable,
     UnknownNode,
 )
+from corridor.controller.election import Election
+from corridor.controller.etcd_store import EtcdStore, NotLeader
 from corridor.controller.store import Loaded, RouteQuery, Store
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ log = logging.getLogger("corridor.controller")
 
 KNOWN_NODES_LISTED = 16  # in an error about an unknown node
 WATCH_QUEUE = 1024  # changes a watcher may fall behind before it is ended
+FOLLOW_SECONDS = 1.0  # a follower reads the store's head at least this often
 SNAPSHOT_SHARED_CHANGES = 64  # commits after a snapshot that a new watcher may start with
 
 
@@ -76,6 +79,19 @@ class CommitTurn:
         task.add_done_callback(_orphaned)
         self._running = task
         return await asyncio.shield(task)
+
+
+def default_name() -> str:
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _ended(task: asyncio.Task[Any]) -> None:
+    """A task that must run as long as the controller ended: said loudly, with its cause."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s ended: %r", task.get_name(), task.exception(), exc_info=task.exception())
 
 
 def _orphaned(task: asyncio.Task[Any]) -> None:
@@ -134,6 +150,7 @@ class Controller:
         max_adjacencies: int = 65536,
         metrics: ControllerMetrics | None = None,
         fpm: Sequence[FpmConfig] = (),
+        advertise: str = "",
     ) -> None:
         self.store = store
         self.state = IntentState(max_groups, max_adjacencies)
@@ -143,7 +160,12 @@ class Controller:
             self.state.group_keys, self.state.adjacency_keys, max_groups, max_adjacencies
         )
         self.state.bgp = self.bgp
-        self.feeds = BgpFeeds(fpm, self, self._interfaces) if fpm else None
+        # With etcd, the leader alone listens for zebra (see _take_lead).
+        self.feeds = (
+            BgpFeeds(fpm, self, self._interfaces)
+            if fpm and not isinstance(store, EtcdStore)
+            else None
+        )
         self._bgp_unused: set[GroupKey] = set()  # groups no BGP route uses, ids still held
         self._adopted: set[str] = set()  # nodes whose routes found at start were adopted
         self.bgp_sizes = (0, 0, 0, 0)
@@ -158,6 +180,18 @@ class Controller:
             weakref.WeakValueDictionary()
         )
         self.intent_sizes = (0, 0, 0, 0)
+        # Leadership. With the SQLite store this controller is the only one and leads from
+        # its start; with etcd it leads only while it holds the leader key (election.py).
+        self._fpm = tuple(fpm)
+        self.advertise = advertise
+        self.backend = "etcd" if isinstance(store, EtcdStore) else "sqlite"
+        self.leading = False
+        self.leader = ""  # the leader's advertised address, as last seen
+        self.leader_since = 0.0  # when the leader took the lead (seconds since the epoch)
+        self.leader_changes = 0  # times this controller took the lead
+        self._election: Election | None = None
+        self.configured: tuple[Node, ...] = ()  # the file's nodes, registered on taking the lead
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, nodes: tuple[Node, ...] = ()) -> None:
         """Loads intent, takes a new election id (above any earlier run's, so a restarted
@@ -184,6 +218,29 @@ class Controller:
         s.nodes = {n.name: n for n in loaded.nodes}
         s.recount()
         self._update_sizes()
+        if isinstance(self.store, EtcdStore):
+            # A cluster member: it follows the store, and leads when it wins the election.
+            self._election = Election(self.store, self.advertise or default_name())
+            self.configured = nodes
+            try:
+                await self._election.look()  # who leads, from the first call on
+            except StoreUnavailable as e:
+                log.warning("no leader known yet: %s", e)
+            log.info(
+                "intent loaded from %s: revision %d, %d routes, %d nodes; following",
+                self.store.describe(), s.revision, s.route_count(), len(s.nodes),
+            )  # fmt: skip
+            self._tasks = [
+                asyncio.create_task(self._follow(), name="follow the store"),
+                asyncio.create_task(self._campaign(), name="campaign"),
+            ]
+            for task in self._tasks:
+                task.add_done_callback(_ended)
+            return
+        self.leading = True
+        self.leader = self.advertise
+        self.leader_since = time.time()
+        self.leader_changes = 1
         # Each start takes the next id of the store: the high half, so ids stay distinct
         # from any a client could sensibly choose in the low half.
         self.election = (await self.store.next_election_id()) << 64
@@ -200,6 +257,19 @@ class Controller:
             await self.feeds.start()
 
     async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+        if self._election is not None and self.leading:
+            # Writes to the agents end first, then the lead is let go at once (a follower
+            # takes it without waiting out the lease).
+            await self._step_down()
+            await self._election.resign()
         if self.feeds is not None:
             await self.feeds.stop()
         async with self._commit_lock:  # a commit under way ends first
@@ -227,6 +297,7 @@ class Controller:
     async def apply(self, batch: RouteBatch) -> int:
         started = time.perf_counter()
         async with self._commit_lock:
+            self._check_leading()
             try:
                 self._check_routes(batch)
                 change = self.state.plan_apply(batch)
@@ -240,6 +311,7 @@ class Controller:
     async def delete(self, keys: list[RouteKey]) -> tuple[int, int]:
         started = time.perf_counter()
         async with self._commit_lock:
+            self._check_leading()
             # Any node name: the routes of a deregistered node can still be deleted.
             change = self.state.plan_delete(keys)
             await self._commit(change, "delete", started)
@@ -248,6 +320,7 @@ class Controller:
 
     async def register(self, node: Node) -> int:
         async with self._commit_lock:
+            self._check_leading()
             change = Change(revision=self.state.revision + 1, nodes=[node])
             await self._commit(change)
             old = self.sessions.pop(node.name, None)
@@ -258,6 +331,7 @@ class Controller:
 
     async def deregister(self, name: str) -> int:
         async with self._commit_lock:
+            self._check_leading()
             if name not in self.state.nodes:
                 raise UnknownNode(self.unknown_node(name))
             change = Change(revision=self.state.revision + 1, removed_nodes=[name])
@@ -272,6 +346,7 @@ class Controller:
     ) -> tuple[int, int]:
         """Drains or restores a next hop; returns the revision and the groups holding it."""
         async with self._commit_lock:
+            self._check_leading()
             if node != ALL_NODES and node not in self.state.nodes:
                 raise UnknownNode(self.unknown_node(node))
             change = Change(revision=self.state.revision + 1)
@@ -384,6 +459,10 @@ class Controller:
 
     async def _commit_whole(self, change: Change) -> None:
         await self.store.commit(change)  # durable before anyone hears of it
+        self._take_in(change)
+
+    def _take_in(self, change: Change) -> None:
+        """Takes a committed change into memory and tells sessions and watchers."""
         state = self.state
         state.commit(change)
         touched: dict[str, list[str]] = {}
@@ -409,6 +488,169 @@ class Controller:
         state.forget_freed(change)
         self._update_sizes()
         self._tell_watchers(change)
+
+    # -- leadership (etcd store): follow the store, campaign, lead, step down
+
+    def _check_leading(self) -> None:
+        if self.leading:
+            return
+        name = self.advertise or "this controller"
+        leader, since = self.leader_now()
+        if leader:
+            raise NotLeader(
+                f"{name} does not lead: the leader is {leader} (since "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))}); send "
+                "writes to it"
+            )
+        raise StoreUnavailable(
+            f"{name} does not lead and no controller does at the moment: etcd "
+            f"{','.join(self._etcd().config.endpoints)} has no quorum, or an election is "
+            "under way; nothing was committed, retry",
+            full=False,
+        )
+
+    def _etcd(self) -> EtcdStore:
+        assert isinstance(self.store, EtcdStore)
+        return self.store
+
+    async def _follow(self) -> None:
+        """Keeps memory equal to the store's head: every change another controller commits
+        reaches this one's watchers and readers (and its sessions, if it leads). Woken by
+        etcd's watch of the head, and every FOLLOW_SECONDS in any case (a watch on a member
+        that died may take that long to fail)."""
+        store = self._etcd()
+        wake = asyncio.Event()
+
+        async def watch() -> None:
+            async for _ in store.changes():
+                wake.set()
+
+        watcher = asyncio.create_task(watch(), name="watch the store's head")
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(FOLLOW_SECONDS):
+                        await wake.wait()
+                except TimeoutError:
+                    pass
+                wake.clear()
+                try:
+                    await self._catch_up()
+                except Exception:
+                    log.exception("following the store")
+                    await asyncio.sleep(FOLLOW_SECONDS)
+        finally:
+            watcher.cancel()
+
+    async def _catch_up(self) -> None:
+        store = self._etcd()
+        async with self._commit_lock:
+            try:
+                change = await store.read_head()
+            except StoreUnavailable as e:
+                log.debug("following the store: %s", e)
+                return
+            if change is not None:
+                await self._commit_lock.run(self._followed(change))
+
+    async def _followed(self, change: Change) -> None:
+        self._take_in(change)
+
+    async def _campaign(self) -> None:
+        election = self._election
+        assert election is not None
+        while True:
+            try:
+                info = await election.campaign()
+            except Exception:  # never end: a follower that stops campaigning never leads
+                log.exception("campaign")
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                await self._take_lead(info.since)
+            except Exception as e:  # etcd failed under it, or lost the lead meanwhile
+                log.warning("took the lead but could not start leading: %r", e)
+                await self._step_down()
+                await election.resign()
+                await asyncio.sleep(1.0)
+                continue
+            reason = await election.keep()
+            log.warning("lost the lead: %s; following", reason)
+            await self._step_down()
+            await election.resign()  # in case etcd still holds it: let it go now
+
+    async def _take_lead(self, since: float) -> None:
+        store = self._etcd()
+        async with self._commit_lock:
+            change = await store.read_head()  # the newest head, before any write
+            if change is not None:
+                await self._commit_lock.run(self._followed(change))
+            await store.sweep()
+            self.election = (await store.next_election_id()) << 64
+            self.leading = True
+            self.leader = self.advertise
+            self.leader_since = since
+            self.leader_changes += 1
+            s = self.state
+            log.info(
+                "leading (etcd %s): revision %d, %d routes, %d nodes; election id %d:0",
+                store.describe(), s.revision, s.route_count(), len(s.nodes), self.election >> 64,
+            )  # fmt: skip
+            changed = [n for n in self.configured if s.nodes.get(n.name) != n]
+            if changed:
+                await self._commit_lock.run(
+                    self._commit_whole(Change(revision=s.revision + 1, nodes=changed))
+                )
+            if self._fpm:
+                # BGP routes are this leader's soft state: zebra connects to the leader's
+                # listener and replays; what nodes hold meanwhile is adopted on first read.
+                self.feeds = BgpFeeds(self._fpm, self, self._interfaces)
+                self._adopted.clear()
+            for registered in s.nodes.values():
+                self._start_session(registered)
+        if self.feeds is not None:
+            await self.feeds.start()
+
+    async def _step_down(self) -> None:
+        """Stops every write to the agents at once: sessions end, FPM listeners close."""
+        self.leading = False
+        self.leader = ""
+        async with self._commit_lock:
+            pass
+        for session in list(self.sessions.values()):
+            await session.stop()
+        self.sessions.clear()
+        if self.feeds is not None:
+            await self.feeds.stop()
+            self.feeds = None
+        self._forget_bgp()
+
+    def _forget_bgp(self) -> None:
+        """Drops the BGP routes this leader held: zebra's soft state, which the next leader
+        takes from the nodes and from zebra again (a stale copy here must not be written
+        if this controller leads again later)."""
+        state, bgp = self.state, self.bgp
+        for group, id_ in bgp.group_ids.items():
+            if state.group_ids.get(group) != id_:
+                state.group_keys.pop(id_, None)
+        for adjacency, id_ in bgp.adjacency_ids.items():
+            if state.adjacency_ids.get(adjacency) != id_:
+                state.adjacency_keys.pop(id_, None)
+        self.bgp = BgpIntent(
+            state.group_keys, state.adjacency_keys, state.max_groups, state.max_adjacencies
+        )
+        state.bgp = self.bgp
+        self._bgp_unused.clear()
+        self.bgp_sizes = self.bgp.sizes()
+
+    def leader_now(self) -> tuple[str, float]:
+        """The leader's address and since when, as this controller last saw them."""
+        if self.leading or self._election is None:
+            return self.leader, self.leader_since
+        info = self._election.leader
+        if info is None:
+            return "", 0.0
+        return info.name, info.since
 
     def _update_sizes(self) -> None:
         self.intent_sizes = self.state.sizes()

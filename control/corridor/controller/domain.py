@@ -15,7 +15,7 @@ from itertools import repeat
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
-from corridor.common.addresses import endpoint_problem
+from corridor.common.addresses import endpoint_problem, prefix_text
 from corridor.common.errors import echo
 from corridor.common.fib import (
     Adjacency,
@@ -146,6 +146,21 @@ def prefix_sort_key(prefix: str, _pton: Callable[[int, str], bytes] = socket.ine
     address, _, length = prefix.partition("/")
     packed = _pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
     return bytes((len(packed),)) + packed + bytes((int(length),))
+
+
+def prefix_of_sort_key(sort_key: object) -> str | None:
+    """The canonical text of the prefix a stored sort key stands for (family, address,
+    length: see prefix_sort_key); None if it stands for none (host bits set, too long)."""
+    if not isinstance(sort_key, bytes) or len(sort_key) not in (6, 18):
+        return None
+    bits = 8 * (len(sort_key) - 2)
+    length = sort_key[-1]
+    if sort_key[0] != len(sort_key) - 2 or length > bits:
+        return None
+    address = sort_key[1:-1]
+    if int.from_bytes(address) & ((1 << (bits - length)) - 1):
+        return None
+    return prefix_text(address, length)
 
 
 def group_text(group: GroupKey) -> str:

@@ -17,17 +17,18 @@ from typing import Any, TypeVar
 import uvloop
 
 from corridor.common import logs, serving, systemd
-from corridor.common.config import ConfigError
+from corridor.common.config import ConfigError, HostPort
 from corridor.common.metrics import MetricsServer
 from corridor.common.reload import Hangup, ignore_hangups
 from corridor.controller.config import ControllerConfig, load
 from corridor.controller.core import Controller
 from corridor.controller.domain import IntentState, Node
+from corridor.controller.etcd_store import EtcdStore
 from corridor.controller.metrics import ControllerMetrics
 from corridor.controller.reconciler import NodeSession
 from corridor.controller.server import ControllerServer, StartError, bind_server
-from corridor.controller.sqlite_store import SqliteStore, StoreError
-from corridor.controller.store import Loaded
+from corridor.controller.sqlite_store import SqliteStore
+from corridor.controller.store import Loaded, StoreError
 
 log = logging.getLogger("corridor.controller")
 
@@ -113,19 +114,31 @@ def run_command(
     return 0
 
 
+AnyStore = SqliteStore | EtcdStore
+
+
 async def check(
     config: ControllerConfig, accept_empty_store: bool = False, where: str = ""
-) -> tuple[SqliteStore, Loaded]:
+) -> tuple[AnyStore, Loaded]:
     """Everything a start can check without changing anything on disk: the store read whole
     and checked, the listeners' paths and TLS files. Returns the store (to open) and what it
     holds; raises ConfigError with every problem, each naming its field."""
-    store = SqliteStore(config.store, config.max_groups, config.max_adjacencies)
+    store: AnyStore
     problems = []
     loaded = None
-    try:
-        loaded = await store.check(accept_empty_store)
-    except StoreError as e:
-        problems.append(f"{where}store.path {config.store}: {e}")
+    if config.etcd is not None:
+        store = EtcdStore(config.etcd, config.max_groups, config.max_adjacencies)
+        try:
+            loaded = await store.check(accept_empty_store)
+        except StoreError as e:
+            await store.close()
+            raise StartError(f"{where}store ({store.describe()}): {e}") from None
+    else:
+        store = SqliteStore(config.store, config.max_groups, config.max_adjacencies)
+        try:
+            loaded = await store.check(accept_empty_store)
+        except StoreError as e:
+            problems.append(f"{where}store.path {config.store}: {e}")
     problems += serving.check(config.listen, config.tls, where)
     if problems or loaded is None:
         await store.close()
@@ -135,6 +148,11 @@ async def check(
 
 def summary(config: ControllerConfig, loaded: Loaded) -> str:
     """What --check found in the store, for its one line."""
+    if config.etcd is not None:
+        return (
+            f"store {config.etcd.describe()}: revision {loaded.revision}, "
+            f"{len(loaded.routes)} routes, {len(loaded.nodes)} nodes"
+        )
     if not config.store.exists():
         return f"store.path {config.store}: does not exist yet, a new store will be made"
     return (
@@ -147,7 +165,7 @@ def summary(config: ControllerConfig, loaded: Loaded) -> str:
 class RunningController:
     controller: Controller
     server: ControllerServer
-    store: SqliteStore
+    store: AnyStore
     metrics: ControllerMetrics
     sessions: SessionMaker
     config: ControllerConfig  # in force: a reload replaces it with what it applied
@@ -165,7 +183,7 @@ async def start_controller(
     config: ControllerConfig,
     extra_nodes: tuple[Node, ...] = (),
     accept_empty_store: bool = False,
-    checked: tuple[SqliteStore, Loaded] | None = None,
+    checked: tuple[AnyStore, Loaded] | None = None,
 ) -> RunningController:
     """Checks what it can without changing anything (see `check`, unless `checked` holds
     its result), binds the listeners, then opens the store, loads intent, starts node
@@ -174,7 +192,13 @@ async def start_controller(
     metrics = ControllerMetrics()
     factory = SessionMaker(config.drift_check_seconds, metrics)
     controller = Controller(
-        store, factory, config.max_groups, config.max_adjacencies, metrics=metrics, fpm=config.fpm
+        store,
+        factory,
+        config.max_groups,
+        config.max_adjacencies,
+        metrics=metrics,
+        fpm=config.fpm,
+        advertise=config.advertise,
     )
     metrics.watch(controller)
     server = None
@@ -187,6 +211,9 @@ async def start_controller(
             except OSError as e:
                 raise StartError(f"metrics.address: cannot listen on {config.metrics}: {e}") from e
         server = await bind_server(controller, config.listen, config.tls)
+        if config.listen.tcp is not None and controller.advertise == str(config.listen.tcp):
+            # Port 0: followers name the port that was bound.
+            controller.advertise = str(HostPort(config.listen.tcp.host, server.port or 0))
         try:
             await store.open()  # the first change on disk
         except StoreError as e:
@@ -225,7 +252,7 @@ async def serve(
     config: ControllerConfig,
     extra_nodes: tuple[Node, ...] = (),
     accept_empty_store: bool = False,
-    checked: tuple[SqliteStore, Loaded] | None = None,
+    checked: tuple[AnyStore, Loaded] | None = None,
     hangup: Callable[[RunningController], Hangup[Any]] | None = None,
 ) -> None:
     """Serves until SIGTERM or SIGINT, then drains and releases everything it bound; with

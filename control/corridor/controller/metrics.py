@@ -90,7 +90,40 @@ class _ControllerCollector(Collector):
             behind.add_metric([name], c.state.revision - s.synced_revision)
             drift.add_metric([name], s.drift_detected)
         yield from (in_sync, connected, lag, behind, drift)
+        yield from _leadership(c)
         yield from _bgp(c)
+
+
+def _leadership(c: Controller) -> Iterator[Metric]:
+    """Which controller leads and since when (with etcd; with SQLite, this one, from its
+    start)."""
+    leader, since = c.leader_now()
+    yield GaugeMetricFamily(
+        "corridor_controller_leading", "1 while this controller leads", value=float(c.leading)
+    )
+    info = GaugeMetricFamily(
+        "corridor_controller_leader",
+        "The leader as this controller sees it (1; none while no controller leads)",
+        labels=["leader", "backend"],
+    )
+    if leader:
+        info.add_metric([leader, c.backend], 1.0)
+    yield info
+    yield GaugeMetricFamily(
+        "corridor_controller_leader_since_seconds",
+        "When the leader took the lead, in seconds since the epoch (0: no leader known)",
+        value=since,
+    )
+    yield GaugeMetricFamily(
+        "corridor_controller_election_id",
+        "High 64 bits of this controller's election id toward the agents (0 unless leading)",
+        value=float(c.election >> 64 if c.leading else 0),
+    )
+    yield CounterMetricFamily(
+        "corridor_controller_leader_changes",
+        "Times this controller took the lead",
+        value=c.leader_changes,
+    )
 
 
 def _bgp(c: Controller) -> Iterator[Metric]:

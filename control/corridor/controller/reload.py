@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("corridor.controller")
 
-RESTART_FIELDS = ("listen", "store", "metrics", "max_groups", "max_adjacencies", "fpm")
+RESTART_FIELDS = (
+    "listen", "store", "metrics", "max_groups", "max_adjacencies", "fpm", "etcd", "advertise",
+)  # fmt: skip
 
 
 async def reload(
@@ -47,6 +49,12 @@ async def reload(
     keep = {name: getattr(old, name) for name in RESTART_FIELDS}
     running.config = replace(new, tls=tls, nodes=old.nodes, **keep)
     registered = running.controller.state.nodes
+    if not running.controller.leading:
+        # A follower of a cluster on etcd: the nodes of its file are registered when it
+        # takes the lead (the leader's file registers its own).
+        running.controller.configured = new.nodes
+        running.config = replace(running.config, nodes=new.nodes)
+        return done
     for node in new.nodes:
         if registered.get(node.name) != node:
             await running.controller.register(node)

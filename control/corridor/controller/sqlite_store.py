@@ -27,7 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from corridor.common.addresses import address_to_bytes, gateway_from_pb, prefix_text
+from corridor.common.addresses import address_to_bytes, gateway_from_pb
 from corridor.common.errors import FieldError
 from corridor.common.fib import RouteKind, vlan_problem
 from corridor.common.paths import obstacle
@@ -49,9 +49,10 @@ from corridor.controller.domain import (
     check_node_name,
     group_from_text,
     group_text,
+    prefix_of_sort_key,
     prefix_sort_key,
 )
-from corridor.controller.store import Loaded, RouteQuery
+from corridor.controller.store import Loaded, RouteQuery, StoreError
 
 T = TypeVar("T")
 
@@ -85,10 +86,6 @@ ALTER TABLE routes_v2 RENAME TO routes;
 SQLITE_HEADER = b"SQLite format 3\x00"
 RESTORE = "restore it from a backup (docs/operations.md, recovering the store)"
 ACCEPT = "--accept-empty-store"
-
-
-class StoreError(Exception):
-    """The store cannot be used as it is: what is wrong with the file and what to do."""
 
 
 class SqliteStore:
@@ -429,7 +426,7 @@ class SqliteStore:
         groups = self._groups
         for node, sort_key, kind, group_id in self._connection().execute(sql, args):
             group = None if group_id is None else groups[group_id]
-            prefix = _prefix_of_key(sort_key)
+            prefix = prefix_of_sort_key(sort_key)
             assert prefix is not None  # every row was checked at start or written since
             out.append(((node, prefix), Intent(RouteKind(kind), group), sort_key))
         return out
@@ -640,7 +637,7 @@ class _Reader:
         append = routes.append
         intents: dict[tuple[object, object], Intent | str] = {}
         nodes: dict[object, str | None] = {ALL_NODES: None}
-        prefix_of_key = _prefix_of_key
+        prefix_of_key = prefix_of_sort_key
         for node, sort_key, stored, kind, next_hops in self.db.execute(sql):
             intent = intents.get((kind, next_hops))
             if intent is None:
@@ -782,18 +779,3 @@ class _Reader:
 
 
 _KINDS = {int(k): k for k in RouteKind}
-
-
-def _prefix_of_key(sort_key: object) -> str | None:
-    """The canonical text of the prefix a stored sort key stands for (family, address,
-    length: see prefix_sort_key); None if it stands for none (host bits set, too long)."""
-    if not isinstance(sort_key, bytes) or len(sort_key) not in (6, 18):
-        return None
-    bits = 8 * (len(sort_key) - 2)
-    length = sort_key[-1]
-    if sort_key[0] != len(sort_key) - 2 or length > bits:
-        return None
-    address = sort_key[1:-1]
-    if int.from_bytes(address) & ((1 << (bits - length)) - 1):
-        return None
-    return prefix_text(address, length)

@@ -21,6 +21,10 @@ from corridor.controller.domain import (
 )
 
 
+class StoreError(Exception):
+    """The store cannot be used as it is: what is wrong with it and what to do."""
+
+
 @dataclass
 class Loaded:
     """Everything a store holds, read once at start-up."""

@@ -119,7 +119,7 @@ class CountersSummary(_message.Message):
     def __init__(self, rx_packets: _Optional[int] = ..., tx_packets: _Optional[int] = ..., dropped_packets: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node", "state", "connected", "in_sync", "last_error", "last_error_time", "synced_revision", "lag_seconds", "intended", "installed", "agent_generation", "reconnects", "drift_detected", "drift_entries", "last_full_sync_seconds", "last_full_sync_operations", "counters", "retries", "cleared_error", "cleared_error_time", "bgp")
+    __slots__ = ("node", "state", "connected", "in_sync", "last_error", "last_error_time", "synced_revision", "lag_seconds", "intended", "installed", "agent_generation", "reconnects", "drift_detected", "drift_entries", "last_full_sync_seconds", "last_full_sync_operations", "counters", "retries", "cleared_error", "cleared_error_time", "bgp", "leadership")
     NODE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +141,7 @@ class NodeStatus(_message.Message):
     CLEARED_ERROR_FIELD_NUMBER: _ClassVar[int]
     CLEARED_ERROR_TIME_FIELD_NUMBER: _ClassVar[int]
     BGP_FIELD_NUMBER: _ClassVar[int]
+    LEADERSHIP_FIELD_NUMBER: _ClassVar[int]
     node: Node
     state: SyncState
     connected: bool
@@ -162,7 +163,26 @@ class NodeStatus(_message.Message):
     cleared_error: str
     cleared_error_time: _timestamp_pb2.Timestamp
     bgp: BgpStatus
-    def __init__(self, node: _Optional[_Union[Node, _Mapping]] = ..., state: _Optional[_Union[SyncState, str]] = ..., connected: _Optional[bool] = ..., in_sync: _Optional[bool] = ..., last_error: _Optional[str] = ..., last_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., synced_revision: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., intended: _Optional[_Union[FibSizes, _Mapping]] = ..., installed: _Optional[_Union[FibSizes, _Mapping]] = ..., agent_generation: _Optional[int] = ..., reconnects: _Optional[int] = ..., drift_detected: _Optional[int] = ..., drift_entries: _Optional[int] = ..., last_full_sync_seconds: _Optional[float] = ..., last_full_sync_operations: _Optional[int] = ..., counters: _Optional[_Union[CountersSummary, _Mapping]] = ..., retries: _Optional[int] = ..., cleared_error: _Optional[str] = ..., cleared_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bgp: _Optional[_Union[BgpStatus, _Mapping]] = ...) -> None: ...
+    leadership: Leadership
+    def __init__(self, node: _Optional[_Union[Node, _Mapping]] = ..., state: _Optional[_Union[SyncState, str]] = ..., connected: _Optional[bool] = ..., in_sync: _Optional[bool] = ..., last_error: _Optional[str] = ..., last_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., synced_revision: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., intended: _Optional[_Union[FibSizes, _Mapping]] = ..., installed: _Optional[_Union[FibSizes, _Mapping]] = ..., agent_generation: _Optional[int] = ..., reconnects: _Optional[int] = ..., drift_detected: _Optional[int] = ..., drift_entries: _Optional[int] = ..., last_full_sync_seconds: _Optional[float] = ..., last_full_sync_operations: _Optional[int] = ..., counters: _Optional[_Union[CountersSummary, _Mapping]] = ..., retries: _Optional[int] = ..., cleared_error: _Optional[str] = ..., cleared_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bgp: _Optional[_Union[BgpStatus, _Mapping]] = ..., leadership: _Optional[_Union[Leadership, _Mapping]] = ...) -> None: ...
+
+class Leadership(_message.Message):
+    __slots__ = ("backend", "leading", "leader", "leader_since", "election_id", "name", "leader_changes")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    LEADING_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    LEADER_SINCE_FIELD_NUMBER: _ClassVar[int]
+    ELECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LEADER_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    leading: bool
+    leader: str
+    leader_since: _timestamp_pb2.Timestamp
+    election_id: int
+    name: str
+    leader_changes: int
+    def __init__(self, backend: _Optional[str] = ..., leading: _Optional[bool] = ..., leader: _Optional[str] = ..., leader_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., election_id: _Optional[int] = ..., name: _Optional[str] = ..., leader_changes: _Optional[int] = ...) -> None: ...
 
 class BgpStatus(_message.Message):
     __slots__ = ("listen", "connected", "sessions", "routes", "active_routes", "stale_routes", "received", "filtered", "swept", "not_installed", "not_installed_total", "fpm_errors", "fpm_messages")
@@ -350,18 +370,20 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("revision", "intent", "nodes", "node_status", "bgp")
+    __slots__ = ("revision", "intent", "nodes", "node_status", "bgp", "leadership")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     INTENT_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     NODE_STATUS_FIELD_NUMBER: _ClassVar[int]
     BGP_FIELD_NUMBER: _ClassVar[int]
+    LEADERSHIP_FIELD_NUMBER: _ClassVar[int]
     revision: int
     intent: FibSizes
     nodes: int
     node_status: _containers.RepeatedCompositeFieldContainer[NodeStatus]
     bgp: FibSizes
-    def __init__(self, revision: _Optional[int] = ..., intent: _Optional[_Union[FibSizes, _Mapping]] = ..., nodes: _Optional[int] = ..., node_status: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., bgp: _Optional[_Union[FibSizes, _Mapping]] = ...) -> None: ...
+    leadership: Leadership
+    def __init__(self, revision: _Optional[int] = ..., intent: _Optional[_Union[FibSizes, _Mapping]] = ..., nodes: _Optional[int] = ..., node_status: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., bgp: _Optional[_Union[FibSizes, _Mapping]] = ..., leadership: _Optional[_Union[Leadership, _Mapping]] = ...) -> None: ...
 
 class GetNodeCountersRequest(_message.Message):
     __slots__ = ("node",)
