@@ -297,7 +297,8 @@ def soak(args: argparse.Namespace, lab: L.Lab, sinkb: SinkB, d: Path, table, sin
     # Pinned as benches.forwarding pins it: the veth's transmit queue follows the sender's
     # CPU, and a frame that arrives on a queue no worker owns goes to the kernel.
     gen = subprocess.Popen(t.argv("gen", [
-        "taskset", "-c", str(t.gen_cpu), str(TOOLS / "gen"), "--dev", t.gen_if, "--src-mac", t.gen_mac, "--dst-mac", t.dut_in_mac,
+        "taskset", "-c", str(t.gen_cpu), str(TOOLS / "gen"), "--dev", t.gen_if,
+        "--src-mac", t.gen_mac, "--dst-mac", t.dut_in_mac,
         "--src", L.GEN_V4, "--dsts", str(dsts), "--size", str(SIZE), "--rate", str(args.rate),
         "--duration", str(total),
     ]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
