@@ -865,7 +865,17 @@ class EtcdStore:
             high = family + network.broadcast_address.packed + b"\xff"
         out: list[tuple[RouteKey, Intent, bytes]] = []
         for node in nodes:
-            keys, values = await self._node_routes(node)
+            for _ in range(5):
+                keys, values = await self._node_routes(node)
+                # Building the node's table yields to the loop, where a head may come in;
+                # read it again until the table is the mirror's, so that every group id in
+                # it is still known (a head frees a group only by changing its routes).
+                if self._sorted[node][0] == self._node_version(node):
+                    break
+            else:
+                raise StoreUnavailable(
+                    f"node {node}'s routes changed under five reads in a row; try again", False
+                )
             start = 0
             if query.after is not None and query.after[0] == node:
                 start = bisect.bisect_right(keys, query.after[1])
@@ -885,10 +895,13 @@ class EtcdStore:
                     return out
         return out
 
-    async def _node_routes(self, node: str) -> tuple[list[bytes], dict[bytes, tuple[int, int]]]:
+    def _node_version(self, node: str) -> tuple[tuple[str, int], ...]:
         mine = f"r/{node}/"
+        return tuple(sorted((n, r) for n, r in self.chunks.items() if n.startswith(mine)))
+
+    async def _node_routes(self, node: str) -> tuple[list[bytes], dict[bytes, tuple[int, int]]]:
         raw_now = self._raw
-        version = tuple(sorted((n, r) for n, r in self.chunks.items() if n.startswith(mine)))
+        version = self._node_version(node)
         found = self._sorted.get(node)
         if found is None or found[0] != version:
             raws = [(n, raw_now[n]) for n, _ in version if n in raw_now]
