@@ -2,7 +2,7 @@
 
 from typing import Any, Literal, TypedDict
 
-Target = int | Literal["blackhole", "unreachable", "local"]
+Target = int | Literal["blackhole", "unreachable", "local", "glean"]
 
 class FibError(ValueError):
     """A refused write batch. Nothing of the batch was applied."""
@@ -209,6 +209,11 @@ class Engine:
         """New ICMP error limits for the running workers, in force within milliseconds;
         each bucket keeps its tokens up to its new burst. icmp_sources is fixed at start.
         Raises EngineError when the engine is not running."""
+    def drain_glean(self, max: int = 256) -> list[str]:
+        """Destinations dropped as glean and queued (de-duplicated, rate-limited per
+        worker) since the last call, at most max, as address strings; [] when stopped."""
+    def glean_stats(self) -> dict[str, int]:
+        """queued, deduplicated, rate_limited, full: summed over workers."""
     @property
     def running(self) -> bool:
         """True between start() and stop()."""

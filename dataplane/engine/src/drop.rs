@@ -92,6 +92,9 @@ reasons! {
         FragmentationNeeded = "fragmentation_needed",
         /// No room in the chunk to push the egress VLAN tag.
         NoHeadroom = "no_headroom",
+        /// A glean route: a host on an attached subnet with no host route yet. Never
+        /// flooded; its destination is queued, rate-limited, for the agent to resolve.
+        Glean = "glean",
     }
 }
 

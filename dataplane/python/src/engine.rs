@@ -250,6 +250,32 @@ impl Engine {
         Ok(())
     }
 
+    /// The destinations the workers dropped as `glean` and queued for resolution since the
+    /// last call (de-duplicated and rate-limited per worker), at most `max`, as address
+    /// strings. Empty when not running. Never blocks on a worker.
+    #[pyo3(signature = (max=256))]
+    fn drain_glean(&self, py: Python<'_>, max: usize) -> Vec<String> {
+        py.detach(|| {
+            let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            g.as_ref().map(|e| e.drain_glean(max).iter().map(|a| a.to_string()).collect()).unwrap_or_default()
+        })
+    }
+
+    /// What became of the destinations of `glean` drops, summed over workers: queued,
+    /// deduplicated, rate_limited, full. Zeros when not running.
+    fn glean_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = py.detach(|| {
+            let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            g.as_ref().map(|e| e.glean_stats()).unwrap_or_default()
+        });
+        let d = PyDict::new(py);
+        d.set_item("queued", s.queued)?;
+        d.set_item("deduplicated", s.deduplicated)?;
+        d.set_item("rate_limited", s.rate_limited)?;
+        d.set_item("full", s.full)?;
+        Ok(d)
+    }
+
     /// True between `start` and `stop`.
     #[getter]
     fn running(&self) -> bool {

@@ -57,10 +57,11 @@ fn parse_target(target: &Bound<'_, PyAny>) -> PyResult<Result<RouteTarget, Strin
             "blackhole" => Ok(RouteTarget::Blackhole),
             "unreachable" => Ok(RouteTarget::Unreachable),
             "local" => Ok(RouteTarget::Local),
-            other => Err(format!("target {other:?}: expected a group id, \"blackhole\", \"unreachable\" or \"local\"")),
+            "glean" => Ok(RouteTarget::Glean),
+            other => Err(format!("target {other:?}: expected a group id, \"blackhole\", \"unreachable\", \"local\" or \"glean\"")),
         });
     }
-    Err(PyTypeError::new_err("target must be a group id (int) or one of \"blackhole\", \"unreachable\", \"local\""))
+    Err(PyTypeError::new_err("target must be a group id (int) or one of \"blackhole\", \"unreachable\", \"local\", \"glean\""))
 }
 
 fn target_to_py(py: Python<'_>, t: RouteTarget) -> Py<PyAny> {
@@ -69,6 +70,7 @@ fn target_to_py(py: Python<'_>, t: RouteTarget) -> Py<PyAny> {
         RouteTarget::Blackhole => Ok(PyString::new(py, "blackhole").into_any().unbind()),
         RouteTarget::Unreachable => Ok(PyString::new(py, "unreachable").into_any().unbind()),
         RouteTarget::Local => Ok(PyString::new(py, "local").into_any().unbind()),
+        RouteTarget::Glean => Ok(PyString::new(py, "glean").into_any().unbind()),
     }
     .expect("ints and strings always convert")
 }

@@ -481,6 +481,33 @@ impl Engine {
             .collect()
     }
 
+    /// Takes the destinations the workers queued for resolution since the last call (see
+    /// `pipeline::glean`), each worker's oldest first, at most `max` in all. IPv4 comes back
+    /// as `IpAddr::V4`. Never blocks on a worker.
+    pub fn drain_glean(&self, max: usize) -> Vec<std::net::IpAddr> {
+        let mut out = Vec::new();
+        let mut buf = [0u128; crate::pipeline::glean::GLEAN_SLOTS];
+        for w in &self.workers {
+            let room = max.saturating_sub(out.len()).min(buf.len());
+            let n = w.glean.drain(&mut buf[..room]);
+            out.extend(buf[..n].iter().map(|&a| {
+                let v6 = std::net::Ipv6Addr::from_bits(a);
+                v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4)
+            }));
+        }
+        out
+    }
+
+    /// What became of the destinations of `glean` drops, summed over the workers.
+    pub fn glean_stats(&self) -> crate::pipeline::GleanStats {
+        self.workers.iter().map(|w| w.glean.stats()).fold(crate::pipeline::GleanStats::default(), |a, s| crate::pipeline::GleanStats {
+            queued: a.queued + s.queued,
+            deduplicated: a.deduplicated + s.deduplicated,
+            rate_limited: a.rate_limited + s.rate_limited,
+            full: a.full + s.full,
+        })
+    }
+
     /// Every counter, read while the workers run. After `stop`, the final values (socket
     /// and steering counters are gone with their objects and read as zero).
     pub fn counters(&self) -> EngineCounters {
@@ -605,7 +632,7 @@ fn set_up(shared: &Arc<Shared>, plan: &Plan, readers: Vec<FibReader>, handles: &
     let mut workers = Vec::with_capacity(plan.workers);
     for (index, fib) in readers.into_iter().enumerate() {
         let pipeline = Pipeline::new(&pipeline_config).map_err(|e| config_err("ports", e.to_string()))?;
-        let ws = Arc::new(WorkerShared::new(pipeline.counters().clone()));
+        let ws = Arc::new(WorkerShared::new(pipeline.counters().clone(), pipeline.glean_queue().clone()));
         workers.push(ws.clone());
         let setup = WorkerSetup {
             index,

@@ -27,8 +27,9 @@ pub type AdjacencyId = u32;
 const CODE_BLACKHOLE: u32 = VALUE_MASK;
 const CODE_UNREACHABLE: u32 = VALUE_MASK - 1;
 const CODE_LOCAL: u32 = VALUE_MASK - 2;
+const CODE_GLEAN: u32 = VALUE_MASK - 3;
 /// Group ids must stay below the special codes.
-pub const MAX_GROUPS: u32 = CODE_LOCAL;
+pub const MAX_GROUPS: u32 = CODE_GLEAN;
 
 /// What a route does with a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -41,6 +42,9 @@ pub enum RouteTarget {
     Unreachable,
     /// Addressed to the router itself: hand to the kernel.
     Local,
+    /// An attached subnet with no host route for this address yet: drop (counted as
+    /// `glean`) and ask the agent to resolve the destination (see `pipeline::glean`).
+    Glean,
 }
 
 impl RouteTarget {
@@ -50,6 +54,7 @@ impl RouteTarget {
             RouteTarget::Blackhole => CODE_BLACKHOLE,
             RouteTarget::Unreachable => CODE_UNREACHABLE,
             RouteTarget::Local => CODE_LOCAL,
+            RouteTarget::Glean => CODE_GLEAN,
         }
     }
 
@@ -59,6 +64,7 @@ impl RouteTarget {
             CODE_BLACKHOLE => RouteTarget::Blackhole,
             CODE_UNREACHABLE => RouteTarget::Unreachable,
             CODE_LOCAL => RouteTarget::Local,
+            CODE_GLEAN => RouteTarget::Glean,
             g => RouteTarget::Group(g),
         }
     }
@@ -81,6 +87,7 @@ impl fmt::Display for RouteTarget {
             RouteTarget::Blackhole => f.write_str("blackhole"),
             RouteTarget::Unreachable => f.write_str("unreachable"),
             RouteTarget::Local => f.write_str("local"),
+            RouteTarget::Glean => f.write_str("glean"),
         }
     }
 }

@@ -21,6 +21,7 @@
 
 mod config;
 mod forward;
+pub mod glean;
 mod hash;
 mod icmp;
 mod parse;
@@ -34,6 +35,8 @@ use std::sync::Arc;
 
 use self::config::NO_SUB;
 pub use self::config::{ConfigError, IcmpLimits, IcmpRateLimit, PipelineConfig, PortConfig, SubInterfaceConfig};
+use self::glean::GleanProducer;
+pub use self::glean::{GleanQueue, GleanStats};
 pub use self::ratelimit::{SourceBuckets, TokenBucket};
 use crate::counters::WorkerCounters;
 pub use crate::drop::{DropReason, IcmpOutcome};
@@ -161,6 +164,8 @@ pub struct Pipeline {
     /// address has them all set, so one AND rules out most destinations while parsing.
     /// u32::MAX with no broadcast (then only 255.255.255.255 would pass, dropped before).
     broadcast_host_bits: u32,
+    /// Destinations of `glean` drops, for the agent to resolve.
+    glean: GleanProducer,
 }
 
 impl Pipeline {
@@ -208,6 +213,7 @@ impl Pipeline {
             icmp_worker: TokenBucket::new(limits.per_worker),
             broadcasts: broadcasts.into(),
             broadcast_host_bits,
+            glean: GleanProducer::new(config.hash_seed.rotate_left(29) ^ 0x676c_6561),
         })
     }
 
@@ -224,6 +230,11 @@ impl Pipeline {
         self.icmp_sources.set_limit(per_source);
         self.icmp_worker.ready(now_ns);
         self.icmp_worker.set_limit(per_worker);
+    }
+
+    /// This worker's glean queue, for the agent to drain on another thread.
+    pub fn glean_queue(&self) -> &Arc<GleanQueue> {
+        self.glean.queue()
     }
 
     /// This worker's counters, for readers on other threads.
