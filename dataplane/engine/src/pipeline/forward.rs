@@ -38,8 +38,8 @@ impl Pipeline {
         if ttl <= 1 {
             return self.reject(frame, m, IcmpError::TimeExceeded, DropReason::TtlExpired, now_ns);
         }
-        let adjacency = match fib.next_hop(group, m.flow_hash) {
-            Some((_, a)) => *a,
+        let (adjacency_id, adjacency) = match fib.next_hop(group, m.flow_hash) {
+            Some((id, a)) => (id, *a),
             None => return self.drop(frame.port, DropReason::NoAdjacency),
         };
         let Some(out) = self.ports.get(adjacency.port as usize) else {
@@ -56,7 +56,11 @@ impl Pipeline {
             };
         }
 
-        self.send(frame, m, adjacency.port, adjacency.vlan, out_sub, adjacency.dst_mac, adjacency.src_mac)
+        let verdict = self.send(frame, m, adjacency.port, adjacency.vlan, out_sub, adjacency.dst_mac, adjacency.src_mac);
+        if let Verdict::Forward { len, .. } = verdict {
+            self.counters.count_member_tx(fib.adjacency_member(adjacency_id), len);
+        }
+        verdict
     }
 
     /// The frame's verdict when its destination is the broadcast address of an attached
