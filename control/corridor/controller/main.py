@@ -176,6 +176,7 @@ async def start_controller(
     controller = Controller(
         store, factory, config.max_groups, config.max_adjacencies, metrics=metrics, fpm=config.fpm
     )
+    controller.sample_seconds = config.sample_seconds
     metrics.watch(controller)
     server = None
     metrics_server = None
