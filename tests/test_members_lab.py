@@ -288,6 +288,17 @@ def test_members_counted_exactly_across_restarts(world: World) -> None:
     w.expect_counts(2)
     _sampled(w, "alpha", 2 * N_ALPHA * SIZE_ALPHA)
 
+    # RTBH visibility: the blackhole route's own drop count, per prefix, through a lookup.
+    found = w.stub.LookupRoute(
+        controller_pb2.LookupRouteRequest(node="ix", address=bytes([198, 19, 255, 1])), timeout=10
+    )
+    assert found.route.kind == 2 and found.HasField("blackhole_dropped_packets")
+    assert found.blackhole_dropped_packets == 2 * N_BRAVO
+    other = w.stub.LookupRoute(
+        controller_pb2.LookupRouteRequest(node="ix", address=bytes([198, 19, 1, 1])), timeout=10
+    )
+    assert not other.HasField("blackhole_dropped_packets"), "only blackhole routes carry it"
+
     # The agent restarts: its counters start again at 0, and the controller writes the
     # members to it again.
     assert w.agent is not None

@@ -64,6 +64,8 @@ class Fib:
     def members(self) -> list[tuple[int, int, int, str]]:
         """(id, port index, VLAN, MAC) of every member, by id."""
     def adjacency_member(self, id: int) -> int | None: ...
+    def blackhole_slot(self, prefix: str) -> int | None:
+        """The counter slot of the blackhole route of exactly `prefix`: Engine.blackhole_dropped."""
     def stats(self) -> FibStats: ...
 
 MAX_MEMBERS: int
@@ -234,6 +236,8 @@ class Engine:
         """True between start() and stop()."""
     def ports(self) -> list[PortStatus]: ...
     def counters(self) -> EngineCounters: ...
+    def blackhole_dropped(self, slot: int) -> int:
+        """Frames the blackhole route of `slot` dropped; 0 when not running."""
 
 # -- The controller's bulk codec (dataplane/intent) -----------------------------------------
 

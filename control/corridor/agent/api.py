@@ -450,6 +450,8 @@ def lookup_to_pb(found: domain.Lookup) -> dataplane_pb2.LookupResponse:
     if found.route is None:
         return response
     response.route.CopyFrom(routes_response([found.route], 0).routes[0])
+    if found.blackhole_dropped is not None:
+        response.blackhole_dropped_packets = found.blackhole_dropped
     if found.group is not None:
         response.group.CopyFrom(group_to_pb(found.group))
     response.adjacencies.extend(

@@ -58,6 +58,8 @@ class Lookup:
     group: NextHopGroup | None = None
     adjacencies: list[Adjacency] = field(default_factory=list)
     adjacency_states: dict[int, tuple[str, str | None]] = field(default_factory=dict)
+    # A blackhole route's drops while the engine runs (RTBH: who is attacked, how hard).
+    blackhole_dropped: int | None = None
 
 
 class NotPrimary(PermissionError):
@@ -114,6 +116,9 @@ class Fib(Protocol):
     def lookup(self, address: str) -> Route | None:
         """The longest-prefix match of an address (text), or None."""
 
+    def blackhole_slot(self, prefix: str) -> int | None:
+        """The engine's counter slot of the blackhole route for exactly `prefix`."""
+
 
 class RunningEngine(Protocol):
     """What the domain reads of the engine while it forwards; engine_host.EngineHost provides
@@ -122,6 +127,8 @@ class RunningEngine(Protocol):
     def ports(self) -> list[PortStatus]: ...
 
     def counters(self) -> Counters: ...
+
+    def blackhole_dropped(self, slot: int) -> int: ...
 
 
 class LinkState(enum.Enum):
@@ -278,6 +285,13 @@ class Dataplane:
         async with self._lock:
             route = await loop.run_in_executor(None, self._fib.lookup, address)
             next_hops = self.next_hops
+            if route is not None and route.kind is RouteKind.BLACKHOLE:
+                engine = self.engine
+                slot = await loop.run_in_executor(None, self._fib.blackhole_slot, route.prefix)
+                if engine is None or slot is None:
+                    return Lookup(route)
+                dropped = await loop.run_in_executor(None, engine.blackhole_dropped, slot)
+                return Lookup(route, blackhole_dropped=dropped)
             if route is None or route.kind is not RouteKind.FORWARD:
                 return Lookup(route)
             members = next_hops.groups.get(route.group, ())

@@ -88,6 +88,10 @@ class EngineFib:
         with self._lock:
             return self._fib.stats()
 
+    def blackhole_slot(self, prefix: str) -> int | None:
+        with self._lock:
+            return self._fib.blackhole_slot(prefix)
+
     def members(self) -> list[tuple[int, str, int, str]]:
         """(id, port name, VLAN, MAC) of every member the engine holds."""
         with self._lock:

@@ -256,14 +256,16 @@ class LookupRequest(_message.Message):
     def __init__(self, address: _Optional[bytes] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
-    __slots__ = ("route", "group", "adjacencies")
+    __slots__ = ("route", "group", "adjacencies", "blackhole_dropped_packets")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     ADJACENCIES_FIELD_NUMBER: _ClassVar[int]
+    BLACKHOLE_DROPPED_PACKETS_FIELD_NUMBER: _ClassVar[int]
     route: Route
     group: NextHopGroup
     adjacencies: _containers.RepeatedCompositeFieldContainer[Adjacency]
-    def __init__(self, route: _Optional[_Union[Route, _Mapping]] = ..., group: _Optional[_Union[NextHopGroup, _Mapping]] = ..., adjacencies: _Optional[_Iterable[_Union[Adjacency, _Mapping]]] = ...) -> None: ...
+    blackhole_dropped_packets: int
+    def __init__(self, route: _Optional[_Union[Route, _Mapping]] = ..., group: _Optional[_Union[NextHopGroup, _Mapping]] = ..., adjacencies: _Optional[_Iterable[_Union[Adjacency, _Mapping]]] = ..., blackhole_dropped_packets: _Optional[int] = ...) -> None: ...
 
 class ListPortsRequest(_message.Message):
     __slots__ = ()

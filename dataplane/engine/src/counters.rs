@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::drop::{DropReason, IcmpOutcome};
-use crate::fib::{MemberId, UNKNOWN_MEMBER};
+use crate::fib::{MemberId, BLACKHOLE_SLOTS, UNKNOWN_MEMBER};
 
 /// A 64-bit monotonic counter with a single writer.
 ///
@@ -85,6 +85,9 @@ pub struct WorkerCounters {
     sub_interfaces: Box<[SubInterfaceCounters]>,
     /// By member id, `UNKNOWN_MEMBER` last: every row allocated up front.
     members: Box<[MemberCounters]>,
+    /// Frames dropped by each blackhole route, by its slot (`fib::blackholes`). Not in
+    /// `snapshot` (512 KiB): read one slot at a time with `blackhole`.
+    blackholes: Box<[Counter]>,
 }
 
 impl WorkerCounters {
@@ -94,6 +97,19 @@ impl WorkerCounters {
             icmp: std::array::from_fn(|_| Counter::default()),
             sub_interfaces: (0..sub_interfaces).map(|_| SubInterfaceCounters::default()).collect(),
             members: (0..=UNKNOWN_MEMBER).map(|_| MemberCounters::default()).collect(),
+            blackholes: (0..BLACKHOLE_SLOTS).map(|_| Counter::default()).collect(),
+        }
+    }
+
+    /// Frames this worker dropped by the blackhole route of `slot`.
+    pub fn blackhole(&self, slot: u32) -> u64 {
+        self.blackholes.get(slot as usize).map_or(0, Counter::get)
+    }
+
+    #[inline(always)]
+    pub(crate) fn count_blackhole(&self, slot: u32) {
+        if let Some(c) = self.blackholes.get(slot as usize) {
+            c.add(1);
         }
     }
 

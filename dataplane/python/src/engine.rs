@@ -256,6 +256,12 @@ impl Engine {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 
+    /// Frames the blackhole route of counter slot `slot` (`Fib.blackhole_slot`) dropped;
+    /// 0 when the engine is not running.
+    fn blackhole_dropped(&self, py: Python<'_>, slot: u32) -> u64 {
+        py.detach(|| self.running.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map_or(0, |e| e.blackhole_dropped(slot)))
+    }
+
     /// The ports: name, ifindex, mac, queues, mode ("zero-copy"/"copy"), xdp_mode
     /// ("native"/"generic"), mtu, link_up, recoveries.
     fn ports<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {

@@ -306,6 +306,12 @@ impl Fib {
         })
     }
 
+    /// The counter slot of the blackhole route for exactly this prefix, or None.
+    fn blackhole_slot(&self, py: Python<'_>, prefix: &str) -> PyResult<Option<u32>> {
+        let p: Prefix = prefix.parse().map_err(PyValueError::new_err)?;
+        Ok(self.with(py, |fib| fib.blackhole_slot(&p)))
+    }
+
     /// Every member: (id, port index, VLAN, MAC), by id.
     fn members(&self, py: Python<'_>) -> Vec<(u32, u16, u16, String)> {
         self.with(py, |fib| {

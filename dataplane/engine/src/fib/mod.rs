@@ -7,6 +7,7 @@
 //! moves every route that uses it with one pointer store. Removed groups, adjacencies and
 //! trie nodes are reclaimed after a QSBR grace period (see `qsbr`).
 
+pub mod blackholes;
 mod dir;
 pub mod members;
 mod prefix;
@@ -20,6 +21,7 @@ pub use dir::TableStats;
 pub use prefix::{Family, Prefix};
 
 use crate::qsbr::{Qsbr, QsbrReader, RcuArray, RetireList};
+pub use blackholes::{BlackholeTable, BLACKHOLE_SLOTS, UNCOUNTED_SLOT};
 use dir::{DirShared, DirTable, VALID, VALUE_MASK};
 pub use members::{MemberId, MemberTable, MAX_MEMBERS, NO_MEMBER, UNKNOWN_MEMBER};
 
@@ -242,6 +244,8 @@ struct FibShared {
     /// By adjacency id: the member whose MAC the adjacency sends to, or NO_MEMBER. Set by
     /// the writer when adjacencies or members change, read per forwarded frame.
     adjacency_member: Box<[AtomicU32]>,
+    /// One slot: every blackhole route's counter slot, rebuilt when they change.
+    blackholes: RcuArray<BlackholeTable, FibDomain>,
 }
 
 /// The writer. Apply batches with `apply`; hand `reader()`s to forwarding threads.
@@ -261,6 +265,13 @@ pub struct Fib {
     /// The inverse of `members`: one member per (port, VLAN, MAC).
     member_ids: HashMap<Member, MemberId>,
     retired_member_tables: RetireList<MemberTable, FibDomain>,
+    /// The counter slot of every blackhole route; slots are handed out after the last one
+    /// given (wrapping), so a freed slot's count is not a new route's while slots remain.
+    blackhole_slots: HashMap<Prefix, u32>,
+    /// By slot: held by a route (UNCOUNTED_SLOT, shared by the overflow, never is).
+    blackhole_slot_used: Vec<bool>,
+    last_blackhole_slot: u32,
+    retired_blackhole_tables: RetireList<BlackholeTable, FibDomain>,
     config: FibConfig,
 }
 
@@ -293,6 +304,7 @@ impl Fib {
             adjacencies: RcuArray::new(&qsbr, config.adjacencies as usize),
             members: RcuArray::new(&qsbr, 1),
             adjacency_member: (0..config.adjacencies).map(|_| AtomicU32::new(NO_MEMBER)).collect(),
+            blackholes: RcuArray::new(&qsbr, 1),
             qsbr,
         });
         Ok(Fib {
@@ -308,6 +320,10 @@ impl Fib {
             members: HashMap::default(),
             member_ids: HashMap::default(),
             retired_member_tables: RetireList::default(),
+            blackhole_slots: HashMap::default(),
+            blackhole_slot_used: vec![false; BLACKHOLE_SLOTS as usize],
+            last_blackhole_slot: UNCOUNTED_SLOT - 1,
+            retired_blackhole_tables: RetireList::default(),
             config,
         })
     }
@@ -373,6 +389,11 @@ impl Fib {
         self.members.iter().map(|(k, v)| (*k, *v))
     }
 
+    /// The counter slot of a blackhole route (`UNCOUNTED_SLOT` when every slot was taken).
+    pub fn blackhole_slot(&self, prefix: &Prefix) -> Option<u32> {
+        self.blackhole_slots.get(prefix).copied()
+    }
+
     /// The member an adjacency sends to (its destination MAC on its sub-interface), if any.
     pub fn adjacency_member(&self, id: AdjacencyId) -> Option<MemberId> {
         let m = self.shared.adjacency_member.get(id as usize)?.load(Ordering::Relaxed);
@@ -384,7 +405,10 @@ impl Fib {
     pub fn apply(&mut self, ops: &[FibOp]) -> Result<(), BatchError> {
         self.validate(ops)?;
         let mut members_changed = false;
+        let blackholes = self.blackhole_slots.len();
+        let mut blackholes_changed = false;
         for op in ops {
+            blackholes_changed |= self.track_blackhole(op);
             self.apply_one(op);
             match op {
                 FibOp::SetMember { .. } | FibOp::DeleteMember { .. } => members_changed = true,
@@ -404,8 +428,58 @@ impl Fib {
                 self.map_adjacency(id, a.as_ref());
             }
         }
+        if blackholes_changed || blackholes != self.blackhole_slots.len() {
+            let table = BlackholeTable::build(self.blackhole_slots.iter().map(|(p, s)| (p, *s)));
+            let old = self.shared.blackholes.replace(0, Some(Box::new(table)));
+            self.retired_blackhole_tables.push(old);
+        }
         self.reclaim(false);
         Ok(())
+    }
+
+    /// Gives a blackhole route added by `op` a counter slot and frees the slot of one that
+    /// `op` removes or re-targets; true when the set of blackhole routes changed.
+    fn track_blackhole(&mut self, op: &FibOp) -> bool {
+        let (prefix, blackhole) = match op {
+            FibOp::AddRoute { prefix, target } => (prefix, *target == RouteTarget::Blackhole),
+            FibOp::DeleteRoute { prefix } => (prefix, false),
+            _ => return false,
+        };
+        let had = self.blackhole_slots.contains_key(prefix);
+        if blackhole && !had {
+            let slot = self.next_blackhole_slot();
+            self.blackhole_slots.insert(*prefix, slot);
+            return true;
+        }
+        if !blackhole && had {
+            if let Some(slot) = self.blackhole_slots.remove(prefix) {
+                if let Some(used) = self.blackhole_slot_used.get_mut(slot as usize) {
+                    *used = false;
+                }
+            }
+            return true;
+        }
+        false
+    }
+
+    /// The first slot after the last one handed out that no route holds, or UNCOUNTED_SLOT
+    /// when all are taken.
+    fn next_blackhole_slot(&mut self) -> u32 {
+        if self.blackhole_slots.len() >= UNCOUNTED_SLOT as usize {
+            return UNCOUNTED_SLOT;
+        }
+        let mut s = self.last_blackhole_slot;
+        for _ in 0..UNCOUNTED_SLOT {
+            s = (s + 1) % UNCOUNTED_SLOT;
+            if let Some(used) = self.blackhole_slot_used.get_mut(s as usize) {
+                if !*used {
+                    *used = true;
+                    self.last_blackhole_slot = s;
+                    return s;
+                }
+            }
+        }
+        UNCOUNTED_SLOT
     }
 
     /// Points adjacency `id` at the member its destination MAC belongs to, or at none.
@@ -429,6 +503,7 @@ impl Fib {
         self.retired_groups.reclaim(wait);
         self.retired_adjacencies.reclaim(wait);
         self.retired_member_tables.reclaim(wait);
+        self.retired_blackhole_tables.reclaim(wait);
     }
 
     /// Checks a batch as `apply` would, without applying it.
@@ -884,6 +959,18 @@ impl FibReader {
     #[inline]
     pub fn members(&self) -> Option<&MemberTable> {
         self.shared.members.get(0, &self.qsbr)
+    }
+
+    /// The counter slot of the blackhole route that holds `dst` (call for a frame the
+    /// lookup dropped as blackhole), valid until `quiescent`.
+    #[inline]
+    pub fn blackhole_slot_v4(&self, dst: u32) -> Option<u32> {
+        self.shared.blackholes.get(0, &self.qsbr)?.slot_v4(dst)
+    }
+
+    #[inline]
+    pub fn blackhole_slot_v6(&self, dst: u128) -> Option<u32> {
+        self.shared.blackholes.get(0, &self.qsbr)?.slot_v6(dst)
     }
 
     /// The member adjacency `id` sends to, or NO_MEMBER.

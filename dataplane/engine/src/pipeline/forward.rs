@@ -21,7 +21,10 @@ impl Pipeline {
         let group = match RouteTarget::from_entry(entry) {
             None => return self.reject(frame, m, IcmpError::NoRoute, DropReason::NoRoute, now_ns),
             Some(RouteTarget::Unreachable) => return self.reject(frame, m, IcmpError::Unreachable, DropReason::Unreachable, now_ns),
-            Some(RouteTarget::Blackhole) => return self.drop(frame.port, DropReason::Blackhole),
+            Some(RouteTarget::Blackhole) => {
+                self.count_blackhole(fib, frame, m);
+                return self.drop(frame.port, DropReason::Blackhole);
+            }
             Some(RouteTarget::Local) => return self.drop(frame.port, DropReason::Local),
             Some(RouteTarget::Group(g)) => g,
         };
@@ -61,6 +64,21 @@ impl Pipeline {
             self.counters.count_member_tx(fib.adjacency_member(adjacency_id), len);
         }
         verdict
+    }
+
+    /// Counts a frame a blackhole route dropped under that route's slot: a second lookup,
+    /// for dropped frames only.
+    fn count_blackhole(&self, fib: &FibReader, frame: &PacketBuf<'_>, m: &Meta) {
+        let ip_off = frame.start + m.l2_len as usize;
+        let Some(ip) = frame.chunk.get(ip_off..ip_off + m.ip_len as usize) else { return };
+        let slot = if m.family == Family::V4 {
+            fib.blackhole_slot_v4(ipv4::Packet::new_unchecked(ip).dst_addr().to_bits())
+        } else {
+            fib.blackhole_slot_v6(ipv6::Packet::new_unchecked(ip).dst_addr().to_bits())
+        };
+        if let Some(slot) = slot {
+            self.counters.count_blackhole(slot);
+        }
     }
 
     /// The frame's verdict when its destination is the broadcast address of an attached

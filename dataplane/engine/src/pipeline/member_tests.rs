@@ -138,3 +138,48 @@ fn bad_members_are_refused_whole() {
     apply(&mut rig, &[member(1, 0, 0, B), member(3, 0, 0, A)]);
     assert_eq!(rig._fib.member(3), Some(Member { port: 0, vlan: 0, mac: A }));
 }
+
+#[test]
+fn blackhole_drops_counted_per_route() {
+    use crate::fib::{Prefix, RouteTarget};
+    let mut rig = rig();
+    // 198.19.66.0/24 is a blackhole of the rig's FIB; add a /32 inside it and an IPv6 /128.
+    let host = Prefix::v4(u32::from_be_bytes([198, 19, 66, 7]), 32);
+    let host6 = Prefix::v6(u128::from(v6(66, 9)), 128);
+    apply(
+        &mut rig,
+        &[
+            FibOp::AddRoute { prefix: host, target: RouteTarget::Blackhole },
+            FibOp::AddRoute { prefix: host6, target: RouteTarget::Blackhole },
+        ],
+    );
+    let net = Prefix::v4(u32::from_be_bytes([198, 19, 66, 0]), 24);
+    let slot = |rig: &Rig, p: &Prefix| rig._fib.blackhole_slot(p).unwrap();
+    let (s_net, s_host, s_host6) = (slot(&rig, &net), slot(&rig, &host), slot(&rig, &host6));
+    assert!(s_net != s_host && s_host != s_host6);
+    let mut frames = Vec::new();
+    for _ in 0..3 {
+        frames.push((0u16, v4_frame([198, 19, 66, 7], 64)));
+    }
+    for _ in 0..2 {
+        frames.push((0, v4_frame([198, 19, 66, 8], 64)));
+    }
+    frames.push((0, v6_frame(v6(66, 9), 64)));
+    frames.push((0, v6_frame(v6(66, 10), 64))); // the /48 of the rig
+    let outs = rig.run(&frames);
+    assert!(outs.iter().all(|o| o.verdict == Verdict::Drop(DropReason::Blackhole)));
+    let c = rig.pipeline.counters();
+    assert_eq!((c.blackhole(s_host), c.blackhole(s_net), c.blackhole(s_host6)), (3, 2, 1));
+    // Deleted, the /32's frames count under the /24; re-added, it has a fresh slot.
+    apply(&mut rig, &[FibOp::DeleteRoute { prefix: host }]);
+    assert_eq!(rig._fib.blackhole_slot(&host), None);
+    rig.run(&frames[..1]);
+    assert_eq!(rig.pipeline.counters().blackhole(s_net), 3);
+    apply(&mut rig, &[FibOp::AddRoute { prefix: host, target: RouteTarget::Blackhole }]);
+    let again = slot(&rig, &host);
+    assert_ne!(again, s_host, "a freed slot is not handed out again at once");
+    assert_eq!(rig.pipeline.counters().blackhole(again), 0);
+    // Re-pointed to a group, the route leaves the blackhole table.
+    apply(&mut rig, &[FibOp::AddRoute { prefix: host, target: RouteTarget::Group(1) }]);
+    assert_eq!(rig._fib.blackhole_slot(&host), None);
+}
