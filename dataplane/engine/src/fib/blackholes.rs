@@ -18,12 +18,15 @@ pub const BLACKHOLE_SLOTS: u32 = 65_536;
 /// The slot of the blackhole routes beyond `BLACKHOLE_SLOTS - 1`.
 pub const UNCOUNTED_SLOT: u32 = BLACKHOLE_SLOTS - 1;
 
+/// The blackhole routes of one prefix length: (length, (network, slot) sorted by network).
+type Length<K> = (u32, Box<[(K, u32)]>);
+
 /// Every blackhole route's slot, by family and prefix length.
 #[derive(Debug, Default)]
 pub struct BlackholeTable {
-    /// (length, sorted (network, slot)), longest first.
-    v4: Vec<(u32, Box<[(u32, u32)]>)>,
-    v6: Vec<(u32, Box<[(u128, u32)]>)>,
+    /// Longest first.
+    v4: Vec<Length<u32>>,
+    v6: Vec<Length<u128>>,
 }
 
 impl BlackholeTable {
@@ -78,7 +81,7 @@ mod tests {
             prefixes.sort_by_key(|p| (p.len(), p.addr_v4()));
             prefixes.dedup();
             let t = BlackholeTable::build(prefixes.iter().enumerate().map(|(i, p)| (p, i as u32)));
-            let holds = |p: &Prefix, a: u32| p.len() == 0 || (a ^ p.addr_v4()) >> (32 - p.len() as u32) == 0;
+            let holds = |p: &Prefix, a: u32| p.is_empty() || (a ^ p.addr_v4()) >> (32 - p.len() as u32) == 0;
             // Half the questions inside a route.
             for (j, a) in asks.into_iter().enumerate() {
                 let a = match prefixes.get(j % (prefixes.len() * 2 + 1)) { Some(p) => p.addr_v4() | (a >> p.len().min(31)), None => a };
