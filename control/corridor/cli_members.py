@@ -157,8 +157,10 @@ def _run_billing(args: argparse.Namespace) -> int:
 
     async def work(stub: Any) -> int:
         request = controller_pb2.ListMemberSamplesRequest(name=args.member)
-        request.start.FromNanoseconds(int(start * 1e9))
-        request.end.FromNanoseconds(int(end * 1e9))
+        # A margin either side: the intervals that end in the month need the samples that
+        # start them (see members.billing).
+        request.start.FromNanoseconds(int((start - MARGIN) * 1e9))
+        request.end.FromNanoseconds(int((end + MARGIN) * 1e9))
         reply = await stub.ListMemberSamples(request, timeout=TIMEOUT)
         samples = [
             Sample(
@@ -173,7 +175,7 @@ def _run_billing(args: argparse.Namespace) -> int:
                 "a rate needs two (is the member's name right, and was its node connected?)",
                 1,
             )
-        bill = billing(samples)
+        bill = billing(samples, start, end)
         data = {
             "member": args.member,
             "month": args.month,
@@ -194,6 +196,9 @@ def _run_billing(args: argparse.Namespace) -> int:
         return 0
 
     return call(args, work)
+
+
+MARGIN = 24 * 3600.0  # seconds of samples fetched beyond the month: one day of gap bridged
 
 
 def _bps(value: float) -> str:

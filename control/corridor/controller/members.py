@@ -123,8 +123,20 @@ def percentile_95(values: Sequence[float]) -> float:
     return ordered[max(index, 0)]
 
 
-def billing(samples: Sequence[Sample]) -> Billing:
+# Samples are taken a few milliseconds after the clock's multiple: an interval belongs to
+# the month in which it ends, less this slack (the one ending at 00:00:00.003 on the 1st is
+# the last of the month before).
+INTERVAL_END_SLACK = 1.0
+
+
+def billing(
+    samples: Sequence[Sample], start: float | None = None, end: float | None = None
+) -> Billing:
+    """The bill of the intervals that end within [start, end) (all without bounds): pass
+    the samples from a little before `start` to a little after `end`."""
     r = rates(sorted(samples, key=lambda s: s.time))
+    if start is not None and end is not None:
+        r = [x for x in r if start <= x[0] - INTERVAL_END_SLACK < end]
     return Billing(len(r), percentile_95([x[1] for x in r]), percentile_95([x[2] for x in r]), r)
 
 
