@@ -9,6 +9,7 @@ members come back from its store). Run as root."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -329,6 +330,16 @@ def test_members_counted_exactly_across_restarts(world: World) -> None:
     assert [(m.name, m.id) for m in listed] == sorted((m.name, m.id) for m in added)
     w.send_phase()
     w.expect_counts(2)
+    # The CLI, as an operator runs it.
+    address = f"unix:{w.d / 'controller.sock'}"
+    listed_cli = json.loads(_cli(address, "member", "list", "--json"))
+    assert [m["name"] for m in listed_cli] == ["alpha", "bravo", "charlie", "sink"]
+    rows = {r["member"]: r for r in json.loads(_cli(address, "member", "counters", "--json"))}
+    assert rows["alpha"]["rx_packets"] == 2 * N_ALPHA
+    assert rows["bravo"]["drops"] == {"blackhole": 2 * N_BRAVO}
+    assert rows["(unknown)"]["rx_bytes"] == 2 * N_STRANGER * SIZE_STRANGER
+    table = _cli(address, "member", "counters").splitlines()
+    assert table[0].split()[:3] == ["NODE", "MEMBER", "PORT"] and len(table) == 6
     # Removed: its frames are nobody's named member's, the unknown row's (alpha's MAC).
     w.stub.RemoveMember(controller_pb2.RemoveMemberRequest(name="alpha"), timeout=10)
 
@@ -336,6 +347,16 @@ def test_members_counted_exactly_across_restarts(world: World) -> None:
         return "alpha" not in w.members()
 
     _until(gone, 30, "alpha removed from the agent", w.controller_log)
+
+
+def _cli(address: str, *args: str) -> str:
+    env = dict(os.environ, PYTHONPATH=str(REPO / "control"))
+    done = subprocess.run(
+        [sys.executable, "-m", "corridor", *args, "--controller", address],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def _prefix(text: str):

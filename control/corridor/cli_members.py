@@ -111,7 +111,7 @@ async def _print_counters(args: argparse.Namespace, stub: Any) -> None:
         nodes = [args.node]
     else:
         listed = await stub.ListNodes(controller_pb2.ListNodesRequest(), timeout=TIMEOUT)
-        nodes = [n.name for n in listed.nodes]
+        nodes = [n.node.name for n in listed.nodes]
     rows = []
     for node in nodes:
         c = await stub.GetNodeCounters(
