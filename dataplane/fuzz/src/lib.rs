@@ -444,6 +444,8 @@ fn applied(before: &Tables, ops: &[FibOp]) -> Tables {
             FibOp::DeleteRoute { prefix } => {
                 t.routes.remove(&route_key(prefix));
             }
+            // The targets generate no member operations.
+            FibOp::SetMember { .. } | FibOp::DeleteMember { .. } => {}
         }
     }
     t

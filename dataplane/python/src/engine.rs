@@ -282,6 +282,12 @@ impl Engine {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 
+    /// Frames the blackhole route of counter slot `slot` (`Fib.blackhole_slot`) dropped;
+    /// 0 when the engine is not running.
+    fn blackhole_dropped(&self, py: Python<'_>, slot: u32) -> u64 {
+        py.detach(|| self.running.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map_or(0, |e| e.blackhole_dropped(slot)))
+    }
+
     /// The ports: name, ifindex, mac, queues, mode ("zero-copy"/"copy"), xdp_mode
     /// ("native"/"generic"), mtu, link_up, recoveries.
     fn ports<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -322,6 +328,7 @@ impl Engine {
                 d.set_item(k, PyList::empty(py))?;
             }
             d.set_item("steering", PyDict::new(py))?;
+            d.set_item("members", PyDict::new(py))?;
             d.set_item("tx_ring_full", 0)?;
             return Ok(d);
         };
@@ -353,6 +360,29 @@ impl Engine {
             ports.append(e)?;
         }
         d.set_item("ports", ports)?;
+        // By member id (UNKNOWN_MEMBER for unknown source MACs), summed over workers; only
+        // rows with something counted, and only the drop reasons seen.
+        let members = PyDict::new(py);
+        for (id, m) in c.total.members.iter().enumerate() {
+            if m.is_zero() {
+                continue;
+            }
+            let e = PyDict::new(py);
+            e.set_item("rx_packets", m.rx_packets)?;
+            e.set_item("rx_bytes", m.rx_bytes)?;
+            e.set_item("tx_packets", m.tx_packets)?;
+            e.set_item("tx_bytes", m.tx_bytes)?;
+            let drops = PyDict::new(py);
+            for r in corridor_engine::pipeline::DropReason::ALL {
+                let n = m.drop_count(*r);
+                if n > 0 {
+                    drops.set_item(r.name(), n)?;
+                }
+            }
+            e.set_item("drops", drops)?;
+            members.set_item(id, e)?;
+        }
+        d.set_item("members", members)?;
         let workers = PyList::empty(py);
         let accounting = PyList::empty(py);
         for (i, w) in c.workers.iter().enumerate() {

@@ -467,6 +467,12 @@ impl Engine {
         }
     }
 
+    /// Frames dropped by the blackhole route of counter slot `slot` (`Fib::blackhole_slot`),
+    /// summed over the workers.
+    pub fn blackhole_dropped(&self, slot: u32) -> u64 {
+        self.workers.iter().map(|w| w.counters.blackhole(slot)).sum()
+    }
+
     /// The ports with their current link state.
     pub fn ports(&self) -> Vec<PortStatus> {
         self.ports

@@ -21,7 +21,10 @@ impl Pipeline {
         let group = match RouteTarget::from_entry(entry) {
             None => return self.reject(frame, m, IcmpError::NoRoute, DropReason::NoRoute, now_ns),
             Some(RouteTarget::Unreachable) => return self.reject(frame, m, IcmpError::Unreachable, DropReason::Unreachable, now_ns),
-            Some(RouteTarget::Blackhole) => return self.drop(frame.port, DropReason::Blackhole),
+            Some(RouteTarget::Blackhole) => {
+                self.count_blackhole(fib, frame, m);
+                return self.drop(frame.port, DropReason::Blackhole);
+            }
             Some(RouteTarget::Local) => return self.drop(frame.port, DropReason::Local),
             Some(RouteTarget::Glean) => return self.glean(frame, m, now_ns),
             Some(RouteTarget::Group(g)) => g,
@@ -39,8 +42,8 @@ impl Pipeline {
         if ttl <= 1 {
             return self.reject(frame, m, IcmpError::TimeExceeded, DropReason::TtlExpired, now_ns);
         }
-        let adjacency = match fib.next_hop(group, m.flow_hash) {
-            Some((_, a)) => *a,
+        let (adjacency_id, adjacency) = match fib.next_hop(group, m.flow_hash) {
+            Some((id, a)) => (id, *a),
             None => return self.drop(frame.port, DropReason::NoAdjacency),
         };
         let Some(out) = self.ports.get(adjacency.port as usize) else {
@@ -57,7 +60,26 @@ impl Pipeline {
             };
         }
 
-        self.send(frame, m, adjacency.port, adjacency.vlan, out_sub, adjacency.dst_mac, adjacency.src_mac)
+        let verdict = self.send(frame, m, adjacency.port, adjacency.vlan, out_sub, adjacency.dst_mac, adjacency.src_mac);
+        if let Verdict::Forward { len, .. } = verdict {
+            self.counters.count_member_tx(fib.adjacency_member(adjacency_id), len);
+        }
+        verdict
+    }
+
+    /// Counts a frame a blackhole route dropped under that route's slot: a second lookup,
+    /// for dropped frames only.
+    fn count_blackhole(&self, fib: &FibReader, frame: &PacketBuf<'_>, m: &Meta) {
+        let ip_off = frame.start + m.l2_len as usize;
+        let Some(ip) = frame.chunk.get(ip_off..ip_off + m.ip_len as usize) else { return };
+        let slot = if m.family == Family::V4 {
+            fib.blackhole_slot_v4(ipv4::Packet::new_unchecked(ip).dst_addr().to_bits())
+        } else {
+            fib.blackhole_slot_v6(ipv6::Packet::new_unchecked(ip).dst_addr().to_bits())
+        };
+        if let Some(slot) = slot {
+            self.counters.count_blackhole(slot);
+        }
     }
 
     /// A host on an attached subnet with no host route yet: the frame drops (never

@@ -24,6 +24,8 @@ mod forward;
 pub mod glean;
 mod hash;
 mod icmp;
+#[cfg(test)]
+mod member_tests;
 mod parse;
 mod prefetch;
 mod ratelimit;
@@ -40,7 +42,7 @@ pub use self::glean::{GleanQueue, GleanStats};
 pub use self::ratelimit::{SourceBuckets, TokenBucket};
 use crate::counters::WorkerCounters;
 pub use crate::drop::{DropReason, IcmpOutcome};
-use crate::fib::FibReader;
+use crate::fib::{FibReader, MemberId, MemberTable, NO_MEMBER};
 
 /// Frames handled per batch; `process` splits longer slices.
 pub const MAX_BATCH: usize = 64;
@@ -127,6 +129,9 @@ struct Meta {
     /// broadcast, to look up in `Pipeline::broadcasts`.
     maybe_broadcast: bool,
     flow_hash: u32,
+    /// The exchange member that sent the frame (by source MAC on its sub-interface),
+    /// `UNKNOWN_MEMBER`, or `NO_MEMBER` when its sub-interface has no members.
+    member: MemberId,
 }
 
 impl Meta {
@@ -143,6 +148,7 @@ impl Meta {
         icmp_ok: false,
         maybe_broadcast: false,
         flow_hash: 0,
+        member: NO_MEMBER,
     };
 }
 /// One worker's pipeline: configuration, ICMP token buckets and counters. Allocates only
@@ -166,6 +172,9 @@ pub struct Pipeline {
     broadcast_host_bits: u32,
     /// Destinations of `glean` drops, for the agent to resolve.
     glean: GleanProducer,
+    /// The member of the frame being decided, for `drop` to count it by: set by
+    /// `process_batch` before each frame's parse and forward, NO_MEMBER between batches.
+    member: MemberId,
 }
 
 impl Pipeline {
@@ -214,6 +223,7 @@ impl Pipeline {
             broadcasts: broadcasts.into(),
             broadcast_host_bits,
             glean: GleanProducer::new(config.hash_seed.rotate_left(29) ^ 0x676c_6561),
+            member: NO_MEMBER,
         })
     }
 
@@ -268,9 +278,17 @@ impl Pipeline {
             prefetch::prefetch(frame.chunk, frame.start);
         }
 
-        // Parse and validate all; gather destinations.
+        // Parse and validate all; gather destinations. A frame that parsing placed on a
+        // sub-interface (it sets `l2_len` then) is its source MAC's member's.
+        let members = fib.members();
         for ((frame, verdict), m) in frames.iter().zip(verdicts.iter_mut()).zip(meta.iter_mut()) {
-            match self.parse(frame, m) {
+            let parsed = self.parse(frame, m);
+            self.member = match members {
+                Some(t) if m.l2_len != 0 => self.ingress_member(t, frame, m),
+                _ => NO_MEMBER,
+            };
+            m.member = self.member;
+            match parsed {
                 Ok(Destination::V4(d)) => {
                     if let Some(k) = v4_keys.get_mut(n4) {
                         *k = d;
@@ -309,16 +327,36 @@ impl Pipeline {
                 Family::V4 => v4_entries.get(m.slot as usize),
                 Family::V6 => v6_entries.get(m.slot as usize),
             };
+            self.member = m.member;
             *verdict = match entry {
                 Some(&e) => self.forward(fib, frame, m, e, now_ns),
                 None => self.drop(frame.port, DropReason::Truncated),
             };
         }
+        self.member = NO_MEMBER;
+    }
+
+    /// The member that sent `frame` (by its source MAC on its sub-interface), counted as
+    /// its rx; NO_MEMBER when the sub-interface has no members.
+    #[inline]
+    fn ingress_member(&self, members: &MemberTable, frame: &PacketBuf<'_>, m: &Meta) -> MemberId {
+        if members.is_empty() {
+            return NO_MEMBER;
+        }
+        // Parsing checked the Ethernet header is there; the source MAC is octets 6 to 11.
+        let Some(src) = frame.chunk.get(frame.start + 6..frame.start + 12).and_then(|s| <&[u8; 6]>::try_from(s).ok()) else {
+            return NO_MEMBER;
+        };
+        let vlan = if m.tagged { m.tci & 0x0fff } else { 0 };
+        let member = members.lookup(frame.port, vlan, src);
+        self.counters.count_member_rx(member, frame.len);
+        member
     }
 
     #[inline]
     fn drop(&self, port: u16, reason: DropReason) -> Verdict {
         self.counters.count_drop(port, reason);
+        self.counters.count_member_drop(self.member, reason);
         Verdict::Drop(reason)
     }
 }
