@@ -288,10 +288,11 @@ class Controller:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks = []
-        if self._election is not None and self.leading:
+        if self._election is not None:
             # Writes to the agents end first, then the lead is let go at once (a follower
-            # takes it without waiting out the lease).
-            await self._step_down()
+            # takes it without waiting out the lease); a lead won but not yet taken up too.
+            if self.leading:
+                await self._step_down()
             await self._election.resign()
         if self.feeds is not None:
             await self.feeds.stop()

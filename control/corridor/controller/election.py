@@ -10,6 +10,11 @@ go (its own clock, from the moment it sent the last renewal that was answered), 
 controllers never both believe they lead for longer than a paused process takes to look at
 its clock. Even then the agents refuse the older one: each new leader takes an election id
 above every earlier one (EtcdStore.next_election_id), and an agent obeys only the highest.
+
+The lease is renewed from a thread of its own, on blocking channels of its own, and not on
+the event loop: a loop busy for seconds with a large batch (or a machine short of CPU) must
+not cost the lead while etcd and the network are fine. A process that is paused or killed
+stops renewing all the same, and every write stays fenced on the leader key.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -49,6 +55,7 @@ class Election:
         self.leader: LeaderInfo | None = None  # as last seen
         self.lease = 0
         self.deadline = 0.0  # monotonic: when this leader must have stepped down
+        self._keeper: _Keeper | None = None  # renews the lease from the moment it is won
 
     async def look(self) -> LeaderInfo | None:
         reply = await self.client.call("KV", "Range", rpc.RangeRequest(key=self.store.key_leader))
@@ -103,52 +110,31 @@ class Election:
         self.deadline = sent + grant.TTL - MARGIN_SECONDS
         self.store.fence = reply.header.revision
         self.leader = LeaderInfo(self.name, since, reply.header.revision)
+        self._keeper = _Keeper(self)  # from now: taking the lead may keep the loop busy
+        self._keeper.start()
         return self.leader
 
     async def keep(self) -> str:
         """Keeps the lease alive while this controller leads; returns why the lead was lost
         (the lease could not be renewed in time, or etcd let it go)."""
+        keeper = self._keeper
+        assert keeper is not None, "keep() without the lead"
         while True:
-            left = self.deadline - time.monotonic()
+            if keeper.expired:
+                return "etcd let the lease go (it expired)"
+            left = keeper.deadline - time.monotonic()
             if left <= 0:
                 return f"the lease could not be renewed within {self.ttl} s"
-            sent = time.monotonic()
-            try:
-                # One member at a time, briefly: one that lost its own leader holds a renewal
-                # until it has a new one, and another member may answer at once.
-                ttl = await asyncio.wait_for(self._renew(), timeout=min(RENEW_SECONDS, left))
-            except (TimeoutError, StoreUnavailable, grpc.aio.AioRpcError) as e:
-                log.warning(
-                    "leader lease not renewed through %s: %s",
-                    self.client.endpoint,
-                    _short(e),
-                )
-                self.client.rotate()
-                await asyncio.sleep(min(0.1, max(0.0, self.deadline - time.monotonic())))
-                continue
-            if ttl <= 0:
-                return "etcd let the lease go (it expired)"
-            self.deadline = sent + ttl - MARGIN_SECONDS
-            await asyncio.sleep(self.ttl / 4)
-
-    async def _renew(self) -> int:
-        """One renewal on a stream of its own (etcd's LeaseKeepAlive is a stream)."""
-        stub = rpc.LeaseStub(self.client.channel(self.client.current))
-        call = stub.LeaseKeepAlive(metadata=(("hasleader", "true"),))
-        try:
-            await call.write(rpc.LeaseKeepAliveRequest(ID=self.lease))
-            reply = await call.read()
-            if reply is grpc.aio.EOF:
-                raise StoreUnavailable("etcd closed the lease stream", full=False)
-            return int(reply.TTL)
-        finally:
-            call.cancel()
+            await asyncio.sleep(min(0.1, left))
 
     async def resign(self) -> None:
         """Lets the lead go at once (a clean stop), so a follower takes it without waiting
         out the lease."""
         lease, self.lease = self.lease, 0
         self.store.fence = 0
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.stop()
         if lease:
             await self._revoke(lease)
 
@@ -161,7 +147,73 @@ class Election:
             log.debug("lease revoke: %s", e)
 
 
+class _Keeper:
+    """Renews the lease every quarter of its time to live, on a thread and blocking channels
+    of its own (one member at a time, briefly: one that lost its own leader holds a renewal
+    until it has a new one, and another member may answer at once). `deadline` (monotonic)
+    is when the leader must have stepped down; `expired` says etcd let the lease go."""
+
+    def __init__(self, election: Election) -> None:
+        self.lease = election.lease
+        self.ttl = election.ttl
+        self.client = election.client
+        self.deadline = election.deadline
+        self.expired = False
+        self._stopped = threading.Event()
+        self._channels: dict[int, grpc.Channel] = {}
+        self._thread = threading.Thread(target=self._run, name="corridor-lease", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops renewing; returns at once (the thread ends within one renewal's timeout)."""
+        self._stopped.set()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopped.is_set():
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    return
+                sent = time.monotonic()
+                try:
+                    ttl = self._renew(min(RENEW_SECONDS, left))
+                except (grpc.RpcError, StoreUnavailable) as e:
+                    log.warning(
+                        "leader lease not renewed through %s: %s", self.client.endpoint, _short(e)
+                    )
+                    self.client.rotate()
+                    self._stopped.wait(min(0.1, max(0.0, self.deadline - time.monotonic())))
+                    continue
+                if ttl <= 0:
+                    self.expired = True
+                    return
+                self.deadline = sent + ttl - MARGIN_SECONDS
+                self._stopped.wait(self.ttl / 4)
+        finally:
+            for channel in self._channels.values():
+                channel.close()
+
+    def _renew(self, timeout: float) -> int:
+        i = self.client.current
+        channel = self._channels.get(i)
+        if channel is None:
+            channel = self._channels[i] = self.client.blocking_channel(i)
+        replies = rpc.LeaseStub(channel).LeaseKeepAlive(
+            iter([rpc.LeaseKeepAliveRequest(ID=self.lease)]),
+            timeout=timeout,
+            metadata=(("hasleader", "true"),),
+        )
+        try:
+            for reply in replies:
+                return int(reply.TTL)
+            raise StoreUnavailable("etcd closed the lease stream", full=False)
+        finally:
+            replies.cancel()
+
+
 def _short(e: BaseException) -> str:
-    if isinstance(e, grpc.aio.AioRpcError):
+    if isinstance(e, grpc.aio.AioRpcError | grpc.Call):
         return f"{e.code().name}: {e.details()}"
     return str(e) or type(e).__name__

@@ -75,6 +75,15 @@ COMPACT_BYTES = 64 << 20  # chunk bytes written between two compactions of etcd'
 V4 = struct.Struct(">6sBI")  # sort key, kind, group id (0: none)
 V6 = struct.Struct(">18sBI")
 REQUIRE_LEADER = (("hasleader", "true"),)
+_OPTIONS = (
+    ("grpc.max_receive_message_length", 256 << 20),
+    ("grpc.max_send_message_length", 4 << 20),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 2000),
+    ("grpc.keepalive_timeout_ms", 2000),
+    ("grpc.keepalive_permit_without_calls", 1),
+)
 _KINDS = {int(k): k for k in RouteKind}
 
 
@@ -132,22 +141,21 @@ class EtcdClient:
     def channel(self, i: int) -> grpc.aio.Channel:
         channel = self._channels[i]
         if channel is None:
-            options = (
-                ("grpc.max_receive_message_length", 256 << 20),
-                ("grpc.max_send_message_length", 4 << 20),
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 1000),
-                ("grpc.keepalive_time_ms", 2000),
-                ("grpc.keepalive_timeout_ms", 2000),
-                ("grpc.keepalive_permit_without_calls", 1),
-            )
             target = self.config.endpoints[i]
             if self._credentials is not None:
-                channel = grpc.aio.secure_channel(target, self._credentials, options)
+                channel = grpc.aio.secure_channel(target, self._credentials, _OPTIONS)
             else:
-                channel = grpc.aio.insecure_channel(target, options)
+                channel = grpc.aio.insecure_channel(target, _OPTIONS)
             self._channels[i] = channel
         return channel
+
+    def blocking_channel(self, i: int) -> grpc.Channel:
+        """A new blocking channel to endpoint `i`, for a thread of its own (the lease's
+        renewals, election.py); the caller closes it."""
+        target = self.config.endpoints[i]
+        if self._credentials is not None:
+            return grpc.secure_channel(target, self._credentials, _OPTIONS)
+        return grpc.insecure_channel(target, _OPTIONS)
 
     @property
     def endpoint(self) -> str:
