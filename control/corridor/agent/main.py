@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from corridor.agent.engine_host import EngineHost
     from corridor.agent.fib_adapter import EngineFib
     from corridor.agent.neighbours import LinkWatch
+    from corridor.agent.sflow import SflowExporter
 
 log = logging.getLogger("corridor.agent")
 
@@ -135,7 +136,7 @@ async def serve(
 
 
 # What a reload applies (below) and what only a restart does.
-RESTART_FIELDS = ("listen", "workers", "ports", "metrics", "fib", "netns")
+RESTART_FIELDS = ("listen", "workers", "ports", "metrics", "fib", "netns", "sflow")
 
 
 async def reload(
@@ -187,10 +188,13 @@ class RunningAgent:
     host: EngineHost | None = None
     watch: LinkWatch | None = None
     metrics_server: MetricsServer | None = None
+    sflow: SflowExporter | None = None
 
     async def stop(self, grace: float) -> None:
         if self.server is not None:
             await self.server.stop(grace)
+        if self.sflow is not None:
+            await self.sflow.stop()
         if self.watch is not None:
             await self.watch.stop()
         if self.host is not None:
@@ -217,6 +221,8 @@ async def start_agent(config: AgentConfig) -> RunningAgent:
     try:
         if config.ports:
             running.host, running.watch = await start_engine(config, fib, dataplane)
+            if config.sflow is not None:
+                running.sflow = await start_sflow(config, running.host)
         if config.metrics is not None:
             try:
                 running.metrics_server = MetricsServer(metrics.registry, config.metrics)
@@ -272,6 +278,22 @@ async def start_engine(
 
     dataplane.on_next_hops_written = written
     return host, watch
+
+
+async def start_sflow(config: AgentConfig, host: EngineHost) -> SflowExporter:
+    """Sets the ports' sampling rates and starts sending to the collectors. StartError
+    when the collectors' sockets cannot be opened (a namespace that is not there)."""
+    from corridor.agent.sflow import SflowExporter
+
+    assert config.sflow is not None
+    ifindex = {p["name"]: p["ifindex"] for p in host.ports()}
+    ports = [(p.name, ifindex.get(p.name, 0), p.sample_rate) for p in config.ports]
+    exporter = SflowExporter(config.sflow, host.engine, ports)
+    try:
+        await exporter.start()
+    except OSError as e:
+        raise StartError(f"sflow: cannot open the collectors' sockets: {e}") from e
+    return exporter
 
 
 class NextHopPush:
