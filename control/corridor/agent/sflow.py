@@ -97,7 +97,7 @@ class InterfaceCounters:
 def counter_sample(sequence: int, c: InterfaceCounters) -> bytes:
     status = 3 if c.up else 1  # bit 0 admin up, bit 1 oper up
     body = struct.pack(
-        "!IIQIIQIIIIIIQIIIIIII",
+        "!IIQIIQIIIIIIQIIIIII",
         c.if_index, IF_TYPE_ETHERNET, c.speed, 1, status,  # ifDirection 1: full-duplex
         c.in_octets, c.in_packets & U32, 0, 0, c.in_discards & U32, 0, 0,
         c.out_octets, c.out_packets & U32, 0, 0, 0, 0, 0,
