@@ -299,10 +299,16 @@ def test_sflow_against_sfacctd(world: World) -> None:
     # sfacctd decoded them all: its flow records (renormalisation off: one packet a
     # sample) add up to the samples on the wire, all from dut0 to dut1 and the member.
     ports = {p.name: p for p in world.stub.ListPorts(dataplane_pb2.ListPortsRequest()).ports}
-    lines = (world.d / "flows.json").read_text().splitlines() if (world.d / "flows.json").exists() else []
+    lines = (
+        (world.d / "flows.json").read_text().splitlines()
+        if (world.d / "flows.json").exists()
+        else []
+    )
     records = [json.loads(line) for line in lines if line.strip()]
     decoded_flows = sum(r["packets"] for r in records)
-    assert decoded_flows == wire_flows, f"sfacctd decoded {decoded_flows} of {wire_flows}: {records[:3]}"
+    assert decoded_flows == wire_flows, (
+        f"sfacctd decoded {decoded_flows} of {wire_flows}: {records[:3]}"
+    )
     for r in records:
         assert r["iface_in"] == ports[L.DUT_IN].ifindex, r
         assert r["iface_out"] == ports[L.DUT_OUT].ifindex, r
