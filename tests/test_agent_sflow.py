@@ -160,3 +160,34 @@ def test_datagrams_stay_under_the_limit_and_number_in_sequence() -> None:
         assert off == len(d)
         total += n
     assert total == 40
+
+
+def test_the_samplers_metrics_are_clean_and_per_port() -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.core import Metric
+    from prometheus_client.registry import Collector
+
+    from corridor.agent.metrics import _sample_metrics
+    from corridor.common.metrics import new_registry
+    from metrics_support import families, promtool_check, samples
+
+    ports = [{"name": "dut0"}, {"name": "dut1"}]
+    stats = [
+        {"rate": 1000, "pool": 5000, "sampled": 5, "dropped": 2},
+        {"rate": 0, "pool": 0, "sampled": 0, "dropped": 0},
+    ]
+
+    class One(Collector):
+        def collect(self) -> list[Metric]:
+            return list(_sample_metrics(stats, ports))  # type: ignore[arg-type]
+
+    registry = new_registry()
+    registry.register(One())
+    text = generate_latest(registry).decode()
+    promtool_check(text)
+    assert families(text)["corridor_engine_sflow_samples_total"] == "counter"
+    s = samples(text)
+    assert s['corridor_engine_sflow_sample_rate{port="dut0"}'] == 1000
+    assert s['corridor_engine_sflow_samples_total{port="dut0"}'] == 5
+    assert s['corridor_engine_sflow_samples_dropped_total{port="dut0"}'] == 2
+    assert s['corridor_engine_sflow_sample_rate{port="dut1"}'] == 0

@@ -29,6 +29,7 @@ from corridor import lab as L
 from corridor import traffic
 from corridor.agent import client as c
 from corridor.v1 import dataplane_pb2, dataplane_pb2_grpc
+from metrics_support import free_port, samples, scrape
 
 pytestmark = pytest.mark.lab
 
@@ -88,12 +89,14 @@ def _until(predicate, within: float, what: str, log: Path | None = None):
     raise AssertionError(f"{what}: not within {within:.0f} s ({last})\n{tail}")
 
 
-def _agent_config(lab: L.Lab, sock: Path) -> str:
+def _agent_config(lab: L.Lab, sock: Path, metrics_port: int) -> str:
     return f"""
 workers = 1
 netns = "{lab.ns("dut")}"
 [listen]
 unix = "{sock}"
+[metrics]
+address = "127.0.0.1:{metrics_port}"
 [fib]
 v4_routes = 1000
 v6_routes = 1000
@@ -201,7 +204,8 @@ class World:
             assert p.poll() is None, f"{name} exited: {(self.d / f'{name}.log').read_text()}"
 
     def start_agent(self) -> None:
-        (self.d / "agent.toml").write_text(_agent_config(self.lab, self.sock))
+        self.metrics_port = free_port()
+        (self.d / "agent.toml").write_text(_agent_config(self.lab, self.sock, self.metrics_port))
         self.agent = _spawn(
             [sys.executable, "-m", "corridor", "agent", "--config", str(self.d / "agent.toml")],
             self.agent_log,
@@ -313,6 +317,12 @@ def test_sflow_against_sfacctd(world: World) -> None:
         assert r["iface_in"] == ports[L.DUT_IN].ifindex, r
         assert r["iface_out"] == ports[L.DUT_OUT].ifindex, r
         assert r["mac_src"] == MEMBER_MAC and r["ip_dst"] == "198.19.1.1", r
+    # The engine's own count agrees: every sample it took reached the wire, none lost.
+    metrics = samples(scrape(world.metrics_port))
+    assert metrics[f'corridor_engine_sflow_samples_total{{port="{L.DUT_IN}"}}'] == wire_flows
+    assert metrics[f'corridor_engine_sflow_samples_dropped_total{{port="{L.DUT_IN}"}}'] == 0
+    assert metrics[f'corridor_engine_sflow_sample_rate{{port="{L.DUT_IN}"}}'] == RATE
+    assert metrics[f'corridor_engine_sflow_samples_total{{port="{L.DUT_OUT}"}}'] == 0
     log = (world.d / "sfacctd.log").read_text()
     assert "ERROR" not in log and "WARN" not in log, log
 
