@@ -140,7 +140,8 @@ def test_datagrams_stay_under_the_limit_and_number_in_sequence() -> None:
     enc = sflow.Encoder(ipaddress.ip_address("198.18.0.1"), [2, 3])
     samples = [
         {"port": 0, "vlan": 0, "member": None, "frame_len": 1500, "pool": 1000 * (i + 1),
-         "out_port": 1 if i % 2 else None, "dropped": None if i % 2 else "ttl_expired",
+         "out_port": 1 if i % 2 else None, "out_vlan": 20 if i % 2 else None,
+         "out_priority": 0 if i % 2 else None, "dropped": None if i % 2 else "ttl_expired",
          "icmp_sent": False, "header": bytes(128)}
         for i in range(40)
     ]  # fmt: skip
@@ -154,8 +155,15 @@ def test_datagrams_stay_under_the_limit_and_number_in_sequence() -> None:
         off = 28
         for _ in range(n):
             _, length = struct.unpack("!II", d[off : off + 8])
-            output = struct.unpack("!I", d[off + 8 + 24 : off + 8 + 28])[0]
+            output, records = struct.unpack("!II", d[off + 8 + 24 : off + 8 + 32])
             assert output in (3, 0x4000_0000 | 257), hex(output)
+            if output == 3:
+                # Forwarded: the header, then extended_switch with the egress VLAN.
+                assert records == 2
+                tail = d[off + 8 + length - 24 : off + 8 + length]
+                assert struct.unpack("!6I", tail) == (1001, 16, 0, 0, 20, 0)
+            else:
+                assert records == 1
             off += 8 + length
         assert off == len(d)
         total += n

@@ -81,6 +81,8 @@ class SampleDict(TypedDict):
     frame_len: int
     pool: int
     out_port: int | None
+    out_vlan: int | None
+    out_priority: int | None
     dropped: str | None
     icmp_sent: bool
     header: bytes

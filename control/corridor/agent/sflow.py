@@ -33,6 +33,7 @@ VERSION = 5
 FLOW_SAMPLE = 1
 COUNTERS_SAMPLE = 2
 RAW_PACKET_HEADER = 1
+EXTENDED_SWITCH = 1001
 GENERIC_INTERFACE = 1
 HEADER_PROTOCOL_ETHERNET = 1  # ETHERNET-ISO88023
 IF_TYPE_ETHERNET = 6  # ethernetCsmacd
@@ -66,6 +67,20 @@ def raw_header_record(header: bytes, frame_len: int) -> bytes:
     """sampled_header (format 1): Ethernet, the frame's length as received, none stripped."""
     body = struct.pack("!IIII", HEADER_PROTOCOL_ETHERNET, frame_len, 0, len(header))
     return _record(RAW_PACKET_HEADER, body + _pad(header))
+
+
+def extended_switch_record(
+    src_vlan: int, src_priority: int, dst_vlan: int, dst_priority: int
+) -> bytes:
+    """extended_switch (format 1001): the 802.1Q VLAN and priority in and out (0 untagged)."""
+    return _record(
+        EXTENDED_SWITCH, struct.pack("!IIII", src_vlan, src_priority, dst_vlan, dst_priority)
+    )
+
+
+def ingress_priority(header: bytes) -> int:
+    """The 802.1p priority of a tagged frame's header; 0 untagged."""
+    return header[14] >> 5 if len(header) >= 16 and header[12:14] == b"\x81\x00" else 0
 
 
 def flow_sample(
@@ -175,11 +190,19 @@ class Encoder:
             else:
                 output = DISCARDED | DROP_CODES.get(dropped or "", REASON_UNKNOWN)
             st = stats[port]
-            record = raw_header_record(s["header"], s["frame_len"])
+            records = raw_header_record(s["header"], s["frame_len"])
+            count = 1
+            if out_port is not None:
+                # Where a forwarded frame came from and went, as a switch reports it.
+                records += extended_switch_record(
+                    s["vlan"], ingress_priority(s["header"]),
+                    s["out_vlan"] or 0, s["out_priority"] or 0,
+                )  # fmt: skip
+                count = 2
             encoded.append(
                 flow_sample(
                     self.flow_sequence[port], self.if_indexes[port], max(st["rate"], 1),
-                    max(st["pool"], s["pool"]), st["dropped"], output, record, 1,
+                    max(st["pool"], s["pool"]), st["dropped"], output, records, count,
                 )
             )  # fmt: skip
         return self._datagrams(encoded)

@@ -274,7 +274,8 @@ impl Engine {
     /// The frames the workers sampled since the last call, at most `max`, each a dict:
     /// port (ingress index), vlan, member (id, UNKNOWN_MEMBER, or None on a sub-interface
     /// without members), frame_len, pool (frames its worker saw on the port so far),
-    /// out_port (egress index, None when dropped), dropped (the drop reason's name or
+    /// out_port, out_vlan, out_priority (egress index and the tag it left with, 0 untagged;
+    /// None when dropped), dropped (the drop reason's name or
     /// None), icmp_sent, header (bytes: the first 128 octets as received). Empty when not
     /// running. Never blocks on a worker.
     #[pyo3(signature = (max=4096))]
@@ -292,11 +293,13 @@ impl Engine {
             d.set_item("member", (s.member != corridor_engine::fib::NO_MEMBER).then_some(s.member))?;
             d.set_item("frame_len", s.frame_len)?;
             d.set_item("pool", s.pool)?;
-            let (out_port, dropped, icmp) = match s.outcome {
-                SampleOutcome::Forwarded(p) => (Some(p), None, false),
-                SampleOutcome::Dropped { reason, icmp_sent } => (None, Some(reason.name()), icmp_sent),
+            let (out_port, out_vlan, out_priority, dropped, icmp) = match s.outcome {
+                SampleOutcome::Forwarded { port, vlan, priority } => (Some(port), Some(vlan), Some(priority), None, false),
+                SampleOutcome::Dropped { reason, icmp_sent } => (None, None, None, Some(reason.name()), icmp_sent),
             };
             d.set_item("out_port", out_port)?;
+            d.set_item("out_vlan", out_vlan)?;
+            d.set_item("out_priority", out_priority)?;
             d.set_item("dropped", dropped)?;
             d.set_item("icmp_sent", icmp)?;
             d.set_item("header", pyo3::types::PyBytes::new(py, &s.header))?;

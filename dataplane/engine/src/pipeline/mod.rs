@@ -363,7 +363,7 @@ impl Pipeline {
             }
         }
         self.member = NO_MEMBER;
-        self.sampler.publish(verdicts);
+        self.sampler.publish(frames, verdicts);
     }
 
     /// The member that sent `frame` (by its source MAC on its sub-interface), counted as
@@ -450,6 +450,47 @@ mod tests {
         // More than one batch in one call.
         let many: Vec<_> = (0..150).map(|i| (0u16, v4_frame([198, 19, 1, i as u8], 64))).collect();
         assert!(rig.run(&many).iter().all(|o| matches!(o.verdict, Verdict::Forward { port: 1, .. })));
+    }
+
+    #[test]
+    fn sampling_one_in_one_reports_every_frame_as_received_with_its_outcome() {
+        let mut rig = rig();
+        rig.pipeline.sample_ring().set_rates(&[1, 0]);
+        let frames = vec![
+            (0, v4_frame([198, 19, 1, 5], 64)),
+            (0, v6_frame(v6(2, 5), 64)),
+            (0, v6_frame(v6(1, 5), 1)),
+            (0, v4_frame([198, 19, 66, 5], 64)),
+            (1, eth(MAC1, None, ethertype::IPV4, &ipv4(SRC4, [198, 19, 3, 1], 64, ip_protocol::UDP, &udp(1, 2, 3)))),
+        ];
+        let outs = rig.run(&frames);
+        let mut got = Vec::new();
+        rig.pipeline.sample_ring().drain(&mut got, usize::MAX);
+        assert_eq!(got.len(), 4, "port 0 only: {got:?}");
+        for (g, (_, f)) in got.iter().zip(&frames) {
+            assert_eq!(g.header, f[..f.len().min(sample::HEADER_MAX)].to_vec(), "as received, before the rewrite");
+            assert_eq!(g.frame_len as usize, f.len());
+        }
+        assert_eq!(got[0].outcome, SampleOutcome::Forwarded { port: 1, vlan: 0, priority: 0 });
+        assert_eq!(got[1].outcome, SampleOutcome::Forwarded { port: 1, vlan: 300, priority: 0 }, "{:?}", outs[1].verdict);
+        assert_eq!(got[2].outcome, SampleOutcome::Dropped { reason: DropReason::TtlExpired, icmp_sent: true });
+        assert_eq!(got[3].outcome, SampleOutcome::Dropped { reason: DropReason::Blackhole, icmp_sent: false });
+        assert_eq!(got.iter().map(|g| g.pool).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        // A later forwarded frame does not inherit the ICMP mark of an earlier unsampled one.
+        rig.pipeline.sample_ring().set_rates(&[2, 0]);
+        let many: Vec<_> =
+            (0..64).map(|i| (0u16, if i % 2 == 0 { v6_frame(v6(1, 5), 1) } else { v4_frame([198, 19, 1, 5], 64) })).collect();
+        let outs = rig.run(&many);
+        got.clear();
+        rig.pipeline.sample_ring().drain(&mut got, usize::MAX);
+        assert!(!got.is_empty());
+        for g in &got {
+            let index = outs.iter().zip(&many).position(|(_, (_, f))| f[..f.len().min(sample::HEADER_MAX)] == g.header[..]).unwrap();
+            match outs[index].verdict {
+                Verdict::Forward { port: 1, .. } => assert_eq!(g.outcome, SampleOutcome::Forwarded { port: 1, vlan: 0, priority: 0 }),
+                _ => assert_eq!(g.outcome, SampleOutcome::Dropped { reason: DropReason::TtlExpired, icmp_sent: true }),
+            }
+        }
     }
 
     proptest! {

@@ -35,12 +35,17 @@ const SLOT_WORDS: usize = 3 + HEADER_WORDS;
 const OUT_DROPPED: u32 = 1 << 31;
 /// `out` word: dropped and answered with an ICMP error (which went out of the ingress port).
 const OUT_ICMP: u32 = 1 << 30;
+/// `out` word of a forwarded frame: the egress port in the low 16 bits, the egress VLAN
+/// (0 untagged) in bits 16 to 27 and its priority in bits 28 to 30.
+const OUT_VLAN_SHIFT: u32 = 16;
+const OUT_PRIORITY_SHIFT: u32 = 28;
 
 /// What became of a sampled frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SampleOutcome {
-    /// Forwarded out of this port (index into the pipeline's ports).
-    Forwarded(u16),
+    /// Forwarded out of `port` (index into the pipeline's ports), on `vlan` (0 untagged)
+    /// with 802.1p `priority` as rewritten.
+    Forwarded { port: u16, vlan: u16, priority: u8 },
     /// Dropped for this reason; `icmp_sent` when an ICMP error answered it.
     Dropped { reason: DropReason, icmp_sent: bool },
 }
@@ -162,7 +167,11 @@ fn read_slot(slot: &[AtomicU64; SLOT_WORDS]) -> Sample {
         let reason = DropReason::ALL.get(index).copied().unwrap_or(DropReason::Truncated);
         SampleOutcome::Dropped { reason, icmp_sent: out & OUT_ICMP != 0 }
     } else {
-        SampleOutcome::Forwarded(out as u16)
+        SampleOutcome::Forwarded {
+            port: out as u16,
+            vlan: ((out >> OUT_VLAN_SHIFT) & 0x0fff) as u16,
+            priority: ((out >> OUT_PRIORITY_SHIFT) & 7) as u8,
+        }
     };
     let len = (frame_len as usize).min(HEADER_MAX);
     let mut header = Vec::with_capacity(len);
@@ -178,6 +187,18 @@ fn read_slot(slot: &[AtomicU64; SLOT_WORDS]) -> Sample {
         pool: slot[2].load(Ordering::Relaxed),
         outcome,
         header,
+    }
+}
+
+/// The 802.1Q tag of the frame at `chunk[start..]` in the `out` word's VLAN and priority
+/// bits; 0 untagged.
+fn egress_tag(chunk: &[u8], start: usize) -> u32 {
+    match chunk.get(start + 12..start + 16) {
+        Some(&[0x81, 0x00, hi, lo]) => {
+            let tci = u32::from(u16::from_be_bytes([hi, lo]));
+            (tci & 0x0fff) << OUT_VLAN_SHIFT | (tci >> 13) << OUT_PRIORITY_SHIFT
+        }
+        _ => 0,
     }
 }
 
@@ -330,9 +351,10 @@ impl Sampler {
         }
     }
 
-    /// At the batch's end: writes each reserved slot's outcome and publishes them.
+    /// At the batch's end: writes each reserved slot's outcome (for a forwarded frame its
+    /// egress port and the tag it left with, read from `frames`) and publishes them.
     #[inline]
-    pub(super) fn publish(&mut self, verdicts: &[Verdict]) {
+    pub(super) fn publish(&mut self, frames: &[PacketBuf<'_>], verdicts: &[Verdict]) {
         if self.reserved == 0 {
             return;
         }
@@ -340,7 +362,10 @@ impl Sampler {
         for (i, p) in self.pending[..self.reserved].iter().enumerate() {
             let out = match (p.icmp_reason, verdicts.get(p.frame as usize)) {
                 (Some(reason), _) => OUT_DROPPED | OUT_ICMP | u32::from(reason),
-                (None, Some(Verdict::Forward { port, .. })) => u32::from(*port),
+                (None, Some(&Verdict::Forward { port, start, .. })) => {
+                    let chunk = frames.get(p.frame as usize).map_or(&[][..], |f| &*f.chunk);
+                    u32::from(port) | egress_tag(chunk, start)
+                }
                 (None, Some(Verdict::Drop(reason))) => OUT_DROPPED | *reason as u32,
                 (None, None) => OUT_DROPPED | DropReason::Truncated as u32,
             };
@@ -386,7 +411,7 @@ mod tests {
         }
         // A port the sampler does not know (a bad frame's) is never sampled.
         assert!(!s.consider(0, &frame(&mut bytes, 9), 0, NO_MEMBER));
-        s.publish(&[Verdict::Drop(DropReason::NoRoute); MAX_BATCH]);
+        s.publish(&[], &[Verdict::Drop(DropReason::NoRoute); MAX_BATCH]);
         let got = drain_all(&s.ring);
         assert_eq!(got.len(), 10);
         assert!(got.iter().all(|g| g.port == 1 && g.header == vec![1u8; HEADER_MAX] && g.frame_len == 200));
@@ -408,15 +433,22 @@ mod tests {
         assert!(s.consider(1, &frame(&mut long, 0), 0, NO_MEMBER));
         assert!(s.consider(2, &frame(&mut third, 1), 0, 3));
         s.note_icmp(2, DropReason::TtlExpired);
-        s.publish(&[
-            Verdict::Forward { port: 1, start: 0, len: 61 },
-            Verdict::Drop(DropReason::Blackhole),
-            Verdict::Forward { port: 1, start: 0, len: 64 },
-        ]);
+        // The first left tagged (VLAN 300, priority 5), as the rewrite made it.
+        let mut egress = vec![0u8; 64];
+        egress[12..16].copy_from_slice(&[0x81, 0x00, 0xa1, 0x2c]);
+        let bufs = [frame(&mut egress, 1)];
+        s.publish(
+            &bufs,
+            &[
+                Verdict::Forward { port: 1, start: 0, len: 61 },
+                Verdict::Drop(DropReason::Blackhole),
+                Verdict::Forward { port: 1, start: 0, len: 64 },
+            ],
+        );
         let got = drain_all(&s.ring);
         assert_eq!(got[0].header, short);
         assert_eq!((got[0].port, got[0].vlan, got[0].member, got[0].frame_len), (2, 10, 5, 61));
-        assert_eq!(got[0].outcome, SampleOutcome::Forwarded(1));
+        assert_eq!(got[0].outcome, SampleOutcome::Forwarded { port: 1, vlan: 300, priority: 5 });
         assert_eq!(got[1].header, long[..HEADER_MAX].to_vec());
         assert_eq!(got[1].frame_len, 256);
         assert_eq!(got[1].outcome, SampleOutcome::Dropped { reason: DropReason::Blackhole, icmp_sent: false });
@@ -442,7 +474,7 @@ mod tests {
                 min_gap = min_gap.min(i - last);
                 max_gap = max_gap.max(i - last);
                 last = i;
-                s.publish(&[Verdict::Drop(DropReason::NoRoute)]);
+                s.publish(&[], &[Verdict::Drop(DropReason::NoRoute)]);
                 let got = drain_all(&s.ring);
                 assert_eq!(got[0].pool, i, "the pool is every frame seen");
             }
@@ -468,7 +500,7 @@ mod tests {
             for i in 0..MAX_BATCH {
                 taken += usize::from(s.consider(i, &frame(&mut bytes, 0), 0, NO_MEMBER));
             }
-            s.publish(&verdicts);
+            s.publish(&[], &verdicts);
         }
         assert_eq!(taken, SAMPLE_SLOTS);
         let st = s.ring.stats()[0];
@@ -487,11 +519,11 @@ mod tests {
         s.refresh();
         let mut bytes = [0u8; 64];
         let before = (0..10).filter(|&i| s.consider(i, &frame(&mut bytes, 0), 0, NO_MEMBER)).count();
-        s.publish(&[Verdict::Drop(DropReason::NoRoute); MAX_BATCH]);
+        s.publish(&[], &[Verdict::Drop(DropReason::NoRoute); MAX_BATCH]);
         s.ring.set_rates(&[1]);
         s.refresh();
         assert!(s.consider(0, &frame(&mut bytes, 0), 0, NO_MEMBER));
-        s.publish(&[Verdict::Drop(DropReason::NoRoute)]);
+        s.publish(&[], &[Verdict::Drop(DropReason::NoRoute)]);
         let got = drain_all(&s.ring);
         assert_eq!(got.last().map(|g| g.pool), Some(11), "{before} sampled before; 10 frames, then 1");
         s.ring.set_rates(&[0]);
@@ -522,7 +554,7 @@ mod tests {
             } else {
                 std::thread::yield_now();
             }
-            s.publish(&[Verdict::Forward { port: 0, start: 0, len: 16 }]);
+            s.publish(&[], &[Verdict::Forward { port: 0, start: 0, len: 16 }]);
         }
         let seen = reader.join().unwrap();
         for (i, g) in seen.iter().enumerate() {
