@@ -89,7 +89,10 @@ def _until(predicate, within: float, what: str, log: Path | None = None):
     raise AssertionError(f"{what}: not within {within:.0f} s ({last})\n{tail}")
 
 
-def _agent_config(lab: L.Lab, sock: Path, metrics_port: int) -> str:
+def _agent_config(
+    lab: L.Lab, sock: Path, metrics_port: int, rates: tuple[int, int] = (RATE, 0),
+    collector: str = f"{COLLECTOR_SIDE}:{COLLECTOR_PORT}",
+) -> str:  # fmt: skip
     return f"""
 workers = 1
 netns = "{lab.ns("dut")}"
@@ -103,17 +106,18 @@ v6_routes = 1000
 groups = 64
 adjacencies = 64
 [sflow]
-collectors = ["{COLLECTOR_SIDE}:{COLLECTOR_PORT}"]
+collectors = ["{collector}"]
 agent_address = "{L.DUT_IN_V4}"
 counter_interval = {COUNTER_INTERVAL}
 netns = "{lab.ns("dut")}"
 [[ports]]
 name = "{L.DUT_IN}"
 addresses = ["{L.DUT_IN_V4}/24"]
-sample_rate = {RATE}
+sample_rate = {rates[0]}
 [[ports]]
 name = "{L.DUT_OUT}"
 addresses = ["{L.DUT_OUT_V4}/24"]
+sample_rate = {rates[1]}
 """
 
 
@@ -339,3 +343,26 @@ def test_sflow_against_sfacctd(world: World) -> None:
     assert (int(got_in["ifOutUcastPkts"]), int(got_in["ifOutOctets"])) == (tx, tx_bytes), got_in
     got_out = last[ports[L.DUT_OUT].ifindex]
     assert (int(got_out["ifOutUcastPkts"]), int(got_out["ifOutOctets"])) == (out[2], out[3])
+
+
+def test_a_reload_changes_the_rates_and_a_bad_one_changes_nothing(world: World) -> None:
+    def rates() -> tuple[float, float]:
+        s = samples(scrape(world.metrics_port))
+        return tuple(s[f'corridor_engine_sflow_sample_rate{{port="{p}"}}']
+                     for p in (L.DUT_IN, L.DUT_OUT))  # type: ignore[return-value]  # fmt: skip
+
+    assert rates() == (RATE, 0)
+    assert world.agent is not None
+    toml = world.d / "agent.toml"
+    toml.write_text(_agent_config(world.lab, world.sock, world.metrics_port, (5, 7)))
+    world.agent.send_signal(signal.SIGHUP)
+    _until(lambda: rates() == (5, 7), 20, "the new rates in force", world.agent_log)
+    # A bad collector: refused whole, the rates as they were.
+    toml.write_text(_agent_config(world.lab, world.sock, world.metrics_port, (50, 70),
+                                  collector="collector.example:6343"))  # fmt: skip
+    world.agent.send_signal(signal.SIGHUP)
+    _until(lambda: "reload refused" in world.agent_log.read_text(), 20, "the refusal",
+           world.agent_log)  # fmt: skip
+    assert "sflow.collectors[0]" in world.agent_log.read_text()
+    assert rates() == (5, 7)
+    assert world.agent.poll() is None, "still serving"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import uvloop
 
-from corridor.agent.config import AgentConfig, IcmpLimits, load
+from corridor.agent.config import AgentConfig, IcmpLimits, PortConfig, load
 from corridor.agent.domain import Dataplane
 from corridor.agent.metrics import AgentMetrics
 from corridor.agent.server import AgentServer, StartError, start_server
@@ -136,18 +136,23 @@ async def serve(
 
 
 # What a reload applies (below) and what only a restart does.
-RESTART_FIELDS = ("listen", "workers", "ports", "metrics", "fib", "netns", "sflow")
+RESTART_FIELDS = ("listen", "workers", "ports", "metrics", "fib", "netns")
 
 
 async def reload(
     running: RunningAgent, new: AgentConfig, log_level: str | None, where: str = ""
 ) -> Reloaded:
     """Applies what can change while serving: [log], [tls] (new connections), [election],
-    the [icmp] rates and bursts; says what else changed. Checks first: a ConfigError leaves
-    everything as it was."""
+    the [icmp] rates and bursts, [sflow] and the ports' sample_rate; says what else changed.
+    Checks first: a ConfigError leaves everything as it was."""
     dataplane = running.dataplane
     old = dataplane.config
-    done = Reloaded(restart=changed(old, new, RESTART_FIELDS, where))
+    # Ports that differ only in their sampling rates are a change a reload applies.
+    rates_only = _without_rates(old.ports) == _without_rates(new.ports)
+    done = Reloaded(
+        restart=changed(old, replace(new, ports=old.ports) if rates_only else new,
+                        RESTART_FIELDS, where)
+    )  # fmt: skip
     server = running.server
     tls_changed = old.tls != new.tls or new.tls is not None  # the files may be new
     if tls_changed and (old.tls is None or new.tls is None):
@@ -170,12 +175,31 @@ async def reload(
                 None, running.host.set_icmp_limits, icmp
             )
         done.applied.append(f"{where}icmp")
+    sflow_changed = old.sflow != new.sflow or _rates(old.ports) != _rates(new.ports)
+    if rates_only and sflow_changed and running.host is not None:
+        try:
+            await running.replace_sflow(new)
+        except StartError as e:
+            raise ConfigError(f"{where}{e}") from None
+        done.applied.append(f"{where}sflow")
     done.applied += reload_log(old.log, new.log, log_level) if not where else []
     # What is in force: the new election policy and log; the rest as the engine runs it.
     keep = {name: getattr(old, name) for name in RESTART_FIELDS}
     keep["tls"] = old.tls if f"{where}tls" in done.restart else new.tls
-    dataplane.config = replace(new, icmp=icmp, **keep)
+    if rates_only:
+        keep["ports"] = new.ports
+    elif sflow_changed:
+        done.restart.append(f"{where}sflow")
+    dataplane.config = replace(new, icmp=icmp, sflow=new.sflow if rates_only else old.sflow, **keep)
     return done
+
+
+def _without_rates(ports: tuple[PortConfig, ...]) -> tuple[PortConfig, ...]:
+    return tuple(replace(p, sample_rate=0) for p in ports)
+
+
+def _rates(ports: tuple[PortConfig, ...]) -> list[int]:
+    return [p.sample_rate for p in ports]
 
 
 @dataclass
@@ -189,6 +213,21 @@ class RunningAgent:
     watch: LinkWatch | None = None
     metrics_server: MetricsServer | None = None
     sflow: SflowExporter | None = None
+
+    async def replace_sflow(self, config: AgentConfig) -> None:
+        """Starts the exporter of `config` (or turns sampling off without [sflow]) before the
+        old one stops: when the new one cannot start (StartError), the old runs on. A new
+        exporter counts its sequence numbers and uptime from the start again."""
+        if self.host is None:
+            return
+        new = await start_sflow(config, self.host) if config.sflow is not None else None
+        if new is None:
+            loop = asyncio.get_running_loop()
+            off = [0] * len(config.ports)
+            await loop.run_in_executor(None, self.host.engine.set_sample_rates, off)
+        if self.sflow is not None:
+            await self.sflow.stop()
+        self.sflow = new
 
     async def stop(self, grace: float) -> None:
         if self.server is not None:
