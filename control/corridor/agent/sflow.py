@@ -295,9 +295,7 @@ class SflowExporter:
         except BaseException:
             await self.stop()
             raise
-        self._tasks = [loop.create_task(self._flows(), name="sflow-flows")]
-        if self.config.counter_interval > 0:
-            self._tasks.append(loop.create_task(self._counters(), name="sflow-counters"))
+        self._tasks = [loop.create_task(self._run(), name="sflow-export")]
         log.info(
             "sFlow to %s (rates %s, counters every %ss)",
             ", ".join(str(c) for c in self.config.collectors),
@@ -340,8 +338,12 @@ class SflowExporter:
             per_port[s["port"]] = per_port.get(s["port"], 0) + 1
         return self.encoder.flows(samples, stats), len(samples), per_port
 
-    async def _flows(self) -> None:
+    async def _run(self) -> None:
+        """One task for both kinds of sample, so datagrams leave in the order of their
+        sequence numbers and the encoder is used by one executor call at a time."""
         loop = asyncio.get_running_loop()
+        interval = self.config.counter_interval
+        next_counters = time.monotonic() + interval
         while True:
             try:
                 datagrams, n, per_port = await loop.run_in_executor(None, self._drain_and_encode)
@@ -352,6 +354,19 @@ class SflowExporter:
             self.stats.flow_samples += n
             for p, k in per_port.items():
                 self.stats.per_port_flow_samples[p] = self.stats.per_port_flow_samples.get(p, 0) + k
+            if interval > 0 and time.monotonic() >= next_counters:
+                # On the interval's grid: a slow round does not shift every later one, and
+                # one that fell far behind starts a new grid rather than sending a burst.
+                next_counters += interval
+                if next_counters < time.monotonic():
+                    next_counters = time.monotonic() + interval
+                try:
+                    datagrams = await loop.run_in_executor(None, self._read_counters)
+                except Exception:
+                    log.exception("reading counters for sFlow")
+                else:
+                    self._send(datagrams)
+                    self.stats.counter_samples += len(self.names)
             await asyncio.sleep(DRAIN_INTERVAL)
 
     def _read_counters(self) -> list[bytes]:
@@ -359,18 +374,6 @@ class SflowExporter:
         links = {p["name"]: p["link_up"] for p in self.engine.ports()}
         up = [links.get(n, False) for n in self.names]
         return self.encoder.counters(interface_counters(engine, self.if_indexes, self.names, up))
-
-    async def _counters(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.config.counter_interval)
-            try:
-                datagrams = await loop.run_in_executor(None, self._read_counters)
-            except Exception:
-                log.exception("reading counters for sFlow")
-                continue
-            self._send(datagrams)
-            self.stats.counter_samples += len(self.names)
 
 
 def _udp_socket(family: int) -> socket.socket:
