@@ -327,6 +327,10 @@ def test_sflow_against_sfacctd(world: World) -> None:
     assert metrics[f'corridor_engine_sflow_samples_dropped_total{{port="{L.DUT_IN}"}}'] == 0
     assert metrics[f'corridor_engine_sflow_sample_rate{{port="{L.DUT_IN}"}}'] == RATE
     assert metrics[f'corridor_engine_sflow_samples_total{{port="{L.DUT_OUT}"}}'] == 0
+    # And the exporter's: every sample sent once, nothing refused; counter datagrams go on.
+    assert metrics["corridor_agent_sflow_flow_samples_total"] == wire_flows
+    assert metrics["corridor_agent_sflow_datagrams_total"] >= len(wire)
+    assert metrics["corridor_agent_sflow_send_errors_total"] == 0
     log = (world.d / "sfacctd.log").read_text()
     assert "ERROR" not in log and "WARN" not in log, log
 

@@ -10,7 +10,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ from corridor.agent.config import AgentConfig, IcmpLimits, PortConfig, load
 from corridor.agent.domain import Dataplane
 from corridor.agent.metrics import AgentMetrics
 from corridor.agent.server import AgentServer, StartError, start_server
+from corridor.agent.sflow import SflowStats
 from corridor.common import logs, systemd
 from corridor.common.config import ConfigError
 from corridor.common.metrics import MetricsServer
@@ -213,6 +214,8 @@ class RunningAgent:
     watch: LinkWatch | None = None
     metrics_server: MetricsServer | None = None
     sflow: SflowExporter | None = None
+    # The exporters' counts, for /metrics: one object across the exporters reloads start.
+    sflow_stats: SflowStats = field(default_factory=SflowStats)
 
     async def replace_sflow(self, config: AgentConfig) -> None:
         """Starts the exporter of `config` (or turns sampling off without [sflow]) before the
@@ -220,7 +223,9 @@ class RunningAgent:
         exporter counts its sequence numbers and uptime from the start again."""
         if self.host is None:
             return
-        new = await start_sflow(config, self.host) if config.sflow is not None else None
+        new = None
+        if config.sflow is not None:
+            new = await start_sflow(config, self.host, self.sflow_stats)
         if new is None:
             loop = asyncio.get_running_loop()
             off = [0] * len(config.ports)
@@ -260,8 +265,9 @@ async def start_agent(config: AgentConfig) -> RunningAgent:
     try:
         if config.ports:
             running.host, running.watch = await start_engine(config, fib, dataplane)
+            metrics.watch_sflow(running.sflow_stats)
             if config.sflow is not None:
-                running.sflow = await start_sflow(config, running.host)
+                running.sflow = await start_sflow(config, running.host, running.sflow_stats)
         if config.metrics is not None:
             try:
                 running.metrics_server = MetricsServer(metrics.registry, config.metrics)
@@ -319,7 +325,9 @@ async def start_engine(
     return host, watch
 
 
-async def start_sflow(config: AgentConfig, host: EngineHost) -> SflowExporter:
+async def start_sflow(
+    config: AgentConfig, host: EngineHost, stats: SflowStats | None = None
+) -> SflowExporter:
     """Sets the ports' sampling rates and starts sending to the collectors. StartError
     when the collectors' sockets cannot be opened (a namespace that is not there)."""
     from corridor.agent.sflow import SflowExporter
@@ -327,7 +335,7 @@ async def start_sflow(config: AgentConfig, host: EngineHost) -> SflowExporter:
     assert config.sflow is not None
     ifindex = {p["name"]: p["ifindex"] for p in host.ports()}
     ports = [(p.name, ifindex.get(p.name, 0), p.sample_rate) for p in config.ports]
-    exporter = SflowExporter(config.sflow, host.engine, ports)
+    exporter = SflowExporter(config.sflow, host.engine, ports, stats)
     try:
         await exporter.start()
     except OSError as e:

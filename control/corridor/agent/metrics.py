@@ -25,6 +25,7 @@ from corridor.common.metrics import new_registry
 if TYPE_CHECKING:
     from corridor._dataplane import PortStatus, SampleStats
     from corridor.agent.engine_host import Counters
+    from corridor.agent.sflow import SflowStats
 
 # Members exported with their own series (5 each): 256 members are 1,280 series.
 MEMBER_SERIES_MAX = 256
@@ -62,6 +63,25 @@ class AgentMetrics:
 
     def watch(self, dataplane: Dataplane) -> None:
         self.registry.register(_DataplaneCollector(dataplane))
+
+    def watch_sflow(self, stats: SflowStats) -> None:
+        """The sFlow exporter's counts (one object for the agent's life, across reloads)."""
+        self.registry.register(_SflowCollector(stats))
+
+
+class _SflowCollector(Collector):
+    def __init__(self, stats: SflowStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.stats
+        for name, help_, value in (
+            ("flow_samples", "sFlow flow samples sent to the collectors", s.flow_samples),
+            ("counter_samples", "sFlow counter samples sent", s.counter_samples),
+            ("datagrams", "sFlow datagrams sent (each to every collector)", s.datagrams),
+            ("send_errors", "sFlow datagrams a collector's socket refused", s.send_errors),
+        ):
+            yield CounterMetricFamily(f"corridor_agent_sflow_{name}", help_, value=value)
 
 
 class _DataplaneCollector(Collector):

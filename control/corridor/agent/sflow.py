@@ -265,15 +265,17 @@ class SflowExporter:
         config: SflowConfig,
         engine: Engine,
         ports: list[tuple[str, int, int]],
+        stats: SflowStats | None = None,
     ) -> None:
-        """`ports`: (name, ifindex, sampling rate) in the engine's order."""
+        """`ports`: (name, ifindex, sampling rate) in the engine's order; `stats`: where
+        to count (shared by the exporters a reload replaces)."""
         self.config = config
         self.engine = engine
         self.names = [n for n, _, _ in ports]
         self.if_indexes = [i for _, i, _ in ports]
         self.rates = [r for _, _, r in ports]
         self.encoder = Encoder(config.agent_address, self.if_indexes)
-        self.stats = SflowStats()
+        self.stats = stats if stats is not None else SflowStats()
         self._transports: dict[int, asyncio.DatagramTransport] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
