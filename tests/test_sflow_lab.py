@@ -276,8 +276,16 @@ def test_sflow_against_sfacctd(world: World) -> None:
 
     # Everything drained and sent: the counters stop moving, then two counter intervals
     # and the collector's print refresh pass.
-    _until(lambda: _port_counters(world.counters(), L.DUT_IN)[0] > 0, 10, "dut0 counting")
-    time.sleep(0.5)
+    # A busy machine may leave the worker behind the sender: wait until two readings a
+    # second apart agree, however long that takes (bounded).
+    readings = [world.counters().interfaces]
+
+    def settled() -> bool:
+        time.sleep(1.0)
+        readings.append(world.counters().interfaces)
+        return readings[-1] == readings[-2] and _port_counters(world.counters(), L.DUT_IN)[0] > 0
+
+    _until(settled, 60, "dut0's counters settled")
     after = world.counters()
     time.sleep(3 * COUNTER_INTERVAL + 2)
     assert world.counters().interfaces == after.interfaces, "traffic stopped"
