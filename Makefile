@@ -21,7 +21,7 @@ APT_PACKAGES := build-essential pkg-config curl ca-certificates git \
 	clang llvm libbpf-dev libelf-dev zlib1g-dev libxdp-dev \
 	iproute2 ethtool iputils-ping tcpdump openssl \
 	python3 python3-venv python3-dev frr bird2 \
-	vagrant shellcheck prometheus systemd util-linux etcd-server etcd-client
+	vagrant shellcheck prometheus systemd util-linux etcd-server etcd-client pmacct
 
 RUST_SOURCES := $(shell find dataplane benches -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name Cargo.toml 2>/dev/null)
 

@@ -4,7 +4,9 @@
 //! iterations outside the measurement, so every iteration forwards the same batch.
 //! `process_64_mixed_members` is the same with exchange members counted (the sender and
 //! both next hops are members): the cost of the member lookup and the per-member counters,
-//! against `process_64_mixed` in the same run.
+//! against `process_64_mixed` in the same run. `process_64_mixed_members_sflow` adds
+//! sFlow sampling at 1:1000 on the ingress port (the ring drained outside the
+//! measurement, as the agent would): the "everything on" case.
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -112,17 +114,22 @@ fn frame(i: usize) -> Vec<u8> {
 fn process(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline");
     group.throughput(Throughput::Elements(BATCH as u64));
-    for (name, members) in [("process_64_mixed", false), ("process_64_mixed_members", true)] {
-        bench(&mut group, name, members);
+    for (name, members, sampling) in
+        [("process_64_mixed", false, false), ("process_64_mixed_members", true, false), ("process_64_mixed_members_sflow", true, true)]
+    {
+        bench(&mut group, name, members, sampling);
     }
     group.finish();
 }
 
-fn bench(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, members: bool) {
+fn bench(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, members: bool, sampling: bool) {
     let fib = fib(members);
     let mut reader = fib.reader();
     let config = PipelineConfig { ports: vec![port(MAC_IN), port(MAC_OUT)], hash_seed: 0x5eed, ..PipelineConfig::default() };
     let mut pipeline = Pipeline::new(&config).unwrap();
+    let ring = pipeline.sample_ring().clone();
+    ring.set_rates(if sampling { &[SAMPLE_RATE, SAMPLE_RATE] } else { &[0, 0] });
+    let mut drained = Vec::with_capacity(4096);
     let frames: Vec<Vec<u8>> = (0..BATCH).map(frame).collect();
     let mut pristine = vec![0u8; BATCH * CHUNK];
     for (chunk, f) in pristine.chunks_mut(CHUNK).zip(&frames) {
@@ -142,7 +149,11 @@ fn bench(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallT
 
     group.bench_function(name, |b| {
         b.iter_batched_ref(
-            || pristine.clone(),
+            || {
+                drained.clear();
+                ring.drain(&mut drained, usize::MAX);
+                pristine.clone()
+            },
             |umem| {
                 let mut chunks = umem.chunks_mut(CHUNK);
                 let mut bufs: [PacketBuf; BATCH] =
@@ -158,4 +169,7 @@ fn bench(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallT
 }
 
 criterion_group!(benches, process);
+
+/// 1 in SAMPLE_RATE frames sampled, as the benchmark asks.
+const SAMPLE_RATE: u32 = 1000;
 criterion_main!(benches);

@@ -9,6 +9,7 @@ import contextlib
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +20,11 @@ from corridor import lab as L
 
 # corridor-1m: corridor-1 with exchange members counted (the generator's and the sink's
 # routers as members, so every frame takes the member lookup and rx, tx counts).
-ROUTERS = ("kernel", "xdp_fwd", "afxdp_ref", "corridor-1", "corridor-1m", "corridor-2")
+# corridor-1ms: corridor-1m with sFlow sampling 1:1000 on both ports, the samples drained
+# every 100 ms by a thread of this process, as the agent's exporter does.
+ROUTERS = ("kernel", "xdp_fwd", "afxdp_ref", "corridor-1", "corridor-1m", "corridor-1ms",
+           "corridor-2")  # fmt: skip
+SAMPLE_RATE = 1000
 
 
 def permanent_neighbours(where: L.Lab | Topology) -> None:
@@ -153,12 +158,17 @@ class CorridorRouter(Router):
     """The engine in this process, the same table through Fib/Batch, `workers` workers."""
 
     def __init__(
-        self, where: L.Lab | Topology, table: dict, workers: int, members: bool = False
-    ) -> None:
+        self, where: L.Lab | Topology, table: dict, workers: int, members: bool = False,
+        sampling: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__(where, table)
         self.workers = workers
         self.members = members
-        self.name = f"corridor-{workers}" + ("m" if members else "")
+        self.sampling = sampling
+        self.samples = 0
+        self._draining = threading.Event()
+        self._drain: threading.Thread | None = None
+        self.name = f"corridor-{workers}" + ("m" if members else "") + ("s" if sampling else "")
 
     def start(self) -> None:
         from corridor import _dataplane as dp
@@ -196,6 +206,11 @@ class CorridorRouter(Router):
             bind_mode="auto",
         )
         self.engine.start()
+        if self.sampling:
+            self.engine.set_sample_rates([SAMPLE_RATE, SAMPLE_RATE])
+            self._draining.clear()
+            self._drain = threading.Thread(target=self._drain_loop, name="sflow-drain")
+            self._drain.start()
         time.sleep(0.5)
         cpus = {t.router_cpu} if self.workers == 1 else {t.router_cpu, t.second_cpu}
         for x in Path("/proc/self/task").iterdir():
@@ -204,9 +219,20 @@ class CorridorRouter(Router):
                     os.sched_setaffinity(int(x.name), cpus)
         self.placement = [f"engine threads->cpus{sorted(cpus)}", *self.napi()]
 
+    def _drain_loop(self) -> None:
+        while not self._draining.wait(0.1):
+            self.samples += len(self.engine.drain_samples())
+
     def stop(self) -> None:
         eng = getattr(self, "engine", None)
         if eng is not None:
+            if self._drain is not None:
+                self._draining.set()
+                self._drain.join()
+                self._drain = None
+                self.samples += len(eng.drain_samples())
+                if self.samples == 0:
+                    raise RuntimeError(f"{self.name}: nothing sampled")
             if self.members:
                 m = eng.counters()["members"]
                 rx, tx = m.get(0, {}).get("rx_packets", 0), m.get(1, {}).get("tx_packets", 0)
@@ -226,6 +252,8 @@ def make_router(name: str, where: L.Lab | Topology, table: dict) -> Router:
         return AfXdpRefRouter(where, table)
     if name == "corridor-1m":
         return CorridorRouter(where, table, 1, members=True)
+    if name == "corridor-1ms":
+        return CorridorRouter(where, table, 1, members=True, sampling=True)
     if name.startswith("corridor-"):
         return CorridorRouter(where, table, int(name.split("-")[1]))
     raise SystemExit(f"router {name!r}: expected one of {', '.join(ROUTERS)}")

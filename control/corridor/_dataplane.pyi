@@ -74,6 +74,25 @@ UNKNOWN_MEMBER: int
 
 # -- Engine ---------------------------------------------------------------------------------
 
+class SampleDict(TypedDict):
+    port: int
+    vlan: int
+    member: int | None
+    frame_len: int
+    pool: int
+    out_port: int | None
+    out_vlan: int | None
+    out_priority: int | None
+    dropped: str | None
+    icmp_sent: bool
+    header: bytes
+
+class SampleStats(TypedDict):
+    rate: int
+    pool: int
+    sampled: int
+    dropped: int
+
 class EngineError(RuntimeError):
     """The engine could not start (a port, the XDP program, a socket, a namespace), or
     failed while running or stopping. Configuration mistakes raise ValueError instead."""
@@ -231,6 +250,14 @@ class Engine:
         """New ICMP error limits for the running workers, in force within milliseconds;
         each bucket keeps its tokens up to its new burst. icmp_sources is fixed at start.
         Raises EngineError when the engine is not running."""
+    def set_sample_rates(self, rates: list[int]) -> None:
+        """Per port, in order: sFlow sampling 1 in N received frames (0 off, at most
+        2**24). ValueError (nothing changed) for a wrong count or range; EngineError when
+        not running."""
+    def drain_samples(self, max: int = 4096) -> list[SampleDict]:
+        """Frames sampled since the last call, at most max; [] when stopped."""
+    def sample_stats(self) -> list[SampleStats]:
+        """Per port: rate, pool, sampled, dropped (lost to a full ring), over workers."""
     def drain_glean(self, max: int = 256) -> list[str]:
         """Destinations dropped as glean and queued (de-duplicated, rate-limited per
         worker) since the last call, at most max, as address strings; [] when stopped."""

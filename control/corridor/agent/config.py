@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ FIB_MAX["adjacencies"] = ADJACENCIES_MAX
 IFNAME_MAX = 15  # IFNAMSIZ - 1
 RATE_MAX = (1 << 32) - 1  # the engine's rates and bursts are u32
 SOURCES_MAX = 1 << 20  # the engine's MAX_ICMP_SOURCES
+SAMPLE_RATE_MAX = 1 << 24  # the engine's SAMPLE_RATE_MAX
+COUNTER_INTERVAL_MAX = 3600
+COLLECTORS_MAX = 16
 
 EXAMPLE = """\
 # corridor agent --config FILE
@@ -72,6 +76,14 @@ port_burst = 100
 worker_rate = 1000                        # all ports (Linux: icmp_msgs_per_sec, icmp_msgs_burst)
 worker_burst = 50
 
+[sflow]                                   # sFlow v5 export; omit [sflow] for none
+collectors = ["198.18.9.2:6343"]          # IP:port ("[2001:db8::9]:6343" for IPv6), up to 16
+agent_address = "198.18.0.1"              # the agent address in datagrams (default: the
+                                          # first port's first address)
+counter_interval = 20                     # seconds between counter samples; 0: none
+netns = "mgmt"                            # optional: the `ip netns` the datagrams leave from
+                                          # (default: the agent's own)
+
 [[ports]]
 name = "eth1"
 queues = 2
@@ -79,6 +91,7 @@ mtu = 9000
 addresses = ["198.18.0.1/24", "2001:db8::1/64"]
 vlans = [{ id = 100, addresses = ["198.18.100.1/24"] }]
 directed_broadcast = false                # forward directed broadcasts (RFC 2644: off)
+sample_rate = 1000                        # sFlow: 1 in N frames received; 0 (default) off
 """
 
 
@@ -98,6 +111,30 @@ class PortConfig:
     # Directed broadcasts to the subnets of this port and its VLANs: forwarded as a link
     # broadcast when true, else dropped and counted (RFC 2644).
     directed_broadcast: bool = False
+    # sFlow: 1 in sample_rate frames received on the port is sampled; 0 is off.
+    sample_rate: int = 0
+
+
+@dataclass(frozen=True)
+class Collector:
+    """An sFlow collector: an IP address (no name: nothing to resolve at start) and port."""
+
+    host: str
+    port: int
+    family: int  # socket.AF_INET or AF_INET6
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SflowConfig:
+    """The [sflow] table; the sampling rates are the ports' `sample_rate`."""
+
+    collectors: tuple[Collector, ...]
+    agent_address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    counter_interval: int = 20
+    netns: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +197,7 @@ class AgentConfig:
     election: ElectionPolicy = field(default_factory=ElectionPolicy)
     icmp: IcmpLimits = field(default_factory=IcmpLimits)
     log: LogConfig | None = None
+    sflow: SflowConfig | None = None
 
 
 def load(path: str | os.PathLike[str]) -> AgentConfig:
@@ -195,6 +233,15 @@ def read(top: Table, base: Path) -> AgentConfig:
     for i, name in enumerate(names):
         if name and name in names[:i]:
             top.fail(f"ports[{i}].name", f"{name!r} is already ports[{names.index(name)}]")
+    sflow_table = top.table("sflow")
+    sflow = _sflow(sflow_table, ports) if sflow_table is not None else None
+    if sflow_table is None:
+        for i, p in enumerate(ports):
+            if p.sample_rate:
+                top.fail(
+                    f"ports[{i}].sample_rate",
+                    "samples for sFlow, but there is no [sflow] table naming the collectors",
+                )
     top.done()
     return AgentConfig(
         listen=listen,
@@ -207,7 +254,70 @@ def read(top: Table, base: Path) -> AgentConfig:
         election=election,
         icmp=icmp,
         log=log,
+        sflow=sflow,
     )
+
+
+def _sflow(t: Table, ports: tuple[PortConfig, ...]) -> SflowConfig | None:
+    values = t.get("collectors", list, 'a list of "IP:port", such as ["198.18.9.2:6343"]', None)
+    collectors: list[Collector] = []
+    if values is None and not t.failed("collectors"):
+        t.fail("collectors", 'is required: a list of "IP:port", such as ["198.18.9.2:6343"]')
+    for i, value in enumerate(values or []):
+        c = _collector(value)
+        if isinstance(c, str):
+            t.fail(f"collectors[{i}]", c)
+        elif c in collectors:
+            t.fail(f"collectors[{i}]", f"{value!r} is already collectors[{collectors.index(c)}]")
+        else:
+            collectors.append(c)
+    if values is not None and not values:
+        t.fail("collectors", "is empty: name at least one collector, or remove [sflow]")
+    if values is not None and len(values) > COLLECTORS_MAX:
+        t.fail("collectors", f"{len(values)} collectors: at most {COLLECTORS_MAX}")
+    interval = t.integer("counter_interval", 0, COUNTER_INTERVAL_MAX, default=20)
+    netns = _netns(t)
+    agent: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    text = t.string("agent_address")
+    if text is not None:
+        try:
+            agent = ipaddress.ip_address(text)
+        except ValueError:
+            t.fail("agent_address", f"{text!r} is not an IPv4 or IPv6 address")
+    else:
+        first = [a.ip for p in ports for a in p.addresses]
+        if first:
+            agent = first[0]
+        elif not t.failed("agent_address"):
+            t.fail("agent_address", "is required when no port has an address")
+    if not ports:
+        t.fail("collectors", "sFlow samples the ports' frames, and the agent has no [[ports]]")
+    t.done()
+    if agent is None or not collectors:
+        return None
+    return SflowConfig(tuple(collectors), agent, interval, netns)
+
+
+def _collector(value: object) -> Collector | str:
+    """The collector of "IP:port", or what is wrong with it."""
+    expected = 'an "IP:port" such as "198.18.9.2:6343" or "[2001:db8::9]:6343"'
+    if not isinstance(value, str):
+        return f"{value!r} is not {expected}"
+    host, sep, port_text = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        return f"{value!r}: put an IPv6 address in brackets, {expected}"
+    if not sep or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        return f"{value!r} is not {expected} (port 1 to 65535)"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"{value!r}: {host!r} is not an IP address (names are not resolved); {expected}"
+    if address.is_unspecified or address.is_multicast:
+        return f"{value!r}: {host} is not a unicast address"
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    return Collector(str(address), int(port_text), family)
 
 
 def _icmp(t: Table) -> IcmpLimits:
@@ -278,6 +388,7 @@ def _port(t: Table) -> PortConfig:
         addresses=_addresses(t),
         vlans=tuple(_vlan(v) for v in t.tables("vlans")),
         directed_broadcast=t.get("directed_broadcast", bool, "true or false", False),
+        sample_rate=t.integer("sample_rate", 0, SAMPLE_RATE_MAX, default=0),
     )
     ids = [v.id for v in port.vlans]
     for i, vid in enumerate(ids):

@@ -29,7 +29,7 @@ from corridor.common.fib import (
 )
 
 if TYPE_CHECKING:
-    from corridor._dataplane import FibStats, PortStatus
+    from corridor._dataplane import FibStats, PortStatus, SampleStats
     from corridor.agent.engine_host import Counters
 
 # A Write holds at most this many operations: enough for a large slice of a full table per
@@ -129,6 +129,8 @@ class RunningEngine(Protocol):
     def counters(self) -> Counters: ...
 
     def blackhole_dropped(self, slot: int) -> int: ...
+
+    def sample_stats(self) -> list[SampleStats]: ...
 
 
 class LinkState(enum.Enum):

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         IcmpRateKeywords,
         PortDict,
         PortStatus,
+        SampleStats,
     )
     from corridor.agent.config import IcmpLimits
 
@@ -96,6 +97,10 @@ class EngineHost:
     def ports(self) -> list[PortStatus]:
         """Blocking for a moment (GIL released): from the executor, or a scrape thread."""
         return self.engine.ports()
+
+    def sample_stats(self) -> list[SampleStats]:
+        """Per port, the sFlow samplers' rate, pool, samples and lost samples."""
+        return self.engine.sample_stats()
 
     def blackhole_dropped(self, slot: int) -> int:
         return self.engine.blackhole_dropped(slot)

@@ -10,16 +10,17 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvloop
 
-from corridor.agent.config import AgentConfig, IcmpLimits, load
+from corridor.agent.config import AgentConfig, IcmpLimits, PortConfig, load
 from corridor.agent.domain import Dataplane
 from corridor.agent.metrics import AgentMetrics
 from corridor.agent.server import AgentServer, StartError, start_server
+from corridor.agent.sflow import SflowStats
 from corridor.common import logs, systemd
 from corridor.common.config import ConfigError
 from corridor.common.metrics import MetricsServer
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from corridor.agent.engine_host import EngineHost
     from corridor.agent.fib_adapter import EngineFib
     from corridor.agent.neighbours import LinkWatch
+    from corridor.agent.sflow import SflowExporter
 
 log = logging.getLogger("corridor.agent")
 
@@ -142,11 +144,16 @@ async def reload(
     running: RunningAgent, new: AgentConfig, log_level: str | None, where: str = ""
 ) -> Reloaded:
     """Applies what can change while serving: [log], [tls] (new connections), [election],
-    the [icmp] rates and bursts; says what else changed. Checks first: a ConfigError leaves
-    everything as it was."""
+    the [icmp] rates and bursts, [sflow] and the ports' sample_rate; says what else changed.
+    Checks first: a ConfigError leaves everything as it was."""
     dataplane = running.dataplane
     old = dataplane.config
-    done = Reloaded(restart=changed(old, new, RESTART_FIELDS, where))
+    # Ports that differ only in their sampling rates are a change a reload applies.
+    rates_only = _without_rates(old.ports) == _without_rates(new.ports)
+    done = Reloaded(
+        restart=changed(old, replace(new, ports=old.ports) if rates_only else new,
+                        RESTART_FIELDS, where)
+    )  # fmt: skip
     server = running.server
     tls_changed = old.tls != new.tls or new.tls is not None  # the files may be new
     if tls_changed and (old.tls is None or new.tls is None):
@@ -169,12 +176,31 @@ async def reload(
                 None, running.host.set_icmp_limits, icmp
             )
         done.applied.append(f"{where}icmp")
+    sflow_changed = old.sflow != new.sflow or _rates(old.ports) != _rates(new.ports)
+    if rates_only and sflow_changed and running.host is not None:
+        try:
+            await running.replace_sflow(new)
+        except StartError as e:
+            raise ConfigError(f"{where}{e}") from None
+        done.applied.append(f"{where}sflow")
     done.applied += reload_log(old.log, new.log, log_level) if not where else []
     # What is in force: the new election policy and log; the rest as the engine runs it.
     keep = {name: getattr(old, name) for name in RESTART_FIELDS}
     keep["tls"] = old.tls if f"{where}tls" in done.restart else new.tls
-    dataplane.config = replace(new, icmp=icmp, **keep)
+    if rates_only:
+        keep["ports"] = new.ports
+    elif sflow_changed:
+        done.restart.append(f"{where}sflow")
+    dataplane.config = replace(new, icmp=icmp, sflow=new.sflow if rates_only else old.sflow, **keep)
     return done
+
+
+def _without_rates(ports: tuple[PortConfig, ...]) -> tuple[PortConfig, ...]:
+    return tuple(replace(p, sample_rate=0) for p in ports)
+
+
+def _rates(ports: tuple[PortConfig, ...]) -> list[int]:
+    return [p.sample_rate for p in ports]
 
 
 @dataclass
@@ -187,10 +213,32 @@ class RunningAgent:
     host: EngineHost | None = None
     watch: LinkWatch | None = None
     metrics_server: MetricsServer | None = None
+    sflow: SflowExporter | None = None
+    # The exporters' counts, for /metrics: one object across the exporters reloads start.
+    sflow_stats: SflowStats = field(default_factory=SflowStats)
+
+    async def replace_sflow(self, config: AgentConfig) -> None:
+        """Starts the exporter of `config` (or turns sampling off without [sflow]) before the
+        old one stops: when the new one cannot start (StartError), the old runs on. A new
+        exporter counts its sequence numbers and uptime from the start again."""
+        if self.host is None:
+            return
+        new = None
+        if config.sflow is not None:
+            new = await start_sflow(config, self.host, self.sflow_stats)
+        if new is None:
+            loop = asyncio.get_running_loop()
+            off = [0] * len(config.ports)
+            await loop.run_in_executor(None, self.host.engine.set_sample_rates, off)
+        if self.sflow is not None:
+            await self.sflow.stop()
+        self.sflow = new
 
     async def stop(self, grace: float) -> None:
         if self.server is not None:
             await self.server.stop(grace)
+        if self.sflow is not None:
+            await self.sflow.stop()
         if self.watch is not None:
             await self.watch.stop()
         if self.host is not None:
@@ -217,6 +265,9 @@ async def start_agent(config: AgentConfig) -> RunningAgent:
     try:
         if config.ports:
             running.host, running.watch = await start_engine(config, fib, dataplane)
+            metrics.watch_sflow(running.sflow_stats)
+            if config.sflow is not None:
+                running.sflow = await start_sflow(config, running.host, running.sflow_stats)
         if config.metrics is not None:
             try:
                 running.metrics_server = MetricsServer(metrics.registry, config.metrics)
@@ -272,6 +323,24 @@ async def start_engine(
 
     dataplane.on_next_hops_written = written
     return host, watch
+
+
+async def start_sflow(
+    config: AgentConfig, host: EngineHost, stats: SflowStats | None = None
+) -> SflowExporter:
+    """Sets the ports' sampling rates and starts sending to the collectors. StartError
+    when the collectors' sockets cannot be opened (a namespace that is not there)."""
+    from corridor.agent.sflow import SflowExporter
+
+    assert config.sflow is not None
+    ifindex = {p["name"]: p["ifindex"] for p in host.ports()}
+    ports = [(p.name, ifindex.get(p.name, 0), p.sample_rate) for p in config.ports]
+    exporter = SflowExporter(config.sflow, host.engine, ports, stats)
+    try:
+        await exporter.start()
+    except OSError as e:
+        raise StartError(f"sflow: cannot open the collectors' sockets: {e}") from e
+    return exporter
 
 
 class NextHopPush:

@@ -23,8 +23,9 @@ from corridor.common.fib import MEMBERS_MAX, Member
 from corridor.common.metrics import new_registry
 
 if TYPE_CHECKING:
-    from corridor._dataplane import PortStatus
+    from corridor._dataplane import PortStatus, SampleStats
     from corridor.agent.engine_host import Counters
+    from corridor.agent.sflow import SflowStats
 
 # Members exported with their own series (5 each): 256 members are 1,280 series.
 MEMBER_SERIES_MAX = 256
@@ -62,6 +63,25 @@ class AgentMetrics:
 
     def watch(self, dataplane: Dataplane) -> None:
         self.registry.register(_DataplaneCollector(dataplane))
+
+    def watch_sflow(self, stats: SflowStats) -> None:
+        """The sFlow exporter's counts (one object for the agent's life, across reloads)."""
+        self.registry.register(_SflowCollector(stats))
+
+
+class _SflowCollector(Collector):
+    def __init__(self, stats: SflowStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.stats
+        for name, help_, value in (
+            ("flow_samples", "sFlow flow samples sent to the collectors", s.flow_samples),
+            ("counter_samples", "sFlow counter samples sent", s.counter_samples),
+            ("datagrams", "sFlow datagrams sent (each to every collector)", s.datagrams),
+            ("send_errors", "sFlow datagrams a collector's socket refused", s.send_errors),
+        ):
+            yield CounterMetricFamily(f"corridor_agent_sflow_{name}", help_, value=value)
 
 
 class _DataplaneCollector(Collector):
@@ -134,8 +154,10 @@ class _DataplaneCollector(Collector):
         engine = self.dataplane.engine
         if engine is not None:
             counters = engine.counters()
-            yield from _engine_metrics(counters, engine.ports())
+            ports = engine.ports()
+            yield from _engine_metrics(counters, ports)
             yield from _member_metrics(counters, self.dataplane.members)
+            yield from _sample_metrics(engine.sample_stats(), ports)
         election = self.dataplane.election
         # 128 bits do not fit a float sample, and a label whose value changes with each
         # election would start a new series every time: the id is two gauges, its high and
@@ -222,6 +244,29 @@ def _engine_metrics(counters: Counters, ports: list[PortStatus]) -> Iterator[Met
         recoveries.add_metric([p["name"]], p["recoveries"])
     yield up
     yield recoveries
+
+
+def _sample_metrics(stats: list[SampleStats], ports: list[PortStatus]) -> Iterator[Metric]:
+    """The sFlow samplers, per port (docs/sflow.md)."""
+    rate = GaugeMetricFamily(
+        "corridor_engine_sflow_sample_rate", "sFlow: 1 in N received frames sampled (0 off)",
+        labels=["port"],
+    )  # fmt: skip
+    sampled = CounterMetricFamily(
+        "corridor_engine_sflow_samples", "sFlow samples taken by the workers", labels=["port"]
+    )
+    lost = CounterMetricFamily(
+        "corridor_engine_sflow_samples_dropped",
+        "sFlow samples lost because a worker's sample ring was full (the agent not draining)",
+        labels=["port"],
+    )
+    for p, s in zip(ports, stats, strict=False):
+        rate.add_metric([p["name"]], s["rate"])
+        sampled.add_metric([p["name"]], s["sampled"])
+        lost.add_metric([p["name"]], s["dropped"])
+    yield rate
+    yield sampled
+    yield lost
 
 
 def _member_metrics(counters: Counters, members: dict[int, Member]) -> Iterator[Metric]:

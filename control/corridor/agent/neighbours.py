@@ -28,10 +28,12 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from corridor.agent.nexthops import Gateway
 from corridor.common.addresses import address_text
+
+T = TypeVar("T")
 
 log = logging.getLogger("corridor.agent")
 
@@ -103,9 +105,15 @@ def open_netlink(netns: str | None) -> socket.socket:
         s.setblocking(False)
         return s
 
+    return in_netns(netns, make)
+
+
+def in_netns(netns: str | None, make: Callable[[], T]) -> T:
+    """`make()` run in network namespace `netns` (an `ip netns` name), or here when None: a
+    socket it opens stays in that namespace. Blocking for a moment (a thread is started)."""
     if netns is None:
         return make()
-    result: list[socket.socket | OSError] = []
+    result: list[T | OSError] = []
 
     def in_namespace() -> None:
         # This thread alone enters the namespace and ends right after.

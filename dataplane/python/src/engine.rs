@@ -250,6 +250,84 @@ impl Engine {
         Ok(())
     }
 
+    /// Sets each port's sFlow sampling rate, in the order of the ports: 1 in N frames
+    /// received on it is sampled, 0 turns it off. In force at each worker's next batch.
+    /// Raises ValueError (nothing changed) for a wrong count or a rate out of range, and
+    /// EngineError when not running.
+    fn set_sample_rates(&self, py: Python<'_>, rates: Vec<i64>) -> PyResult<()> {
+        let max = corridor_engine::pipeline::sample::SAMPLE_RATE_MAX;
+        let mut checked = Vec::with_capacity(rates.len());
+        for (i, r) in rates.iter().enumerate() {
+            let r = u32::try_from(*r)
+                .ok()
+                .filter(|r| *r <= max)
+                .ok_or_else(|| PyValueError::new_err(format!("sample_rates[{i}]: {r} is not between 0 (off) and {max}")))?;
+            checked.push(r);
+        }
+        py.detach(|| {
+            let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            let engine = g.as_ref().ok_or_else(|| EngineError::new_err("the engine is not running"))?;
+            engine.set_sample_rates(&checked).map_err(engine_err)
+        })
+    }
+
+    /// The frames the workers sampled since the last call, at most `max`, each a dict:
+    /// port (ingress index), vlan, member (id, UNKNOWN_MEMBER, or None on a sub-interface
+    /// without members), frame_len, pool (frames its worker saw on the port so far),
+    /// out_port, out_vlan, out_priority (egress index and the tag it left with, 0 untagged;
+    /// None when dropped), dropped (the drop reason's name or
+    /// None), icmp_sent, header (bytes: the first 128 octets as received). Empty when not
+    /// running. Never blocks on a worker.
+    #[pyo3(signature = (max=4096))]
+    fn drain_samples<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyList>> {
+        use corridor_engine::pipeline::SampleOutcome;
+        let samples = py.detach(|| {
+            let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            g.as_ref().map(|e| e.drain_samples(max)).unwrap_or_default()
+        });
+        let out = PyList::empty(py);
+        for s in samples {
+            let d = PyDict::new(py);
+            d.set_item("port", s.port)?;
+            d.set_item("vlan", s.vlan)?;
+            d.set_item("member", (s.member != corridor_engine::fib::NO_MEMBER).then_some(s.member))?;
+            d.set_item("frame_len", s.frame_len)?;
+            d.set_item("pool", s.pool)?;
+            let (out_port, out_vlan, out_priority, dropped, icmp) = match s.outcome {
+                SampleOutcome::Forwarded { port, vlan, priority } => (Some(port), Some(vlan), Some(priority), None, false),
+                SampleOutcome::Dropped { reason, icmp_sent } => (None, None, None, Some(reason.name()), icmp_sent),
+            };
+            d.set_item("out_port", out_port)?;
+            d.set_item("out_vlan", out_vlan)?;
+            d.set_item("out_priority", out_priority)?;
+            d.set_item("dropped", dropped)?;
+            d.set_item("icmp_sent", icmp)?;
+            d.set_item("header", pyo3::types::PyBytes::new(py, &s.header))?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
+    /// Per port, in the order of the ports: rate, pool (frames seen by the samplers, up to
+    /// each worker's last sample), sampled, dropped (samples lost to a full ring), summed
+    /// over workers. Empty when not running.
+    fn sample_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let stats = py.detach(|| {
+            let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            g.as_ref().map(|e| e.sample_stats()).unwrap_or_default()
+        });
+        let out = PyList::empty(py);
+        for s in stats {
+            let d = PyDict::new(py);
+            d.set_item("rate", s.rate)?;
+            d.set_item("pool", s.pool)?;
+            d.set_item("sampled", s.sampled)?;
+            d.set_item("dropped", s.dropped)?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
     /// The destinations the workers dropped as `glean` and queued for resolution since the
     /// last call (de-duplicated and rate-limited per worker), at most `max`, as address
     /// strings. Empty when not running. Never blocks on a worker.

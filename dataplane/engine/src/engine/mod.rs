@@ -514,6 +514,52 @@ impl Engine {
         })
     }
 
+    /// Sets each port's sFlow sampling rate (1 in N frames received on it; 0 off), in the
+    /// order of the ports; the workers take it at their next batch. Each worker samples
+    /// its own share of a port's frames at that rate. Refused whole when a rate is out of
+    /// range or the count is not the ports'.
+    pub fn set_sample_rates(&self, rates: &[u32]) -> Result<(), EngineError> {
+        use crate::pipeline::sample::SAMPLE_RATE_MAX;
+        if rates.len() != self.ports.len() {
+            return Err(config_err("sample_rates", format!("{} rates for {} ports: give one per port", rates.len(), self.ports.len())));
+        }
+        if let Some((i, r)) = rates.iter().enumerate().find(|(_, &r)| r > SAMPLE_RATE_MAX) {
+            return Err(config_err(
+                "sample_rates",
+                format!("ports[{i}] ({}): {r} is not between 0 (off) and {SAMPLE_RATE_MAX}", self.ports[i].name),
+            ));
+        }
+        for w in &self.workers {
+            w.samples.set_rates(rates);
+        }
+        Ok(())
+    }
+
+    /// Takes the sampled frames of every worker since the last call, each worker's oldest
+    /// first, at most `max` in all. Never blocks on a worker.
+    pub fn drain_samples(&self, max: usize) -> Vec<crate::pipeline::Sample> {
+        let mut out = Vec::new();
+        for w in &self.workers {
+            let room = max.saturating_sub(out.len());
+            w.samples.drain(&mut out, room);
+        }
+        out
+    }
+
+    /// Per port: the sampling rate, and pool, samples and lost samples summed over workers.
+    pub fn sample_stats(&self) -> Vec<crate::pipeline::PortSampleStats> {
+        let mut total = vec![crate::pipeline::PortSampleStats::default(); self.ports.len()];
+        for w in &self.workers {
+            for (t, s) in total.iter_mut().zip(w.samples.stats()) {
+                t.rate = s.rate;
+                t.pool += s.pool;
+                t.sampled += s.sampled;
+                t.dropped += s.dropped;
+            }
+        }
+        total
+    }
+
     /// Every counter, read while the workers run. After `stop`, the final values (socket
     /// and steering counters are gone with their objects and read as zero).
     pub fn counters(&self) -> EngineCounters {
@@ -638,7 +684,10 @@ fn set_up(shared: &Arc<Shared>, plan: &Plan, readers: Vec<FibReader>, handles: &
     let mut workers = Vec::with_capacity(plan.workers);
     for (index, fib) in readers.into_iter().enumerate() {
         let pipeline = Pipeline::new(&pipeline_config).map_err(|e| config_err("ports", e.to_string()))?;
-        let ws = Arc::new(WorkerShared::new(pipeline.counters().clone(), pipeline.glean_queue().clone()));
+        let ws = Arc::new(WorkerShared {
+            samples: pipeline.sample_ring().clone(),
+            ..WorkerShared::new(pipeline.counters().clone(), pipeline.glean_queue().clone())
+        });
         workers.push(ws.clone());
         let setup = WorkerSetup {
             index,

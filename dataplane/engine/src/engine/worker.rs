@@ -51,11 +51,14 @@ pub(crate) struct WorkerShared {
     pub icmp_generation: AtomicU64,
     /// Destinations of the worker's `glean` drops, for the agent to resolve.
     pub glean: Arc<crate::pipeline::GleanQueue>,
+    /// The worker's sFlow samples and per-port sampling rates (see `pipeline::sample`).
+    pub samples: Arc<crate::pipeline::SampleRing>,
 }
 
 impl WorkerShared {
     pub fn new(counters: Arc<WorkerCounters>, glean: Arc<crate::pipeline::GleanQueue>) -> Self {
         Self {
+            samples: Arc::new(crate::pipeline::SampleRing::new(0)),
             glean,
             counters,
             accounting: PublishedAccounting::default(),

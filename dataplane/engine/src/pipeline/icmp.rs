@@ -51,6 +51,7 @@ impl Pipeline {
         let outcome = self.build_icmp(frame, m, error, now_ns);
         match outcome {
             Ok((start, len)) => {
+                self.answered = Some(reason);
                 self.counters.count_icmp(IcmpOutcome::Sent);
                 self.counters.count_tx(m.sub as usize, len);
                 Verdict::Forward { port: frame.port, start, len }

@@ -29,6 +29,7 @@ mod member_tests;
 mod parse;
 mod prefetch;
 mod ratelimit;
+pub mod sample;
 #[cfg(test)]
 mod testing;
 
@@ -40,6 +41,8 @@ pub use self::config::{ConfigError, IcmpLimits, IcmpRateLimit, PipelineConfig, P
 use self::glean::GleanProducer;
 pub use self::glean::{GleanQueue, GleanStats};
 pub use self::ratelimit::{SourceBuckets, TokenBucket};
+use self::sample::Sampler;
+pub use self::sample::{PortSampleStats, Sample, SampleOutcome, SampleRing};
 use crate::counters::WorkerCounters;
 pub use crate::drop::{DropReason, IcmpOutcome};
 use crate::fib::{FibReader, MemberId, MemberTable, NO_MEMBER};
@@ -132,6 +135,8 @@ struct Meta {
     /// The exchange member that sent the frame (by source MAC on its sub-interface),
     /// `UNKNOWN_MEMBER`, or `NO_MEMBER` when its sub-interface has no members.
     member: MemberId,
+    /// The sampler reserved a slot for this frame (see `sample`).
+    sampled: bool,
 }
 
 impl Meta {
@@ -149,6 +154,7 @@ impl Meta {
         maybe_broadcast: false,
         flow_hash: 0,
         member: NO_MEMBER,
+        sampled: false,
     };
 }
 /// One worker's pipeline: configuration, ICMP token buckets and counters. Allocates only
@@ -175,6 +181,11 @@ pub struct Pipeline {
     /// The member of the frame being decided, for `drop` to count it by: set by
     /// `process_batch` before each frame's parse and forward, NO_MEMBER between batches.
     member: MemberId,
+    /// 1-in-N sampling of received frames for sFlow, per ingress port.
+    sampler: Sampler,
+    /// Set by `reject` when it answered a frame with an ICMP error (read for sampled
+    /// frames only, whose verdict is then a Forward out of the ingress port).
+    answered: Option<DropReason>,
 }
 
 impl Pipeline {
@@ -224,6 +235,8 @@ impl Pipeline {
             broadcast_host_bits,
             glean: GleanProducer::new(config.hash_seed.rotate_left(29) ^ 0x676c_6561),
             member: NO_MEMBER,
+            sampler: Sampler::new(config.ports.len(), config.hash_seed.rotate_left(41) ^ next_sampler_seed()),
+            answered: None,
         })
     }
 
@@ -245,6 +258,11 @@ impl Pipeline {
     /// This worker's glean queue, for the agent to drain on another thread.
     pub fn glean_queue(&self) -> &Arc<GleanQueue> {
         self.glean.queue()
+    }
+
+    /// This worker's sample ring (sFlow), for the agent to set rates and drain samples.
+    pub fn sample_ring(&self) -> &Arc<SampleRing> {
+        self.sampler.ring()
     }
 
     /// This worker's counters, for readers on other threads.
@@ -281,13 +299,16 @@ impl Pipeline {
         // Parse and validate all; gather destinations. A frame that parsing placed on a
         // sub-interface (it sets `l2_len` then) is its source MAC's member's.
         let members = fib.members();
-        for ((frame, verdict), m) in frames.iter().zip(verdicts.iter_mut()).zip(meta.iter_mut()) {
+        self.sampler.refresh();
+        for (i, ((frame, verdict), m)) in frames.iter().zip(verdicts.iter_mut()).zip(meta.iter_mut()).enumerate() {
             let parsed = self.parse(frame, m);
             self.member = match members {
                 Some(t) if m.l2_len != 0 => self.ingress_member(t, frame, m),
                 _ => NO_MEMBER,
             };
             m.member = self.member;
+            // As received, before any rewrite; whatever becomes of the frame.
+            m.sampled = self.sampler.consider(i, frame, if m.tagged { m.tci & 0x0fff } else { 0 }, m.member);
             match parsed {
                 Ok(Destination::V4(d)) => {
                     if let Some(k) = v4_keys.get_mut(n4) {
@@ -321,19 +342,28 @@ impl Pipeline {
         }
 
         // Resolve, check, rewrite.
-        for ((frame, verdict), m) in frames.iter_mut().zip(verdicts.iter_mut()).zip(meta.iter()) {
+        for (i, ((frame, verdict), m)) in frames.iter_mut().zip(verdicts.iter_mut()).zip(meta.iter()).enumerate() {
             let entry = match m.family {
                 Family::Done => continue,
                 Family::V4 => v4_entries.get(m.slot as usize),
                 Family::V6 => v6_entries.get(m.slot as usize),
             };
             self.member = m.member;
+            if m.sampled {
+                self.answered = None;
+            }
             *verdict = match entry {
                 Some(&e) => self.forward(fib, frame, m, e, now_ns),
                 None => self.drop(frame.port, DropReason::Truncated),
             };
+            if m.sampled {
+                if let Some(reason) = self.answered.take() {
+                    self.sampler.note_icmp(i, reason);
+                }
+            }
         }
         self.member = NO_MEMBER;
+        self.sampler.publish(frames, verdicts);
     }
 
     /// The member that sent `frame` (by its source MAC on its sub-interface), counted as
@@ -359,6 +389,14 @@ impl Pipeline {
         self.counters.count_member_drop(self.member, reason);
         Verdict::Drop(reason)
     }
+}
+
+/// A different sampler seed for each pipeline (each worker), so the workers' skips do not
+/// run in step. Start-up only.
+fn next_sampler_seed() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0x5eed);
+    // Relaxed: any distinct value will do.
+    NEXT.fetch_add(0x9e37_79b9_7f4a_7c15, std::sync::atomic::Ordering::Relaxed)
 }
 
 enum Destination {
@@ -412,6 +450,47 @@ mod tests {
         // More than one batch in one call.
         let many: Vec<_> = (0..150).map(|i| (0u16, v4_frame([198, 19, 1, i as u8], 64))).collect();
         assert!(rig.run(&many).iter().all(|o| matches!(o.verdict, Verdict::Forward { port: 1, .. })));
+    }
+
+    #[test]
+    fn sampling_one_in_one_reports_every_frame_as_received_with_its_outcome() {
+        let mut rig = rig();
+        rig.pipeline.sample_ring().set_rates(&[1, 0]);
+        let frames = vec![
+            (0, v4_frame([198, 19, 1, 5], 64)),
+            (0, v6_frame(v6(2, 5), 64)),
+            (0, v6_frame(v6(1, 5), 1)),
+            (0, v4_frame([198, 19, 66, 5], 64)),
+            (1, eth(MAC1, None, ethertype::IPV4, &ipv4(SRC4, [198, 19, 3, 1], 64, ip_protocol::UDP, &udp(1, 2, 3)))),
+        ];
+        let outs = rig.run(&frames);
+        let mut got = Vec::new();
+        rig.pipeline.sample_ring().drain(&mut got, usize::MAX);
+        assert_eq!(got.len(), 4, "port 0 only: {got:?}");
+        for (g, (_, f)) in got.iter().zip(&frames) {
+            assert_eq!(g.header, f[..f.len().min(sample::HEADER_MAX)].to_vec(), "as received, before the rewrite");
+            assert_eq!(g.frame_len as usize, f.len());
+        }
+        assert_eq!(got[0].outcome, SampleOutcome::Forwarded { port: 1, vlan: 0, priority: 0 });
+        assert_eq!(got[1].outcome, SampleOutcome::Forwarded { port: 1, vlan: 300, priority: 0 }, "{:?}", outs[1].verdict);
+        assert_eq!(got[2].outcome, SampleOutcome::Dropped { reason: DropReason::TtlExpired, icmp_sent: true });
+        assert_eq!(got[3].outcome, SampleOutcome::Dropped { reason: DropReason::Blackhole, icmp_sent: false });
+        assert_eq!(got.iter().map(|g| g.pool).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        // A later forwarded frame does not inherit the ICMP mark of an earlier unsampled one.
+        rig.pipeline.sample_ring().set_rates(&[2, 0]);
+        let many: Vec<_> =
+            (0..64).map(|i| (0u16, if i % 2 == 0 { v6_frame(v6(1, 5), 1) } else { v4_frame([198, 19, 1, 5], 64) })).collect();
+        let outs = rig.run(&many);
+        got.clear();
+        rig.pipeline.sample_ring().drain(&mut got, usize::MAX);
+        assert!(!got.is_empty());
+        for g in &got {
+            let index = outs.iter().zip(&many).position(|(_, (_, f))| f[..f.len().min(sample::HEADER_MAX)] == g.header[..]).unwrap();
+            match outs[index].verdict {
+                Verdict::Forward { port: 1, .. } => assert_eq!(g.outcome, SampleOutcome::Forwarded { port: 1, vlan: 0, priority: 0 }),
+                _ => assert_eq!(g.outcome, SampleOutcome::Dropped { reason: DropReason::TtlExpired, icmp_sent: true }),
+            }
+        }
     }
 
     proptest! {
