@@ -28,7 +28,9 @@ from corridor.common.reload import Hangup, Reloaded, changed, ignore_hangups, re
 if TYPE_CHECKING:
     from corridor.agent.engine_host import EngineHost
     from corridor.agent.fib_adapter import EngineFib
+    from corridor.agent.glean import Glean
     from corridor.agent.neighbours import LinkWatch
+    from corridor.agent.nexthops import Gateway
 
 log = logging.getLogger("corridor.agent")
 
@@ -187,10 +189,13 @@ class RunningAgent:
     host: EngineHost | None = None
     watch: LinkWatch | None = None
     metrics_server: MetricsServer | None = None
+    glean: Glean | None = None
 
     async def stop(self, grace: float) -> None:
         if self.server is not None:
             await self.server.stop(grace)
+        if self.glean is not None:
+            await self.glean.stop()
         if self.watch is not None:
             await self.watch.stop()
         if self.host is not None:
@@ -216,7 +221,7 @@ async def start_agent(config: AgentConfig) -> RunningAgent:
     running = RunningAgent(dataplane)
     try:
         if config.ports:
-            running.host, running.watch = await start_engine(config, fib, dataplane)
+            running.host, running.watch, running.glean = await start_engine(config, fib, dataplane)
         if config.metrics is not None:
             try:
                 running.metrics_server = MetricsServer(metrics.registry, config.metrics)
@@ -239,12 +244,29 @@ async def start_agent(config: AgentConfig) -> RunningAgent:
 
 async def start_engine(
     config: AgentConfig, fib: EngineFib, dataplane: Dataplane
-) -> tuple[EngineHost, LinkWatch]:
-    """Starts the engine on the configured ports and the watch of their links and
-    neighbours; returns both. On failure nothing is left running."""
-    from corridor.agent.engine_host import EngineHost
+) -> tuple[EngineHost, LinkWatch, Glean]:
+    """Starts the engine on the configured ports, the watch of their links and neighbours
+    and the hosts of the attached subnets (glean); returns them. On failure nothing is left
+    running."""
+    from corridor.agent.engine_host import EngineHost, EngineStartError
+    from corridor.agent.glean import Glean, HostTable, attached_subnets
     from corridor.agent.neighbours import LinkWatch
 
+    stats = fib.stats()
+    hosts = config.glean.hosts
+    room = min(stats["adjacency_capacity"], stats["group_capacity"])
+    if hosts >= room:
+        raise EngineStartError(
+            f"glean.hosts: {hosts} host routes need as many adjacency and group ids, but the "
+            f"FIB has {stats['adjacency_capacity']} adjacencies and {stats['group_capacity']} "
+            "groups (fib.adjacencies, fib.groups); lower glean.hosts or raise those"
+        )
+    table = HostTable(
+        attached_subnets(config.ports),
+        config.glean,
+        first_adjacency=stats["adjacency_capacity"] - hosts,
+        first_group=stats["group_capacity"] - hosts,
+    )
     host = EngineHost(config, fib.native)
     await host.start()
     ports = host.ports()
@@ -266,12 +288,31 @@ async def start_engine(
     dataplane.engine = host
     dataplane.ifindex_of = watch.ifindex
 
+    def want() -> None:
+        watch.want(dataplane.gateways | table.wanted())
+
+    def facts() -> tuple[dict[Gateway, str], dict[str, str]]:
+        return watch.neighbours, watch.port_mac
+
+    glean = Glean(table, dataplane, host.drain_glean, want, facts)
+    push.glean = glean
+
     def written() -> None:
-        watch.want(dataplane.gateways)
+        want()
         push()
 
     dataplane.on_next_hops_written = written
-    return host, watch
+    dataplane.glean = table
+    dataplane.on_taken = glean.take_over
+    try:
+        await glean.start()
+    except BaseException:
+        dataplane.glean = None
+        dataplane.engine = None
+        await watch.stop()
+        await host.stop()
+        raise
+    return host, watch, glean
 
 
 class NextHopPush:
@@ -281,6 +322,7 @@ class NextHopPush:
     def __init__(self, dataplane: Dataplane) -> None:
         self.dataplane = dataplane
         self.watch: LinkWatch | None = None
+        self.glean: Glean | None = None
         self._task: asyncio.Task[None] | None = None
         self._again = False
 
@@ -300,5 +342,10 @@ class NextHopPush:
                 await self.dataplane.refresh(w.link_up, w.port_mac, w.neighbours)
             except Exception:  # a refusal here is a bug; keep following events
                 log.exception("applying link and neighbour changes")
+            if self.glean is not None:
+                try:
+                    await self.glean.refresh()
+                except Exception:
+                    log.exception("glean: following neighbour changes")
             if not self._again:
                 return
