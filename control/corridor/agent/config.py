@@ -77,8 +77,9 @@ worker_rate = 1000                        # all ports (Linux: icmp_msgs_per_sec,
 worker_burst = 50
 
 [glean]                                   # hosts on the ports' attached subnets (defaults)
-hosts = 4096                              # host routes at most: the top ids of the FIB's
-                                          # adjacencies and groups are the agent's
+hosts = 512                               # host routes at most: the top ids of the FIB's
+                                          # adjacencies and groups are the agent's; each
+                                          # holds a kernel neighbour entry (gc_thresh3)
 age_seconds = 300                         # a host route unused this long is removed
 resolve_rate = 100                        # kernel resolutions started per second at most
 resolve_seconds = 3                       # an unanswered resolution is given up after
@@ -163,7 +164,10 @@ class GleanConfig:
     `hosts` ids of the FIB's adjacency and group tables are reserved for them), how long an
     unused one stays, and how fast and how long the kernel is asked to resolve hosts."""
 
-    hosts: int = 4096
+    # Each host route keeps a kernel neighbour entry: with the gateways' entries they stay
+    # under the kernel's default neighbour table limit (net.ipv4.neigh.default.gc_thresh3,
+    # 1024); raise both together.
+    hosts: int = 512
     age_seconds: int = 300
     resolve_rate: int = 100
     resolve_seconds: int = 3

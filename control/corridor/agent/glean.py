@@ -123,6 +123,7 @@ class HostTable:
         self.by_prefix: dict[str, Gateway] = {}
         self._free = list(range(config.hosts - 1, -1, -1))  # slots, lowest last (popped first)
         self.counts = GleanCounts()
+        self.given_up: list[Gateway] = []  # since the last take_given_up()
         self._tokens = float(config.resolve_rate)
         self._filled_at: float | None = None
 
@@ -265,6 +266,7 @@ class HostTable:
             elif now - started >= self.config.resolve_seconds:
                 del self.pending[gateway]
                 self.held[gateway] = now
+                self.given_up.append(gateway)
                 self.counts.failed += 1
         for gateway, host in list(self.hosts.items()):
             mac = neighbours.get(gateway)
@@ -294,6 +296,11 @@ class HostTable:
                 ops += self._remove(host, route=True)
                 self.counts.aged += 1
         return ops
+
+    def take_given_up(self) -> list[Gateway]:
+        """The hosts whose resolution was given up since the last call."""
+        out, self.given_up = self.given_up, []
+        return out
 
     def adjacency_ids(self) -> list[int]:
         return [self.first_adjacency + h.slot for h in self.hosts.values()]
@@ -360,6 +367,7 @@ class Glean:
     drain: Callable[[int], list[str]]  # Engine.drain_glean: blocking, GIL released
     want: Callable[[], None]  # tells the link watch the union of wanted neighbours
     facts: Callable[[], tuple[dict[Gateway, str], dict[str, str]]]  # neighbours, port MACs
+    forget: Callable[[list[Gateway]], None]  # deletes the entries of given-up hosts now
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -425,6 +433,9 @@ class Glean:
             await self._apply(ops)
         if self.table.wanted() != before:
             self.want()
+        given_up = self.table.take_given_up()
+        if given_up:
+            self.forget(given_up)
 
     def take_over(self, prefixes: list[str]) -> None:
         """On the loop, after a writer's batch wrote or deleted the route of these host

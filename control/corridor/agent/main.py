@@ -137,7 +137,7 @@ async def serve(
 
 
 # What a reload applies (below) and what only a restart does.
-RESTART_FIELDS = ("listen", "workers", "ports", "metrics", "fib", "netns")
+RESTART_FIELDS = ("listen", "workers", "ports", "metrics", "fib", "netns", "glean")
 
 
 async def reload(
@@ -294,7 +294,7 @@ async def start_engine(
     def facts() -> tuple[dict[Gateway, str], dict[str, str]]:
         return watch.neighbours, watch.port_mac
 
-    glean = Glean(table, dataplane, host.drain_glean, want, facts)
+    glean = Glean(table, dataplane, host.drain_glean, want, facts, watch.forget)
     push.glean = glean
 
     def written() -> None:
