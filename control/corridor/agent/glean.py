@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from corridor.agent.config import GleanConfig, PortConfig
 from corridor.agent.nexthops import Gateway
-from corridor.common.errors import Violation
+from corridor.common.errors import InvalidBatch, Violation
 from corridor.common.fib import (
     Adjacency,
     DeleteAdjacency,
@@ -455,7 +455,13 @@ class Glean:
     async def _apply(self, ops: Sequence[FibOperation]) -> None:
         if not ops:
             return
-        clashed = await self.dataplane.apply_own(in_order(ops))
+        try:
+            clashed = await self.dataplane.apply_own(in_order(ops))
+        except InvalidBatch as e:
+            # A full route table, say: the hosts stay as the table has them and age out
+            # (their hit bits stay clear), then are asked for again.
+            log.warning("glean: the FIB refused host routes: %s", e)
+            return
         if clashed:  # a writer's route came first: it stays, our group and adjacency go
             more = self.table.taken_over(clashed)
             if more:
