@@ -304,3 +304,35 @@ def test_a_new_mac_of_the_host_is_followed(world: World) -> None:
         assert got and all(Ether(f).dst == NEW_MAC for f in got), [Ether(f).dst for f in got]
     finally:
         w.lab.ip("sink", "link", "set", L.SINK_IF, "address", L.SINK_MAC)
+
+
+def test_a_writers_route_for_a_host_wins_and_the_subnet_is_refused(world: World) -> None:
+    from corridor.agent import client as c
+
+    w = world
+    _, got = send_until(w, L.SINK_V4, arrived=3)
+    assert len(got) >= 3
+    taken = w.counters().glean.taken_over
+    write = w.stub.Write
+    write(c.write_request(1, [c.set_route(f"{L.SINK_V4}/32", "blackhole")]), timeout=10)
+    until(lambda: w.counters().glean.taken_over > taken, 10, "the host route given over", w)
+    blackholed = w.drops(L.DUT_IN, "blackhole")
+    sent, got = send_until(w, L.SINK_V4, arrived=1, most=10)
+    assert (sent, got) == (10, []) and w.drops(L.DUT_IN, "blackhole") - blackholed == 10
+    # The writer's route is in Read; deleted, the host is resolved again.
+    read = [r for resp in w.stub.Read(dataplane_pb2.ReadRequest(), timeout=10) for r in resp.routes]
+    assert [(bytes(r.prefix.address), r.prefix.length) for r in read] == [
+        (bytes([198, 18, 1, 2]), 32)
+    ]
+    write(c.write_request(1, [c.delete_route(f"{L.SINK_V4}/32")]), timeout=10)
+    _, got = send_until(w, L.SINK_V4, arrived=3)
+    assert len(got) >= 3
+    # A route for exactly an attached subnet is the agent's: refused, nothing applied.
+    ops = [c.set_route("198.18.7.0/24", "blackhole"), c.set_route("198.18.1.0/24", "blackhole")]
+    with pytest.raises(grpc.RpcError) as e:
+        write(c.write_request(1, ops), timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    (v,) = c.write_error(e.value).violations
+    assert v.field == "operations[1]" and "198.18.1.0/24: is an attached subnet" in v.description
+    read = [r for resp in w.stub.Read(dataplane_pb2.ReadRequest(), timeout=10) for r in resp.routes]
+    assert read == []

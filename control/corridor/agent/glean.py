@@ -368,7 +368,7 @@ class Glean:
     want: Callable[[], None]  # tells the link watch the union of wanted neighbours
     facts: Callable[[], tuple[dict[Gateway, str], dict[str, str]]]  # neighbours, port MACs
     forget: Callable[[list[Gateway]], None]  # deletes the entries of given-up hosts now
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def start(self) -> None:
@@ -380,17 +380,18 @@ class Glean:
                 "glean routes for the attached subnets %s", ", ".join(r.prefix for r in routes)
             )
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._drain()), loop.create_task(self._age())]
+        self._tasks = {loop.create_task(self._drain()), loop.create_task(self._age())}
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        tasks = list(self._tasks)
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             try:
                 await t
             except asyncio.CancelledError:
                 pass
-        self._tasks = []
+        self._tasks.clear()
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -441,8 +442,8 @@ class Glean:
         """On the loop, after a writer's batch wrote or deleted the route of these host
         prefixes: the route is the writer's; the host's group and adjacency go."""
         task = asyncio.get_running_loop().create_task(self._take_over(prefixes))
-        self._tasks.append(task)
-        task.add_done_callback(self._tasks.remove)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _take_over(self, prefixes: list[str]) -> None:
         try:
