@@ -303,3 +303,20 @@ def test_the_metrics_name_hosts_events_and_the_engines_queue(tmp_path: Path) -> 
     assert samples[("corridor_agent_glean_events_total", ("resolving",))] == 1
     assert samples[("corridor_agent_glean_events_total", ("ignored",))] == 1
     assert samples[("corridor_engine_glean_queue_total", ("queued",))] == 3
+
+
+def test_the_cli_line_names_every_count() -> None:
+    from corridor.cli_agent import glean_line
+    from corridor.v1 import dataplane_pb2
+
+    state = dataplane_pb2.GleanState(
+        hosts=2, pending=1, queued=9, deduplicated=4, engine_rate_limited=3, full=0,
+        resolved=5, failed=1, aged=2, lost=1, mac_changes=1, rate_limited=6, table_full=7,
+        ignored=8,
+    )  # fmt: skip
+    line = glean_line({f.name: getattr(state, f.name) for f in state.DESCRIPTOR.fields})
+    assert line == (
+        "attached subnets: 2 host routes, 1 resolving; engine queued 9 (4 deduplicated, 3 "
+        "rate-limited, 0 queue full); 5 resolved, 1 unanswered, 2 aged out, 1 lost, 1 MAC "
+        "changes; left out: 6 over the rate, 7 table full, 8 not a host of an attached subnet"
+    )

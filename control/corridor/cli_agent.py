@@ -216,19 +216,23 @@ def _run_counters(args: argparse.Namespace) -> int:
             f"{h['link_down']} link down; {h['empty_groups']} groups with no usable member"
         )
         if "glean" in data:
-            g = data["glean"]
-            print(
-                f"attached subnets: {g['hosts']} host routes, {g['pending']} resolving; "
-                f"engine queued {g['queued']} ({g['deduplicated']} deduplicated, "
-                f"{g['engine_rate_limited']} rate-limited, {g['full']} queue full); "
-                f"{g['resolved']} resolved, {g['failed']} unanswered, {g['aged']} aged out, "
-                f"{g['lost']} lost, {g['mac_changes']} MAC changes; left out: "
-                f"{g['rate_limited']} over the rate, {g['table_full']} table full, "
-                f"{g['ignored']} not a host of an attached subnet"
-            )
+            print(glean_line(data["glean"]))
         return 0
 
     return cc.call(args, work)
+
+
+def glean_line(g: dict[str, int]) -> str:
+    """The counters' line on hosts of attached subnets (GleanState, by field name)."""
+    return (
+        f"attached subnets: {g['hosts']} host routes, {g['pending']} resolving; "
+        f"engine queued {g['queued']} ({g['deduplicated']} deduplicated, "
+        f"{g['engine_rate_limited']} rate-limited, {g['full']} queue full); "
+        f"{g['resolved']} resolved, {g['failed']} unanswered, {g['aged']} aged out, "
+        f"{g['lost']} lost, {g['mac_changes']} MAC changes; left out: "
+        f"{g['rate_limited']} over the rate, {g['table_full']} table full, "
+        f"{g['ignored']} not a host of an attached subnet"
+    )
 
 
 # -- route lookup
