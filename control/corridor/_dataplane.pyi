@@ -66,6 +66,9 @@ class Fib:
     def adjacency_member(self, id: int) -> int | None: ...
     def blackhole_slot(self, prefix: str) -> int | None:
         """The counter slot of the blackhole route of exactly `prefix`: Engine.blackhole_dropped."""
+    def take_adjacency_used(self, ids: list[int]) -> list[bool]:
+        """For each adjacency id: whether a frame left by it since the last call (the hit
+        bit, cleared by this call); False for an unknown id."""
     def stats(self) -> FibStats: ...
 
 MAX_MEMBERS: int

@@ -180,6 +180,9 @@ def _run_counters(args: argparse.Namespace) -> int:
                 "empty_groups": c.next_hops.empty_groups,
             },
         }  # fmt: skip
+        if c.HasField("glean"):
+            g = c.glean
+            data["glean"] = {f.name: getattr(g, f.name) for f in g.DESCRIPTOR.fields}
         if args.json:
             print(json.dumps(data, indent=1))
             return 0
@@ -212,9 +215,24 @@ def _run_counters(args: argparse.Namespace) -> int:
             f"\nnext hops: {h['adjacencies']} adjacencies, {h['unresolved']} unresolved, "
             f"{h['link_down']} link down; {h['empty_groups']} groups with no usable member"
         )
+        if "glean" in data:
+            print(glean_line(data["glean"]))
         return 0
 
     return cc.call(args, work)
+
+
+def glean_line(g: dict[str, int]) -> str:
+    """The counters' line on hosts of attached subnets (GleanState, by field name)."""
+    return (
+        f"attached subnets: {g['hosts']} host routes, {g['pending']} resolving; "
+        f"engine queued {g['queued']} ({g['deduplicated']} deduplicated, "
+        f"{g['engine_rate_limited']} rate-limited, {g['full']} queue full); "
+        f"{g['resolved']} resolved, {g['failed']} unanswered, {g['aged']} aged out, "
+        f"{g['lost']} lost, {g['mac_changes']} MAC changes; left out: "
+        f"{g['rate_limited']} over the rate, {g['table_full']} table full, "
+        f"{g['ignored']} not a host of an attached subnet"
+    )
 
 
 # -- route lookup

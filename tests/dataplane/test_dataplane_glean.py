@@ -4,7 +4,7 @@ port see nothing), its destination is queued once for resolution (Engine.drain_g
 flood to many unresolved addresses asks for a bounded number of resolutions, and once a host
 route is installed (what the agent does after the kernel resolved the MAC) frames reach the
 host; a host route beats the glean route of its subnet. IPv4, IPv6 and a VLAN
-sub-interface. The agent's side (kernel resolution, host routes, ageing) is not built yet."""
+sub-interface. The agent's side (kernel resolution, host routes, ageing): test_glean_lab.py."""
 
 from __future__ import annotations
 

@@ -620,7 +620,24 @@ def counters_to_pb(
         drops=drops,
         next_hops=next_hops,
         members=members_to_pb(dataplane, raw["members"]),
+        glean=glean_to_pb(dataplane, counters.glean),
     )
+
+
+def glean_to_pb(
+    dataplane: domain.Dataplane, engine: Mapping[str, int] | None
+) -> dataplane_pb2.GleanState | None:
+    """The agent's host routes and the engine's glean queue; None without either."""
+    summary = dataplane.glean_summary()
+    if summary is None and engine is None:
+        return None
+    state = dataplane_pb2.GleanState(**(summary or {}))
+    if engine is not None:
+        state.queued = engine["queued"]
+        state.deduplicated = engine["deduplicated"]
+        state.engine_rate_limited = engine["rate_limited"]
+        state.full = engine["full"]
+    return state
 
 
 def members_to_pb(

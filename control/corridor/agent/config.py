@@ -38,6 +38,11 @@ SOURCES_MAX = 1 << 20  # the engine's MAX_ICMP_SOURCES
 SAMPLE_RATE_MAX = 1 << 24  # the engine's SAMPLE_RATE_MAX
 COUNTER_INTERVAL_MAX = 3600
 COLLECTORS_MAX = 16
+GLEAN_HOSTS_MAX = 1 << 20
+GLEAN_HOSTS_DEFAULT = 512
+# The shortest attached subnets taken: a shorter one is a mistake, not a link (a /0 would
+# make the whole Internet a glean route).
+SUBNET_MIN = {4: 8, 6: 16}
 
 EXAMPLE = """\
 # corridor agent --config FILE
@@ -83,6 +88,14 @@ agent_address = "198.18.0.1"              # the agent address in datagrams (defa
 counter_interval = 20                     # seconds between counter samples; 0: none
 netns = "mgmt"                            # optional: the `ip netns` the datagrams leave from
                                           # (default: the agent's own)
+[glean]                                   # hosts on the ports' attached subnets (defaults)
+hosts = 512                               # host routes at most: the top ids of the FIB's
+                                          # adjacencies and groups are the agent's; each
+                                          # holds a kernel neighbour entry (gc_thresh3);
+                                          # unset: 512, or a quarter of a smaller FIB's ids
+age_seconds = 300                         # a host route unused this long is removed
+resolve_rate = 100                        # kernel resolutions started per second at most
+resolve_seconds = 3                       # an unanswered resolution is given up after
 
 [[ports]]
 name = "eth1"
@@ -184,6 +197,23 @@ class ElectionPolicy:
 
 
 @dataclass(frozen=True)
+class GleanConfig:
+    """Hosts on attached subnets: how many host routes the agent may install (the top
+    `hosts` ids of the FIB's adjacency and group tables are reserved for them), how long an
+    unused one stays, and how fast and how long the kernel is asked to resolve hosts."""
+
+    # Each host route keeps a kernel neighbour entry: with the gateways' entries they stay
+    # under the kernel's default neighbour table limit (net.ipv4.neigh.default.gc_thresh3,
+    # 1024); raise both together. None (not set): GLEAN_HOSTS_DEFAULT, or a quarter of the FIB's
+    # adjacency and group ids when that is fewer, and none without an attached subnet, so a
+    # small FIB starts with its defaults (start_engine).
+    hosts: int | None = None
+    age_seconds: int = 300
+    resolve_rate: int = 100
+    resolve_seconds: int = 3
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     listen: Listen
     workers: int = 1
@@ -198,6 +228,7 @@ class AgentConfig:
     icmp: IcmpLimits = field(default_factory=IcmpLimits)
     log: LogConfig | None = None
     sflow: SflowConfig | None = None
+    glean: GleanConfig = field(default_factory=GleanConfig)
 
 
 def load(path: str | os.PathLike[str]) -> AgentConfig:
@@ -229,6 +260,8 @@ def read(top: Table, base: Path) -> AgentConfig:
     icmp = _icmp(icmp_table) if icmp_table is not None else IcmpLimits()
     election_table = top.table("election")
     election = _election(election_table) if election_table is not None else ElectionPolicy()
+    glean_table = top.table("glean")
+    glean = _glean(glean_table) if glean_table is not None else GleanConfig()
     names = [p.name for p in ports]
     for i, name in enumerate(names):
         if name and name in names[:i]:
@@ -242,6 +275,7 @@ def read(top: Table, base: Path) -> AgentConfig:
                     f"ports[{i}].sample_rate",
                     "samples for sFlow, but there is no [sflow] table naming the collectors",
                 )
+    _check_subnets(top, ports)
     top.done()
     return AgentConfig(
         listen=listen,
@@ -255,6 +289,7 @@ def read(top: Table, base: Path) -> AgentConfig:
         icmp=icmp,
         log=log,
         sflow=sflow,
+        glean=glean,
     )
 
 
@@ -318,6 +353,48 @@ def _collector(value: object) -> Collector | str:
         return f"{value!r}: {host} is not a unicast address"
     family = socket.AF_INET if address.version == 4 else socket.AF_INET6
     return Collector(str(address), int(port_text), family)
+
+
+def _glean(t: Table) -> GleanConfig:
+    config = GleanConfig(
+        hosts=t.optional_integer("hosts", 1, GLEAN_HOSTS_MAX),
+        age_seconds=t.integer("age_seconds", 1, 86_400, default=GleanConfig.age_seconds),
+        resolve_rate=t.integer("resolve_rate", 1, 100_000, default=GleanConfig.resolve_rate),
+        resolve_seconds=t.integer("resolve_seconds", 1, 60, default=GleanConfig.resolve_seconds),
+    )
+    t.done()
+    return config
+
+
+def _check_subnets(top: Table, ports: tuple[PortConfig, ...]) -> None:
+    """The router's addresses and their attached subnets, across every port and VLAN: at
+    most one IPv4 and one IPv6 address per port or VLAN (the engine's sub-interface has one
+    source address per family), and no subnet that overlaps another's (a host there would
+    be reachable two ways, and the glean routes would replace each other)."""
+    seen: list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
+    for i, p in enumerate(ports):
+        places = [(f"ports[{i}]", p.addresses)]
+        places += [(f"ports[{i}].vlans[{j}]", v.addresses) for j, v in enumerate(p.vlans)]
+        for where, addresses in places:
+            for version in (4, 6):
+                of_family = [k for k, a in enumerate(addresses) if a.version == version]
+                if len(of_family) > 1:
+                    top.fail(
+                        f"{where}.addresses[{of_family[1]}]",
+                        f"a second IPv{version} address on one port or VLAN; each has at most "
+                        f"one IPv4 and one IPv6 address (here addresses[{of_family[0]}])",
+                    )
+            for k, a in enumerate(addresses):
+                path = f"{where}.addresses[{k}]"
+                for other_path, other in seen:
+                    if a.network.overlaps(other):
+                        top.fail(
+                            path,
+                            f"{a}: its subnet {a.network} overlaps {other} of {other_path}; "
+                            "attached subnets must not overlap",
+                        )
+                        break
+                seen.append((path, a.network))
 
 
 def _icmp(t: Table) -> IcmpLimits:
@@ -416,7 +493,37 @@ def _addresses(t: Table) -> tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interf
             )
             continue
         try:
-            out.append(ipaddress.ip_interface(value))
+            address = ipaddress.ip_interface(value)
         except ValueError as e:
             t.fail(f"addresses[{i}]", f"{value!r} is not a valid address: {e}")
+            continue
+        problem = _address_problem(address)
+        if problem:
+            t.fail(f"addresses[{i}]", f"{value!r}: {problem}")
+            continue
+        out.append(address)
     return tuple(out)
+
+
+def _address_problem(a: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> str | None:
+    """What is wrong with `a` as a router's address on an attached subnet, if anything."""
+    length, shortest = a.network.prefixlen, SUBNET_MIN[a.version]
+    if length < shortest:
+        return (
+            f"prefix length {length} is shorter than /{shortest}: an attached subnet is a "
+            f"link's prefix, such as /24 or /64 (/{a.max_prefixlen} for an address alone)"
+        )
+    ip = a.ip
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.is_link_local:
+        return (
+            "not a unicast address of a link's subnet (multicast, unspecified, loopback and "
+            "link-local addresses are not configured here)"
+        )
+    if (
+        a.version == 4
+        and length <= 30
+        and ip in (a.network.network_address, a.network.broadcast_address)
+    ):
+        which = "network" if a.ip == a.network.network_address else "broadcast"
+        return f"is the {which} address of {a.network}, not a host's"
+    return None

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Protocol
 from corridor.agent.config import AgentConfig, PortConfig
 from corridor.agent.neighbours import kernel_ifindex, kernel_link_state
 from corridor.agent.nexthops import Gateway, NextHops
-from corridor.common.errors import InvalidBatch, format_election_id
+from corridor.common.errors import InvalidBatch, Violation, format_election_id
 from corridor.common.fib import (
     Adjacency,
     DeleteAdjacency,
     DeleteMember,
+    DeleteRoute,
     FibOperation,
     Member,
     NextHopGroup,
@@ -31,6 +32,7 @@ from corridor.common.fib import (
 if TYPE_CHECKING:
     from corridor._dataplane import FibStats, PortStatus, SampleStats
     from corridor.agent.engine_host import Counters
+    from corridor.agent.glean import HostTable
 
 # A Write holds at most this many operations: enough for a large slice of a full table per
 # round trip, small enough that one batch never holds the agent for long (StreamWrite is the
@@ -119,6 +121,12 @@ class Fib(Protocol):
     def blackhole_slot(self, prefix: str) -> int | None:
         """The engine's counter slot of the blackhole route for exactly `prefix`."""
 
+    def has_route(self, prefix: str) -> bool:
+        """Whether a route for exactly `prefix` is installed."""
+
+    def take_adjacency_used(self, ids: list[int]) -> list[bool]:
+        """Each adjacency's hit bit (a frame left by it since the last call), cleared."""
+
 
 class RunningEngine(Protocol):
     """What the domain reads of the engine while it forwards; engine_host.EngineHost provides
@@ -194,6 +202,13 @@ class Dataplane:
         # A device's ifindex in the ports' namespace: the link watch's while the engine runs
         # (set by whoever starts it), else sysfs in the agent's own namespace.
         self.ifindex_of: Callable[[str], int] = kernel_ifindex
+        # Hosts on attached subnets (glean.py), while the engine runs: its reserved ids and
+        # prefixes are refused to writers. The host routes it installed, by prefix, changed
+        # under _lock: not the writers', so not in a snapshot; a writer's route for one of
+        # them takes it over (on_taken is told, on the loop).
+        self.glean: HostTable | None = None
+        self.own_routes: set[str] = set()
+        self.on_taken: Callable[[list[str]], None] | None = None
 
     def port_vlans(self, port: str) -> tuple[int, ...] | None:
         """The VLANs configured on `port`; None if it is not a configured port."""
@@ -240,7 +255,7 @@ class Dataplane:
                 return WriteResult(0, self.generation)
             applying = loop.run_in_executor(None, self._apply, operations)
             try:
-                self.stats = await asyncio.shield(applying)
+                self.stats, taken = await asyncio.shield(applying)
             except InvalidBatch:
                 self._observe(started, len(operations), "invalid")
                 raise
@@ -249,10 +264,14 @@ class Dataplane:
                 # the count of batches) true to it before letting the cancellation through.
                 await asyncio.wait([applying])
                 if applying.exception() is None:
-                    self.stats = applying.result()
+                    self.stats, taken = applying.result()
                     self.generation += 1
+                    if taken and self.on_taken is not None:
+                        self.on_taken(taken)
                 raise
             self.generation += 1
+            if taken and self.on_taken is not None:
+                self.on_taken(taken)
             self._observe(started, len(operations), "applied")
             if self.on_next_hops_written is not None and any(
                 type(op) in (Adjacency, DeleteAdjacency) for op in operations
@@ -270,6 +289,9 @@ class Dataplane:
         loop = asyncio.get_running_loop()
         async with self._lock:
             _, _, routes = await loop.run_in_executor(None, self._fib.entries)
+            own = self.own_routes
+            if own:
+                routes = [r for r in routes if r.prefix not in own]
             # Adjacencies and groups as written: the engine holds them as they forward now.
             next_hops = self.next_hops
             adjacencies = [next_hops.adjacencies[i] for i in sorted(next_hops.adjacencies)]
@@ -305,12 +327,15 @@ class Dataplane:
             }
             return Lookup(route, group, adjacencies, states)
 
-    def _apply(self, operations: Sequence[FibOperation]) -> FibStats:
+    def _apply(self, operations: Sequence[FibOperation]) -> tuple[FibStats, list[str]]:
         """In the executor, under _lock: the written batch as the engine must get it (gateway
         MACs filled, unusable members left out), then any follow-up it caused (an adjacency
-        that changed port or gateway moves the groups that use it)."""
+        that changed port or gateway moves the groups that use it). Returns the FIB's stats
+        and the agent's host routes the batch wrote or deleted (now the writer's)."""
         next_hops = self.next_hops
         engine_ops, violations, needs_drop = next_hops.translate(operations)
+        if self.glean is not None:
+            violations = sorted(violations + self.glean.violations(operations), key=_by_index)
         if violations:
             raise InvalidBatch(violations)
         if needs_drop:
@@ -331,7 +356,47 @@ class Dataplane:
                 self._fib.apply(follow_up)
                 next_hops.committed_refresh(follow_up)
         self.next_hop_summary = next_hops.summary()
-        return self._fib.stats()
+        taken: list[str] = []
+        if self.own_routes:
+            own = self.own_routes
+            taken = [
+                op.prefix
+                for op in operations
+                if (type(op) is Route or type(op) is DeleteRoute) and op.prefix in own
+            ]
+            own.difference_update(taken)
+        return self._fib.stats(), taken
+
+    async def apply_own(self, operations: Sequence[FibOperation]) -> list[str]:
+        """Applies the agent's own operations (glean routes, host routes and their groups
+        and adjacencies) between writers' batches. A host route is not installed over a
+        route that is there (a writer's wins), nor is a route deleted that is no longer
+        the agent's: returns the prefixes of the host routes not installed."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            clashed = await asyncio.shield(loop.run_in_executor(None, self._apply_own, operations))
+            self.stats = await loop.run_in_executor(None, self._fib.stats)
+            return clashed
+
+    def _apply_own(self, operations: Sequence[FibOperation]) -> list[str]:
+        kept: list[FibOperation] = []
+        clashed: list[str] = []
+        for op in operations:
+            if type(op) is Route and self._fib.has_route(op.prefix):
+                clashed.append(op.prefix)
+            elif type(op) is not DeleteRoute or op.prefix in self.own_routes:
+                kept.append(op)
+        self._fib.apply(kept)
+        for op in kept:
+            if type(op) is Route:
+                self.own_routes.add(op.prefix)
+            elif type(op) is DeleteRoute:
+                self.own_routes.discard(op.prefix)
+        return clashed
+
+    def adjacency_used(self, ids: list[int]) -> list[bool]:
+        """Blocking (the FIB, GIL released): the hit bits of `ids`, cleared."""
+        return self._fib.take_adjacency_used(ids)
 
     async def refresh(
         self, link_up: dict[str, bool], port_mac: dict[str, str], neighbours: dict[Gateway, str]
@@ -355,6 +420,14 @@ class Dataplane:
             self.next_hop_summary = next_hops.summary()
             return len(ops)
 
+    def glean_summary(self) -> dict[str, int] | None:
+        """Host routes on attached subnets and what became of the engine's glean queue."""
+        return None if self.glean is None else self.glean.summary()
+
     def _observe(self, started: float, operations: int, outcome: str) -> None:
         if self._observer is not None:
             self._observer.written(time.perf_counter() - started, operations, outcome)
+
+
+def _by_index(v: Violation) -> int:
+    return -1 if v.index is None else v.index

@@ -34,6 +34,9 @@ class Counters(NamedTuple):
     # rx rings (the worker was too busy), summed from their XDP_STATISTICS, so that operators
     # see those losses beside the drop reasons.
     rx_ring_dropped: dict[int, int]
+    # What became of the destinations of glean drops: queued, deduplicated, rate_limited,
+    # full (summed over workers).
+    glean: dict[str, int] | None = None
 
 
 def engine_ports(ports: tuple[PortConfig, ...]) -> list[PortDict]:
@@ -105,13 +108,19 @@ class EngineHost:
     def blackhole_dropped(self, slot: int) -> int:
         return self.engine.blackhole_dropped(slot)
 
+    def drain_glean(self, most: int) -> list[str]:
+        """The destinations the workers queued for resolution (see glean.py). Blocking for
+        a moment (GIL released): from the executor."""
+        return self.engine.drain_glean(most)
+
     def counters(self) -> Counters:
         """Blocking for a moment (GIL released): from the executor, or a scrape thread."""
         raw = self.engine.counters()
+        glean = self.engine.glean_stats()
         lost: dict[int, int] = {w["worker"]: 0 for w in raw["workers"]}
         for sock in raw["xsk"]:
             stats = sock["statistics"]
             lost[sock["worker"]] = (
                 lost.get(sock["worker"], 0) + stats["rx_dropped"] + stats["rx_ring_full"]
             )
-        return Counters(raw, lost)
+        return Counters(raw, lost, glean)

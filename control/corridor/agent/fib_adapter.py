@@ -23,6 +23,7 @@ from corridor.common.fib import (
     DeleteMember,
     DeleteRoute,
     FibOperation,
+    GleanRoute,
     Member,
     NextHopGroup,
     Route,
@@ -77,12 +78,23 @@ class EngineFib:
             groups = self._fib.groups()
             routes = self._fib.routes()
         name = self._port_name
+        # Glean routes are the agent's own (attached subnets), never a writer's.
         return (
             [Adjacency(i, name.get(port, str(port)), vlan, src, dst)
              for i, port, vlan, src, dst in adjacencies],
             [NextHopGroup(i, tuple((a, w) for a, w in members)) for i, members in groups],
-            [_route(prefix, target) for prefix, target in routes],
+            [_route(prefix, target) for prefix, target in routes if target != "glean"],
         )  # fmt: skip
+
+    def has_route(self, prefix: str) -> bool:
+        """Whether a route for exactly `prefix` is installed."""
+        with self._lock:
+            return self._fib.route(prefix) is not None
+
+    def take_adjacency_used(self, ids: list[int]) -> list[bool]:
+        """The hit bit of each adjacency (a frame left by it since the last call), cleared."""
+        with self._lock:
+            return self._fib.take_adjacency_used(ids)
 
     def stats(self) -> FibStats:
         with self._lock:
@@ -100,14 +112,15 @@ class EngineFib:
 
     def lookup(self, address: str) -> Route | None:
         """The route the engine gives `address` (its longest-prefix match, as a packet meets
-        it), or None. The engine returns the target only: the prefix is the longest one
-        installed exactly that holds the address, at most 33 or 129 exact reads."""
+        it), or None (also for an attached subnet's glean route, the agent's own). The
+        engine returns the target only: the prefix is the longest one installed exactly
+        that holds the address, at most 33 or 129 exact reads."""
         ip = ipaddress.ip_address(address)
         bits = ip.max_prefixlen
         value = int(ip)
         with self._lock:
             target = self._fib.lookup(address)
-            if target is None:
+            if target is None or target == "glean":
                 return None
             for length in range(bits, -1, -1):
                 host = bits - length
@@ -154,6 +167,8 @@ def engine_batch(operations: Sequence[FibOperation], port_index: dict[str, int])
             batch.set_member(op.id, port, op.vlan, op.mac)
         elif type(op) is DeleteMember:
             batch.delete_member(op.id)
+        elif type(op) is GleanRoute:
+            batch.add_route(op.prefix, "glean")
         else:
             raise TypeError(f"not a FIB operation: {op!r}")
     _add_routes(batch, run, run_target)

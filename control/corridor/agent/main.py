@@ -29,7 +29,9 @@ from corridor.common.reload import Hangup, Reloaded, changed, ignore_hangups, re
 if TYPE_CHECKING:
     from corridor.agent.engine_host import EngineHost
     from corridor.agent.fib_adapter import EngineFib
+    from corridor.agent.glean import Glean
     from corridor.agent.neighbours import LinkWatch
+    from corridor.agent.nexthops import Gateway
     from corridor.agent.sflow import SflowExporter
 
 log = logging.getLogger("corridor.agent")
@@ -137,7 +139,7 @@ async def serve(
 
 
 # What a reload applies (below) and what only a restart does.
-RESTART_FIELDS = ("listen", "workers", "ports", "metrics", "fib", "netns")
+RESTART_FIELDS = ("listen", "workers", "ports", "metrics", "fib", "netns", "glean")
 
 
 async def reload(
@@ -213,6 +215,7 @@ class RunningAgent:
     host: EngineHost | None = None
     watch: LinkWatch | None = None
     metrics_server: MetricsServer | None = None
+    glean: Glean | None = None
     sflow: SflowExporter | None = None
     # The exporters' counts, for /metrics: one object across the exporters reloads start.
     sflow_stats: SflowStats = field(default_factory=SflowStats)
@@ -239,6 +242,8 @@ class RunningAgent:
             await self.server.stop(grace)
         if self.sflow is not None:
             await self.sflow.stop()
+        if self.glean is not None:
+            await self.glean.stop()
         if self.watch is not None:
             await self.watch.stop()
         if self.host is not None:
@@ -264,7 +269,7 @@ async def start_agent(config: AgentConfig) -> RunningAgent:
     running = RunningAgent(dataplane)
     try:
         if config.ports:
-            running.host, running.watch = await start_engine(config, fib, dataplane)
+            running.host, running.watch, running.glean = await start_engine(config, fib, dataplane)
             metrics.watch_sflow(running.sflow_stats)
             if config.sflow is not None:
                 running.sflow = await start_sflow(config, running.host, running.sflow_stats)
@@ -290,12 +295,28 @@ async def start_agent(config: AgentConfig) -> RunningAgent:
 
 async def start_engine(
     config: AgentConfig, fib: EngineFib, dataplane: Dataplane
-) -> tuple[EngineHost, LinkWatch]:
-    """Starts the engine on the configured ports and the watch of their links and
-    neighbours; returns both. On failure nothing is left running."""
-    from corridor.agent.engine_host import EngineHost
+) -> tuple[EngineHost, LinkWatch, Glean]:
+    """Starts the engine on the configured ports, the watch of their links and neighbours
+    and the hosts of the attached subnets (glean); returns them. On failure nothing is left
+    running."""
+    from corridor.agent.engine_host import EngineHost, EngineStartError
+    from corridor.agent.glean import Glean, HostTable, attached_subnets, host_room
     from corridor.agent.neighbours import LinkWatch
 
+    stats = fib.stats()
+    subnets = attached_subnets(config.ports)
+    try:
+        hosts = host_room(
+            config.glean.hosts, bool(subnets), stats["adjacency_capacity"], stats["group_capacity"]
+        )
+    except ValueError as e:
+        raise EngineStartError(str(e)) from None
+    table = HostTable(
+        subnets,
+        replace(config.glean, hosts=hosts),
+        first_adjacency=stats["adjacency_capacity"] - hosts,
+        first_group=stats["group_capacity"] - hosts,
+    )
     host = EngineHost(config, fib.native)
     await host.start()
     ports = host.ports()
@@ -317,12 +338,31 @@ async def start_engine(
     dataplane.engine = host
     dataplane.ifindex_of = watch.ifindex
 
+    def want() -> None:
+        watch.want(dataplane.gateways | table.wanted())
+
+    def facts() -> tuple[dict[Gateway, str], dict[str, str]]:
+        return watch.neighbours, watch.port_mac
+
+    glean = Glean(table, dataplane, host.drain_glean, want, facts, watch.forget)
+    push.glean = glean
+
     def written() -> None:
-        watch.want(dataplane.gateways)
+        want()
         push()
 
     dataplane.on_next_hops_written = written
-    return host, watch
+    dataplane.glean = table
+    dataplane.on_taken = glean.take_over
+    try:
+        await glean.start()
+    except BaseException:
+        dataplane.glean = None
+        dataplane.engine = None
+        await watch.stop()
+        await host.stop()
+        raise
+    return host, watch, glean
 
 
 async def start_sflow(
@@ -350,6 +390,7 @@ class NextHopPush:
     def __init__(self, dataplane: Dataplane) -> None:
         self.dataplane = dataplane
         self.watch: LinkWatch | None = None
+        self.glean: Glean | None = None
         self._task: asyncio.Task[None] | None = None
         self._again = False
 
@@ -369,5 +410,10 @@ class NextHopPush:
                 await self.dataplane.refresh(w.link_up, w.port_mac, w.neighbours)
             except Exception:  # a refusal here is a bug; keep following events
                 log.exception("applying link and neighbour changes")
+            if self.glean is not None:
+                try:
+                    await self.glean.refresh()
+                except Exception:
+                    log.exception("glean: following neighbour changes")
             if not self._again:
                 return

@@ -77,7 +77,11 @@ class _SflowCollector(Collector):
         s = self.stats
         for name, help_, value in (
             ("flow_samples", "sFlow flow samples sent to the collectors", s.flow_samples),
-            ("counter_samples", "sFlow counter samples sent", s.counter_samples),
+            (
+                "interface_samples",
+                "sFlow counter samples (interface counters) sent",
+                s.counter_samples,
+            ),
             ("datagrams", "sFlow datagrams sent (each to every collector)", s.datagrams),
             ("send_errors", "sFlow datagrams a collector's socket refused", s.send_errors),
         ):
@@ -158,6 +162,7 @@ class _DataplaneCollector(Collector):
             yield from _engine_metrics(counters, ports)
             yield from _member_metrics(counters, self.dataplane.members)
             yield from _sample_metrics(engine.sample_stats(), ports)
+            yield from _glean_metrics(self.dataplane.glean_summary(), counters.glean)
         election = self.dataplane.election
         # 128 bits do not fit a float sample, and a label whose value changes with each
         # election would start a new series every time: the id is two gauges, its high and
@@ -267,6 +272,49 @@ def _sample_metrics(stats: list[SampleStats], ports: list[PortStatus]) -> Iterat
     yield rate
     yield sampled
     yield lost
+
+
+# The agent's glean counters, by outcome (GleanState in the API).
+GLEAN_OUTCOMES = (
+    "resolving", "resolved", "failed", "aged", "lost", "mac_changes", "taken_over",
+    "rate_limited", "table_full", "ignored",
+)  # fmt: skip
+
+
+def _glean_metrics(
+    summary: dict[str, int] | None, engine: dict[str, int] | None
+) -> Iterator[Metric]:
+    """Hosts on attached subnets: the host routes and resolutions now, what the agent did
+    with the destinations the engine queued, and what the engine's queue let through."""
+    if summary is not None:
+        hosts = GaugeMetricFamily(
+            "corridor_agent_glean_hosts",
+            "Hosts on attached subnets: with a host route (installed), being resolved (pending)",
+            labels=["state"],
+        )
+        hosts.add_metric(["installed"], summary["hosts"])
+        hosts.add_metric(["pending"], summary["pending"])
+        yield hosts
+        outcomes = CounterMetricFamily(
+            "corridor_agent_glean_events",
+            "What became of destinations dropped as glean: resolutions started (resolving), "
+            "host routes installed, unanswered, aged out, lost, MAC changes, taken over by a "
+            "writer's route, left out over the rate or the table, not a host (ignored)",
+            labels=["event"],
+        )
+        for outcome in GLEAN_OUTCOMES:
+            outcomes.add_metric([outcome], summary[outcome])
+        yield outcomes
+    if engine is not None:
+        queue = CounterMetricFamily(
+            "corridor_engine_glean_queue",
+            "Destinations of glean drops at the engine's queue: queued for the agent, "
+            "deduplicated (asked within a second), rate_limited (per worker), full",
+            labels=["outcome"],
+        )
+        for outcome in ("queued", "deduplicated", "rate_limited", "full"):
+            queue.add_metric([outcome], engine.get(outcome, 0))
+        yield queue
 
 
 def _member_metrics(counters: Counters, members: dict[int, Member]) -> Iterator[Metric]:

@@ -26,7 +26,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -198,6 +198,19 @@ class LinkWatch:
         """The gateways in use now: entries are made for those the kernel lacks."""
         self.wanted = gateways
         self._resolve()
+
+    def forget(self, gateways: Iterable[Gateway]) -> None:
+        """Deletes now, not UNUSED_SECONDS later, the agent's entries of `gateways` that no
+        one wants (a host's resolution given up: no reason to let the kernel keep probing
+        it, or let a scan of an attached subnet fill the kernel's neighbour table)."""
+        for g in gateways:
+            # An entry still INCOMPLETE has sent no event yet (the kernel tells of its first
+            # state change): one the agent made itself is deleted all the same.
+            ours = g in self.managed_entries or g in self._tried
+            if g not in self.wanted and ours and g not in self._deleting:
+                self._tried.pop(g, None)
+                self._deleting.add(g)
+                self._spawn(self._delete(g))
 
     # --- netlink -----------------------------------------------------------------------
 
@@ -372,7 +385,7 @@ class LinkWatch:
                 "neigh", "del", g.address, "dev", _device(g)
             ):
                 self.deleted += 1
-                log.info("neighbour %s on %s: deleted, no adjacency uses it", g.address, _device(g))
+                log.info("neighbour %s on %s: deleted, nothing uses it", g.address, _device(g))
         finally:
             self._deleting.discard(g)
 

@@ -97,12 +97,19 @@ class DeleteMember(NamedTuple):
     id: int
 
 
+class GleanRoute(NamedTuple):
+    """An attached subnet whose hosts the agent resolves on demand (docs/engine.md): the
+    agent's own, installed from its ports' addresses; never written by or shown to writers."""
+
+    prefix: str
+
+
 # The engine's member rows (dataplane/engine/src/fib/members.rs MAX_MEMBERS).
 MEMBERS_MAX = 1024
 
 FibOperation = (
     Adjacency | NextHopGroup | Route | DeleteAdjacency | DeleteGroup | DeleteRoute
-    | Member | DeleteMember
+    | Member | DeleteMember | GleanRoute
 )  # fmt: skip
 
 

@@ -374,18 +374,58 @@ class MemberCounters(_message.Message):
     drops: _containers.RepeatedCompositeFieldContainer[MemberCounters.Drop]
     def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., port: _Optional[str] = ..., vlan: _Optional[int] = ..., mac: _Optional[bytes] = ..., unknown: _Optional[bool] = ..., rx_packets: _Optional[int] = ..., rx_bytes: _Optional[int] = ..., tx_packets: _Optional[int] = ..., tx_bytes: _Optional[int] = ..., drops: _Optional[_Iterable[_Union[MemberCounters.Drop, _Mapping]]] = ...) -> None: ...
 
+class GleanState(_message.Message):
+    __slots__ = ("hosts", "pending", "queued", "deduplicated", "engine_rate_limited", "full", "resolving", "resolved", "failed", "aged", "lost", "mac_changes", "rate_limited", "table_full", "ignored", "asked", "taken_over")
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    DEDUPLICATED_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_RATE_LIMITED_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    RESOLVING_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    AGED_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
+    MAC_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITED_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FULL_FIELD_NUMBER: _ClassVar[int]
+    IGNORED_FIELD_NUMBER: _ClassVar[int]
+    ASKED_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_OVER_FIELD_NUMBER: _ClassVar[int]
+    hosts: int
+    pending: int
+    queued: int
+    deduplicated: int
+    engine_rate_limited: int
+    full: int
+    resolving: int
+    resolved: int
+    failed: int
+    aged: int
+    lost: int
+    mac_changes: int
+    rate_limited: int
+    table_full: int
+    ignored: int
+    asked: int
+    taken_over: int
+    def __init__(self, hosts: _Optional[int] = ..., pending: _Optional[int] = ..., queued: _Optional[int] = ..., deduplicated: _Optional[int] = ..., engine_rate_limited: _Optional[int] = ..., full: _Optional[int] = ..., resolving: _Optional[int] = ..., resolved: _Optional[int] = ..., failed: _Optional[int] = ..., aged: _Optional[int] = ..., lost: _Optional[int] = ..., mac_changes: _Optional[int] = ..., rate_limited: _Optional[int] = ..., table_full: _Optional[int] = ..., ignored: _Optional[int] = ..., asked: _Optional[int] = ..., taken_over: _Optional[int] = ...) -> None: ...
+
 class Counters(_message.Message):
-    __slots__ = ("time", "interfaces", "workers", "drops", "next_hops", "members")
+    __slots__ = ("time", "interfaces", "workers", "drops", "next_hops", "members", "glean")
     TIME_FIELD_NUMBER: _ClassVar[int]
     INTERFACES_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     DROPS_FIELD_NUMBER: _ClassVar[int]
     NEXT_HOPS_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    GLEAN_FIELD_NUMBER: _ClassVar[int]
     time: _timestamp_pb2.Timestamp
     interfaces: _containers.RepeatedCompositeFieldContainer[InterfaceCounters]
     workers: _containers.RepeatedCompositeFieldContainer[WorkerCounters]
     drops: _containers.RepeatedCompositeFieldContainer[DropCounters]
     next_hops: NextHopState
     members: _containers.RepeatedCompositeFieldContainer[MemberCounters]
-    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceCounters, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[WorkerCounters, _Mapping]]] = ..., drops: _Optional[_Iterable[_Union[DropCounters, _Mapping]]] = ..., next_hops: _Optional[_Union[NextHopState, _Mapping]] = ..., members: _Optional[_Iterable[_Union[MemberCounters, _Mapping]]] = ...) -> None: ...
+    glean: GleanState
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceCounters, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[WorkerCounters, _Mapping]]] = ..., drops: _Optional[_Iterable[_Union[DropCounters, _Mapping]]] = ..., next_hops: _Optional[_Union[NextHopState, _Mapping]] = ..., members: _Optional[_Iterable[_Union[MemberCounters, _Mapping]]] = ..., glean: _Optional[_Union[GleanState, _Mapping]] = ...) -> None: ...

@@ -328,6 +328,12 @@ impl Fib {
         self.with(py, |fib| fib.adjacency_member(id))
     }
 
+    /// For each id: whether a frame left by that adjacency since the last call (the bit
+    /// is cleared); false for an unknown id.
+    fn take_adjacency_used(&self, py: Python<'_>, ids: Vec<u32>) -> Vec<bool> {
+        self.with(py, |fib| ids.iter().map(|&id| fib.take_adjacency_used(id)).collect())
+    }
+
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.with(py, |fib| fib.stats());
         let d = PyDict::new(py);

@@ -14,7 +14,7 @@ mod prefix;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 pub use dir::TableStats;
@@ -251,6 +251,11 @@ struct FibShared {
     /// By adjacency id: the member whose MAC the adjacency sends to, or NO_MEMBER. Set by
     /// the writer when adjacencies or members change, read per forwarded frame.
     adjacency_member: Box<[AtomicU32]>,
+    /// By adjacency id: set when a frame left by it since the agent last took the bit
+    /// (`Fib::take_adjacency_used`); the agent ages host adjacencies out by it, as a
+    /// hardware router's hit bit. Written by a worker only when clear, so the line stays
+    /// shared while traffic flows.
+    adjacency_used: Box<[AtomicBool]>,
     /// One slot: every blackhole route's counter slot, rebuilt when they change.
     blackholes: RcuArray<BlackholeTable, FibDomain>,
 }
@@ -311,6 +316,7 @@ impl Fib {
             adjacencies: RcuArray::new(&qsbr, config.adjacencies as usize),
             members: RcuArray::new(&qsbr, 1),
             adjacency_member: (0..config.adjacencies).map(|_| AtomicU32::new(NO_MEMBER)).collect(),
+            adjacency_used: (0..config.adjacencies).map(|_| AtomicBool::new(false)).collect(),
             blackholes: RcuArray::new(&qsbr, 1),
             qsbr,
         });
@@ -405,6 +411,13 @@ impl Fib {
     pub fn adjacency_member(&self, id: AdjacencyId) -> Option<MemberId> {
         let m = self.shared.adjacency_member.get(id as usize)?.load(Ordering::Relaxed);
         (m != NO_MEMBER).then_some(m)
+    }
+
+    /// Whether a frame left by adjacency `id` since the last call (false for an unknown id);
+    /// clears the bit.
+    pub fn take_adjacency_used(&self, id: AdjacencyId) -> bool {
+        // Relaxed: a hint for ageing; a frame marked just after the swap is seen next time.
+        self.shared.adjacency_used.get(id as usize).is_some_and(|u| u.swap(false, Ordering::Relaxed))
     }
 
     /// Validates the whole batch, then applies it in order. On error nothing is applied
@@ -985,6 +998,18 @@ impl FibReader {
     pub fn adjacency_member(&self, id: AdjacencyId) -> MemberId {
         // Relaxed: see `Fib::map_adjacency`.
         self.shared.adjacency_member.get(id as usize).map_or(NO_MEMBER, |m| m.load(Ordering::Relaxed))
+    }
+
+    /// Notes that a frame left by adjacency `id` (see `Fib::take_adjacency_used`).
+    #[inline(always)]
+    pub fn mark_adjacency_used(&self, id: AdjacencyId) {
+        if let Some(u) = self.shared.adjacency_used.get(id as usize) {
+            // Relaxed: a hint; the load first keeps the cache line shared between workers
+            // while the bit is already set.
+            if !u.load(Ordering::Relaxed) {
+                u.store(true, Ordering::Relaxed);
+            }
+        }
     }
 
     /// No reference from this reader survives this call.

@@ -63,6 +63,7 @@ impl Pipeline {
         let verdict = self.send(frame, m, adjacency.port, adjacency.vlan, out_sub, adjacency.dst_mac, adjacency.src_mac);
         if let Verdict::Forward { len, .. } = verdict {
             self.counters.count_member_tx(fib.adjacency_member(adjacency_id), len);
+            fib.mark_adjacency_used(adjacency_id);
         }
         verdict
     }

@@ -183,3 +183,16 @@ fn blackhole_drops_counted_per_route() {
     apply(&mut rig, &[FibOp::AddRoute { prefix: host, target: RouteTarget::Group(1) }]);
     assert_eq!(rig._fib.blackhole_slot(&host), None);
 }
+
+#[test]
+fn a_forwarded_frame_marks_its_adjacency_used_until_taken() {
+    let mut rig = rig();
+    assert!(!rig._fib.take_adjacency_used(1), "nothing sent yet");
+    rig.run1(0, v4_frame([198, 19, 1, 5], 1)); // TTL expired: not sent by the adjacency
+    assert!(!rig._fib.take_adjacency_used(1));
+    rig.run1(0, v4_frame([198, 19, 1, 5], 64));
+    rig.run1(0, v4_frame([198, 19, 1, 6], 64));
+    assert!(rig._fib.take_adjacency_used(1));
+    assert!(!rig._fib.take_adjacency_used(1), "taking the bit clears it");
+    assert!(!rig._fib.take_adjacency_used(u32::MAX), "an id past the table is never used");
+}
