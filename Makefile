@@ -17,7 +17,9 @@ export CARGO_TERM_COLOR := never
 # vagrant + shellcheck: checks of the test VMs; prometheus: promtool, which checks what the
 # /metrics endpoints serve and deploy/'s rules; systemd: systemd-analyze verify of deploy/'s
 # units; util-linux: setpriv, to run the agent with only the units' capabilities.
-APT_PACKAGES := build-essential pkg-config curl ca-certificates git \
+# libdpdk-dev: the DPDK baselines of benches/dpdk (rte_fib/rte_lpm harness, l3fwd), built
+# with pkg-config; dpdk-doc: the l3fwd example source.
+APT_PACKAGES := build-essential pkg-config curl ca-certificates git libdpdk-dev dpdk-doc \
 	clang llvm libbpf-dev libelf-dev zlib1g-dev libxdp-dev \
 	iproute2 ethtool iputils-ping tcpdump openssl \
 	python3 python3-venv python3-dev frr bird2 \
