@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         f"## FIB: Corridor against DPDK 22.11, batches of 64, one pinned CPU ({when})",
         "",
         f"M lookups/s, median of {a.rounds} round(s) taking turns on CPU {a.cpu} "
-        "(rte_lpm: first round only); every DPDK answer checked equal to Corridor's on all "
-        "1,048,576 keys before timing.",
+        f"(rte_lpm: {'left out' if a.no_lpm else 'first round only'}); every DPDK answer "
+        "checked equal to Corridor's on all 1,048,576 keys before timing.",
         "",
         "| contest | Corridor | rte_fib(6) | Corridor / fib | rte_lpm(6) | Corridor / lpm |",
         "|---|---:|---:|---:|---:|---:|",
