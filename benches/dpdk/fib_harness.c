@@ -126,6 +126,8 @@ struct impl {
 	void *(*create)(const struct table *, uint32_t tbl8);
 	int (*add)(void *, const struct route *, uint32_t nh);
 	void (*lookup)(void *, const void *keys, uint32_t *out, unsigned n);
+	/* The timed call: DPDK's bulk lookup alone, its results left in its own format */
+	void (*raw)(void *, const void *keys, void *out, unsigned n);
 	void (*destroy)(void *);
 	uint32_t first_tbl8;
 };
@@ -149,6 +151,10 @@ static void fib4_lookup(void *h, const void *keys, uint32_t *out, unsigned n)
 	for (unsigned i = 0; i < n; i++)
 		out[i] = (uint32_t)nh[i];
 }
+static void fib4_raw(void *h, const void *keys, void *out, unsigned n)
+{
+	rte_fib_lookup_bulk(h, (uint32_t *)keys, out, (int)n);
+}
 static void fib4_free(void *h) { rte_fib_free(h); }
 
 static void *lpm4_create(const struct table *t, uint32_t tbl8)
@@ -164,6 +170,10 @@ static void lpm4_lookup(void *h, const void *keys, uint32_t *out, unsigned n)
 	rte_lpm_lookup_bulk((struct rte_lpm *)h, (const uint32_t *)keys, out, n);
 	for (unsigned i = 0; i < n; i++)
 		out[i] = (out[i] & RTE_LPM_LOOKUP_SUCCESS) ? (out[i] & 0x00ffffff) : NONE;
+}
+static void lpm4_raw(void *h, const void *keys, void *out, unsigned n)
+{
+	rte_lpm_lookup_bulk((struct rte_lpm *)h, (const uint32_t *)keys, out, n);
 }
 static void lpm4_free(void *h) { rte_lpm_free(h); }
 
@@ -184,6 +194,10 @@ static void fib6_lookup(void *h, const void *keys, uint32_t *out, unsigned n)
 	for (unsigned i = 0; i < n; i++)
 		out[i] = (uint32_t)nh[i];
 }
+static void fib6_raw(void *h, const void *keys, void *out, unsigned n)
+{
+	rte_fib6_lookup_bulk(h, (uint8_t(*)[16])keys, out, (int)n);
+}
 static void fib6_free(void *h) { rte_fib6_free(h); }
 
 static void *lpm6_create(const struct table *t, uint32_t tbl8)
@@ -201,13 +215,17 @@ static void lpm6_lookup(void *h, const void *keys, uint32_t *out, unsigned n)
 	for (unsigned i = 0; i < n; i++)
 		out[i] = nh[i] < 0 ? NONE : (uint32_t)nh[i];
 }
+static void lpm6_raw(void *h, const void *keys, void *out, unsigned n)
+{
+	rte_lpm6_lookup_bulk_func(h, (uint8_t(*)[16])keys, out, n);
+}
 static void lpm6_free(void *h) { rte_lpm6_free(h); }
 
 static const struct impl IMPLS[] = {
-	{"rte_fib", 4, fib4_create, fib4_add, fib4_lookup, fib4_free, 1024},
-	{"rte_lpm", 4, lpm4_create, lpm4_add, lpm4_lookup, lpm4_free, 1024},
-	{"rte_fib6", 6, fib6_create, fib6_add, fib6_lookup, fib6_free, 16384},
-	{"rte_lpm6", 6, lpm6_create, lpm6_add, lpm6_lookup, lpm6_free, 16384},
+	{"rte_fib", 4, fib4_create, fib4_add, fib4_lookup, fib4_raw, fib4_free, 1024},
+	{"rte_lpm", 4, lpm4_create, lpm4_add, lpm4_lookup, lpm4_raw, lpm4_free, 1024},
+	{"rte_fib6", 6, fib6_create, fib6_add, fib6_lookup, fib6_raw, fib6_free, 16384},
+	{"rte_lpm6", 6, lpm6_create, lpm6_add, lpm6_lookup, lpm6_raw, lpm6_free, 16384},
 };
 
 /* Create and load with `tbl8` tbl8s: the handle, or NULL when the pool is too small. */
@@ -318,13 +336,15 @@ static int contest(const struct impl *im, void *h, const char *name, const uint8
 					want[i + j]);
 		}
 	}
+	/* Timed: the bulk call alone (no conversion of its results), as Corridor's timed
+	 * loop is `lookup_*_batch` alone. */
 	double t[16];
-	uint64_t sink = 0;
+	uint64_t sink = 0, raw[BATCH];
 	for (int r = 0; r < reps; r++) {
 		double t0 = now();
 		for (size_t i = 0; i + BATCH <= n; i += BATCH) {
-			im->lookup(h, keys + i * ksz, out, BATCH);
-			sink += out[0];
+			im->raw(h, keys + i * ksz, raw, BATCH);
+			sink += raw[0];
 		}
 		t[r] = now() - t0;
 	}
