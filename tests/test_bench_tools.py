@@ -576,6 +576,39 @@ def test_afxdp_ref_delivers_every_generated_frame(bench: Bench, sink: Sink) -> N
     assert not left, "afxdp_ref left its XDP program on dut0 after exiting"
 
 
+@pytest.mark.lab
+def test_l3fwd_delivers_every_generated_frame(bench: Bench, sink: Sink) -> None:
+    """DPDK's l3fwd (benches/dpdk) as the benchmark starts it, on net_af_xdp, the test
+    routes through its route files: every generated frame reaches the sink, and stopping
+    it leaves no XDP program behind."""
+    binary = TOOLS / "l3fwd"
+    if not binary.exists():
+        r = subprocess.run(["make", "-s", "-C", str(REPO / "benches" / "dpdk")],
+                           capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 0, f"make -C benches/dpdk (needs libdpdk-dev, dpdk-doc): {r.stderr}"
+    lab = bench.lab
+    router = routers.L3fwdRouter(lab, {"v4": [str(ROUTES4)], "v6": [str(ROUTES6)]})
+    problems = []
+    try:
+        router.start()
+        assert any("lookup fib" in p for p in router.placement), router.placement
+        _settle_mld()
+        for family, size in CASES:
+            problems += _check_delivery(_deliver(bench, sink, family, size), family, size,
+                                        other=False)  # fmt: skip
+        assert router.proc is not None and router.proc.poll() is None, "l3fwd exited"
+    finally:
+        router.stop()
+        left = _has_xdp(lab, L.DUT_IN) or _has_xdp(lab, L.DUT_OUT)
+        for dev in (L.DUT_IN, L.DUT_OUT):
+            lab.ip("dut", "link", "set", "dev", dev, "xdp", "off", check=False)
+        # Back to the kernel router the other tests expect: GRO on dut0 gives it NAPI.
+        lab.exec("dut", ["ethtool", "-K", L.DUT_IN, "gro", "on"], check=False)
+        _settle_mld()
+    assert not problems, "\n".join(problems)
+    assert not left, "l3fwd left an XDP program on a dut port after exiting"
+
+
 # -- pure helpers ----------------------------------------------------------------------------
 
 
