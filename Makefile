@@ -17,7 +17,9 @@ export CARGO_TERM_COLOR := never
 # vagrant + shellcheck: checks of the test VMs; prometheus: promtool, which checks what the
 # /metrics endpoints serve and deploy/'s rules; systemd: systemd-analyze verify of deploy/'s
 # units; util-linux: setpriv, to run the agent with only the units' capabilities.
-APT_PACKAGES := build-essential pkg-config curl ca-certificates git \
+# libdpdk-dev: the DPDK baselines of benches/dpdk (rte_fib/rte_lpm harness, l3fwd), built
+# with pkg-config; dpdk-doc: the l3fwd example source.
+APT_PACKAGES := build-essential pkg-config curl ca-certificates git libdpdk-dev dpdk-doc \
 	clang llvm libbpf-dev libelf-dev zlib1g-dev libxdp-dev \
 	iproute2 ethtool iputils-ping tcpdump openssl \
 	python3 python3-venv python3-dev frr bird2 \
@@ -74,12 +76,16 @@ test: deps
 	$(PY) -m pytest -q
 
 # Every figure of docs/benchmarks.md, each with its baseline measured in the same run: the FIB
-# against prefix-trie, gRPC programming against the engine's own load rate, the controller
+# against prefix-trie and against DPDK's rte_fib/rte_lpm (benches.fib_dpdk), the pipeline per
+# frame on the full tables, gRPC programming against the engine's own load rate, the controller
 # against the agent's direct rate, a quick forwarding comparison (kernel, XDP fast path, a
-# C AF_XDP forwarder, Corridor: about an hour), and forwarding under route churn and link
-# failover. As root; results in benches/results/.
+# C AF_XDP forwarder, DPDK l3fwd on AF_XDP, Corridor: about an hour), and forwarding under
+# route churn and link failover. As root; results in benches/results/.
 bench: deps
 	cargo bench -p corridor-benches --bench fib -- --noplot | tee benches/results/fib-latest.txt
+	$(MAKE) -s -C benches/dpdk
+	$(PY) -m benches.fib_dpdk
+	cargo bench -p corridor-benches --bench pipeline -- --noplot | tee benches/results/pipeline-latest.txt
 	$(PY) -m benches.agent_load --out benches/results/agent-load.md
 	$(PY) -m benches.controller_load
 	$(PY) -m benches.controller_ha > benches/results/controller-ha.json
@@ -90,10 +96,11 @@ bench: deps
 	$(PY) -m benches.change
 
 # The side-by-side forwarding benchmark (kernel, XDP fast path, Corridor, a C AF_XDP
-# reference) in the lab; BENCH_ARGS=--quick for a smoke run. Full mode with three
+# reference, DPDK l3fwd) in the lab; BENCH_ARGS=--quick for a smoke run. Full mode with three
 # repetitions takes about 3.5 hours (10 s RFC 2544 trials).
 bench-forwarding: deps
 	$(MAKE) -s -C benches/gen
+	$(MAKE) -s -C benches/dpdk
 	$(PY) -m benches.forwarding $(BENCH_ARGS)
 
 # The same benchmark on three VMs with virtio NICs, from a workstation (vagrant with libvirt

@@ -576,6 +576,39 @@ def test_afxdp_ref_delivers_every_generated_frame(bench: Bench, sink: Sink) -> N
     assert not left, "afxdp_ref left its XDP program on dut0 after exiting"
 
 
+@pytest.mark.lab
+def test_l3fwd_delivers_every_generated_frame(bench: Bench, sink: Sink) -> None:
+    """DPDK's l3fwd (benches/dpdk) as the benchmark starts it, on net_af_xdp, the test
+    routes through its route files: every generated frame reaches the sink, and stopping
+    it leaves no XDP program behind."""
+    binary = TOOLS / "l3fwd"
+    if not binary.exists():
+        r = subprocess.run(["make", "-s", "-C", str(REPO / "benches" / "dpdk")],
+                           capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 0, f"make -C benches/dpdk (needs libdpdk-dev, dpdk-doc): {r.stderr}"
+    lab = bench.lab
+    router = routers.L3fwdRouter(lab, {"v4": [str(ROUTES4)], "v6": [str(ROUTES6)]})
+    problems = []
+    try:
+        router.start()
+        assert any("lookup fib" in p for p in router.placement), router.placement
+        _settle_mld()
+        for family, size in CASES:
+            problems += _check_delivery(_deliver(bench, sink, family, size), family, size,
+                                        other=False)  # fmt: skip
+        assert router.proc is not None and router.proc.poll() is None, "l3fwd exited"
+    finally:
+        router.stop()
+        left = _has_xdp(lab, L.DUT_IN) or _has_xdp(lab, L.DUT_OUT)
+        for dev in (L.DUT_IN, L.DUT_OUT):
+            lab.ip("dut", "link", "set", "dev", dev, "xdp", "off", check=False)
+        # Back to the kernel router the other tests expect: GRO on dut0 gives it NAPI.
+        lab.exec("dut", ["ethtool", "-K", L.DUT_IN, "gro", "on"], check=False)
+        _settle_mld()
+    assert not problems, "\n".join(problems)
+    assert not left, "l3fwd left an XDP program on a dut port after exiting"
+
+
 # -- pure helpers ----------------------------------------------------------------------------
 
 
@@ -734,6 +767,60 @@ def test_markdown_has_a_row_per_router_and_the_error() -> None:
     assert f"{kernel:.2f} / {kernel:.2f} / {kernel:.2f}" in ratio, ratio
     assert ratio.rstrip().endswith("| - / - / - |"), f"afxdp_ref's ratios: {ratio}"
     assert "test machine" in md and "nowhere" in md
+
+
+def test_l3fwd_is_a_reference_in_the_ratios() -> None:
+    rows = [_row("l3fwd", 4, 64, rep, 300e3) for rep in range(3)]
+    rows += [_row("corridor-1", 4, 64, rep, 450e3) for rep in range(3)]
+    by = {(s["router"], s["family"]): s for s in report.summarize(rows)}
+    for key in METRIC_KEYS:
+        assert by[("corridor-1", 4)][f"x_l3fwd_{key}"] == pytest.approx(1.5)
+    meta = {"date": "d", "mode": "quick", "reps": 3, "trial_s": 2.0, "machine": "m",
+            "table": "t", "placement": "p"}  # fmt: skip
+    md = report.markdown(report.summarize(rows), meta)
+    assert "| x l3fwd |" in md and md.rstrip().endswith("| 1.50 / 1.50 / 1.50 |"), md
+
+
+def test_plot_has_both_rates_colour_blind_colours_and_says_what_it_shows(
+    tmp_path: Path,
+) -> None:
+    # Needs matplotlib (requirements/bench.txt): an ImportError here says so.
+    import matplotlib.image
+    import matplotlib.pyplot as plt
+
+    summary = report.summarize(_rows())
+    meta = {"date": "2024-01-01 00:00", "machine": "test host"}
+    png = tmp_path / "f.png"
+    assert report.plot(summary, png, meta) == str(png)
+    pixels = matplotlib.image.imread(png)[:, :, :3]
+    colours = {tuple(round(float(c) * 255) for c in p) for p in pixels.reshape(-1, 3)[::7]}
+
+    def near(hexcolour: str) -> bool:
+        want = tuple(int(hexcolour[i : i + 2], 16) for i in (1, 3, 5))
+        return any(all(abs(a - b) <= 3 for a, b in zip(c, want, strict=True)) for c in colours)
+
+    # The first two routers' Okabe-Ito colours are there, matplotlib's default blue is not.
+    assert near(report.PALETTE[0]) and near(report.PALETTE[1])
+    assert not near("#1f77b4")
+    # Two panels (PDR and max forwarded) and the caption: read back from the figure itself.
+    seen: dict[str, list[str]] = {}
+    orig = plt.Figure.savefig
+
+    def capture(fig: plt.Figure, *a: object, **k: object) -> None:
+        seen["titles"] = [ax.get_title() for ax in fig.axes]
+        seen["texts"] = [t.get_text() for t in fig.texts] + [fig._suptitle.get_text()]
+        orig(fig, *a, **k)
+
+    plt.Figure.savefig = capture  # type: ignore[method-assign]
+    try:
+        report.plot(summary, png, meta)
+    finally:
+        plt.Figure.savefig = orig  # type: ignore[method-assign]
+    assert any(t.startswith("PDR") for t in seen["titles"]), seen
+    assert any(t.startswith("max forwarded") for t in seen["titles"]), seen
+    text = " ".join(seen["texts"])
+    assert "median of 3" in text and "min-max" in text and "test host" in text, text
+    assert "2024-01-01" in text
 
 
 def test_trial_locates_its_losses() -> None:

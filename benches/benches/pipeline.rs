@@ -7,15 +7,25 @@
 //! against `process_64_mixed` in the same run. `process_64_mixed_members_sflow` adds
 //! sFlow sampling at 1:1000 on the ingress port (the ring drained outside the
 //! measurement, as the agent would): the "everything on" case.
+//!
+//! `full_tables/*` is the realistic case: the real IPv4 and IPv6 tables (../shared/data)
+//! loaded, 256 distinct batches of 64 frames (all IPv4, all IPv6, or alternating) whose
+//! destinations are drawn from announced prefixes, taken in turn, so the FIB lookups
+//! reach all over the tables as real traffic does. `fib_only/*` times the FIB's batched
+//! lookups of the same destinations alone (one call per family, as `process` does), so
+//! `full_tables` minus `fib_only` is the pipeline's own work without the FIB lookup. The
+//! summary at the end prints ns per frame for each, from the same run.
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use corridor_engine::fib::{Adjacency, Fib, FibConfig, FibOp, Member, NextHop, Prefix, RouteTarget};
+use corridor_benches::{announced, read_table, V4_TABLE, V6_TABLES};
+use corridor_engine::fib::{Adjacency, Family, Fib, FibConfig, FibOp, FibReader, Member, NextHop, Prefix, RouteTarget};
 use corridor_engine::pipeline::{IcmpRateLimit, PacketBuf, Pipeline, PipelineConfig, PortConfig, SubInterfaceConfig, Verdict};
 use corridor_engine::wire::ethernet::{self, ethertype};
 use corridor_engine::wire::{ip_protocol, ipv4, ipv6};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{BatchSize, Criterion, Throughput};
+use std::time::{Duration, Instant};
 
 const BATCH: usize = 64;
 const CHUNK: usize = 2048;
@@ -81,8 +91,24 @@ fn eth(ether_type: u16, ip: &[u8]) -> Vec<u8> {
 
 /// Frame `i` of the batch: even ones IPv4, odd ones IPv6, each its own flow.
 fn frame(i: usize) -> Vec<u8> {
+    let dst = if i.is_multiple_of(2) {
+        Dst::V4(Ipv4Addr::new(198, 19, (i % 8) as u8, i as u8))
+    } else {
+        Dst::V6(Ipv6Addr::new(0x2001, 0xdb8, (i % 8) as u16, 0, 0, 0, 0, i as u16))
+    };
+    frame_to(i, dst)
+}
+
+#[derive(Clone, Copy)]
+enum Dst {
+    V4(Ipv4Addr),
+    V6(Ipv6Addr),
+}
+
+/// A UDP frame of flow `i` to `dst` (64 bytes for IPv4, 84 for IPv6 before the FCS).
+fn frame_to(i: usize, dst: Dst) -> Vec<u8> {
     let payload = udp(1024 + i as u16, 443);
-    if i.is_multiple_of(2) {
+    if let Dst::V4(dst) = dst {
         let mut b = vec![0u8; ipv4::HEADER_LEN + payload.len()];
         let total = b.len() as u16;
         let mut p = ipv4::Packet::new_unchecked(&mut b[..]);
@@ -93,11 +119,12 @@ fn frame(i: usize) -> Vec<u8> {
         p.set_ttl(64);
         p.set_protocol(ip_protocol::UDP);
         p.set_src_addr(Ipv4Addr::new(198, 18, 0, i as u8));
-        p.set_dst_addr(Ipv4Addr::new(198, 19, (i % 8) as u8, i as u8));
+        p.set_dst_addr(dst);
         p.payload_mut().copy_from_slice(&payload);
         p.fill_checksum();
         eth(ethertype::IPV4, &b)
     } else {
+        let Dst::V6(dst) = dst else { unreachable!("IPv4 handled above") };
         let mut b = vec![0u8; ipv6::HEADER_LEN + payload.len()];
         let mut p = ipv6::Packet::new_unchecked(&mut b[..]);
         p.set_version_class_flow(6, 0, i as u32);
@@ -105,7 +132,7 @@ fn frame(i: usize) -> Vec<u8> {
         p.set_next_header(ip_protocol::UDP);
         p.set_hop_limit(64);
         p.set_src_addr(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, i as u16));
-        p.set_dst_addr(Ipv6Addr::new(0x2001, 0xdb8, (i % 8) as u16, 0, 0, 0, 0, i as u16));
+        p.set_dst_addr(dst);
         p.payload_mut().copy_from_slice(&payload);
         eth(ethertype::IPV6, &b)
     }
@@ -168,8 +195,183 @@ fn bench(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallT
     });
 }
 
-criterion_group!(benches, process);
-
 /// 1 in SAMPLE_RATE frames sampled, as the benchmark asks.
 const SAMPLE_RATE: u32 = 1000;
-criterion_main!(benches);
+const GROUPS: u32 = 16;
+
+/// Whether frame `i` of the realistic batches is IPv4.
+type Mix = fn(usize) -> bool;
+const BATCHES: usize = 256;
+
+/// The real tables, every route through one of 16 groups of two next hops on port 1.
+fn full_fib() -> (Fib, Vec<Prefix>, Vec<Prefix>) {
+    let mut fib = Fib::new(FibConfig::default()).unwrap();
+    let mut ops = Vec::new();
+    for g in 0..GROUPS {
+        for a in [2 * g, 2 * g + 1] {
+            ops.push(FibOp::SetAdjacency {
+                id: a,
+                adjacency: Adjacency { port: 1, vlan: 0, src_mac: MAC_OUT, dst_mac: [0x02, 0, 0, 0, 2, a as u8] },
+            });
+        }
+        ops.push(FibOp::SetGroup {
+            id: g,
+            members: vec![NextHop { adjacency: 2 * g, weight: 1 }, NextHop { adjacency: 2 * g + 1, weight: 1 }],
+        });
+    }
+    let v4 = read_table(V4_TABLE);
+    let v6 = read_table(V6_TABLES[0]);
+    ops.extend(
+        v4.iter().chain(&v6).enumerate().map(|(i, p)| FibOp::AddRoute { prefix: *p, target: RouteTarget::Group(i as u32 % GROUPS) }),
+    );
+    fib.apply(&ops).expect("tables fit");
+    (fib, v4, v6)
+}
+
+/// `BATCHES` batches of 64 frames to announced destinations: `mix` picks the family of
+/// frame `i` (true: IPv4).
+fn realistic(v4: &[Prefix], v6: &[Prefix], mix: impl Fn(usize) -> bool, seed: u64) -> Vec<Vec<u8>> {
+    let n = BATCHES * BATCH;
+    let d4 = announced(v4, n, seed);
+    let d6 = announced(v6, n, seed + 1);
+    (0..n)
+        .map(|i| {
+            let dst = if mix(i) { Dst::V4(Ipv4Addr::from(d4[i] as u32)) } else { Dst::V6(Ipv6Addr::from(d6[i])) };
+            frame_to(i, dst)
+        })
+        .collect()
+}
+
+/// Median ns per frame over `reps` passes of all batches; `pass` returns its timed part.
+fn ns_per_frame(reps: usize, mut pass: impl FnMut() -> Duration) -> f64 {
+    let mut t: Vec<f64> = (0..reps).map(|_| pass().as_secs_f64()).collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[reps / 2] * 1e9 / (BATCHES * BATCH) as f64
+}
+
+fn full_tables(c: &mut Criterion) {
+    let (fib, v4, v6) = full_fib();
+    let mut reader = fib.reader();
+    let config = PipelineConfig { ports: vec![port(MAC_IN), port(MAC_OUT)], hash_seed: 0x5eed, ..PipelineConfig::default() };
+    let mut pipeline = Pipeline::new(&config).unwrap();
+    let mut summary = vec![];
+    let mixes: [(&str, Mix); 3] = [("ipv4", |_| true), ("ipv6", |_| false), ("mixed", |i| i.is_multiple_of(2))];
+    for (name, mix) in mixes {
+        let frames = realistic(&v4, &v6, mix, 7);
+        let mut pristine = vec![0u8; frames.len() * CHUNK];
+        for (chunk, f) in pristine.chunks_mut(CHUNK).zip(&frames) {
+            chunk[HEADROOM..HEADROOM + f.len()].copy_from_slice(f);
+        }
+        // The destinations of each batch, split by family as `process` splits them.
+        let keys: Vec<(Vec<u32>, Vec<u128>)> = frames
+            .chunks(BATCH)
+            .map(|b| {
+                let (mut k4, mut k6) = (vec![], vec![]);
+                for f in b {
+                    let e = ethernet::Frame::new_unchecked(&f[..]);
+                    match e.ethertype() {
+                        ethertype::IPV4 => k4.push(u32::from(ipv4::Packet::new_unchecked(e.payload()).dst_addr())),
+                        _ => k6.push(u128::from(ipv6::Packet::new_unchecked(e.payload()).dst_addr())),
+                    }
+                }
+                (k4, k6)
+            })
+            .collect();
+        let mut umem = pristine.clone();
+        let mut verdicts = [Verdict::Forward { port: 0, start: 0, len: 0 }; BATCH];
+        let run = |umem: &mut [u8], b: usize, pipeline: &mut Pipeline, reader: &FibReader, verdicts: &mut [Verdict; BATCH]| {
+            let mut chunks = umem[b * BATCH * CHUNK..(b + 1) * BATCH * CHUNK].chunks_mut(CHUNK);
+            let mut bufs: [PacketBuf; BATCH] = std::array::from_fn(|i| PacketBuf {
+                chunk: chunks.next().unwrap(),
+                start: HEADROOM,
+                len: frames[b * BATCH + i].len(),
+                port: 0,
+            });
+            pipeline.process(reader, &mut bufs, verdicts, 0);
+        };
+        // Every frame must be forwarded, or the figure measures something else.
+        for b in 0..BATCHES {
+            run(&mut umem, b, &mut pipeline, &reader, &mut verdicts);
+            assert!(verdicts.iter().all(|v| matches!(v, Verdict::Forward { port: 1, .. })), "{name} batch {b}: {verdicts:?}");
+        }
+
+        let mut group = c.benchmark_group("full_tables");
+        group.throughput(Throughput::Elements(BATCH as u64));
+        let mut b = 0;
+        // Timed per batch with the restore of its frames outside the timing (one clock
+        // read per 64 frames).
+        group.bench_function(format!("process_64_{name}"), |bench| {
+            bench.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    b = (b + 1) % BATCHES;
+                    let s = b * BATCH * CHUNK;
+                    umem[s..s + BATCH * CHUNK].copy_from_slice(&pristine[s..s + BATCH * CHUNK]);
+                    let t = Instant::now();
+                    run(&mut umem, b, &mut pipeline, &reader, &mut verdicts);
+                    reader.quiescent();
+                    total += t.elapsed();
+                    black_box(&verdicts);
+                }
+                total
+            })
+        });
+        group.finish();
+        let mut group = c.benchmark_group("fib_only");
+        group.throughput(Throughput::Elements(BATCH as u64));
+        let mut out4 = [0u32; BATCH];
+        let mut out6 = [0u32; BATCH];
+        group.bench_function(format!("lookup_64_{name}"), |bench| {
+            bench.iter(|| {
+                b = (b + 1) % BATCHES;
+                let (k4, k6) = &keys[b];
+                reader.lookup_v4_batch(k4, &mut out4[..k4.len()]);
+                reader.lookup_v6_batch(k6, &mut out6[..k6.len()]);
+                black_box((&out4, &out6));
+            })
+        });
+        group.finish();
+
+        // The summary's figures, in the same run for both: over all batches, each batch's
+        // frames restored just before it (outside the timing, so they are in cache as the
+        // criterion case has them), the median of 11 passes.
+        let process = ns_per_frame(11, || {
+            let mut total = Duration::ZERO;
+            for b in 0..BATCHES {
+                let s = b * BATCH * CHUNK;
+                umem[s..s + BATCH * CHUNK].copy_from_slice(&pristine[s..s + BATCH * CHUNK]);
+                let t = Instant::now();
+                run(&mut umem, b, &mut pipeline, &reader, &mut verdicts);
+                total += t.elapsed();
+                black_box(&verdicts);
+            }
+            reader.quiescent();
+            total
+        });
+        let lookup = ns_per_frame(11, || {
+            let t = Instant::now();
+            for (k4, k6) in &keys {
+                reader.lookup_v4_batch(k4, &mut out4[..k4.len()]);
+                reader.lookup_v6_batch(k6, &mut out6[..k6.len()]);
+                black_box((&out4, &out6));
+            }
+            t.elapsed()
+        });
+        summary.push((name, process, lookup));
+    }
+    println!("\n## Pipeline::process, full tables ({} IPv4 + {} IPv6 routes), batches of 64, ns per frame\n", v4.len(), v6.len());
+    println!("| frames | process | FIB lookups alone | process without the lookups |");
+    println!("|---|---:|---:|---:|");
+    for (name, process, lookup) in summary {
+        println!("| {name} | {process:.1} | {lookup:.1} | {:.1} |", process - lookup);
+    }
+    let _ = Family::V4;
+}
+
+fn main() {
+    let mut c =
+        Criterion::default().configure_from_args().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    process(&mut c);
+    full_tables(&mut c);
+    c.final_summary();
+}

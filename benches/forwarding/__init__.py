@@ -1,7 +1,8 @@
 """The side-by-side forwarding benchmark: in one run, the same traffic through the
 same table in the lab's dut, forwarded by the Linux kernel, by the kernel's XDP fast path
 (benches/xdp_fwd), by a minimal AF_XDP forwarder in C (benches/afxdp_ref, the ceiling of the
-method) and by Corridor with one worker, then two. Per router, frame size and family: the
+method), by DPDK's l3fwd on the net_af_xdp driver (benches/dpdk) and by Corridor with one
+worker, then two. Per router, frame size and family: the
 no-drop rate (NDR, RFC 2544 section 26.1) and the partial-drop rate (PDR, loss <= 0.5 %),
 each by binary search over the offered rate, the rate counted at the sink with the
 generator flat out, latency p50/p99 at half the NDR, and the router CPU's busy share.
@@ -11,7 +12,8 @@ generator flat out, latency p50/p99 at half the NDR, and the router CPU's busy s
         [--hosts gen=HOST,sink=HOST [--remote 'ssh root@{host}']]
 
 As root. Traffic exists only in the namespaces `cor-b<pid>-gen|dut|sink` (removed at the
-end, also on failure), only toward 198.18.0.0/15 and 2001:db8::/32, every trial bounded in
+end, also on failure; CORRIDOR_BENCH_NS=cor-x for another prefix than cor-b), only
+toward 198.18.0.0/15 and 2001:db8::/32, every trial bounded in
 time. With --hosts the generator and the sink are other machines (the test VMs, see
 vagrant/) and this one is the router. Output: benches/results/forwarding-latest.{md,json,png}.
 

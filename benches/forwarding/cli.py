@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     md = markdown(summary, meta)
     results.write(out, md, {"meta": meta, "rows": rows, "summary": summary})
-    png = plot(summary, out.with_suffix(".png"))
+    png = plot(summary, out.with_suffix(".png"), meta)
     print(md)
     print(f"plot: {png}")
     return 0

@@ -11,7 +11,7 @@ from benches.harness.cpu import describe_stalls
 from benches.harness.traffic import PDR_LOSS
 
 METRICS = (("ndr_pps", "NDR"), ("pdr_pps", "PDR"), ("max_fwd_pps", "max fwd"))
-REFERENCES = ("kernel", "xdp_fwd", "afxdp_ref")
+REFERENCES = ("kernel", "xdp_fwd", "afxdp_ref", "l3fwd")
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -96,8 +96,8 @@ def markdown(summary: list[dict], meta: dict) -> str:
     if corridor:
         lines += ["", "Corridor as a ratio to each reference, same run "
                   "(NDR / PDR / max fwd):", "",
-                  "| router | family | frame (B) | x kernel | x xdp_fwd | x afxdp_ref |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+                  "| router | family | frame (B) | x kernel | x xdp_fwd | x afxdp_ref | x l3fwd |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
         for s in corridor:
             cells = []
             for ref in REFERENCES:
@@ -108,7 +108,16 @@ def markdown(summary: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: list[dict], path: Path) -> str:
+# Okabe and Ito's palette: told apart with every common colour-vision deficiency.
+PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
+HATCHES = ("", "//", "..", "xx", "\\\\", "++", "--", "oo")
+
+
+def plot(summary: list[dict], path: Path, meta: dict | None = None) -> str:
+    """Two panels per run: the partial-drop rate (with the NDR as a tick) and the highest
+    rate forwarded with the generator flat out, side by side, so a router that collapses
+    under overload, or one that leads flat out, shows. Bars are medians over the
+    repetitions, whiskers their min-max; host and date in the title."""
     try:
         import matplotlib
 
@@ -116,30 +125,47 @@ def plot(summary: list[dict], path: Path) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "no PNG: matplotlib is not installed (requirements/bench.txt)"
+    meta = meta or {}
     cases = sorted({(s["family"], s["size"]) for s in summary})
     routers = [r for r in ROUTERS if any(s["router"] == r for s in summary)]
     by = {(s["router"], s["family"], s["size"]): s for s in summary}
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    reps = max((s.get("reps", 1) for s in summary), default=1)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     width = 0.8 / max(1, len(routers))
-    for i, r in enumerate(routers):
-        xs, ys, lo, hi, ndr = [], [], [], [], []
-        for j, c in enumerate(cases):
-            s = by.get((r, *c), {})
-            v = s.get("pdr_pps", 0) / 1e6
-            xs.append(j + i * width)
-            ys.append(v)
-            lo.append(v - s.get("pdr_pps_min", 0) / 1e6 if v else 0)
-            hi.append(s.get("pdr_pps_max", 0) / 1e6 - v if v else 0)
-            ndr.append(s.get("ndr_pps", 0) / 1e6)
-        ax.bar(xs, ys, width, label=r, yerr=[lo, hi], capsize=2)
-        ax.scatter(xs, ndr, marker="_", color="black", s=120, zorder=3,
-                   label="NDR (no loss)" if i == 0 else None)  # fmt: skip
-    ax.set_xticks([j + width * (len(routers) - 1) / 2 for j in range(len(cases))])
-    ax.set_xticklabels([f"IPv{f} {s} B" for f, s in cases])
-    ax.set_ylabel(f"PDR, loss <= {PDR_LOSS:.1%} (Mpps)")
-    ax.set_title("Corridor and references, same table, same traffic (lab veths)")
-    ax.legend()
-    fig.tight_layout()
+    panels = (
+        ("pdr_pps", f"PDR, loss <= {PDR_LOSS:.1%}"),
+        ("max_fwd_pps", "max forwarded, generator flat out"),
+    )
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for i, r in enumerate(routers):
+            xs, ys, lo, hi, ndr = [], [], [], [], []
+            for j, c in enumerate(cases):
+                s = by.get((r, *c), {})
+                v = s.get(key, 0) / 1e6
+                xs.append(j + i * width)
+                ys.append(v)
+                lo.append(v - s.get(key + "_min", 0) / 1e6 if v else 0)
+                hi.append(s.get(key + "_max", 0) / 1e6 - v if v else 0)
+                ndr.append(s.get("ndr_pps", 0) / 1e6)
+            colour, hatch = PALETTE[i % len(PALETTE)], HATCHES[i % len(HATCHES)]
+            ax.bar(xs, ys, width, label=r, yerr=[lo, hi], capsize=3, color=colour, hatch=hatch,
+                   edgecolor="black", linewidth=0.5)  # fmt: skip
+            if key == "pdr_pps":
+                ax.scatter(xs, ndr, marker="_", color="black", s=140, zorder=3,
+                           label="NDR (no loss)" if i == 0 else None)  # fmt: skip
+        ax.set_xticks([j + width * (len(routers) - 1) / 2 for j in range(len(cases))])
+        ax.set_xticklabels([f"IPv{f} {s} B" for f, s in cases])
+        ax.set_title(label)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("Mpps")
+    axes[0].legend(fontsize=8)
+    host = meta.get("machine", "this host")
+    fig.suptitle(
+        f"Same table, same traffic (lab veths); {host}; {meta.get('date', '')}", fontsize=10
+    )
+    fig.text(0.5, 0.01, f"Bars: median of {reps} repetition(s); whiskers: min-max of the {reps}; "
+             "black ticks: NDR (median).", ha="center", fontsize=9)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return str(path)

@@ -1,12 +1,13 @@
 """The routers compared, each started and stopped in the dut: the Linux kernel (the table
 as kernel routes through nexthop objects), the kernel's XDP fast path (benches/xdp_fwd),
-the minimal C AF_XDP forwarder (benches/afxdp_ref) and Corridor's engine with one or two
-workers."""
+the minimal C AF_XDP forwarder (benches/afxdp_ref), DPDK's l3fwd on the net_af_xdp driver
+(benches/dpdk) and Corridor's engine with one or two workers."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -22,8 +23,10 @@ from corridor import lab as L
 # routers as members, so every frame takes the member lookup and rx, tx counts).
 # corridor-1ms: corridor-1m with sFlow sampling 1:1000 on both ports, the samples drained
 # every 100 ms by a thread of this process, as the agent's exporter does.
-ROUTERS = ("kernel", "xdp_fwd", "afxdp_ref", "corridor-1", "corridor-1m", "corridor-1ms",
-           "corridor-2")  # fmt: skip
+ROUTERS = (
+    "kernel", "xdp_fwd", "afxdp_ref", "l3fwd", "corridor-1", "corridor-1m", "corridor-1ms",
+    "corridor-2",
+)  # fmt: skip
 SAMPLE_RATE = 1000
 
 
@@ -154,6 +157,70 @@ class AfXdpRefRouter(Router):
             proc.wait()
 
 
+class L3fwdRouter(Router):
+    """DPDK 22.11's l3fwd example (built by benches/dpdk from dpdk-doc's source, table sizes
+    raised to hold a full table) on both dut ports through the net_af_xdp driver (copy mode
+    on veth: the kernel falls back from zero-copy), one lcore on the router CPU, FIB lookup
+    (rte_fib DIR-24-8 and rte_fib6 trie; `--lookup lpm` loads rte_lpm's rule array in
+    quadratic time: minutes for the full table). The whole table through l3fwd's route
+    files toward port 1, the sink's MAC as port 1's next hop. The driver sets no packet
+    type, so l3fwd parses it in software (--parse-ptype), as it requires. EAL without huge
+    pages or PCI."""
+
+    name = "l3fwd"
+    LOOKUP = "fib"
+
+    def start(self) -> None:
+        t = self.t
+        t.set_queues(1)
+        binary = TOOLS / "l3fwd"
+        if not binary.exists():
+            raise RuntimeError(f"{binary} missing: make -C benches/dpdk (libdpdk-dev, dpdk-doc)")
+        self.dir = Path(tempfile.mkdtemp(prefix="corridor-l3fwd-"))
+        r4, r6 = self.dir / "v4.rules", self.dir / "v6.rules"
+        r4.write_text("".join(f"R{p} 1\n" for p in self.table["v4"]))
+        r6.write_text("".join(f"R{p} 1\n" for p in self.table["v6"]))
+        cpu = str(t.router_cpu)
+        argv = t.argv("dut", [
+            "taskset", "-c", cpu, str(binary), "--no-huge", "--no-pci", "--no-shconf",
+            "-m", "2048", "-l", cpu, "--log-level=lib.eal:error",
+            "--vdev", f"net_af_xdp0,iface={t.dut_in},start_queue=0,queue_count=1",
+            "--vdev", f"net_af_xdp1,iface={t.dut_out},start_queue=0,queue_count=1",
+            "--", "-p", "0x3", "--config", f"(0,0,{cpu}),(1,0,{cpu})",
+            "--eth-dest", f"1,{t.sink_mac}", "--lookup", self.LOOKUP, "--parse-ptype",
+            "--rule_ipv4", str(r4), "--rule_ipv6", str(r6),
+        ])  # fmt: skip
+        self.log = self.dir / "l3fwd.log"
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        # Loading ~1.2 M routes (and printing a line for each) takes a while on a busy host.
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log.read_text(errors="replace").splitlines()[-8:]
+                raise RuntimeError(f"l3fwd exited ({self.proc.returncode}): {' | '.join(tail)}")
+            if "entering main loop" in self.log.read_text(errors="replace")[-4096:]:
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("l3fwd: no 'entering main loop' within 300 s")
+        self.placement = [f"l3fwd (lookup {self.LOOKUP})->cpu{cpu}", *self.napi()]
+
+    def stop(self) -> None:
+        proc = getattr(self, "proc", None)
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            self.proc = None
+        if getattr(self, "dir", None) is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+
 class CorridorRouter(Router):
     """The engine in this process, the same table through Fib/Batch, `workers` workers."""
 
@@ -250,6 +317,8 @@ def make_router(name: str, where: L.Lab | Topology, table: dict) -> Router:
         return XdpFwdRouter(where, table)
     if name == "afxdp_ref":
         return AfXdpRefRouter(where, table)
+    if name == "l3fwd":
+        return L3fwdRouter(where, table)
     if name == "corridor-1m":
         return CorridorRouter(where, table, 1, members=True)
     if name == "corridor-1ms":

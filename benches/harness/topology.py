@@ -109,7 +109,8 @@ def topology(where: L.Lab | Topology) -> Topology:
 
 @contextlib.contextmanager
 def bench_lab() -> Iterator[L.Lab]:
-    lab = L.Lab(prefix=f"cor-b{os.getpid()}-", queues=2)
+    # CORRIDOR_BENCH_NS: the namespaces' prefix (default cor-b), so runs side by side stay apart.
+    lab = L.Lab(prefix=f"{os.environ.get('CORRIDOR_BENCH_NS', 'cor-b')}{os.getpid()}-", queues=2)
     try:
         lab.up()
         yield lab
