@@ -80,6 +80,21 @@ class PortDict(TypedDict, total=False):
     directed_broadcast: bool
     """Forward directed broadcasts to this port's IPv4 subnets as link broadcasts (default
     False: dropped and counted as directed_broadcast, RFC 2644)."""
+    urpf: dict[int, UrpfDict]
+    """VLAN (one of `addresses`', 0 = untagged) -> its uRPF check at start (default: off)."""
+
+class UrpfDict(TypedDict, total=False):
+    mode: Literal["strict", "loose", "off"]
+    """strict: the source's route leads back out of the ingress sub-interface (any member
+    of its group); loose: the source has a forwarding route; off (required)."""
+    allow_default: bool
+    """The default route counts as the source's route (default False)."""
+
+class UrpfState(TypedDict):
+    port: str
+    vlan: int
+    mode: str
+    allow_default: bool
 
 class IcmpRateKeywords(TypedDict, total=False):
     """The ICMP rates and bursts: Engine.set_icmp_limits's keywords."""
@@ -209,6 +224,19 @@ class Engine:
         """New ICMP error limits for the running workers, in force within milliseconds;
         each bucket keeps its tokens up to its new burst. icmp_sources is fixed at start.
         Raises EngineError when the engine is not running."""
+    def set_urpf(
+        self,
+        port: str,
+        vlan: int,
+        mode: Literal["strict", "loose", "off"],
+        *,
+        allow_default: bool = False,
+    ) -> None:
+        """Sets the uRPF check of sub-interface (port name, VLAN); the workers check by it
+        from their next frame on. ValueError for an unknown port, VLAN or mode; EngineError
+        when the engine is not running."""
+    def urpf(self) -> list[UrpfState]:
+        """Every sub-interface's uRPF policy in force (as configured when not running)."""
     @property
     def running(self) -> bool:
         """True between start() and stop()."""

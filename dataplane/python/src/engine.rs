@@ -4,7 +4,7 @@
 
 use corridor_engine::{
     engine::{Engine as CoreEngine, EngineConfig, EngineError as CoreError, PortSpec, PortStatus, MTU_MAX, MTU_MIN},
-    pipeline::{IcmpLimits, IcmpRateLimit, SubInterfaceConfig},
+    pipeline::{IcmpLimits, IcmpRateLimit, SubInterfaceConfig, UrpfMode, UrpfPolicy},
     xdp::{AttachMode, XdpMode, MAX_QUEUES},
     xsk::{BindMode, XskMode},
 };
@@ -42,9 +42,17 @@ fn xdp_mode(m: XdpMode) -> &'static str {
     }
 }
 
+/// A uRPF policy from its mode's name and allow_default; the error says what `field` takes.
+fn urpf_policy(field: &str, mode: &str, allow_default: bool) -> PyResult<UrpfPolicy> {
+    let mode = UrpfMode::from_name(mode)
+        .ok_or_else(|| PyValueError::new_err(format!("{field}: {mode:?} is not a uRPF mode; use \"strict\", \"loose\" or \"off\"")))?;
+    Ok(UrpfPolicy { mode, allow_default })
+}
+
 /// One port from its dict: `{"name", "queues"=1, "mtu"=1500, "addresses"={vlan: [ip, ...]},
-/// "directed_broadcast"=False}`; an address may carry its prefix length ("198.18.0.1/24"),
-/// which makes its subnet's directed broadcast known.
+/// "directed_broadcast"=False, "urpf"={vlan: {"mode": "strict", "allow_default": False}}}`;
+/// an address may carry its prefix length ("198.18.0.1/24"), which makes its subnet's
+/// directed broadcast known; a uRPF VLAN must be one of `addresses`' (0 when absent).
 fn port_spec(i: usize, d: &Bound<'_, PyDict>) -> PyResult<PortSpec> {
     let f = |k: &str| format!("ports[{i}].{k}");
     let name: String = d.get_item("name")?.ok_or_else(|| PyValueError::new_err(format!("{}: missing", f("name"))))?.extract()?;
@@ -107,6 +115,26 @@ fn port_spec(i: usize, d: &Bound<'_, PyDict>) -> PyResult<PortSpec> {
                 }
             }
             spec.sub_interfaces.push(s);
+        }
+    }
+    if let Some(u) = d.get_item("urpf")? {
+        let u: BTreeMap<i64, Bound<'_, PyDict>> =
+            u.extract().map_err(|_| PyValueError::new_err(format!("{}: expected {{vlan: {{\"mode\": ..., \"allow_default\": ...}}}}", f("urpf"))))?;
+        for (vlan, policy) in u {
+            let field = format!("{}[{vlan}]", f("urpf"));
+            let mode: String = match policy.get_item("mode")? {
+                Some(m) => m.extract().map_err(|_| PyValueError::new_err(format!("{field}.mode: expected a string")))?,
+                None => return Err(PyValueError::new_err(format!("{field}.mode: missing"))),
+            };
+            let allow_default: bool = match policy.get_item("allow_default")? {
+                Some(a) => a.extract().map_err(|_| PyValueError::new_err(format!("{field}.allow_default: expected a bool")))?,
+                None => false,
+            };
+            let policy = urpf_policy(&format!("{field}.mode"), &mode, allow_default)?;
+            let sub = spec.sub_interfaces.iter_mut().find(|s| i64::from(s.vlan) == vlan).ok_or_else(|| {
+                PyValueError::new_err(format!("{field}: VLAN {vlan} is not one of this port's sub-interfaces (see addresses)"))
+            })?;
+            sub.urpf = policy;
         }
     }
     Ok(spec)
@@ -248,6 +276,51 @@ impl Engine {
             IcmpRateLimit { per_second: icmp_worker_rate, burst: icmp_worker_burst },
         );
         Ok(())
+    }
+
+    /// Sets the uRPF check of sub-interface (`port` by name, `vlan`): `mode` "strict",
+    /// "loose" or "off"; every worker checks by it from its next frame on. Raises
+    /// ValueError for an unknown port, VLAN or mode, EngineError when not running.
+    #[pyo3(signature = (port, vlan, mode, *, allow_default=false))]
+    fn set_urpf(&self, port: &str, vlan: u16, mode: &str, allow_default: bool) -> PyResult<()> {
+        let policy = urpf_policy("mode", mode, allow_default)?;
+        let index = self
+            .config
+            .ports
+            .iter()
+            .position(|p| p.name == port)
+            .ok_or_else(|| PyValueError::new_err(format!("port: {port:?} is not one of the engine's ports")))?;
+        if !self.config.ports[index].sub_interfaces.iter().any(|s| s.vlan == vlan) {
+            return Err(PyValueError::new_err(format!("vlan: port {port} has no sub-interface with VLAN {vlan}")));
+        }
+        let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let engine = g.as_ref().ok_or_else(|| EngineError::new_err("the engine is not running"))?;
+        engine.set_urpf(index, vlan, policy).map_err(engine_err)
+    }
+
+    /// Every sub-interface's uRPF policy in force: `[{"port", "vlan", "mode",
+    /// "allow_default"}]`; as configured when the engine is not running.
+    fn urpf<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let policies: Vec<(usize, u16, UrpfPolicy)> = match self.running.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(e) => e.urpf(),
+            None => self
+                .config
+                .ports
+                .iter()
+                .enumerate()
+                .flat_map(|(i, p)| p.sub_interfaces.iter().map(move |s| (i, s.vlan, s.urpf)))
+                .collect(),
+        };
+        let list = PyList::empty(py);
+        for (port, vlan, policy) in policies {
+            let d = PyDict::new(py);
+            d.set_item("port", self.config.ports.get(port).map(|p| p.name.as_str()).unwrap_or(""))?;
+            d.set_item("vlan", vlan)?;
+            d.set_item("mode", policy.mode.name())?;
+            d.set_item("allow_default", policy.allow_default)?;
+            list.append(d)?;
+        }
+        Ok(list)
     }
 
     /// True between `start` and `stop`.

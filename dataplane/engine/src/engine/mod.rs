@@ -25,7 +25,7 @@ use std::{
 use crate::{
     counters::CounterSnapshot,
     fib::FibReader,
-    pipeline::{IcmpLimits, IcmpRateLimit, Pipeline, PipelineConfig, PortConfig, SubInterfaceConfig},
+    pipeline::{IcmpLimits, IcmpRateLimit, Pipeline, PipelineConfig, PortConfig, SubInterfaceConfig, UrpfPolicy, UrpfTable},
     xdp::{AttachMode, Steering, SteeringCounters, XdpError, XdpMode, MAX_PORTS, MAX_QUEUES},
     xsk::{self, BindMode, FrameAccounting, SocketConfig, UmemConfig, XskError, XskMode, XskStatistics, XDP_PACKET_HEADROOM},
 };
@@ -377,6 +377,8 @@ struct Shared {
     steering: Arc<Mutex<Option<Steering>>>,
     sockets: Mutex<Vec<SocketEntry>>,
     live: Vec<PortLive>,
+    /// Every sub-interface's uRPF policy, read by all workers, set by `Engine::set_urpf`.
+    urpf: Arc<UrpfTable>,
 }
 
 /// A running engine. Dropping it stops it.
@@ -406,7 +408,10 @@ impl Engine {
                 format!("{} FIB readers for {} workers: one reader per worker", readers.len(), plan.workers),
             ));
         }
+        // Dense sub-interface order, as the pipeline's: ports in order, each port's listed.
+        let urpf = Arc::new(UrpfTable::new(config.ports.iter().flat_map(|p| p.sub_interfaces.iter().map(|s| s.urpf))));
         let shared = Arc::new(Shared {
+            urpf,
             live: config.ports.iter().map(|_| PortLive::default()).collect(),
             config,
             stop: Arc::new(AtomicBool::new(false)),
@@ -465,6 +470,22 @@ impl Engine {
         for w in &self.workers {
             w.set_icmp_limits([per_port, per_source, per_worker]);
         }
+    }
+
+    /// Sets the uRPF policy of sub-interface (`port` index, `vlan`); every worker checks by
+    /// it from its next frame on. The error names a sub-interface the engine does not have.
+    pub fn set_urpf(&self, port: usize, vlan: u16, policy: UrpfPolicy) -> Result<(), EngineError> {
+        let index =
+            self.sub_interfaces.iter().position(|&(p, v)| p == port && v == vlan).ok_or_else(|| {
+                config_err(format!("ports[{port}]"), format!("no sub-interface with VLAN {vlan} (0 is the untagged one)"))
+            })?;
+        self.shared.urpf.set(index, policy);
+        Ok(())
+    }
+
+    /// Every sub-interface's uRPF policy in force: (port index, VLAN, policy).
+    pub fn urpf(&self) -> Vec<(usize, u16, UrpfPolicy)> {
+        self.sub_interfaces.iter().enumerate().map(|(i, &(p, v))| (p, v, self.shared.urpf.get(i))).collect()
     }
 
     /// The ports with their current link state.
@@ -604,7 +625,10 @@ fn set_up(shared: &Arc<Shared>, plan: &Plan, readers: Vec<FibReader>, handles: &
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut workers = Vec::with_capacity(plan.workers);
     for (index, fib) in readers.into_iter().enumerate() {
-        let pipeline = Pipeline::new(&pipeline_config).map_err(|e| config_err("ports", e.to_string()))?;
+        let mut pipeline = Pipeline::new(&pipeline_config).map_err(|e| config_err("ports", e.to_string()))?;
+        if !pipeline.share_urpf(shared.urpf.clone()) {
+            return Err(config_err("ports", "the uRPF table does not match the sub-interfaces"));
+        }
         let ws = Arc::new(WorkerShared::new(pipeline.counters().clone()));
         workers.push(ws.clone());
         let setup = WorkerSetup {

@@ -63,6 +63,13 @@ impl RouteTarget {
         }
     }
 
+    /// The length of the prefix whose route answered, from a table entry as returned by
+    /// the batch lookups (0 for the default route, and for no route).
+    #[inline(always)]
+    pub const fn entry_prefix_len(entry: u32) -> u8 {
+        dir::entry_depth(entry) as u8
+    }
+
     /// Decodes a table entry as returned by the batch lookups.
     #[inline(always)]
     pub const fn from_entry(entry: u32) -> Option<RouteTarget> {
@@ -107,9 +114,19 @@ pub const MAX_WEIGHT: u32 = 65_535;
 const MAX_BUCKETS: u32 = 1024;
 
 /// A group as readers see it: members laid out in proportion to their weights, one picked
-/// by the flow hash, so one flow always takes one path.
+/// by the flow hash, so one flow always takes one path; and the sub-interfaces its members
+/// leave by, for strict reverse-path checks (RFC 3704 section 2.2), worked out when the
+/// group or one of its adjacencies changes, never per packet.
 struct GroupBuckets {
     buckets: Box<[AdjacencyId]>,
+    /// `egress_key(port, vlan)` of every member, sorted, each once: usually one or a few.
+    egress: Box<[u32]>,
+}
+
+/// A sub-interface as one word, the key of `GroupBuckets::egress`.
+#[inline(always)]
+const fn egress_key(port: u16, vlan: u16) -> u32 {
+    (port as u32) << 16 | vlan as u32
 }
 
 /// One operation of a write batch.
@@ -560,9 +577,20 @@ impl Fib {
         let q = self.shared.qsbr;
         match op {
             FibOp::SetAdjacency { id, adjacency } => {
-                self.adjacencies.insert(*id, *adjacency);
+                let before = self.adjacencies.insert(*id, *adjacency);
                 let old = self.shared.adjacencies.replace(*id as usize, Some(Box::new(*adjacency)));
                 self.retired_adjacencies.push(old);
+                // A member that moved to another sub-interface changes its groups' egress
+                // sets. Rare (a MAC update keeps port and VLAN), so the scan over every
+                // group is fine; the agent's per-resolution writes never pay it.
+                let moved = before.is_some_and(|b| (b.port, b.vlan) != (adjacency.port, adjacency.vlan));
+                if moved && self.adjacency_refs.contains_key(id) {
+                    let using: Vec<GroupId> =
+                        self.groups.iter().filter(|(_, m)| m.iter().any(|n| n.adjacency == *id)).map(|(g, _)| *g).collect();
+                    for g in using {
+                        self.publish_group(g);
+                    }
+                }
             }
             FibOp::DeleteAdjacency { id } => {
                 if self.adjacencies.remove(id).is_some() {
@@ -578,9 +606,7 @@ impl Fib {
                 for m in members {
                     *self.adjacency_refs.entry(m.adjacency).or_default() += 1;
                 }
-                let buckets = GroupBuckets { buckets: spread(members) };
-                let old = self.shared.groups.replace(*id as usize, Some(Box::new(buckets)));
-                self.retired_groups.push(old);
+                self.publish_group(*id);
             }
             FibOp::DeleteGroup { id } => {
                 if let Some(old_members) = self.groups.remove(id) {
@@ -615,6 +641,21 @@ impl Fib {
                 }
             }
         }
+    }
+}
+
+impl Fib {
+    /// Publishes group `id` as readers see it (buckets and egress set) from the writer's
+    /// members and adjacencies; the old version is retired.
+    fn publish_group(&mut self, id: GroupId) {
+        let Some(members) = self.groups.get(&id) else { return };
+        let mut egress: Vec<u32> =
+            members.iter().filter_map(|m| self.adjacencies.get(&m.adjacency)).map(|a| egress_key(a.port, a.vlan)).collect();
+        egress.sort_unstable();
+        egress.dedup();
+        let buckets = GroupBuckets { buckets: spread(members), egress: egress.into_boxed_slice() };
+        let old = self.shared.groups.replace(id as usize, Some(Box::new(buckets)));
+        self.retired_groups.push(old);
     }
 }
 
@@ -728,6 +769,18 @@ impl FibReader {
     #[inline]
     pub fn adjacency(&self, id: AdjacencyId) -> Option<&Adjacency> {
         self.shared.adjacencies.get(id as usize, &self.qsbr)
+    }
+
+    /// True when some member of `group` leaves by sub-interface (`port`, `vlan`): the
+    /// strict reverse-path check, any ECMP member counting. False for a group that does not
+    /// exist. A search of a short sorted list made when the group last changed.
+    #[inline]
+    pub fn group_egresses_by(&self, group: GroupId, port: u16, vlan: u16) -> bool {
+        let key = egress_key(port, vlan);
+        self.shared.groups.get(group as usize, &self.qsbr).is_some_and(|g| match g.egress.len() {
+            0..=4 => g.egress.contains(&key),
+            _ => g.egress.binary_search(&key).is_ok(),
+        })
     }
 
     /// No reference from this reader survives this call.

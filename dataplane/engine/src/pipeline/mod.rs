@@ -28,6 +28,7 @@ mod prefetch;
 mod ratelimit;
 #[cfg(test)]
 mod testing;
+mod urpf;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use std::sync::Arc;
 use self::config::NO_SUB;
 pub use self::config::{ConfigError, IcmpLimits, IcmpRateLimit, PipelineConfig, PortConfig, SubInterfaceConfig};
 pub use self::ratelimit::{SourceBuckets, TokenBucket};
+pub use self::urpf::{UrpfMode, UrpfPolicy, UrpfTable};
 use crate::counters::WorkerCounters;
 pub use crate::drop::{DropReason, IcmpOutcome};
 use crate::fib::FibReader;
@@ -80,6 +82,9 @@ impl PortState {
 struct SubInterface {
     ipv4: Option<Ipv4Addr>,
     ipv6: Option<Ipv6Addr>,
+    /// Where it is, as adjacencies name it: for the strict reverse-path check.
+    port: u16,
+    vlan: u16,
 }
 
 /// The directed broadcast address of an attached IPv4 subnet, and what to do with it.
@@ -124,6 +129,10 @@ struct Meta {
     /// broadcast, to look up in `Pipeline::broadcasts`.
     maybe_broadcast: bool,
     flow_hash: u32,
+    /// The ingress sub-interface's packed uRPF policy (0: off) and, when it checks, the
+    /// index of the source among this batch's source keys of its family.
+    urpf: u8,
+    src_slot: u8,
 }
 
 impl Meta {
@@ -140,6 +149,8 @@ impl Meta {
         icmp_ok: false,
         maybe_broadcast: false,
         flow_hash: 0,
+        urpf: 0,
+        src_slot: 0,
     };
 }
 /// One worker's pipeline: configuration, ICMP token buckets and counters. Allocates only
@@ -161,6 +172,8 @@ pub struct Pipeline {
     /// address has them all set, so one AND rules out most destinations while parsing.
     /// u32::MAX with no broadcast (then only 255.255.255.255 would pass, dropped before).
     broadcast_host_bits: u32,
+    /// Each sub-interface's reverse-path policy, shared with the other workers.
+    urpf: Arc<UrpfTable>,
 }
 
 impl Pipeline {
@@ -173,7 +186,7 @@ impl Pipeline {
             let mut sub_of_vlan = vec![NO_SUB; 4096].into_boxed_slice();
             for s in &port.sub_interfaces {
                 sub_of_vlan[s.vlan as usize] = subs.len() as u16;
-                subs.push(SubInterface { ipv4: s.ipv4, ipv6: s.ipv6 });
+                subs.push(SubInterface { ipv4: s.ipv4, ipv6: s.ipv6, port: index as u16, vlan: s.vlan });
                 if let Some(b) = s.directed_broadcast() {
                     broadcasts.push(DirectedBroadcast {
                         addr: b.to_bits(),
@@ -198,6 +211,7 @@ impl Pipeline {
         broadcasts.sort_by_key(|b| b.addr);
         broadcasts.dedup_by_key(|b| b.addr);
         let limits = config.icmp_limits;
+        let urpf = Arc::new(UrpfTable::new(config.sub_interfaces().map(|(_, _, s)| s.urpf)));
         Ok(Pipeline {
             ports: ports.into(),
             subs: subs.into(),
@@ -208,7 +222,24 @@ impl Pipeline {
             icmp_worker: TokenBucket::new(limits.per_worker),
             broadcasts: broadcasts.into(),
             broadcast_host_bits,
+            urpf,
         })
+    }
+
+    /// The sub-interfaces' reverse-path policies, by dense index: set one and this worker
+    /// checks by it from its next frame on.
+    pub fn urpf(&self) -> &Arc<UrpfTable> {
+        &self.urpf
+    }
+
+    /// Reads the policies from `table` from now on (the engine gives every worker one
+    /// table); refused, false, when it is not of this pipeline's sub-interfaces' size.
+    pub fn share_urpf(&mut self, table: Arc<UrpfTable>) -> bool {
+        if table.len() != self.subs.len() {
+            return false;
+        }
+        self.urpf = table;
+        true
     }
 
     /// New ICMP error limits from the next batch on: per ingress port, per source, per
@@ -245,9 +276,13 @@ impl Pipeline {
     fn process_batch(&mut self, fib: &FibReader, frames: &mut [PacketBuf<'_>], verdicts: &mut [Verdict], now_ns: u64) {
         debug_assert!(frames.len() <= MAX_BATCH);
         let mut meta = [Meta::EMPTY; MAX_BATCH];
-        let mut v4_keys = [0u32; MAX_BATCH];
-        let mut v6_keys = [0u128; MAX_BATCH];
-        let (mut n4, mut n6) = (0usize, 0usize);
+        // Destinations first, then the sources that a uRPF check needs: one batch lookup
+        // per family answers both, and a batch with uRPF off everywhere looks up as before.
+        let mut v4_keys = [0u32; 2 * MAX_BATCH];
+        let mut v6_keys = [0u128; 2 * MAX_BATCH];
+        let mut v4_srcs = [0u32; MAX_BATCH];
+        let mut v6_srcs = [0u128; MAX_BATCH];
+        let (mut n4, mut n6, mut s4, mut s6) = (0usize, 0usize, 0usize, 0usize);
 
         // Ask for every frame's headers before reading the first: in copy mode the kernel
         // wrote them a whole rx ring ago, out of this core's caches by now under load, and
@@ -257,21 +292,37 @@ impl Pipeline {
             prefetch::prefetch(frame.chunk, frame.start);
         }
 
-        // Parse and validate all; gather destinations.
+        // Parse and validate all; gather destinations and the sources to check.
         for ((frame, verdict), m) in frames.iter().zip(verdicts.iter_mut()).zip(meta.iter_mut()) {
             match self.parse(frame, m) {
-                Ok(Destination::V4(d)) => {
+                Ok(Destination::V4(d, src)) => {
                     if let Some(k) = v4_keys.get_mut(n4) {
                         *k = d;
                         m.slot = n4 as u8;
                         n4 += 1;
                     }
+                    m.urpf = self.urpf.raw(m.sub as usize);
+                    if urpf::checks(m.urpf) {
+                        if let Some(k) = v4_srcs.get_mut(s4) {
+                            *k = src;
+                            m.src_slot = s4 as u8;
+                            s4 += 1;
+                        }
+                    }
                 }
-                Ok(Destination::V6(d)) => {
+                Ok(Destination::V6(d, src)) => {
                     if let Some(k) = v6_keys.get_mut(n6) {
                         *k = d;
                         m.slot = n6 as u8;
                         n6 += 1;
+                    }
+                    m.urpf = self.urpf.raw(m.sub as usize);
+                    if urpf::checks(m.urpf) {
+                        if let Some(k) = v6_srcs.get_mut(s6) {
+                            *k = src;
+                            m.src_slot = s6 as u8;
+                            s6 += 1;
+                        }
                     }
                 }
                 Err(reason) => {
@@ -282,23 +333,37 @@ impl Pipeline {
         }
 
         // Look up all, one call per family.
-        let mut v4_entries = [0u32; MAX_BATCH];
-        let mut v6_entries = [0u32; MAX_BATCH];
-        if n4 > 0 {
-            fib.lookup_v4_batch(&v4_keys[..n4], &mut v4_entries[..n4]);
+        let mut v4_entries = [0u32; 2 * MAX_BATCH];
+        let mut v6_entries = [0u32; 2 * MAX_BATCH];
+        if let (Some(to), Some(from)) = (v4_keys.get_mut(n4..n4 + s4), v4_srcs.get(..s4)) {
+            to.copy_from_slice(from);
         }
-        if n6 > 0 {
-            fib.lookup_v6_batch(&v6_keys[..n6], &mut v6_entries[..n6]);
+        if let (Some(to), Some(from)) = (v6_keys.get_mut(n6..n6 + s6), v6_srcs.get(..s6)) {
+            to.copy_from_slice(from);
+        }
+        if n4 + s4 > 0 {
+            fib.lookup_v4_batch(&v4_keys[..n4 + s4], &mut v4_entries[..n4 + s4]);
+        }
+        if n6 + s6 > 0 {
+            fib.lookup_v6_batch(&v6_keys[..n6 + s6], &mut v6_entries[..n6 + s6]);
         }
 
-        // Resolve, check, rewrite.
+        // Check sources, resolve, check, rewrite.
         for ((frame, verdict), m) in frames.iter_mut().zip(verdicts.iter_mut()).zip(meta.iter()) {
-            let entry = match m.family {
+            let (entries, sources) = match m.family {
                 Family::Done => continue,
-                Family::V4 => v4_entries.get(m.slot as usize),
-                Family::V6 => v6_entries.get(m.slot as usize),
+                Family::V4 => (&v4_entries, n4),
+                Family::V6 => (&v6_entries, n6),
             };
-            *verdict = match entry {
+            if urpf::checks(m.urpf) {
+                let source = entries.get(sources + m.src_slot as usize).copied().unwrap_or(0);
+                let (port, vlan) = self.subs.get(m.sub as usize).map_or((u16::MAX, 0), |s| (s.port, s.vlan));
+                if let Some(reason) = urpf::check(fib, m.urpf, source, port, vlan) {
+                    *verdict = self.drop(frame.port, reason);
+                    continue;
+                }
+            }
+            *verdict = match entries.get(m.slot as usize) {
                 Some(&e) => self.forward(fib, frame, m, e, now_ns),
                 None => self.drop(frame.port, DropReason::Truncated),
             };
@@ -312,9 +377,10 @@ impl Pipeline {
     }
 }
 
+/// What to look up for a frame: (destination, source).
 enum Destination {
-    V4(u32),
-    V6(u128),
+    V4(u32, u32),
+    V6(u128, u128),
 }
 
 #[cfg(test)]
