@@ -26,6 +26,7 @@ from corridor.common.addresses import (
     prefix_from_pb,
     set_prefix,
 )
+from corridor.common.edge import policy_from_pb, policy_to_pb
 from corridor.common.errors import FieldError, InvalidBatch, Violation, echo, format_election_id
 from corridor.common.fib import (
     Adjacency,
@@ -115,6 +116,61 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
             _who(context), format_election_id(previous),
         )  # fmt: skip
         return dataplane_pb2.ResetElectionResponse(previous=election_id_to_pb(previous))
+
+    async def SetPortPolicies(
+        self, request: dataplane_pb2.SetPortPoliciesRequest, context: _Context
+    ) -> dataplane_pb2.SetPortPoliciesResponse:
+        writers = self.dataplane.config.election.writers
+        if writers and not _admitted(context, writers):
+            await status.abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{_who(context)} is not among election.writers of this agent",
+            )
+        election_id = election_id_from_pb(request.election_id)
+        violations: list[Violation] = []
+        if election_id == 0:
+            violations.append(
+                Violation(None, "election_id", "is missing or zero; every write needs one above 0")
+            )
+        policies = []
+        for i, pb in enumerate(request.policies):
+            try:
+                policy = policy_from_pb(pb.policy, f"policies[{i}].policy")
+            except FieldError as f:
+                violations.append(Violation(i, f.field, f.description))
+                continue
+            policies.append((pb.port, pb.vlan, policy))
+        try:
+            if violations:
+                raise InvalidBatch(violations)
+            await self.dataplane.set_policies(election_id, policies)
+        except InvalidBatch as e:
+            await refuse(
+                context, grpc.StatusCode.INVALID_ARGUMENT, str(e), e.violations, items="policies"
+            )
+        except NotPrimary as e:
+            violation = Violation(None, "election_id", str(e))
+            await refuse(
+                context, grpc.StatusCode.PERMISSION_DENIED, str(e), [violation], items="policies"
+            )
+        return dataplane_pb2.SetPortPoliciesResponse()
+
+    async def ListPortPolicies(
+        self, request: dataplane_pb2.ListPortPoliciesRequest, context: _Context
+    ) -> dataplane_pb2.ListPortPoliciesResponse:
+        response = dataplane_pb2.ListPortPoliciesResponse()
+        for (port, vlan), policy in self.dataplane.policies.items():
+            response.policies.add(port=port, vlan=vlan, policy=policy_to_pb(policy))
+        for r in await self.dataplane.refused_macs():
+            pb = response.refused_macs.add(
+                port=r.port,
+                vlan=r.vlan,
+                mac=bytes.fromhex(r.mac.replace(":", "")),
+                packets=r.packets,
+            )
+            pb.last_seen.FromNanoseconds(int(r.last_seen * 1e9))
+        return response
 
     async def Read(
         self, request: dataplane_pb2.ReadRequest, context: _Context

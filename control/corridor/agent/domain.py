@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Protocol
 from corridor.agent.config import AgentConfig, PortConfig
 from corridor.agent.neighbours import kernel_ifindex, kernel_link_state
 from corridor.agent.nexthops import Gateway, NextHops
-from corridor.common.errors import InvalidBatch, format_election_id
+from corridor.common.edge import EdgePolicy
+from corridor.common.errors import InvalidBatch, Violation, format_election_id
 from corridor.common.fib import (
     Adjacency,
     DeleteAdjacency,
@@ -120,6 +121,22 @@ class RunningEngine(Protocol):
 
     def counters(self) -> Counters: ...
 
+    def set_policy(self, port: str, vlan: int, policy: EdgePolicy) -> None:
+        """Puts a sub-interface's edge policy in force in the data path."""
+
+    def refused_macs(self) -> list[RefusedMac]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedMac:
+    """A source MAC the MAC filter dropped: where, how often, when last (Unix time)."""
+
+    port: str
+    vlan: int
+    mac: str
+    packets: int
+    last_seen: float
+
 
 class LinkState(enum.Enum):
     UP = "up"
@@ -180,6 +197,11 @@ class Dataplane:
         # A device's ifindex in the ports' namespace: the link watch's while the engine runs
         # (set by whoever starts it), else sysfs in the agent's own namespace.
         self.ifindex_of: Callable[[str], int] = kernel_ifindex
+        # Each sub-interface's edge policy, (port, VLAN) -> policy: the configuration's,
+        # then as writers set them. The engine is given them when it starts and on change.
+        self.policies: dict[tuple[str, int], EdgePolicy] = {
+            (p.name, vlan): policy for p in config.ports for vlan, policy in p.policies().items()
+        }
 
     def port_vlans(self, port: str) -> tuple[int, ...] | None:
         """The VLANs configured on `port`; None if it is not a configured port."""
@@ -245,6 +267,47 @@ class Dataplane:
             ):
                 self.on_next_hops_written()
             return WriteResult(len(operations), self.generation)
+
+    async def set_policies(
+        self, election_id: int, policies: Sequence[tuple[str, int, EdgePolicy]]
+    ) -> None:
+        """Sets sub-interfaces' edge policies for the writer of `election_id`, all or none:
+        raises NotPrimary, or InvalidBatch naming each entry that is not a configured
+        sub-interface or names one twice."""
+        violations = []
+        seen: dict[tuple[str, int], int] = {}
+        for i, (port, vlan, _) in enumerate(policies):
+            key = (port, vlan)
+            if key not in self.policies:
+                vlans = self.port_vlans(port)
+                if vlans is None:
+                    known = ", ".join(p.name for p in self.ports) or "none"
+                    text = f"{port!r} is not a configured port; configured: {known}"
+                    violations.append(Violation(i, f"policies[{i}].port", text))
+                else:
+                    choices = ", ".join(map(str, (0, *vlans)))
+                    text = f"{vlan} is not a sub-interface of port {port}; use one of {choices}"
+                    violations.append(Violation(i, f"policies[{i}].vlan", text))
+            elif key in seen:
+                text = f"port {port} VLAN {vlan} is already policies[{seen[key]}]"
+                violations.append(Violation(i, f"policies[{i}]", text))
+            seen.setdefault(key, i)
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            self.election.present(election_id)
+            if violations:
+                raise InvalidBatch(violations)
+            for port, vlan, policy in policies:
+                self.policies[(port, vlan)] = policy
+                engine = self.engine
+                if engine is not None:
+                    await loop.run_in_executor(None, engine.set_policy, port, vlan, policy)
+
+    async def refused_macs(self) -> list[RefusedMac]:
+        engine = self.engine
+        if engine is None:
+            return []
+        return await asyncio.get_running_loop().run_in_executor(None, engine.refused_macs)
 
     def refuse(self, operations: int) -> None:
         """Counts a batch refused before it reached write() (its syntax was bad)."""

@@ -10,6 +10,8 @@ import os
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 from corridor.agent.config import AgentConfig, PortConfig
+from corridor.agent.domain import RefusedMac
+from corridor.common.edge import EdgePolicy
 
 if TYPE_CHECKING:
     from corridor._dataplane import (
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
         IcmpRateKeywords,
         PortDict,
         PortStatus,
+        UrpfDict,
     )
     from corridor.agent.config import IcmpLimits
 
@@ -52,9 +55,14 @@ def engine_ports(ports: tuple[PortConfig, ...]) -> list[PortDict]:
                 "mtu": p.mtu,
                 "addresses": addresses,
                 "directed_broadcast": p.directed_broadcast,
+                "urpf": {vlan: _urpf(policy) for vlan, policy in p.policies().items()},
             }
         )
     return out
+
+
+def _urpf(policy: EdgePolicy) -> UrpfDict:
+    return {"mode": policy.urpf.value, "allow_default": policy.urpf_allow_default}
 
 
 class EngineHost:
@@ -92,6 +100,13 @@ class EngineHost:
         start and left out. Keys not given go back to the engine's defaults."""
         rates = {k: v for k, v in limits.keywords if k != "icmp_sources"}
         self.engine.set_icmp_limits(**cast("IcmpRateKeywords", rates))
+
+    def set_policy(self, port: str, vlan: int, policy: EdgePolicy) -> None:
+        """Blocking for a moment: the sub-interface's policy in force for the next frame."""
+        self.engine.set_urpf(port, vlan, policy.urpf.value, allow_default=policy.urpf_allow_default)
+
+    def refused_macs(self) -> list[RefusedMac]:
+        return []
 
     def ports(self) -> list[PortStatus]:
         """Blocking for a moment (GIL released): from the executor, or a scrape thread."""

@@ -34,6 +34,38 @@ ROUTE_SOURCE_UNSPECIFIED: RouteSource
 ROUTE_SOURCE_STATIC: RouteSource
 ROUTE_SOURCE_BGP: RouteSource
 
+class SetPortPolicyRequest(_message.Message):
+    __slots__ = ("node", "policy")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    policy: _common_pb2.PortPolicy
+    def __init__(self, node: _Optional[str] = ..., policy: _Optional[_Union[_common_pb2.PortPolicy, _Mapping]] = ...) -> None: ...
+
+class SetPortPolicyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListNodePortPoliciesRequest(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    def __init__(self, node: _Optional[str] = ...) -> None: ...
+
+class NodePortPolicies(_message.Message):
+    __slots__ = ("stored", "in_force", "refused_macs", "agent_error", "push_error")
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    IN_FORCE_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_MACS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ERROR_FIELD_NUMBER: _ClassVar[int]
+    PUSH_ERROR_FIELD_NUMBER: _ClassVar[int]
+    stored: _containers.RepeatedCompositeFieldContainer[_common_pb2.PortPolicy]
+    in_force: _containers.RepeatedCompositeFieldContainer[_common_pb2.PortPolicy]
+    refused_macs: _containers.RepeatedCompositeFieldContainer[_dataplane_pb2.RefusedSourceMac]
+    agent_error: str
+    push_error: str
+    def __init__(self, stored: _Optional[_Iterable[_Union[_common_pb2.PortPolicy, _Mapping]]] = ..., in_force: _Optional[_Iterable[_Union[_common_pb2.PortPolicy, _Mapping]]] = ..., refused_macs: _Optional[_Iterable[_Union[_dataplane_pb2.RefusedSourceMac, _Mapping]]] = ..., agent_error: _Optional[str] = ..., push_error: _Optional[str] = ...) -> None: ...
+
 class NodeTls(_message.Message):
     __slots__ = ("ca", "cert", "key", "server_name")
     CA_FIELD_NUMBER: _ClassVar[int]

@@ -73,6 +73,44 @@ XDP_MODE_UNSPECIFIED: XdpMode
 XDP_MODE_NATIVE: XdpMode
 XDP_MODE_GENERIC: XdpMode
 
+class SetPortPoliciesRequest(_message.Message):
+    __slots__ = ("election_id", "policies")
+    ELECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    election_id: _common_pb2.ElectionId
+    policies: _containers.RepeatedCompositeFieldContainer[_common_pb2.PortPolicy]
+    def __init__(self, election_id: _Optional[_Union[_common_pb2.ElectionId, _Mapping]] = ..., policies: _Optional[_Iterable[_Union[_common_pb2.PortPolicy, _Mapping]]] = ...) -> None: ...
+
+class SetPortPoliciesResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPortPoliciesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RefusedSourceMac(_message.Message):
+    __slots__ = ("port", "vlan", "mac", "packets", "last_seen")
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    VLAN_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    port: str
+    vlan: int
+    mac: bytes
+    packets: int
+    last_seen: _timestamp_pb2.Timestamp
+    def __init__(self, port: _Optional[str] = ..., vlan: _Optional[int] = ..., mac: _Optional[bytes] = ..., packets: _Optional[int] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListPortPoliciesResponse(_message.Message):
+    __slots__ = ("policies", "refused_macs")
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_MACS_FIELD_NUMBER: _ClassVar[int]
+    policies: _containers.RepeatedCompositeFieldContainer[_common_pb2.PortPolicy]
+    refused_macs: _containers.RepeatedCompositeFieldContainer[RefusedSourceMac]
+    def __init__(self, policies: _Optional[_Iterable[_Union[_common_pb2.PortPolicy, _Mapping]]] = ..., refused_macs: _Optional[_Iterable[_Union[RefusedSourceMac, _Mapping]]] = ...) -> None: ...
+
 class ResetElectionRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
