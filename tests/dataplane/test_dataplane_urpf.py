@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from lab_support import counters, dataplane, send_and_capture, settle, start_engine, transit_spec
+from lab_support import dataplane, send_and_capture, settle, start_engine, transit_spec
 
 from corridor import lab as L
 from corridor import traffic
