@@ -7,6 +7,7 @@ from text and from protobuf, so that the three agree.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass
 
 from corridor.common.errors import FieldError
@@ -124,4 +125,41 @@ def policy_from_pb(pb: common_pb2.EdgePolicy, field: str) -> EdgePolicy:
         ethertype_filter=pb.ethertype_filter,
         mac_filter=pb.mac_filter,
         allowed_macs=checked_macs(macs, f"{field}.allowed_macs"),
+    )
+
+
+def policy_to_json(policy: EdgePolicy) -> str:
+    """The stored form: a small JSON object, stable across releases."""
+    return json.dumps(
+        {
+            "urpf": policy.urpf.value,
+            "urpf_allow_default": policy.urpf_allow_default,
+            "ethertype_filter": policy.ethertype_filter,
+            "mac_filter": policy.mac_filter,
+            "allowed_macs": list(policy.allowed_macs),
+        },
+        sort_keys=True,
+    )
+
+
+def policy_from_json(text: str | bytes) -> EdgePolicy:
+    """Raises ValueError (FieldError) for a stored policy that is not one."""
+    d = json.loads(text)
+    if not isinstance(d, dict):
+        raise FieldError("policy", f"{text!r} is not a JSON object")
+    macs = d.get("allowed_macs", [])
+    if not isinstance(macs, list):
+        raise FieldError("allowed_macs", f"{macs!r} is not a list")
+    flags = {}
+    for key in ("urpf_allow_default", "ethertype_filter", "mac_filter"):
+        value = d.get(key, False)
+        if not isinstance(value, bool):
+            raise FieldError(key, f"{value!r} is not true or false")
+        flags[key] = value
+    return EdgePolicy(
+        urpf=urpf_mode(d.get("urpf", "off"), "urpf"),
+        allowed_macs=checked_macs(
+            [source_mac(m, f"allowed_macs[{i}]") for i, m in enumerate(macs)], "allowed_macs"
+        ),
+        **flags,
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from corridor.common.edge import EdgePolicy
 from corridor.common.errors import InvalidBatch, Violation, echo
 from corridor.controller.bgp import BgpFeeds, BgpIntent, FpmConfig, found_routes, node_ids
 from corridor.controller.bgp import list_routes as list_bgp_routes
@@ -34,7 +35,7 @@ from corridor.controller.domain import (
 )
 from corridor.controller.election import Election
 from corridor.controller.etcd_store import EtcdStore, NotLeader
-from corridor.controller.store import Loaded, RouteQuery, Store
+from corridor.controller.store import Loaded, PortPolicyRecord, RouteQuery, Store
 
 if TYPE_CHECKING:
     from corridor.controller.domain import NodeFib
@@ -192,6 +193,9 @@ class Controller:
         self._election: Election | None = None
         self.configured: tuple[Node, ...] = ()  # the file's nodes, registered on taking the lead
         self._tasks: list[asyncio.Task[None]] = []
+        # Edge policies by node, then (port, VLAN): the store's, read when this controller
+        # starts to lead; each session pushes its node's to the agent.
+        self.port_policies: dict[str, dict[tuple[str, int], EdgePolicy]] = {}
 
     async def start(self, nodes: tuple[Node, ...] = ()) -> None:
         """Loads intent, takes a new election id (above any earlier run's, so a restarted
@@ -251,10 +255,16 @@ class Controller:
         changed = [n for n in nodes if s.nodes.get(n.name) != n]
         if changed:
             await self._commit(Change(revision=s.revision + 1, nodes=changed))
+        await self._load_port_policies()
         for registered in s.nodes.values():
             self._start_session(registered)
         if self.feeds is not None:
             await self.feeds.start()
+
+    async def _load_port_policies(self) -> None:
+        self.port_policies = {}
+        for r in await self.store.list_port_policies():
+            self.port_policies.setdefault(r.node, {})[(r.port, r.vlan)] = r.policy
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -287,6 +297,7 @@ class Controller:
 
     def _start_session(self, node: Node) -> None:
         session = self._session_factory(node, self.state, self.election)
+        session.set_policies(dict(self.port_policies.get(node.name, {})))
         self.sessions[node.name] = session
         if self.feeds is not None and node.name in self.feeds.sources:
             session.on_read = self._node_read
@@ -354,6 +365,23 @@ class Controller:
             await self._commit(change)
             groups = sum(1 for g in self.state.group_ids if any(a == key for a, _ in g))
             return change.revision, groups
+
+    async def set_port_policy(self, node: str, port: str, vlan: int, policy: EdgePolicy) -> None:
+        """Stores a sub-interface's edge policy and has the node's session push it. The port
+        and VLAN are checked against the node's when its agent has been read."""
+        async with self._commit_lock:
+            self._check_leading()
+            if node not in self.state.nodes:
+                raise UnknownNode(self.unknown_node(node))
+            problem = self._port_problem(node, port, vlan)
+            if problem is not None:
+                raise InvalidBatch([Violation(None, "policy.port", problem)])
+            await self.store.put_port_policy(PortPolicyRecord(node, port, vlan, policy))
+            policies = self.port_policies.setdefault(node, {})
+            policies[(port, vlan)] = policy
+            session = self.sessions.get(node)
+            if session is not None:
+                session.set_policies(dict(policies))
 
     async def list_routes(self, query: RouteQuery) -> list[tuple[RouteKey, Intent, bytes]]:
         """Routes of intent in (node, prefix) order, from the store."""
@@ -601,6 +629,7 @@ class Controller:
                 await self._commit_lock.run(
                     self._commit_whole(Change(revision=s.revision + 1, nodes=changed))
                 )
+            await self._load_port_policies()
             if self._fpm:
                 # BGP routes are this leader's soft state: zebra connects to the leader's
                 # listener and replays; what nodes hold meanwhile is adopted on first read.

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import grpc
 from aetcd import rpc
 
+from corridor.common.edge import policy_from_json, policy_to_json
 from corridor.common.fib import RouteKind
 from corridor.controller.domain import (
     AdjacencyKey,
@@ -59,7 +60,7 @@ from corridor.controller.domain import (
     prefix_of_sort_key,
     prefix_sort_key,
 )
-from corridor.controller.store import Loaded, RouteQuery, StoreError
+from corridor.controller.store import Loaded, PortPolicyRecord, RouteQuery, StoreError
 
 log = logging.getLogger("corridor.controller.etcd")
 T = TypeVar("T")
@@ -339,6 +340,7 @@ class EtcdStore:
         self.key_blob = p + b"/blob/"
         self.key_election = p + b"/election"
         self.key_leader = p + b"/leader"
+        self.key_policies = p + b"/port_policies/"
         self.fence = 0
         # The mirror: what the head this controller last read or wrote names.
         self.revision = 0
@@ -816,6 +818,43 @@ class EtcdStore:
         self._garbage += stray
         await self._clean()
         return len(stray)
+
+    # -- edge policies: one key each, "<node>/<port>/<vlan>", written by the leader only
+    # (fenced on its leader key like every commit)
+
+    async def list_port_policies(self) -> list[PortPolicyRecord]:
+        reply = await self.client.call(
+            "KV",
+            "Range",
+            rpc.RangeRequest(key=self.key_policies, range_end=prefix_end(self.key_policies)),
+        )
+        out = []
+        for kv in reply.kvs:
+            d = json.loads(kv.value)
+            try:
+                out.append(
+                    PortPolicyRecord(d["node"], d["port"], d["vlan"], policy_from_json(d["policy"]))
+                )
+            except (ValueError, KeyError, TypeError) as e:
+                raise StoreError(f"{kv.key!r}: not a port policy ({e})") from None
+        return sorted(out, key=lambda r: (r.node, r.port, r.vlan))
+
+    async def put_port_policy(self, record: PortPolicyRecord) -> None:
+        key = self.key_policies + f"{record.node}/{record.port}/{record.vlan}".encode()
+        value = json.dumps(
+            {
+                "node": record.node,
+                "port": record.port,
+                "vlan": record.vlan,
+                "policy": policy_to_json(record.policy),
+            }
+        ).encode()
+        fences = [compare_created(self.key_leader, self.fence)] if self.fence else []
+        reply = await self.client.call(
+            "KV", "Txn", rpc.TxnRequest(compare=fences, success=[put(key, value)])
+        )
+        if not reply.succeeded:
+            raise NotLeader("this controller lost the lead: the port policy was not written")
 
     # -- election ids
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from corridor.common.addresses import address_to_bytes, gateway_from_pb
+from corridor.common.edge import policy_from_json, policy_to_json
 from corridor.common.errors import FieldError
 from corridor.common.fib import RouteKind, vlan_problem
 from corridor.common.paths import obstacle
@@ -52,7 +53,7 @@ from corridor.controller.domain import (
     prefix_of_sort_key,
     prefix_sort_key,
 )
-from corridor.controller.store import Loaded, RouteQuery, StoreError
+from corridor.controller.store import Loaded, PortPolicyRecord, RouteQuery, StoreError
 
 T = TypeVar("T")
 
@@ -67,6 +68,8 @@ CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, address TEXT NOT NULL,
     tls_ca TEXT, tls_cert TEXT, tls_key TEXT, tls_server_name TEXT);
 CREATE TABLE IF NOT EXISTS drained (node TEXT NOT NULL, next_hop TEXT NOT NULL,
     PRIMARY KEY (node, next_hop));
+CREATE TABLE IF NOT EXISTS port_policies (node TEXT NOT NULL, port TEXT NOT NULL,
+    vlan INTEGER NOT NULL, policy TEXT NOT NULL, PRIMARY KEY (node, port, vlan));
 """
 
 
@@ -390,6 +393,41 @@ class SqliteStore:
             db.execute("ROLLBACK")
             raise
         return value
+
+    # -- edge policies (a table the schema adds on open: a store without it has none)
+
+    async def list_port_policies(self) -> list[PortPolicyRecord]:
+        return await self._run(self._list_port_policies)
+
+    def _list_port_policies(self) -> list[PortPolicyRecord]:
+        rows = self._connection().execute(
+            "SELECT node, port, vlan, policy FROM port_policies ORDER BY node, port, vlan"
+        )
+        out = []
+        for node, port, vlan, text in rows:
+            try:
+                out.append(PortPolicyRecord(node, port, vlan, policy_from_json(text)))
+            except ValueError as e:
+                raise StoreError(
+                    f"port_policies: node {node} port {port} VLAN {vlan}: {e}; {RESTORE}"
+                ) from None
+        return out
+
+    async def put_port_policy(self, record: PortPolicyRecord) -> None:
+        await self._run(self._put_port_policy, record)
+
+    def _put_port_policy(self, r: PortPolicyRecord) -> None:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT OR REPLACE INTO port_policies VALUES (?, ?, ?, ?)",
+                (r.node, r.port, r.vlan, policy_to_json(r.policy)),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     # -- list
 
