@@ -82,6 +82,29 @@ class PortDict(TypedDict, total=False):
     False: dropped and counted as directed_broadcast, RFC 2644)."""
     urpf: dict[int, UrpfDict]
     """VLAN (one of `addresses`', 0 = untagged) -> its uRPF check at start (default: off)."""
+    edge: dict[int, EdgeDict]
+    """VLAN (one of `addresses`') -> the XDP program's edge filter from the start."""
+
+class EdgeDict(TypedDict, total=False):
+    ethertype_filter: bool
+    """Only IPv4, IPv6 and ARP (behind at most one 802.1Q tag); others dropped in XDP."""
+    mac_filter: bool
+    """Only frames from `allowed_macs` as source; others dropped in XDP."""
+    allowed_macs: list[str]
+
+class EdgeState(TypedDict):
+    port: str
+    vlan: int
+    ethertype_filter: bool
+    mac_filter: bool
+    allowed_macs: list[str]
+
+class RefusedMacDict(TypedDict):
+    port: str
+    vlan: int
+    mac: str
+    packets: int
+    age_seconds: float
 
 class UrpfDict(TypedDict, total=False):
     mode: Literal["strict", "loose", "off"]
@@ -175,6 +198,8 @@ class EngineCounters(TypedDict):
     xsk: list[XskCounters]
     steering: dict[str, int]
     """The XDP program's counters: steered, passed, no_socket."""
+    edge: dict[str, dict[str, int]]
+    """The XDP program's edge drops by port name: foreign_ethertype, unknown_source_mac."""
     tx_ring_full: int
     """Forwarded frames dropped because an egress tx ring stayed full."""
 
@@ -237,6 +262,22 @@ class Engine:
         when the engine is not running."""
     def urpf(self) -> list[UrpfState]:
         """Every sub-interface's uRPF policy in force (as configured when not running)."""
+    def set_edge(
+        self,
+        port: str,
+        vlan: int,
+        *,
+        ethertype_filter: bool = False,
+        mac_filter: bool = False,
+        allowed_macs: list[str] = ...,
+    ) -> None:
+        """Sets the XDP edge filter of sub-interface (port name, VLAN), in force for the next
+        frame (the kernel's too). ValueError for an unknown port, VLAN or a bad MAC;
+        EngineError when not running or the program's maps are full (the old one stays)."""
+    def edge(self) -> list[EdgeState]:
+        """The edge filters in force (sub-interfaces that have one); empty when stopped."""
+    def refused_macs(self) -> list[RefusedMacDict]:
+        """Source MACs the edge filters refused lately, most recent first (at most 256)."""
     @property
     def running(self) -> bool:
         """True between start() and stop()."""

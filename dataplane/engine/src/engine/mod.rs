@@ -26,7 +26,7 @@ use crate::{
     counters::CounterSnapshot,
     fib::FibReader,
     pipeline::{IcmpLimits, IcmpRateLimit, Pipeline, PipelineConfig, PortConfig, SubInterfaceConfig, UrpfPolicy, UrpfTable},
-    xdp::{AttachMode, Steering, SteeringCounters, XdpError, XdpMode, MAX_PORTS, MAX_QUEUES},
+    xdp::{AttachMode, EdgeCounters, EdgeFilter, RefusedMac, Steering, SteeringCounters, XdpError, XdpMode, MAX_PORTS, MAX_QUEUES},
     xsk::{self, BindMode, FrameAccounting, SocketConfig, UmemConfig, XskError, XskMode, XskStatistics, XDP_PACKET_HEADROOM},
 };
 
@@ -57,6 +57,9 @@ pub struct PortSpec {
     pub sub_interfaces: Vec<SubInterfaceConfig>,
     /// Forward directed broadcasts to this port's subnets (off: dropped, RFC 2644).
     pub directed_broadcast: bool,
+    /// Edge filters the XDP program applies from the start, by VLAN (one of
+    /// `sub_interfaces`'); `Engine::set_edge` changes them while it runs.
+    pub edge: Vec<(u16, EdgeFilter)>,
 }
 
 impl PortSpec {
@@ -68,6 +71,7 @@ impl PortSpec {
             mtu: 1500,
             sub_interfaces: vec![SubInterfaceConfig::new(0, None, None)],
             directed_broadcast: false,
+            edge: Vec::new(),
         }
     }
 }
@@ -191,6 +195,14 @@ impl EngineConfig {
             }
             if port.sub_interfaces.is_empty() {
                 return Err(config_err(f("addresses"), "no sub-interface: list at least VLAN 0 (untagged) or one 802.1Q VLAN"));
+            }
+            for (k, (vlan, _)) in port.edge.iter().enumerate() {
+                if !port.sub_interfaces.iter().any(|s| s.vlan == *vlan) {
+                    return Err(config_err(f("edge"), format!("VLAN {vlan} is not one of this port's sub-interfaces")));
+                }
+                if port.edge[..k].iter().any(|(v, _)| v == vlan) {
+                    return Err(config_err(f("edge"), format!("VLAN {vlan} is listed twice")));
+                }
             }
             for (k, s) in port.sub_interfaces.iter().enumerate() {
                 if s.vlan > 4094 {
@@ -347,6 +359,8 @@ pub struct EngineCounters {
     pub sub_interfaces: Vec<(usize, u16)>,
     pub sockets: Vec<SocketCounters>,
     pub steering: SteeringCounters,
+    /// The XDP program's edge drops, by port index.
+    pub edge: Vec<EdgeCounters>,
 }
 
 /// A socket as the control side knows it: a duplicate descriptor.
@@ -483,6 +497,40 @@ impl Engine {
         Ok(())
     }
 
+    /// Sets the XDP program's edge filter of sub-interface (`port` index, `vlan`): in force
+    /// for the next frame. The error names a sub-interface the engine does not have, or a
+    /// full map (the old filter stays).
+    pub fn set_edge(&self, port: usize, vlan: u16, filter: EdgeFilter) -> Result<(), EngineError> {
+        if !self.sub_interfaces.contains(&(port, vlan)) {
+            return Err(config_err(format!("ports[{port}]"), format!("no sub-interface with VLAN {vlan} (0 is the untagged one)")));
+        }
+        let ifindex = self.ports.get(port).map(|p| p.ifindex).unwrap_or_default();
+        let mut steering = self.shared.steering.lock().unwrap_or_else(|p| p.into_inner());
+        let steering = steering.as_mut().ok_or_else(|| EngineError::Thread("the steering program is not loaded".into()))?;
+        steering.set_edge(ifindex, vlan, filter).map_err(EngineError::Steering)
+    }
+
+    /// The edge filters in force: (port index, VLAN, filter).
+    pub fn edge(&self) -> Vec<(usize, u16, EdgeFilter)> {
+        let steering = self.shared.steering.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = steering.as_ref() else { return Vec::new() };
+        let mut out: Vec<_> = s
+            .edge_filters()
+            .iter()
+            .filter_map(|((ifindex, vlan), f)| self.ports.iter().position(|p| p.ifindex == *ifindex).map(|i| (i, *vlan, f.clone())))
+            .collect();
+        out.sort_by_key(|(p, v, _)| (*p, *v));
+        out
+    }
+
+    /// The source MACs the edge filters refused lately, with their port index, most
+    /// recent first (the program keeps the last 256).
+    pub fn refused_macs(&self) -> Vec<(usize, RefusedMac)> {
+        let steering = self.shared.steering.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = steering.as_ref() else { return Vec::new() };
+        s.refused_macs().into_iter().filter_map(|r| self.ports.iter().position(|p| p.ifindex == r.ifindex).map(|i| (i, r))).collect()
+    }
+
     /// Every sub-interface's uRPF policy in force: (port index, VLAN, policy).
     pub fn urpf(&self) -> Vec<(usize, u16, UrpfPolicy)> {
         self.sub_interfaces.iter().enumerate().map(|(i, &(p, v))| (p, v, self.shared.urpf.get(i))).collect()
@@ -534,9 +582,15 @@ impl Engine {
                 statistics: xsk::statistics(s.fd.as_fd()).unwrap_or_default(),
             })
             .collect();
-        let steering =
-            self.shared.steering.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|s| s.counters().ok()).unwrap_or_default();
+        let (steering, by_ifindex) = {
+            let guard = self.shared.steering.lock().unwrap_or_else(|p| p.into_inner());
+            let s = guard.as_ref();
+            (s.and_then(|s| s.counters().ok()).unwrap_or_default(), s.and_then(|s| s.edge_counters().ok()).unwrap_or_default())
+        };
+        let edge =
+            self.ports.iter().map(|p| by_ifindex.iter().find(|(i, _)| *i == p.ifindex).map(|(_, c)| *c).unwrap_or_default()).collect();
         EngineCounters {
+            edge,
             total,
             tx_ring_full: workers.iter().map(|w| w.tx_ring_full).sum(),
             workers,
@@ -594,6 +648,11 @@ fn set_up(shared: &Arc<Shared>, plan: &Plan, readers: Vec<FibReader>, handles: &
     let mut attachments = Vec::with_capacity(config.ports.len());
     for port in &config.ports {
         attachments.push(steering.attach(&port.name, config.attach_mode).map_err(EngineError::Steering)?);
+    }
+    for (port, attachment) in config.ports.iter().zip(&attachments) {
+        for (vlan, filter) in &port.edge {
+            steering.set_edge(attachment.ifindex, *vlan, filter.clone()).map_err(EngineError::Steering)?;
+        }
     }
     for port in &config.ports {
         for s in &port.sub_interfaces {

@@ -308,7 +308,7 @@ mod tests {
 
     fn mixed_config(modes: &[u8]) -> PipelineConfig {
         let mut c = config(UNLIMITED);
-        let policy = |m: u8| UrpfPolicy::unpack(m % 3 | if m >= 3 { UrpfPolicy::ALLOW_DEFAULT } else { 0 });
+        let policy = |m: u8| UrpfPolicy::unpack((m % 3) | if m >= 3 { UrpfPolicy::ALLOW_DEFAULT } else { 0 });
         for (i, s) in c.ports[0].sub_interfaces.iter_mut().enumerate() {
             s.urpf = policy(modes[i]);
         }
