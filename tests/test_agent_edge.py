@@ -204,6 +204,11 @@ MALFORMED = [
         "policies[1].policy.allowed_macs[0]",
         "group address",
     ),
+    (
+        common_pb2.PortPolicy(port="cor-test1", vlan=0, policy=bad_macs()),
+        "policies[1].policy.allowed_macs",
+        "is empty with mac_filter set",
+    ),
 ]
 
 

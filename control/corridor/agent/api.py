@@ -154,6 +154,8 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
             await refuse(
                 context, grpc.StatusCode.PERMISSION_DENIED, str(e), [violation], items="policies"
             )
+        except domain.PolicyRefused as e:
+            await status.abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         return dataplane_pb2.SetPortPoliciesResponse()
 
     async def ListPortPolicies(
@@ -608,6 +610,12 @@ def counters_to_pb(
             ("rx_ring_dropped", rx_ring_dropped),
         ):
             drops.append(dataplane_pb2.DropCounters(reason=reason, worker=worker, packets=packets))
+    # Dropped by the XDP program's edge filters, before any worker: listed as worker 0's.
+    for port, reasons in raw.get("edge", {}).items():
+        for reason, packets in reasons.items():
+            drops.append(
+                dataplane_pb2.DropCounters(reason=reason, worker=0, packets=packets, port=port)
+            )
     return dataplane_pb2.Counters(
         time=time, interfaces=interfaces, workers=workers, drops=drops, next_hops=next_hops
     )

@@ -70,6 +70,11 @@ class NotPrimary(PermissionError):
         )
 
 
+class PolicyRefused(RuntimeError):
+    """The engine could not take an edge policy (its XDP maps are full); nothing of the
+    request stays in force."""
+
+
 class Election:
     """One writer at a time: the highest election id ever presented wins, and is never
     forgotten while the agent runs (so a deposed primary that comes back stays deposed)."""
@@ -297,11 +302,21 @@ class Dataplane:
             self.election.present(election_id)
             if violations:
                 raise InvalidBatch(violations)
+            done: list[tuple[str, int, EdgePolicy]] = []
             for port, vlan, policy in policies:
-                self.policies[(port, vlan)] = policy
                 engine = self.engine
                 if engine is not None:
-                    await loop.run_in_executor(None, engine.set_policy, port, vlan, policy)
+                    try:
+                        await loop.run_in_executor(None, engine.set_policy, port, vlan, policy)
+                    except (RuntimeError, ValueError) as e:
+                        # The engine's maps are full, say: put back what this request set.
+                        for p, v, _ in reversed(done):
+                            old = self.policies[(p, v)]
+                            await loop.run_in_executor(None, engine.set_policy, p, v, old)
+                        raise PolicyRefused(f"port {port} VLAN {vlan}: {e}") from None
+                done.append((port, vlan, policy))
+            for port, vlan, policy in done:
+                self.policies[(port, vlan)] = policy
 
     async def refused_macs(self) -> list[RefusedMac]:
         engine = self.engine

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 from corridor.agent.config import AgentConfig, PortConfig
@@ -15,6 +16,7 @@ from corridor.common.edge import EdgePolicy
 
 if TYPE_CHECKING:
     from corridor._dataplane import (
+        EdgeDict,
         EngineCounters,
         Fib,
         IcmpKeywords,
@@ -56,6 +58,11 @@ def engine_ports(ports: tuple[PortConfig, ...]) -> list[PortDict]:
                 "addresses": addresses,
                 "directed_broadcast": p.directed_broadcast,
                 "urpf": {vlan: _urpf(policy) for vlan, policy in p.policies().items()},
+                "edge": {
+                    vlan: _edge(policy)
+                    for vlan, policy in p.policies().items()
+                    if policy.ethertype_filter or policy.mac_filter
+                },
             }
         )
     return out
@@ -63,6 +70,14 @@ def engine_ports(ports: tuple[PortConfig, ...]) -> list[PortDict]:
 
 def _urpf(policy: EdgePolicy) -> UrpfDict:
     return {"mode": policy.urpf.value, "allow_default": policy.urpf_allow_default}
+
+
+def _edge(policy: EdgePolicy) -> EdgeDict:
+    return {
+        "ethertype_filter": policy.ethertype_filter,
+        "mac_filter": policy.mac_filter,
+        "allowed_macs": list(policy.allowed_macs),
+    }
 
 
 class EngineHost:
@@ -102,11 +117,18 @@ class EngineHost:
         self.engine.set_icmp_limits(**cast("IcmpRateKeywords", rates))
 
     def set_policy(self, port: str, vlan: int, policy: EdgePolicy) -> None:
-        """Blocking for a moment: the sub-interface's policy in force for the next frame."""
+        """Blocking for a moment: the sub-interface's policy in force for the next frame (the
+        XDP filters first: a frame the new policy refuses is refused from then on)."""
+        self.engine.set_edge(port, vlan, **_edge(policy))
         self.engine.set_urpf(port, vlan, policy.urpf.value, allow_default=policy.urpf_allow_default)
 
     def refused_macs(self) -> list[RefusedMac]:
-        return []
+        """Blocking for a moment (GIL released)."""
+        now = time.time()
+        return [
+            RefusedMac(r["port"], r["vlan"], r["mac"], r["packets"], now - r["age_seconds"])
+            for r in self.engine.refused_macs()
+        ]
 
     def ports(self) -> list[PortStatus]:
         """Blocking for a moment (GIL released): from the executor, or a scrape thread."""

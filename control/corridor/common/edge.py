@@ -119,6 +119,11 @@ def policy_from_pb(pb: common_pb2.EdgePolicy, field: str) -> EdgePolicy:
     if urpf is None:
         raise FieldError(f"{field}.urpf", f"{pb.urpf} is not a uRPF mode; use OFF, LOOSE or STRICT")
     macs = [mac_from_bytes(m, f"{field}.allowed_macs[{i}]") for i, m in enumerate(pb.allowed_macs)]
+    if pb.mac_filter and not macs:
+        raise FieldError(
+            f"{field}.allowed_macs",
+            "is empty with mac_filter set: every frame would be dropped; list the stations' MACs",
+        )
     return EdgePolicy(
         urpf=urpf,
         urpf_allow_default=pb.urpf_allow_default,

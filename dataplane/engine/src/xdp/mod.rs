@@ -596,12 +596,9 @@ impl Steering {
         }
         let key = edge_key(ifindex, vlan);
         if filter.flags() == 0 {
-            match self.edge_policies.remove(&key) {
-                Ok(()) => {}
-                Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err("edge_policies")(e)),
+            if self.edge.remove(&(ifindex, vlan)).is_some() {
+                self.edge_policies.remove(&key).map_err(map_err("edge_policies"))?;
             }
-            self.edge.remove(&(ifindex, vlan));
         } else {
             let mut value = [0u8; 8];
             value[..4].copy_from_slice(&filter.flags().to_ne_bytes());
