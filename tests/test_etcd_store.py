@@ -375,3 +375,36 @@ async def test_a_damaged_head_or_chunk_refuses_the_start_naming_it(etcd) -> None
             await fresh.close()
     finally:
         await store.close()
+
+
+async def test_members_and_samples_are_kept_and_written_by_the_leader_only(etcd) -> None:
+    from corridor.controller.members import MemberRecord, Sample
+
+    config = EtcdConfig(tuple(etcd.endpoints))
+    store = EtcdStore(config)
+    try:
+        await store.open()
+        a = MemberRecord("as64500", "r1", "dut0", 0, "02:00:00:00:00:01", 0)
+        b = MemberRecord("as64501", "r1", "dut0", 10, "02:00:00:00:00:02", 1)
+        await store.put_member(b)
+        await store.put_member(a)
+        await store.add_samples([Sample("as64500", t, t, 2 * t, 3, 4) for t in (300.0, 600.0)])
+        await store.add_samples([Sample("as64501", 300.0, 9, 9, 9, 9)])
+        fresh = EtcdStore(config)
+        assert await fresh.list_members() == [a, b]
+        assert [s.time for s in await fresh.samples("as64500", 0, 1e12)] == [300.0, 600.0]
+        assert await fresh.samples("as64500", 300.0, 600.0) == [
+            Sample("as64500", 300.0, 300, 600, 3, 4)
+        ]  # start included, end excluded, another member's samples apart
+        await fresh.delete_member("as64501")
+        assert await store.list_members() == [a]
+        await fresh.close()
+        store.fence = 12345  # a leader key it does not hold: nothing is written
+        with pytest.raises(NotLeader):
+            await store.put_member(b)
+        with pytest.raises(NotLeader):
+            await store.add_samples([Sample("as64500", 900.0, 1, 1, 1, 1)])
+        assert await store.list_members() == [a]
+        assert len(await store.samples("as64500", 0, 1e12)) == 2
+    finally:
+        await store.close()

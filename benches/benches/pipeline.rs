@@ -2,11 +2,14 @@
 //! one forwarded (TTL decrement, checksum update, MAC rewrite, ECMP pick). The figure is
 //! the batch time; divide by 64 for the cost per frame. Frames are restored between
 //! iterations outside the measurement, so every iteration forwards the same batch.
+//! `process_64_mixed_members` is the same with exchange members counted (the sender and
+//! both next hops are members): the cost of the member lookup and the per-member counters,
+//! against `process_64_mixed` in the same run.
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use corridor_engine::fib::{Adjacency, Fib, FibConfig, FibOp, NextHop, Prefix, RouteTarget};
+use corridor_engine::fib::{Adjacency, Fib, FibConfig, FibOp, Member, NextHop, Prefix, RouteTarget};
 use corridor_engine::pipeline::{IcmpRateLimit, PacketBuf, Pipeline, PipelineConfig, PortConfig, SubInterfaceConfig, Verdict};
 use corridor_engine::wire::ethernet::{self, ethertype};
 use corridor_engine::wire::{ip_protocol, ipv4, ipv6};
@@ -29,8 +32,9 @@ fn port(mac: [u8; 6]) -> PortConfig {
     }
 }
 
-/// Eight /24s and eight /48s, each through a group of two next hops on port 1.
-fn fib() -> Fib {
+/// Eight /24s and eight /48s, each through a group of two next hops on port 1; with
+/// `members`, the sender (on port 0) and both next hops are members.
+fn fib(members: bool) -> Fib {
     let mut fib = Fib::new(FibConfig { v4_routes: 64, v6_routes: 64, v4_nodes: 8, v6_nodes: 64, groups: 16, adjacencies: 16 }).unwrap();
     let mut ops = Vec::new();
     for a in 1..=2u32 {
@@ -44,6 +48,12 @@ fn fib() -> Fib {
         ops.push(FibOp::AddRoute { prefix: Prefix::v4(u32::from(Ipv4Addr::new(198, 19, n as u8, 0)), 24), target: RouteTarget::Group(1) });
         let net = u128::from(Ipv6Addr::new(0x2001, 0xdb8, n as u16, 0, 0, 0, 0, 0));
         ops.push(FibOp::AddRoute { prefix: Prefix::v6(net, 48), target: RouteTarget::Group(1) });
+    }
+    if members {
+        ops.push(FibOp::SetMember { id: 0, member: Member { port: 0, vlan: 0, mac: PEER } });
+        for a in 1..=2u32 {
+            ops.push(FibOp::SetMember { id: a, member: Member { port: 1, vlan: 0, mac: [0x02, 0, 0, 0, 1, a as u8] } });
+        }
     }
     fib.apply(&ops).unwrap();
     fib
@@ -100,7 +110,16 @@ fn frame(i: usize) -> Vec<u8> {
 }
 
 fn process(c: &mut Criterion) {
-    let fib = fib();
+    let mut group = c.benchmark_group("pipeline");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for (name, members) in [("process_64_mixed", false), ("process_64_mixed_members", true)] {
+        bench(&mut group, name, members);
+    }
+    group.finish();
+}
+
+fn bench(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, members: bool) {
+    let fib = fib(members);
     let mut reader = fib.reader();
     let config = PipelineConfig { ports: vec![port(MAC_IN), port(MAC_OUT)], hash_seed: 0x5eed, ..PipelineConfig::default() };
     let mut pipeline = Pipeline::new(&config).unwrap();
@@ -118,10 +137,10 @@ fn process(c: &mut Criterion) {
         std::array::from_fn(|i| PacketBuf { chunk: chunks.next().unwrap(), start: HEADROOM, len: frames[i].len(), port: 0 });
     pipeline.process(&reader, &mut bufs, &mut verdicts, 0);
     assert!(verdicts.iter().all(|v| matches!(v, Verdict::Forward { port: 1, .. })), "{verdicts:?}");
+    let counted = pipeline.counters().snapshot().member(0).rx_packets;
+    assert_eq!(counted, if members { BATCH as u64 } else { 0 }, "members counted only when set");
 
-    let mut group = c.benchmark_group("pipeline");
-    group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("process_64_mixed", |b| {
+    group.bench_function(name, |b| {
         b.iter_batched_ref(
             || pristine.clone(),
             |umem| {
@@ -136,7 +155,6 @@ fn process(c: &mut Criterion) {
             BatchSize::NumIterations(8),
         )
     });
-    group.finish();
 }
 
 criterion_group!(benches, process);

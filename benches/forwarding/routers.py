@@ -17,7 +17,9 @@ from benches.harness.cpu import RT, pin_napi
 from benches.harness.topology import Topology, topology
 from corridor import lab as L
 
-ROUTERS = ("kernel", "xdp_fwd", "afxdp_ref", "corridor-1", "corridor-2")
+# corridor-1m: corridor-1 with exchange members counted (the generator's and the sink's
+# routers as members, so every frame takes the member lookup and rx, tx counts).
+ROUTERS = ("kernel", "xdp_fwd", "afxdp_ref", "corridor-1", "corridor-1m", "corridor-2")
 
 
 def permanent_neighbours(where: L.Lab | Topology) -> None:
@@ -150,10 +152,13 @@ class AfXdpRefRouter(Router):
 class CorridorRouter(Router):
     """The engine in this process, the same table through Fib/Batch, `workers` workers."""
 
-    def __init__(self, where: L.Lab | Topology, table: dict, workers: int) -> None:
+    def __init__(
+        self, where: L.Lab | Topology, table: dict, workers: int, members: bool = False
+    ) -> None:
         super().__init__(where, table)
         self.workers = workers
-        self.name = f"corridor-{workers}"
+        self.members = members
+        self.name = f"corridor-{workers}" + ("m" if members else "")
 
     def start(self) -> None:
         from corridor import _dataplane as dp
@@ -169,6 +174,10 @@ class CorridorRouter(Router):
         t0 = time.monotonic()
         b.add_routes_text("\n".join(self.table["v4"]), 1)
         b.add_routes_text("\n".join(self.table["v6"]), 1)
+        if self.members:
+            b.set_member(0, 0, 0, t.gen_mac)  # rx: every frame the generator sends
+            b.set_member(1, 1, 0, t.sink_mac)  # tx: through adjacency 1, to the sink
+            b.set_member(2, 0, 0, "02:00:5e:00:53:01")  # another MAC on the ingress table
         fib.apply(b)
         self.load_seconds = time.monotonic() - t0
         ports = [
@@ -198,6 +207,12 @@ class CorridorRouter(Router):
     def stop(self) -> None:
         eng = getattr(self, "engine", None)
         if eng is not None:
+            if self.members:
+                m = eng.counters()["members"]
+                rx, tx = m.get(0, {}).get("rx_packets", 0), m.get(1, {}).get("tx_packets", 0)
+                # The run is only a comparison if the members were counted.
+                if rx == 0 or tx == 0:
+                    raise RuntimeError(f"{self.name}: members not counted (rx {rx}, tx {tx})")
             eng.stop()
             self.engine = None
 
@@ -209,6 +224,8 @@ def make_router(name: str, where: L.Lab | Topology, table: dict) -> Router:
         return XdpFwdRouter(where, table)
     if name == "afxdp_ref":
         return AfXdpRefRouter(where, table)
+    if name == "corridor-1m":
+        return CorridorRouter(where, table, 1, members=True)
     if name.startswith("corridor-"):
         return CorridorRouter(where, table, int(name.split("-")[1]))
     raise SystemExit(f"router {name!r}: expected one of {', '.join(ROUTERS)}")

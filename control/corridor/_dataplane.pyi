@@ -2,7 +2,7 @@
 
 from typing import Any, Literal, TypedDict
 
-Target = int | Literal["blackhole", "unreachable", "local"]
+Target = int | Literal["blackhole", "unreachable", "local", "glean"]
 
 class FibError(ValueError):
     """A refused write batch. Nothing of the batch was applied."""
@@ -17,6 +17,9 @@ class Batch:
     def __len__(self) -> int: ...
     def set_adjacency(self, id: int, port: int, vlan: int, src_mac: str, dst_mac: str) -> None: ...
     def delete_adjacency(self, id: int) -> None: ...
+    def set_member(self, id: int, port: int, vlan: int, mac: str) -> None:
+        """An exchange member's router: its MAC on (port index, VLAN); ids 0 to MAX_MEMBERS - 1."""
+    def delete_member(self, id: int) -> None: ...
     def set_group(self, id: int, members: list[tuple[int, int]]) -> None:
         """members: (adjacency id, weight) pairs; weights 1 to 65535."""
     def delete_group(self, id: int) -> None: ...
@@ -58,7 +61,16 @@ class Fib:
     def routes(self) -> list[tuple[str, Target]]: ...
     def groups(self) -> list[tuple[int, list[tuple[int, int]]]]: ...
     def adjacencies(self) -> list[tuple[int, int, int, str, str]]: ...
+    def members(self) -> list[tuple[int, int, int, str]]:
+        """(id, port index, VLAN, MAC) of every member, by id."""
+    def adjacency_member(self, id: int) -> int | None: ...
+    def blackhole_slot(self, prefix: str) -> int | None:
+        """The counter slot of the blackhole route of exactly `prefix`: Engine.blackhole_dropped."""
     def stats(self) -> FibStats: ...
+
+MAX_MEMBERS: int
+UNKNOWN_MEMBER: int
+"""The member id under which frames from MACs no member has (on a port with members) count."""
 
 # -- Engine ---------------------------------------------------------------------------------
 
@@ -187,6 +199,14 @@ class XskCounters(TypedDict):
     """XDP_STATISTICS: rx_dropped, rx_invalid_descs, tx_invalid_descs, rx_ring_full,
     rx_fill_ring_empty_descs, tx_ring_empty_descs."""
 
+class MemberCounters(TypedDict):
+    rx_packets: int
+    rx_bytes: int
+    tx_packets: int
+    tx_bytes: int
+    drops: dict[str, int]
+    """Only the reasons counted."""
+
 class EngineCounters(TypedDict):
     ports: list[SubInterfaceCounters]
     """One entry per sub-interface, summed over workers."""
@@ -202,6 +222,8 @@ class EngineCounters(TypedDict):
     """The XDP program's edge drops by port name: foreign_ethertype, unknown_source_mac."""
     tx_ring_full: int
     """Forwarded frames dropped because an egress tx ring stayed full."""
+    members: dict[int, MemberCounters]
+    """By member id (UNKNOWN_MEMBER: unknown source MACs), only those with something counted."""
 
 class Engine:
     """The AF_XDP engine over `fib`: worker i owns queue i of every port. Adjacency.port in
@@ -278,11 +300,18 @@ class Engine:
         """The edge filters in force (sub-interfaces that have one); empty when stopped."""
     def refused_macs(self) -> list[RefusedMacDict]:
         """Source MACs the edge filters refused lately, most recent first (at most 256)."""
+    def drain_glean(self, max: int = 256) -> list[str]:
+        """Destinations dropped as glean and queued (de-duplicated, rate-limited per
+        worker) since the last call, at most max, as address strings; [] when stopped."""
+    def glean_stats(self) -> dict[str, int]:
+        """queued, deduplicated, rate_limited, full: summed over workers."""
     @property
     def running(self) -> bool:
         """True between start() and stop()."""
     def ports(self) -> list[PortStatus]: ...
     def counters(self) -> EngineCounters: ...
+    def blackhole_dropped(self, slot: int) -> int:
+        """Frames the blackhole route of `slot` dropped; 0 when not running."""
 
 # -- The controller's bulk codec (dataplane/intent) -----------------------------------------
 

@@ -255,6 +255,8 @@ def _lookup_dict(node: str, address: bytes, reply: Any) -> dict[str, Any]:
         "kind": _enum_text(dataplane_pb2.RouteKind, r.kind, "ROUTE_KIND_"),
         "next_hop_group_id": r.next_hop_group_id,
     }
+    if reply.HasField("blackhole_dropped_packets"):
+        data["route"]["dropped_packets"] = reply.blackhole_dropped_packets
     weights = {m.adjacency_id: m.weight for m in reply.group.members}
     data["members"] = [
         {
@@ -278,7 +280,9 @@ def _print_lookup(data: dict[str, Any]) -> None:
         print(f"{where}: no route (dropped, counted as no_route)")
         return
     if route["kind"] != "forward":
-        print(f"{where}: {route['prefix']} {route['kind']}")
+        dropped = route.get("dropped_packets")
+        extra = "" if dropped is None else f", {dropped} packets dropped by this route"
+        print(f"{where}: {route['prefix']} {route['kind']}{extra}")
         return
     members = data["members"]
     print(

@@ -144,6 +144,9 @@ def add_parsers(sub) -> None:
     nexthop.set_defaults(run=_run_nexthop)
 
     cli_agent.add_parsers(sub, rsub, client)
+    from corridor import cli_members
+
+    cli_members.add_parsers(sub, client)
 
 
 def _count(text: str) -> int:

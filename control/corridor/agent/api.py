@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import NoReturn, TypeVar
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -29,11 +29,14 @@ from corridor.common.addresses import (
 from corridor.common.edge import policy_from_pb, policy_to_pb
 from corridor.common.errors import FieldError, InvalidBatch, Violation, echo, format_election_id
 from corridor.common.fib import (
+    MEMBERS_MAX,
     Adjacency,
     DeleteAdjacency,
     DeleteGroup,
+    DeleteMember,
     DeleteRoute,
     FibOperation,
+    Member,
     NextHopGroup,
     Route,
     RouteKind,
@@ -42,6 +45,9 @@ from corridor.common.fib import (
 from corridor.common.status import Context as _Context
 from corridor.common.status import election_id_from_pb, election_id_to_pb, refuse
 from corridor.v1 import common_pb2, dataplane_pb2, dataplane_pb2_grpc
+
+if TYPE_CHECKING:
+    from corridor._dataplane import MemberCounters
 
 log = logging.getLogger("corridor.agent")
 
@@ -181,7 +187,11 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
         snapshot = await self.dataplane.snapshot()
         generation = snapshot.generation
         ports = await loop.run_in_executor(None, self.dataplane.port_states)
-        yield dataplane_pb2.ReadResponse(generation=generation, ports=ports_to_pb(ports))
+        yield dataplane_pb2.ReadResponse(
+            generation=generation,
+            ports=ports_to_pb(ports),
+            members=[member_to_pb(m) for m in snapshot.members],
+        )
         states = snapshot.adjacency_states
         for adjacencies in _chunks(snapshot.adjacencies):
             yield dataplane_pb2.ReadResponse(
@@ -287,18 +297,22 @@ def operation_from_pb(op: dataplane_pb2.Operation, dataplane: domain.Dataplane) 
     entry = op.WhichOneof("entry")
     action = op.action
     if entry is None:
-        raise FieldError("entry", "is missing; set one of adjacency, next_hop_group, route")
+        raise FieldError("entry", "is missing; set one of adjacency, next_hop_group, route, member")
     if action == dataplane_pb2.ACTION_SET:
         if entry == "route":
             return route_from_pb(op.route)
         if entry == "next_hop_group":
             return group_from_pb(op.next_hop_group)
+        if entry == "member":
+            return member_from_pb(op.member, dataplane)
         return adjacency_from_pb(op.adjacency, dataplane)
     if action == dataplane_pb2.ACTION_DELETE:
         if entry == "route":
             return DeleteRoute(prefix_from_pb(op.route.prefix, "route.prefix"))
         if entry == "next_hop_group":
             return DeleteGroup(_id(op.next_hop_group.id, "next_hop_group.id"))
+        if entry == "member":
+            return DeleteMember(_member_id(op.member.id))
         return DeleteAdjacency(_id(op.adjacency.id, "adjacency.id"))
     raise FieldError("action", f"{action} is not an action; use ACTION_SET or ACTION_DELETE")
 
@@ -364,6 +378,47 @@ def adjacency_from_pb(adjacency: dataplane_pb2.Adjacency, dataplane: domain.Data
         adjacency.vlan,
         _mac(adjacency.src_mac, "adjacency.src_mac"),
         _mac(adjacency.dst_mac, "adjacency.dst_mac"),
+    )
+
+
+def member_from_pb(member: dataplane_pb2.Member, dataplane: domain.Dataplane) -> Member:
+    member_id = _member_id(member.id)
+    port = member.port
+    vlans = dataplane.port_vlans(port)
+    if vlans is None:
+        configured = ", ".join(p.name for p in dataplane.ports) or "none"
+        raise FieldError(
+            "member.port", f"{echo(port)} is not a configured port; configured: {configured}"
+        )
+    if member.vlan != 0 and member.vlan not in vlans:
+        choices = ", ".join(map(str, vlans)) or "none"
+        raise FieldError(
+            "member.vlan",
+            f"{member.vlan} is not a VLAN of port {port}; use 0 (untagged) "
+            f"or one of its VLANs: {choices}",
+        )
+    mac = member.mac
+    if len(mac) != 6:
+        raise FieldError("member.mac", f"is {len(mac)} bytes; a MAC address is 6")
+    if not any(mac) or mac[0] & 1:
+        raise FieldError(
+            "member.mac",
+            f"{mac.hex(':')} is not a unicast station address; give the member router's MAC",
+        )
+    if len(member.name) > 64 or not member.name.isprintable():
+        raise FieldError("member.name", f"{echo(member.name)}: at most 64 printable characters")
+    return Member(member_id, port, member.vlan, mac.hex(":"), member.name)
+
+
+def _member_id(value: int) -> int:
+    if not 0 <= value < MEMBERS_MAX:
+        raise FieldError("member.id", f"{value} is not between 0 and {MEMBERS_MAX - 1}")
+    return value
+
+
+def member_to_pb(m: Member) -> dataplane_pb2.Member:
+    return dataplane_pb2.Member(
+        id=m.id, port=m.port, vlan=m.vlan, mac=bytes.fromhex(m.mac.replace(":", "")), name=m.name
     )
 
 
@@ -453,6 +508,8 @@ def lookup_to_pb(found: domain.Lookup) -> dataplane_pb2.LookupResponse:
     if found.route is None:
         return response
     response.route.CopyFrom(routes_response([found.route], 0).routes[0])
+    if found.blackhole_dropped is not None:
+        response.blackhole_dropped_packets = found.blackhole_dropped
     if found.group is not None:
         response.group.CopyFrom(group_to_pb(found.group))
     response.adjacencies.extend(
@@ -570,7 +627,11 @@ def counters_to_pb(
         ]
         workers = [dataplane_pb2.WorkerCounters(worker=w) for w in range(dataplane.config.workers)]
         return dataplane_pb2.Counters(
-            time=time, interfaces=interfaces, workers=workers, next_hops=next_hops
+            time=time,
+            interfaces=interfaces,
+            workers=workers,
+            next_hops=next_hops,
+            members=members_to_pb(dataplane, None),
         )
     raw = counters.engine
     interfaces = [
@@ -617,8 +678,49 @@ def counters_to_pb(
                 dataplane_pb2.DropCounters(reason=reason, worker=0, packets=packets, port=port)
             )
     return dataplane_pb2.Counters(
-        time=time, interfaces=interfaces, workers=workers, drops=drops, next_hops=next_hops
+        time=time,
+        interfaces=interfaces,
+        workers=workers,
+        drops=drops,
+        next_hops=next_hops,
+        members=members_to_pb(dataplane, raw["members"]),
     )
+
+
+def members_to_pb(
+    dataplane: domain.Dataplane, raw: Mapping[int, MemberCounters] | None
+) -> list[dataplane_pb2.MemberCounters]:
+    """Every written member (zeros when nothing was counted), and the unknown row when the
+    engine counted any."""
+    raw = raw or {}
+    out = []
+    for member_id in sorted(dataplane.members):
+        m = dataplane.members[member_id]
+        pb = dataplane_pb2.MemberCounters(
+            id=m.id, name=m.name, port=m.port, vlan=m.vlan, mac=member_to_pb(m).mac
+        )
+        out.append(_member_counters(raw.get(member_id), pb))
+    unknown = raw.get(MEMBERS_MAX)
+    if unknown is not None:
+        pb = dataplane_pb2.MemberCounters(id=MEMBERS_MAX, unknown=True)
+        out.append(_member_counters(unknown, pb))
+    return out
+
+
+def _member_counters(
+    raw: MemberCounters | None, pb: dataplane_pb2.MemberCounters
+) -> dataplane_pb2.MemberCounters:
+    if raw is None:
+        return pb
+    pb.rx_packets = raw["rx_packets"]
+    pb.rx_bytes = raw["rx_bytes"]
+    pb.tx_packets = raw["tx_packets"]
+    pb.tx_bytes = raw["tx_bytes"]
+    pb.drops.extend(
+        dataplane_pb2.MemberCounters.Drop(reason=r, packets=n)
+        for r, n in sorted(raw["drops"].items())
+    )
+    return pb
 
 
 def _chunks(items: Sequence[_T]) -> Iterable[Sequence[_T]]:

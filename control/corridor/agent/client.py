@@ -92,6 +92,19 @@ def delete_adjacency(id: int) -> dataplane_pb2.Operation:
     return dataplane_pb2.Operation(action=dataplane_pb2.ACTION_DELETE, adjacency=adjacency)
 
 
+def set_member(id: int, port: str, vlan: int, mac: str, name: str = "") -> dataplane_pb2.Operation:
+    """Member `id`: the router with `mac` ("aa:bb:...") on `port`, `vlan`."""
+    member = dataplane_pb2.Member(
+        id=id, port=port, vlan=vlan, mac=bytes.fromhex(mac.replace(":", "")), name=name
+    )
+    return dataplane_pb2.Operation(action=dataplane_pb2.ACTION_SET, member=member)
+
+
+def delete_member(id: int) -> dataplane_pb2.Operation:
+    member = dataplane_pb2.Member(id=id)
+    return dataplane_pb2.Operation(action=dataplane_pb2.ACTION_DELETE, member=member)
+
+
 def write_request(
     election: int, operations: list[dataplane_pb2.Operation], batch_id: int = 0
 ) -> dataplane_pb2.WriteRequest:
@@ -109,6 +122,7 @@ class Installed:
     adjacencies: list[dataplane_pb2.Adjacency] = field(default_factory=list)
     next_hop_groups: list[dataplane_pb2.NextHopGroup] = field(default_factory=list)
     routes: list[dataplane_pb2.Route] = field(default_factory=list)
+    members: list[dataplane_pb2.Member] = field(default_factory=list)
 
 
 async def read(stub: dataplane_pb2_grpc.DataplaneStub) -> Installed:
@@ -120,4 +134,5 @@ async def read(stub: dataplane_pb2_grpc.DataplaneStub) -> Installed:
         installed.adjacencies.extend(response.adjacencies)
         installed.next_hop_groups.extend(response.next_hop_groups)
         installed.routes.extend(response.routes)
+        installed.members.extend(response.members)
     return installed

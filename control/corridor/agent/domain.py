@@ -21,7 +21,9 @@ from corridor.common.errors import InvalidBatch, Violation, format_election_id
 from corridor.common.fib import (
     Adjacency,
     DeleteAdjacency,
+    DeleteMember,
     FibOperation,
+    Member,
     NextHopGroup,
     Route,
     RouteKind,
@@ -43,6 +45,7 @@ class Snapshot:
     adjacencies: list[Adjacency]
     groups: list[NextHopGroup]
     routes: list[Route]
+    members: list[Member] = field(default_factory=list)
     # adjacency id -> (state name: "usable", "unresolved", "link_down"; neighbour MAC or None)
     adjacency_states: dict[int, tuple[str, str | None]] = field(default_factory=dict)
 
@@ -56,6 +59,8 @@ class Lookup:
     group: NextHopGroup | None = None
     adjacencies: list[Adjacency] = field(default_factory=list)
     adjacency_states: dict[int, tuple[str, str | None]] = field(default_factory=dict)
+    # A blackhole route's drops while the engine runs (RTBH: who is attacked, how hard).
+    blackhole_dropped: int | None = None
 
 
 class NotPrimary(PermissionError):
@@ -117,6 +122,9 @@ class Fib(Protocol):
     def lookup(self, address: str) -> Route | None:
         """The longest-prefix match of an address (text), or None."""
 
+    def blackhole_slot(self, prefix: str) -> int | None:
+        """The engine's counter slot of the blackhole route for exactly `prefix`."""
+
 
 class RunningEngine(Protocol):
     """What the domain reads of the engine while it forwards; engine_host.EngineHost provides
@@ -130,6 +138,8 @@ class RunningEngine(Protocol):
         """Puts a sub-interface's edge policy in force in the data path."""
 
     def refused_macs(self) -> list[RefusedMac]: ...
+
+    def blackhole_dropped(self, slot: int) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +209,8 @@ class Dataplane:
         # Called (on the loop) after adjacencies changed.
         self.on_next_hops_written: Callable[[], None] | None = None
         self.gateways: frozenset[Gateway] = frozenset()  # of every adjacency in use
+        # Exchange members as written, by id (the engine's counter row); changed under _lock.
+        self.members: dict[int, Member] = {}
         # A device's ifindex in the ports' namespace: the link watch's while the engine runs
         # (set by whoever starts it), else sysfs in the agent's own namespace.
         self.ifindex_of: Callable[[str], int] = kernel_ifindex
@@ -341,7 +353,8 @@ class Dataplane:
             states = {
                 a.id: (next_hops.state(a).value, next_hops.neighbour_mac(a)) for a in adjacencies
             }
-            return Snapshot(self.generation, adjacencies, groups, routes, states)
+            members = [self.members[i] for i in sorted(self.members)]
+            return Snapshot(self.generation, adjacencies, groups, routes, members, states)
 
     async def lookup(self, address: str) -> Lookup:
         """The route `address` (text) takes now, with its group and members as written and
@@ -350,6 +363,13 @@ class Dataplane:
         async with self._lock:
             route = await loop.run_in_executor(None, self._fib.lookup, address)
             next_hops = self.next_hops
+            if route is not None and route.kind is RouteKind.BLACKHOLE:
+                engine = self.engine
+                slot = await loop.run_in_executor(None, self._fib.blackhole_slot, route.prefix)
+                if engine is None or slot is None:
+                    return Lookup(route)
+                dropped = await loop.run_in_executor(None, engine.blackhole_dropped, slot)
+                return Lookup(route, blackhole_dropped=dropped)
             if route is None or route.kind is not RouteKind.FORWARD:
                 return Lookup(route)
             members = next_hops.groups.get(route.group, ())
@@ -375,6 +395,11 @@ class Dataplane:
             next_hops.committed_refresh([drop])
         self._fib.apply(engine_ops)
         next_hops.committed(operations, engine_ops)
+        for op in operations:
+            if type(op) is Member:
+                self.members[op.id] = op
+            elif type(op) is DeleteMember:
+                self.members.pop(op.id, None)
         if any(type(op) in (Adjacency, DeleteAdjacency) for op in operations):
             self.gateways = frozenset(next_hops.gateways())
             follow_up = next_hops.refresh()

@@ -134,6 +134,9 @@ class EngineHost:
         """Blocking for a moment (GIL released): from the executor, or a scrape thread."""
         return self.engine.ports()
 
+    def blackhole_dropped(self, slot: int) -> int:
+        return self.engine.blackhole_dropped(slot)
+
     def counters(self) -> Counters:
         """Blocking for a moment (GIL released): from the executor, or a scrape thread."""
         raw = self.engine.counters()

@@ -20,8 +20,10 @@ from corridor.common.fib import (
     Adjacency,
     DeleteAdjacency,
     DeleteGroup,
+    DeleteMember,
     DeleteRoute,
     FibOperation,
+    Member,
     NextHopGroup,
     Route,
     RouteKind,
@@ -86,6 +88,16 @@ class EngineFib:
         with self._lock:
             return self._fib.stats()
 
+    def blackhole_slot(self, prefix: str) -> int | None:
+        with self._lock:
+            return self._fib.blackhole_slot(prefix)
+
+    def members(self) -> list[tuple[int, str, int, str]]:
+        """(id, port name, VLAN, MAC) of every member the engine holds."""
+        with self._lock:
+            members = self._fib.members()
+        return [(i, self._port_name.get(p, str(p)), vlan, mac) for i, p, vlan, mac in members]
+
     def lookup(self, address: str) -> Route | None:
         """The route the engine gives `address` (its longest-prefix match, as a packet meets
         it), or None. The engine returns the target only: the prefix is the longest one
@@ -135,6 +147,13 @@ def engine_batch(operations: Sequence[FibOperation], port_index: dict[str, int])
             batch.set_adjacency(op.id, port, op.vlan, op.src_mac, op.dst_mac)
         elif type(op) is DeleteAdjacency:
             batch.delete_adjacency(op.id)
+        elif type(op) is Member:
+            port = port_index.get(op.port)
+            if port is None:
+                raise ValueError(f"member {op.id}: {op.port!r} is not a port of the engine")
+            batch.set_member(op.id, port, op.vlan, op.mac)
+        elif type(op) is DeleteMember:
+            batch.delete_member(op.id)
         else:
             raise TypeError(f"not a FIB operation: {op!r}")
     _add_routes(batch, run, run_target)

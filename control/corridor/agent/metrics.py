@@ -2,6 +2,11 @@
 (unresolved, on a down link, empty groups) as `corridor_agent_*` and, with the engine, its
 counters per sub-interface, drop reason, ICMP outcome and worker, and its ports' link state as
 `corridor_engine_*`. Each agent has its own registry, so several can live in one process.
+
+Exchange members are labelled by name (`member`): at most MEMBER_SERIES_MAX of them (by
+id), so one exchange's member list cannot flood Prometheus; the rest, and the drops of each
+member by reason, are in GetCounters and `corridor member counters`. Frames from MACs no
+member has are `member="_unknown"` (a name cannot start with "_").
 """
 
 from __future__ import annotations
@@ -14,11 +19,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from corridor.agent.domain import Dataplane
+from corridor.common.fib import MEMBERS_MAX, Member
 from corridor.common.metrics import new_registry
 
 if TYPE_CHECKING:
     from corridor._dataplane import PortStatus
     from corridor.agent.engine_host import Counters
+
+# Members exported with their own series (5 each): 256 members are 1,280 series.
+MEMBER_SERIES_MAX = 256
+UNKNOWN_MEMBER_LABEL = "_unknown"
 
 # From a handful of routes (tens of microseconds) to a 100,000-operation batch (seconds).
 WRITE_SECONDS_BUCKETS = (
@@ -123,7 +133,9 @@ class _DataplaneCollector(Collector):
         )
         engine = self.dataplane.engine
         if engine is not None:
-            yield from _engine_metrics(engine.counters(), engine.ports())
+            counters = engine.counters()
+            yield from _engine_metrics(counters, engine.ports())
+            yield from _member_metrics(counters, self.dataplane.members)
         election = self.dataplane.election
         # 128 bits do not fit a float sample, and a label whose value changes with each
         # election would start a new series every time: the id is two gauges, its high and
@@ -220,3 +232,35 @@ def _engine_metrics(counters: Counters, ports: list[PortStatus]) -> Iterator[Met
         recoveries.add_metric([p["name"]], p["recoveries"])
     yield up
     yield recoveries
+
+
+def _member_metrics(counters: Counters, members: dict[int, Member]) -> Iterator[Metric]:
+    """Every written member up to MEMBER_SERIES_MAX (zeros before any traffic, so the set of
+    series changes only when members do), and the unknown row."""
+    raw = counters.engine.get("members", {})
+    fields = (
+        ("rx_packets", "Frames received from the member's MAC on its port and VLAN"),
+        ("rx_bytes", "Octets received from the member"),
+        ("tx_packets", "Frames forwarded to the member (an adjacency to its MAC)"),
+        ("tx_bytes", "Octets forwarded to the member"),
+        ("dropped_packets", "The member's frames not forwarded, any reason"),
+    )
+    families = {
+        f: CounterMetricFamily(f"corridor_engine_member_{f}", help_, labels=["member"])
+        for f, help_ in fields
+    }
+    exported = sorted(members)[:MEMBER_SERIES_MAX]
+    rows = [(members[i].name or str(i), raw.get(i)) for i in exported]
+    rows.append((UNKNOWN_MEMBER_LABEL, raw.get(MEMBERS_MAX)))
+    for label, c in rows:
+        values = (0, 0, 0, 0, 0) if c is None else (
+            c["rx_packets"], c["rx_bytes"], c["tx_packets"], c["tx_bytes"], sum(c["drops"].values())
+        )  # fmt: skip
+        for (f, _), v in zip(fields, values, strict=True):
+            families[f].add_metric([label], v)
+    yield from families.values()
+    yield GaugeMetricFamily(
+        "corridor_engine_members_not_exported",
+        f"Members beyond the {MEMBER_SERIES_MAX} exported here (see GetCounters)",
+        value=max(0, len(members) - MEMBER_SERIES_MAX),
+    )

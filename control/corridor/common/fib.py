@@ -82,7 +82,28 @@ class DeleteRoute(NamedTuple):
     prefix: str
 
 
-FibOperation = Adjacency | NextHopGroup | Route | DeleteAdjacency | DeleteGroup | DeleteRoute
+class Member(NamedTuple):
+    """An exchange member's router: its MAC ("aa:bb:cc:dd:ee:ff") on `port` (a configured
+    port's name) and `vlan` (0: untagged). `name` is the controller's, for labels only."""
+
+    id: int  # 0 to MEMBERS_MAX - 1, the engine's counter row
+    port: str
+    vlan: int
+    mac: str
+    name: str = ""
+
+
+class DeleteMember(NamedTuple):
+    id: int
+
+
+# The engine's member rows (dataplane/engine/src/fib/members.rs MAX_MEMBERS).
+MEMBERS_MAX = 1024
+
+FibOperation = (
+    Adjacency | NextHopGroup | Route | DeleteAdjacency | DeleteGroup | DeleteRoute
+    | Member | DeleteMember
+)  # fmt: skip
 
 
 def vlan_problem(vlan: int) -> str | None:

@@ -49,6 +49,7 @@ from corridor.controller.domain import (
     check_node_name,
 )
 from corridor.controller.etcd_store import NotLeader
+from corridor.controller.members import MemberError, MemberRecord
 from corridor.controller.store import RouteQuery
 from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2, dataplane_pb2_grpc
 
@@ -287,6 +288,69 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             await channel.close(None)
         return reply
 
+    # -- members
+
+    @_store_errors
+    async def AddMember(
+        self, request: controller_pb2.AddMemberRequest, context: _Context
+    ) -> controller_pb2.MemberIntent:
+        m = request.member
+        if len(m.mac) != 6:
+            await status.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"member.mac: is {len(m.mac)} bytes; a MAC address is 6",
+            )
+        try:
+            added = await self.controller.add_member(m.name, m.node, m.port, m.vlan, m.mac.hex(":"))
+        except MemberError as e:
+            await status.abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except UnknownNode as e:
+            await status.abort(context, grpc.StatusCode.NOT_FOUND, str(e))
+        return member_to_pb(added)
+
+    @_store_errors
+    async def RemoveMember(
+        self, request: controller_pb2.RemoveMemberRequest, context: _Context
+    ) -> controller_pb2.MemberIntent:
+        try:
+            removed = await self.controller.remove_member(request.name)
+        except MemberError as e:
+            await status.abort(context, grpc.StatusCode.NOT_FOUND, str(e))
+        return member_to_pb(removed)
+
+    async def ListMembers(
+        self, request: controller_pb2.ListMembersRequest, context: _Context
+    ) -> controller_pb2.ListMembersResponse:
+        members = self.controller.members
+        return controller_pb2.ListMembersResponse(
+            members=[member_to_pb(members[n]) for n in sorted(members)]
+        )
+
+    @_store_errors
+    async def ListMemberSamples(
+        self, request: controller_pb2.ListMemberSamplesRequest, context: _Context
+    ) -> controller_pb2.ListMemberSamplesResponse:
+        start = request.start.seconds + request.start.nanos / 1e9
+        end = request.end.seconds + request.end.nanos / 1e9 if request.HasField("end") else 2**62
+        if end <= start:
+            await status.abort(context, grpc.StatusCode.INVALID_ARGUMENT, "end: is not after start")
+        samples = await self.controller.store.samples(request.name, start, end)
+        out = []
+        for s in samples:
+            t = timestamp_pb2.Timestamp()
+            t.FromNanoseconds(int(s.time * 1e9))
+            out.append(
+                controller_pb2.MemberSample(
+                    time=t,
+                    rx_bytes=s.rx_bytes,
+                    tx_bytes=s.tx_bytes,
+                    rx_packets=s.rx_packets,
+                    tx_packets=s.tx_packets,
+                )
+            )
+        return controller_pb2.ListMemberSamplesResponse(samples=out)
+
     # -- routes
 
     @_store_errors
@@ -417,6 +481,17 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             )
         finally:
             self.controller.unwatch(watcher)
+
+
+def member_to_pb(m: MemberRecord) -> controller_pb2.MemberIntent:
+    return controller_pb2.MemberIntent(
+        name=m.name,
+        node=m.node,
+        port=m.port,
+        vlan=m.vlan,
+        mac=bytes.fromhex(m.mac.replace(":", "")),
+        id=m.id,
+    )
 
 
 async def refuse(

@@ -59,6 +59,9 @@ max_adjacencies = 65536
 [metrics]
 address = "127.0.0.1:9465"
 
+[members]
+sample_seconds = 300                      # members' counters stored for billing (5 minutes)
+
 [log]                                     # these are the defaults; SIGHUP applies a change
 level = "info"                            # debug, info, warning, error (--log-level wins)
 format = "text"                           # text, or json: one JSON object a line
@@ -98,6 +101,7 @@ class ControllerConfig:
     log: LogConfig | None = None
     etcd: EtcdConfig | None = None  # [store] backend = "etcd"; None: SQLite at `store`
     advertise: str = ""  # how clients reach this controller, for followers to name it
+    sample_seconds: float = 300.0
 
 
 def load(path: str | os.PathLike[str]) -> ControllerConfig:
@@ -161,6 +165,11 @@ def read(top: Table, base: Path, others: Iterable[str] = UP_TABLES) -> Controlle
         if name and name in names[:i]:
             top.fail(f"nodes[{i}].name", f"{name!r} is already nodes[{names.index(name)}]")
     fpm = fpm_from(top)
+    sample_seconds = 300
+    members = top.table("members")
+    if members is not None:
+        sample_seconds = members.integer("sample_seconds", 1, 86400, default=300)
+        members.done()
     top.seen.update(others)
     top.done()
     return ControllerConfig(
@@ -177,6 +186,7 @@ def read(top: Table, base: Path, others: Iterable[str] = UP_TABLES) -> Controlle
         log=log,
         etcd=etcd,
         advertise=advertise,
+        sample_seconds=float(sample_seconds),
     )
 
 

@@ -35,6 +35,14 @@ from corridor.controller.domain import (
 )
 from corridor.controller.election import Election
 from corridor.controller.etcd_store import EtcdStore, NotLeader
+from corridor.controller.members import (
+    SAMPLE_SECONDS,
+    MemberError,
+    MemberRecord,
+    Sample,
+    check_member,
+    next_id,
+)
 from corridor.controller.store import Loaded, PortPolicyRecord, RouteQuery, Store
 
 if TYPE_CHECKING:
@@ -196,6 +204,13 @@ class Controller:
         # Edge policies by node, then (port, VLAN): the store's, read when this controller
         # starts to lead; each session pushes its node's to the agent.
         self.port_policies: dict[str, dict[tuple[str, int], EdgePolicy]] = {}
+        # Exchange members by name (controller/members.py), pushed to their node's agent.
+        self.members: dict[str, MemberRecord] = {}
+        self._member_lock = asyncio.Lock()
+        self._last_member_id = -1
+        self.sample_seconds = SAMPLE_SECONDS
+        self._sampler: asyncio.Task[None] | None = None
+        self.samples_taken = 0
 
     async def start(self, nodes: tuple[Node, ...] = ()) -> None:
         """Loads intent, takes a new election id (above any earlier run's, so a restarted
@@ -220,6 +235,8 @@ class Controller:
             if intent.group is not None:
                 s.group_refs[intent.group] += 1
         s.nodes = {n.name: n for n in loaded.nodes}
+        self.members = {m.name: m for m in await self.store.list_members()}
+        self._last_member_id = max((m.id for m in self.members.values()), default=-1)
         s.recount()
         self._update_sizes()
         if isinstance(self.store, EtcdStore):
@@ -240,6 +257,7 @@ class Controller:
             ]
             for task in self._tasks:
                 task.add_done_callback(_ended)
+            self._sampler = asyncio.create_task(self._sample_members())
             return
         self.leading = True
         self.leader = self.advertise
@@ -258,6 +276,7 @@ class Controller:
         await self._load_port_policies()
         for registered in s.nodes.values():
             self._start_session(registered)
+        self._sampler = asyncio.create_task(self._sample_members())
         if self.feeds is not None:
             await self.feeds.start()
 
@@ -267,6 +286,10 @@ class Controller:
             self.port_policies.setdefault(r.node, {})[(r.port, r.vlan)] = r.policy
 
     async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            await asyncio.gather(self._sampler, return_exceptions=True)
+            self._sampler = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -298,6 +321,7 @@ class Controller:
     def _start_session(self, node: Node) -> None:
         session = self._session_factory(node, self.state, self.election)
         session.set_policies(dict(self.port_policies.get(node.name, {})))
+        session.members_for = partial(self.members_of, node.name)
         self.sessions[node.name] = session
         if self.feeds is not None and node.name in self.feeds.sources:
             session.on_read = self._node_read
@@ -382,6 +406,109 @@ class Controller:
             session = self.sessions.get(node)
             if session is not None:
                 session.set_policies(dict(policies))
+
+    # -- members
+
+    async def _sample_members(self) -> None:
+        """Every `sample_seconds`, on the clock's multiples (00:00, 00:05, ... for 300), the
+        counters of every member whose node streams them, into the store."""
+        while True:
+            now = time.time()
+            period = self.sample_seconds
+            await asyncio.sleep(period - now % period)
+            try:
+                await self.sample_members_now()
+            except Exception:
+                log.exception("member samples not stored; the next period tries again")
+
+    async def sample_members_now(self) -> int:
+        """Stores one sample of every member with fresh counters; returns how many. Only
+        the leader samples (followers have no sessions, and must not write)."""
+        if not self.leading:
+            return 0
+        now = time.time()
+        samples = []
+        by_node_id = {(m.node, m.id): m for m in self.members.values()}
+        for name, session in self.sessions.items():
+            # Counters older than two stream intervals are a node's that went away: no sample
+            # (a gap), never a stale value.
+            if not session.connected or now - session.member_counters_time > 5.0:
+                continue
+            for c in session.member_counters:
+                m = by_node_id.get((name, c.id))
+                if c.unknown or m is None or c.name != m.name:
+                    continue
+                samples.append(
+                    Sample(m.name, now, c.rx_bytes, c.tx_bytes, c.rx_packets, c.tx_packets)
+                )
+        if samples:
+            await self.store.add_samples(samples)
+            self.samples_taken += len(samples)
+        return len(samples)
+
+    def members_of(self, node: str) -> list[MemberRecord]:
+        return [m for m in self.members.values() if m.node == node]
+
+    async def add_member(
+        self, name: str, node: str, port: str, vlan: int, mac: str
+    ) -> MemberRecord:
+        """Records a member durably, then has its node's agent count it. `node` may be ''
+        when exactly one node is registered. Raises MemberError or UnknownNode."""
+        self._check_leading()
+        async with self._member_lock:
+            if not node:
+                if len(self.state.nodes) != 1:
+                    raise MemberError(
+                        f"member {name}: give its node (--node); {len(self.state.nodes)} "
+                        "nodes are registered"
+                    )
+                node = next(iter(self.state.nodes))
+            if node not in self.state.nodes:
+                raise UnknownNode(self.unknown_node(node))
+            mac = check_member(name, node, port, vlan, mac)
+            if name in self.members:
+                raise MemberError(f"member {name} exists; remove it first to change it")
+            for m in self.members.values():
+                if (m.node, m.port, m.vlan, m.mac) == (node, port, vlan, mac):
+                    raise MemberError(
+                        f"member {name}: MAC {mac} on {node} port {port} VLAN {vlan} is "
+                        f"member {m.name}'s"
+                    )
+            session = self.sessions.get(node)
+            ports = session.ports if session is not None else None
+            if ports is not None:  # once the node was read: its ports are known
+                if port not in ports:
+                    known = ", ".join(sorted(ports)) or "none"
+                    raise MemberError(f"member {name}: {node} has no port {port!r}; ports: {known}")
+                if vlan != 0 and vlan not in ports[port]:
+                    vlans = ", ".join(map(str, sorted(ports[port]))) or "none"
+                    raise MemberError(
+                        f"member {name}: port {port} has no VLAN {vlan}; use 0 or one of {vlans}"
+                    )
+            member_id = next_id(
+                (m.id for m in self.members.values() if m.node == node), self._last_member_id
+            )
+            member = MemberRecord(name, node, port, vlan, mac, member_id)
+            await self.store.put_member(member)
+            self.members[name] = member
+            self._last_member_id = member_id
+            if session is not None:
+                session.members_changed()
+            return member
+
+    async def remove_member(self, name: str) -> MemberRecord:
+        self._check_leading()
+        async with self._member_lock:
+            member = self.members.get(name)
+            if member is None:
+                known = ", ".join(sorted(self.members)[:KNOWN_NODES_LISTED]) or "none"
+                raise MemberError(f"member {echo(name)} does not exist; members: {known}")
+            await self.store.delete_member(name)
+            del self.members[name]
+            session = self.sessions.get(member.node)
+            if session is not None:
+                session.members_changed()
+            return member
 
     async def list_routes(self, query: RouteQuery) -> list[tuple[RouteKey, Intent, bytes]]:
         """Routes of intent in (node, prefix) order, from the store."""
@@ -614,6 +741,10 @@ class Controller:
             if change is not None:
                 await self._commit_lock.run(self._followed(change))
             await store.sweep()
+            self.members = {m.name: m for m in await store.list_members()}
+            self._last_member_id = max(
+                (m.id for m in self.members.values()), default=self._last_member_id
+            )
             self.election = (await store.next_election_id()) << 64
             self.leading = True
             self.leader = self.advertise

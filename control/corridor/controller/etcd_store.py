@@ -32,9 +32,9 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from itertools import starmap
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,6 +60,7 @@ from corridor.controller.domain import (
     prefix_of_sort_key,
     prefix_sort_key,
 )
+from corridor.controller.members import MemberRecord, Sample
 from corridor.controller.store import Loaded, PortPolicyRecord, RouteQuery, StoreError
 
 log = logging.getLogger("corridor.controller.etcd")
@@ -341,6 +342,8 @@ class EtcdStore:
         self.key_election = p + b"/election"
         self.key_leader = p + b"/leader"
         self.key_policies = p + b"/port_policies/"
+        self.key_members = p + b"/members/"
+        self.key_samples = p + b"/samples/"
         self.fence = 0
         # The mirror: what the head this controller last read or wrote names.
         self.revision = 0
@@ -855,6 +858,57 @@ class EtcdStore:
         )
         if not reply.succeeded:
             raise NotLeader("this controller lost the lead: the port policy was not written")
+
+    # -- members and their samples (controller/members.py): small records, one key each,
+    # written by the leader only (fenced on its leader key like every commit)
+
+    async def _fenced(self, ops: list[Any]) -> None:
+        fences = [compare_created(self.key_leader, self.fence)] if self.fence else []
+        for start in range(0, len(ops), 100):  # etcd's default operations per Txn: 128
+            reply = await self.client.call(
+                "KV", "Txn", rpc.TxnRequest(compare=fences, success=ops[start : start + 100])
+            )
+            if not reply.succeeded:
+                raise NotLeader("this controller lost the lead: nothing more was written")
+
+    async def list_members(self) -> list[MemberRecord]:
+        reply = await self.client.call(
+            "KV",
+            "Range",
+            rpc.RangeRequest(key=self.key_members, range_end=prefix_end(self.key_members)),
+        )
+        members = [MemberRecord(**json.loads(kv.value)) for kv in reply.kvs]
+        return sorted(members, key=lambda m: m.name)
+
+    async def put_member(self, member: MemberRecord) -> None:
+        value = json.dumps(asdict(member)).encode()
+        await self._fenced([put(self.key_members + member.name.encode(), value)])
+
+    async def delete_member(self, name: str) -> None:
+        await self._fenced([delete(self.key_members + name.encode())])
+
+    def _sample_key(self, member: str, when: float) -> bytes:
+        return self.key_samples + member.encode() + b"/" + f"{when:017.3f}".encode()
+
+    async def add_samples(self, samples: Sequence[Sample]) -> None:
+        await self._fenced(
+            [
+                put(self._sample_key(s.member, s.time), json.dumps(asdict(s)).encode())
+                for s in samples
+            ]
+        )
+
+    async def samples(self, member: str, start: float, end: float) -> list[Sample]:
+        """A member's samples with start <= time < end, by time (keys sort by time)."""
+        reply = await self.client.call(
+            "KV",
+            "Range",
+            rpc.RangeRequest(
+                key=self._sample_key(member, start), range_end=self._sample_key(member, end)
+            ),
+            budget=30.0,
+        )
+        return [Sample(**json.loads(kv.value)) for kv in reply.kvs]
 
     # -- election ids
 

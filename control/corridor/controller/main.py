@@ -200,6 +200,7 @@ async def start_controller(
         fpm=config.fpm,
         advertise=config.advertise,
     )
+    controller.sample_seconds = config.sample_seconds
     metrics.watch(controller)
     server = None
     metrics_server = None

@@ -46,6 +46,7 @@ from corridor.controller.domain import (
 from corridor.v1 import common_pb2, dataplane_pb2, dataplane_pb2_grpc
 
 if TYPE_CHECKING:
+    from corridor.controller.members import MemberRecord
     from corridor.controller.metrics import ControllerMetrics
 
 log = logging.getLogger("corridor.controller")
@@ -110,6 +111,9 @@ class NodeSession:
         self.last_full_sync_seconds = 0.0
         self.last_full_sync_operations = 0
         self.counters = (0, 0, 0)  # rx, tx, dropped packets
+        # The members' counters of the last message of the counters stream, and its time.
+        self.member_counters: list[dataplane_pb2.MemberCounters] = []
+        self.member_counters_time = 0.0
         self.ports: dict[str, set[int]] | None = None  # port -> VLANs, once read
         # The kernel ifindex of each port (VLAN 0) and VLAN device -> (port, VLAN), once read:
         # how routes from the node's routing daemon (FPM) name their interfaces.
@@ -128,6 +132,10 @@ class NodeSession:
         self.policies: dict[tuple[str, int], EdgePolicy] = {}
         self._push_policies = False
         self.policy_error = ""
+        # The node's exchange members (the controller's); kept equal on the agent by
+        # `_sync_members` after every full sync and whenever `members_changed` is called.
+        self.members_for: Callable[[], list[MemberRecord]] = list
+        self._members_dirty = False
 
     def set_policies(self, policies: dict[tuple[str, int], EdgePolicy]) -> None:
         """The node's edge policies from now on: pushed to its agent at once if connected,
@@ -203,6 +211,55 @@ class NodeSession:
         if self.desired is not None:
             self._state.refresh_groups(self.desired, self.name)
         self._mark(revision)
+
+    def members_changed(self) -> None:
+        """The node's members changed: written to its agent at once if connected, else at
+        the next sync."""
+        self._members_dirty = True
+        self._wake.set()
+
+    async def _sync_members(self, stub: dataplane_pb2_grpc.DataplaneStub) -> int:
+        """Reads the agent's members (in Read's first message) and writes the difference
+        to the controller's; returns the operations written. Members are few: one Write."""
+        self._members_dirty = False
+        call = stub.Read(dataplane_pb2.ReadRequest(), timeout=READ_TIMEOUT)
+        first = await call.read()
+        call.cancel()
+        installed = {} if first is grpc.aio.EOF else {m.id: m for m in first.members}
+        want = {}
+        for m in self.members_for():
+            mac = bytes.fromhex(m.mac.replace(":", ""))
+            want[m.id] = dataplane_pb2.Member(
+                id=m.id, port=m.port, vlan=m.vlan, mac=mac, name=m.name
+            )
+        ops = [
+            dataplane_pb2.Operation(
+                action=dataplane_pb2.ACTION_DELETE, member=dataplane_pb2.Member(id=i)
+            )
+            for i in sorted(installed.keys() - want.keys())
+        ]
+        ops += [
+            dataplane_pb2.Operation(action=dataplane_pb2.ACTION_SET, member=m)
+            for i, m in sorted(want.items())
+            if installed.get(i) != m
+        ]
+        if not ops:
+            return 0
+        request = dataplane_pb2.WriteRequest(
+            election_id=election_id_to_pb(self._election), operations=ops
+        )
+        try:
+            response = await stub.Write(request, timeout=WRITE_TIMEOUT)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                found = write_error(e)
+                why = found.violations[0].description if found and found.violations else e.details()
+                raise AgentRefused(f"members refused by the agent: {why}") from None
+            raise
+        self.generation = response.generation
+        if self._metrics is not None:
+            self._metrics.node_writes.labels(self.name, "members").inc(len(ops))
+        return len(ops)
 
     def _mark(self, revision: int, wake: bool = True) -> None:
         self._pending_revision = revision
@@ -360,6 +417,8 @@ class NodeSession:
                     continue
                 if self._push_policies:
                     await self._send_policies(stub)
+                if self._members_dirty:
+                    await self._sync_members(stub)
                     continue
                 if self.group is None:
                     if self._wake.is_set() or self._pending_since is not None:
@@ -409,6 +468,7 @@ class NodeSession:
         self.generation = generation
         if ops:
             await self._write(stub, ops, reason)
+        await self._sync_members(stub)
         self.synced_revision = max(self.synced_revision, revision)
         if not desired.dirty_routes and not desired.dirty_groups:
             self._pending_since = None
@@ -494,6 +554,8 @@ class NodeSession:
                 sum(w.tx_packets for w in c.workers),
                 sum(w.dropped_packets for w in c.workers),
             )
+            self.member_counters = list(c.members)
+            self.member_counters_time = c.time.seconds + c.time.nanos / 1e9
 
 
 def _batches(ops: list[FibOperation]) -> list[list[FibOperation]]:

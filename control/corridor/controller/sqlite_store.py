@@ -21,7 +21,7 @@ import asyncio
 import os
 import sqlite3
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -53,6 +53,7 @@ from corridor.controller.domain import (
     prefix_of_sort_key,
     prefix_sort_key,
 )
+from corridor.controller.members import MemberRecord, Sample
 from corridor.controller.store import Loaded, PortPolicyRecord, RouteQuery, StoreError
 
 T = TypeVar("T")
@@ -70,10 +71,17 @@ CREATE TABLE IF NOT EXISTS drained (node TEXT NOT NULL, next_hop TEXT NOT NULL,
     PRIMARY KEY (node, next_hop));
 CREATE TABLE IF NOT EXISTS port_policies (node TEXT NOT NULL, port TEXT NOT NULL,
     vlan INTEGER NOT NULL, policy TEXT NOT NULL, PRIMARY KEY (node, port, vlan));
+CREATE TABLE IF NOT EXISTS members (name TEXT PRIMARY KEY, node TEXT NOT NULL,
+    port TEXT NOT NULL, vlan INTEGER NOT NULL, mac TEXT NOT NULL, id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (member TEXT NOT NULL, time REAL NOT NULL,
+    rx_bytes INTEGER NOT NULL, tx_bytes INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
+    tx_packets INTEGER NOT NULL, PRIMARY KEY (member, time)) WITHOUT ROWID;
 """
 
 
 TABLES = ("meta", "routes", "group_ids", "adjacency_ids", "nodes", "drained")
+# Made on open when missing (a store older than members has none): not required by `check`.
+MEMBER_TABLES = ("members", "samples")
 FORMAT = 2  # meta 'format': this file's layout; a newer one is refused, never guessed at
 # Format 1's routes table, read by `check` and converted by `open`.
 V1_COLUMNS = ("node", "sort_key", "prefix", "kind", "next_hops")
@@ -414,16 +422,60 @@ class SqliteStore:
         return out
 
     async def put_port_policy(self, record: PortPolicyRecord) -> None:
-        await self._run(self._put_port_policy, record)
+        r = record
+        row = (r.node, r.port, r.vlan, policy_to_json(r.policy))
+        await self._run(
+            self._write, "INSERT OR REPLACE INTO port_policies VALUES (?, ?, ?, ?)", [row]
+        )
 
-    def _put_port_policy(self, r: PortPolicyRecord) -> None:
+    # -- members and their samples
+
+    async def list_members(self) -> list[MemberRecord]:
+        return await self._run(self._list_members)
+
+    def _list_members(self) -> list[MemberRecord]:
+        rows = self._connection().execute(
+            "SELECT name, node, port, vlan, mac, id FROM members ORDER BY name"
+        )
+        return [MemberRecord(*row) for row in rows]
+
+    async def put_member(self, member: MemberRecord) -> None:
+        """Adds or replaces (by name) a member, durably."""
+        m = member
+        row = (m.name, m.node, m.port, m.vlan, m.mac, m.id)
+        await self._run(
+            self._write, "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?, ?, ?)", [row]
+        )
+
+    async def delete_member(self, name: str) -> None:
+        """Removes a member (its samples stay, for the bills of months gone by)."""
+        await self._run(self._write, "DELETE FROM members WHERE name = ?", [(name,)])
+
+    async def add_samples(self, samples: Sequence[Sample]) -> None:
+        rows = [
+            (s.member, s.time, s.rx_bytes, s.tx_bytes, s.rx_packets, s.tx_packets) for s in samples
+        ]
+        await self._run(
+            self._write, "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?)", rows
+        )
+
+    async def samples(self, member: str, start: float, end: float) -> list[Sample]:
+        """A member's samples with start <= time < end, by time."""
+        return await self._run(self._samples, member, start, end)
+
+    def _samples(self, member: str, start: float, end: float) -> list[Sample]:
+        rows = self._connection().execute(
+            "SELECT member, time, rx_bytes, tx_bytes, rx_packets, tx_packets FROM samples "
+            "WHERE member = ? AND time >= ? AND time < ? ORDER BY time",
+            (member, start, end),
+        )
+        return [Sample(*row) for row in rows]
+
+    def _write(self, sql: str, rows: list[tuple[object, ...]]) -> None:
         db = self._connection()
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute(
-                "INSERT OR REPLACE INTO port_policies VALUES (?, ?, ?, ?)",
-                (r.node, r.port, r.vlan, policy_to_json(r.policy)),
-            )
+            db.executemany(sql, rows)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -8,6 +8,7 @@ change is committed whole or not at all; revisions increase by one per commit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +21,7 @@ from corridor.controller.domain import (
     Node,
     RouteKey,
 )
+from corridor.controller.members import MemberRecord, Sample
 
 
 class StoreError(Exception):
@@ -76,5 +78,20 @@ class Store(Protocol):
 
     async def put_port_policy(self, record: PortPolicyRecord) -> None:
         """Adds or replaces (by node, port, VLAN) a sub-interface's policy."""
+
+    # Exchange members (controller/members.py) and their counters' samples: small tables
+    # beside intent, written one at a time, each write durable like a commit.
+    async def list_members(self) -> list[MemberRecord]: ...
+
+    async def put_member(self, member: MemberRecord) -> None:
+        """Adds or replaces (by name) a member."""
+
+    async def delete_member(self, name: str) -> None: ...
+
+    async def add_samples(self, samples: Sequence[Sample]) -> None:
+        """Records samples; one per (member, time), a second replaces the first."""
+
+    async def samples(self, member: str, start: float, end: float) -> list[Sample]:
+        """A member's samples with start <= time < end, by time."""
 
     async def close(self) -> None: ...

@@ -110,6 +110,26 @@ class ControllerStub:
                 request_serializer=corridor_dot_v1_dot_controller__pb2.ListNodePortPoliciesRequest.SerializeToString,
                 response_deserializer=corridor_dot_v1_dot_controller__pb2.NodePortPolicies.FromString,
                 _registered_method=True)
+        self.AddMember = channel.unary_unary(
+                '/corridor.v1.Controller/AddMember',
+                request_serializer=corridor_dot_v1_dot_controller__pb2.AddMemberRequest.SerializeToString,
+                response_deserializer=corridor_dot_v1_dot_controller__pb2.MemberIntent.FromString,
+                _registered_method=True)
+        self.RemoveMember = channel.unary_unary(
+                '/corridor.v1.Controller/RemoveMember',
+                request_serializer=corridor_dot_v1_dot_controller__pb2.RemoveMemberRequest.SerializeToString,
+                response_deserializer=corridor_dot_v1_dot_controller__pb2.MemberIntent.FromString,
+                _registered_method=True)
+        self.ListMembers = channel.unary_unary(
+                '/corridor.v1.Controller/ListMembers',
+                request_serializer=corridor_dot_v1_dot_controller__pb2.ListMembersRequest.SerializeToString,
+                response_deserializer=corridor_dot_v1_dot_controller__pb2.ListMembersResponse.FromString,
+                _registered_method=True)
+        self.ListMemberSamples = channel.unary_unary(
+                '/corridor.v1.Controller/ListMemberSamples',
+                request_serializer=corridor_dot_v1_dot_controller__pb2.ListMemberSamplesRequest.SerializeToString,
+                response_deserializer=corridor_dot_v1_dot_controller__pb2.ListMemberSamplesResponse.FromString,
+                _registered_method=True)
 
 
 class ControllerServicer:
@@ -229,6 +249,35 @@ class ControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddMember(self, request, context):
+        """Exchange members: a name for a router's MAC on a node's port and VLAN. Stored durably,
+        then written to the node's agent, which counts the member's traffic from then on
+        (GetNodeCounters' members). INVALID_ARGUMENT names what is wrong; nothing is stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveMember(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMembers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMemberSamples(self, request, context):
+        """The member's counter samples the controller stored (every 5 minutes by default) in
+        [start, end), for billing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -306,6 +355,26 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.ListPortPolicies,
                     request_deserializer=corridor_dot_v1_dot_controller__pb2.ListNodePortPoliciesRequest.FromString,
                     response_serializer=corridor_dot_v1_dot_controller__pb2.NodePortPolicies.SerializeToString,
+            ),
+            'AddMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddMember,
+                    request_deserializer=corridor_dot_v1_dot_controller__pb2.AddMemberRequest.FromString,
+                    response_serializer=corridor_dot_v1_dot_controller__pb2.MemberIntent.SerializeToString,
+            ),
+            'RemoveMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveMember,
+                    request_deserializer=corridor_dot_v1_dot_controller__pb2.RemoveMemberRequest.FromString,
+                    response_serializer=corridor_dot_v1_dot_controller__pb2.MemberIntent.SerializeToString,
+            ),
+            'ListMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMembers,
+                    request_deserializer=corridor_dot_v1_dot_controller__pb2.ListMembersRequest.FromString,
+                    response_serializer=corridor_dot_v1_dot_controller__pb2.ListMembersResponse.SerializeToString,
+            ),
+            'ListMemberSamples': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMemberSamples,
+                    request_deserializer=corridor_dot_v1_dot_controller__pb2.ListMemberSamplesRequest.FromString,
+                    response_serializer=corridor_dot_v1_dot_controller__pb2.ListMemberSamplesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -713,6 +782,114 @@ class Controller:
             '/corridor.v1.Controller/ListPortPolicies',
             corridor_dot_v1_dot_controller__pb2.ListNodePortPoliciesRequest.SerializeToString,
             corridor_dot_v1_dot_controller__pb2.NodePortPolicies.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corridor.v1.Controller/AddMember',
+            corridor_dot_v1_dot_controller__pb2.AddMemberRequest.SerializeToString,
+            corridor_dot_v1_dot_controller__pb2.MemberIntent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corridor.v1.Controller/RemoveMember',
+            corridor_dot_v1_dot_controller__pb2.RemoveMemberRequest.SerializeToString,
+            corridor_dot_v1_dot_controller__pb2.MemberIntent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corridor.v1.Controller/ListMembers',
+            corridor_dot_v1_dot_controller__pb2.ListMembersRequest.SerializeToString,
+            corridor_dot_v1_dot_controller__pb2.ListMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMemberSamples(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corridor.v1.Controller/ListMemberSamples',
+            corridor_dot_v1_dot_controller__pb2.ListMemberSamplesRequest.SerializeToString,
+            corridor_dot_v1_dot_controller__pb2.ListMemberSamplesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -166,17 +166,33 @@ class Route(_message.Message):
     next_hop_group_id: int
     def __init__(self, prefix: _Optional[_Union[_common_pb2.IpPrefix, _Mapping]] = ..., kind: _Optional[_Union[RouteKind, str]] = ..., next_hop_group_id: _Optional[int] = ...) -> None: ...
 
+class Member(_message.Message):
+    __slots__ = ("id", "port", "vlan", "mac", "name")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    VLAN_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    port: str
+    vlan: int
+    mac: bytes
+    name: str
+    def __init__(self, id: _Optional[int] = ..., port: _Optional[str] = ..., vlan: _Optional[int] = ..., mac: _Optional[bytes] = ..., name: _Optional[str] = ...) -> None: ...
+
 class Operation(_message.Message):
-    __slots__ = ("action", "adjacency", "next_hop_group", "route")
+    __slots__ = ("action", "adjacency", "next_hop_group", "route", "member")
     ACTION_FIELD_NUMBER: _ClassVar[int]
     ADJACENCY_FIELD_NUMBER: _ClassVar[int]
     NEXT_HOP_GROUP_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
     action: Action
     adjacency: Adjacency
     next_hop_group: NextHopGroup
     route: Route
-    def __init__(self, action: _Optional[_Union[Action, str]] = ..., adjacency: _Optional[_Union[Adjacency, _Mapping]] = ..., next_hop_group: _Optional[_Union[NextHopGroup, _Mapping]] = ..., route: _Optional[_Union[Route, _Mapping]] = ...) -> None: ...
+    member: Member
+    def __init__(self, action: _Optional[_Union[Action, str]] = ..., adjacency: _Optional[_Union[Adjacency, _Mapping]] = ..., next_hop_group: _Optional[_Union[NextHopGroup, _Mapping]] = ..., route: _Optional[_Union[Route, _Mapping]] = ..., member: _Optional[_Union[Member, _Mapping]] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
     __slots__ = ("election_id", "operations", "batch_id")
@@ -220,18 +236,20 @@ class ReadRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ReadResponse(_message.Message):
-    __slots__ = ("generation", "ports", "adjacencies", "next_hop_groups", "routes")
+    __slots__ = ("generation", "ports", "adjacencies", "next_hop_groups", "routes", "members")
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     PORTS_FIELD_NUMBER: _ClassVar[int]
     ADJACENCIES_FIELD_NUMBER: _ClassVar[int]
     NEXT_HOP_GROUPS_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     generation: int
     ports: _containers.RepeatedCompositeFieldContainer[Port]
     adjacencies: _containers.RepeatedCompositeFieldContainer[Adjacency]
     next_hop_groups: _containers.RepeatedCompositeFieldContainer[NextHopGroup]
     routes: _containers.RepeatedCompositeFieldContainer[Route]
-    def __init__(self, generation: _Optional[int] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., adjacencies: _Optional[_Iterable[_Union[Adjacency, _Mapping]]] = ..., next_hop_groups: _Optional[_Iterable[_Union[NextHopGroup, _Mapping]]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...
+    members: _containers.RepeatedCompositeFieldContainer[Member]
+    def __init__(self, generation: _Optional[int] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., adjacencies: _Optional[_Iterable[_Union[Adjacency, _Mapping]]] = ..., next_hop_groups: _Optional[_Iterable[_Union[NextHopGroup, _Mapping]]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
 
 class SubInterface(_message.Message):
     __slots__ = ("vlan", "addresses", "ifindex")
@@ -276,14 +294,16 @@ class LookupRequest(_message.Message):
     def __init__(self, address: _Optional[bytes] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
-    __slots__ = ("route", "group", "adjacencies")
+    __slots__ = ("route", "group", "adjacencies", "blackhole_dropped_packets")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     ADJACENCIES_FIELD_NUMBER: _ClassVar[int]
+    BLACKHOLE_DROPPED_PACKETS_FIELD_NUMBER: _ClassVar[int]
     route: Route
     group: NextHopGroup
     adjacencies: _containers.RepeatedCompositeFieldContainer[Adjacency]
-    def __init__(self, route: _Optional[_Union[Route, _Mapping]] = ..., group: _Optional[_Union[NextHopGroup, _Mapping]] = ..., adjacencies: _Optional[_Iterable[_Union[Adjacency, _Mapping]]] = ...) -> None: ...
+    blackhole_dropped_packets: int
+    def __init__(self, route: _Optional[_Union[Route, _Mapping]] = ..., group: _Optional[_Union[NextHopGroup, _Mapping]] = ..., adjacencies: _Optional[_Iterable[_Union[Adjacency, _Mapping]]] = ..., blackhole_dropped_packets: _Optional[int] = ...) -> None: ...
 
 class ListPortsRequest(_message.Message):
     __slots__ = ()
@@ -359,16 +379,51 @@ class NextHopState(_message.Message):
     empty_groups: int
     def __init__(self, adjacencies: _Optional[int] = ..., unresolved: _Optional[int] = ..., link_down: _Optional[int] = ..., empty_groups: _Optional[int] = ...) -> None: ...
 
+class MemberCounters(_message.Message):
+    __slots__ = ("id", "name", "port", "vlan", "mac", "unknown", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "drops")
+    class Drop(_message.Message):
+        __slots__ = ("reason", "packets")
+        REASON_FIELD_NUMBER: _ClassVar[int]
+        PACKETS_FIELD_NUMBER: _ClassVar[int]
+        reason: str
+        packets: int
+        def __init__(self, reason: _Optional[str] = ..., packets: _Optional[int] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    VLAN_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    RX_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    RX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TX_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    TX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DROPS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    name: str
+    port: str
+    vlan: int
+    mac: bytes
+    unknown: bool
+    rx_packets: int
+    rx_bytes: int
+    tx_packets: int
+    tx_bytes: int
+    drops: _containers.RepeatedCompositeFieldContainer[MemberCounters.Drop]
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., port: _Optional[str] = ..., vlan: _Optional[int] = ..., mac: _Optional[bytes] = ..., unknown: _Optional[bool] = ..., rx_packets: _Optional[int] = ..., rx_bytes: _Optional[int] = ..., tx_packets: _Optional[int] = ..., tx_bytes: _Optional[int] = ..., drops: _Optional[_Iterable[_Union[MemberCounters.Drop, _Mapping]]] = ...) -> None: ...
+
 class Counters(_message.Message):
-    __slots__ = ("time", "interfaces", "workers", "drops", "next_hops")
+    __slots__ = ("time", "interfaces", "workers", "drops", "next_hops", "members")
     TIME_FIELD_NUMBER: _ClassVar[int]
     INTERFACES_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     DROPS_FIELD_NUMBER: _ClassVar[int]
     NEXT_HOPS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     time: _timestamp_pb2.Timestamp
     interfaces: _containers.RepeatedCompositeFieldContainer[InterfaceCounters]
     workers: _containers.RepeatedCompositeFieldContainer[WorkerCounters]
     drops: _containers.RepeatedCompositeFieldContainer[DropCounters]
     next_hops: NextHopState
-    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceCounters, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[WorkerCounters, _Mapping]]] = ..., drops: _Optional[_Iterable[_Union[DropCounters, _Mapping]]] = ..., next_hops: _Optional[_Union[NextHopState, _Mapping]] = ...) -> None: ...
+    members: _containers.RepeatedCompositeFieldContainer[MemberCounters]
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceCounters, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[WorkerCounters, _Mapping]]] = ..., drops: _Optional[_Iterable[_Union[DropCounters, _Mapping]]] = ..., next_hops: _Optional[_Union[NextHopState, _Mapping]] = ..., members: _Optional[_Iterable[_Union[MemberCounters, _Mapping]]] = ...) -> None: ...

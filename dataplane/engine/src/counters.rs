@@ -5,10 +5,12 @@
 //!
 //! Sub-interfaces are indexed densely in `PipelineConfig` order: ports in order, each
 //! port's sub-interfaces in the order they are listed (see `PipelineConfig::sub_interfaces`).
+//! Members (`fib::members`) have a row per index, `UNKNOWN_MEMBER` last.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::drop::{DropReason, IcmpOutcome};
+use crate::fib::{MemberId, BLACKHOLE_SLOTS, UNKNOWN_MEMBER};
 
 /// A 64-bit monotonic counter with a single writer.
 ///
@@ -45,6 +47,31 @@ pub struct SubInterfaceCounters {
     pub tx_bytes: Counter,
 }
 
+/// Traffic of one exchange member, as seen by one worker.
+#[derive(Debug)]
+pub struct MemberCounters {
+    /// Frames from the member's MAC on its sub-interface, whatever became of them.
+    pub rx_packets: Counter,
+    pub rx_bytes: Counter,
+    /// Frames forwarded through an adjacency to the member's MAC.
+    pub tx_packets: Counter,
+    pub tx_bytes: Counter,
+    /// The member's frames not forwarded, by reason.
+    pub drops: [Counter; DropReason::COUNT],
+}
+
+impl Default for MemberCounters {
+    fn default() -> Self {
+        MemberCounters {
+            rx_packets: Counter::default(),
+            rx_bytes: Counter::default(),
+            tx_packets: Counter::default(),
+            tx_bytes: Counter::default(),
+            drops: std::array::from_fn(|_| Counter::default()),
+        }
+    }
+}
+
 /// One worker's counters, on cache lines of their own: only this worker writes them.
 /// Frames that cannot be attributed to a sub-interface (too short for Ethernet, an unknown
 /// VLAN, stacked tags) count only by their drop reason and ingress port.
@@ -56,6 +83,11 @@ pub struct WorkerCounters {
     drops: Box<[[Counter; DropReason::COUNT]]>,
     icmp: [Counter; IcmpOutcome::COUNT],
     sub_interfaces: Box<[SubInterfaceCounters]>,
+    /// By member id, `UNKNOWN_MEMBER` last: every row allocated up front.
+    members: Box<[MemberCounters]>,
+    /// Frames dropped by each blackhole route, by its slot (`fib::blackholes`). Not in
+    /// `snapshot` (512 KiB): read one slot at a time with `blackhole`.
+    blackholes: Box<[Counter]>,
 }
 
 impl WorkerCounters {
@@ -64,6 +96,20 @@ impl WorkerCounters {
             drops: (0..=ports).map(|_| std::array::from_fn(|_| Counter::default())).collect(),
             icmp: std::array::from_fn(|_| Counter::default()),
             sub_interfaces: (0..sub_interfaces).map(|_| SubInterfaceCounters::default()).collect(),
+            members: (0..=UNKNOWN_MEMBER).map(|_| MemberCounters::default()).collect(),
+            blackholes: (0..BLACKHOLE_SLOTS).map(|_| Counter::default()).collect(),
+        }
+    }
+
+    /// Frames this worker dropped by the blackhole route of `slot`.
+    pub fn blackhole(&self, slot: u32) -> u64 {
+        self.blackholes.get(slot as usize).map_or(0, Counter::get)
+    }
+
+    #[inline(always)]
+    pub(crate) fn count_blackhole(&self, slot: u32) {
+        if let Some(c) = self.blackholes.get(slot as usize) {
+            c.add(1);
         }
     }
 
@@ -115,6 +161,31 @@ impl WorkerCounters {
         }
     }
 
+    /// Counts a frame of `bytes` from `member` (NO_MEMBER, or any id out of range, is not
+    /// counted).
+    #[inline(always)]
+    pub(crate) fn count_member_rx(&self, member: MemberId, bytes: usize) {
+        if let Some(c) = self.members.get(member as usize) {
+            c.rx_packets.add(1);
+            c.rx_bytes.add(bytes as u64);
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn count_member_tx(&self, member: MemberId, bytes: usize) {
+        if let Some(c) = self.members.get(member as usize) {
+            c.tx_packets.add(1);
+            c.tx_bytes.add(bytes as u64);
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn count_member_drop(&self, member: MemberId, reason: DropReason) {
+        if let Some(c) = self.members.get(member as usize) {
+            c.drops[reason as usize].add(1);
+        }
+    }
+
     /// Reads every counter once, without stopping the worker.
     pub fn snapshot(&self) -> CounterSnapshot {
         let port_drops: Vec<[u64; DropReason::COUNT]> = self.drops.iter().map(|row| std::array::from_fn(|i| row[i].get())).collect();
@@ -132,6 +203,55 @@ impl WorkerCounters {
                     tx_bytes: c.tx_bytes.get(),
                 })
                 .collect(),
+            members: self
+                .members
+                .iter()
+                .map(|c| MemberSnapshot {
+                    rx_packets: c.rx_packets.get(),
+                    rx_bytes: c.rx_bytes.get(),
+                    tx_packets: c.tx_packets.get(),
+                    tx_bytes: c.tx_bytes.get(),
+                    drops: std::array::from_fn(|i| c.drops[i].get()),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One member's counters as plain values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberSnapshot {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Indexed by `DropReason as usize`.
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl Default for MemberSnapshot {
+    fn default() -> Self {
+        MemberSnapshot { rx_packets: 0, rx_bytes: 0, tx_packets: 0, tx_bytes: 0, drops: [0; DropReason::COUNT] }
+    }
+}
+
+impl MemberSnapshot {
+    pub fn drop_count(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// Nothing counted yet.
+    pub fn is_zero(&self) -> bool {
+        self.rx_packets == 0 && self.tx_packets == 0 && self.drops.iter().all(|&d| d == 0)
+    }
+
+    fn add(&mut self, b: &MemberSnapshot) {
+        self.rx_packets = self.rx_packets.wrapping_add(b.rx_packets);
+        self.rx_bytes = self.rx_bytes.wrapping_add(b.rx_bytes);
+        self.tx_packets = self.tx_packets.wrapping_add(b.tx_packets);
+        self.tx_bytes = self.tx_bytes.wrapping_add(b.tx_bytes);
+        for (x, y) in self.drops.iter_mut().zip(b.drops) {
+            *x = x.wrapping_add(y);
         }
     }
 }
@@ -155,6 +275,8 @@ pub struct CounterSnapshot {
     pub icmp: [u64; IcmpOutcome::COUNT],
     /// Indexed by dense sub-interface index.
     pub sub_interfaces: Vec<SubInterfaceSnapshot>,
+    /// Indexed by member id, `UNKNOWN_MEMBER` last (empty in a `zero` total until added to).
+    pub members: Vec<MemberSnapshot>,
 }
 
 impl CounterSnapshot {
@@ -164,6 +286,7 @@ impl CounterSnapshot {
             port_drops: Vec::new(),
             icmp: [0; IcmpOutcome::COUNT],
             sub_interfaces: vec![SubInterfaceSnapshot::default(); sub_interfaces],
+            members: Vec::new(),
         }
     }
 
@@ -218,6 +341,17 @@ impl CounterSnapshot {
             a.tx_packets = a.tx_packets.wrapping_add(b.tx_packets);
             a.tx_bytes = a.tx_bytes.wrapping_add(b.tx_bytes);
         }
+        if self.members.len() < other.members.len() {
+            self.members.resize(other.members.len(), MemberSnapshot::default());
+        }
+        for (a, b) in self.members.iter_mut().zip(&other.members) {
+            a.add(b);
+        }
+    }
+
+    /// The counters of member `id` (`UNKNOWN_MEMBER` for unknown source MACs).
+    pub fn member(&self, id: MemberId) -> MemberSnapshot {
+        self.members.get(id as usize).copied().unwrap_or_default()
     }
 
     /// The totals over workers.
@@ -245,6 +379,12 @@ mod tests {
         c.count_rx(1, 100);
         c.count_tx(0, 60);
         c.count_rx(7, 1); // no such sub-interface: ignored, not a panic
+        c.count_member_rx(3, 64);
+        c.count_member_tx(3, 70);
+        c.count_member_drop(3, DropReason::NoRoute);
+        c.count_member_rx(UNKNOWN_MEMBER, 60);
+        c.count_member_rx(crate::fib::NO_MEMBER, 60); // not attributed: not counted
+        c.count_member_drop(crate::fib::NO_MEMBER, DropReason::NoRoute);
         let s = c.snapshot();
         assert_eq!(s.drop_count(DropReason::NoRoute), 2);
         assert_eq!(s.total_drops(), 3);
@@ -259,6 +399,13 @@ mod tests {
         assert_eq!(s.sub_interfaces[0].tx_bytes, 60);
         assert!(s.named().any(|(n, v)| n == "no_route" && v == 2));
         assert!(s.named().any(|(n, v)| n == "icmp_sent" && v == 1));
+        let m = s.member(3);
+        assert_eq!((m.rx_packets, m.rx_bytes, m.tx_packets, m.tx_bytes), (1, 64, 1, 70));
+        assert_eq!(m.drop_count(DropReason::NoRoute), 1);
+        assert_eq!(s.member(UNKNOWN_MEMBER).rx_packets, 1);
+        assert_eq!(s.members.iter().map(|m| m.rx_packets).sum::<u64>(), 2);
+        assert_eq!(s.members.iter().map(|m| m.drops.iter().sum::<u64>()).sum::<u64>(), 1);
+        assert!(s.member(4).is_zero());
     }
 
     #[test]
@@ -269,7 +416,10 @@ mod tests {
         b.count_rx(0, 20);
         b.count_drop(0, DropReason::Blackhole);
         a.count_drop(0, DropReason::Blackhole);
+        a.count_member_rx(2, 100);
+        b.count_member_rx(2, 50);
         let s = CounterSnapshot::sum([&a, &b]);
+        assert_eq!((s.member(2).rx_packets, s.member(2).rx_bytes), (2, 150));
         assert_eq!(s.sub_interfaces[0].rx_packets, 2);
         assert_eq!(s.sub_interfaces[0].rx_bytes, 30);
         assert_eq!(s.drop_count(DropReason::Blackhole), 2);

@@ -100,6 +100,9 @@ reasons! {
         /// blackhole, unreachable or local one, or only the default route when it does not
         /// count). Never answered with ICMP.
         UrpfLoose = "urpf_loose",
+        /// A glean route: a host on an attached subnet with no host route yet. Never
+        /// flooded; its destination is queued, rate-limited, for the agent to resolve.
+        Glean = "glean",
     }
 }
 

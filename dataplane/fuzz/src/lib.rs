@@ -380,10 +380,11 @@ fn fib_op(u: &mut Unstructured) -> Result<FibOp> {
         }
         3 => FibOp::DeleteGroup { id: group_id(u)? },
         4 => {
-            let target = match u.int_in_range(0..=5)? {
+            let target = match u.int_in_range(0..=6)? {
                 0 => RouteTarget::Blackhole,
                 1 => RouteTarget::Unreachable,
                 2 => RouteTarget::Local,
+                3 => RouteTarget::Glean,
                 _ => RouteTarget::Group(group_id(u)?),
             };
             FibOp::AddRoute { prefix: prefix(u)?, target }
@@ -443,6 +444,8 @@ fn applied(before: &Tables, ops: &[FibOp]) -> Tables {
             FibOp::DeleteRoute { prefix } => {
                 t.routes.remove(&route_key(prefix));
             }
+            // The targets generate no member operations.
+            FibOp::SetMember { .. } | FibOp::DeleteMember { .. } => {}
         }
     }
     t

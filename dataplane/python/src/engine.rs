@@ -438,10 +438,42 @@ impl Engine {
         Ok(list)
     }
 
+    /// The destinations the workers dropped as `glean` and queued for resolution since the
+    /// last call (de-duplicated and rate-limited per worker), at most `max`, as address
+    /// strings. Empty when not running. Never blocks on a worker.
+    #[pyo3(signature = (max=256))]
+    fn drain_glean(&self, py: Python<'_>, max: usize) -> Vec<String> {
+        py.detach(|| {
+            let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            g.as_ref().map(|e| e.drain_glean(max).iter().map(|a| a.to_string()).collect()).unwrap_or_default()
+        })
+    }
+
+    /// What became of the destinations of `glean` drops, summed over workers: queued,
+    /// deduplicated, rate_limited, full. Zeros when not running.
+    fn glean_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = py.detach(|| {
+            let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            g.as_ref().map(|e| e.glean_stats()).unwrap_or_default()
+        });
+        let d = PyDict::new(py);
+        d.set_item("queued", s.queued)?;
+        d.set_item("deduplicated", s.deduplicated)?;
+        d.set_item("rate_limited", s.rate_limited)?;
+        d.set_item("full", s.full)?;
+        Ok(d)
+    }
+
     /// True between `start` and `stop`.
     #[getter]
     fn running(&self) -> bool {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// Frames the blackhole route of counter slot `slot` (`Fib.blackhole_slot`) dropped;
+    /// 0 when the engine is not running.
+    fn blackhole_dropped(&self, py: Python<'_>, slot: u32) -> u64 {
+        py.detach(|| self.running.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map_or(0, |e| e.blackhole_dropped(slot)))
     }
 
     /// The ports: name, ifindex, mac, queues, mode ("zero-copy"/"copy"), xdp_mode
@@ -485,6 +517,7 @@ impl Engine {
             }
             d.set_item("steering", PyDict::new(py))?;
             d.set_item("edge", PyDict::new(py))?;
+            d.set_item("members", PyDict::new(py))?;
             d.set_item("tx_ring_full", 0)?;
             return Ok(d);
         };
@@ -516,6 +549,29 @@ impl Engine {
             ports.append(e)?;
         }
         d.set_item("ports", ports)?;
+        // By member id (UNKNOWN_MEMBER for unknown source MACs), summed over workers; only
+        // rows with something counted, and only the drop reasons seen.
+        let members = PyDict::new(py);
+        for (id, m) in c.total.members.iter().enumerate() {
+            if m.is_zero() {
+                continue;
+            }
+            let e = PyDict::new(py);
+            e.set_item("rx_packets", m.rx_packets)?;
+            e.set_item("rx_bytes", m.rx_bytes)?;
+            e.set_item("tx_packets", m.tx_packets)?;
+            e.set_item("tx_bytes", m.tx_bytes)?;
+            let drops = PyDict::new(py);
+            for r in corridor_engine::pipeline::DropReason::ALL {
+                let n = m.drop_count(*r);
+                if n > 0 {
+                    drops.set_item(r.name(), n)?;
+                }
+            }
+            e.set_item("drops", drops)?;
+            members.set_item(id, e)?;
+        }
+        d.set_item("members", members)?;
         let workers = PyList::empty(py);
         let accounting = PyList::empty(py);
         for (i, w) in c.workers.iter().enumerate() {

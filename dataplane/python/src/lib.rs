@@ -2,7 +2,9 @@
 //! It converts arguments, releases the GIL around every call that can take long, and maps
 //! the engine's typed errors to Python exceptions in one place (`batch_error`).
 
-use corridor_engine::fib::{Adjacency, BatchError, Family, Fib as CoreFib, FibConfig, FibOp, NextHop, Prefix, RouteTarget};
+use corridor_engine::fib::{
+    Adjacency, BatchError, Family, Fib as CoreFib, FibConfig, FibOp, Member, NextHop, Prefix, RouteTarget, MAX_MEMBERS, UNKNOWN_MEMBER,
+};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -57,10 +59,11 @@ fn parse_target(target: &Bound<'_, PyAny>) -> PyResult<Result<RouteTarget, Strin
             "blackhole" => Ok(RouteTarget::Blackhole),
             "unreachable" => Ok(RouteTarget::Unreachable),
             "local" => Ok(RouteTarget::Local),
-            other => Err(format!("target {other:?}: expected a group id, \"blackhole\", \"unreachable\" or \"local\"")),
+            "glean" => Ok(RouteTarget::Glean),
+            other => Err(format!("target {other:?}: expected a group id, \"blackhole\", \"unreachable\", \"local\" or \"glean\"")),
         });
     }
-    Err(PyTypeError::new_err("target must be a group id (int) or one of \"blackhole\", \"unreachable\", \"local\""))
+    Err(PyTypeError::new_err("target must be a group id (int) or one of \"blackhole\", \"unreachable\", \"local\", \"glean\""))
 }
 
 fn target_to_py(py: Python<'_>, t: RouteTarget) -> Py<PyAny> {
@@ -69,6 +72,7 @@ fn target_to_py(py: Python<'_>, t: RouteTarget) -> Py<PyAny> {
         RouteTarget::Blackhole => Ok(PyString::new(py, "blackhole").into_any().unbind()),
         RouteTarget::Unreachable => Ok(PyString::new(py, "unreachable").into_any().unbind()),
         RouteTarget::Local => Ok(PyString::new(py, "local").into_any().unbind()),
+        RouteTarget::Glean => Ok(PyString::new(py, "glean").into_any().unbind()),
     }
     .expect("ints and strings always convert")
 }
@@ -114,6 +118,17 @@ impl Batch {
 
     fn delete_adjacency(&mut self, id: u32) {
         self.push(Ok(FibOp::DeleteAdjacency { id }));
+    }
+
+    /// An exchange member's router: its MAC on (port index, VLAN).
+    fn set_member(&mut self, id: u32, port: u16, vlan: u16, mac: &str) {
+        let e =
+            parse_mac(mac).map(|mac| FibOp::SetMember { id, member: Member { port, vlan, mac } }).map_err(|m| format!("member {id}: {m}"));
+        self.push(e);
+    }
+
+    fn delete_member(&mut self, id: u32) {
+        self.push(Ok(FibOp::DeleteMember { id }));
     }
 
     fn set_group(&mut self, id: u32, members: Vec<(u32, u32)>) {
@@ -293,6 +308,26 @@ impl Fib {
         })
     }
 
+    /// The counter slot of the blackhole route for exactly this prefix, or None.
+    fn blackhole_slot(&self, py: Python<'_>, prefix: &str) -> PyResult<Option<u32>> {
+        let p: Prefix = prefix.parse().map_err(PyValueError::new_err)?;
+        Ok(self.with(py, |fib| fib.blackhole_slot(&p)))
+    }
+
+    /// Every member: (id, port index, VLAN, MAC), by id.
+    fn members(&self, py: Python<'_>) -> Vec<(u32, u16, u16, String)> {
+        self.with(py, |fib| {
+            let mut v: Vec<_> = fib.members().map(|(id, m)| (id, m.port, m.vlan, mac_str(m.mac))).collect();
+            v.sort_unstable();
+            v
+        })
+    }
+
+    /// The member adjacency `id` sends to (its destination MAC is the member's), or None.
+    fn adjacency_member(&self, py: Python<'_>, id: u32) -> Option<u32> {
+        self.with(py, |fib| fib.adjacency_member(id))
+    }
+
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.with(py, |fib| fib.stats());
         let d = PyDict::new(py);
@@ -317,6 +352,8 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Batch>()?;
     m.add_class::<Fib>()?;
     m.add("FibError", m.py().get_type::<FibError>())?;
+    m.add("MAX_MEMBERS", MAX_MEMBERS)?;
+    m.add("UNKNOWN_MEMBER", UNKNOWN_MEMBER)?;
     engine::register(m)?;
     intent::register(m)?;
     Ok(())

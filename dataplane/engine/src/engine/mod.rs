@@ -536,6 +536,12 @@ impl Engine {
         self.sub_interfaces.iter().enumerate().map(|(i, &(p, v))| (p, v, self.shared.urpf.get(i))).collect()
     }
 
+    /// Frames dropped by the blackhole route of counter slot `slot` (`Fib::blackhole_slot`),
+    /// summed over the workers.
+    pub fn blackhole_dropped(&self, slot: u32) -> u64 {
+        self.workers.iter().map(|w| w.counters.blackhole(slot)).sum()
+    }
+
     /// The ports with their current link state.
     pub fn ports(&self) -> Vec<PortStatus> {
         self.ports
@@ -548,6 +554,33 @@ impl Engine {
                 ..p.clone()
             })
             .collect()
+    }
+
+    /// Takes the destinations the workers queued for resolution since the last call (see
+    /// `pipeline::glean`), each worker's oldest first, at most `max` in all. IPv4 comes back
+    /// as `IpAddr::V4`. Never blocks on a worker.
+    pub fn drain_glean(&self, max: usize) -> Vec<std::net::IpAddr> {
+        let mut out = Vec::new();
+        let mut buf = [0u128; crate::pipeline::glean::GLEAN_SLOTS];
+        for w in &self.workers {
+            let room = max.saturating_sub(out.len()).min(buf.len());
+            let n = w.glean.drain(&mut buf[..room]);
+            out.extend(buf[..n].iter().map(|&a| {
+                let v6 = std::net::Ipv6Addr::from_bits(a);
+                v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4)
+            }));
+        }
+        out
+    }
+
+    /// What became of the destinations of `glean` drops, summed over the workers.
+    pub fn glean_stats(&self) -> crate::pipeline::GleanStats {
+        self.workers.iter().map(|w| w.glean.stats()).fold(crate::pipeline::GleanStats::default(), |a, s| crate::pipeline::GleanStats {
+            queued: a.queued + s.queued,
+            deduplicated: a.deduplicated + s.deduplicated,
+            rate_limited: a.rate_limited + s.rate_limited,
+            full: a.full + s.full,
+        })
     }
 
     /// Every counter, read while the workers run. After `stop`, the final values (socket
@@ -688,7 +721,7 @@ fn set_up(shared: &Arc<Shared>, plan: &Plan, readers: Vec<FibReader>, handles: &
         if !pipeline.share_urpf(shared.urpf.clone()) {
             return Err(config_err("ports", "the uRPF table does not match the sub-interfaces"));
         }
-        let ws = Arc::new(WorkerShared::new(pipeline.counters().clone()));
+        let ws = Arc::new(WorkerShared::new(pipeline.counters().clone(), pipeline.glean_queue().clone()));
         workers.push(ws.clone());
         let setup = WorkerSetup {
             index,

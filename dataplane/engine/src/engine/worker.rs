@@ -49,11 +49,14 @@ pub(crate) struct WorkerShared {
     /// `pack_limit`), for the worker to take at its next pass once `icmp_generation` moves.
     pub icmp_limits: [AtomicU64; 3],
     pub icmp_generation: AtomicU64,
+    /// Destinations of the worker's `glean` drops, for the agent to resolve.
+    pub glean: Arc<crate::pipeline::GleanQueue>,
 }
 
 impl WorkerShared {
-    pub fn new(counters: Arc<WorkerCounters>) -> Self {
+    pub fn new(counters: Arc<WorkerCounters>, glean: Arc<crate::pipeline::GleanQueue>) -> Self {
         Self {
+            glean,
             counters,
             accounting: PublishedAccounting::default(),
             tx_ring_full: Counter::default(),

@@ -7,18 +7,23 @@
 //! moves every route that uses it with one pointer store. Removed groups, adjacencies and
 //! trie nodes are reclaimed after a QSBR grace period (see `qsbr`).
 
+pub mod blackholes;
 mod dir;
+pub mod members;
 mod prefix;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 pub use dir::TableStats;
 pub use prefix::{Family, Prefix};
 
 use crate::qsbr::{Qsbr, QsbrReader, RcuArray, RetireList};
+pub use blackholes::{BlackholeTable, BLACKHOLE_SLOTS, UNCOUNTED_SLOT};
 use dir::{DirShared, DirTable, VALID, VALUE_MASK};
+pub use members::{MemberId, MemberTable, MAX_MEMBERS, NO_MEMBER, UNKNOWN_MEMBER};
 
 pub type GroupId = u32;
 pub type AdjacencyId = u32;
@@ -27,8 +32,9 @@ pub type AdjacencyId = u32;
 const CODE_BLACKHOLE: u32 = VALUE_MASK;
 const CODE_UNREACHABLE: u32 = VALUE_MASK - 1;
 const CODE_LOCAL: u32 = VALUE_MASK - 2;
+const CODE_GLEAN: u32 = VALUE_MASK - 3;
 /// Group ids must stay below the special codes.
-pub const MAX_GROUPS: u32 = CODE_LOCAL;
+pub const MAX_GROUPS: u32 = CODE_GLEAN;
 
 /// What a route does with a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -41,6 +47,9 @@ pub enum RouteTarget {
     Unreachable,
     /// Addressed to the router itself: hand to the kernel.
     Local,
+    /// An attached subnet with no host route for this address yet: drop (counted as
+    /// `glean`) and ask the agent to resolve the destination (see `pipeline::glean`).
+    Glean,
 }
 
 impl RouteTarget {
@@ -50,6 +59,7 @@ impl RouteTarget {
             RouteTarget::Blackhole => CODE_BLACKHOLE,
             RouteTarget::Unreachable => CODE_UNREACHABLE,
             RouteTarget::Local => CODE_LOCAL,
+            RouteTarget::Glean => CODE_GLEAN,
         }
     }
 
@@ -59,6 +69,7 @@ impl RouteTarget {
             CODE_BLACKHOLE => RouteTarget::Blackhole,
             CODE_UNREACHABLE => RouteTarget::Unreachable,
             CODE_LOCAL => RouteTarget::Local,
+            CODE_GLEAN => RouteTarget::Glean,
             g => RouteTarget::Group(g),
         }
     }
@@ -88,6 +99,7 @@ impl fmt::Display for RouteTarget {
             RouteTarget::Blackhole => f.write_str("blackhole"),
             RouteTarget::Unreachable => f.write_str("unreachable"),
             RouteTarget::Local => f.write_str("local"),
+            RouteTarget::Glean => f.write_str("glean"),
         }
     }
 }
@@ -99,6 +111,16 @@ pub struct Adjacency {
     pub vlan: u16,
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
+}
+
+/// An exchange member's router as the engine knows it: its MAC on a sub-interface (port
+/// index, VLAN 0 for untagged). Frames from the MAC count as the member's rx; frames to an
+/// adjacency whose destination MAC it is count as its tx.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Member {
+    pub port: u16,
+    pub vlan: u16,
+    pub mac: [u8; 6],
 }
 
 /// One member of a next-hop group.
@@ -138,6 +160,8 @@ pub enum FibOp {
     DeleteGroup { id: GroupId },
     AddRoute { prefix: Prefix, target: RouteTarget },
     DeleteRoute { prefix: Prefix },
+    SetMember { id: MemberId, member: Member },
+    DeleteMember { id: MemberId },
 }
 
 /// Sizes for the preallocated tables. Writes beyond them are refused, never capped.
@@ -239,6 +263,13 @@ struct FibShared {
     v6: Arc<DirShared>,
     groups: RcuArray<GroupBuckets, FibDomain>,
     adjacencies: RcuArray<Adjacency, FibDomain>,
+    /// One slot: the member tables, rebuilt whole when members change.
+    members: RcuArray<MemberTable, FibDomain>,
+    /// By adjacency id: the member whose MAC the adjacency sends to, or NO_MEMBER. Set by
+    /// the writer when adjacencies or members change, read per forwarded frame.
+    adjacency_member: Box<[AtomicU32]>,
+    /// One slot: every blackhole route's counter slot, rebuilt when they change.
+    blackholes: RcuArray<BlackholeTable, FibDomain>,
 }
 
 /// The writer. Apply batches with `apply`; hand `reader()`s to forwarding threads.
@@ -254,6 +285,17 @@ pub struct Fib {
     adjacency_refs: HashMap<AdjacencyId, usize>,
     retired_groups: RetireList<GroupBuckets, FibDomain>,
     retired_adjacencies: RetireList<Adjacency, FibDomain>,
+    members: HashMap<MemberId, Member>,
+    /// The inverse of `members`: one member per (port, VLAN, MAC).
+    member_ids: HashMap<Member, MemberId>,
+    retired_member_tables: RetireList<MemberTable, FibDomain>,
+    /// The counter slot of every blackhole route; slots are handed out after the last one
+    /// given (wrapping), so a freed slot's count is not a new route's while slots remain.
+    blackhole_slots: HashMap<Prefix, u32>,
+    /// By slot: held by a route (UNCOUNTED_SLOT, shared by the overflow, never is).
+    blackhole_slot_used: Vec<bool>,
+    last_blackhole_slot: u32,
+    retired_blackhole_tables: RetireList<BlackholeTable, FibDomain>,
     config: FibConfig,
 }
 
@@ -284,6 +326,9 @@ impl Fib {
             v6: v6.shared.clone(),
             groups: RcuArray::new(&qsbr, config.groups as usize),
             adjacencies: RcuArray::new(&qsbr, config.adjacencies as usize),
+            members: RcuArray::new(&qsbr, 1),
+            adjacency_member: (0..config.adjacencies).map(|_| AtomicU32::new(NO_MEMBER)).collect(),
+            blackholes: RcuArray::new(&qsbr, 1),
             qsbr,
         });
         Ok(Fib {
@@ -296,6 +341,13 @@ impl Fib {
             adjacency_refs: HashMap::default(),
             retired_groups: RetireList::default(),
             retired_adjacencies: RetireList::default(),
+            members: HashMap::default(),
+            member_ids: HashMap::default(),
+            retired_member_tables: RetireList::default(),
+            blackhole_slots: HashMap::default(),
+            blackhole_slot_used: vec![false; BLACKHOLE_SLOTS as usize],
+            last_blackhole_slot: UNCOUNTED_SLOT - 1,
+            retired_blackhole_tables: RetireList::default(),
             config,
         })
     }
@@ -353,15 +405,118 @@ impl Fib {
         self.adjacencies.iter().map(|(k, v)| (*k, *v))
     }
 
+    pub fn member(&self, id: MemberId) -> Option<Member> {
+        self.members.get(&id).copied()
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = (MemberId, Member)> + '_ {
+        self.members.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// The counter slot of a blackhole route (`UNCOUNTED_SLOT` when every slot was taken).
+    pub fn blackhole_slot(&self, prefix: &Prefix) -> Option<u32> {
+        self.blackhole_slots.get(prefix).copied()
+    }
+
+    /// The member an adjacency sends to (its destination MAC on its sub-interface), if any.
+    pub fn adjacency_member(&self, id: AdjacencyId) -> Option<MemberId> {
+        let m = self.shared.adjacency_member.get(id as usize)?.load(Ordering::Relaxed);
+        (m != NO_MEMBER).then_some(m)
+    }
+
     /// Validates the whole batch, then applies it in order. On error nothing is applied
     /// and every bad entry is named.
     pub fn apply(&mut self, ops: &[FibOp]) -> Result<(), BatchError> {
         self.validate(ops)?;
+        let mut members_changed = false;
+        let blackholes = self.blackhole_slots.len();
+        let mut blackholes_changed = false;
         for op in ops {
+            blackholes_changed |= self.track_blackhole(op);
             self.apply_one(op);
+            match op {
+                FibOp::SetMember { .. } | FibOp::DeleteMember { .. } => members_changed = true,
+                FibOp::SetAdjacency { id, adjacency } if !members_changed => self.map_adjacency(*id, Some(adjacency)),
+                FibOp::DeleteAdjacency { id } if !members_changed => self.map_adjacency(*id, None),
+                _ => {}
+            }
+        }
+        if members_changed {
+            // Off the packet path and rare: rebuild the tables whole and map every adjacency
+            // again (a scan of at most `config.adjacencies`).
+            let table = MemberTable::build(self.members.iter().map(|(id, m)| (*id, m)));
+            let old = self.shared.members.replace(0, Some(Box::new(table)));
+            self.retired_member_tables.push(old);
+            for id in 0..self.config.adjacencies {
+                let a = self.adjacencies.get(&id).copied();
+                self.map_adjacency(id, a.as_ref());
+            }
+        }
+        if blackholes_changed || blackholes != self.blackhole_slots.len() {
+            let table = BlackholeTable::build(self.blackhole_slots.iter().map(|(p, s)| (p, *s)));
+            let old = self.shared.blackholes.replace(0, Some(Box::new(table)));
+            self.retired_blackhole_tables.push(old);
         }
         self.reclaim(false);
         Ok(())
+    }
+
+    /// Gives a blackhole route added by `op` a counter slot and frees the slot of one that
+    /// `op` removes or re-targets; true when the set of blackhole routes changed.
+    fn track_blackhole(&mut self, op: &FibOp) -> bool {
+        let (prefix, blackhole) = match op {
+            FibOp::AddRoute { prefix, target } => (prefix, *target == RouteTarget::Blackhole),
+            FibOp::DeleteRoute { prefix } => (prefix, false),
+            _ => return false,
+        };
+        let had = self.blackhole_slots.contains_key(prefix);
+        if blackhole && !had {
+            let slot = self.next_blackhole_slot();
+            self.blackhole_slots.insert(*prefix, slot);
+            return true;
+        }
+        if !blackhole && had {
+            if let Some(slot) = self.blackhole_slots.remove(prefix) {
+                if let Some(used) = self.blackhole_slot_used.get_mut(slot as usize) {
+                    *used = false;
+                }
+            }
+            return true;
+        }
+        false
+    }
+
+    /// The first slot after the last one handed out that no route holds, or UNCOUNTED_SLOT
+    /// when all are taken.
+    fn next_blackhole_slot(&mut self) -> u32 {
+        if self.blackhole_slots.len() >= UNCOUNTED_SLOT as usize {
+            return UNCOUNTED_SLOT;
+        }
+        let mut s = self.last_blackhole_slot;
+        for _ in 0..UNCOUNTED_SLOT {
+            s = (s + 1) % UNCOUNTED_SLOT;
+            if let Some(used) = self.blackhole_slot_used.get_mut(s as usize) {
+                if !*used {
+                    *used = true;
+                    self.last_blackhole_slot = s;
+                    return s;
+                }
+            }
+        }
+        UNCOUNTED_SLOT
+    }
+
+    /// Points adjacency `id` at the member its destination MAC belongs to, or at none.
+    fn map_adjacency(&self, id: AdjacencyId, adjacency: Option<&Adjacency>) {
+        let member = adjacency
+            .and_then(|a| self.member_ids.get(&Member { port: a.port, vlan: a.vlan, mac: a.dst_mac }))
+            .copied()
+            .unwrap_or(NO_MEMBER);
+        if let Some(slot) = self.shared.adjacency_member.get(id as usize) {
+            // Relaxed: a u32 on its own; a frame counted to the old member while a batch is
+            // applied is as right as one forwarded by the old adjacency.
+            slot.store(member, Ordering::Relaxed);
+        }
     }
 
     /// Frees what readers can no longer see; with `wait`, waits out every grace period.
@@ -371,6 +526,8 @@ impl Fib {
         self.v6.reclaim(&q, wait);
         self.retired_groups.reclaim(wait);
         self.retired_adjacencies.reclaim(wait);
+        self.retired_member_tables.reclaim(wait);
+        self.retired_blackhole_tables.reclaim(wait);
     }
 
     /// Checks a batch as `apply` would, without applying it.
@@ -383,6 +540,9 @@ impl Fib {
         let mut group_ref_delta: HashMap<GroupId, isize> = HashMap::default();
         let mut adj_ref_delta: HashMap<AdjacencyId, isize> = HashMap::default();
         let mut seen: HashMap<Object, usize> = HashMap::with_capacity_and_hasher(ops.len(), Default::default());
+        // Members the batch sets or deletes, and who holds each (port, VLAN, MAC) it sets.
+        let mut member_after: HashMap<MemberId, Option<Member>> = HashMap::default();
+        let mut key_setter: HashMap<Member, (MemberId, usize)> = HashMap::default();
         let (mut v4_routes, mut v6_routes) = (self.v4.routes() as isize, self.v6.routes() as isize);
         let (mut v4_adds, mut v4_dels, mut v6_adds, mut v6_dels) = (vec![], vec![], vec![], vec![]);
 
@@ -498,6 +658,29 @@ impl Fib {
                         err(i, format!("route {prefix}: {} table full ({cap} routes; raise the capacity)", k.1));
                     }
                 }
+                FibOp::SetMember { id, member } => {
+                    if let Err(m) = check_member(*id, member) {
+                        err(i, m);
+                        continue;
+                    }
+                    if let Some((other, first)) = key_setter.get(member) {
+                        err(
+                            i,
+                            format!(
+                                "member {id}: MAC {} on port {} VLAN {} is also member {other}'s (entry {first})",
+                                mac_text(&member.mac),
+                                member.port,
+                                member.vlan
+                            ),
+                        );
+                        continue;
+                    }
+                    key_setter.insert(*member, (*id, i));
+                    member_after.insert(*id, Some(*member));
+                }
+                FibOp::DeleteMember { id } => {
+                    member_after.insert(*id, None);
+                }
                 FibOp::DeleteRoute { prefix } => {
                     if let Err(m) = prefix.check() {
                         err(i, m);
@@ -518,6 +701,23 @@ impl Fib {
                             }
                         }
                     }
+                }
+            }
+        }
+
+        // A MAC set by the batch that a member the batch leaves alone still holds.
+        for (member, (id, i)) in &key_setter {
+            if let Some(&holder) = self.member_ids.get(member) {
+                if holder != *id && !member_after.contains_key(&holder) {
+                    err(
+                        *i,
+                        format!(
+                            "member {id}: MAC {} on port {} VLAN {} is member {holder}'s",
+                            mac_text(&member.mac),
+                            member.port,
+                            member.vlan
+                        ),
+                    );
                 }
             }
         }
@@ -640,6 +840,17 @@ impl Fib {
                     dec(&mut self.group_refs, g);
                 }
             }
+            FibOp::SetMember { id, member } => {
+                if let Some(old) = self.members.insert(*id, *member) {
+                    self.member_ids.remove(&old);
+                }
+                self.member_ids.insert(*member, *id);
+            }
+            FibOp::DeleteMember { id } => {
+                if let Some(old) = self.members.remove(id) {
+                    self.member_ids.remove(&old);
+                }
+            }
         }
     }
 }
@@ -672,6 +883,7 @@ enum Object {
     Adjacency(AdjacencyId),
     Group(GroupId),
     Route(Prefix),
+    Member(MemberId),
 }
 
 impl Object {
@@ -680,6 +892,7 @@ impl Object {
             FibOp::SetAdjacency { id, .. } | FibOp::DeleteAdjacency { id } => Object::Adjacency(*id),
             FibOp::SetGroup { id, .. } | FibOp::DeleteGroup { id } => Object::Group(*id),
             FibOp::AddRoute { prefix, .. } | FibOp::DeleteRoute { prefix } => Object::Route(*prefix),
+            FibOp::SetMember { id, .. } | FibOp::DeleteMember { id } => Object::Member(*id),
         }
     }
 }
@@ -690,8 +903,27 @@ impl fmt::Display for Object {
             Object::Adjacency(id) => write!(f, "adjacency {id}"),
             Object::Group(id) => write!(f, "group {id}"),
             Object::Route(p) => write!(f, "route {p}"),
+            Object::Member(id) => write!(f, "member {id}"),
         }
     }
+}
+
+/// What a member's definition must be, whatever the tables hold.
+fn check_member(id: MemberId, m: &Member) -> Result<(), String> {
+    if id >= MAX_MEMBERS {
+        return Err(format!("member {id}: id exceeds the engine's {MAX_MEMBERS} members (0 to {})", MAX_MEMBERS - 1));
+    }
+    if m.vlan > 4094 {
+        return Err(format!("member {id}: VLAN {} is not between 0 (untagged) and 4094", m.vlan));
+    }
+    if m.mac == [0; 6] || m.mac[0] & 1 != 0 {
+        return Err(format!("member {id}: MAC {} is not a unicast station address (a router's MAC is)", mac_text(&m.mac)));
+    }
+    Ok(())
+}
+
+fn mac_text(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 fn dec<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: K) {
@@ -781,6 +1013,31 @@ impl FibReader {
             0..=4 => g.egress.contains(&key),
             _ => g.egress.binary_search(&key).is_ok(),
         })
+    }
+
+    /// The member tables now (empty before any member is set), valid until `quiescent`.
+    #[inline]
+    pub fn members(&self) -> Option<&MemberTable> {
+        self.shared.members.get(0, &self.qsbr)
+    }
+
+    /// The counter slot of the blackhole route that holds `dst` (call for a frame the
+    /// lookup dropped as blackhole), valid until `quiescent`.
+    #[inline]
+    pub fn blackhole_slot_v4(&self, dst: u32) -> Option<u32> {
+        self.shared.blackholes.get(0, &self.qsbr)?.slot_v4(dst)
+    }
+
+    #[inline]
+    pub fn blackhole_slot_v6(&self, dst: u128) -> Option<u32> {
+        self.shared.blackholes.get(0, &self.qsbr)?.slot_v6(dst)
+    }
+
+    /// The member adjacency `id` sends to, or NO_MEMBER.
+    #[inline(always)]
+    pub fn adjacency_member(&self, id: AdjacencyId) -> MemberId {
+        // Relaxed: see `Fib::map_adjacency`.
+        self.shared.adjacency_member.get(id as usize).map_or(NO_MEMBER, |m| m.load(Ordering::Relaxed))
     }
 
     /// No reference from this reader survives this call.

@@ -21,8 +21,12 @@ impl Pipeline {
         let group = match RouteTarget::from_entry(entry) {
             None => return self.reject(frame, m, IcmpError::NoRoute, DropReason::NoRoute, now_ns),
             Some(RouteTarget::Unreachable) => return self.reject(frame, m, IcmpError::Unreachable, DropReason::Unreachable, now_ns),
-            Some(RouteTarget::Blackhole) => return self.drop(frame.port, DropReason::Blackhole),
+            Some(RouteTarget::Blackhole) => {
+                self.count_blackhole(fib, frame, m);
+                return self.drop(frame.port, DropReason::Blackhole);
+            }
             Some(RouteTarget::Local) => return self.drop(frame.port, DropReason::Local),
+            Some(RouteTarget::Glean) => return self.glean(frame, m, now_ns),
             Some(RouteTarget::Group(g)) => g,
         };
         let ip_off = frame.start + m.l2_len as usize;
@@ -38,8 +42,8 @@ impl Pipeline {
         if ttl <= 1 {
             return self.reject(frame, m, IcmpError::TimeExceeded, DropReason::TtlExpired, now_ns);
         }
-        let adjacency = match fib.next_hop(group, m.flow_hash) {
-            Some((_, a)) => *a,
+        let (adjacency_id, adjacency) = match fib.next_hop(group, m.flow_hash) {
+            Some((id, a)) => (id, *a),
             None => return self.drop(frame.port, DropReason::NoAdjacency),
         };
         let Some(out) = self.ports.get(adjacency.port as usize) else {
@@ -56,7 +60,40 @@ impl Pipeline {
             };
         }
 
-        self.send(frame, m, adjacency.port, adjacency.vlan, out_sub, adjacency.dst_mac, adjacency.src_mac)
+        let verdict = self.send(frame, m, adjacency.port, adjacency.vlan, out_sub, adjacency.dst_mac, adjacency.src_mac);
+        if let Verdict::Forward { len, .. } = verdict {
+            self.counters.count_member_tx(fib.adjacency_member(adjacency_id), len);
+        }
+        verdict
+    }
+
+    /// Counts a frame a blackhole route dropped under that route's slot: a second lookup,
+    /// for dropped frames only.
+    fn count_blackhole(&self, fib: &FibReader, frame: &PacketBuf<'_>, m: &Meta) {
+        let ip_off = frame.start + m.l2_len as usize;
+        let Some(ip) = frame.chunk.get(ip_off..ip_off + m.ip_len as usize) else { return };
+        let slot = if m.family == Family::V4 {
+            fib.blackhole_slot_v4(ipv4::Packet::new_unchecked(ip).dst_addr().to_bits())
+        } else {
+            fib.blackhole_slot_v6(ipv6::Packet::new_unchecked(ip).dst_addr().to_bits())
+        };
+        if let Some(slot) = slot {
+            self.counters.count_blackhole(slot);
+        }
+    }
+
+    /// A host on an attached subnet with no host route yet: the frame drops (never
+    /// flooded) and its destination is queued for the agent to resolve.
+    #[cold]
+    fn glean(&mut self, frame: &mut PacketBuf<'_>, m: &Meta, now_ns: u64) -> Verdict {
+        let ip_off = frame.start + m.l2_len as usize;
+        let addr = match frame.chunk.get(ip_off..ip_off + m.ip_len as usize) {
+            Some(ip) if m.family == Family::V4 => super::glean::mapped_v4(ipv4::Packet::new_unchecked(ip).dst_addr().to_bits()),
+            Some(ip) => ipv6::Packet::new_unchecked(ip).dst_addr().to_bits(),
+            None => return self.drop(frame.port, DropReason::Truncated),
+        };
+        self.glean.ask(addr, now_ns);
+        self.drop(frame.port, DropReason::Glean)
     }
 
     /// The frame's verdict when its destination is the broadcast address of an attached
@@ -187,6 +224,44 @@ mod tests {
     use crate::wire::checksum;
     use crate::wire::ethernet::{self, ethertype};
     use crate::wire::{ip_protocol, ipv4};
+
+    #[test]
+    fn glean_drops_silently_and_queues_the_destination_once() {
+        let mut rig = rig();
+        // TTL 1 too: a glean drop is never answered (the host is on our link).
+        assert_silent_drop(&mut rig, 0, v4_frame([198, 19, 55, 7], 64), DropReason::Glean, "v4 glean");
+        assert_silent_drop(&mut rig, 0, v4_frame([198, 19, 55, 7], 1), DropReason::Glean, "v4 glean, TTL 1");
+        assert_silent_drop(&mut rig, 0, v6_frame(v6(55, 9), 64), DropReason::Glean, "v6 glean");
+        let mut tagged = v4_frame([198, 19, 55, 8], 64);
+        tagged.splice(12..12, [0x81, 0x00, 0x00, 100]);
+        assert_silent_drop(&mut rig, 0, tagged, DropReason::Glean, "v4 glean from a VLAN");
+        let mut out = [0u128; 8];
+        let n = rig.pipeline.glean_queue().drain(&mut out);
+        let want = [
+            super::super::glean::mapped_v4(u32::from_be_bytes([198, 19, 55, 7])),
+            u128::from(v6(55, 9)),
+            super::super::glean::mapped_v4(u32::from_be_bytes([198, 19, 55, 8])),
+        ];
+        assert_eq!(&out[..n], &want, "each destination once, in order");
+        let s = rig.pipeline.glean_queue().stats();
+        assert_eq!((s.queued, s.deduplicated), (3, 1));
+    }
+
+    #[test]
+    fn a_more_specific_route_beats_glean() {
+        // An operator's /32 inside the glean subnet forwards; the rest of it gleans.
+        let mut rig = rig();
+        rig._fib
+            .apply(&[crate::fib::FibOp::AddRoute {
+                prefix: crate::fib::Prefix::v4(u32::from_be_bytes([198, 19, 55, 20]), 32),
+                target: crate::fib::RouteTarget::Group(1),
+            }])
+            .unwrap();
+        rig.reader.quiescent();
+        let out = rig.run1(0, v4_frame([198, 19, 55, 20], 64));
+        assert!(matches!(out.verdict, Verdict::Forward { port: 1, .. }), "{:?}", out.verdict);
+        assert_eq!(rig.run1(0, v4_frame([198, 19, 55, 21], 64)).verdict, Verdict::Drop(DropReason::Glean));
+    }
 
     #[test]
     fn route_target_drops() {

@@ -47,6 +47,7 @@ impl Pipeline {
     /// the rate limit; otherwise drops.
     pub(super) fn reject(&mut self, frame: &mut PacketBuf<'_>, m: &Meta, error: IcmpError, reason: DropReason, now_ns: u64) -> Verdict {
         self.counters.count_drop(frame.port, reason);
+        self.counters.count_member_drop(m.member, reason);
         let outcome = self.build_icmp(frame, m, error, now_ns);
         match outcome {
             Ok((start, len)) => {

@@ -21,8 +21,11 @@
 
 mod config;
 mod forward;
+pub mod glean;
 mod hash;
 mod icmp;
+#[cfg(test)]
+mod member_tests;
 mod parse;
 mod prefetch;
 mod ratelimit;
@@ -35,11 +38,13 @@ use std::sync::Arc;
 
 use self::config::NO_SUB;
 pub use self::config::{ConfigError, IcmpLimits, IcmpRateLimit, PipelineConfig, PortConfig, SubInterfaceConfig};
+use self::glean::GleanProducer;
+pub use self::glean::{GleanQueue, GleanStats};
 pub use self::ratelimit::{SourceBuckets, TokenBucket};
 pub use self::urpf::{UrpfMode, UrpfPolicy, UrpfTable};
 use crate::counters::WorkerCounters;
 pub use crate::drop::{DropReason, IcmpOutcome};
-use crate::fib::FibReader;
+use crate::fib::{FibReader, MemberId, MemberTable, NO_MEMBER};
 
 /// Frames handled per batch; `process` splits longer slices.
 pub const MAX_BATCH: usize = 64;
@@ -133,6 +138,9 @@ struct Meta {
     /// index of the source among this batch's source keys of its family.
     urpf: u8,
     src_slot: u8,
+    /// The exchange member that sent the frame (by source MAC on its sub-interface),
+    /// `UNKNOWN_MEMBER`, or `NO_MEMBER` when its sub-interface has no members.
+    member: MemberId,
 }
 
 impl Meta {
@@ -151,6 +159,7 @@ impl Meta {
         flow_hash: 0,
         urpf: 0,
         src_slot: 0,
+        member: NO_MEMBER,
     };
 }
 /// One worker's pipeline: configuration, ICMP token buckets and counters. Allocates only
@@ -174,6 +183,11 @@ pub struct Pipeline {
     broadcast_host_bits: u32,
     /// Each sub-interface's reverse-path policy, shared with the other workers.
     urpf: Arc<UrpfTable>,
+    /// Destinations of `glean` drops, for the agent to resolve.
+    glean: GleanProducer,
+    /// The member of the frame being decided, for `drop` to count it by: set by
+    /// `process_batch` before each frame's parse and forward, NO_MEMBER between batches.
+    member: MemberId,
 }
 
 impl Pipeline {
@@ -223,6 +237,8 @@ impl Pipeline {
             broadcasts: broadcasts.into(),
             broadcast_host_bits,
             urpf,
+            glean: GleanProducer::new(config.hash_seed.rotate_left(29) ^ 0x676c_6561),
+            member: NO_MEMBER,
         })
     }
 
@@ -255,6 +271,11 @@ impl Pipeline {
         self.icmp_sources.set_limit(per_source);
         self.icmp_worker.ready(now_ns);
         self.icmp_worker.set_limit(per_worker);
+    }
+
+    /// This worker's glean queue, for the agent to drain on another thread.
+    pub fn glean_queue(&self) -> &Arc<GleanQueue> {
+        self.glean.queue()
     }
 
     /// This worker's counters, for readers on other threads.
@@ -292,9 +313,18 @@ impl Pipeline {
             prefetch::prefetch(frame.chunk, frame.start);
         }
 
-        // Parse and validate all; gather destinations and the sources to check.
+        // Parse and validate all; gather destinations and the sources to check. A frame
+        // that parsing placed on a sub-interface (it sets `l2_len` then) is its source MAC's
+        // member's.
+        let members = fib.members();
         for ((frame, verdict), m) in frames.iter().zip(verdicts.iter_mut()).zip(meta.iter_mut()) {
-            match self.parse(frame, m) {
+            let parsed = self.parse(frame, m);
+            self.member = match members {
+                Some(t) if m.l2_len != 0 => self.ingress_member(t, frame, m),
+                _ => NO_MEMBER,
+            };
+            m.member = self.member;
+            match parsed {
                 Ok(Destination::V4(d, src)) => {
                     if let Some(k) = v4_keys.get_mut(n4) {
                         *k = d;
@@ -355,6 +385,7 @@ impl Pipeline {
                 Family::V4 => (&v4_entries, n4),
                 Family::V6 => (&v6_entries, n6),
             };
+            self.member = m.member;
             if urpf::checks(m.urpf) {
                 let source = entries.get(sources + m.src_slot as usize).copied().unwrap_or(0);
                 let (port, vlan) = self.subs.get(m.sub as usize).map_or((u16::MAX, 0), |s| (s.port, s.vlan));
@@ -368,11 +399,30 @@ impl Pipeline {
                 None => self.drop(frame.port, DropReason::Truncated),
             };
         }
+        self.member = NO_MEMBER;
+    }
+
+    /// The member that sent `frame` (by its source MAC on its sub-interface), counted as
+    /// its rx; NO_MEMBER when the sub-interface has no members.
+    #[inline]
+    fn ingress_member(&self, members: &MemberTable, frame: &PacketBuf<'_>, m: &Meta) -> MemberId {
+        if members.is_empty() {
+            return NO_MEMBER;
+        }
+        // Parsing checked the Ethernet header is there; the source MAC is octets 6 to 11.
+        let Some(src) = frame.chunk.get(frame.start + 6..frame.start + 12).and_then(|s| <&[u8; 6]>::try_from(s).ok()) else {
+            return NO_MEMBER;
+        };
+        let vlan = if m.tagged { m.tci & 0x0fff } else { 0 };
+        let member = members.lookup(frame.port, vlan, src);
+        self.counters.count_member_rx(member, frame.len);
+        member
     }
 
     #[inline]
     fn drop(&self, port: u16, reason: DropReason) -> Verdict {
         self.counters.count_drop(port, reason);
+        self.counters.count_member_drop(self.member, reason);
         Verdict::Drop(reason)
     }
 }

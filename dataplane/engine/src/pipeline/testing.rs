@@ -106,7 +106,8 @@ pub fn fib() -> Fib {
         ops.push(FibOp::AddRoute { prefix: Prefix::v4(u32::from_be_bytes([198, 19, g, 0]), 24), target: RouteTarget::Group(g as u32) });
         ops.push(FibOp::AddRoute { prefix: Prefix::v6(u128::from(v6(g as u16, 0)), 48), target: RouteTarget::Group(g as u32) });
     }
-    for (n, target) in [(66u8, RouteTarget::Blackhole), (77, RouteTarget::Unreachable), (88, RouteTarget::Local)] {
+    for (n, target) in [(66u8, RouteTarget::Blackhole), (77, RouteTarget::Unreachable), (88, RouteTarget::Local), (55, RouteTarget::Glean)]
+    {
         ops.push(FibOp::AddRoute { prefix: Prefix::v4(u32::from_be_bytes([198, 19, n, 0]), 24), target });
         ops.push(FibOp::AddRoute { prefix: Prefix::v6(u128::from(v6(n as u16, 0)), 48), target });
     }

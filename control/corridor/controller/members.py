@@ -1,0 +1,153 @@
+"""Exchange members as the controller keeps them: a name, the node, port, VLAN and MAC of
+the member's router, and the engine's counter row (`id`) the controller gave it. Also the
+5-minute samples of their counters and the 95th-percentile billing computed from them.
+No gRPC here (api.py translates) and no storage (the store keeps what this defines).
+
+Ids: the engine counts by id and keeps a row's counters while it runs, so a new member takes
+the next free id after the last one handed out (wrapping), not the lowest free: a deleted
+member's counts do not become a new member's while ids remain.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from corridor.common.fib import MEMBERS_MAX, vlan_problem
+
+NAME_MAX = 64
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+# The usual billing interval: one sample of every member's counters per 5 minutes.
+SAMPLE_SECONDS = 300.0
+
+
+class MemberError(ValueError):
+    """A member definition or request that cannot be taken; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRecord:
+    name: str
+    node: str
+    port: str
+    vlan: int
+    mac: str  # "aa:bb:cc:dd:ee:ff", lower case
+    id: int  # the engine's counter row, 0 to MEMBERS_MAX - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """A member's counters as the agent reported them at `time` (Unix seconds). They are
+    the agent's: they restart from 0 when the agent does."""
+
+    member: str
+    time: float
+    rx_bytes: int
+    tx_bytes: int
+    rx_packets: int
+    tx_packets: int
+
+
+def check_member(name: str, node: str, port: str, vlan: int, mac: str) -> str:
+    """The MAC in canonical form, or MemberError naming the field."""
+    if not name or len(name) > NAME_MAX or not _NAME.match(name):
+        raise MemberError(
+            f"member name {name!r}: 1 to {NAME_MAX} letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    if not node:
+        raise MemberError(f"member {name}: node is empty; name the node the port is on")
+    if not port:
+        raise MemberError(f"member {name}: port is empty; name the member's port")
+    if problem := vlan_problem(vlan):
+        raise MemberError(f"member {name}: vlan {problem}")
+    canonical = mac.strip().lower().replace("-", ":")
+    if not _MAC.match(canonical):
+        raise MemberError(f"member {name}: MAC {mac!r} is not six hex bytes like 02:00:5e:00:00:01")
+    octets = bytes.fromhex(canonical.replace(":", ""))
+    if not any(octets) or octets[0] & 1:
+        raise MemberError(
+            f"member {name}: MAC {canonical} is not a unicast station address; "
+            "give the member router's MAC"
+        )
+    return canonical
+
+
+def next_id(taken: Iterable[int], last: int) -> int:
+    """The first id after `last` (wrapping) that no member holds; MemberError when all are."""
+    used = set(taken)
+    for step in range(1, MEMBERS_MAX + 1):
+        candidate = (last + step) % MEMBERS_MAX
+        if candidate not in used:
+            return candidate
+    raise MemberError(f"every one of the engine's {MEMBERS_MAX} member ids is taken")
+
+
+@dataclass(frozen=True, slots=True)
+class Billing:
+    """The 95th percentile of a member's 5-minute rates over a period, in bits per second."""
+
+    intervals: int  # 5-minute rates computed
+    in_bps: float  # received from the member (its rx)
+    out_bps: float  # sent to the member (its tx)
+    # (interval end, in bps, out bps) of every interval, for a plot.
+    rates: list[tuple[float, float, float]]
+
+
+def rates(samples: Sequence[Sample]) -> list[tuple[float, float, float]]:
+    """(end time, in bps, out bps) between consecutive samples (sorted by time). A counter
+    lower than before means the agent restarted: the interval counts what the new counter
+    holds (what came since the restart), never a negative or wrapped-around spike."""
+    out = []
+    for a, b in itertools.pairwise(samples):
+        seconds = b.time - a.time
+        if seconds <= 0:
+            continue
+        rx = b.rx_bytes - a.rx_bytes if b.rx_bytes >= a.rx_bytes else b.rx_bytes
+        tx = b.tx_bytes - a.tx_bytes if b.tx_bytes >= a.tx_bytes else b.tx_bytes
+        out.append((b.time, rx * 8 / seconds, tx * 8 / seconds))
+    return out
+
+
+def percentile_95(values: Sequence[float]) -> float:
+    """The usual burstable-billing 95th percentile: sort the rates, drop the top 5 %
+    (rounded down), bill the highest left. 0 with no value."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    index = math.ceil(len(ordered) * 0.95) - 1
+    return ordered[max(index, 0)]
+
+
+# Samples are taken a few milliseconds after the clock's multiple: an interval belongs to
+# the month in which it ends, less this slack (the one ending at 00:00:00.003 on the 1st is
+# the last of the month before).
+INTERVAL_END_SLACK = 1.0
+
+
+def billing(
+    samples: Sequence[Sample], start: float | None = None, end: float | None = None
+) -> Billing:
+    """The bill of the intervals that end within [start, end) (all without bounds): pass
+    the samples from a little before `start` to a little after `end`."""
+    r = rates(sorted(samples, key=lambda s: s.time))
+    if start is not None and end is not None:
+        r = [x for x in r if start <= x[0] - INTERVAL_END_SLACK < end]
+    return Billing(len(r), percentile_95([x[1] for x in r]), percentile_95([x[2] for x in r]), r)
+
+
+def month_bounds(month: str) -> tuple[float, float]:
+    """`YYYY-MM` as [start, end) in Unix seconds, UTC."""
+    import datetime as dt
+
+    m = re.fullmatch(r"(\d{4})-(\d{2})", month)
+    if m is None or not 1 <= int(m.group(2)) <= 12:
+        raise MemberError(f"month {month!r}: give it as YYYY-MM, e.g. 2026-11")
+    year, mon = int(m.group(1)), int(m.group(2))
+    start = dt.datetime(year, mon, 1, tzinfo=dt.UTC)
+    end = dt.datetime(year + (mon == 12), mon % 12 + 1, 1, tzinfo=dt.UTC)
+    return start.timestamp(), end.timestamp()

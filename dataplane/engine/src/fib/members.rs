@@ -1,0 +1,200 @@
+//! Exchange members as the workers see them: one table per sub-interface (port, VLAN) that
+//! has members, mapping a source MAC to the member's index. Built whole by the FIB's writer
+//! off the packet path whenever a batch changes members, then published in one pointer
+//! store like the FIB's other read-mostly objects; readers look up without locks.
+//!
+//! A sub-interface's table is a small power-of-two open-addressing array (linear probing,
+//! at most half full), so a lookup is one binary search among the sub-interfaces with
+//! members (a handful) and usually one probe. Later edge checks (port security: only
+//! members' MACs) use the same lookup: `UNKNOWN_MEMBER` is "a MAC no member has here".
+
+use super::Member;
+
+/// Index of a member (0 to `MAX_MEMBERS - 1`); the counters have a row per index.
+pub type MemberId = u32;
+
+/// Members an engine counts at most. Every worker preallocates a counter row per index
+/// (rx, tx and a drop counter per reason: 256 octets), so this bounds its memory to
+/// about 256 KiB; an exchange's largest member lists are around a thousand routers.
+pub const MAX_MEMBERS: u32 = 1024;
+/// A frame from a source MAC that no member has on a sub-interface with members: counted
+/// in its own row, the last.
+pub const UNKNOWN_MEMBER: MemberId = MAX_MEMBERS;
+/// A frame not attributed to any member: its sub-interface has no members (or it has no
+/// sub-interface at all). Not counted per member.
+pub const NO_MEMBER: MemberId = u32::MAX;
+
+/// Marks a slot in use; a MAC has 48 bits, so a used slot is never 0.
+const USED: u64 = 1 << 63;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    /// `USED | mac`, or 0 when empty.
+    key: u64,
+    member: MemberId,
+}
+
+/// One sub-interface's MACs.
+#[derive(Debug)]
+struct MacTable {
+    slots: Box<[Slot]>,
+}
+
+impl MacTable {
+    fn new(entries: &[(u64, MemberId)]) -> MacTable {
+        // At most half full: a miss (an unknown MAC) ends within a probe or two.
+        let size = (entries.len() * 2).next_power_of_two().max(8);
+        let mut slots = vec![Slot::default(); size].into_boxed_slice();
+        let mask = size - 1;
+        for &(mac, member) in entries {
+            let mut i = slot_of(mac, mask);
+            while slots[i].key != 0 {
+                i = (i + 1) & mask;
+            }
+            slots[i] = Slot { key: USED | mac, member };
+        }
+        MacTable { slots }
+    }
+
+    #[inline(always)]
+    fn get(&self, mac: u64) -> MemberId {
+        let mask = self.slots.len() - 1;
+        let key = USED | mac;
+        let mut i = slot_of(mac, mask);
+        // Never full (at most half), so an empty slot ends every probe sequence; the bound
+        // keeps the loop finite all the same.
+        for _ in 0..self.slots.len() {
+            let Some(s) = self.slots.get(i) else { break };
+            if s.key == key {
+                return s.member;
+            }
+            if s.key == 0 {
+                break;
+            }
+            i = (i + 1) & mask;
+        }
+        UNKNOWN_MEMBER
+    }
+}
+
+#[inline(always)]
+fn slot_of(mac: u64, mask: usize) -> usize {
+    // Fibonacci hashing: the low bits of MACs of one vendor are all that differ.
+    (mac.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize & mask
+}
+
+/// A MAC as the tables key it.
+#[inline(always)]
+pub fn mac_key(mac: &[u8; 6]) -> u64 {
+    u64::from_be_bytes([0, 0, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]])
+}
+
+#[inline(always)]
+fn sub_key(port: u16, vlan: u16) -> u32 {
+    (port as u32) << 16 | vlan as u32
+}
+
+/// Every sub-interface's member table, as published to the workers.
+#[derive(Debug, Default)]
+pub struct MemberTable {
+    /// `port << 16 | vlan` of each sub-interface with members, sorted; `tables[i]` is its.
+    subs: Box<[u32]>,
+    tables: Box<[MacTable]>,
+}
+
+impl MemberTable {
+    /// The tables of `members` (ids and definitions; one MAC per sub-interface, which the
+    /// FIB's validation ensures).
+    pub fn build<'a>(members: impl IntoIterator<Item = (MemberId, &'a Member)>) -> MemberTable {
+        let mut all: Vec<(u32, u64, MemberId)> =
+            members.into_iter().map(|(id, m)| (sub_key(m.port, m.vlan), mac_key(&m.mac), id)).collect();
+        all.sort_unstable();
+        let mut subs = Vec::new();
+        let mut tables = Vec::new();
+        for group in all.chunk_by(|a, b| a.0 == b.0) {
+            subs.push(group[0].0);
+            let entries: Vec<(u64, MemberId)> = group.iter().map(|&(_, mac, id)| (mac, id)).collect();
+            tables.push(MacTable::new(&entries));
+        }
+        MemberTable { subs: subs.into(), tables: tables.into() }
+    }
+
+    /// No sub-interface has members.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
+    /// The member whose MAC `mac` is on (port, VLAN): its id, `UNKNOWN_MEMBER` when the
+    /// sub-interface has members but not this MAC, `NO_MEMBER` when it has none.
+    #[inline]
+    pub fn lookup(&self, port: u16, vlan: u16, mac: &[u8; 6]) -> MemberId {
+        if self.subs.is_empty() {
+            return NO_MEMBER;
+        }
+        match self.subs.binary_search(&sub_key(port, vlan)) {
+            Ok(i) => self.tables.get(i).map_or(NO_MEMBER, |t| t.get(mac_key(mac))),
+            Err(_) => NO_MEMBER,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn member(port: u16, vlan: u16, last: u8) -> Member {
+        Member { port, vlan, mac: [0x02, 0, 0, 0, port as u8, last] }
+    }
+
+    #[test]
+    fn lookups() {
+        let a = member(0, 0, 1);
+        let b = member(0, 0, 2);
+        let c = member(1, 100, 1);
+        let t = MemberTable::build([(5, &a), (7, &b), (9, &c)]);
+        assert_eq!(t.lookup(0, 0, &a.mac), 5);
+        assert_eq!(t.lookup(0, 0, &b.mac), 7);
+        assert_eq!(t.lookup(1, 100, &c.mac), 9);
+        assert_eq!(t.lookup(0, 0, &c.mac), UNKNOWN_MEMBER, "a member's MAC on another sub-interface is unknown here");
+        assert_eq!(t.lookup(1, 100, &a.mac), UNKNOWN_MEMBER);
+        assert_eq!(t.lookup(1, 0, &c.mac), NO_MEMBER, "port 1 untagged has no members");
+        assert_eq!(t.lookup(2, 0, &a.mac), NO_MEMBER);
+        let empty = MemberTable::default();
+        assert!(empty.is_empty());
+        assert_eq!(empty.lookup(0, 0, &a.mac), NO_MEMBER);
+    }
+
+    proptest! {
+        /// Against a linear scan: any members on a few sub-interfaces, any MACs asked.
+        #[test]
+        fn agrees_with_a_linear_scan(
+            defs in proptest::collection::vec((0u16..3, 0u16..3, any::<[u8; 6]>()), 0..200),
+            asks in proptest::collection::vec((0u16..4, 0u16..4, any::<[u8; 6]>(), any::<proptest::sample::Index>()), 1..200),
+        ) {
+            // One MAC per sub-interface, as the FIB's validation ensures.
+            let mut members: Vec<(MemberId, Member)> = Vec::new();
+            for (i, (port, vlan, mac)) in defs.into_iter().enumerate() {
+                let m = Member { port, vlan, mac };
+                if !members.iter().any(|(_, x)| *x == m) {
+                    members.push((i as MemberId, m));
+                }
+            }
+            let t = MemberTable::build(members.iter().map(|(id, m)| (*id, m)));
+            for (port, vlan, mac, pick) in asks {
+                // Half the questions ask for a defined member's MAC.
+                let (port, vlan, mac) = match members.get(pick.index(members.len().max(1) * 2)) {
+                    Some((_, m)) => (m.port, m.vlan, m.mac),
+                    None => (port, vlan, mac),
+                };
+                let on_sub = members.iter().any(|(_, m)| m.port == port && m.vlan == vlan);
+                let want = members
+                    .iter()
+                    .find(|(_, m)| m.port == port && m.vlan == vlan && m.mac == mac)
+                    .map_or(if on_sub { UNKNOWN_MEMBER } else { NO_MEMBER }, |(id, _)| *id);
+                prop_assert_eq!(t.lookup(port, vlan, &mac), want);
+            }
+        }
+    }
+}
