@@ -50,9 +50,9 @@ fn fib(members: bool) -> Fib {
         ops.push(FibOp::AddRoute { prefix: Prefix::v6(net, 48), target: RouteTarget::Group(1) });
     }
     if members {
-        ops.push(FibOp::SetMember { id: 0, member: Member { port: 0, vlan: 0, mac: PEER } });
+        ops.push(FibOp::SetMember { id: 0, member: Member { port: 0, vlan: 0, mac: PEER }, sources: None });
         for a in 1..=2u32 {
-            ops.push(FibOp::SetMember { id: a, member: Member { port: 1, vlan: 0, mac: [0x02, 0, 0, 0, 1, a as u8] } });
+            ops.push(FibOp::SetMember { id: a, member: Member { port: 1, vlan: 0, mac: [0x02, 0, 0, 0, 1, a as u8] }, sources: None });
         }
     }
     fib.apply(&ops).unwrap();

@@ -17,8 +17,11 @@ class Batch:
     def __len__(self) -> int: ...
     def set_adjacency(self, id: int, port: int, vlan: int, src_mac: str, dst_mac: str) -> None: ...
     def delete_adjacency(self, id: int) -> None: ...
-    def set_member(self, id: int, port: int, vlan: int, mac: str) -> None:
-        """An exchange member's router: its MAC on (port index, VLAN); ids 0 to MAX_MEMBERS - 1."""
+    def set_member(
+        self, id: int, port: int, vlan: int, mac: str, sources: list[str] | None = None
+    ) -> None:
+        """An exchange member's router: its MAC on (port index, VLAN); ids 0 to MAX_MEMBERS - 1.
+        sources: its source filter (BCP 38), the only prefixes its frames may come from."""
     def delete_member(self, id: int) -> None: ...
     def set_group(self, id: int, members: list[tuple[int, int]]) -> None:
         """members: (adjacency id, weight) pairs; weights 1 to 65535."""

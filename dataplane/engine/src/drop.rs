@@ -103,6 +103,9 @@ reasons! {
         /// A glean route: a host on an attached subnet with no host route yet. Never
         /// flooded; its destination is queued, rate-limited, for the agent to resolve.
         Glean = "glean",
+        /// The sending member's source filter (BCP 38) does not hold the source address:
+        /// counted per member. Never answered with ICMP.
+        MemberSource = "member_source",
     }
 }
 

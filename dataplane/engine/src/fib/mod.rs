@@ -23,7 +23,7 @@ pub use prefix::{Family, Prefix};
 use crate::qsbr::{Qsbr, QsbrReader, RcuArray, RetireList};
 pub use blackholes::{BlackholeTable, BLACKHOLE_SLOTS, UNCOUNTED_SLOT};
 use dir::{DirShared, DirTable, VALID, VALUE_MASK};
-pub use members::{MemberId, MemberTable, MAX_MEMBERS, NO_MEMBER, UNKNOWN_MEMBER};
+pub use members::{MemberId, MemberTable, MAX_MEMBERS, MAX_MEMBER_SOURCES, NO_MEMBER, UNKNOWN_MEMBER};
 
 pub type GroupId = u32;
 pub type AdjacencyId = u32;
@@ -154,14 +154,37 @@ const fn egress_key(port: u16, vlan: u16) -> u32 {
 /// One operation of a write batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FibOp {
-    SetAdjacency { id: AdjacencyId, adjacency: Adjacency },
-    DeleteAdjacency { id: AdjacencyId },
-    SetGroup { id: GroupId, members: Vec<NextHop> },
-    DeleteGroup { id: GroupId },
-    AddRoute { prefix: Prefix, target: RouteTarget },
-    DeleteRoute { prefix: Prefix },
-    SetMember { id: MemberId, member: Member },
-    DeleteMember { id: MemberId },
+    SetAdjacency {
+        id: AdjacencyId,
+        adjacency: Adjacency,
+    },
+    DeleteAdjacency {
+        id: AdjacencyId,
+    },
+    SetGroup {
+        id: GroupId,
+        members: Vec<NextHop>,
+    },
+    DeleteGroup {
+        id: GroupId,
+    },
+    AddRoute {
+        prefix: Prefix,
+        target: RouteTarget,
+    },
+    DeleteRoute {
+        prefix: Prefix,
+    },
+    /// `sources`: the member's source filter (BCP 38), the only prefixes its frames may
+    /// come from; None for no filter.
+    SetMember {
+        id: MemberId,
+        member: Member,
+        sources: Option<Box<[Prefix]>>,
+    },
+    DeleteMember {
+        id: MemberId,
+    },
 }
 
 /// Sizes for the preallocated tables. Writes beyond them are refused, never capped.
@@ -286,6 +309,8 @@ pub struct Fib {
     retired_groups: RetireList<GroupBuckets, FibDomain>,
     retired_adjacencies: RetireList<Adjacency, FibDomain>,
     members: HashMap<MemberId, Member>,
+    /// The source filters of the members that have one.
+    member_sources: HashMap<MemberId, Box<[Prefix]>>,
     /// The inverse of `members`: one member per (port, VLAN, MAC).
     member_ids: HashMap<Member, MemberId>,
     retired_member_tables: RetireList<MemberTable, FibDomain>,
@@ -342,6 +367,7 @@ impl Fib {
             retired_groups: RetireList::default(),
             retired_adjacencies: RetireList::default(),
             members: HashMap::default(),
+            member_sources: HashMap::default(),
             member_ids: HashMap::default(),
             retired_member_tables: RetireList::default(),
             blackhole_slots: HashMap::default(),
@@ -409,6 +435,11 @@ impl Fib {
         self.members.get(&id).copied()
     }
 
+    /// A member's source filter (BCP 38), if it has one.
+    pub fn member_sources(&self, id: MemberId) -> Option<&[Prefix]> {
+        self.member_sources.get(&id).map(|p| &p[..])
+    }
+
     pub fn members(&self) -> impl Iterator<Item = (MemberId, Member)> + '_ {
         self.members.iter().map(|(k, v)| (*k, *v))
     }
@@ -444,7 +475,10 @@ impl Fib {
         if members_changed {
             // Off the packet path and rare: rebuild the tables whole and map every adjacency
             // again (a scan of at most `config.adjacencies`).
-            let table = MemberTable::build(self.members.iter().map(|(id, m)| (*id, m)));
+            let table = MemberTable::build_with_filters(
+                self.members.iter().map(|(id, m)| (*id, m)),
+                self.member_sources.iter().map(|(id, p)| (*id, &p[..])),
+            );
             let old = self.shared.members.replace(0, Some(Box::new(table)));
             self.retired_member_tables.push(old);
             for id in 0..self.config.adjacencies {
@@ -658,10 +692,20 @@ impl Fib {
                         err(i, format!("route {prefix}: {} table full ({cap} routes; raise the capacity)", k.1));
                     }
                 }
-                FibOp::SetMember { id, member } => {
+                FibOp::SetMember { id, member, sources } => {
                     if let Err(m) = check_member(*id, member) {
                         err(i, m);
                         continue;
+                    }
+                    if let Some(sources) = sources {
+                        if sources.len() > MAX_MEMBER_SOURCES {
+                            err(i, format!("member {id}: {} source prefixes exceed the limit of {MAX_MEMBER_SOURCES}", sources.len()));
+                            continue;
+                        }
+                        if let Some(m) = sources.iter().find_map(|p| p.check().err()) {
+                            err(i, format!("member {id}: source filter: {m}"));
+                            continue;
+                        }
                     }
                     if let Some((other, first)) = key_setter.get(member) {
                         err(
@@ -840,16 +884,21 @@ impl Fib {
                     dec(&mut self.group_refs, g);
                 }
             }
-            FibOp::SetMember { id, member } => {
+            FibOp::SetMember { id, member, sources } => {
                 if let Some(old) = self.members.insert(*id, *member) {
                     self.member_ids.remove(&old);
                 }
                 self.member_ids.insert(*member, *id);
+                match sources {
+                    Some(p) => self.member_sources.insert(*id, p.clone()),
+                    None => self.member_sources.remove(id),
+                };
             }
             FibOp::DeleteMember { id } => {
                 if let Some(old) = self.members.remove(id) {
                     self.member_ids.remove(&old);
                 }
+                self.member_sources.remove(id);
             }
         }
     }

@@ -324,6 +324,13 @@ impl Pipeline {
                 _ => NO_MEMBER,
             };
             m.member = self.member;
+            if let (Ok(dst), Some(t)) = (&parsed, members) {
+                if !self.member_source_allowed(t, dst) {
+                    m.family = Family::Done;
+                    *verdict = self.drop(frame.port, DropReason::MemberSource);
+                    continue;
+                }
+            }
             match parsed {
                 Ok(Destination::V4(d, src)) => {
                     if let Some(k) = v4_keys.get_mut(n4) {
@@ -417,6 +424,20 @@ impl Pipeline {
         let member = members.lookup(frame.port, vlan, src);
         self.counters.count_member_rx(member, frame.len);
         member
+    }
+
+    /// The frame's member (`self.member`) may send from its source: it has no source
+    /// filter (BCP 38), or the filter holds the source. One length test when no member has
+    /// a filter.
+    #[inline(always)]
+    fn member_source_allowed(&self, members: &MemberTable, dst: &Destination) -> bool {
+        if !members.has_filters() {
+            return true;
+        }
+        match *dst {
+            Destination::V4(_, src) => members.source_allowed_v4(self.member, src),
+            Destination::V6(_, src) => members.source_allowed_v6(self.member, src),
+        }
     }
 
     #[inline]
