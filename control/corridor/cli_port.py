@@ -1,7 +1,7 @@
 """`corridor port policy|policies`: the edge protection of a node's sub-interfaces (uRPF,
-the ethertype and source MAC filters) through the controller, which stores it and pushes it
-to the node's agent. A `policy` call changes only what its flags name: the rest of the
-stored policy stays.
+the ethertype and source MAC filters, port security) through the controller, which stores
+it and pushes it to the node's agent. A `policy` call changes only what its flags name: the
+rest of the stored policy stays.
 """
 
 from __future__ import annotations
@@ -58,6 +58,12 @@ def add_parsers(psub, client: argparse.ArgumentParser) -> None:
         help="accept only the allowed source MACs (dropped in XDP)",
     )
     p.add_argument(
+        "--port-security",
+        type=_switch,
+        metavar="on|off",
+        help="accept only IPv4, IPv6 and ARP from the members' MACs (and --allowed-macs)",
+    )
+    p.add_argument(
         "--allowed-macs",
         metavar="MAC,MAC,...",
         help="the allowed source MACs, replacing the stored list ('' for none)",
@@ -80,6 +86,8 @@ def _changed(args, policy: EdgePolicy) -> EdgePolicy:
         policy = replace(policy, ethertype_filter=args.ethertype_filter)
     if args.mac_filter is not None:
         policy = replace(policy, mac_filter=args.mac_filter)
+    if args.port_security is not None:
+        policy = replace(policy, port_security=args.port_security)
     if args.allowed_macs is not None:
         texts = [m for m in args.allowed_macs.split(",") if m]
         macs = [source_mac(m, f"--allowed-macs[{i}]") for i, m in enumerate(texts)]
@@ -92,11 +100,17 @@ def _run_port(args) -> int:
 
     if args.action == "policies":
         return call(args, lambda stub: _list(args, stub))
-    flags = (args.urpf, args.allow_default, args.ethertype_filter, args.mac_filter)
+    flags = (
+        args.urpf,
+        args.allow_default,
+        args.ethertype_filter,
+        args.mac_filter,
+        args.port_security,
+    )
     if all(f is None for f in flags) and args.allowed_macs is None:
         print(
             f"{command_name(args)}: nothing to change; give --urpf, --allow-default, "
-            "--ethertype-filter, --mac-filter or --allowed-macs",
+            "--ethertype-filter, --mac-filter, --port-security or --allowed-macs",
             file=sys.stderr,
         )
         return EXIT_USAGE
@@ -115,7 +129,7 @@ def _run_port(args) -> int:
         if (args.port, args.vlan) in stored:
             current = policy_from_pb(stored[(args.port, args.vlan)], "stored")
         policy = _changed(args, current)
-        if policy.mac_filter and not policy.allowed_macs:
+        if policy.mac_filter and not policy.allowed_macs and not policy.port_security:
             print(
                 f"{command_name(args)}: --mac-filter on with no allowed MAC would drop every "
                 "frame; give --allowed-macs",
@@ -148,6 +162,7 @@ def _policy_dict(p: EdgePolicy) -> dict:
         "ethertype_filter": p.ethertype_filter,
         "mac_filter": p.mac_filter,
         "allowed_macs": list(p.allowed_macs),
+        "port_security": p.port_security,
     }
 
 

@@ -24,11 +24,14 @@ from corridor.common.addresses import (
     address_to_bytes,
     gateway_from_pb,
     prefix_from_pb,
+    prefix_order,
+    prefix_to_pb,
     set_prefix,
 )
 from corridor.common.edge import policy_from_pb, policy_to_pb
 from corridor.common.errors import FieldError, InvalidBatch, Violation, echo, format_election_id
 from corridor.common.fib import (
+    MEMBER_SOURCES_MAX,
     MEMBERS_MAX,
     Adjacency,
     DeleteAdjacency,
@@ -407,7 +410,25 @@ def member_from_pb(member: dataplane_pb2.Member, dataplane: domain.Dataplane) ->
         )
     if len(member.name) > 64 or not member.name.isprintable():
         raise FieldError("member.name", f"{echo(member.name)}: at most 64 printable characters")
-    return Member(member_id, port, member.vlan, mac.hex(":"), member.name)
+    sources = None
+    if member.filter_sources:
+        sources = member_sources_from_pb(member.allowed_sources, "member.allowed_sources")
+    elif member.allowed_sources:
+        raise FieldError(
+            "member.allowed_sources", "is set without filter_sources; set both or neither"
+        )
+    return Member(member_id, port, member.vlan, mac.hex(":"), member.name, sources)
+
+
+def member_sources_from_pb(prefixes: Sequence[common_pb2.IpPrefix], field: str) -> tuple[str, ...]:
+    """A member's source filter: canonical prefixes, sorted, each once; FieldError naming
+    the first bad one, or too many."""
+    if len(prefixes) > MEMBER_SOURCES_MAX:
+        raise FieldError(
+            field, f"{len(prefixes)} prefixes exceed the limit of {MEMBER_SOURCES_MAX}"
+        )
+    texts = {prefix_from_pb(p, f"{field}[{i}]") for i, p in enumerate(prefixes)}
+    return tuple(sorted(texts, key=prefix_order))
 
 
 def _member_id(value: int) -> int:
@@ -418,7 +439,13 @@ def _member_id(value: int) -> int:
 
 def member_to_pb(m: Member) -> dataplane_pb2.Member:
     return dataplane_pb2.Member(
-        id=m.id, port=m.port, vlan=m.vlan, mac=bytes.fromhex(m.mac.replace(":", "")), name=m.name
+        id=m.id,
+        port=m.port,
+        vlan=m.vlan,
+        mac=bytes.fromhex(m.mac.replace(":", "")),
+        name=m.name,
+        filter_sources=m.sources is not None,
+        allowed_sources=[prefix_to_pb(p) for p in m.sources or ()],
     )
 
 

@@ -87,6 +87,7 @@ urpf_allow_default = false                # the default route counts as a source
 ethertype_filter = true                   # only IPv4, IPv6 and ARP, dropped in XDP
 mac_filter = false                        # only these source MACs, dropped in XDP
 allowed_macs = ["02:00:00:00:00:01"]
+port_security = false                     # only IP and ARP, from members' MACs (and those)
 """
 
 
@@ -331,7 +332,8 @@ def _policy(t: Table) -> EdgePolicy:
         t.fail(e.field, e.description)
         allowed = ()
     mac_filter = t.get("mac_filter", bool, "true or false", False)
-    if mac_filter and not values and not t.failed("allowed_macs"):
+    port_security = t.get("port_security", bool, "true or false", False)
+    if mac_filter and not values and not port_security and not t.failed("allowed_macs"):
         t.fail(
             "allowed_macs",
             "is empty with mac_filter = true: every frame would be dropped; "
@@ -343,6 +345,7 @@ def _policy(t: Table) -> EdgePolicy:
         ethertype_filter=t.get("ethertype_filter", bool, "true or false", False),
         mac_filter=mac_filter,
         allowed_macs=allowed,
+        port_security=port_security,
     )
 
 

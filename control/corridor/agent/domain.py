@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 # round trip, small enough that one batch never holds the agent for long (StreamWrite is the
 # way to load more).
 MAX_OPERATIONS_PER_WRITE = 100_000
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +138,11 @@ class RunningEngine(Protocol):
 
     def counters(self) -> Counters: ...
 
-    def set_policy(self, port: str, vlan: int, policy: EdgePolicy) -> None:
-        """Puts a sub-interface's edge policy in force in the data path."""
+    def set_policy(
+        self, port: str, vlan: int, policy: EdgePolicy, member_macs: tuple[str, ...] = ()
+    ) -> None:
+        """Puts a sub-interface's edge policy in force in the data path; `member_macs`
+        are its members' MACs (allowed under port security)."""
 
     def refused_macs(self) -> list[RefusedMac]: ...
 
@@ -211,6 +218,8 @@ class Dataplane:
         self.gateways: frozenset[Gateway] = frozenset()  # of every adjacency in use
         # Exchange members as written, by id (the engine's counter row); changed under _lock.
         self.members: dict[int, Member] = {}
+        # Why the last change of members' MACs is not in force under port security, if so.
+        self.port_security_error = ""
         # A device's ifindex in the ports' namespace: the link watch's while the engine runs
         # (set by whoever starts it), else sysfs in the agent's own namespace.
         self.ifindex_of: Callable[[str], int] = kernel_ifindex
@@ -318,17 +327,51 @@ class Dataplane:
             for port, vlan, policy in policies:
                 engine = self.engine
                 if engine is not None:
+                    macs = self.member_macs(port, vlan)
                     try:
-                        await loop.run_in_executor(None, engine.set_policy, port, vlan, policy)
+                        await loop.run_in_executor(
+                            None, engine.set_policy, port, vlan, policy, macs
+                        )
                     except (RuntimeError, ValueError) as e:
                         # The engine's maps are full, say: put back what this request set.
                         for p, v, _ in reversed(done):
                             old = self.policies[(p, v)]
-                            await loop.run_in_executor(None, engine.set_policy, p, v, old)
+                            await loop.run_in_executor(
+                                None, engine.set_policy, p, v, old, self.member_macs(p, v)
+                            )
                         raise PolicyRefused(f"port {port} VLAN {vlan}: {e}") from None
                 done.append((port, vlan, policy))
             for port, vlan, policy in done:
                 self.policies[(port, vlan)] = policy
+
+    def member_macs(self, port: str, vlan: int) -> tuple[str, ...]:
+        """The MACs of the members written on (port, VLAN), sorted."""
+        key = (port, vlan)
+        return tuple(sorted({m.mac for m in self.members.values() if (m.port, m.vlan) == key}))
+
+    def _follow_members(self, before: dict[int, Member]) -> None:
+        """In the executor, under _lock, after a batch changed members: the sub-interfaces
+        under port security whose members' MACs changed get the new set in the XDP program
+        (new MACs allowed before old ones go). A set the program cannot take (its maps
+        full) keeps the old one, and is logged and kept in `port_security_error`."""
+        engine = self.engine
+        if engine is None:
+            return
+        changed = {(m.port, m.vlan) for m in before.values()}
+        changed |= {(m.port, m.vlan) for m in self.members.values()}
+        for key in sorted(changed):
+            policy = self.policies.get(key)
+            if policy is None or not policy.port_security:
+                continue
+            old = tuple(sorted({m.mac for m in before.values() if (m.port, m.vlan) == key}))
+            new = self.member_macs(*key)
+            if old == new:
+                continue
+            try:
+                engine.set_policy(key[0], key[1], policy, new)
+            except (RuntimeError, ValueError) as e:
+                self.port_security_error = f"port {key[0]} VLAN {key[1]}: {e}"
+                log.warning("port security: the members' MACs not in force: %s", e)
 
     async def refused_macs(self) -> list[RefusedMac]:
         engine = self.engine
@@ -395,11 +438,18 @@ class Dataplane:
             next_hops.committed_refresh([drop])
         self._fib.apply(engine_ops)
         next_hops.committed(operations, engine_ops)
+        members_before = None
         for op in operations:
             if type(op) is Member:
+                if members_before is None:
+                    members_before = dict(self.members)
                 self.members[op.id] = op
             elif type(op) is DeleteMember:
+                if members_before is None:
+                    members_before = dict(self.members)
                 self.members.pop(op.id, None)
+        if members_before is not None:
+            self._follow_members(members_before)
         if any(type(op) in (Adjacency, DeleteAdjacency) for op in operations):
             self.gateways = frozenset(next_hops.gateways())
             follow_up = next_hops.refresh()

@@ -61,7 +61,7 @@ def engine_ports(ports: tuple[PortConfig, ...]) -> list[PortDict]:
                 "edge": {
                     vlan: _edge(policy)
                     for vlan, policy in p.policies().items()
-                    if policy.ethertype_filter or policy.mac_filter
+                    if policy.ethertype_filter or policy.mac_filter or policy.port_security
                 },
             }
         )
@@ -72,12 +72,9 @@ def _urpf(policy: EdgePolicy) -> UrpfDict:
     return {"mode": policy.urpf.value, "allow_default": policy.urpf_allow_default}
 
 
-def _edge(policy: EdgePolicy) -> EdgeDict:
-    return {
-        "ethertype_filter": policy.ethertype_filter,
-        "mac_filter": policy.mac_filter,
-        "allowed_macs": list(policy.allowed_macs),
-    }
+def _edge(policy: EdgePolicy, member_macs: tuple[str, ...] = ()) -> EdgeDict:
+    ethertypes, mac_filter, macs = policy.xdp_filter(member_macs)
+    return {"ethertype_filter": ethertypes, "mac_filter": mac_filter, "allowed_macs": list(macs)}
 
 
 class EngineHost:
@@ -116,10 +113,13 @@ class EngineHost:
         rates = {k: v for k, v in limits.keywords if k != "icmp_sources"}
         self.engine.set_icmp_limits(**cast("IcmpRateKeywords", rates))
 
-    def set_policy(self, port: str, vlan: int, policy: EdgePolicy) -> None:
+    def set_policy(
+        self, port: str, vlan: int, policy: EdgePolicy, member_macs: tuple[str, ...] = ()
+    ) -> None:
         """Blocking for a moment: the sub-interface's policy in force for the next frame (the
-        XDP filters first: a frame the new policy refuses is refused from then on)."""
-        self.engine.set_edge(port, vlan, **_edge(policy))
+        XDP filters first: a frame the new policy refuses is refused from then on).
+        `member_macs`: the MACs of its members, the allowed ones under port security."""
+        self.engine.set_edge(port, vlan, **_edge(policy, member_macs))
         self.engine.set_urpf(port, vlan, policy.urpf.value, allow_default=policy.urpf_allow_default)
 
     def refused_macs(self) -> list[RefusedMac]:

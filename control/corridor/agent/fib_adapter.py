@@ -151,7 +151,8 @@ def engine_batch(operations: Sequence[FibOperation], port_index: dict[str, int])
             port = port_index.get(op.port)
             if port is None:
                 raise ValueError(f"member {op.id}: {op.port!r} is not a port of the engine")
-            batch.set_member(op.id, port, op.vlan, op.mac)
+            sources = None if op.sources is None else list(op.sources)
+            batch.set_member(op.id, port, op.vlan, op.mac, sources)
         elif type(op) is DeleteMember:
             batch.delete_member(op.id)
         else:

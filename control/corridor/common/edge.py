@@ -1,5 +1,6 @@
 """Edge protection of a sub-interface (a port's untagged traffic, or one VLAN): uRPF
-(RFC 3704), the ethertype filter and the source MAC filter, as the agent's configuration,
+(RFC 3704), the ethertype filter, the source MAC filter and port security (the members'
+MACs), as the agent's configuration,
 its API and the controller's store all name them. One checked value type, one way to read it
 from text and from protobuf, so that the three agree.
 """
@@ -43,6 +44,16 @@ class EdgePolicy:
     # Only frames from `allowed_macs` (canonical "02:00:00:00:00:01" text) as source.
     mac_filter: bool = False
     allowed_macs: tuple[str, ...] = ()
+    # Port security: the ethertype filter, and the MAC filter with the members registered
+    # on the sub-interface (and `allowed_macs`) as the allowed sources.
+    port_security: bool = False
+
+    def xdp_filter(self, member_macs: tuple[str, ...] = ()) -> tuple[bool, bool, tuple[str, ...]]:
+        """What the XDP program must check, given the MACs of the sub-interface's members:
+        (ethertype filter, MAC filter, allowed MACs)."""
+        if self.port_security:
+            return True, True, tuple(sorted(set(self.allowed_macs) | set(member_macs)))
+        return self.ethertype_filter, self.mac_filter, self.allowed_macs if self.mac_filter else ()
 
     def describe(self) -> str:
         """One line for an operator: "urpf=strict(+default) ethertypes mac(2)"."""
@@ -51,6 +62,11 @@ class EdgePolicy:
             parts.append("ethertypes=ip,arp")
         if self.mac_filter:
             parts.append(f"macs={len(self.allowed_macs)}")
+        if self.port_security:
+            parts.append(
+                "port-security=members"
+                + (f"+{len(self.allowed_macs)}" if self.allowed_macs else "")
+            )
         return " ".join(parts)
 
 
@@ -110,6 +126,7 @@ def policy_to_pb(policy: EdgePolicy) -> common_pb2.EdgePolicy:
         ethertype_filter=policy.ethertype_filter,
         mac_filter=policy.mac_filter,
         allowed_macs=[bytes.fromhex(m.replace(":", "")) for m in policy.allowed_macs],
+        port_security=policy.port_security,
     )
 
 
@@ -119,7 +136,7 @@ def policy_from_pb(pb: common_pb2.EdgePolicy, field: str) -> EdgePolicy:
     if urpf is None:
         raise FieldError(f"{field}.urpf", f"{pb.urpf} is not a uRPF mode; use OFF, LOOSE or STRICT")
     macs = [mac_from_bytes(m, f"{field}.allowed_macs[{i}]") for i, m in enumerate(pb.allowed_macs)]
-    if pb.mac_filter and not macs:
+    if pb.mac_filter and not macs and not pb.port_security:
         raise FieldError(
             f"{field}.allowed_macs",
             "is empty with mac_filter set: every frame would be dropped; list the stations' MACs",
@@ -130,6 +147,7 @@ def policy_from_pb(pb: common_pb2.EdgePolicy, field: str) -> EdgePolicy:
         ethertype_filter=pb.ethertype_filter,
         mac_filter=pb.mac_filter,
         allowed_macs=checked_macs(macs, f"{field}.allowed_macs"),
+        port_security=pb.port_security,
     )
 
 
@@ -142,6 +160,7 @@ def policy_to_json(policy: EdgePolicy) -> str:
             "ethertype_filter": policy.ethertype_filter,
             "mac_filter": policy.mac_filter,
             "allowed_macs": list(policy.allowed_macs),
+            "port_security": policy.port_security,
         },
         sort_keys=True,
     )
@@ -156,7 +175,7 @@ def policy_from_json(text: str | bytes) -> EdgePolicy:
     if not isinstance(macs, list):
         raise FieldError("allowed_macs", f"{macs!r} is not a list")
     flags = {}
-    for key in ("urpf_allow_default", "ethertype_filter", "mac_filter"):
+    for key in ("urpf_allow_default", "ethertype_filter", "mac_filter", "port_security"):
         value = d.get(key, False)
         if not isinstance(value, bool):
             raise FieldError(key, f"{value!r} is not true or false")

@@ -319,6 +319,40 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             await status.abort(context, grpc.StatusCode.NOT_FOUND, str(e))
         return member_to_pb(removed)
 
+    @_store_errors
+    async def SetMemberFilter(
+        self, request: controller_pb2.SetMemberFilterRequest, context: _Context
+    ) -> controller_pb2.MemberIntent:
+        sources = None
+        if request.filter_sources:
+            try:
+                sources = [
+                    prefix_from_pb(p, f"allowed_sources[{i}]")
+                    for i, p in enumerate(request.allowed_sources)
+                ]
+            except FieldError as f:
+                await refuse(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    [Violation(None, f.field, f.description)],
+                )
+        elif request.allowed_sources:
+            await status.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "allowed_sources: set without filter_sources; set both or neither",
+            )
+        try:
+            updated = await self.controller.set_member_filter(request.name, sources)
+        except MemberError as e:
+            code = (
+                grpc.StatusCode.NOT_FOUND
+                if request.name not in self.controller.members
+                else grpc.StatusCode.INVALID_ARGUMENT
+            )
+            await status.abort(context, code, str(e))
+        return member_to_pb(updated)
+
     async def ListMembers(
         self, request: controller_pb2.ListMembersRequest, context: _Context
     ) -> controller_pb2.ListMembersResponse:
@@ -491,6 +525,8 @@ def member_to_pb(m: MemberRecord) -> controller_pb2.MemberIntent:
         vlan=m.vlan,
         mac=bytes.fromhex(m.mac.replace(":", "")),
         id=m.id,
+        filter_sources=m.sources is not None,
+        allowed_sources=[prefix_to_pb(p) for p in m.sources or ()],
     )
 
 

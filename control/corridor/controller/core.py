@@ -11,7 +11,7 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -41,6 +41,7 @@ from corridor.controller.members import (
     MemberRecord,
     Sample,
     check_member,
+    check_sources,
     next_id,
 )
 from corridor.controller.store import Loaded, PortPolicyRecord, RouteQuery, Store
@@ -495,6 +496,25 @@ class Controller:
             if session is not None:
                 session.members_changed()
             return member
+
+    async def set_member_filter(self, name: str, sources: list[str] | None) -> MemberRecord:
+        """Sets (None: removes) a member's source filter (BCP 38), durably, then has its
+        node's agent apply it with the member: whole, from one frame to the next. Raises
+        MemberError for an unknown member or a bad prefix (nothing stored then)."""
+        self._check_leading()
+        async with self._member_lock:
+            member = self.members.get(name)
+            if member is None:
+                known = ", ".join(sorted(self.members)[:KNOWN_NODES_LISTED]) or "none"
+                raise MemberError(f"member {echo(name)} does not exist; members: {known}")
+            checked = None if sources is None else check_sources(name, sources)
+            updated = replace(member, sources=checked)
+            await self.store.put_member(updated)
+            self.members[name] = updated
+            session = self.sessions.get(member.node)
+            if session is not None:
+                session.members_changed()
+            return updated
 
     async def remove_member(self, name: str) -> MemberRecord:
         self._check_leading()

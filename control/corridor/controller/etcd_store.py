@@ -60,7 +60,7 @@ from corridor.controller.domain import (
     prefix_of_sort_key,
     prefix_sort_key,
 )
-from corridor.controller.members import MemberRecord, Sample
+from corridor.controller.members import MemberRecord, Sample, check_sources
 from corridor.controller.store import Loaded, PortPolicyRecord, RouteQuery, StoreError
 
 log = logging.getLogger("corridor.controller.etcd")
@@ -877,7 +877,15 @@ class EtcdStore:
             "Range",
             rpc.RangeRequest(key=self.key_members, range_end=prefix_end(self.key_members)),
         )
-        members = [MemberRecord(**json.loads(kv.value)) for kv in reply.kvs]
+        members = []
+        for kv in reply.kvs:
+            try:
+                d = json.loads(kv.value)
+                sources = d.pop("sources", None)
+                d["sources"] = None if sources is None else check_sources(d["name"], sources)
+                members.append(MemberRecord(**d))
+            except (ValueError, KeyError, TypeError) as e:
+                raise StoreError(f"{kv.key!r}: not a member ({e})") from None
         return sorted(members, key=lambda m: m.name)
 
     async def put_member(self, member: MemberRecord) -> None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from corridor._dataplane import write_request_bytes
-from corridor.common.addresses import address_text, prefix_text
+from corridor.common.addresses import address_text, prefix_text, prefix_to_pb
 from corridor.common.edge import EdgePolicy, policy_to_pb
 from corridor.common.fib import (
     Adjacency,
@@ -230,7 +230,13 @@ class NodeSession:
         for m in self.members_for():
             mac = bytes.fromhex(m.mac.replace(":", ""))
             want[m.id] = dataplane_pb2.Member(
-                id=m.id, port=m.port, vlan=m.vlan, mac=mac, name=m.name
+                id=m.id,
+                port=m.port,
+                vlan=m.vlan,
+                mac=mac,
+                name=m.name,
+                filter_sources=m.sources is not None,
+                allowed_sources=[prefix_to_pb(p) for p in m.sources or ()],
             )
         ops = [
             dataplane_pb2.Operation(

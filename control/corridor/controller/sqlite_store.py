@@ -53,7 +53,12 @@ from corridor.controller.domain import (
     prefix_of_sort_key,
     prefix_sort_key,
 )
-from corridor.controller.members import MemberRecord, Sample
+from corridor.controller.members import (
+    MemberRecord,
+    Sample,
+    sources_from_json,
+    sources_to_json,
+)
 from corridor.controller.store import Loaded, PortPolicyRecord, RouteQuery, StoreError
 
 T = TypeVar("T")
@@ -72,7 +77,8 @@ CREATE TABLE IF NOT EXISTS drained (node TEXT NOT NULL, next_hop TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS port_policies (node TEXT NOT NULL, port TEXT NOT NULL,
     vlan INTEGER NOT NULL, policy TEXT NOT NULL, PRIMARY KEY (node, port, vlan));
 CREATE TABLE IF NOT EXISTS members (name TEXT PRIMARY KEY, node TEXT NOT NULL,
-    port TEXT NOT NULL, vlan INTEGER NOT NULL, mac TEXT NOT NULL, id INTEGER NOT NULL);
+    port TEXT NOT NULL, vlan INTEGER NOT NULL, mac TEXT NOT NULL, id INTEGER NOT NULL,
+    sources TEXT);
 CREATE TABLE IF NOT EXISTS samples (member TEXT NOT NULL, time REAL NOT NULL,
     rx_bytes INTEGER NOT NULL, tx_bytes INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
     tx_packets INTEGER NOT NULL, PRIMARY KEY (member, time)) WITHOUT ROWID;
@@ -239,6 +245,8 @@ class SqliteStore:
             if _columns(db, "routes") == V1_COLUMNS:
                 _migrate_v1(db)
             db.executescript(SCHEMA)
+            if "sources" not in _columns(db, "members"):  # a store from before source filters
+                db.execute("ALTER TABLE members ADD COLUMN sources TEXT")
         except sqlite3.Error as e:
             raise StoreError(f"cannot be opened for writing: {e}") from None
         self._db = db
@@ -435,16 +443,26 @@ class SqliteStore:
 
     def _list_members(self) -> list[MemberRecord]:
         rows = self._connection().execute(
-            "SELECT name, node, port, vlan, mac, id FROM members ORDER BY name"
+            "SELECT name, node, port, vlan, mac, id, sources FROM members ORDER BY name"
         )
-        return [MemberRecord(*row) for row in rows]
+        out = []
+        for name, node, port, vlan, mac, member_id, sources in rows:
+            try:
+                filt = sources_from_json(name, sources)
+                out.append(MemberRecord(name, node, port, vlan, mac, member_id, filt))
+            except (ValueError, TypeError) as e:
+                raise StoreError(f"members: {e}; {RESTORE}") from None
+        return out
 
     async def put_member(self, member: MemberRecord) -> None:
         """Adds or replaces (by name) a member, durably."""
         m = member
-        row = (m.name, m.node, m.port, m.vlan, m.mac, m.id)
+        row = (m.name, m.node, m.port, m.vlan, m.mac, m.id, sources_to_json(m.sources))
         await self._run(
-            self._write, "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?, ?, ?)", [row]
+            self._write,
+            "INSERT OR REPLACE INTO members (name, node, port, vlan, mac, id, sources) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [row],
         )
 
     async def delete_member(self, name: str) -> None:

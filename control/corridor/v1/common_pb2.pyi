@@ -54,18 +54,20 @@ class Status(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., details: _Optional[_Iterable[_Union[_any_pb2.Any, _Mapping]]] = ...) -> None: ...
 
 class EdgePolicy(_message.Message):
-    __slots__ = ("urpf", "urpf_allow_default", "ethertype_filter", "mac_filter", "allowed_macs")
+    __slots__ = ("urpf", "urpf_allow_default", "ethertype_filter", "mac_filter", "allowed_macs", "port_security")
     URPF_FIELD_NUMBER: _ClassVar[int]
     URPF_ALLOW_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     ETHERTYPE_FILTER_FIELD_NUMBER: _ClassVar[int]
     MAC_FILTER_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_MACS_FIELD_NUMBER: _ClassVar[int]
+    PORT_SECURITY_FIELD_NUMBER: _ClassVar[int]
     urpf: UrpfMode
     urpf_allow_default: bool
     ethertype_filter: bool
     mac_filter: bool
     allowed_macs: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, urpf: _Optional[_Union[UrpfMode, str]] = ..., urpf_allow_default: _Optional[bool] = ..., ethertype_filter: _Optional[bool] = ..., mac_filter: _Optional[bool] = ..., allowed_macs: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    port_security: bool
+    def __init__(self, urpf: _Optional[_Union[UrpfMode, str]] = ..., urpf_allow_default: _Optional[bool] = ..., ethertype_filter: _Optional[bool] = ..., mac_filter: _Optional[bool] = ..., allowed_macs: _Optional[_Iterable[bytes]] = ..., port_security: _Optional[bool] = ...) -> None: ...
 
 class PortPolicy(_message.Message):
     __slots__ = ("port", "vlan", "policy")

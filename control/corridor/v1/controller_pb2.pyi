@@ -67,20 +67,34 @@ class NodePortPolicies(_message.Message):
     def __init__(self, stored: _Optional[_Iterable[_Union[_common_pb2.PortPolicy, _Mapping]]] = ..., in_force: _Optional[_Iterable[_Union[_common_pb2.PortPolicy, _Mapping]]] = ..., refused_macs: _Optional[_Iterable[_Union[_dataplane_pb2.RefusedSourceMac, _Mapping]]] = ..., agent_error: _Optional[str] = ..., push_error: _Optional[str] = ...) -> None: ...
 
 class MemberIntent(_message.Message):
-    __slots__ = ("name", "node", "port", "vlan", "mac", "id")
+    __slots__ = ("name", "node", "port", "vlan", "mac", "id", "filter_sources", "allowed_sources")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     VLAN_FIELD_NUMBER: _ClassVar[int]
     MAC_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    FILTER_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_SOURCES_FIELD_NUMBER: _ClassVar[int]
     name: str
     node: str
     port: str
     vlan: int
     mac: bytes
     id: int
-    def __init__(self, name: _Optional[str] = ..., node: _Optional[str] = ..., port: _Optional[str] = ..., vlan: _Optional[int] = ..., mac: _Optional[bytes] = ..., id: _Optional[int] = ...) -> None: ...
+    filter_sources: bool
+    allowed_sources: _containers.RepeatedCompositeFieldContainer[_common_pb2.IpPrefix]
+    def __init__(self, name: _Optional[str] = ..., node: _Optional[str] = ..., port: _Optional[str] = ..., vlan: _Optional[int] = ..., mac: _Optional[bytes] = ..., id: _Optional[int] = ..., filter_sources: _Optional[bool] = ..., allowed_sources: _Optional[_Iterable[_Union[_common_pb2.IpPrefix, _Mapping]]] = ...) -> None: ...
+
+class SetMemberFilterRequest(_message.Message):
+    __slots__ = ("name", "filter_sources", "allowed_sources")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FILTER_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    filter_sources: bool
+    allowed_sources: _containers.RepeatedCompositeFieldContainer[_common_pb2.IpPrefix]
+    def __init__(self, name: _Optional[str] = ..., filter_sources: _Optional[bool] = ..., allowed_sources: _Optional[_Iterable[_Union[_common_pb2.IpPrefix, _Mapping]]] = ...) -> None: ...
 
 class AddMemberRequest(_message.Message):
     __slots__ = ("member",)

@@ -125,6 +125,11 @@ class ControllerStub:
                 request_serializer=corridor_dot_v1_dot_controller__pb2.ListMembersRequest.SerializeToString,
                 response_deserializer=corridor_dot_v1_dot_controller__pb2.ListMembersResponse.FromString,
                 _registered_method=True)
+        self.SetMemberFilter = channel.unary_unary(
+                '/corridor.v1.Controller/SetMemberFilter',
+                request_serializer=corridor_dot_v1_dot_controller__pb2.SetMemberFilterRequest.SerializeToString,
+                response_deserializer=corridor_dot_v1_dot_controller__pb2.MemberIntent.FromString,
+                _registered_method=True)
         self.ListMemberSamples = channel.unary_unary(
                 '/corridor.v1.Controller/ListMemberSamples',
                 request_serializer=corridor_dot_v1_dot_controller__pb2.ListMemberSamplesRequest.SerializeToString,
@@ -270,6 +275,12 @@ class ControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetMemberFilter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListMemberSamples(self, request, context):
         """The member's counter samples the controller stored (every 5 minutes by default) in
         [start, end), for billing.
@@ -370,6 +381,11 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.ListMembers,
                     request_deserializer=corridor_dot_v1_dot_controller__pb2.ListMembersRequest.FromString,
                     response_serializer=corridor_dot_v1_dot_controller__pb2.ListMembersResponse.SerializeToString,
+            ),
+            'SetMemberFilter': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMemberFilter,
+                    request_deserializer=corridor_dot_v1_dot_controller__pb2.SetMemberFilterRequest.FromString,
+                    response_serializer=corridor_dot_v1_dot_controller__pb2.MemberIntent.SerializeToString,
             ),
             'ListMemberSamples': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMemberSamples,
@@ -863,6 +879,33 @@ class Controller:
             '/corridor.v1.Controller/ListMembers',
             corridor_dot_v1_dot_controller__pb2.ListMembersRequest.SerializeToString,
             corridor_dot_v1_dot_controller__pb2.ListMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMemberFilter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corridor.v1.Controller/SetMemberFilter',
+            corridor_dot_v1_dot_controller__pb2.SetMemberFilterRequest.SerializeToString,
+            corridor_dot_v1_dot_controller__pb2.MemberIntent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -167,18 +167,22 @@ class Route(_message.Message):
     def __init__(self, prefix: _Optional[_Union[_common_pb2.IpPrefix, _Mapping]] = ..., kind: _Optional[_Union[RouteKind, str]] = ..., next_hop_group_id: _Optional[int] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("id", "port", "vlan", "mac", "name")
+    __slots__ = ("id", "port", "vlan", "mac", "name", "filter_sources", "allowed_sources")
     ID_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     VLAN_FIELD_NUMBER: _ClassVar[int]
     MAC_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    FILTER_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_SOURCES_FIELD_NUMBER: _ClassVar[int]
     id: int
     port: str
     vlan: int
     mac: bytes
     name: str
-    def __init__(self, id: _Optional[int] = ..., port: _Optional[str] = ..., vlan: _Optional[int] = ..., mac: _Optional[bytes] = ..., name: _Optional[str] = ...) -> None: ...
+    filter_sources: bool
+    allowed_sources: _containers.RepeatedCompositeFieldContainer[_common_pb2.IpPrefix]
+    def __init__(self, id: _Optional[int] = ..., port: _Optional[str] = ..., vlan: _Optional[int] = ..., mac: _Optional[bytes] = ..., name: _Optional[str] = ..., filter_sources: _Optional[bool] = ..., allowed_sources: _Optional[_Iterable[_Union[_common_pb2.IpPrefix, _Mapping]]] = ...) -> None: ...
 
 class Operation(_message.Message):
     __slots__ = ("action", "adjacency", "next_hop_group", "route", "member")
