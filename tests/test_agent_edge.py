@@ -95,7 +95,37 @@ BAD = [
         ("{ id = 200 }", "{ id = 200, mac_filter = 1 }"),
         "ports[0].vlans[1].mac_filter: is an integer",
     ),
+    (
+        ("{ id = 200 }", '{ id = 200, port_security = "on" }'),
+        "ports[0].vlans[1].port_security: is a string ('on'); expected true or false",
+    ),
 ]
+
+
+def test_port_security_needs_no_listed_mac(tmp_path: Path) -> None:
+    """Port security allows the members' MACs, which the controller writes later: with no
+    member yet and no listed MAC the XDP filter drops every frame (and says so in
+    ListPortPolicies), which is what a port with no registered router should do."""
+    text = CONFIG.replace("{ id = 200 }", "{ id = 200, port_security = true }")
+    port = load(write(tmp_path, text)).ports[0]
+    policy = port.policies()[200]
+    assert policy == EdgePolicy(port_security=True)
+    assert policy.xdp_filter(()) == (True, True, ())
+    assert policy.xdp_filter(("02:00:00:00:00:02", "02:00:00:00:00:01")) == (
+        True,
+        True,
+        ("02:00:00:00:00:01", "02:00:00:00:00:02"),
+    )
+    assert engine_ports((port,))[0]["edge"][200] == {
+        "ethertype_filter": True,
+        "mac_filter": True,
+        "allowed_macs": [],
+    }
+    listed = EdgePolicy(port_security=True, allowed_macs=("02:00:00:00:00:09",))
+    assert listed.xdp_filter(("02:00:00:00:00:01",))[2] == (
+        "02:00:00:00:00:01",
+        "02:00:00:00:00:09",
+    )
 
 
 @pytest.mark.parametrize(
@@ -205,6 +235,13 @@ MALFORMED = [
         "group address",
     ),
     (
+        common_pb2.PortPolicy(
+            port="cor-test1", vlan=0, policy=common_pb2.EdgePolicy(port_security=True, urpf=7)
+        ),
+        "policies[1].policy.urpf",
+        "7 is not a uRPF mode",
+    ),
+    (
         common_pb2.PortPolicy(port="cor-test1", vlan=0, policy=bad_macs()),
         "policies[1].policy.allowed_macs",
         "is empty with mac_filter set",
@@ -240,3 +277,11 @@ async def test_the_election_guards_policies(agent) -> None:
         await agent.stub.SetPortPolicies(request(good, low=9), timeout=10)
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert (await listed(agent))[("cor-test0", 0)].urpf == common_pb2.URPF_MODE_OFF
+
+
+async def test_port_security_is_set_with_no_listed_mac(agent) -> None:
+    secured = common_pb2.EdgePolicy(port_security=True)
+    await agent.stub.SetPortPolicies(
+        request(common_pb2.PortPolicy(port="cor-test1", vlan=200, policy=secured)), timeout=10
+    )
+    assert (await listed(agent))[("cor-test1", 200)] == secured

@@ -66,6 +66,8 @@ class Fib:
     def adjacencies(self) -> list[tuple[int, int, int, str, str]]: ...
     def members(self) -> list[tuple[int, int, int, str]]:
         """(id, port index, VLAN, MAC) of every member, by id."""
+    def member_sources(self, id: int) -> list[str] | None:
+        """A member's source filter (BCP 38) as prefix texts; None when it has none."""
     def adjacency_member(self, id: int) -> int | None: ...
     def blackhole_slot(self, prefix: str) -> int | None:
         """The counter slot of the blackhole route of exactly `prefix`: Engine.blackhole_dropped."""

@@ -98,6 +98,11 @@ class EngineFib:
             members = self._fib.members()
         return [(i, self._port_name.get(p, str(p)), vlan, mac) for i, p, vlan, mac in members]
 
+    def member_sources(self, id: int) -> list[str] | None:
+        """A member's source filter as the engine holds it; None when it has none."""
+        with self._lock:
+            return self._fib.member_sources(id)
+
     def lookup(self, address: str) -> Route | None:
         """The route the engine gives `address` (its longest-prefix match, as a packet meets
         it), or None. The engine returns the target only: the prefix is the longest one
