@@ -280,7 +280,7 @@ async def test_the_election_guards_policies(agent) -> None:
 
 
 async def test_port_security_is_set_with_no_listed_mac(agent) -> None:
-    secured = common_pb2.EdgePolicy(port_security=True)
+    secured = common_pb2.EdgePolicy(urpf=common_pb2.URPF_MODE_OFF, port_security=True)
     await agent.stub.SetPortPolicies(
         request(common_pb2.PortPolicy(port="cor-test1", vlan=200, policy=secured)), timeout=10
     )
