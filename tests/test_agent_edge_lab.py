@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -200,3 +201,161 @@ def test_policies_change_while_traffic_flows(agent) -> None:
             ),
         )
     assert send(lab, frames(src_mac=STRANGER)) == [], "restored"
+
+
+# -- port security (the members' MACs) and member source filters (BCP 38) ----------------
+
+GEN_MEMBER = 7
+
+
+def write_members(agent: Agent, *ops: dataplane_pb2.Operation) -> None:
+    agent.stub.Write(c.write_request(ELECTION, list(ops)), timeout=10)
+
+
+def arp_request(src_mac: str, sender: str = L.GEN_V4) -> bytes:
+    """An ARP request for dut0's address, as the kernel behind XDP would answer it."""
+    arp = (
+        bytes.fromhex("0001080006040001")
+        + bytes.fromhex(src_mac.replace(":", ""))
+        + bytes(int(x) for x in sender.split("."))
+        + bytes(6)
+        + bytes(int(x) for x in L.DUT_IN_V4.split("."))
+    )
+    frame = b"\xff" * 6 + bytes.fromhex(src_mac.replace(":", "")) + b"\x08\x06" + arp
+    return frame + bytes(60 - len(frame))
+
+
+def member_drops(agent: Agent, member_id: int, reason: str) -> int:
+    for m in agent.counters().members:
+        if m.id == member_id and not m.unknown:
+            return sum(d.packets for d in m.drops if d.reason == reason)
+    return 0
+
+
+def test_port_security_follows_the_members(agent) -> None:
+    """Only the registered members' MACs on dut0, only IP and ARP: frames to the kernel
+    (ARP) too, in XDP; a member written or deleted is let in or shut out at once."""
+    lab, a = agent
+    try:
+        set_policy(a, common_pb2.EdgePolicy(port_security=True))
+        before = dut0_drops(a)
+        assert send(lab, frames()) == [], "no member yet: gen's MAC is nobody's"
+        assert moved(before, dut0_drops(a)) == {"unknown_source_mac": N}
+        write_members(a, c.set_member(GEN_MEMBER, L.DUT_IN, 0, L.GEN_MAC, "gen"))
+        before = dut0_drops(a)
+        assert len(send(lab, frames())) == N, "gen is a member now"
+        assert send(lab, frames(src_mac=STRANGER)) == []
+        assert send(lab, frames(ether_type=0x88CC)) == [], "LLDP from the member"
+        send(lab, [arp_request(STRANGER)] * N)  # to the kernel: dropped before it
+        send(lab, [arp_request(L.GEN_MAC)] * N)  # the member's: passed to the kernel
+        assert moved(before, dut0_drops(a)) == {
+            "unknown_source_mac": 2 * N,
+            "foreign_ethertype": N,
+        }
+        listed = a.stub.ListPortPolicies(dataplane_pb2.ListPortPoliciesRequest(), timeout=10)
+        [refused] = [
+            r for r in listed.refused_macs if r.mac == bytes.fromhex(STRANGER.replace(":", ""))
+        ]
+        assert refused.packets >= 2 * N, "the stranger's frames, IP and ARP, counted"
+        write_members(a, c.delete_member(GEN_MEMBER))
+        before = dut0_drops(a)
+        assert send(lab, frames()) == [], "deleted: shut out again"
+        assert moved(before, dut0_drops(a)) == {"unknown_source_mac": N}
+    finally:
+        write_members(a, c.delete_member(GEN_MEMBER))
+        set_policy(
+            a,
+            common_pb2.EdgePolicy(
+                urpf=common_pb2.URPF_MODE_STRICT,
+                ethertype_filter=True,
+                mac_filter=True,
+                allowed_macs=[bytes.fromhex(L.GEN_MAC.replace(":", ""))],
+            ),
+        )
+
+
+def test_member_source_filter_updated_while_traffic_flows(agent) -> None:
+    """gen (a member) sends from 198.18.0.2 (in every filter it is given) and from
+    198.18.99.2 (in none) while its filter is rewritten 40 times, alternating between two
+    that differ elsewhere: a filter half-applied at any moment (the old one removed before
+    the new one is in) would drop a frame of the first source. Every one is forwarded, and
+    exactly the second source's frames are dropped and counted as gen's member_source."""
+    lab, a = agent
+    keep_src, drop_src = L.GEN_V4, "198.18.99.2"
+    filters = (
+        ["198.18.0.0/24", "198.18.10.0/24", "2001:db8::/64"],
+        ["198.18.20.0/24", "198.18.0.0/24"],
+    )
+    total = 3000
+    # Tagged as one flow per source, numbered: each frame once.
+    spec = traffic.FrameSpec
+    keep = [
+        bytes(traffic.build_frame(spec(src=keep_src, dst="198.19.1.1", src_mac=L.GEN_MAC,
+                                       dst_mac=L.DUT_IN_MAC), 80, flow=1, seq=i))
+        for i in range(total // 2)
+    ]  # fmt: skip
+    drop = [
+        bytes(traffic.build_frame(spec(src=drop_src, dst="198.19.1.1", src_mac=L.GEN_MAC,
+                                       dst_mac=L.DUT_IN_MAC), 80, flow=2, seq=i))
+        for i in range(total // 2)
+    ]  # fmt: skip
+    mixed = [f for pair in zip(keep, drop, strict=True) for f in pair]
+    try:
+        set_policy(a, common_pb2.EdgePolicy())  # only the member's filter decides
+        write_members(a, c.set_member(GEN_MEMBER, L.DUT_IN, 0, L.GEN_MAC, "gen", filters[0]))
+        rx_dropped_before = sum(
+            d.packets for d in a.counters().drops if d.reason == "rx_ring_dropped"
+        )
+        before = member_drops(a, GEN_MEMBER, "member_source")
+        sent = 0
+        updates = 0
+        gen_mac = bytes.fromhex(L.GEN_MAC.replace(":", ""))
+
+        def mine(f: bytes) -> bool:
+            return traffic.frame_tag(f) is not None and f[6:12] != gen_mac
+
+        with traffic.Capture(
+            L.SINK_IF, lab.ns("sink"), duration=30, count=total // 2, keep=mine
+        ) as cap:
+            sock = traffic.open_socket(L.GEN_IF, lab.ns("gen"))
+            box: dict[str, int] = {}
+
+            def sender() -> None:
+                box["sent"] = traffic.send(sock, mixed, duration=20, rate=1500)
+
+            thread = threading.Thread(target=sender)
+            thread.start()
+            try:
+                deadline = time.monotonic() + 20
+                while thread.is_alive() and updates < 40 and time.monotonic() < deadline:
+                    f = filters[updates % 2]
+                    write_members(a, c.set_member(GEN_MEMBER, L.DUT_IN, 0, L.GEN_MAC, "gen", f))
+                    updates += 1
+                    time.sleep(0.02)
+            finally:
+                thread.join(30)
+                sock.close()
+            sent = box.get("sent", 0)
+            got = cap.wait(10)
+        assert updates >= 10, f"only {updates} filter updates while the traffic flowed"
+        assert sent == total, f"gen sent {sent} of {total}"
+        rx_dropped = (
+            sum(d.packets for d in a.counters().drops if d.reason == "rx_ring_dropped")
+            - rx_dropped_before
+        )
+        assert rx_dropped == 0, f"{rx_dropped} frames lost before the engine: cannot judge"
+        tags = [traffic.frame_tag(f) for f in got]
+        assert {t[0] for t in tags if t} <= {1}, "a frame of the filtered source got through"
+        assert len({t for t in tags if t}) == total // 2, "a frame of the allowed source dropped"
+        assert member_drops(a, GEN_MEMBER, "member_source") - before == total // 2
+    finally:
+        write_members(a, c.delete_member(GEN_MEMBER))
+        set_policy(
+            a,
+            common_pb2.EdgePolicy(
+                urpf=common_pb2.URPF_MODE_STRICT,
+                ethertype_filter=True,
+                mac_filter=True,
+                allowed_macs=[bytes.fromhex(L.GEN_MAC.replace(":", ""))],
+            ),
+        )
