@@ -224,3 +224,50 @@ async def test_the_cli_sets_lists_and_removes_filters(node, tmp_path: Path) -> N
     done = await run("member", "filter", "acme", "--off")
     assert done.returncode == 0 and done.stdout.strip() == "member acme: sources any"
     await until(lambda: agent_sources(agent, "acme") is None, "the filter removed")
+
+
+async def test_a_store_from_before_filters_gets_the_column(tmp_path: Path) -> None:
+    """A SQLite store written before source filters (members without a `sources` column)
+    opens, its members read as unfiltered, and filters are stored from then on; a stored
+    filter that is not a list of prefixes is refused by name, not taken."""
+    import sqlite3
+
+    from corridor.controller.members import MemberRecord
+    from corridor.controller.sqlite_store import SqliteStore
+    from corridor.controller.store import StoreError
+
+    path = tmp_path / "old.db"
+    store = SqliteStore(path)
+    await store.check(accept_loss=True)
+    await store.open()
+    await store.close()
+    db = sqlite3.connect(path)
+    db.executescript(
+        "DROP TABLE members; CREATE TABLE members (name TEXT PRIMARY KEY, node TEXT NOT NULL,"
+        " port TEXT NOT NULL, vlan INTEGER NOT NULL, mac TEXT NOT NULL, id INTEGER NOT NULL);"
+        f" INSERT INTO members VALUES ('acme', 'a', 'cor-c0', 0, '{MAC}', 3);"
+    )
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    await store.check(accept_loss=True)
+    await store.open()
+    try:
+        assert await store.list_members() == [MemberRecord("acme", "a", "cor-c0", 0, MAC, 3)]
+        filtered = MemberRecord("acme", "a", "cor-c0", 0, MAC, 3, ("198.18.0.0/24",))
+        await store.put_member(filtered)
+        assert await store.list_members() == [filtered]
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE members SET sources = '\"198.18.0.0/24\"'")
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    await store.check(accept_loss=True)
+    await store.open()
+    try:
+        with pytest.raises(StoreError, match="members: member acme: stored sources"):
+            await store.list_members()
+    finally:
+        await store.close()
