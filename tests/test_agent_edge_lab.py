@@ -174,7 +174,7 @@ def test_the_configured_policy_is_in_force_from_the_start(agent) -> None:
     assert (refused.port, refused.vlan, refused.packets) == (L.DUT_IN, 0, N)
     assert abs(refused.last_seen.ToSeconds() - time.time()) < 60
     text = urllib.request.urlopen(a.metrics_url, timeout=10).read().decode()
-    line = f'corridor_xdp_edge_drops_total{{port="{L.DUT_IN}",reason="foreign_ethertype"}}'
+    line = f'corridor_engine_xdp_edge_drops_total{{port="{L.DUT_IN}",reason="foreign_ethertype"}}'
     assert any(ln.startswith(line) and float(ln.split()[-1]) >= N for ln in text.splitlines()), (
         text[-3000:]
     )

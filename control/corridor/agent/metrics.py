@@ -210,7 +210,7 @@ def _engine_metrics(counters: Counters, ports: list[PortStatus]) -> Iterator[Met
         passes.add_metric([worker], w["passes"])
     yield drops
     edge = CounterMetricFamily(
-        "corridor_xdp_edge_drops",
+        "corridor_engine_xdp_edge_drops",
         "Frames the XDP program dropped by a sub-interface's edge filter, by reason "
         "(foreign_ethertype, unknown_source_mac) and ingress port",
         labels=["reason", "port"],
