@@ -109,3 +109,59 @@ async def test_election_guards_members(agent) -> None:
         await write(agent, [c.delete_member(0)], election=PRIMARY - 1)
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert [m[0] for m in await members(agent)] == [0]
+
+
+async def test_source_filters_written_read_and_replaced(agent) -> None:
+    own = ["198.18.0.0/24", "2001:db8:1::/48", "198.18.0.0/24"]
+    await write(agent, [c.set_member(0, "cor-test0", 0, A, "alpha", sources=own)])
+    async with asyncio.timeout(60):
+        [m] = (await c.read(agent.stub)).members
+    assert m.filter_sources
+    assert [(p.address, p.length) for p in m.allowed_sources] == [
+        (bytes([198, 18, 0, 0]), 24),
+        (bytes.fromhex("20010db8000100000000000000000000"), 48),
+    ], "each once, IPv4 first"
+    assert agent.dataplane._fib.member_sources(0) == ["198.18.0.0/24", "2001:db8:1::/48"]
+    # An empty filter is a filter: nothing may be sent.
+    await write(agent, [c.set_member(0, "cor-test0", 0, A, "alpha", sources=[])])
+    assert agent.dataplane._fib.member_sources(0) == []
+    await write(agent, [c.set_member(0, "cor-test0", 0, A, "alpha")])
+    assert agent.dataplane._fib.member_sources(0) is None
+
+
+def _filtered(*prefixes: tuple[bytes, int], on: bool = True) -> dataplane_pb2.Operation:
+    op = c.set_member(0, "cor-test0", 0, A, "alpha", sources=[])
+    op.member.filter_sources = on
+    for address, length in prefixes:
+        op.member.allowed_sources.add(address=address, length=length)
+    return op
+
+
+@pytest.mark.parametrize(
+    ("operation", "field", "words"),
+    [
+        (_filtered((bytes([198, 18, 0, 1]), 24)), "member.allowed_sources[0].address", "host bits"),
+        (_filtered((bytes([198, 18, 0, 0]), 33)), "member.allowed_sources[0].length", "exceeds 32"),
+        (_filtered((b"\xc6\x12", 16)), "member.allowed_sources[0].address", "is 2 bytes"),
+        (
+            _filtered((bytes([198, 18, 0, 0]), 24), on=False),
+            "member.allowed_sources",
+            "without filter_sources",
+        ),
+        (
+            _filtered(*[(bytes([198, 18, i >> 8, i & 255]), 32) for i in range(4097)]),
+            "member.allowed_sources",
+            "4097 prefixes exceed the limit of 4096",
+        ),
+    ],
+)
+async def test_bad_source_filters_refused_whole(agent, operation, field, words) -> None:
+    good = c.set_member(3, "cor-test0", 0, C)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await write(agent, [good, operation])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    error = write_error(e.value)
+    assert error is not None
+    assert [(v.operation, v.field) for v in error.violations] == [(1, f"operations[1].{field}")]
+    assert words in error.violations[0].description
+    assert await members(agent) == [], "nothing of the batch applied"

@@ -4,9 +4,13 @@
 //! iterations outside the measurement, so every iteration forwards the same batch.
 //! `process_64_mixed_members` is the same with exchange members counted (the sender and
 //! both next hops are members): the cost of the member lookup and the per-member counters,
-//! against `process_64_mixed` in the same run. `process_64_mixed_members_sflow` adds
-//! sFlow sampling at 1:1000 on the ingress port (the ring drained outside the
-//! measurement, as the agent would): the "everything on" case.
+//! against `process_64_mixed` in the same run. `process_64_mixed_edge` adds the edge
+//! checks of the fast path on the sender's port: strict uRPF (the sources routed back out
+//! of it, so the source lookups ride with the destinations') and the sender's source filter
+//! (BCP 38, 256 prefixes holding its sources); every frame still forwarded;
+//! `process_64_mixed_urpf` is strict uRPF alone, no members. Port security
+//! runs in the XDP program, before the pipeline: the forwarding benchmark's corridor-1e
+//! measures it.
 //!
 //! `full_tables/*` is the realistic case: the real IPv4 and IPv6 tables (../shared/data)
 //! loaded, 256 distinct batches of 64 frames (all IPv4, all IPv6, or alternating) whose
@@ -21,7 +25,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use corridor_benches::{announced, read_table, V4_TABLE, V6_TABLES};
 use corridor_engine::fib::{Adjacency, Family, Fib, FibConfig, FibOp, FibReader, Member, NextHop, Prefix, RouteTarget};
-use corridor_engine::pipeline::{IcmpRateLimit, PacketBuf, Pipeline, PipelineConfig, PortConfig, SubInterfaceConfig, Verdict};
+use corridor_engine::pipeline::{
+    IcmpRateLimit, PacketBuf, Pipeline, PipelineConfig, PortConfig, SubInterfaceConfig, UrpfMode, UrpfPolicy, Verdict,
+};
 use corridor_engine::wire::ethernet::{self, ethertype};
 use corridor_engine::wire::{ip_protocol, ipv4, ipv6};
 use criterion::{BatchSize, Criterion, Throughput};
@@ -44,9 +50,36 @@ fn port(mac: [u8; 6]) -> PortConfig {
     }
 }
 
+/// What a variant turns on.
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    Plain,
+    Members,
+    /// Strict uRPF on port 0 alone (the sources routed back out of it), no members.
+    Urpf,
+    /// Members, the sender's source filter and strict uRPF on port 0.
+    Edge,
+}
+
+/// The sender's source filter: the /24 and /48 of its sources among 254 other prefixes.
+fn edge_sources() -> Box<[Prefix]> {
+    let mut p = vec![
+        Prefix::v4(u32::from(Ipv4Addr::new(198, 18, 0, 0)), 24),
+        Prefix::v6(u128::from(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0)), 48),
+    ];
+    // Apart from each other, so that none merge: 128 ranges per family to search.
+    for i in 1..128u32 {
+        p.push(Prefix::v4(u32::from(Ipv4Addr::new(198, 19, 2 * i as u8, 0)), 24));
+        p.push(Prefix::v6(u128::from(Ipv6Addr::new(0x2001, 0xdb8, 2 * i as u16, 0, 0, 0, 0, 0)), 48));
+    }
+    p.into()
+}
+
 /// Eight /24s and eight /48s, each through a group of two next hops on port 1; with
-/// `members`, the sender (on port 0) and both next hops are members.
-fn fib(members: bool) -> Fib {
+/// members, the sender (on port 0) and both next hops are members; with the edge checks,
+/// the sender's sources are routed back out of port 0 and it has a source filter.
+fn fib(variant: Variant) -> Fib {
+    let members = matches!(variant, Variant::Members | Variant::Edge);
     let mut fib = Fib::new(FibConfig { v4_routes: 64, v6_routes: 64, v4_nodes: 8, v6_nodes: 64, groups: 16, adjacencies: 16 }).unwrap();
     let mut ops = Vec::new();
     for a in 1..=2u32 {
@@ -62,10 +95,18 @@ fn fib(members: bool) -> Fib {
         ops.push(FibOp::AddRoute { prefix: Prefix::v6(net, 48), target: RouteTarget::Group(1) });
     }
     if members {
-        ops.push(FibOp::SetMember { id: 0, member: Member { port: 0, vlan: 0, mac: PEER } });
+        let sources = (variant == Variant::Edge).then(edge_sources);
+        ops.push(FibOp::SetMember { id: 0, member: Member { port: 0, vlan: 0, mac: PEER }, sources });
         for a in 1..=2u32 {
-            ops.push(FibOp::SetMember { id: a, member: Member { port: 1, vlan: 0, mac: [0x02, 0, 0, 0, 1, a as u8] } });
+            ops.push(FibOp::SetMember { id: a, member: Member { port: 1, vlan: 0, mac: [0x02, 0, 0, 0, 1, a as u8] }, sources: None });
         }
+    }
+    if matches!(variant, Variant::Urpf | Variant::Edge) {
+        ops.push(FibOp::SetAdjacency { id: 3, adjacency: Adjacency { port: 0, vlan: 0, src_mac: MAC_IN, dst_mac: PEER } });
+        ops.push(FibOp::SetGroup { id: 2, members: vec![NextHop { adjacency: 3, weight: 1 }] });
+        ops.push(FibOp::AddRoute { prefix: Prefix::v4(u32::from(Ipv4Addr::new(198, 18, 0, 0)), 24), target: RouteTarget::Group(2) });
+        let net = u128::from(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0));
+        ops.push(FibOp::AddRoute { prefix: Prefix::v6(net, 48), target: RouteTarget::Group(2) });
     }
     fib.apply(&ops).unwrap();
     fib
@@ -141,18 +182,28 @@ fn frame_to(i: usize, dst: Dst) -> Vec<u8> {
 fn process(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline");
     group.throughput(Throughput::Elements(BATCH as u64));
-    for (name, members, sampling) in
-        [("process_64_mixed", false, false), ("process_64_mixed_members", true, false), ("process_64_mixed_members_sflow", true, true)]
-    {
-        bench(&mut group, name, members, sampling);
+    let variants = [
+        ("process_64_mixed", Variant::Plain, false),
+        ("process_64_mixed_members", Variant::Members, false),
+        ("process_64_mixed_members_sflow", Variant::Members, true),
+        ("process_64_mixed_urpf", Variant::Urpf, false),
+        ("process_64_mixed_edge", Variant::Edge, false),
+    ];
+    for (name, variant, sampling) in variants {
+        bench(&mut group, name, variant, sampling);
     }
     group.finish();
 }
 
-fn bench(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, members: bool, sampling: bool) {
-    let fib = fib(members);
+fn bench(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, variant: Variant, sampling: bool) {
+    let members = matches!(variant, Variant::Members | Variant::Edge);
+    let fib = fib(variant);
     let mut reader = fib.reader();
-    let config = PipelineConfig { ports: vec![port(MAC_IN), port(MAC_OUT)], hash_seed: 0x5eed, ..PipelineConfig::default() };
+    let mut ingress = port(MAC_IN);
+    if matches!(variant, Variant::Urpf | Variant::Edge) {
+        ingress.sub_interfaces[0].urpf = UrpfPolicy { mode: UrpfMode::Strict, allow_default: false };
+    }
+    let config = PipelineConfig { ports: vec![ingress, port(MAC_OUT)], hash_seed: 0x5eed, ..PipelineConfig::default() };
     let mut pipeline = Pipeline::new(&config).unwrap();
     let ring = pipeline.sample_ring().clone();
     ring.set_rates(if sampling { &[SAMPLE_RATE, SAMPLE_RATE] } else { &[0, 0] });
@@ -173,6 +224,8 @@ fn bench(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallT
     assert!(verdicts.iter().all(|v| matches!(v, Verdict::Forward { port: 1, .. })), "{verdicts:?}");
     let counted = pipeline.counters().snapshot().member(0).rx_packets;
     assert_eq!(counted, if members { BATCH as u64 } else { 0 }, "members counted only when set");
+    let urpf = pipeline.urpf().get(0);
+    assert_eq!(urpf.mode == UrpfMode::Strict, matches!(variant, Variant::Urpf | Variant::Edge), "strict uRPF where asked");
 
     group.bench_function(name, |b| {
         b.iter_batched_ref(

@@ -23,11 +23,22 @@ from corridor import lab as L
 # routers as members, so every frame takes the member lookup and rx, tx counts).
 # corridor-1ms: corridor-1m with sFlow sampling 1:1000 on both ports, the samples drained
 # every 100 ms by a thread of this process, as the agent's exporter does.
+# corridor-1e: corridor-1m with the edge protection on the generator's port: uRPF strict
+# (its sources routed back out of that port), the generator's source filter (BCP 38, 256
+# prefixes holding its sources) and port security in XDP (only IP and ARP, only the
+# members' MACs). Checked to drop nothing by them, so every frame pays every check.
 ROUTERS = (
     "kernel", "xdp_fwd", "afxdp_ref", "l3fwd", "corridor-1", "corridor-1m", "corridor-1ms",
-    "corridor-2",
+    "corridor-1e", "corridor-2",
 )  # fmt: skip
 SAMPLE_RATE = 1000
+
+# The generator's source filter in corridor-1e: its /24 and /64 among 254 other prefixes.
+EDGE_SOURCES = (
+    ["198.18.0.0/24", "2001:db8::/64"]
+    + [f"198.19.{i}.0/24" for i in range(1, 128)]
+    + [f"2001:db8:{i:x}::/48" for i in range(1, 128)]
+)
 
 
 def permanent_neighbours(where: L.Lab | Topology) -> None:
@@ -225,17 +236,27 @@ class CorridorRouter(Router):
     """The engine in this process, the same table through Fib/Batch, `workers` workers."""
 
     def __init__(
-        self, where: L.Lab | Topology, table: dict, workers: int, members: bool = False,
+        self,
+        where: L.Lab | Topology,
+        table: dict,
+        workers: int,
+        members: bool = False,
         sampling: bool = False,
-    ) -> None:  # fmt: skip
+        edge: bool = False,
+    ) -> None:
         super().__init__(where, table)
         self.workers = workers
-        self.members = members
+        self.members = members or edge
         self.sampling = sampling
+        self.edge = edge
         self.samples = 0
         self._draining = threading.Event()
         self._drain: threading.Thread | None = None
-        self.name = f"corridor-{workers}" + ("m" if members else "") + ("s" if sampling else "")
+        self.name = (
+            f"corridor-{workers}"
+            + ("e" if edge else "m" if members else "")
+            + ("s" if sampling else "")
+        )
 
     def start(self) -> None:
         from corridor import _dataplane as dp
@@ -252,14 +273,28 @@ class CorridorRouter(Router):
         b.add_routes_text("\n".join(self.table["v4"]), 1)
         b.add_routes_text("\n".join(self.table["v6"]), 1)
         if self.members:
-            b.set_member(0, 0, 0, t.gen_mac)  # rx: every frame the generator sends
+            sources = EDGE_SOURCES if self.edge else None
+            b.set_member(0, 0, 0, t.gen_mac, sources)  # rx: every frame the generator sends
             b.set_member(1, 1, 0, t.sink_mac)  # tx: through adjacency 1, to the sink
             b.set_member(2, 0, 0, "02:00:5e:00:53:01")  # another MAC on the ingress table
+        if self.edge:
+            # The generator's sources back out of its port: strict uRPF passes them.
+            b.set_adjacency(2, 0, 0, t.dut_in_mac, t.gen_mac)
+            b.set_group(2, [(2, 1)])
+            b.add_route(f"{L.GEN_V4}/32", 2)
+            b.add_route(f"{L.GEN_V6}/128", 2)
         fib.apply(b)
         self.load_seconds = time.monotonic() - t0
+        edge = {}
+        if self.edge:
+            edge = {
+                "urpf": {0: {"mode": "strict", "allow_default": False}},
+                "edge": {0: {"ethertype_filter": True, "mac_filter": True,
+                             "allowed_macs": [t.gen_mac, "02:00:5e:00:53:01"]}},
+            }  # fmt: skip
         ports = [
             {"name": t.dut_in, "queues": self.workers, "mtu": 1500,
-             "addresses": {0: [L.DUT_IN_V4, L.DUT_IN_V6]}},
+             "addresses": {0: [L.DUT_IN_V4, L.DUT_IN_V6]}, **edge},
             {"name": t.dut_out, "queues": self.workers, "mtu": 1500,
              "addresses": {0: [L.DUT_OUT_V4, L.DUT_OUT_V6]}},
         ]  # fmt: skip
@@ -306,6 +341,15 @@ class CorridorRouter(Router):
                 # The run is only a comparison if the members were counted.
                 if rx == 0 or tx == 0:
                     raise RuntimeError(f"{self.name}: members not counted (rx {rx}, tx {tx})")
+            if self.edge:
+                c = eng.counters()
+                checked = {r: c["drops"].get(r, 0) for r in ("urpf_strict", "member_source")}
+                refused = sum(sum(r.values()) for r in c["edge"].values())
+                # Only a comparison if the checks passed every frame they judged.
+                if any(checked.values()) or refused:
+                    raise RuntimeError(f"{self.name}: edge drops {checked}, XDP {refused}")
+                if not eng.edge():
+                    raise RuntimeError(f"{self.name}: no edge filter in force")
             eng.stop()
             self.engine = None
 
@@ -323,6 +367,8 @@ def make_router(name: str, where: L.Lab | Topology, table: dict) -> Router:
         return CorridorRouter(where, table, 1, members=True)
     if name == "corridor-1ms":
         return CorridorRouter(where, table, 1, members=True, sampling=True)
+    if name == "corridor-1e":
+        return CorridorRouter(where, table, 1, edge=True)
     if name.startswith("corridor-"):
         return CorridorRouter(where, table, int(name.split("-")[1]))
     raise SystemExit(f"router {name!r}: expected one of {', '.join(ROUTERS)}")

@@ -17,8 +17,11 @@ class Batch:
     def __len__(self) -> int: ...
     def set_adjacency(self, id: int, port: int, vlan: int, src_mac: str, dst_mac: str) -> None: ...
     def delete_adjacency(self, id: int) -> None: ...
-    def set_member(self, id: int, port: int, vlan: int, mac: str) -> None:
-        """An exchange member's router: its MAC on (port index, VLAN); ids 0 to MAX_MEMBERS - 1."""
+    def set_member(
+        self, id: int, port: int, vlan: int, mac: str, sources: list[str] | None = None
+    ) -> None:
+        """An exchange member's router: its MAC on (port index, VLAN); ids 0 to MAX_MEMBERS - 1.
+        sources: its source filter (BCP 38), the only prefixes its frames may come from."""
     def delete_member(self, id: int) -> None: ...
     def set_group(self, id: int, members: list[tuple[int, int]]) -> None:
         """members: (adjacency id, weight) pairs; weights 1 to 65535."""
@@ -63,6 +66,8 @@ class Fib:
     def adjacencies(self) -> list[tuple[int, int, int, str, str]]: ...
     def members(self) -> list[tuple[int, int, int, str]]:
         """(id, port index, VLAN, MAC) of every member, by id."""
+    def member_sources(self, id: int) -> list[str] | None:
+        """A member's source filter (BCP 38) as prefix texts; None when it has none."""
     def adjacency_member(self, id: int) -> int | None: ...
     def blackhole_slot(self, prefix: str) -> int | None:
         """The counter slot of the blackhole route of exactly `prefix`: Engine.blackhole_dropped."""
@@ -114,6 +119,44 @@ class PortDict(TypedDict, total=False):
     directed_broadcast: bool
     """Forward directed broadcasts to this port's IPv4 subnets as link broadcasts (default
     False: dropped and counted as directed_broadcast, RFC 2644)."""
+    urpf: dict[int, UrpfDict]
+    """VLAN (one of `addresses`', 0 = untagged) -> its uRPF check at start (default: off)."""
+    edge: dict[int, EdgeDict]
+    """VLAN (one of `addresses`') -> the XDP program's edge filter from the start."""
+
+class EdgeDict(TypedDict, total=False):
+    ethertype_filter: bool
+    """Only IPv4, IPv6 and ARP (behind at most one 802.1Q tag); others dropped in XDP."""
+    mac_filter: bool
+    """Only frames from `allowed_macs` as source; others dropped in XDP."""
+    allowed_macs: list[str]
+
+class EdgeState(TypedDict):
+    port: str
+    vlan: int
+    ethertype_filter: bool
+    mac_filter: bool
+    allowed_macs: list[str]
+
+class RefusedMacDict(TypedDict):
+    port: str
+    vlan: int
+    mac: str
+    packets: int
+    age_seconds: float
+
+class UrpfDict(TypedDict, total=False):
+    mode: Literal["strict", "loose", "off"]
+    """strict: the source's route leads back out of the ingress sub-interface (any member
+    of its group); loose: the source has a forwarding route; off (required)."""
+    allow_default: bool
+    """The default route counts as the source's route (default False)."""
+
+class UrpfState(TypedDict):
+    port: str
+    vlan: int
+    mode: str
+    allow_default: bool
 
 class IcmpRateKeywords(TypedDict, total=False):
     """The ICMP rates and bursts: Engine.set_icmp_limits's keywords."""
@@ -202,6 +245,8 @@ class EngineCounters(TypedDict):
     xsk: list[XskCounters]
     steering: dict[str, int]
     """The XDP program's counters: steered, passed, no_socket."""
+    edge: dict[str, dict[str, int]]
+    """The XDP program's edge drops by port name: foreign_ethertype, unknown_source_mac."""
     tx_ring_full: int
     """Forwarded frames dropped because an egress tx ring stayed full."""
     members: dict[int, MemberCounters]
@@ -261,6 +306,35 @@ class Engine:
         """Frames sampled since the last call, at most max; [] when stopped."""
     def sample_stats(self) -> list[SampleStats]:
         """Per port: rate, pool, sampled, dropped (lost to a full ring), over workers."""
+    def set_urpf(
+        self,
+        port: str,
+        vlan: int,
+        mode: Literal["strict", "loose", "off"],
+        *,
+        allow_default: bool = False,
+    ) -> None:
+        """Sets the uRPF check of sub-interface (port name, VLAN); the workers check by it
+        from their next frame on. ValueError for an unknown port, VLAN or mode; EngineError
+        when the engine is not running."""
+    def urpf(self) -> list[UrpfState]:
+        """Every sub-interface's uRPF policy in force (as configured when not running)."""
+    def set_edge(
+        self,
+        port: str,
+        vlan: int,
+        *,
+        ethertype_filter: bool = False,
+        mac_filter: bool = False,
+        allowed_macs: list[str] = ...,
+    ) -> None:
+        """Sets the XDP edge filter of sub-interface (port name, VLAN), in force for the next
+        frame (the kernel's too). ValueError for an unknown port, VLAN or a bad MAC;
+        EngineError when not running or the program's maps are full (the old one stays)."""
+    def edge(self) -> list[EdgeState]:
+        """The edge filters in force (sub-interfaces that have one); empty when stopped."""
+    def refused_macs(self) -> list[RefusedMacDict]:
+        """Source MACs the edge filters refused lately, most recent first (at most 256)."""
     def drain_glean(self, max: int = 256) -> list[str]:
         """Destinations dropped as glean and queued (de-duplicated, rate-limited per
         worker) since the last call, at most max, as address strings; [] when stopped."""

@@ -23,6 +23,9 @@ def add_parsers(sub: Any, rsub: Any, client: argparse.ArgumentParser) -> None:
     )
     plist.add_argument("--node", help=node_help)
     port.set_defaults(run=_run_ports)
+    from corridor import cli_port  # imports cli_controller, which imports this module
+
+    cli_port.add_parsers(psub, client)
 
     counters = sub.add_parser(
         "counters",

@@ -1,4 +1,4 @@
-"""`corridor member add|remove|list|counters` and `corridor billing report`: exchange members
+"""`corridor member add|remove|filter|list|counters` and `corridor billing report`: exchange members
 through the controller, their counters as the node's agent has them now, and the month's
 95th-percentile bill from the samples the controller stored (controller/members.py).
 
@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from corridor.cli_controller import TIMEOUT, CliError, call, out, table
+from corridor.common.addresses import prefix_text
 
 
 def add_parsers(sub: Any, client: argparse.ArgumentParser) -> None:
@@ -28,6 +29,20 @@ def add_parsers(sub: Any, client: argparse.ArgumentParser) -> None:
     add.add_argument("--node", default="", help="the node (default: the only one registered)")
     rm = msub.add_parser("remove", parents=[client], help="forget a member")
     rm.add_argument("name")
+    filt = msub.add_parser(
+        "filter",
+        parents=[client],
+        help="a member's source filter (BCP 38): the only prefixes it may send from",
+    )
+    filt.add_argument("name")
+    how = filt.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--allow",
+        action="append",
+        metavar="PREFIX",
+        help="an allowed source prefix (repeat; the list replaces the member's filter)",
+    )
+    how.add_argument("--off", action="store_true", help="remove the filter: any source")
     msub.add_parser("list", parents=[client], help="every member")
     counters = msub.add_parser(
         "counters", parents=[client], help="every member's traffic now, as its node counts it"
@@ -54,11 +69,23 @@ def _member_dict(m: Any) -> dict[str, Any]:
         "vlan": m.vlan,
         "mac": m.mac.hex(":"),
         "id": m.id,
+        "sources": [prefix_text(p.address, p.length) for p in m.allowed_sources]
+        if m.filter_sources
+        else None,
     }
 
 
+def _sources_text(sources: list[str] | None) -> str:
+    if sources is None:
+        return "any"
+    if not sources:
+        return "none"
+    return ",".join(sources[:4]) + (f",+{len(sources) - 4}" if len(sources) > 4 else "")
+
+
 def _run_member(args: argparse.Namespace) -> int:
-    from corridor.controller.members import MemberError, check_member
+    from corridor.common.addresses import checked_prefix_to_pb
+    from corridor.controller.members import MemberError, check_member, check_sources
     from corridor.v1 import controller_pb2
 
     if args.action == "add":
@@ -66,6 +93,13 @@ def _run_member(args: argparse.Namespace) -> int:
             mac = check_member(args.name, args.node or "-", args.port, args.vlan, args.mac)
         except MemberError as e:
             print(f"corridor member add: {e}", file=sys.stderr)
+            return 2
+    allowed = []
+    if args.action == "filter" and not args.off:
+        try:  # each prefix checked here: nothing is sent when one is wrong
+            allowed = [checked_prefix_to_pb(p) for p in check_sources(args.name, args.allow)]
+        except MemberError as e:
+            print(f"corridor member filter: {e}", file=sys.stderr)
             return 2
 
     async def work(stub: Any) -> int:
@@ -87,6 +121,15 @@ def _run_member(args: argparse.Namespace) -> int:
                 controller_pb2.RemoveMemberRequest(name=args.name), timeout=TIMEOUT
             )
             out(args, _member_dict(m), f"member {m.name} removed")
+        elif args.action == "filter":
+            m = await stub.SetMemberFilter(
+                controller_pb2.SetMemberFilterRequest(
+                    name=args.name, filter_sources=not args.off, allowed_sources=allowed
+                ),
+                timeout=TIMEOUT,
+            )
+            d = _member_dict(m)
+            out(args, d, f"member {m.name}: sources {_sources_text(d['sources'])}")
         elif args.action == "list":
             reply = await stub.ListMembers(controller_pb2.ListMembersRequest(), timeout=TIMEOUT)
             rows = [_member_dict(m) for m in reply.members]
@@ -94,8 +137,14 @@ def _run_member(args: argparse.Namespace) -> int:
                 print(json.dumps(rows))
             else:
                 table(
-                    ["NAME", "NODE", "PORT", "VLAN", "MAC", "ID"],
-                    [[r["name"], r["node"], r["port"], r["vlan"], r["mac"], r["id"]] for r in rows],
+                    ["NAME", "NODE", "PORT", "VLAN", "MAC", "ID", "SOURCES"],
+                    [
+                        [
+                            *(r[k] for k in ("name", "node", "port", "vlan", "mac", "id")),
+                            _sources_text(r["sources"]),
+                        ]
+                        for r in rows
+                    ],
                 )
         else:
             await _print_counters(args, stub)

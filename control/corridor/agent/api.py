@@ -24,10 +24,14 @@ from corridor.common.addresses import (
     address_to_bytes,
     gateway_from_pb,
     prefix_from_pb,
+    prefix_order,
+    prefix_to_pb,
     set_prefix,
 )
+from corridor.common.edge import policy_from_pb, policy_to_pb
 from corridor.common.errors import FieldError, InvalidBatch, Violation, echo, format_election_id
 from corridor.common.fib import (
+    MEMBER_SOURCES_MAX,
     MEMBERS_MAX,
     Adjacency,
     DeleteAdjacency,
@@ -121,6 +125,63 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
             _who(context), format_election_id(previous),
         )  # fmt: skip
         return dataplane_pb2.ResetElectionResponse(previous=election_id_to_pb(previous))
+
+    async def SetPortPolicies(
+        self, request: dataplane_pb2.SetPortPoliciesRequest, context: _Context
+    ) -> dataplane_pb2.SetPortPoliciesResponse:
+        writers = self.dataplane.config.election.writers
+        if writers and not _admitted(context, writers):
+            await status.abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{_who(context)} is not among election.writers of this agent",
+            )
+        election_id = election_id_from_pb(request.election_id)
+        violations: list[Violation] = []
+        if election_id == 0:
+            violations.append(
+                Violation(None, "election_id", "is missing or zero; every write needs one above 0")
+            )
+        policies = []
+        for i, pb in enumerate(request.policies):
+            try:
+                policy = policy_from_pb(pb.policy, f"policies[{i}].policy")
+            except FieldError as f:
+                violations.append(Violation(i, f.field, f.description))
+                continue
+            policies.append((pb.port, pb.vlan, policy))
+        try:
+            if violations:
+                raise InvalidBatch(violations)
+            await self.dataplane.set_policies(election_id, policies)
+        except InvalidBatch as e:
+            await refuse(
+                context, grpc.StatusCode.INVALID_ARGUMENT, str(e), e.violations, items="policies"
+            )
+        except NotPrimary as e:
+            violation = Violation(None, "election_id", str(e))
+            await refuse(
+                context, grpc.StatusCode.PERMISSION_DENIED, str(e), [violation], items="policies"
+            )
+        except domain.PolicyRefused as e:
+            await status.abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+        return dataplane_pb2.SetPortPoliciesResponse()
+
+    async def ListPortPolicies(
+        self, request: dataplane_pb2.ListPortPoliciesRequest, context: _Context
+    ) -> dataplane_pb2.ListPortPoliciesResponse:
+        response = dataplane_pb2.ListPortPoliciesResponse()
+        for (port, vlan), policy in self.dataplane.policies.items():
+            response.policies.add(port=port, vlan=vlan, policy=policy_to_pb(policy))
+        for r in await self.dataplane.refused_macs():
+            pb = response.refused_macs.add(
+                port=r.port,
+                vlan=r.vlan,
+                mac=bytes.fromhex(r.mac.replace(":", "")),
+                packets=r.packets,
+            )
+            pb.last_seen.FromNanoseconds(int(r.last_seen * 1e9))
+        return response
 
     async def Read(
         self, request: dataplane_pb2.ReadRequest, context: _Context
@@ -349,7 +410,25 @@ def member_from_pb(member: dataplane_pb2.Member, dataplane: domain.Dataplane) ->
         )
     if len(member.name) > 64 or not member.name.isprintable():
         raise FieldError("member.name", f"{echo(member.name)}: at most 64 printable characters")
-    return Member(member_id, port, member.vlan, mac.hex(":"), member.name)
+    sources = None
+    if member.filter_sources:
+        sources = member_sources_from_pb(member.allowed_sources, "member.allowed_sources")
+    elif member.allowed_sources:
+        raise FieldError(
+            "member.allowed_sources", "is set without filter_sources; set both or neither"
+        )
+    return Member(member_id, port, member.vlan, mac.hex(":"), member.name, sources)
+
+
+def member_sources_from_pb(prefixes: Sequence[common_pb2.IpPrefix], field: str) -> tuple[str, ...]:
+    """A member's source filter: canonical prefixes, sorted, each once; FieldError naming
+    the first bad one, or too many."""
+    if len(prefixes) > MEMBER_SOURCES_MAX:
+        raise FieldError(
+            field, f"{len(prefixes)} prefixes exceed the limit of {MEMBER_SOURCES_MAX}"
+        )
+    texts = {prefix_from_pb(p, f"{field}[{i}]") for i, p in enumerate(prefixes)}
+    return tuple(sorted(texts, key=prefix_order))
 
 
 def _member_id(value: int) -> int:
@@ -360,7 +439,13 @@ def _member_id(value: int) -> int:
 
 def member_to_pb(m: Member) -> dataplane_pb2.Member:
     return dataplane_pb2.Member(
-        id=m.id, port=m.port, vlan=m.vlan, mac=bytes.fromhex(m.mac.replace(":", "")), name=m.name
+        id=m.id,
+        port=m.port,
+        vlan=m.vlan,
+        mac=bytes.fromhex(m.mac.replace(":", "")),
+        name=m.name,
+        filter_sources=m.sources is not None,
+        allowed_sources=[prefix_to_pb(p) for p in m.sources or ()],
     )
 
 
@@ -613,6 +698,12 @@ def counters_to_pb(
             ("rx_ring_dropped", rx_ring_dropped),
         ):
             drops.append(dataplane_pb2.DropCounters(reason=reason, worker=worker, packets=packets))
+    # Dropped by the XDP program's edge filters, before any worker: listed as worker 0's.
+    for port, reasons in raw.get("edge", {}).items():
+        for reason, packets in reasons.items():
+            drops.append(
+                dataplane_pb2.DropCounters(reason=reason, worker=0, packets=packets, port=port)
+            )
     return dataplane_pb2.Counters(
         time=time,
         interfaces=interfaces,

@@ -4,6 +4,7 @@ text, the WriteError of a refused write, and a whole Read gathered into lists.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from corridor.common import addresses
@@ -92,10 +93,24 @@ def delete_adjacency(id: int) -> dataplane_pb2.Operation:
     return dataplane_pb2.Operation(action=dataplane_pb2.ACTION_DELETE, adjacency=adjacency)
 
 
-def set_member(id: int, port: str, vlan: int, mac: str, name: str = "") -> dataplane_pb2.Operation:
-    """Member `id`: the router with `mac` ("aa:bb:...") on `port`, `vlan`."""
+def set_member(
+    id: int,
+    port: str,
+    vlan: int,
+    mac: str,
+    name: str = "",
+    sources: Sequence[str] | None = None,
+) -> dataplane_pb2.Operation:
+    """Member `id`: the router with `mac` ("aa:bb:...") on `port`, `vlan`; `sources`, its
+    source filter (BCP 38) as prefix texts, None for none."""
     member = dataplane_pb2.Member(
-        id=id, port=port, vlan=vlan, mac=bytes.fromhex(mac.replace(":", "")), name=name
+        id=id,
+        port=port,
+        vlan=vlan,
+        mac=bytes.fromhex(mac.replace(":", "")),
+        name=name,
+        filter_sources=sources is not None,
+        allowed_sources=[addresses.checked_prefix_to_pb(p) for p in sources or ()],
     )
     return dataplane_pb2.Operation(action=dataplane_pb2.ACTION_SET, member=member)
 

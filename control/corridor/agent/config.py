@@ -23,6 +23,8 @@ from corridor.common.config import (
     metrics_from,
     tls_and_listen,
 )
+from corridor.common.edge import OFF, EdgePolicy, UrpfMode, checked_macs, source_mac, urpf_mode
+from corridor.common.errors import FieldError
 from corridor.common.fib import ADJACENCIES_MAX, GROUPS_MAX, NODES_MAX, VLAN_MAX
 from corridor.common.logs import LogConfig, log_from
 
@@ -102,9 +104,16 @@ name = "eth1"
 queues = 2
 mtu = 9000
 addresses = ["198.18.0.1/24", "2001:db8::1/64"]
-vlans = [{ id = 100, addresses = ["198.18.100.1/24"] }]
+vlans = [{ id = 100, addresses = ["198.18.100.1/24"], urpf = "loose" }]
 directed_broadcast = false                # forward directed broadcasts (RFC 2644: off)
 sample_rate = 1000                        # sFlow: 1 in N frames received; 0 (default) off
+# Edge protection of the untagged traffic (a VLAN takes the same keys); all off by default.
+urpf = "strict"                           # strict, loose or off (RFC 3704)
+urpf_allow_default = false                # the default route counts as a source's route
+ethertype_filter = true                   # only IPv4, IPv6 and ARP, dropped in XDP
+mac_filter = false                        # only these source MACs, dropped in XDP
+allowed_macs = ["02:00:00:00:00:01"]
+port_security = false                     # only IP and ARP, from members' MACs (and those)
 """
 
 
@@ -112,6 +121,7 @@ sample_rate = 1000                        # sFlow: 1 in N frames received; 0 (de
 class Vlan:
     id: int
     addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...] = ()
+    policy: EdgePolicy = OFF
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,12 @@ class PortConfig:
     directed_broadcast: bool = False
     # sFlow: 1 in sample_rate frames received on the port is sampled; 0 is off.
     sample_rate: int = 0
+    # Edge protection of the untagged traffic (each VLAN has its own).
+    policy: EdgePolicy = OFF
+
+    def policies(self) -> dict[int, EdgePolicy]:
+        """Every sub-interface's configured policy, by VLAN (0: untagged)."""
+        return {0: self.policy} | {v.id: v.policy for v in self.vlans}
 
 
 @dataclass(frozen=True)
@@ -466,6 +482,7 @@ def _port(t: Table) -> PortConfig:
         vlans=tuple(_vlan(v) for v in t.tables("vlans")),
         directed_broadcast=t.get("directed_broadcast", bool, "true or false", False),
         sample_rate=t.integer("sample_rate", 0, SAMPLE_RATE_MAX, default=0),
+        policy=_policy(t),
     )
     ids = [v.id for v in port.vlans]
     for i, vid in enumerate(ids):
@@ -476,9 +493,48 @@ def _port(t: Table) -> PortConfig:
 
 
 def _vlan(t: Table) -> Vlan:
-    vlan = Vlan(id=t.integer("id", 1, VLAN_MAX), addresses=_addresses(t))
+    vlan = Vlan(id=t.integer("id", 1, VLAN_MAX), addresses=_addresses(t), policy=_policy(t))
     t.done()
     return vlan
+
+
+def _policy(t: Table) -> EdgePolicy:
+    """The edge protection keys of a port or VLAN table."""
+    urpf = UrpfMode.OFF
+    text = t.string("urpf")
+    if text is not None:
+        try:
+            urpf = urpf_mode(text, "urpf")
+        except FieldError as e:
+            t.fail(e.field, e.description)
+    macs = []
+    values = t.get("allowed_macs", list, 'a list of MACs such as "02:00:00:00:00:01"', [])
+    for i, value in enumerate(values):
+        try:
+            macs.append(source_mac(value, f"allowed_macs[{i}]"))
+        except FieldError as e:
+            t.fail(e.field, e.description)
+    try:
+        allowed = checked_macs(macs, "allowed_macs")
+    except FieldError as e:
+        t.fail(e.field, e.description)
+        allowed = ()
+    mac_filter = t.get("mac_filter", bool, "true or false", False)
+    port_security = t.get("port_security", bool, "true or false", False)
+    if mac_filter and not values and not port_security and not t.failed("allowed_macs"):
+        t.fail(
+            "allowed_macs",
+            "is empty with mac_filter = true: every frame would be dropped; "
+            "list the stations' MACs",
+        )
+    return EdgePolicy(
+        urpf=urpf,
+        urpf_allow_default=t.get("urpf_allow_default", bool, "true or false", False),
+        ethertype_filter=t.get("ethertype_filter", bool, "true or false", False),
+        mac_filter=mac_filter,
+        allowed_macs=allowed,
+        port_security=port_security,
+    )
 
 
 def _addresses(t: Table) -> tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from corridor.agent.config import AgentConfig, PortConfig
 from corridor.agent.neighbours import kernel_ifindex, kernel_link_state
 from corridor.agent.nexthops import Gateway, NextHops
+from corridor.common.edge import EdgePolicy
 from corridor.common.errors import InvalidBatch, Violation, format_election_id
 from corridor.common.fib import (
     Adjacency,
@@ -38,6 +40,9 @@ if TYPE_CHECKING:
 # round trip, small enough that one batch never holds the agent for long (StreamWrite is the
 # way to load more).
 MAX_OPERATIONS_PER_WRITE = 100_000
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,11 @@ class NotPrimary(PermissionError):
             f"election id {format_election_id(presented)} is below the primary's "
             f"{format_election_id(highest)}; only the writer with the highest id may write"
         )
+
+
+class PolicyRefused(RuntimeError):
+    """The engine could not take an edge policy (its XDP maps are full); nothing of the
+    request stays in force."""
 
 
 class Election:
@@ -136,9 +146,28 @@ class RunningEngine(Protocol):
 
     def counters(self) -> Counters: ...
 
+    def set_policy(
+        self, port: str, vlan: int, policy: EdgePolicy, member_macs: tuple[str, ...] = ()
+    ) -> None:
+        """Puts a sub-interface's edge policy in force in the data path; `member_macs`
+        are its members' MACs (allowed under port security)."""
+
+    def refused_macs(self) -> list[RefusedMac]: ...
+
     def blackhole_dropped(self, slot: int) -> int: ...
 
     def sample_stats(self) -> list[SampleStats]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedMac:
+    """A source MAC the MAC filter dropped: where, how often, when last (Unix time)."""
+
+    port: str
+    vlan: int
+    mac: str
+    packets: int
+    last_seen: float
 
 
 class LinkState(enum.Enum):
@@ -199,6 +228,8 @@ class Dataplane:
         self.gateways: frozenset[Gateway] = frozenset()  # of every adjacency in use
         # Exchange members as written, by id (the engine's counter row); changed under _lock.
         self.members: dict[int, Member] = {}
+        # Why the last change of members' MACs is not in force under port security, if so.
+        self.port_security_error = ""
         # A device's ifindex in the ports' namespace: the link watch's while the engine runs
         # (set by whoever starts it), else sysfs in the agent's own namespace.
         self.ifindex_of: Callable[[str], int] = kernel_ifindex
@@ -209,6 +240,11 @@ class Dataplane:
         self.glean: HostTable | None = None
         self.own_routes: set[str] = set()
         self.on_taken: Callable[[list[str]], None] | None = None
+        # Each sub-interface's edge policy, (port, VLAN) -> policy: the configuration's,
+        # then as writers set them. The engine is given them when it starts and on change.
+        self.policies: dict[tuple[str, int], EdgePolicy] = {
+            (p.name, vlan): policy for p in config.ports for vlan, policy in p.policies().items()
+        }
 
     def port_vlans(self, port: str) -> tuple[int, ...] | None:
         """The VLANs configured on `port`; None if it is not a configured port."""
@@ -279,6 +315,91 @@ class Dataplane:
                 self.on_next_hops_written()
             return WriteResult(len(operations), self.generation)
 
+    async def set_policies(
+        self, election_id: int, policies: Sequence[tuple[str, int, EdgePolicy]]
+    ) -> None:
+        """Sets sub-interfaces' edge policies for the writer of `election_id`, all or none:
+        raises NotPrimary, or InvalidBatch naming each entry that is not a configured
+        sub-interface or names one twice."""
+        violations = []
+        seen: dict[tuple[str, int], int] = {}
+        for i, (port, vlan, _) in enumerate(policies):
+            key = (port, vlan)
+            if key not in self.policies:
+                vlans = self.port_vlans(port)
+                if vlans is None:
+                    known = ", ".join(p.name for p in self.ports) or "none"
+                    text = f"{port!r} is not a configured port; configured: {known}"
+                    violations.append(Violation(i, f"policies[{i}].port", text))
+                else:
+                    choices = ", ".join(map(str, (0, *vlans)))
+                    text = f"{vlan} is not a sub-interface of port {port}; use one of {choices}"
+                    violations.append(Violation(i, f"policies[{i}].vlan", text))
+            elif key in seen:
+                text = f"port {port} VLAN {vlan} is already policies[{seen[key]}]"
+                violations.append(Violation(i, f"policies[{i}]", text))
+            seen.setdefault(key, i)
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            self.election.present(election_id)
+            if violations:
+                raise InvalidBatch(violations)
+            done: list[tuple[str, int, EdgePolicy]] = []
+            for port, vlan, policy in policies:
+                engine = self.engine
+                if engine is not None:
+                    macs = self.member_macs(port, vlan)
+                    try:
+                        await loop.run_in_executor(
+                            None, engine.set_policy, port, vlan, policy, macs
+                        )
+                    except (RuntimeError, ValueError) as e:
+                        # The engine's maps are full, say: put back what this request set.
+                        for p, v, _ in reversed(done):
+                            old = self.policies[(p, v)]
+                            await loop.run_in_executor(
+                                None, engine.set_policy, p, v, old, self.member_macs(p, v)
+                            )
+                        raise PolicyRefused(f"port {port} VLAN {vlan}: {e}") from None
+                done.append((port, vlan, policy))
+            for port, vlan, policy in done:
+                self.policies[(port, vlan)] = policy
+
+    def member_macs(self, port: str, vlan: int) -> tuple[str, ...]:
+        """The MACs of the members written on (port, VLAN), sorted."""
+        key = (port, vlan)
+        return tuple(sorted({m.mac for m in self.members.values() if (m.port, m.vlan) == key}))
+
+    def _follow_members(self, before: dict[int, Member]) -> None:
+        """In the executor, under _lock, after a batch changed members: the sub-interfaces
+        under port security whose members' MACs changed get the new set in the XDP program
+        (new MACs allowed before old ones go). A set the program cannot take (its maps
+        full) keeps the old one, and is logged and kept in `port_security_error`."""
+        engine = self.engine
+        if engine is None:
+            return
+        changed = {(m.port, m.vlan) for m in before.values()}
+        changed |= {(m.port, m.vlan) for m in self.members.values()}
+        for key in sorted(changed):
+            policy = self.policies.get(key)
+            if policy is None or not policy.port_security:
+                continue
+            old = tuple(sorted({m.mac for m in before.values() if (m.port, m.vlan) == key}))
+            new = self.member_macs(*key)
+            if old == new:
+                continue
+            try:
+                engine.set_policy(key[0], key[1], policy, new)
+            except (RuntimeError, ValueError) as e:
+                self.port_security_error = f"port {key[0]} VLAN {key[1]}: {e}"
+                log.warning("port security: the members' MACs not in force: %s", e)
+
+    async def refused_macs(self) -> list[RefusedMac]:
+        engine = self.engine
+        if engine is None:
+            return []
+        return await asyncio.get_running_loop().run_in_executor(None, engine.refused_macs)
+
     def refuse(self, operations: int) -> None:
         """Counts a batch refused before it reached write() (its syntax was bad)."""
         if self._observer is not None:
@@ -344,11 +465,18 @@ class Dataplane:
             next_hops.committed_refresh([drop])
         self._fib.apply(engine_ops)
         next_hops.committed(operations, engine_ops)
+        members_before = None
         for op in operations:
             if type(op) is Member:
+                if members_before is None:
+                    members_before = dict(self.members)
                 self.members[op.id] = op
             elif type(op) is DeleteMember:
+                if members_before is None:
+                    members_before = dict(self.members)
                 self.members.pop(op.id, None)
+        if members_before is not None:
+            self._follow_members(members_before)
         if any(type(op) in (Adjacency, DeleteAdjacency) for op in operations):
             self.gateways = frozenset(next_hops.gateways())
             follow_up = next_hops.refresh()

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 from corridor.agent.config import AgentConfig, PortConfig
+from corridor.agent.domain import RefusedMac
+from corridor.common.edge import EdgePolicy
 
 if TYPE_CHECKING:
     from corridor._dataplane import (
+        EdgeDict,
         EngineCounters,
         Fib,
         IcmpKeywords,
@@ -20,6 +24,7 @@ if TYPE_CHECKING:
         PortDict,
         PortStatus,
         SampleStats,
+        UrpfDict,
     )
     from corridor.agent.config import IcmpLimits
 
@@ -56,9 +61,24 @@ def engine_ports(ports: tuple[PortConfig, ...]) -> list[PortDict]:
                 "mtu": p.mtu,
                 "addresses": addresses,
                 "directed_broadcast": p.directed_broadcast,
+                "urpf": {vlan: _urpf(policy) for vlan, policy in p.policies().items()},
+                "edge": {
+                    vlan: _edge(policy)
+                    for vlan, policy in p.policies().items()
+                    if policy.ethertype_filter or policy.mac_filter or policy.port_security
+                },
             }
         )
     return out
+
+
+def _urpf(policy: EdgePolicy) -> UrpfDict:
+    return {"mode": policy.urpf.value, "allow_default": policy.urpf_allow_default}
+
+
+def _edge(policy: EdgePolicy, member_macs: tuple[str, ...] = ()) -> EdgeDict:
+    ethertypes, mac_filter, macs = policy.xdp_filter(member_macs)
+    return {"ethertype_filter": ethertypes, "mac_filter": mac_filter, "allowed_macs": list(macs)}
 
 
 class EngineHost:
@@ -96,6 +116,23 @@ class EngineHost:
         start and left out. Keys not given go back to the engine's defaults."""
         rates = {k: v for k, v in limits.keywords if k != "icmp_sources"}
         self.engine.set_icmp_limits(**cast("IcmpRateKeywords", rates))
+
+    def set_policy(
+        self, port: str, vlan: int, policy: EdgePolicy, member_macs: tuple[str, ...] = ()
+    ) -> None:
+        """Blocking for a moment: the sub-interface's policy in force for the next frame (the
+        XDP filters first: a frame the new policy refuses is refused from then on).
+        `member_macs`: the MACs of its members, the allowed ones under port security."""
+        self.engine.set_edge(port, vlan, **_edge(policy, member_macs))
+        self.engine.set_urpf(port, vlan, policy.urpf.value, allow_default=policy.urpf_allow_default)
+
+    def refused_macs(self) -> list[RefusedMac]:
+        """Blocking for a moment (GIL released)."""
+        now = time.time()
+        return [
+            RefusedMac(r["port"], r["vlan"], r["mac"], r["packets"], now - r["age_seconds"])
+            for r in self.engine.refused_macs()
+        ]
 
     def ports(self) -> list[PortStatus]:
         """Blocking for a moment (GIL released): from the executor, or a scrape thread."""

@@ -110,6 +110,11 @@ class EngineFib:
             members = self._fib.members()
         return [(i, self._port_name.get(p, str(p)), vlan, mac) for i, p, vlan, mac in members]
 
+    def member_sources(self, id: int) -> list[str] | None:
+        """A member's source filter as the engine holds it; None when it has none."""
+        with self._lock:
+            return self._fib.member_sources(id)
+
     def lookup(self, address: str) -> Route | None:
         """The route the engine gives `address` (its longest-prefix match, as a packet meets
         it), or None (also for an attached subnet's glean route, the agent's own). The
@@ -164,7 +169,8 @@ def engine_batch(operations: Sequence[FibOperation], port_index: dict[str, int])
             port = port_index.get(op.port)
             if port is None:
                 raise ValueError(f"member {op.id}: {op.port!r} is not a port of the engine")
-            batch.set_member(op.id, port, op.vlan, op.mac)
+            sources = None if op.sources is None else list(op.sources)
+            batch.set_member(op.id, port, op.vlan, op.mac, sources)
         elif type(op) is DeleteMember:
             batch.delete_member(op.id)
         elif type(op) is GleanRoute:

@@ -236,6 +236,16 @@ def _engine_metrics(counters: Counters, ports: list[PortStatus]) -> Iterator[Met
             icmp.add_metric([outcome, worker], packets)
         passes.add_metric([worker], w["passes"])
     yield drops
+    edge = CounterMetricFamily(
+        "corridor_engine_xdp_edge_drops",
+        "Frames the XDP program dropped by a sub-interface's edge filter, by reason "
+        "(foreign_ethertype, unknown_source_mac) and ingress port",
+        labels=["reason", "port"],
+    )
+    for port, reasons in raw.get("edge", {}).items():
+        for reason, packets in reasons.items():
+            edge.add_metric([reason, port], packets)
+    yield edge
     yield icmp
     yield passes
     up = GaugeMetricFamily(

@@ -52,6 +52,12 @@ def prefix_from_pb(prefix: common_pb2.IpPrefix, field: str) -> str:
     return f"{text}/{length}"
 
 
+def prefix_order(text: str) -> tuple[bool, int, int]:
+    """Orders canonical prefix texts: IPv4 first, then by address and length."""
+    network = ipaddress.ip_network(text)
+    return network.version == 6, int(network.network_address), network.prefixlen
+
+
 def set_prefix(pb: common_pb2.IpPrefix, text: str) -> None:
     """Fills `pb` (in place: the cheapest way for many) from canonical prefix text."""
     address, _, length = text.partition("/")

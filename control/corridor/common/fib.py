@@ -84,13 +84,15 @@ class DeleteRoute(NamedTuple):
 
 class Member(NamedTuple):
     """An exchange member's router: its MAC ("aa:bb:cc:dd:ee:ff") on `port` (a configured
-    port's name) and `vlan` (0: untagged). `name` is the controller's, for labels only."""
+    port's name) and `vlan` (0: untagged). `name` is the controller's, for labels only.
+    `sources`: its source filter (BCP 38), canonical prefix texts, sorted; None for none."""
 
     id: int  # 0 to MEMBERS_MAX - 1, the engine's counter row
     port: str
     vlan: int
     mac: str
     name: str = ""
+    sources: tuple[str, ...] | None = None
 
 
 class DeleteMember(NamedTuple):
@@ -106,6 +108,8 @@ class GleanRoute(NamedTuple):
 
 # The engine's member rows (dataplane/engine/src/fib/members.rs MAX_MEMBERS).
 MEMBERS_MAX = 1024
+# Prefixes of one member's source filter (members.rs MAX_MEMBER_SOURCES).
+MEMBER_SOURCES_MAX = 4096
 
 FibOperation = (
     Adjacency | NextHopGroup | Route | DeleteAdjacency | DeleteGroup | DeleteRoute

@@ -30,6 +30,7 @@ from corridor.common.addresses import (
     prefix_to_pb,
     set_prefix,
 )
+from corridor.common.edge import policy_from_pb, policy_to_pb
 from corridor.common.errors import FieldError, InvalidBatch, Violation, echo
 from corridor.common.fib import RouteKind, vlan_problem
 from corridor.common.status import Context as _Context
@@ -230,6 +231,63 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         finally:
             await channel.close(None)
 
+    # -- edge policies
+
+    @_store_errors
+    async def SetPortPolicy(
+        self, request: controller_pb2.SetPortPolicyRequest, context: _Context
+    ) -> controller_pb2.SetPortPolicyResponse:
+        pb = request.policy
+        try:
+            if not pb.port:
+                raise FieldError("policy.port", "is empty; name the node's port")
+            if (problem := vlan_problem(pb.vlan)) is not None:
+                raise FieldError("policy.vlan", problem)
+            policy = policy_from_pb(pb.policy, "policy.policy")
+        except FieldError as f:
+            await refuse(
+                context, grpc.StatusCode.INVALID_ARGUMENT, [Violation(None, f.field, f.description)]
+            )
+        try:
+            await self.controller.set_port_policy(request.node, pb.port, pb.vlan, policy)
+        except UnknownNode as e:
+            await status.abort(context, grpc.StatusCode.NOT_FOUND, str(e))
+        except InvalidBatch as e:
+            await refuse(context, grpc.StatusCode.INVALID_ARGUMENT, e.violations, str(e))
+        return controller_pb2.SetPortPolicyResponse()
+
+    async def ListPortPolicies(
+        self, request: controller_pb2.ListNodePortPoliciesRequest, context: _Context
+    ) -> controller_pb2.NodePortPolicies:
+        from corridor.controller.reconciler import agent_channel
+
+        session = self.controller.sessions.get(request.node)
+        if request.node not in self.controller.state.nodes:
+            await status.abort(
+                context, grpc.StatusCode.NOT_FOUND, self.controller.unknown_node(request.node)
+            )
+        reply = controller_pb2.NodePortPolicies()
+        stored = self.controller.port_policies.get(request.node, {})
+        for (port, vlan), policy in sorted(stored.items()):
+            reply.stored.add(port=port, vlan=vlan, policy=policy_to_pb(policy))
+        if session is None:
+            reply.agent_error = "this controller has no session to the node (it does not lead)"
+            return reply
+        reply.push_error = session.policy_error
+        channel = agent_channel(session.node)
+        try:
+            stub = dataplane_pb2_grpc.DataplaneStub(channel)
+            agent = await stub.ListPortPolicies(
+                dataplane_pb2.ListPortPoliciesRequest(), timeout=AGENT_TIMEOUT
+            )
+            reply.in_force.extend(agent.policies)
+            reply.refused_macs.extend(agent.refused_macs)
+        except grpc.RpcError as e:
+            reply.agent_error = f"{e.code().name}: {e.details()}"
+        finally:
+            await channel.close(None)
+        return reply
+
     # -- members
 
     @_store_errors
@@ -260,6 +318,40 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         except MemberError as e:
             await status.abort(context, grpc.StatusCode.NOT_FOUND, str(e))
         return member_to_pb(removed)
+
+    @_store_errors
+    async def SetMemberFilter(
+        self, request: controller_pb2.SetMemberFilterRequest, context: _Context
+    ) -> controller_pb2.MemberIntent:
+        sources = None
+        if request.filter_sources:
+            try:
+                sources = [
+                    prefix_from_pb(p, f"allowed_sources[{i}]")
+                    for i, p in enumerate(request.allowed_sources)
+                ]
+            except FieldError as f:
+                await refuse(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    [Violation(None, f.field, f.description)],
+                )
+        elif request.allowed_sources:
+            await status.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "allowed_sources: set without filter_sources; set both or neither",
+            )
+        try:
+            updated = await self.controller.set_member_filter(request.name, sources)
+        except MemberError as e:
+            code = (
+                grpc.StatusCode.NOT_FOUND
+                if request.name not in self.controller.members
+                else grpc.StatusCode.INVALID_ARGUMENT
+            )
+            await status.abort(context, code, str(e))
+        return member_to_pb(updated)
 
     async def ListMembers(
         self, request: controller_pb2.ListMembersRequest, context: _Context
@@ -433,6 +525,8 @@ def member_to_pb(m: MemberRecord) -> controller_pb2.MemberIntent:
         vlan=m.vlan,
         mac=bytes.fromhex(m.mac.replace(":", "")),
         id=m.id,
+        filter_sources=m.sources is not None,
+        allowed_sources=[prefix_to_pb(p) for p in m.sources or ()],
     )
 
 

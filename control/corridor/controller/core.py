@@ -11,10 +11,11 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from corridor.common.edge import EdgePolicy
 from corridor.common.errors import InvalidBatch, Violation, echo
 from corridor.controller.bgp import BgpFeeds, BgpIntent, FpmConfig, found_routes, node_ids
 from corridor.controller.bgp import list_routes as list_bgp_routes
@@ -40,9 +41,10 @@ from corridor.controller.members import (
     MemberRecord,
     Sample,
     check_member,
+    check_sources,
     next_id,
 )
-from corridor.controller.store import Loaded, RouteQuery, Store
+from corridor.controller.store import Loaded, PortPolicyRecord, RouteQuery, Store
 
 if TYPE_CHECKING:
     from corridor.controller.domain import NodeFib
@@ -200,6 +202,9 @@ class Controller:
         self._election: Election | None = None
         self.configured: tuple[Node, ...] = ()  # the file's nodes, registered on taking the lead
         self._tasks: list[asyncio.Task[None]] = []
+        # Edge policies by node, then (port, VLAN): the store's, read when this controller
+        # starts to lead; each session pushes its node's to the agent.
+        self.port_policies: dict[str, dict[tuple[str, int], EdgePolicy]] = {}
         # Exchange members by name (controller/members.py), pushed to their node's agent.
         self.members: dict[str, MemberRecord] = {}
         self._member_lock = asyncio.Lock()
@@ -269,11 +274,17 @@ class Controller:
         changed = [n for n in nodes if s.nodes.get(n.name) != n]
         if changed:
             await self._commit(Change(revision=s.revision + 1, nodes=changed))
+        await self._load_port_policies()
         for registered in s.nodes.values():
             self._start_session(registered)
         self._sampler = asyncio.create_task(self._sample_members())
         if self.feeds is not None:
             await self.feeds.start()
+
+    async def _load_port_policies(self) -> None:
+        self.port_policies = {}
+        for r in await self.store.list_port_policies():
+            self.port_policies.setdefault(r.node, {})[(r.port, r.vlan)] = r.policy
 
     async def stop(self) -> None:
         if self._sampler is not None:
@@ -311,6 +322,7 @@ class Controller:
 
     def _start_session(self, node: Node) -> None:
         session = self._session_factory(node, self.state, self.election)
+        session.set_policies(dict(self.port_policies.get(node.name, {})))
         session.members_for = partial(self.members_of, node.name)
         self.sessions[node.name] = session
         if self.feeds is not None and node.name in self.feeds.sources:
@@ -379,6 +391,23 @@ class Controller:
             await self._commit(change)
             groups = sum(1 for g in self.state.group_ids if any(a == key for a, _ in g))
             return change.revision, groups
+
+    async def set_port_policy(self, node: str, port: str, vlan: int, policy: EdgePolicy) -> None:
+        """Stores a sub-interface's edge policy and has the node's session push it. The port
+        and VLAN are checked against the node's when its agent has been read."""
+        async with self._commit_lock:
+            self._check_leading()
+            if node not in self.state.nodes:
+                raise UnknownNode(self.unknown_node(node))
+            problem = self._port_problem(node, port, vlan)
+            if problem is not None:
+                raise InvalidBatch([Violation(None, "policy.port", problem)])
+            await self.store.put_port_policy(PortPolicyRecord(node, port, vlan, policy))
+            policies = self.port_policies.setdefault(node, {})
+            policies[(port, vlan)] = policy
+            session = self.sessions.get(node)
+            if session is not None:
+                session.set_policies(dict(policies))
 
     # -- members
 
@@ -468,6 +497,25 @@ class Controller:
             if session is not None:
                 session.members_changed()
             return member
+
+    async def set_member_filter(self, name: str, sources: list[str] | None) -> MemberRecord:
+        """Sets (None: removes) a member's source filter (BCP 38), durably, then has its
+        node's agent apply it with the member: whole, from one frame to the next. Raises
+        MemberError for an unknown member or a bad prefix (nothing stored then)."""
+        self._check_leading()
+        async with self._member_lock:
+            member = self.members.get(name)
+            if member is None:
+                known = ", ".join(sorted(self.members)[:KNOWN_NODES_LISTED]) or "none"
+                raise MemberError(f"member {echo(name)} does not exist; members: {known}")
+            checked = None if sources is None else check_sources(name, sources)
+            updated = replace(member, sources=checked)
+            await self.store.put_member(updated)
+            self.members[name] = updated
+            session = self.sessions.get(member.node)
+            if session is not None:
+                session.members_changed()
+            return updated
 
     async def remove_member(self, name: str) -> MemberRecord:
         self._check_leading()
@@ -733,6 +781,7 @@ class Controller:
                 await self._commit_lock.run(
                     self._commit_whole(Change(revision=s.revision + 1, nodes=changed))
                 )
+            await self._load_port_policies()
             if self._fpm:
                 # BGP routes are this leader's soft state: zebra connects to the leader's
                 # listener and replays; what nodes hold meanwhile is adopted on first read.

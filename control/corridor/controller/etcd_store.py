@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import grpc
 from aetcd import rpc
 
+from corridor.common.edge import policy_from_json, policy_to_json
 from corridor.common.fib import RouteKind
 from corridor.controller.domain import (
     AdjacencyKey,
@@ -59,8 +60,8 @@ from corridor.controller.domain import (
     prefix_of_sort_key,
     prefix_sort_key,
 )
-from corridor.controller.members import MemberRecord, Sample
-from corridor.controller.store import Loaded, RouteQuery, StoreError
+from corridor.controller.members import MemberRecord, Sample, check_sources
+from corridor.controller.store import Loaded, PortPolicyRecord, RouteQuery, StoreError
 
 log = logging.getLogger("corridor.controller.etcd")
 T = TypeVar("T")
@@ -348,6 +349,7 @@ class EtcdStore:
         self.key_blob = p + b"/blob/"
         self.key_election = p + b"/election"
         self.key_leader = p + b"/leader"
+        self.key_policies = p + b"/port_policies/"
         self.key_members = p + b"/members/"
         self.key_samples = p + b"/samples/"
         self.fence = 0
@@ -828,6 +830,43 @@ class EtcdStore:
         await self._clean()
         return len(stray)
 
+    # -- edge policies: one key each, "<node>/<port>/<vlan>", written by the leader only
+    # (fenced on its leader key like every commit)
+
+    async def list_port_policies(self) -> list[PortPolicyRecord]:
+        reply = await self.client.call(
+            "KV",
+            "Range",
+            rpc.RangeRequest(key=self.key_policies, range_end=prefix_end(self.key_policies)),
+        )
+        out = []
+        for kv in reply.kvs:
+            d = json.loads(kv.value)
+            try:
+                out.append(
+                    PortPolicyRecord(d["node"], d["port"], d["vlan"], policy_from_json(d["policy"]))
+                )
+            except (ValueError, KeyError, TypeError) as e:
+                raise StoreError(f"{kv.key!r}: not a port policy ({e})") from None
+        return sorted(out, key=lambda r: (r.node, r.port, r.vlan))
+
+    async def put_port_policy(self, record: PortPolicyRecord) -> None:
+        key = self.key_policies + f"{record.node}/{record.port}/{record.vlan}".encode()
+        value = json.dumps(
+            {
+                "node": record.node,
+                "port": record.port,
+                "vlan": record.vlan,
+                "policy": policy_to_json(record.policy),
+            }
+        ).encode()
+        fences = [compare_created(self.key_leader, self.fence)] if self.fence else []
+        reply = await self.client.call(
+            "KV", "Txn", rpc.TxnRequest(compare=fences, success=[put(key, value)])
+        )
+        if not reply.succeeded:
+            raise NotLeader("this controller lost the lead: the port policy was not written")
+
     # -- members and their samples (controller/members.py): small records, one key each,
     # written by the leader only (fenced on its leader key like every commit)
 
@@ -846,7 +885,15 @@ class EtcdStore:
             "Range",
             rpc.RangeRequest(key=self.key_members, range_end=prefix_end(self.key_members)),
         )
-        members = [MemberRecord(**json.loads(kv.value)) for kv in reply.kvs]
+        members = []
+        for kv in reply.kvs:
+            try:
+                d = json.loads(kv.value)
+                sources = d.pop("sources", None)
+                d["sources"] = None if sources is None else check_sources(d["name"], sources)
+                members.append(MemberRecord(**d))
+            except (ValueError, KeyError, TypeError) as e:
+                raise StoreError(f"{kv.key!r}: not a member ({e})") from None
         return sorted(members, key=lambda m: m.name)
 
     async def put_member(self, member: MemberRecord) -> None:

@@ -10,13 +10,16 @@ member's counts do not become a new member's while ids remain.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
+import json
 import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from corridor.common.fib import MEMBERS_MAX, vlan_problem
+from corridor.common.addresses import prefix_order
+from corridor.common.fib import MEMBER_SOURCES_MAX, MEMBERS_MAX, vlan_problem
 
 NAME_MAX = 64
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -37,6 +40,9 @@ class MemberRecord:
     vlan: int
     mac: str  # "aa:bb:cc:dd:ee:ff", lower case
     id: int  # the engine's counter row, 0 to MEMBERS_MAX - 1
+    # Source filter (BCP 38): the prefixes its frames may come from (canonical text,
+    # IPv4 first, sorted); None for no filter.
+    sources: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,37 @@ def check_member(name: str, node: str, port: str, vlan: int, mac: str) -> str:
             "give the member router's MAC"
         )
     return canonical
+
+
+def check_sources(name: str, prefixes: Iterable[str]) -> tuple[str, ...]:
+    """A source filter from prefix texts a person or a store gave: canonical, sorted, each
+    once; MemberError naming the first bad one (host bits set included), or too many."""
+    out = set()
+    for text in prefixes:
+        try:
+            network = ipaddress.ip_network(text)
+        except (ValueError, TypeError) as e:
+            raise MemberError(f"member {name}: source {text!r}: {e}") from None
+        out.add(str(network))
+    if len(out) > MEMBER_SOURCES_MAX:
+        raise MemberError(
+            f"member {name}: {len(out)} source prefixes exceed the limit of {MEMBER_SOURCES_MAX}"
+        )
+    return tuple(sorted(out, key=prefix_order))
+
+
+def sources_to_json(sources: tuple[str, ...] | None) -> str | None:
+    return None if sources is None else json.dumps(list(sources))
+
+
+def sources_from_json(name: str, text: str | None) -> tuple[str, ...] | None:
+    """A stored filter (a JSON list, or NULL for none); MemberError if it is not one."""
+    if text is None:
+        return None
+    value = json.loads(text)
+    if not isinstance(value, list):
+        raise MemberError(f"member {name}: stored sources {text!r} are not a list")
+    return check_sources(name, value)
 
 
 def next_id(taken: Iterable[int], last: int) -> int:

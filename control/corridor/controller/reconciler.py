@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 import grpc
 
 from corridor._dataplane import write_request_bytes
-from corridor.common.addresses import address_text, prefix_text
+from corridor.common.addresses import address_text, prefix_text, prefix_to_pb
+from corridor.common.edge import EdgePolicy, policy_to_pb
 from corridor.common.fib import (
     Adjacency,
     DeleteAdjacency,
@@ -42,7 +43,7 @@ from corridor.controller.domain import (
     apply_operations,
     diff,
 )
-from corridor.v1 import dataplane_pb2, dataplane_pb2_grpc
+from corridor.v1 import common_pb2, dataplane_pb2, dataplane_pb2_grpc
 
 if TYPE_CHECKING:
     from corridor.controller.members import MemberRecord
@@ -126,10 +127,47 @@ class NodeSession:
         self._stub: dataplane_pb2_grpc.DataplaneStub | None = None
         self._resync = False  # left a group while a write to it was under way: read it again
         self._failure: BaseException | None = None  # a group's write to the node failed
+        # The node's edge policies as stored, pushed after every full sync and on change;
+        # the agent's refusal (a port it does not have) is kept, not retried until a change.
+        self.policies: dict[tuple[str, int], EdgePolicy] = {}
+        self._push_policies = False
+        self.policy_error = ""
         # The node's exchange members (the controller's); kept equal on the agent by
         # `_sync_members` after every full sync and whenever `members_changed` is called.
         self.members_for: Callable[[], list[MemberRecord]] = list
         self._members_dirty = False
+
+    def set_policies(self, policies: dict[tuple[str, int], EdgePolicy]) -> None:
+        """The node's edge policies from now on: pushed to its agent at once if connected,
+        else when it connects."""
+        self.policies = policies
+        self._push_policies = True
+        self._wake.set()
+
+    async def _send_policies(self, stub: dataplane_pb2_grpc.DataplaneStub) -> None:
+        self._push_policies = False
+        if not self.policies:
+            self.policy_error = ""
+            return
+        request = dataplane_pb2.SetPortPoliciesRequest(
+            election_id=election_id_to_pb(self._election),
+            policies=[
+                common_pb2.PortPolicy(port=port, vlan=vlan, policy=policy_to_pb(p))
+                for (port, vlan), p in sorted(self.policies.items())
+            ],
+        )
+        try:
+            await stub.SetPortPolicies(request, timeout=WRITE_TIMEOUT)
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            if e.details() != self.policy_error:
+                log.warning(
+                    "node %s: the agent refused its port policies: %s", self.name, e.details()
+                )
+            self.policy_error = e.details() or "refused"
+            return
+        self.policy_error = ""
 
     @property
     def in_sync(self) -> bool:
@@ -192,7 +230,13 @@ class NodeSession:
         for m in self.members_for():
             mac = bytes.fromhex(m.mac.replace(":", ""))
             want[m.id] = dataplane_pb2.Member(
-                id=m.id, port=m.port, vlan=m.vlan, mac=mac, name=m.name
+                id=m.id,
+                port=m.port,
+                vlan=m.vlan,
+                mac=mac,
+                name=m.name,
+                filter_sources=m.sources is not None,
+                allowed_sources=[prefix_to_pb(p) for p in m.sources or ()],
             )
         ops = [
             dataplane_pb2.Operation(
@@ -364,6 +408,7 @@ class NodeSession:
             stub = _DataplaneStub(channel)
             self.sync_state = SYNCING
             await self._full_sync(stub, reason="sync")
+            await self._send_policies(stub)
             self.connected = True
             self._recovered()
             counters = asyncio.create_task(self._watch_counters(stub))
@@ -376,6 +421,8 @@ class NodeSession:
                     self._resync = False
                     await self._full_sync(stub, reason="resync")
                     continue
+                if self._push_policies:
+                    await self._send_policies(stub)
                 if self._members_dirty:
                     await self._sync_members(stub)
                     continue

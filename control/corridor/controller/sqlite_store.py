@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from corridor.common.addresses import address_to_bytes, gateway_from_pb
+from corridor.common.edge import policy_from_json, policy_to_json
 from corridor.common.errors import FieldError
 from corridor.common.fib import RouteKind, vlan_problem
 from corridor.common.paths import obstacle
@@ -52,8 +53,13 @@ from corridor.controller.domain import (
     prefix_of_sort_key,
     prefix_sort_key,
 )
-from corridor.controller.members import MemberRecord, Sample
-from corridor.controller.store import Loaded, RouteQuery, StoreError
+from corridor.controller.members import (
+    MemberRecord,
+    Sample,
+    sources_from_json,
+    sources_to_json,
+)
+from corridor.controller.store import Loaded, PortPolicyRecord, RouteQuery, StoreError
 
 T = TypeVar("T")
 
@@ -68,8 +74,11 @@ CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, address TEXT NOT NULL,
     tls_ca TEXT, tls_cert TEXT, tls_key TEXT, tls_server_name TEXT);
 CREATE TABLE IF NOT EXISTS drained (node TEXT NOT NULL, next_hop TEXT NOT NULL,
     PRIMARY KEY (node, next_hop));
+CREATE TABLE IF NOT EXISTS port_policies (node TEXT NOT NULL, port TEXT NOT NULL,
+    vlan INTEGER NOT NULL, policy TEXT NOT NULL, PRIMARY KEY (node, port, vlan));
 CREATE TABLE IF NOT EXISTS members (name TEXT PRIMARY KEY, node TEXT NOT NULL,
-    port TEXT NOT NULL, vlan INTEGER NOT NULL, mac TEXT NOT NULL, id INTEGER NOT NULL);
+    port TEXT NOT NULL, vlan INTEGER NOT NULL, mac TEXT NOT NULL, id INTEGER NOT NULL,
+    sources TEXT);
 CREATE TABLE IF NOT EXISTS samples (member TEXT NOT NULL, time REAL NOT NULL,
     rx_bytes INTEGER NOT NULL, tx_bytes INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
     tx_packets INTEGER NOT NULL, PRIMARY KEY (member, time)) WITHOUT ROWID;
@@ -236,6 +245,8 @@ class SqliteStore:
             if _columns(db, "routes") == V1_COLUMNS:
                 _migrate_v1(db)
             db.executescript(SCHEMA)
+            if "sources" not in _columns(db, "members"):  # a store from before source filters
+                db.execute("ALTER TABLE members ADD COLUMN sources TEXT")
         except sqlite3.Error as e:
             raise StoreError(f"cannot be opened for writing: {e}") from None
         self._db = db
@@ -399,6 +410,32 @@ class SqliteStore:
             raise
         return value
 
+    # -- edge policies (a table the schema adds on open: a store without it has none)
+
+    async def list_port_policies(self) -> list[PortPolicyRecord]:
+        return await self._run(self._list_port_policies)
+
+    def _list_port_policies(self) -> list[PortPolicyRecord]:
+        rows = self._connection().execute(
+            "SELECT node, port, vlan, policy FROM port_policies ORDER BY node, port, vlan"
+        )
+        out = []
+        for node, port, vlan, text in rows:
+            try:
+                out.append(PortPolicyRecord(node, port, vlan, policy_from_json(text)))
+            except ValueError as e:
+                raise StoreError(
+                    f"port_policies: node {node} port {port} VLAN {vlan}: {e}; {RESTORE}"
+                ) from None
+        return out
+
+    async def put_port_policy(self, record: PortPolicyRecord) -> None:
+        r = record
+        row = (r.node, r.port, r.vlan, policy_to_json(r.policy))
+        await self._run(
+            self._write, "INSERT OR REPLACE INTO port_policies VALUES (?, ?, ?, ?)", [row]
+        )
+
     # -- members and their samples
 
     async def list_members(self) -> list[MemberRecord]:
@@ -406,16 +443,26 @@ class SqliteStore:
 
     def _list_members(self) -> list[MemberRecord]:
         rows = self._connection().execute(
-            "SELECT name, node, port, vlan, mac, id FROM members ORDER BY name"
+            "SELECT name, node, port, vlan, mac, id, sources FROM members ORDER BY name"
         )
-        return [MemberRecord(*row) for row in rows]
+        out = []
+        for name, node, port, vlan, mac, member_id, sources in rows:
+            try:
+                filt = sources_from_json(name, sources)
+                out.append(MemberRecord(name, node, port, vlan, mac, member_id, filt))
+            except (ValueError, TypeError) as e:
+                raise StoreError(f"members: {e}; {RESTORE}") from None
+        return out
 
     async def put_member(self, member: MemberRecord) -> None:
         """Adds or replaces (by name) a member, durably."""
         m = member
-        row = (m.name, m.node, m.port, m.vlan, m.mac, m.id)
+        row = (m.name, m.node, m.port, m.vlan, m.mac, m.id, sources_to_json(m.sources))
         await self._run(
-            self._write, "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?, ?, ?)", [row]
+            self._write,
+            "INSERT OR REPLACE INTO members (name, node, port, vlan, mac, id, sources) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [row],
         )
 
     async def delete_member(self, name: str) -> None:

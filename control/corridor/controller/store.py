@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from corridor.common.edge import EdgePolicy
 from corridor.controller.domain import (
     AdjacencyKey,
     Change,
@@ -51,6 +52,14 @@ class RouteQuery:
     after: tuple[str, bytes] | None  # (node, prefix sort key) of the last route returned
 
 
+@dataclass(frozen=True)
+class PortPolicyRecord:
+    node: str
+    port: str
+    vlan: int
+    policy: EdgePolicy
+
+
 class Store(Protocol):
     async def load(self) -> Loaded: ...
 
@@ -62,6 +71,13 @@ class Store(Protocol):
 
     async def list_routes(self, query: RouteQuery) -> list[tuple[RouteKey, Intent, bytes]]:
         """Routes in (node, sort key) order, with each one's sort key."""
+
+    # Edge policies of the nodes' sub-interfaces (common/edge.py): a small table beside
+    # intent, written one at a time, each write durable like a commit.
+    async def list_port_policies(self) -> list[PortPolicyRecord]: ...
+
+    async def put_port_policy(self, record: PortPolicyRecord) -> None:
+        """Adds or replaces (by node, port, VLAN) a sub-interface's policy."""
 
     # Exchange members (controller/members.py) and their counters' samples: small tables
     # beside intent, written one at a time, each write durable like a commit.

@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63orridor/v1/common.proto\x12\x0b\x63orridor.v1\x1a\x19google/protobuf/any.proto\"+\n\x08IpPrefix\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x0e\n\x06length\x18\x02 \x01(\r\":\n\x10InterfaceAddress\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x15\n\rprefix_length\x18\x02 \x01(\r\"\'\n\nElectionId\x12\x0c\n\x04high\x18\x01 \x01(\x04\x12\x0b\n\x03low\x18\x02 \x01(\x04\"N\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x14.google.protobuf.Anyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63orridor/v1/common.proto\x12\x0b\x63orridor.v1\x1a\x19google/protobuf/any.proto\"+\n\x08IpPrefix\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x0e\n\x06length\x18\x02 \x01(\r\":\n\x10InterfaceAddress\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x15\n\rprefix_length\x18\x02 \x01(\r\"\'\n\nElectionId\x12\x0c\n\x04high\x18\x01 \x01(\x04\x12\x0b\n\x03low\x18\x02 \x01(\x04\"N\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x14.google.protobuf.Any\"\xa8\x01\n\nEdgePolicy\x12#\n\x04urpf\x18\x01 \x01(\x0e\x32\x15.corridor.v1.UrpfMode\x12\x1a\n\x12urpf_allow_default\x18\x02 \x01(\x08\x12\x18\n\x10\x65thertype_filter\x18\x03 \x01(\x08\x12\x12\n\nmac_filter\x18\x04 \x01(\x08\x12\x14\n\x0c\x61llowed_macs\x18\x05 \x03(\x0c\x12\x15\n\rport_security\x18\x06 \x01(\x08\"Q\n\nPortPolicy\x12\x0c\n\x04port\x18\x01 \x01(\t\x12\x0c\n\x04vlan\x18\x02 \x01(\r\x12\'\n\x06policy\x18\x03 \x01(\x0b\x32\x17.corridor.v1.EdgePolicy*c\n\x08UrpfMode\x12\x19\n\x15URPF_MODE_UNSPECIFIED\x10\x00\x12\x11\n\rURPF_MODE_OFF\x10\x01\x12\x13\n\x0fURPF_MODE_LOOSE\x10\x02\x12\x14\n\x10URPF_MODE_STRICT\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'corridor.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_URPFMODE']._serialized_start=548
+  _globals['_URPFMODE']._serialized_end=647
   _globals['_IPPREFIX']._serialized_start=68
   _globals['_IPPREFIX']._serialized_end=111
   _globals['_INTERFACEADDRESS']._serialized_start=113
@@ -40,4 +42,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ELECTIONID']._serialized_end=212
   _globals['_STATUS']._serialized_start=214
   _globals['_STATUS']._serialized_end=292
+  _globals['_EDGEPOLICY']._serialized_start=295
+  _globals['_EDGEPOLICY']._serialized_end=463
+  _globals['_PORTPOLICY']._serialized_start=465
+  _globals['_PORTPOLICY']._serialized_end=546
 # @@protoc_insertion_point(module_scope)

@@ -34,21 +34,67 @@ ROUTE_SOURCE_UNSPECIFIED: RouteSource
 ROUTE_SOURCE_STATIC: RouteSource
 ROUTE_SOURCE_BGP: RouteSource
 
+class SetPortPolicyRequest(_message.Message):
+    __slots__ = ("node", "policy")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    policy: _common_pb2.PortPolicy
+    def __init__(self, node: _Optional[str] = ..., policy: _Optional[_Union[_common_pb2.PortPolicy, _Mapping]] = ...) -> None: ...
+
+class SetPortPolicyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListNodePortPoliciesRequest(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    def __init__(self, node: _Optional[str] = ...) -> None: ...
+
+class NodePortPolicies(_message.Message):
+    __slots__ = ("stored", "in_force", "refused_macs", "agent_error", "push_error")
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    IN_FORCE_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_MACS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ERROR_FIELD_NUMBER: _ClassVar[int]
+    PUSH_ERROR_FIELD_NUMBER: _ClassVar[int]
+    stored: _containers.RepeatedCompositeFieldContainer[_common_pb2.PortPolicy]
+    in_force: _containers.RepeatedCompositeFieldContainer[_common_pb2.PortPolicy]
+    refused_macs: _containers.RepeatedCompositeFieldContainer[_dataplane_pb2.RefusedSourceMac]
+    agent_error: str
+    push_error: str
+    def __init__(self, stored: _Optional[_Iterable[_Union[_common_pb2.PortPolicy, _Mapping]]] = ..., in_force: _Optional[_Iterable[_Union[_common_pb2.PortPolicy, _Mapping]]] = ..., refused_macs: _Optional[_Iterable[_Union[_dataplane_pb2.RefusedSourceMac, _Mapping]]] = ..., agent_error: _Optional[str] = ..., push_error: _Optional[str] = ...) -> None: ...
+
 class MemberIntent(_message.Message):
-    __slots__ = ("name", "node", "port", "vlan", "mac", "id")
+    __slots__ = ("name", "node", "port", "vlan", "mac", "id", "filter_sources", "allowed_sources")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     VLAN_FIELD_NUMBER: _ClassVar[int]
     MAC_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    FILTER_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_SOURCES_FIELD_NUMBER: _ClassVar[int]
     name: str
     node: str
     port: str
     vlan: int
     mac: bytes
     id: int
-    def __init__(self, name: _Optional[str] = ..., node: _Optional[str] = ..., port: _Optional[str] = ..., vlan: _Optional[int] = ..., mac: _Optional[bytes] = ..., id: _Optional[int] = ...) -> None: ...
+    filter_sources: bool
+    allowed_sources: _containers.RepeatedCompositeFieldContainer[_common_pb2.IpPrefix]
+    def __init__(self, name: _Optional[str] = ..., node: _Optional[str] = ..., port: _Optional[str] = ..., vlan: _Optional[int] = ..., mac: _Optional[bytes] = ..., id: _Optional[int] = ..., filter_sources: _Optional[bool] = ..., allowed_sources: _Optional[_Iterable[_Union[_common_pb2.IpPrefix, _Mapping]]] = ...) -> None: ...
+
+class SetMemberFilterRequest(_message.Message):
+    __slots__ = ("name", "filter_sources", "allowed_sources")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FILTER_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    filter_sources: bool
+    allowed_sources: _containers.RepeatedCompositeFieldContainer[_common_pb2.IpPrefix]
+    def __init__(self, name: _Optional[str] = ..., filter_sources: _Optional[bool] = ..., allowed_sources: _Optional[_Iterable[_Union[_common_pb2.IpPrefix, _Mapping]]] = ...) -> None: ...
 
 class AddMemberRequest(_message.Message):
     __slots__ = ("member",)

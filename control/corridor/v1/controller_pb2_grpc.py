@@ -100,6 +100,16 @@ class ControllerStub:
                 request_serializer=corridor_dot_v1_dot_controller__pb2.LookupRouteRequest.SerializeToString,
                 response_deserializer=corridor_dot_v1_dot_dataplane__pb2.LookupResponse.FromString,
                 _registered_method=True)
+        self.SetPortPolicy = channel.unary_unary(
+                '/corridor.v1.Controller/SetPortPolicy',
+                request_serializer=corridor_dot_v1_dot_controller__pb2.SetPortPolicyRequest.SerializeToString,
+                response_deserializer=corridor_dot_v1_dot_controller__pb2.SetPortPolicyResponse.FromString,
+                _registered_method=True)
+        self.ListPortPolicies = channel.unary_unary(
+                '/corridor.v1.Controller/ListPortPolicies',
+                request_serializer=corridor_dot_v1_dot_controller__pb2.ListNodePortPoliciesRequest.SerializeToString,
+                response_deserializer=corridor_dot_v1_dot_controller__pb2.NodePortPolicies.FromString,
+                _registered_method=True)
         self.AddMember = channel.unary_unary(
                 '/corridor.v1.Controller/AddMember',
                 request_serializer=corridor_dot_v1_dot_controller__pb2.AddMemberRequest.SerializeToString,
@@ -114,6 +124,11 @@ class ControllerStub:
                 '/corridor.v1.Controller/ListMembers',
                 request_serializer=corridor_dot_v1_dot_controller__pb2.ListMembersRequest.SerializeToString,
                 response_deserializer=corridor_dot_v1_dot_controller__pb2.ListMembersResponse.FromString,
+                _registered_method=True)
+        self.SetMemberFilter = channel.unary_unary(
+                '/corridor.v1.Controller/SetMemberFilter',
+                request_serializer=corridor_dot_v1_dot_controller__pb2.SetMemberFilterRequest.SerializeToString,
+                response_deserializer=corridor_dot_v1_dot_controller__pb2.MemberIntent.FromString,
                 _registered_method=True)
         self.ListMemberSamples = channel.unary_unary(
                 '/corridor.v1.Controller/ListMemberSamples',
@@ -222,6 +237,23 @@ class ControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPortPolicy(self, request, context):
+        """Edge policies (uRPF, ethertype and source MAC filters) of a node's sub-interfaces,
+        kept in the store and pushed to the node's agent by its session (again after every
+        reconnect). A sub-interface with no policy here keeps the agent's configured one.
+        SetPortPolicy is checked against the node's ports when its agent is reachable; a
+        policy the agent refuses is reported in the node's status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPortPolicies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AddMember(self, request, context):
         """Exchange members: a name for a router's MAC on a node's port and VLAN. Stored durably,
         then written to the node's agent, which counts the member's traffic from then on
@@ -238,6 +270,12 @@ class ControllerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListMembers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetMemberFilter(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -319,6 +357,16 @@ def add_ControllerServicer_to_server(servicer, server):
                     request_deserializer=corridor_dot_v1_dot_controller__pb2.LookupRouteRequest.FromString,
                     response_serializer=corridor_dot_v1_dot_dataplane__pb2.LookupResponse.SerializeToString,
             ),
+            'SetPortPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPortPolicy,
+                    request_deserializer=corridor_dot_v1_dot_controller__pb2.SetPortPolicyRequest.FromString,
+                    response_serializer=corridor_dot_v1_dot_controller__pb2.SetPortPolicyResponse.SerializeToString,
+            ),
+            'ListPortPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPortPolicies,
+                    request_deserializer=corridor_dot_v1_dot_controller__pb2.ListNodePortPoliciesRequest.FromString,
+                    response_serializer=corridor_dot_v1_dot_controller__pb2.NodePortPolicies.SerializeToString,
+            ),
             'AddMember': grpc.unary_unary_rpc_method_handler(
                     servicer.AddMember,
                     request_deserializer=corridor_dot_v1_dot_controller__pb2.AddMemberRequest.FromString,
@@ -333,6 +381,11 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.ListMembers,
                     request_deserializer=corridor_dot_v1_dot_controller__pb2.ListMembersRequest.FromString,
                     response_serializer=corridor_dot_v1_dot_controller__pb2.ListMembersResponse.SerializeToString,
+            ),
+            'SetMemberFilter': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMemberFilter,
+                    request_deserializer=corridor_dot_v1_dot_controller__pb2.SetMemberFilterRequest.FromString,
+                    response_serializer=corridor_dot_v1_dot_controller__pb2.MemberIntent.SerializeToString,
             ),
             'ListMemberSamples': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMemberSamples,
@@ -702,6 +755,60 @@ class Controller:
             _registered_method=True)
 
     @staticmethod
+    def SetPortPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corridor.v1.Controller/SetPortPolicy',
+            corridor_dot_v1_dot_controller__pb2.SetPortPolicyRequest.SerializeToString,
+            corridor_dot_v1_dot_controller__pb2.SetPortPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPortPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corridor.v1.Controller/ListPortPolicies',
+            corridor_dot_v1_dot_controller__pb2.ListNodePortPoliciesRequest.SerializeToString,
+            corridor_dot_v1_dot_controller__pb2.NodePortPolicies.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def AddMember(request,
             target,
             options=(),
@@ -772,6 +879,33 @@ class Controller:
             '/corridor.v1.Controller/ListMembers',
             corridor_dot_v1_dot_controller__pb2.ListMembersRequest.SerializeToString,
             corridor_dot_v1_dot_controller__pb2.ListMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMemberFilter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corridor.v1.Controller/SetMemberFilter',
+            corridor_dot_v1_dot_controller__pb2.SetMemberFilterRequest.SerializeToString,
+            corridor_dot_v1_dot_controller__pb2.MemberIntent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -73,6 +73,44 @@ XDP_MODE_UNSPECIFIED: XdpMode
 XDP_MODE_NATIVE: XdpMode
 XDP_MODE_GENERIC: XdpMode
 
+class SetPortPoliciesRequest(_message.Message):
+    __slots__ = ("election_id", "policies")
+    ELECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    election_id: _common_pb2.ElectionId
+    policies: _containers.RepeatedCompositeFieldContainer[_common_pb2.PortPolicy]
+    def __init__(self, election_id: _Optional[_Union[_common_pb2.ElectionId, _Mapping]] = ..., policies: _Optional[_Iterable[_Union[_common_pb2.PortPolicy, _Mapping]]] = ...) -> None: ...
+
+class SetPortPoliciesResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPortPoliciesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RefusedSourceMac(_message.Message):
+    __slots__ = ("port", "vlan", "mac", "packets", "last_seen")
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    VLAN_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    port: str
+    vlan: int
+    mac: bytes
+    packets: int
+    last_seen: _timestamp_pb2.Timestamp
+    def __init__(self, port: _Optional[str] = ..., vlan: _Optional[int] = ..., mac: _Optional[bytes] = ..., packets: _Optional[int] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListPortPoliciesResponse(_message.Message):
+    __slots__ = ("policies", "refused_macs")
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_MACS_FIELD_NUMBER: _ClassVar[int]
+    policies: _containers.RepeatedCompositeFieldContainer[_common_pb2.PortPolicy]
+    refused_macs: _containers.RepeatedCompositeFieldContainer[RefusedSourceMac]
+    def __init__(self, policies: _Optional[_Iterable[_Union[_common_pb2.PortPolicy, _Mapping]]] = ..., refused_macs: _Optional[_Iterable[_Union[RefusedSourceMac, _Mapping]]] = ...) -> None: ...
+
 class ResetElectionRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -129,18 +167,22 @@ class Route(_message.Message):
     def __init__(self, prefix: _Optional[_Union[_common_pb2.IpPrefix, _Mapping]] = ..., kind: _Optional[_Union[RouteKind, str]] = ..., next_hop_group_id: _Optional[int] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("id", "port", "vlan", "mac", "name")
+    __slots__ = ("id", "port", "vlan", "mac", "name", "filter_sources", "allowed_sources")
     ID_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     VLAN_FIELD_NUMBER: _ClassVar[int]
     MAC_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    FILTER_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_SOURCES_FIELD_NUMBER: _ClassVar[int]
     id: int
     port: str
     vlan: int
     mac: bytes
     name: str
-    def __init__(self, id: _Optional[int] = ..., port: _Optional[str] = ..., vlan: _Optional[int] = ..., mac: _Optional[bytes] = ..., name: _Optional[str] = ...) -> None: ...
+    filter_sources: bool
+    allowed_sources: _containers.RepeatedCompositeFieldContainer[_common_pb2.IpPrefix]
+    def __init__(self, id: _Optional[int] = ..., port: _Optional[str] = ..., vlan: _Optional[int] = ..., mac: _Optional[bytes] = ..., name: _Optional[str] = ..., filter_sources: _Optional[bool] = ..., allowed_sources: _Optional[_Iterable[_Union[_common_pb2.IpPrefix, _Mapping]]] = ...) -> None: ...
 
 class Operation(_message.Message):
     __slots__ = ("action", "adjacency", "next_hop_group", "route", "member")

@@ -74,6 +74,16 @@ class DataplaneStub:
                 request_serializer=corridor_dot_v1_dot_dataplane__pb2.ResetElectionRequest.SerializeToString,
                 response_deserializer=corridor_dot_v1_dot_dataplane__pb2.ResetElectionResponse.FromString,
                 _registered_method=True)
+        self.SetPortPolicies = channel.unary_unary(
+                '/corridor.v1.Dataplane/SetPortPolicies',
+                request_serializer=corridor_dot_v1_dot_dataplane__pb2.SetPortPoliciesRequest.SerializeToString,
+                response_deserializer=corridor_dot_v1_dot_dataplane__pb2.SetPortPoliciesResponse.FromString,
+                _registered_method=True)
+        self.ListPortPolicies = channel.unary_unary(
+                '/corridor.v1.Dataplane/ListPortPolicies',
+                request_serializer=corridor_dot_v1_dot_dataplane__pb2.ListPortPoliciesRequest.SerializeToString,
+                response_deserializer=corridor_dot_v1_dot_dataplane__pb2.ListPortPoliciesResponse.FromString,
+                _registered_method=True)
 
 
 class DataplaneServicer:
@@ -167,6 +177,25 @@ class DataplaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPortPolicies(self, request, context):
+        """Sets the edge policies of sub-interfaces (port, VLAN): uRPF, the ethertype filter,
+        the source MAC filter, in force in the data path when the reply comes. All or nothing:
+        a bad entry refuses the request with INVALID_ARGUMENT naming it, nothing set. Needs the
+        writer's election id, as Write does. A sub-interface not named keeps its policy; the
+        agent's configuration gives each its first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPortPolicies(self, request, context):
+        """Every sub-interface's policy in force, and the source MACs the MAC filter refused
+        lately (a bounded table: the most recent 256).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataplaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -209,6 +238,16 @@ def add_DataplaneServicer_to_server(servicer, server):
                     servicer.ResetElection,
                     request_deserializer=corridor_dot_v1_dot_dataplane__pb2.ResetElectionRequest.FromString,
                     response_serializer=corridor_dot_v1_dot_dataplane__pb2.ResetElectionResponse.SerializeToString,
+            ),
+            'SetPortPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPortPolicies,
+                    request_deserializer=corridor_dot_v1_dot_dataplane__pb2.SetPortPoliciesRequest.FromString,
+                    response_serializer=corridor_dot_v1_dot_dataplane__pb2.SetPortPoliciesResponse.SerializeToString,
+            ),
+            'ListPortPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPortPolicies,
+                    request_deserializer=corridor_dot_v1_dot_dataplane__pb2.ListPortPoliciesRequest.FromString,
+                    response_serializer=corridor_dot_v1_dot_dataplane__pb2.ListPortPoliciesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -427,6 +466,60 @@ class Dataplane:
             '/corridor.v1.Dataplane/ResetElection',
             corridor_dot_v1_dot_dataplane__pb2.ResetElectionRequest.SerializeToString,
             corridor_dot_v1_dot_dataplane__pb2.ResetElectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPortPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corridor.v1.Dataplane/SetPortPolicies',
+            corridor_dot_v1_dot_dataplane__pb2.SetPortPoliciesRequest.SerializeToString,
+            corridor_dot_v1_dot_dataplane__pb2.SetPortPoliciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPortPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corridor.v1.Dataplane/ListPortPolicies',
+            corridor_dot_v1_dot_dataplane__pb2.ListPortPoliciesRequest.SerializeToString,
+            corridor_dot_v1_dot_dataplane__pb2.ListPortPoliciesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -92,9 +92,20 @@ reasons! {
         FragmentationNeeded = "fragmentation_needed",
         /// No room in the chunk to push the egress VLAN tag.
         NoHeadroom = "no_headroom",
+        /// Strict uRPF (RFC 3704 section 2.2): the source's route does not lead back out of
+        /// the ingress sub-interface (no member of its group does), or there is none.
+        /// Never answered with ICMP: the source is likely spoofed.
+        UrpfStrict = "urpf_strict",
+        /// Loose uRPF (RFC 3704 section 2.4): no forwarding route to the source (none, a
+        /// blackhole, unreachable or local one, or only the default route when it does not
+        /// count). Never answered with ICMP.
+        UrpfLoose = "urpf_loose",
         /// A glean route: a host on an attached subnet with no host route yet. Never
         /// flooded; its destination is queued, rate-limited, for the agent to resolve.
         Glean = "glean",
+        /// The sending member's source filter (BCP 38) does not hold the source address:
+        /// counted per member. Never answered with ICMP.
+        MemberSource = "member_source",
     }
 }
 

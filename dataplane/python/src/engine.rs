@@ -4,15 +4,15 @@
 
 use corridor_engine::{
     engine::{Engine as CoreEngine, EngineConfig, EngineError as CoreError, PortSpec, PortStatus, MTU_MAX, MTU_MIN},
-    pipeline::{IcmpLimits, IcmpRateLimit, SubInterfaceConfig},
-    xdp::{AttachMode, XdpMode, MAX_QUEUES},
+    pipeline::{IcmpLimits, IcmpRateLimit, SubInterfaceConfig, UrpfMode, UrpfPolicy},
+    xdp::{AttachMode, EdgeFilter, XdpMode, MAX_QUEUES},
     xsk::{BindMode, XskMode},
 };
 use pyo3::create_exception;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -42,9 +42,39 @@ fn xdp_mode(m: XdpMode) -> &'static str {
     }
 }
 
+/// An edge filter from its parts; `allowed_macs` is used only with `mac_filter`.
+fn edge_filter(field: &str, ethertype_filter: bool, mac_filter: bool, allowed_macs: &[String]) -> PyResult<EdgeFilter> {
+    let mut macs = BTreeSet::new();
+    for (i, text) in allowed_macs.iter().enumerate() {
+        let bad =
+            || PyValueError::new_err(format!("{field}.allowed_macs[{i}]: {text:?} is not a unicast MAC such as \"02:00:00:00:00:01\""));
+        let parts: Vec<&str> = text.split([':', '-']).collect();
+        if parts.len() != 6 || parts.iter().any(|p| p.len() != 2) {
+            return Err(bad());
+        }
+        let mut mac = [0u8; 6];
+        for (b, p) in mac.iter_mut().zip(&parts) {
+            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if mac[0] & 1 != 0 || mac == [0; 6] {
+            return Err(bad());
+        }
+        macs.insert(mac);
+    }
+    Ok(EdgeFilter { ethertypes: ethertype_filter, macs: mac_filter.then_some(macs) })
+}
+
+/// A uRPF policy from its mode's name and allow_default; the error says what `field` takes.
+fn urpf_policy(field: &str, mode: &str, allow_default: bool) -> PyResult<UrpfPolicy> {
+    let mode = UrpfMode::from_name(mode)
+        .ok_or_else(|| PyValueError::new_err(format!("{field}: {mode:?} is not a uRPF mode; use \"strict\", \"loose\" or \"off\"")))?;
+    Ok(UrpfPolicy { mode, allow_default })
+}
+
 /// One port from its dict: `{"name", "queues"=1, "mtu"=1500, "addresses"={vlan: [ip, ...]},
-/// "directed_broadcast"=False}`; an address may carry its prefix length ("198.18.0.1/24"),
-/// which makes its subnet's directed broadcast known.
+/// "directed_broadcast"=False, "urpf"={vlan: {"mode": "strict", "allow_default": False}}}`;
+/// an address may carry its prefix length ("198.18.0.1/24"), which makes its subnet's
+/// directed broadcast known; a uRPF VLAN must be one of `addresses`' (0 when absent).
 fn port_spec(i: usize, d: &Bound<'_, PyDict>) -> PyResult<PortSpec> {
     let f = |k: &str| format!("ports[{i}].{k}");
     let name: String = d.get_item("name")?.ok_or_else(|| PyValueError::new_err(format!("{}: missing", f("name"))))?.extract()?;
@@ -107,6 +137,53 @@ fn port_spec(i: usize, d: &Bound<'_, PyDict>) -> PyResult<PortSpec> {
                 }
             }
             spec.sub_interfaces.push(s);
+        }
+    }
+    if let Some(u) = d.get_item("urpf")? {
+        let u: BTreeMap<i64, Bound<'_, PyDict>> = u
+            .extract()
+            .map_err(|_| PyValueError::new_err(format!("{}: expected {{vlan: {{\"mode\": ..., \"allow_default\": ...}}}}", f("urpf"))))?;
+        for (vlan, policy) in u {
+            let field = format!("{}[{vlan}]", f("urpf"));
+            let mode: String = match policy.get_item("mode")? {
+                Some(m) => m.extract().map_err(|_| PyValueError::new_err(format!("{field}.mode: expected a string")))?,
+                None => return Err(PyValueError::new_err(format!("{field}.mode: missing"))),
+            };
+            let allow_default: bool = match policy.get_item("allow_default")? {
+                Some(a) => a.extract().map_err(|_| PyValueError::new_err(format!("{field}.allow_default: expected a bool")))?,
+                None => false,
+            };
+            let policy = urpf_policy(&format!("{field}.mode"), &mode, allow_default)?;
+            let sub = spec.sub_interfaces.iter_mut().find(|s| i64::from(s.vlan) == vlan).ok_or_else(|| {
+                PyValueError::new_err(format!("{field}: VLAN {vlan} is not one of this port's sub-interfaces (see addresses)"))
+            })?;
+            sub.urpf = policy;
+        }
+    }
+    if let Some(e) = d.get_item("edge")? {
+        let e: BTreeMap<i64, Bound<'_, PyDict>> = e.extract().map_err(|_| {
+            PyValueError::new_err(format!(
+                "{}: expected {{vlan: {{\"ethertype_filter\": ..., \"mac_filter\": ..., \"allowed_macs\": [...]}}}}",
+                f("edge")
+            ))
+        })?;
+        for (vlan, policy) in e {
+            let field = format!("{}[{vlan}]", f("edge"));
+            let flag = |key: &str| -> PyResult<bool> {
+                match policy.get_item(key)? {
+                    Some(v) => v.extract().map_err(|_| PyValueError::new_err(format!("{field}.{key}: expected a bool"))),
+                    None => Ok(false),
+                }
+            };
+            let macs: Vec<String> = match policy.get_item("allowed_macs")? {
+                Some(v) => v.extract().map_err(|_| PyValueError::new_err(format!("{field}.allowed_macs: expected a list of strings")))?,
+                None => Vec::new(),
+            };
+            let filter = edge_filter(&field, flag("ethertype_filter")?, flag("mac_filter")?, &macs)?;
+            let vlan16 = u16::try_from(vlan).ok().filter(|v| spec.sub_interfaces.iter().any(|s| s.vlan == *v)).ok_or_else(|| {
+                PyValueError::new_err(format!("{field}: VLAN {vlan} is not one of this port's sub-interfaces (see addresses)"))
+            })?;
+            spec.edge.push((vlan16, filter));
         }
     }
     Ok(spec)
@@ -328,6 +405,117 @@ impl Engine {
         Ok(out)
     }
 
+    /// Sets the uRPF check of sub-interface (`port` by name, `vlan`): `mode` "strict",
+    /// "loose" or "off"; every worker checks by it from its next frame on. Raises
+    /// ValueError for an unknown port, VLAN or mode, EngineError when not running.
+    #[pyo3(signature = (port, vlan, mode, *, allow_default=false))]
+    fn set_urpf(&self, port: &str, vlan: u16, mode: &str, allow_default: bool) -> PyResult<()> {
+        let policy = urpf_policy("mode", mode, allow_default)?;
+        let index = self
+            .config
+            .ports
+            .iter()
+            .position(|p| p.name == port)
+            .ok_or_else(|| PyValueError::new_err(format!("port: {port:?} is not one of the engine's ports")))?;
+        if !self.config.ports[index].sub_interfaces.iter().any(|s| s.vlan == vlan) {
+            return Err(PyValueError::new_err(format!("vlan: port {port} has no sub-interface with VLAN {vlan}")));
+        }
+        let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let engine = g.as_ref().ok_or_else(|| EngineError::new_err("the engine is not running"))?;
+        engine.set_urpf(index, vlan, policy).map_err(engine_err)
+    }
+
+    /// Sets the XDP program's edge filter of sub-interface (`port` by name, `vlan`): only
+    /// IPv4, IPv6 and ARP with `ethertype_filter`; only `allowed_macs` as source with
+    /// `mac_filter`. In force for the next frame, the kernel's included. Raises ValueError
+    /// for an unknown port or VLAN or a bad MAC, EngineError when not running or the
+    /// program's maps are full (the old filter stays).
+    #[pyo3(signature = (port, vlan, *, ethertype_filter=false, mac_filter=false, allowed_macs=Vec::new()))]
+    fn set_edge(
+        &self,
+        py: Python<'_>,
+        port: &str,
+        vlan: u16,
+        ethertype_filter: bool,
+        mac_filter: bool,
+        allowed_macs: Vec<String>,
+    ) -> PyResult<()> {
+        let filter = edge_filter("filter", ethertype_filter, mac_filter, &allowed_macs)?;
+        let index = self
+            .config
+            .ports
+            .iter()
+            .position(|p| p.name == port)
+            .ok_or_else(|| PyValueError::new_err(format!("port: {port:?} is not one of the engine's ports")))?;
+        if !self.config.ports[index].sub_interfaces.iter().any(|s| s.vlan == vlan) {
+            return Err(PyValueError::new_err(format!("vlan: port {port} has no sub-interface with VLAN {vlan}")));
+        }
+        py.detach(|| {
+            let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            let engine = g.as_ref().ok_or_else(|| CoreError::Thread("the engine is not running".into()))?;
+            engine.set_edge(index, vlan, filter)
+        })
+        .map_err(engine_err)
+    }
+
+    /// The edge filters in force (only sub-interfaces that have one): `[{"port", "vlan",
+    /// "ethertype_filter", "mac_filter", "allowed_macs"}]`; empty when not running.
+    fn edge<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let filters = py.detach(|| self.running.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|e| e.edge()).unwrap_or_default());
+        let list = PyList::empty(py);
+        for (port, vlan, f) in filters {
+            let d = PyDict::new(py);
+            d.set_item("port", self.config.ports.get(port).map(|p| p.name.as_str()).unwrap_or(""))?;
+            d.set_item("vlan", vlan)?;
+            d.set_item("ethertype_filter", f.ethertypes)?;
+            d.set_item("mac_filter", f.macs.is_some())?;
+            let macs: Vec<String> = f.macs.iter().flatten().map(|m| mac_str(*m)).collect();
+            d.set_item("allowed_macs", macs)?;
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
+    /// The source MACs the edge filters refused lately, most recent first (the program
+    /// keeps 256): `[{"port", "vlan", "mac", "packets", "age_seconds"}]`, the age from the
+    /// last refused frame to now.
+    fn refused_macs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let refused =
+            py.detach(|| self.running.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|e| e.refused_macs()).unwrap_or_default());
+        let list = PyList::empty(py);
+        for (port, r) in refused {
+            let d = PyDict::new(py);
+            d.set_item("port", self.config.ports.get(port).map(|p| p.name.as_str()).unwrap_or(""))?;
+            d.set_item("vlan", r.vlan)?;
+            d.set_item("mac", mac_str(r.mac))?;
+            d.set_item("packets", r.packets)?;
+            d.set_item("age_seconds", r.age_ns as f64 / 1e9)?;
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
+    /// Every sub-interface's uRPF policy in force: `[{"port", "vlan", "mode",
+    /// "allow_default"}]`; as configured when the engine is not running.
+    fn urpf<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let policies: Vec<(usize, u16, UrpfPolicy)> = match self.running.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(e) => e.urpf(),
+            None => {
+                self.config.ports.iter().enumerate().flat_map(|(i, p)| p.sub_interfaces.iter().map(move |s| (i, s.vlan, s.urpf))).collect()
+            }
+        };
+        let list = PyList::empty(py);
+        for (port, vlan, policy) in policies {
+            let d = PyDict::new(py);
+            d.set_item("port", self.config.ports.get(port).map(|p| p.name.as_str()).unwrap_or(""))?;
+            d.set_item("vlan", vlan)?;
+            d.set_item("mode", policy.mode.name())?;
+            d.set_item("allow_default", policy.allow_default)?;
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
     /// The destinations the workers dropped as `glean` and queued for resolution since the
     /// last call (de-duplicated and rate-limited per worker), at most `max`, as address
     /// strings. Empty when not running. Never blocks on a worker.
@@ -406,6 +594,7 @@ impl Engine {
                 d.set_item(k, PyList::empty(py))?;
             }
             d.set_item("steering", PyDict::new(py))?;
+            d.set_item("edge", PyDict::new(py))?;
             d.set_item("members", PyDict::new(py))?;
             d.set_item("tx_ring_full", 0)?;
             return Ok(d);
@@ -535,6 +724,14 @@ impl Engine {
         steering.set_item("passed", c.steering.passed)?;
         steering.set_item("no_socket", c.steering.no_socket)?;
         d.set_item("steering", steering)?;
+        let edge = PyDict::new(py);
+        for (port, e) in self.config.ports.iter().zip(&c.edge) {
+            let p = PyDict::new(py);
+            p.set_item("foreign_ethertype", e.foreign_ethertype)?;
+            p.set_item("unknown_source_mac", e.unknown_source_mac)?;
+            edge.set_item(&port.name, p)?;
+        }
+        d.set_item("edge", edge)?;
         d.set_item("tx_ring_full", c.tx_ring_full)?;
         Ok(d)
     }

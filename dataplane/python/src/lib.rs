@@ -120,10 +120,24 @@ impl Batch {
         self.push(Ok(FibOp::DeleteAdjacency { id }));
     }
 
-    /// An exchange member's router: its MAC on (port index, VLAN).
-    fn set_member(&mut self, id: u32, port: u16, vlan: u16, mac: &str) {
-        let e =
-            parse_mac(mac).map(|mac| FibOp::SetMember { id, member: Member { port, vlan, mac } }).map_err(|m| format!("member {id}: {m}"));
+    /// An exchange member's router: its MAC on (port index, VLAN); `sources`, its source
+    /// filter (BCP 38): the only prefixes its frames may come from (None: no filter).
+    #[pyo3(signature = (id, port, vlan, mac, sources=None))]
+    fn set_member(&mut self, id: u32, port: u16, vlan: u16, mac: &str, sources: Option<Vec<String>>) {
+        let e = (|| {
+            let mac = parse_mac(mac).map_err(|m| format!("member {id}: {m}"))?;
+            let sources = match sources {
+                None => None,
+                Some(list) => Some(
+                    list.iter().map(|t| t.parse::<Prefix>().map_err(|m| format!("member {id}: source filter: {m}"))).collect::<Result<
+                        Box<[Prefix]>,
+                        String,
+                    >>(
+                    )?,
+                ),
+            };
+            Ok(FibOp::SetMember { id, member: Member { port, vlan, mac }, sources })
+        })();
         self.push(e);
     }
 
@@ -321,6 +335,11 @@ impl Fib {
             v.sort_unstable();
             v
         })
+    }
+
+    /// A member's source filter (BCP 38) as prefixes, or None when it has none.
+    fn member_sources(&self, py: Python<'_>, id: u32) -> Option<Vec<String>> {
+        self.with(py, |fib| fib.member_sources(id).map(|p| p.iter().map(|p| p.to_string()).collect()))
     }
 
     /// The member adjacency `id` sends to (its destination MAC is the member's), or None.

@@ -25,8 +25,8 @@ use std::{
 use crate::{
     counters::CounterSnapshot,
     fib::FibReader,
-    pipeline::{IcmpLimits, IcmpRateLimit, Pipeline, PipelineConfig, PortConfig, SubInterfaceConfig},
-    xdp::{AttachMode, Steering, SteeringCounters, XdpError, XdpMode, MAX_PORTS, MAX_QUEUES},
+    pipeline::{IcmpLimits, IcmpRateLimit, Pipeline, PipelineConfig, PortConfig, SubInterfaceConfig, UrpfPolicy, UrpfTable},
+    xdp::{AttachMode, EdgeCounters, EdgeFilter, RefusedMac, Steering, SteeringCounters, XdpError, XdpMode, MAX_PORTS, MAX_QUEUES},
     xsk::{self, BindMode, FrameAccounting, SocketConfig, UmemConfig, XskError, XskMode, XskStatistics, XDP_PACKET_HEADROOM},
 };
 
@@ -57,6 +57,9 @@ pub struct PortSpec {
     pub sub_interfaces: Vec<SubInterfaceConfig>,
     /// Forward directed broadcasts to this port's subnets (off: dropped, RFC 2644).
     pub directed_broadcast: bool,
+    /// Edge filters the XDP program applies from the start, by VLAN (one of
+    /// `sub_interfaces`'); `Engine::set_edge` changes them while it runs.
+    pub edge: Vec<(u16, EdgeFilter)>,
 }
 
 impl PortSpec {
@@ -68,6 +71,7 @@ impl PortSpec {
             mtu: 1500,
             sub_interfaces: vec![SubInterfaceConfig::new(0, None, None)],
             directed_broadcast: false,
+            edge: Vec::new(),
         }
     }
 }
@@ -191,6 +195,14 @@ impl EngineConfig {
             }
             if port.sub_interfaces.is_empty() {
                 return Err(config_err(f("addresses"), "no sub-interface: list at least VLAN 0 (untagged) or one 802.1Q VLAN"));
+            }
+            for (k, (vlan, _)) in port.edge.iter().enumerate() {
+                if !port.sub_interfaces.iter().any(|s| s.vlan == *vlan) {
+                    return Err(config_err(f("edge"), format!("VLAN {vlan} is not one of this port's sub-interfaces")));
+                }
+                if port.edge[..k].iter().any(|(v, _)| v == vlan) {
+                    return Err(config_err(f("edge"), format!("VLAN {vlan} is listed twice")));
+                }
             }
             for (k, s) in port.sub_interfaces.iter().enumerate() {
                 if s.vlan > 4094 {
@@ -347,6 +359,8 @@ pub struct EngineCounters {
     pub sub_interfaces: Vec<(usize, u16)>,
     pub sockets: Vec<SocketCounters>,
     pub steering: SteeringCounters,
+    /// The XDP program's edge drops, by port index.
+    pub edge: Vec<EdgeCounters>,
 }
 
 /// A socket as the control side knows it: a duplicate descriptor.
@@ -377,6 +391,8 @@ struct Shared {
     steering: Arc<Mutex<Option<Steering>>>,
     sockets: Mutex<Vec<SocketEntry>>,
     live: Vec<PortLive>,
+    /// Every sub-interface's uRPF policy, read by all workers, set by `Engine::set_urpf`.
+    urpf: Arc<UrpfTable>,
 }
 
 /// A running engine. Dropping it stops it.
@@ -406,7 +422,10 @@ impl Engine {
                 format!("{} FIB readers for {} workers: one reader per worker", readers.len(), plan.workers),
             ));
         }
+        // Dense sub-interface order, as the pipeline's: ports in order, each port's listed.
+        let urpf = Arc::new(UrpfTable::new(config.ports.iter().flat_map(|p| p.sub_interfaces.iter().map(|s| s.urpf))));
         let shared = Arc::new(Shared {
+            urpf,
             live: config.ports.iter().map(|_| PortLive::default()).collect(),
             config,
             stop: Arc::new(AtomicBool::new(false)),
@@ -465,6 +484,56 @@ impl Engine {
         for w in &self.workers {
             w.set_icmp_limits([per_port, per_source, per_worker]);
         }
+    }
+
+    /// Sets the uRPF policy of sub-interface (`port` index, `vlan`); every worker checks by
+    /// it from its next frame on. The error names a sub-interface the engine does not have.
+    pub fn set_urpf(&self, port: usize, vlan: u16, policy: UrpfPolicy) -> Result<(), EngineError> {
+        let index =
+            self.sub_interfaces.iter().position(|&(p, v)| p == port && v == vlan).ok_or_else(|| {
+                config_err(format!("ports[{port}]"), format!("no sub-interface with VLAN {vlan} (0 is the untagged one)"))
+            })?;
+        self.shared.urpf.set(index, policy);
+        Ok(())
+    }
+
+    /// Sets the XDP program's edge filter of sub-interface (`port` index, `vlan`): in force
+    /// for the next frame. The error names a sub-interface the engine does not have, or a
+    /// full map (the old filter stays).
+    pub fn set_edge(&self, port: usize, vlan: u16, filter: EdgeFilter) -> Result<(), EngineError> {
+        if !self.sub_interfaces.contains(&(port, vlan)) {
+            return Err(config_err(format!("ports[{port}]"), format!("no sub-interface with VLAN {vlan} (0 is the untagged one)")));
+        }
+        let ifindex = self.ports.get(port).map(|p| p.ifindex).unwrap_or_default();
+        let mut steering = self.shared.steering.lock().unwrap_or_else(|p| p.into_inner());
+        let steering = steering.as_mut().ok_or_else(|| EngineError::Thread("the steering program is not loaded".into()))?;
+        steering.set_edge(ifindex, vlan, filter).map_err(EngineError::Steering)
+    }
+
+    /// The edge filters in force: (port index, VLAN, filter).
+    pub fn edge(&self) -> Vec<(usize, u16, EdgeFilter)> {
+        let steering = self.shared.steering.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = steering.as_ref() else { return Vec::new() };
+        let mut out: Vec<_> = s
+            .edge_filters()
+            .iter()
+            .filter_map(|((ifindex, vlan), f)| self.ports.iter().position(|p| p.ifindex == *ifindex).map(|i| (i, *vlan, f.clone())))
+            .collect();
+        out.sort_by_key(|(p, v, _)| (*p, *v));
+        out
+    }
+
+    /// The source MACs the edge filters refused lately, with their port index, most
+    /// recent first (the program keeps the last 256).
+    pub fn refused_macs(&self) -> Vec<(usize, RefusedMac)> {
+        let steering = self.shared.steering.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = steering.as_ref() else { return Vec::new() };
+        s.refused_macs().into_iter().filter_map(|r| self.ports.iter().position(|p| p.ifindex == r.ifindex).map(|i| (i, r))).collect()
+    }
+
+    /// Every sub-interface's uRPF policy in force: (port index, VLAN, policy).
+    pub fn urpf(&self) -> Vec<(usize, u16, UrpfPolicy)> {
+        self.sub_interfaces.iter().enumerate().map(|(i, &(p, v))| (p, v, self.shared.urpf.get(i))).collect()
     }
 
     /// Frames dropped by the blackhole route of counter slot `slot` (`Fib::blackhole_slot`),
@@ -592,9 +661,15 @@ impl Engine {
                 statistics: xsk::statistics(s.fd.as_fd()).unwrap_or_default(),
             })
             .collect();
-        let steering =
-            self.shared.steering.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|s| s.counters().ok()).unwrap_or_default();
+        let (steering, by_ifindex) = {
+            let guard = self.shared.steering.lock().unwrap_or_else(|p| p.into_inner());
+            let s = guard.as_ref();
+            (s.and_then(|s| s.counters().ok()).unwrap_or_default(), s.and_then(|s| s.edge_counters().ok()).unwrap_or_default())
+        };
+        let edge =
+            self.ports.iter().map(|p| by_ifindex.iter().find(|(i, _)| *i == p.ifindex).map(|(_, c)| *c).unwrap_or_default()).collect();
         EngineCounters {
+            edge,
             total,
             tx_ring_full: workers.iter().map(|w| w.tx_ring_full).sum(),
             workers,
@@ -653,6 +728,11 @@ fn set_up(shared: &Arc<Shared>, plan: &Plan, readers: Vec<FibReader>, handles: &
     for port in &config.ports {
         attachments.push(steering.attach(&port.name, config.attach_mode).map_err(EngineError::Steering)?);
     }
+    for (port, attachment) in config.ports.iter().zip(&attachments) {
+        for (vlan, filter) in &port.edge {
+            steering.set_edge(attachment.ifindex, *vlan, filter.clone()).map_err(EngineError::Steering)?;
+        }
+    }
     for port in &config.ports {
         for s in &port.sub_interfaces {
             for a in s.ipv4.map(IpAddr::V4).into_iter().chain(s.ipv6.map(IpAddr::V6)) {
@@ -683,7 +763,10 @@ fn set_up(shared: &Arc<Shared>, plan: &Plan, readers: Vec<FibReader>, handles: &
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut workers = Vec::with_capacity(plan.workers);
     for (index, fib) in readers.into_iter().enumerate() {
-        let pipeline = Pipeline::new(&pipeline_config).map_err(|e| config_err("ports", e.to_string()))?;
+        let mut pipeline = Pipeline::new(&pipeline_config).map_err(|e| config_err("ports", e.to_string()))?;
+        if !pipeline.share_urpf(shared.urpf.clone()) {
+            return Err(config_err("ports", "the uRPF table does not match the sub-interfaces"));
+        }
         let ws = Arc::new(WorkerShared {
             samples: pipeline.sample_ring().clone(),
             ..WorkerShared::new(pipeline.counters().clone(), pipeline.glean_queue().clone())

@@ -81,6 +81,12 @@ const fn depth(entry: u32) -> u32 {
     (entry >> DEPTH_SHIFT) & 0xFF
 }
 
+/// The prefix length of a route entry as a lookup returns it (never `EXT`).
+#[inline(always)]
+pub(crate) const fn entry_depth(entry: u32) -> u32 {
+    depth(entry)
+}
+
 // unsafe: the zeroed allocation is taken as initialised without writing 64 MiB of zeros.
 #[allow(unsafe_code)]
 fn zeroed(n: usize) -> Box<[AtomicU32]> {

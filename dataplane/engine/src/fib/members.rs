@@ -7,8 +7,13 @@
 //! at most half full), so a lookup is one binary search among the sub-interfaces with
 //! members (a handful) and usually one probe. Later edge checks (port security: only
 //! members' MACs) use the same lookup: `UNKNOWN_MEMBER` is "a MAC no member has here".
+//!
+//! A member may have a source filter (BCP 38): the prefixes its frames may come from. It
+//! is built with the tables, as merged address ranges per family sorted by start, so a check
+//! is one binary search; and it is published with them, so a frame sees a member's old
+//! filter or its new one whole, never a mix.
 
-use super::Member;
+use super::{Family, Member, Prefix};
 
 /// Index of a member (0 to `MAX_MEMBERS - 1`); the counters have a row per index.
 pub type MemberId = u32;
@@ -23,6 +28,11 @@ pub const UNKNOWN_MEMBER: MemberId = MAX_MEMBERS;
 /// A frame not attributed to any member: its sub-interface has no members (or it has no
 /// sub-interface at all). Not counted per member.
 pub const NO_MEMBER: MemberId = u32::MAX;
+
+/// Source prefixes one member may have in its filter (BCP 38). A member's announced space
+/// is rarely more than a few hundred prefixes; merged ranges take 48 octets per prefix at
+/// worst.
+pub const MAX_MEMBER_SOURCES: usize = 4096;
 
 /// Marks a slot in use; a MAC has 48 bits, so a used slot is never 0.
 const USED: u64 = 1 << 63;
@@ -94,12 +104,70 @@ fn sub_key(port: u16, vlan: u16) -> u32 {
     (port as u32) << 16 | vlan as u32
 }
 
+/// A member's allowed sources: each family's prefixes as merged, sorted, disjoint
+/// inclusive ranges.
+#[derive(Debug, Default)]
+struct SourceRanges {
+    v4: Box<[(u32, u32)]>,
+    v6: Box<[(u128, u128)]>,
+}
+
+impl SourceRanges {
+    fn new(prefixes: &[Prefix]) -> SourceRanges {
+        let mut v4: Vec<(u128, u128)> = Vec::new();
+        let mut v6: Vec<(u128, u128)> = Vec::new();
+        for p in prefixes {
+            let p = p.network();
+            let (max, out) = match p.family() {
+                Family::V4 => (32u32, &mut v4),
+                Family::V6 => (128u32, &mut v6),
+            };
+            let host = (max - (p.len() as u32).min(max)) as usize;
+            let span = if host >= 128 { u128::MAX } else { (1u128 << host) - 1 };
+            out.push((p.addr_v6(), p.addr_v6() | span));
+        }
+        SourceRanges { v4: merge(v4).into_iter().map(|(a, b)| (a as u32, b as u32)).collect(), v6: merge(v6).into_iter().collect() }
+    }
+
+    #[inline(always)]
+    fn has_v4(&self, src: u32) -> bool {
+        let i = self.v4.partition_point(|&(start, _)| start <= src);
+        i > 0 && self.v4.get(i - 1).is_some_and(|&(_, end)| src <= end)
+    }
+
+    #[inline(always)]
+    fn has_v6(&self, src: u128) -> bool {
+        let i = self.v6.partition_point(|&(start, _)| start <= src);
+        i > 0 && self.v6.get(i - 1).is_some_and(|&(_, end)| src <= end)
+    }
+}
+
+/// Sorted, overlapping or adjacent ranges merged into disjoint ones.
+fn merge(mut ranges: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match out.last_mut() {
+            Some(last) if start <= last.1.saturating_add(1) => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    }
+    out
+}
+
+/// No source filter: the index in `MemberTable::filter_of`.
+const NO_FILTER: u32 = u32::MAX;
+
 /// Every sub-interface's member table, as published to the workers.
 #[derive(Debug, Default)]
 pub struct MemberTable {
     /// `port << 16 | vlan` of each sub-interface with members, sorted; `tables[i]` is its.
     subs: Box<[u32]>,
     tables: Box<[MacTable]>,
+    /// By member id: the index of its filter in `filters`, or `NO_FILTER`. Empty when no
+    /// member has a filter (the check then costs one length test).
+    filter_of: Box<[u32]>,
+    filters: Box<[SourceRanges]>,
 }
 
 impl MemberTable {
@@ -116,7 +184,54 @@ impl MemberTable {
             let entries: Vec<(u64, MemberId)> = group.iter().map(|&(_, mac, id)| (mac, id)).collect();
             tables.push(MacTable::new(&entries));
         }
-        MemberTable { subs: subs.into(), tables: tables.into() }
+        MemberTable { subs: subs.into(), tables: tables.into(), filter_of: Box::default(), filters: Box::default() }
+    }
+
+    /// The tables of `members`, with the source filters of those that have one (member
+    /// id, its allowed prefixes, already checked).
+    pub fn build_with_filters<'a>(
+        members: impl IntoIterator<Item = (MemberId, &'a Member)>,
+        filters: impl IntoIterator<Item = (MemberId, &'a [Prefix])>,
+    ) -> MemberTable {
+        let mut table = MemberTable::build(members);
+        let mut filter_of = Vec::new();
+        let mut ranges = Vec::new();
+        for (id, prefixes) in filters {
+            if filter_of.is_empty() {
+                filter_of = vec![NO_FILTER; MAX_MEMBERS as usize];
+            }
+            if let Some(slot) = filter_of.get_mut(id as usize) {
+                *slot = ranges.len() as u32;
+                ranges.push(SourceRanges::new(prefixes));
+            }
+        }
+        table.filter_of = filter_of.into();
+        table.filters = ranges.into();
+        table
+    }
+
+    /// Some member has a source filter.
+    #[inline(always)]
+    pub fn has_filters(&self) -> bool {
+        !self.filter_of.is_empty()
+    }
+
+    #[inline(always)]
+    fn filter(&self, member: MemberId) -> Option<&SourceRanges> {
+        let i = *self.filter_of.get(member as usize)?;
+        self.filters.get(i as usize)
+    }
+
+    /// Whether `member` (an id, `UNKNOWN_MEMBER` or `NO_MEMBER`) may send from `src`: true
+    /// unless it is a member with a source filter that does not hold `src`.
+    #[inline]
+    pub fn source_allowed_v4(&self, member: MemberId, src: u32) -> bool {
+        self.filter(member).is_none_or(|f| f.has_v4(src))
+    }
+
+    #[inline]
+    pub fn source_allowed_v6(&self, member: MemberId, src: u128) -> bool {
+        self.filter(member).is_none_or(|f| f.has_v6(src))
     }
 
     /// No sub-interface has members.
@@ -166,7 +281,59 @@ mod tests {
         assert_eq!(empty.lookup(0, 0, &a.mac), NO_MEMBER);
     }
 
+    #[test]
+    fn source_filters() {
+        let a = member(0, 0, 1);
+        let b = member(0, 0, 2);
+        let allowed = [
+            Prefix::v4(u32::from_be_bytes([198, 18, 0, 0]), 24),
+            Prefix::v4(u32::from_be_bytes([198, 18, 1, 0]), 24),
+            Prefix::v4(u32::from_be_bytes([198, 18, 4, 7]), 32),
+            Prefix::v6(0x2001_0db8_0001_u128 << 80, 48),
+        ];
+        let t = MemberTable::build_with_filters([(5, &a), (7, &b)], [(5, &allowed[..])]);
+        assert!(t.has_filters());
+        let v4 = |o: [u8; 4]| u32::from_be_bytes(o);
+        assert!(t.source_allowed_v4(5, v4([198, 18, 0, 0])));
+        assert!(t.source_allowed_v4(5, v4([198, 18, 1, 255])), "two /24s merged");
+        assert!(!t.source_allowed_v4(5, v4([198, 18, 2, 0])));
+        assert!(t.source_allowed_v4(5, v4([198, 18, 4, 7])));
+        assert!(!t.source_allowed_v4(5, v4([198, 18, 4, 8])));
+        assert!(!t.source_allowed_v4(5, v4([198, 17, 255, 255])));
+        assert!(t.source_allowed_v6(5, (0x2001_0db8_0001_u128 << 80) | 77));
+        assert!(!t.source_allowed_v6(5, 0x2001_0db8_0002_u128 << 80));
+        assert!(t.source_allowed_v4(7, v4([203, 0, 113, 1])), "member 7 has no filter");
+        assert!(t.source_allowed_v4(UNKNOWN_MEMBER, v4([203, 0, 113, 1])));
+        assert!(t.source_allowed_v4(NO_MEMBER, v4([203, 0, 113, 1])));
+        let none = MemberTable::build_with_filters([(5, &a)], [(5, &[][..])]);
+        assert!(!none.source_allowed_v4(5, 0) && !none.source_allowed_v6(5, 0), "an empty filter allows nothing");
+        let all = MemberTable::build_with_filters([(5, &a)], [(5, &[Prefix::v4(0, 0), Prefix::v6(0, 0)][..])]);
+        assert!(all.source_allowed_v4(5, u32::MAX) && all.source_allowed_v6(5, u128::MAX));
+        assert!(!MemberTable::build([(5, &a)]).has_filters());
+    }
+
     proptest! {
+        /// Filters against a scan of the prefixes: any prefixes, any sources.
+        #[test]
+        fn filters_agree_with_a_scan(
+            prefixes in proptest::collection::vec((any::<u32>(), 0u8..=32), 0..40),
+            asks in proptest::collection::vec(any::<u32>(), 1..200),
+        ) {
+            let ps: Vec<Prefix> = prefixes.iter().map(|&(a, l)| Prefix::v4(a, l).network()).collect();
+            let a = member(0, 0, 1);
+            let t = MemberTable::build_with_filters([(1, &a)], [(1, &ps[..])]);
+            let mask = |l: u8| if l == 0 { 0 } else { u32::MAX << (32 - l as u32) };
+            // Half the questions inside a prefix.
+            let asks = asks.iter().enumerate().map(|(i, &x)| match ps.get(i % (ps.len().max(1) * 2)) {
+                Some(p) => p.addr_v4() | (x & !mask(p.len())),
+                None => x,
+            });
+            for src in asks {
+                let want = ps.iter().any(|p| src & mask(p.len()) == p.addr_v4());
+                prop_assert_eq!(t.source_allowed_v4(1, src), want);
+            }
+        }
+
         /// Against a linear scan: any members on a few sub-interfaces, any MACs asked.
         #[test]
         fn agrees_with_a_linear_scan(

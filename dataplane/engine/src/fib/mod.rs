@@ -23,7 +23,7 @@ pub use prefix::{Family, Prefix};
 use crate::qsbr::{Qsbr, QsbrReader, RcuArray, RetireList};
 pub use blackholes::{BlackholeTable, BLACKHOLE_SLOTS, UNCOUNTED_SLOT};
 use dir::{DirShared, DirTable, VALID, VALUE_MASK};
-pub use members::{MemberId, MemberTable, MAX_MEMBERS, NO_MEMBER, UNKNOWN_MEMBER};
+pub use members::{MemberId, MemberTable, MAX_MEMBERS, MAX_MEMBER_SOURCES, NO_MEMBER, UNKNOWN_MEMBER};
 
 pub type GroupId = u32;
 pub type AdjacencyId = u32;
@@ -72,6 +72,13 @@ impl RouteTarget {
             CODE_GLEAN => RouteTarget::Glean,
             g => RouteTarget::Group(g),
         }
+    }
+
+    /// The length of the prefix whose route answered, from a table entry as returned by
+    /// the batch lookups (0 for the default route, and for no route).
+    #[inline(always)]
+    pub const fn entry_prefix_len(entry: u32) -> u8 {
+        dir::entry_depth(entry) as u8
     }
 
     /// Decodes a table entry as returned by the batch lookups.
@@ -129,22 +136,55 @@ pub const MAX_WEIGHT: u32 = 65_535;
 const MAX_BUCKETS: u32 = 1024;
 
 /// A group as readers see it: members laid out in proportion to their weights, one picked
-/// by the flow hash, so one flow always takes one path.
+/// by the flow hash, so one flow always takes one path; and the sub-interfaces its members
+/// leave by, for strict reverse-path checks (RFC 3704 section 2.2), worked out when the
+/// group or one of its adjacencies changes, never per packet.
 struct GroupBuckets {
     buckets: Box<[AdjacencyId]>,
+    /// `egress_key(port, vlan)` of every member, sorted, each once: usually one or a few.
+    egress: Box<[u32]>,
+}
+
+/// A sub-interface as one word, the key of `GroupBuckets::egress`.
+#[inline(always)]
+const fn egress_key(port: u16, vlan: u16) -> u32 {
+    (port as u32) << 16 | vlan as u32
 }
 
 /// One operation of a write batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FibOp {
-    SetAdjacency { id: AdjacencyId, adjacency: Adjacency },
-    DeleteAdjacency { id: AdjacencyId },
-    SetGroup { id: GroupId, members: Vec<NextHop> },
-    DeleteGroup { id: GroupId },
-    AddRoute { prefix: Prefix, target: RouteTarget },
-    DeleteRoute { prefix: Prefix },
-    SetMember { id: MemberId, member: Member },
-    DeleteMember { id: MemberId },
+    SetAdjacency {
+        id: AdjacencyId,
+        adjacency: Adjacency,
+    },
+    DeleteAdjacency {
+        id: AdjacencyId,
+    },
+    SetGroup {
+        id: GroupId,
+        members: Vec<NextHop>,
+    },
+    DeleteGroup {
+        id: GroupId,
+    },
+    AddRoute {
+        prefix: Prefix,
+        target: RouteTarget,
+    },
+    DeleteRoute {
+        prefix: Prefix,
+    },
+    /// `sources`: the member's source filter (BCP 38), the only prefixes its frames may
+    /// come from; None for no filter.
+    SetMember {
+        id: MemberId,
+        member: Member,
+        sources: Option<Box<[Prefix]>>,
+    },
+    DeleteMember {
+        id: MemberId,
+    },
 }
 
 /// Sizes for the preallocated tables. Writes beyond them are refused, never capped.
@@ -274,6 +314,8 @@ pub struct Fib {
     retired_groups: RetireList<GroupBuckets, FibDomain>,
     retired_adjacencies: RetireList<Adjacency, FibDomain>,
     members: HashMap<MemberId, Member>,
+    /// The source filters of the members that have one.
+    member_sources: HashMap<MemberId, Box<[Prefix]>>,
     /// The inverse of `members`: one member per (port, VLAN, MAC).
     member_ids: HashMap<Member, MemberId>,
     retired_member_tables: RetireList<MemberTable, FibDomain>,
@@ -331,6 +373,7 @@ impl Fib {
             retired_groups: RetireList::default(),
             retired_adjacencies: RetireList::default(),
             members: HashMap::default(),
+            member_sources: HashMap::default(),
             member_ids: HashMap::default(),
             retired_member_tables: RetireList::default(),
             blackhole_slots: HashMap::default(),
@@ -398,6 +441,11 @@ impl Fib {
         self.members.get(&id).copied()
     }
 
+    /// A member's source filter (BCP 38), if it has one.
+    pub fn member_sources(&self, id: MemberId) -> Option<&[Prefix]> {
+        self.member_sources.get(&id).map(|p| &p[..])
+    }
+
     pub fn members(&self) -> impl Iterator<Item = (MemberId, Member)> + '_ {
         self.members.iter().map(|(k, v)| (*k, *v))
     }
@@ -440,7 +488,10 @@ impl Fib {
         if members_changed {
             // Off the packet path and rare: rebuild the tables whole and map every adjacency
             // again (a scan of at most `config.adjacencies`).
-            let table = MemberTable::build(self.members.iter().map(|(id, m)| (*id, m)));
+            let table = MemberTable::build_with_filters(
+                self.members.iter().map(|(id, m)| (*id, m)),
+                self.member_sources.iter().map(|(id, p)| (*id, &p[..])),
+            );
             let old = self.shared.members.replace(0, Some(Box::new(table)));
             self.retired_member_tables.push(old);
             for id in 0..self.config.adjacencies {
@@ -654,10 +705,20 @@ impl Fib {
                         err(i, format!("route {prefix}: {} table full ({cap} routes; raise the capacity)", k.1));
                     }
                 }
-                FibOp::SetMember { id, member } => {
+                FibOp::SetMember { id, member, sources } => {
                     if let Err(m) = check_member(*id, member) {
                         err(i, m);
                         continue;
+                    }
+                    if let Some(sources) = sources {
+                        if sources.len() > MAX_MEMBER_SOURCES {
+                            err(i, format!("member {id}: {} source prefixes exceed the limit of {MAX_MEMBER_SOURCES}", sources.len()));
+                            continue;
+                        }
+                        if let Some(m) = sources.iter().find_map(|p| p.check().err()) {
+                            err(i, format!("member {id}: source filter: {m}"));
+                            continue;
+                        }
                     }
                     if let Some((other, first)) = key_setter.get(member) {
                         err(
@@ -773,9 +834,20 @@ impl Fib {
         let q = self.shared.qsbr;
         match op {
             FibOp::SetAdjacency { id, adjacency } => {
-                self.adjacencies.insert(*id, *adjacency);
+                let before = self.adjacencies.insert(*id, *adjacency);
                 let old = self.shared.adjacencies.replace(*id as usize, Some(Box::new(*adjacency)));
                 self.retired_adjacencies.push(old);
+                // A member that moved to another sub-interface changes its groups' egress
+                // sets. Rare (a MAC update keeps port and VLAN), so the scan over every
+                // group is fine; the agent's per-resolution writes never pay it.
+                let moved = before.is_some_and(|b| (b.port, b.vlan) != (adjacency.port, adjacency.vlan));
+                if moved && self.adjacency_refs.contains_key(id) {
+                    let using: Vec<GroupId> =
+                        self.groups.iter().filter(|(_, m)| m.iter().any(|n| n.adjacency == *id)).map(|(g, _)| *g).collect();
+                    for g in using {
+                        self.publish_group(g);
+                    }
+                }
             }
             FibOp::DeleteAdjacency { id } => {
                 if self.adjacencies.remove(id).is_some() {
@@ -791,9 +863,7 @@ impl Fib {
                 for m in members {
                     *self.adjacency_refs.entry(m.adjacency).or_default() += 1;
                 }
-                let buckets = GroupBuckets { buckets: spread(members) };
-                let old = self.shared.groups.replace(*id as usize, Some(Box::new(buckets)));
-                self.retired_groups.push(old);
+                self.publish_group(*id);
             }
             FibOp::DeleteGroup { id } => {
                 if let Some(old_members) = self.groups.remove(id) {
@@ -827,18 +897,38 @@ impl Fib {
                     dec(&mut self.group_refs, g);
                 }
             }
-            FibOp::SetMember { id, member } => {
+            FibOp::SetMember { id, member, sources } => {
                 if let Some(old) = self.members.insert(*id, *member) {
                     self.member_ids.remove(&old);
                 }
                 self.member_ids.insert(*member, *id);
+                match sources {
+                    Some(p) => self.member_sources.insert(*id, p.clone()),
+                    None => self.member_sources.remove(id),
+                };
             }
             FibOp::DeleteMember { id } => {
                 if let Some(old) = self.members.remove(id) {
                     self.member_ids.remove(&old);
                 }
+                self.member_sources.remove(id);
             }
         }
+    }
+}
+
+impl Fib {
+    /// Publishes group `id` as readers see it (buckets and egress set) from the writer's
+    /// members and adjacencies; the old version is retired.
+    fn publish_group(&mut self, id: GroupId) {
+        let Some(members) = self.groups.get(&id) else { return };
+        let mut egress: Vec<u32> =
+            members.iter().filter_map(|m| self.adjacencies.get(&m.adjacency)).map(|a| egress_key(a.port, a.vlan)).collect();
+        egress.sort_unstable();
+        egress.dedup();
+        let buckets = GroupBuckets { buckets: spread(members), egress: egress.into_boxed_slice() };
+        let old = self.shared.groups.replace(id as usize, Some(Box::new(buckets)));
+        self.retired_groups.push(old);
     }
 }
 
@@ -973,6 +1063,18 @@ impl FibReader {
     #[inline]
     pub fn adjacency(&self, id: AdjacencyId) -> Option<&Adjacency> {
         self.shared.adjacencies.get(id as usize, &self.qsbr)
+    }
+
+    /// True when some member of `group` leaves by sub-interface (`port`, `vlan`): the
+    /// strict reverse-path check, any ECMP member counting. False for a group that does not
+    /// exist. A search of a short sorted list made when the group last changed.
+    #[inline]
+    pub fn group_egresses_by(&self, group: GroupId, port: u16, vlan: u16) -> bool {
+        let key = egress_key(port, vlan);
+        self.shared.groups.get(group as usize, &self.qsbr).is_some_and(|g| match g.egress.len() {
+            0..=4 => g.egress.contains(&key),
+            _ => g.egress.binary_search(&key).is_ok(),
+        })
     }
 
     /// The member tables now (empty before any member is set), valid until `quiescent`.

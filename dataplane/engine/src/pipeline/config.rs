@@ -5,6 +5,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use super::urpf::UrpfPolicy;
 use crate::wire::{ethernet, ipv6};
 
 /// Marks a VLAN with no sub-interface in a port's VLAN table; also bounds their number.
@@ -64,12 +65,15 @@ pub struct SubInterfaceConfig {
     /// 31 and 32 have none (RFC 3021).
     pub ipv4_prefix_len: u8,
     pub ipv6: Option<Ipv6Addr>,
+    /// The reverse-path check of what it receives, as the pipeline starts (changed while it
+    /// runs through `Pipeline::urpf`).
+    pub urpf: UrpfPolicy,
 }
 
 impl SubInterfaceConfig {
-    /// A sub-interface with host addresses (no subnet, so no directed broadcast).
+    /// A sub-interface with host addresses (no subnet, so no directed broadcast), uRPF off.
     pub fn new(vlan: u16, ipv4: Option<Ipv4Addr>, ipv6: Option<Ipv6Addr>) -> SubInterfaceConfig {
-        SubInterfaceConfig { vlan, ipv4, ipv4_prefix_len: 32, ipv6 }
+        SubInterfaceConfig { vlan, ipv4, ipv4_prefix_len: 32, ipv6, urpf: UrpfPolicy::OFF }
     }
 
     /// The directed broadcast address of the IPv4 subnet, if it has one.

@@ -26,7 +26,7 @@ fn apply(rig: &mut Rig, ops: &[FibOp]) {
 }
 
 fn member(id: u32, port: u16, vlan: u16, mac: [u8; 6]) -> FibOp {
-    FibOp::SetMember { id, member: Member { port, vlan, mac } }
+    FibOp::SetMember { id, member: Member { port, vlan, mac }, sources: None }
 }
 
 #[test]
@@ -195,4 +195,59 @@ fn a_forwarded_frame_marks_its_adjacency_used_until_taken() {
     assert!(rig._fib.take_adjacency_used(1));
     assert!(!rig._fib.take_adjacency_used(1), "taking the bit clears it");
     assert!(!rig._fib.take_adjacency_used(u32::MAX), "an id past the table is never used");
+}
+
+fn filtered(id: u32, mac: [u8; 6], sources: &[crate::fib::Prefix]) -> FibOp {
+    FibOp::SetMember { id, member: Member { port: 0, vlan: 0, mac }, sources: Some(sources.into()) }
+}
+
+/// BCP 38: a member with a source filter sends only from its prefixes; other sources are
+/// dropped as `member_source` and counted as its drops; members without a filter, unknown
+/// MACs and ports without members are not checked. A filter changed between batches is
+/// in force whole from the next.
+#[test]
+fn member_source_filters() {
+    use crate::fib::Prefix;
+    let mut rig = rig();
+    let own4 = Prefix::v4(u32::from_be_bytes([198, 18, 0, 0]), 24);
+    let own6 = Prefix::v6(u128::from(v6(0, 0)), 64);
+    apply(&mut rig, &[filtered(0, A, &[own4, own6]), member(1, 0, 0, B)]);
+    let v4 = |src: [u8; 4]| eth(MAC0, None, ethertype::IPV4, &ipv4(src, [198, 19, 1, 5], 64, ip_protocol::UDP, &udp(1, 2, 26)));
+    let v6f = |src: Ipv6Addr| eth(MAC0, None, ethertype::IPV6, &ipv6(src, v6(1, 5), 64, ip_protocol::UDP, &udp(1, 2, 26)));
+    let frames = vec![
+        (0u16, from(A, v4([198, 18, 0, 7]))),      // A, its own source: forwarded
+        (0, from(A, v4([198, 18, 77, 7]))),        // A, spoofed: dropped
+        (0, from(A, v6f(v6(0, 9)))),               // A, its own IPv6 source
+        (0, from(A, v6f(v6(77, 9)))),              // A, spoofed IPv6
+        (0, from(B, v4([198, 18, 77, 7]))),        // B has no filter
+        (0, from(STRANGER, v4([198, 18, 77, 7]))), // unknown MAC: not a member's filter
+        (2, from(A, eth(MAC2, None, ethertype::IPV4, &ipv4([198, 18, 77, 7], [198, 19, 1, 5], 64, ip_protocol::UDP, &udp(1, 2, 26))))), // port 2 has no members
+    ];
+    let outs = rig.run(&frames);
+    let verdicts: Vec<bool> = outs.iter().map(|o| matches!(o.verdict, Verdict::Forward { .. })).collect();
+    assert_eq!(verdicts, [true, false, true, false, true, true, true]);
+    assert!(matches!(outs[1].verdict, Verdict::Drop(DropReason::MemberSource)));
+    assert!(matches!(outs[3].verdict, Verdict::Drop(DropReason::MemberSource)));
+    let s = rig.snap();
+    assert_eq!(s.member(0).drop_count(DropReason::MemberSource), 2);
+    assert_eq!(s.member(0).rx_packets, 4, "every frame of A on port 0 counts as rx, dropped or not");
+    assert_eq!(s.member(1).drop_count(DropReason::MemberSource), 0);
+    // The filter changed: 198.18.77.0/24 allowed, the /24 it had no more, IPv6 none at all.
+    apply(&mut rig, &[filtered(0, A, &[Prefix::v4(u32::from_be_bytes([198, 18, 77, 0]), 24)])]);
+    let outs = rig.run(&frames[..4]);
+    let verdicts: Vec<bool> = outs.iter().map(|o| matches!(o.verdict, Verdict::Forward { .. })).collect();
+    assert_eq!(verdicts, [false, true, false, false]);
+    // Set again without a filter: nothing is checked.
+    apply(&mut rig, &[member(0, 0, 0, A)]);
+    let outs = rig.run(&frames[..4]);
+    assert!(outs.iter().all(|o| matches!(o.verdict, Verdict::Forward { .. })));
+    // A bad filter is refused whole.
+    let host_bits = Prefix::v4(u32::from_be_bytes([198, 18, 0, 1]), 24);
+    let e = rig._fib.apply(&[filtered(0, A, &[host_bits]), member(5, 0, 0, C)]).unwrap_err();
+    assert!(e.to_string().contains("source filter") && e.to_string().contains("host bits"), "{e}");
+    assert_eq!(rig._fib.member_sources(0), None);
+    assert_eq!(rig._fib.member(5), None);
+    let many = vec![own4; crate::fib::MAX_MEMBER_SOURCES + 1];
+    let e = rig._fib.apply(&[filtered(0, A, &many)]).unwrap_err();
+    assert!(e.to_string().contains("exceed the limit"), "{e}");
 }

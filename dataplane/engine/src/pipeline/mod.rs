@@ -32,6 +32,7 @@ mod ratelimit;
 pub mod sample;
 #[cfg(test)]
 mod testing;
+mod urpf;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub use self::glean::{GleanQueue, GleanStats};
 pub use self::ratelimit::{SourceBuckets, TokenBucket};
 use self::sample::Sampler;
 pub use self::sample::{PortSampleStats, Sample, SampleOutcome, SampleRing};
+pub use self::urpf::{UrpfMode, UrpfPolicy, UrpfTable};
 use crate::counters::WorkerCounters;
 pub use crate::drop::{DropReason, IcmpOutcome};
 use crate::fib::{FibReader, MemberId, MemberTable, NO_MEMBER};
@@ -88,6 +90,9 @@ impl PortState {
 struct SubInterface {
     ipv4: Option<Ipv4Addr>,
     ipv6: Option<Ipv6Addr>,
+    /// Where it is, as adjacencies name it: for the strict reverse-path check.
+    port: u16,
+    vlan: u16,
 }
 
 /// The directed broadcast address of an attached IPv4 subnet, and what to do with it.
@@ -132,6 +137,10 @@ struct Meta {
     /// broadcast, to look up in `Pipeline::broadcasts`.
     maybe_broadcast: bool,
     flow_hash: u32,
+    /// The ingress sub-interface's packed uRPF policy (0: off) and, when it checks, the
+    /// index of the source among this batch's source keys of its family.
+    urpf: u8,
+    src_slot: u8,
     /// The exchange member that sent the frame (by source MAC on its sub-interface),
     /// `UNKNOWN_MEMBER`, or `NO_MEMBER` when its sub-interface has no members.
     member: MemberId,
@@ -153,6 +162,8 @@ impl Meta {
         icmp_ok: false,
         maybe_broadcast: false,
         flow_hash: 0,
+        urpf: 0,
+        src_slot: 0,
         member: NO_MEMBER,
         sampled: false,
     };
@@ -176,6 +187,8 @@ pub struct Pipeline {
     /// address has them all set, so one AND rules out most destinations while parsing.
     /// u32::MAX with no broadcast (then only 255.255.255.255 would pass, dropped before).
     broadcast_host_bits: u32,
+    /// Each sub-interface's reverse-path policy, shared with the other workers.
+    urpf: Arc<UrpfTable>,
     /// Destinations of `glean` drops, for the agent to resolve.
     glean: GleanProducer,
     /// The member of the frame being decided, for `drop` to count it by: set by
@@ -198,7 +211,7 @@ impl Pipeline {
             let mut sub_of_vlan = vec![NO_SUB; 4096].into_boxed_slice();
             for s in &port.sub_interfaces {
                 sub_of_vlan[s.vlan as usize] = subs.len() as u16;
-                subs.push(SubInterface { ipv4: s.ipv4, ipv6: s.ipv6 });
+                subs.push(SubInterface { ipv4: s.ipv4, ipv6: s.ipv6, port: index as u16, vlan: s.vlan });
                 if let Some(b) = s.directed_broadcast() {
                     broadcasts.push(DirectedBroadcast {
                         addr: b.to_bits(),
@@ -223,6 +236,7 @@ impl Pipeline {
         broadcasts.sort_by_key(|b| b.addr);
         broadcasts.dedup_by_key(|b| b.addr);
         let limits = config.icmp_limits;
+        let urpf = Arc::new(UrpfTable::new(config.sub_interfaces().map(|(_, _, s)| s.urpf)));
         Ok(Pipeline {
             ports: ports.into(),
             subs: subs.into(),
@@ -233,11 +247,28 @@ impl Pipeline {
             icmp_worker: TokenBucket::new(limits.per_worker),
             broadcasts: broadcasts.into(),
             broadcast_host_bits,
+            urpf,
             glean: GleanProducer::new(config.hash_seed.rotate_left(29) ^ 0x676c_6561),
             member: NO_MEMBER,
             sampler: Sampler::new(config.ports.len(), config.hash_seed.rotate_left(41) ^ next_sampler_seed()),
             answered: None,
         })
+    }
+
+    /// The sub-interfaces' reverse-path policies, by dense index: set one and this worker
+    /// checks by it from its next frame on.
+    pub fn urpf(&self) -> &Arc<UrpfTable> {
+        &self.urpf
+    }
+
+    /// Reads the policies from `table` from now on (the engine gives every worker one
+    /// table); refused, false, when it is not of this pipeline's sub-interfaces' size.
+    pub fn share_urpf(&mut self, table: Arc<UrpfTable>) -> bool {
+        if table.len() != self.subs.len() {
+            return false;
+        }
+        self.urpf = table;
+        true
     }
 
     /// New ICMP error limits from the next batch on: per ingress port, per source, per
@@ -284,9 +315,13 @@ impl Pipeline {
     fn process_batch(&mut self, fib: &FibReader, frames: &mut [PacketBuf<'_>], verdicts: &mut [Verdict], now_ns: u64) {
         debug_assert!(frames.len() <= MAX_BATCH);
         let mut meta = [Meta::EMPTY; MAX_BATCH];
-        let mut v4_keys = [0u32; MAX_BATCH];
-        let mut v6_keys = [0u128; MAX_BATCH];
-        let (mut n4, mut n6) = (0usize, 0usize);
+        // Destinations first, then the sources that a uRPF check needs: one batch lookup
+        // per family answers both, and a batch with uRPF off everywhere looks up as before.
+        let mut v4_keys = [0u32; 2 * MAX_BATCH];
+        let mut v6_keys = [0u128; 2 * MAX_BATCH];
+        let mut v4_srcs = [0u32; MAX_BATCH];
+        let mut v6_srcs = [0u128; MAX_BATCH];
+        let (mut n4, mut n6, mut s4, mut s6) = (0usize, 0usize, 0usize, 0usize);
 
         // Ask for every frame's headers before reading the first: in copy mode the kernel
         // wrote them a whole rx ring ago, out of this core's caches by now under load, and
@@ -296,8 +331,9 @@ impl Pipeline {
             prefetch::prefetch(frame.chunk, frame.start);
         }
 
-        // Parse and validate all; gather destinations. A frame that parsing placed on a
-        // sub-interface (it sets `l2_len` then) is its source MAC's member's.
+        // Parse and validate all; gather destinations and the sources to check. A frame
+        // that parsing placed on a sub-interface (it sets `l2_len` then) is its source MAC's
+        // member's.
         let members = fib.members();
         self.sampler.refresh();
         for (i, ((frame, verdict), m)) in frames.iter().zip(verdicts.iter_mut()).zip(meta.iter_mut()).enumerate() {
@@ -309,19 +345,42 @@ impl Pipeline {
             m.member = self.member;
             // As received, before any rewrite; whatever becomes of the frame.
             m.sampled = self.sampler.consider(i, frame, if m.tagged { m.tci & 0x0fff } else { 0 }, m.member);
+            if let (Ok(dst), Some(t)) = (&parsed, members) {
+                if !self.member_source_allowed(t, dst) {
+                    m.family = Family::Done;
+                    *verdict = self.drop(frame.port, DropReason::MemberSource);
+                    continue;
+                }
+            }
             match parsed {
-                Ok(Destination::V4(d)) => {
+                Ok(Destination::V4(d, src)) => {
                     if let Some(k) = v4_keys.get_mut(n4) {
                         *k = d;
                         m.slot = n4 as u8;
                         n4 += 1;
                     }
+                    m.urpf = self.urpf.raw(m.sub as usize);
+                    if urpf::checks(m.urpf) {
+                        if let Some(k) = v4_srcs.get_mut(s4) {
+                            *k = src;
+                            m.src_slot = s4 as u8;
+                            s4 += 1;
+                        }
+                    }
                 }
-                Ok(Destination::V6(d)) => {
+                Ok(Destination::V6(d, src)) => {
                     if let Some(k) = v6_keys.get_mut(n6) {
                         *k = d;
                         m.slot = n6 as u8;
                         n6 += 1;
+                    }
+                    m.urpf = self.urpf.raw(m.sub as usize);
+                    if urpf::checks(m.urpf) {
+                        if let Some(k) = v6_srcs.get_mut(s6) {
+                            *k = src;
+                            m.src_slot = s6 as u8;
+                            s6 += 1;
+                        }
                     }
                 }
                 Err(reason) => {
@@ -332,27 +391,54 @@ impl Pipeline {
         }
 
         // Look up all, one call per family.
-        let mut v4_entries = [0u32; MAX_BATCH];
-        let mut v6_entries = [0u32; MAX_BATCH];
-        if n4 > 0 {
-            fib.lookup_v4_batch(&v4_keys[..n4], &mut v4_entries[..n4]);
+        let mut v4_entries = [0u32; 2 * MAX_BATCH];
+        let mut v6_entries = [0u32; 2 * MAX_BATCH];
+        if let (Some(to), Some(from)) = (v4_keys.get_mut(n4..n4 + s4), v4_srcs.get(..s4)) {
+            to.copy_from_slice(from);
         }
-        if n6 > 0 {
-            fib.lookup_v6_batch(&v6_keys[..n6], &mut v6_entries[..n6]);
+        if let (Some(to), Some(from)) = (v6_keys.get_mut(n6..n6 + s6), v6_srcs.get(..s6)) {
+            to.copy_from_slice(from);
+        }
+        if n4 + s4 > 0 {
+            fib.lookup_v4_batch(&v4_keys[..n4 + s4], &mut v4_entries[..n4 + s4]);
+        }
+        if n6 + s6 > 0 {
+            fib.lookup_v6_batch(&v6_keys[..n6 + s6], &mut v6_entries[..n6 + s6]);
         }
 
-        // Resolve, check, rewrite.
+        // Check sources, resolve, check, rewrite.
         for (i, ((frame, verdict), m)) in frames.iter_mut().zip(verdicts.iter_mut()).zip(meta.iter()).enumerate() {
-            let entry = match m.family {
+            let (entries, sources) = match m.family {
                 Family::Done => continue,
-                Family::V4 => v4_entries.get(m.slot as usize),
-                Family::V6 => v6_entries.get(m.slot as usize),
+                Family::V4 => (&v4_entries, n4),
+                Family::V6 => (&v6_entries, n6),
             };
             self.member = m.member;
             if m.sampled {
                 self.answered = None;
             }
-            *verdict = match entry {
+            if urpf::checks(m.urpf) {
+                let at = sources + m.src_slot as usize;
+                let source = entries.get(at).copied().unwrap_or(0);
+                let sub = self.subs.get(m.sub as usize);
+                let (port, vlan) = sub.map_or((u16::MAX, 0), |s| (s.port, s.vlan));
+                // A source on an attached subnet matches its glean route: it is on the link
+                // of the ingress sub-interface when that one's own address is in the route.
+                let on_link = |len: u8| match (m.family, sub) {
+                    (Family::V4, Some(SubInterface { ipv4: Some(own), .. })) => {
+                        v4_keys.get(at).is_some_and(|&src| urpf::same_prefix(u128::from(src) << 96, u128::from(own.to_bits()) << 96, len))
+                    }
+                    (Family::V6, Some(SubInterface { ipv6: Some(own), .. })) => {
+                        v6_keys.get(at).is_some_and(|&src| urpf::same_prefix(src, own.to_bits(), len))
+                    }
+                    _ => false,
+                };
+                if let Some(reason) = urpf::check(fib, m.urpf, source, port, vlan, on_link) {
+                    *verdict = self.drop(frame.port, reason);
+                    continue;
+                }
+            }
+            *verdict = match entries.get(m.slot as usize) {
                 Some(&e) => self.forward(fib, frame, m, e, now_ns),
                 None => self.drop(frame.port, DropReason::Truncated),
             };
@@ -383,6 +469,20 @@ impl Pipeline {
         member
     }
 
+    /// The frame's member (`self.member`) may send from its source: it has no source
+    /// filter (BCP 38), or the filter holds the source. One length test when no member has
+    /// a filter.
+    #[inline(always)]
+    fn member_source_allowed(&self, members: &MemberTable, dst: &Destination) -> bool {
+        if !members.has_filters() {
+            return true;
+        }
+        match *dst {
+            Destination::V4(_, src) => members.source_allowed_v4(self.member, src),
+            Destination::V6(_, src) => members.source_allowed_v6(self.member, src),
+        }
+    }
+
     #[inline]
     fn drop(&self, port: u16, reason: DropReason) -> Verdict {
         self.counters.count_drop(port, reason);
@@ -399,9 +499,10 @@ fn next_sampler_seed() -> u64 {
     NEXT.fetch_add(0x9e37_79b9_7f4a_7c15, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// What to look up for a frame: (destination, source).
 enum Destination {
-    V4(u32),
-    V6(u128),
+    V4(u32, u32),
+    V6(u128, u128),
 }
 
 #[cfg(test)]

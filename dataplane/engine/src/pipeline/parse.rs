@@ -50,14 +50,14 @@ impl Pipeline {
         }
         let ip = data.get(l2_len..).ok_or(DropReason::Truncated)?;
         if ether_type == ethertype::IPV4 {
-            self.parse_v4(ip, link_multicast, m).map(Destination::V4)
+            self.parse_v4(ip, link_multicast, m).map(|(dst, src)| Destination::V4(dst, src))
         } else {
-            self.parse_v6(ip, link_multicast, m).map(Destination::V6)
+            self.parse_v6(ip, link_multicast, m).map(|(dst, src)| Destination::V6(dst, src))
         }
     }
 
-    /// RFC 1812 section 5.2.2 and 5.3.7.
-    pub(super) fn parse_v4(&self, ip: &[u8], link_multicast: bool, m: &mut Meta) -> Result<u32, DropReason> {
+    /// RFC 1812 section 5.2.2 and 5.3.7. Returns (destination, source).
+    pub(super) fn parse_v4(&self, ip: &[u8], link_multicast: bool, m: &mut Meta) -> Result<(u32, u32), DropReason> {
         if ip.len() < ipv4::HEADER_LEN {
             return Err(DropReason::Truncated);
         }
@@ -117,11 +117,11 @@ impl Pipeline {
         m.dont_frag = p.dont_frag();
         m.ip_len = total as u16;
         m.family = Family::V4;
-        Ok(dst)
+        Ok((dst, src))
     }
 
-    /// RFC 8200 section 3, RFC 4291 section 2.
-    fn parse_v6(&self, ip: &[u8], link_multicast: bool, m: &mut Meta) -> Result<u128, DropReason> {
+    /// RFC 8200 section 3, RFC 4291 section 2. Returns (destination, source).
+    fn parse_v6(&self, ip: &[u8], link_multicast: bool, m: &mut Meta) -> Result<(u128, u128), DropReason> {
         if ip.len() < ipv6::HEADER_LEN {
             return Err(DropReason::Truncated);
         }
@@ -174,7 +174,7 @@ impl Pipeline {
         m.flow_hash = flow_hash(self.hash_seed, &[(src >> 64) as u64, src as u64, (dst >> 64) as u64, dst as u64, rest]);
         m.ip_len = total as u16;
         m.family = Family::V6;
-        Ok(dst)
+        Ok((dst, src))
     }
 }
 

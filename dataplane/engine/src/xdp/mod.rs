@@ -5,11 +5,16 @@
 //!
 //! Attachment prefers a bpf_link, which the kernel removes when the process dies; a program
 //! left on a port by anything else through netlink is replaced on attach.
+//!
+//! Edge protection per sub-interface (`set_edge`): the program drops frames of a foreign
+//! ethertype or from a source MAC not allowed, before the kernel or the engine sees them,
+//! and counts them per port (`edge_counters`); refused MACs land in a bounded LRU table
+//! (`refused_macs`).
 
 mod netlink;
 
 use std::{
-    collections::HashMap as StdHashMap,
+    collections::{BTreeSet, HashMap as StdHashMap},
     fmt,
     net::IpAddr,
     os::fd::{AsRawFd, BorrowedFd},
@@ -72,13 +77,98 @@ fn filter_of(addrs: impl IntoIterator<Item = IpAddr>) -> [u64; FILTER_WORDS] {
 }
 
 /// A port cache entry as the program reads it (`struct port_cached`): ifindex, MAC,
-/// padding, XSKMAP slot.
-fn port_cache_entry(ifindex: u32, mac: [u8; 6], slot: u32) -> [u8; 16] {
+/// edge flag, padding, XSKMAP slot.
+fn port_cache_entry(ifindex: u32, mac: [u8; 6], slot: u32, edge: bool) -> [u8; 16] {
     let mut v = [0u8; 16];
     v[..4].copy_from_slice(&ifindex.to_ne_bytes());
     v[4..10].copy_from_slice(&mac);
+    v[10] = edge as u8;
     v[12..].copy_from_slice(&slot.to_ne_bytes());
     v
+}
+
+/// A `ports` map value (`struct port`): MAC, edge flag, padding, XSKMAP slot.
+fn port_entry(mac: [u8; 6], slot: u32, edge: bool) -> [u8; 12] {
+    let mut v = [0u8; 12];
+    v[..6].copy_from_slice(&mac);
+    v[6] = edge as u8;
+    v[8..].copy_from_slice(&slot.to_ne_bytes());
+    v
+}
+
+/// `struct edge_key`: ifindex, VLAN, padding.
+fn edge_key(ifindex: u32, vlan: u16) -> [u8; 8] {
+    let mut k = [0u8; 8];
+    k[..4].copy_from_slice(&ifindex.to_ne_bytes());
+    k[4..6].copy_from_slice(&vlan.to_ne_bytes());
+    k
+}
+
+/// `struct mac_key`: ifindex, VLAN, source MAC.
+fn mac_key(ifindex: u32, vlan: u16, mac: [u8; 6]) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..4].copy_from_slice(&ifindex.to_ne_bytes());
+    k[4..6].copy_from_slice(&vlan.to_ne_bytes());
+    k[6..].copy_from_slice(&mac);
+    k
+}
+
+/// Policy flags (`EDGE_ETHERTYPES`, `EDGE_MACS` in `steer.bpf.c`).
+const EDGE_ETHERTYPES: u32 = 1;
+const EDGE_MACS: u32 = 2;
+/// Entries of the program's edge maps (`EDGE_POLICIES`, `EDGE_MACS_MAX`).
+pub const EDGE_POLICIES: usize = 16384;
+pub const EDGE_MACS_MAX: usize = 65536;
+
+/// What the program checks on one sub-interface before anything else.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EdgeFilter {
+    /// Only IPv4, IPv6 and ARP, untagged or behind one 802.1Q tag.
+    pub ethertypes: bool,
+    /// Only frames from these source MACs (None: any).
+    pub macs: Option<BTreeSet<[u8; 6]>>,
+}
+
+impl EdgeFilter {
+    fn flags(&self) -> u32 {
+        (if self.ethertypes { EDGE_ETHERTYPES } else { 0 }) | (if self.macs.is_some() { EDGE_MACS } else { 0 })
+    }
+}
+
+/// Frames the program dropped on one port by its edge policies (summed over CPUs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EdgeCounters {
+    /// Not IPv4, IPv6 or ARP on a sub-interface with the ethertype filter.
+    pub foreign_ethertype: u64,
+    /// From a source MAC not allowed on a sub-interface with the MAC filter.
+    pub unknown_source_mac: u64,
+}
+
+/// A source MAC the MAC filter refused on (ifindex, VLAN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefusedMac {
+    pub ifindex: u32,
+    pub vlan: u16,
+    pub mac: [u8; 6],
+    /// Frames since it entered the table.
+    pub packets: u64,
+    /// CLOCK_MONOTONIC nanoseconds of the last one.
+    pub last_ns: u64,
+    /// How long ago that was, when read.
+    pub age_ns: u64,
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the program's clock (bpf_ktime_get_ns).
+// unsafe: clock_gettime(2), to read the program's clock.
+#[allow(unsafe_code)]
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: FFI; `ts` is a valid timespec the call writes, and CLOCK_MONOTONIC always
+    // exists (on failure `ts` stays zero and every age reads as 0).
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
 }
 
 /// The ifindex a port cache entry serves (0: empty).
@@ -216,6 +306,12 @@ pub struct Steering {
     port_cache: Array<MapData, [u8; 16]>,
     router_filter: Array<MapData, [u64; FILTER_WORDS]>,
     counters: PerCpuArray<MapData, u64>,
+    edge_policies: HashMap<MapData, [u8; 8], [u8; 8]>,
+    allowed_macs: HashMap<MapData, [u8; 12], u8>,
+    refused: HashMap<MapData, [u8; 12], [u8; 16]>,
+    edge_drops: PerCpuArray<MapData, u64>,
+    /// The edge filters in the maps, by (ifindex, VLAN): the truth the maps are kept to.
+    edge: StdHashMap<(u32, u16), EdgeFilter>,
     ebpf: Ebpf,
 }
 
@@ -244,7 +340,26 @@ impl Steering {
         let port_cache = Array::try_from(take("port_cache")?).map_err(map_err("port_cache"))?;
         let router_filter = Array::try_from(take("router_filter")?).map_err(map_err("router_filter"))?;
         let counters = PerCpuArray::try_from(take("counters")?).map_err(map_err("counters"))?;
-        Ok(Self { ports: StdHashMap::new(), xsks, router_v4, router_v6, port_map, port_cache, router_filter, counters, ebpf })
+        let edge_policies = HashMap::try_from(take("edge_policies")?).map_err(map_err("edge_policies"))?;
+        let allowed_macs = HashMap::try_from(take("allowed_macs")?).map_err(map_err("allowed_macs"))?;
+        let refused = HashMap::try_from(take("refused_macs")?).map_err(map_err("refused_macs"))?;
+        let edge_drops = PerCpuArray::try_from(take("edge_drops")?).map_err(map_err("edge_drops"))?;
+        Ok(Self {
+            ports: StdHashMap::new(),
+            xsks,
+            router_v4,
+            router_v6,
+            port_map,
+            port_cache,
+            router_filter,
+            counters,
+            edge_policies,
+            allowed_macs,
+            refused,
+            edge_drops,
+            edge: StdHashMap::new(),
+            ebpf,
+        })
     }
 
     fn program(&mut self) -> Result<&mut Xdp, XdpError> {
@@ -282,17 +397,15 @@ impl Steering {
 
         let used: Vec<u32> = self.ports.values().map(|p| p.info.slot).collect();
         let slot = (0..MAX_PORTS).find(|s| !used.contains(s)).ok_or(XdpError::TooManyPorts)?;
-        let mut value = [0u8; 12];
-        value[..6].copy_from_slice(&mac);
-        value[8..].copy_from_slice(&slot.to_ne_bytes());
-        self.port_map.insert(ifindex, value, 0).map_err(map_err("ports"))?;
+        let edge = self.has_edge(ifindex);
+        self.port_map.insert(ifindex, port_entry(mac, slot, edge), 0).map_err(map_err("ports"))?;
         // The cache slot goes to the first port that hashes there; a later one on the same
         // slot is served by the hash.
         let cache_key = ifindex % PORT_CACHE;
         let cached = self.port_cache.get(&cache_key, 0).map_err(map_err("port_cache"))?;
         let holder = cached_ifindex(&cached);
         if holder == 0 || !self.ports.contains_key(&holder) {
-            self.port_cache.set(cache_key, port_cache_entry(ifindex, mac, slot), 0).map_err(map_err("port_cache"))?;
+            self.port_cache.set(cache_key, port_cache_entry(ifindex, mac, slot, edge), 0).map_err(map_err("port_cache"))?;
         }
 
         let attached = self.attach_in_mode(ifindex, mode);
@@ -383,7 +496,7 @@ impl Steering {
             return Ok(());
         }
         let heir = self.ports.values().map(|p| &p.info).find(|p| p.ifindex != ifindex && p.ifindex % PORT_CACHE == cache_key);
-        let entry = heir.map_or([0u8; 16], |p| port_cache_entry(p.ifindex, p.mac, p.slot));
+        let entry = heir.map_or([0u8; 16], |p| port_cache_entry(p.ifindex, p.mac, p.slot, self.has_edge(p.ifindex)));
         self.port_cache.set(cache_key, entry, 0).map_err(map_err("port_cache"))
     }
 
@@ -446,6 +559,108 @@ impl Steering {
         let v4 = self.router_v4.keys().filter_map(Result::ok).map(|k| IpAddr::from(k.to_ne_bytes()));
         let v6 = self.router_v6.keys().filter_map(Result::ok).map(IpAddr::from);
         v4.chain(v6).collect()
+    }
+
+    fn has_edge(&self, ifindex: u32) -> bool {
+        self.edge.keys().any(|&(i, _)| i == ifindex)
+    }
+
+    /// Sets the edge filter of sub-interface (`ifindex`, `vlan`) of an attached port; an
+    /// empty filter removes it. Frames see the old filter or the new one, never a mix that
+    /// refuses a MAC both allow: new MACs go in before the flags change, old ones leave
+    /// after. Refused (map full, too many MACs) with the old filter kept.
+    pub fn set_edge(&mut self, ifindex: u32, vlan: u16, filter: EdgeFilter) -> Result<(), XdpError> {
+        let port = self.ports.get(&ifindex).map(|p| p.info.clone()).ok_or_else(|| XdpError::NotAttached(format!("ifindex {ifindex}")))?;
+        let old = self.edge.get(&(ifindex, vlan)).cloned().unwrap_or_default();
+        let empty = BTreeSet::new();
+        let old_macs = old.macs.as_ref().unwrap_or(&empty);
+        let new_macs = filter.macs.as_ref().unwrap_or(&empty);
+        let in_use: usize =
+            self.edge.iter().filter(|(k, _)| **k != (ifindex, vlan)).map(|(_, f)| f.macs.as_ref().map_or(0, |m| m.len())).sum();
+        if in_use + new_macs.len() > EDGE_MACS_MAX {
+            return Err(XdpError::Map {
+                map: "allowed_macs",
+                error: format!("{} MACs would exceed the program's {EDGE_MACS_MAX} over all sub-interfaces", in_use + new_macs.len()),
+            });
+        }
+        if filter.flags() != 0 && old.flags() == 0 && self.edge.len() >= EDGE_POLICIES {
+            return Err(XdpError::Map { map: "edge_policies", error: format!("all {EDGE_POLICIES} sub-interface policies are taken") });
+        }
+        for mac in new_macs.difference(old_macs) {
+            if let Err(e) = self.allowed_macs.insert(mac_key(ifindex, vlan, *mac), 1, 0) {
+                for m in new_macs.difference(old_macs) {
+                    let _ = self.allowed_macs.remove(&mac_key(ifindex, vlan, *m));
+                }
+                return Err(map_err("allowed_macs")(e));
+            }
+        }
+        let key = edge_key(ifindex, vlan);
+        if filter.flags() == 0 {
+            if self.edge.remove(&(ifindex, vlan)).is_some() {
+                self.edge_policies.remove(&key).map_err(map_err("edge_policies"))?;
+            }
+        } else {
+            let mut value = [0u8; 8];
+            value[..4].copy_from_slice(&filter.flags().to_ne_bytes());
+            value[4..].copy_from_slice(&port.slot.to_ne_bytes());
+            self.edge_policies.insert(key, value, 0).map_err(map_err("edge_policies"))?;
+            self.edge.insert((ifindex, vlan), filter.clone());
+        }
+        for mac in old_macs.difference(new_macs) {
+            let _ = self.allowed_macs.remove(&mac_key(ifindex, vlan, *mac));
+        }
+        // The port's flag last when turning on (the policy is there to be found), and when
+        // turning off the policy went first, so a stale flag costs a lookup, nothing else.
+        let edge = self.has_edge(ifindex);
+        self.port_map.insert(ifindex, port_entry(port.mac, port.slot, edge), 0).map_err(map_err("ports"))?;
+        let cache_key = ifindex % PORT_CACHE;
+        let cached = self.port_cache.get(&cache_key, 0).map_err(map_err("port_cache"))?;
+        if cached_ifindex(&cached) == ifindex {
+            self.port_cache.set(cache_key, port_cache_entry(ifindex, port.mac, port.slot, edge), 0).map_err(map_err("port_cache"))?;
+        }
+        Ok(())
+    }
+
+    /// The edge filters in force, by (ifindex, VLAN).
+    pub fn edge_filters(&self) -> &StdHashMap<(u32, u16), EdgeFilter> {
+        &self.edge
+    }
+
+    /// The edge drops of every attached port, by ifindex.
+    pub fn edge_counters(&self) -> Result<Vec<(u32, EdgeCounters)>, XdpError> {
+        let sum = |key: u32| -> Result<u64, XdpError> {
+            let values = self.edge_drops.get(&key, 0).map_err(map_err("edge_drops"))?;
+            Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
+        };
+        let mut out = Vec::with_capacity(self.ports.len());
+        for (ifindex, p) in &self.ports {
+            let base = p.info.slot * 2;
+            out.push((*ifindex, EdgeCounters { foreign_ethertype: sum(base)?, unknown_source_mac: sum(base + 1)? }));
+        }
+        out.sort_by_key(|(i, _)| *i);
+        Ok(out)
+    }
+
+    /// The refused source MACs the program remembers (at most its table's 256), most
+    /// recent first.
+    pub fn refused_macs(&self) -> Vec<RefusedMac> {
+        let now = monotonic_ns();
+        let mut out: Vec<RefusedMac> = self
+            .refused
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| RefusedMac {
+                ifindex: u32::from_ne_bytes([k[0], k[1], k[2], k[3]]),
+                vlan: u16::from_ne_bytes([k[4], k[5]]),
+                mac: [k[6], k[7], k[8], k[9], k[10], k[11]],
+                packets: u64::from_ne_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]),
+                last_ns: u64::from_ne_bytes([v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]]),
+                age_ns: 0,
+            })
+            .map(|r| RefusedMac { age_ns: now.saturating_sub(r.last_ns), ..r })
+            .collect();
+        out.sort_by_key(|r| std::cmp::Reverse(r.last_ns));
+        out
     }
 
     /// Reads the per-CPU counters and sums them.
@@ -526,11 +741,25 @@ mod tests {
 
     #[test]
     fn port_cache_entry_matches_the_program_layout() {
-        let e = port_cache_entry(7, [2, 0, 0, 0, 0, 9], 3);
+        let e = port_cache_entry(7, [2, 0, 0, 0, 0, 9], 3, false);
         assert_eq!(&e[..4], &7u32.to_ne_bytes());
         assert_eq!(&e[4..10], &[2, 0, 0, 0, 0, 9]);
         assert_eq!(&e[10..12], &[0, 0]);
         assert_eq!(&e[12..], &3u32.to_ne_bytes());
         assert_eq!(cached_ifindex(&e), 7);
+        assert_eq!(port_cache_entry(7, [2, 0, 0, 0, 0, 9], 3, true)[10], 1);
+    }
+
+    #[test]
+    fn edge_keys_match_the_program_layout() {
+        let p = port_entry([2, 0, 0, 0, 0, 9], 5, true);
+        assert_eq!((&p[..6], p[6], p[7], &p[8..]), (&[2u8, 0, 0, 0, 0, 9][..], 1, 0, &5u32.to_ne_bytes()[..]));
+        let k = edge_key(9, 100);
+        assert_eq!((&k[..4], &k[4..6], &k[6..]), (&9u32.to_ne_bytes()[..], &100u16.to_ne_bytes()[..], &[0u8, 0][..]));
+        let m = mac_key(9, 4094, [2, 1, 2, 3, 4, 5]);
+        assert_eq!((&m[..4], &m[4..6], &m[6..]), (&9u32.to_ne_bytes()[..], &4094u16.to_ne_bytes()[..], &[2u8, 1, 2, 3, 4, 5][..]));
+        let f = EdgeFilter { ethertypes: true, macs: Some(BTreeSet::new()) };
+        assert_eq!(f.flags(), EDGE_ETHERTYPES | EDGE_MACS);
+        assert_eq!(EdgeFilter::default().flags(), 0);
     }
 }

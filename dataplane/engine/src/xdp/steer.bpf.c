@@ -11,6 +11,12 @@
  * otherwise odd (bad checksum, TTL 1, options): the engine validates every frame, counts
  * each drop by reason and generates the ICMP errors. Frames too short to classify go to
  * the kernel, which counts them.
+ *
+ * Edge protection comes first, for every frame of a port that has it (to the kernel too:
+ * ARP, ND and BGP obey the same rules): per sub-interface (port, VLAN), an ethertype
+ * filter (only IPv4, IPv6 and ARP, behind at most one 802.1Q tag) and a source MAC filter
+ * (only the registered stations). What fails is dropped here and counted per port; the
+ * refused source MACs are kept in a small LRU table the agent reads.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -33,6 +39,7 @@ enum counter {
 #define ETH_P_8021Q_BE bpf_htons(0x8100)
 #define ETH_P_IP_BE bpf_htons(0x0800)
 #define ETH_P_IPV6_BE bpf_htons(0x86DD)
+#define ETH_P_ARP_BE bpf_htons(0x0806)
 #define IPPROTO_ICMPV6_NUM 58
 
 struct {
@@ -58,7 +65,8 @@ struct {
 struct port_cached {
 	__u32 ifindex; /* 0: empty */
 	__u8 mac[6];
-	__u8 pad[2];
+	__u8 edge; /* 1: some sub-interface of the port has an edge policy */
+	__u8 pad;
 	__u32 slot;
 };
 
@@ -117,7 +125,8 @@ struct {
 /* ifindex → the port's MAC and XSKMAP slot. A port without an entry steers nothing. */
 struct port {
 	__u8 mac[6];
-	__u8 pad[2];
+	__u8 edge; /* as in port_cached */
+	__u8 pad;
 	__u32 slot;
 };
 
@@ -135,6 +144,71 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* Edge protection, mirrored in mod.rs (`edge_key`, `edge_value`, `mac_key`). */
+#define EDGE_ETHERTYPES 1 /* only IPv4, IPv6, ARP */
+#define EDGE_MACS 2       /* only the allowed source MACs */
+#define EDGE_POLICIES 16384
+#define EDGE_MACS_MAX 65536
+#define REFUSED_MACS 256
+
+struct edge_key {
+	__u32 ifindex;
+	__u16 vlan; /* 0: untagged (or priority-tagged) */
+	__u16 pad;
+};
+
+struct edge_value {
+	__u32 flags;
+	__u32 slot; /* the port's: where its drops are counted */
+};
+
+struct mac_key {
+	__u32 ifindex;
+	__u16 vlan;
+	__u8 mac[6];
+};
+
+struct refused {
+	__u64 packets;
+	__u64 last_ns; /* bpf_ktime_get_ns: CLOCK_MONOTONIC */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EDGE_POLICIES);
+	__type(key, struct edge_key);
+	__type(value, struct edge_value);
+} edge_policies SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EDGE_MACS_MAX);
+	__type(key, struct mac_key);
+	__type(value, __u8);
+} allowed_macs SEC(".maps");
+
+/* Bounded: the least recently refused go first. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, REFUSED_MACS);
+	__type(key, struct mac_key);
+	__type(value, struct refused);
+} refused_macs SEC(".maps");
+
+/* Drops per port slot: [slot * EDGE_DROP_MAX + reason]. */
+enum edge_drop {
+	EDGE_DROP_ETHERTYPE = 0,
+	EDGE_DROP_MAC = 1,
+	EDGE_DROP_MAX = 2,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_PORTS * EDGE_DROP_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} edge_drops SEC(".maps");
+
 static __always_inline void count(__u32 which)
 {
 	__u64 *value = bpf_map_lookup_elem(&counters, &which);
@@ -146,6 +220,16 @@ static __always_inline int pass(void)
 {
 	count(COUNTER_PASSED);
 	return XDP_PASS;
+}
+
+static __always_inline int edge_drop(__u32 slot, __u32 reason)
+{
+	__u32 key = slot * EDGE_DROP_MAX + reason;
+	__u64 *value = bpf_map_lookup_elem(&edge_drops, &key);
+
+	if (value)
+		*value += 1; /* per-CPU slot: no other writer */
+	return XDP_DROP;
 }
 
 /* clang lowers __builtin_memcmp to a libc call on BPF: compare the six bytes by hand. */
@@ -166,6 +250,47 @@ struct vlan {
 	__be16 tci;
 	__be16 type;
 };
+
+/* The edge policy of the frame's sub-interface: XDP_DROP (counted) or XDP_PASS (go on). */
+static __always_inline int edge_check(const struct eth *eth, const void *data_end, __u32 ifindex,
+				      __u32 slot)
+{
+	struct edge_key key = { .ifindex = ifindex, .vlan = 0, .pad = 0 };
+	struct edge_value *policy;
+	__be16 type = eth->type;
+
+	if (type == ETH_P_8021Q_BE) {
+		const struct vlan *vlan = (const void *)(eth + 1);
+		if ((const void *)(vlan + 1) > data_end)
+			return XDP_PASS; /* too short for anyone: the kernel drops it */
+		key.vlan = bpf_ntohs(vlan->tci) & 0x0fff;
+		type = vlan->type;
+	}
+	policy = bpf_map_lookup_elem(&edge_policies, &key);
+	if (!policy)
+		return XDP_PASS;
+	if ((policy->flags & EDGE_ETHERTYPES) && type != ETH_P_IP_BE && type != ETH_P_IPV6_BE &&
+	    type != ETH_P_ARP_BE)
+		return edge_drop(slot, EDGE_DROP_ETHERTYPE);
+	if (policy->flags & EDGE_MACS) {
+		struct mac_key mk = { .ifindex = ifindex, .vlan = key.vlan };
+		struct refused *r;
+
+		__builtin_memcpy(mk.mac, eth->src, sizeof(mk.mac));
+		if (bpf_map_lookup_elem(&allowed_macs, &mk))
+			return XDP_PASS;
+		r = bpf_map_lookup_elem(&refused_macs, &mk);
+		if (r) {
+			__sync_fetch_and_add(&r->packets, 1);
+			r->last_ns = bpf_ktime_get_ns();
+		} else {
+			struct refused fresh = { .packets = 1, .last_ns = bpf_ktime_get_ns() };
+			bpf_map_update_elem(&refused_macs, &mk, &fresh, BPF_ANY);
+		}
+		return edge_drop(slot, EDGE_DROP_MAC);
+	}
+	return XDP_PASS;
+}
 
 /* RFC 791 fixed header, only the fields read here. */
 struct ipv4 {
@@ -248,6 +373,7 @@ int corridor_steer(struct xdp_md *ctx)
 	struct port *port;
 	const __u8 *port_mac;
 	__u32 port_slot;
+	__u8 port_edge;
 	__u32 queue = ctx->rx_queue_index;
 	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 cache_key = ifindex & (PORT_CACHE - 1);
@@ -257,21 +383,26 @@ int corridor_steer(struct xdp_md *ctx)
 
 	if ((void *)(eth + 1) > data_end)
 		return pass();
-	/* Broadcast and multicast at L2 (I/G bit) belong to the kernel. */
-	if (eth->dst[0] & 1)
-		return pass();
-	/* Unicast to another station (a promiscuous port, a bridge flood): the kernel drops it. */
 	cached = bpf_map_lookup_elem(&port_cache, &cache_key);
 	if (cached && cached->ifindex == ifindex && ifindex != 0) {
 		port_mac = cached->mac;
 		port_slot = cached->slot;
+		port_edge = cached->edge;
 	} else {
 		port = bpf_map_lookup_elem(&ports, &ifindex);
 		if (!port)
 			return pass();
 		port_mac = port->mac;
 		port_slot = port->slot;
+		port_edge = port->edge;
 	}
+	/* Every frame of the port, the kernel's included. */
+	if (port_edge && edge_check(eth, data_end, ifindex, port_slot) == XDP_DROP)
+		return XDP_DROP;
+	/* Broadcast and multicast at L2 (I/G bit) belong to the kernel. */
+	if (eth->dst[0] & 1)
+		return pass();
+	/* Unicast to another station (a promiscuous port, a bridge flood): the kernel drops it. */
 	if (!same_mac(eth->dst, port_mac))
 		return pass();
 	if (port_slot >= MAX_PORTS || queue >= MAX_QUEUES)

@@ -80,6 +80,7 @@ impl Lab {
             mtu: 1500,
             sub_interfaces: vec![SubInterfaceConfig::new(0, Some(v4.into()), Some(v6.parse().unwrap()))],
             directed_broadcast: false,
+            edge: Vec::new(),
         };
         EngineConfig {
             ports: vec![port("d0", DUT0_V4, "2001:db8:1::1"), port("d1", DUT1_V4, "2001:db8:2::1")],
