@@ -497,7 +497,7 @@ def _rows(change: Change, group_id: Callable[[GroupKey], int]) -> Iterable[tuple
     """The routes rows of `change.set`: from its batch's columns when it has one (the sort
     keys as the reader made them, kind and group once per distinct intent)."""
     batch = change.batch
-    if batch is None or batch.sort_keys is None or len(batch) != len(change.set):
+    if batch is None or batch.sort_keys is None:
         return (
             (node, prefix_sort_key(prefix), int(i.kind),
              None if i.group is None else group_id(i.group))
