@@ -62,15 +62,25 @@ def test_refreshed_and_written_fibs_keep_their_counts(steps, data) -> None:
     for step in steps:
         prefixes = [p for p, _ in step]
         desired.set_routes(prefixes, [entry(p, g) for p, g in step], members, adjacency)
+        if desired.groups and data.draw(st.booleans(), label="re-point a group"):
+            group = data.draw(st.sampled_from(sorted(desired.groups)), label="group")
+            hop = data.draw(st.integers(1, 14), label="its one adjacency now")
+            desired.set_group_members(group, ((hop, 1),), adjacency)  # a drain, a restore
         check_counts(desired)
         assert set(desired.groups) == {r.group for r in desired.routes.values() if r.group}
         if data.draw(st.booleans(), label="write now"):
             ops = diff(installed, desired, *desired.take_dirty())
-            apply_operations(installed, ops)
+            size = data.draw(st.integers(0, 5), label="recorded in slices of (0: whole)")
+            if size:  # as a node's own session records each acknowledged batch
+                for start in range(0, len(ops), size):
+                    apply_operations(installed, ops[start : start + size])
+            else:  # as the update group records the whole diff
+                apply_operations(installed, ops)
             check_counts(installed)
             assert installed.routes == desired.routes
             assert installed.groups == desired.groups
             assert installed.adjacencies == desired.adjacencies
+            assert +installed.adjacency_refs == +desired.adjacency_refs
     # A full diff from what the node holds leaves nothing to write afterwards.
     desired.take_dirty()
     apply_operations(installed, diff(installed, desired))

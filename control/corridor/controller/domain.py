@@ -375,6 +375,15 @@ class NodeFib:
         return fib
 
 
+class Ops(list[FibOperation]):
+    """Operations from `diff`. When the FIB diffed from held none of the prefixes set (a
+    table coming in), also the route sets' prefixes, so that recording the acknowledged
+    operations (apply_operations on the same FIB, unchanged meanwhile) needs no pass over
+    the operations nor any lookup to learn what it replaces. A slice is a plain list."""
+
+    new_sets: tuple[int, list[str], list[Route]] | None = None  # (first index, prefixes, routes)
+
+
 # Operations toward a node come in the order that keeps every prefix of the sequence valid:
 # adjacencies set, groups set, routes set or deleted, groups deleted, adjacencies deleted.
 
@@ -385,7 +394,7 @@ def diff(
     routes: Iterable[str] | None = None,
     groups: Iterable[int] | None = None,
     adjacencies: Iterable[int] | None = None,
-) -> list[FibOperation]:
+) -> Ops:
     """The operations that take `have` to `want` for the given keys (None: every key)."""
     if routes is None:
         routes = have.routes.keys() | want.routes.keys()
@@ -395,7 +404,7 @@ def diff(
         adjacencies = have.adjacencies.keys() | want.adjacencies.keys()
     adjacency_ids = sorted(adjacencies)
     group_ids = sorted(groups)
-    ops: list[FibOperation] = []
+    ops = Ops()
     for a in adjacency_ids:
         content = want.adjacencies.get(a)
         if content is not None and have.adjacencies.get(a) != content:
@@ -408,7 +417,12 @@ def diff(
     prefixes = list(routes)
     wants = list(map(want.routes.get, prefixes))
     if have.routes.keys().isdisjoint(prefixes):  # all new (a table coming in): only sets
-        ops += filter(None, wants)  # a Route is a non-empty tuple
+        first = len(ops)
+        if None in wants:
+            prefixes = [p for p, w in zip(prefixes, wants, strict=True) if w is not None]
+        sets: list[Route] = list(filter(None, wants))  # a Route is a non-empty tuple
+        ops += sets
+        ops.new_sets = (first, prefixes, sets)
     else:
         haves = list(map(have.routes.get, prefixes))
         ops += [w for w, h in zip(wants, haves, strict=True) if w is not None and w != h]
@@ -431,6 +445,16 @@ def apply_operations(fib: NodeFib, ops: Sequence[FibOperation]) -> None:
     routes = fib.routes
     group_refs = fib.group_refs
     # Route sets in bulk (a batch is up to 50,000 of them), the rest one by one, in order.
+    new_sets = ops.new_sets if type(ops) is Ops else None
+    if new_sets is not None:  # as diff found them: of prefixes `fib` holds none of
+        first, prefixes, sets = new_sets
+        routes.update(zip(prefixes, sets, strict=True))
+        fib.v6_routes += _v6_count(prefixes)
+        group_refs.update(_group_counts(sets))
+        group_refs.pop(0, None)
+        _record_others(fib, ops[:first])
+        _record_others(fib, ops[first + len(sets) :])
+        return
     sets = [op for op in ops if type(op) is Route]
     if sets:
         prefixes = list(map(_prefix_of, sets))
@@ -447,6 +471,13 @@ def apply_operations(fib: NodeFib, ops: Sequence[FibOperation]) -> None:
             group_refs.update(map(_group_of, sets))
             group_refs.subtract(map(_group_of, filter(None, olds)))
         group_refs.pop(0, None)
+    _record_others(fib, ops)
+
+
+def _record_others(fib: NodeFib, ops: Iterable[FibOperation]) -> None:
+    """apply_operations for all but route sets, one by one, in order."""
+    routes = fib.routes
+    group_refs = fib.group_refs
     for op in ops:
         if type(op) is Route:
             continue
