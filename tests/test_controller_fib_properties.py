@@ -2,11 +2,13 @@
 sequence of refreshes, diffs and acknowledged writes leaves the counts (IPv6 routes, routes
 per group) equal to a count made afresh, and a diff written and recorded makes what the
 node holds equal to what it should hold. The bulk paths (all routes new, few groups) and
-the route-by-route ones must agree: the batches below mix both.
+the route-by-route ones must agree: the batches below mix both. And the SQLite store's
+routes rows, inserted thousands per statement, land whatever their count.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 
 from hypothesis import given, settings
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 
 from corridor.common.fib import Adjacency, Members, Route, RouteKind
 from corridor.controller.domain import Change, Intent, NodeFib, RouteBatch, apply_operations, diff
+from corridor.controller.sqlite_store import SCHEMA, _insert_routes
 
 PREFIXES = [f"198.18.{i}.0/24" for i in range(12)] + [f"2001:db8:{i}::/48" for i in range(12)]
 GROUPS = {g: ((g, 1),) for g in range(1, 12)}  # group g uses adjacency g
@@ -103,3 +106,19 @@ def test_a_change_of_a_batch_gives_its_routes_by_key(keys) -> None:
     assert change.set == dict(routes)
     assert change.set is change.set  # made once
     assert Change(revision=1).set == {}
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(0, 20_000), min_size=1, max_size=3))
+def test_the_store_inserts_every_route_row_whatever_the_count(counts) -> None:
+    """Rows go in as statements of a few sizes (sqlite_store._insert_routes): every row of
+    every count lands once, and a row again replaces the one before."""
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.executescript(SCHEMA)
+    want: dict[tuple[str, bytes], tuple[int, int | None]] = {}
+    for round_, count in enumerate(counts):
+        rows = [("n", i.to_bytes(3, "big"), 2, round_ or None) for i in range(count)]
+        _insert_routes(db, rows)
+        want.update({(n, k): (kind, g) for n, k, kind, g in rows})
+    got = {(n, k): (kind, g) for n, k, kind, g in db.execute("SELECT * FROM routes")}
+    assert got == want
