@@ -925,7 +925,7 @@ class Controller:
         """Queues the change for every watcher, never waiting: one that is WATCH_QUEUE changes
         behind is dropped (its call ends and it watches again), so no watcher holds back a
         writer. One event per watched node, shared by its watchers."""
-        if not (change.set or change.deleted):
+        if not (change.batch or change.set or change.deleted):
             return
         events: dict[str | None, WatchEvent | None] = {}
 

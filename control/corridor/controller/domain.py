@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
-from operator import attrgetter
+from operator import attrgetter, contains
 from typing import TYPE_CHECKING
 
 from corridor.common.addresses import endpoint_problem, prefix_text
@@ -76,7 +76,8 @@ class RouteBatch:
     """Routes to set, in columns, as an Apply brings them (a full table is a million):
     route i is (nodes[i], prefixes[i]) -> intents[index[i]]; `intents` are the distinct
     ones, each one object however many routes share it. `sort_keys` are the store's keys of
-    the routes when the reader made them."""
+    the routes when the reader made them. Keys are distinct (the readers refuse a key twice).
+    """
 
     nodes: list[str]
     prefixes: list[str]
@@ -119,7 +120,6 @@ class Change:
     """One committed change of intent, as the store records it and watchers see it."""
 
     revision: int = 0
-    set: dict[RouteKey, Intent] = field(default_factory=dict)
     deleted: list[RouteKey] = field(default_factory=list)
     # Id allocations made by this change, and ids freed because nothing uses them anymore.
     new_groups: dict[GroupKey, int] = field(default_factory=dict)
@@ -135,6 +135,22 @@ class Change:
     batch: RouteBatch | None = None
     routes_added: tuple[int, int] = (0, 0)  # routes, of which IPv6 (negative: removed)
     group_refs: Counter[GroupKey] = field(default_factory=Counter)  # routes per group, delta
+    _set: dict[RouteKey, Intent] | None = field(default=None, repr=False)
+
+    @property
+    def set(self) -> dict[RouteKey, Intent]:
+        """The routes set, by key. Of a batch, made on first use: a batch's commit and its
+        way to the nodes go by its columns; watchers and the stores' slow paths use this."""
+        if self._set is None:
+            batch = self.batch
+            self._set = (
+                {} if batch is None else dict(zip(batch.keys(), batch.route_intents(), strict=True))
+            )
+        return self._set
+
+    @set.setter
+    def set(self, routes: dict[RouteKey, Intent]) -> None:
+        self._set = routes
 
 
 # --- text forms -------------------------------------------------------------------------
@@ -235,15 +251,15 @@ class NodeFib:
         group, `members` gives its members and `contents` an adjacency by id. In bulk: a
         full table comes through here once per node."""
         routes = self.routes
-        olds = list(map(routes.get, prefixes))
         added: Counter[int] = Counter()
         dropped: Counter[int] = Counter()
-        if olds.count(None) == len(olds) and None not in entries:  # only new routes
+        if None not in entries and routes.keys().isdisjoint(prefixes):  # only new routes
             routes.update(zip(prefixes, entries, strict=True))  # type: ignore[arg-type]
             self.dirty_routes.update(prefixes)
-            self.v6_routes += sum(1 for p in prefixes if ":" in p)
-            added.update(map(_group_of, entries))
+            self.v6_routes += _v6_count(prefixes)
+            added = _group_counts(entries)  # type: ignore[arg-type]
         else:
+            olds = list(map(routes.get, prefixes))
             dirty = self.dirty_routes
             v6 = 0
             for prefix, old, entry in zip(prefixes, olds, entries, strict=True):
@@ -359,6 +375,15 @@ class NodeFib:
         return fib
 
 
+class Ops(list[FibOperation]):
+    """Operations from `diff`. When the FIB diffed from held none of the prefixes set (a
+    table coming in), also the route sets' prefixes, so that recording the acknowledged
+    operations (apply_operations on the same FIB, unchanged meanwhile) needs no pass over
+    the operations nor any lookup to learn what it replaces. A slice is a plain list."""
+
+    new_sets: tuple[int, list[str], list[Route]] | None = None  # (first index, prefixes, routes)
+
+
 # Operations toward a node come in the order that keeps every prefix of the sequence valid:
 # adjacencies set, groups set, routes set or deleted, groups deleted, adjacencies deleted.
 
@@ -369,7 +394,7 @@ def diff(
     routes: Iterable[str] | None = None,
     groups: Iterable[int] | None = None,
     adjacencies: Iterable[int] | None = None,
-) -> list[FibOperation]:
+) -> Ops:
     """The operations that take `have` to `want` for the given keys (None: every key)."""
     if routes is None:
         routes = have.routes.keys() | want.routes.keys()
@@ -379,7 +404,7 @@ def diff(
         adjacencies = have.adjacencies.keys() | want.adjacencies.keys()
     adjacency_ids = sorted(adjacencies)
     group_ids = sorted(groups)
-    ops: list[FibOperation] = []
+    ops = Ops()
     for a in adjacency_ids:
         content = want.adjacencies.get(a)
         if content is not None and have.adjacencies.get(a) != content:
@@ -391,13 +416,21 @@ def diff(
     # Routes in bulk (a full sync compares a million): sets, then deletes.
     prefixes = list(routes)
     wants = list(map(want.routes.get, prefixes))
-    haves = list(map(have.routes.get, prefixes))
-    ops += [w for w, h in zip(wants, haves, strict=True) if w is not None and w != h]
-    ops += [
-        _delete_route((p,))
-        for p, w, h in zip(prefixes, wants, haves, strict=True)
-        if w is None and h is not None
-    ]
+    if have.routes.keys().isdisjoint(prefixes):  # all new (a table coming in): only sets
+        first = len(ops)
+        if None in wants:
+            prefixes = [p for p, w in zip(prefixes, wants, strict=True) if w is not None]
+        sets: list[Route] = list(filter(None, wants))  # a Route is a non-empty tuple
+        ops += sets
+        ops.new_sets = (first, prefixes, sets)
+    else:
+        haves = list(map(have.routes.get, prefixes))
+        ops += [w for w, h in zip(wants, haves, strict=True) if w is not None and w != h]
+        ops += [
+            _delete_route((p,))
+            for p, w, h in zip(prefixes, wants, haves, strict=True)
+            if w is None and h is not None
+        ]
     for g in group_ids:
         if g not in want.groups and g in have.groups:
             ops.append(DeleteGroup(g))
@@ -412,17 +445,39 @@ def apply_operations(fib: NodeFib, ops: Sequence[FibOperation]) -> None:
     routes = fib.routes
     group_refs = fib.group_refs
     # Route sets in bulk (a batch is up to 50,000 of them), the rest one by one, in order.
+    new_sets = ops.new_sets if type(ops) is Ops else None
+    if new_sets is not None:  # as diff found them: of prefixes `fib` holds none of
+        first, prefixes, sets = new_sets
+        routes.update(zip(prefixes, sets, strict=True))
+        fib.v6_routes += _v6_count(prefixes)
+        group_refs.update(_group_counts(sets))
+        group_refs.pop(0, None)
+        _record_others(fib, ops[:first])
+        _record_others(fib, ops[first + len(sets) :])
+        return
     sets = [op for op in ops if type(op) is Route]
     if sets:
         prefixes = list(map(_prefix_of, sets))
-        olds = list(map(routes.get, prefixes))
-        routes.update(zip(prefixes, sets, strict=True))
-        fib.v6_routes += sum(
-            1 for p, o in zip(prefixes, olds, strict=True) if o is None and ":" in p
-        )
-        group_refs.update(map(_group_of, sets))
-        group_refs.subtract(map(_group_of, filter(None, olds)))
+        if routes.keys().isdisjoint(prefixes):  # all new: nothing let go
+            routes.update(zip(prefixes, sets, strict=True))
+            fib.v6_routes += _v6_count(prefixes)
+            group_refs.update(_group_counts(sets))
+        else:
+            olds = list(map(routes.get, prefixes))
+            routes.update(zip(prefixes, sets, strict=True))
+            fib.v6_routes += sum(
+                1 for p, o in zip(prefixes, olds, strict=True) if o is None and ":" in p
+            )
+            group_refs.update(map(_group_of, sets))
+            group_refs.subtract(map(_group_of, filter(None, olds)))
         group_refs.pop(0, None)
+    _record_others(fib, ops)
+
+
+def _record_others(fib: NodeFib, ops: Iterable[FibOperation]) -> None:
+    """apply_operations for all but route sets, one by one, in order."""
+    routes = fib.routes
+    group_refs = fib.group_refs
     for op in ops:
         if type(op) is Route:
             continue
@@ -448,6 +503,25 @@ def apply_operations(fib: NodeFib, ops: Sequence[FibOperation]) -> None:
 
 
 _prefix_of = attrgetter("prefix")
+
+
+def _v6_count(prefixes: Sequence[str]) -> int:
+    """How many of `prefixes` are IPv6, counted in C (most batches of a table hold none)."""
+    if ":" not in "".join(prefixes):
+        return 0
+    return sum(map(contains, prefixes, repeat(":")))
+
+
+def _group_counts(routes: Sequence[Route]) -> Counter[int]:
+    """Routes per group id. A batch's routes share few groups, most often one: counted per
+    distinct group in C rather than route by route."""
+    groups = list(map(_group_of, routes))
+    distinct = set(groups)
+    if len(distinct) > 8:
+        return Counter(groups)
+    return Counter({g: groups.count(g) for g in distinct})
+
+
 _group_of = attrgetter("group")
 _new_route: Callable[[tuple[str, RouteKind, int]], Route] = partial(tuple.__new__, Route)
 _delete_route: Callable[[tuple[str]], DeleteRoute] = partial(tuple.__new__, DeleteRoute)
@@ -604,7 +678,7 @@ class IntentState:
         own = self.routes.get(node)
         common = self.routes.get(ALL_NODES)
         intents: list[Intent | None]
-        if own and common:
+        if own and common and own is not common:
             intents = [own.get(p) or common.get(p) for p in prefixes]
         elif own or common:
             intents = list(map((own or common).get, prefixes))  # type: ignore[union-attr]
@@ -630,13 +704,14 @@ class IntentState:
     # -- planning changes (nothing changes until the store has committed)
 
     def plan_apply(self, batch: RouteBatch) -> Change:
-        change = Change(revision=self.revision + 1, batch=batch)
-        intents = batch.route_intents()
-        change.set = dict(zip(batch.keys(), intents, strict=True))
+        change = Change(revision=self.revision + 1, batch=batch)  # `set` made when asked
         node = batch.node()
         if node is not None:
             own = self.routes.get(node)
-            olds = list(map(own.get, batch.prefixes)) if own else [None] * len(batch)
+            if own and not own.keys().isdisjoint(batch.prefixes):
+                olds = list(map(own.get, batch.prefixes))
+            else:  # all new (a table coming in)
+                olds = []
         else:
             routes = self.routes
             olds = [
@@ -653,7 +728,7 @@ class IntentState:
         if replaced:
             v6 = sum(1 for p, o in zip(batch.prefixes, olds, strict=True) if o is None and ":" in p)
         else:
-            v6 = sum(1 for p in batch.prefixes if ":" in p)
+            v6 = _v6_count(batch.prefixes)
         change.routes_added = (len(batch) - len(replaced), v6)
         self._plan_ids(change, refs)
         return change

@@ -739,7 +739,7 @@ class EtcdStore:
 
         touched: dict[str, dict[bytes, tuple[int, int] | None]] = {}
         batch = change.batch
-        if batch is not None and batch.sort_keys is not None and len(batch) == len(change.set):
+        if batch is not None and batch.sort_keys is not None:
             values = [(int(i.kind), gid(i.group)) for i in batch.intents]
             for node, key, index in zip(batch.nodes, batch.sort_keys, batch.index, strict=True):
                 touched.setdefault(route_chunk(node, key), {})[key] = values[index]

@@ -1,0 +1,124 @@
+"""Property tests of the controller's per-node FIB (domain.NodeFib) and its bulk paths: any
+sequence of refreshes, diffs and acknowledged writes leaves the counts (IPv6 routes, routes
+per group) equal to a count made afresh, and a diff written and recorded makes what the
+node holds equal to what it should hold. The bulk paths (all routes new, few groups) and
+the route-by-route ones must agree: the batches below mix both. And the SQLite store's
+routes rows, inserted thousands per statement, land whatever their count.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from corridor.common.fib import Adjacency, Members, Route, RouteKind
+from corridor.controller.domain import Change, Intent, NodeFib, RouteBatch, apply_operations, diff
+from corridor.controller.sqlite_store import SCHEMA, _insert_routes
+
+PREFIXES = [f"198.18.{i}.0/24" for i in range(12)] + [f"2001:db8:{i}::/48" for i in range(12)]
+GROUPS = {g: ((g, 1),) for g in range(1, 12)}  # group g uses adjacency g
+
+
+def members(group: int) -> Members:
+    return GROUPS[group]
+
+
+def adjacency(a: int) -> Adjacency:
+    return Adjacency(a, "p0", 0, "", "", f"198.18.255.{a}")
+
+
+def entry(prefix: str, group: int) -> Route | None:
+    if group < 0:
+        return None
+    if group == 0:
+        return Route(prefix, RouteKind.BLACKHOLE, 0)
+    return Route(prefix, RouteKind.FORWARD, group)
+
+
+# A batch: prefixes (distinct) each with a group (-1: no route, 0: blackhole); the groups
+# drawn from a few, so that some batches share one group and others spread over many.
+batches = st.lists(
+    st.lists(
+        st.tuples(st.sampled_from(PREFIXES), st.integers(-1, 11)),
+        unique_by=lambda t: t[0],
+        max_size=len(PREFIXES),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+def check_counts(fib: NodeFib) -> None:
+    assert fib.v6_routes == sum(1 for p in fib.routes if ":" in p)
+    refs = Counter(r.group for r in fib.routes.values() if r.group)
+    assert +fib.group_refs == refs
+    assert all(r.prefix == p for p, r in fib.routes.items())
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches, st.data())
+def test_refreshed_and_written_fibs_keep_their_counts(steps, data) -> None:
+    desired, installed = NodeFib(), NodeFib()
+    for step in steps:
+        prefixes = [p for p, _ in step]
+        desired.set_routes(prefixes, [entry(p, g) for p, g in step], members, adjacency)
+        if desired.groups and data.draw(st.booleans(), label="re-point a group"):
+            group = data.draw(st.sampled_from(sorted(desired.groups)), label="group")
+            hop = data.draw(st.integers(1, 14), label="its one adjacency now")
+            desired.set_group_members(group, ((hop, 1),), adjacency)  # a drain, a restore
+        check_counts(desired)
+        assert set(desired.groups) == {r.group for r in desired.routes.values() if r.group}
+        if data.draw(st.booleans(), label="write now"):
+            ops = diff(installed, desired, *desired.take_dirty())
+            size = data.draw(st.integers(0, 5), label="recorded in slices of (0: whole)")
+            if size:  # as a node's own session records each acknowledged batch
+                for start in range(0, len(ops), size):
+                    apply_operations(installed, ops[start : start + size])
+            else:  # as the update group records the whole diff
+                apply_operations(installed, ops)
+            check_counts(installed)
+            assert installed.routes == desired.routes
+            assert installed.groups == desired.groups
+            assert installed.adjacencies == desired.adjacencies
+            assert +installed.adjacency_refs == +desired.adjacency_refs
+    # A full diff from what the node holds leaves nothing to write afterwards.
+    desired.take_dirty()
+    apply_operations(installed, diff(installed, desired))
+    assert diff(installed, desired) == []
+    check_counts(installed)
+    read = NodeFib.installed(
+        installed.adjacencies.values(),
+        [],
+        installed.routes.values(),
+    )
+    assert read.v6_routes == installed.v6_routes
+    assert +read.group_refs == +installed.group_refs
+
+
+@given(st.lists(st.tuples(st.sampled_from(["", "a", "b"]), st.sampled_from(PREFIXES)), unique=True))
+def test_a_change_of_a_batch_gives_its_routes_by_key(keys) -> None:
+    intents = [Intent(RouteKind.BLACKHOLE), Intent(RouteKind.UNREACHABLE)]
+    routes = [(k, intents[i % 2]) for i, k in enumerate(keys)]
+    change = Change(revision=1, batch=RouteBatch.of(routes))
+    assert change.set == dict(routes)
+    assert change.set is change.set  # made once
+    assert Change(revision=1).set == {}
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(0, 20_000), min_size=1, max_size=3))
+def test_the_store_inserts_every_route_row_whatever_the_count(counts) -> None:
+    """Rows go in as statements of a few sizes (sqlite_store._insert_routes): every row of
+    every count lands once, and a row again replaces the one before."""
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.executescript(SCHEMA)
+    want: dict[tuple[str, bytes], tuple[int, int | None]] = {}
+    for round_, count in enumerate(counts):
+        rows = [("n", i.to_bytes(3, "big"), 2, round_ or None) for i in range(count)]
+        _insert_routes(db, rows)
+        want.update({(n, k): (kind, g) for n, k, kind, g in rows})
+    got = {(n, k): (kind, g) for n, k, kind, g in db.execute("SELECT * FROM routes")}
+    assert got == want
