@@ -8,61 +8,42 @@ ListPortPolicies, and SetPortPolicies changes them while traffic flows. Run as r
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
+import process_support as P
 from corridor import lab as L
 from corridor import traffic
 from corridor.agent import client as c
 from corridor.v1 import common_pb2, dataplane_pb2
-from test_agent_engine import Agent, _free_port, _requirements, send
+from test_agent_engine import Agent, _free_port, send
 
 pytestmark = pytest.mark.lab  # network namespaces, real traffic, root
 
-REPO = Path(__file__).resolve().parent.parent
 ELECTION = 9
 STRANGER = "02:66:00:00:00:66"
 N = 40
 
 
 def _config(lab: L.Lab, sock: Path, metrics_port: int) -> str:
-    return f"""
-workers = 1
-netns = "{lab.ns("dut")}"
-[listen]
-unix = "{sock}"
-[metrics]
-address = "127.0.0.1:{metrics_port}"
-[fib]
-v4_routes = 1000
-v6_routes = 1000
-groups = 64
-adjacencies = 64
-[[ports]]
-name = "{L.DUT_IN}"
-addresses = ["{L.DUT_IN_V4}/24", "{L.DUT_IN_V6}/64"]
-urpf = "strict"
+    return P.agent_config(
+        lab, sock,
+        sections=f'[metrics]\naddress = "127.0.0.1:{metrics_port}"',
+        in_port=f'''urpf = "strict"
 ethertype_filter = true
 mac_filter = true
-allowed_macs = ["{L.GEN_MAC}"]
-[[ports]]
-name = "{L.DUT_OUT}"
-addresses = ["{L.DUT_OUT_V4}/24", "{L.DUT_OUT_V6}/64"]
-"""
+allowed_macs = ["{L.GEN_MAC}"]''',
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[L.Lab, Agent]]:
-    _requirements()
+    P.require("the edge lab test", engine=("Engine.set_icmp_limits",))
     lab = L.Lab(prefix=f"cor-e{os.getpid()}-")
     process = None
     try:
@@ -74,25 +55,10 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[L.Lab, Age
         sock, config, log = d / "agent.sock", d / "agent.toml", d / "agent.log"
         metrics_port = _free_port()
         config.write_text(_config(lab, sock, metrics_port))
-        env = dict(os.environ, PYTHONPATH=str(REPO / "control"))
-        with log.open("w") as err:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "corridor", "agent", "--config", str(config)],
-                env=env, stdout=subprocess.DEVNULL, stderr=err,
-            )  # fmt: skip
+        process, _, channel = P.start_agent(config, sock, log)
+        channel.close()
         agent = Agent(process, sock, log)
         agent.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the agent exited ({process.returncode}): {log.read_text()}")
-            try:
-                agent.stub.ListPorts(dataplane_pb2.ListPortsRequest(), timeout=1)
-                break
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the agent did not serve within 30 s: {log.read_text()}")
-                time.sleep(0.1)
         # Transit to the sink. Gen's subnet is dut0's attached subnet: its glean route is the
         # strict check's valid path back (a route written for it would be refused).
         agent.stub.Write(
@@ -110,13 +76,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[L.Lab, Age
         )
         yield lab, agent
     finally:
-        if process is not None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        P.stop(process)
         lab.down()
 
 

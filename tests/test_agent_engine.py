@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,6 +21,7 @@ import grpc
 import pytest
 
 import metrics_support as metrics
+import process_support as P
 from corridor import lab as L
 from corridor import traffic
 from corridor.agent import client as c
@@ -30,25 +29,9 @@ from corridor.v1 import dataplane_pb2, dataplane_pb2_grpc
 
 pytestmark = pytest.mark.lab  # network namespaces, real traffic, root
 
-REPO = Path(__file__).resolve().parent.parent
 ELECTION = 7
 LINK_TIMEOUT = 5.0  # a link change must reach the groups within this
 FRAMES = 64
-
-
-def _requirements() -> None:
-    if os.geteuid() != 0:
-        pytest.fail("the agent's engine tests need root (network namespaces, XDP, AF_XDP)")
-    if shutil.which("ip") is None:
-        pytest.fail("the agent's engine tests need `ip` (iproute2)")
-    try:
-        from corridor import _dataplane
-    except ImportError as e:
-        pytest.fail(f"the engine extension is not built ({e}): `make deps`")
-    if not hasattr(_dataplane, "Engine"):
-        pytest.fail("corridor._dataplane has no Engine (stale extension): `make deps`")
-    if not hasattr(_dataplane.Engine, "set_icmp_limits"):
-        pytest.fail("Engine has no set_icmp_limits (stale extension): `make deps`")
 
 
 def _free_port() -> int:
@@ -66,27 +49,12 @@ def _config(lab: L.Lab, sock: Path, metrics_port: int) -> str:
         ]
         return "[" + ", ".join(items) + "]"
 
-    return f"""
-workers = 1
-netns = "{lab.ns("dut")}"
-[listen]
-unix = "{sock}"
-[metrics]
-address = "127.0.0.1:{metrics_port}"
-[fib]
-v4_routes = 10000
-v6_routes = 10000
-groups = 1024
-adjacencies = 1024
-[[ports]]
-name = "{L.DUT_IN}"
-addresses = ["{L.DUT_IN_V4}/24", "{L.DUT_IN_V6}/64"]
-vlans = {vlans(L.DUT_IN)}
-[[ports]]
-name = "{L.DUT_OUT}"
-addresses = ["{L.DUT_OUT_V4}/24", "{L.DUT_OUT_V6}/64"]
-vlans = {vlans(L.DUT_OUT)}
-"""
+    return P.agent_config(
+        lab, sock, v4_routes=10000, v6_routes=10000, objects=1024,
+        sections=f'[metrics]\naddress = "127.0.0.1:{metrics_port}"',
+        in_port=f"vlans = {vlans(L.DUT_IN)}",
+        out_port=f"vlans = {vlans(L.DUT_OUT)}",
+    )  # fmt: skip
 
 
 class Agent:
@@ -130,7 +98,7 @@ class Agent:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[L.Lab]:
-    _requirements()
+    P.require("the agent's engine tests", engine=("Engine.set_icmp_limits",))
     lab = L.Lab(prefix=f"cor-a{os.getpid()}-")
     try:
         lab.up()
@@ -149,26 +117,11 @@ def agent(lab: L.Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agen
     sock, config, log = d / "agent.sock", d / "agent.toml", d / "agent.log"
     metrics_port = _free_port()
     config.write_text(_config(lab, sock, metrics_port))
-    env = dict(os.environ, PYTHONPATH=str(REPO / "control"))
-    with log.open("w") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "corridor", "agent", "--config", str(config)],
-            env=env, stdout=subprocess.DEVNULL, stderr=err,
-        )  # fmt: skip
+    process, _, channel = P.start_agent(config, sock, log)
+    channel.close()
     agent = Agent(process, sock, log)
     agent.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the agent exited ({process.returncode}): {log.read_text()}")
-            try:
-                agent.stub.ListPorts(dataplane_pb2.ListPortsRequest(), timeout=1)
-                break
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the agent did not serve within 30 s: {log.read_text()}")
-                time.sleep(0.1)
         yield agent
     finally:
         agent.channel.close()

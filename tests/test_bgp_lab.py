@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from benches.harness.frr import (
     table_slice,
 )
 
+import process_support as P
 from controller_support import toml
 from corridor import lab as L
 from corridor import traffic
@@ -43,7 +43,6 @@ from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2, data
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(900)]
 
-REPO = Path(__file__).resolve().parent.parent
 NODE = "r1"
 V4_COUNT, V6_COUNT = 50_000, 20_000
 RATE, SECONDS = 20_000, 3.0  # the kill runs: a bounded sender at a modest rate
@@ -63,58 +62,8 @@ def _requirements() -> None:
 # -- processes ---------------------------------------------------------------------------
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen:  # type: ignore[type-arg]
-    env = dict(os.environ, PYTHONPATH=str(REPO / "control"))
-    with log.open("a") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "corridor", *args],
-            env=env, stdout=subprocess.DEVNULL, stderr=err,
-        )  # fmt: skip
-
-
-def _until(predicate, within: float, what: str, log: Path | None = None):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            value = predicate()
-        except grpc.RpcError:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            tail = f"; log: {log.read_text()[-3000:]}" if log is not None else ""
-            raise AssertionError(f"{what} not reached in {within} s{tail}")
-        time.sleep(0.1)
-
-
-def _stop(process: subprocess.Popen | None) -> None:  # type: ignore[type-arg]
-    if process is not None and process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _agent_config(lab: L.Lab, sock: Path) -> str:
-    return f"""
-workers = 1
-netns = "{lab.ns("dut")}"
-[listen]
-unix = "{sock}"
-[fib]
-v4_routes = 100000
-v6_routes = 50000
-groups = 1024
-adjacencies = 1024
-[[ports]]
-name = "{L.DUT_IN}"
-addresses = ["{L.DUT_IN_V4}/24", "{L.DUT_IN_V6}/64"]
-[[ports]]
-name = "{L.DUT_OUT}"
-addresses = ["{L.DUT_OUT_V4}/24", "{L.DUT_OUT_V6}/64"]
-"""
+    return P.agent_config(lab, sock, v4_routes=100000, v6_routes=50000, objects=1024)
 
 
 @dataclass
@@ -134,7 +83,7 @@ class Router:
         return self.dir / "controller.log"
 
     def start_controller(self) -> None:
-        self.controller = _spawn(["controller", "--config", str(self.dir / "controller.toml")],
+        self.controller = P.spawn(["controller", "--config", str(self.dir / "controller.toml")],
                                  self.log)  # fmt: skip
         channel = grpc.insecure_channel(f"unix:{self.dir}/controller.sock")
         self.stub = controller_pb2_grpc.ControllerStub(channel)
@@ -145,7 +94,7 @@ class Router:
                 raise AssertionError(f"the controller exited: {self.log.read_text()[-3000:]}")
             return self.status().connected
 
-        _until(serving, 60, "the controller serving, its node connected", self.log)
+        P.until(serving, 60, "the controller serving, its node connected", self.log)
 
     def status(self) -> controller_pb2.NodeStatus:
         assert self.stub is not None
@@ -205,10 +154,7 @@ def router(
         frr.create_network()
         sock = tmp_path / "agent.sock"
         (tmp_path / "agent.toml").write_text(_agent_config(lab, sock))
-        agent = _spawn(["agent", "--config", str(tmp_path / "agent.toml")], tmp_path / "agent.log")
-        agent_stub = dataplane_pb2_grpc.DataplaneStub(grpc.insecure_channel(f"unix:{sock}"))
-        _until(lambda: agent_stub.ListPorts(dataplane_pb2.ListPortsRequest(), timeout=1), 30,
-               "the agent serving", tmp_path / "agent.log")  # fmt: skip
+        agent, agent_stub, _ = P.start_agent(tmp_path / "agent.toml", sock, tmp_path / "agent.log")
         port = 2620  # zebra's default; the namespace is the lab's own
         (tmp_path / "controller.toml").write_text(toml({
             "listen": {"unix": str(tmp_path / "controller.sock")},
@@ -224,8 +170,8 @@ def router(
         yield r
     finally:
         if r is not None:
-            _stop(r.controller)
-        _stop(agent)
+            P.stop(r.controller)
+        P.stop(agent)
         frr.stop()
         lab.down()
 
@@ -297,7 +243,7 @@ def test_frr_routes_carry_traffic_through_the_engine(
     def installed() -> bool:
         return expected <= r.fib().keys()
 
-    _until(installed, 300, f"{len(expected)} BGP routes on the node (status: {r.status().bgp})",
+    P.until(installed, 300, f"{len(expected)} BGP routes on the node (status: {r.status().bgp})",
            r.log)  # fmt: skip
     seconds = time.monotonic() - started
     fib = r.fib()
@@ -309,7 +255,7 @@ def test_frr_routes_carry_traffic_through_the_engine(
     assert kind == forward and [(p, v) for p, v, _ in hops] == [(L.DUT_OUT, 0)]
     assert ipaddress.ip_address(hops[0][2]).is_link_local  # BGP's IPv6 next hop
     hop2 = (L.DUT_IN, 0, ipaddress.ip_address(L.GEN_V4).packed)
-    _until(lambda: r.fib()[ECMP4] == (forward, tuple(sorted((v4_hop, hop2)))), 60,
+    P.until(lambda: r.fib()[ECMP4] == (forward, tuple(sorted((v4_hop, hop2)))), 60,
            "the ECMP prefix from both peers")  # fmt: skip
     assert UNOWNED4 not in fib
     status = r.status().bgp
@@ -343,22 +289,22 @@ def test_frr_routes_carry_traffic_through_the_engine(
         node=NODE, prefix=c.prefix(TO_SINK4), kind=dataplane_pb2.ROUTE_KIND_UNREACHABLE
     )
     r.stub.Apply(controller_pb2.ApplyRequest(routes=[unreachable]), timeout=10)
-    _until(lambda: r.fib()[TO_SINK4][0] == dataplane_pb2.ROUTE_KIND_UNREACHABLE, 30,
+    P.until(lambda: r.fib()[TO_SINK4][0] == dataplane_pb2.ROUTE_KIND_UNREACHABLE, 30,
            "the operator's route on the node")  # fmt: skip
     both = [(s, a) for p, s, a in r.list_routes() if p == TO_SINK4]
     assert both == [(controller_pb2.ROUTE_SOURCE_STATIC, True),
                     (controller_pb2.ROUTE_SOURCE_BGP, False)]  # fmt: skip
     r.stub.Delete(controller_pb2.DeleteRequest(routes=[key]), timeout=10)
-    _until(lambda: r.fib()[TO_SINK4] == (forward, (v4_hop,)), 30, "BGP's route back")
+    P.until(lambda: r.fib()[TO_SINK4] == (forward, (v4_hop,)), 30, "BGP's route back")
 
     # A BGP session going down moves the ECMP prefix to the other path.
     r.frr.birdc2("disable", "g4")
-    _until(lambda: r.fib()[ECMP4] == (forward, (v4_hop,)), 60, "ECMP down to one path")
+    P.until(lambda: r.fib()[ECMP4] == (forward, (v4_hop,)), 60, "ECMP down to one path")
     assert through(r.lab, "198.19.71.9") == FRAMES, "frames to the ECMP prefix lost"
 
     # A withdrawal removes the routes.
     r.frr.birdc("disable", "s6")
-    _until(lambda: TO_SINK6 not in r.fib() and not (r.fib().keys() & {str(n) for n in routes6}),
+    P.until(lambda: TO_SINK6 not in r.fib() and not (r.fib().keys() & {str(n) for n in routes6}),
            120, "the IPv6 withdrawals on the node")  # fmt: skip
     # The controller killed and started again under traffic: no frame lost, and the routes
     # it found on the node are kept until zebra's replay refreshes them.
@@ -369,7 +315,7 @@ def test_frr_routes_carry_traffic_through_the_engine(
     r.controller.wait(timeout=20)
     r.start_controller()
     assert flow.received() == flow.count, "frames lost across the controller's restart"
-    _until(lambda: r.status().bgp.sessions >= 1 and r.status().bgp.stale_routes == 0, 120,
+    P.until(lambda: r.status().bgp.sessions >= 1 and r.status().bgp.stale_routes == 0, 120,
            "zebra's replay after the controller's restart")  # fmt: skip
     assert expected - {ECMP4, TO_SINK6} - {str(n) for n in routes6} <= r.fib().keys()
 
@@ -379,7 +325,7 @@ def test_frr_routes_carry_traffic_through_the_engine(
     r.frr.stop_daemons("bgpd", "staticd", "zebra", kill=True)
     r.frr.start_frr()
     assert flow.received() == flow.count, "frames lost across FRR's restart"
-    _until(lambda: r.status().bgp.connected and r.status().bgp.stale_routes == 0, 180,
+    P.until(lambda: r.status().bgp.connected and r.status().bgp.stale_routes == 0, 180,
            "FRR's routes back after its restart (every stale route refreshed)", r.log)  # fmt: skip
     assert r.fib()[TO_SINK4] == (forward, (v4_hop,))
 

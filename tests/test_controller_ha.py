@@ -24,20 +24,17 @@ from pathlib import Path
 import grpc
 import pytest
 
+import process_support as P
 from controller_support import controller_document, toml
 from corridor import lab as L
 from corridor import traffic
 from corridor.agent import client as c
-from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2, dataplane_pb2_grpc
+from corridor.v1 import controller_pb2, controller_pb2_grpc
 from etcd_support import EtcdCluster, free_port
 from test_controller_traffic import (
     TO_SINK4,
     Node,
     _agent_config,
-    _requirements,
-    _spawn,
-    _stop,
-    _until,
     is_test_frame,
     route,
     spec,
@@ -69,14 +66,14 @@ class Ctl:
         self.stub = controller_pb2_grpc.ControllerStub(self.channel)
 
     def start(self) -> None:
-        self.process = _spawn(["controller", "--config", str(self.config)], self.log)
+        self.process = P.spawn(["controller", "--config", str(self.config)], self.log)
 
         def serving():
             if self.process.poll() is not None:
                 raise AssertionError(f"controller exited: {self.log.read_text()[-3000:]}")
             return self.stub.ListNodes(controller_pb2.ListNodesRequest(), timeout=1)
 
-        _until(serving, 60, f"controller {self.name} serving", self.log)
+        P.until(serving, 60, f"controller {self.name} serving", self.log)
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -101,7 +98,7 @@ class Ctl:
             s = self.status(node)
             return s if s.connected and s.in_sync and s.synced_revision >= revision else None
 
-        return _until(
+        return P.until(
             synced, within, f"node {node} in sync at {revision} via {self.name}", self.log
         )
 
@@ -137,7 +134,7 @@ class World:
                 return None
             return leading[0]
 
-        return _until(one, within, "one controller leading, named by every other")
+        return P.until(one, within, "one controller leading, named by every other")
 
     def apply(self, *routes, within: float = 60) -> int:
         """Applies through whichever controller takes it; the revision."""
@@ -162,7 +159,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    _requirements()
+    P.require("the controller HA lab test", engine=("Engine",))
     d = tmp_path_factory.mktemp("controller-ha")
     etcd = EtcdCluster(d / "etcd", 3)
     labs = {n: L.Lab(prefix=f"cor-h{os.getpid()}{n}-") for n in NODES}
@@ -178,11 +175,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         for name, lab in labs.items():
             sock, config, log = d / f"{name}.sock", d / f"{name}.toml", d / f"{name}.log"
             config.write_text(_agent_config(lab, sock))
-            process = _spawn(["agent", "--config", str(config)], log)
-            stub = dataplane_pb2_grpc.DataplaneStub(grpc.insecure_channel(f"unix:{sock}"))
+            process, stub, _ = P.start_agent(config, sock, log)
             nodes[name] = Node(name, lab, process, log, stub)
-            _until(lambda stub=stub: stub.ListPorts(dataplane_pb2.ListPortsRequest(), timeout=1),
-                   30, f"agent {name} serving", log)  # fmt: skip
         for i in range(3):
             cd = d / f"c{i}"
             cd.mkdir()
@@ -204,10 +198,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         for ctl in ctls:
             if ctl.process is not None and ctl.process.poll() is None:
                 ctl.process.send_signal(signal.SIGCONT)
-                _stop(ctl.process)
+                P.stop(ctl.process)
             ctl.channel.close()
         for node in nodes.values():
-            _stop(node.process)
+            P.stop(node.process)
         for lab in labs.values():
             lab.down()
         etcd.stop()
@@ -279,13 +273,13 @@ def test_leader_killed_while_applying_loses_nothing_acknowledged(world: World) -
     loop = threading.Thread(target=apply_loop)
     try:
         loop.start()
-        _until(lambda: len(acked) >= 20, 60, "20 routes acknowledged before the kill")
+        P.until(lambda: len(acked) >= 20, 60, "20 routes acknowledged before the kill")
         killed = time.monotonic()
         old.signal(signal.SIGKILL)
         before_kill = len(acked)
         new = world.leader(within=60)
         led = time.monotonic() - killed
-        _until(lambda: len(acked) >= before_kill + 20, 60, "20 routes acknowledged after")
+        P.until(lambda: len(acked) >= before_kill + 20, 60, "20 routes acknowledged after")
         stop.set()
         loop.join(30)
         last = max(acked.values())
@@ -371,7 +365,7 @@ def test_etcd_members_lost_one_then_two_then_back(world: World) -> None:
     for name in NODES:
         leader.wait_in_sync(name, revision)
     assert "198.19.3.0/24" in world.routes("a")
-    _until(
+    P.until(
         lambda: all(
             x.stub.GetStats(controller_pb2.GetStatsRequest(), timeout=5).revision >= revision
             for x in world.ctls
@@ -401,7 +395,7 @@ def test_etcd_members_lost_one_then_two_then_back(world: World) -> None:
         return words
 
     try:
-        words = _until(every_one_refuses, 3 * TTL + 30, "every controller refusing")
+        words = P.until(every_one_refuses, 3 * TTL + 30, "every controller refusing")
     except AssertionError as e:
         raise AssertionError(f"{e}; last answers: {seen}") from None
     print(f"\nwithout quorum: {words}")
@@ -411,7 +405,7 @@ def test_etcd_members_lost_one_then_two_then_back(world: World) -> None:
         stats = ctl.stub.GetStats(controller_pb2.GetStatsRequest(), timeout=5)
         assert stats.revision >= revision
     # The leader steps down once its lease cannot have been renewed: none leads.
-    _until(
+    P.until(
         lambda: not any(x.leadership().leading for x in world.ctls),
         2 * TTL + 30,
         "every controller following",
@@ -444,7 +438,7 @@ def test_a_paused_leader_that_wakes_is_refused_by_the_agents(world: World) -> No
                     return x
             return None
 
-        new = _until(new_leader, 3 * TTL + 30, "a follower leading while the leader is paused")
+        new = P.until(new_leader, 3 * TTL + 30, "a follower leading while the leader is paused")
         new_id = new.leadership().election_id
         assert new_id > old_id
         revision = new.stub.Apply(
@@ -468,7 +462,7 @@ def test_a_paused_leader_that_wakes_is_refused_by_the_agents(world: World) -> No
                 timeout=10,
             )
         assert stale.value.code() == grpc.StatusCode.PERMISSION_DENIED, stale.value
-    _until(lambda: world.leader() is new, 30, "the old leader following the new one")
+    P.until(lambda: world.leader() is new, 30, "the old leader following the new one")
     for name in NODES:
         held = world.routes(name)
         assert "198.19.5.0/24" in held and "198.19.6.0/24" not in held

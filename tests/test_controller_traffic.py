@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+import process_support as P
 from controller_support import controller_document, toml
 from corridor import lab as L
 from corridor import traffic
@@ -31,7 +31,6 @@ from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2, data
 
 pytestmark = pytest.mark.lab  # network namespaces, real traffic, root
 
-REPO = Path(__file__).resolve().parent.parent
 NODES = ("a", "b")
 FRAMES = 64
 TO_SINK4 = (L.SINK_V4, L.DUT_OUT, 0, 1)  # next hop: the sink, resolved by the agent
@@ -40,71 +39,8 @@ TO_SINK6 = (L.SINK_V6, L.DUT_OUT, 0, 1)
 RATE, SECONDS = 20_000, 3.0
 
 
-def _requirements() -> None:
-    if os.geteuid() != 0:
-        pytest.fail("the controller's traffic tests need root (network namespaces, XDP)")
-    if shutil.which("ip") is None:
-        pytest.fail("the controller's traffic tests need `ip` (iproute2)")
-    try:
-        from corridor import _dataplane
-    except ImportError as e:
-        pytest.fail(f"the engine extension is not built ({e}): `make deps`")
-    if not hasattr(_dataplane, "Engine"):
-        pytest.fail("corridor._dataplane has no Engine (stale extension): `make deps`")
-
-
 def _agent_config(lab: L.Lab, sock: Path) -> str:
-    return f"""
-workers = 1
-netns = "{lab.ns("dut")}"
-[listen]
-unix = "{sock}"
-[fib]
-v4_routes = 10000
-v6_routes = 10000
-groups = 1024
-adjacencies = 1024
-[[ports]]
-name = "{L.DUT_IN}"
-addresses = ["{L.DUT_IN_V4}/24", "{L.DUT_IN_V6}/64"]
-[[ports]]
-name = "{L.DUT_OUT}"
-addresses = ["{L.DUT_OUT_V4}/24", "{L.DUT_OUT_V6}/64"]
-"""
-
-
-def _spawn(args: list[str], log: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "control"))
-    with log.open("a") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "corridor", *args],
-            env=env, stdout=subprocess.DEVNULL, stderr=err,
-        )  # fmt: skip
-
-
-def _until(predicate, within: float, what: str, log: Path | None = None):
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            value = predicate()
-        except grpc.RpcError:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            tail = f"; log: {log.read_text()[-2000:]}" if log is not None else ""
-            raise AssertionError(f"{what} not reached in {within} s{tail}")
-        time.sleep(0.05)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    return P.agent_config(lab, sock, v4_routes=10000, v6_routes=10000, objects=1024)
 
 
 @dataclass
@@ -136,14 +72,14 @@ class Controller:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.process = _spawn(["controller", "--config", str(self.config)], self.log)
+        self.process = P.spawn(["controller", "--config", str(self.config)], self.log)
 
         def serving():
             if self.process.poll() is not None:
                 raise AssertionError(f"the controller exited: {self.log.read_text()[-2000:]}")
             return self.stub.ListNodes(controller_pb2.ListNodesRequest(), timeout=1)
 
-        _until(serving, 30, "the controller serving", self.log)
+        P.until(serving, 30, "the controller serving", self.log)
 
     def kill9(self) -> None:
         self.process.send_signal(signal.SIGKILL)
@@ -157,7 +93,7 @@ class Controller:
             s = self.status(node)
             return s if s.connected and s.in_sync and s.synced_revision >= revision else None
 
-        return _until(synced, within, f"node {node} in sync at revision {revision}", self.log)
+        return P.until(synced, within, f"node {node} in sync at revision {revision}", self.log)
 
     def apply(self, *routes: controller_pb2.RouteIntent) -> int:
         """Applies and waits for both nodes to hold the revision."""
@@ -180,7 +116,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    _requirements()
+    P.require("the controller's traffic tests", engine=("Engine",))
     d = tmp_path_factory.mktemp("controller-traffic")
     labs = {n: L.Lab(prefix=f"cor-c{os.getpid()}{n}-") for n in NODES}
     nodes: dict[str, Node] = {}
@@ -194,16 +130,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         for name, lab in labs.items():
             sock, config, log = d / f"{name}.sock", d / f"{name}.toml", d / f"{name}.log"
             config.write_text(_agent_config(lab, sock))
-            process = _spawn(["agent", "--config", str(config)], log)
-            stub = dataplane_pb2_grpc.DataplaneStub(grpc.insecure_channel(f"unix:{sock}"))
+            process, stub, _ = P.start_agent(config, sock, log)
             nodes[name] = Node(name, lab, process, log, stub)
-
-            def serving(process=process, stub=stub, log=log):
-                if process.poll() is not None:
-                    raise AssertionError(f"the agent exited: {log.read_text()[-2000:]}")
-                return stub.ListPorts(dataplane_pb2.ListPortsRequest(), timeout=1)
-
-            _until(serving, 30, f"agent {name} serving", log)
         config = d / "controller.toml"
         config.write_text(toml(controller_document(d, {n: f"unix:{d}/{n}.sock" for n in NODES})))
         controller = Controller(config, d / "controller.sock", d / "controller.log")
@@ -214,10 +142,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     finally:
         if controller is not None:
             if controller.process is not None:
-                _stop(controller.process)
+                P.stop(controller.process)
             controller.channel.close()
         for node in nodes.values():
-            _stop(node.process)
+            P.stop(node.process)
         for lab in labs.values():
             lab.down()
 
@@ -273,7 +201,7 @@ def wait_usable(node: Node, within: float = 10.0) -> None:
             a.state == dataplane_pb2.ADJACENCY_STATE_USABLE for a in adjacencies
         )
 
-    _until(usable, within, f"node {node.name}'s next hops usable", node.log)
+    P.until(usable, within, f"node {node.name}'s next hops usable", node.log)
 
 
 # -- tests -------------------------------------------------------------------------------
@@ -309,7 +237,7 @@ def corridor_json(controller: Controller, *args: str) -> dict:
     """`corridor ARGS --json` against the controller, as an operator runs it."""
     done = subprocess.run(
         [sys.executable, "-m", "corridor", *args, "--controller", controller.address, "--json"],
-        env=dict(os.environ, PYTHONPATH=str(REPO / "control")),
+        env=dict(os.environ, PYTHONPATH=str(P.REPO / "control")),
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert (done.returncode, done.stderr) == (0, ""), (args, done.returncode, done.stderr)
@@ -357,7 +285,7 @@ def test_the_cli_shows_a_node_forwarding(world: World) -> None:
         )
         return (rx, tx, drops) if grew else None
 
-    _until(grown, 10, "node a's counters counting the frames", a.log)
+    P.until(grown, 10, "node a's counters counting the frames", a.log)
 
 
 def test_controller_killed_while_traffic_flows_loses_no_frame(world: World) -> None:

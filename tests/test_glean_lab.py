@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,13 +21,13 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 
+import process_support as P
 from corridor import lab as L
 from corridor import traffic
-from corridor.v1 import dataplane_pb2, dataplane_pb2_grpc
+from corridor.v1 import dataplane_pb2
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parent.parent
 AGE_SECONDS = 3
 RESOLVE_SECONDS = 2
 UNUSED_SECONDS = 10  # neighbours.UNUSED_SECONDS: an entry no one wants is deleted after it
@@ -40,42 +36,15 @@ NOBODY_V4 = "198.18.1.99"
 NEW_MAC = "02:c0:00:00:01:99"
 
 
-def _requirements() -> None:
-    if os.geteuid() != 0:
-        pytest.fail("the glean lab test needs root (network namespaces, XDP)")
-    if shutil.which("ip") is None:
-        pytest.fail("the glean lab test needs `ip` (iproute2)")
-    try:
-        from corridor._dataplane import Fib
-    except ImportError as e:
-        pytest.fail(f"the engine extension is not built ({e}): `make deps`")
-    if not hasattr(Fib, "take_adjacency_used"):
-        pytest.fail("corridor._dataplane has no adjacency hit bits (stale extension): `make deps`")
-
-
 def _agent_config(lab: L.Lab, sock: Path) -> str:
-    return f"""
-workers = 1
-netns = "{lab.ns("dut")}"
-[listen]
-unix = "{sock}"
-[fib]
-v4_routes = 1000
-v6_routes = 1000
-groups = 256
-adjacencies = 256
-[glean]
+    return P.agent_config(
+        lab, sock, objects=256,
+        sections=f"""[glean]
 hosts = 64
 age_seconds = {AGE_SECONDS}
-resolve_seconds = {RESOLVE_SECONDS}
-[[ports]]
-name = "{L.DUT_IN}"
-addresses = ["{L.DUT_IN_V4}/24", "{L.DUT_IN_V6}/64"]
-[[ports]]
-name = "{L.DUT_OUT}"
-addresses = ["{L.DUT_OUT_V4}/24", "{L.DUT_OUT_V6}/64"]
-vlans = [{{ id = {V20.id}, addresses = ["{V20.v4}/24", "{V20.v6}/64"] }}]
-"""
+resolve_seconds = {RESOLVE_SECONDS}""",
+        out_port=f'vlans = [{{ id = {V20.id}, addresses = ["{V20.v4}/24", "{V20.v6}/64"] }}]',
+    )  # fmt: skip
 
 
 class World:
@@ -83,26 +52,11 @@ class World:
         self.lab = lab
         self.sock, self.log = d / "agent.sock", d / "agent.log"
         (d / "agent.toml").write_text(_agent_config(lab, self.sock))
-        env = dict(os.environ, PYTHONPATH=str(REPO / "control"))
-        with self.log.open("a") as err:
-            self.agent = subprocess.Popen(
-                [sys.executable, "-m", "corridor", "agent", "--config", str(d / "agent.toml")],
-                env=env, stdout=subprocess.DEVNULL, stderr=err,
-            )  # fmt: skip
-        self.channel = grpc.insecure_channel(f"unix:{self.sock}")
-        self.stub = dataplane_pb2_grpc.DataplaneStub(self.channel)
-        until(lambda: self.stub.ListPorts(dataplane_pb2.ListPortsRequest(), timeout=1), 30,
-              "the agent serving", self)  # fmt: skip
+        self.agent, self.stub, self.channel = P.start_agent(d / "agent.toml", self.sock, self.log)
 
     def stop(self) -> None:
         self.channel.close()
-        if self.agent.poll() is None:
-            self.agent.send_signal(signal.SIGTERM)
-            try:
-                self.agent.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.agent.kill()
-                self.agent.wait()
+        P.stop(self.agent)
 
     def counters(self) -> dataplane_pb2.Counters:
         return self.stub.GetCounters(dataplane_pb2.GetCountersRequest(), timeout=10)
@@ -119,24 +73,12 @@ class World:
 
 
 def until(predicate: Callable[[], object], within: float, what: str, w: World | None = None):
-    deadline = time.monotonic() + within
-    last: object = None
-    while True:
-        try:
-            last = predicate()
-        except grpc.RpcError as e:
-            last = e
-        if last and not isinstance(last, grpc.RpcError):
-            return last
-        if time.monotonic() > deadline:
-            tail = f"; agent log: {w.log.read_text()[-3000:]}" if w is not None else ""
-            raise AssertionError(f"{what} not reached in {within} s (last: {last}){tail}")
-        time.sleep(0.1)
+    return P.until(predicate, within, what, w.log if w is not None else None)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    _requirements()
+    P.require("the glean lab test", engine=("Fib.take_adjacency_used",))
     d = tmp_path_factory.mktemp("glean-lab")
     lab = L.Lab(prefix=f"cor-g{os.getpid()}-")
     w = None

@@ -11,25 +11,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
 import pytest
 
+import process_support as P
 from controller_support import controller_document, toml
 from corridor import lab as L
 from corridor import traffic
 from corridor.controller.members import Sample, rates
-from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2, dataplane_pb2_grpc
+from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parent.parent
 ALPHA, BRAVO, CHARLIE = "02:0a:00:00:00:01", "02:0b:00:00:00:02", "02:0c:00:00:00:03"
 STRANGER = "02:0e:00:00:00:09"
 VLAN = 10
@@ -38,73 +35,11 @@ N_ALPHA, N_BRAVO, N_CHARLIE, N_STRANGER = 37, 11, 23, 5
 SIZE_ALPHA, SIZE_BRAVO, SIZE_CHARLIE, SIZE_STRANGER = 100, 200, 300, 80
 
 
-def _requirements() -> None:
-    if os.geteuid() != 0:
-        pytest.fail("the members' lab test needs root (network namespaces, XDP)")
-    if shutil.which("ip") is None:
-        pytest.fail("the members' lab test needs `ip` (iproute2)")
-    try:
-        from corridor import _dataplane
-    except ImportError as e:
-        pytest.fail(f"the engine extension is not built ({e}): `make deps`")
-    if not hasattr(_dataplane, "MAX_MEMBERS"):
-        pytest.fail("corridor._dataplane has no members (stale extension): `make deps`")
-
-
-def _spawn(args: list[str], log: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "control"))
-    with log.open("a") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "corridor", *args],
-            env=env, stdout=subprocess.DEVNULL, stderr=err,
-        )  # fmt: skip
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _until(predicate, within: float, what: str, log: Path | None = None):
-    deadline = time.monotonic() + within
-    last = None
-    while True:
-        try:
-            last = predicate()
-        except grpc.RpcError as e:
-            last = e
-        if last and not isinstance(last, grpc.RpcError):
-            return last
-        if time.monotonic() > deadline:
-            tail = f"; log: {log.read_text()[-2000:]}" if log is not None else ""
-            raise AssertionError(f"{what} not reached in {within} s (last: {last}){tail}")
-        time.sleep(0.1)
-
-
 def _agent_config(lab: L.Lab, sock: Path) -> str:
-    return f"""
-workers = 1
-netns = "{lab.ns("dut")}"
-[listen]
-unix = "{sock}"
-[fib]
-v4_routes = 1000
-v6_routes = 1000
-groups = 64
-adjacencies = 64
-[[ports]]
-name = "{L.DUT_IN}"
-addresses = ["{L.DUT_IN_V4}/24"]
-vlans = [{{ id = {VLAN}, addresses = ["198.18.{VLAN}.1/24"] }}]
-[[ports]]
-name = "{L.DUT_OUT}"
-addresses = ["{L.DUT_OUT_V4}/24"]
-"""
+    return P.agent_config(
+        lab, sock, ipv6=False,
+        in_port=f'vlans = [{{ id = {VLAN}, addresses = ["198.18.{VLAN}.1/24"] }}]',
+    )  # fmt: skip
 
 
 def _frames(src_mac: str, size: int, dst: str, vlan: int | None = None) -> list[bytes]:
@@ -129,16 +64,16 @@ class World:
         self.stub = controller_pb2_grpc.ControllerStub(self.channel)
 
     def start_agent(self) -> None:
-        self.agent = _spawn(["agent", "--config", str(self.d / "agent.toml")], self.agent_log)
-        stub = dataplane_pb2_grpc.DataplaneStub(grpc.insecure_channel(f"unix:{self.agent_sock}"))
-        _until(lambda: stub.ListPorts(dataplane_pb2.ListPortsRequest(), timeout=1), 30,
-               "the agent serving", self.agent_log)  # fmt: skip
+        self.agent, _, channel = P.start_agent(
+            self.d / "agent.toml", self.agent_sock, self.agent_log
+        )
+        channel.close()
 
     def start_controller(self) -> None:
-        self.controller = _spawn(
+        self.controller = P.spawn(
             ["controller", "--config", str(self.d / "controller.toml")], self.controller_log
         )
-        _until(lambda: self.stub.ListNodes(controller_pb2.ListNodesRequest(), timeout=1), 30,
+        P.until(lambda: self.stub.ListNodes(controller_pb2.ListNodesRequest(), timeout=1), 30,
                "the controller serving", self.controller_log)  # fmt: skip
 
     def in_sync(self) -> None:
@@ -146,7 +81,7 @@ class World:
             s = self.stub.GetNodeStatus(controller_pb2.GetNodeStatusRequest(name="ix"), timeout=5)
             return s.connected and s.in_sync
 
-        _until(synced, 60, "node ix in sync", self.controller_log)
+        P.until(synced, 60, "node ix in sync", self.controller_log)
 
     def members(self) -> dict[str, dataplane_pb2.MemberCounters]:
         c = self.stub.GetNodeCounters(controller_pb2.GetNodeCountersRequest(node="ix"), timeout=10)
@@ -198,14 +133,14 @@ class World:
             return got if got == want_cmp else None
 
         try:
-            _until(exact, 30, f"exact member counters after {k} phase(s)")
+            P.until(exact, 30, f"exact member counters after {k} phase(s)")
         except AssertionError:
             raise AssertionError(f"after {k} phase(s), counters: {self.members()}") from None
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
-    _requirements()
+    P.require("the members' lab test", engine=("MAX_MEMBERS",))
     d = tmp_path_factory.mktemp("members-lab")
     lab = L.Lab(prefix=f"cor-m{os.getpid()}-")
     w = None
@@ -223,7 +158,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):
         if w is not None:
             for p in (w.controller, w.agent):
                 if p is not None:
-                    _stop(p)
+                    P.stop(p)
             w.channel.close()
         lab.down()
 
@@ -247,7 +182,7 @@ def _samples(w: World, name: str) -> list[Sample]:
 
 def _sampled(w: World, name: str, rx_bytes: int) -> None:
     """Waits for a stored sample of `name` showing `rx_bytes`."""
-    _until(lambda: any(s.rx_bytes == rx_bytes for s in _samples(w, name)), 30,
+    P.until(lambda: any(s.rx_bytes == rx_bytes for s in _samples(w, name)), 30,
            f"a sample of {name} at {rx_bytes} rx bytes", w.controller_log)  # fmt: skip
 
 
@@ -303,7 +238,7 @@ def test_members_counted_exactly_across_restarts(world: World) -> None:
     # The agent restarts: its counters start again at 0, and the controller writes the
     # members to it again.
     assert w.agent is not None
-    _stop(w.agent)
+    P.stop(w.agent)
     w.start_agent()
     w.in_sync()
     w.expect_counts(0)
@@ -323,7 +258,7 @@ def test_members_counted_exactly_across_restarts(world: World) -> None:
 
     # The controller restarts: members come back from its store; nothing changes on the node.
     assert w.controller is not None
-    _stop(w.controller)
+    P.stop(w.controller)
     w.start_controller()
     w.in_sync()
     listed = w.stub.ListMembers(controller_pb2.ListMembersRequest(), timeout=10).members
@@ -346,11 +281,11 @@ def test_members_counted_exactly_across_restarts(world: World) -> None:
     def gone():
         return "alpha" not in w.members()
 
-    _until(gone, 30, "alpha removed from the agent", w.controller_log)
+    P.until(gone, 30, "alpha removed from the agent", w.controller_log)
 
 
 def _cli(address: str, *args: str) -> str:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "control"))
+    env = dict(os.environ, PYTHONPATH=str(P.REPO / "control"))
     done = subprocess.run(
         [sys.executable, "-m", "corridor", *args, "--controller", address],
         env=env, capture_output=True, text=True, timeout=60,

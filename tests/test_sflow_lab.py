@@ -14,26 +14,23 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 
+import process_support as P
 from corridor import lab as L
 from corridor import traffic
 from corridor.agent import client as c
-from corridor.v1 import dataplane_pb2, dataplane_pb2_grpc
+from corridor.v1 import dataplane_pb2
 from metrics_support import free_port, samples, scrape
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parent.parent
 RATE = 10  # 1 in RATE frames of dut0
 FRAMES = 20_000  # sent from gen0: ~2000 samples, 5 s at 4000/s
 COUNTER_INTERVAL = 1
@@ -43,82 +40,27 @@ ELECTION = 1
 MEMBER_MAC = "02:0a:00:00:00:01"
 
 
-def _requirements() -> None:
-    if os.geteuid() != 0:
-        pytest.fail("the sFlow lab test needs root (network namespaces, XDP)")
-    for tool, package in (("ip", "iproute2"), ("sfacctd", "pmacct"), ("tcpdump", "tcpdump")):
-        if shutil.which(tool) is None:
-            pytest.fail(f"the sFlow lab test needs `{tool}`: apt-get install {package}")
-    try:
-        from corridor import _dataplane
-    except ImportError as e:
-        pytest.fail(f"the engine extension is not built ({e}): `make deps`")
-    if not hasattr(_dataplane.Engine, "drain_samples"):
-        pytest.fail("corridor._dataplane has no sampling (stale extension): `make deps`")
-
-
-def _spawn(args: list[str], log: Path, ns: str | None = None) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "control"))
-    prefix = ["ip", "netns", "exec", ns] if ns else []
-    with log.open("a") as err:
-        return subprocess.Popen([*prefix, *args], env=env, stdout=err, stderr=err)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _until(predicate, within: float, what: str, log: Path | None = None):
-    deadline = time.monotonic() + within
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except grpc.RpcError as e:
-            last = e
-        time.sleep(0.2)
-    tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
-    raise AssertionError(f"{what}: not within {within:.0f} s ({last})\n{tail}")
+    return P.until(predicate, within, what, log, interval=0.2)
 
 
 def _agent_config(
     lab: L.Lab, sock: Path, metrics_port: int, rates: tuple[int, int] = (RATE, 0),
     collector: str = f"{COLLECTOR_SIDE}:{COLLECTOR_PORT}",
 ) -> str:  # fmt: skip
-    return f"""
-workers = 1
-netns = "{lab.ns("dut")}"
-[listen]
-unix = "{sock}"
-[metrics]
+    return P.agent_config(
+        lab, sock, ipv6=False,
+        sections=f"""[metrics]
 address = "127.0.0.1:{metrics_port}"
-[fib]
-v4_routes = 1000
-v6_routes = 1000
-groups = 64
-adjacencies = 64
 [sflow]
 collectors = ["{collector}"]
 agent_address = "{L.DUT_IN_V4}"
 counter_interval = {COUNTER_INTERVAL}
 netns = "{lab.ns("dut")}"
-[[ports]]
-name = "{L.DUT_IN}"
-addresses = ["{L.DUT_IN_V4}/24"]
-sample_rate = {rates[0]}
-[[ports]]
-name = "{L.DUT_OUT}"
-addresses = ["{L.DUT_OUT_V4}/24"]
-sample_rate = {rates[1]}
-"""
+""",
+        in_port=f"sample_rate = {rates[0]}",
+        out_port=f"sample_rate = {rates[1]}",
+    )  # fmt: skip
 
 
 def _collector_config(d: Path) -> str:
@@ -195,11 +137,11 @@ class World:
         L.command(["ip", "-n", self.col, "link", "set", "lo", "up"])
         del dut
         (self.d / "sfacctd.conf").write_text(_collector_config(self.d))
-        self.tcpdump = _spawn(
+        self.tcpdump = P.spawn_command(
             ["tcpdump", "-i", "sfc1", "-U", "-n", "-w", str(self.d / "wire.pcap"), "udp", "port",
              str(COLLECTOR_PORT)], self.d / "tcpdump.log", self.col,
         )  # fmt: skip
-        self.sfacctd = _spawn(
+        self.sfacctd = P.spawn_command(
             ["sfacctd", "-f", str(self.d / "sfacctd.conf")], self.d / "sfacctd.log", self.col
         )
         self.processes += [self.tcpdump, self.sfacctd]
@@ -210,14 +152,9 @@ class World:
     def start_agent(self) -> None:
         self.metrics_port = free_port()
         (self.d / "agent.toml").write_text(_agent_config(self.lab, self.sock, self.metrics_port))
-        self.agent = _spawn(
-            [sys.executable, "-m", "corridor", "agent", "--config", str(self.d / "agent.toml")],
-            self.agent_log,
+        self.agent, self.stub, self.channel = P.start_agent(
+            self.d / "agent.toml", self.sock, self.agent_log
         )
-        self.channel = grpc.insecure_channel(f"unix:{self.sock}")
-        self.stub = dataplane_pb2_grpc.DataplaneStub(self.channel)
-        _until(lambda: self.stub.ListPorts(dataplane_pb2.ListPortsRequest(), timeout=1), 30,
-               "the agent serving", self.agent_log)  # fmt: skip
         self.stub.Write(
             c.write_request(ELECTION, [
                 c.set_adjacency(1, L.DUT_OUT, 0, L.DUT_OUT_MAC, L.SINK_MAC),
@@ -230,7 +167,7 @@ class World:
     def down(self) -> None:
         for p in [self.agent, *self.processes]:
             if p is not None:
-                _stop(p)
+                P.stop(p)
         L.command(["ip", "netns", "del", self.col], check=False)
 
     def counters(self) -> dataplane_pb2.Counters:
@@ -239,7 +176,11 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
-    _requirements()
+    P.require(
+        "the sFlow lab test",
+        tools=(("ip", "iproute2"), ("sfacctd", "pmacct"), ("tcpdump", "tcpdump")),
+        engine=("Engine.drain_samples",),
+    )
     d = tmp_path_factory.mktemp("sflow-lab")
     lab = L.Lab(prefix=f"cor-s{os.getpid()}-")
     w = World(d, lab)
