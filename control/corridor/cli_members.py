@@ -118,10 +118,10 @@ def _filter_args_problem(args: argparse.Namespace) -> str:
     """What is wrong with `member filter`'s flags taken together ('' if nothing)."""
     if args.off and (args.allow or args.from_bgp or args.next_hop):
         return "--off removes the filter: give it alone"
-    if not (args.off or args.allow or args.from_bgp):
-        return "give --allow PREFIX, --from-bgp --next-hop ADDRESS, or --off"
     if args.next_hop and not args.from_bgp:
         return "--next-hop names the member's BGP next hops: give it with --from-bgp"
+    if not (args.off or args.allow or args.from_bgp):
+        return "give --allow PREFIX, --from-bgp --next-hop ADDRESS, or --off"
     if args.from_bgp and not args.next_hop:
         return (
             "--from-bgp needs the member router's address(es) on the peering LAN: "
