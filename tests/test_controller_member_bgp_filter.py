@@ -251,6 +251,19 @@ async def test_over_the_limit_the_member_is_not_filtered(node) -> None:
     listed = (await stub.ListMembers(controller_pb2.ListMembersRequest(), timeout=10)).members
     assert (listed[0].bgp_prefixes, listed[0].bgp_over_limit) == (MEMBER_SOURCES_MAX + 1, True)
     assert running.controller.filters.over_limit_total == 1
+    from prometheus_client import generate_latest
+
+    from corridor.controller.metrics import ControllerMetrics
+
+    metrics = ControllerMetrics()
+    metrics.watch(running.controller)
+    text = generate_latest(metrics.registry).decode()
+    for line in (
+        "corridor_controller_member_bgp_filters 1.0",
+        "corridor_controller_member_bgp_filters_over_limit 1.0",
+        "corridor_controller_member_bgp_filter_over_limit_total 1.0",
+    ):
+        assert line in text.splitlines(), text
     await running.controller.bgp_routes(NODE, {}, ())  # nothing: no change
     assert running.controller.filters.dirty == set()
 

@@ -606,6 +606,8 @@ class Controller:
                 log.exception("member filters from BGP not saved; the next pass tries again")
 
     async def flush_filters_now(self) -> None:
+        """Pushes the filters from BGP that changed, and saves their prefixes (a failed
+        save is tried again at the next pass; the agents have the filter meanwhile)."""
         changed = self.filters.flush()
         nodes = set()
         async with self._member_lock:
@@ -617,7 +619,12 @@ class Controller:
                 value = self.filters.to_save(name)
                 if value != member.bgp_sources:
                     member = replace(member, bgp_sources=value)
-                    await self.store.put_member(member)
+                    try:
+                        await self.store.put_member(member)
+                    except Exception as e:
+                        log.warning("member %s: filter from BGP not saved: %s", name, e)
+                        self.filters.dirty.add(name)
+                        continue
                     self.members[name] = member
                 self.filters.saved(name, value)
         for node in nodes:
