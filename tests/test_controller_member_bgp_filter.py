@@ -51,7 +51,8 @@ def from_bgp(name: str, *hops: str, allow: tuple[str, ...] = ()):  # type: ignor
 
 
 def fed_document(tmp_path: Path, nodes: dict[str, str]) -> dict:
-    document = controller_document(tmp_path, nodes)
+    # No drift check during a test: it reads the node, which a test here counts.
+    document = controller_document(tmp_path, nodes, drift=600)
     document["fpm"] = [{"node": NODE, "listen": "127.0.0.1:0", "filter_hold_seconds": HOLD}]
     return document
 
@@ -266,6 +267,42 @@ async def test_over_the_limit_the_member_is_not_filtered(node) -> None:
         assert line in text.splitlines(), text
     await running.controller.bgp_routes(NODE, {}, ())  # nothing: no change
     assert running.controller.filters.dirty == set()
+
+
+async def test_a_busy_feed_rewrites_the_filter_a_few_times_not_per_route(node) -> None:
+    """2000 routes in 200 changes: the member's filter is written at most once per flush
+    (a second) and the agent is not read again for it (Read dumps the whole FIB)."""
+    from corridor.common.fib import Member
+
+    agent, running, stub = node
+    await stub.SetMemberFilter(from_bgp("acme", ACME_HOP), timeout=10)
+    await until(lambda: agent_sources(agent, "acme") == (), "an empty filter at first")
+    dataplane = agent.dataplane
+    reads, member_writes = [0], [0]
+    snapshot, write = dataplane.snapshot, dataplane.write
+
+    async def counted_snapshot():  # type: ignore[no-untyped-def]
+        reads[0] += 1
+        return await snapshot()
+
+    async def counted_write(election_id, operations):  # type: ignore[no-untyped-def]
+        member_writes[0] += any(isinstance(op, Member) for op in operations)
+        return await write(election_id, operations)
+
+    dataplane.snapshot, dataplane.write = counted_snapshot, counted_write
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    hop = via(ACME_HOP)
+    for i in range(200):
+        routes = {f"198.18.{64 + i // 25}.{(i % 25) * 10 + j}/32": hop for j in range(10)}
+        await running.controller.bgp_routes(NODE, routes, ())
+    await until(lambda: len(agent_sources(agent, "acme") or ()) == 2000, "all 2000 prefixes")
+    elapsed = loop.time() - started
+    assert reads[0] == 0
+    assert 1 <= member_writes[0] <= elapsed / running.controller.filter_flush_seconds + 2, (
+        member_writes[0],
+        elapsed,
+    )
 
 
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -3,11 +3,12 @@ lab (`cor-f<pid>-…`, removed afterwards) whose dut namespace runs `corridor ag
 engine on dut0/dut1) and FRR (zebra with `-M dplane_fpm_nl`, bgpd); `corridor controller`
 takes zebra's routes over FPM. The member `gen` (gen's MAC on dut0) runs BIRD and announces
 its prefixes to bgpd over IPv4 and IPv6 (zebra installs the IPv6 one via gen's link-local
-address, which counts as gen's from its MAC); BIRD in the sink's namespace announces the destination (and one prefix
-gen announces too). `corridor member filter gen --from-bgp --next-hop <gen>` makes the
-filter follow the announcements: frames from an announced source reach the sink, spoofed
-ones are dropped and counted as `member_source`; a withdrawn prefix leaves after the hold
-time, one still announced by another router stays (sticky), a new one is added."""
+address, which counts as gen's from its MAC); BIRD in the sink's namespace announces the
+destination (and one prefix gen announces too). `corridor member filter gen --from-bgp
+--next-hop <gen>` makes the filter follow the announcements: frames from an announced
+source reach the sink, spoofed ones are dropped and counted as `member_source`; a withdrawn
+prefix leaves after the hold time, one still announced by another router stays (sticky), a
+new one is added."""
 
 from __future__ import annotations
 
