@@ -198,6 +198,11 @@ MALFORMED = [
         "bgp_next_hops: set without from_bgp",
     ),
     (from_bgp("acme", "198.18.0.3"), grpc.StatusCode.INVALID_ARGUMENT, "is member bravo's"),
+    (  # bravo's EUI-64 link-local address is bravo's too
+        from_bgp("acme", "fe80::b:ff:fe00:2"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "next hop fe80::b:ff:fe00:2 on cor-c0 VLAN 0 is member bravo's",
+    ),
     (
         _request(
             from_bgp=True,

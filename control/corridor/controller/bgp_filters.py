@@ -256,9 +256,10 @@ class BgpFilters:
         owners = self.owners.setdefault(node, {})
         current = owners.get(prefix, ())
         for name in names:
-            if name not in current:
+            d = self.members.get(name)
+            if d is not None and name not in current:
                 current += (name,)
-                self.members[name].prefixes.add(prefix)
+                d.prefixes.add(prefix)
                 self.dirty.add(name)
         owners[prefix] = current
         leaving = self.leaving.get(node)
@@ -300,8 +301,10 @@ class BgpFilters:
         for prefix in gone:
             del leaving[prefix]
             for name in owners.pop(prefix, ()):
-                self.members[name].prefixes.discard(prefix)
-                self.dirty.add(name)
+                d = self.members.get(name)
+                if d is not None:
+                    d.prefixes.discard(prefix)
+                    self.dirty.add(name)
         table = self.table(node)
         for name, d in self.members.items():
             if d.node != node or not d.unconfirmed:

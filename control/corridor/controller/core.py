@@ -19,7 +19,7 @@ from corridor.common.edge import EdgePolicy
 from corridor.common.errors import InvalidBatch, Violation, echo
 from corridor.controller.bgp import BgpFeeds, BgpIntent, FpmConfig, found_routes, node_ids
 from corridor.controller.bgp import list_routes as list_bgp_routes
-from corridor.controller.bgp_filters import FLUSH_SECONDS, BgpFilters
+from corridor.controller.bgp_filters import FLUSH_SECONDS, BgpFilters, member_keys
 from corridor.controller.domain import (
     ALL_NODES,
     AdjacencyKey,
@@ -572,7 +572,7 @@ class Controller:
                 f"node = {member.node!r} in the controller's configuration; fed: "
                 f"{', '.join(sorted(fed)) or 'none'}); give its prefixes with --allow instead"
             )
-        keys = [(h, member.port, member.vlan) for h in hops]
+        keys = member_keys(replace(member, bgp_next_hops=hops))  # its link-local one too
         other, gateway = self.filters.owner_of(member.node, keys, member.name)
         if other:
             raise MemberError(
