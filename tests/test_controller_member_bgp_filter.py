@@ -81,6 +81,7 @@ class Zebra:
             await until(lambda: not self.source().connected, "zebra's connection down")
 
 
+@pytest.mark.slow  # waits out the hold time, on purpose, a few times
 async def test_the_filter_follows_announce_and_withdraw_and_survives_a_restart(
     tmp_path: Path, store_backend
 ) -> None:
