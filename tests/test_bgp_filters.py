@@ -80,7 +80,7 @@ def test_routes_through_a_members_next_hops_are_its_own(node: Node) -> None:
         "198.18.10.0/24", "198.18.50.0/24", "2001:db8:a::/48", "2001:db8:b::/48",
     )  # fmt: skip
     assert f.filter_of(BRAVO) == ("198.18.20.0/24", "198.18.50.0/24")
-    assert f.view("acme") == (f.filter_of(ACME), 4, False)
+    assert f.view("acme") == (f.filter_of(ACME), 4, False, False)
     assert f.flush(0.0) == []  # nothing changed: nothing to push
 
 
@@ -175,10 +175,27 @@ def test_restored_over_the_limit_stays_unfiltered_until_replayed(node: Node) -> 
     saved = MemberRecord(**{**_fields(ACME), "bgp_sources": None})
     f = node.filters()
     f.track(saved, restore=True)
-    assert f.filter_of(saved) is None and not f.view("acme")[2]
+    assert f.filter_of(saved) is None and f.view("acme")[2:] == (False, True)  # pending
     node.feed(f, {"198.18.10.0/24": via("198.18.0.2")})
     f.flush(HOLD)
     assert f.filter_of(saved) == ("198.18.10.0/24",)
+
+
+def test_derived_while_zebra_is_away_it_waits_for_the_replay(node: Node) -> None:
+    """A filter derived from a table zebra has not (re)played whole would drop the member's
+    own traffic: the member is not filtered until zebra has been connected for the hold."""
+    node.feed(node_filters := node.filters(), {"198.18.10.0/24": via("198.18.0.2")})
+    f = node_filters
+    node.up = None
+    f.track(ACME)
+    assert f.filter_of(ACME) is None and f.view("acme") == (("198.18.10.0/24",), 1, False, True)
+    node.up = 1000.0
+    node.feed(f, {"198.18.11.0/24": via("198.18.0.2")})
+    f.flush(1000.0 + HOLD - 1)
+    assert f.filter_of(ACME) is None  # replaying
+    assert f.flush(1000.0 + HOLD) == ["acme"]
+    assert f.filter_of(ACME) == ("198.18.10.0/24", "198.18.11.0/24")
+    assert f.view("acme")[3] is False
 
 
 def _spread(count: int, start: int = 0) -> dict[str, Intent]:
@@ -199,13 +216,14 @@ def test_over_the_limit_the_member_is_not_filtered_and_it_is_counted(
     node.feed(f, _spread(1, MEMBER_SOURCES_MAX))
     assert f.flush(0.0) == ["acme"]
     assert f.filter_of(ACME) is None  # never a truncated filter: it would drop its traffic
-    assert f.view("acme")[1:] == (MEMBER_SOURCES_MAX + 1, True)
+    assert f.view("acme")[1:] == (MEMBER_SOURCES_MAX + 1, True, False)
     assert f.over_limit_total == 1
     assert "NOT filtered" in caplog.text
     # Far above: not even kept for the store, shown by count only.
     node.feed(f, _spread(BGP_SAVED_MAX, MEMBER_SOURCES_MAX + 1))
     f.flush(0.0)
-    assert f.to_save("acme") is None and f.view("acme") == ((), BGP_SAVED_MAX + 4097, True)
+    assert f.to_save("acme") is None
+    assert f.view("acme") == ((), BGP_SAVED_MAX + 4097, True, False)
     assert f.over_limit_total == 1  # counted once per time over
 
 

@@ -50,10 +50,10 @@ def from_bgp(name: str, *hops: str, allow: tuple[str, ...] = ()):  # type: ignor
     )
 
 
-def fed_document(tmp_path: Path, nodes: dict[str, str]) -> dict:
+def fed_document(tmp_path: Path, nodes: dict[str, str], hold: int = HOLD) -> dict:
     # No drift check during a test: it reads the node, which a test here counts.
     document = controller_document(tmp_path, nodes, drift=600)
-    document["fpm"] = [{"node": NODE, "listen": "127.0.0.1:0", "filter_hold_seconds": HOLD}]
+    document["fpm"] = [{"node": NODE, "listen": "127.0.0.1:0", "filter_hold_seconds": hold}]
     return document
 
 
@@ -99,8 +99,13 @@ async def test_the_filter_follows_announce_and_withdraw_and_survives_a_restart(
         assert [ipaddress.ip_address(a) for a in m.bgp_next_hops] == [
             ipaddress.ip_address(ACME_HOP)
         ]
-        await until(lambda: agent_sources(agent, "acme") == (STATIC,), "the static part")
+        # zebra has never connected: no filter until its table is whole.
+        assert m.bgp_pending
+        await until(lambda: agent_sources(agent, "acme") is None, "the member, not filtered")
         await zebra.connect()
+        await until(lambda: agent_sources(agent, "acme") == (STATIC,), "filtered after the hold")
+        listed = (await stub.ListMembers(controller_pb2.ListMembersRequest(), timeout=10)).members
+        assert not listed[0].bgp_pending
         await core.bgp_routes(NODE, {
             "198.18.10.0/24": via(ACME_HOP),
             "198.18.11.0/24": via("198.18.0.9"),  # another router's: not acme's
@@ -165,17 +170,21 @@ async def test_the_filter_follows_announce_and_withdraw_and_survives_a_restart(
 
 @pytest.fixture
 async def node(tmp_path: Path):
-    """Node a fed by zebra, node b not (its agent never answers); acme on a."""
+    """Node a fed by zebra (connected, hold 1 s), node b not (its agent never answers); acme
+    on a."""
     agent = await LocalAgent(tmp_path / "a.sock").start()
-    document = fed_document(tmp_path, {NODE: agent.address, "b": f"unix:{tmp_path}/b.sock"})
-    running = await start_controller(document, tmp_path)
+    nodes = {NODE: agent.address, "b": f"unix:{tmp_path}/b.sock"}
+    running = await start_controller(fed_document(tmp_path, nodes, hold=1), tmp_path)
     channel, stub = controller_stub(tmp_path / "controller.sock")
+    zebra = Zebra(running)
     try:
+        await zebra.connect()
         await in_sync(stub, NODE)
         await stub.AddMember(add("acme"), timeout=10)
         await until(lambda: agent_sources(agent, "acme") is None, "the member at the agent")
         yield agent, running, stub
     finally:
+        await zebra.close()
         await channel.close()
         await running.stop(0)
         await agent.stop()
@@ -328,6 +337,7 @@ async def test_the_cli_sets_and_lists_filters_from_bgp(node, tmp_path: Path) -> 
         return await loop.run_in_executor(None, lambda: cli(tmp_path, *args))
 
     await running.controller.bgp_routes(NODE, {"198.18.10.0/24": via(ACME_HOP)}, ())
+    await until(lambda: running.controller.filters.replayed(NODE), "zebra's table whole")
     done = await run("member", "filter", "acme", "--from-bgp", "--next-hop", ACME_HOP,
                      "--next-hop", "2001:db8::2", "--allow", STATIC)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -339,7 +349,7 @@ async def test_the_cli_sets_and_lists_filters_from_bgp(node, tmp_path: Path) -> 
     assert shown["sources"] == [STATIC]
     assert shown["bgp"] == {
         "next_hops": [ACME_HOP, "2001:db8::2"], "prefixes": ["198.18.10.0/24"], "count": 1,
-        "over_limit": False,
+        "over_limit": False, "pending": False,
     }  # fmt: skip
     table = (await run("member", "list")).stdout
     assert f"bgp via {ACME_HOP},2001:db8::2: 1 prefixes" in table, table

@@ -90,6 +90,7 @@ def _member_dict(m: Any) -> dict[str, Any]:
             "prefixes": [prefix_text(p.address, p.length) for p in m.bgp_sources],
             "count": m.bgp_prefixes,
             "over_limit": m.bgp_over_limit,
+            "pending": m.bgp_pending,
         }
         if m.from_bgp
         else None,
@@ -101,7 +102,11 @@ def _filter_text(d: dict[str, Any]) -> str:
     bgp = d["bgp"]
     if bgp is None:
         return _sources_text(d["sources"])
-    derived = "over limit: not filtered" if bgp["over_limit"] else f"{bgp['count']} prefixes"
+    derived = f"{bgp['count']} prefixes"
+    if bgp["over_limit"]:
+        derived = "over limit: not filtered"
+    elif bgp["pending"]:
+        derived += ", not filtered until zebra's table is whole"
     static = f"{_sources_text(d['sources'])} + " if d["sources"] else ""
     return f"{static}bgp via {','.join(bgp['next_hops'])}: {derived}"
 

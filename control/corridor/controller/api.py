@@ -379,10 +379,11 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
     def _member_pb(self, m: MemberRecord) -> controller_pb2.MemberIntent:
         pb = member_to_pb(m)
         if m.bgp_next_hops is not None:
-            prefixes, count, over = self.controller.filters.view(m.name)
+            prefixes, count, over, pending = self.controller.filters.view(m.name)
             pb.bgp_sources.extend(prefix_to_pb(p) for p in prefixes)
             pb.bgp_prefixes = count
             pb.bgp_over_limit = over
+            pb.bgp_pending = pending
         return pb
 
     @_store_errors

@@ -15,7 +15,10 @@ member's while the node has a BGP route for it, whatever its next hops become (a
 member's prefix that becomes best via another member is still its own). It leaves `hold`
 seconds after the node's last route for it went, and only once zebra has been connected for
 `hold` seconds: a flap, a reconnection (bgp.py keeps routes stale meanwhile) or a replay never
-takes a prefix away, and while zebra is away nothing is taken away at all.
+takes a prefix away, and while zebra is away nothing is taken away at all. A filter derived
+while zebra is away or replaying (or restored as over the limit) is not applied until zebra
+has been connected for `hold`: a filter from an incomplete table would drop the member's
+own traffic.
 
 Never a truncated filter: a member whose prefixes (with the static ones, aggregated) are more
 than the engine takes (MEMBER_SOURCES_MAX) is not filtered at all until it has fewer, said in
@@ -52,11 +55,12 @@ class Derived:
     static: tuple[str, ...]  # the operator's prefixes beside the derived ones
     prefixes: set[str] = field(default_factory=set)  # attributed now
     saved: tuple[str, ...] | None = ()  # as the store holds them (None: over BGP_SAVED_MAX)
-    # Restored from the store at start: checked against the node's routes once zebra has
-    # been connected for the hold time. `restored_open`: saved as over the limit, so not
-    # filtered until then.
+    # Restored from the store at start, or derived while zebra had not replayed: checked
+    # against the node's routes once zebra has been connected for the hold time. `pending`:
+    # not filtered until then (derived while zebra was away or replaying, or saved as over
+    # the limit): a filter from an incomplete table would drop the member's own traffic.
     unconfirmed: bool = False
-    restored_open: bool = False
+    pending: bool = False
     in_force: tuple[str, ...] | None = None  # what the agent gets (None: no filter)
     over_limit: bool = False
 
@@ -146,11 +150,19 @@ class BgpFilters:
         d.saved = member.bgp_sources
         if restore:
             d.unconfirmed = True
-            d.restored_open = member.bgp_sources is None
+            d.pending = member.bgp_sources is None
             self._attribute_all(member.node, member.name, member.bgp_sources or ())
         else:
             self._attribute_all(member.node, member.name, self._scan(member.node, keys))
+            if not self.replayed(member.node):
+                d.unconfirmed = d.pending = True
         self._compute(member.name, d)
+
+    def replayed(self, node: str, now: float | None = None) -> bool:
+        """Whether zebra has been connected for the hold time: its table is whole."""
+        up = self.up_since(node)
+        now = time.monotonic() if now is None else now
+        return up is not None and now - up >= self.hold(node)
 
     def preview(self, member: MemberRecord) -> tuple[str, ...] | None:
         """The derived prefixes `track(member)` would give, as the store holds them, without
@@ -209,16 +221,16 @@ class BgpFilters:
         d = self.members.get(member.name)
         return member.sources if d is None else d.in_force
 
-    def view(self, name: str) -> tuple[tuple[str, ...], int, bool]:
-        """(derived prefixes, how many, over the limit) of a member, for ListMembers: the
-        prefixes only while they are at most BGP_SAVED_MAX."""
+    def view(self, name: str) -> tuple[tuple[str, ...], int, bool, bool]:
+        """(derived prefixes, how many, over the limit, pending) of a member, for
+        ListMembers: the prefixes only while they are at most BGP_SAVED_MAX."""
         d = self.members.get(name)
         if d is None:
-            return (), 0, False
+            return (), 0, False, False
         shown = (
             tuple(sorted(d.prefixes, key=prefix_order)) if len(d.prefixes) <= BGP_SAVED_MAX else ()
         )
-        return shown, len(d.prefixes), d.over_limit
+        return shown, len(d.prefixes), d.over_limit, d.pending
 
     # -- the feed (called with every change of a node's BGP routes, see core.bgp_routes)
 
@@ -278,10 +290,8 @@ class BgpFilters:
         saved prefixes are out of date: the core pushes and saves them (`saved`)."""
         now = time.monotonic() if now is None else now
         for node in {d.node for d in self.members.values()} | set(self.leaving):
-            up = self.up_since(node)
-            if up is None or now - up < self.hold(node):
-                continue  # zebra away or replaying: nothing is taken away
-            self._expire(node, now)
+            if self.replayed(node, now):  # else zebra is away or replaying: nothing goes
+                self._expire(node, now)
         out = []
         for name in sorted(self.dirty):
             d = self.members.get(name)
@@ -311,7 +321,7 @@ class BgpFilters:
                 continue
             # Restored prefixes the node no longer routes: zebra has replayed without them.
             d.unconfirmed = False
-            d.restored_open = False
+            d.pending = False
             for prefix in [p for p in d.prefixes if p not in table and p not in leaving]:
                 d.prefixes.discard(prefix)
                 left = tuple(n for n in owners.get(prefix, ()) if n != name)
@@ -322,8 +332,8 @@ class BgpFilters:
             self.dirty.add(name)
 
     def _compute(self, name: str, d: Derived) -> None:
-        d.in_force = None if d.restored_open else in_force(d.static, d.prefixes)
-        over = d.in_force is None and not d.restored_open
+        d.in_force = None if d.pending else in_force(d.static, d.prefixes)
+        over = d.in_force is None and not d.pending
         if over and not d.over_limit:
             self.over_limit_total += 1
             log.warning(
