@@ -50,6 +50,7 @@ from corridor.common.config import HostPort, Table, host_port_from
 from corridor.common.errors import FieldError
 from corridor.common.fib import Adjacency, Members, Route, RouteKind
 from corridor.common.serving import StartError
+from corridor.controller.bgp_filters import DEFAULT_HOLD_SECONDS
 from corridor.controller.domain import (
     MAX_NEXT_HOPS,
     AdjacencyKey,
@@ -74,7 +75,6 @@ from corridor.fpm import start_listener as start_fpm_listener
 log = logging.getLogger("corridor.controller")
 
 DEFAULT_STALE_SECONDS = 120.0
-DEFAULT_FILTER_HOLD_SECONDS = 60.0
 RT_TABLE_MAIN = 254
 KERNEL_PROTOCOLS = frozenset(range(5))  # RTPROT_UNSPEC, REDIRECT, KERNEL, BOOT, STATIC
 
@@ -709,7 +709,7 @@ class FpmConfig:
     netns: str | None = None
     # A prefix leaves a member's filter derived from BGP this long after its last route went
     # (bgp_filters.py).
-    filter_hold_seconds: float = DEFAULT_FILTER_HOLD_SECONDS
+    filter_hold_seconds: float = DEFAULT_HOLD_SECONDS
 
 
 def fpm_from(top: Table) -> tuple[FpmConfig, ...]:
@@ -723,7 +723,7 @@ def fpm_from(top: Table) -> tuple[FpmConfig, ...]:
         listen = host_port_from(t, "listen") or HostPort("127.0.0.1", DEFAULT_PORT)
         peers = _peers(t)
         stale = t.integer("stale_seconds", 1, 86400, default=int(DEFAULT_STALE_SECONDS))
-        hold = t.integer("filter_hold_seconds", 1, 86400, default=int(DEFAULT_FILTER_HOLD_SECONDS))
+        hold = t.integer("filter_hold_seconds", 1, 86400, default=int(DEFAULT_HOLD_SECONDS))
         netns = t.string("netns")
         if netns is not None and (
             not netns or len(netns) > 255 or any(c in netns for c in "/\0 \t\n")

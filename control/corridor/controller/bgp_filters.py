@@ -42,6 +42,7 @@ from corridor.controller.members import BGP_SAVED_MAX, MemberRecord, link_local
 
 log = logging.getLogger("corridor.controller")
 
+DEFAULT_HOLD_SECONDS = 60.0  # [[fpm]] filter_hold_seconds
 FLUSH_SECONDS = 1.0  # at most one rewrite of a node's members per this, however busy the feed
 _CACHED_INTENTS = 65_536  # per node; a full table names a few thousand distinct next-hop sets
 

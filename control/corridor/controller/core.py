@@ -19,7 +19,12 @@ from corridor.common.edge import EdgePolicy
 from corridor.common.errors import InvalidBatch, Violation, echo
 from corridor.controller.bgp import BgpFeeds, BgpIntent, FpmConfig, found_routes, node_ids
 from corridor.controller.bgp import list_routes as list_bgp_routes
-from corridor.controller.bgp_filters import FLUSH_SECONDS, BgpFilters, member_keys
+from corridor.controller.bgp_filters import (
+    DEFAULT_HOLD_SECONDS,
+    FLUSH_SECONDS,
+    BgpFilters,
+    member_keys,
+)
 from corridor.controller.domain import (
     ALL_NODES,
     AdjacencyKey,
@@ -640,7 +645,8 @@ class Controller:
         return None if source is None else source.up_since
 
     def _filter_hold(self, node: str) -> float:
-        return next((c.filter_hold_seconds for c in self._fpm if c.node == node), 60.0)
+        hold = (c.filter_hold_seconds for c in self._fpm if c.node == node)
+        return next(hold, DEFAULT_HOLD_SECONDS)
 
     async def list_routes(self, query: RouteQuery) -> list[tuple[RouteKey, Intent, bytes]]:
         """Routes of intent in (node, prefix) order, from the store."""
