@@ -400,9 +400,10 @@ def test_fpm_config_defaults() -> None:
             "allowed_peers": ["::1"],
             "stale_seconds": 30,
             "netns": "router",
+            "filter_hold_seconds": 5,
         }
     )
-    assert config == FpmConfig("r1", HostPort("::1", 2700), ("::1",), 30.0, "router")
+    assert config == FpmConfig("r1", HostPort("::1", 2700), ("::1",), 30.0, "router", 5.0)
 
 
 def test_fpm_config_beyond_loopback_needs_allowed_peers() -> None:
@@ -418,7 +419,7 @@ def test_fpm_config_problems_name_their_fields() -> None:
     with pytest.raises(ConfigError) as caught:
         _fpm(
             {"node": "bad name", "listen": "nowhere", "allowed_peers": ["x"], "extra": 1},
-            {"node": "r1", "stale_seconds": 0},
+            {"node": "r1", "stale_seconds": 0, "filter_hold_seconds": 86401},
             {"node": "r1"},
         )
     fields = [p.split(":")[0] for p in caught.value.problems]
@@ -428,6 +429,7 @@ def test_fpm_config_problems_name_their_fields() -> None:
         "fpm[0].allowed_peers[0]",
         "fpm[0].extra",
         "fpm[1].stale_seconds",
+        "fpm[1].filter_hold_seconds",
         "fpm[2].listen",
         "fpm[2].node",
     ]

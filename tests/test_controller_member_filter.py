@@ -213,8 +213,8 @@ async def test_the_cli_sets_lists_and_removes_filters(node, tmp_path: Path) -> N
         (("--allow", "198.18.0.1/24"), "has host bits set"),
         (("--allow", "198.18.0.0/33"), "198.18.0.0/33"),
         (("--allow", "acme.example"), "'acme.example'"),
-        (("--allow", "198.18.0.0/24", "--off"), "not allowed with argument"),
-        ((), "one of the arguments --allow --off is required"),
+        (("--allow", "198.18.0.0/24", "--off"), "--off removes the filter: give it alone"),
+        ((), "give --allow PREFIX, --from-bgp --next-hop ADDRESS, or --off"),
     ):
         bad = await run("member", "filter", "acme", *args)
         assert bad.returncode == 2 and text in bad.stderr, (args, bad.stderr)

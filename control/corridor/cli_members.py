@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from ipaddress import ip_address
 from typing import Any
 
 from corridor.cli_controller import TIMEOUT, CliError, call, out, table
@@ -35,14 +36,26 @@ def add_parsers(sub: Any, client: argparse.ArgumentParser) -> None:
         help="a member's source filter (BCP 38): the only prefixes it may send from",
     )
     filt.add_argument("name")
-    how = filt.add_mutually_exclusive_group(required=True)
-    how.add_argument(
+    filt.add_argument(
         "--allow",
         action="append",
         metavar="PREFIX",
         help="an allowed source prefix (repeat; the list replaces the member's filter)",
     )
-    how.add_argument("--off", action="store_true", help="remove the filter: any source")
+    filt.add_argument(
+        "--from-bgp",
+        action="store_true",
+        help="also allow the prefixes of the node's BGP routes through the member's next hops "
+        "(--next-hop), as they are announced and withdrawn",
+    )
+    filt.add_argument(
+        "--next-hop",
+        action="append",
+        metavar="ADDRESS",
+        help="with --from-bgp: the member router's address on the peering LAN (repeat: IPv4 "
+        "and IPv6; its EUI-64 link-local address counts too)",
+    )
+    filt.add_argument("--off", action="store_true", help="remove the filter: any source")
     msub.add_parser("list", parents=[client], help="every member")
     counters = msub.add_parser(
         "counters", parents=[client], help="every member's traffic now, as its node counts it"
@@ -72,7 +85,30 @@ def _member_dict(m: Any) -> dict[str, Any]:
         "sources": [prefix_text(p.address, p.length) for p in m.allowed_sources]
         if m.filter_sources
         else None,
+        "bgp": {
+            "next_hops": [str(ip_address(a)) for a in m.bgp_next_hops],
+            "prefixes": [prefix_text(p.address, p.length) for p in m.bgp_sources],
+            "count": m.bgp_prefixes,
+            "over_limit": m.bgp_over_limit,
+            "pending": m.bgp_pending,
+        }
+        if m.from_bgp
+        else None,
     }
+
+
+def _filter_text(d: dict[str, Any]) -> str:
+    """The SOURCES column: the static prefixes, then what BGP adds."""
+    bgp = d["bgp"]
+    if bgp is None:
+        return _sources_text(d["sources"])
+    derived = f"{bgp['count']} prefixes"
+    if bgp["over_limit"]:
+        derived = "over limit: not filtered"
+    elif bgp["pending"]:
+        derived += ", not filtered until zebra's table is whole"
+    static = f"{_sources_text(d['sources'])} + " if d["sources"] else ""
+    return f"{static}bgp via {','.join(bgp['next_hops'])}: {derived}"
 
 
 def _sources_text(sources: list[str] | None) -> str:
@@ -83,9 +119,30 @@ def _sources_text(sources: list[str] | None) -> str:
     return ",".join(sources[:4]) + (f",+{len(sources) - 4}" if len(sources) > 4 else "")
 
 
+def _filter_args_problem(args: argparse.Namespace) -> str:
+    """What is wrong with `member filter`'s flags taken together ('' if nothing)."""
+    if args.off and (args.allow or args.from_bgp or args.next_hop):
+        return "--off removes the filter: give it alone"
+    if args.next_hop and not args.from_bgp:
+        return "--next-hop names the member's BGP next hops: give it with --from-bgp"
+    if not (args.off or args.allow or args.from_bgp):
+        return "give --allow PREFIX, --from-bgp --next-hop ADDRESS, or --off"
+    if args.from_bgp and not args.next_hop:
+        return (
+            "--from-bgp needs the member router's address(es) on the peering LAN: "
+            "--next-hop ADDRESS (repeat for IPv4 and IPv6)"
+        )
+    return ""
+
+
 def _run_member(args: argparse.Namespace) -> int:
     from corridor.common.addresses import checked_prefix_to_pb
-    from corridor.controller.members import MemberError, check_member, check_sources
+    from corridor.controller.members import (
+        MemberError,
+        check_member,
+        check_next_hops,
+        check_sources,
+    )
     from corridor.v1 import controller_pb2
 
     if args.action == "add":
@@ -95,9 +152,17 @@ def _run_member(args: argparse.Namespace) -> int:
             print(f"corridor member add: {e}", file=sys.stderr)
             return 2
     allowed = []
+    hops: list[bytes] = []
+    if args.action == "filter":
+        problem = _filter_args_problem(args)
+        if problem:
+            print(f"corridor member filter: {problem}", file=sys.stderr)
+            return 2
     if args.action == "filter" and not args.off:
         try:  # each prefix checked here: nothing is sent when one is wrong
-            allowed = [checked_prefix_to_pb(p) for p in check_sources(args.name, args.allow)]
+            allowed = [checked_prefix_to_pb(p) for p in check_sources(args.name, args.allow or ())]
+            if args.from_bgp:
+                hops = [ip_address(a).packed for a in check_next_hops(args.name, args.next_hop)]
         except MemberError as e:
             print(f"corridor member filter: {e}", file=sys.stderr)
             return 2
@@ -124,12 +189,16 @@ def _run_member(args: argparse.Namespace) -> int:
         elif args.action == "filter":
             m = await stub.SetMemberFilter(
                 controller_pb2.SetMemberFilterRequest(
-                    name=args.name, filter_sources=not args.off, allowed_sources=allowed
+                    name=args.name,
+                    filter_sources=not args.off,
+                    allowed_sources=allowed,
+                    from_bgp=args.from_bgp,
+                    bgp_next_hops=hops,
                 ),
                 timeout=TIMEOUT,
             )
             d = _member_dict(m)
-            out(args, d, f"member {m.name}: sources {_sources_text(d['sources'])}")
+            out(args, d, f"member {m.name}: sources {_filter_text(d)}")
         elif args.action == "list":
             reply = await stub.ListMembers(controller_pb2.ListMembersRequest(), timeout=TIMEOUT)
             rows = [_member_dict(m) for m in reply.members]
@@ -141,7 +210,7 @@ def _run_member(args: argparse.Namespace) -> int:
                     [
                         [
                             *(r[k] for k in ("name", "node", "port", "vlan", "mac", "id")),
-                            _sources_text(r["sources"]),
+                            _filter_text(r),
                         ]
                         for r in rows
                     ],

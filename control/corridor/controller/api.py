@@ -14,6 +14,7 @@ import itertools
 import os
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import grpc
@@ -49,7 +50,7 @@ from corridor.controller.domain import (
     check_node_name,
 )
 from corridor.controller.etcd_store import NotLeader
-from corridor.controller.members import MemberError, MemberRecord
+from corridor.controller.members import MemberError, MemberRecord, NoBgpFeed
 from corridor.controller.store import RouteQuery
 from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2, dataplane_pb2_grpc
 
@@ -307,7 +308,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             await status.abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except UnknownNode as e:
             await status.abort(context, grpc.StatusCode.NOT_FOUND, str(e))
-        return member_to_pb(added)
+        return self._member_pb(added)
 
     @_store_errors
     async def RemoveMember(
@@ -317,19 +318,25 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             removed = await self.controller.remove_member(request.name)
         except MemberError as e:
             await status.abort(context, grpc.StatusCode.NOT_FOUND, str(e))
-        return member_to_pb(removed)
+        return self._member_pb(removed)
 
     @_store_errors
     async def SetMemberFilter(
         self, request: controller_pb2.SetMemberFilterRequest, context: _Context
     ) -> controller_pb2.MemberIntent:
         sources = None
-        if request.filter_sources:
+        hops = None
+        if request.filter_sources or request.from_bgp:
             try:
                 sources = [
                     prefix_from_pb(p, f"allowed_sources[{i}]")
                     for i, p in enumerate(request.allowed_sources)
                 ]
+                if request.from_bgp:
+                    hops = [
+                        address_from_pb(a, f"bgp_next_hops[{i}]")
+                        for i, a in enumerate(request.bgp_next_hops)
+                    ]
             except FieldError as f:
                 await refuse(
                     context,
@@ -342,8 +349,16 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "allowed_sources: set without filter_sources; set both or neither",
             )
+        if request.bgp_next_hops and not request.from_bgp:
+            await status.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "bgp_next_hops: set without from_bgp; set both or neither",
+            )
         try:
-            updated = await self.controller.set_member_filter(request.name, sources)
+            updated = await self.controller.set_member_filter(request.name, sources, hops)
+        except NoBgpFeed as e:
+            await status.abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
         except MemberError as e:
             code = (
                 grpc.StatusCode.NOT_FOUND
@@ -351,15 +366,25 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                 else grpc.StatusCode.INVALID_ARGUMENT
             )
             await status.abort(context, code, str(e))
-        return member_to_pb(updated)
+        return self._member_pb(updated)
 
     async def ListMembers(
         self, request: controller_pb2.ListMembersRequest, context: _Context
     ) -> controller_pb2.ListMembersResponse:
         members = self.controller.members
         return controller_pb2.ListMembersResponse(
-            members=[member_to_pb(members[n]) for n in sorted(members)]
+            members=[self._member_pb(members[n]) for n in sorted(members)]
         )
+
+    def _member_pb(self, m: MemberRecord) -> controller_pb2.MemberIntent:
+        pb = member_to_pb(m)
+        if m.bgp_next_hops is not None:
+            prefixes, count, over, pending = self.controller.filters.view(m.name)
+            pb.bgp_sources.extend(prefix_to_pb(p) for p in prefixes)
+            pb.bgp_prefixes = count
+            pb.bgp_over_limit = over
+            pb.bgp_pending = pending
+        return pb
 
     @_store_errors
     async def ListMemberSamples(
@@ -527,6 +552,8 @@ def member_to_pb(m: MemberRecord) -> controller_pb2.MemberIntent:
         id=m.id,
         filter_sources=m.sources is not None,
         allowed_sources=[prefix_to_pb(p) for p in m.sources or ()],
+        from_bgp=m.bgp_next_hops is not None,
+        bgp_next_hops=[ip_address(a).packed for a in m.bgp_next_hops or ()],
     )
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from corridor.common.config import HostPort, Table, host_port_from
 from corridor.common.errors import FieldError
 from corridor.common.fib import Adjacency, Members, Route, RouteKind
 from corridor.common.serving import StartError
+from corridor.controller.bgp_filters import DEFAULT_HOLD_SECONDS
 from corridor.controller.domain import (
     MAX_NEXT_HOPS,
     AdjacencyKey,
@@ -142,6 +144,7 @@ class BgpSource:
         self.reasons: dict[str, str] = {}  # prefix -> why it is not installed now
         self.session = 0  # counts connections; 0 is "before this controller"
         self.peers: dict[Peer, int] = {}  # live connections and their session
+        self.up_since: float | None = None  # time.monotonic() since zebra is connected
         self.seen: dict[str, int] = {}  # prefix -> the session that last sent it
         self._per_session: Counter[int] = Counter()  # prefixes by the session that sent them
         self._stale_below = 0  # prefixes of sessions below this are stale
@@ -169,6 +172,8 @@ class BgpSource:
 
     async def connection_up(self, peer: Peer) -> None:
         self.session += 1
+        if not self.peers:
+            self.up_since = time.monotonic()
         self.peers[peer] = self.session
         log.info("bgp %s: zebra connected from %s (session %d)", self.node, peer, self.session)
 
@@ -176,6 +181,8 @@ class BgpSource:
         session = self.peers.pop(peer, None)
         if session is None:
             return
+        if not self.peers:
+            self.up_since = None
         # Every route sent so far is stale; the replay of the next session refreshes it.
         self._stale_below = max(self._stale_below, session + 1)
         log.warning(
@@ -687,6 +694,7 @@ listen = "127.0.0.1:2620"                 # zebra's `fpm address 127.0.0.1 port 
 # allowed_peers = ["192.0.2.10"]          # required when listen is beyond loopback
 # netns = "router"                        # listen inside this `ip netns`, where zebra runs
 # stale_seconds = 120                     # hold time of routes after zebra's connection drops
+# filter_hold_seconds = 60                # members' filters from BGP keep a withdrawn prefix
 """
 
 
@@ -699,6 +707,9 @@ class FpmConfig:
     allowed_peers: tuple[str, ...] | None = None
     stale_seconds: float = DEFAULT_STALE_SECONDS
     netns: str | None = None
+    # A prefix leaves a member's filter derived from BGP this long after its last route went
+    # (bgp_filters.py).
+    filter_hold_seconds: float = DEFAULT_HOLD_SECONDS
 
 
 def fpm_from(top: Table) -> tuple[FpmConfig, ...]:
@@ -712,6 +723,7 @@ def fpm_from(top: Table) -> tuple[FpmConfig, ...]:
         listen = host_port_from(t, "listen") or HostPort("127.0.0.1", DEFAULT_PORT)
         peers = _peers(t)
         stale = t.integer("stale_seconds", 1, 86400, default=int(DEFAULT_STALE_SECONDS))
+        hold = t.integer("filter_hold_seconds", 1, 86400, default=int(DEFAULT_HOLD_SECONDS))
         netns = t.string("netns")
         if netns is not None and (
             not netns or len(netns) > 255 or any(c in netns for c in "/\0 \t\n")
@@ -733,7 +745,7 @@ def fpm_from(top: Table) -> tuple[FpmConfig, ...]:
                 t.fail("node", f"{node!r} is already fed by fpm[{j}]; one zebra per node")
         if t.failed("listen"):
             bad_listen.add(i)
-        out.append(FpmConfig(node, listen, peers, float(stale), netns))
+        out.append(FpmConfig(node, listen, peers, float(stale), netns, float(hold)))
     return tuple(out)
 
 

@@ -75,6 +75,7 @@ address = "unix:/run/corridor/agent.sock"
 # node = "ix1"
 # listen = "127.0.0.1:2620"               # zebra's `fpm address 127.0.0.1 port 2620`
 # stale_seconds = 120                     # hold time after zebra's connection drops
+# filter_hold_seconds = 60                # members' filters from BGP keep a withdrawn prefix
 
 # corridor up --config FILE: the same, plus a local agent registered as node `up.node`
 # [up]

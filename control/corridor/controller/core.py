@@ -19,6 +19,12 @@ from corridor.common.edge import EdgePolicy
 from corridor.common.errors import InvalidBatch, Violation, echo
 from corridor.controller.bgp import BgpFeeds, BgpIntent, FpmConfig, found_routes, node_ids
 from corridor.controller.bgp import list_routes as list_bgp_routes
+from corridor.controller.bgp_filters import (
+    DEFAULT_HOLD_SECONDS,
+    FLUSH_SECONDS,
+    BgpFilters,
+    member_keys,
+)
 from corridor.controller.domain import (
     ALL_NODES,
     AdjacencyKey,
@@ -39,8 +45,10 @@ from corridor.controller.members import (
     SAMPLE_SECONDS,
     MemberError,
     MemberRecord,
+    NoBgpFeed,
     Sample,
     check_member,
+    check_next_hops,
     check_sources,
     next_id,
 )
@@ -212,6 +220,10 @@ class Controller:
         self.sample_seconds = SAMPLE_SECONDS
         self._sampler: asyncio.Task[None] | None = None
         self.samples_taken = 0
+        # Members' source filters derived from their nodes' BGP routes (bgp_filters.py).
+        self.filters = BgpFilters(self.bgp_table, self._feed_up_since, self._filter_hold)
+        self.filter_flush_seconds = FLUSH_SECONDS
+        self._filter_flusher: asyncio.Task[None] | None = None
 
     async def start(self, nodes: tuple[Node, ...] = ()) -> None:
         """Loads intent, takes a new election id (above any earlier run's, so a restarted
@@ -259,6 +271,7 @@ class Controller:
             for task in self._tasks:
                 task.add_done_callback(_ended)
             self._sampler = asyncio.create_task(self._sample_members())
+            self._filter_flusher = asyncio.create_task(self._flush_filters())
             return
         self.leading = True
         self.leader = self.advertise
@@ -275,9 +288,11 @@ class Controller:
         if changed:
             await self._commit(Change(revision=s.revision + 1, nodes=changed))
         await self._load_port_policies()
+        self._track_filters()
         for registered in s.nodes.values():
             self._start_session(registered)
         self._sampler = asyncio.create_task(self._sample_members())
+        self._filter_flusher = asyncio.create_task(self._flush_filters())
         if self.feeds is not None:
             await self.feeds.start()
 
@@ -287,10 +302,11 @@ class Controller:
             self.port_policies.setdefault(r.node, {})[(r.port, r.vlan)] = r.policy
 
     async def stop(self) -> None:
-        if self._sampler is not None:
-            self._sampler.cancel()
-            await asyncio.gather(self._sampler, return_exceptions=True)
-            self._sampler = None
+        for task in (self._sampler, self._filter_flusher):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._sampler = self._filter_flusher = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -323,7 +339,7 @@ class Controller:
     def _start_session(self, node: Node) -> None:
         session = self._session_factory(node, self.state, self.election)
         session.set_policies(dict(self.port_policies.get(node.name, {})))
-        session.members_for = partial(self.members_of, node.name)
+        session.members_for = partial(self.members_in_force, node.name)
         self.sessions[node.name] = session
         if self.feeds is not None and node.name in self.feeds.sources:
             session.on_read = self._node_read
@@ -451,6 +467,15 @@ class Controller:
     def members_of(self, node: str) -> list[MemberRecord]:
         return [m for m in self.members.values() if m.node == node]
 
+    def members_in_force(self, node: str) -> list[MemberRecord]:
+        """The node's members as its agent gets them: filters from BGP filled in."""
+        out = []
+        for m in self.members_of(node):
+            if m.bgp_next_hops is not None:
+                m = replace(m, sources=self.filters.filter_of(m))
+            out.append(m)
+        return out
+
     async def add_member(
         self, name: str, node: str, port: str, vlan: int, mac: str
     ) -> MemberRecord:
@@ -498,10 +523,14 @@ class Controller:
                 session.members_changed()
             return member
 
-    async def set_member_filter(self, name: str, sources: list[str] | None) -> MemberRecord:
+    async def set_member_filter(
+        self, name: str, sources: list[str] | None, bgp_next_hops: list[str] | None = None
+    ) -> MemberRecord:
         """Sets (None: removes) a member's source filter (BCP 38), durably, then has its
-        node's agent apply it with the member: whole, from one frame to the next. Raises
-        MemberError for an unknown member or a bad prefix (nothing stored then)."""
+        node's agent apply it with the member: whole, from one frame to the next. With
+        `bgp_next_hops` the filter is derived from the node's BGP routes through them
+        (bgp_filters.py), `sources` beside. Raises MemberError for an unknown member, a bad
+        prefix or next hop, NoBgpFeed for a node without a feed (nothing stored then)."""
         self._check_leading()
         async with self._member_lock:
             member = self.members.get(name)
@@ -509,8 +538,16 @@ class Controller:
                 known = ", ".join(sorted(self.members)[:KNOWN_NODES_LISTED]) or "none"
                 raise MemberError(f"member {echo(name)} does not exist; members: {known}")
             checked = None if sources is None else check_sources(name, sources)
-            updated = replace(member, sources=checked)
+            hops = None
+            if bgp_next_hops is not None:
+                hops = check_next_hops(name, bgp_next_hops)
+                self._check_bgp_filter(member, hops)
+                checked = checked or ()
+            updated = replace(member, sources=checked, bgp_next_hops=hops, bgp_sources=())
+            if hops is not None:
+                updated = replace(updated, bgp_sources=self.filters.preview(updated))
             await self.store.put_member(updated)
+            self._track_filter(updated)
             self.members[name] = updated
             session = self.sessions.get(member.node)
             if session is not None:
@@ -526,10 +563,90 @@ class Controller:
                 raise MemberError(f"member {echo(name)} does not exist; members: {known}")
             await self.store.delete_member(name)
             del self.members[name]
+            self.filters.untrack(name)
             session = self.sessions.get(member.node)
             if session is not None:
                 session.members_changed()
             return member
+
+    def _check_bgp_filter(self, member: MemberRecord, hops: tuple[str, ...]) -> None:
+        fed = {c.node for c in self._fpm}
+        if member.node not in fed:
+            raise NoBgpFeed(
+                f"member {member.name}: node {member.node} has no BGP feed (no [[fpm]] with "
+                f"node = {member.node!r} in the controller's configuration; fed: "
+                f"{', '.join(sorted(fed)) or 'none'}); give its prefixes with --allow instead"
+            )
+        keys = member_keys(replace(member, bgp_next_hops=hops))  # its link-local one too
+        other, gateway = self.filters.owner_of(member.node, keys, member.name)
+        if other:
+            raise MemberError(
+                f"member {member.name}: next hop {gateway} on {member.port} VLAN "
+                f"{member.vlan} is member {other}'s"
+            )
+
+    def _track_filter(self, member: MemberRecord, restore: bool = False) -> None:
+        if member.bgp_next_hops is None:
+            self.filters.untrack(member.name)
+        else:
+            self.filters.track(member, restore)
+
+    def _track_filters(self) -> None:
+        """Every member whose filter comes from BGP, from the prefixes the store saved."""
+        self.filters.clear()
+        for m in self.members.values():
+            if m.bgp_next_hops is not None:
+                self.filters.track(m, restore=True)
+
+    async def _flush_filters(self) -> None:
+        """Every `filter_flush_seconds`: the filters from BGP that changed go to their
+        agents (one members write per node) and to the store."""
+        while True:
+            await asyncio.sleep(self.filter_flush_seconds)
+            if not self.leading:
+                continue
+            try:
+                await self.flush_filters_now()
+            except Exception:
+                log.exception("member filters from BGP not saved; the next pass tries again")
+
+    async def flush_filters_now(self) -> None:
+        """Pushes the filters from BGP that changed, and saves their prefixes (a failed
+        save is tried again at the next pass; the agents have the filter meanwhile)."""
+        changed = self.filters.flush()
+        nodes = set()
+        async with self._member_lock:
+            for name in changed:
+                member = self.members.get(name)
+                if member is None:
+                    continue
+                nodes.add(member.node)
+                value = self.filters.to_save(name)
+                if value != member.bgp_sources:
+                    member = replace(member, bgp_sources=value)
+                    try:
+                        await self.store.put_member(member)
+                    except Exception as e:
+                        log.warning("member %s: filter from BGP not saved: %s", name, e)
+                        self.filters.dirty.add(name)
+                        continue
+                    self.members[name] = member
+                self.filters.saved(name, value)
+        for node in nodes:
+            session = self.sessions.get(node)
+            if session is not None:
+                session.members_changed()
+
+    def bgp_table(self, node: str) -> Mapping[str, Intent]:
+        return self.bgp.table(node)
+
+    def _feed_up_since(self, node: str) -> float | None:
+        source = None if self.feeds is None else self.feeds.sources.get(node)
+        return None if source is None else source.up_since
+
+    def _filter_hold(self, node: str) -> float:
+        hold = (c.filter_hold_seconds for c in self._fpm if c.node == node)
+        return next(hold, DEFAULT_HOLD_SECONDS)
 
     async def list_routes(self, query: RouteQuery) -> list[tuple[RouteKey, Intent, bytes]]:
         """Routes of intent in (node, prefix) order, from the store."""
@@ -782,6 +899,7 @@ class Controller:
                     self._commit_whole(Change(revision=s.revision + 1, nodes=changed))
                 )
             await self._load_port_policies()
+            self._track_filters()
             if self._fpm:
                 # BGP routes are this leader's soft state: zebra connects to the leader's
                 # listener and replays; what nodes hold meanwhile is adopted on first read.
@@ -805,6 +923,7 @@ class Controller:
             await self.feeds.stop()
             self.feeds = None
         self._forget_bgp()
+        self.filters.clear()
 
     def _forget_bgp(self) -> None:
         """Drops the BGP routes this leader held: zebra's soft state, which the next leader
@@ -850,6 +969,7 @@ class Controller:
         async with self._commit_lock:
             self._forget_bgp_groups()
             changed, refused, unused = self.bgp.apply(node, routes, deleted)
+            self.filters.observe(node, routes, deleted)
             if refused:
                 log.warning(
                     "bgp %s: %d routes not installed: every next-hop group or adjacency id is "

@@ -60,7 +60,7 @@ from corridor.controller.domain import (
     prefix_of_sort_key,
     prefix_sort_key,
 )
-from corridor.controller.members import MemberRecord, Sample, check_sources
+from corridor.controller.members import MemberRecord, Sample, bgp_from_fields, check_sources
 from corridor.controller.store import Loaded, PortPolicyRecord, RouteQuery, StoreError
 
 log = logging.getLogger("corridor.controller.etcd")
@@ -891,6 +891,10 @@ class EtcdStore:
                 d = json.loads(kv.value)
                 sources = d.pop("sources", None)
                 d["sources"] = None if sources is None else check_sources(d["name"], sources)
+                # Records from before filters derived from BGP have neither field.
+                d["bgp_next_hops"], d["bgp_sources"] = bgp_from_fields(
+                    d["name"], d.pop("bgp_next_hops", None), d.pop("bgp_sources", ())
+                )
                 members.append(MemberRecord(**d))
             except (ValueError, KeyError, TypeError) as e:
                 raise StoreError(f"{kv.key!r}: not a member ({e})") from None

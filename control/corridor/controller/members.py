@@ -32,6 +32,10 @@ class MemberError(ValueError):
     """A member definition or request that cannot be taken; the message says why."""
 
 
+class NoBgpFeed(MemberError):
+    """A filter from BGP asked for a member whose node no zebra feeds."""
+
+
 @dataclass(frozen=True, slots=True)
 class MemberRecord:
     name: str
@@ -41,8 +45,15 @@ class MemberRecord:
     mac: str  # "aa:bb:cc:dd:ee:ff", lower case
     id: int  # the engine's counter row, 0 to MEMBERS_MAX - 1
     # Source filter (BCP 38): the prefixes its frames may come from (canonical text,
-    # IPv4 first, sorted); None for no filter.
+    # IPv4 first, sorted); None for no filter. With bgp_next_hops, the static part: the
+    # filter in force is these and the prefixes derived from BGP (controller/bgp_filters.py).
     sources: tuple[str, ...] | None = None
+    # Derive the filter from BGP: the member router's next-hop addresses (canonical text);
+    # None when the filter is not derived.
+    bgp_next_hops: tuple[str, ...] | None = None
+    # The derived prefixes as last saved, so that a restarted controller starts from them;
+    # None: more than BGP_SAVED_MAX were attributed (the member was over the limit).
+    bgp_sources: tuple[str, ...] | None = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +111,57 @@ def check_sources(name: str, prefixes: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(out, key=prefix_order))
 
 
+# At most this many next hops per member, and derived prefixes saved with a member: above
+# twice the engine's limit, aggregation cannot bring a set under it often enough to try.
+BGP_NEXT_HOPS_MAX = 16
+BGP_SAVED_MAX = 2 * MEMBER_SOURCES_MAX
+
+
+def check_next_hops(name: str, addresses: Iterable[str]) -> tuple[str, ...]:
+    """The member router's next-hop addresses, canonical, sorted, each once; MemberError
+    naming the first that cannot be a neighbour's unicast address, none, or too many."""
+    out = set()
+    for text in addresses:
+        try:
+            address = ipaddress.ip_address(text)
+        except (ValueError, TypeError):
+            raise MemberError(
+                f"member {name}: next hop {text!r} is not an IPv4 or IPv6 address; give the "
+                "member router's address on the peering LAN"
+            ) from None
+        if (
+            address.is_unspecified
+            or address.is_loopback
+            or address.is_multicast
+            or (address.version == 4 and (address.packed[0] == 0 or address.packed[0] >= 240))
+            or (address.version == 6 and address.ipv4_mapped is not None)
+        ):
+            raise MemberError(
+                f"member {name}: next hop {address} is not a unicast address a router can have"
+            )
+        out.add(str(address))
+    if not out:
+        raise MemberError(
+            f"member {name}: a filter from BGP needs the member router's next-hop addresses "
+            "(its addresses on the peering LAN)"
+        )
+    if len(out) > BGP_NEXT_HOPS_MAX:
+        raise MemberError(
+            f"member {name}: {len(out)} next hops exceed the limit of {BGP_NEXT_HOPS_MAX}"
+        )
+    return tuple(sorted(out, key=lambda a: (":" in a, ipaddress.ip_address(a).packed)))
+
+
+def link_local(mac: str) -> str:
+    """The EUI-64 link-local IPv6 address of a MAC (RFC 4291 appendix A): the address a
+    router's kernel gives its interface by default, and the next hop of the IPv6 routes
+    learnt from it on a shared LAN."""
+    octets = bytearray.fromhex(mac.replace(":", ""))
+    octets[0] ^= 0x02
+    interface_id = bytes(octets[:3]) + b"\xff\xfe" + bytes(octets[3:])
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + interface_id))
+
+
 def sources_to_json(sources: tuple[str, ...] | None) -> str | None:
     return None if sources is None else json.dumps(list(sources))
 
@@ -112,6 +174,49 @@ def sources_from_json(name: str, text: str | None) -> tuple[str, ...] | None:
     if not isinstance(value, list):
         raise MemberError(f"member {name}: stored sources {text!r} are not a list")
     return check_sources(name, value)
+
+
+def bgp_to_json(member: MemberRecord) -> str | None:
+    """A member's filter from BGP as stored (NULL when its filter is not derived)."""
+    if member.bgp_next_hops is None:
+        return None
+    saved = None if member.bgp_sources is None else list(member.bgp_sources)
+    return json.dumps({"next_hops": list(member.bgp_next_hops), "sources": saved})
+
+
+def bgp_from_json(
+    name: str, text: str | None
+) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+    """(next hops, saved prefixes) from what `bgp_to_json` stored; MemberError if it is not
+    that."""
+    if text is None:
+        return None, ()
+    value = json.loads(text)
+    if not isinstance(value, dict) or "next_hops" not in value:
+        raise MemberError(f"member {name}: stored filter from BGP {text!r} is not one")
+    return bgp_from_fields(name, value["next_hops"], value.get("sources"))
+
+
+def bgp_from_fields(
+    name: str, next_hops: object, sources: object
+) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+    """Stored next hops and saved prefixes, checked; MemberError naming what is wrong."""
+    if next_hops is None:
+        return None, ()
+    if not isinstance(next_hops, list) or not isinstance(sources, list | tuple | None):
+        raise MemberError(
+            f"member {name}: stored filter from BGP {next_hops!r}, {sources!r} is not lists"
+        )
+    hops = check_next_hops(name, next_hops)
+    if sources is None:
+        return hops, None
+    saved = set()
+    for text in sources:
+        try:
+            saved.add(str(ipaddress.ip_network(text)))
+        except (ValueError, TypeError) as e:
+            raise MemberError(f"member {name}: stored BGP prefix {text!r}: {e}") from None
+    return hops, tuple(sorted(saved, key=prefix_order))
 
 
 def next_id(taken: Iterable[int], last: int) -> int:

@@ -140,6 +140,7 @@ def _bgp(c: Controller) -> Iterator[Metric]:
     ):  # fmt: skip
         entries.add_metric([table], value)
     yield entries
+    yield from _member_filters(c)
     if c.feeds is None:
         return
     connected = GaugeMetricFamily(
@@ -176,3 +177,25 @@ def _bgp(c: Controller) -> Iterator[Metric]:
         for reason, n in sorted(listener.counters.errors.items()):
             errors.add_metric([config.node, reason], n)
     yield from (connected, routes, stale, waiting, received, errors)
+
+
+def _member_filters(c: Controller) -> Iterator[Metric]:
+    """Members' source filters derived from BGP (bgp_filters.py): how many, and those over
+    the limit (not filtered). No member label: the counts say what to look at, and
+    `corridor member list` says which."""
+    f = c.filters
+    yield GaugeMetricFamily(
+        "corridor_controller_member_bgp_filters",
+        "Members whose source filter is derived from BGP",
+        value=len(f.members),
+    )
+    yield GaugeMetricFamily(
+        "corridor_controller_member_bgp_filters_over_limit",
+        "Members not filtered now: more prefixes from BGP than a member's filter takes",
+        value=sum(1 for d in f.members.values() if d.over_limit),
+    )
+    yield CounterMetricFamily(
+        "corridor_controller_member_bgp_filter_over_limit",
+        "Times a member's filter from BGP went over the limit (and was lifted)",
+        value=f.over_limit_total,
+    )

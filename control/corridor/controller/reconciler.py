@@ -136,6 +136,10 @@ class NodeSession:
         # `_sync_members` after every full sync and whenever `members_changed` is called.
         self.members_for: Callable[[], list[MemberRecord]] = list
         self._members_dirty = False
+        # The agent's members as last read or written (None: read them first). Read streams
+        # the whole FIB: members that change often (filters from BGP) are diffed against this
+        # between full syncs instead.
+        self._agent_members: dict[int, dataplane_pb2.Member] | None = None
 
     def set_policies(self, policies: dict[tuple[str, int], EdgePolicy]) -> None:
         """The node's edge policies from now on: pushed to its agent at once if connected,
@@ -222,10 +226,13 @@ class NodeSession:
         """Reads the agent's members (in Read's first message) and writes the difference
         to the controller's; returns the operations written. Members are few: one Write."""
         self._members_dirty = False
-        call = stub.Read(dataplane_pb2.ReadRequest(), timeout=READ_TIMEOUT)
-        first = await call.read()
-        call.cancel()
-        installed = {} if first is grpc.aio.EOF else {m.id: m for m in first.members}
+        installed = self._agent_members
+        if installed is None:
+            call = stub.Read(dataplane_pb2.ReadRequest(), timeout=READ_TIMEOUT)
+            first = await call.read()
+            call.cancel()
+            installed = {} if first is grpc.aio.EOF else {m.id: m for m in first.members}
+            self._agent_members = installed
         want = {}
         for m in self.members_for():
             mac = bytes.fromhex(m.mac.replace(":", ""))
@@ -254,6 +261,7 @@ class NodeSession:
         request = dataplane_pb2.WriteRequest(
             election_id=election_id_to_pb(self._election), operations=ops
         )
+        self._agent_members = None  # unknown until the write is acknowledged
         try:
             response = await stub.Write(request, timeout=WRITE_TIMEOUT)
         except grpc.RpcError as e:
@@ -263,6 +271,7 @@ class NodeSession:
                 raise AgentRefused(f"members refused by the agent: {why}") from None
             raise
         self.generation = response.generation
+        self._agent_members = want
         if self._metrics is not None:
             self._metrics.node_writes.labels(self.name, "members").inc(len(ops))
         return len(ops)
@@ -446,6 +455,7 @@ class NodeSession:
                         await self._check_drift(stub)
                     next_drift_check = time.monotonic() + self.drift_check
         finally:
+            self._agent_members = None
             if self.group is not None:
                 self._leave_group()
             self._stub = None
@@ -474,6 +484,7 @@ class NodeSession:
         self.generation = generation
         if ops:
             await self._write(stub, ops, reason)
+        self._agent_members = None  # read again: the agent may have restarted
         await self._sync_members(stub)
         self.synced_revision = max(self.synced_revision, revision)
         if not desired.dirty_routes and not desired.dirty_groups:

@@ -57,6 +57,8 @@ from corridor.controller.domain import (
 from corridor.controller.members import (
     MemberRecord,
     Sample,
+    bgp_from_json,
+    bgp_to_json,
     sources_from_json,
     sources_to_json,
 )
@@ -79,7 +81,7 @@ CREATE TABLE IF NOT EXISTS port_policies (node TEXT NOT NULL, port TEXT NOT NULL
     vlan INTEGER NOT NULL, policy TEXT NOT NULL, PRIMARY KEY (node, port, vlan));
 CREATE TABLE IF NOT EXISTS members (name TEXT PRIMARY KEY, node TEXT NOT NULL,
     port TEXT NOT NULL, vlan INTEGER NOT NULL, mac TEXT NOT NULL, id INTEGER NOT NULL,
-    sources TEXT);
+    sources TEXT, bgp TEXT);
 CREATE TABLE IF NOT EXISTS samples (member TEXT NOT NULL, time REAL NOT NULL,
     rx_bytes INTEGER NOT NULL, tx_bytes INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
     tx_packets INTEGER NOT NULL, PRIMARY KEY (member, time)) WITHOUT ROWID;
@@ -248,6 +250,8 @@ class SqliteStore:
             db.executescript(SCHEMA)
             if "sources" not in _columns(db, "members"):  # a store from before source filters
                 db.execute("ALTER TABLE members ADD COLUMN sources TEXT")
+            if "bgp" not in _columns(db, "members"):  # from before filters derived from BGP
+                db.execute("ALTER TABLE members ADD COLUMN bgp TEXT")
         except sqlite3.Error as e:
             raise StoreError(f"cannot be opened for writing: {e}") from None
         self._db = db
@@ -442,13 +446,14 @@ class SqliteStore:
 
     def _list_members(self) -> list[MemberRecord]:
         rows = self._connection().execute(
-            "SELECT name, node, port, vlan, mac, id, sources FROM members ORDER BY name"
+            "SELECT name, node, port, vlan, mac, id, sources, bgp FROM members ORDER BY name"
         )
         out = []
-        for name, node, port, vlan, mac, member_id, sources in rows:
+        for name, node, port, vlan, mac, member_id, sources, bgp in rows:
             try:
                 filt = sources_from_json(name, sources)
-                out.append(MemberRecord(name, node, port, vlan, mac, member_id, filt))
+                hops, saved = bgp_from_json(name, bgp)
+                out.append(MemberRecord(name, node, port, vlan, mac, member_id, filt, hops, saved))
             except (ValueError, TypeError) as e:
                 raise StoreError(f"members: {e}; {RESTORE}") from None
         return out
@@ -456,11 +461,14 @@ class SqliteStore:
     async def put_member(self, member: MemberRecord) -> None:
         """Adds or replaces (by name) a member, durably."""
         m = member
-        row = (m.name, m.node, m.port, m.vlan, m.mac, m.id, sources_to_json(m.sources))
+        row = (
+            m.name, m.node, m.port, m.vlan, m.mac, m.id, sources_to_json(m.sources),
+            bgp_to_json(m),
+        )  # fmt: skip
         await self._run(
             self._write,
-            "INSERT OR REPLACE INTO members (name, node, port, vlan, mac, id, sources) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO members (name, node, port, vlan, mac, id, sources, bgp) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [row],
         )
 

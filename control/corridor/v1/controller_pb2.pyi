@@ -67,7 +67,7 @@ class NodePortPolicies(_message.Message):
     def __init__(self, stored: _Optional[_Iterable[_Union[_common_pb2.PortPolicy, _Mapping]]] = ..., in_force: _Optional[_Iterable[_Union[_common_pb2.PortPolicy, _Mapping]]] = ..., refused_macs: _Optional[_Iterable[_Union[_dataplane_pb2.RefusedSourceMac, _Mapping]]] = ..., agent_error: _Optional[str] = ..., push_error: _Optional[str] = ...) -> None: ...
 
 class MemberIntent(_message.Message):
-    __slots__ = ("name", "node", "port", "vlan", "mac", "id", "filter_sources", "allowed_sources")
+    __slots__ = ("name", "node", "port", "vlan", "mac", "id", "filter_sources", "allowed_sources", "from_bgp", "bgp_next_hops", "bgp_sources", "bgp_prefixes", "bgp_over_limit", "bgp_pending")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,12 @@ class MemberIntent(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     FILTER_SOURCES_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    FROM_BGP_FIELD_NUMBER: _ClassVar[int]
+    BGP_NEXT_HOPS_FIELD_NUMBER: _ClassVar[int]
+    BGP_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    BGP_PREFIXES_FIELD_NUMBER: _ClassVar[int]
+    BGP_OVER_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    BGP_PENDING_FIELD_NUMBER: _ClassVar[int]
     name: str
     node: str
     port: str
@@ -84,17 +90,27 @@ class MemberIntent(_message.Message):
     id: int
     filter_sources: bool
     allowed_sources: _containers.RepeatedCompositeFieldContainer[_common_pb2.IpPrefix]
-    def __init__(self, name: _Optional[str] = ..., node: _Optional[str] = ..., port: _Optional[str] = ..., vlan: _Optional[int] = ..., mac: _Optional[bytes] = ..., id: _Optional[int] = ..., filter_sources: _Optional[bool] = ..., allowed_sources: _Optional[_Iterable[_Union[_common_pb2.IpPrefix, _Mapping]]] = ...) -> None: ...
+    from_bgp: bool
+    bgp_next_hops: _containers.RepeatedScalarFieldContainer[bytes]
+    bgp_sources: _containers.RepeatedCompositeFieldContainer[_common_pb2.IpPrefix]
+    bgp_prefixes: int
+    bgp_over_limit: bool
+    bgp_pending: bool
+    def __init__(self, name: _Optional[str] = ..., node: _Optional[str] = ..., port: _Optional[str] = ..., vlan: _Optional[int] = ..., mac: _Optional[bytes] = ..., id: _Optional[int] = ..., filter_sources: _Optional[bool] = ..., allowed_sources: _Optional[_Iterable[_Union[_common_pb2.IpPrefix, _Mapping]]] = ..., from_bgp: _Optional[bool] = ..., bgp_next_hops: _Optional[_Iterable[bytes]] = ..., bgp_sources: _Optional[_Iterable[_Union[_common_pb2.IpPrefix, _Mapping]]] = ..., bgp_prefixes: _Optional[int] = ..., bgp_over_limit: _Optional[bool] = ..., bgp_pending: _Optional[bool] = ...) -> None: ...
 
 class SetMemberFilterRequest(_message.Message):
-    __slots__ = ("name", "filter_sources", "allowed_sources")
+    __slots__ = ("name", "filter_sources", "allowed_sources", "from_bgp", "bgp_next_hops")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FILTER_SOURCES_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    FROM_BGP_FIELD_NUMBER: _ClassVar[int]
+    BGP_NEXT_HOPS_FIELD_NUMBER: _ClassVar[int]
     name: str
     filter_sources: bool
     allowed_sources: _containers.RepeatedCompositeFieldContainer[_common_pb2.IpPrefix]
-    def __init__(self, name: _Optional[str] = ..., filter_sources: _Optional[bool] = ..., allowed_sources: _Optional[_Iterable[_Union[_common_pb2.IpPrefix, _Mapping]]] = ...) -> None: ...
+    from_bgp: bool
+    bgp_next_hops: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, name: _Optional[str] = ..., filter_sources: _Optional[bool] = ..., allowed_sources: _Optional[_Iterable[_Union[_common_pb2.IpPrefix, _Mapping]]] = ..., from_bgp: _Optional[bool] = ..., bgp_next_hops: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class AddMemberRequest(_message.Message):
     __slots__ = ("member",)
