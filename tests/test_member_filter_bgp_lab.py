@@ -22,16 +22,16 @@ import grpc
 import pytest
 from benches.harness.frr import ECMP4, PEER_AS, ROUTER_AS, LabFrr
 
+import process_support as P
 from controller_support import toml
 from corridor import lab as L
 from corridor import traffic
 from corridor.agent import client as c
 from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2, dataplane_pb2_grpc
-from test_bgp_lab import _agent_config, _requirements, _spawn, _stop, _until
+from test_bgp_lab import _agent_config, _requirements
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(600)]
 
-REPO = Path(__file__).resolve().parent.parent
 NODE = "r1"
 HOLD = 2  # [[fpm]] filter_hold_seconds
 OWN_A, OWN_B, OWN_C = "198.19.80.0/24", "198.19.81.0/24", "198.19.82.0/24"
@@ -133,7 +133,7 @@ def member_source_drops(stub: dataplane_pb2_grpc.DataplaneStub, member_id: int) 
 
 
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "control"))
+    env = dict(os.environ, PYTHONPATH=str(P.REPO / "control"))
     return subprocess.run(
         [sys.executable, "-m", "corridor", *args, "--controller",
          f"unix:{tmp_path}/controller.sock"],
@@ -154,10 +154,7 @@ def test_the_filter_follows_the_members_announcements(tmp_path: Path) -> None:
         frr.create_network()
         sock = tmp_path / "agent.sock"
         (tmp_path / "agent.toml").write_text(_agent_config(lab, sock))
-        agent = _spawn(["agent", "--config", str(tmp_path / "agent.toml")], tmp_path / "agent.log")
-        agent_stub = dataplane_pb2_grpc.DataplaneStub(grpc.insecure_channel(f"unix:{sock}"))
-        _until(lambda: agent_stub.ListPorts(dataplane_pb2.ListPortsRequest(), timeout=1), 30,
-               "the agent serving", tmp_path / "agent.log")  # fmt: skip
+        agent, agent_stub, _ = P.start_agent(tmp_path / "agent.toml", sock, tmp_path / "agent.log")
         port = 2620  # the namespace is the lab's own
         (tmp_path / "controller.toml").write_text(toml({
             "listen": {"unix": str(tmp_path / "controller.sock")},
@@ -168,7 +165,7 @@ def test_the_filter_follows_the_members_announcements(tmp_path: Path) -> None:
                      "filter_hold_seconds": HOLD}],
         }))  # fmt: skip
         log = tmp_path / "controller.log"
-        controller = _spawn(["controller", "--config", str(tmp_path / "controller.toml")], log)
+        controller = P.spawn(["controller", "--config", str(tmp_path / "controller.toml")], log)
         stub = controller_pb2_grpc.ControllerStub(
             grpc.insecure_channel(f"unix:{tmp_path}/controller.sock")
         )
@@ -177,7 +174,7 @@ def test_the_filter_follows_the_members_announcements(tmp_path: Path) -> None:
             request = controller_pb2.GetNodeStatusRequest(name=NODE)
             return stub.GetNodeStatus(request, timeout=5).connected
 
-        _until(connected, 60, "the controller serving, its node connected", log)
+        P.until(connected, 60, "the controller serving, its node connected", log)
         frr.start(port)
         announce(frr, OWN_A, OWN_B, ECMP4, OWN_6)
         member = stub.AddMember(controller_pb2.AddMemberRequest(member=controller_pb2.MemberIntent(
@@ -186,15 +183,15 @@ def test_the_filter_follows_the_members_announcements(tmp_path: Path) -> None:
         done = cli(tmp_path, "member", "filter", "gen", "--from-bgp", "--next-hop", L.GEN_V4)
         assert done.returncode == 0, done.stderr
         # The announcements reach the filter: gen's three prefixes (ECMP4 is the sink's too).
-        _until(lambda: agent_filter(agent_stub, "gen") == {OWN_A, OWN_B, ECMP4, OWN_6}, 120,
+        P.until(lambda: agent_filter(agent_stub, "gen") == {OWN_A, OWN_B, ECMP4, OWN_6}, 120,
                f"gen's announcements in its filter (bgpd: {frr.vtysh('show bgp summary')})",
                log)  # fmt: skip
         listed = cli(tmp_path, "member", "list")
         assert f"bgp via {L.GEN_V4}: 4 prefixes" in listed.stdout, listed.stdout
         # Frames: from an announced source forwarded, a spoofed one dropped and counted.
-        _until(lambda: sent_through(lab, "198.19.80.1") == FRAMES, 60,
+        P.until(lambda: sent_through(lab, "198.19.80.1") == FRAMES, 60,
                "frames from gen's own prefix at the sink", log)  # fmt: skip
-        _until(lambda: sent_through(lab, "2001:db8:80::1") == FRAMES, 60,
+        P.until(lambda: sent_through(lab, "2001:db8:80::1") == FRAMES, 60,
                "IPv6 frames from gen's own prefix at the sink", log)  # fmt: skip
         before = member_source_drops(agent_stub, member.id)
         assert sent_through(lab, SPOOFED) == 0
@@ -205,8 +202,8 @@ def test_the_filter_follows_the_members_announcements(tmp_path: Path) -> None:
         # the hold time; ECMP4, still announced by the sink, stays (sticky): both were due
         # together, so once OWN_A is gone ECMP4 has outlived its removal.
         announce(frr, OWN_B, OWN_C, OWN_6)
-        _until(lambda: OWN_C in (agent_filter(agent_stub, "gen") or set()), 60, "OWN_C added", log)
-        _until(lambda: agent_filter(agent_stub, "gen") == {OWN_B, OWN_C, ECMP4, OWN_6}, 60,
+        P.until(lambda: OWN_C in (agent_filter(agent_stub, "gen") or set()), 60, "OWN_C added", log)
+        P.until(lambda: agent_filter(agent_stub, "gen") == {OWN_B, OWN_C, ECMP4, OWN_6}, 60,
                "OWN_A withdrawn", log)  # fmt: skip
         time.sleep(HOLD + 1.5)
         assert agent_filter(agent_stub, "gen") == {OWN_B, OWN_C, ECMP4, OWN_6}
@@ -215,7 +212,7 @@ def test_the_filter_follows_the_members_announcements(tmp_path: Path) -> None:
         assert member_source_drops(agent_stub, member.id) - before == FRAMES
         assert sent_through(lab, "198.19.82.1") == FRAMES
     finally:
-        _stop(controller)
-        _stop(agent)
+        P.stop(controller)
+        P.stop(agent)
         frr.stop()
         lab.down()
