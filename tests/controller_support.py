@@ -4,10 +4,12 @@ a Unix socket and TCP port 0, channels to both, and waits bounded in time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import ipaddress
 import time
 import tomllib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +136,26 @@ async def start_controller(document: dict, tmp: Path):
 def controller_stub(sock: Path) -> tuple[grpc.aio.Channel, controller_pb2_grpc.ControllerStub]:
     channel = grpc.aio.insecure_channel(f"unix:{sock}")
     return channel, controller_pb2_grpc.ControllerStub(channel)
+
+
+@contextlib.asynccontextmanager
+async def one_node(
+    tmp: Path, name: str = "a"
+) -> AsyncIterator[tuple[LocalAgent, object, controller_pb2_grpc.ControllerStub]]:
+    """An agent in this process and a controller (SQLite) programming it as node `name`, the
+    node in sync at revision 0; all stopped afterwards."""
+    agent = await LocalAgent(tmp / f"{name}.sock").start()
+    try:
+        running = await start_controller(controller_document(tmp, {name: agent.address}), tmp)
+        channel, stub = controller_stub(tmp / "controller.sock")
+        try:
+            await wait_in_sync(stub, name, 0)
+            yield agent, running, stub
+        finally:
+            await channel.close()
+            await running.stop(0)
+    finally:
+        await agent.stop()
 
 
 def route(prefix: str, *hops: tuple[str, str, int, int], node: str = "", kind: int = 1):

@@ -21,6 +21,7 @@ from controller_support import (
     LocalAgent,
     controller_document,
     controller_stub,
+    one_node,
     start_controller,
     wait_in_sync,
 )
@@ -119,18 +120,10 @@ async def test_stored_written_and_written_again_after_a_restart(
 
 @pytest.fixture
 async def node(tmp_path: Path):
-    agent = await LocalAgent(tmp_path / "a.sock").start()
-    running = await start_controller(controller_document(tmp_path, {"a": agent.address}), tmp_path)
-    channel, stub = controller_stub(tmp_path / "controller.sock")
-    try:
-        await in_sync(stub, "a")
+    async with one_node(tmp_path) as (agent, running, stub):
         await stub.AddMember(add("acme"), timeout=10)
         await until(lambda: agent_sources(agent, "acme") is None, "the member at the agent")
         yield agent, running, stub
-    finally:
-        await channel.close()
-        await running.stop(0)
-        await agent.stop()
 
 
 def _host_bits() -> controller_pb2.SetMemberFilterRequest:

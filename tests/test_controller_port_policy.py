@@ -19,6 +19,7 @@ from controller_support import (
     LocalAgent,
     controller_document,
     controller_stub,
+    one_node,
     start_controller,
     wait_in_sync,
 )
@@ -100,16 +101,8 @@ async def test_stored_pushed_and_pushed_again_after_a_restart(
 
 @pytest.fixture
 async def node(tmp_path: Path):
-    agent = await LocalAgent(tmp_path / "a.sock").start()
-    running = await start_controller(controller_document(tmp_path, {"a": agent.address}), tmp_path)
-    channel, stub = controller_stub(tmp_path / "controller.sock")
-    try:
-        await wait_in_sync(stub, "a", 0)
+    async with one_node(tmp_path) as (agent, running, stub):
         yield agent, running, stub
-    finally:
-        await channel.close()
-        await running.stop(0)
-        await agent.stop()
 
 
 MALFORMED = [
