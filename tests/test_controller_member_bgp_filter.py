@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -26,7 +24,7 @@ from corridor.common.addresses import checked_prefix_to_pb
 from corridor.common.fib import MEMBER_SOURCES_MAX, RouteKind
 from corridor.controller.domain import Intent
 from corridor.v1 import common_pb2, controller_pb2
-from test_controller_member_filter import add, agent_sources, in_sync, until
+from test_controller_member_filter import add, agent_sources, cli, in_sync, until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -318,15 +316,6 @@ async def test_a_busy_feed_rewrites_the_filter_a_few_times_not_per_route(node) -
         member_writes[0],
         elapsed,
     )
-
-
-def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "control"))
-    return subprocess.run(
-        [sys.executable, "-m", "corridor", *args, "--controller",
-         f"unix:{tmp_path}/controller.sock"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
 
 
 async def test_the_cli_sets_and_lists_filters_from_bgp(node, tmp_path: Path) -> None:
