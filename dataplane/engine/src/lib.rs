@@ -8,6 +8,7 @@ pub mod drop;
 pub mod engine;
 pub mod fib;
 pub mod pipeline;
+mod prefetch;
 pub mod qsbr;
 pub mod wire;
 pub mod xdp;

@@ -1049,6 +1049,18 @@ impl FibReader {
         self.shared.v6.lookup_batch(dsts, out)
     }
 
+    /// A hint that `dst` will be looked up soon: asks for the cache line of its root
+    /// entry, so that a batch lookup issued after other work finds it there.
+    #[inline(always)]
+    pub fn prefetch_v4(&self, dst: u32) {
+        self.shared.v4.prefetch_root(dst)
+    }
+
+    #[inline(always)]
+    pub fn prefetch_v6(&self, dst: u128) {
+        self.shared.v6.prefetch_root(dst)
+    }
+
     /// The member of `group` that the flow with `flow_hash` takes, or None when the group
     /// does not exist or its adjacency is gone.
     #[inline]

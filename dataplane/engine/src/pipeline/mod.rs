@@ -16,8 +16,9 @@
 //! skipped (`icmp_no_room`). 256 octets of headroom (XDP's default) never hits either.
 //!
 //! One file per concern: `config` (what the pipeline is told and its checks), `parse`,
-//! `forward` (TTL, MTU, link rewrite), `icmp`, `ratelimit`, `hash` (the flow hash),
-//! `prefetch`; the drop reasons are `crate::drop`'s, the address classes `wire`'s.
+//! `forward` (TTL, MTU, link rewrite), `icmp`, `ratelimit`, `hash` (the flow hash); the
+//! drop reasons are `crate::drop`'s, the address classes `wire`'s, the prefetch hint
+//! `crate::prefetch`'s.
 
 mod config;
 mod forward;
@@ -27,7 +28,6 @@ mod icmp;
 #[cfg(test)]
 mod member_tests;
 mod parse;
-mod prefetch;
 mod ratelimit;
 pub mod sample;
 #[cfg(test)]
@@ -328,7 +328,7 @@ impl Pipeline {
         // the first read of each was half of this function's time (perf annotate at
         // overload). Issued together the misses overlap instead of queueing one by one.
         for frame in frames.iter() {
-            prefetch::prefetch(frame.chunk, frame.start);
+            crate::prefetch::prefetch(frame.chunk, frame.start);
         }
 
         // Parse and validate all; gather destinations and the sources to check. A frame
@@ -354,6 +354,9 @@ impl Pipeline {
             }
             match parsed {
                 Ok(Destination::V4(d, src)) => {
+                    // The root entry's miss then overlaps the parsing of the frames after
+                    // this one instead of stalling the batch lookup.
+                    fib.prefetch_v4(d);
                     if let Some(k) = v4_keys.get_mut(n4) {
                         *k = d;
                         m.slot = n4 as u8;
@@ -369,6 +372,7 @@ impl Pipeline {
                     }
                 }
                 Ok(Destination::V6(d, src)) => {
+                    fib.prefetch_v6(d);
                     if let Some(k) = v6_keys.get_mut(n6) {
                         *k = d;
                         m.slot = n6 as u8;
