@@ -32,13 +32,19 @@ pub(super) struct EdgeBatch<'a> {
     /// Frames and octets from `member` not yet added to its counters.
     rx_packets: u64,
     rx_bytes: u64,
-    /// The last reverse-path verdict: for a source whose lookup gave `urpf_entry`,
-    /// received on sub-interface `urpf_sub` with packed policy `urpf_raw` (0, the initial
-    /// value, is "off", which is never checked, so it matches no frame).
-    urpf_entry: u32,
-    urpf_sub: u16,
-    urpf_raw: u8,
-    urpf_verdict: Option<DropReason>,
+    /// The last reverse-path verdict of each family (IPv4, IPv6: a batch mixes them).
+    urpf: [UrpfMemo; 2],
+}
+
+/// A reverse-path verdict: for a source whose lookup gave `entry`, received on
+/// sub-interface `sub` with packed policy `raw` (0, the initial value, is "off", which is
+/// never checked, so it matches no frame).
+#[derive(Clone, Copy)]
+struct UrpfMemo {
+    entry: u32,
+    sub: u16,
+    raw: u8,
+    verdict: Option<DropReason>,
 }
 
 impl<'a> EdgeBatch<'a> {
@@ -52,10 +58,7 @@ impl<'a> EdgeBatch<'a> {
             filter: None,
             rx_packets: 0,
             rx_bytes: 0,
-            urpf_entry: 0,
-            urpf_sub: 0,
-            urpf_raw: 0,
-            urpf_verdict: None,
+            urpf: [UrpfMemo { entry: 0, sub: 0, raw: 0, verdict: None }; 2],
         }
     }
 
@@ -115,8 +118,9 @@ impl Pipeline {
         entry: u32,
         src: impl Fn() -> u128,
     ) -> Option<DropReason> {
-        if entry == edge.urpf_entry && m.sub == edge.urpf_sub && m.urpf == edge.urpf_raw {
-            return edge.urpf_verdict;
+        let slot = usize::from(m.family == Family::V6);
+        if let Some(memo) = edge.urpf.get(slot).filter(|memo| memo.entry == entry && memo.sub == m.sub && memo.raw == m.urpf) {
+            return memo.verdict;
         }
         let sub = self.subs.get(m.sub as usize);
         let (port, vlan) = sub.map_or((u16::MAX, 0), |s| (s.port, s.vlan));
@@ -129,8 +133,8 @@ impl Pipeline {
         };
         let verdict = urpf::check(fib, m.urpf, entry, port, vlan, on_link);
         // A glean route's verdict depends on the source address, not only on the route.
-        if RouteTarget::from_entry(entry) != Some(RouteTarget::Glean) {
-            (edge.urpf_entry, edge.urpf_sub, edge.urpf_raw, edge.urpf_verdict) = (entry, m.sub, m.urpf, verdict);
+        if let Some(memo) = edge.urpf.get_mut(slot).filter(|_| RouteTarget::from_entry(entry) != Some(RouteTarget::Glean)) {
+            *memo = UrpfMemo { entry, sub: m.sub, raw: m.urpf, verdict };
         }
         verdict
     }
