@@ -90,9 +90,9 @@ def markdown(summary: list[dict], meta: dict) -> str:
         stalls.append("Load average (1, 5, 15 min) at the end: "
                       + ", ".join(f"{x:.2f}" for x in meta["load_average"]) + ".")  # fmt: skip
     if "router_cpu_stalls" in meta:
-        stalls = [
+        stalls.append(
             f"Router CPU before the routers ran: {describe_stalls(meta['router_cpu_stalls'])}."
-        ]
+        )
 
     lines = [
         f"Forwarding benchmark, {meta['date']}, mode {meta['mode']}, "
