@@ -8,8 +8,10 @@
 //! asks the tables again only when the question changes. A run of frames from one sender
 //! costs a compare each instead of a hash probe, its rx counters are written once per run
 //! instead of per frame, and a run of sources routed alike one compare instead of the
-//! group's egress search. Every answer is the tables' own: the memo is only ever the
-//! answer to the same question in the same batch, under the same tables.
+//! group's egress search. Every answer is the tables' own, given earlier in the same batch
+//! to the same question (member tables are fetched once per batch; a group the writer
+//! re-points during the batch is seen by the questions not yet answered, and by all from
+//! the next batch on, as if the change had come a batch later).
 
 use super::urpf;
 use super::{Destination, Family, Meta, PacketBuf, Pipeline, SubInterface};
