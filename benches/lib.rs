@@ -79,3 +79,5 @@ pub fn rss_bytes() -> usize {
     let pages: usize = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     pages * 4096
 }
+
+pub mod small_batch;

@@ -775,6 +775,31 @@ def test_markdown_has_a_row_per_router_and_the_error() -> None:
     assert "test machine" in md and "nowhere" in md
 
 
+def test_paired_ratios_are_taken_rep_by_rep() -> None:
+    # corridor-1e at 0.9x of corridor-1 in each repetition, 0.8x for rep 1's NDR; the base
+    # drifting from one repetition to the next. A pair is one repetition's two routers.
+    base = [500e3, 300e3, 400e3]
+    rows = [_row("corridor-1", 4, 64, rep, ndr) for rep, ndr in enumerate(base)]
+    rows += [_row("corridor-1e", 4, 64, rep, ndr * 0.9) for rep, ndr in enumerate(base)]
+    rows[4]["ndr_pps"] = 300e3 * 0.8
+    rows += [{"router": "corridor-1e", "family": 6, "size": 78, "rep": 0, "error": "no"}]
+    got = report.paired(rows)
+    assert len(got) == 1, got
+    s = got[0]
+    assert (s["router"], s["base"], s["family"], s["size"], s["pairs"]) == (
+        "corridor-1e", "corridor-1", 4, 64, 3)  # fmt: skip
+    for key in METRIC_KEYS:
+        assert s[key] == pytest.approx(0.9) and s[f"{key}_max"] == pytest.approx(0.9), key
+    assert s["pdr_pps_min"] == pytest.approx(0.9) and s["ndr_pps_min"] == pytest.approx(0.8)
+    meta = {"date": "d", "mode": "quick", "reps": 3, "trial_s": 2.0, "machine": "m",
+            "table": "t", "placement": "p", "load_average": [7.5, 6.0, 5.25],
+            "paired": got}  # fmt: skip
+    md = report.markdown(report.summarize(rows), meta)
+    row = "| corridor-1e | corridor-1 | IPv4 | 64 | 3 | 0.90 (0.80-0.90) | 0.90 (0.90-0.90) |"
+    assert row in md, md
+    assert "Load average (1, 5, 15 min) at the end: 7.50, 6.00, 5.25." in md, md
+
+
 def test_l3fwd_is_a_reference_in_the_ratios() -> None:
     rows = [_row("l3fwd", 4, 64, rep, 300e3) for rep in range(3)]
     rows += [_row("corridor-1", 4, 64, rep, 450e3) for rep in range(3)]

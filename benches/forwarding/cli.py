@@ -14,7 +14,7 @@ from pathlib import Path
 
 import benches.forwarding
 from benches.forwarding.profile import profile
-from benches.forwarding.report import markdown, plot, summarize
+from benches.forwarding.report import markdown, paired, plot, summarize
 from benches.forwarding.routers import ROUTERS, install_kernel_table, make_router
 from benches.forwarding.search import FULL, QUICK, Traffic, search
 from benches.harness import RESULTS, results
@@ -117,9 +117,13 @@ def main(argv: list[str] | None = None) -> int:
                                           realtime=True)  # fmt: skip
             traffic = Traffic(topo, sink, dsts={4: d4, 6: d6})
             for rep in range(mode.reps):
-                for name in routers:
+                # Every other repetition in the reverse order (A B, B A, ...): a machine
+                # whose speed drifts (it is shared) then favours neither of two routers
+                # compared back to back.
+                for name in routers if rep % 2 == 0 else routers[::-1]:
                     router = make_router(name, topo, table)
-                    log(f"[rep {rep + 1}/{mode.reps}] {name}")
+                    load = os.getloadavg()[0]
+                    log(f"[rep {rep + 1}/{mode.reps}] {name} (load average {load:.2f})")
                     try:
                         router.start()
                     except Exception as e:  # a router that cannot run is reported, not fatal
@@ -143,13 +147,15 @@ def main(argv: list[str] | None = None) -> int:
                                     f"{r['pdr_pps'] / 1e6:.3f} Mpps, CPU {r['cpu']:.0%}, "
                                     f"p50 {r.get('p50_us')}, p99 {r.get('p99_us')} µs")  # fmt: skip
                                 rows.append({"router": name, "family": f, "size": size,
-                                             "rep": rep, **r})  # fmt: skip
+                                             "rep": rep, "load": load, **r})  # fmt: skip
                     finally:
                         router.stop()
         finally:
             sink.close()
+    meta["load_average"] = [round(x, 2) for x in os.getloadavg()]
     meta["placement"] = "; ".join(f"{k}: {', '.join(v)}" for k, v in placements.items())
     summary = summarize(rows)
+    meta["paired"] = paired(rows)
     out = Path(args.out)
     md = markdown(summary, meta)
     results.write(out, md, {"meta": meta, "rows": rows, "summary": summary})

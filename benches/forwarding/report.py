@@ -47,6 +47,33 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+def paired(rows: list[dict], base: str = "corridor-1") -> list[dict]:
+    """Each other Corridor build against `base` repetition by repetition (the two ran
+    back to back, in alternating order): the median, min and max of the per-repetition
+    ratios of every rate. Pairing cancels most of a shared machine's drift between
+    repetitions, which a ratio of medians keeps."""
+    by = {(r["router"], r["family"], r["size"], r["rep"]): r for r in rows if "error" not in r}
+    out = []
+    for router in dict.fromkeys(r["router"] for r in rows):
+        if router == base or not router.startswith("corridor"):
+            continue
+        for family, size in dict.fromkeys((r["family"], r["size"]) for r in rows):
+            s: dict = {"router": router, "base": base, "family": family, "size": size}
+            for key, _ in METRICS:
+                ratios = []
+                for (name, f, z, rep), r in by.items():
+                    b = by.get((base, f, z, rep))
+                    if (name, f, z) == (router, family, size) and b and b.get(key) and r.get(key):
+                        ratios.append(r[key] / b[key])
+                if ratios:
+                    s[key] = statistics.median(ratios)
+                    s[key + "_min"], s[key + "_max"] = min(ratios), max(ratios)
+                    s["pairs"] = len(ratios)
+            if "pairs" in s:
+                out.append(s)
+    return out
+
+
 def markdown(summary: list[dict], meta: dict) -> str:
     def mpps(s: dict, key: str) -> str:
         if key not in s:
@@ -59,10 +86,13 @@ def markdown(summary: list[dict], meta: dict) -> str:
         return format(s[key], fmt) if s.get(key) is not None else "-"
 
     stalls = []
+    if "load_average" in meta:
+        stalls.append("Load average (1, 5, 15 min) at the end: "
+                      + ", ".join(f"{x:.2f}" for x in meta["load_average"]) + ".")  # fmt: skip
     if "router_cpu_stalls" in meta:
-        stalls = [
+        stalls.append(
             f"Router CPU before the routers ran: {describe_stalls(meta['router_cpu_stalls'])}."
-        ]
+        )
 
     lines = [
         f"Forwarding benchmark, {meta['date']}, mode {meta['mode']}, "
@@ -105,6 +135,16 @@ def markdown(summary: list[dict], meta: dict) -> str:
                 cells.append(" / ".join("-" if v is None else f"{v:.2f}" for v in vals))
             lines.append(f"| {s['router']} | IPv{s['family']} | {s['size']} | "
                          + " | ".join(cells) + " |")  # fmt: skip
+    if meta.get("paired"):
+        lines += ["", "Rep by rep against the build it varies (the two back to back, order "
+                  "alternating): median (min-max) of the per-repetition ratios:", "",
+                  "| router | against | family | frame (B) | pairs | NDR | PDR | max fwd |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for s in meta["paired"]:
+            cells = [f"{s[k]:.2f} ({s[k + '_min']:.2f}-{s[k + '_max']:.2f})" if k in s else "-"
+                     for k, _ in METRICS]  # fmt: skip
+            lines.append(f"| {s['router']} | {s['base']} | IPv{s['family']} | {s['size']} | "
+                         f"{s['pairs']} | " + " | ".join(cells) + " |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -161,13 +161,14 @@ impl WorkerCounters {
         }
     }
 
-    /// Counts a frame of `bytes` from `member` (NO_MEMBER, or any id out of range, is not
-    /// counted).
+    /// Counts `packets` frames of `bytes` octets in all from `member` (NO_MEMBER, or any id
+    /// out of range, is not counted): the pipeline adds up a run of frames from one sender
+    /// and counts them at once.
     #[inline(always)]
-    pub(crate) fn count_member_rx(&self, member: MemberId, bytes: usize) {
+    pub(crate) fn count_member_rx(&self, member: MemberId, packets: u64, bytes: u64) {
         if let Some(c) = self.members.get(member as usize) {
-            c.rx_packets.add(1);
-            c.rx_bytes.add(bytes as u64);
+            c.rx_packets.add(packets);
+            c.rx_bytes.add(bytes);
         }
     }
 
@@ -379,11 +380,11 @@ mod tests {
         c.count_rx(1, 100);
         c.count_tx(0, 60);
         c.count_rx(7, 1); // no such sub-interface: ignored, not a panic
-        c.count_member_rx(3, 64);
+        c.count_member_rx(3, 1, 64);
         c.count_member_tx(3, 70);
         c.count_member_drop(3, DropReason::NoRoute);
-        c.count_member_rx(UNKNOWN_MEMBER, 60);
-        c.count_member_rx(crate::fib::NO_MEMBER, 60); // not attributed: not counted
+        c.count_member_rx(UNKNOWN_MEMBER, 1, 60);
+        c.count_member_rx(crate::fib::NO_MEMBER, 1, 60); // not attributed: not counted
         c.count_member_drop(crate::fib::NO_MEMBER, DropReason::NoRoute);
         let s = c.snapshot();
         assert_eq!(s.drop_count(DropReason::NoRoute), 2);
@@ -416,8 +417,8 @@ mod tests {
         b.count_rx(0, 20);
         b.count_drop(0, DropReason::Blackhole);
         a.count_drop(0, DropReason::Blackhole);
-        a.count_member_rx(2, 100);
-        b.count_member_rx(2, 50);
+        a.count_member_rx(2, 1, 100);
+        b.count_member_rx(2, 1, 50);
         let s = CounterSnapshot::sum([&a, &b]);
         assert_eq!((s.member(2).rx_packets, s.member(2).rx_bytes), (2, 150));
         assert_eq!(s.sub_interfaces[0].rx_packets, 2);

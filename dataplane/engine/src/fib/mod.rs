@@ -23,7 +23,7 @@ pub use prefix::{Family, Prefix};
 use crate::qsbr::{Qsbr, QsbrReader, RcuArray, RetireList};
 pub use blackholes::{BlackholeTable, BLACKHOLE_SLOTS, UNCOUNTED_SLOT};
 use dir::{DirShared, DirTable, VALID, VALUE_MASK};
-pub use members::{MemberId, MemberTable, MAX_MEMBERS, MAX_MEMBER_SOURCES, NO_MEMBER, UNKNOWN_MEMBER};
+pub use members::{MemberId, MemberTable, SourceFilter, MAX_MEMBERS, MAX_MEMBER_SOURCES, NO_MEMBER, UNKNOWN_MEMBER};
 
 pub type GroupId = u32;
 pub type AdjacencyId = u32;

@@ -21,6 +21,7 @@
 //! `crate::prefetch`'s.
 
 mod config;
+mod edge;
 mod forward;
 pub mod glean;
 mod hash;
@@ -47,7 +48,7 @@ pub use self::sample::{PortSampleStats, Sample, SampleOutcome, SampleRing};
 pub use self::urpf::{UrpfMode, UrpfPolicy, UrpfTable};
 use crate::counters::WorkerCounters;
 pub use crate::drop::{DropReason, IcmpOutcome};
-use crate::fib::{FibReader, MemberId, MemberTable, NO_MEMBER};
+use crate::fib::{FibReader, MemberId, NO_MEMBER};
 
 /// Frames handled per batch; `process` splits longer slices.
 pub const MAX_BATCH: usize = 64;
@@ -333,20 +334,18 @@ impl Pipeline {
 
         // Parse and validate all; gather destinations and the sources to check. A frame
         // that parsing placed on a sub-interface (it sets `l2_len` then) is its source MAC's
-        // member's.
-        let members = fib.members();
+        // member's, and passes that member's source filter (`edge`).
+        let mut edge = edge::EdgeBatch::new(fib);
         self.sampler.refresh();
         for (i, ((frame, verdict), m)) in frames.iter().zip(verdicts.iter_mut()).zip(meta.iter_mut()).enumerate() {
             let parsed = self.parse(frame, m);
-            self.member = match members {
-                Some(t) if m.l2_len != 0 => self.ingress_member(t, frame, m),
-                _ => NO_MEMBER,
-            };
-            m.member = self.member;
+            let (member, filter) = if m.l2_len != 0 { edge.sender(&self.counters, frame, m) } else { (NO_MEMBER, None) };
+            self.member = member;
+            m.member = member;
             // As received, before any rewrite; whatever becomes of the frame.
             m.sampled = self.sampler.consider(i, frame, if m.tagged { m.tci & 0x0fff } else { 0 }, m.member);
-            if let (Ok(dst), Some(t)) = (&parsed, members) {
-                if !self.member_source_allowed(t, dst) {
+            if let (Ok(dst), Some(filter)) = (&parsed, filter) {
+                if !edge::source_allowed(filter, dst) {
                     m.family = Family::Done;
                     *verdict = self.drop(frame.port, DropReason::MemberSource);
                     continue;
@@ -393,6 +392,7 @@ impl Pipeline {
                 }
             }
         }
+        edge.flush(&self.counters);
 
         // Look up all, one call per family.
         let mut v4_entries = [0u32; 2 * MAX_BATCH];
@@ -424,20 +424,11 @@ impl Pipeline {
             if urpf::checks(m.urpf) {
                 let at = sources + m.src_slot as usize;
                 let source = entries.get(at).copied().unwrap_or(0);
-                let sub = self.subs.get(m.sub as usize);
-                let (port, vlan) = sub.map_or((u16::MAX, 0), |s| (s.port, s.vlan));
-                // A source on an attached subnet matches its glean route: it is on the link
-                // of the ingress sub-interface when that one's own address is in the route.
-                let on_link = |len: u8| match (m.family, sub) {
-                    (Family::V4, Some(SubInterface { ipv4: Some(own), .. })) => {
-                        v4_keys.get(at).is_some_and(|&src| urpf::same_prefix(u128::from(src) << 96, u128::from(own.to_bits()) << 96, len))
-                    }
-                    (Family::V6, Some(SubInterface { ipv6: Some(own), .. })) => {
-                        v6_keys.get(at).is_some_and(|&src| urpf::same_prefix(src, own.to_bits(), len))
-                    }
-                    _ => false,
+                let src = || match m.family {
+                    Family::V4 => v4_keys.get(at).map_or(0, |&s| u128::from(s) << 96),
+                    _ => v6_keys.get(at).copied().unwrap_or(0),
                 };
-                if let Some(reason) = urpf::check(fib, m.urpf, source, port, vlan, on_link) {
+                if let Some(reason) = self.reverse_path_drop(fib, &mut edge, m, source, src) {
                     *verdict = self.drop(frame.port, reason);
                     continue;
                 }
@@ -454,37 +445,6 @@ impl Pipeline {
         }
         self.member = NO_MEMBER;
         self.sampler.publish(frames, verdicts);
-    }
-
-    /// The member that sent `frame` (by its source MAC on its sub-interface), counted as
-    /// its rx; NO_MEMBER when the sub-interface has no members.
-    #[inline]
-    fn ingress_member(&self, members: &MemberTable, frame: &PacketBuf<'_>, m: &Meta) -> MemberId {
-        if members.is_empty() {
-            return NO_MEMBER;
-        }
-        // Parsing checked the Ethernet header is there; the source MAC is octets 6 to 11.
-        let Some(src) = frame.chunk.get(frame.start + 6..frame.start + 12).and_then(|s| <&[u8; 6]>::try_from(s).ok()) else {
-            return NO_MEMBER;
-        };
-        let vlan = if m.tagged { m.tci & 0x0fff } else { 0 };
-        let member = members.lookup(frame.port, vlan, src);
-        self.counters.count_member_rx(member, frame.len);
-        member
-    }
-
-    /// The frame's member (`self.member`) may send from its source: it has no source
-    /// filter (BCP 38), or the filter holds the source. One length test when no member has
-    /// a filter.
-    #[inline(always)]
-    fn member_source_allowed(&self, members: &MemberTable, dst: &Destination) -> bool {
-        if !members.has_filters() {
-            return true;
-        }
-        match *dst {
-            Destination::V4(_, src) => members.source_allowed_v4(self.member, src),
-            Destination::V6(_, src) => members.source_allowed_v6(self.member, src),
-        }
     }
 
     #[inline]

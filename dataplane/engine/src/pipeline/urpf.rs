@@ -251,6 +251,13 @@ mod tests {
                 &format!("{what} strict: another link's subnet"),
             );
             assert!(forwarded(&mut rig, from(69, v6, Some(100), 64)), "{what} loose: an attached subnet is a route");
+            // In one batch: both subnets' glean routes are the same entry (glean, /24 or
+            // /48), so the verdict of the first must not answer the second.
+            let outs = rig.run(&[(0, from(68, v6, None, 64)), (0, from(69, v6, None, 64)), (0, from(68, v6, None, 64))]);
+            let verdicts: Vec<_> = outs.iter().map(|o| o.verdict).collect();
+            assert!(matches!(verdicts[0], Verdict::Forward { port: 1, .. }), "{what}: {verdicts:?}");
+            assert_eq!(verdicts[1], Verdict::Drop(DropReason::UrpfStrict), "{what}: {verdicts:?}");
+            assert!(matches!(verdicts[2], Verdict::Forward { port: 1, .. }), "{what}: {verdicts:?}");
         }
     }
 
