@@ -149,10 +149,18 @@ impl Pipeline {
         let Some(ip) = frame.chunk.get_mut(ip_off..ip_end) else {
             return self.drop(frame.port, DropReason::Truncated);
         };
+        // Through the fixed header as an array (parsing checked the datagram holds it):
+        // constant offsets, no bounds check per field.
         if m.family == Family::V4 {
-            ipv4::Packet::new_unchecked(ip).decrement_ttl();
+            let Some(h) = ip.first_chunk_mut::<{ ipv4::HEADER_LEN }>() else {
+                return self.drop(frame.port, DropReason::Truncated);
+            };
+            ipv4::Packet::new_unchecked(h).decrement_ttl();
         } else {
-            let mut p = ipv6::Packet::new_unchecked(ip);
+            let Some(h) = ip.first_chunk_mut::<{ ipv6::HEADER_LEN }>() else {
+                return self.drop(frame.port, DropReason::Truncated);
+            };
+            let mut p = ipv6::Packet::new_unchecked(h);
             let hop_limit = p.hop_limit();
             p.set_hop_limit(hop_limit - 1);
         }

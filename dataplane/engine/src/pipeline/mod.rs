@@ -337,13 +337,14 @@ impl Pipeline {
         // member's, and passes that member's source filter (`edge`).
         let mut edge = edge::EdgeBatch::new(fib);
         self.sampler.refresh();
+        let sampling = self.sampler.active();
         for (i, ((frame, verdict), m)) in frames.iter().zip(verdicts.iter_mut()).zip(meta.iter_mut()).enumerate() {
             let parsed = self.parse(frame, m);
             let (member, filter) = if m.l2_len != 0 { edge.sender(&self.counters, frame, m) } else { (NO_MEMBER, None) };
             self.member = member;
             m.member = member;
             // As received, before any rewrite; whatever becomes of the frame.
-            m.sampled = self.sampler.consider(i, frame, if m.tagged { m.tci & 0x0fff } else { 0 }, m.member);
+            m.sampled = sampling && self.sampler.consider(i, frame, if m.tagged { m.tci & 0x0fff } else { 0 }, m.member);
             if let (Ok(dst), Some(filter)) = (&parsed, filter) {
                 if !edge::source_allowed(filter, dst) {
                     m.family = Family::Done;

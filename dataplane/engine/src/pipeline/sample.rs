@@ -226,6 +226,9 @@ pub(super) struct Sampler {
     skip: Box<[u32]>,
     pool: Box<[u64]>,
     rate: Box<[u32]>,
+    /// Some port samples (some countdown is non-zero): else `process` skips `consider`
+    /// for the whole batch, one branch instead of one per frame.
+    active: bool,
     generation: u64,
     rng: u64,
     pending: [Pending; MAX_BATCH],
@@ -240,6 +243,7 @@ impl Sampler {
             skip: vec![0; ports].into(),
             pool: vec![0; ports].into(),
             rate: vec![0; ports].into(),
+            active: false,
             generation: 0,
             // xorshift needs a non-zero state.
             rng: seed | 1,
@@ -275,6 +279,15 @@ impl Sampler {
             self.skip[port] = skip;
             self.countdown[port] = skip;
         }
+        // A port's countdown is 0 exactly when its rate is 0: `hit` draws a new skip of at
+        // least 1 whenever one runs out.
+        self.active = self.countdown.iter().any(|&c| c != 0);
+    }
+
+    /// Whether any port samples this batch (after `refresh`).
+    #[inline]
+    pub(super) fn active(&self) -> bool {
+        self.active
     }
 
     /// A skip uniform in [1, 2 * rate - 1]: mean `rate`. xorshift64* (Vigna 2016): a

@@ -64,15 +64,18 @@ pub mod ip_protocol {
     pub const SCTP: u8 = 132;
 }
 
-/// Reads a big-endian u16 at `at`; the caller has checked the length.
+/// Reads a big-endian u16 at `at`; the caller has checked the length. One range check
+/// for the field (its octets are then read from a slice of known length), not one per octet.
 #[inline(always)]
 pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+    let f = &b[at..at + 2];
+    u16::from_be_bytes([f[0], f[1]])
 }
 
 #[inline(always)]
 pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    let f = &b[at..at + 4];
+    u32::from_be_bytes([f[0], f[1], f[2], f[3]])
 }
 
 #[inline(always)]
