@@ -30,6 +30,14 @@ class Batch:
     def delete_route(self, prefix: str) -> None: ...
     def add_routes_text(self, text: str, target: Target) -> int:
         """One route per non-empty line of `prefix [anything]`; returns the entries added."""
+    def touches(self, prefixes: list[str]) -> bool:
+        """Whether a route entry (added or deleted) of the batch is for one of `prefixes`."""
+
+def read_route_write(data: bytes, first_group: int) -> tuple[int, int, Batch] | None:
+    """A serialized corridor.v1.WriteRequest whose operations are all routes, read in Rust
+    (GIL released) into a Batch, entry i for operation i: (election id, batch id, batch).
+    None for any other request, or one with a FORWARD route to a group from `first_group`
+    up: read it with the generated code, which names every fault."""
 
 class FibStats(TypedDict):
     v4_routes: int

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import DecodeError
 
+from corridor._dataplane import read_route_write
 from corridor.agent import domain
 from corridor.agent.config import PortConfig
 from corridor.agent.domain import MAX_OPERATIONS_PER_WRITE, LinkState, NotPrimary
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("corridor.agent")
 
 READ_CHUNK = 10_000  # entries per ReadResponse
+NO_RESERVED_GROUP = 1 << 32  # read_route_write's first_group without glean: all the writers'
 COUNTERS_INTERVAL_MS = (100, 3_600_000)
 
 _KIND_FROM_PB = {kind.value: kind for kind in RouteKind}
@@ -65,13 +68,12 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
     def __init__(self, dataplane: domain.Dataplane) -> None:
         self.dataplane = dataplane
 
-    async def Write(
-        self, request: dataplane_pb2.WriteRequest, context: _Context
-    ) -> dataplane_pb2.WriteResponse:
+    async def Write(self, request: bytes, context: _Context) -> dataplane_pb2.WriteResponse:
+        """`request` is the WriteRequest as it came (server.RAW_REQUESTS)."""
         return await self._write(request, context)
 
     async def StreamWrite(
-        self, request_iterator: AsyncIterator[dataplane_pb2.WriteRequest], context: _Context
+        self, request_iterator: AsyncIterator[bytes], context: _Context
     ) -> AsyncIterator[dataplane_pb2.WriteResponse]:
         # One batch at a time: the next is read only once this one is applied and
         # acknowledged, so HTTP/2 flow control paces a client that runs ahead.
@@ -79,18 +81,50 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
             yield await self._write(request, context)
 
     async def _write(
+        self, request: bytes | dataplane_pb2.WriteRequest, context: _Context
+    ) -> dataplane_pb2.WriteResponse:
+        """A batch of routes only (a table, as a controller sends it) goes from its bytes to
+        the engine in Rust; any other batch, or one the fast path leaves (a fault to name, a
+        route of the agent's own), is read with the generated code."""
+        if not isinstance(request, bytes):
+            return await self._write_request(request, context)
+        loop = asyncio.get_running_loop()
+        glean = self.dataplane.glean
+        first_group = NO_RESERVED_GROUP if glean is None else glean.first_group
+        routes = await loop.run_in_executor(None, read_route_write, request, first_group)
+        if routes is not None:
+            election_id, batch_id, batch = routes
+            writers = self.dataplane.config.election.writers
+            if writers and not _admitted(context, writers):
+                await _refuse_writer(context, batch_id)
+            try:
+                self.dataplane.election.present(election_id)
+                result = await self.dataplane.write_routes(election_id, batch)
+            except InvalidBatch as e:
+                await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, e, batch_id, e.violations)
+            except NotPrimary as e:
+                violation = Violation(None, "election_id", str(e))
+                await _refuse(context, grpc.StatusCode.PERMISSION_DENIED, e, batch_id, [violation])
+            if result is not None:
+                return dataplane_pb2.WriteResponse(
+                    batch_id=batch_id, operations=result.operations, generation=result.generation
+                )
+        try:
+            parsed = dataplane_pb2.WriteRequest.FromString(request)
+        except DecodeError as e:
+            error = ValueError(f"not a corridor.v1.WriteRequest: {e}")
+            violation = Violation(None, "operations", str(error))
+            await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, error, 0, [violation])
+        return await self._write_request(parsed, context)
+
+    async def _write_request(
         self, request: dataplane_pb2.WriteRequest, context: _Context
     ) -> dataplane_pb2.WriteResponse:
         loop = asyncio.get_running_loop()
         batch_id = request.batch_id
         writers = self.dataplane.config.election.writers
         if writers and not _admitted(context, writers):
-            e = PermissionError(
-                f"{_who(context)} is not among election.writers of this agent; its election "
-                "id is not taken (only the writers' certificate names may present one)"
-            )
-            violation = Violation(None, "election_id", str(e))
-            await _refuse(context, grpc.StatusCode.PERMISSION_DENIED, e, batch_id, [violation])
+            await _refuse_writer(context, batch_id)
         try:
             # An id counts from the moment it is presented, whatever becomes of its batch,
             # and a deposed writer hears so before anything else is said about its batch.
@@ -246,6 +280,15 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
         except FieldError as f:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{f.field}: {f.description}")
         return lookup_to_pb(await self.dataplane.lookup(address))
+
+
+async def _refuse_writer(context: _Context, batch_id: int) -> NoReturn:
+    e = PermissionError(
+        f"{_who(context)} is not among election.writers of this agent; its election "
+        "id is not taken (only the writers' certificate names may present one)"
+    )
+    violation = Violation(None, "election_id", str(e))
+    await _refuse(context, grpc.StatusCode.PERMISSION_DENIED, e, batch_id, [violation])
 
 
 async def _refuse(

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from corridor.agent.config import AgentConfig, PortConfig
@@ -32,7 +33,7 @@ from corridor.common.fib import (
 )
 
 if TYPE_CHECKING:
-    from corridor._dataplane import FibStats, PortStatus, SampleStats
+    from corridor._dataplane import Batch, FibStats, PortStatus, SampleStats
     from corridor.agent.engine_host import Counters
     from corridor.agent.glean import HostTable
 
@@ -120,6 +121,9 @@ class Fib(Protocol):
     def apply(self, operations: Sequence[FibOperation]) -> None:
         """Validates the whole batch, then applies it; raises InvalidBatch, naming operations
         by index, with nothing applied."""
+
+    def apply_batch(self, batch: Batch) -> None:
+        """apply() for an engine Batch whose entry i is operation i."""
 
     def entries(self) -> tuple[list[Adjacency], list[NextHopGroup], list[Route]]: ...
 
@@ -279,41 +283,66 @@ class Dataplane:
     async def write(self, election_id: int, operations: Sequence[FibOperation]) -> WriteResult:
         """Applies one batch for the writer of `election_id`. Raises NotPrimary, or
         InvalidBatch with every violation the FIB found; in both cases nothing is applied."""
+        next_hops_written = any(type(op) in (Adjacency, DeleteAdjacency) for op in operations)
+        result = await self._write(
+            election_id, len(operations), partial(self._apply, operations), next_hops_written
+        )
+        if result is None:
+            raise AssertionError("_apply always applies or raises")
+        return result
+
+    async def write_routes(self, election_id: int, batch: Batch) -> WriteResult | None:
+        """Applies a batch of routes read straight from a writer's bytes (read_route_write:
+        checked as write() checks them, the agent's reserved groups too). Raises as write()
+        does; returns None, with nothing applied, when a route is for an attached subnet or
+        one of the agent's host routes: write() must take that batch (it names the fault,
+        or hands the host route over to the writer)."""
+        return await self._write(election_id, len(batch), partial(self._apply_routes, batch))
+
+    async def _write(
+        self,
+        election_id: int,
+        count: int,
+        apply: Callable[[], tuple[FibStats, list[str]] | None],
+        next_hops_written: bool = False,
+    ) -> WriteResult | None:
         loop = asyncio.get_running_loop()
         async with self._lock:
             started = time.perf_counter()
             try:
                 self.election.present(election_id)
             except NotPrimary:
-                self._observe(started, len(operations), "not_primary")
+                self._observe(started, count, "not_primary")
                 raise
-            if not operations:
+            if not count:
                 return WriteResult(0, self.generation)
-            applying = loop.run_in_executor(None, self._apply, operations)
+            applying = loop.run_in_executor(None, apply)
             try:
-                self.stats, taken = await asyncio.shield(applying)
+                applied = await asyncio.shield(applying)
             except InvalidBatch:
-                self._observe(started, len(operations), "invalid")
+                self._observe(started, count, "invalid")
                 raise
             except asyncio.CancelledError:
                 # The engine finishes the batch whatever the caller does: keep the lock (and
                 # the count of batches) true to it before letting the cancellation through.
                 await asyncio.wait([applying])
-                if applying.exception() is None:
-                    self.stats, taken = applying.result()
-                    self.generation += 1
-                    if taken and self.on_taken is not None:
-                        self.on_taken(taken)
+                if applying.exception() is None and (done := applying.result()) is not None:
+                    self._applied(*done)
                 raise
-            self.generation += 1
-            if taken and self.on_taken is not None:
-                self.on_taken(taken)
-            self._observe(started, len(operations), "applied")
-            if self.on_next_hops_written is not None and any(
-                type(op) in (Adjacency, DeleteAdjacency) for op in operations
-            ):
+            if applied is None:
+                return None
+            self._applied(*applied)
+            self._observe(started, count, "applied")
+            if next_hops_written and self.on_next_hops_written is not None:
                 self.on_next_hops_written()
-            return WriteResult(len(operations), self.generation)
+            return WriteResult(count, self.generation)
+
+    def _applied(self, stats: FibStats, taken: list[str]) -> None:
+        """On the loop, under _lock: a batch is in the engine."""
+        self.stats = stats
+        self.generation += 1
+        if taken and self.on_taken is not None:
+            self.on_taken(taken)
 
     async def set_policies(
         self, election_id: int, policies: Sequence[tuple[str, int, EdgePolicy]]
@@ -494,6 +523,17 @@ class Dataplane:
             ]
             own.difference_update(taken)
         return self._fib.stats(), taken
+
+    def _apply_routes(self, batch: Batch) -> tuple[FibStats, list[str]] | None:
+        """In the executor, under _lock: write_routes' batch, unless it touches what is
+        the agent's (then None, nothing applied)."""
+        watched = list(self.own_routes)
+        if self.glean is not None:
+            watched += self.glean.prefixes
+        if watched and batch.touches(watched):
+            return None
+        self._fib.apply_batch(batch)
+        return self._fib.stats(), []
 
     async def apply_own(self, operations: Sequence[FibOperation]) -> list[str]:
         """Applies the agent's own operations (glean routes, host routes and their groups

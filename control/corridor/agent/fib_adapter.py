@@ -60,7 +60,11 @@ class EngineFib:
         return self._fib
 
     def apply(self, operations: Sequence[FibOperation]) -> None:
-        batch = engine_batch(operations, self._port_index)
+        self.apply_batch(engine_batch(operations, self._port_index))
+
+    def apply_batch(self, batch: Batch) -> None:
+        """Applies an engine Batch whose entry i is operation i (engine_batch's, or one
+        read straight from a writer's bytes, `read_route_write`)."""
         with self._lock:
             try:
                 self._fib.apply(batch)

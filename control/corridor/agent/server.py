@@ -1,5 +1,8 @@
 """The agent's gRPC server: corridor.v1.Dataplane with health and reflection, served the
 one way Corridor serves gRPC (`corridor.common.serving`).
+
+Write and StreamWrite take their requests' bytes as they came (RAW_REQUESTS): a batch of
+routes goes from them to the engine in Rust, without a protobuf object per route.
 """
 
 from __future__ import annotations
@@ -7,12 +10,14 @@ from __future__ import annotations
 from corridor.agent.api import DataplaneService
 from corridor.agent.domain import Dataplane
 from corridor.common.config import Listen, TlsFiles
-from corridor.common.serving import GrpcServer, StartError, start
-from corridor.v1 import dataplane_pb2, dataplane_pb2_grpc
+from corridor.common.serving import GrpcServer, StartError, add_service, method_handlers, start
+from corridor.v1 import dataplane_pb2
 
 __all__ = ["AgentServer", "StartError", "start_server"]
 
-SERVICE_NAME = dataplane_pb2.DESCRIPTOR.services_by_name["Dataplane"].full_name
+_SERVICE = dataplane_pb2.DESCRIPTOR.services_by_name["Dataplane"]
+SERVICE_NAME = _SERVICE.full_name
+RAW_REQUESTS = frozenset({"Write", "StreamWrite"})  # the servicer takes the request's bytes
 
 AgentServer = GrpcServer
 
@@ -23,7 +28,9 @@ async def start_server(
     """Binds every listener of `listen` and starts serving; raises StartError."""
     service = DataplaneService(dataplane)
     return await start(
-        lambda server: dataplane_pb2_grpc.add_DataplaneServicer_to_server(service, server),
+        lambda server: add_service(
+            server, SERVICE_NAME, method_handlers(_SERVICE, service, RAW_REQUESTS)
+        ),
         SERVICE_NAME,
         listen,
         tls,

@@ -13,11 +13,12 @@ import socket
 import ssl
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from google.protobuf import descriptor, message_factory
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -87,6 +88,43 @@ class GrpcServer:
         if self.unix_path is not None:
             _remove_socket_file(self.unix_path)
         _remove_made(self.made)
+
+
+def method_handlers(
+    service: descriptor.ServiceDescriptor,
+    servicer: object,
+    raw_requests: Collection[str] = (),
+    raw_responses: Collection[str] = (),
+) -> dict[str, grpc.RpcMethodHandler]:
+    """The handlers of every method of `service` on `servicer`, from its descriptor, with
+    their protobuf codecs but for `raw_requests`' requests (the servicer takes the bytes as
+    they came) and `raw_responses`' responses (it gives serialized bytes). Clients see the
+    methods and types the generated code declares."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in service.methods:
+        name = method.name
+        request = message_factory.GetMessageClass(method.input_type)
+        response = message_factory.GetMessageClass(method.output_type)
+        make: Callable[..., grpc.RpcMethodHandler] = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[(method.client_streaming, method.server_streaming)]
+        handlers[name] = make(
+            getattr(servicer, name),
+            request_deserializer=None if name in raw_requests else request.FromString,
+            response_serializer=None if name in raw_responses else response.SerializeToString,
+        )
+    return handlers
+
+
+def add_service(
+    server: grpc.aio.Server, name: str, handlers: dict[str, grpc.RpcMethodHandler]
+) -> None:
+    """Registers `handlers` as the service called `name` (its full name)."""
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)
 
 
 def check(listen: Listen, tls: TlsFiles | None, where: str = "") -> list[str]:

@@ -9,13 +9,17 @@ see the same methods and types as the generated code declares.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import grpc
-from google.protobuf import message_factory
 
 from corridor.common.config import Listen, TlsFiles
-from corridor.common.serving import GrpcServer, StartError, bind, start
+from corridor.common.serving import (
+    GrpcServer,
+    StartError,
+    add_service,
+    bind,
+    method_handlers,
+    start,
+)
 from corridor.controller.api import ControllerService
 from corridor.controller.core import Controller
 from corridor.v1 import controller_pb2
@@ -30,35 +34,9 @@ RAW_RESPONSES = frozenset({"Watch"})  # the servicer yields serialized responses
 ControllerServer = GrpcServer
 
 
-def method_handlers(service: ControllerService) -> dict[str, grpc.RpcMethodHandler]:
-    """corridor.v1.Controller's handlers, from its descriptor: every method with its
-    protobuf codecs but for RAW_REQUESTS' requests and RAW_RESPONSES' responses."""
-    handlers: dict[str, grpc.RpcMethodHandler] = {}
-    for method in _SERVICE.methods:
-        name = method.name
-        request = message_factory.GetMessageClass(method.input_type)
-        response = message_factory.GetMessageClass(method.output_type)
-        deserializer = None if name in RAW_REQUESTS else request.FromString
-        serializer = None if name in RAW_RESPONSES else response.SerializeToString
-        if method.client_streaming:
-            raise AssertionError(f"{name}: no client-streaming method is served here")
-        make: Callable[..., grpc.RpcMethodHandler] = (
-            grpc.unary_stream_rpc_method_handler
-            if method.server_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-        handlers[name] = make(
-            getattr(service, name),
-            request_deserializer=deserializer,
-            response_serializer=serializer,
-        )
-    return handlers
-
-
 def _add_service(service: ControllerService, server: grpc.aio.Server) -> None:
-    handlers = method_handlers(service)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+    handlers = method_handlers(_SERVICE, service, RAW_REQUESTS, RAW_RESPONSES)
+    add_service(server, SERVICE_NAME, handlers)
 
 
 async def start_server(

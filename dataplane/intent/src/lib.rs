@@ -6,9 +6,13 @@
 //! The checks that need the controller's rules (node names, gateways, ports, VLANs, weights)
 //! stay in Python, run once per distinct value: this crate reads, canonicalises, checks
 //! what is per route (prefixes, duplicates, next-hop counts) and deduplicates.
+//!
+//! The agent reads the WriteRequests that carry a table the same way (`intake`): the
+//! routes of a batch straight from its bytes into one engine batch.
 
 pub mod apply;
 pub mod fpm;
+pub mod intake;
 pub mod text;
 pub mod wire;
 pub mod write;

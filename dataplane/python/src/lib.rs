@@ -5,10 +5,12 @@
 use corridor_engine::fib::{
     Adjacency, BatchError, Family, Fib as CoreFib, FibConfig, FibOp, Member, NextHop, Prefix, RouteTarget, MAX_MEMBERS, UNKNOWN_MEMBER,
 };
+use corridor_intent::intake::{read_route_write as core_read_route_write, Change};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -178,6 +180,51 @@ impl Batch {
         });
         Ok(self.__len__() - before)
     }
+
+    /// Whether a route entry (added or deleted) of the batch is for one of `prefixes`.
+    fn touches(&self, py: Python<'_>, prefixes: Vec<String>) -> PyResult<bool> {
+        let wanted = prefixes.iter().map(|p| p.parse::<Prefix>().map_err(PyValueError::new_err)).collect::<PyResult<HashSet<_>>>()?;
+        if wanted.is_empty() {
+            return Ok(false);
+        }
+        Ok(py.detach(|| {
+            self.ops.iter().any(|op| match op {
+                FibOp::AddRoute { prefix, .. } | FibOp::DeleteRoute { prefix } => wanted.contains(prefix),
+                _ => false,
+            })
+        }))
+    }
+}
+
+/// A serialized corridor.v1.WriteRequest whose operations are all routes, read with the GIL
+/// released straight into a Batch (corridor_intent::intake): (election id, batch id, batch),
+/// entry i for operation i. None for any other request, and for one with a FORWARD route to
+/// a group from `first_group` up (ids the agent keeps for itself): read it the slow way,
+/// which names every fault.
+#[pyfunction]
+fn read_route_write(py: Python<'_>, data: &Bound<'_, PyBytes>, first_group: u64) -> Option<(u128, u64, Batch)> {
+    let bytes = data.as_bytes();
+    py.detach(|| {
+        let write = core_read_route_write(bytes)?;
+        let mut ops = Vec::with_capacity(write.routes.len());
+        for r in &write.routes {
+            let prefix = if r.v6 {
+                Prefix::v6(u128::from_be_bytes(r.address), r.length)
+            } else {
+                Prefix::v4(u32::from_be_bytes([r.address[0], r.address[1], r.address[2], r.address[3]]), r.length)
+            };
+            ops.push(match r.change {
+                Change::Delete => FibOp::DeleteRoute { prefix },
+                Change::Set { kind: 1, group } if u64::from(group) >= first_group => return None,
+                Change::Set { kind: 1, group } => FibOp::AddRoute { prefix, target: RouteTarget::Group(group) },
+                Change::Set { kind: 2, .. } => FibOp::AddRoute { prefix, target: RouteTarget::Blackhole },
+                Change::Set { kind: 3, .. } => FibOp::AddRoute { prefix, target: RouteTarget::Unreachable },
+                Change::Set { .. } => FibOp::AddRoute { prefix, target: RouteTarget::Local },
+            });
+        }
+        let election = (u128::from(write.election.0) << 64) | u128::from(write.election.1);
+        Some((election, write.batch_id, Batch { ops, bad: Vec::new() }))
+    })
 }
 
 /// The forwarding table. Writes are whole batches; lookups are for tests and tools (the
@@ -376,6 +423,7 @@ impl Fib {
 fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Batch>()?;
     m.add_class::<Fib>()?;
+    m.add_function(wrap_pyfunction!(read_route_write, m)?)?;
     m.add("FibError", m.py().get_type::<FibError>())?;
     m.add("MAX_MEMBERS", MAX_MEMBERS)?;
     m.add("UNKNOWN_MEMBER", UNKNOWN_MEMBER)?;

@@ -22,7 +22,7 @@ pub const UNCOUNTED_SLOT: u32 = BLACKHOLE_SLOTS - 1;
 type Length<K> = (u32, Box<[(K, u32)]>);
 
 /// Every blackhole route's slot, by family and prefix length.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BlackholeTable {
     /// Longest first.
     v4: Vec<Length<u32>>,
@@ -47,6 +47,22 @@ impl BlackholeTable {
         }
     }
 
+    /// This table with `changes` made ((prefix, Some(slot)): set; (prefix, None): gone; a
+    /// prefix at most once), by merging them into the sorted arrays: a batch costs its own
+    /// sort and one pass over the table, not a sort of every blackhole route (a table of
+    /// them comes in as many batches). Equal to `build` of the resulting routes.
+    pub fn changed(&self, changes: &[(Prefix, Option<u32>)]) -> BlackholeTable {
+        let mut v4: Vec<(u32, u32, Option<u32>)> = Vec::new();
+        let mut v6: Vec<(u32, u128, Option<u32>)> = Vec::new();
+        for (p, slot) in changes {
+            match p.family() {
+                Family::V4 => v4.push((p.len() as u32, p.addr_v4(), *slot)),
+                Family::V6 => v6.push((p.len() as u32, p.addr_v6(), *slot)),
+            }
+        }
+        BlackholeTable { v4: merged(&self.v4, v4), v6: merged(&self.v6, v6) }
+    }
+
     /// The slot of the longest blackhole prefix holding `dst`.
     #[inline]
     pub fn slot_v4(&self, dst: u32) -> Option<u32> {
@@ -63,6 +79,62 @@ impl BlackholeTable {
             nets.binary_search_by_key(&key, |e| e.0).ok().and_then(|i| nets.get(i)).map(|e| e.1)
         })
     }
+}
+
+/// `old` (longest first, networks sorted) with `changes` (length, network, slot or None).
+fn merged<K: Copy + Ord>(old: &[Length<K>], mut changes: Vec<(u32, K, Option<u32>)>) -> Vec<Length<K>> {
+    changes.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut out: Vec<Length<K>> = Vec::with_capacity(old.len() + 1);
+    let (mut o, mut c) = (0, 0);
+    while o < old.len() || c < changes.len() {
+        // The next length, longest first, from either side.
+        let len = match (old.get(o), changes.get(c)) {
+            (Some(a), Some(b)) => a.0.max(b.0),
+            (Some(a), None) => a.0,
+            (None, Some(b)) => b.0,
+            (None, None) => break,
+        };
+        let nets: &[(K, u32)] = match old.get(o) {
+            Some(a) if a.0 == len => {
+                o += 1;
+                &a.1
+            }
+            _ => &[],
+        };
+        let first = c;
+        while changes.get(c).is_some_and(|x| x.0 == len) {
+            c += 1;
+        }
+        let batch = &changes[first..c];
+        let mut next: Vec<(K, u32)> = Vec::with_capacity(nets.len() + batch.len());
+        let (mut i, mut j) = (0, 0);
+        while i < nets.len() || j < batch.len() {
+            match (nets.get(i), batch.get(j)) {
+                (Some(n), Some(b)) if n.0 < b.1 => {
+                    next.push(*n);
+                    i += 1;
+                }
+                (Some(n), Some(b)) if n.0 == b.1 => {
+                    i += 1; // replaced or removed by the change
+                }
+                (Some(n), None) => {
+                    next.push(*n);
+                    i += 1;
+                }
+                (_, Some(b)) => {
+                    if let Some(slot) = b.2 {
+                        next.push((b.1, slot));
+                    }
+                    j += 1;
+                }
+                (None, None) => break,
+            }
+        }
+        if !next.is_empty() {
+            out.push((len, next.into_boxed_slice()));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -88,6 +160,38 @@ mod tests {
                 let want = prefixes.iter().enumerate().filter(|(_, p)| holds(p, a)).max_by_key(|(_, p)| p.len()).map(|(i, _)| i as u32);
                 prop_assert_eq!(t.slot_v4(a), want);
             }
+        }
+    }
+
+    proptest! {
+        /// A table changed batch by batch equals the table built whole from what is left.
+        #[test]
+        fn changed_equals_built(
+            batches in proptest::collection::vec(
+                proptest::collection::vec((any::<u32>(), 0u8..=32, any::<bool>(), 0u32..1000), 0..40), 1..6),
+            v6 in proptest::collection::vec((any::<u128>(), 0u8..=128), 0..20),
+        ) {
+            let mut routes: std::collections::HashMap<Prefix, u32> = std::collections::HashMap::new();
+            let mut table = BlackholeTable::default();
+            for batch in &batches {
+                let mut changes: std::collections::HashMap<Prefix, Option<u32>> = std::collections::HashMap::new();
+                for &(a, l, set, slot) in batch {
+                    let p = Prefix::v4(a, l).network();
+                    let now = if set { routes.insert(p, slot); Some(slot) } else { routes.remove(&p); None };
+                    changes.insert(p, now);
+                }
+                let changes: Vec<_> = changes.into_iter().collect();
+                table = table.changed(&changes);
+                prop_assert_eq!(&table, &BlackholeTable::build(routes.iter().map(|(p, s)| (p, *s))));
+            }
+            let added: Vec<_> = v6.iter().map(|&(a, l)| (Prefix::v6(a, l).network(), Some(7))).collect();
+            let mut added: Vec<_> = added.into_iter().collect::<std::collections::HashMap<_, _>>().into_iter().collect();
+            added.sort();
+            for (p, _) in &added {
+                routes.insert(*p, 7);
+            }
+            table = table.changed(&added);
+            prop_assert_eq!(&table, &BlackholeTable::build(routes.iter().map(|(p, s)| (p, *s))));
         }
     }
 

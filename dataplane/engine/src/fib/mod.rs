@@ -326,6 +326,9 @@ pub struct Fib {
     blackhole_slot_used: Vec<bool>,
     last_blackhole_slot: u32,
     retired_blackhole_tables: RetireList<BlackholeTable, FibDomain>,
+    /// The writer's copy of the published blackhole table, which the next batch's changes
+    /// are merged into (`BlackholeTable::changed`).
+    blackhole_table: BlackholeTable,
     config: FibConfig,
 }
 
@@ -380,6 +383,7 @@ impl Fib {
             blackhole_slot_used: vec![false; BLACKHOLE_SLOTS as usize],
             last_blackhole_slot: UNCOUNTED_SLOT - 1,
             retired_blackhole_tables: RetireList::default(),
+            blackhole_table: BlackholeTable::default(),
             config,
         })
     }
@@ -475,8 +479,14 @@ impl Fib {
         let mut members_changed = false;
         let blackholes = self.blackhole_slots.len();
         let mut blackholes_changed = false;
+        let mut blackholes_touched: Vec<Prefix> = Vec::new();
         for op in ops {
-            blackholes_changed |= self.track_blackhole(op);
+            if self.track_blackhole(op) {
+                blackholes_changed = true;
+                if let FibOp::AddRoute { prefix, .. } | FibOp::DeleteRoute { prefix } = op {
+                    blackholes_touched.push(*prefix);
+                }
+            }
             self.apply_one(op);
             match op {
                 FibOp::SetMember { .. } | FibOp::DeleteMember { .. } => members_changed = true,
@@ -500,8 +510,13 @@ impl Fib {
             }
         }
         if blackholes_changed || blackholes != self.blackhole_slots.len() {
-            let table = BlackholeTable::build(self.blackhole_slots.iter().map(|(p, s)| (p, *s)));
-            let old = self.shared.blackholes.replace(0, Some(Box::new(table)));
+            // Each touched prefix once, as the batch left it (a route may come and go in it).
+            blackholes_touched.sort_unstable();
+            blackholes_touched.dedup();
+            let changes: Vec<(Prefix, Option<u32>)> =
+                blackholes_touched.iter().map(|p| (*p, self.blackhole_slots.get(p).copied())).collect();
+            self.blackhole_table = self.blackhole_table.changed(&changes);
+            let old = self.shared.blackholes.replace(0, Some(Box::new(self.blackhole_table.clone())));
             self.retired_blackhole_tables.push(old);
         }
         self.reclaim(false);
