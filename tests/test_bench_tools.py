@@ -800,6 +800,18 @@ def test_paired_ratios_are_taken_rep_by_rep() -> None:
     assert "Load average (1, 5, 15 min) at the end: 7.50, 6.00, 5.25." in md, md
 
 
+def test_a_build_with_no_loss_free_rate_pairs_as_zero() -> None:
+    # NDR 0 in one repetition is that build's result there (every trial lost frames): it
+    # must pull the median down, not drop out of it. A base of 0 has no ratio.
+    rows = [_row("corridor-1", 4, 64, rep, 400e3) for rep in range(3)]
+    rows += [_row("corridor-1e", 4, 64, rep, 400e3) for rep in range(3)]
+    rows[4]["ndr_pps"] = 0.0
+    rows += [_row("corridor-1", 4, 64, 3, 0.0), _row("corridor-1e", 4, 64, 3, 400e3)]
+    s = report.paired(rows)[0]
+    assert (s["ndr_pps"], s["ndr_pps_min"], s["ndr_pps_max"]) == (1.0, 0.0, 1.0), s
+    assert s["pairs"] == 3, s
+
+
 def test_l3fwd_is_a_reference_in_the_ratios() -> None:
     rows = [_row("l3fwd", 4, 64, rep, 300e3) for rep in range(3)]
     rows += [_row("corridor-1", 4, 64, rep, 450e3) for rep in range(3)]

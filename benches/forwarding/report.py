@@ -51,7 +51,9 @@ def paired(rows: list[dict], base: str = "corridor-1") -> list[dict]:
     """Each other Corridor build against `base` repetition by repetition (the two ran
     back to back, in alternating order): the median, min and max of the per-repetition
     ratios of every rate. Pairing cancels most of a shared machine's drift between
-    repetitions, which a ratio of medians keeps."""
+    repetitions, which a ratio of medians keeps. A build that found no rate in a
+    repetition (NDR 0: even the lowest trial lost frames) counts as 0x there rather than
+    dropping out, which would flatter it; only a base of 0 leaves the pair out."""
     by = {(r["router"], r["family"], r["size"], r["rep"]): r for r in rows if "error" not in r}
     out = []
     for router in dict.fromkeys(r["router"] for r in rows):
@@ -63,7 +65,7 @@ def paired(rows: list[dict], base: str = "corridor-1") -> list[dict]:
                 ratios = []
                 for (name, f, z, rep), r in by.items():
                     b = by.get((base, f, z, rep))
-                    if (name, f, z) == (router, family, size) and b and b.get(key) and r.get(key):
+                    if (name, f, z) == (router, family, size) and b and b.get(key) and key in r:
                         ratios.append(r[key] / b[key])
                 if ratios:
                     s[key] = statistics.median(ratios)
