@@ -109,10 +109,10 @@ vagrant-bench:
 	vagrant/run.sh $(BENCH_ARGS)
 
 # Fuzzing, not part of `make test`: each Rust fuzz target (dataplane/fuzz: wire views,
-# pipeline, FIB batches, the controller's ApplyRequest reader) for FUZZ_SECONDS from the
-# committed corpus, on the stable toolchain (cargo-fuzz with `-s none`, installed here at a
-# pinned version), then the property tests with HYPOTHESIS_PROFILE=fuzz and FUZZ_EXAMPLES
-# examples each. A crash's input goes to dataplane/fuzz/regressions/ with its fix.
+# pipeline, FIB batches, the controller's ApplyRequest reader, the agent's WriteRequest
+# intake) for FUZZ_SECONDS from the committed corpus, on the stable toolchain (cargo-fuzz
+# with `-s none`, installed here at a pinned version), then the property tests with
+# HYPOTHESIS_PROFILE=fuzz and FUZZ_EXAMPLES examples each. A crash's input goes to dataplane/fuzz/regressions/ with its fix.
 FUZZ_SECONDS ?= 60
 FUZZ_EXAMPLES ?= 5000
 CARGO_FUZZ_VERSION := 0.13.2
@@ -126,7 +126,8 @@ fuzz: deps $(CARGO_FUZZ)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) CARGO_FUZZ=$(abspath $(CARGO_FUZZ)) dataplane/fuzz/run.sh
 	HYPOTHESIS_PROFILE=fuzz HYPOTHESIS_EXAMPLES=$(FUZZ_EXAMPLES) \
 		$(PY) -m pytest -q -p no:logging tests/test_properties_agent.py \
-		tests/test_properties_controller.py tests/test_properties_fpm.py
+		tests/test_properties_controller.py tests/test_properties_fpm.py \
+		tests/test_agent_intake.py
 
 # Soak and chaos, not part of `make test`: traffic through the lab for SOAK_SECONDS while routes
 # churn through the controller, a link flaps and agent and controller are killed -9 in turn;

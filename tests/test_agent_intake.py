@@ -3,25 +3,33 @@ read in Rust straight into the engine's batch (read_route_write, Dataplane.write
 any other, and any the fast path leaves, is read by the generated code (translate_write,
 Dataplane.write). Each batch here goes both ways, into two agents' FIBs, and the replies,
 the violations and what is installed must match; the fast path must also step aside where
-the agent's own entries (attached subnets, host routes, reserved ids) are at stake."""
+the agent's own entries (attached subnets, host routes, reserved ids) are at stake. A
+property test sends generated requests, damaged bytes among them, both ways: whatever the
+fast path takes, the generated code reads as the same routes and applies alike."""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from corridor._dataplane import read_route_write
 from corridor.agent import client as c
 from corridor.agent.api import NO_RESERVED_GROUP, translate_write
 from corridor.agent.config import parse
-from corridor.agent.domain import Dataplane
+from corridor.agent.domain import Dataplane, NotPrimary
 from corridor.agent.fib_adapter import EngineFib
 from corridor.agent.glean import HostTable, attached_subnets
 from corridor.common.errors import InvalidBatch
 from corridor.common.fib import Adjacency, GleanRoute, NextHopGroup, Route, RouteKind
 from corridor.v1 import common_pb2, dataplane_pb2
+from properties_support import prefixes
+from test_properties_agent import operations
 
 ELECTION = 7
 PORT_MAC, HOST_MAC = "02:00:00:00:00:10", "02:00:00:00:00:20"
@@ -176,3 +184,86 @@ async def test_bytes_that_are_not_a_write_request_are_refused(agent) -> None:
         c.write_request(ELECTION, [c.set_route("198.18.7.0/24", "blackhole")], 5), timeout=10
     )
     assert (reply.batch_id, reply.operations, reply.generation) == (5, 1, 1)
+
+
+# --- any request, both ways ----------------------------------------------------------------
+
+
+VALID_PREFIXES = [
+    common_pb2.IpPrefix(address=ipaddress.ip_network(p).network_address.packed,
+                        length=ipaddress.ip_network(p).prefixlen)
+    for p in ("198.18.7.0/24", "198.19.0.0/16", "0.0.0.0/0", "198.18.0.9/32",
+              "2001:db8::/32", "2001:db8:1::/48", "::/0", "2001:db8::1/128")
+]  # fmt: skip
+VALID_SETS = st.one_of(
+    st.tuples(st.just(1), st.sampled_from([1, 2, 9, FIRST_ID])),  # FORWARD to a group
+    st.tuples(st.sampled_from([2, 3, 4]), st.just(0)),
+)
+NEAR_MISSES = st.tuples(st.sampled_from([0, 1, 2, 5]), st.sampled_from([0, 1]))
+
+
+@st.composite
+def route_operations(draw: st.DrawFn, clean: bool) -> dataplane_pb2.Operation:
+    """Route operations the fast path takes (`clean`), or near misses among them: any
+    prefix bytes and length, a kind with a group it must not have, unknown actions."""
+    actions = [1, 1, 2] if clean else [1, 1, 2, 0, 7]
+    op = dataplane_pb2.Operation(action=draw(st.sampled_from(actions)))  # type: ignore[arg-type]
+    valid = st.sampled_from(VALID_PREFIXES)
+    op.route.prefix.CopyFrom(draw(valid if clean else st.one_of(valid, prefixes())))
+    kind, group = draw(VALID_SETS if clean else st.one_of(VALID_SETS, NEAR_MISSES))
+    op.route.kind, op.route.next_hop_group_id = kind, group  # type: ignore[assignment]
+    return op
+
+
+REQUESTS = st.tuples(
+    st.one_of(st.just(ELECTION), st.integers(0, 2**128 - 1)),
+    st.one_of(
+        st.lists(route_operations(clean=True), max_size=6),
+        st.lists(st.one_of(route_operations(clean=False), operations()), max_size=6),
+    ),
+    # Damage to the encoded bytes, half the time: (position per mille, byte) to overwrite.
+    st.one_of(st.none(), st.tuples(st.integers(0, 999), st.integers(0, 255))),
+)
+
+
+async def _both_ways(election: int, ops: list[dataplane_pb2.Operation], mutation) -> None:
+    data = bytearray(c.write_request(election, ops, batch_id=3).SerializeToString())
+    if mutation is not None and data:
+        data[mutation[0] * len(data) // 1000] = mutation[1]
+    fast_dp, slow_dp = (_dataplane(Path("/nonexistent"), False) for _ in range(2))
+    for dp in (fast_dp, slow_dp):
+        await _slow(dp, c.write_request(ELECTION, SETUP).SerializeToString())
+    read = read_route_write(bytes(data), NO_RESERVED_GROUP)
+    if read is None:
+        return  # the generated code's, as every other request (the cases above)
+    # What the fast path takes, the generated code reads as the same routes and applies alike.
+    request = dataplane_pb2.WriteRequest.FromString(bytes(data))
+    assert request.operations and all(
+        op.WhichOneof("entry") == "route" for op in request.operations
+    )
+    election_id, batch_id, batch = read
+    assert (election_id, batch_id, len(batch)) == (
+        (request.election_id.high << 64) | request.election_id.low, request.batch_id,
+        len(request.operations))  # fmt: skip
+    try:
+        got = await fast_dp.write_routes(election_id, batch)
+    except (InvalidBatch, NotPrimary) as e:
+        got = getattr(e, "violations", "not primary")
+    assert got is not None, "stepped aside without the agent's own routes"
+    assert got == await _slow_or_refused(slow_dp, bytes(data))
+    assert fast_dp._fib.entries() == slow_dp._fib.entries()
+    assert fast_dp.generation == slow_dp.generation and fast_dp.stats == slow_dp.stats
+
+
+async def _slow_or_refused(dp: Dataplane, data: bytes):
+    try:
+        return await _slow(dp, data)
+    except NotPrimary:
+        return "not primary"
+
+
+@given(REQUESTS)
+def test_any_request_the_fast_path_takes_is_read_and_applied_as_the_generated_code_does(
+    request,
+) -> None:
+    asyncio.run(_both_ways(*request))

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 seconds=${FUZZ_SECONDS:-60}
 cargo_fuzz=${CARGO_FUZZ:-cargo-fuzz}
 work=target/fuzz
-if [ "$#" -gt 0 ]; then targets=("$@"); else targets=(wire pipeline fib_batch apply_request fpm_scan); fi
+if [ "$#" -gt 0 ]; then targets=("$@"); else targets=(wire pipeline fib_batch apply_request fpm_scan write_request); fi
 
 # The build first, alone, so that its time is not fuzzing time.
 for t in "${targets[@]}"; do

@@ -551,6 +551,42 @@ pub fn apply_request(data: &[u8]) {
     }
 }
 
+// --- the agent's route-write intake -------------------------------------------------------------
+
+/// Any bytes as a WriteRequest through the agent's Rust intake: what it takes is only plain
+/// route operations under an election above 0, 1 to `MAX_OPERATIONS` of them, each a prefix
+/// without host bits (4 or 16 bytes, the rest of the address zero) and a known kind with a
+/// group exactly when FORWARD; and the controller's encoder writing it back reads the same.
+/// (That it accepts only what the generated-code path accepts is tests/test_agent_intake.py's.)
+pub fn write_request(data: &[u8]) {
+    use corridor_intent::apply::is_prefix;
+    use corridor_intent::intake::{read_route_write, Change, MAX_OPERATIONS};
+    use corridor_intent::write::{write_request, Op};
+
+    let Some(w) = read_route_write(data) else { return };
+    assert_ne!(w.election, (0, 0));
+    assert!(!w.routes.is_empty() && w.routes.len() <= MAX_OPERATIONS);
+    let ops: Vec<Op> = w
+        .routes
+        .iter()
+        .map(|r| {
+            let (address, length) = (r.address().to_vec(), u32::from(r.length));
+            assert!(is_prefix(&address, length), "{address:?}/{length}");
+            assert!(r.address[address.len()..].iter().all(|&b| b == 0));
+            match r.change {
+                Change::Set { kind, group } => {
+                    assert!((1..=4).contains(&kind) && (kind == 1) == (group != 0), "kind {kind}, group {group}");
+                    Op::SetRoute { address, length, kind, group }
+                }
+                Change::Delete => Op::DeleteRoute { address, length },
+            }
+        })
+        .collect();
+    let again = read_route_write(&write_request(w.election, w.batch_id, &ops)).expect("its own encoding reads");
+    assert_eq!((again.election, again.batch_id), (w.election, w.batch_id));
+    assert_eq!(again.routes, w.routes);
+}
+
 // --- the controller's FPM scan -------------------------------------------------------------------
 
 /// Any bytes as zebra's FPM stream through the Rust scan: it stops on a frame boundary

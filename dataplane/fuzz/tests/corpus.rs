@@ -11,12 +11,13 @@ use corridor_fuzz::{frames_to, FrameIn, MAC};
 /// A target's checks: the fuzzer's bytes in, a panic when a property fails.
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 5] = [
+const TARGETS: [(&str, Check); 6] = [
     ("wire", corridor_fuzz::wire),
     ("pipeline", corridor_fuzz::pipeline),
     ("fib_batch", corridor_fuzz::fib_batch),
     ("apply_request", corridor_fuzz::apply_request),
     ("fpm_scan", corridor_fuzz::fpm_scan),
+    ("write_request", corridor_fuzz::write_request),
 ];
 
 fn inputs(dir: &Path) -> Vec<PathBuf> {
