@@ -66,6 +66,7 @@ demo: deps
 
 # Everything, lab tests included (root). The rules the tools enforce come first: they are
 # quick and name the file to fix. `.venv/bin/pytest -m "not lab"` runs the fast tests only.
+# The slowest tests are listed at the end, to keep the whole under 20 minutes.
 test: deps
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
@@ -73,7 +74,7 @@ test: deps
 	$(VENV)/bin/ruff format --check control tests benches
 	$(VENV)/bin/mypy control
 	cargo test --workspace --quiet
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # Every figure of docs/benchmarks.md, each with its baseline measured in the same run: the FIB
 # against prefix-trie and against DPDK's rte_fib/rte_lpm (benches.fib_dpdk), the pipeline per
