@@ -71,11 +71,11 @@ def spawn(args: Sequence[str], log: Path) -> subprocess.Popen:
         )  # fmt: skip
 
 
-def stop(process: subprocess.Popen | None) -> None:
-    """SIGTERM, then SIGKILL after 20 s; nothing if it already ended."""
+def stop(process: subprocess.Popen | None, sig: signal.Signals = signal.SIGTERM) -> None:
+    """`sig` (SIGTERM), then SIGKILL after 20 s; nothing if it already ended."""
     if process is None or process.poll() is not None:
         return
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(sig)
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:

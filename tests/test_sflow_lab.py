@@ -124,6 +124,7 @@ class World:
         self.sock, self.agent_log = d / "agent.sock", d / "agent.log"
         self.processes: list[subprocess.Popen] = []
         self.agent: subprocess.Popen | None = None
+        self.sfacctd: subprocess.Popen | None = None
 
     def collector_up(self) -> None:
         L.command(["ip", "netns", "add", self.col])
@@ -166,8 +167,8 @@ class World:
 
     def down(self) -> None:
         for p in [self.agent, *self.processes]:
-            if p is not None:
-                P.stop(p)
+            # sfacctd ignores SIGTERM (20 s to the SIGKILL); SIGINT is its shutdown.
+            P.stop(p, signal.SIGINT if p is self.sfacctd else signal.SIGTERM)
         L.command(["ip", "netns", "del", self.col], check=False)
 
     def counters(self) -> dataplane_pb2.Counters:
