@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -180,10 +181,11 @@ def _samples(w: World, name: str) -> list[Sample]:
     ]
 
 
-def _sampled(w: World, name: str, rx_bytes: int) -> None:
-    """Waits for a stored sample of `name` showing `rx_bytes`."""
-    P.until(lambda: any(s.rx_bytes == rx_bytes for s in _samples(w, name)), 30,
-           f"a sample of {name} at {rx_bytes} rx bytes", w.controller_log)  # fmt: skip
+def _sampled(w: World, name: str, rx_bytes: int, since: float = 0.0) -> None:
+    """Waits for a stored sample of `name` showing `rx_bytes`, taken after `since` (a
+    sample from before, with the same count, does not end the wait)."""
+    P.until(lambda: any(s.rx_bytes == rx_bytes and s.time > since for s in _samples(w, name)),
+            30, f"a sample of {name} at {rx_bytes} rx bytes", w.controller_log)  # fmt: skip
 
 
 def test_members_counted_exactly_across_restarts(world: World) -> None:
@@ -244,7 +246,9 @@ def test_members_counted_exactly_across_restarts(world: World) -> None:
     w.expect_counts(0)
     w.send_phase()
     w.expect_counts(1)
-    _sampled(w, "alpha", N_ALPHA * SIZE_ALPHA)
+    # The count after one phase was also sampled before the restart: wait for a sample taken
+    # now that the node shows it again.
+    _sampled(w, "alpha", N_ALPHA * SIZE_ALPHA, since=time.time())
 
     # Billing across the restart: no negative or wrapped-around interval, and the intervals
     # add up to exactly what alpha sent (three phases), not to a spike.
