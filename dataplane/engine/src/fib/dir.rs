@@ -32,7 +32,7 @@ const STRIDE: u32 = 8;
 const NODE: usize = 1 << STRIDE;
 /// Roots of more bits than this are prefetched by batch lookups (see `lookup_batch`).
 const PREFETCHED_ROOT_BITS: u32 = 16;
-/// Keys a batch lookup resolves together (one bit each in a u64); longer batches are split.
+/// Keys a batch lookup resolves together; longer batches are split.
 const LOOKUP_CHUNK: usize = 64;
 
 /// A key of `BITS` bits, read most significant bit first.
@@ -158,17 +158,15 @@ impl DirShared {
 
     /// Looks up a batch level by level: all root loads first, then the next level of
     /// every entry that needs one, and so on, so that the cache misses of a level overlap
-    /// instead of forming one chain per key. Each level below the root is two passes over
-    /// the keys still unresolved (one bit each in a mask, so that a level costs nothing
-    /// for keys that ended above it): the first asks for their entries, the second loads
-    /// them. A prefetch leaves the core at once, where a load that misses holds back every
-    /// later instruction from retiring, so with loads alone the out-of-order window, not
-    /// the memory, caps the misses in flight (rte_fib's scalar lookup prefetches too). The
-    /// root is asked for only when it is larger than the caches hold (IPv4's 64 MiB;
-    /// IPv6's 256 KiB stays in L2, and asking costs more than it gains there).
-    // Out of line, as it compiled before the bit-mask rewrite: inlined into the FIB
-    // benchmark's loops, the rewrite measured no faster than the code before it.
-    #[inline(never)]
+    /// instead of forming one chain per key. Each level is two passes over the keys still
+    /// unresolved (kept packed, so that a level costs nothing for keys that ended above
+    /// it): the first asks for their entries, the second loads them. A prefetch leaves the
+    /// core at once, where a load that misses holds back every later instruction from
+    /// retiring, so with loads alone the out-of-order window, not the memory, caps the
+    /// misses in flight (rte_fib's scalar lookup prefetches too). The root is asked for
+    /// only when it is larger than the caches hold (IPv4's 64 MiB; IPv6's 256 KiB stays in
+    /// L2, and asking costs more than it gains there).
+    #[inline]
     pub(crate) fn lookup_batch<K: Key>(&self, keys: &[K], out: &mut [u32]) {
         debug_assert!(out.len() >= keys.len());
         for (keys, out) in keys.chunks(LOOKUP_CHUNK).zip(out.chunks_mut(LOOKUP_CHUNK)) {
@@ -183,49 +181,36 @@ impl DirShared {
                 self.prefetch_root(*k);
             }
         }
-        // The root loads with as little as possible beside them: nothing that uses an
-        // entry but one OR, and no branch on one, so that the core's window, still
-        // holding the loads that miss, reaches the next chunk's (or batch's) loads. Sorting
-        // out the keys that go deeper inside this loop (a packed index list, as before)
-        // cost a third of the random-key IPv4 rate: each key's bookkeeping waited on its
-        // miss and filled the window (benchmarks.md, "FIB against rte_fib").
-        let mut any = 0;
-        for (k, o) in keys.iter().zip(out.iter_mut()) {
+        // Positions whose entry points at a node, packed: n <= i, so in bounds.
+        let mut deeper = [0u8; LOOKUP_CHUNK];
+        let mut n = 0;
+        for (i, (k, o)) in keys.iter().zip(out.iter_mut()).enumerate() {
             *o = self.root[k.chunk(0, self.root_bits)].load(Ordering::Acquire);
-            any |= *o;
+            deeper[n] = i as u8;
+            n += (*o & EXT != 0) as usize;
         }
-        if any & EXT == 0 {
+        if n == 0 {
             return;
-        }
-        // Bit i: key i's entry points at a node. LOOKUP_CHUNK is 64, one u64.
-        let mut deeper = 0u64;
-        for (i, o) in out.iter().take(keys.len()).enumerate() {
-            deeper |= u64::from((*o & EXT) >> EXT.trailing_zeros()) << i;
         }
         let mut off = self.root_bits;
         // The node entry each of them reads next, worked out once for both passes.
-        let mut slot = [0u32; LOOKUP_CHUNK];
-        while deeper != 0 {
-            let mut bits = deeper;
-            while bits != 0 {
-                let i = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                // Fits: node ids are below 2^22 (VALUE_MASK), NODE is 2^8.
-                let s = (out[i] & VALUE_MASK) * NODE as u32 + keys[i].byte(off) as u32;
-                slot[i] = s;
-                if let Some(entry) = self.nodes.get(s as usize) {
+        let mut slot = [0usize; LOOKUP_CHUNK];
+        while n > 0 {
+            for (&i, s) in deeper[..n].iter().zip(slot.iter_mut()) {
+                let (e, k) = (out[i as usize], keys[i as usize]);
+                *s = (e & VALUE_MASK) as usize * NODE + k.byte(off);
+                if let Some(entry) = self.nodes.get(*s) {
                     prefetch_ref(entry);
                 }
             }
-            let mut still = 0u64;
-            let mut bits = deeper;
-            while bits != 0 {
-                let i = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                out[i] = self.nodes[slot[i] as usize].load(Ordering::Acquire);
-                still |= u64::from((out[i] & EXT) >> EXT.trailing_zeros()) << i;
+            let mut still = 0;
+            for j in 0..n {
+                let i = deeper[j] as usize;
+                out[i] = self.nodes[slot[j]].load(Ordering::Acquire);
+                deeper[still] = i as u8;
+                still += (out[i] & EXT != 0) as usize;
             }
-            deeper = still;
+            n = still;
             off += STRIDE;
         }
     }
