@@ -295,7 +295,7 @@ async def main(data: Path, limit: int | None, netns: str, nodes: int) -> dict:
             await until(lambda: _disconnected(stub), 60)
             agent = await spawn(log, "agent", "--config", str(tmp / "agent.toml"))
             started = time.perf_counter()
-            status = await until(lambda: _resynced(stub))
+            status = await until(lambda: _resynced(stub, agent, log))
             out["restore_after_agent_restart_s"] = round(time.perf_counter() - started, 2)
             out["restore_full_sync_s"] = round(status.last_full_sync_seconds, 2)
             out["restore_operations"] = status.last_full_sync_operations
@@ -322,7 +322,9 @@ async def _disconnected(stub):
     return not s.connected
 
 
-async def _resynced(stub):
+async def _resynced(stub, agent: asyncio.subprocess.Process, log: Path):
+    if agent.returncode is not None:  # a restarted agent that failed to start
+        raise SystemExit(f"the restarted agent exited: {tail(log)}")
     s = await stub.GetNodeStatus(controller_pb2.GetNodeStatusRequest(name="n1"))
     return s if s.in_sync and s.connected and s.last_full_sync_operations > 0 else None
 

@@ -18,6 +18,8 @@ use std::{
     fmt,
     net::IpAddr,
     os::fd::{AsRawFd, BorrowedFd},
+    thread,
+    time::Duration,
 };
 
 use aya::{
@@ -330,7 +332,7 @@ impl Steering {
             .ok_or_else(|| XdpError::Load(format!("object has no program {PROGRAM_NAME}")))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| XdpError::Load(e.to_string()))?;
-        program.load().map_err(|e| XdpError::Load(format!("{e}: {}", verifier_log(&e))))?;
+        load_waiting_out_signals(program)?;
 
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or_else(|| XdpError::Load(format!("object has no map {name}")));
         let xsks = XskMap::try_from(take("xsks")?).map_err(map_err("xsks"))?;
@@ -691,6 +693,41 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// Pauses between attempts at loading the program while the verifier gives up because a
+/// signal is pending (about 1 s in all).
+const LOAD_RETRY_PAUSES_MS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
+
+/// Loads the program through the verifier. The verifier stops with EAGAIN whenever a signal
+/// is pending for the loading thread (kernel/bpf/verifier.c checks `signal_pending` as it
+/// walks the program): a SIGHUP sent as the agent starts, or a profiler (py-spy, perf)
+/// interrupting the thread to sample it, made the agent exit. libbpf retries such a load;
+/// aya does not, so it is retried here, with a growing pause, before the error stands.
+fn load_waiting_out_signals(program: &mut Xdp) -> Result<(), XdpError> {
+    let mut pauses = LOAD_RETRY_PAUSES_MS.iter();
+    loop {
+        match program.load() {
+            Ok(()) => return Ok(()),
+            Err(e) if interrupted(&e) => match pauses.next() {
+                Some(&ms) => thread::sleep(Duration::from_millis(ms)),
+                None => {
+                    let attempts = LOAD_RETRY_PAUSES_MS.len() + 1;
+                    return Err(XdpError::Load(format!(
+                        "{e} (the verifier was interrupted by a signal in each of {attempts} attempts): {}",
+                        verifier_log(&e)
+                    )));
+                }
+            },
+            Err(e) => return Err(XdpError::Load(format!("{e}: {}", verifier_log(&e)))),
+        }
+    }
+}
+
+/// Whether the load failed only because a signal interrupted the verifier.
+fn interrupted(e: &aya::programs::ProgramError) -> bool {
+    matches!(e, aya::programs::ProgramError::LoadError { io_error, .. }
+        if io_error.raw_os_error() == Some(libc::EAGAIN))
 }
 
 fn verifier_log(e: &aya::programs::ProgramError) -> String {
