@@ -9,7 +9,10 @@
    its process start aside): the RPC's latency, p50 and p90;
 5. fan-out: the tables through one controller to `--nodes` FIB-only agents (no ports, no
    engine: BLACKHOLE routes), time until every node is in sync beside the same for one
-   node, and the controller's resident memory then.
+   node, and the controller's resident memory then;
+6. a drift check's read of the node with the tables (after 4): Read's first message alone
+   (`head_only`, as the controller reads it) beside a full Read cancelled after its first
+   message (as it read before), in time and the agent's CPU.
 The agents of 1-3 host the engine on a veth pair in a namespace of their own (`cor-b<pid>`,
 as in benches.agent_load; removed afterwards; root), the gateways answering on the far end.
 
@@ -23,6 +26,7 @@ import asyncio
 import ipaddress
 import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -123,6 +127,12 @@ def controller_config(tmp: Path, agents: dict[str, Path]) -> Path:
     text += "".join(NODE.format(name=n, agent=a) for n, a in agents.items())
     (tmp / "ctl.toml").write_text(text)
     return tmp / "ctl.toml"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def memory_mib(pid: int) -> tuple[float, float]:
@@ -275,6 +285,25 @@ async def main(data: Path, limit: int | None, netns: str, nodes: int) -> dict:
             )
             # 4. One-route Applies on the full table.
             out["route_add_p50_ms"], out["route_add_p90_ms"] = await route_add_ms(stub)
+            # 6. A drift check's read of the node holding the table: Read's first message
+            #    alone (head_only, as the controller asks now) beside a full Read cancelled
+            #    after its first message (as it asked before): time and the agent's CPU.
+            agent_channel = grpc.aio.insecure_channel(f"unix:{agent_sock}")
+            reads = {
+                "full_read_first_message": c.dataplane_pb2.ReadRequest(),
+                "head_only_read": c.dataplane_pb2.ReadRequest(head_only=True),
+            }
+            for label, request in reads.items():
+                cpu, started = cpu_seconds(agent.pid), time.perf_counter()
+                call = dataplane_pb2_grpc.DataplaneStub(agent_channel).Read(request, timeout=300)
+                await call.read()
+                call.cancel()
+                out[f"drift_check_{label}_ms"] = round((time.perf_counter() - started) * 1000, 1)
+                await asyncio.sleep(0.5)  # what the cancelled read still had running
+                out[f"drift_check_{label}_agent_cpu_ms"] = round(
+                    (cpu_seconds(agent.pid) - cpu) * 1000, 1
+                )
+            await agent_channel.close()
             # 2. Re-pointing groups: 1 k routes on GW[2:4], the full table on GW[0:2].
             small = [f"198.19.{i // 64}.{(i % 64) * 4}/30" for i in range(1000)]
             r = await stub.Apply(

@@ -84,6 +84,26 @@ async def test_write_then_read_every_kind(agent) -> None:
     }
 
 
+async def test_a_head_only_read_is_the_first_message_alone(agent, monkeypatch) -> None:
+    """What a drift check and a members' sync read: the generation, ports and members in one
+    message, the same as a full Read's first, without the agent walking its FIB for it."""
+    await write(agent, [*base_operations(), c.set_member(0, "cor-test0", 0, MAC_C, "alpha")])
+    await write(agent, [c.set_route("198.19.0.0/16", 1)])
+    fib = agent.dataplane._fib
+    walks = []
+    entries = fib.entries
+    monkeypatch.setattr(fib, "entries", lambda: walks.append(1) or entries())
+    async with asyncio.timeout(60):
+        full = [r async for r in agent.stub.Read(dataplane_pb2.ReadRequest())]
+        assert len(walks) == 1
+        head = [r async for r in agent.stub.Read(dataplane_pb2.ReadRequest(head_only=True))]
+    assert len(walks) == 1, "a head-only Read walked the FIB"
+    assert len(head) == 1 and head[0] == full[0]
+    assert head[0].generation == 2 and [m.name for m in head[0].members] == ["alpha"]
+    assert [p.name for p in head[0].ports] == ["cor-test0", "cor-test1"]
+    assert sum(len(r.routes) for r in full) == 8 and not head[0].routes
+
+
 async def test_replay_gives_the_same_state(agent) -> None:
     await write(agent, base_operations())
     first = await state(agent)

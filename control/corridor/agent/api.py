@@ -221,14 +221,20 @@ class DataplaneService(dataplane_pb2_grpc.DataplaneServicer):
         self, request: dataplane_pb2.ReadRequest, context: _Context
     ) -> AsyncIterator[dataplane_pb2.ReadResponse]:
         loop = asyncio.get_running_loop()
-        snapshot = await self.dataplane.snapshot()
-        generation = snapshot.generation
+        if request.head_only:  # no FIB: a drift check's or a members' sync's cheap read
+            snapshot = None
+            generation, members = await self.dataplane.head()
+        else:
+            snapshot = await self.dataplane.snapshot()
+            generation, members = snapshot.generation, snapshot.members
         ports = await loop.run_in_executor(None, self.dataplane.port_states)
         yield dataplane_pb2.ReadResponse(
             generation=generation,
             ports=ports_to_pb(ports),
-            members=[member_to_pb(m) for m in snapshot.members],
+            members=[member_to_pb(m) for m in members],
         )
+        if snapshot is None:
+            return
         states = snapshot.adjacency_states
         for adjacencies in _chunks(snapshot.adjacencies):
             yield dataplane_pb2.ReadResponse(

@@ -452,6 +452,12 @@ class Dataplane:
             members = [self.members[i] for i in sorted(self.members)]
             return Snapshot(self.generation, adjacencies, groups, routes, members, states)
 
+    async def head(self) -> tuple[int, list[Member]]:
+        """The generation and the members, consistent with each other, without walking the
+        FIB: what Read's first message carries, for readers that need no more."""
+        async with self._lock:
+            return self.generation, [self.members[i] for i in sorted(self.members)]
+
     async def lookup(self, address: str) -> Lookup:
         """The route `address` (text) takes now, with its group and members as written and
         their states; taken while no batch is being applied."""

@@ -228,7 +228,7 @@ class NodeSession:
         self._members_dirty = False
         installed = self._agent_members
         if installed is None:
-            call = stub.Read(dataplane_pb2.ReadRequest(), timeout=READ_TIMEOUT)
+            call = stub.Read(dataplane_pb2.ReadRequest(head_only=True), timeout=READ_TIMEOUT)
             first = await call.read()
             call.cancel()
             installed = {} if first is grpc.aio.EOF else {m.id: m for m in first.members}
@@ -522,8 +522,9 @@ class NodeSession:
             self.sync_state = IN_SYNC
 
     async def _check_drift(self, stub: dataplane_pb2_grpc.DataplaneStub) -> None:
-        """Cheap when nothing changed: the generation comes in Read's first message."""
-        call = stub.Read(dataplane_pb2.ReadRequest(), timeout=READ_TIMEOUT)
+        """Cheap when nothing changed: the generation comes in Read's first message, which
+        the agent sends alone (head_only), without walking its FIB."""
+        call = stub.Read(dataplane_pb2.ReadRequest(head_only=True), timeout=READ_TIMEOUT)
         first = await call.read()
         call.cancel()
         if first is grpc.aio.EOF or first.generation == self.generation:

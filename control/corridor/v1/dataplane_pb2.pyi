@@ -236,8 +236,10 @@ class WriteError(_message.Message):
     def __init__(self, batch_id: _Optional[int] = ..., violations: _Optional[_Iterable[_Union[WriteError.Violation, _Mapping]]] = ...) -> None: ...
 
 class ReadRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("head_only",)
+    HEAD_ONLY_FIELD_NUMBER: _ClassVar[int]
+    head_only: bool
+    def __init__(self, head_only: _Optional[bool] = ...) -> None: ...
 
 class ReadResponse(_message.Message):
     __slots__ = ("generation", "ports", "adjacencies", "next_hop_groups", "routes", "members")
