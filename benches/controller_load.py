@@ -12,11 +12,15 @@
    node, and the controller's resident memory then;
 6. a drift check's read of the node with the tables (after 4): Read's first message alone
    (`head_only`, as the controller reads it) beside a full Read cancelled after its first
-   message (as it read before), in time and the agent's CPU.
+   message (as it read before), in time and the agent's CPU;
+7. then `--idle` seconds (60) with the tables installed and nothing written: the CPU share
+   agent and controller take on their own (drift checks every 30 s here, counters, members'
+   samples) and their peak resident memory.
 The agents of 1-3 host the engine on a veth pair in a namespace of their own (`cor-b<pid>`,
 as in benches.agent_load; removed afterwards; root), the gateways answering on the far end.
 
   .venv/bin/python -m benches.controller_load [--data ../shared/data] [--limit N] [--nodes 8]
+                                              [--idle 60]
 """
 
 from __future__ import annotations
@@ -245,7 +249,9 @@ async def direct_rate(tmp: Path, netns: str, prefixes: list[str]) -> float:
         await agent.wait()
 
 
-async def main(data: Path, limit: int | None, netns: str, nodes: int) -> dict:
+async def main(
+    data: Path, limit: int | None, netns: str, nodes: int, idle_seconds: float = 60.0
+) -> dict:
     prefixes = table(data, limit)
     v6 = sum(1 for p in prefixes if ":" in p)
     out: dict = {"routes": len(prefixes), "ipv4": len(prefixes) - v6, "ipv6": v6}
@@ -304,6 +310,17 @@ async def main(data: Path, limit: int | None, netns: str, nodes: int) -> dict:
                     (cpu_seconds(agent.pid) - cpu) * 1000, 1
                 )
             await agent_channel.close()
+            # 7. Idle with the tables installed: what agent and controller spend on their own
+            #    (drift checks, counters, members' samples).
+            if idle_seconds:
+                cpu = cpu_seconds(agent.pid), cpu_seconds(ctl.pid)
+                await asyncio.sleep(idle_seconds)
+                for name, process, before in zip(
+                    ("agent", "controller"), (agent, ctl), cpu, strict=True
+                ):
+                    spent = cpu_seconds(process.pid) - before
+                    out[f"idle_{name}_cpu_percent"] = round(100 * spent / idle_seconds, 2)
+                    out[f"idle_{name}_peak_rss_mib"] = memory_mib(process.pid)[1]
             # 2. Re-pointing groups: 1 k routes on GW[2:4], the full table on GW[0:2].
             small = [f"198.19.{i // 64}.{(i % 64) * 4}/30" for i in range(1000)]
             r = await stub.Apply(
@@ -365,9 +382,14 @@ if __name__ == "__main__":
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--limit", type=int, help="routes per family (default: all)")
     parser.add_argument("--nodes", type=int, default=8, help="agents of the fan-out (0: none)")
+    parser.add_argument("--idle", type=float, default=60.0,
+                        help="seconds of step 7, idle with the tables (0: skip)")  # fmt: skip
     args = parser.parse_args()
+    if not 0 <= args.idle <= 3600:
+        parser.error("--idle is 0 to 3600 seconds")
     with Namespace() as ns:
         for gw, _ in GW:  # the far end of the veth answers for the gateways
             subprocess.run(["ip", "-n", ns.name, "addr", "add", f"{gw}/24", "dev", PORTS[1]],
                            check=True, capture_output=True)  # fmt: skip
-        print(json.dumps(asyncio.run(main(args.data, args.limit, ns.name, args.nodes)), indent=1))
+        result = asyncio.run(main(args.data, args.limit, ns.name, args.nodes, args.idle))
+        print(json.dumps(result, indent=1))
