@@ -173,5 +173,55 @@ async def test_a_member_restarted_empty_is_repaired_and_rejoins(lab, tmp_path: P
     assert await fib(agents["a"]) == common and await fib(agents["b"]) == common
 
 
+async def _record_is_the_node(session, agent: LocalAgent) -> None:
+    """The session's record of what its node holds equals what the node reports, reference
+    counts included (the record decides what the next diff writes)."""
+    from corridor.controller.domain import NodeFib
+    from corridor.controller.reconciler import _read
+
+    node, _, _, _ = await _read(agent.stub)
+    record = session._installed
+    assert isinstance(record, NodeFib) and isinstance(node, NodeFib)
+    for field in ("routes", "groups", "adjacencies", "v6_routes"):
+        assert getattr(record, field) == getattr(node, field), field
+    for field in ("group_refs", "adjacency_refs"):  # a zero count is no reference
+        assert +getattr(record, field) == +getattr(node, field), field
+
+
+async def test_a_full_sync_records_what_the_node_then_holds(lab, tmp_path: Path) -> None:
+    """A full sync takes the FIB it wrote toward as its record of the node once every batch
+    is acknowledged, instead of recording batch by batch: the record must be the node's FIB,
+    and the changes after it must be written exactly."""
+    agents, running, stub = lab
+    v6 = [f"2001:db8:{i:x}::/48" for i in range(300)]
+    revision = await apply(stub, [route(p, GW_A, GW_B) for p in COMMON + v6])
+    # A route of b's own keeps it out of the update group: its session records alone.
+    revision = await apply(stub, [route("198.18.200.0/24", GW_A, node="b")])
+    await in_sync(stub, revision)
+    # b restarts empty: a full sync writes its whole table.
+    await agents["b"].stop()
+    agents["b"] = await LocalAgent(tmp_path / "b.sock").start()
+
+    async def repaired():
+        status = await stub.GetNodeStatus(controller_pb2.GetNodeStatusRequest(name="b"))
+        return status.reconnects >= 1 and status.in_sync
+
+    await eventually(repaired, 30, "b repaired")
+    session = running.controller.sessions["b"]
+    assert session.group is None
+    await _record_is_the_node(session, agents["b"])
+    # Changes after it: routes re-pointed (a group let go, one taken), others deleted.
+    revision = await apply(stub, [route(p, GW_A) for p in COMMON[:100]])
+    await stub.Delete(controller_pb2.DeleteRequest(routes=[key(p) for p in v6[:50]]), timeout=30)
+    revision = await apply(stub, [route(p, GW_B) for p in COMMON[100:110]])
+    await in_sync(stub, revision)
+    await _record_is_the_node(running.controller.sessions["b"], agents["b"])
+    want = dict.fromkeys(COMMON, BOTH) | dict.fromkeys(COMMON[:100], ONLY_A)
+    assert {p: v for p, v in (await fib(agents["b"])).items() if ":" not in p} == want | {
+        p: (1, (("198.19.0.2", 2),)) for p in COMMON[100:110]
+    } | {"198.18.200.0/24": ONLY_A}
+    assert sum(":" in p for p in await fib(agents["b"])) == 250
+
+
 async def _async(value):
     return value

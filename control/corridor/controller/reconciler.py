@@ -478,12 +478,15 @@ class NodeSession:
         desired = self.desired
         assert desired is not None, "run() builds it first"
         desired.take_dirty()  # a full diff covers everything dirty
-        want = _copy(desired)
+        want = desired.clone()  # as it is now: applies may change `desired` meanwhile
         ops = await loop.run_in_executor(None, diff, installed, want)
         self._installed = installed
         self.generation = generation
         if ops:
-            await self._write(stub, ops, reason)
+            # A full diff's operations take the node to `want` exactly: that is what it
+            # holds once all are acknowledged, without recording them one by one (a
+            # restarted agent's full table: most of the restore's time on the loop).
+            await self._write(stub, ops, reason, result=want)
         self._agent_members = None  # read again: the agent may have restarted
         await self._sync_members(stub)
         self.synced_revision = max(self.synced_revision, revision)
@@ -543,13 +546,20 @@ class NodeSession:
             )  # fmt: skip
 
     async def _write(
-        self, stub: dataplane_pb2_grpc.DataplaneStub, ops: list[FibOperation], reason: str
+        self,
+        stub: dataplane_pb2_grpc.DataplaneStub,
+        ops: list[FibOperation],
+        reason: str,
+        result: NodeFib | None = None,
     ) -> None:
         """Writes `ops` in order, in batches streamed a few ahead, and records each
-        acknowledged batch in what the node holds."""
+        acknowledged batch in what the node holds. With `result`, the FIB the node holds
+        once every operation is acknowledged: it becomes the record at the end instead
+        (and only the acknowledged batches are recorded if the write fails)."""
         loop = asyncio.get_running_loop()
         batches = _batches(ops)
         election = self._election
+        acknowledged: list[int] = []
 
         def request(i: int) -> Awaitable[bytes]:
             return loop.run_in_executor(None, write_request, batches[i], election, i + 1)
@@ -557,12 +567,23 @@ class NodeSession:
         def acked(index: int, response: dataplane_pb2.WriteResponse) -> None:
             batch = batches[index]
             assert self._installed is not None, "read before any write"
-            apply_operations(self._installed, batch)
+            if result is None:
+                apply_operations(self._installed, batch)
+            else:
+                acknowledged.append(index)
             self.generation = response.generation
             if self._metrics is not None:
                 self._metrics.node_writes.labels(self.name, reason).inc(len(batch))
 
-        await _stream_write(stub, len(batches), request, acked)
+        try:
+            await _stream_write(stub, len(batches), request, acked)
+        except BaseException:
+            if result is not None and self._installed is not None:
+                for index in sorted(acknowledged):
+                    apply_operations(self._installed, batches[index])
+            raise
+        if result is not None:
+            self._installed = result
 
     async def _watch_counters(self, stub: dataplane_pb2_grpc.DataplaneStub) -> None:
         request = dataplane_pb2.StreamCountersRequest(interval_ms=COUNTERS_INTERVAL_MS)
@@ -816,15 +837,6 @@ def _installed(
             text = prefix_text(prefix.address, prefix.length)
             append(new_route((text, kinds[route.kind], route.next_hop_group_id)))
     return NodeFib.installed(adjacencies, groups, routes), generation, ports, interfaces
-
-
-def _copy(fib: NodeFib) -> NodeFib:
-    copy = NodeFib()
-    copy.routes = dict(fib.routes)
-    copy.v6_routes = fib.v6_routes
-    copy.groups = dict(fib.groups)
-    copy.adjacencies = dict(fib.adjacencies)
-    return copy
 
 
 _FIB_TYPES = (Adjacency, NextHopGroup, Route, DeleteAdjacency, DeleteGroup, DeleteRoute)
