@@ -4,6 +4,7 @@ and keeps its running configuration whole when the new file is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -292,3 +293,35 @@ async def test_systemd_hears_ready_reloading_and_stopping(tmp_path: Path, comman
         assert notifications.until("STOPPING", within=5)["STOPPING"] == "1"
     finally:
         notifications.sock.close()
+
+
+async def test_a_sighup_while_starting_is_answered_once_serving(tmp_path: Path) -> None:
+    """A SIGHUP between the process's start and the reload handler's install (the daemon
+    loading, binding, starting the engine) is neither fatal nor lost: the reload runs once
+    the handler is in place. Without one, installing reloads nothing."""
+    from corridor.common.reload import Hangup, Reloaded, defer_hangups
+
+    applied = asyncio.Event()
+
+    async def apply(config: str) -> Reloaded:
+        applied.set()
+        return Reloaded(applied=[config])
+
+    previous = signal.getsignal(signal.SIGHUP)
+    loop = asyncio.get_running_loop()
+    try:
+        for sent in (True, False):
+            applied.clear()
+            defer_hangups()
+            if sent:
+                os.kill(os.getpid(), signal.SIGHUP)
+                await asyncio.sleep(0.05)  # the signal handled, while "starting"
+            hangup = Hangup("the test daemon", str(tmp_path / "x.toml"), str, apply)
+            hangup.install()
+            if sent:
+                await asyncio.wait_for(applied.wait(), 10)
+            await asyncio.sleep(0.1)  # no reload that was not asked for
+            assert hangup.reloads == (1 if sent else 0), sent
+            loop.remove_signal_handler(signal.SIGHUP)
+    finally:
+        signal.signal(signal.SIGHUP, previous)

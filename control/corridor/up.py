@@ -17,7 +17,7 @@ from corridor.agent import main as agent_main
 from corridor.agent.main import RunningAgent, start_agent
 from corridor.common import logs, serving
 from corridor.common.config import ConfigError, Table, load_toml
-from corridor.common.reload import Hangup, Reloaded, ignore_hangups
+from corridor.common.reload import Hangup, Reloaded, defer_hangups
 from corridor.controller import config as controller_config
 from corridor.controller import main as controller_main
 from corridor.controller import reload as controller_reload
@@ -73,7 +73,7 @@ def run(
     log_level: str | None = None,
 ) -> int:
     """`corridor up`; see corridor.controller.main.run_command for the exit status."""
-    ignore_hangups()
+    defer_hangups()
     logs.configure(None, log_level)
 
     async def check_config(config: UpConfig) -> str:

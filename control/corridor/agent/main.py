@@ -24,7 +24,7 @@ from corridor.agent.sflow import SflowStats
 from corridor.common import logs, systemd
 from corridor.common.config import ConfigError
 from corridor.common.metrics import MetricsServer
-from corridor.common.reload import Hangup, Reloaded, changed, ignore_hangups, reload_log
+from corridor.common.reload import Hangup, Reloaded, changed, defer_hangups, reload_log
 
 if TYPE_CHECKING:
     from corridor.agent.engine_host import EngineHost
@@ -42,7 +42,7 @@ STOP_GRACE_SECONDS = 5.0
 def run(config_path: str, check_only: bool = False, log_level: str | None = None) -> int:
     """The process: exit status 0 after a clean stop, 2 for a bad configuration, 1 when the
     agent could not start."""
-    ignore_hangups()
+    defer_hangups()
     logs.configure(None, log_level)
     try:
         config = load(config_path)

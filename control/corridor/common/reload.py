@@ -2,7 +2,8 @@
 what can change while serving (the log, TLS files, and what each daemon lists); log what was
 reloaded and what changed but waits for a restart. A file that does not pass its checks is
 logged problem by problem and changes nothing: the running configuration stays. Reloads run
-one at a time; a SIGHUP during one asks for one more."""
+one at a time; a SIGHUP during one asks for one more, and one while starting is answered
+once the daemon serves."""
 
 from __future__ import annotations
 
@@ -49,9 +50,27 @@ def reload_log(
 
 
 def ignore_hangups() -> None:
-    """Before the reload's handler is in place and after it is gone (starting, stopping), a
-    SIGHUP is ignored rather than ending the process by default, as it would mid-way."""
+    """Once the reload's handler is gone (stopping), a SIGHUP is ignored rather than ending
+    the process by default, as it would mid-way."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+_deferred = False  # a SIGHUP came while the daemon was starting
+
+
+def defer_hangups() -> None:
+    """Starting, before the reload's handler is in place: a SIGHUP neither ends the process
+    (the default) nor is lost; the reload it asks for runs once the daemon serves
+    (Hangup.install). An operator who edits the file as the daemon starts and sends SIGHUP
+    gets the edit, whichever of the two the daemon saw first."""
+    global _deferred
+    _deferred = False
+
+    def deferred(signum: int, frame: object) -> None:
+        global _deferred
+        _deferred = True
+
+    signal.signal(signal.SIGHUP, deferred)
 
 
 class Hangup(Generic[C]):
@@ -75,7 +94,12 @@ class Hangup(Generic[C]):
         self.reloads = 0  # finished reloads, whatever their outcome (tests wait on it)
 
     def install(self) -> None:
+        global _deferred
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._requested)
+        if _deferred:
+            _deferred = False
+            log.info("SIGHUP while starting: reloading now that %s serves", self.what)
+            self._requested()
 
     async def remove(self) -> None:
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)  # SIG_DFL again

@@ -19,7 +19,7 @@ import uvloop
 from corridor.common import logs, serving, systemd
 from corridor.common.config import ConfigError, HostPort
 from corridor.common.metrics import MetricsServer
-from corridor.common.reload import Hangup, ignore_hangups
+from corridor.common.reload import Hangup, defer_hangups
 from corridor.controller.config import ControllerConfig, load
 from corridor.controller.core import Controller
 from corridor.controller.domain import IntentState, Node
@@ -57,7 +57,7 @@ def run(
     log_level: str | None = None,
 ) -> int:
     """`corridor controller`; see run_command for the exit status."""
-    ignore_hangups()
+    defer_hangups()
     logs.configure(None, log_level)
 
     async def check_config(config: ControllerConfig) -> str:
