@@ -13,6 +13,7 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, settings
 
+import daemon_support
 from pki_support import Pki, make_ca, make_leaf
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,6 +37,14 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_outlives_its_test():
+    """A test that fails before stopping the daemons it started (daemon_support) leaves
+    none running into the next tests."""
+    yield
+    daemon_support.kill_leftovers()
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ class Daemon:
         )  # fmt: skip
         if self._stderr is None:
             self._reader = asyncio.create_task(self._read())
+        _STARTED.append(self)
         return self
 
     async def _read(self) -> None:
@@ -74,3 +75,23 @@ class Daemon:
         if self._reader is not None:
             await self._reader
         return code
+
+
+_STARTED: list[Daemon] = []
+
+
+def kill_leftovers() -> list[str]:
+    """SIGKILL for the daemons a test started and did not stop (it failed part way), so that
+    none outlives its test holding a socket or a port; their command lines. The event
+    loop's child watcher reaps them."""
+    left = []
+    for daemon in _STARTED:
+        process = daemon.process
+        if process is not None and process.returncode is None:
+            try:
+                os.kill(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            left.append(" ".join(daemon.args))
+    _STARTED.clear()
+    return left
