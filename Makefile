@@ -113,7 +113,8 @@ vagrant-bench:
 # pipeline, FIB batches, the controller's ApplyRequest reader, the agent's WriteRequest
 # intake) for FUZZ_SECONDS from the committed corpus, on the stable toolchain (cargo-fuzz
 # with `-s none`, installed here at a pinned version), then the property tests with
-# HYPOTHESIS_PROFILE=fuzz and FUZZ_EXAMPLES examples each. A crash's input goes to dataplane/fuzz/regressions/ with its fix.
+# HYPOTHESIS_PROFILE=fuzz and FUZZ_EXAMPLES examples each. A crash's input goes to
+# dataplane/fuzz/regressions/ with its fix.
 FUZZ_SECONDS ?= 60
 FUZZ_EXAMPLES ?= 5000
 CARGO_FUZZ_VERSION := 0.13.2

@@ -4,6 +4,7 @@ read line by line as it comes, so that a test can wait for a line, bounded in ti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -80,18 +81,13 @@ class Daemon:
 _STARTED: list[Daemon] = []
 
 
-def kill_leftovers() -> list[str]:
+def kill_leftovers() -> None:
     """SIGKILL for the daemons a test started and did not stop (it failed part way), so that
-    none outlives its test holding a socket or a port; their command lines. The event
-    loop's child watcher reaps them."""
-    left = []
+    none outlives its test holding a socket or a port. The event loop's child watcher reaps
+    them."""
     for daemon in _STARTED:
         process = daemon.process
         if process is not None and process.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
                 os.kill(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                continue
-            left.append(" ".join(daemon.args))
     _STARTED.clear()
-    return left
