@@ -146,7 +146,13 @@ impl DirShared {
     /// The entry that answers `key`: 0 when no route covers it, else a route entry.
     #[inline(always)]
     pub(crate) fn lookup<K: Key>(&self, key: K) -> u32 {
-        let mut e = self.root[key.chunk(0, self.root_bits)].load(Ordering::Acquire);
+        self.below_root(self.root[key.chunk(0, self.root_bits)].load(Ordering::Acquire), key)
+    }
+
+    /// The entry that answers `key` given its root entry `e`: `e` itself, or the walk
+    /// down the nodes it points to.
+    #[inline(always)]
+    fn below_root<K: Key>(&self, mut e: u32, key: K) -> u32 {
         let mut off = self.root_bits;
         while e & EXT != 0 {
             let node = (e & VALUE_MASK) as usize;
@@ -156,16 +162,19 @@ impl DirShared {
         e
     }
 
-    /// Looks up a batch level by level: all root loads first, then the next level of
-    /// every entry that needs one, and so on, so that the cache misses of a level overlap
-    /// instead of forming one chain per key. Each level is two passes over the keys still
-    /// unresolved (kept packed, so that a level costs nothing for keys that ended above
-    /// it): the first asks for their entries, the second loads them. A prefetch leaves the
-    /// core at once, where a load that misses holds back every later instruction from
-    /// retiring, so with loads alone the out-of-order window, not the memory, caps the
-    /// misses in flight (rte_fib's scalar lookup prefetches too). The root is asked for
-    /// only when it is larger than the caches hold (IPv4's 64 MiB; IPv6's 256 KiB stays in
-    /// L2, and asking costs more than it gains there).
+    /// Looks up a batch so that the cache misses of different keys overlap instead of
+    /// forming one chain per key. A prefetch leaves the core at once, where a load that
+    /// misses holds back every later instruction from retiring, so with loads alone the
+    /// out-of-order window, not the memory, caps the misses in flight (rte_fib's scalar
+    /// lookup prefetches too).
+    ///
+    /// A root larger than the caches hold (IPv4's 64 MiB): every key's root entry is
+    /// asked for first, then each key is resolved in turn, its rare deeper levels
+    /// (prefixes longer than the root's) walked at once. A small root (IPv6's 256 KiB,
+    /// which stays in L2, where asking costs more than it gains) and deep tries: level by
+    /// level, the next level of every entry that needs one, each level two passes over
+    /// the keys still unresolved (kept packed, so that a level costs nothing for keys that
+    /// ended above it): the first asks for their entries, the second loads them.
     #[inline]
     pub(crate) fn lookup_batch<K: Key>(&self, keys: &[K], out: &mut [u32]) {
         debug_assert!(out.len() >= keys.len());
@@ -177,9 +186,18 @@ impl DirShared {
     #[inline(always)]
     fn lookup_chunk<K: Key>(&self, keys: &[K], out: &mut [u32]) {
         if self.root_bits > PREFETCHED_ROOT_BITS {
+            // No packed list of the keys that go deeper here (few do): kept per key, it
+            // waited on each key's miss and filled the core's window, so fewer misses
+            // were in flight. Resolving each key at once is 1.1x-1.3x as fast on the full
+            // IPv4 table (docs/benchmarks.md, "Why random IPv4 keys lag rte_fib").
             for k in keys {
                 self.prefetch_root(*k);
             }
+            for (k, o) in keys.iter().zip(out.iter_mut()) {
+                let e = self.root[k.chunk(0, self.root_bits)].load(Ordering::Acquire);
+                *o = if e & EXT != 0 { self.below_root(e, *k) } else { e };
+            }
+            return;
         }
         // Positions whose entry points at a node, packed: n <= i, so in bounds.
         let mut deeper = [0u8; LOOKUP_CHUNK];
