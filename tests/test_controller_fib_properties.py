@@ -3,7 +3,8 @@ sequence of refreshes, diffs and acknowledged writes leaves the counts (IPv6 rou
 per group) equal to a count made afresh, and a diff written and recorded makes what the
 node holds equal to what it should hold. The bulk paths (all routes new, few groups) and
 the route-by-route ones must agree: the batches below mix both. And the SQLite store's
-routes rows, inserted thousands per statement, land whatever their count.
+routes rows, inserted thousands per statement or a batch's keys as one blob per intent and
+key length, land whatever their count, nodes, intents and families.
 """
 
 from __future__ import annotations
@@ -15,8 +16,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corridor.common.fib import Adjacency, Members, Route, RouteKind
-from corridor.controller.domain import Change, Intent, NodeFib, RouteBatch, apply_operations, diff
-from corridor.controller.sqlite_store import SCHEMA, _insert_routes
+from corridor.controller.domain import (
+    Change,
+    GroupKey,
+    Intent,
+    NodeFib,
+    RouteBatch,
+    apply_operations,
+    diff,
+    prefix_sort_key,
+)
+from corridor.controller.sqlite_store import SCHEMA, _insert_batch, _insert_routes, _rows
 
 PREFIXES = [f"198.18.{i}.0/24" for i in range(12)] + [f"2001:db8:{i}::/48" for i in range(12)]
 GROUPS = {g: ((g, 1),) for g in range(1, 12)}  # group g uses adjacency g
@@ -122,3 +132,52 @@ def test_the_store_inserts_every_route_row_whatever_the_count(counts) -> None:
         want.update({(n, k): (kind, g) for n, k, kind, g in rows})
     got = {(n, k): (kind, g) for n, k, kind, g in db.execute("SELECT * FROM routes")}
     assert got == want
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["", "a", "b"]),
+                st.sampled_from(PREFIXES),
+                st.integers(-1, 3),  # an intent: -1 unreachable, 0 blackhole, else a group
+            ),
+            min_size=1,
+            max_size=30,
+            unique_by=lambda r: (r[0], r[1]),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_a_batch_inserted_as_blobs_gives_the_rows_one_by_one_would(batches) -> None:
+    """sqlite_store._insert_batch (one node: the keys of each intent and length as one
+    blob cut into rows by SQLite) leaves the routes table as the row-by-row insert does, a
+    route set again included; a batch for several nodes is left to the rows."""
+    kinds = {-1: Intent(RouteKind.UNREACHABLE), 0: Intent(RouteKind.BLACKHOLE)}
+    intents = {
+        g: kinds.get(g) or Intent(RouteKind.FORWARD, ((("198.18.255.1", "p0", 0), g),))
+        for g in range(-1, 4)
+    }
+    ids = {intents[g].group: g for g in range(1, 4)}
+
+    def group_id(group: GroupKey) -> int:
+        return ids[group]
+
+    blobs, rows = (sqlite3.connect(":memory:", isolation_level=None) for _ in range(2))
+    for db in (blobs, rows):
+        db.executescript(SCHEMA)
+    for routes in batches:
+        batch = RouteBatch.of([((n, p), intents[g]) for n, p, g in routes])
+        batch.sort_keys = [prefix_sort_key(p) for p in batch.prefixes]
+        change = Change(revision=1, batch=batch)
+        one_node = len({n for n, _, _ in routes}) == 1
+        assert _insert_batch(blobs, change, group_id) is one_node
+        if not one_node:
+            _insert_routes(blobs, _rows(change, group_id))
+        _insert_routes(rows, _rows(change, group_id))
+    everything = "SELECT node, sort_key, kind, group_id FROM routes ORDER BY node, sort_key"
+    got = blobs.execute(everything).fetchall()
+    assert got == rows.execute(everything).fetchall()
+    assert all(type(key) is bytes for _, key, _, _ in got)
