@@ -761,8 +761,11 @@ class Controller:
         touched: dict[str, list[str]] = {}
         batch = change.batch
         node = None if batch is None else batch.node()
+        known = None
         if batch is not None and node is not None and not change.deleted:
             touched[node] = batch.prefixes
+            # Every session's prefixes are then the batch's, in its order.
+            known = (node, batch.route_intents())
         else:
             for n, prefix in (*change.set, *change.deleted):
                 touched.setdefault(n, []).append(prefix)
@@ -771,7 +774,7 @@ class Controller:
         for name, session in self.sessions.items():
             prefixes = common + touched[name] if name in touched else common
             if prefixes:
-                session.changed(prefixes, change.revision)
+                session.changed(prefixes, change.revision, known)
             if drains:
                 session.groups_changed(change.revision)
             if not prefixes and not drains:

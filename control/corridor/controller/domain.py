@@ -84,6 +84,7 @@ class RouteBatch:
     index: list[int]
     intents: list[Intent]
     sort_keys: list[bytes] | None = None
+    _route_intents: list[Intent] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.prefixes)
@@ -106,8 +107,11 @@ class RouteBatch:
         return list(zip(self.nodes, self.prefixes, strict=True))
 
     def route_intents(self) -> list[Intent]:
-        """The intent of each route (shared objects)."""
-        return list(map(self.intents.__getitem__, self.index))
+        """The intent of each route (shared objects; the list is made once, not to be
+        changed)."""
+        if self._route_intents is None:
+            self._route_intents = list(map(self.intents.__getitem__, self.index))
+        return self._route_intents
 
     def node(self) -> str | None:
         """The one node every route is for, if there is one."""
@@ -232,7 +236,9 @@ class NodeFib:
         self.adjacencies: dict[int, Adjacency] = {}
         self.group_refs: Counter[int] = Counter()
         self.adjacency_refs: Counter[int] = Counter()
-        self.dirty_routes: set[str] = set()
+        # Prefixes changed since the last diff, with what each was set to (None: removed):
+        # the diff then takes the routes to write from here, not from a lookup per prefix.
+        self.dirty_routes: dict[str, Route | None] = {}
         self.dirty_groups: set[int] = set()
         self.dirty_adjacencies: set[int] = set()
 
@@ -255,7 +261,7 @@ class NodeFib:
         dropped: Counter[int] = Counter()
         if None not in entries and routes.keys().isdisjoint(prefixes):  # only new routes
             routes.update(zip(prefixes, entries, strict=True))  # type: ignore[arg-type]
-            self.dirty_routes.update(prefixes)
+            self.dirty_routes.update(zip(prefixes, entries, strict=True))
             self.v6_routes += _v6_count(prefixes)
             added = _group_counts(entries)  # type: ignore[arg-type]
         else:
@@ -265,7 +271,7 @@ class NodeFib:
             for prefix, old, entry in zip(prefixes, olds, entries, strict=True):
                 if old == entry:
                     continue
-                dirty.add(prefix)
+                dirty[prefix] = entry
                 if entry is None:
                     del routes[prefix]
                 else:
@@ -340,7 +346,7 @@ class NodeFib:
         copy.adjacencies = dict(self.adjacencies)
         copy.group_refs = Counter(self.group_refs)
         copy.adjacency_refs = Counter(self.adjacency_refs)
-        copy.dirty_routes = set(self.dirty_routes)
+        copy.dirty_routes = dict(self.dirty_routes)
         copy.dirty_groups = set(self.dirty_groups)
         copy.dirty_adjacencies = set(self.dirty_adjacencies)
         return copy
@@ -348,10 +354,19 @@ class NodeFib:
     def dirty(self) -> bool:
         return bool(self.dirty_routes or self.dirty_groups or self.dirty_adjacencies)
 
-    def take_dirty(self) -> tuple[set[str], set[int], set[int]]:
+    def take_dirty(self) -> tuple[dict[str, Route | None], set[int], set[int]]:
         dirty = (self.dirty_routes, self.dirty_groups, self.dirty_adjacencies)
-        self.dirty_routes, self.dirty_groups, self.dirty_adjacencies = set(), set(), set()
+        self.dirty_routes, self.dirty_groups, self.dirty_adjacencies = {}, set(), set()
         return dirty
+
+    def mark_dirty(
+        self, routes: dict[str, Route | None], groups: set[int], adjacencies: set[int]
+    ) -> None:
+        """Marks again what `take_dirty` gave and was not written; what was marked since
+        is newer and stays."""
+        self.dirty_routes = routes | self.dirty_routes
+        self.dirty_groups |= groups
+        self.dirty_adjacencies |= adjacencies
 
     @classmethod
     def installed(
@@ -391,11 +406,13 @@ class Ops(list[FibOperation]):
 def diff(
     have: NodeFib,
     want: NodeFib,
-    routes: Iterable[str] | None = None,
+    routes: Iterable[str] | dict[str, Route | None] | None = None,
     groups: Iterable[int] | None = None,
     adjacencies: Iterable[int] | None = None,
 ) -> Ops:
-    """The operations that take `have` to `want` for the given keys (None: every key)."""
+    """The operations that take `have` to `want` for the given keys (None: every key).
+    `routes` as a dict is `want`'s dirty routes (take_dirty): what each prefix is in `want`
+    is read from it instead of looked up."""
     if routes is None:
         routes = have.routes.keys() | want.routes.keys()
     if groups is None:
@@ -415,7 +432,10 @@ def diff(
             ops.append(NextHopGroup(g, members))
     # Routes in bulk (a full sync compares a million): sets, then deletes.
     prefixes = list(routes)
-    wants = list(map(want.routes.get, prefixes))
+    if type(routes) is dict:
+        wants = list(routes.values())
+    else:
+        wants = list(map(want.routes.get, prefixes))
     if have.routes.keys().isdisjoint(prefixes):  # all new (a table coming in): only sets
         first = len(ops)
         if None in wants:
@@ -668,8 +688,17 @@ class IntentState:
         self.refresh(fib, node, list(self.prefixes_for(node)))
         return fib
 
-    def refresh(self, fib: NodeFib, node: str, prefixes: Iterable[str]) -> None:
-        """Brings `fib` (what `node` should hold) up to date for `prefixes`."""
+    def refresh(
+        self,
+        fib: NodeFib,
+        node: str,
+        prefixes: Iterable[str],
+        known: tuple[str, Sequence[Intent]] | None = None,
+    ) -> None:
+        """Brings `fib` (what `node` should hold) up to date for `prefixes`. `known` is
+        (node, intents) of a batch just committed whose prefixes these are: when `node` is
+        its node, what each prefix is on `node` is the batch's intent, taken from it rather
+        than looked up (its own routes beat the routes for every node, and BGP's)."""
         prefixes = list(prefixes)
 
         def members(g: int) -> Members:
@@ -677,8 +706,10 @@ class IntentState:
 
         own = self.routes.get(node)
         common = self.routes.get(ALL_NODES)
-        intents: list[Intent | None]
-        if own and common and own is not common:
+        intents: Sequence[Intent | None]
+        if known is not None and known[0] == node and len(known[1]) == len(prefixes):
+            intents = known[1]
+        elif own and common and own is not common:
             intents = [own.get(p) or common.get(p) for p in prefixes]
         elif own or common:
             intents = list(map((own or common).get, prefixes))  # type: ignore[union-attr]

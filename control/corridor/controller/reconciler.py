@@ -37,6 +37,7 @@ from corridor.common.fib import (
 from corridor.common.status import election_id_to_pb, write_error
 from corridor.controller.domain import (
     ALL_NODES,
+    Intent,
     IntentState,
     Node,
     NodeFib,
@@ -196,14 +197,20 @@ class NodeSession:
 
     # -- told by the controller, right after a commit
 
-    def changed(self, prefixes: Iterable[str], revision: int) -> None:
+    def changed(
+        self,
+        prefixes: Iterable[str],
+        revision: int,
+        known: tuple[str, Sequence[Intent]] | None = None,
+    ) -> None:
+        """`known`: see IntentState.refresh."""
         if self._in_group():
             assert self.group is not None
-            self.group.changed(prefixes, revision)
+            self.group.changed(prefixes, revision, known)
             self._mark(revision, wake=False)
             return
         if self.desired is not None:
-            self._state.refresh(self.desired, self.name, prefixes)
+            self._state.refresh(self.desired, self.name, prefixes, known)
         self._mark(revision)
 
     def groups_changed(self, revision: int) -> None:
@@ -515,9 +522,7 @@ class NodeSession:
                 await self._write(stub, ops, "change")
             except BaseException:
                 # Not written: still dirty, for the next write or the next full sync.
-                desired.dirty_routes |= routes
-                desired.dirty_groups |= groups
-                desired.dirty_adjacencies |= adjacencies
+                desired.mark_dirty(routes, groups, adjacencies)
                 raise
         self.synced_revision = max(self.synced_revision, revision)
         if not self._wake.is_set():
@@ -696,11 +701,16 @@ class UpdateGroup:
             self._wake.set()  # the group's task ends
         return mine
 
-    def changed(self, prefixes: Iterable[str], revision: int) -> None:
+    def changed(
+        self,
+        prefixes: Iterable[str],
+        revision: int,
+        known: tuple[str, Sequence[Intent]] | None = None,
+    ) -> None:
         if self._refreshed != revision:  # once per commit, for whichever member hears first
             self._refreshed = revision
             assert self.desired is not None
-            self.state.refresh(self.desired, ALL_NODES, prefixes)
+            self.state.refresh(self.desired, ALL_NODES, prefixes, known)
         self._revision = revision
         self._wake.set()
 
