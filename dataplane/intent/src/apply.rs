@@ -107,19 +107,25 @@ fn read_next_hop(bytes: &[u8]) -> Result<NextHop<'_>, Malformed> {
     Ok(hop)
 }
 
-fn read_route(bytes: &[u8]) -> Result<RouteIn<'_>, Malformed> {
-    let mut route = RouteIn::default();
+/// Reads one route into `route`, whose next-hop list is reused from route to route (most
+/// routes share their intent with the route before: no allocation for them).
+fn read_route<'a>(bytes: &'a [u8], route: &mut RouteIn<'a>) -> Result<(), Malformed> {
+    route.node = "";
+    route.address = b"";
+    route.length = 0;
+    route.kind = 0;
+    route.next_hops.clear();
     let mut r = Reader::new(bytes);
     while let Some((field, value)) = r.next()? {
         match (field, value) {
             (1, Value::Len(b)) => route.node = string(b)?,
-            (2, Value::Len(b)) => read_prefix(b, &mut route)?, // merged, as protobuf does
+            (2, Value::Len(b)) => read_prefix(b, route)?, // merged, as protobuf does
             (3, Value::Varint(v)) => route.kind = uint32(v) as i32,
             (4, Value::Len(b)) => route.next_hops.push(read_next_hop(b)?),
             _ => {}
         }
     }
-    Ok(route)
+    Ok(())
 }
 
 /// True when `address`/`length` is a prefix: 4 or 16 bytes, length within, no host bits.
@@ -149,12 +155,17 @@ pub fn read_apply(bytes: &[u8]) -> Result<Batch<'_>, Refused> {
     let mut seen: HashSet<(usize, &[u8], u32)> = HashSet::new();
     let mut r = Reader::new(bytes);
     let mut invalid = false;
+    let mut route = RouteIn::default();
+    // The node and intent of the route before: most routes share both with it, and
+    // comparing is cheaper than hashing (a node name, every next hop) route by route.
+    let mut last_node: Option<(&str, usize)> = None;
+    let mut last_intent: Option<usize> = None;
     while let Some((field, value)) = r.next()? {
         let Value::Len(b) = value else { continue };
         if field != 1 {
             continue;
         }
-        let route = read_route(b)?;
+        read_route(b, &mut route)?;
         if batch.routes.len() == MAX_ROUTES || invalid {
             invalid = true; // still read on: a malformed message is reported as that
             continue;
@@ -168,20 +179,38 @@ pub fn read_apply(bytes: &[u8]) -> Result<Batch<'_>, Refused> {
             invalid = true;
             continue;
         }
-        let node = *nodes.entry(route.node).or_insert_with(|| {
-            batch.nodes.push(route.node);
-            batch.nodes.len() - 1
-        });
+        let node = match last_node {
+            Some((name, index)) if name == route.node => index,
+            _ => {
+                let index = *nodes.entry(route.node).or_insert_with(|| {
+                    batch.nodes.push(route.node);
+                    batch.nodes.len() - 1
+                });
+                last_node = Some((route.node, index));
+                index
+            }
+        };
         if !seen.insert((node, route.address, route.length)) {
             invalid = true; // the same key twice
             continue;
         }
-        let intent = Intent { kind: route.kind, next_hops: route.next_hops };
-        let intent = match intents.entry(intent) {
-            Entry::Occupied(e) => *e.get(),
-            Entry::Vacant(e) => {
-                batch.intents.push(e.key().clone());
-                *e.insert(batch.intents.len() - 1)
+        let same = last_intent.filter(|&i| {
+            let known = &batch.intents[i];
+            known.kind == route.kind && known.next_hops == route.next_hops
+        });
+        let intent = match same {
+            Some(i) => i,
+            None => {
+                let intent = Intent { kind: route.kind, next_hops: route.next_hops.clone() };
+                let i = match intents.entry(intent) {
+                    Entry::Occupied(e) => *e.get(),
+                    Entry::Vacant(e) => {
+                        batch.intents.push(e.key().clone());
+                        *e.insert(batch.intents.len() - 1)
+                    }
+                };
+                last_intent = Some(i);
+                i
             }
         };
         let mut sort_key = Vec::with_capacity(route.address.len() + 2);
