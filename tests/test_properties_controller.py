@@ -167,6 +167,9 @@ APPLY_BYTES = st.one_of(
 
 
 @given(APPLY_BYTES)
+# Found by `make fuzz`: a tag of 2^32 (field 2^29, past protobuf's last) was read as an
+# unknown field, so the batch was found empty and the fallback's DecodeError escaped.
+@example(b"\x80\x80\x80\x80\x10\x00")
 def test_any_apply_bytes_are_a_batch_or_refused_as_protobuf_reads_them(data: bytes) -> None:
     result = outcome(data)
     try:
@@ -267,6 +270,7 @@ async def controller_channel(tmp_path: Path):
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.one_of(APPLY_BYTES, APPLY_REQUESTS.map(lambda r: r.SerializeToString())))
+@example(data=b"\x80\x80\x80\x80\x10\x00")  # a tag past protobuf's last field: see above
 async def test_any_apply_gets_a_status_not_an_error(controller_channel, data: bytes) -> None:
     """One controller for every example: whatever earlier ones stored, the answer to bytes
     is their batch or their refusal."""

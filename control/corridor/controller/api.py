@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import grpc
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import DecodeError
 
 from corridor._dataplane import read_apply_request
 from corridor.common import status
@@ -758,7 +759,12 @@ def batch_from_request(request: controller_pb2.ApplyRequest | bytes) -> RouteBat
         batch = _checked_batch(*read)
         if batch is not None:
             return batch
-    return RouteBatch.of(routes_from_pb(controller_pb2.ApplyRequest.FromString(data)))
+    try:
+        request = controller_pb2.ApplyRequest.FromString(data)
+    except DecodeError as e:  # the Rust reader took bytes that protobuf refuses
+        message = f"not a corridor.v1.ApplyRequest: {e}"
+        raise InvalidBatch([Violation(None, "routes", message)]) from None
+    return RouteBatch.of(routes_from_pb(request))
 
 
 def _checked_batch(

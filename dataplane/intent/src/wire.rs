@@ -66,8 +66,11 @@ impl<'a> Reader<'a> {
         if self.buf.is_empty() {
             return Ok(None);
         }
-        let tag = self.varint()?;
-        let number = u32::try_from(tag >> 3).map_err(|_| Malformed("field number too large"))?;
+        // A tag is a 32-bit varint, so field numbers end at 2^29 - 1, as protobuf's own
+        // decoder has it: a larger one was read here as an unknown field, where protobuf
+        // refuses the message (found by the property tests under `make fuzz`).
+        let tag = u32::try_from(self.varint()?).map_err(|_| Malformed("tag past 32 bits"))?;
+        let number = tag >> 3;
         if number == 0 {
             return Err(Malformed("field number 0"));
         }
@@ -161,7 +164,9 @@ mod tests {
             &[0x0b],             // start group: not proto3
             &[0x00, 0x00],       // field 0
             &[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
-            &[0x0d, 0x01, 0x02], // fixed32 cut short
+            &[0x0d, 0x01, 0x02],                         // fixed32 cut short
+            &[0x80, 0x80, 0x80, 0x80, 0x10, 0x00],       // tag 2^32: field 2^29, past protobuf's last
+            &[0xf8, 0xff, 0xff, 0xff, 0xff, 0x01, 0x00], // tag past 32 bits
         ] {
             let mut r = Reader::new(bad);
             assert!(r.next().is_err(), "{bad:?}");
