@@ -760,11 +760,11 @@ def batch_from_request(request: controller_pb2.ApplyRequest | bytes) -> RouteBat
         if batch is not None:
             return batch
     try:
-        request = controller_pb2.ApplyRequest.FromString(data)
+        parsed = controller_pb2.ApplyRequest.FromString(data)
     except DecodeError as e:  # the Rust reader took bytes that protobuf refuses
         message = f"not a corridor.v1.ApplyRequest: {e}"
         raise InvalidBatch([Violation(None, "routes", message)]) from None
-    return RouteBatch.of(routes_from_pb(request))
+    return RouteBatch.of(routes_from_pb(parsed))
 
 
 def _checked_batch(
