@@ -386,14 +386,17 @@ fn run_steps(bits: u32, root: u32, steps: &[Step], probes: &[u128]) -> Result<()
         check(a)?;
     }
     // Every prefix's first and last address and their neighbours.
+    let mut edges = vec![];
     for &(len, net) in naive.routes.keys() {
         let last = net | low(bits - len as u32);
         for a in [net, last, net.wrapping_sub(1), last.wrapping_add(1)] {
             check(a)?;
+            edges.push(a);
         }
     }
-    // Batch lookups agree with single ones.
-    let keys: Vec<u128> = probes.iter().map(|a| a & width).collect();
+    // Batch lookups agree with single ones, on the probes and on the edges (which reach
+    // the nodes below the root that random probes seldom do).
+    let keys: Vec<u128> = probes.iter().chain(&edges).map(|a| a & width).collect();
     let mut out = vec![0u32; keys.len()];
     if bits == 32 {
         let k4: Vec<u32> = keys.iter().map(|&a| a as u32).collect();
