@@ -54,6 +54,9 @@ class Intent:
 
 
 RouteKey = tuple[str, str]  # (node, canonical prefix text)
+# A batch just committed, for the refreshes it causes: its node and the intent of each of
+# its routes, in its order (see IntentState.refresh).
+BatchIntents = tuple[str, Sequence[Intent]]
 
 
 @dataclass(frozen=True)
@@ -693,7 +696,7 @@ class IntentState:
         fib: NodeFib,
         node: str,
         prefixes: Iterable[str],
-        known: tuple[str, Sequence[Intent]] | None = None,
+        known: BatchIntents | None = None,
     ) -> None:
         """Brings `fib` (what `node` should hold) up to date for `prefixes`. `known` is
         (node, intents) of a batch just committed whose prefixes these are: when `node` is

@@ -37,7 +37,7 @@ from corridor.common.fib import (
 from corridor.common.status import election_id_to_pb, write_error
 from corridor.controller.domain import (
     ALL_NODES,
-    Intent,
+    BatchIntents,
     IntentState,
     Node,
     NodeFib,
@@ -201,7 +201,7 @@ class NodeSession:
         self,
         prefixes: Iterable[str],
         revision: int,
-        known: tuple[str, Sequence[Intent]] | None = None,
+        known: BatchIntents | None = None,
     ) -> None:
         """`known`: see IntentState.refresh."""
         if self._in_group():
@@ -705,7 +705,7 @@ class UpdateGroup:
         self,
         prefixes: Iterable[str],
         revision: int,
-        known: tuple[str, Sequence[Intent]] | None = None,
+        known: BatchIntents | None = None,
     ) -> None:
         if self._refreshed != revision:  # once per commit, for whichever member hears first
             self._refreshed = revision
