@@ -20,7 +20,8 @@
 //! flush the caches). `fib_only/*` times the FIB's batched
 //! lookups of the same destinations alone (one call per family, as `process` does), so
 //! `full_tables` minus `fib_only` is the pipeline's own work without the FIB lookup. The
-//! summary at the end prints ns per frame for each, from the same run.
+//! summary at the end prints ns per frame for each, from the same run, and `process` with
+//! the fast path off (`Pipeline::set_fast_path`), the two taking turns pass by pass.
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -252,20 +253,30 @@ fn full_tables(c: &mut Criterion) {
         });
         group.finish();
 
-        // The summary's figures, in the same run for both: over all batches, each batch's
+        // The summary's figures, in the same run for all: over all batches, each batch's
         // frames restored just before it (outside the timing, so they are in cache as the
-        // criterion case has them), the median of 11 passes.
-        let process = ns_per_frame(11, || {
-            let mut total = Duration::ZERO;
-            for b in 0..BATCHES {
-                restore(&mut umem, &pristine, b);
-                let t = Instant::now();
-                run(&mut umem, b, &mut pipeline, &reader, &mut verdicts);
-                total += t.elapsed();
-                black_box(&verdicts);
+        // criterion case has them), the median of 11 passes; the fast path on and off
+        // (`Pipeline::set_fast_path`) taking turns pass by pass.
+        let mut passes = [Vec::new(), Vec::new()];
+        for _ in 0..11 {
+            for (fast, out) in [true, false].into_iter().zip(passes.iter_mut()) {
+                pipeline.set_fast_path(fast);
+                let mut total = Duration::ZERO;
+                for b in 0..BATCHES {
+                    restore(&mut umem, &pristine, b);
+                    let t = Instant::now();
+                    run(&mut umem, b, &mut pipeline, &reader, &mut verdicts);
+                    total += t.elapsed();
+                    black_box(&verdicts);
+                }
+                reader.quiescent();
+                out.push(total);
             }
-            reader.quiescent();
-            total
+        }
+        pipeline.set_fast_path(true);
+        let [fast, full] = passes.map(|p| {
+            let mut p = p.into_iter();
+            ns_per_frame(11, || p.next().unwrap_or_default())
         });
         let lookup = ns_per_frame(11, || {
             let t = Instant::now();
@@ -276,13 +287,13 @@ fn full_tables(c: &mut Criterion) {
             }
             t.elapsed()
         });
-        summary.push((name, process, lookup));
+        summary.push((name, fast, full, lookup));
     }
     println!("\n## Pipeline::process, full tables ({} IPv4 + {} IPv6 routes), batches of 64, ns per frame\n", v4.len(), v6.len());
-    println!("| frames | process | FIB lookups alone | process without the lookups |");
-    println!("|---|---:|---:|---:|");
-    for (name, process, lookup) in summary {
-        println!("| {name} | {process:.1} | {lookup:.1} | {:.1} |", process - lookup);
+    println!("| frames | process | FIB lookups alone | process without the lookups | process, full path alone |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, process, full, lookup) in summary {
+        println!("| {name} | {process:.1} | {lookup:.1} | {:.1} | {full:.1} |", process - lookup);
     }
     let _ = Family::V4;
 }

@@ -7,15 +7,19 @@
 //! the collected total divided by BATCHES x 64 is the instructions per frame; the frames
 //! are restored between batches outside `process`, so outside the count.
 //!
+//! Further words after BATCHES: `v4` or `v6` for a batch of that family alone (the
+//! same flows' destinations), `full` for the full path alone (`Pipeline::set_fast_path`).
+//!
 //! `pipeline_ir time ROUNDS BATCHES` times the four variants taking turns instead (round
 //! after round, each variant BATCHES batches per turn, the frames restored outside the
 //! timing), so that a shared machine's drift lands on all of them; it prints each one's
 //! median ns per batch over the rounds and, against plain, the median of the per-round
 //! ratios of throughput. Pin it (`taskset -c 1`).
 
-use corridor_benches::small_batch::{self, Variant, BATCH, CHUNK, HEADROOM};
+use corridor_benches::small_batch::{self, Dst, Variant, BATCH, CHUNK, HEADROOM};
 use corridor_engine::fib::{Fib, FibReader};
 use corridor_engine::pipeline::{PacketBuf, Pipeline, Verdict};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 const VARIANTS: [(&str, Variant); 4] =
@@ -34,10 +38,25 @@ struct Case {
 
 impl Case {
     fn new(variant: Variant) -> Case {
+        Case::with(variant, small_batch::frame)
+    }
+
+    /// The batch of `family` ("v4", "v6") alone, or the mixed one.
+    fn for_family(variant: Variant, family: Option<&str>) -> Case {
+        match family {
+            Some("v4") => Case::with(variant, |i| small_batch::frame_to(i, Dst::V4(Ipv4Addr::new(198, 19, (i % 8) as u8, i as u8)))),
+            Some("v6") => Case::with(variant, |i| {
+                small_batch::frame_to(i, Dst::V6(Ipv6Addr::new(0x2001, 0xdb8, (i % 8) as u16, 0, 0, 0, 0, i as u16)))
+            }),
+            _ => Case::new(variant),
+        }
+    }
+
+    fn with(variant: Variant, frame: impl Fn(usize) -> Vec<u8>) -> Case {
         let fib = small_batch::fib(variant);
         let reader = fib.reader();
         let pipeline = Pipeline::new(&small_batch::config(variant)).expect("valid config");
-        let frames: Vec<Vec<u8>> = (0..BATCH).map(small_batch::frame).collect();
+        let frames: Vec<Vec<u8>> = (0..BATCH).map(frame).collect();
         let pristine = small_batch::pristine(&frames);
         let umem = pristine.clone();
         Case { _fib: fib, reader, pipeline, frames, pristine, umem }
@@ -75,11 +94,34 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: pipeline_ir plain|members|urpf|edge BATCHES | pipeline_ir time ROUNDS BATCHES";
+    let usage = "usage: pipeline_ir plain|members|urpf|edge BATCHES [v4|v6] [full] | pipeline_ir time ROUNDS BATCHES [v4|v6] [full|paths]";
     let number = |i: usize| -> usize { args.get(i).and_then(|n| n.parse().ok()).expect(usage) };
     if args.get(1).map(String::as_str) == Some("time") {
         let (rounds, batches) = (number(2), number(3));
-        let mut cases: Vec<Case> = VARIANTS.iter().map(|&(_, v)| Case::new(v)).collect();
+        let words: Vec<&str> = args.iter().skip(4).map(String::as_str).collect();
+        let family = words.iter().find(|w| **w == "v4" || **w == "v6").copied();
+        // `paths`: plain with the fast path, then plain with the full path alone, in turns;
+        // otherwise the four variants, with the fast path unless `full`.
+        let named: Vec<(String, Case)> = if words.contains(&"paths") {
+            [("plain, fast path", true), ("plain, full path", false)]
+                .into_iter()
+                .map(|(name, fast)| {
+                    let mut case = Case::for_family(Variant::Plain, family);
+                    case.pipeline.set_fast_path(fast);
+                    (name.to_string(), case)
+                })
+                .collect()
+        } else {
+            VARIANTS
+                .iter()
+                .map(|&(name, v)| {
+                    let mut case = Case::for_family(v, family);
+                    case.pipeline.set_fast_path(!words.contains(&"full"));
+                    (name.to_string(), case)
+                })
+                .collect()
+        };
+        let (names, mut cases): (Vec<String>, Vec<Case>) = named.into_iter().unzip();
         // ns per batch, by variant, round after round.
         let mut ns: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
         for _ in 0..rounds {
@@ -90,7 +132,7 @@ fn main() {
         println!("{rounds} rounds of {batches} batches of {BATCH} per variant, taking turns");
         println!("| variant | ns per batch (median) | ns per frame | x plain (median of per-round ratios) |");
         println!("|---|---:|---:|---:|");
-        for ((name, _), times) in VARIANTS.iter().zip(&ns) {
+        for (name, times) in names.iter().zip(&ns) {
             let ratio = median(ns[0].iter().zip(times).map(|(p, t)| p / t).collect());
             let m = median(times.clone());
             println!("| {name} | {m:.0} | {:.1} | {ratio:.2}x |", m / BATCH as f64);
@@ -99,7 +141,10 @@ fn main() {
     }
     let variant = VARIANTS.iter().find(|(name, _)| Some(*name) == args.get(1).map(String::as_str)).expect(usage).1;
     let batches = number(2);
-    let mut case = Case::new(variant);
+    let words: Vec<&str> = args.iter().skip(3).map(String::as_str).collect();
+    let family = words.iter().find(|w| **w == "v4" || **w == "v6").copied();
+    let mut case = Case::for_family(variant, family);
+    case.pipeline.set_fast_path(!words.contains(&"full"));
     case.run(batches);
     let s = case.pipeline.counters().snapshot();
     println!("{} batches of {BATCH}: member 0 rx {}, drops {}", batches, s.member(0).rx_packets, s.total_drops());

@@ -64,6 +64,12 @@ impl<'a> EdgeBatch<'a> {
         }
     }
 
+    /// No sub-interface has members: no frame of the batch has a sender to find.
+    #[inline(always)]
+    pub(super) fn plain(&self) -> bool {
+        self.members.is_none()
+    }
+
     /// The member that sent `frame` (parsed onto a sub-interface) and its source filter:
     /// the id, `UNKNOWN_MEMBER` for a MAC no member has there, or `NO_MEMBER` when the
     /// sub-interface has none. The frame is counted as the member's rx (at `flush`).

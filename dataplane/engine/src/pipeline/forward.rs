@@ -181,7 +181,7 @@ impl Pipeline {
 /// datagram at `ip_off`, moving the datagram toward the chunk's end only when the headroom
 /// is too small; pads to the Ethernet minimum. Returns the frame's start and length.
 #[inline]
-fn write_link(
+pub(super) fn write_link(
     chunk: &mut [u8],
     ip_off: usize,
     ip_len: usize,

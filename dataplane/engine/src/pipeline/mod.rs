@@ -15,6 +15,11 @@
 //! the chunk has room there, else the frame is dropped (`no_headroom`) or the ICMP error
 //! skipped (`icmp_no_room`). 256 octets of headroom (XDP's default) never hits either.
 //!
+//! The common frame (untagged, no IPv4 options or IPv6 extension headers, ordinary
+//! addresses, routed to a group with a TTL to spare) takes a fast path, `fast`, in batches
+//! without members or sampling; every other frame, and any the fast path declines, is
+//! decided by the full path below, which holds every rule.
+//!
 //! One file per concern: `config` (what the pipeline is told and its checks), `parse`,
 //! `forward` (TTL, MTU, link rewrite), `icmp`, `ratelimit`, `hash` (the flow hash); the
 //! drop reasons are `crate::drop`'s, the address classes `wire`'s, the prefetch hint
@@ -22,6 +27,7 @@
 
 mod config;
 mod edge;
+mod fast;
 mod forward;
 pub mod glean;
 mod hash;
@@ -75,6 +81,10 @@ pub enum Verdict {
 }
 struct PortState {
     mac: [u8; 6],
+    /// `mac` as the fast path compares it: the six octets little-endian in a u64.
+    mac_key: u64,
+    /// The untagged sub-interface (VLAN 0), `NO_SUB` when absent.
+    untagged: u16,
     mtu: u16,
     /// VLAN id → dense sub-interface index, `NO_SUB` when absent. 8 KiB per port.
     sub_of_vlan: Box<[u16]>,
@@ -147,6 +157,8 @@ struct Meta {
     member: MemberId,
     /// The sampler reserved a slot for this frame (see `sample`).
     sampled: bool,
+    /// Parsed by `parse_fast`: `forward_fast` may take it.
+    fast: bool,
 }
 
 impl Meta {
@@ -167,6 +179,7 @@ impl Meta {
         src_slot: 0,
         member: NO_MEMBER,
         sampled: false,
+        fast: false,
     };
 }
 /// One worker's pipeline: configuration, ICMP token buckets and counters. Allocates only
@@ -200,6 +213,12 @@ pub struct Pipeline {
     /// Set by `reject` when it answered a frame with an ICMP error (read for sampled
     /// frames only, whose verdict is then a Forward out of the ingress port).
     answered: Option<DropReason>,
+    /// Common frames take the fast path (`fast`); off, every frame takes the full one
+    /// (for tests and benchmarks to compare the two).
+    fast_path: bool,
+    /// Frames `forward_fast` forwarded, for the tests to see the fast path taken.
+    #[cfg(test)]
+    fast_forwarded: u64,
 }
 
 impl Pipeline {
@@ -222,7 +241,17 @@ impl Pipeline {
                     });
                 }
             }
-            ports.push(PortState { mac: port.mac, mtu: port.mtu, sub_of_vlan, icmp_bucket: TokenBucket::new(port.icmp_rate_limit) });
+            let m = port.mac;
+            let mac_key = u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0]);
+            let untagged = sub_of_vlan[0];
+            ports.push(PortState {
+                mac: port.mac,
+                mac_key,
+                untagged,
+                mtu: port.mtu,
+                sub_of_vlan,
+                icmp_bucket: TokenBucket::new(port.icmp_rate_limit),
+            });
         }
         let counters = Arc::new(WorkerCounters::new(subs.len(), config.ports.len()));
         let longest = config
@@ -253,7 +282,16 @@ impl Pipeline {
             member: NO_MEMBER,
             sampler: Sampler::new(config.ports.len(), config.hash_seed.rotate_left(41) ^ next_sampler_seed()),
             answered: None,
+            fast_path: true,
+            #[cfg(test)]
+            fast_forwarded: 0,
         })
+    }
+
+    /// Turns the fast path for common frames on (the default) or off. Both decide every
+    /// frame alike; off is for comparing them.
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast_path = on;
     }
 
     /// The sub-interfaces' reverse-path policies, by dense index: set one and this worker
@@ -338,7 +376,56 @@ impl Pipeline {
         let mut edge = edge::EdgeBatch::new(fib);
         self.sampler.refresh();
         let sampling = self.sampler.active();
+        // Each destination (and the source, when its sub-interface checks the reverse path)
+        // goes to its family's keys; the root entry's prefetch lets its miss overlap the
+        // parsing of the frames after this one instead of stalling the batch lookup.
+        macro_rules! gather {
+            ($m:expr, $dest:expr) => {
+                $m.urpf = self.urpf.raw($m.sub as usize);
+                match $dest {
+                    Destination::V4(d, src) => {
+                        fib.prefetch_v4(d);
+                        if let Some(k) = v4_keys.get_mut(n4) {
+                            *k = d;
+                            $m.slot = n4 as u8;
+                            n4 += 1;
+                        }
+                        if urpf::checks($m.urpf) {
+                            if let Some(k) = v4_srcs.get_mut(s4) {
+                                *k = src;
+                                $m.src_slot = s4 as u8;
+                                s4 += 1;
+                            }
+                        }
+                    }
+                    Destination::V6(d, src) => {
+                        fib.prefetch_v6(d);
+                        if let Some(k) = v6_keys.get_mut(n6) {
+                            *k = d;
+                            $m.slot = n6 as u8;
+                            n6 += 1;
+                        }
+                        if urpf::checks($m.urpf) {
+                            if let Some(k) = v6_srcs.get_mut(s6) {
+                                *k = src;
+                                $m.src_slot = s6 as u8;
+                                s6 += 1;
+                            }
+                        }
+                    }
+                }
+            };
+        }
+        // The fast path needs a batch without members (no sender to find, no source filter)
+        // and without sampling; a frame it declines goes the full way.
+        let plain = self.fast_path && !sampling && edge.plain();
         for (i, ((frame, verdict), m)) in frames.iter().zip(verdicts.iter_mut()).zip(meta.iter_mut()).enumerate() {
+            if plain {
+                if let Some(dest) = self.parse_fast(frame, m) {
+                    gather!(m, dest);
+                    continue;
+                }
+            }
             let parsed = self.parse(frame, m);
             let (member, filter) = if m.l2_len != 0 { edge.sender(&self.counters, frame, m) } else { (NO_MEMBER, None) };
             self.member = member;
@@ -353,39 +440,8 @@ impl Pipeline {
                 }
             }
             match parsed {
-                Ok(Destination::V4(d, src)) => {
-                    // The root entry's miss then overlaps the parsing of the frames after
-                    // this one instead of stalling the batch lookup.
-                    fib.prefetch_v4(d);
-                    if let Some(k) = v4_keys.get_mut(n4) {
-                        *k = d;
-                        m.slot = n4 as u8;
-                        n4 += 1;
-                    }
-                    m.urpf = self.urpf.raw(m.sub as usize);
-                    if urpf::checks(m.urpf) {
-                        if let Some(k) = v4_srcs.get_mut(s4) {
-                            *k = src;
-                            m.src_slot = s4 as u8;
-                            s4 += 1;
-                        }
-                    }
-                }
-                Ok(Destination::V6(d, src)) => {
-                    fib.prefetch_v6(d);
-                    if let Some(k) = v6_keys.get_mut(n6) {
-                        *k = d;
-                        m.slot = n6 as u8;
-                        n6 += 1;
-                    }
-                    m.urpf = self.urpf.raw(m.sub as usize);
-                    if urpf::checks(m.urpf) {
-                        if let Some(k) = v6_srcs.get_mut(s6) {
-                            *k = src;
-                            m.src_slot = s6 as u8;
-                            s6 += 1;
-                        }
-                    }
+                Ok(dest) => {
+                    gather!(m, dest);
                 }
                 Err(reason) => {
                     m.family = Family::Done;
@@ -393,6 +449,7 @@ impl Pipeline {
                 }
             }
         }
+        self.member = NO_MEMBER;
         edge.flush(&self.counters);
 
         // Look up all, one call per family.
@@ -418,6 +475,12 @@ impl Pipeline {
                 Family::V4 => (&v4_entries, n4),
                 Family::V6 => (&v6_entries, n6),
             };
+            if m.fast && !urpf::checks(m.urpf) {
+                if let Some(v) = entries.get(m.slot as usize).and_then(|&e| self.forward_fast(fib, frame, m, e)) {
+                    *verdict = v;
+                    continue;
+                }
+            }
             self.member = m.member;
             if m.sampled {
                 self.answered = None;

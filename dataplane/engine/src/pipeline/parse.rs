@@ -186,7 +186,7 @@ impl Pipeline {
 /// array view, as the IP headers: `new_checked`'s `Result::map_or` stayed an out-of-line
 /// call per frame.
 #[inline(always)]
-fn l4_ports(l4: &[u8]) -> u32 {
+pub(super) fn l4_ports(l4: &[u8]) -> u32 {
     match l4.first_chunk::<{ ports::HEADER_LEN }>() {
         Some(h) => {
             let p = ports::Ports::new_unchecked(h);
