@@ -92,6 +92,24 @@ fn v6_extension(next_header: u8) -> bool {
     )
 }
 
+/// The TTL / hop limit decremented (`ttl`, read by the caller, above 1), and the IPv4
+/// checksum updated as `ipv4::Packet::decrement_ttl` does (RFC 1624), in place on the
+/// fixed header. None, nothing written, when the header is not there (parsing checked it
+/// is).
+#[inline(always)]
+fn decrement(ip: &mut [u8], v4: bool, ttl: u8) -> Option<()> {
+    if v4 {
+        let h = ip.first_chunk_mut::<{ ipv4::HEADER_LEN }>()?;
+        let old = u16::from_be_bytes([ttl, h[9]]);
+        let sum = checksum::update(u16::from_be_bytes([h[10], h[11]]), old, old - 0x100);
+        h[8] = ttl - 1;
+        h[10..12].copy_from_slice(&sum.to_be_bytes());
+    } else {
+        *ip.get_mut(7)? = ttl - 1;
+    }
+    Some(())
+}
+
 impl Pipeline {
     /// `parse` for the common frame: the destination and source, with `m` filled and the
     /// frame counted as received, as `parse` would; or None, nothing written or counted,
@@ -195,11 +213,14 @@ impl Pipeline {
     pub(super) fn forward_fast(&mut self, fib: &FibReader, frame: &mut PacketBuf<'_>, m: &Meta, entry: u32) -> Option<Verdict> {
         debug_assert!(m.fast && !m.maybe_broadcast && !m.tagged);
         let Some(RouteTarget::Group(group)) = RouteTarget::from_entry(entry) else { return None };
-        let ip_off = frame.start + ethernet::HEADER_LEN;
         let ip_len = m.ip_len as usize;
         let v4 = m.family == Family::V4;
-        // The TTL / hop limit: octet 8 of IPv4's header, 7 of IPv6's.
-        let ttl = *frame.chunk.get(ip_off + if v4 { 8 } else { 7 })?;
+        let (start, len) = (frame.start, ethernet::HEADER_LEN + ip_len);
+        // The link header and the datagram, which parsing found whole; the TTL / hop
+        // limit is octet 8 of IPv4's header, 7 of IPv6's.
+        let bytes = frame.chunk.get_mut(start..start + len)?;
+        let (l2, ip) = bytes.split_first_chunk_mut::<{ ethernet::HEADER_LEN }>()?;
+        let ttl = *ip.get(if v4 { 8 } else { 7 })?;
         if ttl <= 1 {
             return None;
         }
@@ -210,43 +231,27 @@ impl Pipeline {
             return None;
         }
         let (port, vlan, dst_mac, src_mac) = (adjacency.port, adjacency.vlan, adjacency.dst_mac, adjacency.src_mac);
-        if vlan != 0 {
-            // A tag to push: 4 octets before the frame, and `write_link` to move things.
-            if frame.start < ethernet::VLAN_TAG_LEN {
+        if vlan == 0 {
+            // Untagged out as in: the new link header where the old one was. A frame under
+            // the Ethernet minimum would need padding: `forward` pads.
+            if len < ethernet::MIN_FRAME_LEN {
                 return None;
             }
-            self.decrement(frame, ip_off, ip_len, v4, ttl)?;
-            let tci = ethernet::tci(m.priority, vlan);
-            let ether_type = if v4 { ethertype::IPV4 } else { ethertype::IPV6 };
-            let (start, len) = write_link(frame.chunk, ip_off, ip_len, Some(tci), dst_mac, src_mac, ether_type)?;
+            decrement(ip, v4, ttl)?;
+            l2[..6].copy_from_slice(&dst_mac);
+            l2[6..12].copy_from_slice(&src_mac);
+            // The EtherType stays: IPv4 in, IPv4 out.
             return Some(self.sent(fib, adjacency_id, out_sub, port, start, len));
         }
-        // Untagged out as in: the new link header where the old one was. A frame under the
-        // Ethernet minimum would need padding: `forward` pads.
-        let (start, len) = (frame.start, ethernet::HEADER_LEN + ip_len);
-        if len < ethernet::MIN_FRAME_LEN {
+        // A tag to push: 4 octets before the frame, and `write_link` to move things.
+        if start < ethernet::VLAN_TAG_LEN {
             return None;
         }
-        self.decrement(frame, ip_off, ip_len, v4, ttl)?;
-        let l2 = frame.chunk.get_mut(start..)?.first_chunk_mut::<{ ethernet::HEADER_LEN }>()?;
-        l2[..6].copy_from_slice(&dst_mac);
-        l2[6..12].copy_from_slice(&src_mac);
-        // The EtherType stays: IPv4 in, IPv4 out.
+        decrement(ip, v4, ttl)?;
+        let tci = ethernet::tci(m.priority, vlan);
+        let ether_type = if v4 { ethertype::IPV4 } else { ethertype::IPV6 };
+        let (start, len) = write_link(frame.chunk, start + ethernet::HEADER_LEN, ip_len, Some(tci), dst_mac, src_mac, ether_type)?;
         Some(self.sent(fib, adjacency_id, out_sub, port, start, len))
-    }
-
-    /// The TTL / hop limit decremented (`ttl`, read by the caller, above 1), the IPv4
-    /// checksum updated. None, nothing written, when the header is not there (parsing
-    /// checked it is).
-    #[inline(always)]
-    fn decrement(&self, frame: &mut PacketBuf<'_>, ip_off: usize, ip_len: usize, v4: bool, ttl: u8) -> Option<()> {
-        let ip = frame.chunk.get_mut(ip_off..ip_off + ip_len)?;
-        if v4 {
-            ipv4::Packet::new_unchecked(ip.first_chunk_mut::<{ ipv4::HEADER_LEN }>()?).decrement_ttl();
-        } else {
-            ip.first_chunk_mut::<{ ipv6::HEADER_LEN }>()?[7] = ttl - 1;
-        }
-        Some(())
     }
 
     /// Counts a forwarded frame out and returns its verdict.
