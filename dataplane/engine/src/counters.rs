@@ -153,6 +153,24 @@ impl WorkerCounters {
         }
     }
 
+    /// `packets` frames of `bytes` octets in all received on `sub_interface`.
+    #[inline(always)]
+    pub(crate) fn count_rx_run(&self, sub_interface: usize, packets: u64, bytes: u64) {
+        if let Some(c) = self.sub_interfaces.get(sub_interface) {
+            c.rx_packets.add(packets);
+            c.rx_bytes.add(bytes);
+        }
+    }
+
+    /// `packets` frames of `bytes` octets in all sent out of `sub_interface`.
+    #[inline(always)]
+    pub(crate) fn count_tx_run(&self, sub_interface: usize, packets: u64, bytes: u64) {
+        if let Some(c) = self.sub_interfaces.get(sub_interface) {
+            c.tx_packets.add(packets);
+            c.tx_bytes.add(bytes);
+        }
+    }
+
     #[inline(always)]
     pub(crate) fn count_tx(&self, sub_interface: usize, bytes: usize) {
         if let Some(c) = self.sub_interfaces.get(sub_interface) {

@@ -110,12 +110,49 @@ fn decrement(ip: &mut [u8], v4: bool, ttl: u8) -> Option<()> {
     Some(())
 }
 
+/// Frames and octets on one sub-interface, added to its counters once per run of frames
+/// on it (a batch seldom spans more than one) instead of once per frame.
+pub(super) struct Tally {
+    sub: usize,
+    packets: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    pub(super) const fn new() -> Tally {
+        Tally { sub: usize::MAX, packets: 0, bytes: 0 }
+    }
+
+    /// Adds a frame of `bytes` octets on `sub`; `flush` gets the run before, when `sub`
+    /// starts a new one.
+    #[inline(always)]
+    fn add(&mut self, sub: usize, bytes: usize, flush: impl FnOnce(usize, u64, u64)) {
+        if sub != self.sub {
+            if self.packets != 0 {
+                flush(self.sub, self.packets, self.bytes);
+            }
+            *self = Tally { sub, packets: 0, bytes: 0 };
+        }
+        self.packets += 1;
+        self.bytes += bytes as u64;
+    }
+
+    /// Hands the run over to `flush` and starts afresh.
+    #[inline(always)]
+    pub(super) fn take(&mut self, flush: impl FnOnce(usize, u64, u64)) {
+        if self.packets != 0 {
+            flush(self.sub, self.packets, self.bytes);
+        }
+        *self = Tally::new();
+    }
+}
+
 impl Pipeline {
     /// `parse` for the common frame: the destination and source, with `m` filled and the
     /// frame counted as received, as `parse` would; or None, nothing written or counted,
     /// for `parse` to decide the frame.
     #[inline(always)]
-    pub(super) fn parse_fast(&self, frame: &PacketBuf<'_>, m: &mut Meta) -> Option<Destination> {
+    pub(super) fn parse_fast(&self, frame: &PacketBuf<'_>, m: &mut Meta, rx: &mut Tally) -> Option<Destination> {
         let port = self.ports.get(frame.port as usize)?;
         let data = frame.chunk.get(frame.start..frame.start.checked_add(frame.len)?)?;
         let h = data.first_chunk::<V4_HEADERS>()?;
@@ -125,14 +162,22 @@ impl Pipeline {
         }
         let ip = data.get(ethernet::HEADER_LEN..)?;
         match be16(h, 12) {
-            ethertype::IPV4 => self.parse_fast_v4(h, ip, port.untagged, data.len(), m),
-            ethertype::IPV6 => self.parse_fast_v6(data, ip, port.untagged, m),
+            ethertype::IPV4 => self.parse_fast_v4(h, ip, port.untagged, data.len(), m, rx),
+            ethertype::IPV6 => self.parse_fast_v6(data, ip, port.untagged, m, rx),
             _ => None,
         }
     }
 
     #[inline(always)]
-    fn parse_fast_v4(&self, h: &[u8; V4_HEADERS], ip: &[u8], sub: u16, frame_len: usize, m: &mut Meta) -> Option<Destination> {
+    fn parse_fast_v4(
+        &self,
+        h: &[u8; V4_HEADERS],
+        ip: &[u8],
+        sub: u16,
+        frame_len: usize,
+        m: &mut Meta,
+        rx: &mut Tally,
+    ) -> Option<Destination> {
         const IP: usize = ethernet::HEADER_LEN;
         // Version 4, 20 octets of header: no options.
         if h[IP] != 0x45 {
@@ -168,12 +213,12 @@ impl Pipeline {
         m.sub = sub;
         m.l2_len = ethernet::HEADER_LEN as u8;
         m.fast = true;
-        self.counters.count_rx(sub as usize, frame_len);
+        rx.add(sub as usize, frame_len, |s, p, b| self.counters.count_rx_run(s, p, b));
         Some(Destination::V4(dst, src))
     }
 
     #[inline(always)]
-    fn parse_fast_v6(&self, data: &[u8], ip: &[u8], sub: u16, m: &mut Meta) -> Option<Destination> {
+    fn parse_fast_v6(&self, data: &[u8], ip: &[u8], sub: u16, m: &mut Meta, rx: &mut Tally) -> Option<Destination> {
         const IP: usize = ethernet::HEADER_LEN;
         let h = data.first_chunk::<V6_HEADERS>()?;
         if h[IP] >> 4 != 6 {
@@ -202,7 +247,7 @@ impl Pipeline {
         m.sub = sub;
         m.l2_len = ethernet::HEADER_LEN as u8;
         m.fast = true;
-        self.counters.count_rx(sub as usize, data.len());
+        rx.add(sub as usize, data.len(), |s, p, b| self.counters.count_rx_run(s, p, b));
         Some(Destination::V6(dst, src))
     }
 
@@ -210,7 +255,14 @@ impl Pipeline {
     /// MTU that fits: the frame rewritten and counted out as `forward` would; or None,
     /// nothing written or counted, for `forward` to decide. For frames `parse_fast` took.
     #[inline(always)]
-    pub(super) fn forward_fast(&mut self, fib: &FibReader, frame: &mut PacketBuf<'_>, m: &Meta, entry: u32) -> Option<Verdict> {
+    pub(super) fn forward_fast(
+        &mut self,
+        fib: &FibReader,
+        frame: &mut PacketBuf<'_>,
+        m: &Meta,
+        entry: u32,
+        tx: &mut Tally,
+    ) -> Option<Verdict> {
         debug_assert!(m.fast && !m.maybe_broadcast && !m.tagged);
         let Some(RouteTarget::Group(group)) = RouteTarget::from_entry(entry) else { return None };
         let ip_len = m.ip_len as usize;
@@ -241,7 +293,7 @@ impl Pipeline {
             l2[..6].copy_from_slice(&dst_mac);
             l2[6..12].copy_from_slice(&src_mac);
             // The EtherType stays: IPv4 in, IPv4 out.
-            return Some(self.sent(fib, adjacency_id, out_sub, port, start, len));
+            return Some(self.sent(fib, adjacency_id, out_sub, port, start, len, tx));
         }
         // A tag to push: 4 octets before the frame, and `write_link` to move things.
         if start < ethernet::VLAN_TAG_LEN {
@@ -251,13 +303,14 @@ impl Pipeline {
         let tci = ethernet::tci(m.priority, vlan);
         let ether_type = if v4 { ethertype::IPV4 } else { ethertype::IPV6 };
         let (start, len) = write_link(frame.chunk, start + ethernet::HEADER_LEN, ip_len, Some(tci), dst_mac, src_mac, ether_type)?;
-        Some(self.sent(fib, adjacency_id, out_sub, port, start, len))
+        Some(self.sent(fib, adjacency_id, out_sub, port, start, len, tx))
     }
 
     /// Counts a forwarded frame out and returns its verdict.
     #[inline(always)]
-    fn sent(&mut self, fib: &FibReader, adjacency_id: u32, out_sub: u16, port: u16, start: usize, len: usize) -> Verdict {
-        self.counters.count_tx(out_sub as usize, len);
+    #[allow(clippy::too_many_arguments)]
+    fn sent(&mut self, fib: &FibReader, adjacency_id: u32, out_sub: u16, port: u16, start: usize, len: usize, tx: &mut Tally) -> Verdict {
+        tx.add(out_sub as usize, len, |s, p, b| self.counters.count_tx_run(s, p, b));
         self.counters.count_member_tx(fib.adjacency_member(adjacency_id), len);
         fib.mark_adjacency_used(adjacency_id);
         #[cfg(test)]

@@ -419,9 +419,10 @@ impl Pipeline {
         // The fast path needs a batch without members (no sender to find, no source filter)
         // and without sampling; a frame it declines goes the full way.
         let plain = self.fast_path && !sampling && edge.plain();
+        let mut rx = fast::Tally::new();
         for (i, ((frame, verdict), m)) in frames.iter().zip(verdicts.iter_mut()).zip(meta.iter_mut()).enumerate() {
             if plain {
-                if let Some(dest) = self.parse_fast(frame, m) {
+                if let Some(dest) = self.parse_fast(frame, m, &mut rx) {
                     gather!(m, dest);
                     continue;
                 }
@@ -451,6 +452,7 @@ impl Pipeline {
         }
         self.member = NO_MEMBER;
         edge.flush(&self.counters);
+        rx.take(|s, p, b| self.counters.count_rx_run(s, p, b));
 
         // Look up all, one call per family.
         let mut v4_entries = [0u32; 2 * MAX_BATCH];
@@ -469,6 +471,7 @@ impl Pipeline {
         }
 
         // Check sources, resolve, check, rewrite.
+        let mut tx = fast::Tally::new();
         for (i, ((frame, verdict), m)) in frames.iter_mut().zip(verdicts.iter_mut()).zip(meta.iter()).enumerate() {
             let (entries, sources) = match m.family {
                 Family::Done => continue,
@@ -476,7 +479,7 @@ impl Pipeline {
                 Family::V6 => (&v6_entries, n6),
             };
             if m.fast && !urpf::checks(m.urpf) {
-                if let Some(v) = entries.get(m.slot as usize).and_then(|&e| self.forward_fast(fib, frame, m, e)) {
+                if let Some(v) = entries.get(m.slot as usize).and_then(|&e| self.forward_fast(fib, frame, m, e, &mut tx)) {
                     *verdict = v;
                     continue;
                 }
@@ -508,6 +511,7 @@ impl Pipeline {
             }
         }
         self.member = NO_MEMBER;
+        tx.take(|s, p, b| self.counters.count_tx_run(s, p, b));
         self.sampler.publish(frames, verdicts);
     }
 
