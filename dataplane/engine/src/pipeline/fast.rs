@@ -326,6 +326,7 @@ mod tests {
     use super::super::testing::*;
     use super::super::*;
     use crate::counters::CounterSnapshot;
+    use crate::pipeline::sample::Sample;
     use crate::wire::ethernet::{self, ethertype};
     use crate::wire::{ip_protocol, ipv4};
     use proptest::prelude::*;
@@ -341,19 +342,32 @@ mod tests {
         c
     }
 
-    /// Everything a batch leaves behind: verdicts, chunks, counters, glean queue.
+    /// Everything a batch leaves behind: verdicts, chunks, counters, glean queue, samples.
+    type Outcome = (Vec<Verdict>, Vec<Vec<u8>>, CounterSnapshot, Vec<u128>, Vec<Sample>);
+
     /// Chunks of `chunk` octets, or just the frame's size when that is larger.
-    fn outcome(
-        rig: &mut Rig,
-        frames: &[(u16, Vec<u8>)],
-        headroom: usize,
-        chunk: usize,
-    ) -> (Vec<Verdict>, Vec<Vec<u8>>, CounterSnapshot, Vec<u128>) {
+    fn outcome(rig: &mut Rig, frames: &[(u16, Vec<u8>)], headroom: usize, chunk: usize) -> Outcome {
         let outs = rig.run_in(frames, headroom, chunk, 0);
         let mut glean = [0u128; 256];
         let n = rig.pipeline.glean_queue().drain(&mut glean);
+        let mut samples = Vec::new();
+        rig.pipeline.sample_ring().drain(&mut samples, usize::MAX);
         let (verdicts, chunks) = outs.into_iter().map(|o| (o.verdict, o.chunk)).unzip();
-        (verdicts, chunks, rig.snap(), glean[..n].to_vec())
+        (verdicts, chunks, rig.snap(), glean[..n].to_vec(), samples)
+    }
+
+    /// Exchange members: the sender on port 0 (untagged, allowed 198.18.0.0/24 and
+    /// 2001:db8::/48 as sources), one on VLAN 100, and adjacency 1's router on port 1.
+    fn add_members(rig: &mut Rig) {
+        use crate::fib::{FibOp, Member, Prefix};
+        let sources: Box<[Prefix]> = vec![Prefix::v4(u32::from_be_bytes([198, 18, 0, 0]), 24), Prefix::v6(u128::from(v6(0, 0)), 48)].into();
+        rig._fib
+            .apply(&[
+                FibOp::SetMember { id: 0, member: Member { port: 0, vlan: 0, mac: PEER }, sources: Some(sources) },
+                FibOp::SetMember { id: 1, member: Member { port: 0, vlan: 100, mac: PEER }, sources: None },
+                FibOp::SetMember { id: 2, member: Member { port: 1, vlan: 0, mac: nh_mac(1) }, sources: None },
+            ])
+            .unwrap();
     }
 
     fn both(config: &PipelineConfig) -> (Rig, Rig) {
@@ -367,10 +381,10 @@ mod tests {
     fn ordinary_frames_take_the_fast_path_and_the_rest_do_not() {
         let (mut fast, mut full) = both(&config(UNLIMITED));
         let ordinary = vec![(0, v4_frame([198, 19, 1, 5], 64)), (0, v6_frame(v6(1, 5), 64)), (0, v4_frame([198, 19, 10, 9], 2))];
-        let (v, _, snap, _) = outcome(&mut fast, &ordinary, HEADROOM, CHUNK);
+        let (v, _, snap, _, _) = outcome(&mut fast, &ordinary, HEADROOM, CHUNK);
         assert_eq!(fast.pipeline.fast_forwarded, 3, "{v:?}");
         assert_eq!((v, snap), {
-            let (v, _, snap, _) = outcome(&mut full, &ordinary, HEADROOM, CHUNK);
+            let (v, _, snap, _, _) = outcome(&mut full, &ordinary, HEADROOM, CHUNK);
             (v, snap)
         });
         assert_eq!(full.pipeline.fast_forwarded, 0);
@@ -394,17 +408,24 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_with_members_goes_the_full_way() {
-        let config = config(UNLIMITED);
-        let mut rig = rig_from(&config);
-        let mut fib = fib();
-        fib.apply(&[crate::fib::FibOp::SetMember { id: 0, member: crate::fib::Member { port: 0, vlan: 0, mac: PEER }, sources: None }])
-            .unwrap();
-        rig.reader = fib.reader();
-        rig._fib = fib;
-        rig.run(&[(0, v4_frame([198, 19, 1, 5], 64))]);
-        assert_eq!(rig.pipeline.fast_forwarded, 0);
-        assert_eq!(rig.snap().member(0).rx_packets, 1, "counted as the member's by the full path");
+    fn members_and_samples_are_taken_on_the_fast_path_too() {
+        let mut rig = rig();
+        add_members(&mut rig);
+        rig.pipeline.sample_ring().set_rates(&[1, 1, 1]);
+        let outs = rig.run(&[(0, v4_frame([198, 19, 1, 5], 64)), (0, v6_frame(v6(1, 5), 64))]);
+        assert!(outs.iter().all(|o| matches!(o.verdict, Verdict::Forward { port: 1, .. })));
+        assert_eq!(rig.pipeline.fast_forwarded, 2);
+        let s = rig.snap();
+        assert_eq!(s.member(0).rx_packets, 2, "the sender, found on the fast path");
+        assert_eq!(s.member(2).tx_packets, 2, "adjacency 1's router (both frames' group 1)");
+        let mut samples = Vec::new();
+        rig.pipeline.sample_ring().drain(&mut samples, usize::MAX);
+        assert_eq!(samples.len(), 2);
+        // A source outside the sender's filter: dropped, counted as the member's.
+        let out =
+            rig.run1(0, eth(MAC0, None, ethertype::IPV4, &ipv4([198, 18, 7, 7], [198, 19, 1, 5], 64, ip_protocol::UDP, &udp(1, 2, 30))));
+        assert_eq!(out.verdict, Verdict::Drop(DropReason::MemberSource));
+        assert_eq!(rig.snap().member(0).drops[DropReason::MemberSource as usize], 1);
     }
 
     /// A frame near the fast path's edges: ordinary, or one field made unusual.
@@ -488,17 +509,29 @@ mod tests {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
         /// The fast path decides every frame as the full path does: the same verdicts,
-        /// the same bytes in every chunk, the same counters and glean queue, batch after
-        /// batch (ICMP identifications and token buckets carry over).
+        /// the same bytes in every chunk, the same counters, glean queue and samples,
+        /// batch after batch (ICMP identifications and token buckets carry over), with
+        /// members and sampling on or off.
         #[test]
         fn fast_path_matches_the_full_path(
             batches in prop::collection::vec(prop::collection::vec(frame(), 1..70), 1..3),
             headroom in prop::sample::select(vec![0usize, 2, 4, 20, 256]),
             chunk in prop::sample::select(vec![0usize, CHUNK]),
             edge in any::<bool>(),
+            members in any::<bool>(),
+            sampling in any::<bool>(),
         ) {
             let config = if edge { edge_config() } else { config(UNLIMITED) };
             let (mut fast, mut full) = both(&config);
+            for rig in [&mut fast, &mut full] {
+                if members {
+                    add_members(rig);
+                }
+                if sampling {
+                    // Every frame: both take the same samples whatever their seeds.
+                    rig.pipeline.sample_ring().set_rates(&[1, 1, 1]);
+                }
+            }
             for batch in &batches {
                 let a = outcome(&mut fast, batch, headroom, chunk);
                 let b = outcome(&mut full, batch, headroom, chunk);

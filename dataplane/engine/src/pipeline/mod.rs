@@ -416,13 +416,28 @@ impl Pipeline {
                 }
             };
         }
-        // The fast path needs a batch without members (no sender to find, no source filter)
-        // and without sampling; a frame it declines goes the full way.
-        let plain = self.fast_path && !sampling && edge.plain();
+        // A frame the fast path parses still has its sender found, its source filtered and
+        // its sample taken, as below; a frame it declines goes the full way.
+        let members = !edge.plain();
         let mut rx = fast::Tally::new();
         for (i, ((frame, verdict), m)) in frames.iter().zip(verdicts.iter_mut()).zip(meta.iter_mut()).enumerate() {
-            if plain {
+            if self.fast_path {
                 if let Some(dest) = self.parse_fast(frame, m, &mut rx) {
+                    let filter = if members {
+                        let (member, filter) = edge.sender(&self.counters, frame, m);
+                        self.member = member;
+                        m.member = member;
+                        filter
+                    } else {
+                        None
+                    };
+                    // Untagged: the sampler's VLAN is 0.
+                    m.sampled = sampling && self.sampler.consider(i, frame, 0, m.member);
+                    if filter.is_some_and(|f| !edge::source_allowed(f, &dest)) {
+                        m.family = Family::Done;
+                        *verdict = self.drop(frame.port, DropReason::MemberSource);
+                        continue;
+                    }
                     gather!(m, dest);
                     continue;
                 }
