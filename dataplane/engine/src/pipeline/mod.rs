@@ -16,9 +16,10 @@
 //! skipped (`icmp_no_room`). 256 octets of headroom (XDP's default) never hits either.
 //!
 //! The common frame (untagged, no IPv4 options or IPv6 extension headers, ordinary
-//! addresses, routed to a group with a TTL to spare) takes a fast path, `fast`, in batches
-//! without members or sampling; every other frame, and any the fast path declines, is
-//! decided by the full path below, which holds every rule.
+//! addresses, routed to a group with a TTL to spare) takes a fast path, `fast`, for its
+//! parsing and forwarding (its sender, source filter and sample are taken as for any
+//! frame); every other frame, and any the fast path declines, is decided by the full path
+//! below, which holds every rule.
 //!
 //! One file per concern: `config` (what the pipeline is told and its checks), `parse`,
 //! `forward` (TTL, MTU, link rewrite), `icmp`, `ratelimit`, `hash` (the flow hash); the
