@@ -77,10 +77,12 @@ fn v4_header_verifies(h: &[u8; ipv4::HEADER_LEN]) -> bool {
 }
 
 /// ::, ::1, ff00::/8 and fe80::/10: what `parse_v6` drops as a martian, multicast or
-/// link-local source or destination.
+/// link-local source or destination. Every one of them has 0x00, 0xfe or 0xff as its first
+/// octet, so one compare on that octet clears the ordinary address (2000::/3 and the rest).
 #[inline(always)]
 fn v6_unusual(a: u128) -> bool {
-    a <= 1 || a >> 120 == 0xff || a >> 118 == 0xfe80 >> 6
+    let first = (a >> 120) as u8;
+    first.wrapping_sub(1) >= 0xfd && (a <= 1 || first == 0xff || a >> 118 == 0xfe80 >> 6)
 }
 
 /// The next headers `ipv6::upper_layer` walks past: a datagram with one goes the full way.
