@@ -254,8 +254,9 @@ impl Pipeline {
     }
 
     /// `forward` for a route to a group with a TTL to spare, an adjacency, and an egress
-    /// MTU that fits: the frame rewritten and counted out as `forward` would; or None,
-    /// nothing written or counted, for `forward` to decide. For frames `parse_fast` took.
+    /// MTU that fits: the frame rewritten, counted out and its verdict written as `forward`
+    /// would; or None, nothing written or counted, for `forward` to decide. For frames
+    /// `parse_fast` took.
     #[inline(always)]
     pub(super) fn forward_fast(
         &mut self,
@@ -264,7 +265,8 @@ impl Pipeline {
         m: &Meta,
         entry: u32,
         tx: &mut Tally,
-    ) -> Option<Verdict> {
+        verdict: &mut Verdict,
+    ) -> Option<()> {
         debug_assert!(m.fast && !m.maybe_broadcast && !m.tagged);
         let Some(RouteTarget::Group(group)) = RouteTarget::from_entry(entry) else { return None };
         let ip_len = m.ip_len as usize;
@@ -295,7 +297,8 @@ impl Pipeline {
             l2[..6].copy_from_slice(&dst_mac);
             l2[6..12].copy_from_slice(&src_mac);
             // The EtherType stays: IPv4 in, IPv4 out.
-            return Some(self.sent(fib, adjacency_id, out_sub, port, start, len, tx));
+            *verdict = self.sent(fib, adjacency_id, out_sub, port, start, len, tx);
+            return Some(());
         }
         // A tag to push: 4 octets before the frame, and `write_link` to move things.
         if start < ethernet::VLAN_TAG_LEN {
@@ -305,7 +308,8 @@ impl Pipeline {
         let tci = ethernet::tci(m.priority, vlan);
         let ether_type = if v4 { ethertype::IPV4 } else { ethertype::IPV6 };
         let (start, len) = write_link(frame.chunk, start + ethernet::HEADER_LEN, ip_len, Some(tci), dst_mac, src_mac, ether_type)?;
-        Some(self.sent(fib, adjacency_id, out_sub, port, start, len, tx))
+        *verdict = self.sent(fib, adjacency_id, out_sub, port, start, len, tx);
+        Some(())
     }
 
     /// Counts a forwarded frame out and returns its verdict.

@@ -495,8 +495,7 @@ impl Pipeline {
                 Family::V6 => (&v6_entries, n6),
             };
             if m.fast && !urpf::checks(m.urpf) {
-                if let Some(v) = entries.get(m.slot as usize).and_then(|&e| self.forward_fast(fib, frame, m, e, &mut tx)) {
-                    *verdict = v;
+                if entries.get(m.slot as usize).and_then(|&e| self.forward_fast(fib, frame, m, e, &mut tx, verdict)).is_some() {
                     continue;
                 }
             }
