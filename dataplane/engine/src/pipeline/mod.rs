@@ -494,10 +494,11 @@ impl Pipeline {
                 Family::V4 => (&v4_entries, n4),
                 Family::V6 => (&v6_entries, n6),
             };
-            if m.fast && !urpf::checks(m.urpf) {
-                if entries.get(m.slot as usize).and_then(|&e| self.forward_fast(fib, frame, m, e, &mut tx, verdict)).is_some() {
-                    continue;
-                }
+            if m.fast
+                && !urpf::checks(m.urpf)
+                && entries.get(m.slot as usize).and_then(|&e| self.forward_fast(fib, frame, m, e, &mut tx, verdict)).is_some()
+            {
+                continue;
             }
             self.member = m.member;
             if m.sampled {
