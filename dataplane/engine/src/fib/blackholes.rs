@@ -1,12 +1,14 @@
-//! Blackhole routes (RTBH) as the workers count them: each blackhole route has a counter
-//! slot, and a frame dropped by a blackhole route is counted in the slot of the longest
-//! blackhole prefix that holds its destination, which is the route that dropped it (any
-//! longer blackhole prefix holding it would have been the longest match instead).
+//! Blackhole routes (RTBH) as the workers count them: a blackhole route added while a
+//! counter slot is free has one, and a frame dropped by a blackhole route is counted in the
+//! slot of the route its lookup matched (found here by that route's length), or in
+//! `UNCOUNTED_SLOT` for a route that came when every slot was taken. The table holds the
+//! counted routes only, so a table of a million blackholes (a FIB-only node) costs at most
+//! `BLACKHOLE_SLOTS` entries here.
 //!
 //! The second lookup runs only for frames already dropped, so it costs forwarding nothing.
-//! The table is rebuilt whole by the FIB's writer when a batch adds or removes blackhole
-//! routes (sorted arrays per prefix length, longest first: RTBH tables are mostly /32s and
-//! /128s, so most lookups are one binary search) and published like the FIB's other
+//! The FIB's writer merges each batch's changes to the counted routes into the table
+//! (sorted arrays per prefix length, longest first: RTBH tables are mostly /32s and
+//! /128s, so most lookups are one binary search) and publishes it like the FIB's other
 //! read-mostly objects.
 
 use super::{Family, Prefix};
@@ -72,6 +74,20 @@ impl BlackholeTable {
         })
     }
 
+    /// The slot of the blackhole route `len` bits long that holds `dst`, if the table has
+    /// it (the FIB's readers ask for the route their lookup matched).
+    #[inline]
+    pub fn slot_at_v4(&self, dst: u32, len: u32) -> Option<u32> {
+        let key = if len == 0 { 0 } else { dst & (u32::MAX << (32 - len.min(32))) };
+        slot_at(&self.v4, key, len)
+    }
+
+    #[inline]
+    pub fn slot_at_v6(&self, dst: u128, len: u32) -> Option<u32> {
+        let key = if len == 0 { 0 } else { dst & (u128::MAX << (128 - len.min(128))) };
+        slot_at(&self.v6, key, len)
+    }
+
     #[inline]
     pub fn slot_v6(&self, dst: u128) -> Option<u32> {
         self.v6.iter().find_map(|(len, nets)| {
@@ -79,6 +95,13 @@ impl BlackholeTable {
             nets.binary_search_by_key(&key, |e| e.0).ok().and_then(|i| nets.get(i)).map(|e| e.1)
         })
     }
+}
+
+/// The slot of network `key` among the routes `len` bits long (lengths longest first).
+#[inline]
+fn slot_at<K: Copy + Ord>(table: &[Length<K>], key: K, len: u32) -> Option<u32> {
+    let (_, nets) = table.iter().find(|(l, _)| *l == len)?;
+    nets.binary_search_by_key(&key, |e| e.0).ok().and_then(|i| nets.get(i)).map(|e| e.1)
 }
 
 /// `old` (longest first, networks sorted) with `changes` (length, network, slot or None).

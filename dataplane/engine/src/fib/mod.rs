@@ -319,15 +319,18 @@ pub struct Fib {
     /// The inverse of `members`: one member per (port, VLAN, MAC).
     member_ids: HashMap<Member, MemberId>,
     retired_member_tables: RetireList<MemberTable, FibDomain>,
-    /// The counter slot of every blackhole route; slots are handed out after the last one
-    /// given (wrapping), so a freed slot's count is not a new route's while slots remain.
+    /// The counter slot of every counted blackhole route; slots are handed out after the
+    /// last one given (wrapping), so a freed slot's count is not a new route's while slots
+    /// remain. A blackhole route added while every slot was taken has no entry: it counts
+    /// in UNCOUNTED_SLOT, and a table of a million blackholes costs no million entries here
+    /// nor in the published `BlackholeTable`.
     blackhole_slots: HashMap<Prefix, u32>,
     /// By slot: held by a route (UNCOUNTED_SLOT, shared by the overflow, never is).
     blackhole_slot_used: Vec<bool>,
     last_blackhole_slot: u32,
     retired_blackhole_tables: RetireList<BlackholeTable, FibDomain>,
-    /// The writer's copy of the published blackhole table, which the next batch's changes
-    /// are merged into (`BlackholeTable::changed`).
+    /// The writer's copy of the published blackhole table (the counted routes), which the
+    /// next batch's changes are merged into (`BlackholeTable::changed`).
     blackhole_table: BlackholeTable,
     config: FibConfig,
 }
@@ -456,7 +459,10 @@ impl Fib {
 
     /// The counter slot of a blackhole route (`UNCOUNTED_SLOT` when every slot was taken).
     pub fn blackhole_slot(&self, prefix: &Prefix) -> Option<u32> {
-        self.blackhole_slots.get(prefix).copied()
+        match self.blackhole_slots.get(prefix) {
+            Some(slot) => Some(*slot),
+            None => (self.route(prefix) == Some(RouteTarget::Blackhole)).then_some(UNCOUNTED_SLOT),
+        }
     }
 
     /// The member an adjacency sends to (its destination MAC on its sub-interface), if any.
@@ -481,13 +487,13 @@ impl Fib {
         let mut blackholes_changed = false;
         let mut blackholes_touched: Vec<Prefix> = Vec::new();
         for op in ops {
-            if self.track_blackhole(op) {
+            let old = self.apply_one(op);
+            if self.track_blackhole(op, old) {
                 blackholes_changed = true;
                 if let FibOp::AddRoute { prefix, .. } | FibOp::DeleteRoute { prefix } = op {
                     blackholes_touched.push(*prefix);
                 }
             }
-            self.apply_one(op);
             match op {
                 FibOp::SetMember { .. } | FibOp::DeleteMember { .. } => members_changed = true,
                 FibOp::SetAdjacency { id, adjacency } if !members_changed => self.map_adjacency(*id, Some(adjacency)),
@@ -523,17 +529,21 @@ impl Fib {
         Ok(())
     }
 
-    /// Gives a blackhole route added by `op` a counter slot and frees the slot of one that
-    /// `op` removes or re-targets; true when the set of blackhole routes changed.
-    fn track_blackhole(&mut self, op: &FibOp) -> bool {
+    /// After `op` replaced route target `old` (None: no route): gives a blackhole route it
+    /// added a counter slot, if one is free, and frees the slot of a counted one it removed
+    /// or re-targeted; true when the counted routes changed (the published table's).
+    fn track_blackhole(&mut self, op: &FibOp, old: Option<RouteTarget>) -> bool {
         let (prefix, blackhole) = match op {
             FibOp::AddRoute { prefix, target } => (prefix, *target == RouteTarget::Blackhole),
             FibOp::DeleteRoute { prefix } => (prefix, false),
             _ => return false,
         };
-        let had = self.blackhole_slots.contains_key(prefix);
+        let had = old == Some(RouteTarget::Blackhole);
         if blackhole && !had {
             let slot = self.next_blackhole_slot();
+            if slot == UNCOUNTED_SLOT {
+                return false; // counted by the overflow: nothing to record or publish
+            }
             self.blackhole_slots.insert(*prefix, slot);
             return true;
         }
@@ -542,8 +552,8 @@ impl Fib {
                 if let Some(used) = self.blackhole_slot_used.get_mut(slot as usize) {
                     *used = false;
                 }
+                return true;
             }
-            return true;
         }
         false
     }
@@ -845,7 +855,8 @@ impl Fib {
         }
     }
 
-    fn apply_one(&mut self, op: &FibOp) {
+    /// Applies one operation; for a route's, returns the target the prefix had before.
+    fn apply_one(&mut self, op: &FibOp) -> Option<RouteTarget> {
         let q = self.shared.qsbr;
         match op {
             FibOp::SetAdjacency { id, adjacency } => {
@@ -895,12 +906,14 @@ impl Fib {
                     Family::V4 => self.v4.insert(&q, prefix.addr_v4(), len, target.code()),
                     Family::V6 => self.v6.insert(&q, prefix.addr_v6(), len, target.code()),
                 };
-                if let Some(RouteTarget::Group(g)) = old.map(RouteTarget::from_code) {
+                let old = old.map(RouteTarget::from_code);
+                if let Some(RouteTarget::Group(g)) = old {
                     dec(&mut self.group_refs, g);
                 }
                 if let RouteTarget::Group(g) = target {
                     *self.group_refs.entry(*g).or_default() += 1;
                 }
+                return old;
             }
             FibOp::DeleteRoute { prefix } => {
                 let len = prefix.len() as u32;
@@ -908,9 +921,11 @@ impl Fib {
                     Family::V4 => self.v4.remove(&q, prefix.addr_v4(), len),
                     Family::V6 => self.v6.remove(&q, prefix.addr_v6(), len),
                 };
-                if let Some(RouteTarget::Group(g)) = old.map(RouteTarget::from_code) {
+                let old = old.map(RouteTarget::from_code);
+                if let Some(RouteTarget::Group(g)) = old {
                     dec(&mut self.group_refs, g);
                 }
+                return old;
             }
             FibOp::SetMember { id, member, sources } => {
                 if let Some(old) = self.members.insert(*id, *member) {
@@ -929,6 +944,7 @@ impl Fib {
                 self.member_sources.remove(id);
             }
         }
+        None
     }
 }
 
@@ -1111,15 +1127,27 @@ impl FibReader {
     }
 
     /// The counter slot of the blackhole route that holds `dst` (call for a frame the
-    /// lookup dropped as blackhole), valid until `quiescent`.
+    /// lookup dropped as blackhole): the route the lookup matches, at the length it
+    /// matched, found among the counted ones, else UNCOUNTED_SLOT; None when the lookup
+    /// no longer ends at a blackhole route (a batch changed it since).
     #[inline]
     pub fn blackhole_slot_v4(&self, dst: u32) -> Option<u32> {
-        self.shared.blackholes.get(0, &self.qsbr)?.slot_v4(dst)
+        let entry = self.shared.v4.lookup(dst);
+        if RouteTarget::from_entry(entry) != Some(RouteTarget::Blackhole) {
+            return None;
+        }
+        let table = self.shared.blackholes.get(0, &self.qsbr);
+        Some(table.and_then(|t| t.slot_at_v4(dst, dir::entry_depth(entry))).unwrap_or(UNCOUNTED_SLOT))
     }
 
     #[inline]
     pub fn blackhole_slot_v6(&self, dst: u128) -> Option<u32> {
-        self.shared.blackholes.get(0, &self.qsbr)?.slot_v6(dst)
+        let entry = self.shared.v6.lookup(dst);
+        if RouteTarget::from_entry(entry) != Some(RouteTarget::Blackhole) {
+            return None;
+        }
+        let table = self.shared.blackholes.get(0, &self.qsbr);
+        Some(table.and_then(|t| t.slot_at_v6(dst, dir::entry_depth(entry))).unwrap_or(UNCOUNTED_SLOT))
     }
 
     /// The member adjacency `id` sends to, or NO_MEMBER.

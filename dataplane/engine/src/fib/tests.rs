@@ -131,6 +131,47 @@ fn replace_and_idempotent_delete() {
     assert_eq!(before, (fib.routes(Family::V4), fib.routes(Family::V6)));
 }
 
+/// Blackhole routes beyond the counter slots count in UNCOUNTED_SLOT and take no entry in
+/// the slot map or the published table; a frame is counted under the route its lookup
+/// matched, even an uncounted one nested in a counted one.
+#[test]
+fn blackholes_beyond_the_slots_count_uncounted_without_entries() {
+    let config = FibConfig { v4_routes: 100_000, v4_nodes: 1024, ..small() };
+    let mut fib = Fib::new(config).unwrap();
+    let bh = |prefix: Prefix| FibOp::AddRoute { prefix, target: RouteTarget::Blackhole };
+    fib.apply(&[bh(p("198.19.0.0/16"))]).unwrap();
+    let outer = fib.blackhole_slot(&p("198.19.0.0/16")).unwrap();
+    // Every other slot taken by host routes in 198.18.0.0/16.
+    let hosts: Vec<FibOp> = (0..UNCOUNTED_SLOT - 1).map(|i| bh(Prefix::v4(v4("198.18.0.0") + i, 32))).collect();
+    fib.apply(&hosts).unwrap();
+    fib.apply(&[bh(p("198.19.5.0/24")), bh(p("2001:db8::/32"))]).unwrap();
+    assert_eq!(fib.blackhole_slots.len(), UNCOUNTED_SLOT as usize, "only the counted routes have entries");
+    assert_eq!(fib.blackhole_slot(&p("198.19.5.0/24")), Some(UNCOUNTED_SLOT));
+    assert_eq!(fib.blackhole_slot(&p("2001:db8::/32")), Some(UNCOUNTED_SLOT));
+    let r = fib.reader();
+    assert_eq!(r.blackhole_slot_v4(v4("198.19.5.7")), Some(UNCOUNTED_SLOT), "the /24 matched, not the /16");
+    assert_eq!(r.blackhole_slot_v4(v4("198.19.6.1")), Some(outer));
+    assert_eq!(r.blackhole_slot_v6(v6("2001:db8::1")), Some(UNCOUNTED_SLOT));
+    let host = Prefix::v4(v4("198.18.0.0") + 77, 32);
+    let slot = fib.blackhole_slot(&host).unwrap();
+    assert_ne!(slot, UNCOUNTED_SLOT);
+    assert_eq!(r.blackhole_slot_v4(v4("198.18.0.77")), Some(slot));
+    // A freed slot goes to the next new blackhole; one already there stays uncounted.
+    fib.apply(&[FibOp::DeleteRoute { prefix: host }]).unwrap();
+    assert_eq!(fib.blackhole_slot(&host), None);
+    assert_eq!(r.blackhole_slot_v4(v4("198.18.0.77")), None, "no route holds it now");
+    fib.apply(&[bh(p("198.19.5.0/24"))]).unwrap();
+    assert_eq!(fib.blackhole_slot(&p("198.19.5.0/24")), Some(UNCOUNTED_SLOT));
+    fib.apply(&[bh(p("198.19.7.0/24"))]).unwrap();
+    assert_eq!(fib.blackhole_slot(&p("198.19.7.0/24")), Some(slot));
+    assert_eq!(r.blackhole_slot_v4(v4("198.19.7.1")), Some(slot));
+    // Re-targeted, an uncounted route leaves nothing behind.
+    fib.apply(&[FibOp::AddRoute { prefix: p("198.19.5.0/24"), target: RouteTarget::Unreachable }]).unwrap();
+    assert_eq!(fib.blackhole_slot(&p("198.19.5.0/24")), None);
+    assert_eq!(r.blackhole_slot_v4(v4("198.19.5.7")), None);
+    assert_eq!(fib.blackhole_slots.len(), UNCOUNTED_SLOT as usize);
+}
+
 #[test]
 fn special_targets() {
     let mut fib = fib_with_groups(1);
