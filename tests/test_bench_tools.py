@@ -960,3 +960,36 @@ def test_host_stalls_sees_the_router_cpu_taken_away(bench: Bench) -> None:
     text = describe_stalls(st)
     assert f"longest {st['max_ms']} ms" in text and "1.5 s" in text, text
     assert describe_stalls({"error": "boom"}) == "not measured (boom)"
+
+
+def test_a_router_start_is_retried_while_its_queue_is_busy_and_no_longer() -> None:
+    """afxdp_ref started right after its last run can find the queue still bound (the
+    kernel frees an AF_XDP socket late): EBUSY is retried, a bounded number of times; any
+    other failure is raised at once."""
+    calls: list[int] = []
+
+    def busy_twice() -> None:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise RuntimeError(f"afxdp_ref exited (2): afxdp_ref: socket on --in: {routers.BUSY}")
+
+    routers.retry_while_busy(busy_twice, attempts=5, wait=0)
+    assert len(calls) == 3
+
+    def always_busy() -> None:
+        calls.append(1)
+        raise RuntimeError(routers.BUSY)
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match=routers.BUSY):
+        routers.retry_while_busy(always_busy, attempts=4, wait=0)
+    assert len(calls) == 4
+
+    def broken() -> None:
+        calls.append(1)
+        raise RuntimeError("afxdp_ref exited (2): no such device")
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="no such device"):
+        routers.retry_while_busy(broken, attempts=4, wait=0)
+    assert len(calls) == 1

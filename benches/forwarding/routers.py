@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from benches.harness import TOOLS
@@ -129,12 +130,34 @@ class XdpFwdRouter(Router):
         self.t.kernel_forwarding(False)
 
 
+BUSY = "Device or resource busy"
+
+
+def retry_while_busy(start: Callable[[], None], attempts: int = 5, wait: float = 1.0) -> None:
+    """Runs `start` until it does not fail with EBUSY, at most `attempts` times, `wait`
+    seconds apart. An AF_XDP socket binds a queue that the kernel frees only once the last
+    user's socket is destroyed, which it defers: a router started right after the same one
+    stopped (repetitions taking turns can put two runs back to back) can find the queue
+    still held. Any other failure, and the last EBUSY, is raised."""
+    for attempt in range(attempts):
+        try:
+            start()
+            return
+        except RuntimeError as e:
+            if BUSY not in str(e) or attempt == attempts - 1:
+                raise
+            time.sleep(wait)
+
+
 class AfXdpRefRouter(Router):
     """benches/afxdp_ref, copy mode, pinned to the router CPU with the input's NAPI."""
 
     name = "afxdp_ref"
 
     def start(self) -> None:
+        retry_while_busy(self._start)
+
+    def _start(self) -> None:
         t = self.t
         t.set_queues(1)
         argv = t.argv("dut", [
