@@ -73,7 +73,8 @@ fn v4_unusual(a: u32) -> bool {
 #[inline(always)]
 fn v4_header_verifies(h: &[u8; ipv4::HEADER_LEN]) -> bool {
     let w = |i: usize| u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]) as u64;
-    checksum::fold(w(0) + w(4) + w(8) + w(12) + w(16)) == 0xffff
+    // Not zero: the first octet is 0x45.
+    checksum::sums_to_ffff(w(0) + w(4) + w(8) + w(12) + w(16))
 }
 
 /// ::, ::1, ff00::/8 and fe80::/10: what `parse_v6` drops as a martian, multicast or
@@ -102,8 +103,7 @@ fn v6_extension(next_header: u8) -> bool {
 fn decrement(ip: &mut [u8], v4: bool, ttl: u8) -> Option<()> {
     if v4 {
         let h = ip.first_chunk_mut::<{ ipv4::HEADER_LEN }>()?;
-        let old = u16::from_be_bytes([ttl, h[9]]);
-        let sum = checksum::update(u16::from_be_bytes([h[10], h[11]]), old, old - 0x100);
+        let sum = checksum::ttl_decremented(u16::from_be_bytes([h[10], h[11]]));
         h[8] = ttl - 1;
         h[10..12].copy_from_slice(&sum.to_be_bytes());
     } else {

@@ -78,9 +78,66 @@ pub fn update(checksum: u16, old: u16, new: u16) -> u16 {
     !fold(!checksum as u64 + !old as u64 + new as u64)
 }
 
+/// The checksum field after the TTL, the high octet of its 16-bit word, went down by one:
+/// `update(checksum, m, m - 0x100)` for every `m` with a TTL above 0, in three operations
+/// instead of a fold. The word's sum fell by 0x100, so the complement of the sum rises by
+/// 0x100, with the carry out of bit 15 brought back in; a field that would read 0xffff (-0)
+/// reads 0 (+0), which is what eqn. 3 gives too (the exhaustive test below compares them).
+/// Linux's `ip_decrease_ttl` does the same.
+#[inline(always)]
+pub fn ttl_decremented(checksum: u16) -> u16 {
+    let sum = checksum as u32 + 0x100;
+    (sum + (sum >= 0xffff) as u32) as u16
+}
+
+/// Whether the one's complement sum of `words`, a non-zero wide sum of 16- or 32-bit words
+/// (as native or big-endian: RFC 1071 section 2 (B)), is 0xffff: a header with its
+/// checksum field included verifies. The folded sum of a non-zero sum is 0xffff exactly
+/// when the sum is a multiple of 0xffff (2^16 is 1 modulo 0xffff, so folding keeps the
+/// value modulo 0xffff, and a non-zero sum never folds to 0): one remainder by a constant,
+/// which compiles to a multiply, instead of the fold's four steps.
+#[inline(always)]
+pub fn sums_to_ffff(sum: u64) -> bool {
+    debug_assert!(sum != 0);
+    sum.is_multiple_of(0xffff)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ttl_decremented_is_rfc1624_eqn3() {
+        // Every checksum, and words with each TTL and a few protocols.
+        for checksum in 0..=u16::MAX {
+            for ttl in [1u16, 2, 64, 128, 255] {
+                for protocol in [0u16, 1, 6, 17, 58, 255] {
+                    let m = ttl << 8 | protocol;
+                    assert_eq!(ttl_decremented(checksum), update(checksum, m, m - 0x100), "{checksum:#x} {m:#x}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sums_to_ffff_is_the_fold() {
+        // Around every multiple of 0xffff up to 5 x 2^32 (five 32-bit words), and a spread.
+        let mut sum = 1u64;
+        while sum < 5 << 32 {
+            for s in [sum, sum + 0xfffe, sum + 0xffff, sum + 0x10000] {
+                assert_eq!(sums_to_ffff(s), fold(s) == 0xffff, "{s:#x}");
+            }
+            sum = sum * 3 + 0x1234;
+        }
+        for k in 1..=(5u64 << 32) / 0xffff / 4096 {
+            let s = k * 4096 * 0xffff;
+            assert!(sums_to_ffff(s) && fold(s) == 0xffff, "{s:#x}");
+            assert!(!sums_to_ffff(s + 1) && fold(s + 1) != 0xffff, "{s:#x}");
+        }
+        for s in 1..=0x3_0000u64 {
+            assert_eq!(sums_to_ffff(s), fold(s) == 0xffff, "{s:#x}");
+        }
+    }
 
     #[test]
     fn rfc1071_example() {

@@ -240,17 +240,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_checksum(!sum);
     }
 
-    /// Decrements the TTL and updates the checksum incrementally (RFC 1624 eqn. 3) over
-    /// the 16-bit word that holds TTL and protocol. The caller has checked TTL > 0.
+    /// Decrements the TTL and updates the checksum incrementally (RFC 1624 eqn. 3, as
+    /// `checksum::ttl_decremented` computes it) over the 16-bit word that holds TTL and
+    /// protocol. The caller has checked TTL > 0.
     #[inline]
     pub fn decrement_ttl(&mut self) {
         let ttl = self.ttl();
         debug_assert!(ttl > 0);
-        let proto = self.protocol() as u16;
-        let old = (ttl as u16) << 8 | proto;
-        let new = (ttl.wrapping_sub(1) as u16) << 8 | proto;
         self.set_ttl(ttl.wrapping_sub(1));
-        let c = checksum::update(self.checksum(), old, new);
+        let c = checksum::ttl_decremented(self.checksum());
         self.set_checksum(c);
     }
 
