@@ -90,9 +90,9 @@ pub fn ttl_decremented(checksum: u16) -> u16 {
     (sum + (sum >= 0xffff) as u32) as u16
 }
 
-/// Whether the one's complement sum of `words`, a non-zero wide sum of 16- or 32-bit words
-/// (as native or big-endian: RFC 1071 section 2 (B)), is 0xffff: a header with its
-/// checksum field included verifies. The folded sum of a non-zero sum is 0xffff exactly
+/// Whether `sum`, a non-zero wide sum of 16- or 32-bit words (native or big-endian: RFC
+/// 1071 section 2 (B)), folds to 0xffff: a header with its checksum field included
+/// verifies. The folded sum of a non-zero sum is 0xffff exactly
 /// when the sum is a multiple of 0xffff (2^16 is 1 modulo 0xffff, so folding keeps the
 /// value modulo 0xffff, and a non-zero sum never folds to 0): one remainder by a constant,
 /// which compiles to a multiply, instead of the fold's four steps.
@@ -121,7 +121,9 @@ mod tests {
 
     #[test]
     fn sums_to_ffff_is_the_fold() {
-        // Around every multiple of 0xffff up to 5 x 2^32 (five 32-bit words), and a spread.
+        // A geometric spread of sums up to five 32-bit words' with their neighbours, every
+        // 4096th multiple of 0xffff in that range and the sum after it, and every sum up to
+        // 0x30000.
         let mut sum = 1u64;
         while sum < 5 << 32 {
             for s in [sum, sum + 0xfffe, sum + 0xffff, sum + 0x10000] {
