@@ -92,10 +92,10 @@ pub fn ttl_decremented(checksum: u16) -> u16 {
 
 /// Whether `sum`, a non-zero wide sum of 16- or 32-bit words (native or big-endian: RFC
 /// 1071 section 2 (B)), folds to 0xffff: a header with its checksum field included
-/// verifies. The folded sum of a non-zero sum is 0xffff exactly
-/// when the sum is a multiple of 0xffff (2^16 is 1 modulo 0xffff, so folding keeps the
-/// value modulo 0xffff, and a non-zero sum never folds to 0): one remainder by a constant,
-/// which compiles to a multiply, instead of the fold's four steps.
+/// verifies. The folded sum of a non-zero sum is 0xffff exactly when the sum is a multiple
+/// of 0xffff (2^16 is 1 modulo 0xffff, so folding keeps the value modulo 0xffff, and a
+/// non-zero sum never folds to 0): one remainder by a constant, which compiles to a
+/// multiply, instead of the fold's four steps.
 #[inline(always)]
 pub fn sums_to_ffff(sum: u64) -> bool {
     debug_assert!(sum != 0);
