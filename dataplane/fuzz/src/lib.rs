@@ -535,14 +535,15 @@ pub fn apply_request(data: &[u8]) {
     let mut keys = std::collections::HashSet::new();
     for route in &batch.routes {
         assert!(route.node < batch.nodes.len() && route.intent < batch.intents.len());
-        let (address, length) = parse_prefix(&route.prefix).expect("canonical prefix text");
-        assert!(is_prefix(&address, length), "{}", route.prefix);
-        assert_eq!(prefix_text(&address, length), route.prefix);
+        let prefix = batch.prefix(route);
+        let (address, length) = parse_prefix(prefix).expect("canonical prefix text");
+        assert!(is_prefix(&address, length), "{prefix}");
+        assert_eq!(prefix_text(&address, length), prefix);
         let mut key = vec![address.len() as u8];
         key.extend(&address);
         key.push(length as u8);
-        assert_eq!(route.sort_key, key);
-        assert!(keys.insert((route.node, route.prefix.clone())), "{} twice", route.prefix);
+        assert_eq!(route.sort_key(), key);
+        assert!(keys.insert((route.node, prefix.to_owned())), "{prefix} twice");
     }
     for intent in &batch.intents {
         assert!((1..=4).contains(&intent.kind));

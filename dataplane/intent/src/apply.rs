@@ -2,9 +2,15 @@
 //! store sort key, its node and its intent (kind and next hops) as an index into the
 //! distinct ones. What is wrong with a route here makes the batch `Invalid`; the caller then
 //! reads it the slow way to name every fault (that path is the authority on messages).
+//!
+//! A route costs no allocation of its own: its prefix text goes into one string for the
+//! batch and its sort key is inline, and the duplicate check hashes a fixed-size key with
+//! foldhash (seeded per process, so a client cannot aim collisions at it; SipHash and two
+//! allocations a route were most of the reader's 520 ns a route).
 
-use crate::text::prefix_text;
+use crate::text::write_prefix;
 use crate::wire::{Malformed, Reader, Value};
+use foldhash::quality::RandomState;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
@@ -29,16 +35,27 @@ pub struct Intent<'a> {
     pub next_hops: Vec<NextHop<'a>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The longest sort key: family, 16 address bytes, length.
+const KEY_MAX: usize = 18;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     /// Index into `Batch::nodes`.
     pub node: usize,
-    /// Canonical text, "198.18.0.0/15".
-    pub prefix: String,
-    /// The store's key: family (4 or 16), address bytes, length.
-    pub sort_key: Vec<u8>,
     /// Index into `Batch::intents`.
     pub intent: usize,
+    /// Where its canonical text is in `Batch::text` (`Batch::prefix`).
+    text: (u32, u8),
+    /// The store's key (`sort_key`): family (4 or 16), address bytes, length.
+    key: [u8; KEY_MAX],
+    key_len: u8,
+}
+
+impl Route {
+    /// The store's key: family (4 or 16), address bytes, length.
+    pub fn sort_key(&self) -> &[u8] {
+        &self.key[..usize::from(self.key_len)]
+    }
 }
 
 #[derive(Debug, Default)]
@@ -46,6 +63,27 @@ pub struct Batch<'a> {
     pub nodes: Vec<&'a str>,
     pub intents: Vec<Intent<'a>>,
     pub routes: Vec<Route>,
+    /// Every route's prefix text, one after the other.
+    text: String,
+}
+
+impl Batch<'_> {
+    /// The canonical text of `route`'s prefix, "198.18.0.0/15".
+    pub fn prefix(&self, route: &Route) -> &str {
+        let (start, len) = route.text;
+        &self.text[start as usize..start as usize + usize::from(len)]
+    }
+}
+
+/// A route's identity in the batch, fixed-size for a cheap hash: the address (IPv4 in the
+/// low 32 bits) and node << 9 | IPv6 << 8 | length.
+type Key = (u128, u32);
+
+fn route_key(node: usize, address: &[u8], length: u32) -> Key {
+    let mut wide = [0u8; 16];
+    wide[16 - address.len()..].copy_from_slice(address);
+    let v6 = u32::from(address.len() == 16);
+    (u128::from_be_bytes(wide), (node as u32) << 9 | v6 << 8 | length)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +106,8 @@ struct RouteIn<'a> {
     address: &'a [u8],
     length: u32,
     kind: i32,
-    next_hops: Vec<NextHop<'a>>,
+    /// The next hops' fields as sent, read only when they differ from the route before's.
+    raw_hops: Vec<&'a [u8]>,
 }
 
 fn string(bytes: &[u8]) -> Result<&str, Malformed> {
@@ -107,25 +146,30 @@ fn read_next_hop(bytes: &[u8]) -> Result<NextHop<'_>, Malformed> {
     Ok(hop)
 }
 
-/// Reads one route into `route`, whose next-hop list is reused from route to route (most
-/// routes share their intent with the route before: no allocation for them).
+/// Reads one route into `route`, whose next-hop list is reused from route to route; the
+/// next hops are kept as bytes (`next_hops` reads them).
 fn read_route<'a>(bytes: &'a [u8], route: &mut RouteIn<'a>) -> Result<(), Malformed> {
     route.node = "";
     route.address = b"";
     route.length = 0;
     route.kind = 0;
-    route.next_hops.clear();
+    route.raw_hops.clear();
     let mut r = Reader::new(bytes);
     while let Some((field, value)) = r.next()? {
         match (field, value) {
             (1, Value::Len(b)) => route.node = string(b)?,
             (2, Value::Len(b)) => read_prefix(b, route)?, // merged, as protobuf does
             (3, Value::Varint(v)) => route.kind = uint32(v) as i32,
-            (4, Value::Len(b)) => route.next_hops.push(read_next_hop(b)?),
+            (4, Value::Len(b)) => route.raw_hops.push(b),
             _ => {}
         }
     }
     Ok(())
+}
+
+/// The next hops of `route`, read.
+fn next_hops<'a>(route: &RouteIn<'a>) -> Result<Vec<NextHop<'a>>, Malformed> {
+    route.raw_hops.iter().map(|b| read_next_hop(b)).collect()
 }
 
 /// True when `address`/`length` is a prefix: 4 or 16 bytes, length within, no host bits.
@@ -149,34 +193,46 @@ pub fn is_prefix(address: &[u8], length: u32) -> bool {
 
 /// Reads and checks a whole ApplyRequest.
 pub fn read_apply(bytes: &[u8]) -> Result<Batch<'_>, Refused> {
-    let mut batch = Batch::default();
-    let mut nodes: HashMap<&str, usize> = HashMap::new();
-    let mut intents: HashMap<Intent<'_>, usize> = HashMap::new();
-    let mut seen: HashSet<(usize, &[u8], u32)> = HashSet::new();
+    // A route takes 20 bytes or more on the wire: room for all, no growing on the way.
+    let expect = (bytes.len() / 20).min(MAX_ROUTES);
+    let mut batch = Batch { routes: Vec::with_capacity(expect), ..Batch::default() };
+    let mut text = Vec::with_capacity(expect * 20); // every prefix's, made a String at the end
+    let mut nodes: HashMap<&str, usize, RandomState> = HashMap::default();
+    let mut intents: HashMap<Intent<'_>, usize, RandomState> = HashMap::default();
+    let mut seen: HashSet<Key, RandomState> = HashSet::with_capacity_and_hasher(expect, RandomState::default());
     let mut r = Reader::new(bytes);
     let mut invalid = false;
     let mut route = RouteIn::default();
     // The node and intent of the route before: most routes share both with it, and
-    // comparing is cheaper than hashing (a node name, every next hop) route by route.
+    // comparing is cheaper than hashing (a node name, every next hop) route by route. The
+    // next hops are compared as the bytes sent, and read only when they differ: the same
+    // bytes read the same, and reading them was most of a route's cost.
     let mut last_node: Option<(&str, usize)> = None;
-    let mut last_intent: Option<usize> = None;
+    let mut last_intent: Option<(i32, Vec<&[u8]>, usize)> = None;
     while let Some((field, value)) = r.next()? {
         let Value::Len(b) = value else { continue };
         if field != 1 {
             continue;
         }
         read_route(b, &mut route)?;
+        let same = last_intent.as_ref().filter(|(kind, raw, _)| *kind == route.kind && *raw == route.raw_hops).map(|l| l.2);
         if batch.routes.len() == MAX_ROUTES || invalid {
             invalid = true; // still read on: a malformed message is reported as that
+            if same.is_none() {
+                next_hops(&route)?;
+            }
             continue;
         }
-        let hops = route.next_hops.len();
+        let hops = route.raw_hops.len();
         let kind_ok = match route.kind {
             FORWARD => (1..=MAX_NEXT_HOPS).contains(&hops),
             k => (FORWARD + 1..=LOCAL).contains(&k) && hops == 0,
         };
         if !kind_ok || !is_prefix(route.address, route.length) {
             invalid = true;
+            if same.is_none() {
+                next_hops(&route)?;
+            }
             continue;
         }
         let node = match last_node {
@@ -190,18 +246,14 @@ pub fn read_apply(bytes: &[u8]) -> Result<Batch<'_>, Refused> {
                 index
             }
         };
-        if !seen.insert((node, route.address, route.length)) {
+        if !seen.insert(route_key(node, route.address, route.length)) {
             invalid = true; // the same key twice
             continue;
         }
-        let same = last_intent.filter(|&i| {
-            let known = &batch.intents[i];
-            known.kind == route.kind && known.next_hops == route.next_hops
-        });
         let intent = match same {
             Some(i) => i,
             None => {
-                let intent = Intent { kind: route.kind, next_hops: route.next_hops.clone() };
+                let intent = Intent { kind: route.kind, next_hops: next_hops(&route)? };
                 let i = match intents.entry(intent) {
                     Entry::Occupied(e) => *e.get(),
                     Entry::Vacant(e) => {
@@ -209,19 +261,25 @@ pub fn read_apply(bytes: &[u8]) -> Result<Batch<'_>, Refused> {
                         *e.insert(batch.intents.len() - 1)
                     }
                 };
-                last_intent = Some(i);
+                last_intent = Some((route.kind, route.raw_hops.clone(), i));
                 i
             }
         };
-        let mut sort_key = Vec::with_capacity(route.address.len() + 2);
-        sort_key.push(route.address.len() as u8);
-        sort_key.extend_from_slice(route.address);
-        sort_key.push(route.length as u8);
-        batch.routes.push(Route { node, prefix: prefix_text(route.address, route.length), sort_key, intent });
+        let size = route.address.len();
+        let mut key = [0u8; KEY_MAX];
+        key[0] = size as u8;
+        key[1..=size].copy_from_slice(route.address);
+        key[size + 1] = route.length as u8;
+        let start = text.len();
+        write_prefix(&mut text, route.address, route.length);
+        let span = (start as u32, (text.len() - start) as u8);
+        batch.routes.push(Route { node, intent, text: span, key, key_len: size as u8 + 2 });
     }
     if invalid || batch.routes.is_empty() {
         return Err(Refused::Invalid);
     }
+    // ASCII, as written: checked once for the batch, not per prefix.
+    batch.text = String::from_utf8(text).map_err(|_| Refused::Invalid)?;
     Ok(batch)
 }
 
@@ -276,9 +334,10 @@ mod tests {
         assert_eq!(batch.intents.len(), 3);
         assert_eq!(batch.intents[0].next_hops[1].vlan, 7);
         assert_eq!(batch.intents[1], Intent { kind: 2, next_hops: vec![] });
-        let r: Vec<_> = batch.routes.iter().map(|r| (r.node, r.prefix.as_str(), r.intent)).collect();
+        let r: Vec<_> = batch.routes.iter().map(|r| (r.node, batch.prefix(r), r.intent)).collect();
         assert_eq!(r, [(0, "198.18.0.0/15", 0), (0, "2001:db8::/32", 0), (1, "198.18.0.0/15", 1), (0, "10.0.0.0/8", 2)]);
-        assert_eq!(batch.routes[0].sort_key, [4, 198, 18, 0, 0, 15]);
+        assert_eq!(batch.routes[0].sort_key(), [4, 198, 18, 0, 0, 15]);
+        assert_eq!(batch.routes[1].sort_key(), [16, 0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32]);
     }
 
     #[test]
@@ -301,6 +360,49 @@ mod tests {
         let too_many: Vec<_> = (0..=MAX_ROUTES as u32).map(|i| route("", &(i << 8).to_be_bytes(), 24, 2, &[])).collect();
         assert_eq!(read_apply(&request(&too_many)).err(), Some(Refused::Invalid));
         assert!(read_apply(&request(&too_many[..MAX_ROUTES])).is_ok());
+    }
+
+    #[test]
+    fn next_hops_alike_in_meaning_share_an_intent_whatever_their_bytes() {
+        let a = hop(&[198, 18, 0, 2], "p0", 0, 1);
+        // The same next hop with its fields in another order: other bytes, same meaning.
+        let mut reordered = Vec::new();
+        put_uint(&mut reordered, 4, 1);
+        put_bytes(&mut reordered, 2, b"p0");
+        put_bytes(&mut reordered, 1, &[198, 18, 0, 2]);
+        assert_ne!(a, reordered);
+        let other = hop(&[198, 18, 0, 3], "p0", 0, 1);
+        let bytes = request(&[
+            route("", &[10, 0, 0, 0], 8, 1, std::slice::from_ref(&a)),
+            route("", &[10, 1, 0, 0], 16, 1, std::slice::from_ref(&a)),
+            route("", &[10, 2, 0, 0], 16, 1, std::slice::from_ref(&reordered)),
+            route("", &[10, 3, 0, 0], 16, 1, std::slice::from_ref(&other)),
+            route("", &[10, 4, 0, 0], 16, 1, std::slice::from_ref(&a)),
+            route("", &[10, 5, 0, 0], 16, 3, &[]),
+        ]);
+        let batch = read_apply(&bytes).unwrap();
+        let intents: Vec<_> = batch.routes.iter().map(|r| r.intent).collect();
+        assert_eq!(intents, [0, 0, 0, 1, 0, 2]);
+        assert_eq!(batch.intents[1].next_hops[0].gateway, [198, 18, 0, 3]);
+    }
+
+    #[test]
+    fn a_damaged_next_hop_is_malformed_wherever_it_is() {
+        let a = hop(&[198, 18, 0, 2], "p0", 0, 1);
+        let damaged = vec![0x18]; // field 3, a varint with no bytes
+        let good = route("", &[10, 0, 0, 0], 8, 1, std::slice::from_ref(&a));
+        for routes in [
+            vec![good.clone(), route("", &[10, 1, 0, 0], 16, 1, std::slice::from_ref(&damaged))],
+            // after a route that makes the batch invalid, and in an invalid route itself
+            vec![
+                route("", &[10, 0, 0, 1], 8, 1, std::slice::from_ref(&a)),
+                route("", &[10, 1, 0, 0], 16, 1, std::slice::from_ref(&damaged)),
+            ],
+            vec![good.clone(), route("", &[10, 1, 0, 1], 16, 1, &[a.clone(), damaged.clone()])],
+            vec![good, route("", &[10, 1, 0, 0], 16, 2, std::slice::from_ref(&damaged))],
+        ] {
+            assert!(matches!(read_apply(&request(&routes)), Err(Refused::Malformed(_))), "{routes:?}");
+        }
     }
 
     #[test]

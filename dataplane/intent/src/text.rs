@@ -5,24 +5,37 @@
 /// Appends the text of a 4- or 16-byte address; other lengths append nothing (callers
 /// check the length first).
 pub fn push_address(out: &mut String, address: &[u8]) {
+    let mut buf = Vec::with_capacity(48);
+    write_address(&mut buf, address);
+    out.push_str(ascii(&buf));
+}
+
+/// Bytes that are ASCII as text (what the writers here write is).
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+/// The writers append ASCII bytes to a byte vector, which a caller with many prefixes
+/// makes text once at the end: `String::push` per character and a UTF-8 check per prefix
+/// were most of a prefix's cost (a full table is a million of them).
+pub fn write_address(out: &mut Vec<u8>, address: &[u8]) {
     match address.len() {
-        4 => push_v4(out, address),
-        16 => push_v6(out, address),
+        4 => write_v4(out, address),
+        16 => write_v6(out, address),
         _ => {}
     }
 }
 
-fn push_v4(out: &mut String, a: &[u8]) {
-    push_decimal(out, u32::from(a[0]));
+fn write_v4(out: &mut Vec<u8>, a: &[u8]) {
+    write_decimal(out, u32::from(a[0]));
     for &byte in &a[1..4] {
-        out.push('.');
-        push_decimal(out, u32::from(byte));
+        out.push(b'.');
+        write_decimal(out, u32::from(byte));
     }
 }
 
-/// Appends `n` in decimal. By hand: `write!` through `fmt` was a third of the text's cost
-/// (a full table is a million prefixes).
-fn push_decimal(out: &mut String, n: u32) {
+/// `n` in decimal. By hand: `write!` through `fmt` was a third of the text's cost.
+fn write_decimal(out: &mut Vec<u8>, n: u32) {
     let mut digits = [0u8; 10];
     let mut at = digits.len();
     let mut n = n;
@@ -35,24 +48,24 @@ fn push_decimal(out: &mut String, n: u32) {
         }
     }
     for &d in &digits[at..] {
-        out.push(char::from(d));
+        out.push(d);
     }
 }
 
-/// Appends `w` in lower-case hexadecimal without leading zeros, as `{:x}` does.
-fn push_hex(out: &mut String, w: u16) {
+/// `w` in lower-case hexadecimal without leading zeros, as `{:x}` does.
+fn write_hex(out: &mut Vec<u8>, w: u16) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut started = false;
     for shift in [12u16, 8, 4, 0] {
         let nibble = usize::from((w >> shift) & 0xf);
         if started || nibble != 0 || shift == 0 {
             started = true;
-            out.push(char::from(HEX[nibble]));
+            out.push(HEX[nibble]);
         }
     }
 }
 
-fn push_v6(out: &mut String, a: &[u8]) {
+fn write_v6(out: &mut Vec<u8>, a: &[u8]) {
     let words: [u16; 8] = std::array::from_fn(|i| u16::from_be_bytes([a[2 * i], a[2 * i + 1]]));
     // The longest run of zero words (the first of equals), compressed if 2 or longer.
     type Run = Option<(usize, usize)>; // (first word, length)
@@ -83,25 +96,25 @@ fn push_v6(out: &mut String, a: &[u8]) {
         if let Some((base, len)) = best {
             if i >= base && i < base + len {
                 if i == base {
-                    out.push(':');
+                    out.push(b':');
                 }
                 i += 1;
                 continue;
             }
         }
         if i != 0 {
-            out.push(':');
+            out.push(b':');
         }
         if i == 6 && embedded_v4 {
-            push_v4(out, &a[12..]);
+            write_v4(out, &a[12..]);
             return;
         }
-        push_hex(out, words[i]);
+        write_hex(out, words[i]);
         i += 1;
     }
     if let Some((base, len)) = best {
         if base + len == 8 {
-            out.push(':');
+            out.push(b':');
         }
     }
 }
@@ -109,10 +122,22 @@ fn push_v6(out: &mut String, a: &[u8]) {
 /// "address/length".
 pub fn prefix_text(address: &[u8], length: u32) -> String {
     let mut out = String::with_capacity(44);
-    push_address(&mut out, address);
-    out.push('/');
-    push_decimal(&mut out, length);
+    push_prefix(&mut out, address, length);
     out
+}
+
+/// Appends "address/length".
+pub fn push_prefix(out: &mut String, address: &[u8], length: u32) {
+    let mut buf = Vec::with_capacity(48);
+    write_prefix(&mut buf, address, length);
+    out.push_str(ascii(&buf));
+}
+
+/// Appends "address/length" as ASCII bytes.
+pub fn write_prefix(out: &mut Vec<u8>, address: &[u8], length: u32) {
+    write_address(out, address);
+    out.push(b'/');
+    write_decimal(out, length);
 }
 
 /// The packed address of canonical (or any inet_pton-readable) address text.
@@ -126,10 +151,23 @@ pub fn parse_address(text: &str) -> Option<Vec<u8>> {
 
 /// The packed address and length of "address/length" text.
 pub fn parse_prefix(text: &str) -> Option<(Vec<u8>, u32)> {
+    parse_prefix_packed(text).map(|(address, size, length)| (address[..size].to_vec(), length))
+}
+
+/// `parse_prefix` without an allocation, for a caller with many: the address left-aligned
+/// in 16 bytes, its size (4 or 16), and the length.
+pub fn parse_prefix_packed(text: &str) -> Option<([u8; 16], usize, u32)> {
     let (address, length) = text.split_once('/')?;
-    let address = parse_address(address)?;
+    let mut packed = [0u8; 16];
+    let size = if address.contains(':') {
+        packed = address.parse::<std::net::Ipv6Addr>().ok()?.octets();
+        16
+    } else {
+        packed[..4].copy_from_slice(&address.parse::<std::net::Ipv4Addr>().ok()?.octets());
+        4
+    };
     let length: u32 = length.parse().ok()?;
-    (length as usize <= address.len() * 8).then_some((address, length))
+    (length as usize <= size * 8).then_some((packed, size, length))
 }
 
 #[cfg(test)]
@@ -166,14 +204,14 @@ mod tests {
     #[test]
     fn digits_as_fmt_writes_them() {
         for n in (0..=1000).chain([u32::from(u16::MAX), u32::MAX]) {
-            let mut out = String::new();
-            push_decimal(&mut out, n);
-            assert_eq!(out, n.to_string());
+            let mut out = Vec::new();
+            write_decimal(&mut out, n);
+            assert_eq!(ascii(&out), n.to_string());
         }
         for w in 0..=u16::MAX {
-            let mut out = String::new();
-            push_hex(&mut out, w);
-            assert_eq!(out, format!("{w:x}"));
+            let mut out = Vec::new();
+            write_hex(&mut out, w);
+            assert_eq!(ascii(&out), format!("{w:x}"));
         }
         for a in 0..=255u8 {
             let address = [a, 255 - a, a / 3, a.wrapping_mul(7)];
@@ -187,6 +225,8 @@ mod tests {
     fn prefixes_both_ways() {
         assert_eq!(prefix_text(&[198, 18, 0, 0], 15), "198.18.0.0/15");
         assert_eq!(parse_prefix("198.18.0.0/15"), Some((vec![198, 18, 0, 0], 15)));
+        assert_eq!(parse_prefix("2001:db8::/32").map(|(a, _)| a.len()), Some(16));
+        assert_eq!(parse_prefix("198.18.0.0/33"), None);
         assert_eq!(parse_prefix("2001:db8::/129"), None);
         assert_eq!(parse_prefix("2001:db8::"), None);
         assert_eq!(parse_prefix("nonsense/8"), None);

@@ -38,7 +38,15 @@ impl<'a> Reader<'a> {
         Reader { buf }
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, Malformed> {
+        // One byte: every tag here and most lengths and values.
+        if let Some((&byte, rest)) = self.buf.split_first() {
+            if byte & 0x80 == 0 {
+                self.buf = rest;
+                return Ok(u64::from(byte));
+            }
+        }
         let mut value = 0u64;
         for i in 0..10 {
             let (&byte, rest) = self.buf.split_first().ok_or(Malformed("truncated varint"))?;
@@ -61,6 +69,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field, or None at the end of the message.
+    #[inline]
     #[allow(clippy::should_implement_trait)] // fallible: an Iterator of Results reads worse
     pub fn next(&mut self) -> Result<Option<(u32, Value<'a>)>, Malformed> {
         if self.buf.is_empty() {

@@ -62,17 +62,29 @@ fn put_op(out: &mut Vec<u8>, s: &mut Scratch, op: &Op) {
             put_uint(&mut s.entry, 1, u64::from(*id));
             (ACTION_DELETE, 3)
         }
-        Op::SetRoute { address, length, kind, group } => {
-            put_prefix(&mut s.entry, &mut s.inner, address, *length);
-            put_uint(&mut s.entry, 2, u64::from(*kind));
-            put_uint(&mut s.entry, 3, u64::from(*group));
-            (ACTION_SET, 4)
-        }
-        Op::DeleteRoute { address, length } => {
-            put_prefix(&mut s.entry, &mut s.inner, address, *length);
-            (ACTION_DELETE, 4)
-        }
+        Op::SetRoute { address, length, kind, group } => return put_route(out, s, address, *length, Some((*kind, *group))),
+        Op::DeleteRoute { address, length } => return put_route(out, s, address, *length, None),
     };
+    put_entry(out, s, action, field);
+}
+
+/// A route set (`set`: its kind and group) or deleted.
+fn put_route(out: &mut Vec<u8>, s: &mut Scratch, address: &[u8], length: u32, set: Option<(u32, u32)>) {
+    s.entry.clear();
+    put_prefix(&mut s.entry, &mut s.inner, address, length);
+    let action = match set {
+        Some((kind, group)) => {
+            put_uint(&mut s.entry, 2, u64::from(kind));
+            put_uint(&mut s.entry, 3, u64::from(group));
+            ACTION_SET
+        }
+        None => ACTION_DELETE,
+    };
+    put_entry(out, s, action, 4);
+}
+
+/// The operation around `s.entry`, its `field` the kind of entry.
+fn put_entry(out: &mut Vec<u8>, s: &mut Scratch, action: u64, field: u32) {
     s.op.clear();
     put_uint(&mut s.op, 1, action);
     put_len(&mut s.op, field, &s.entry);
@@ -81,17 +93,49 @@ fn put_op(out: &mut Vec<u8>, s: &mut Scratch, op: &Op) {
 
 /// The bytes of a WriteRequest: `election` (high, low), the operations in order, `batch_id`.
 pub fn write_request(election: (u64, u64), batch_id: u64, ops: &[Op]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + ops.len() * 24);
-    let mut s = Scratch::default();
-    s.inner.clear();
-    put_uint(&mut s.inner, 1, election.0);
-    put_uint(&mut s.inner, 2, election.1);
-    put_len(&mut out, 1, &s.inner);
+    let mut w = Writer::new(election, ops.len());
     for op in ops {
-        put_op(&mut out, &mut s, op);
+        w.op(op);
     }
-    put_uint(&mut out, 3, batch_id);
-    out
+    w.finish(batch_id)
+}
+
+/// A WriteRequest written an operation at a time, for a caller that reads its operations
+/// one by one (a route needs no `Op`, so no allocation of its own).
+pub struct Writer {
+    out: Vec<u8>,
+    s: Scratch,
+}
+
+impl Writer {
+    /// `election` (high, low); room for about `ops` operations.
+    pub fn new(election: (u64, u64), ops: usize) -> Writer {
+        let mut w = Writer { out: Vec::with_capacity(16 + ops * 24), s: Scratch::default() };
+        put_uint(&mut w.s.inner, 1, election.0);
+        put_uint(&mut w.s.inner, 2, election.1);
+        put_len(&mut w.out, 1, &w.s.inner);
+        w
+    }
+
+    pub fn op(&mut self, op: &Op) {
+        put_op(&mut self.out, &mut self.s, op);
+    }
+
+    /// `Op::SetRoute` without the `Op`.
+    pub fn set_route(&mut self, address: &[u8], length: u32, kind: u32, group: u32) {
+        put_route(&mut self.out, &mut self.s, address, length, Some((kind, group)));
+    }
+
+    /// `Op::DeleteRoute` without the `Op`.
+    pub fn delete_route(&mut self, address: &[u8], length: u32) {
+        put_route(&mut self.out, &mut self.s, address, length, None);
+    }
+
+    /// The request's bytes, `batch_id` last.
+    pub fn finish(mut self, batch_id: u64) -> Vec<u8> {
+        put_uint(&mut self.out, 3, batch_id);
+        self.out
+    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 
 use corridor_intent::apply::{read_apply as core_read_apply, Refused};
 use corridor_intent::fpm::scan as core_fpm_scan;
-use corridor_intent::text::{parse_address, parse_prefix};
-use corridor_intent::write::{write_request as core_write_request, Op};
+use corridor_intent::text::{parse_address, parse_prefix_packed};
+use corridor_intent::write::{Op, Writer};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
@@ -41,8 +41,8 @@ fn read_apply_request<'py>(py: Python<'py>, data: &Bound<'py, PyBytes>) -> PyRes
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     for r in &batch.routes {
         route_nodes.push(nodes[r.node].clone());
-        prefixes.push(PyString::new(py, &r.prefix));
-        keys.push(PyBytes::new(py, &r.sort_key));
+        prefixes.push(PyString::new(py, batch.prefix(r)));
+        keys.push(PyBytes::new(py, r.sort_key()));
         index.push(r.intent);
     }
     Ok(Some((intents, PyList::new(py, route_nodes)?, PyList::new(py, prefixes)?, PyList::new(py, keys)?, PyList::new(py, index)?)))
@@ -56,23 +56,14 @@ fn mac(text: &str) -> PyResult<Vec<u8>> {
     bytes.filter(|b| b.len() == 6).ok_or_else(|| PyValueError::new_err(format!("{text:?} is not a MAC address")))
 }
 
-fn prefix(text: &str) -> PyResult<(Vec<u8>, u32)> {
-    parse_prefix(text).ok_or_else(|| PyValueError::new_err(format!("{text:?} is not a prefix")))
-}
-
-/// One operation from its corridor.common.fib form; `types` are that module's classes in
-/// the order (Adjacency, NextHopGroup, Route, DeleteAdjacency, DeleteGroup, DeleteRoute).
+/// One operation but a route's from its corridor.common.fib form (`write_request_bytes`
+/// writes routes itself); `types` are that module's classes in the order (Adjacency,
+/// NextHopGroup, Route, DeleteAdjacency, DeleteGroup, DeleteRoute).
 fn op_from_py(op: &Bound<'_, PyAny>, types: &[Bound<'_, PyAny>; 6]) -> PyResult<Op> {
     let t = op.get_type();
     let f = op.cast::<PyTuple>()?;
     let item = |i: usize| f.get_item(i);
-    Ok(if t.is(&types[2]) {
-        let (address, length) = prefix(&item(0)?.extract::<String>()?)?;
-        Op::SetRoute { address, length, kind: item(1)?.extract()?, group: item(2)?.extract()? }
-    } else if t.is(&types[5]) {
-        let (address, length) = prefix(&item(0)?.extract::<String>()?)?;
-        Op::DeleteRoute { address, length }
-    } else if t.is(&types[1]) {
+    Ok(if t.is(&types[1]) {
         Op::SetGroup { id: item(0)?.extract()?, members: item(1)?.extract()? }
     } else if t.is(&types[0]) {
         let gateway: Option<String> = item(5)?.extract()?;
@@ -98,7 +89,9 @@ fn op_from_py(op: &Bound<'_, PyAny>, types: &[Bound<'_, PyAny>; 6]) -> PyResult<
 }
 
 /// A serialized corridor.v1.WriteRequest: the 128-bit election id, the batch id, and the
-/// operations (corridor.common.fib values) in order.
+/// operations (corridor.common.fib values) in order. Routes, nearly all of a table's
+/// operations, are read from their tuples and written straight away, with no `Op` and no
+/// copy of their prefix text.
 #[pyfunction]
 fn write_request_bytes<'py>(
     py: Python<'py>,
@@ -109,10 +102,25 @@ fn write_request_bytes<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     let types: [Bound<'py, PyAny>; 6] =
         types.iter().collect::<Vec<_>>().try_into().map_err(|_| PyTypeError::new_err("types: the six corridor.common.fib classes"))?;
-    let ops = ops.iter().map(|op| op_from_py(&op, &types)).collect::<PyResult<Vec<Op>>>()?;
-    let election = ((election >> 64) as u64, election as u64);
-    let bytes = py.detach(|| core_write_request(election, batch_id, &ops));
-    Ok(PyBytes::new(py, &bytes))
+    let mut w = Writer::new(((election >> 64) as u64, election as u64), ops.len());
+    for op in ops.iter() {
+        let t = op.get_type();
+        if t.is(&types[2]) || t.is(&types[5]) {
+            let f = op.cast::<PyTuple>()?;
+            let prefix = f.get_item(0)?;
+            let text = prefix.cast::<PyString>()?.to_str()?;
+            let (address, size, length) =
+                parse_prefix_packed(text).ok_or_else(|| PyValueError::new_err(format!("{text:?} is not a prefix")))?;
+            if t.is(&types[2]) {
+                w.set_route(&address[..size], length, f.get_item(1)?.extract()?, f.get_item(2)?.extract()?);
+            } else {
+                w.delete_route(&address[..size], length);
+            }
+        } else {
+            w.op(&op_from_py(&op, &types)?);
+        }
+    }
+    Ok(PyBytes::new(py, &w.finish(batch_id)))
 }
 
 type FpmRoute<'py> = (bool, Bound<'py, PyString>, u8, u32, u8, Option<usize>, Option<u32>);
