@@ -381,3 +381,28 @@ async def test_a_leader_whose_loop_is_busy_past_its_lease_keeps_the_lead(tmp_pat
         await running.stop(0)
         await a.stop()
         cluster.stop()
+
+
+async def test_a_controller_says_it_leads_only_once_its_nodes_are_there(tmp_path: Path) -> None:
+    """Taking the lead commits the nodes of the configuration and starts their sessions;
+    until then the controller must not say it leads: a leader answers ListNodes from its
+    sessions, and one that said so early listed no nodes (seen as a flaky test under
+    load). Watched here at every turn of the loop while the lead is taken."""
+    cluster = EtcdCluster(tmp_path / "etcd", 1).start()
+    a = await LocalAgent(tmp_path / "a.sock").start()
+    try:
+        doc = document(tmp_path, "c1", {"a": a.address}, cluster.endpoints)
+        running = await start(doc, tmp_path)
+        try:
+            c = running.controller
+            deadline = time.monotonic() + 30
+            while not c.leading:
+                assert time.monotonic() < deadline, "no lead within 30 s"
+                await asyncio.sleep(0)
+            # What ListNodes answers from on a leader, read in the turn the lead was seen.
+            assert sorted(c.sessions) == ["a"], f"said it leads with the nodes {sorted(c.sessions)}"
+        finally:
+            await running.stop(0)
+    finally:
+        await a.stop()
+        cluster.stop()

@@ -887,15 +887,7 @@ class Controller:
                 (m.id for m in self.members.values()), default=self._last_member_id
             )
             self.election = (await store.next_election_id()) << 64
-            self.leading = True
-            self.leader = self.advertise
-            self.leader_since = since
-            self.leader_changes += 1
             s = self.state
-            log.info(
-                "leading (etcd %s): revision %d, %d routes, %d nodes; election id %d:0",
-                store.describe(), s.revision, s.route_count(), len(s.nodes), self.election >> 64,
-            )  # fmt: skip
             changed = [n for n in self.configured if s.nodes.get(n.name) != n]
             if changed:
                 await self._commit_lock.run(
@@ -910,6 +902,16 @@ class Controller:
                 self._adopted.clear()
             for registered in s.nodes.values():
                 self._start_session(registered)
+            # Only now, with the nodes committed and their sessions started: a leader answers
+            # ListNodes and node status from its sessions, and writes wait on the lock.
+            self.leading = True
+            self.leader = self.advertise
+            self.leader_since = since
+            self.leader_changes += 1
+            log.info(
+                "leading (etcd %s): revision %d, %d routes, %d nodes; election id %d:0",
+                store.describe(), s.revision, s.route_count(), len(s.nodes), self.election >> 64,
+            )  # fmt: skip
         if self.feeds is not None:
             await self.feeds.start()
 
