@@ -89,6 +89,7 @@ bench: deps
 	cargo bench -p corridor-benches --bench pipeline -- --noplot | tee benches/results/pipeline-latest.txt
 	$(PY) -m benches.agent_load --out benches/results/agent-load.md
 	$(PY) -m benches.controller_load
+	$(PY) -m benches.controller_costs | tee benches/results/controller-costs.txt
 	$(PY) -m benches.controller_ha > benches/results/controller-ha.json
 	$(PY) -m benches.bgp_load
 	$(MAKE) -s -C benches/gen

@@ -940,6 +940,35 @@ def test_steering_bench_refuses_bad_arguments(argv: list[str]) -> None:
     assert argv[0] in r.stderr, r.stderr
 
 
+# -- the controller's per-route costs (benches.controller_costs) ------------------------------
+
+
+def test_controller_costs_times_the_codec_and_the_dicts() -> None:
+    r = subprocess.run([sys.executable, "-m", "benches.controller_costs", "--limit", "30000",
+                        "--rounds", "2"],
+                       capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("60000 prefixes"), r.stdout
+    median = r.stdout.splitlines()[-1]
+    figures = dict(re.findall(r"(\w+_ns) (\d+)", median))
+    assert set(figures) == {
+        "read_apply_request_ns", "batch_from_request_ns", "write_request_ns",
+        "dict_insert_str_ns", "dict_overwrite_str_ns", "dict_insert_int_in_order_ns",
+    }, median  # fmt: skip
+    assert all(0 < int(v) < 100_000 for v in figures.values()), median
+
+
+@pytest.mark.parametrize(
+    "argv", [["--rounds", "0"], ["--rounds", "x"], ["--limit", "0"], ["--data", "/nonexistent"]]
+)
+def test_controller_costs_refuses_bad_arguments(argv: list[str]) -> None:
+    r = subprocess.run([sys.executable, "-m", "benches.controller_costs", *argv],
+                       capture_output=True, text=True, timeout=60, cwd=REPO)  # fmt: skip
+    assert r.returncode in (1, 2), (r.returncode, r.stderr)
+    assert argv[0] in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+
+
 @pytest.mark.lab
 def test_host_stalls_sees_the_router_cpu_taken_away(bench: Bench) -> None:
     """The probe of the router CPU notices when something else holds that CPU: a

@@ -1,0 +1,123 @@
+"""What a route costs the controller in its two largest kinds of work, in this process, on
+the full tables as 50 000-route batches (what benches.controller_load's client sends):
+
+1. the codec: an ApplyRequest read (`read_apply_request` alone, and `batch_from_request`,
+   the Python around it) and a WriteRequest written from Route tuples (`write_request`),
+   in ns a route;
+2. the dictionaries the controller keeps by prefix: inserting every prefix into a
+   str-keyed dict that grows to the full tables, then overwriting every key in it, in ns
+   a key (the prefixes as fresh strings, as the reader makes them); int keys in order
+   beside them as the baseline of the same machine and run.
+
+    .venv/bin/python -m benches.controller_costs [--data ../shared/data] [--rounds 3]
+                                                 [--limit N]
+
+No network, no root. Each figure is printed per round: the machine is shared, compare
+within a round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from benches.controller_load import GW, intent, table
+from benches.harness.tables import DATA, TABLE4, TABLE6
+from corridor._dataplane import read_apply_request
+from corridor.common.fib import Route, RouteKind
+from corridor.controller.api import batch_from_request
+from corridor.controller.reconciler import write_request
+from corridor.v1 import controller_pb2
+
+BATCH = 50_000
+
+
+def per_item(seconds: float, items: int) -> float:
+    return round(seconds * 1e9 / items)
+
+
+def codec(prefixes: list[str]) -> dict[str, float]:
+    requests = [
+        controller_pb2.ApplyRequest(
+            routes=[intent(p, GW[:2]) for p in prefixes[i : i + BATCH]]
+        ).SerializeToString()
+        for i in range(0, len(prefixes), BATCH)
+    ]
+    t = time.perf_counter()
+    for r in requests:
+        read_apply_request(r)
+    read = time.perf_counter() - t
+    t = time.perf_counter()
+    for r in requests:
+        batch_from_request(r)
+    batch = time.perf_counter() - t
+    ops = [Route(p, RouteKind.FORWARD, 3) for p in prefixes]
+    t = time.perf_counter()
+    for i in range(0, len(ops), BATCH):
+        write_request(ops[i : i + BATCH], 5, 1)
+    write = time.perf_counter() - t
+    n = len(prefixes)
+    return {
+        "read_apply_request_ns": per_item(read, n),
+        "batch_from_request_ns": per_item(batch, n),
+        "write_request_ns": per_item(write, n),
+    }
+
+
+def dicts(prefixes: list[str]) -> dict[str, float]:
+    fresh = [(p + ".")[:-1] for p in prefixes]  # new objects, as the reader makes them
+    for p in fresh:
+        hash(p)  # computed once, as the first dict a prefix enters does
+    values = [None] * BATCH
+    batches = [fresh[i : i + BATCH] for i in range(0, len(fresh), BATCH)]
+    d: dict[object, None] = {}
+    t = time.perf_counter()
+    for b in batches:
+        d.update(zip(b, values, strict=False))  # the last batch is shorter
+    grow = time.perf_counter() - t
+    t = time.perf_counter()
+    for b in batches:
+        d.update(zip(b, values, strict=False))  # the last batch is shorter
+    overwrite = time.perf_counter() - t
+    ints = [range(i, i + BATCH) for i in range(0, len(fresh), BATCH)]
+    d = {}
+    t = time.perf_counter()
+    for r in ints:
+        d.update(zip(r, values, strict=False))
+    grow_int = time.perf_counter() - t
+    n = len(fresh)
+    return {
+        "dict_insert_str_ns": per_item(grow, n),
+        "dict_overwrite_str_ns": per_item(overwrite, n),
+        "dict_insert_int_in_order_ns": per_item(grow_int, n),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--limit", type=int, help="the first N prefixes of each table only")
+    args = ap.parse_args()
+    if not 1 <= args.rounds <= 20:
+        raise SystemExit(f"--rounds {args.rounds}: expected 1 to 20")
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit(f"--limit {args.limit}: expected at least 1")
+    missing = [n for n in (TABLE4, TABLE6) if not (args.data / n).is_file()]
+    if missing:
+        raise SystemExit(f"--data {args.data}: no {', '.join(missing)} there")
+    prefixes = table(args.data, args.limit)
+    print(f"{len(prefixes)} prefixes in batches of {BATCH}")
+    rounds = []
+    for r in range(args.rounds):
+        figures = codec(prefixes) | dicts(prefixes)
+        rounds.append(figures)
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v:.0f}" for k, v in figures.items()))
+    medians = {k: statistics.median(f[k] for f in rounds) for k in rounds[0]}
+    print("median: " + ", ".join(f"{k} {v:.0f}" for k, v in medians.items()))
+
+
+if __name__ == "__main__":
+    main()
