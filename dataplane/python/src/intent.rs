@@ -1,5 +1,7 @@
-//! The controller's bulk codec (corridor-intent): ApplyRequest bytes read whole and
-//! WriteRequest bytes written whole, the GIL released for both passes over the bytes.
+//! The controller's bulk codec (corridor-intent): ApplyRequest bytes read whole, with the
+//! GIL released for the pass over the bytes, and WriteRequest bytes written whole as the
+//! operations are read from their Python tuples (with the GIL: the reading needs it, and the
+//! writing is a small part of it).
 
 use corridor_intent::apply::{read_apply as core_read_apply, Refused};
 use corridor_intent::fpm::scan as core_fpm_scan;
