@@ -181,3 +181,21 @@ def test_a_batch_inserted_as_blobs_gives_the_rows_one_by_one_would(batches) -> N
     got = blobs.execute(everything).fetchall()
     assert got == rows.execute(everything).fetchall()
     assert all(type(key) is bytes for _, key, _, _ in got)
+
+
+def test_a_key_deleted_twice_in_one_change_is_deleted_once() -> None:
+    """The API refuses a Delete that names a key twice; planning does not count it twice
+    either (the counts and group references of intent would go wrong after the commit)."""
+    from corridor.controller.domain import IntentState
+
+    state = IntentState(16, 16)
+    group: GroupKey = ((("198.18.0.2", "p0", 0), 1),)
+    batch = RouteBatch.of([(("", "198.18.1.0/24"), Intent(RouteKind.FORWARD, group)),
+                           (("", "198.18.2.0/24"), Intent(RouteKind.FORWARD, group))])  # fmt: skip
+    state.commit(state.plan_apply(batch))
+    change = state.plan_delete([("", "198.18.1.0/24"), ("", "198.18.1.0/24")])
+    assert change.deleted == [("", "198.18.1.0/24")]
+    assert change.routes_added == (-1, 0)
+    assert change.group_refs == Counter({group: -1}) and not change.freed_groups
+    state.commit(change)
+    assert state.route_total == 1 and state.group_refs[group] == 1

@@ -15,8 +15,10 @@ from controller_support import (
     controller_document,
     controller_stub,
     eventually,
+    key,
     route,
     start_controller,
+    wait_in_sync,
 )
 from corridor.agent import client as agent_client
 from corridor.v1 import controller_pb2
@@ -230,3 +232,57 @@ async def test_a_10_kB_node_name_elsewhere_reaches_the_client(controller, call: 
     assert e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND), e
     assert "… (10240 bytes)" in e.details()
     assert_small(e)
+
+
+# --- a Delete that names a key twice ---------------------------------------------------
+
+
+async def test_a_delete_that_names_a_route_twice_is_refused_and_changes_nothing(
+    controller,
+) -> None:
+    """As Apply refuses a key twice in a batch, Delete does: counted twice, the route was
+    taken out of intent's counts twice and out of the node's FIB twice (a KeyError after
+    the commit, a group's reference count off by one)."""
+    routes = [route("198.18.1.0/24", GW), route("198.18.2.0/24", GW)]
+    applied = await controller.Apply(controller_pb2.ApplyRequest(routes=routes), timeout=30)
+    await wait_in_sync(controller, "a", applied.revision)
+    twice = [key("198.18.1.0/24"), key("198.18.2.0/24"), key("198.18.1.0/24")]
+    e = await refused(controller.Delete, controller_pb2.DeleteRequest(routes=twice))
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
+    details = agent_client.write_error(e)
+    assert details is not None
+    assert [v.field for v in details.violations] == ["routes[2]"], details
+    assert "routes[0]" in details.violations[0].description, details
+    stats = await controller.GetStats(controller_pb2.GetStatsRequest(), timeout=10)
+    assert stats.revision == applied.revision, "refused, yet committed"
+    listed = await controller.ListRoutes(controller_pb2.ListRoutesRequest(), timeout=10)
+    assert len(listed.routes) == 2
+    # The same routes deleted properly afterwards: intent and the node end empty, in sync.
+    deleted = await controller.Delete(controller_pb2.DeleteRequest(routes=twice[:2]), timeout=30)
+    await wait_in_sync(controller, "a", deleted.revision)
+    stats = await controller.GetStats(controller_pb2.GetStatsRequest(), timeout=10)
+    assert (stats.intent.ipv4_routes, stats.intent.ipv6_routes) == (0, 0), stats
+    # A long node name named twice is echoed short, within the trailers' budget.
+    long = [key(f"198.18.{i}.0/24", "n" * 10240) for i in (1, 1, 2, 2)]
+    e = await refused(controller.Delete, controller_pb2.DeleteRequest(routes=long))
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
+    assert_small(e)
+
+
+async def test_a_route_for_every_node_and_the_same_for_one_node_in_one_batch(controller) -> None:
+    """Both keys in one batch reach node a's FIB once: its own route wins, and when both
+    are deleted the node holds no route and no group (taken twice, the group of the route
+    for every node kept a reference it never gave back)."""
+    other = ("198.18.0.3", "cor-c0", 0, 1)
+    both = [route("198.18.1.0/24", GW), route("198.18.1.0/24", other, node="a")]
+    applied = await controller.Apply(controller_pb2.ApplyRequest(routes=both), timeout=30)
+    await wait_in_sync(controller, "a", applied.revision)
+    deleted = await controller.Delete(
+        controller_pb2.DeleteRequest(routes=[key("198.18.1.0/24"), key("198.18.1.0/24", "a")]),
+        timeout=30,
+    )
+    await wait_in_sync(controller, "a", deleted.revision)
+    status = await controller.GetNodeStatus(
+        controller_pb2.GetNodeStatusRequest(name="a"), timeout=10
+    )
+    assert (status.installed.ipv4_routes, status.installed.next_hop_groups) == (0, 0), status

@@ -900,11 +900,21 @@ def keys_from_pb(request: controller_pb2.DeleteRequest) -> list[domain.RouteKey]
             [Violation(None, "routes", f"more than {MAX_ROUTES_PER_BATCH} keys; split them")]
         )
     keys, violations = [], []
+    seen: dict[domain.RouteKey, int] = {}
     for i, key in enumerate(request.routes):
         try:
-            keys.append((key.node, prefix_from_pb(key.prefix, "prefix")))
+            route_key = (key.node, prefix_from_pb(key.prefix, "prefix"))
         except FieldError as f:
             violations.append(Violation(i, f"routes[{i}].{f.field}", f.description))
+            continue
+        first = seen.setdefault(route_key, i)
+        if first != i:  # as Apply refuses a key twice in a batch
+            # Any node name may be deleted from (a deregistered node's too): echoed short.
+            node = "every node" if key.node == ALL_NODES else f"node {echo(key.node)}"
+            text = f"route {route_key[1]} for {node} is already routes[{first}]"
+            violations.append(Violation(i, f"routes[{i}]", text))
+            continue
+        keys.append(route_key)
     if violations:
         raise InvalidBatch(violations)
     return keys

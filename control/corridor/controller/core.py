@@ -772,7 +772,11 @@ class Controller:
         common = touched.get(ALL_NODES, [])
         drains = change.drained or change.restored
         for name, session in self.sessions.items():
-            prefixes = common + touched[name] if name in touched else common
+            prefixes = common
+            if name in touched:
+                # A prefix for every node and for this one in the same change is one prefix
+                # of this node's FIB: refreshed twice, it was counted (and removed) twice.
+                prefixes = list(dict.fromkeys(common + touched[name])) if common else touched[name]
             if prefixes:
                 session.changed(prefixes, change.revision, known)
             if drains:

@@ -771,10 +771,12 @@ class IntentState:
         change = Change(revision=self.revision + 1)
         refs: Counter[GroupKey] = Counter()
         v6 = 0
+        seen: set[RouteKey] = set()
         for node, prefix in keys:
             old = self.routes.get(node, _NONE).get(prefix)
-            if old is None:
+            if old is None or (node, prefix) in seen:  # a key named twice is deleted once
                 continue
+            seen.add((node, prefix))
             change.deleted.append((node, prefix))
             v6 += ":" in prefix
             if old.group is not None:
