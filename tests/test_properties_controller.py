@@ -189,6 +189,8 @@ def test_delete_keys_are_read_as_the_contract_says(keys: list[controller_pb2.Rou
     request = controller_pb2.DeleteRequest(routes=keys)
     expected = [(k.node, prefix_model(k.prefix.address, k.prefix.length)) for k in keys]
     bad = {i for i, (_, prefix) in enumerate(expected) if prefix is None}
+    # A valid key named again after its first time is refused too (as Apply refuses it).
+    bad |= {i for i, key in enumerate(expected) if key[1] is not None and key in expected[:i]}
     try:
         taken = keys_from_pb(request)
     except InvalidBatch as e:
