@@ -9,7 +9,11 @@
    its process start aside): the RPC's latency, p50 and p90;
 5. fan-out: the tables through one controller to `--nodes` FIB-only agents (no ports, no
    engine: BLACKHOLE routes), time until every node is in sync beside the same for one
-   node, and the controller's resident memory then;
+   node, the CPU seconds controller and agents spent meanwhile, and the controller's
+   resident memory then; then both again with the agents at `nice` 10: on this machine
+   the agents share the controller's two cores, where in a deployment each has its own
+   server, and at equal priority eight of them take turns with the controller, whose
+   commits every node waits for;
 6. a drift check's read of the node with the tables (after 4): Read's first message alone
    (`head_only`, as the controller reads it) beside a full Read cancelled after its first
    message (as it read before), in time and the agent's CPU;
@@ -46,6 +50,7 @@ from corridor.agent import client as c
 from corridor.v1 import controller_pb2, controller_pb2_grpc, dataplane_pb2_grpc
 
 BATCH = 50_000
+AGENT_NICE = 10  # step 5's second pass: the agents as if on servers of their own (above)
 GW = [(f"198.18.0.{i}", PORTS[0]) for i in range(2, 6)]  # addresses of the far end
 
 FIB = {"v4_routes": 2_000_000, "v6_routes": 500_000, "groups": 1024, "adjacencies": 1024}
@@ -73,9 +78,10 @@ def table(data: Path, limit: int | None) -> list[str]:
     return prefixes
 
 
-async def spawn(log: Path, *args) -> asyncio.subprocess.Process:
+async def spawn(log: Path, *args, nice: int = 0) -> asyncio.subprocess.Process:
     with log.open("a") as err:
         return await asyncio.create_subprocess_exec(
+            *(("nice", "-n", str(nice)) if nice else ()),
             sys.executable, "-m", "corridor", *args, env=corridor_env(),
             stdout=asyncio.subprocess.DEVNULL, stderr=err,
         )  # fmt: skip
@@ -163,10 +169,11 @@ async def route_add_ms(stub) -> tuple[float, float]:
     )
 
 
-async def fanout(data_prefixes: list[str], nodes: int) -> dict:
+async def fanout(data_prefixes: list[str], nodes: int, nice: int = 0) -> dict:
     """The tables through one controller to `nodes` FIB-only agents (BLACKHOLE routes: an
-    agent without ports has no port for a next hop): seconds from the first Apply until
-    every node is in sync, and the controller's memory then."""
+    agent without ports has no port for a next hop), the agents at `nice`: seconds from the
+    first Apply until every node is in sync, the CPU seconds the controller and the agents
+    (together) spent meanwhile, and the controller's memory then."""
     with tempfile.TemporaryDirectory(prefix="cor-bench-") as t:
         tmp = Path(t)
         names = [f"n{i + 1}" for i in range(nodes)]
@@ -177,7 +184,7 @@ async def fanout(data_prefixes: list[str], nodes: int) -> dict:
                 + "".join(f"{k} = {v}\n" for k, v in FIB.items())
             )
             agents[name] = await spawn(
-                tmp / f"{name}.log", "agent", "--config", str(tmp / f"{name}.toml")
+                tmp / f"{name}.log", "agent", "--config", str(tmp / f"{name}.toml"), nice=nice
             )
         config = controller_config(tmp, {n: tmp / f"{n}.sock" for n in names})
         ctl = await spawn(tmp / "controller.log", "controller", "--config", str(config))
@@ -193,6 +200,8 @@ async def fanout(data_prefixes: list[str], nodes: int) -> dict:
                     for p in data_prefixes[i : i + BATCH]])
                 for i in range(0, len(data_prefixes), BATCH)
             ])  # fmt: skip
+            pids = [ctl.pid, *(a.pid for a in agents.values())]
+            cpu = [cpu_seconds(pid) for pid in pids]
             started = time.perf_counter()
             revision = 0
             for request in requests:
@@ -200,9 +209,12 @@ async def fanout(data_prefixes: list[str], nodes: int) -> dict:
             for name in names:
                 await until(lambda name=name: in_sync(stub, revision, name), step=0.05)
             seconds = time.perf_counter() - started
+            spent = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu, strict=True)]
             rss, peak = memory_mib(ctl.pid)
             return {
                 "seconds": round(seconds, 2),
+                "controller_cpu_s": round(spent[0], 2),
+                "agents_cpu_s": round(sum(spent[1:]), 2),
                 "controller_rss_mib": rss,
                 "controller_peak_rss_mib": peak,
             }
@@ -358,8 +370,16 @@ async def main(
         out["fanout_1_node_s"] = one["seconds"]
         out[f"fanout_{nodes}_nodes_s"] = many["seconds"]
         out["fanout_ratio"] = round(many["seconds"] / one["seconds"], 2)
+        for label, run in (("1_node", one), (f"{nodes}_nodes", many)):
+            out[f"fanout_controller_cpu_s_{label}"] = run["controller_cpu_s"]
+            out[f"fanout_agents_cpu_s_{label}"] = run["agents_cpu_s"]
         out[f"controller_rss_mib_{nodes}_nodes"] = many["controller_rss_mib"]
         out[f"controller_peak_rss_mib_{nodes}_nodes"] = many["controller_peak_rss_mib"]
+        one = await fanout(prefixes, 1, nice=AGENT_NICE)
+        many = await fanout(prefixes, nodes, nice=AGENT_NICE)
+        out["fanout_niced_1_node_s"] = one["seconds"]
+        out[f"fanout_niced_{nodes}_nodes_s"] = many["seconds"]
+        out["fanout_niced_ratio"] = round(many["seconds"] / one["seconds"], 2)
     return out
 
 
