@@ -130,7 +130,7 @@ fuzz: deps $(CARGO_FUZZ)
 	HYPOTHESIS_PROFILE=fuzz HYPOTHESIS_EXAMPLES=$(FUZZ_EXAMPLES) \
 		$(PY) -m pytest -q -p no:logging tests/test_properties_agent.py \
 		tests/test_properties_controller.py tests/test_properties_fpm.py \
-		tests/test_agent_intake.py
+		tests/test_agent_intake.py tests/test_controller_fib_properties.py
 
 # Soak and chaos, not part of `make test`: traffic through the lab for SOAK_SECONDS while routes
 # churn through the controller, a link flaps and agent and controller are killed -9 in turn;

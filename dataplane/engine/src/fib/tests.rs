@@ -280,6 +280,50 @@ fn batch_errors_name_every_bad_entry_and_apply_nothing() {
 }
 
 #[test]
+fn a_route_named_again_is_refused_wherever_it_is_in_the_batch() {
+    let mut fib = fib_with_groups(2);
+    // Out of order, three times, and once as a delete: each repeat names the first entry.
+    let batch = [
+        add("198.18.9.0/24", 0),
+        add("198.18.1.0/24", 0),
+        add("2001:db8::/32", 0),
+        del("198.18.1.0/24"),
+        add("198.18.0.0/24", 1),
+        add("198.18.1.0/24", 1),
+        FibOp::AddRoute { prefix: p("2001:db8::/32"), target: RouteTarget::Blackhole },
+    ];
+    let e = fib.apply(&batch).unwrap_err();
+    let msgs: Vec<String> = e.errors.iter().map(|e| e.to_string()).collect();
+    let expect = [
+        "entry 3: route 198.18.1.0/24: already changed by entry 1 of this batch (one change per object)",
+        "entry 5: route 198.18.1.0/24: already changed by entry 1 of this batch (one change per object)",
+        "entry 6: route 2001:db8::/32: already changed by entry 2 of this batch (one change per object)",
+    ];
+    assert_eq!(msgs, expect);
+    assert_eq!(fib.stats().v4.routes + fib.stats().v6.routes, 0, "nothing applied");
+}
+
+#[test]
+fn routes_re_pointed_let_their_old_group_go_in_the_same_batch() {
+    // A table load skips each route's old target unless the batch deletes a group: one that
+    // does must still see the routes it re-points leave the group.
+    let mut fib = fib_with_groups(2);
+    fib.apply(&[add("198.18.0.0/24", 0), add("198.18.1.0/24", 0), add("2001:db8::/32", 0)]).unwrap();
+    let partly = [add("198.18.0.0/24", 1), add("198.18.1.0/24", 1), FibOp::DeleteGroup { id: 0 }];
+    let e = fib.apply(&partly).unwrap_err();
+    assert_eq!(e.to_string(), "entry 2: group 0: still used by 1 route(s); delete or re-point them first");
+    let all = [
+        add("198.18.0.0/24", 1),
+        add("198.18.1.0/24", 1),
+        FibOp::AddRoute { prefix: p("2001:db8::/32"), target: RouteTarget::Unreachable },
+        FibOp::DeleteGroup { id: 0 },
+    ];
+    fib.apply(&all).unwrap();
+    assert!(fib.group(0).is_none());
+    assert_eq!(fib.route(&p("198.18.1.0/24")), Some(RouteTarget::Group(1)));
+}
+
+#[test]
 fn full_tables_are_refused_with_the_reason() {
     let cfg = FibConfig { v4_routes: 3, v6_routes: 1, v4_nodes: 2, v6_nodes: 3, groups: 4, adjacencies: 4 };
     let mut fib = Fib::new(cfg).unwrap();
