@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -682,7 +682,13 @@ class Controller:
         """Every route's node is registered, every next hop's port and VLAN exist on the
         nodes it goes to: checked once per distinct (node, intent), then named per route."""
         faults: dict[tuple[str, int], list[tuple[str, str]]] = {}
-        for node, i in dict.fromkeys(zip(batch.nodes, batch.index, strict=True)):
+        one = batch.node()
+        pairs: Iterable[tuple[str, int]] = (
+            [(one, i) for i in set(batch.index)]  # a table for one node: no pair per route
+            if one is not None
+            else dict.fromkeys(zip(batch.nodes, batch.index, strict=True))
+        )
+        for node, i in pairs:
             found = self._intent_faults(node, batch.intents[i])
             if found:
                 faults[(node, i)] = found
