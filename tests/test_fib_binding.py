@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -181,3 +183,35 @@ def test_real_tables_load_from_text_and_the_gil_is_released() -> None:
     assert ticks >= max(5, int(elapsed * 1000) // 10), (ticks, elapsed)
     assert fib.lookup("1.1.1.1") == 1
     assert fib.lookup("198.18.0.1") is None, "the test range is not in the Internet table"
+
+
+PREFAULT_PROBE = """
+import sys
+from corridor._dataplane import Batch, Fib
+
+def rss_kib():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+fib = Fib(v4_routes=1000, v6_routes=1000, v4_nodes=64, v6_nodes=256, groups=16, adjacencies=16)
+before = rss_kib()
+fib.prefault()
+after = rss_kib()
+assert fib.lookup("198.18.0.1") is None and fib.lookup("2001:db8::1") is None
+b = Batch()
+b.add_route("198.18.0.0/24", "blackhole")
+fib.apply(b)
+assert fib.lookup("198.18.0.1") is not None
+print(after - before)
+"""
+
+
+def test_prefault_gives_the_root_its_memory_and_changes_no_answer() -> None:
+    """The agent's FIB takes its IPv4 root's 64 MiB at start, not in its first table:
+    measured in a fresh process, where nothing else allocates meanwhile."""
+    done = subprocess.run(
+        [sys.executable, "-c", PREFAULT_PROBE], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    grown_kib = int(done.stdout)
+    assert grown_kib >= 63 * 1024, f"resident memory grew {grown_kib} KiB, not the root's 64 MiB"

@@ -82,6 +82,7 @@ class Fib:
     def take_adjacency_used(self, ids: list[int]) -> list[bool]:
         """For each adjacency id: whether a frame left by it since the last call (the hit
         bit, cleared by this call); False for an unknown id."""
+    def prefault(self) -> None: ...
     def stats(self) -> FibStats: ...
 
 MAX_MEMBERS: int

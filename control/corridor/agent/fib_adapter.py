@@ -47,6 +47,7 @@ class EngineFib:
     def __init__(self, capacity: FibCapacity, ports: Iterable[str] = ()) -> None:
         """`ports`: the names of the engine's ports, in its order."""
         self._fib = _EngineFib(**capacity.keywords())
+        self._fib.prefault()  # the roots' memory now, not in the middle of the first table
         self._port_index = {name: i for i, name in enumerate(ports)}
         self._port_index[NO_PORT] = NO_PORT_INDEX
         self._port_name = {i: name for name, i in self._port_index.items()}

@@ -400,6 +400,12 @@ impl Fib {
         self.with(py, |fib| ids.iter().map(|&id| fib.take_adjacency_used(id)).collect())
     }
 
+    /// Gives the tables' roots their memory now (corridor_engine's Fib::prefault), the
+    /// GIL released: a router's FIB at its start.
+    fn prefault(&self, py: Python<'_>) {
+        self.with(py, |fib| fib.prefault());
+    }
+
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.with(py, |fib| fib.stats());
         let d = PyDict::new(py);

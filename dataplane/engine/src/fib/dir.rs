@@ -117,6 +117,19 @@ fn zeroed(n: usize) -> Box<[AtomicU32]> {
     b
 }
 
+/// Touches every page of a table, so that the kernel gives it memory (zeroed) now, as
+/// rte_fib and rte_lpm zero their tables when created. The root is what any full table
+/// writes all of: left to the first load, zeroing its pages was a large share of a
+/// FIB-only agent's intake of the full tables (docs/benchmarks.md), and a machine short of
+/// memory is better told so at start than in the middle of a load.
+fn prefault(table: &[AtomicU32]) {
+    const ENTRIES_PER_PAGE: usize = 4096 / std::mem::size_of::<AtomicU32>();
+    for entry in table.iter().step_by(ENTRIES_PER_PAGE) {
+        // A store, not a load: a read of an untouched page maps the shared zero page.
+        entry.store(0, Ordering::Relaxed);
+    }
+}
+
 /// Asks for transparent huge pages under a large table: random lookups over the 64 MiB
 /// IPv4 root otherwise take a TLB miss on top of nearly every cache miss.
 // unsafe: madvise(2) on the table's own pages.
@@ -292,6 +305,12 @@ impl<K: Key> DirTable<K> {
             fresh: 0,
             node_capacity,
         }
+    }
+
+    /// Gives the root its memory now (see `prefault`); the nodes are taken as routes need
+    /// them, and their pages are left to the kernel.
+    pub(crate) fn prefault_root(&self) {
+        prefault(&self.shared.root);
     }
 
     pub(crate) fn routes(&self) -> usize {
