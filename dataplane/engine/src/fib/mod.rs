@@ -621,7 +621,8 @@ impl Fib {
         let mut adj_ref_delta: HashMap<AdjacencyId, isize> = HashMap::default();
         // Objects other than routes, by the entry that first changes each. Routes named
         // twice are found by sorting their prefixes instead: a map of every route missed the
-        // cache on each insert (a fifth of a FIB-only agent's intake of a table), and a
+        // cache on each insert (most of validate's fifth of a FIB-only agent's intake of a
+        // table), and a
         // table's batches come sorted, which the sort takes in one pass.
         let mut seen: HashMap<Object, usize> = HashMap::default();
         let mut routes: Vec<(Prefix, u32)> = ops
