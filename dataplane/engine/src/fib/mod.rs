@@ -622,8 +622,7 @@ impl Fib {
         // Objects other than routes, by the entry that first changes each. Routes named
         // twice are found by sorting their prefixes instead: a map of every route missed the
         // cache on each insert (most of validate's fifth of a FIB-only agent's intake of a
-        // table), and a
-        // table's batches come sorted, which the sort takes in one pass.
+        // table), and a table's batches come sorted, which the sort takes in one pass.
         let mut seen: HashMap<Object, usize> = HashMap::default();
         let mut routes: Vec<(Prefix, u32)> = ops
             .iter()
@@ -642,11 +641,12 @@ impl Fib {
         // A route's old target matters to a DeleteGroup's reference count and to the room
         // left in its table, so it is looked up (a miss in a map of a million) only when the
         // batch deletes a group or could fill the table were every route it adds new.
+        let family = |p: &Prefix| (p.family() == Family::V6) as usize; // index of the two below
         let mut adds = [0usize; 2];
         let mut deletes_group = false;
         for op in ops {
             match op {
-                FibOp::AddRoute { prefix, .. } => adds[(prefix.family() == Family::V6) as usize] += 1,
+                FibOp::AddRoute { prefix, .. } => adds[family(prefix)] += 1,
                 FibOp::DeleteGroup { .. } => deletes_group = true,
                 _ => {}
             }
@@ -757,7 +757,7 @@ impl Fib {
                         *group_ref_delta.entry(*g).or_default() += 1;
                     }
                     // Not looked up, a route counts as new: the table has room even so.
-                    let old = if old_matters[(prefix.family() == Family::V6) as usize] { self.route(prefix) } else { None };
+                    let old = if old_matters[family(prefix)] { self.route(prefix) } else { None };
                     if let Some(RouteTarget::Group(g)) = old {
                         *group_ref_delta.entry(g).or_default() -= 1;
                     }
