@@ -17,7 +17,7 @@
 use super::forward::write_link;
 use super::hash::flow_hash;
 use super::{Destination, Family, Meta, PacketBuf, Pipeline, Verdict};
-use crate::fib::{FibReader, RouteTarget};
+use crate::fib::{Adjacency, AdjacencyId, FibReader, RouteTarget};
 use crate::wire::ethernet::{self, ethertype};
 use crate::wire::{checksum, icmpv4, icmpv6, ip_protocol, ipv4, ipv6, ports};
 
@@ -149,6 +149,14 @@ impl Tally {
     }
 }
 
+/// The next hop of a frame whose lookup gave `entry`, when that is a route to a group:
+/// the adjacency its flow hash picks (`forward_fast` then takes the frame or declines it).
+#[inline(always)]
+pub(super) fn next_hop(fib: &FibReader, entry: u32, flow_hash: u32) -> Option<(AdjacencyId, &Adjacency)> {
+    let Some(RouteTarget::Group(group)) = RouteTarget::from_entry(entry) else { return None };
+    fib.next_hop(group, flow_hash)
+}
+
 impl Pipeline {
     /// `parse` for the common frame: the destination and source, with `m` filled and the
     /// frame counted as received, as `parse` would; or None, nothing written or counted,
@@ -263,12 +271,11 @@ impl Pipeline {
         fib: &FibReader,
         frame: &mut PacketBuf<'_>,
         m: &Meta,
-        entry: u32,
+        (adjacency_id, adjacency): (AdjacencyId, &Adjacency),
         tx: &mut Tally,
         verdict: &mut Verdict,
     ) -> Option<()> {
         debug_assert!(m.fast && !m.maybe_broadcast && !m.tagged);
-        let Some(RouteTarget::Group(group)) = RouteTarget::from_entry(entry) else { return None };
         let ip_len = m.ip_len as usize;
         let v4 = m.family == Family::V4;
         let (start, len) = (frame.start, ethernet::HEADER_LEN + ip_len);
@@ -280,7 +287,6 @@ impl Pipeline {
         if ttl <= 1 {
             return None;
         }
-        let (adjacency_id, adjacency) = fib.next_hop(group, m.flow_hash)?;
         let out = self.ports.get(adjacency.port as usize)?;
         let out_sub = out.sub(adjacency.vlan)?;
         if m.ip_len > out.mtu {
