@@ -558,13 +558,16 @@ pub fn apply_request(data: &[u8]) {
 /// route operations under an election above 0, 1 to `MAX_OPERATIONS` of them, each a prefix
 /// without host bits (4 or 16 bytes, the rest of the address zero) and a known kind with a
 /// group exactly when FORWARD; and the controller's encoder writing it back reads the same.
+/// Operations read as laid out answer as read field by field, whatever the bytes.
 /// (That it accepts only what the generated-code path accepts is tests/test_agent_intake.py's.)
 pub fn write_request(data: &[u8]) {
     use corridor_intent::apply::is_prefix;
-    use corridor_intent::intake::{read_route_write, Change, MAX_OPERATIONS};
+    use corridor_intent::intake::{read_route_write, read_route_write_field_by_field, Change, MAX_OPERATIONS};
     use corridor_intent::write::{write_request, Op};
 
-    let Some(w) = read_route_write(data) else { return };
+    let read = read_route_write(data);
+    assert_eq!(read, read_route_write_field_by_field(data), "laid out and field by field disagree");
+    let Some(w) = read else { return };
     assert_ne!(w.election, (0, 0));
     assert!(!w.routes.is_empty() && w.routes.len() <= MAX_OPERATIONS);
     let ops: Vec<Op> = w
