@@ -326,9 +326,9 @@ mod tests {
             for v in values {
                 let mut bytes = good.clone();
                 bytes[at] = v;
-                let laid_out = read_route_write(&bytes);
-                assert_eq!(laid_out, read_route_write_field_by_field(&bytes), "octet {at} set to {v:#x}");
-                if laid_out.is_some() {
+                let read = read_route_write(&bytes);
+                assert_eq!(read, read_route_write_field_by_field(&bytes), "octet {at} set to {v:#x}");
+                if read.is_some() {
                     taken += 1
                 } else {
                     refused += 1
