@@ -104,21 +104,26 @@ fn read_operation(bytes: &[u8]) -> Result<Option<RouteOp>, Malformed> {
     if entries != 1 || !is_prefix(route.address, length) {
         return Ok(None);
     }
+    Ok(route_op(action, route.address, length, route.kind as u32, route.group as u32))
+}
+
+/// The operation that `action` on a route of prefix `address`/`length` (checked by the
+/// caller) with `kind` and `group` is, or None when the agent does not take it as it is:
+/// an unknown action, or a set whose kind is unknown or has a group exactly when not
+/// FORWARD. Both readers decide by this.
+#[inline]
+fn route_op(action: u64, address: &[u8], length: u32, kind: u32, group: u32) -> Option<RouteOp> {
     let change = match action {
         ACTION_DELETE => Change::Delete,
         ACTION_SET => {
-            let (kind, group) = (route.kind as u32, route.group as u32);
             let fits = if kind == FORWARD { group != 0 } else { (FORWARD + 1..=LOCAL).contains(&kind) && group == 0 };
-            if !fits {
-                return Ok(None);
-            }
-            Change::Set { kind, group }
+            fits.then_some(Change::Set { kind, group })?
         }
-        _ => return Ok(None),
+        _ => return None,
     };
-    let mut address = [0u8; 16];
-    address[..route.address.len()].copy_from_slice(route.address);
-    Ok(Some(RouteOp { address, v6: route.address.len() == 16, length: length as u8, change }))
+    let mut op = RouteOp { address: [0u8; 16], v6: address.len() == 16, length: length as u8, change };
+    op.address[..address.len()].copy_from_slice(address);
+    Some(op)
 }
 
 /// `read_operation` for an operation laid out as protobuf's encoders and `write` lay one
@@ -170,16 +175,7 @@ fn read_operation_laid_out(b: &[u8]) -> Option<RouteOp> {
     if !is_prefix(address, length) {
         return None;
     }
-    let change = match u64::from(*action) {
-        ACTION_DELETE => Change::Delete,
-        ACTION_SET if (kind == FORWARD && group != 0) || ((FORWARD + 1..=LOCAL).contains(&kind) && group == 0) => {
-            Change::Set { kind, group }
-        }
-        _ => return None,
-    };
-    let mut op = RouteOp { address: [0u8; 16], v6: address.len() == 16, length: length as u8, change };
-    op.address[..address.len()].copy_from_slice(address);
-    Some(op)
+    route_op(u64::from(*action), address, length, kind, group)
 }
 
 /// Reads a WriteRequest whose operations are all route operations the agent accepts as

@@ -395,7 +395,6 @@ impl Fib {
         self.config
     }
 
-    /// A lock-free reader for one forwarding thread.
     /// Gives both roots their memory now, as a router's FIB does when it starts (the IPv4
     /// root is 64 MiB at 24 bits, and a full table writes all of it): the first table
     /// loaded then costs what later ones do. Unit tests, which make many FIBs, skip it.
@@ -404,6 +403,7 @@ impl Fib {
         self.v6.prefault_root();
     }
 
+    /// A lock-free reader for one forwarding thread.
     pub fn reader(&self) -> FibReader {
         FibReader { shared: self.shared.clone(), qsbr: self.shared.qsbr.register() }
     }
