@@ -82,10 +82,38 @@ impl Batch<'_> {
 type Key = (u128, u32);
 
 fn route_key(node: usize, address: &[u8], length: u32) -> Key {
-    let mut wide = [0u8; 16];
-    wide[16 - address.len()..].copy_from_slice(address);
     let v6 = u32::from(address.len() == 16);
-    (u128::from_be_bytes(wide), (node as u32) << 9 | v6 << 8 | length)
+    (address_bits(address), (node as u32) << 9 | v6 << 8 | length)
+}
+
+/// A 4- or 16-byte address as a number (0 for any other length: `is_prefix` refused it).
+/// Copied by a constant size: a copy of `address.len()` octets into a buffer was a call to
+/// memcpy, and reading the buffer back whole a store-forwarding stall.
+#[inline(always)]
+fn address_bits(address: &[u8]) -> u128 {
+    if let Ok(a) = <[u8; 4]>::try_from(address) {
+        u128::from(u32::from_be_bytes(a))
+    } else if let Ok(a) = <[u8; 16]>::try_from(address) {
+        u128::from_be_bytes(a)
+    } else {
+        0
+    }
+}
+
+/// The store's sort key of a prefix (`sort_key`): family, address bytes, length. Made as
+/// two numbers and written whole, for the reason `address_bits` gives.
+#[inline(always)]
+fn sort_key(address: &[u8], length: u32) -> ([u8; KEY_MAX], u8) {
+    let bits = address_bits(address);
+    let mut key = [0u8; KEY_MAX];
+    let (head, tail): (u128, u16) = if address.len() == 4 {
+        (4 << 120 | bits << 88 | u128::from(length as u8) << 80, 0)
+    } else {
+        (16 << 120 | bits >> 8, (bits as u16) << 8 | u16::from(length as u8))
+    };
+    key[..16].copy_from_slice(&head.to_be_bytes());
+    key[16..].copy_from_slice(&tail.to_be_bytes());
+    (key, address.len() as u8 + 2)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +138,10 @@ struct RouteIn<'a> {
     kind: i32,
     /// The next hops' fields as sent, read only when they differ from the route before's.
     raw_hops: Vec<&'a [u8]>,
+    /// The next hops' fields whole, tags and lengths included, when nothing else lies
+    /// between them (as every encoder writes them): equal bytes are equal next hops, found
+    /// with one compare instead of one per hop.
+    hops_span: Option<&'a [u8]>,
 }
 
 fn string(bytes: &[u8]) -> Result<&str, Malformed> {
@@ -157,16 +189,63 @@ fn read_route<'a>(bytes: &'a [u8], route: &mut RouteIn<'a>) -> Result<(), Malfor
     route.kind = 0;
     route.raw_hops.clear();
     let mut r = Reader::new(bytes);
-    while let Some((field, value)) = r.next()? {
+    // Where the next hops' fields start and end, and whether another field came between.
+    let (mut first, mut end, mut apart) = (None, 0, false);
+    loop {
+        let at = bytes.len() - r.rest().len();
+        let Some((field, value)) = r.next()? else { break };
         match (field, value) {
             (1, Value::Len(b)) => route.node = string(b)?,
             (2, Value::Len(b)) => read_prefix(b, route)?, // merged, as protobuf does
             (3, Value::Varint(v)) => route.kind = uint32(v) as i32,
-            (4, Value::Len(b)) => route.raw_hops.push(b),
+            (4, Value::Len(b)) => {
+                route.raw_hops.push(b);
+                apart |= first.is_some() && end != at;
+                first.get_or_insert(at);
+                end = bytes.len() - r.rest().len();
+            }
             _ => {}
         }
     }
+    route.hops_span = match first {
+        Some(start) if !apart => bytes.get(start..end),
+        _ => None,
+    };
     Ok(())
+}
+
+/// Whether two short byte strings are equal, compared eight octets at a time in line: the
+/// next hops of nearly every route are compared with the route before's, and a call to
+/// memcmp per compare was a fifth of the reader's time.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |c: &[u8]| c.try_into().map_or(0, u64::from_ne_bytes);
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tails = a8.remainder().iter().zip(b8.remainder()).all(|(x, y)| x == y);
+    tails && a8.zip(b8).all(|(x, y)| word(x) == word(y))
+}
+
+/// Whether `route`'s kind and next hops are those of the route before (`last`).
+#[inline(always)]
+fn same_intent(last: &LastIntent<'_>, route: &RouteIn<'_>) -> bool {
+    if last.kind != route.kind {
+        return false;
+    }
+    match (last.span, route.hops_span) {
+        (Some(a), Some(b)) => same_bytes(a, b),
+        _ => last.raw.len() == route.raw_hops.len() && last.raw.iter().zip(&route.raw_hops).all(|(a, b)| same_bytes(a, b)),
+    }
+}
+
+/// The kind and next hops of the route before, as sent, and its intent's index.
+struct LastIntent<'a> {
+    kind: i32,
+    raw: Vec<&'a [u8]>,
+    span: Option<&'a [u8]>,
+    index: usize,
 }
 
 /// The next hops of `route`, read.
@@ -211,14 +290,14 @@ pub fn read_apply(bytes: &[u8]) -> Result<Batch<'_>, Refused> {
     // next hops are compared as the bytes sent, and read only when they differ: the same
     // bytes read the same, and reading them was most of a route's cost.
     let mut last_node: Option<(&str, usize)> = None;
-    let mut last_intent: Option<(i32, Vec<&[u8]>, usize)> = None;
+    let mut last_intent: Option<LastIntent<'_>> = None;
     while let Some((field, value)) = r.next()? {
         let Value::Len(b) = value else { continue };
         if field != 1 {
             continue;
         }
         read_route(b, &mut route)?;
-        let same = last_intent.as_ref().filter(|(kind, raw, _)| *kind == route.kind && *raw == route.raw_hops).map(|l| l.2);
+        let same = last_intent.as_ref().filter(|last| same_intent(last, &route)).map(|l| l.index);
         if batch.routes.len() == MAX_ROUTES || invalid {
             invalid = true; // still read on: a malformed message is reported as that
             if same.is_none() {
@@ -239,7 +318,7 @@ pub fn read_apply(bytes: &[u8]) -> Result<Batch<'_>, Refused> {
             continue;
         }
         let node = match last_node {
-            Some((name, index)) if name == route.node => index,
+            Some((name, index)) if same_bytes(name.as_bytes(), route.node.as_bytes()) => index,
             _ => {
                 let index = *nodes.entry(route.node).or_insert_with(|| {
                     batch.nodes.push(route.node);
@@ -264,19 +343,15 @@ pub fn read_apply(bytes: &[u8]) -> Result<Batch<'_>, Refused> {
                         *e.insert(batch.intents.len() - 1)
                     }
                 };
-                last_intent = Some((route.kind, route.raw_hops.clone(), i));
+                last_intent = Some(LastIntent { kind: route.kind, raw: route.raw_hops.clone(), span: route.hops_span, index: i });
                 i
             }
         };
-        let size = route.address.len();
-        let mut key = [0u8; KEY_MAX];
-        key[0] = size as u8;
-        key[1..=size].copy_from_slice(route.address);
-        key[size + 1] = route.length as u8;
+        let (key, key_len) = sort_key(route.address, route.length);
         let start = text.len();
         write_prefix(&mut text, route.address, route.length);
         let span = (start as u32, (text.len() - start) as u8);
-        batch.routes.push(Route { node, intent, text: span, key, key_len: size as u8 + 2 });
+        batch.routes.push(Route { node, intent, text: span, key, key_len });
     }
     if invalid || batch.routes.is_empty() {
         return Err(Refused::Invalid);
@@ -322,6 +397,25 @@ mod tests {
         out
     }
 
+    /// The sort key made as two numbers is the family, the address bytes and the length
+    /// laid end to end, for addresses of both families and every length.
+    #[test]
+    fn sort_keys_are_family_address_length() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..2000u32 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let bytes = (u128::from(seed) << 64 | u128::from(seed.rotate_left(17))).to_be_bytes();
+            let address = if i % 2 == 0 { &bytes[..4] } else { &bytes[..] };
+            let length = i % (address.len() as u32 * 8 + 1);
+            let mut want = vec![address.len() as u8];
+            want.extend_from_slice(address);
+            want.push(length as u8);
+            let (key, len) = sort_key(address, length);
+            assert_eq!(&key[..usize::from(len)], &want[..], "{address:?}/{length}");
+            assert_eq!(route_key(0, address, length).0.to_be_bytes()[16 - address.len()..], *address);
+        }
+    }
+
     #[test]
     fn routes_share_nodes_and_intents() {
         let a = hop(&[198, 18, 0, 2], "p0", 0, 1);
@@ -341,6 +435,50 @@ mod tests {
         assert_eq!(r, [(0, "198.18.0.0/15", 0), (0, "2001:db8::/32", 0), (1, "198.18.0.0/15", 1), (0, "10.0.0.0/8", 2)]);
         assert_eq!(batch.routes[0].sort_key(), [4, 198, 18, 0, 0, 15]);
         assert_eq!(batch.routes[1].sort_key(), [16, 0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32]);
+    }
+
+    /// Next hops compared with the route before's as one span of bytes: the same hops
+    /// sent with a field between them, or with a length written in two octets, are the
+    /// same intent; hops that differ in one octet, or in how the octets split between two
+    /// hops, are not.
+    #[test]
+    fn next_hops_are_the_same_whatever_their_bytes() {
+        let a = hop(&[198, 18, 0, 2], "p0", 0, 1);
+        let b = hop(&[198, 18, 0, 3], "p0", 7, 2);
+        let (ab, ab_apart) = (route("", &[198, 18, 0, 0], 24, 1, &[a.clone(), b.clone()]), {
+            // The kind (field 3) sent between the two hops.
+            let mut prefix = Vec::new();
+            put_bytes(&mut prefix, 1, &[198, 18, 1, 0]);
+            put_uint(&mut prefix, 2, 24);
+            let mut r = Vec::new();
+            put_len(&mut r, 2, &prefix);
+            put_len(&mut r, 4, &a);
+            put_uint(&mut r, 3, 1);
+            put_len(&mut r, 4, &b);
+            r
+        });
+        let mut long_length = vec![0x22, 0x80 | a.len() as u8, 0x00]; // field 4, length in two octets
+        long_length.extend(&a);
+        let mut ab_long = route("", &[198, 18, 2, 0], 24, 1, &[]);
+        ab_long.extend(&long_length);
+        put_len(&mut ab_long, 4, &b);
+        let other = hop(&[198, 18, 0, 4], "p0", 7, 2);
+        // "p0" and "p01" against "p00" and "p1": the same octets split otherwise.
+        let (p0, p01) = (hop(&[198, 18, 0, 2], "p0", 0, 1), hop(&[198, 18, 0, 2], "p01", 0, 1));
+        let (p00, p1) = (hop(&[198, 18, 0, 2], "p00", 0, 1), hop(&[198, 18, 0, 2], "p1", 0, 1));
+        let bytes = request(&[
+            ab.clone(),
+            ab_apart,
+            ab_long,
+            route("", &[198, 18, 3, 0], 24, 1, &[a.clone(), other]),
+            route("", &[198, 18, 4, 0], 24, 1, &[a.clone(), b.clone()]),
+            route("", &[198, 18, 5, 0], 24, 1, &[p0, p01]),
+            route("", &[198, 18, 6, 0], 24, 1, &[p00, p1]),
+        ]);
+        let batch = read_apply(&bytes).unwrap();
+        let intents: Vec<_> = batch.routes.iter().map(|r| r.intent).collect();
+        assert_eq!(intents, [0, 0, 0, 1, 0, 2, 3]);
+        assert_eq!(batch.intents.len(), 4);
     }
 
     #[test]

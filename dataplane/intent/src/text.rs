@@ -26,12 +26,61 @@ pub fn write_address(out: &mut Vec<u8>, address: &[u8]) {
     }
 }
 
-fn write_v4(out: &mut Vec<u8>, a: &[u8]) {
-    write_decimal(out, u32::from(a[0]));
-    for &byte in &a[1..4] {
-        out.push(b'.');
-        write_decimal(out, u32::from(byte));
+/// Every octet's decimal text, left-aligned, with its length: an IPv4 address is four of
+/// them. Written digit by digit (a division and a push each) the text was a seventh of
+/// reading an Apply's route (perf on `read_apply_request`).
+const OCTET_TEXT: [([u8; 3], u8); 256] = {
+    let mut table = [([0u8; 3], 0u8); 256];
+    let mut n = 0;
+    while n < 256 {
+        let (h, t, o) = ((n / 100) as u8, (n / 10 % 10) as u8, (n % 10) as u8);
+        table[n] = if n >= 100 {
+            ([b'0' + h, b'0' + t, b'0' + o], 3)
+        } else if n >= 10 {
+            ([b'0' + t, b'0' + o, 0], 2)
+        } else {
+            ([b'0' + o, 0, 0], 1)
+        };
+        n += 1;
     }
+    table
+};
+
+/// Writes `n`'s decimal text at `at` of `buf` (three octets copied, the length kept);
+/// returns where the text ends.
+#[inline(always)]
+fn put_octet(buf: &mut [u8], at: usize, n: u8) -> usize {
+    let (digits, len) = OCTET_TEXT[usize::from(n)];
+    if let Some(to) = buf.get_mut(at..at + 3) {
+        to.copy_from_slice(&digits);
+    }
+    at + usize::from(len)
+}
+
+/// The dotted quad of `a` (4 bytes) and, when given, "/length" (at most 255), written in
+/// place at the end of `out`: 20 octets made room for (15 for the quad, 4 for "/255" and
+/// the last 3-octet copy), then cut back to the text. Through a buffer on the stack, the
+/// copy of its first `at` octets was a call to memmove, and the copy of all 20 a
+/// store-forwarding stall reading back the byte stores (a quarter of the reader's time).
+#[inline]
+fn write_v4_with(out: &mut Vec<u8>, a: &[u8], length: Option<u8>) {
+    let start = out.len();
+    out.resize(start + 20, 0);
+    let buf = &mut out[start..];
+    let mut at = put_octet(buf, 0, a[0]);
+    for &byte in &a[1..4] {
+        buf[at] = b'.';
+        at = put_octet(buf, at + 1, byte);
+    }
+    if let Some(length) = length {
+        buf[at] = b'/';
+        at = put_octet(buf, at + 1, length);
+    }
+    out.truncate(start + at);
+}
+
+fn write_v4(out: &mut Vec<u8>, a: &[u8]) {
+    write_v4_with(out, a, None);
 }
 
 /// `n` in decimal. By hand: `write!` through `fmt` was a third of the text's cost.
@@ -135,6 +184,9 @@ pub fn push_prefix(out: &mut String, address: &[u8], length: u32) {
 
 /// Appends "address/length" as ASCII bytes.
 pub fn write_prefix(out: &mut Vec<u8>, address: &[u8], length: u32) {
+    if let (4, Ok(length)) = (address.len(), u8::try_from(length)) {
+        return write_v4_with(out, address, Some(length));
+    }
     write_address(out, address);
     out.push(b'/');
     write_decimal(out, length);
@@ -218,6 +270,11 @@ mod tests {
             let mut out = String::new();
             push_address(&mut out, &address);
             assert_eq!(out, std::net::Ipv4Addr::from(address).to_string());
+            for length in [0, 9, 32, 99, 100, 255, 256, u32::MAX] {
+                let mut out = b"x".to_vec();
+                write_prefix(&mut out, &address, length);
+                assert_eq!(ascii(&out), format!("x{}/{length}", std::net::Ipv4Addr::from(address)));
+            }
         }
     }
 

@@ -38,6 +38,11 @@ impl<'a> Reader<'a> {
         Reader { buf }
     }
 
+    /// What is left to read: `message.len() - rest().len()` is where the next field starts.
+    pub fn rest(&self) -> &'a [u8] {
+        self.buf
+    }
+
     #[inline]
     fn varint(&mut self) -> Result<u64, Malformed> {
         // One byte: every tag here and most lengths and values.
@@ -69,7 +74,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field, or None at the end of the message.
-    #[inline]
+    #[inline(always)] // out of line, its result came back through the stack: a stall a field
     #[allow(clippy::should_implement_trait)] // fallible: an Iterator of Results reads worse
     pub fn next(&mut self) -> Result<Option<(u32, Value<'a>)>, Malformed> {
         if self.buf.is_empty() {
