@@ -7,7 +7,11 @@ the full tables as 50 000-route batches (what benches.controller_load's client s
 2. the dictionaries the controller keeps by prefix: inserting every prefix into a
    str-keyed dict that grows to the full tables, then overwriting every key in it, in ns
    a key (the prefixes as fresh strings, as the reader makes them); int keys in order
-   beside them as the baseline of the same machine and run.
+   beside them as the baseline of the same machine and run;
+3. the route tables of what a node should hold and holds (domain.NodeFib's
+   `RouteTable`), as a table coming in passes through them: set from a batch's prefixes
+   (the refresh), diffed against what the node holds, the diff written as WriteRequests
+   and recorded as acknowledged, in ns a route each.
 
     .venv/bin/python -m benches.controller_costs [--data ../shared/data] [--rounds 3]
                                                  [--limit N]
@@ -25,9 +29,10 @@ from pathlib import Path
 
 from benches.controller_load import GW, intent, table
 from benches.harness.tables import DATA, TABLE4, TABLE6
-from corridor._dataplane import read_apply_request
+from corridor._dataplane import RouteTable, read_apply_request
 from corridor.common.fib import Route, RouteKind
 from corridor.controller.api import batch_from_request
+from corridor.controller.domain import Ops
 from corridor.controller.reconciler import write_request
 from corridor.v1 import controller_pb2
 
@@ -95,6 +100,26 @@ def dicts(prefixes: list[str]) -> dict[str, float]:
     }
 
 
+def tables(prefixes: list[str]) -> dict[str, float]:
+    batches = [prefixes[i : i + BATCH] for i in range(0, len(prefixes), BATCH)]
+    want, have = RouteTable(), RouteTable()
+    spent = dict.fromkeys(("set", "diff", "write", "record"), 0.0)
+    for b in batches:
+        t = time.perf_counter()
+        want.set_uniform(b, int(RouteKind.FORWARD), 3)
+        t2 = time.perf_counter()
+        ops = want.diff(have, want.take_dirty())
+        t3 = time.perf_counter()
+        write_request(Ops([], ops, []), 5, 1)
+        t4 = time.perf_counter()
+        have.apply(ops)
+        t5 = time.perf_counter()
+        for step, seconds in zip(spent, (t2 - t, t3 - t2, t4 - t3, t5 - t4), strict=True):
+            spent[step] += seconds
+    assert want == have, "the record is what should be held"
+    return {f"table_{step}_ns": per_item(seconds, len(prefixes)) for step, seconds in spent.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -112,7 +137,7 @@ def main() -> None:
     print(f"{len(prefixes)} prefixes in batches of {BATCH}")
     rounds = []
     for r in range(args.rounds):
-        figures = codec(prefixes) | dicts(prefixes)
+        figures = codec(prefixes) | dicts(prefixes) | tables(prefixes)
         rounds.append(figures)
         print(f"round {r + 1}: " + ", ".join(f"{k} {v:.0f}" for k, v in figures.items()))
     medians = {k: statistics.median(f[k] for f in rounds) for k in rounds[0]}

@@ -1023,7 +1023,7 @@ class Controller:
             return
         self._adopted.add(session.name)
         found = found_routes(
-            installed.routes.values(),
+            installed.route_list(),
             installed.groups,
             installed.adjacencies,
             partial(self.state.operators, session.name),

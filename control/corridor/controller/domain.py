@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
-from operator import attrgetter, contains
+from operator import contains
 from typing import TYPE_CHECKING
 
+from corridor._dataplane import DirtyRoutes, RouteOps, RouteTable
 from corridor.common.addresses import endpoint_problem, prefix_text
 from corridor.common.errors import echo
 from corridor.common.fib import (
@@ -227,27 +228,43 @@ MembersOf = Callable[[int], Members]  # a group's members, by group id
 AdjacencyById = Callable[[int], Adjacency]
 
 
+RefCounts = tuple[list[tuple[int, int]], list[tuple[int, int]]]  # (added, dropped) per group
+
+
 class NodeFib:
     """A FIB in the agent's terms (ids), with reference counts so that groups and adjacencies
     live exactly as long as something uses them. The reconciler keeps two per node: what the
-    node should hold and what it is known to hold. Changes mark keys dirty for the next diff."""
+    node should hold and what it is known to hold. Changes mark keys dirty for the next diff.
+
+    The routes are a `RouteTable` (corridor-intent's `table`, in Rust): a full table is a
+    million of them per FIB, and as dicts of `Route` tuples a table coming in cost six dict
+    passes per route between refresh, diff and record."""
 
     def __init__(self) -> None:
-        self.routes: dict[str, Route] = {}
-        self.v6_routes = 0  # kept as routes come and go: status calls must not count 1 M keys
+        self.routes = RouteTable()
         self.groups: dict[int, Members] = {}
         self.adjacencies: dict[int, Adjacency] = {}
         self.group_refs: Counter[int] = Counter()
         self.adjacency_refs: Counter[int] = Counter()
-        # Prefixes changed since the last diff, with what each was set to (None: removed):
-        # the diff then takes the routes to write from here, not from a lookup per prefix.
-        self.dirty_routes: dict[str, Route | None] = {}
+        # Groups and adjacencies changed since the last diff (the routes keep their own).
         self.dirty_groups: set[int] = set()
         self.dirty_adjacencies: set[int] = set()
+
+    @property
+    def v6_routes(self) -> int:
+        return int(self.routes.v6)
 
     def sizes(self) -> tuple[int, int, int, int]:
         v6 = self.v6_routes
         return (len(self.routes) - v6, v6, len(self.groups), len(self.adjacencies))
+
+    def route(self, prefix: str) -> Route | None:
+        made = self.routes.get(prefix)
+        return None if made is None else _new_route((prefix, RouteKind(made[0]), made[1]))
+
+    def route_list(self) -> list[Route]:
+        """Every route, in no order (a slow path: a node's first read, tests)."""
+        return [_new_route((p, RouteKind(k), g)) for p, k, g in self.routes.items()]
 
     def set_routes(
         self,
@@ -257,43 +274,34 @@ class NodeFib:
         contents: AdjacencyById,
     ) -> None:
         """Sets the route to each of `prefixes` to its entry (None: removes it). For a new
-        group, `members` gives its members and `contents` an adjacency by id. In bulk: a
-        full table comes through here once per node."""
-        routes = self.routes
-        added: Counter[int] = Counter()
-        dropped: Counter[int] = Counter()
-        if None not in entries and routes.keys().isdisjoint(prefixes):  # only new routes
-            routes.update(zip(prefixes, entries, strict=True))  # type: ignore[arg-type]
-            self.dirty_routes.update(zip(prefixes, entries, strict=True))
-            self.v6_routes += _v6_count(prefixes)
-            added = _group_counts(entries)  # type: ignore[arg-type]
+        group, `members` gives its members and `contents` an adjacency by id."""
+        refs = self.routes.set_entries(list(prefixes), list(entries))
+        self._take_refs(refs, members, contents)
+
+    def set_routes_made(
+        self,
+        prefixes: list[str],
+        index: list[int],
+        made: list[tuple[int, int] | None],
+        members: MembersOf,
+        contents: AdjacencyById,
+    ) -> None:
+        """`set_routes` in columns, as a refresh has them: prefix i's route is
+        made[index[i]], (kind, group id) or None. In bulk: a full table comes through here
+        once per node (or update group)."""
+        if len(made) == 1 and made[0] is not None:
+            refs = self.routes.set_uniform(prefixes, *made[0])
         else:
-            olds = list(map(routes.get, prefixes))
-            dirty = self.dirty_routes
-            v6 = 0
-            for prefix, old, entry in zip(prefixes, olds, entries, strict=True):
-                if old == entry:
-                    continue
-                dirty[prefix] = entry
-                if entry is None:
-                    del routes[prefix]
-                else:
-                    routes[prefix] = entry
-                    added[entry.group] += 1
-                if old is None:
-                    v6 += ":" in prefix
-                else:
-                    dropped[old.group] += 1
-                    if entry is None:
-                        v6 -= ":" in prefix
-            self.v6_routes += v6
+            refs = self.routes.set_indexed(prefixes, index, made)
+        self._take_refs(refs, members, contents)
+
+    def _take_refs(self, refs: RefCounts, members: MembersOf, contents: AdjacencyById) -> None:
+        added, dropped = refs
         # Groups taken before groups let go: one that only changes hands stays.
-        for group, count in added.items():
-            if group:
-                self._ref_group(group, count, members, contents)
-        for group, count in dropped.items():
-            if group:
-                self._unref_group(group, count)
+        for group, count in added:
+            self._ref_group(group, count, members, contents)
+        for group, count in dropped:
+            self._unref_group(group, count)
 
     def set_group_members(self, group: int, members: Members, contents: AdjacencyById) -> None:
         """Re-points a group in use (a drain or restore)."""
@@ -343,31 +351,27 @@ class NodeFib:
         """An independent copy, references and dirty keys included (a node leaving its
         update group takes copies of the group's FIBs)."""
         copy = NodeFib()
-        copy.routes = dict(self.routes)
-        copy.v6_routes = self.v6_routes
+        copy.routes = self.routes.copy()
         copy.groups = dict(self.groups)
         copy.adjacencies = dict(self.adjacencies)
         copy.group_refs = Counter(self.group_refs)
         copy.adjacency_refs = Counter(self.adjacency_refs)
-        copy.dirty_routes = dict(self.dirty_routes)
         copy.dirty_groups = set(self.dirty_groups)
         copy.dirty_adjacencies = set(self.dirty_adjacencies)
         return copy
 
     def dirty(self) -> bool:
-        return bool(self.dirty_routes or self.dirty_groups or self.dirty_adjacencies)
+        return bool(self.routes.has_dirty() or self.dirty_groups or self.dirty_adjacencies)
 
-    def take_dirty(self) -> tuple[dict[str, Route | None], set[int], set[int]]:
-        dirty = (self.dirty_routes, self.dirty_groups, self.dirty_adjacencies)
-        self.dirty_routes, self.dirty_groups, self.dirty_adjacencies = {}, set(), set()
+    def take_dirty(self) -> tuple[DirtyRoutes, set[int], set[int]]:
+        dirty = (self.routes.take_dirty(), self.dirty_groups, self.dirty_adjacencies)
+        self.dirty_groups, self.dirty_adjacencies = set(), set()
         return dirty
 
-    def mark_dirty(
-        self, routes: dict[str, Route | None], groups: set[int], adjacencies: set[int]
-    ) -> None:
+    def mark_dirty(self, routes: DirtyRoutes, groups: set[int], adjacencies: set[int]) -> None:
         """Marks again what `take_dirty` gave and was not written; what was marked since
         is newer and stays."""
-        self.dirty_routes = routes | self.dirty_routes
+        self.routes.mark_dirty(routes)
         self.dirty_groups |= groups
         self.dirty_adjacencies |= adjacencies
 
@@ -382,135 +386,120 @@ class NodeFib:
         fib = cls()
         fib.adjacencies = {a.id: a for a in adjacencies}
         fib.groups = {g.id: g.members for g in groups}
-        fib.routes = {r.prefix: r for r in routes}
-        fib.v6_routes = sum(1 for p in fib.routes if ":" in p)
+        routes = list(routes)
+        added, _ = fib.routes.set_entries([r.prefix for r in routes], routes)
+        fib.routes.take_dirty()
         for members in fib.groups.values():
             for a, _ in members:
                 fib.adjacency_refs[a] += 1
-        for route in fib.routes.values():
-            if route.group:
-                fib.group_refs[route.group] += 1
+        fib.group_refs.update(dict(added))
         return fib
 
 
-class Ops(list[FibOperation]):
-    """Operations from `diff`. When the FIB diffed from held none of the prefixes set (a
-    table coming in), also the route sets' prefixes, so that recording the acknowledged
-    operations (apply_operations on the same FIB, unchanged meanwhile) needs no pass over
-    the operations nor any lookup to learn what it replaces. A slice is a plain list."""
+class Ops:
+    """Operations from `diff`, in the order that keeps every prefix of the sequence valid:
+    adjacencies set, groups set (`before`), routes set then deleted (`routes`, from the
+    route table's diff, written and recorded from its keys), groups deleted, adjacencies
+    deleted (`after`). A slice is an Ops of the operations in it, as a list's would be."""
 
-    new_sets: tuple[int, list[str], list[Route]] | None = None  # (first index, prefixes, routes)
+    __slots__ = ("after", "before", "routes")
 
+    def __init__(self, before: list[FibOperation], routes: RouteOps, after: list[FibOperation]):
+        self.before = before
+        self.routes = routes
+        self.after = after
 
-# Operations toward a node come in the order that keeps every prefix of the sequence valid:
-# adjacencies set, groups set, routes set or deleted, groups deleted, adjacencies deleted.
+    def __len__(self) -> int:
+        return len(self.before) + len(self.routes) + len(self.after)
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __getitem__(self, part: slice) -> Ops:
+        start, stop, step = part.indices(len(self))
+        assert step == 1, "slices of step 1"
+        b, r = len(self.before), len(self.routes)
+
+        def within(first: int, size: int) -> slice:
+            return slice(min(max(start - first, 0), size), min(max(stop - first, 0), size))
+
+        return Ops(
+            self.before[within(0, b)],
+            self.routes[within(b, r)],
+            self.after[within(b + r, len(self.after))],
+        )
+
+    def operations(self) -> list[FibOperation | RouteOps]:
+        """For write_request_bytes: the routes as one `RouteOps` among the rest."""
+        return [*self.before, self.routes, *self.after]
+
+    def tuples(self) -> list[FibOperation]:
+        """Every operation as corridor.common.fib values (tests, messages)."""
+        routes = [
+            _new_route((t[0], RouteKind(t[1]), t[2])) if len(t) == 3 else _delete_route(t)
+            for t in self.routes.tuples()
+        ]
+        return [*self.before, *routes, *self.after]
 
 
 def diff(
     have: NodeFib,
     want: NodeFib,
-    routes: Iterable[str] | dict[str, Route | None] | None = None,
+    routes: DirtyRoutes | None = None,
     groups: Iterable[int] | None = None,
     adjacencies: Iterable[int] | None = None,
 ) -> Ops:
     """The operations that take `have` to `want` for the given keys (None: every key).
-    `routes` as a dict is `want`'s dirty routes (take_dirty): what each prefix is in `want`
-    is read from it instead of looked up."""
-    if routes is None:
-        routes = have.routes.keys() | want.routes.keys()
+    `routes` is `want`'s dirty routes (take_dirty): what each prefix is in `want` is read
+    from there."""
     if groups is None:
         groups = have.groups.keys() | want.groups.keys()
     if adjacencies is None:
         adjacencies = have.adjacencies.keys() | want.adjacencies.keys()
     adjacency_ids = sorted(adjacencies)
     group_ids = sorted(groups)
-    ops = Ops()
+    before: list[FibOperation] = []
     for a in adjacency_ids:
         content = want.adjacencies.get(a)
         if content is not None and have.adjacencies.get(a) != content:
-            ops.append(content)
+            before.append(content)
     for g in group_ids:
         members = want.groups.get(g)
         if members is not None and have.groups.get(g) != members:
-            ops.append(NextHopGroup(g, members))
-    # Routes in bulk (a full sync compares a million): sets, then deletes.
-    prefixes = list(routes)
-    if type(routes) is dict:
-        wants = list(routes.values())
-    else:
-        wants = list(map(want.routes.get, prefixes))
-    if have.routes.keys().isdisjoint(prefixes):  # all new (a table coming in): only sets
-        first = len(ops)
-        if None in wants:
-            prefixes = [p for p, w in zip(prefixes, wants, strict=True) if w is not None]
-        sets: list[Route] = list(filter(None, wants))  # a Route is a non-empty tuple
-        ops += sets
-        ops.new_sets = (first, prefixes, sets)
-    else:
-        haves = list(map(have.routes.get, prefixes))
-        ops += [w for w, h in zip(wants, haves, strict=True) if w is not None and w != h]
-        ops += [
-            _delete_route((p,))
-            for p, w, h in zip(prefixes, wants, haves, strict=True)
-            if w is None and h is not None
-        ]
+            before.append(NextHopGroup(g, members))
+    after: list[FibOperation] = []
     for g in group_ids:
         if g not in want.groups and g in have.groups:
-            ops.append(DeleteGroup(g))
+            after.append(DeleteGroup(g))
     for a in adjacency_ids:
         if a not in want.adjacencies and a in have.adjacencies:
-            ops.append(DeleteAdjacency(a))
-    return ops
+            after.append(DeleteAdjacency(a))
+    return Ops(before, want.routes.diff(have.routes, routes), after)
 
 
-def apply_operations(fib: NodeFib, ops: Sequence[FibOperation]) -> None:
+def apply_operations(fib: NodeFib, ops: Ops | Sequence[FibOperation]) -> None:
     """Records in `fib` (what a node holds) operations the node acknowledged."""
-    routes = fib.routes
+    if isinstance(ops, Ops):
+        _record_others(fib, ops.before)
+        refs = fib.routes.apply(ops.routes)
+        others: Sequence[FibOperation] = ops.after
+    else:
+        routes = [op for op in ops if type(op) is Route or type(op) is DeleteRoute]
+        refs = fib.routes.apply_tuples(routes)
+        others = ops
+    added, dropped = refs
     group_refs = fib.group_refs
-    # Route sets in bulk (a batch is up to 50,000 of them), the rest one by one, in order.
-    new_sets = ops.new_sets if type(ops) is Ops else None
-    if new_sets is not None:  # as diff found them: of prefixes `fib` holds none of
-        first, prefixes, sets = new_sets
-        routes.update(zip(prefixes, sets, strict=True))
-        fib.v6_routes += _v6_count(prefixes)
-        group_refs.update(_group_counts(sets))
-        group_refs.pop(0, None)
-        _record_others(fib, ops[:first])
-        _record_others(fib, ops[first + len(sets) :])
-        return
-    sets = [op for op in ops if type(op) is Route]
-    if sets:
-        prefixes = list(map(_prefix_of, sets))
-        if routes.keys().isdisjoint(prefixes):  # all new: nothing let go
-            routes.update(zip(prefixes, sets, strict=True))
-            fib.v6_routes += _v6_count(prefixes)
-            group_refs.update(_group_counts(sets))
-        else:
-            olds = list(map(routes.get, prefixes))
-            routes.update(zip(prefixes, sets, strict=True))
-            fib.v6_routes += sum(
-                1 for p, o in zip(prefixes, olds, strict=True) if o is None and ":" in p
-            )
-            group_refs.update(map(_group_of, sets))
-            group_refs.subtract(map(_group_of, filter(None, olds)))
-        group_refs.pop(0, None)
-    _record_others(fib, ops)
+    for group, count in added:
+        group_refs[group] += count
+    for group, count in dropped:
+        group_refs[group] -= count
+    _record_others(fib, others)
 
 
 def _record_others(fib: NodeFib, ops: Iterable[FibOperation]) -> None:
-    """apply_operations for all but route sets, one by one, in order."""
-    routes = fib.routes
-    group_refs = fib.group_refs
+    """apply_operations for groups and adjacencies, one by one, in order."""
     for op in ops:
-        if type(op) is Route:
-            continue
-        if type(op) is DeleteRoute:
-            old = routes.pop(op.prefix, None)
-            if old is not None and ":" in op.prefix:
-                fib.v6_routes -= 1
-            if old is not None and old.group:
-                group_refs[old.group] -= 1
-        elif type(op) is NextHopGroup:
+        if type(op) is NextHopGroup:
             for a, _ in fib.groups.get(op.id, ()):
                 fib.adjacency_refs[a] -= 1
             fib.groups[op.id] = op.members
@@ -525,9 +514,6 @@ def _record_others(fib: NodeFib, ops: Iterable[FibOperation]) -> None:
             fib.adjacencies.pop(op.id, None)
 
 
-_prefix_of = attrgetter("prefix")
-
-
 def _v6_count(prefixes: Sequence[str]) -> int:
     """How many of `prefixes` are IPv6, counted in C (most batches of a table hold none)."""
     if ":" not in "".join(prefixes):
@@ -535,17 +521,6 @@ def _v6_count(prefixes: Sequence[str]) -> int:
     return sum(map(contains, prefixes, repeat(":")))
 
 
-def _group_counts(routes: Sequence[Route]) -> Counter[int]:
-    """Routes per group id. A batch's routes share few groups, most often one: counted per
-    distinct group in C rather than route by route."""
-    groups = list(map(_group_of, routes))
-    distinct = set(groups)
-    if len(distinct) > 8:
-        return Counter(groups)
-    return Counter({g: groups.count(g) for g in distinct})
-
-
-_group_of = attrgetter("group")
 _new_route: Callable[[tuple[str, RouteKind, int]], Route] = partial(tuple.__new__, Route)
 _delete_route: Callable[[tuple[str]], DeleteRoute] = partial(tuple.__new__, DeleteRoute)
 
@@ -685,6 +660,23 @@ class IntentState:
             for p, f in zip(prefixes, made_of, strict=True)
         ]
 
+    def _made(
+        self, intents: Sequence[Intent | None]
+    ) -> tuple[list[int], list[tuple[int, int] | None]]:
+        """The route each intent (None: no route) makes on a node, in columns: each
+        distinct intent's (kind, group id) once, and which one each of `intents` is."""
+        ids = list(map(id, intents))
+        distinct = dict(zip(ids, intents, strict=True))
+        group_ids = self.group_ids
+        made: list[tuple[int, int] | None] = [
+            None if it is None else (int(it.kind), 0 if it.group is None else group_ids[it.group])
+            for it in distinct.values()
+        ]
+        if len(distinct) == 1:
+            return [0] * len(ids), made
+        position = {i: n for n, i in enumerate(distinct)}
+        return list(map(position.__getitem__, ids)), made
+
     def desired(self, node: str) -> NodeFib:
         """The whole FIB `node` should hold."""
         fib = NodeFib()
@@ -718,8 +710,12 @@ class IntentState:
             intents = list(map((own or common).get, prefixes))  # type: ignore[union-attr]
         else:
             intents = [None] * len(prefixes)
-        entries = self.entries(prefixes, intents)
         bgp = None if self.bgp is None else self.bgp.table(node)
+        if not bgp:
+            index, made = self._made(intents)
+            fib.set_routes_made(prefixes, index, made, members, self.adjacency)
+            return
+        entries = self.entries(prefixes, intents)
         if bgp:  # BGP's routes where the operator has none, with BGP's group ids
             group_ids = self.bgp.group_ids  # type: ignore[union-attr]
             for i, entry in enumerate(entries):

@@ -41,6 +41,7 @@ from corridor.controller.domain import (
     IntentState,
     Node,
     NodeFib,
+    Ops,
     apply_operations,
     diff,
 )
@@ -497,7 +498,7 @@ class NodeSession:
         self._agent_members = None  # read again: the agent may have restarted
         await self._sync_members(stub)
         self.synced_revision = max(self.synced_revision, revision)
-        if not desired.dirty_routes and not desired.dirty_groups:
+        if not desired.routes.has_dirty() and not desired.dirty_groups:
             self._pending_since = None
         self.sync_state = IN_SYNC
         seconds = time.perf_counter() - started
@@ -553,7 +554,7 @@ class NodeSession:
     async def _write(
         self,
         stub: dataplane_pb2_grpc.DataplaneStub,
-        ops: list[FibOperation],
+        ops: Ops,
         reason: str,
         result: NodeFib | None = None,
     ) -> None:
@@ -602,7 +603,7 @@ class NodeSession:
             self.member_counters_time = c.time.seconds + c.time.nanos / 1e9
 
 
-def _batches(ops: list[FibOperation]) -> list[list[FibOperation]]:
+def _batches(ops: Ops) -> list[Ops]:
     return [
         ops[start : start + OPERATIONS_PER_BATCH]
         for start in range(0, len(ops), OPERATIONS_PER_BATCH)
@@ -748,7 +749,7 @@ class UpdateGroup:
                     session._wake.set()
                 self.waiting.clear()
 
-    async def _write(self, ops: list[FibOperation]) -> None:
+    async def _write(self, ops: Ops) -> None:
         """The same requests to every member, each encoded once; a member whose write
         failed leaves the group (its session reconnects and reads the node)."""
         loop = asyncio.get_running_loop()
@@ -852,10 +853,12 @@ def _installed(
 _FIB_TYPES = (Adjacency, NextHopGroup, Route, DeleteAdjacency, DeleteGroup, DeleteRoute)
 
 
-def write_request(ops: Sequence[FibOperation], election: int, batch_id: int) -> bytes:
+def write_request(ops: Ops | Sequence[FibOperation], election: int, batch_id: int) -> bytes:
     """The serialized WriteRequest of `ops`, operation i in entry i, written whole by
-    corridor._dataplane (no protobuf object per operation); _DataplaneStub sends it as it is."""
-    return write_request_bytes(election, batch_id, list(ops), _FIB_TYPES)
+    corridor._dataplane (no protobuf object per operation; a diff's routes from the route
+    table's keys); _DataplaneStub sends it as it is."""
+    listed = ops.operations() if isinstance(ops, Ops) else list(ops)
+    return write_request_bytes(election, batch_id, listed, _FIB_TYPES)
 
 
 class _DataplaneStub(dataplane_pb2_grpc.DataplaneStub):

@@ -13,6 +13,7 @@
 pub mod apply;
 pub mod fpm;
 pub mod intake;
+pub mod table;
 pub mod text;
 pub mod wire;
 pub mod write;

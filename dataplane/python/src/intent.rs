@@ -3,8 +3,10 @@
 //! operations are read from their Python tuples (with the GIL: the reading needs it, and the
 //! writing is a small part of it).
 
+use crate::table::RouteOps;
 use corridor_intent::apply::{read_apply as core_read_apply, Refused};
 use corridor_intent::fpm::scan as core_fpm_scan;
+use corridor_intent::table::write_ops;
 use corridor_intent::text::{parse_address, parse_prefix_packed};
 use corridor_intent::write::{Op, Writer};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -91,7 +93,8 @@ fn op_from_py(op: &Bound<'_, PyAny>, types: &[Bound<'_, PyAny>; 6]) -> PyResult<
 }
 
 /// A serialized corridor.v1.WriteRequest: the 128-bit election id, the batch id, and the
-/// operations (corridor.common.fib values) in order. Routes, nearly all of a table's
+/// operations (corridor.common.fib values, and `RouteOps` from a route table's diff) in
+/// order. Routes, nearly all of a table's
 /// operations, are read from their tuples and written straight away, with no `Op` and no
 /// copy of their prefix text.
 #[pyfunction]
@@ -104,10 +107,14 @@ fn write_request_bytes<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     let types: [Bound<'py, PyAny>; 6] =
         types.iter().collect::<Vec<_>>().try_into().map_err(|_| PyTypeError::new_err("types: the six corridor.common.fib classes"))?;
-    let mut w = Writer::new(((election >> 64) as u64, election as u64), ops.len());
+    let routes: Vec<Bound<'py, RouteOps>> = ops.iter().filter_map(|op| op.cast_into::<RouteOps>().ok()).collect();
+    let count = ops.len() + routes.iter().map(|r| r.get().ops().len()).sum::<usize>();
+    let mut w = Writer::new(((election >> 64) as u64, election as u64), count);
     for op in ops.iter() {
         let t = op.get_type();
-        if t.is(&types[2]) || t.is(&types[5]) {
+        if let Ok(routes) = op.cast::<RouteOps>() {
+            write_ops(&mut w, routes.get().ops());
+        } else if t.is(&types[2]) || t.is(&types[5]) {
             let f = op.cast::<PyTuple>()?;
             let prefix = f.get_item(0)?;
             let text = prefix.cast::<PyString>()?.to_str()?;

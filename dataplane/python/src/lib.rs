@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 mod engine;
 mod intent;
+mod table;
 
 create_exception!(_dataplane, FibError, PyValueError, "A refused write batch; `.errors` lists (entry index or None, message).");
 
@@ -435,5 +436,6 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("UNKNOWN_MEMBER", UNKNOWN_MEMBER)?;
     engine::register(m)?;
     intent::register(m)?;
+    table::register(m)?;
     Ok(())
 }
