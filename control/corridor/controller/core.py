@@ -771,7 +771,7 @@ class Controller:
         if batch is not None and node is not None and not change.deleted:
             touched[node] = batch.prefixes
             # Every session's prefixes are then the batch's, in its order.
-            known = (node, batch.route_intents())
+            known = (node, batch)
         else:
             for n, prefix in (*change.set, *change.deleted):
                 touched.setdefault(n, []).append(prefix)

@@ -55,9 +55,9 @@ class Intent:
 
 
 RouteKey = tuple[str, str]  # (node, canonical prefix text)
-# A batch just committed, for the refreshes it causes: its node and the intent of each of
-# its routes, in its order (see IntentState.refresh).
-BatchIntents = tuple[str, Sequence[Intent]]
+# A batch just committed, for the refreshes it causes: its node and the batch, whose
+# routes' intents are then read from its columns (see IntentState.refresh).
+BatchIntents = tuple[str, "RouteBatch"]
 
 
 @dataclass(frozen=True)
@@ -691,40 +691,49 @@ class IntentState:
         known: BatchIntents | None = None,
     ) -> None:
         """Brings `fib` (what `node` should hold) up to date for `prefixes`. `known` is
-        (node, intents) of a batch just committed whose prefixes these are: when `node` is
-        its node, what each prefix is on `node` is the batch's intent, taken from it rather
-        than looked up (its own routes beat the routes for every node, and BGP's)."""
+        (node, batch) of a batch just committed whose prefixes these are: when `node` is its
+        node, what each prefix is on `node` is the batch's intent, taken from it rather than
+        looked up (its own routes beat the routes for every node, and BGP's), in the
+        batch's columns as they are."""
         prefixes = list(prefixes)
 
         def members(g: int) -> Members:
             return self.members(node, g)
 
-        own = self.routes.get(node)
-        common = self.routes.get(ALL_NODES)
-        intents: Sequence[Intent | None]
-        if known is not None and known[0] == node and len(known[1]) == len(prefixes):
-            intents = known[1]
-        elif own and common and own is not common:
-            intents = [own.get(p) or common.get(p) for p in prefixes]
-        elif own or common:
-            intents = list(map((own or common).get, prefixes))  # type: ignore[union-attr]
-        else:
-            intents = [None] * len(prefixes)
         bgp = None if self.bgp is None else self.bgp.table(node)
+        batch = known[1] if known is not None and known[0] == node else None
+        if batch is not None and len(batch) == len(prefixes):
+            if not bgp:
+                made = self._made(batch.intents)[1]
+                fib.set_routes_made(prefixes, batch.index, made, members, self.adjacency)
+                return
+            intents: Sequence[Intent | None] = batch.route_intents()
+        else:
+            intents = self._intents(node, prefixes)
         if not bgp:
             index, made = self._made(intents)
             fib.set_routes_made(prefixes, index, made, members, self.adjacency)
             return
         entries = self.entries(prefixes, intents)
-        if bgp:  # BGP's routes where the operator has none, with BGP's group ids
-            group_ids = self.bgp.group_ids  # type: ignore[union-attr]
-            for i, entry in enumerate(entries):
-                if entry is None:
-                    b = bgp.get(prefixes[i])
-                    if b is not None:
-                        group = 0 if b.group is None else group_ids[b.group]
-                        entries[i] = _new_route((prefixes[i], b.kind, group))
+        # BGP's routes where the operator has none, with BGP's group ids.
+        group_ids = self.bgp.group_ids  # type: ignore[union-attr]
+        for i, entry in enumerate(entries):
+            if entry is None:
+                b = bgp.get(prefixes[i])
+                if b is not None:
+                    group = 0 if b.group is None else group_ids[b.group]
+                    entries[i] = _new_route((prefixes[i], b.kind, group))
         fib.set_routes(prefixes, entries, members, self.adjacency)
+
+    def _intents(self, node: str, prefixes: list[str]) -> list[Intent | None]:
+        """The operator's intent for each of `prefixes` on `node` (None: none)."""
+        own = self.routes.get(node)
+        common = self.routes.get(ALL_NODES)
+        if own and common and own is not common:
+            return [own.get(p) or common.get(p) for p in prefixes]
+        if own or common:
+            return list(map((own or common).get, prefixes))  # type: ignore[union-attr]
+        return [None] * len(prefixes)
 
     def refresh_groups(self, fib: NodeFib, node: str) -> None:
         """Re-derives the members of every group `fib` uses (after a drain or restore)."""
@@ -749,7 +758,8 @@ class IntentState:
                 for n, p in zip(batch.nodes, batch.prefixes, strict=True)
             ]
         refs: Counter[GroupKey] = Counter()
-        for i, count in Counter(batch.index).items():
+        counts = {0: len(batch)} if len(batch.intents) == 1 else Counter(batch.index)
+        for i, count in counts.items():
             group = batch.intents[i].group
             if group is not None:
                 refs[group] += count
