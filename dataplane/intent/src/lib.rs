@@ -9,6 +9,10 @@
 //!
 //! The agent reads the WriteRequests that carry a table the same way (`intake`): the
 //! routes of a batch straight from its bytes into one engine batch.
+//!
+//! What the controller keeps of each node's routes, what it should hold and what it holds,
+//! are route tables here too (`table`): set, diffed and recorded a batch at a time, the
+//! diff written into WriteRequests from its keys.
 
 pub mod apply;
 pub mod fpm;
