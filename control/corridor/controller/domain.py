@@ -237,8 +237,8 @@ class NodeFib:
     node should hold and what it is known to hold. Changes mark keys dirty for the next diff.
 
     The routes are a `RouteTable` (corridor-intent's `table`, in Rust): a full table is a
-    million of them per FIB, and as dicts of `Route` tuples a table coming in cost six dict
-    passes per route between refresh, diff and record."""
+    million of them per FIB, and as dicts of `Route` tuples a table coming in cost a tuple
+    and four dict passes per route between refresh, diff and record."""
 
     def __init__(self) -> None:
         self.routes = RouteTable()
