@@ -323,6 +323,110 @@ mod tests {
 
     const FWD: u8 = 1;
 
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// One step of what the reconciler does with a pair of tables.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Set (Some) or remove (None) prefix `.0` in what the node should hold.
+        Set(usize, Option<Entry>),
+        /// Diff and record the diff in what the node holds, in slices of `.0` (0: whole).
+        Write(usize),
+        /// Diff, and the write fails: the dirty prefixes are marked again.
+        Fail,
+    }
+
+    fn prefixes() -> Vec<Key> {
+        let v4 = (0..8u8).map(|i| key_of(&[198, 18, i, 0], 24).unwrap());
+        let v6 = (0..8u8).map(|i| key_of(&[0x20, 1, 0x0d, 0xb8, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 40).unwrap());
+        v4.chain(v6).chain([key_of(&[0; 4], 0).unwrap(), key_of(&[0; 16], 0).unwrap()]).collect()
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let entry = prop_oneof![Just(None), (1u8..5, 0u32..4).prop_map(|(kind, group)| Some(Entry { kind, group }))];
+        prop_oneof![
+            6 => (0usize..18, entry).prop_map(|(p, e)| Step::Set(p, e)),
+            2 => (0usize..4).prop_map(Step::Write),
+            1 => Just(Step::Fail),
+        ]
+    }
+
+    /// Routes per group of a table, counted afresh.
+    fn groups(t: &Table) -> BTreeMap<u32, i64> {
+        let mut g = BTreeMap::new();
+        for (_, e) in t.iter().filter(|(_, e)| e.group != 0) {
+            *g.entry(e.group).or_default() += 1;
+        }
+        g
+    }
+
+    fn add(counts: &mut BTreeMap<u32, i64>, refs: &Refs) {
+        for &(g, n) in &refs.added {
+            *counts.entry(g).or_default() += n as i64;
+        }
+        for &(g, n) in &refs.dropped {
+            *counts.entry(g).or_default() -= n as i64;
+        }
+        counts.retain(|_, n| *n != 0);
+    }
+
+    proptest! {
+        /// Against a model (a map of what should be held): the table holds what was set,
+        /// the references it reports add up to a count made afresh, and what the diffs
+        /// write, recorded whole or in slices, with failed writes marked again, leaves the
+        /// record equal to the table with nothing more to write.
+        #[test]
+        fn a_table_and_its_record_follow_a_model(steps in prop::collection::vec(step(), 1..60)) {
+            let keys = prefixes();
+            let (mut want, mut have) = (Table::default(), Table::default());
+            let mut model: BTreeMap<usize, Entry> = BTreeMap::new();
+            let (mut want_refs, mut have_refs) = (BTreeMap::new(), BTreeMap::new());
+            for s in steps {
+                match s {
+                    Step::Set(p, e) => {
+                        let mut refs = Refs::default();
+                        want.set(keys[p], e, &mut refs);
+                        add(&mut want_refs, &refs);
+                        match e {
+                            Some(e) => { model.insert(p, e); }
+                            None => { model.remove(&p); }
+                        }
+                    }
+                    Step::Write(size) => {
+                        let dirty = want.take_dirty();
+                        let ops = want.diff(&have, Some(&dirty));
+                        let size = if size == 0 { ops.len().max(1) } else { size };
+                        for part in ops.chunks(size) {
+                            let mut refs = Refs::default();
+                            have.apply(part, &mut refs);
+                            add(&mut have_refs, &refs);
+                        }
+                        prop_assert!(want == have);
+                    }
+                    Step::Fail => {
+                        let dirty = want.take_dirty();
+                        let _ = want.diff(&have, Some(&dirty));
+                        want.mark_dirty(dirty);
+                    }
+                }
+                prop_assert_eq!(want.len(), model.len());
+                for (p, e) in &model {
+                    prop_assert_eq!(want.get(&keys[*p]), Some(*e));
+                }
+                prop_assert_eq!(want.v6(), model.keys().filter(|&&p| matches!(keys[p], Key::V6(..))).count());
+                prop_assert_eq!(&want_refs, &groups(&want));
+                prop_assert_eq!(&have_refs, &groups(&have));
+            }
+            // Whatever is still dirty, written, leaves nothing to write.
+            let dirty = want.take_dirty();
+            let ops = want.diff(&have, Some(&dirty));
+            have.apply(&ops, &mut Refs::default());
+            prop_assert!(want == have);
+            prop_assert!(want.diff(&have, None).is_empty());
+        }
+    }
+
     #[test]
     fn keys_and_text_both_ways() {
         for t in ["198.18.0.0/15", "0.0.0.0/0", "2001:db8::/32", "::/0", "2001:db8::1/128", "198.19.255.255/32"] {
