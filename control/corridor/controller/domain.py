@@ -667,15 +667,17 @@ class IntentState:
         distinct intent's (kind, group id) once, and which one each of `intents` is."""
         ids = list(map(id, intents))
         distinct = dict(zip(ids, intents, strict=True))
-        group_ids = self.group_ids
-        made: list[tuple[int, int] | None] = [
-            None if it is None else (int(it.kind), 0 if it.group is None else group_ids[it.group])
-            for it in distinct.values()
-        ]
+        made = list(map(self._route_of, distinct.values()))
         if len(distinct) == 1:
             return [0] * len(ids), made
         position = {i: n for n, i in enumerate(distinct)}
         return list(map(position.__getitem__, ids)), made
+
+    def _route_of(self, intent: Intent | None) -> tuple[int, int] | None:
+        """(kind, group id) of the route `intent` makes on a node; None for no route."""
+        if intent is None:
+            return None
+        return (int(intent.kind), 0 if intent.group is None else self.group_ids[intent.group])
 
     def desired(self, node: str) -> NodeFib:
         """The whole FIB `node` should hold."""
@@ -704,7 +706,7 @@ class IntentState:
         batch = known[1] if known is not None and known[0] == node else None
         if batch is not None and len(batch) == len(prefixes):
             if not bgp:
-                made = self._made(batch.intents)[1]
+                made = list(map(self._route_of, batch.intents))
                 fib.set_routes_made(prefixes, batch.index, made, members, self.adjacency)
                 return
             intents: Sequence[Intent | None] = batch.route_intents()

@@ -107,8 +107,8 @@ fn write_request_bytes<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     let types: [Bound<'py, PyAny>; 6] =
         types.iter().collect::<Vec<_>>().try_into().map_err(|_| PyTypeError::new_err("types: the six corridor.common.fib classes"))?;
-    let routes: Vec<Bound<'py, RouteOps>> = ops.iter().filter_map(|op| op.cast_into::<RouteOps>().ok()).collect();
-    let count = ops.len() + routes.iter().map(|r| r.get().ops().len()).sum::<usize>();
+    let routes = ops.iter().filter_map(|op| op.cast::<RouteOps>().ok().map(|r| r.get().ops().len()));
+    let count = ops.len() + routes.sum::<usize>();
     let mut w = Writer::new(((election >> 64) as u64, election as u64), count);
     for op in ops.iter() {
         let t = op.get_type();
