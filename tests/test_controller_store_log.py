@@ -1,0 +1,177 @@
+"""The SQLite store commits a batch as a log row and folds it into `routes` afterwards (see
+sqlite_store's header): a batch is whole whether the controller stops before the fold, the
+fold fails, or later changes come before it; and a controller killed -9 right after an
+Apply restarts with every route."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from controller_support import controller_document, controller_stub, route, toml
+from corridor.common.fib import RouteKind
+from corridor.controller.domain import Change, Intent, RouteBatch, prefix_sort_key
+from corridor.controller.sqlite_store import SqliteStore
+from corridor.controller.store import RouteQuery
+from corridor.v1 import controller_pb2
+from test_controller_process import CONTROL, serving
+
+ROUTES = 3000
+
+
+def prefixes(start: int, count: int) -> list[str]:
+    base = int(ipaddress.ip_address("198.18.0.0"))
+    return [f"{ipaddress.ip_address(base + (start + i) * 4)}/30" for i in range(count)] + [
+        str(ipaddress.ip_network(f"2001:db8:{start + i:x}::/48")) for i in range(count // 10)
+    ]
+
+
+def batch_change(revision: int, texts: list[str]) -> Change:
+    """A change as an Apply of `texts` (blackholes for every node) makes it."""
+    blackhole = Intent(RouteKind.BLACKHOLE)  # one object, as the API's reader makes it
+    batch = RouteBatch.of([(("", p), blackhole) for p in texts])
+    batch.sort_keys = [prefix_sort_key(p) for p in texts]
+    return Change(revision=revision, batch=batch)
+
+
+def rows(path: Path, table: str) -> int:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    finally:
+        connection.close()
+
+
+async def opened(path: Path) -> SqliteStore:
+    store = SqliteStore(path)
+    await store.check()
+    return await store.open()
+
+
+def no_folds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fold queued after each commit does not run: as if the controller stopped (or
+    its fold failed) between a commit and its fold."""
+    monkeypatch.setattr(SqliteStore, "_fold_quietly", lambda self: None)
+
+
+def crash(store: SqliteStore) -> None:
+    """Lets the store go without `close` (which folds and records its state)."""
+    assert store._db is not None
+    store._db.close()
+    store._db = None
+    store._thread.shutdown(wait=True)
+
+
+async def test_a_committed_batch_is_folded_and_the_log_emptied(tmp_path: Path) -> None:
+    path = tmp_path / "intent.db"
+    store = await opened(path)
+    texts = prefixes(0, ROUTES)
+    await store.commit(batch_change(1, texts))
+    listed = await store.list_routes(RouteQuery(None, None, 0, 10 * ROUTES, None))
+    assert sorted(p for (_, p), _, _ in listed) == sorted(texts)
+    await store.close()
+    assert (rows(path, "routes"), rows(path, "pending")) == (len(texts), 0)
+
+
+async def test_a_batch_not_folded_when_the_controller_stopped_loads_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "intent.db"
+    no_folds(monkeypatch)
+    store = await opened(path)
+    first, second = prefixes(0, ROUTES), prefixes(ROUTES, ROUTES)
+    await store.commit(batch_change(1, first))
+    await store.commit(batch_change(2, second))  # folds the first before it commits
+    crash(store)
+    assert rows(path, "pending") == 2  # the second batch: an IPv4 and an IPv6 part
+    assert rows(path, "routes") == len(first)
+
+    again = SqliteStore(path)
+    loaded = await again.check()
+    assert loaded.revision == 2
+    assert sorted(p for (_, p), _ in loaded.routes) == sorted(first + second)
+    assert rows(path, "pending") == 2  # check changes nothing on disk
+    await again.open()  # folds them
+    assert (rows(path, "routes"), rows(path, "pending")) == (len(first) + len(second), 0)
+    await again.close()
+
+
+async def test_a_change_after_an_unfolded_batch_applies_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete of routes the pending batch set, and a batch that sets some of them again
+    with another intent: each lands on the folded batch, never under it."""
+    path = tmp_path / "intent.db"
+    no_folds(monkeypatch)
+    store = await opened(path)
+    texts = prefixes(0, ROUTES)
+    await store.commit(batch_change(1, texts))
+    gone = texts[:10]
+    await store.commit(Change(revision=2, deleted=[("", p) for p in gone]))
+    intent = Intent(RouteKind.UNREACHABLE)
+    drop = RouteBatch.of([(("", p), intent) for p in texts[10:20]])
+    drop.sort_keys = [prefix_sort_key(p) for p in texts[10:20]]
+    await store.commit(Change(revision=3, batch=drop))
+    listed = await store.list_routes(RouteQuery(None, None, 0, 10 * ROUTES, None))
+    kinds = {p: i.kind for (_, p), i, _ in listed}
+    assert sorted(kinds) == sorted(texts[10:])
+    assert [kinds[p] for p in texts[10:20]] == [RouteKind.UNREACHABLE] * 10
+    assert kinds[texts[20]] == RouteKind.BLACKHOLE
+    assert rows(path, "pending") == 0  # ListRoutes folded the last batch first
+    await store.close()
+
+
+async def test_a_controller_killed_after_its_apply_restarts_with_every_route(
+    tmp_path: Path,
+) -> None:
+    """kill -9 as soon as the Apply of a large batch is answered (its fold then running or
+    not yet begun): the restarted controller lists every route."""
+    config = tmp_path / "controller.toml"
+    document = controller_document(tmp_path, {})
+    del document["nodes"]  # none: TOML has no empty array of tables
+    config.write_text(toml(document))
+    texts = prefixes(0, 50_000)
+    request = controller_pb2.ApplyRequest(
+        routes=[route(p, kind=RouteKind.BLACKHOLE) for p in texts]
+    )
+    sock = tmp_path / "controller.sock"
+    for start in ("first", "after the kill"):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "corridor", "controller", "--config", str(config),
+            env={**os.environ, "PYTHONPATH": CONTROL},
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        channel, stub = controller_stub(sock)
+        try:
+            await serving(
+                lambda stub=stub: stub.GetStats(controller_pb2.GetStatsRequest(), timeout=1),
+                process,
+            )
+            if start == "first":
+                await stub.Apply(request, timeout=60)
+                process.send_signal(signal.SIGKILL)
+                await process.wait()
+                continue
+            listed, token = [], ""
+            while True:
+                page = await stub.ListRoutes(
+                    controller_pb2.ListRoutesRequest(page_size=10_000, page_token=token),
+                    timeout=60,
+                )
+                listed += page.routes
+                token = page.next_page_token
+                if not token:
+                    break
+            assert len(listed) == len(texts)
+        finally:
+            await channel.close()
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await process.wait()
