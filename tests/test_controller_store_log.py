@@ -56,9 +56,9 @@ async def opened(path: Path) -> SqliteStore:
 
 
 def no_folds(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fold queued after each commit does not run: as if the controller stopped (or
-    its fold failed) between a commit and its fold."""
-    monkeypatch.setattr(SqliteStore, "_fold_quietly", lambda self: None)
+    """The fold that follows a pause in commits never comes: as if the controller stopped
+    (or its fold failed) while batches were pending."""
+    monkeypatch.setattr(SqliteStore, "_fold_now", lambda self, commits: None)
 
 
 def crash(store: SqliteStore) -> None:
@@ -69,18 +69,31 @@ def crash(store: SqliteStore) -> None:
     store._thread.shutdown(wait=True)
 
 
-async def test_a_committed_batch_is_folded_and_the_log_emptied(tmp_path: Path) -> None:
+async def folded(path: Path) -> None:
+    """Waits (10 s at most) for the pending rows to be folded."""
+    for _ in range(1000):
+        if not rows(path, "pending"):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{rows(path, 'pending')} pending rows after 10 s")
+
+
+async def test_batches_are_folded_once_commits_pause(tmp_path: Path) -> None:
     path = tmp_path / "intent.db"
     store = await opened(path)
-    texts = prefixes(0, ROUTES)
-    await store.commit(batch_change(1, texts))
+    texts = prefixes(0, ROUTES) + prefixes(ROUTES, ROUTES)
+    await store.commit(batch_change(1, texts[: len(texts) // 2]))
+    await store.commit(batch_change(2, texts[len(texts) // 2 :]))
+    assert rows(path, "pending") > 0  # in the log when the commit returns
+    await folded(path)  # by the store itself, nothing read
+    assert rows(path, "routes") == len(texts)
     listed = await store.list_routes(RouteQuery(None, None, 0, 10 * ROUTES, None))
     assert sorted(p for (_, p), _, _ in listed) == sorted(texts)
     await store.close()
     assert (rows(path, "routes"), rows(path, "pending")) == (len(texts), 0)
 
 
-async def test_a_batch_not_folded_when_the_controller_stopped_loads_whole(
+async def test_batches_not_folded_when_the_controller_stopped_load_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "intent.db"
@@ -88,26 +101,26 @@ async def test_a_batch_not_folded_when_the_controller_stopped_loads_whole(
     store = await opened(path)
     first, second = prefixes(0, ROUTES), prefixes(ROUTES, ROUTES)
     await store.commit(batch_change(1, first))
-    await store.commit(batch_change(2, second))  # folds the first before it commits
+    await store.commit(batch_change(2, second))
     crash(store)
-    assert rows(path, "pending") == 2  # the second batch: an IPv4 and an IPv6 part
-    assert rows(path, "routes") == len(first)
+    assert rows(path, "pending") == 4  # two batches, each an IPv4 and an IPv6 part
+    assert rows(path, "routes") == 0
 
     again = SqliteStore(path)
     loaded = await again.check()
     assert loaded.revision == 2
     assert sorted(p for (_, p), _ in loaded.routes) == sorted(first + second)
-    assert rows(path, "pending") == 2  # check changes nothing on disk
+    assert rows(path, "pending") == 4  # check changes nothing on disk
     await again.open()  # folds them
     assert (rows(path, "routes"), rows(path, "pending")) == (len(first) + len(second), 0)
     await again.close()
 
 
-async def test_a_change_after_an_unfolded_batch_applies_after_it(
+async def test_a_change_after_unfolded_batches_applies_after_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A delete of routes the pending batch set, and a batch that sets some of them again
-    with another intent: each lands on the folded batch, never under it."""
+    """A delete of routes a pending batch set, and a batch that sets some of them again
+    with another intent: each lands on the batches before it, never under them."""
     path = tmp_path / "intent.db"
     no_folds(monkeypatch)
     store = await opened(path)
@@ -115,10 +128,11 @@ async def test_a_change_after_an_unfolded_batch_applies_after_it(
     await store.commit(batch_change(1, texts))
     gone = texts[:10]
     await store.commit(Change(revision=2, deleted=[("", p) for p in gone]))
+    assert rows(path, "pending") == 0  # the delete folded the batch first
     intent = Intent(RouteKind.UNREACHABLE)
-    drop = RouteBatch.of([(("", p), intent) for p in texts[10:20]])
-    drop.sort_keys = [prefix_sort_key(p) for p in texts[10:20]]
-    await store.commit(Change(revision=3, batch=drop))
+    again = RouteBatch.of([(("", p), intent) for p in texts[10:20]])
+    again.sort_keys = [prefix_sort_key(p) for p in texts[10:20]]
+    await store.commit(Change(revision=3, batch=again))
     listed = await store.list_routes(RouteQuery(None, None, 0, 10 * ROUTES, None))
     kinds = {p: i.kind for (_, p), i, _ in listed}
     assert sorted(kinds) == sorted(texts[10:])
@@ -126,6 +140,45 @@ async def test_a_change_after_an_unfolded_batch_applies_after_it(
     assert kinds[texts[20]] == RouteKind.BLACKHOLE
     assert rows(path, "pending") == 0  # ListRoutes folded the last batch first
     await store.close()
+
+
+async def test_pending_rows_never_name_a_freed_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Routes through a next-hop set, then re-pointed to another, which frees the first
+    set's id: the re-pointing folds the first batch and is written as rows itself, so no
+    pending row names the freed id (`check` would refuse it) and the store loads with
+    the second set."""
+    path = tmp_path / "intent.db"
+    no_folds(monkeypatch)
+    store = await opened(path)
+    texts = prefixes(0, ROUTES)
+    hop_a, hop_b = ("198.18.0.2", "cor-c0", 0), ("198.18.0.3", "cor-c0", 0)
+    group_a, group_b = ((hop_a, 1),), ((hop_b, 1),)
+    first = batch_change(1, texts)
+    one = Intent(RouteKind.FORWARD, group_a)
+    first.batch = RouteBatch(
+        first.batch.nodes, texts, [0] * len(texts), [one], first.batch.sort_keys
+    )
+    first.new_groups, first.new_adjacencies = {group_a: 1}, {hop_a: 1}
+    await store.commit(first)
+    second = batch_change(2, texts)
+    two = Intent(RouteKind.FORWARD, group_b)
+    second.batch = RouteBatch(
+        second.batch.nodes, texts, [0] * len(texts), [two], second.batch.sort_keys
+    )
+    second.new_groups, second.new_adjacencies = {group_b: 2}, {hop_b: 2}
+    second.freed_groups, second.freed_adjacencies = [group_a], [hop_a]
+    await store.commit(second)
+    crash(store)
+    assert rows(path, "pending") == 0
+
+    again = SqliteStore(path)
+    loaded = await again.check()
+    assert {i.group for _, i in loaded.routes} == {group_b}
+    assert len(loaded.routes) == len(texts)
+    await again.open()
+    await again.close()
 
 
 async def test_a_controller_killed_after_its_apply_restarts_with_every_route(

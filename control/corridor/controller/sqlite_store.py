@@ -14,16 +14,18 @@ commit writes, and the narrow row halves the time a batch's commit takes and qua
 file (format 2; a store of format 1, which wrote the prefix and next hops as text in every
 row, is checked as it is and converted in one transaction when the controller opens it).
 
-A batch of routes for one node (an Apply, a BGP flush) is committed as a few rows of
-`pending`, its sort keys in one blob per distinct intent, instead of a row per route: the
-commit that the client waits for writes kilobytes, not a B-tree row per route (27 ms of a
-50 000-route batch's path). The same thread then folds the pending rows into `routes`
-(one transaction, the rows made inside SQLite with the GIL let go) while the event loop
-reads the next batch. Every read of `routes` (ListRoutes, the count at close) and every
-later commit runs on that thread after the fold, or folds first itself when a fold failed
-(a full disk): nothing ever sees the two out of order. A crash between commit and fold
-leaves the rows pending; `check` reads them over `routes`, and `open` folds them (format 3:
-a Corridor that reads format 2 would not see them, so it refuses the store).
+A batch of routes for one node (an Apply) is committed as a few rows of `pending`, its
+sort keys in one blob per distinct intent, instead of a row per route: the commit that the
+client waits for writes kilobytes, not a B-tree row per route (27 ms of a 50 000-route
+batch's path). Pending rows are folded into `routes` once commits pause (FOLD_IDLE), a
+batch per turn of the store's thread, so a burst of Applies (a full table coming in) does
+not share the CPU with its own folding; a long burst folds when PENDING_LIMIT routes wait.
+Pending rows are applied in revision order, and only ever name live group ids: a commit
+that writes `routes` itself (a delete, routes for several nodes) or frees a group id folds
+every pending row first, in its own transaction, and so does every read of `routes`
+(ListRoutes, the count at close). A crash leaves the rows pending; `check` reads them over
+`routes`, and `open` folds them (format 3: a Corridor that reads format 2 would not see
+them, so it refuses the store).
 """
 
 from __future__ import annotations
@@ -108,6 +110,8 @@ TABLES = ("meta", "routes", "group_ids", "adjacency_ids", "nodes", "drained")
 # Made on open when missing (a store older than members has none): not required by `check`.
 MEMBER_TABLES = ("members", "samples")
 FORMAT = 3  # meta 'format': this file's layout; a newer one is refused, never guessed at
+FOLD_IDLE = 0.05  # seconds without a commit before pending routes are folded
+PENDING_LIMIT = 2_000_000  # routes pending at most: a commit then folds them first
 # Format 1's routes table, read by `check` and converted by `open`.
 V1_COLUMNS = ("node", "sort_key", "prefix", "kind", "next_hops")
 MIGRATE_V1 = """
@@ -140,7 +144,10 @@ class SqliteStore:
         # committed store has them (the store's thread alone reads and writes them).
         self._group_ids: dict[GroupKey, int] = {}
         self._groups: dict[int, GroupKey] = {}
-        self._pending = False  # rows in `pending` not yet folded into `routes`
+        self._pending = 0  # routes in `pending` not yet folded into `routes`
+        self._commits = 0  # commits made: a fold waits for them to pause
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fold_timer: asyncio.TimerHandle | None = None
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -247,6 +254,7 @@ class SqliteStore:
     async def open(self) -> SqliteStore:
         """Opens the store for writing, making it (and its directory) if it is new; the
         store `check` read, which must not have changed since (StoreError)."""
+        self._loop = asyncio.get_running_loop()
         await self._run(self._open)
         return self
 
@@ -292,7 +300,7 @@ class SqliteStore:
             db.execute("COMMIT")
         self._group_ids = dict(loaded.group_ids)
         self._groups = {i: g for g, i in loaded.group_ids.items()}
-        self._pending = True  # a crash may have left some: fold them before anything else
+        self._pending = 1  # a crash may have left some: fold them before anything else
         try:
             self._fold()
         except sqlite3.Error as e:
@@ -313,10 +321,13 @@ class SqliteStore:
         db.execute("COMMIT")
 
     async def close(self) -> None:
+        if self._fold_timer is not None:
+            self._fold_timer.cancel()
         if self._db is not None:
             db = self._db
 
             def record_and_close() -> None:
+                self._commits += 1  # no fold step after this one
                 try:
                     self._fold()
                     revision = self._meta(db, "revision")
@@ -369,11 +380,16 @@ class SqliteStore:
         try:
             if self._meta(db, "revision") + 1 != change.revision:
                 raise RuntimeError(f"revision {change.revision} does not follow the store's")
-            if self._pending:  # a fold failed (a full disk): the rows go in before this
-                _fold_pending(db)
+            logged = _loggable(change) and not change.freed_groups
+            if self._pending and (not logged or self._pending >= PENDING_LIMIT):
+                _fold_pending(db)  # in this transaction: whole with the change, or not at all
+                folded = True
+            else:
+                folded = False
             db.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (change.revision,))
-            pending = _log_batch(db, change, group_id)
-            if not pending:
+            if logged:
+                _log_batch(db, change, group_id)
+            else:
                 _insert_routes(db, _rows(change, group_id))
             db.executemany(
                 "DELETE FROM routes WHERE node = ? AND sort_key = ?",
@@ -420,47 +436,67 @@ class SqliteStore:
         except BaseException:
             _rollback(db)
             raise
-        self._pending = pending
-        if pending:
-            # Queued behind this commit on the store's one thread: it runs before any
-            # later call, while the event loop goes on with the next batch.
-            self._thread.submit(self._fold_quietly)
+        self._commits += 1
+        if folded:
+            self._pending = 0
+        if logged:
+            assert change.batch is not None
+            self._pending += len(change.batch)
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._fold_later)
         for group in change.freed_groups:
             self._groups.pop(known.pop(group, 0), None)
         for group, id_ in new_groups.items():
             known[group] = id_
             self._groups[id_] = group
 
-    def _fold(self) -> None:
-        """Folds the pending rows into `routes` in one transaction (raises sqlite3.Error,
-        the rows then left pending). Not synchronous=FULL: the transaction removes the
-        pending rows it folds, so a fold lost with the power leaves them to be folded again,
-        and the next commit's sync makes it durable with it."""
+    def _fold(self, oldest_only: bool = False) -> bool:
+        """Folds the pending rows (those of the oldest revision only, `oldest_only`) into
+        `routes` in one transaction; whether rows are left. Raises sqlite3.Error, the rows
+        then left pending. Not synchronous=FULL: the transaction removes the pending rows
+        it folds, so a fold lost with the power leaves them to be folded again, and the next
+        commit's sync makes it durable with it."""
         if not self._pending:
-            return
+            return False
         db = self._connection()
         db.execute("PRAGMA synchronous=NORMAL")
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                _fold_pending(db)
+                left = _fold_pending(db, oldest_only)
                 db.execute("COMMIT")
             except BaseException:
                 _rollback(db)
                 raise
         finally:
             db.execute("PRAGMA synchronous=FULL")
-        self._pending = False
+        self._pending = left
+        return bool(left)
 
-    def _fold_quietly(self) -> None:
-        """A fold queued after a commit: a failure (a full disk) leaves the rows pending
-        for the next commit or read to fold, and says so."""
-        if self._db is None:
+    def _fold_later(self) -> None:
+        """(On the event loop, after a commit that left rows pending.) Folds them once no
+        commit came for FOLD_IDLE seconds."""
+        if self._fold_timer is not None:
+            self._fold_timer.cancel()
+        assert self._loop is not None
+        self._fold_timer = self._loop.call_later(FOLD_IDLE, self._fold_now, self._commits)
+
+    def _fold_now(self, commits: int) -> None:
+        self._fold_timer = None
+        if commits == self._commits and self._db is not None:
+            self._thread.submit(self._fold_step, commits)
+
+    def _fold_step(self, commits: int) -> None:
+        """(On the store's thread.) Folds the oldest pending batch, and queues the next step
+        while no commit came since (one that did queues its own); a failure (a full disk)
+        leaves the rows pending for the next commit or read to fold, and says so."""
+        if commits != self._commits or self._db is None:
             return
         try:
-            self._fold()
+            if self._fold(oldest_only=True):
+                self._thread.submit(self._fold_step, commits)
         except sqlite3.Error as e:
-            log.warning("store %s: the last batch's routes stay pending: %s", self.path, e)
+            log.warning("store %s: %d routes stay pending: %s", self.path, self._pending, e)
 
     async def next_election_id(self) -> int:
         return await self._run(self._next_election_id)
@@ -577,7 +613,7 @@ class SqliteStore:
 
     def _list_routes(self, q: RouteQuery) -> list[tuple[RouteKey, Intent, bytes]]:
         try:
-            self._fold()  # when the fold after the last commit failed
+            self._fold()  # every pending row first: routes then holds them
         except sqlite3.Error as e:
             raise _unavailable(self.path, e) from e
         where: list[str] = []
@@ -656,17 +692,26 @@ _INSERT_KEYS = (
 )
 
 
-def _log_batch(db: sqlite3.Connection, change: Change, group_id: Callable[[GroupKey], int]) -> bool:
-    """Writes the routes of `change`'s batch to `pending` when it has one for one node, a
-    row per distinct intent and key length (an IPv4 and an IPv6 one for a table with one
-    next-hop set), the keys as one blob; False, nothing done, for any other change. The
-    fold (_fold_pending) makes them rows of `routes`."""
+def _loggable(change: Change) -> bool:
+    """Whether `change`'s routes can go to `pending`: a batch for one node with its sort
+    keys, and no deletes (they go to `routes` at once)."""
     batch = change.batch
-    if batch is None or batch.sort_keys is None or not batch.prefixes or change.deleted:
-        return False  # (deletes go to `routes` at once: a batch with them is not logged)
+    return (
+        batch is not None
+        and batch.sort_keys is not None
+        and bool(batch.prefixes)
+        and not change.deleted
+        and batch.node() is not None
+    )
+
+
+def _log_batch(db: sqlite3.Connection, change: Change, group_id: Callable[[GroupKey], int]) -> None:
+    """Writes the routes of `change`'s batch (_loggable) to `pending`, a row per distinct
+    intent and key length (an IPv4 and an IPv6 one for a table with one next-hop set), the
+    keys as one blob. The fold (_fold_pending) makes them rows of `routes`."""
+    batch = change.batch
+    assert batch is not None and batch.sort_keys is not None
     node = batch.node()
-    if node is None:
-        return False
     keys = batch.sort_keys
     parts: dict[tuple[int, int], list[bytes]]
     if len(batch.intents) == 1 and len(set(map(len, keys))) == 1:
@@ -684,23 +729,26 @@ def _log_batch(db: sqlite3.Connection, change: Change, group_id: Callable[[Group
             for intent in (batch.intents[i],)
         ),
     )  # fmt: skip
-    return True
 
 
-def _fold_pending(db: sqlite3.Connection) -> None:
-    """Makes the pending rows rows of `routes`, oldest first, and removes them: one statement
-    per row, whose routes SQLite cuts from the blob with the GIL let go. Bound as four
-    parameters a route (_insert_routes), a full table held the GIL about a second on the
-    store's thread; this way its inserts take 0.6 s."""
+def _fold_pending(db: sqlite3.Connection, oldest_only: bool = False) -> int:
+    """Makes the pending rows (those of the oldest revision only, `oldest_only`) rows of
+    `routes`, oldest first, and removes them; returns the routes left pending. One
+    statement per row, whose routes SQLite cuts from the blob with the GIL let go. Bound as
+    four parameters a route (_insert_routes), a full table held the GIL about a second on
+    the store's thread; this way its inserts take 0.35 s."""
+    where = " WHERE revision = (SELECT min(revision) FROM pending)" if oldest_only else ""
     rows = db.execute(
-        "SELECT node, keys, length(keys) / size, size, kind, group_id FROM pending "
-        "ORDER BY revision, part"
+        "SELECT node, keys, length(keys) / size, size, kind, group_id FROM pending"
+        f"{where} ORDER BY revision, part"
     ).fetchall()
     for node, keys, count, size, kind, group in rows:
         for start in range(0, count, COUNTER * COUNTER):
             db.execute(_INSERT_KEYS, (node, keys, count, size, kind, group, start))
     if rows:
-        db.execute("DELETE FROM pending")
+        db.execute(f"DELETE FROM pending{where}")
+    (left,) = db.execute("SELECT coalesce(sum(length(keys) / size), 0) FROM pending").fetchone()
+    return int(left)
 
 
 def _rows(change: Change, group_id: Callable[[GroupKey], int]) -> Iterable[tuple[object, ...]]:
