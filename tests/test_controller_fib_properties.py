@@ -27,7 +27,15 @@ from corridor.controller.domain import (
     prefix_sort_key,
 )
 from corridor.controller.reconciler import write_request
-from corridor.controller.sqlite_store import SCHEMA, _insert_batch, _insert_routes, _rows
+from corridor.controller.sqlite_store import (
+    _COUNTER,
+    SCHEMA,
+    _fold_pending,
+    _insert_routes,
+    _log_batch,
+    _loggable,
+    _rows,
+)
 
 PREFIXES = [f"198.18.{i}.0/24" for i in range(12)] + [f"2001:db8:{i}::/48" for i in range(12)]
 GROUPS = {g: ((g, 1),) for g in range(1, 12)}  # group g uses adjacency g
@@ -158,12 +166,15 @@ def test_the_store_inserts_every_route_row_whatever_the_count(counts) -> None:
         ),
         min_size=1,
         max_size=4,
-    )
+    ),
+    st.booleans(),
 )
-def test_a_batch_inserted_as_blobs_gives_the_rows_one_by_one_would(batches) -> None:
-    """sqlite_store._insert_batch (one node: the keys of each intent and length as one
-    blob cut into rows by SQLite) leaves the routes table as the row-by-row insert does, a
-    route set again included; a batch for several nodes is left to the rows."""
+def test_batches_logged_and_folded_give_the_rows_one_by_one_would(batches, each) -> None:
+    """sqlite_store's log (one node: the keys of each intent and length as one blob in
+    `pending`, cut into rows by SQLite when folded) leaves the routes table as the
+    row-by-row insert does, a route set again included, folded after each batch or all at
+    the end (in revision order); a batch for several nodes is left to the rows, after the
+    pending ones are folded, as a commit does."""
     kinds = {-1: Intent(RouteKind.UNREACHABLE), 0: Intent(RouteKind.BLACKHOLE)}
     intents = {
         g: kinds.get(g) or Intent(RouteKind.FORWARD, ((("198.18.255.1", "p0", 0), g),))
@@ -177,15 +188,24 @@ def test_a_batch_inserted_as_blobs_gives_the_rows_one_by_one_would(batches) -> N
     blobs, rows = (sqlite3.connect(":memory:", isolation_level=None) for _ in range(2))
     for db in (blobs, rows):
         db.executescript(SCHEMA)
-    for routes in batches:
+    blobs.executescript(_COUNTER)
+    for revision, routes in enumerate(batches, 1):
         batch = RouteBatch.of([((n, p), intents[g]) for n, p, g in routes])
         batch.sort_keys = [prefix_sort_key(p) for p in batch.prefixes]
-        change = Change(revision=1, batch=batch)
+        change = Change(revision=revision, batch=batch)
         one_node = len({n for n, _, _ in routes}) == 1
-        assert _insert_batch(blobs, change, group_id) is one_node
-        if not one_node:
+        assert _loggable(change) is one_node
+        if one_node:
+            _log_batch(blobs, change, group_id)
+            if each:
+                assert _fold_pending(blobs) == 0
+        else:
+            _fold_pending(blobs)
             _insert_routes(blobs, _rows(change, group_id))
         _insert_routes(rows, _rows(change, group_id))
+    while _fold_pending(blobs, oldest_only=True):  # as the store folds: a batch a step
+        pass
+    assert blobs.execute("SELECT count(*) FROM pending").fetchone() == (0,)
     everything = "SELECT node, sort_key, kind, group_id FROM routes ORDER BY node, sort_key"
     got = blobs.execute(everything).fetchall()
     assert got == rows.execute(everything).fetchall()

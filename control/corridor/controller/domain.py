@@ -850,9 +850,12 @@ class IntentState:
         batch = change.batch
         node = None if batch is None else batch.node()
         if batch is not None and node is not None:
-            self.routes.setdefault(node, {}).update(
-                zip(batch.prefixes, batch.route_intents(), strict=True)
-            )
+            own = self.routes.setdefault(node, {})
+            if len(batch.intents) == 1:  # a dict of the batch merges by its stored hashes
+                own.update(dict.fromkeys(batch.prefixes, batch.intents[0]))
+            else:
+                intents = map(batch.intents.__getitem__, batch.index)
+                own.update(zip(batch.prefixes, intents, strict=True))
         else:
             for (n, prefix), intent in change.set.items():
                 self.routes.setdefault(n, {})[prefix] = intent
