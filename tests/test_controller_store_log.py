@@ -17,6 +17,7 @@ import pytest
 
 from controller_support import controller_document, controller_stub, route, toml
 from corridor.common.fib import RouteKind
+from corridor.controller import sqlite_store
 from corridor.controller.domain import Change, Intent, RouteBatch, prefix_sort_key
 from corridor.controller.sqlite_store import SqliteStore
 from corridor.controller.store import RouteQuery
@@ -91,6 +92,30 @@ async def test_batches_are_folded_once_commits_pause(tmp_path: Path) -> None:
     assert sorted(p for (_, p), _, _ in listed) == sorted(texts)
     await store.close()
     assert (rows(path, "routes"), rows(path, "pending")) == (len(texts), 0)
+
+
+async def test_commits_that_never_pause_fold_every_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A steady stream of small Applies (no pause of FOLD_IDLE, which is made a minute
+    here so that only the bound can fold): what they left pending is folded whole within
+    FOLD_WAIT of the first, while they go on."""
+    monkeypatch.setattr(sqlite_store, "FOLD_IDLE", 60.0)
+    path = tmp_path / "intent.db"
+    store = await opened(path)
+    revision, started = 0, asyncio.get_running_loop().time()
+    while not rows(path, "routes"):
+        elapsed = asyncio.get_running_loop().time() - started
+        assert elapsed < sqlite_store.FOLD_WAIT + 5, "nothing folded while commits went on"
+        revision += 1
+        await store.commit(batch_change(revision, prefixes(revision * 10, 10)))
+        await asyncio.sleep(0.01)
+    assert elapsed >= sqlite_store.FOLD_WAIT * 0.9  # not before the bound
+    # Everything pending then, not the oldest batch alone: left are the batches (two rows
+    # each) committed since, at most the one queued behind the fold and the one after.
+    assert rows(path, "pending") <= 2 * 2, (revision, rows(path, "pending"))
+    await store.close()
+    assert rows(path, "pending") == 0
 
 
 async def test_batches_not_folded_when_the_controller_stopped_load_whole(

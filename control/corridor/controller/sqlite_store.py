@@ -19,7 +19,8 @@ sort keys in one blob per distinct intent, instead of a row per route: the commi
 client waits for writes kilobytes, not a B-tree row per route (27 ms of a 50 000-route
 batch's path). Pending rows are folded into `routes` once commits pause (FOLD_IDLE), a
 batch per turn of the store's thread, so a burst of Applies (a full table coming in) does
-not share the CPU with its own folding; a long burst folds when PENDING_LIMIT routes wait.
+not share the CPU with its own folding; commits that never pause fold everything pending
+every FOLD_WAIT seconds, and a commit folds first when PENDING_LIMIT routes wait.
 Pending rows are applied in revision order, and only ever name live group ids: a commit
 that writes `routes` itself (a delete, routes for several nodes) or frees a group id folds
 every pending row first, in its own transaction, and so does every read of `routes`
@@ -111,6 +112,7 @@ TABLES = ("meta", "routes", "group_ids", "adjacency_ids", "nodes", "drained")
 MEMBER_TABLES = ("members", "samples")
 FORMAT = 3  # meta 'format': this file's layout; a newer one is refused, never guessed at
 FOLD_IDLE = 0.05  # seconds without a commit before pending routes are folded
+FOLD_WAIT = 1.0  # seconds pending routes wait at most while commits never pause
 PENDING_LIMIT = 2_000_000  # routes pending at most: a commit then folds them first
 # Format 1's routes table, read by `check` and converted by `open`.
 V1_COLUMNS = ("node", "sort_key", "prefix", "kind", "next_hops")
@@ -148,6 +150,7 @@ class SqliteStore:
         self._commits = 0  # commits made: a fold waits for them to pause
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fold_timer: asyncio.TimerHandle | None = None
+        self._waiting_since = 0.0  # when the armed fold timer was first armed
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -475,25 +478,34 @@ class SqliteStore:
 
     def _fold_later(self) -> None:
         """(On the event loop, after a commit that left rows pending.) Folds them once no
-        commit came for FOLD_IDLE seconds."""
+        commit came for FOLD_IDLE seconds, or all of them FOLD_WAIT seconds after the
+        first if commits never pause that long (a steady stream of small Applies)."""
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
         if self._fold_timer is not None:
             self._fold_timer.cancel()
-        assert self._loop is not None
-        self._fold_timer = self._loop.call_later(FOLD_IDLE, self._fold_now, self._commits)
+        else:
+            self._waiting_since = now
+        delay = min(FOLD_IDLE, max(0.0, self._waiting_since + FOLD_WAIT - now))
+        self._fold_timer = loop.call_later(delay, self._fold_now, self._commits)
 
     def _fold_now(self, commits: int) -> None:
         self._fold_timer = None
-        if commits == self._commits and self._db is not None:
-            self._thread.submit(self._fold_step, commits)
+        if self._db is not None and self._loop is not None:
+            # At the bound, commits never paused: everything at once.
+            whole = self._loop.time() - self._waiting_since >= FOLD_WAIT
+            self._thread.submit(self._fold_step, commits, whole)
 
-    def _fold_step(self, commits: int) -> None:
-        """(On the store's thread.) Folds the oldest pending batch, and queues the next step
-        while no commit came since (one that did queues its own); a failure (a full disk)
-        leaves the rows pending for the next commit or read to fold, and says so."""
-        if commits != self._commits or self._db is None:
+    def _fold_step(self, commits: int, whole: bool = False) -> None:
+        """(On the store's thread.) Folds every pending batch (`whole`), or the oldest and
+        queues the next step while no commit came since (one that did queues its own); a
+        failure (a full disk) leaves the rows pending for the next commit or read to fold,
+        and says so."""
+        if self._db is None or (commits != self._commits and not whole):
             return
         try:
-            if self._fold(oldest_only=True):
+            if self._fold(oldest_only=not whole) and not whole:
                 self._thread.submit(self._fold_step, commits)
         except sqlite3.Error as e:
             log.warning("store %s: %d routes stay pending: %s", self.path, self._pending, e)
