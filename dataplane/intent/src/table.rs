@@ -9,9 +9,15 @@
 //! record are one pass each over the batch in Rust, and what the diff finds is written
 //! into WriteRequests from the keys (`write_ops`) with no object per route.
 //!
-//! Written here rather than taken from a crate: it is std's HashMap (foldhash, seeded per
-//! process) with the bookkeeping the controller needs around it, the dirty prefixes and
-//! the routes each group gains and loses.
+//! Written here rather than taken from a crate: it is std's BTreeMap with the bookkeeping
+//! the controller needs around it, the dirty prefixes and the routes each group gains and
+//! loses. Ordered, not hashed: tables arrive in prefix order (a full table's batches are
+//! its sorted slices), so a batch's inserts fall in a few leaves a batch apart instead of a
+//! cache miss each at random in a table of a million. With hash maps a batch's refresh
+//! took 259-265 ns a route on this VM, with B-trees 123-160 (`benches.controller_costs`,
+//! in turns); the diff's lookups in what a node holds cost more (59-88 ns against 38-39),
+//! and one node's fan-out took 2.29-2.30 s against 2.44-2.52, the controller's RSS
+//! with eight nodes 310-318 MiB against 322-328.
 //!
 //! Prefixes changed since the last diff are kept in order with the entry each was last set
 //! to (`Dirty`), as the Python dict of them was: the diff then reads what to write from
@@ -21,7 +27,7 @@ use crate::text::{parse_prefix_packed, write_prefix};
 use crate::write::Writer;
 use foldhash::fast::RandomState;
 use std::collections::hash_map::Entry as MapEntry;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A prefix: its address as a number and its length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -150,14 +156,12 @@ fn count(counts: &mut Vec<(u32, u64)>, group: u32) {
     }
 }
 
-/// The routes, one map per family: an IPv4 route (six of seven in a full table) is a
-/// 16-octet bucket, its key the address and length in one number. With the prefix as an
-/// 18-octet key for both families an insert took 130-170 ns against 60-75 (a million
-/// routes; this VM's random accesses are its cost, so the smaller table wins).
+/// The routes, one map per family: an IPv4 route (six of seven in a full table) has its
+/// address and length as one number for key, in address order then length.
 #[derive(Debug, Clone, Default)]
 pub struct Table {
-    v4: HashMap<u64, Entry, RandomState>,
-    v6: HashMap<(u128, u8), Entry, RandomState>,
+    v4: BTreeMap<u64, Entry>,
+    v6: BTreeMap<(u128, u8), Entry>,
     dirty: Dirty,
 }
 
