@@ -21,7 +21,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
 
-from corridor._dataplane import read_apply_request
+from corridor._dataplane import IntentRoutes, read_apply_request
 from corridor.common import status
 from corridor.common.addresses import (
     address_from_pb,
@@ -656,7 +656,7 @@ class _WireSnapshot:
         self,
         snapshot: weakref.ref[WatchSnapshot],
         revision: int,
-        tables: list[tuple[str, dict[str, Intent]]],
+        tables: list[tuple[str, IntentRoutes]],
     ) -> None:
         loop = asyncio.get_running_loop()
         routes = (((n, p), i) for n, table in tables for p, i in table.items())

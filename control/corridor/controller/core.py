@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from corridor._dataplane import IntentRoutes
 from corridor.common.edge import EdgePolicy
 from corridor.common.errors import InvalidBatch, Violation, echo
 from corridor.controller.bgp import BgpFeeds, BgpIntent, FpmConfig, found_routes, node_ids
@@ -130,7 +131,7 @@ class WatchSnapshot:
     under steady writes, hundreds of watchers still share one snapshot."""
 
     revision: int
-    tables: list[tuple[str, dict[str, Intent]]]  # (node, prefix -> intent)
+    tables: list[tuple[str, IntentRoutes]]  # (node, prefix -> intent)
     size: int
     since: list[WatchEvent] | None = None  # commits after it; None once too many to share
 
@@ -244,7 +245,7 @@ class Controller:
         s.adjacency_keys.update((i, k) for k, i in s.adjacency_ids.items())
         s.drained = set(loaded.drained)
         for (node, prefix), intent in loaded.routes:
-            s.routes.setdefault(node, {})[prefix] = intent
+            s.node_routes(node)[prefix] = intent
             if intent.group is not None:
                 s.group_refs[intent.group] += 1
         s.nodes = {n.name: n for n in loaded.nodes}
@@ -670,10 +671,11 @@ class Controller:
         table = self.bgp.table(node)
         if not table:
             return 0
-        own = self.state.routes.get(node, {})
-        common = self.state.routes.get(ALL_NODES, {})
-        beaten = sum(1 for p in own if p in table)
-        beaten += sum(1 for p in common if p in table and p not in own)
+        own = self.state.routes.get(node)
+        common = self.state.routes.get(ALL_NODES)
+        beaten = 0 if own is None else sum(1 for p in own if p in table)
+        if common is not None:
+            beaten += sum(1 for p in common if p in table and (own is None or p not in own))
         return len(table) - beaten
 
     # -- checks a batch must pass whole

@@ -15,7 +15,7 @@ from itertools import repeat
 from operator import contains
 from typing import TYPE_CHECKING
 
-from corridor._dataplane import DirtyRoutes, RouteOps, RouteTable
+from corridor._dataplane import DirtyRoutes, IntentRoutes, RouteOps, RouteTable
 from corridor.common.addresses import endpoint_problem, prefix_text
 from corridor.common.errors import echo
 from corridor.common.fib import (
@@ -556,7 +556,7 @@ class IntentState:
 
     def __init__(self, max_groups: int, max_adjacencies: int) -> None:
         self.revision = 0
-        self.routes: dict[str, dict[str, Intent]] = {}  # node -> prefix -> intent
+        self.routes: dict[str, IntentRoutes] = {}  # node -> prefix -> intent
         self.route_total = 0  # counted as commits come (see recount), not per status call
         self.v6_routes = 0
         self.nodes: dict[str, Node] = {}
@@ -578,7 +578,7 @@ class IntentState:
     def recount(self) -> None:
         """Counts the routes afresh, after `routes` was filled from the store."""
         self.route_total = sum(len(r) for r in self.routes.values())
-        self.v6_routes = sum(1 for routes in self.routes.values() for p in routes if ":" in p)
+        self.v6_routes = sum(r.v6 for r in self.routes.values())
 
     def sizes(self) -> tuple[int, int, int, int]:
         v6 = self.v6_routes
@@ -587,6 +587,7 @@ class IntentState:
     def effective(self, node: str, prefix: str) -> Intent | None:
         """The intent for `prefix` on `node`: its own route, else the route for all nodes."""
         own = self.routes.get(node)
+        intent: Intent | None
         if own is not None:
             intent = own.get(prefix)
             if intent is not None:
@@ -732,9 +733,10 @@ class IntentState:
         own = self.routes.get(node)
         common = self.routes.get(ALL_NODES)
         if own and common and own is not common:
-            return [own.get(p) or common.get(p) for p in prefixes]
+            mine, theirs = own.get_many(prefixes), common.get_many(prefixes)
+            return [m or t for m, t in zip(mine, theirs, strict=True)]
         if own or common:
-            return list(map((own or common).get, prefixes))  # type: ignore[union-attr]
+            return (own or common).get_many(prefixes)  # type: ignore[union-attr]
         return [None] * len(prefixes)
 
     def refresh_groups(self, fib: NodeFib, node: str) -> None:
@@ -749,8 +751,8 @@ class IntentState:
         node = batch.node()
         if node is not None:
             own = self.routes.get(node)
-            if own and not own.keys().isdisjoint(batch.prefixes):
-                olds = list(map(own.get, batch.prefixes))
+            if own and own.any_in(batch.prefixes):
+                olds = own.get_many(batch.prefixes)
             else:  # all new (a table coming in)
                 olds = []
         else:
@@ -850,15 +852,10 @@ class IntentState:
         batch = change.batch
         node = None if batch is None else batch.node()
         if batch is not None and node is not None:
-            own = self.routes.setdefault(node, {})
-            if len(batch.intents) == 1:  # a dict of the batch merges by its stored hashes
-                own.update(dict.fromkeys(batch.prefixes, batch.intents[0]))
-            else:
-                intents = map(batch.intents.__getitem__, batch.index)
-                own.update(zip(batch.prefixes, intents, strict=True))
+            self.node_routes(node).set_many(batch.prefixes, batch.index, batch.intents)
         else:
             for (n, prefix), intent in change.set.items():
-                self.routes.setdefault(n, {})[prefix] = intent
+                self.node_routes(n)[prefix] = intent
         for n, prefix in change.deleted:
             self.routes.get(n, _NONE).pop(prefix, None)
         self.route_total += change.routes_added[0]
@@ -872,6 +869,13 @@ class IntentState:
             self.nodes.pop(name, None)
         self.drained.update(change.drained)
         self.drained.difference_update(change.restored)
+
+    def node_routes(self, node: str) -> IntentRoutes:
+        """The routes of `node` (ALL_NODES: for every node), made empty if it has none."""
+        routes = self.routes.get(node)
+        if routes is None:
+            routes = self.routes[node] = IntentRoutes()
+        return routes
 
     def forget_freed(self, change: Change) -> None:
         for group in change.freed_groups:

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 mod engine;
 mod intent;
+mod intents;
 mod table;
 
 create_exception!(_dataplane, FibError, PyValueError, "A refused write batch; `.errors` lists (entry index or None, message).");
@@ -437,5 +438,6 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     engine::register(m)?;
     intent::register(m)?;
     table::register(m)?;
+    intents::register(m)?;
     Ok(())
 }
