@@ -11,7 +11,9 @@ the full tables as 50 000-route batches (what benches.controller_load's client s
 3. the route tables of what a node should hold and holds (domain.NodeFib's
    `RouteTable`), as a table coming in passes through them: set from a batch's prefixes
    (the refresh), diffed against what the node holds, the diff written as WriteRequests
-   and recorded as acknowledged, in ns a route each.
+   and recorded as acknowledged, in ns a route each;
+4. the intent (domain.IntentState, a node's routes an `IntentRoutes`) as a table comes in:
+   each batch planned (its prefixes looked up) and committed (set), in ns a route each.
 
     .venv/bin/python -m benches.controller_costs [--data ../shared/data] [--rounds 3]
                                                  [--limit N]
@@ -32,7 +34,7 @@ from benches.harness.tables import DATA, TABLE4, TABLE6
 from corridor._dataplane import RouteTable, read_apply_request
 from corridor.common.fib import Route, RouteKind
 from corridor.controller.api import batch_from_request
-from corridor.controller.domain import Ops
+from corridor.controller.domain import Intent, IntentState, Ops, RouteBatch
 from corridor.controller.reconciler import write_request
 from corridor.v1 import controller_pb2
 
@@ -120,6 +122,25 @@ def tables(prefixes: list[str]) -> dict[str, float]:
     return {f"table_{step}_ns": per_item(seconds, len(prefixes)) for step, seconds in spent.items()}
 
 
+def intent_state(prefixes: list[str]) -> dict[str, float]:
+    state, blackhole = IntentState(16, 16), Intent(RouteKind.BLACKHOLE)
+    spent = dict.fromkeys(("plan", "commit"), 0.0)
+    for i in range(0, len(prefixes), BATCH):
+        fresh = [(p + ".")[:-1] for p in prefixes[i : i + BATCH]]  # as the reader's strings
+        batch = RouteBatch([""] * len(fresh), fresh, [0] * len(fresh), [blackhole])
+        t = time.perf_counter()
+        change = state.plan_apply(batch)
+        t2 = time.perf_counter()
+        state.commit(change)
+        t3 = time.perf_counter()
+        spent["plan"] += t2 - t
+        spent["commit"] += t3 - t2
+    assert state.route_count() == len(prefixes), "every route committed"
+    return {
+        f"intent_{step}_ns": per_item(seconds, len(prefixes)) for step, seconds in spent.items()
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -137,7 +158,7 @@ def main() -> None:
     print(f"{len(prefixes)} prefixes in batches of {BATCH}")
     rounds = []
     for r in range(args.rounds):
-        figures = codec(prefixes) | dicts(prefixes) | tables(prefixes)
+        figures = codec(prefixes) | dicts(prefixes) | tables(prefixes) | intent_state(prefixes)
         rounds.append(figures)
         print(f"round {r + 1}: " + ", ".join(f"{k} {v:.0f}" for k, v in figures.items()))
     medians = {k: statistics.median(f[k] for f in rounds) for k in rounds[0]}

@@ -955,6 +955,7 @@ def test_controller_costs_times_the_codec_and_the_dicts() -> None:
         "read_apply_request_ns", "batch_from_request_ns", "write_request_ns",
         "dict_insert_str_ns", "dict_overwrite_str_ns", "dict_insert_int_in_order_ns",
         "table_set_ns", "table_diff_ns", "table_write_ns", "table_record_ns",
+        "intent_plan_ns", "intent_commit_ns",
     }, median  # fmt: skip
     assert all(0 < int(v) < 100_000 for v in figures.values()), median
 
