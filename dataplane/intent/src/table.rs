@@ -165,7 +165,8 @@ pub struct Table {
     dirty: Dirty,
 }
 
-fn v4_key(address: u32, length: u8) -> u64 {
+/// An IPv4 prefix as one number: its address, then its length (the order of both).
+pub fn v4_key(address: u32, length: u8) -> u64 {
     u64::from(address) << 8 | u64::from(length)
 }
 

@@ -10,7 +10,8 @@
 //! it as they read the dict. Written here rather than taken from a crate: it is std's
 //! BTreeMap behind the dict protocol the controller's Python uses.
 
-use corridor_intent::table::{self, Key};
+use crate::table::text;
+use corridor_intent::table::{self, v4_key, Key};
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
@@ -24,16 +25,6 @@ fn parse(prefix: &Bound<'_, PyAny>) -> Option<Key> {
 
 fn key(prefix: &Bound<'_, PyAny>) -> PyResult<Key> {
     parse(prefix).ok_or_else(|| PyValueError::new_err(format!("{prefix} is not a prefix")))
-}
-
-fn text(key: &Key) -> String {
-    let mut out = Vec::with_capacity(48);
-    table::write_key(&mut out, key);
-    String::from_utf8(out).unwrap_or_default()
-}
-
-fn v4_key(address: u32, length: u8) -> u64 {
-    u64::from(address) << 8 | u64::from(length)
 }
 
 #[derive(Default)]

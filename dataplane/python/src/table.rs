@@ -17,7 +17,8 @@ fn key(prefix: &Bound<'_, PyAny>) -> PyResult<Key> {
     table::key_of_text(text).ok_or_else(|| PyValueError::new_err(format!("{text:?} is not a prefix")))
 }
 
-fn text(key: &Key) -> String {
+/// The canonical text of a key's prefix.
+pub(crate) fn text(key: &Key) -> String {
     let mut out = Vec::with_capacity(48);
     table::write_key(&mut out, key);
     String::from_utf8(out).unwrap_or_default()
