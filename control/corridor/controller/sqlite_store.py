@@ -303,8 +303,8 @@ class SqliteStore:
             db.execute("COMMIT")
         self._group_ids = dict(loaded.group_ids)
         self._groups = {i: g for g, i in loaded.group_ids.items()}
-        self._pending = 1  # a crash may have left some: fold them before anything else
         try:
+            self._pending = _pending_routes(db)  # a crash may have left some: fold them now
             self._fold()
         except sqlite3.Error as e:
             raise StoreError(f"cannot be opened for writing: {e}") from None
@@ -759,8 +759,13 @@ def _fold_pending(db: sqlite3.Connection, oldest_only: bool = False) -> int:
             db.execute(_INSERT_KEYS, (node, keys, count, size, kind, group, start))
     if rows:
         db.execute(f"DELETE FROM pending{where}")
-    (left,) = db.execute("SELECT coalesce(sum(length(keys) / size), 0) FROM pending").fetchone()
-    return int(left)
+    return _pending_routes(db)
+
+
+def _pending_routes(db: sqlite3.Connection) -> int:
+    """The routes the pending rows hold."""
+    (count,) = db.execute("SELECT coalesce(sum(length(keys) / size), 0) FROM pending").fetchone()
+    return int(count)
 
 
 def _rows(change: Change, group_id: Callable[[GroupKey], int]) -> Iterable[tuple[object, ...]]:
