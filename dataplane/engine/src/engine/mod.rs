@@ -548,8 +548,9 @@ impl Engine {
             .iter()
             .zip(&self.shared.live)
             .map(|(p, live)| PortStatus {
-                // Relaxed: independent flags, read for display.
-                link_up: live.link_up.load(Ordering::Relaxed),
+                // Acquire: pairs with the link watch's Release, so `recoveries` is at
+                // least as new as `link_up`.
+                link_up: live.link_up.load(Ordering::Acquire),
                 recoveries: live.recoveries.load(Ordering::Relaxed),
                 ..p.clone()
             })
@@ -852,8 +853,8 @@ fn watch_links(shared: &Arc<Shared>, ifindexes: &[u32], workers: &[Arc<WorkerSha
         next += LINK_CHECK_INTERVAL;
         for (i, (port, live)) in shared.config.ports.iter().zip(&shared.live).enumerate() {
             let up = sys::link_up(socket.as_fd(), &port.name).unwrap_or(false);
-            // Relaxed: a flag for display and this thread's own edge detection.
-            let was = live.link_up.swap(up, Ordering::Relaxed);
+            // Only this thread writes the flag after start, so a load is its edge detection.
+            let was = live.link_up.load(Ordering::Relaxed);
             if up && !was {
                 recover_port(shared, i, ifindexes[i]);
                 live.recoveries.fetch_add(1, Ordering::Relaxed);
@@ -861,6 +862,10 @@ fn watch_links(shared: &Arc<Shared>, ifindexes: &[u32], workers: &[Arc<WorkerSha
                     w.recover.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            // Published after the recovery, with Release: a reader that sees the port up
+            // (Acquire in `ports()`) sees its recovery counted, not a port up but not yet
+            // recovered.
+            live.link_up.store(up, Ordering::Release);
         }
     }
     Ok(())
