@@ -15,6 +15,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from corridor._dataplane import Prefixes
 from corridor.common.fib import Adjacency, Members, Route, RouteKind
 from corridor.controller.domain import (
     Change,
@@ -24,7 +25,6 @@ from corridor.controller.domain import (
     RouteBatch,
     apply_operations,
     diff,
-    prefix_sort_key,
 )
 from corridor.controller.reconciler import write_request
 from corridor.controller.sqlite_store import (
@@ -191,7 +191,7 @@ def test_batches_logged_and_folded_give_the_rows_one_by_one_would(batches, each)
     blobs.executescript(_COUNTER)
     for revision, routes in enumerate(batches, 1):
         batch = RouteBatch.of([((n, p), intents[g]) for n, p, g in routes])
-        batch.sort_keys = [prefix_sort_key(p) for p in batch.prefixes]
+        batch.prefixes = Prefixes(batch.prefixes)  # packed, as the Apply reader makes it
         change = Change(revision=revision, batch=batch)
         one_node = len({n for n, _, _ in routes}) == 1
         assert _loggable(change) is one_node

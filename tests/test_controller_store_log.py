@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from controller_support import controller_document, controller_stub, route, toml
+from corridor._dataplane import Prefixes
 from corridor.common.fib import RouteKind
 from corridor.controller import sqlite_store
-from corridor.controller.domain import Change, Intent, RouteBatch, prefix_sort_key
+from corridor.controller.domain import Change, Intent, RouteBatch
 from corridor.controller.sqlite_store import SqliteStore
 from corridor.controller.store import RouteQuery
 from corridor.v1 import controller_pb2
@@ -38,7 +39,7 @@ def batch_change(revision: int, texts: list[str]) -> Change:
     """A change as an Apply of `texts` (blackholes for every node) makes it."""
     blackhole = Intent(RouteKind.BLACKHOLE)  # one object, as the API's reader makes it
     batch = RouteBatch.of([(("", p), blackhole) for p in texts])
-    batch.sort_keys = [prefix_sort_key(p) for p in texts]
+    batch.prefixes = Prefixes(texts)  # packed, as the Apply reader makes it
     return Change(revision=revision, batch=batch)
 
 
@@ -159,7 +160,7 @@ async def test_a_change_after_unfolded_batches_applies_after_them(
     assert rows(path, "pending") == 0  # the delete folded the batch first
     intent = Intent(RouteKind.UNREACHABLE)
     again = RouteBatch.of([(("", p), intent) for p in texts[10:20]])
-    again.sort_keys = [prefix_sort_key(p) for p in texts[10:20]]
+    again.prefixes = Prefixes(texts[10:20])
     await store.commit(Change(revision=3, batch=again))
     listed = await store.list_routes(RouteQuery(None, None, 0, 10 * ROUTES, None))
     kinds = {p: i.kind for (_, p), i, _ in listed}
@@ -185,16 +186,12 @@ async def test_pending_rows_never_name_a_freed_group(
     group_a, group_b = ((hop_a, 1),), ((hop_b, 1),)
     first = batch_change(1, texts)
     one = Intent(RouteKind.FORWARD, group_a)
-    first.batch = RouteBatch(
-        first.batch.nodes, texts, [0] * len(texts), [one], first.batch.sort_keys
-    )
+    first.batch = RouteBatch(first.batch.nodes, Prefixes(texts), [0] * len(texts), [one])
     first.new_groups, first.new_adjacencies = {group_a: 1}, {hop_a: 1}
     await store.commit(first)
     second = batch_change(2, texts)
     two = Intent(RouteKind.FORWARD, group_b)
-    second.batch = RouteBatch(
-        second.batch.nodes, texts, [0] * len(texts), [two], second.batch.sort_keys
-    )
+    second.batch = RouteBatch(second.batch.nodes, Prefixes(texts), [0] * len(texts), [two])
     second.new_groups, second.new_adjacencies = {group_b: 2}, {hop_b: 2}
     second.freed_groups, second.freed_adjacencies = [group_a], [hop_a]
     await store.commit(second)

@@ -60,13 +60,14 @@ def test_an_apply_request_reads_as_the_generated_code_reads_it() -> None:
     routes.append(route("198.18.0.0/15", hops=((B, "p1", 100, 7), (A, "p0", 0, 1)), node="n-2"))
     routes.append(route("198.19.0.0/16", kind=4, node="n1"))
     request = controller_pb2.ApplyRequest(routes=routes)
-    intents, nodes, prefixes, sort_keys, index = read(request)
+    intents, nodes, prefixes, index = read(request)
+    sort_keys = prefixes.sort_keys()
     parsed = controller_pb2.ApplyRequest.FromString(request.SerializeToString())
     assert len(prefixes) == len(parsed.routes)
     for i, r in enumerate(parsed.routes):
         family = socket.AF_INET if len(r.prefix.address) == 4 else socket.AF_INET6
         text = f"{socket.inet_ntop(family, r.prefix.address)}/{r.prefix.length}"
-        assert (nodes[i], prefixes[i]) == (r.node, text)
+        assert (nodes[i], prefixes[i], list(prefixes)[i]) == (r.node, text, text)
         address = r.prefix.address
         assert sort_keys[i] == bytes((len(address),)) + address + bytes((r.prefix.length,))
         kind, hops = intents[index[i]]
@@ -189,7 +190,7 @@ def test_the_bulk_reader_and_the_python_reader_agree() -> None:
     routes.append(route("198.18.0.0/15", hops=((B, "p1", 100, 7), (A, "p0", 0, 1)), node="n-2"))
     request = controller_pb2.ApplyRequest(routes=routes)
     batch = batch_from_request(request)
-    assert batch.sort_keys is not None  # read in bulk, not by the fallback
+    assert batch.packed is not None  # read in bulk, not by the fallback
     assert list(zip(batch.keys(), batch.route_intents(), strict=True)) == routes_from_pb(request)
     for bad, field in (
         (

@@ -93,8 +93,8 @@ def outcome(request: controller_pb2.ApplyRequest | bytes) -> Expected:
             assert v.index is None or v.field.startswith(f"routes[{v.index}]"), v.field
         return {-1 if v.index is None else v.index for v in e.violations}
     assert isinstance(batch, RouteBatch)
-    if batch.sort_keys is not None:
-        assert len(batch.sort_keys) == len(batch)
+    if batch.packed is not None:
+        assert len(batch.packed.sort_keys()) == len(batch) == len(batch.nodes)
     return batch.keys(), batch.route_intents()
 
 

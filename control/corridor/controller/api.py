@@ -21,7 +21,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
 
-from corridor._dataplane import IntentRoutes, read_apply_request
+from corridor._dataplane import IntentRoutes, Prefixes, read_apply_request
 from corridor.common import status
 from corridor.common.addresses import (
     address_from_pb,
@@ -770,8 +770,7 @@ def batch_from_request(request: controller_pb2.ApplyRequest | bytes) -> RouteBat
 def _checked_batch(
     raw: list[tuple[int, list[NextHopParts]]],
     nodes: list[str],
-    prefixes: list[str],
-    sort_keys: list[bytes],
+    prefixes: Prefixes,
     index: list[int],
 ) -> RouteBatch | None:
     """The batch, with what the reader leaves to Python (node names, next hops) checked once
@@ -788,7 +787,7 @@ def _checked_batch(
         if intent.group is not None:
             intent = Intent(intent.kind, groups.setdefault(intent.group, intent.group))
         intents.append(intent)
-    return RouteBatch(nodes, prefixes, index, intents, sort_keys)
+    return RouteBatch(nodes, prefixes, index, intents)
 
 
 def routes_from_pb(request: controller_pb2.ApplyRequest) -> list[tuple[domain.RouteKey, Intent]]:

@@ -766,7 +766,7 @@ class Controller:
         """Takes a committed change into memory and tells sessions and watchers."""
         state = self.state
         state.commit(change)
-        touched: dict[str, list[str]] = {}
+        touched: dict[str, Sequence[str]] = {}
         batch = change.batch
         node = None if batch is None else batch.node()
         known = None
@@ -775,8 +775,10 @@ class Controller:
             # Every session's prefixes are then the batch's, in its order.
             known = (node, batch)
         else:
+            loose: dict[str, list[str]] = {}
             for n, prefix in (*change.set, *change.deleted):
-                touched.setdefault(n, []).append(prefix)
+                loose.setdefault(n, []).append(prefix)
+            touched.update(loose)
         common = touched.get(ALL_NODES, [])
         drains = change.drained or change.restored
         for name, session in self.sessions.items():
@@ -784,7 +786,9 @@ class Controller:
             if name in touched:
                 # A prefix for every node and for this one in the same change is one prefix
                 # of this node's FIB: refreshed twice, it was counted (and removed) twice.
-                prefixes = list(dict.fromkeys(common + touched[name])) if common else touched[name]
+                prefixes = (
+                    list(dict.fromkeys([*common, *touched[name]])) if common else touched[name]
+                )
             if prefixes:
                 session.changed(prefixes, change.revision, known)
             if drains:

@@ -15,7 +15,7 @@ from itertools import repeat
 from operator import contains
 from typing import TYPE_CHECKING
 
-from corridor._dataplane import DirtyRoutes, IntentRoutes, RouteOps, RouteTable
+from corridor._dataplane import DirtyRoutes, IntentRoutes, Prefixes, RouteOps, RouteTable
 from corridor.common.addresses import endpoint_problem, prefix_text
 from corridor.common.errors import echo
 from corridor.common.fib import (
@@ -79,15 +79,16 @@ class Node:
 class RouteBatch:
     """Routes to set, in columns, as an Apply brings them (a full table is a million):
     route i is (nodes[i], prefixes[i]) -> intents[index[i]]; `intents` are the distinct
-    ones, each one object however many routes share it. `sort_keys` are the store's keys of
-    the routes when the reader made them. Keys are distinct (the readers refuse a key twice).
+    ones, each one object however many routes share it. Keys are distinct (the readers
+    refuse a key twice). From the Apply reader `prefixes` is a `Prefixes`, packed keys that
+    the route tables and the store take whole (`packed`); a sequence of prefix texts to the
+    rest.
     """
 
     nodes: list[str]
-    prefixes: list[str]
+    prefixes: list[str] | Prefixes
     index: list[int]
     intents: list[Intent]
-    sort_keys: list[bytes] | None = None
     _route_intents: list[Intent] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -109,6 +110,11 @@ class RouteBatch:
 
     def keys(self) -> list[RouteKey]:
         return list(zip(self.nodes, self.prefixes, strict=True))
+
+    @property
+    def packed(self) -> Prefixes | None:
+        """The prefixes as packed keys, when the reader made them so."""
+        return self.prefixes if isinstance(self.prefixes, Prefixes) else None
 
     def route_intents(self) -> list[Intent]:
         """The intent of each route (shared objects; the list is made once, not to be
@@ -275,12 +281,12 @@ class NodeFib:
     ) -> None:
         """Sets the route to each of `prefixes` to its entry (None: removes it). For a new
         group, `members` gives its members and `contents` an adjacency by id."""
-        refs = self.routes.set_entries(list(prefixes), list(entries))
+        refs = self.routes.set_entries(prefixes, list(entries))
         self._take_refs(refs, members, contents)
 
     def set_routes_made(
         self,
-        prefixes: list[str],
+        prefixes: Sequence[str],
         index: list[int],
         made: list[tuple[int, int] | None],
         members: MembersOf,
@@ -514,8 +520,10 @@ def _record_others(fib: NodeFib, ops: Iterable[FibOperation]) -> None:
             fib.adjacencies.pop(op.id, None)
 
 
-def _v6_count(prefixes: Sequence[str]) -> int:
+def _v6_count(prefixes: Sequence[str] | Prefixes) -> int:
     """How many of `prefixes` are IPv6, counted in C (most batches of a table hold none)."""
+    if isinstance(prefixes, Prefixes):
+        return prefixes.v6
     if ":" not in "".join(prefixes):
         return 0
     return sum(map(contains, prefixes, repeat(":")))
@@ -698,37 +706,38 @@ class IntentState:
         node, what each prefix is on `node` is the batch's intent, taken from it rather than
         looked up (its own routes beat the routes for every node, and BGP's), in the
         batch's columns as they are."""
-        prefixes = list(prefixes)
+        # A batch's Prefixes as they are: the route tables read their keys whole.
+        seq = prefixes if isinstance(prefixes, Prefixes) else list(prefixes)
 
         def members(g: int) -> Members:
             return self.members(node, g)
 
         bgp = None if self.bgp is None else self.bgp.table(node)
         batch = known[1] if known is not None and known[0] == node else None
-        if batch is not None and len(batch) == len(prefixes):
+        if batch is not None and len(batch) == len(seq):
             if not bgp:
                 made = list(map(self._route_of, batch.intents))
-                fib.set_routes_made(prefixes, batch.index, made, members, self.adjacency)
+                fib.set_routes_made(seq, batch.index, made, members, self.adjacency)
                 return
             intents: Sequence[Intent | None] = batch.route_intents()
         else:
-            intents = self._intents(node, prefixes)
+            intents = self._intents(node, seq)
         if not bgp:
             index, made = self._made(intents)
-            fib.set_routes_made(prefixes, index, made, members, self.adjacency)
+            fib.set_routes_made(seq, index, made, members, self.adjacency)
             return
-        entries = self.entries(prefixes, intents)
+        entries = self.entries(seq, intents)
         # BGP's routes where the operator has none, with BGP's group ids.
         group_ids = self.bgp.group_ids  # type: ignore[union-attr]
         for i, entry in enumerate(entries):
             if entry is None:
-                b = bgp.get(prefixes[i])
+                b = bgp.get(seq[i])
                 if b is not None:
                     group = 0 if b.group is None else group_ids[b.group]
-                    entries[i] = _new_route((prefixes[i], b.kind, group))
-        fib.set_routes(prefixes, entries, members, self.adjacency)
+                    entries[i] = _new_route((seq[i], b.kind, group))
+        fib.set_routes(seq, entries, members, self.adjacency)
 
-    def _intents(self, node: str, prefixes: list[str]) -> list[Intent | None]:
+    def _intents(self, node: str, prefixes: Sequence[str]) -> list[Intent | None]:
         """The operator's intent for each of `prefixes` on `node` (None: none)."""
         own = self.routes.get(node)
         common = self.routes.get(ALL_NODES)

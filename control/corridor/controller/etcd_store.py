@@ -739,9 +739,10 @@ class EtcdStore:
 
         touched: dict[str, dict[bytes, tuple[int, int] | None]] = {}
         batch = change.batch
-        if batch is not None and batch.sort_keys is not None:
+        if batch is not None and batch.packed is not None:
             values = [(int(i.kind), gid(i.group)) for i in batch.intents]
-            for node, key, index in zip(batch.nodes, batch.sort_keys, batch.index, strict=True):
+            keys = batch.packed.sort_keys()
+            for node, key, index in zip(batch.nodes, keys, batch.index, strict=True):
                 touched.setdefault(route_chunk(node, key), {})[key] = values[index]
         else:
             for (node, prefix), intent in change.set.items():

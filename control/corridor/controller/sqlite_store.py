@@ -705,12 +705,12 @@ _INSERT_KEYS = (
 
 
 def _loggable(change: Change) -> bool:
-    """Whether `change`'s routes can go to `pending`: a batch for one node with its sort
-    keys, and no deletes (they go to `routes` at once)."""
+    """Whether `change`'s routes can go to `pending`: a batch for one node with its keys
+    packed, and no deletes (they go to `routes` at once)."""
     batch = change.batch
     return (
         batch is not None
-        and batch.sort_keys is not None
+        and batch.packed is not None
         and bool(batch.prefixes)
         and not change.deleted
         and batch.node() is not None
@@ -722,22 +722,14 @@ def _log_batch(db: sqlite3.Connection, change: Change, group_id: Callable[[Group
     intent and key length (an IPv4 and an IPv6 one for a table with one next-hop set), the
     keys as one blob. The fold (_fold_pending) makes them rows of `routes`."""
     batch = change.batch
-    assert batch is not None and batch.sort_keys is not None
+    assert batch is not None and batch.packed is not None
     node = batch.node()
-    keys = batch.sort_keys
-    parts: dict[tuple[int, int], list[bytes]]
-    if len(batch.intents) == 1 and len(set(map(len, keys))) == 1:
-        parts = {(0, len(keys[0])): keys}
-    else:
-        parts = {}
-        for i, key in zip(batch.index, keys, strict=True):
-            parts.setdefault((i, len(key)), []).append(key)
     db.executemany(
         "INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
-            (change.revision, n, node, b"".join(part), size, int(intent.kind),
+            (change.revision, n, node, keys, size, int(intent.kind),
              None if intent.group is None else group_id(intent.group))
-            for n, ((i, size), part) in enumerate(parts.items())
+            for n, (i, size, keys) in enumerate(batch.packed.parts(batch.index))
             for intent in (batch.intents[i],)
         ),
     )  # fmt: skip
@@ -772,7 +764,7 @@ def _rows(change: Change, group_id: Callable[[GroupKey], int]) -> Iterable[tuple
     """The routes rows of `change.set`: from its batch's columns when it has one (the sort
     keys as the reader made them, kind and group once per distinct intent)."""
     batch = change.batch
-    if batch is None or batch.sort_keys is None:
+    if batch is None or batch.packed is None:
         return (
             (node, prefix_sort_key(prefix), int(i.kind),
              None if i.group is None else group_id(i.group))
@@ -782,7 +774,7 @@ def _rows(change: Change, group_id: Callable[[GroupKey], int]) -> Iterable[tuple
     groups = [None if i.group is None else group_id(i.group) for i in batch.intents]
     return zip(
         batch.nodes,
-        batch.sort_keys,
+        batch.packed.sort_keys(),
         map(kinds.__getitem__, batch.index),
         map(groups.__getitem__, batch.index),
         strict=True,

@@ -536,13 +536,14 @@ pub fn apply_request(data: &[u8]) {
     for route in &batch.routes {
         assert!(route.node < batch.nodes.len() && route.intent < batch.intents.len());
         let prefix = batch.prefix(route);
-        let (address, length) = parse_prefix(prefix).expect("canonical prefix text");
+        let (address, length) = parse_prefix(&prefix).expect("canonical prefix text");
         assert!(is_prefix(&address, length), "{prefix}");
         assert_eq!(prefix_text(&address, length), prefix);
         let mut key = vec![address.len() as u8];
         key.extend(&address);
         key.push(length as u8);
         assert_eq!(route.sort_key(), key);
+        assert_eq!(Some(route.prefix_key()), corridor_intent::table::key_of(&address, length), "{prefix}");
         assert!(keys.insert((route.node, prefix.to_owned())), "{prefix} twice");
     }
     for intent in &batch.intents {

@@ -1,16 +1,16 @@
-//! corridor.v1.ApplyRequest read whole: every route's prefix in canonical text with its
+//! corridor.v1.ApplyRequest read whole: every route's prefix as its key (`table::Key`) and
 //! store sort key, its node and its intent (kind and next hops) as an index into the
 //! distinct ones. What is wrong with a route here makes the batch `Invalid`; the caller then
 //! reads it the slow way to name every fault (that path is the authority on messages).
 //!
 //! A full table is read here about 100 000 routes at a time, so a route's cost counts: its
 //! next hops are read only when their bytes differ from the route before's (nearly every
-//! route repeats them), its prefix text goes into one buffer for the batch, its sort key
-//! is inline, and the duplicate check hashes a fixed-size key with foldhash (seeded per
+//! route repeats them), its prefix is never text (the controller's tables take its key;
+//! writing the text of each was about a tenth of the reader), its sort key is inline, and the duplicate check hashes a fixed-size key with foldhash (seeded per
 //! process, so a client cannot aim collisions at it). Reading every hop again, SipHash over
 //! slices and two allocations a route took the reader from about 400 to 520 ns a route.
 
-use crate::text::write_prefix;
+use crate::table::{self, Key as PrefixKey};
 use crate::wire::{Malformed, Reader, Value};
 use foldhash::quality::RandomState;
 use std::collections::hash_map::Entry;
@@ -46,8 +46,6 @@ pub struct Route {
     pub node: usize,
     /// Index into `Batch::intents`.
     pub intent: usize,
-    /// Where its canonical text is in `Batch::text` (`Batch::prefix`).
-    text: (u32, u8),
     /// The store's key (`sort_key`): family (4 or 16), address bytes, length.
     key: [u8; KEY_MAX],
     key_len: u8,
@@ -58,6 +56,17 @@ impl Route {
     pub fn sort_key(&self) -> &[u8] {
         &self.key[..usize::from(self.key_len)]
     }
+
+    /// The prefix's key in the controller's tables.
+    pub fn prefix_key(&self) -> PrefixKey {
+        // `sort_key` undone: family, address, length from octet 0.
+        let head = u128::from_be_bytes(self.key[..16].try_into().unwrap_or_default());
+        if self.key[0] == 4 {
+            PrefixKey::V4((head >> 88) as u32, self.key[5])
+        } else {
+            PrefixKey::V6(head << 8 | u128::from(self.key[16]), self.key[17])
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -65,15 +74,14 @@ pub struct Batch<'a> {
     pub nodes: Vec<&'a str>,
     pub intents: Vec<Intent<'a>>,
     pub routes: Vec<Route>,
-    /// Every route's prefix text, one after the other.
-    text: String,
 }
 
 impl Batch<'_> {
-    /// The canonical text of `route`'s prefix, "198.18.0.0/15".
-    pub fn prefix(&self, route: &Route) -> &str {
-        let (start, len) = route.text;
-        &self.text[start as usize..start as usize + usize::from(len)]
+    /// The canonical text of `route`'s prefix, "198.18.0.0/15" (made when asked).
+    pub fn prefix(&self, route: &Route) -> String {
+        let mut out = Vec::with_capacity(48);
+        table::write_key(&mut out, &route.prefix_key());
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -278,7 +286,6 @@ pub fn read_apply(bytes: &[u8]) -> Result<Batch<'_>, Refused> {
     // growing, never more than MAX_ROUTES' worth.
     let expect = (bytes.len() / 20).min(MAX_ROUTES);
     let mut batch = Batch { routes: Vec::with_capacity(expect), ..Batch::default() };
-    let mut text = Vec::with_capacity(expect * 20); // every prefix's, made a String at the end
     let mut nodes: HashMap<&str, usize, RandomState> = HashMap::default();
     let mut intents: HashMap<Intent<'_>, usize, RandomState> = HashMap::default();
     let mut seen: HashSet<Key, RandomState> = HashSet::with_capacity_and_hasher(expect, RandomState::default());
@@ -348,16 +355,11 @@ pub fn read_apply(bytes: &[u8]) -> Result<Batch<'_>, Refused> {
             }
         };
         let (key, key_len) = sort_key(route.address, route.length);
-        let start = text.len();
-        write_prefix(&mut text, route.address, route.length);
-        let span = (start as u32, (text.len() - start) as u8);
-        batch.routes.push(Route { node, intent, text: span, key, key_len });
+        batch.routes.push(Route { node, intent, key, key_len });
     }
     if invalid || batch.routes.is_empty() {
         return Err(Refused::Invalid);
     }
-    // ASCII, as written: checked once for the batch, not per prefix.
-    batch.text = String::from_utf8(text).map_err(|_| Refused::Invalid)?;
     Ok(batch)
 }
 
@@ -412,6 +414,8 @@ mod tests {
             want.push(length as u8);
             let (key, len) = sort_key(address, length);
             assert_eq!(&key[..usize::from(len)], &want[..], "{address:?}/{length}");
+            let route = Route { node: 0, intent: 0, key, key_len: len };
+            assert_eq!(Some(route.prefix_key()), table::key_of(address, length), "{address:?}/{length}");
             assert_eq!(route_key(0, address, length).0.to_be_bytes()[16 - address.len()..], *address);
         }
     }
@@ -432,6 +436,7 @@ mod tests {
         assert_eq!(batch.intents[0].next_hops[1].vlan, 7);
         assert_eq!(batch.intents[1], Intent { kind: 2, next_hops: vec![] });
         let r: Vec<_> = batch.routes.iter().map(|r| (r.node, batch.prefix(r), r.intent)).collect();
+        let r: Vec<_> = r.iter().map(|(n, p, i)| (*n, p.as_str(), *i)).collect();
         assert_eq!(r, [(0, "198.18.0.0/15", 0), (0, "2001:db8::/32", 0), (1, "198.18.0.0/15", 1), (0, "10.0.0.0/8", 2)]);
         assert_eq!(batch.routes[0].sort_key(), [4, 198, 18, 0, 0, 15]);
         assert_eq!(batch.routes[1].sort_key(), [16, 0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32]);

@@ -3,6 +3,7 @@
 //! operations are read from their Python tuples (with the GIL: the reading needs it, and the
 //! writing is a small part of it).
 
+use crate::prefixes::Prefixes;
 use crate::table::RouteOps;
 use corridor_intent::apply::{read_apply as core_read_apply, Refused};
 use corridor_intent::fpm::scan as core_fpm_scan;
@@ -14,20 +15,26 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 type Read<'py> = (
-    Bound<'py, PyList>, // intents: (kind, [(gateway, port, vlan, weight)])
-    Bound<'py, PyList>, // the node of each route (one string object per distinct node)
-    Bound<'py, PyList>, // the prefix of each route
-    Bound<'py, PyList>, // the sort key of each route
-    Bound<'py, PyList>, // the intent (index) of each route
+    Bound<'py, PyList>,   // intents: (kind, [(gateway, port, vlan, weight)])
+    Bound<'py, PyList>,   // the node of each route (one string object per distinct node)
+    Bound<'py, Prefixes>, // the prefix of each route
+    Bound<'py, PyList>,   // the intent (index) of each route
 );
 
 /// Reads a serialized corridor.v1.ApplyRequest. None when it holds a fault (read it with
 /// the generated code to name every fault); ValueError when it is not an ApplyRequest.
+/// The prefixes come back packed (`Prefixes`): no Python object per route but its node
+/// and intent index.
 #[pyfunction]
 fn read_apply_request<'py>(py: Python<'py>, data: &Bound<'py, PyBytes>) -> PyResult<Option<Read<'py>>> {
     let bytes = data.as_bytes();
-    let batch = match py.detach(|| core_read_apply(bytes)) {
-        Ok(batch) => batch,
+    let (batch, keys) = match py.detach(|| {
+        core_read_apply(bytes).map(|batch| {
+            let keys = batch.routes.iter().map(|r| r.prefix_key()).collect::<Vec<_>>();
+            (batch, keys)
+        })
+    }) {
+        Ok(read) => read,
         Err(Refused::Invalid) => return Ok(None),
         Err(Refused::Malformed(m)) => return Err(PyValueError::new_err(format!("not a corridor.v1.ApplyRequest: {}", m.0))),
     };
@@ -40,16 +47,9 @@ fn read_apply_request<'py>(py: Python<'py>, data: &Bound<'py, PyBytes>) -> PyRes
         intents.append((intent.kind, hops))?;
     }
     let nodes: Vec<Bound<'py, PyString>> = batch.nodes.iter().map(|n| PyString::new(py, n)).collect();
-    let n = batch.routes.len();
-    let (mut route_nodes, mut prefixes, mut keys, mut index) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    for r in &batch.routes {
-        route_nodes.push(nodes[r.node].clone());
-        prefixes.push(PyString::new(py, batch.prefix(r)));
-        keys.push(PyBytes::new(py, r.sort_key()));
-        index.push(r.intent);
-    }
-    Ok(Some((intents, PyList::new(py, route_nodes)?, PyList::new(py, prefixes)?, PyList::new(py, keys)?, PyList::new(py, index)?)))
+    let route_nodes = PyList::new(py, batch.routes.iter().map(|r| &nodes[r.node]))?;
+    let index = PyList::new(py, batch.routes.iter().map(|r| r.intent))?;
+    Ok(Some((intents, route_nodes, Bound::new(py, Prefixes::from_keys(keys))?, index)))
 }
 
 fn mac(text: &str) -> PyResult<Vec<u8>> {

@@ -10,22 +10,13 @@
 //! it as they read the dict. Written here rather than taken from a crate: it is std's
 //! BTreeMap behind the dict protocol the controller's Python uses.
 
+use crate::prefixes::{key, keys_of, parse};
 use crate::table::text;
-use corridor_intent::table::{self, v4_key, Key};
+use corridor_intent::table::{v4_key, Key};
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple};
 use std::collections::BTreeMap;
-
-/// The key of a prefix's canonical text; None when `prefix` is no prefix text.
-fn parse(prefix: &Bound<'_, PyAny>) -> Option<Key> {
-    let text = prefix.cast::<PyString>().ok()?.to_str().ok()?;
-    table::key_of_text(text)
-}
-
-fn key(prefix: &Bound<'_, PyAny>) -> PyResult<Key> {
-    parse(prefix).ok_or_else(|| PyValueError::new_err(format!("{prefix} is not a prefix")))
-}
 
 #[derive(Default)]
 struct Maps {
@@ -185,35 +176,29 @@ impl IntentRoutes {
         format!("IntentRoutes({} routes)", self.maps.len())
     }
 
-    /// Whether any of `prefixes` has a route here.
-    fn any_in(&self, prefixes: &Bound<'_, PyList>) -> PyResult<bool> {
-        for p in prefixes.iter() {
-            if self.maps.get(&key(&p)?).is_some() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+    /// Whether any of `prefixes` (a `Prefixes`, or prefix texts) has a route here.
+    fn any_in(&self, prefixes: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(keys_of(prefixes)?.as_slice().iter().any(|k| self.maps.get(k).is_some()))
     }
 
     /// The intent of each of `prefixes`, None where it has none.
-    fn get_many<'py>(&self, py: Python<'py>, prefixes: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+    fn get_many<'py>(&self, py: Python<'py>, prefixes: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+        let keys = keys_of(prefixes)?;
         let none = py.None();
-        let mut out = Vec::with_capacity(prefixes.len());
-        for p in prefixes.iter() {
-            out.push(self.maps.get(&key(&p)?).map_or_else(|| none.clone_ref(py), |v| v.clone_ref(py)));
-        }
+        let out = keys.as_slice().iter().map(|k| self.maps.get(k).map_or_else(|| none.clone_ref(py), |v| v.clone_ref(py)));
         PyList::new(py, out)
     }
 
     /// Sets `prefixes[i]` to `intents[index[i]]`. Every prefix is read before anything is
     /// set: a bad one changes nothing.
-    fn set_many(&mut self, py: Python<'_>, prefixes: &Bound<'_, PyList>, index: Vec<usize>, intents: Vec<Py<PyAny>>) -> PyResult<()> {
-        if index.len() != prefixes.len() || index.iter().any(|&i| i >= intents.len()) {
+    fn set_many(&mut self, py: Python<'_>, prefixes: &Bound<'_, PyAny>, index: Vec<usize>, intents: Vec<Py<PyAny>>) -> PyResult<()> {
+        let keys = keys_of(prefixes)?;
+        let keys = keys.as_slice();
+        if index.len() != keys.len() || index.iter().any(|&i| i >= intents.len()) {
             return Err(PyValueError::new_err("index: one entry of intents per prefix"));
         }
-        let keys = prefixes.iter().map(|p| key(&p)).collect::<PyResult<Vec<_>>>()?;
-        for (k, &i) in keys.into_iter().zip(&index) {
-            self.maps.insert(k, intents[i].clone_ref(py));
+        for (k, &i) in keys.iter().zip(&index) {
+            self.maps.insert(*k, intents[i].clone_ref(py));
         }
         Ok(())
     }

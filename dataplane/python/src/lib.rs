@@ -17,6 +17,7 @@ use std::sync::Mutex;
 mod engine;
 mod intent;
 mod intents;
+mod prefixes;
 mod table;
 
 create_exception!(_dataplane, FibError, PyValueError, "A refused write batch; `.errors` lists (entry index or None, message).");
@@ -439,5 +440,6 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     intent::register(m)?;
     table::register(m)?;
     intents::register(m)?;
+    prefixes::register(m)?;
     Ok(())
 }

@@ -4,18 +4,14 @@
 //! recorded from them once a node acknowledged them. Prefix text crosses into Python only
 //! when a slow path asks for a route (`get`, `items`).
 
+use crate::prefixes::{key, keys_of};
 use corridor_intent::table::{self, Dirty, Entry, Key, Refs, RouteOp, Table};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PySlice, PyString, PyTuple};
+use pyo3::types::{PyList, PySlice, PyTuple};
 use std::sync::Arc;
 
 type Counts = Vec<(u32, u64)>;
-
-fn key(prefix: &Bound<'_, PyAny>) -> PyResult<Key> {
-    let text = prefix.cast::<PyString>()?.to_str()?;
-    table::key_of_text(text).ok_or_else(|| PyValueError::new_err(format!("{text:?} is not a prefix")))
-}
 
 /// The canonical text of a key's prefix.
 pub(crate) fn text(key: &Key) -> String {
@@ -87,39 +83,44 @@ impl RouteTable {
 
     /// Sets the route to each of `prefixes` to (kind, group); returns the routes each
     /// group took and let go (group 0 left out).
-    fn set_uniform(&mut self, prefixes: &Bound<'_, PyList>, kind: u8, group: u32) -> PyResult<(Counts, Counts)> {
+    /// `prefixes`, here and below: a `Prefixes`, or prefix texts; all are read before
+    /// anything is set, so a bad one changes nothing.
+    fn set_uniform(&mut self, prefixes: &Bound<'_, PyAny>, kind: u8, group: u32) -> PyResult<(Counts, Counts)> {
+        let keys = keys_of(prefixes)?;
         let mut refs = Refs::default();
         let entry = Some(Entry { kind, group });
-        self.table.reserve(prefixes.len());
-        for p in prefixes.iter() {
-            self.table.set(key(&p)?, entry, &mut refs);
+        self.table.reserve(keys.as_slice().len());
+        for k in keys.as_slice() {
+            self.table.set(*k, entry, &mut refs);
         }
         Ok(refs_out(refs))
     }
 
     /// Sets the route to `prefixes[i]` to `made[index[i]]`, (kind, group) or None (no
-    /// route); returns the routes each group took and let go. All keys are read before
-    /// anything is set: a bad one changes nothing.
-    fn set_indexed(&mut self, prefixes: &Bound<'_, PyList>, index: Vec<usize>, made: Vec<Option<(u8, u32)>>) -> PyResult<(Counts, Counts)> {
-        if index.len() != prefixes.len() || index.iter().any(|&i| i >= made.len()) {
+    /// route); returns the routes each group took and let go.
+    fn set_indexed(&mut self, prefixes: &Bound<'_, PyAny>, index: Vec<usize>, made: Vec<Option<(u8, u32)>>) -> PyResult<(Counts, Counts)> {
+        let keys = keys_of(prefixes)?;
+        let keys = keys.as_slice();
+        if index.len() != keys.len() || index.iter().any(|&i| i >= made.len()) {
             return Err(PyValueError::new_err("index: one entry of made per prefix"));
         }
-        let keys = prefixes.iter().map(|p| key(&p)).collect::<PyResult<Vec<_>>>()?;
         self.table.reserve(keys.len());
         let mut refs = Refs::default();
-        for (k, &i) in keys.into_iter().zip(&index) {
-            self.table.set(k, made[i].map(|(kind, group)| Entry { kind, group }), &mut refs);
+        for (k, &i) in keys.iter().zip(&index) {
+            self.table.set(*k, made[i].map(|(kind, group)| Entry { kind, group }), &mut refs);
         }
         Ok(refs_out(refs))
     }
 
     /// Sets the route to each of `prefixes` to its entry, a `Route` or None; as
     /// `set_indexed`.
-    fn set_entries(&mut self, prefixes: &Bound<'_, PyList>, entries: &Bound<'_, PyList>) -> PyResult<(Counts, Counts)> {
-        if entries.len() != prefixes.len() {
+    fn set_entries(&mut self, prefixes: &Bound<'_, PyAny>, entries: &Bound<'_, PyList>) -> PyResult<(Counts, Counts)> {
+        let keys = keys_of(prefixes)?;
+        let keys = keys.as_slice();
+        if entries.len() != keys.len() {
             return Err(PyValueError::new_err("entries: one per prefix"));
         }
-        let ops = prefixes.iter().zip(entries.iter()).map(|(p, e)| Ok((key(&p)?, entry_of(&e)?))).collect::<PyResult<Vec<RouteOp>>>()?;
+        let ops = keys.iter().zip(entries.iter()).map(|(k, e)| Ok((*k, entry_of(&e)?))).collect::<PyResult<Vec<RouteOp>>>()?;
         let mut refs = Refs::default();
         for (k, e) in ops {
             self.table.set(k, e, &mut refs);
