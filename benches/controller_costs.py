@@ -10,10 +10,11 @@ the full tables as 50 000-route batches (what benches.controller_load's client s
    beside them as the baseline of the same machine and run;
 3. the route tables of what a node should hold and holds (domain.NodeFib's
    `RouteTable`), as a table coming in passes through them: set from a batch's prefixes
-   (the refresh), diffed against what the node holds, the diff written as WriteRequests
+   (the refresh; packed, a `Prefixes`, as the Apply reader gives them), diffed against what the node holds, the diff written as WriteRequests
    and recorded as acknowledged, in ns a route each;
 4. the intent (domain.IntentState, a node's routes an `IntentRoutes`) as a table comes in:
-   each batch planned (its prefixes looked up) and committed (set), in ns a route each.
+   each batch planned (its prefixes looked up) and committed (set), in ns a route each,
+   the batch's prefixes packed as the Apply reader gives them.
 
     .venv/bin/python -m benches.controller_costs [--data ../shared/data] [--rounds 3]
                                                  [--limit N]
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from benches.controller_load import GW, intent, table
 from benches.harness.tables import DATA, TABLE4, TABLE6
-from corridor._dataplane import RouteTable, read_apply_request
+from corridor._dataplane import Prefixes, RouteTable, read_apply_request
 from corridor.common.fib import Route, RouteKind
 from corridor.controller.api import batch_from_request
 from corridor.controller.domain import Intent, IntentState, Ops, RouteBatch
@@ -103,7 +104,7 @@ def dicts(prefixes: list[str]) -> dict[str, float]:
 
 
 def tables(prefixes: list[str]) -> dict[str, float]:
-    batches = [prefixes[i : i + BATCH] for i in range(0, len(prefixes), BATCH)]
+    batches = [Prefixes(prefixes[i : i + BATCH]) for i in range(0, len(prefixes), BATCH)]
     want, have = RouteTable(), RouteTable()
     spent = dict.fromkeys(("set", "diff", "write", "record"), 0.0)
     for b in batches:
@@ -126,8 +127,8 @@ def intent_state(prefixes: list[str]) -> dict[str, float]:
     state, blackhole = IntentState(16, 16), Intent(RouteKind.BLACKHOLE)
     spent = dict.fromkeys(("plan", "commit"), 0.0)
     for i in range(0, len(prefixes), BATCH):
-        fresh = [(p + ".")[:-1] for p in prefixes[i : i + BATCH]]  # as the reader's strings
-        batch = RouteBatch([""] * len(fresh), fresh, [0] * len(fresh), [blackhole])
+        packed = Prefixes(prefixes[i : i + BATCH])  # as the Apply reader gives them
+        batch = RouteBatch([""] * len(packed), packed, [0] * len(packed), [blackhole])
         t = time.perf_counter()
         change = state.plan_apply(batch)
         t2 = time.perf_counter()

@@ -10,7 +10,7 @@
 //! it as they read the dict. Written here rather than taken from a crate: it is std's
 //! BTreeMap behind the dict protocol the controller's Python uses.
 
-use crate::prefixes::{key, keys_of, parse};
+use crate::prefixes::{key, keys_of, parse, Prefixes};
 use crate::table::text;
 use corridor_intent::table::{v4_key, Key};
 use pyo3::exceptions::{PyKeyError, PyValueError};
@@ -178,7 +178,15 @@ impl IntentRoutes {
 
     /// Whether any of `prefixes` (a `Prefixes`, or prefix texts) has a route here.
     fn any_in(&self, prefixes: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Ok(keys_of(prefixes)?.as_slice().iter().any(|k| self.maps.get(k).is_some()))
+        if let Ok(packed) = prefixes.cast::<Prefixes>() {
+            return Ok(packed.get().keys().iter().any(|k| self.maps.get(k).is_some()));
+        }
+        for p in prefixes.try_iter()? {
+            if self.maps.get(&key(&p?)?).is_some() {
+                return Ok(true); // texts after the first found are not read
+            }
+        }
+        Ok(false)
     }
 
     /// The intent of each of `prefixes`, None where it has none.
