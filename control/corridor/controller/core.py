@@ -686,7 +686,8 @@ class Controller:
         faults: dict[tuple[str, int], list[tuple[str, str]]] = {}
         one = batch.node()
         pairs: Iterable[tuple[str, int]] = (
-            [(one, i) for i in set(batch.index)]  # a table for one node: no pair per route
+            # A table for one node: no pair per route (every intent is some route's).
+            [(one, i) for i in range(len(batch.intents))]
             if one is not None
             else dict.fromkeys(zip(batch.nodes, batch.index, strict=True))
         )

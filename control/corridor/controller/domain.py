@@ -10,7 +10,7 @@ import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from itertools import repeat
 from operator import contains
 from typing import TYPE_CHECKING
@@ -125,6 +125,11 @@ class RouteBatch:
 
     def node(self) -> str | None:
         """The one node every route is for, if there is one."""
+        return self._one_node
+
+    @cached_property
+    def _one_node(self) -> str | None:
+        # Found once: the plan, the checks, the store and the sessions each ask.
         nodes = self.nodes
         return nodes[0] if nodes and nodes.count(nodes[0]) == len(nodes) else None
 
