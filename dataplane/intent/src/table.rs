@@ -165,6 +165,31 @@ pub struct Table {
     dirty: Dirty,
 }
 
+/// The least and the greatest of some keys, per family, as the maps order them: a table
+/// that holds nothing between them holds none of the keys (one range lookup instead of
+/// one lookup a key, for a table coming in in order).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub v4: Option<(u64, u64)>,
+    pub v6: Option<((u128, u8), (u128, u8))>,
+}
+
+impl Span {
+    pub fn of<'a>(keys: impl IntoIterator<Item = &'a Key>) -> Span {
+        fn widen<T: Ord + Copy>(span: &mut Option<(T, T)>, k: T) {
+            *span = Some(span.map_or((k, k), |(lo, hi)| (lo.min(k), hi.max(k))));
+        }
+        let mut span = Span::default();
+        for key in keys {
+            match *key {
+                Key::V4(a, l) => widen(&mut span.v4, v4_key(a, l)),
+                Key::V6(a, l) => widen(&mut span.v6, (a, l)),
+            }
+        }
+        span
+    }
+}
+
 /// An IPv4 prefix as one number: its address, then its length (the order of both).
 pub fn v4_key(address: u32, length: u8) -> u64 {
     u64::from(address) << 8 | u64::from(length)
@@ -196,6 +221,12 @@ impl Table {
             Key::V4(a, l) => self.v4.get(&v4_key(a, l)).copied(),
             Key::V6(a, l) => self.v6.get(&(a, l)).copied(),
         }
+    }
+
+    /// Whether a route lies within `span` (a batch's keys: see `Span`).
+    pub fn holds_within(&self, span: &Span) -> bool {
+        span.v4.is_some_and(|(lo, hi)| self.v4.range(lo..=hi).next().is_some())
+            || span.v6.is_some_and(|(lo, hi)| self.v6.range(lo..=hi).next().is_some())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (Key, Entry)> + '_ {
@@ -263,6 +294,11 @@ impl Table {
     pub fn diff(&self, have: &Table, dirty: Option<&Dirty>) -> Vec<RouteOp> {
         let (mut sets, mut deletes) = (Vec::new(), Vec::new());
         match dirty {
+            // A table coming in: none of the keys is held, which one range lookup of
+            // what they span shows, so there is nothing to look up key by key.
+            Some(dirty) if !have.holds_within(&Span::of(dirty.order.iter().map(|(k, _)| k))) => {
+                sets.extend(dirty.order.iter().filter(|(_, want)| want.is_some()));
+            }
             Some(dirty) => {
                 for &(key, want) in &dirty.order {
                     let held = have.get(&key);
@@ -429,6 +465,36 @@ mod tests {
             have.apply(&ops, &mut Refs::default());
             prop_assert!(want == have);
             prop_assert!(want.diff(&have, None).is_empty());
+        }
+    }
+
+    proptest! {
+        /// A table holds something within a span of keys exactly when one of its keys lies
+        /// between the span's ends in its family; and a diff that takes the range lookup
+        /// (nothing held within) writes what the lookup a key would.
+        #[test]
+        fn spans_answer_as_a_scan_would(
+            held in prop::collection::vec(0usize..18, 0..10),
+            asked in prop::collection::vec(0usize..18, 0..10),
+        ) {
+            let keys = prefixes();
+            let (mut have, mut want) = (Table::default(), Table::default());
+            let entry = Some(Entry { kind: 1, group: 0 });
+            for &p in &held {
+                have.set(keys[p], entry, &mut Refs::default());
+            }
+            let span = Span::of(asked.iter().map(|&p| &keys[p]));
+            let within = |k: &Key| match *k {
+                Key::V4(a, l) => span.v4.is_some_and(|(lo, hi)| (lo..=hi).contains(&v4_key(a, l))),
+                Key::V6(a, l) => span.v6.is_some_and(|(lo, hi)| (lo..=hi).contains(&(a, l))),
+            };
+            prop_assert_eq!(have.holds_within(&span), held.iter().any(|&p| within(&keys[p])));
+            for &p in &asked {
+                want.set(keys[p], entry, &mut Refs::default());
+            }
+            let dirty = want.take_dirty();
+            let by_key: Vec<RouteOp> = dirty.order.iter().filter(|(k, w)| have.get(k) != *w && w.is_some()).copied().collect();
+            prop_assert_eq!(want.diff(&have, Some(&dirty)), by_key);
         }
     }
 

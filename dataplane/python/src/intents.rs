@@ -12,7 +12,7 @@
 
 use crate::prefixes::{key, keys_of, parse, Prefixes};
 use crate::table::text;
-use corridor_intent::table::{v4_key, Key};
+use corridor_intent::table::{v4_key, Key, Span};
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -48,6 +48,12 @@ impl Maps {
 
     fn len(&self) -> usize {
         self.v4.len() + self.v6.len()
+    }
+
+    /// Whether a route lies within `span` (table::Table::holds_within).
+    fn holds_within(&self, span: &Span) -> bool {
+        span.v4.is_some_and(|(lo, hi)| self.v4.range(lo..=hi).next().is_some())
+            || span.v6.is_some_and(|(lo, hi)| self.v6.range(lo..=hi).next().is_some())
     }
 
     /// In the store's order: IPv4 first, each family by address, then length.
@@ -179,7 +185,9 @@ impl IntentRoutes {
     /// Whether any of `prefixes` (a `Prefixes`, or prefix texts) has a route here.
     fn any_in(&self, prefixes: &Bound<'_, PyAny>) -> PyResult<bool> {
         if let Ok(packed) = prefixes.cast::<Prefixes>() {
-            return Ok(packed.get().keys().iter().any(|k| self.maps.get(k).is_some()));
+            let keys = packed.get().keys();
+            // A table coming in: nothing held between its least and greatest key.
+            return Ok(self.maps.holds_within(&Span::of(keys)) && keys.iter().any(|k| self.maps.get(k).is_some()));
         }
         for p in prefixes.try_iter()? {
             if self.maps.get(&key(&p?)?).is_some() {
