@@ -19,8 +19,10 @@ sort keys in one blob per distinct intent, instead of a row per route: the commi
 client waits for writes kilobytes, not a B-tree row per route (27 ms of a 50 000-route
 batch's path). Pending rows are folded into `routes` once commits pause (FOLD_IDLE), a
 batch per turn of the store's thread, so a burst of Applies (a full table coming in) does
-not share the CPU with its own folding; commits that never pause fold everything pending
-every FOLD_WAIT seconds, and a commit folds first when PENDING_LIMIT routes wait.
+not share the CPU with its own folding; when commits never pause, folding starts FOLD_WAIT
+seconds after the first pending batch and goes on a batch per turn, between the commits
+(each waits one batch's fold at most, not all of them), until none is left; and a commit
+folds first when PENDING_LIMIT routes wait.
 Pending rows are applied in revision order, and only ever name live group ids: a commit
 that writes `routes` itself (a delete, routes for several nodes) or frees a group id folds
 every pending row first, in its own transaction, and so does every read of `routes`
@@ -151,6 +153,7 @@ class SqliteStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fold_timer: asyncio.TimerHandle | None = None
         self._waiting_since = 0.0  # when the armed fold timer was first armed
+        self._draining = False  # folding at the bound, a batch per turn until none is left
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -478,8 +481,9 @@ class SqliteStore:
 
     def _fold_later(self) -> None:
         """(On the event loop, after a commit that left rows pending.) Folds them once no
-        commit came for FOLD_IDLE seconds, or all of them FOLD_WAIT seconds after the
-        first if commits never pause that long (a steady stream of small Applies)."""
+        commit came for FOLD_IDLE seconds, or from FOLD_WAIT seconds after the first if
+        commits never pause that long (a full table coming in, a steady stream of small
+        Applies)."""
         loop = self._loop
         assert loop is not None
         now = loop.time()
@@ -493,22 +497,30 @@ class SqliteStore:
     def _fold_now(self, commits: int) -> None:
         self._fold_timer = None
         if self._db is not None and self._loop is not None:
-            # At the bound, commits never paused: everything at once.
-            whole = self._loop.time() - self._waiting_since >= FOLD_WAIT
-            self._thread.submit(self._fold_step, commits, whole)
+            # At the bound commits never paused: drain whatever they do (once at a time).
+            drain = self._loop.time() - self._waiting_since >= FOLD_WAIT
+            if drain:
+                if self._draining:
+                    return
+                self._draining = True
+            self._thread.submit(self._fold_step, commits, drain)
 
-    def _fold_step(self, commits: int, whole: bool = False) -> None:
-        """(On the store's thread.) Folds every pending batch (`whole`), or the oldest and
-        queues the next step while no commit came since (one that did queues its own); a
-        failure (a full disk) leaves the rows pending for the next commit or read to fold,
-        and says so."""
-        if self._db is None or (commits != self._commits and not whole):
-            return
+    def _fold_step(self, commits: int, drain: bool = False) -> None:
+        """(On the store's thread.) Folds the oldest pending batch and queues the next
+        step, behind whatever the thread was given meanwhile: while no commit came since
+        (one that did queues its own), or, draining at the bound, until none is left, so
+        that a commit waits one batch's fold at most. A failure (a full disk) leaves the
+        rows pending for the next commit or read to fold, and says so."""
+        more = False
         try:
-            if self._fold(oldest_only=not whole) and not whole:
-                self._thread.submit(self._fold_step, commits)
+            if self._db is not None and (drain or commits == self._commits):
+                more = self._fold(oldest_only=True)
         except sqlite3.Error as e:
             log.warning("store %s: %d routes stay pending: %s", self.path, self._pending, e)
+        if more:
+            self._thread.submit(self._fold_step, commits, drain)
+        elif drain:
+            self._draining = False
 
     async def next_election_id(self) -> int:
         return await self._run(self._next_election_id)
