@@ -188,6 +188,13 @@ impl Span {
         }
         span
     }
+
+    /// Whether maps keyed as a `Table`'s (IPv4 by `v4_key`, IPv6 by address and length)
+    /// hold a key within the span: one range lookup a family.
+    pub fn meets<A, B>(&self, v4: &BTreeMap<u64, A>, v6: &BTreeMap<(u128, u8), B>) -> bool {
+        self.v4.is_some_and(|(lo, hi)| v4.range(lo..=hi).next().is_some())
+            || self.v6.is_some_and(|(lo, hi)| v6.range(lo..=hi).next().is_some())
+    }
 }
 
 /// An IPv4 prefix as one number: its address, then its length (the order of both).
@@ -225,8 +232,7 @@ impl Table {
 
     /// Whether a route lies within `span` (a batch's keys: see `Span`).
     pub fn holds_within(&self, span: &Span) -> bool {
-        span.v4.is_some_and(|(lo, hi)| self.v4.range(lo..=hi).next().is_some())
-            || span.v6.is_some_and(|(lo, hi)| self.v6.range(lo..=hi).next().is_some())
+        span.meets(&self.v4, &self.v6)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (Key, Entry)> + '_ {

@@ -52,8 +52,7 @@ impl Maps {
 
     /// Whether a route lies within `span` (table::Table::holds_within).
     fn holds_within(&self, span: &Span) -> bool {
-        span.v4.is_some_and(|(lo, hi)| self.v4.range(lo..=hi).next().is_some())
-            || span.v6.is_some_and(|(lo, hi)| self.v6.range(lo..=hi).next().is_some())
+        span.meets(&self.v4, &self.v6)
     }
 
     /// In the store's order: IPv4 first, each family by address, then length.
