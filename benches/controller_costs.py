@@ -6,12 +6,13 @@ the full tables as 50 000-route batches (what benches.controller_load's client s
    in ns a route;
 2. the dictionaries the controller keeps by prefix: inserting every prefix into a
    str-keyed dict that grows to the full tables, then overwriting every key in it, in ns
-   a key (the prefixes as fresh strings, as the reader makes them); int keys in order
-   beside them as the baseline of the same machine and run;
+   a key (the prefixes as fresh strings, as the reader made them before `Prefixes`); int
+   keys in order beside them as the baseline of the same machine and run;
 3. the route tables of what a node should hold and holds (domain.NodeFib's
    `RouteTable`), as a table coming in passes through them: set from a batch's prefixes
-   (the refresh; packed, a `Prefixes`, as the Apply reader gives them), diffed against what the node holds, the diff written as WriteRequests
-   and recorded as acknowledged, in ns a route each;
+   (the refresh; packed, a `Prefixes`, as the Apply reader gives them), diffed against
+   what the node holds, the diff written as WriteRequests and recorded as acknowledged,
+   in ns a route each;
 4. the intent (domain.IntentState, a node's routes an `IntentRoutes`) as a table comes in:
    each batch planned (its prefixes looked up) and committed (set), in ns a route each,
    the batch's prefixes packed as the Apply reader gives them.
