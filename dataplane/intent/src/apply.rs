@@ -61,11 +61,9 @@ impl Route {
 
     /// Its identity in the batch (`route_key`).
     fn identity(&self) -> Key {
-        let node = (self.node as u32) << 9;
-        match self.prefix_key() {
-            PrefixKey::V4(a, l) => (u128::from(a), node | u32::from(l)),
-            PrefixKey::V6(a, l) => (a, node | 1 << 8 | u32::from(l)),
-        }
+        // The sort key is family, address, length: route_key of its middle and its end.
+        let key = self.sort_key();
+        route_key(self.node, &key[1..key.len() - 1], u32::from(key[key.len() - 1]))
     }
 
     /// The prefix's key in the controller's tables.
