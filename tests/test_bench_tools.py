@@ -884,25 +884,26 @@ def test_trial_locates_its_losses() -> None:
 @pytest.mark.parametrize(("family", "size"), [(4, 64), (6, 1518)])
 @pytest.mark.lab
 def test_gen_paces_at_the_asked_rate(bench: Bench, sink: Sink, family: int, size: int) -> None:
-    """gen reports `active_seconds`, the time frames were offered (its calls' set-up left
-    out); the harness divides `sent` by it to get the offered rate. That rate must be the
-    one asked for, and over the whole run it can never be exceeded. Last in the file: on a
-    shared CPU it fails (gen.bpf.c leaves every pause over GAP_NS out of the active time
-    but sends the frames due in pauses under CATCH_UP intervals all the same). So the rate
-    while active must be right in one of three runs (a pacer that is wrong is wrong in all
-    three); the bound over the whole run and the delivery hold on every one."""
-    offered = []
+    """gen reports `active_seconds`, the time frames were offered (its calls' set-up and
+    every other pause of over GAP_NS left out); the harness divides `sent` by it to get the
+    offered rate. gen.bpf.c shifts its schedule by each pause it leaves out, so that rate is
+    the one asked for however often the generator is preempted: within a frame of the
+    active time, every run. (It restarted the schedule at each pause's end, which sent a
+    frame early after every pause: 5 % high on an idle machine, up to 55 % on a busy one.)
+    At 5000 frames/s no lag of CATCH_UP frames can build up between runs under GAP_NS
+    apart, so nothing is forgiven; over the whole run the rate is never exceeded."""
     for _ in range(3):
         d = _deliver(bench, sink, family, size)
         g = d.gen
         assert 0 < g["active_seconds"] <= g["seconds"] <= SECONDS + 1, g
-        assert g["sent"] <= RATE * g["seconds"] * 1.15, f"more than {RATE} frames/s: {g}"
+        assert g["sent"] <= RATE * g["seconds"] * 1.01 + 1, f"more than {RATE} frames/s: {g}"
         assert d.pkts == g["sent"], d.describe()
-        offered.append(g["sent"] / g["active_seconds"])
-        if abs(offered[-1] - RATE) <= 0.15 * RATE:
-            break
-    else:
-        pytest.fail(f"offered {[round(o) for o in offered]} frames/s while active, asked {RATE}")
+        assert g["forgiven"] == 0, g
+        # Frames go at the active window's start and every 1/RATE after: `sent` is the
+        # window times RATE rounded up, give or take one frame per CPU the generator ran on.
+        frames = g["active_seconds"] * RATE
+        cpus = os.cpu_count() or 1
+        assert frames - 1 <= g["sent"] <= frames + cpus, f"asked {RATE} frames/s: {g}"
 
 
 # -- the steering program's cost (benches.steering) ------------------------------------------

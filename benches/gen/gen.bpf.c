@@ -55,11 +55,15 @@ int gen(struct xdp_md *ctx)
 	__u64 now = bpf_ktime_get_ns();
 	if (!st->first_ns) {
 		st->first_ns = now;
-	} else if (now - st->last_ns > GAP_NS) {
-		/* A gap left out of the offered window: nothing due in it is sent afterwards
-		 * either, or the rate over the window would read high. */
-		st->gap_ns += now - st->last_ns;
 		st->next_due = now << 8;
+	} else if (now - st->last_ns > GAP_NS) {
+		/* A gap is left out of the offered window, so the schedule stops for it too: it
+		 * is shifted by the gap, and the frame due next is sent as long after the gap as
+		 * it was due after the last run before it. Restarting the schedule at the gap's
+		 * end instead sent that frame early after every gap, and a preempted generator
+		 * read up to half again its rate while active. */
+		st->gap_ns += now - st->last_ns;
+		st->next_due += (now - st->last_ns) << 8;
 	}
 	st->last_ns = now;
 	/* Pacing in the kernel: BPF_PROG_RUN costs milliseconds per call (page pool set-up),
