@@ -46,25 +46,34 @@ fn be128<const N: usize>(h: &[u8; N], at: usize) -> u128 {
 
 /// First octets of IPv4 addresses `parse_v4` never forwards between: 0/8 and 127/8, and
 /// 224/3 (multicast, 240/4, the limited broadcast); 169 for a closer look (169.254/16 is
-/// link-local). One bit per first octet.
-const V4_UNUSUAL_FIRST: [u64; 4] = {
-    let mut bits = [0u64; 4];
+/// link-local). One octet per first octet, so that a frame's two addresses take two loads
+/// and an `or` when neither is one of them, as nearly every frame's.
+const V4_UNUSUAL_FIRST: [u8; 256] = {
+    let mut t = [0u8; 256];
     let mut o = 0;
     while o < 256 {
         if o == 0 || o == 127 || o == 169 || o >= 224 {
-            bits[o / 64] |= 1 << (o % 64);
+            t[o] = 1;
         }
         o += 1;
     }
-    bits
+    t
 };
 
 /// What `parse_v4` drops as a martian, multicast, broadcast or link-local source or
-/// destination: one bit test, and a second compare for 169/8 alone.
+/// destination, for either of `src` and `dst`.
 #[inline(always)]
-fn v4_unusual(a: u32) -> bool {
-    let first = (a >> 24) as usize;
-    V4_UNUSUAL_FIRST[first / 64] >> (first % 64) & 1 != 0 && (first != 169 || ipv4::is_link_local(std::net::Ipv4Addr::from_bits(a)))
+fn v4_unusual(src: u32, dst: u32) -> bool {
+    V4_UNUSUAL_FIRST[(src >> 24) as usize] | V4_UNUSUAL_FIRST[(dst >> 24) as usize] != 0 && v4_unusual_one_of(src, dst)
+}
+
+/// `v4_unusual` for a frame whose source or destination has an unusual first octet: only
+/// 169 is unusual for some addresses (169.254/16) and not others.
+#[cold]
+#[inline(never)]
+fn v4_unusual_one_of(src: u32, dst: u32) -> bool {
+    let one = |a: u32| a >> 24 != 169 && V4_UNUSUAL_FIRST[(a >> 24) as usize] != 0 || ipv4::is_link_local(std::net::Ipv4Addr::from_bits(a));
+    one(src) || one(dst)
 }
 
 /// An IPv4 header without options verifies: its 16-bit words sum to 0xffff. Summed as
@@ -202,7 +211,7 @@ impl Pipeline {
             return None;
         }
         let (src, dst) = (be32(h, IP + 12), be32(h, IP + 16));
-        if v4_unusual(src) || v4_unusual(dst) {
+        if v4_unusual(src, dst) {
             return None;
         }
         // A possible directed broadcast goes the full way.
@@ -323,7 +332,9 @@ impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     fn sent(&mut self, fib: &FibReader, adjacency_id: u32, out_sub: u16, port: u16, start: usize, len: usize, tx: &mut Tally) -> Verdict {
         tx.add(out_sub as usize, len, |s, p, b| self.counters.count_tx_run(s, p, b));
-        self.counters.count_member_tx(fib.adjacency_member(adjacency_id), len);
+        if self.members {
+            self.counters.count_member_tx(fib.adjacency_member(adjacency_id), len);
+        }
         fib.mark_adjacency_used(adjacency_id);
         #[cfg(test)]
         {

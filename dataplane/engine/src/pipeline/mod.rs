@@ -209,6 +209,10 @@ pub struct Pipeline {
     /// The member of the frame being decided, for `drop` to count it by: set by
     /// `process_batch` before each frame's parse and forward, NO_MEMBER between batches.
     member: MemberId,
+    /// The batch being decided has exchange members in its FIB (`EdgeBatch::plain` is
+    /// false): without any, no adjacency leads to one, and the fast path counts no member's
+    /// tx without looking its adjacency's member up.
+    members: bool,
     /// 1-in-N sampling of received frames for sFlow, per ingress port.
     sampler: Sampler,
     /// Set by `reject` when it answered a frame with an ICMP error (read for sampled
@@ -281,6 +285,7 @@ impl Pipeline {
             urpf,
             glean: GleanProducer::new(config.hash_seed.rotate_left(29) ^ 0x676c_6561),
             member: NO_MEMBER,
+            members: false,
             sampler: Sampler::new(config.ports.len(), config.hash_seed.rotate_left(41) ^ next_sampler_seed()),
             answered: None,
             fast_path: true,
@@ -355,6 +360,9 @@ impl Pipeline {
     fn process_batch(&mut self, fib: &FibReader, frames: &mut [PacketBuf<'_>], verdicts: &mut [Verdict], now_ns: u64) {
         debug_assert!(frames.len() <= MAX_BATCH);
         let mut meta = [Meta::EMPTY; MAX_BATCH];
+        // The loops below index up to a length no longer than any of their arrays: no
+        // bounds checks, and one counter where zipped iterators kept one per array.
+        let n = frames.len().min(verdicts.len()).min(MAX_BATCH);
         // Destinations first, then the sources that a uRPF check needs: one batch lookup
         // per family answers both, and a batch with uRPF off everywhere looks up as before.
         let mut v4_keys = [0u32; 2 * MAX_BATCH];
@@ -423,6 +431,7 @@ impl Pipeline {
         // A frame the fast path parses still has its sender found, its source filtered and
         // its sample taken, as below; a frame it declines goes the full way.
         let members = !edge.plain();
+        self.members = members;
         let mut rx = fast::Tally::new();
         for (i, ((frame, verdict), m)) in frames.iter().zip(verdicts.iter_mut()).zip(meta.iter_mut()).enumerate() {
             if self.fast_path {
@@ -493,7 +502,8 @@ impl Pipeline {
         // (group, bucket, adjacency) that a short loop lets the core run for many frames
         // at once, where the rewrite's long body between them kept it to one or two.
         let mut hops: [Option<(AdjacencyId, &Adjacency)>; MAX_BATCH] = [None; MAX_BATCH];
-        for (m, hop) in meta.iter().zip(hops.iter_mut()) {
+        for i in 0..n {
+            let (m, hop) = (&meta[i], &mut hops[i]);
             let entries = match m.family {
                 Family::Done => continue,
                 Family::V4 => &v4_entries,
@@ -508,7 +518,8 @@ impl Pipeline {
 
         // Check sources, resolve, check, rewrite.
         let mut tx = fast::Tally::new();
-        for (i, (((frame, verdict), m), hop)) in frames.iter_mut().zip(verdicts.iter_mut()).zip(meta.iter()).zip(hops).enumerate() {
+        for i in 0..n {
+            let (frame, verdict, m, hop) = (&mut frames[i], &mut verdicts[i], &meta[i], hops[i]);
             let (entries, sources) = match m.family {
                 Family::Done => continue,
                 Family::V4 => (&v4_entries, n4),
