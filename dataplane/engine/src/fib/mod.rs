@@ -104,13 +104,26 @@ impl fmt::Display for RouteTarget {
     }
 }
 
-/// Where and how a frame leaves: egress port, 802.1Q VLAN (0 = untagged), MACs.
+/// Where and how a frame leaves: egress port, 802.1Q VLAN (0 = untagged), MACs. Laid out
+/// as declared, the two MACs in an Ethernet header's order, so that the fast path copies
+/// them as one run of 12 octets (`Adjacency::macs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
 pub struct Adjacency {
     pub port: u16,
     pub vlan: u16,
-    pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+}
+
+impl Adjacency {
+    /// Destination and source MAC, the first 12 octets of the frame's link header, as the
+    /// little-endian words of octets 0-7 and 8-11 (each one load from this layout).
+    #[inline(always)]
+    pub fn macs(&self) -> (u64, u32) {
+        let (d, s) = (&self.dst_mac, &self.src_mac);
+        (u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1]]), u32::from_le_bytes([s[2], s[3], s[4], s[5]]))
+    }
 }
 
 /// An exchange member's router as the engine knows it: its MAC on a sub-interface (port

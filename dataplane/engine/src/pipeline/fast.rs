@@ -301,7 +301,7 @@ impl Pipeline {
         if m.ip_len > out.mtu {
             return None;
         }
-        let (port, vlan, dst_mac, src_mac) = (adjacency.port, adjacency.vlan, adjacency.dst_mac, adjacency.src_mac);
+        let (port, vlan) = (adjacency.port, adjacency.vlan);
         if vlan == 0 {
             // Untagged out as in: the new link header where the old one was. A frame under
             // the Ethernet minimum would need padding: `forward` pads.
@@ -309,8 +309,9 @@ impl Pipeline {
                 return None;
             }
             decrement(ip, v4, ttl)?;
-            l2[..6].copy_from_slice(&dst_mac);
-            l2[6..12].copy_from_slice(&src_mac);
+            let (macs_lo, macs_hi) = adjacency.macs();
+            l2[..8].copy_from_slice(&macs_lo.to_le_bytes());
+            l2[8..12].copy_from_slice(&macs_hi.to_le_bytes());
             // The EtherType stays: IPv4 in, IPv4 out.
             *verdict = self.sent(fib, adjacency_id, out_sub, port, start, len, tx);
             return Some(());
@@ -322,7 +323,8 @@ impl Pipeline {
         decrement(ip, v4, ttl)?;
         let tci = ethernet::tci(m.priority, vlan);
         let ether_type = if v4 { ethertype::IPV4 } else { ethertype::IPV6 };
-        let (start, len) = write_link(frame.chunk, start + ethernet::HEADER_LEN, ip_len, Some(tci), dst_mac, src_mac, ether_type)?;
+        let (start, len) =
+            write_link(frame.chunk, start + ethernet::HEADER_LEN, ip_len, Some(tci), adjacency.dst_mac, adjacency.src_mac, ether_type)?;
         *verdict = self.sent(fib, adjacency_id, out_sub, port, start, len, tx);
         Some(())
     }
