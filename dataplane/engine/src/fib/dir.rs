@@ -43,6 +43,9 @@ pub(crate) trait Key: Copy + Eq + Hash + Ord + Debug + Send + Sync + 'static {
     /// The `STRIDE` (8) bits starting `off` bits from the most significant end, where
     /// `off` is a multiple of 8 below `BITS`: `chunk(off, 8)` without a wide shift.
     fn byte(self, off: u32) -> usize;
+    /// `chunk(0, n)` for a root of `n` bits (8 <= n <= 24): from the key's top 32 bits,
+    /// a narrow shift where IPv6's is a wide one of a dozen instructions.
+    fn top(self, n: u32) -> usize;
     /// The key with only its top `len` bits kept.
     fn masked(self, len: u32) -> Self;
 }
@@ -56,6 +59,10 @@ impl Key for u32 {
     #[inline(always)]
     fn byte(self, off: u32) -> usize {
         self.to_be_bytes()[(off / 8) as usize & 3] as usize
+    }
+    #[inline(always)]
+    fn top(self, n: u32) -> usize {
+        self.chunk(0, n)
     }
     #[inline]
     fn masked(self, len: u32) -> Self {
@@ -78,6 +85,10 @@ impl Key for u128 {
         // A byte of the key's memory image, where a variable u128 shift is a dozen
         // instructions with branches: a fifth of an IPv6 lookup's work.
         self.to_be_bytes()[(off / 8) as usize & 15] as usize
+    }
+    #[inline(always)]
+    fn top(self, n: u32) -> usize {
+        ((self >> 96) as u32 >> (32 - n)) as usize
     }
     #[inline]
     fn masked(self, len: u32) -> Self {
@@ -161,7 +172,7 @@ impl DirShared {
     /// The entry that answers `key`: 0 when no route covers it, else a route entry.
     #[inline(always)]
     pub(crate) fn lookup<K: Key>(&self, key: K) -> u32 {
-        self.below_root(self.root[key.chunk(0, self.root_bits)].load(Ordering::Acquire), key)
+        self.below_root(self.root[key.top(self.root_bits)].load(Ordering::Acquire), key)
     }
 
     /// The entry that answers `key` given its root entry `e`: `e` itself, or the walk
@@ -209,7 +220,7 @@ impl DirShared {
                 self.prefetch_root(*k);
             }
             for (k, o) in keys.iter().zip(out.iter_mut()) {
-                let e = self.root[k.chunk(0, self.root_bits)].load(Ordering::Acquire);
+                let e = self.root[k.top(self.root_bits)].load(Ordering::Acquire);
                 *o = if e & EXT != 0 { self.below_root(e, *k) } else { e };
             }
             return;
@@ -218,7 +229,7 @@ impl DirShared {
         let mut deeper = [0u8; LOOKUP_CHUNK];
         let mut n = 0;
         for (i, (k, o)) in keys.iter().zip(out.iter_mut()).enumerate() {
-            *o = self.root[k.chunk(0, self.root_bits)].load(Ordering::Acquire);
+            *o = self.root[k.top(self.root_bits)].load(Ordering::Acquire);
             deeper[n] = i as u8;
             n += (*o & EXT != 0) as usize;
         }
@@ -251,7 +262,7 @@ impl DirShared {
     /// Asks for the root entry of `key`: the first load of its lookup.
     #[inline(always)]
     pub(crate) fn prefetch_root<K: Key>(&self, key: K) {
-        if let Some(e) = self.root.get(key.chunk(0, self.root_bits)) {
+        if let Some(e) = self.root.get(key.top(self.root_bits)) {
             prefetch_ref(e);
         }
     }
@@ -518,5 +529,22 @@ impl<K: Key> DirTable<K> {
         self.shared.slots(parent)[i].store(first, Ordering::Release);
         let epoch = qsbr.retire_epoch();
         self.retired.push_back((epoch, child));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The lookups' shortcuts read the bits that the general `chunk` reads.
+        #[test]
+        fn top_and_byte_are_chunks(k4 in any::<u32>(), k6 in any::<u128>(), n in STRIDE..=24, at in 0u32..16) {
+            prop_assert_eq!(k4.top(n), k4.chunk(0, n));
+            prop_assert_eq!(k6.top(n), k6.chunk(0, n));
+            prop_assert_eq!(k4.byte(at % 4 * 8), k4.chunk(at % 4 * 8, STRIDE));
+            prop_assert_eq!(k6.byte(at * 8), k6.chunk(at * 8, STRIDE));
+        }
     }
 }

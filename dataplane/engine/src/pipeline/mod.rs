@@ -218,12 +218,40 @@ pub struct Pipeline {
     /// Set by `reject` when it answered a frame with an ICMP error (read for sampled
     /// frames only, whose verdict is then a Forward out of the ingress port).
     answered: Option<DropReason>,
+    /// The batch's lookup keys and entries, kept from batch to batch: made afresh on the
+    /// stack, their 4.75 KiB were zeroed for every batch. Each batch writes every key and
+    /// entry it reads; `process_batch` holds them while it runs (None then).
+    scratch: Option<Box<Scratch>>,
     /// Common frames take the fast path (`fast`); off, every frame takes the full one
     /// (for tests and benchmarks to compare the two).
     fast_path: bool,
     /// Frames `forward_fast` forwarded, for the tests to see the fast path taken.
     #[cfg(test)]
     fast_forwarded: u64,
+}
+
+/// A batch's lookup keys, destinations first and then the sources that a uRPF check
+/// needs (one batch lookup per family answers both), and the entries found for them.
+struct Scratch {
+    v4_keys: [u32; 2 * MAX_BATCH],
+    v6_keys: [u128; 2 * MAX_BATCH],
+    v4_srcs: [u32; MAX_BATCH],
+    v6_srcs: [u128; MAX_BATCH],
+    v4_entries: [u32; 2 * MAX_BATCH],
+    v6_entries: [u32; 2 * MAX_BATCH],
+}
+
+impl Scratch {
+    fn boxed() -> Box<Scratch> {
+        Box::new(Scratch {
+            v4_keys: [0; 2 * MAX_BATCH],
+            v6_keys: [0; 2 * MAX_BATCH],
+            v4_srcs: [0; MAX_BATCH],
+            v6_srcs: [0; MAX_BATCH],
+            v4_entries: [0; 2 * MAX_BATCH],
+            v6_entries: [0; 2 * MAX_BATCH],
+        })
+    }
 }
 
 impl Pipeline {
@@ -286,6 +314,7 @@ impl Pipeline {
             glean: GleanProducer::new(config.hash_seed.rotate_left(29) ^ 0x676c_6561),
             member: NO_MEMBER,
             members: false,
+            scratch: Some(Scratch::boxed()),
             sampler: Sampler::new(config.ports.len(), config.hash_seed.rotate_left(41) ^ next_sampler_seed()),
             answered: None,
             fast_path: true,
@@ -365,10 +394,8 @@ impl Pipeline {
         let n = frames.len().min(verdicts.len()).min(MAX_BATCH);
         // Destinations first, then the sources that a uRPF check needs: one batch lookup
         // per family answers both, and a batch with uRPF off everywhere looks up as before.
-        let mut v4_keys = [0u32; 2 * MAX_BATCH];
-        let mut v6_keys = [0u128; 2 * MAX_BATCH];
-        let mut v4_srcs = [0u32; MAX_BATCH];
-        let mut v6_srcs = [0u128; MAX_BATCH];
+        let mut scratch = self.scratch.take().unwrap_or_else(Scratch::boxed);
+        let Scratch { v4_keys, v6_keys, v4_srcs, v6_srcs, v4_entries, v6_entries } = &mut *scratch;
         let (mut n4, mut n6, mut s4, mut s6) = (0usize, 0usize, 0usize, 0usize);
 
         // Ask for every frame's headers before reading the first: in copy mode the kernel
@@ -483,8 +510,6 @@ impl Pipeline {
         rx.take(|s, p, b| self.counters.count_rx_run(s, p, b));
 
         // Look up all, one call per family.
-        let mut v4_entries = [0u32; 2 * MAX_BATCH];
-        let mut v6_entries = [0u32; 2 * MAX_BATCH];
         if let (Some(to), Some(from)) = (v4_keys.get_mut(n4..n4 + s4), v4_srcs.get(..s4)) {
             to.copy_from_slice(from);
         }
@@ -559,6 +584,7 @@ impl Pipeline {
         self.member = NO_MEMBER;
         tx.take(|s, p, b| self.counters.count_tx_run(s, p, b));
         self.sampler.publish(frames, verdicts);
+        self.scratch = Some(scratch);
     }
 
     #[inline]
