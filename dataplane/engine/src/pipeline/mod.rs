@@ -545,16 +545,17 @@ impl Pipeline {
         let mut tx = fast::Tally::new();
         for i in 0..n {
             let (frame, verdict, m, hop) = (&mut frames[i], &mut verdicts[i], &meta[i], hops[i]);
-            let (entries, sources) = match m.family {
-                Family::Done => continue,
-                Family::V4 => (&v4_entries, n4),
-                Family::V6 => (&v6_entries, n6),
-            };
+            // A frame decided already has no next hop: the pass above left it out.
             if let Some(hop) = hop {
                 if self.forward_fast(fib, frame, m, hop, &mut tx, verdict).is_some() {
                     continue;
                 }
             }
+            let (entries, sources) = match m.family {
+                Family::Done => continue,
+                Family::V4 => (&v4_entries, n4),
+                Family::V6 => (&v6_entries, n6),
+            };
             self.member = m.member;
             if m.sampled {
                 self.answered = None;
