@@ -201,23 +201,28 @@ impl DirShared {
     /// level, the next level of every entry that needs one, each level two passes over
     /// the keys still unresolved (kept packed, so that a level costs nothing for keys that
     /// ended above it): the first asks for their entries, the second loads them.
+    ///
+    /// `ASKED`: the caller has asked for every key's root entry (`prefetch_root`) already,
+    /// as the pipeline does while it parses: the batch does not ask again.
     #[inline]
-    pub(crate) fn lookup_batch<K: Key>(&self, keys: &[K], out: &mut [u32]) {
+    pub(crate) fn lookup_batch<K: Key, const ASKED: bool>(&self, keys: &[K], out: &mut [u32]) {
         debug_assert!(out.len() >= keys.len());
         for (keys, out) in keys.chunks(LOOKUP_CHUNK).zip(out.chunks_mut(LOOKUP_CHUNK)) {
-            self.lookup_chunk(keys, out);
+            self.lookup_chunk::<K, ASKED>(keys, out);
         }
     }
 
     #[inline(always)]
-    fn lookup_chunk<K: Key>(&self, keys: &[K], out: &mut [u32]) {
+    fn lookup_chunk<K: Key, const ASKED: bool>(&self, keys: &[K], out: &mut [u32]) {
         if self.root_bits > PREFETCHED_ROOT_BITS {
             // No packed list of the keys that go deeper here (few do): kept per key, it
             // waited on each key's miss and filled the core's window, so fewer misses
             // were in flight. Resolving each key at once is 1.1x-1.3x as fast on the full
             // IPv4 table (docs/benchmarks.md, "Why random IPv4 keys lag rte_fib").
-            for k in keys {
-                self.prefetch_root(*k);
+            if !ASKED {
+                for k in keys {
+                    self.prefetch_root(*k);
+                }
             }
             for (k, o) in keys.iter().zip(out.iter_mut()) {
                 let e = self.root[k.top(self.root_bits)].load(Ordering::Acquire);

@@ -1135,12 +1135,19 @@ impl FibReader {
     /// `RouteTarget::from_entry`.
     #[inline]
     pub fn lookup_v4_batch(&self, dsts: &[u32], out: &mut [u32]) {
-        self.shared.v4.lookup_batch(dsts, out)
+        self.shared.v4.lookup_batch::<u32, false>(dsts, out)
+    }
+
+    /// `lookup_v4_batch` for keys whose root entries were asked for (`prefetch_v4`) as
+    /// they were gathered: the batch does not ask for them again.
+    #[inline]
+    pub fn lookup_v4_batch_prefetched(&self, dsts: &[u32], out: &mut [u32]) {
+        self.shared.v4.lookup_batch::<u32, true>(dsts, out)
     }
 
     #[inline]
     pub fn lookup_v6_batch(&self, dsts: &[u128], out: &mut [u32]) {
-        self.shared.v6.lookup_batch(dsts, out)
+        self.shared.v6.lookup_batch::<u128, false>(dsts, out)
     }
 
     /// A hint that `dst` will be looked up soon: asks for the cache line of its root

@@ -517,7 +517,7 @@ impl Pipeline {
             to.copy_from_slice(from);
         }
         if n4 + s4 > 0 {
-            fib.lookup_v4_batch(&v4_keys[..n4 + s4], &mut v4_entries[..n4 + s4]);
+            fib.lookup_v4_batch_prefetched(&v4_keys[..n4 + s4], &mut v4_entries[..n4 + s4]);
         }
         if n6 + s6 > 0 {
             fib.lookup_v6_batch(&v6_keys[..n6 + s6], &mut v6_entries[..n6 + s6]);
