@@ -81,6 +81,18 @@ impl RouteTarget {
         dir::entry_depth(entry) as u8
     }
 
+    /// The group of a table entry as returned by the batch lookups, when its route is to
+    /// one: `from_entry` for the common case, one sign test and one compare.
+    #[inline(always)]
+    pub const fn group_of_entry(entry: u32) -> Option<GroupId> {
+        let code = entry & VALUE_MASK;
+        if entry & VALID != 0 && code < CODE_GLEAN {
+            Some(code)
+        } else {
+            None
+        }
+    }
+
     /// Decodes a table entry as returned by the batch lookups.
     #[inline(always)]
     pub const fn from_entry(entry: u32) -> Option<RouteTarget> {

@@ -740,3 +740,16 @@ fn the_real_tables_load_and_look_up() {
         }
     }
 }
+
+proptest! {
+    /// The fast path's group decode reads an entry as `from_entry` does: every special
+    /// code, every group, valid or not, at any depth and with the node bit.
+    #[test]
+    fn group_of_entry_is_from_entry(entry in prop_oneof![any::<u32>(), (0u32..8, any::<u32>()).prop_map(|(d, hi)| (hi & !VALUE_MASK) | (VALUE_MASK - d))]) {
+        let expected = match RouteTarget::from_entry(entry) {
+            Some(RouteTarget::Group(g)) => Some(g),
+            _ => None,
+        };
+        prop_assert_eq!(RouteTarget::group_of_entry(entry), expected);
+    }
+}

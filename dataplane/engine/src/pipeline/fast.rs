@@ -162,7 +162,7 @@ impl Tally {
 /// the adjacency its flow hash picks (`forward_fast` then takes the frame or declines it).
 #[inline(always)]
 pub(super) fn next_hop(fib: &FibReader, entry: u32, flow_hash: u32) -> Option<(AdjacencyId, &Adjacency)> {
-    let Some(RouteTarget::Group(group)) = RouteTarget::from_entry(entry) else { return None };
+    let group = RouteTarget::group_of_entry(entry)?;
     fib.next_hop(group, flow_hash)
 }
 
