@@ -6,6 +6,7 @@ the minimal C AF_XDP forwarder (benches/afxdp_ref), DPDK's l3fwd on the net_af_x
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -373,8 +374,22 @@ class CorridorRouter(Router):
                     raise RuntimeError(f"{self.name}: edge drops {checked}, XDP {refused}")
                 if not eng.edge():
                     raise RuntimeError(f"{self.name}: no edge filter in force")
+            self.placement.append(f"counters {json.dumps(engine_counters(eng.counters()))}")
             eng.stop()
             self.engine = None
+
+
+def engine_counters(c: dict) -> dict:
+    """The engine's own account of its life, as afxdp_ref prints its own: the kernel's
+    counters of its sockets (XDP_STATISTICS, summed: rx ring full, fill ring empty), frames
+    dropped for a full tx ring, and the workers' passes over their rings."""
+    out = {"rx": sum(w["rx_packets"] for w in c["workers"]),
+           "tx": sum(w["tx_packets"] for w in c["workers"]),
+           "tx_ring_full": c["tx_ring_full"],
+           "passes": sum(w["passes"] for w in c["workers"])}  # fmt: skip
+    for key in ("rx_dropped", "rx_ring_full", "rx_fill_ring_empty_descs", "tx_ring_empty_descs"):
+        out[key] = sum(s["statistics"][key] for s in c["xsk"])
+    return out
 
 
 def make_router(name: str, where: L.Lab | Topology, table: dict) -> Router:
