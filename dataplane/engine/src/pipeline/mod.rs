@@ -394,6 +394,8 @@ impl Pipeline {
         let n = frames.len().min(verdicts.len()).min(MAX_BATCH);
         // Destinations first, then the sources that a uRPF check needs: one batch lookup
         // per family answers both, and a batch with uRPF off everywhere looks up as before.
+        // Held for the batch and put back at its end; only a batch that panicked leaves
+        // none, and the next one makes them afresh.
         let mut scratch = self.scratch.take().unwrap_or_else(Scratch::boxed);
         let Scratch { v4_keys, v6_keys, v4_srcs, v6_srcs, v4_entries, v6_entries } = &mut *scratch;
         let (mut n4, mut n6, mut s4, mut s6) = (0usize, 0usize, 0usize, 0usize);
