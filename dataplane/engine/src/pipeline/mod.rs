@@ -389,9 +389,6 @@ impl Pipeline {
     fn process_batch(&mut self, fib: &FibReader, frames: &mut [PacketBuf<'_>], verdicts: &mut [Verdict], now_ns: u64) {
         debug_assert!(frames.len() <= MAX_BATCH);
         let mut meta = [Meta::EMPTY; MAX_BATCH];
-        // The loops below index up to a length no longer than any of their arrays: no
-        // bounds checks, and one counter where zipped iterators kept one per array.
-        let n = frames.len().min(verdicts.len()).min(MAX_BATCH);
         // Destinations first, then the sources that a uRPF check needs: one batch lookup
         // per family answers both, and a batch with uRPF off everywhere looks up as before.
         // Held for the batch and put back at its end; only a batch that panicked leaves
@@ -529,6 +526,10 @@ impl Pipeline {
         // (group, bucket, adjacency) that a short loop lets the core run for many frames
         // at once, where the rewrite's long body between them kept it to one or two.
         let mut hops: [Option<(AdjacencyId, &Adjacency)>; MAX_BATCH] = [None; MAX_BATCH];
+        // This loop and the rewrite's index up to a length no longer than any of their
+        // arrays: no bounds checks, and one counter where zipped iterators kept one per
+        // array (the parse loop above stays zipped: indexed, it counted more).
+        let n = frames.len().min(verdicts.len()).min(MAX_BATCH);
         for i in 0..n {
             let (m, hop) = (&meta[i], &mut hops[i]);
             let entries = match m.family {
