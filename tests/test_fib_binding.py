@@ -131,6 +131,7 @@ def test_engine_subnets_directed_broadcast_and_icmp_limits_are_checked() -> None
 
     Engine(fib, ports=[port(directed_broadcast=True)])  # checked, not started
     Engine(fib, ports=[port()], icmp_source_rate=0, icmp_sources=1)
+    Engine(fib, ports=[port()], realtime_priority=99)
     bad = [
         (
             {"ports": [port(addresses={0: ["198.18.0.1/33"]})]},
@@ -143,6 +144,14 @@ def test_engine_subnets_directed_broadcast_and_icmp_limits_are_checked() -> None
         ),
         ({"ports": [port()], "icmp_sources": 0}, "icmp_sources: 0 is not between 1 and 1048576"),
         ({"ports": [port()], "icmp_sources": 1 << 21}, "icmp_sources: 2097152 is not between"),
+        ({"ports": [port()], "realtime_priority": 0}, "realtime_priority: 0 is not a SCHED_FIFO"),
+        ({"ports": [port()], "realtime_priority": 100}, "realtime_priority: 100 is not a SCHED"),
+        ({"ports": [port()], "realtime_priority": 300}, "realtime_priority: 300 is not a SCHED"),
+        ({"ports": [port()], "realtime_priority": -1}, "realtime_priority: -1 is not a SCHED"),
+        (
+            {"ports": [port()], "realtime_priority": 10, "busy_poll": True},
+            "realtime_priority: a real-time worker must sleep when idle",
+        ),
     ]
     for kw, message in bad:
         with pytest.raises(ValueError, match=message):

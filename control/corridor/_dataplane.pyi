@@ -286,9 +286,15 @@ class Engine:
         pin_cpus: bool = False,
         frames_per_worker: int | None = None,
         frame_size: Literal[2048, 4096] = 2048,
+        realtime_priority: int | None = None,
     ) -> None:
         """Checks the configuration; raises ValueError naming the field
-        (e.g. `ports[0].mtu: 70000 is not between 1280 ... and 9216`). Starts nothing."""
+        (e.g. `ports[0].mtu: 70000 is not between 1280 ... and 9216`). Starts nothing.
+
+        `realtime_priority` (1 to 99): the workers run SCHED_FIFO at that priority, ahead
+        of the kernel thread that receives their frames on the same core, which then runs
+        only while they sleep (no receive livelock at overload); not with `busy_poll`.
+        Needs CAP_SYS_NICE; `start` raises EngineError without it."""
     def start(self) -> None:
         """Attaches the steering program, opens the sockets, starts the workers; returns
         once they forward (GIL released). Raises EngineError; nothing is left behind."""

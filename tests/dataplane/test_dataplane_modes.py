@@ -1,6 +1,7 @@
-"""Worker modes: busy polling and CPU pinning. A pinned worker runs on the CPU it was given;
-a busy-polling worker spins while idle where a wake-up worker sleeps in poll(); both
-forward."""
+"""Worker modes: busy polling, CPU pinning and real-time scheduling. A pinned worker runs on
+the CPU it was given; a busy-polling worker spins while idle where a wake-up worker sleeps in
+poll(); a real-time worker is SCHED_FIFO at the priority asked and still sleeps when idle;
+all forward."""
 
 from __future__ import annotations
 
@@ -35,11 +36,11 @@ def _threads() -> dict[int, tuple[str, int]]:
     return out
 
 
-def _start(lab: L.Lab, busy: bool, pin: bool):
+def _start(lab: L.Lab, busy: bool, pin: bool, realtime: int | None = None):
     dp = dataplane()
     eng = dp.Engine(
         standard_fib(dp), ports=engine_ports(), workers=1, netns=lab.ns("dut"),
-        busy_poll=busy, pin_cpus=pin,
+        busy_poll=busy, pin_cpus=pin, realtime_priority=realtime,
     )  # fmt: skip
     eng.start()
     return eng
@@ -109,3 +110,35 @@ def test_wake_up_worker_sleeps_when_idle(lab: L.Lab) -> None:
         assert max(ticks.values()) <= 10, f"idle wake-up workers used {ticks} ticks in 1 s"
     finally:
         eng.stop()
+
+
+def _workers(threads: set[int]) -> set[int]:
+    """The engine's worker threads among `threads` (named corridor-w<i>)."""
+    out = set()
+    for t in threads:
+        try:
+            if (TASKS / str(t) / "comm").read_text().startswith("corridor-w"):
+                out.add(t)
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def test_realtime_worker_runs_sched_fifo_and_sleeps_when_idle(lab: L.Lab) -> None:
+    before = set(_threads())
+    eng = _start(lab, busy=False, pin=False, realtime=7)
+    try:
+        workers = _workers(set(_threads()) - before)
+        assert workers, "the engine started no corridor-w thread"
+        for t in workers:
+            assert os.sched_getscheduler(t) == os.SCHED_FIFO, f"worker {t} is not SCHED_FIFO"
+            assert os.sched_getparam(t).sched_priority == 7
+        _forwards(lab)
+        # Real-time and idle, it must still sleep: the kernel's receive on its core runs
+        # only then.
+        ticks = _idle_ticks(workers)
+        assert max(ticks.values()) <= 10, f"idle real-time workers used {ticks} ticks in 1 s"
+    finally:
+        eng.stop()
+    # The other threads of the process keep their policy.
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER

@@ -219,7 +219,7 @@ impl Engine {
     #[new]
     #[pyo3(signature = (fib, *, ports, workers=None, netns=None, busy_poll=false, bind_mode="auto", attach_mode="auto",
         icmp_rate=1000, icmp_burst=100, icmp_source_rate=1, icmp_source_burst=6, icmp_sources=4096, icmp_worker_rate=1000,
-        icmp_worker_burst=50, pin_cpus=false, frames_per_worker=None, frame_size=2048))]
+        icmp_worker_burst=50, pin_cpus=false, frames_per_worker=None, frame_size=2048, realtime_priority=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         fib: Py<Fib>,
@@ -239,7 +239,13 @@ impl Engine {
         pin_cpus: bool,
         frames_per_worker: Option<u32>,
         frame_size: u32,
+        realtime_priority: Option<i64>,
     ) -> PyResult<Self> {
+        let realtime_priority = realtime_priority
+            .map(|p| {
+                u8::try_from(p).map_err(|_| PyValueError::new_err(format!("realtime_priority: {p} is not a SCHED_FIFO priority (1 to 99)")))
+            })
+            .transpose()?;
         let bind_mode = match bind_mode {
             "auto" => BindMode::Auto,
             "copy" => BindMode::Copy,
@@ -258,6 +264,7 @@ impl Engine {
             workers,
             pin_cpus,
             busy_poll,
+            realtime_priority,
             bind_mode,
             attach_mode,
             frames_per_worker,

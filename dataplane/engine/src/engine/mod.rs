@@ -90,6 +90,13 @@ pub struct EngineConfig {
     pub pin_cpus: bool,
     /// Spin when idle instead of sleeping in poll (lower latency, a core per worker).
     pub busy_poll: bool,
+    /// Run the workers SCHED_FIFO at this priority (1 to 99); None: SCHED_OTHER. A
+    /// real-time worker has its core whenever it has frames, ahead of the kernel thread
+    /// that receives them for it (threaded NAPI, ksoftirqd), which then runs only while
+    /// the worker sleeps: the kernel no longer spends the core taking in frames that the
+    /// worker cannot take and it drops at the socket (receive livelock). Needs the
+    /// wake-up mode (the worker sleeps when idle), so not with `busy_poll`.
+    pub realtime_priority: Option<u8>,
     /// Copy or zero-copy sockets (Auto: zero-copy where the driver has it).
     pub bind_mode: BindMode,
     /// Native or generic XDP (Auto: native, falling back to generic).
@@ -115,6 +122,7 @@ impl Default for EngineConfig {
             workers: None,
             pin_cpus: false,
             busy_poll: false,
+            realtime_priority: None,
             bind_mode: BindMode::Auto,
             attach_mode: AttachMode::Auto,
             frames_per_worker: None,
@@ -159,6 +167,18 @@ impl EngineConfig {
         }
         if self.frame_size != 2048 && self.frame_size != 4096 {
             return Err(config_err("frame_size", format!("{} is neither 2048 nor 4096", self.frame_size)));
+        }
+        match self.realtime_priority {
+            Some(p) if !(1..=99).contains(&p) => {
+                return Err(config_err("realtime_priority", format!("{p} is not a SCHED_FIFO priority (1 to 99)")));
+            }
+            Some(_) if self.busy_poll => {
+                return Err(config_err(
+                    "realtime_priority",
+                    "a real-time worker must sleep when idle, and busy_poll spins: the kernel could no longer receive on its core",
+                ));
+            }
+            _ => {}
         }
         if self.icmp_limits.sources == 0 || self.icmp_limits.sources > MAX_ICMP_SOURCES {
             return Err(config_err("icmp_sources", format!("{} is not between 1 and {MAX_ICMP_SOURCES}", self.icmp_limits.sources)));
@@ -778,6 +798,7 @@ fn set_up(shared: &Arc<Shared>, plan: &Plan, readers: Vec<FibReader>, handles: &
             netns: config.netns.clone(),
             cpu: (!cpus.is_empty()).then(|| cpus[index % cpus.len()]),
             busy_poll: config.busy_poll,
+            realtime_priority: config.realtime_priority,
             umem: plan.umem,
             sockets: plan.sockets,
             ifindexes: ifindexes.clone(),
@@ -927,6 +948,15 @@ mod tests {
         let mut c = base.clone();
         c.netns = Some("../x".into());
         check(&c, "netns:");
+        let mut c = base.clone();
+        c.realtime_priority = Some(0);
+        check(&c, "realtime_priority: 0 is not a SCHED_FIFO priority");
+        c.realtime_priority = Some(100);
+        check(&c, "realtime_priority: 100 is not a SCHED_FIFO priority");
+        c.realtime_priority = Some(99);
+        assert!(c.validate().is_ok());
+        c.busy_poll = true;
+        check(&c, "realtime_priority: a real-time worker must sleep when idle");
         let mut c = base;
         c.frames_per_worker = Some(100);
         check(&c, "frames_per_worker: 100");

@@ -1,8 +1,9 @@
 //! The few system calls the engine makes outside the sockets: entering a network
-//! namespace, pinning a thread, reading a port's flags. (Sleeping on sockets and their
+//! namespace, pinning a thread, making it real-time, reading a port's flags. (Sleeping on sockets and their
 //! kernel counters are `xsk`'s.) The engine's FFI fence: every `unsafe` of the `engine`
 //! module is here.
-// unsafe: each function is one libc call (setns, sched_*affinity, socket, ioctl).
+// unsafe: each function is one libc call (setns, sched_*affinity, sched_setscheduler,
+// socket, ioctl).
 #![allow(unsafe_code)]
 
 use std::{
@@ -51,6 +52,18 @@ pub(super) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: `set` is live and of the size passed.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes the calling thread SCHED_FIFO at `priority` (1 to 99): it runs whenever it is
+/// runnable, ahead of every SCHED_OTHER thread of its CPU, until it sleeps.
+pub(super) fn make_realtime(priority: u8) -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: libc::c_int::from(priority) };
+    // SAFETY: `param` is a live sched_param; pid 0 is the calling thread.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }

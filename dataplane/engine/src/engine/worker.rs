@@ -138,6 +138,7 @@ pub(crate) struct WorkerSetup {
     pub netns: Option<String>,
     pub cpu: Option<usize>,
     pub busy_poll: bool,
+    pub realtime_priority: Option<u8>,
     pub umem: UmemConfig,
     pub sockets: SocketConfig,
     /// Ifindex of every port, in port order; this worker opens queue `index` on each.
@@ -205,6 +206,13 @@ impl Worker {
         }
         if let Some(cpu) = setup.cpu {
             sys::pin_to_cpu(cpu).map_err(|e| EngineError::Thread(format!("pinning to cpu {cpu}: {e}")))?;
+        }
+        if let Some(priority) = setup.realtime_priority {
+            sys::make_realtime(priority).map_err(|e| {
+                EngineError::Thread(format!(
+                    "SCHED_FIFO at priority {priority}: {e} (needs CAP_SYS_NICE or an RLIMIT_RTPRIO of {priority})"
+                ))
+            })?;
         }
         let queue = setup.index as u32;
         let mut set = SocketSet::new(setup.umem, setup.sockets).map_err(EngineError::Socket)?;
