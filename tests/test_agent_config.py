@@ -15,6 +15,7 @@ from corridor.common.config import ConfigError, HostPort
 
 GOOD = """
 workers = 4
+realtime_priority = 10
 
 [listen]
 unix = "run/agent.sock"
@@ -59,6 +60,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_a_good_file_is_read_whole(tmp_path: Path) -> None:
     config = load(write(tmp_path, GOOD))
     assert config.workers == 4
+    assert config.realtime_priority == 10
     assert config.listen.unix == tmp_path / "run/agent.sock"  # relative to the file
     assert config.listen.tcp == HostPort("::1", 50051)
     assert str(config.listen.tcp) == "[::1]:50051"
@@ -108,6 +110,7 @@ def test_the_example_in_the_help_is_valid(tmp_path: Path) -> None:
 def test_the_smallest_file_is_a_listener(tmp_path: Path) -> None:
     config = load(write(tmp_path, '[listen]\nunix = "/run/corridor/agent.sock"\n'))
     assert config.workers == 1 and config.ports == () and config.tls is None
+    assert config.realtime_priority is None
 
 
 # (what is changed in GOOD, the message expected after "<file>: ")
@@ -118,6 +121,12 @@ BAD = [
     (("queues = 4", 'queues = "4"'), "ports[0].queues: is a string ('4'); expected an integer"),
     (("queues = 4", "queues = true"), "ports[0].queues: is a boolean (True); expected an integer"),
     (("workers = 4", "workers = 0"), "workers: 0 is not between 1 and 1024"),
+    (("realtime_priority = 10", "realtime_priority = 0"), "realtime_priority: 0 is not between 1"),
+    (("realtime_priority = 10", "realtime_priority = 100"), "realtime_priority: 100 is not betwee"),
+    (
+        ("realtime_priority = 10", 'realtime_priority = "high"'),
+        "realtime_priority: is a string ('high'); expected an integer",
+    ),
     (("sources = 64", "sources = 0"), "icmp.sources: 0 is not between 1 and 1048576"),
     (("source_rate = 2", "source_rate = -1"), "icmp.source_rate: -1 is not between 0 and"),
     (("source_rate = 2", "source_rates = 2"), "icmp.source_rates: unknown key; known here:"),

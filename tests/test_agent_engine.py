@@ -30,6 +30,7 @@ from corridor.v1 import dataplane_pb2, dataplane_pb2_grpc
 pytestmark = pytest.mark.lab  # network namespaces, real traffic, root
 
 ELECTION = 7
+RT_PRIORITY = 5  # the workers' SCHED_FIFO priority: every test here runs them real-time
 LINK_TIMEOUT = 5.0  # a link change must reach the groups within this
 FRAMES = 64
 
@@ -51,6 +52,7 @@ def _config(lab: L.Lab, sock: Path, metrics_port: int) -> str:
 
     return P.agent_config(
         lab, sock, v4_routes=10000, v6_routes=10000, objects=1024,
+        top=f"realtime_priority = {RT_PRIORITY}",
         sections=f'[metrics]\naddress = "127.0.0.1:{metrics_port}"',
         in_port=f"vlans = {vlans(L.DUT_IN)}",
         out_port=f"vlans = {vlans(L.DUT_OUT)}",
@@ -195,6 +197,18 @@ def test_ports_show_the_engine_state(agent: Agent) -> None:
         assert p.mode == dataplane_pb2.PORT_MODE_COPY, p  # veth: copy mode
         assert p.xdp_mode == dataplane_pb2.XDP_MODE_NATIVE, p  # veth has native XDP
         assert p.mac == mac(want_mac) and p.mtu == 1500 and p.queues == 1
+
+
+def test_workers_run_at_the_configured_realtime_priority(agent: Agent) -> None:
+    tasks = Path(f"/proc/{agent.process.pid}/task")
+    workers = [int(t.name) for t in tasks.iterdir()
+               if (t / "comm").read_text().startswith("corridor-w")]  # fmt: skip
+    assert workers, f"no corridor-w thread in the agent: {sorted(tasks.iterdir())}"
+    for t in workers:
+        assert os.sched_getscheduler(t) == os.SCHED_FIFO, f"worker {t} is not SCHED_FIFO"
+        assert os.sched_getparam(t).sched_priority == RT_PRIORITY
+    # The agent's own threads (the event loop) stay ordinary.
+    assert os.sched_getscheduler(agent.process.pid) == os.SCHED_OTHER
 
 
 def test_ports_carry_their_kernel_ifindex(lab: L.Lab, agent: Agent) -> None:

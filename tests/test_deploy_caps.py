@@ -2,7 +2,9 @@
 with exactly CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW and CAP_IPC_LOCK (its bounding set cut to
 them, as the unit does) attaches XDP, opens its AF_XDP sockets, resolves a gateway and
 forwards; without any one of them it does not start, and says why. The agent runs inside the
-lab's router namespace (`ip netns exec`), as a unit on a server runs in the host's."""
+lab's router namespace (`ip netns exec`), as a unit on a server runs in the host's. With
+`realtime_priority` and neither CAP_SYS_NICE nor an RLIMIT_RTPRIO (the units set
+LimitRTPRIO for it) the agent does not start either, and says why."""
 
 from __future__ import annotations
 
@@ -46,10 +48,11 @@ def lab() -> Iterator[L.Lab]:
         lab.down()
 
 
-def config(directory: Path) -> Path:
+def config(directory: Path, top: str = "") -> Path:
     path = directory / "agent.toml"
     path.write_text(
         f"""workers = 1
+{top}
 [listen]
 unix = "{directory / "agent.sock"}"
 [fib]
@@ -68,23 +71,31 @@ addresses = ["{L.DUT_OUT_V4}/24"]
     return path
 
 
-def start(lab: L.Lab, directory: Path, capabilities: set[str]) -> subprocess.Popen[str]:
+def start(
+    lab: L.Lab, directory: Path, capabilities: set[str], rtprio: int | None = None, top: str = ""
+) -> subprocess.Popen[str]:
     """`corridor agent` in the router's namespace with only `capabilities` (root's uid, but
-    every other capability out of its bounding set, as CapabilityBoundingSet= does)."""
+    every other capability out of its bounding set, as CapabilityBoundingSet= does) and, if
+    given, an RLIMIT_RTPRIO of `rtprio`; `top` goes at the top of its configuration."""
     caps = ",".join(["-all", *(f"+{c.removeprefix('CAP_').lower()}" for c in capabilities)])
     env = dict(os.environ, PYTHONPATH=str(REPO / "control"))
     return subprocess.Popen(
         ["ip", "netns", "exec", lab.ns("dut"),
          "prlimit", f"--memlock={SMALL_MEMLOCK}",
+         *([] if rtprio is None else [f"--rtprio={rtprio}"]),
          "setpriv", f"--bounding-set={caps}", "--inh-caps=-all", "--no-new-privs",
-         sys.executable, "-m", "corridor", "agent", "--config", str(config(directory))],
+         sys.executable, "-m", "corridor", "agent", "--config", str(config(directory, top))],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+UNIT_RTPRIO = 99  # the units' LimitRTPRIO
 
 
 def test_the_units_capabilities_are_these() -> None:
     for name in ("corridor-agent", "corridor-up"):
         assert set(unit(name)["CapabilityBoundingSet"][0].split()) == ENGINE_CAPABILITIES
+        assert unit(name)["LimitRTPRIO"] == [str(UNIT_RTPRIO)]
 
 
 def test_the_agent_forwards_with_the_units_capabilities(lab: L.Lab, tmp_path: Path) -> None:
@@ -166,6 +177,22 @@ def test_without_any_one_of_them_the_agent_does_not_start(
     assert WITHOUT[missing] in log.splitlines()[-1], log
     assert "Traceback" not in log, log
     assert not (tmp_path / "agent.sock").exists()
+
+
+def test_without_the_rtprio_limit_realtime_workers_do_not_start(lab: L.Lab, tmp_path: Path) -> None:
+    # Raising RLIMIT_RTPRIO to the units' 99 needs CAP_SYS_RESOURCE, which root lacks on the
+    # test machine (its hard limit is 0): only the refusal can be tried here.
+    agent = start(lab, tmp_path, ENGINE_CAPABILITIES, 0, "realtime_priority = 20")
+    try:
+        _, log = agent.communicate(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    assert agent.returncode == 1, log
+    assert "SCHED_FIFO at priority 20: Operation not permitted" in log.splitlines()[-1], log
+    assert "Traceback" not in log, log
+    assert not lab.has_xdp(), "an XDP program stayed attached after the refused start"
 
 
 def _mask(capabilities: set[str]) -> int:

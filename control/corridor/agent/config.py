@@ -31,6 +31,7 @@ from corridor.common.logs import LogConfig, log_from
 MTU_MIN, MTU_MAX = 576, 9216
 QUEUES_MAX = 256
 WORKERS_MAX = 1024
+RT_PRIORITY_MAX = 99  # SCHED_FIFO's highest
 CAPACITY_MAX = 1 << 32
 FIB_MAX = {"v4_nodes": NODES_MAX, "v6_nodes": NODES_MAX, "groups": GROUPS_MAX}
 FIB_MAX["adjacencies"] = ADJACENCIES_MAX
@@ -50,6 +51,9 @@ EXAMPLE = """\
 # corridor agent --config FILE
 workers = 2                               # forwarding threads, one per core
 netns = "router"                          # optional: the `ip netns` the ports live in
+realtime_priority = 10                    # optional: workers SCHED_FIFO at 1-99, ahead of
+                                          # the kernel's receive on their cores (unset:
+                                          # ordinary threads)
 
 [listen]
 unix = "/run/corridor/agent.sock"         # for local clients; a stale file is replaced
@@ -233,6 +237,8 @@ class GleanConfig:
 class AgentConfig:
     listen: Listen
     workers: int = 1
+    # SCHED_FIFO priority of the engine's workers (1 to 99); None: SCHED_OTHER.
+    realtime_priority: int | None = None
     ports: tuple[PortConfig, ...] = ()
     tls: TlsFiles | None = None
     metrics: HostPort | None = None
@@ -265,6 +271,7 @@ def read(top: Table, base: Path) -> AgentConfig:
     """Reads an agent's configuration from `top` (a file, or the [agent] table of `corridor
     up`'s), noting problems there (see Table.finish)."""
     workers = top.integer("workers", 1, WORKERS_MAX, default=1)
+    realtime_priority = top.optional_integer("realtime_priority", 1, RT_PRIORITY_MAX)
     netns = _netns(top)
     listen, tls = tls_and_listen(top, base)
     metrics = metrics_from(top)
@@ -296,6 +303,7 @@ def read(top: Table, base: Path) -> AgentConfig:
     return AgentConfig(
         listen=listen,
         workers=workers,
+        realtime_priority=realtime_priority,
         ports=ports,
         tls=tls,
         metrics=metrics,

@@ -95,7 +95,7 @@ class EngineHost:
         try:
             self.engine = Engine(
                 fib, ports=engine_ports(config.ports), workers=config.workers,
-                netns=config.netns, **icmp,
+                netns=config.netns, realtime_priority=config.realtime_priority, **icmp,
             )  # fmt: skip
         except ValueError as e:
             raise EngineStartError(f"engine configuration: {e}") from None
