@@ -1025,3 +1025,15 @@ def test_a_router_start_is_retried_while_its_queue_is_busy_and_no_longer() -> No
     with pytest.raises(RuntimeError, match="no such device"):
         routers.retry_while_busy(broken, attempts=4, wait=0)
     assert len(calls) == 1
+
+
+def test_every_router_name_makes_that_router() -> None:
+    lab = L.Lab(prefix="cor-n-")  # named only: nothing is built
+    made = {name: routers.make_router(name, lab, {"v4": [], "v6": []}) for name in routers.ROUTERS}
+    assert {name: r.name for name, r in made.items()} == {name: name for name in routers.ROUTERS}
+    realtime = {name for name, r in made.items() if getattr(r, "realtime", False)}
+    assert realtime == {"afxdp_ref-rt", "corridor-1rt"}
+    meta = {"date": "d", "mode": "quick", "reps": 3, "trial_s": 2.0, "machine": "m",
+            "table": "t", "placement": "p"}  # fmt: skip
+    header = report.markdown(report.summarize(_rows()), meta).splitlines()
+    assert any("| x afxdp_ref | x afxdp_ref-rt | x l3fwd |" in line for line in header)

@@ -11,7 +11,7 @@ from benches.harness.cpu import describe_stalls
 from benches.harness.traffic import PDR_LOSS
 
 METRICS = (("ndr_pps", "NDR"), ("pdr_pps", "PDR"), ("max_fwd_pps", "max fwd"))
-REFERENCES = ("kernel", "xdp_fwd", "afxdp_ref", "l3fwd")
+REFERENCES = ("kernel", "xdp_fwd", "afxdp_ref", "afxdp_ref-rt", "l3fwd")
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -128,8 +128,9 @@ def markdown(summary: list[dict], meta: dict) -> str:
     if corridor:
         lines += ["", "Corridor as a ratio to each reference, same run "
                   "(NDR / PDR / max fwd):", "",
-                  "| router | family | frame (B) | x kernel | x xdp_fwd | x afxdp_ref | x l3fwd |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "| router | family | frame (B) | "
+                  + " | ".join(f"x {ref}" for ref in REFERENCES) + " |",
+                  "|---|---|---|" + "---|" * len(REFERENCES)]  # fmt: skip
         for s in corridor:
             cells = []
             for ref in REFERENCES:

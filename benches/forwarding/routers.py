@@ -30,10 +30,15 @@ from corridor import lab as L
 # prefixes holding its sources) and port security in XDP (only IP and ARP, only the
 # members' MACs). Checked to drop nothing by them, so every frame pays every check.
 ROUTERS = (
-    "kernel", "xdp_fwd", "afxdp_ref", "l3fwd", "corridor-1", "corridor-1m", "corridor-1ms",
-    "corridor-1e", "corridor-2",
+    "kernel", "xdp_fwd", "afxdp_ref", "afxdp_ref-rt", "l3fwd", "corridor-1", "corridor-1rt",
+    "corridor-1m", "corridor-1ms", "corridor-1e", "corridor-2",
 )  # fmt: skip
 SAMPLE_RATE = 1000
+# The "-rt" routers: the forwarding thread SCHED_FIFO at this priority, ahead of the input
+# port's NAPI thread on the router CPU (Corridor: the engine's realtime_priority; the C
+# forwarder: chrt). Both sleep in poll() when their rx ring is empty, which is when the
+# NAPI thread runs.
+RT_PRIORITY = 10
 
 # The generator's source filter in corridor-1e: its /24 and /64 among 254 other prefixes.
 EDGE_SOURCES = (
@@ -151,9 +156,15 @@ def retry_while_busy(start: Callable[[], None], attempts: int = 5, wait: float =
 
 
 class AfXdpRefRouter(Router):
-    """benches/afxdp_ref, copy mode, pinned to the router CPU with the input's NAPI."""
+    """benches/afxdp_ref, copy mode, pinned to the router CPU with the input's NAPI;
+    `realtime`: SCHED_FIFO there (afxdp_ref-rt)."""
 
     name = "afxdp_ref"
+
+    def __init__(self, where: L.Lab | Topology, table: dict, realtime: bool = False) -> None:
+        super().__init__(where, table)
+        self.realtime = realtime
+        self.name = "afxdp_ref-rt" if realtime else "afxdp_ref"
 
     def start(self) -> None:
         retry_while_busy(self._start)
@@ -161,8 +172,9 @@ class AfXdpRefRouter(Router):
     def _start(self) -> None:
         t = self.t
         t.set_queues(1)
+        chrt = ["chrt", "-f", str(RT_PRIORITY)] if self.realtime else []
         argv = t.argv("dut", [
-            "taskset", "-c", str(t.router_cpu), str(TOOLS / "afxdp_ref"), "--in", t.dut_in,
+            *chrt, "taskset", "-c", str(t.router_cpu), str(TOOLS / "afxdp_ref"), "--in", t.dut_in,
             "--out", t.dut_out, "--src-mac", t.dut_out_mac, "--dst-mac", t.sink_mac,
             "--mode", "copy", "--duration", "3600",
         ])  # fmt: skip
@@ -177,7 +189,8 @@ class AfXdpRefRouter(Router):
                    if line.strip() and not line.startswith(noise)]  # fmt: skip
             raise RuntimeError(f"afxdp_ref exited ({self.proc.returncode}): "
                                f"{'; '.join(err) or 'no message'}")  # fmt: skip
-        self.placement = [f"afxdp_ref->cpu{t.router_cpu}", *self.napi()]
+        rt = f" (SCHED_FIFO {RT_PRIORITY})" if self.realtime else ""
+        self.placement = [f"afxdp_ref->cpu{t.router_cpu}{rt}", *self.napi()]
 
     def stop(self) -> None:
         proc = getattr(self, "proc", None)
@@ -267,9 +280,11 @@ class CorridorRouter(Router):
         members: bool = False,
         sampling: bool = False,
         edge: bool = False,
+        realtime: bool = False,
     ) -> None:
         super().__init__(where, table)
         self.workers = workers
+        self.realtime = realtime
         self.members = members or edge
         self.sampling = sampling
         self.edge = edge
@@ -280,6 +295,7 @@ class CorridorRouter(Router):
             f"corridor-{workers}"
             + ("e" if edge else "m" if members else "")
             + ("s" if sampling else "")
+            + ("rt" if realtime else "")
         )
 
     def start(self) -> None:
@@ -330,6 +346,7 @@ class CorridorRouter(Router):
             netns=t.netns,
             busy_poll=False,
             bind_mode="auto",
+            realtime_priority=RT_PRIORITY if self.realtime else None,
         )
         self.engine.start()
         if self.sampling:
@@ -343,7 +360,8 @@ class CorridorRouter(Router):
             if int(x.name) not in before:
                 with contextlib.suppress(OSError):
                     os.sched_setaffinity(int(x.name), cpus)
-        self.placement = [f"engine threads->cpus{sorted(cpus)}", *self.napi()]
+        rt = f" (workers SCHED_FIFO {RT_PRIORITY})" if self.realtime else ""
+        self.placement = [f"engine threads->cpus{sorted(cpus)}{rt}", *self.napi()]
 
     def _drain_loop(self) -> None:
         while not self._draining.wait(0.1):
@@ -399,6 +417,8 @@ def make_router(name: str, where: L.Lab | Topology, table: dict) -> Router:
         return XdpFwdRouter(where, table)
     if name == "afxdp_ref":
         return AfXdpRefRouter(where, table)
+    if name == "afxdp_ref-rt":
+        return AfXdpRefRouter(where, table, realtime=True)
     if name == "l3fwd":
         return L3fwdRouter(where, table)
     if name == "corridor-1m":
@@ -407,6 +427,8 @@ def make_router(name: str, where: L.Lab | Topology, table: dict) -> Router:
         return CorridorRouter(where, table, 1, members=True, sampling=True)
     if name == "corridor-1e":
         return CorridorRouter(where, table, 1, edge=True)
+    if name == "corridor-1rt":
+        return CorridorRouter(where, table, 1, realtime=True)
     if name.startswith("corridor-"):
         return CorridorRouter(where, table, int(name.split("-")[1]))
     raise SystemExit(f"router {name!r}: expected one of {', '.join(ROUTERS)}")
