@@ -294,7 +294,8 @@ class Engine:
         `realtime_priority` (1 to 99): the workers run SCHED_FIFO at that priority, ahead
         of the kernel thread that receives their frames on the same core, which then runs
         only while they sleep (no receive livelock at overload); not with `busy_poll`.
-        Needs CAP_SYS_NICE; `start` raises EngineError without it."""
+        Needs CAP_SYS_NICE or an RLIMIT_RTPRIO of at least that priority; `start` raises
+        EngineError without either."""
     def start(self) -> None:
         """Attaches the steering program, opens the sockets, starts the workers; returns
         once they forward (GIL released). Raises EngineError; nothing is left behind."""

@@ -1,7 +1,7 @@
 //! The few system calls the engine makes outside the sockets: entering a network
-//! namespace, pinning a thread, making it real-time, reading a port's flags. (Sleeping on sockets and their
-//! kernel counters are `xsk`'s.) The engine's FFI fence: every `unsafe` of the `engine`
-//! module is here.
+//! namespace, pinning a thread, making it real-time, reading a port's flags. (Sleeping on
+//! sockets and their kernel counters are `xsk`'s.) The engine's FFI fence: every `unsafe`
+//! of the `engine` module is here.
 // unsafe: each function is one libc call (setns, sched_*affinity, sched_setscheduler,
 // socket, ioctl).
 #![allow(unsafe_code)]
