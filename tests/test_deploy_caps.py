@@ -166,23 +166,22 @@ WITHOUT = {
 def test_without_any_one_of_them_the_agent_does_not_start(
     lab: L.Lab, tmp_path: Path, missing: str
 ) -> None:
-    agent = start(lab, tmp_path, ENGINE_CAPABILITIES - {missing})
-    try:
-        _, log = agent.communicate(timeout=60)
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-            agent.wait()
-    assert agent.returncode == 1, log  # refused to start, not crashed
+    log = _refused(start(lab, tmp_path, ENGINE_CAPABILITIES - {missing}))
     assert WITHOUT[missing] in log.splitlines()[-1], log
-    assert "Traceback" not in log, log
     assert not (tmp_path / "agent.sock").exists()
 
 
 def test_without_the_rtprio_limit_realtime_workers_do_not_start(lab: L.Lab, tmp_path: Path) -> None:
     # Raising RLIMIT_RTPRIO to the units' 99 needs CAP_SYS_RESOURCE, which root lacks on the
     # test machine (its hard limit is 0): only the refusal can be tried here.
-    agent = start(lab, tmp_path, ENGINE_CAPABILITIES, 0, "realtime_priority = 20")
+    log = _refused(start(lab, tmp_path, ENGINE_CAPABILITIES, 0, "realtime_priority = 20"))
+    assert "SCHED_FIFO at priority 20: Operation not permitted" in log.splitlines()[-1], log
+    assert not lab.has_xdp(), "an XDP program stayed attached after the refused start"
+
+
+def _refused(agent: subprocess.Popen[str]) -> str:
+    """The log of an agent that must refuse to start: exit 1 (refused, not crashed), no
+    traceback."""
     try:
         _, log = agent.communicate(timeout=60)
     finally:
@@ -190,9 +189,8 @@ def test_without_the_rtprio_limit_realtime_workers_do_not_start(lab: L.Lab, tmp_
             agent.kill()
             agent.wait()
     assert agent.returncode == 1, log
-    assert "SCHED_FIFO at priority 20: Operation not permitted" in log.splitlines()[-1], log
     assert "Traceback" not in log, log
-    assert not lab.has_xdp(), "an XDP program stayed attached after the refused start"
+    return log
 
 
 def _mask(capabilities: set[str]) -> int:
