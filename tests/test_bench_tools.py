@@ -298,6 +298,9 @@ def test_afxdp_ref_refuses_bad_input(bench: Bench) -> None:
         (["--reps", "11"], "--reps"),
         (["--trial", "0.1"], "--trial"),
         (["--trial", "61"], "--trial"),
+        (["--trials-per-load", "2"], "--trials-per-load"),
+        (["--trials-per-load", "0"], "--trials-per-load"),
+        (["--trials-per-load", "11"], "--trials-per-load"),
     ],
 )
 def test_harness_refuses_bad_arguments_before_building(
@@ -876,6 +879,76 @@ def test_trial_locates_its_losses() -> None:
     assert (whole.lost, whole.where()) == (0, "none")
     nothing = search.Trial(offered=0, sent=0, received=0, seconds=1.0, cpu=0.0, hist={})
     assert nothing.loss_ratio == 1.0, "a trial that sent nothing must not pass as lossless"
+
+
+class _Router:
+    """A stand-in for Traffic: a router that forwards up to `capacity` pps and loses
+    nothing below it, and a host that stalls the trials whose numbers are in `stalled`
+    (counted from 0 in the order run), each losing 2 % at the input ring."""
+
+    GEN_PPS = 4e6  # the generator flat out
+
+    def __init__(self, capacity: float, stalled: set[int]) -> None:
+        self.capacity, self.stalled, self.asked = capacity, stalled, []
+
+    def trial(self, family: int, size: int, rate: float, seconds: float) -> search.Trial:
+        offered = rate or self.GEN_PPS
+        sent = int(offered * seconds)
+        received = int(min(offered, self.capacity) * seconds)
+        lost_in = int(sent * 0.02) if len(self.asked) in self.stalled else 0
+        self.asked.append(rate)
+        return search.Trial(offered=rate, sent=sent, received=received - lost_in,
+                            seconds=seconds, cpu=0.5, hist={10: 100},
+                            lost_in=lost_in)  # fmt: skip
+
+
+def _search(router: _Router, per_load: int) -> dict:
+    mode = search.Mode(trial=1.0, steps=4, reps=1, latency_trial=1.0, per_load=per_load)
+    return search.search(router, 4, 64, mode, log=lambda _line: None)  # type: ignore[arg-type]
+
+
+def test_one_stalled_trial_moves_a_one_trial_search_and_not_a_majority() -> None:
+    first_guess = 0.97e6  # just under what got through flat out
+    # One trial decides: the flat-out trial is number 0, the first two guesses 1 and 2.
+    alone = _Router(1e6, stalled={1, 2})
+    r = _search(alone, per_load=1)
+    assert alone.asked[1:3] == pytest.approx([first_guess, first_guess / 2])
+    assert r["pdr_pps"] < 0.6 * first_guess, "the stalled trials should have failed their rates"
+    # The majority of three: flat out is decided by trials 0 and 1 (both over), the first
+    # guess by 2 (stalled), 3 and 4, which pass.
+    majority = _Router(1e6, stalled={2})
+    r = _search(majority, per_load=3)
+    assert majority.asked[:5] == pytest.approx([0, 0, first_guess, first_guess, first_guess])
+    # The first guess passed, and the search went on up from it.
+    assert first_guess <= r["pdr_pps"] <= 1e6 * (1 + search.PDR_LOSS)
+    assert first_guess <= r["ndr_pps"] <= 1e6, "2 of 3 trials at the first guess lost nothing"
+    assert r["max_fwd_pps"] == pytest.approx(1e6) and r["per_load"] == 3
+    assert [t["load"] for t in r["trials"]][:5] == [0, 0, 1, 1, 1]
+    assert r["trials"][2]["lost_in"] > 0, "the stalled trial is kept in the record"
+
+
+def test_a_majority_of_stalled_trials_fails_the_rate() -> None:
+    """The rule cuts both ways: a rate that most of its trials lose at is over."""
+    quiet = _search(_Router(1e6, stalled=set()), per_load=3)
+    stalled = _search(_Router(1e6, stalled={2, 3}), per_load=3)
+    assert stalled["pdr_pps"] < 0.97e6 <= quiet["pdr_pps"], "the first guess failed"
+    first = [t for t in stalled["trials"] if t["load"] == 1]
+    assert len(first) == 2, "two trials over decide a rate of three"
+
+
+def test_a_search_is_bounded_and_finds_the_capacity() -> None:
+    for capacity in (0.2e6, 1e6, 3.9e6):
+        router = _Router(capacity, stalled=set())
+        r = _search(router, per_load=3)
+        # Flat out, two criteria of at most 4 steps, 3 trials per rate, and the latency.
+        assert len(router.asked) <= 3 + 2 * 4 * 3 + 1
+        assert 0.9 * capacity <= r["pdr_pps"] <= capacity * (1 + search.PDR_LOSS)
+        assert r["ndr_pps"] <= capacity and r["ndr_pps"] >= 0.9 * capacity
+    # A router that forwards everything the generator sends: flat out passes both.
+    router = _Router(5e6, stalled=set())
+    r = _search(router, per_load=3)
+    assert r["pdr_pps"] == r["ndr_pps"] == pytest.approx(4e6)
+    assert router.asked == [0, 0, 2e6], "two flat-out trials, then latency at half"
 
 
 # -- pacing ---------------------------------------------------------------------------------

@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="load only the first N routes of each real table (0: all)")  # fmt: skip
     ap.add_argument("--reps", type=int, help="repetitions (full: 3, quick: 1)")
     ap.add_argument("--trial", type=float, help="seconds per trial (full: 10, quick: 2)")
+    ap.add_argument("--trials-per-load", type=int, default=3,
+                    help="trials at most per offered rate, the majority deciding whether it "
+                    "is within the loss (odd, 1 to 9; 1: one trial decides)")  # fmt: skip
     ap.add_argument("--profile", action="store_true",
                     help="record a perf profile of the router CPU for each router "
                     "(IPv4 64 B, flat out) into OUT-profile-ROUTER.txt")  # fmt: skip
@@ -66,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         if not 0.5 <= args.trial <= 60:
             raise SystemExit(f"--trial {args.trial}: expected 0.5 to 60 seconds")
         mode.trial = mode.latency_trial = args.trial
+    if not (1 <= args.trials_per_load <= 9 and args.trials_per_load % 2):
+        raise SystemExit(f"--trials-per-load {args.trials_per_load}: expected an odd number "
+                         "from 1 to 9")  # fmt: skip
+    mode.per_load = args.trials_per_load
     for r in args.routers.split(","):
         if r not in ROUTERS:
             raise SystemExit(f"--routers: {r!r} is not one of {', '.join(ROUTERS)}")
@@ -101,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "quick" if args.quick else "full",
         "reps": mode.reps,
         "trial_s": mode.trial,
+        "per_load": mode.per_load,
         "machine": machine(),
         "table": f"{len(table['v4'])} IPv4 + {len(table['v6'])} IPv6 routes",
     }

@@ -76,6 +76,16 @@ def paired(rows: list[dict], base: str = "corridor-1") -> list[dict]:
     return out
 
 
+def judged(per_load: int) -> str:
+    """How a rate was judged within a loss or not."""
+    if per_load == 1:
+        return "Each rate judged by one trial."
+    return (
+        f"Each rate judged by the majority of up to {per_load} trials (MLRsearch's goal "
+        "exceed ratio 0.5): one stalled trial does not move the search."
+    )
+
+
 def markdown(summary: list[dict], meta: dict) -> str:
     def mpps(s: dict, key: str) -> str:
         if key not in s:
@@ -107,6 +117,7 @@ def markdown(summary: list[dict], meta: dict) -> str:
         f"NDR: highest rate with no loss (RFC 2544 26.1); PDR: loss at most {PDR_LOSS:.1%}; "
         "max fwd: rate at the sink when the generator runs flat out (with where the rest "
         "was lost). Rates in Mpps, latency at half the NDR.",
+        judged(meta.get("per_load", 1)),
         "",
         "| router | family | frame (B) | NDR | PDR | max fwd | lost at (max) | router CPU "
         "| p50 µs | p99 µs |",

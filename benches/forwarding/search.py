@@ -1,6 +1,7 @@
 """Trials and the search: one trial runs the generator at a rate through the router into
 the sink and says what was lost where; the search finds the no-drop and the partial-drop
-rates by binary search over the offered rate, and the latency at half of one."""
+rates by binary search over the offered rate, each rate judged by the majority of a few
+trials, and the latency at half of one."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class Mode:
     steps: int  # binary-search trials per criterion (NDR, PDR) at most
     reps: int
     latency_trial: float
+    per_load: int = 3  # trials at most per offered rate, the majority deciding (see Load)
 
 
 FULL = Mode(trial=10.0, steps=4, reps=3, latency_trial=10.0)
@@ -113,44 +115,82 @@ class Traffic:
         )  # fmt: skip
 
 
+@dataclasses.dataclass
+class Load:
+    """The trials at one offered rate (0: flat out). Its verdict for a loss tolerance is the
+    majority's: with one trial that trial's, with three the middle one's. This is
+    MLRsearch's goal exceed ratio of 0.5 (draft-ietf-bmwg-mlrsearch, FD.io CSIT), for
+    trials of one length: a load is a lower bound when at most half of its trials lost more
+    than the tolerance. A stall of the host, which only ever adds loss, then moves the
+    search only when it hits most of a load's trials."""
+
+    offered: float
+    trials: list[Trial] = dataclasses.field(default_factory=list)
+
+    def verdict(self, tolerance: float, per_load: int) -> bool | None:
+        """True: within `tolerance`; False: not; None: not decided by the trials so far."""
+        good = sum(t.loss_ratio <= tolerance for t in self.trials)
+        if 2 * good > per_load:
+            return True
+        if 2 * (len(self.trials) - good) >= per_load:
+            return False
+        return None
+
+    @property
+    def typical(self) -> Trial:
+        """The trial that stands for the load: the middle one by loss, or of two (both
+        decided the same way) the one that lost more."""
+        ranked = sorted(self.trials, key=lambda t: t.loss_ratio, reverse=True)
+        return ranked[(len(ranked) - 1) // 2]
+
+
 def search(traffic: Traffic, family: int, size: int, mode: Mode, log) -> dict:
     """The no-drop rate (NDR: RFC 2544 section 26.1, no frame lost) and the partial-drop
-    rate (PDR: loss at most PDR_LOSS), each by binary search over the offered rate. One
-    trial at the generator's full speed bounds both; every trial narrows both searches, so
-    the NDR search starts inside the PDR's bounds. Latency is measured at half the NDR
-    (half the PDR when no rate was loss-free)."""
-    top = traffic.trial(family, size, 0, mode.trial)
-    log(f"    max offered {top.sent_pps / 1e6:.3f} Mpps -> sink {top.fwd_pps / 1e6:.3f} Mpps, "
-        f"lost at: {top.where()}")  # fmt: skip
-    trials = [top]
+    rate (PDR: loss at most PDR_LOSS), each by binary search over the offered rate, each
+    load judged by the majority of up to `mode.per_load` trials (see Load). One load at the
+    generator's full speed bounds both; every load narrows both searches, so the NDR search
+    starts inside the PDR's bounds. Latency is measured at half the NDR (half the PDR when
+    no rate was loss-free)."""
+    loads: list[Load] = []
 
-    def run(rate: float) -> Trial:
-        t = traffic.trial(family, size, rate, mode.trial)
-        trials.append(t)
-        log(f"    {rate / 1e6:.3f} Mpps asked, {t.sent_pps / 1e6:.3f} sent: lost {t.lost} of "
-            f"{t.sent} ({t.loss_ratio:.3%}; {t.where()}; steal {t.steal})")  # fmt: skip
-        return t
+    def measure(rate: float, tolerance: float) -> Load:
+        """The load at `rate`, with trials enough to decide it for `tolerance`."""
+        load = next((x for x in loads if x.offered == rate), None)
+        if load is None:
+            load = Load(rate)
+            loads.append(load)
+        while load.verdict(tolerance, mode.per_load) is None:
+            t = traffic.trial(family, size, rate, mode.trial)
+            load.trials.append(t)
+            asked = f"{rate / 1e6:.3f} Mpps asked" if rate else "flat out"
+            log(f"    {asked}, {t.sent_pps / 1e6:.3f} sent -> sink {t.fwd_pps / 1e6:.3f}: "
+                f"lost {t.lost} of {t.sent} ({t.loss_ratio:.3%}; {t.where()}; "
+                f"steal {t.steal})")  # fmt: skip
+        return load
 
-    def best(tolerance: float) -> Trial | None:
-        ok = [t for t in trials if t.loss_ratio <= tolerance]
-        return max(ok, key=lambda t: t.sent_pps) if ok else None
+    def rate(load: Load) -> float:
+        return load.offered or load.typical.sent_pps
 
+    def best(tolerance: float) -> Load | None:
+        ok = [x for x in loads if x.verdict(tolerance, mode.per_load)]
+        return max(ok, key=lambda x: x.typical.sent_pps) if ok else None
+
+    top = measure(0, PDR_LOSS)
     for tolerance in (PDR_LOSS, 0.0):
-        if top.loss_ratio <= tolerance:
+        if measure(0, tolerance).verdict(tolerance, mode.per_load):
             continue
         # Bounds in asked rates: the highest that passed, the lowest above it that failed.
         b = best(tolerance)
-        lo = b.offered if b and b is not top else 0.0
-        hi = min([t.offered or t.sent_pps for t in trials
-                  if t.loss_ratio > tolerance and (t.offered or t.sent_pps) > lo]
-                 or [top.sent_pps])  # fmt: skip
+        lo = b.offered if b else 0.0
+        over = [rate(x) for x in loads
+                if x.verdict(tolerance, mode.per_load) is False and rate(x) > lo]  # fmt: skip
+        hi = min(over, default=rate(top))
         # First guess just under what got through: most routers lose little below it.
-        guess = min(hi * 0.97, top.fwd_pps * 0.97) if lo == 0 else (lo + hi) / 2
+        guess = min(hi, top.typical.fwd_pps) * 0.97 if lo == 0 else (lo + hi) / 2
         for _ in range(mode.steps):
             if lo and (hi - lo) / hi < PRECISION:
                 break
-            t = run(guess)
-            if t.loss_ratio <= tolerance:
+            if measure(guess, tolerance).verdict(tolerance, mode.per_load):
                 lo = guess
             else:
                 hi = guess
@@ -159,16 +199,22 @@ def search(traffic: Traffic, family: int, size: int, mode: Mode, log) -> dict:
     lat: dict = {}
     at = ndr or pdr
     if at is not None:
-        half = traffic.trial(family, size, at.sent_pps / 2, mode.latency_trial)
+        half = traffic.trial(family, size, at.typical.sent_pps / 2, mode.latency_trial)
         lat = {"p50_us": percentile(half.hist, 0.50), "p99_us": percentile(half.hist, 0.99),
                "latency_at": "NDR/2" if ndr else "PDR/2"}  # fmt: skip
+    flat = top.typical
     return {
-        "ndr_pps": ndr.sent_pps if ndr else 0.0,
-        "pdr_pps": pdr.sent_pps if pdr else 0.0,
-        "max_fwd_pps": top.fwd_pps,
-        "max_offered_pps": top.sent_pps,
-        "max_lost_at": top.where(),
-        "cpu": (ndr or pdr or top).cpu,
-        "trials": [dataclasses.asdict(t) | {"hist": None} for t in trials],
+        "ndr_pps": ndr.typical.sent_pps if ndr else 0.0,
+        "pdr_pps": pdr.typical.sent_pps if pdr else 0.0,
+        "max_fwd_pps": flat.fwd_pps,
+        "max_offered_pps": flat.sent_pps,
+        "max_lost_at": flat.where(),
+        "cpu": (ndr or pdr or top).typical.cpu,
+        "per_load": mode.per_load,
+        "trials": [
+            dataclasses.asdict(t) | {"hist": None, "load": i}
+            for i, x in enumerate(loads)
+            for t in x.trials
+        ],
         **lat,
     }
