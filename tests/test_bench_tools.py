@@ -6,6 +6,7 @@ known in advance."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -24,7 +25,7 @@ import scapy.layers.inet
 import scapy.layers.inet6
 from benches.forwarding import cli, report, routers, search
 from benches.harness import tables, topology
-from benches.harness.cpu import describe_stalls, host_stalls
+from benches.harness.cpu import describe_stalls, host_stalls, pin_napi
 from benches.harness.traffic import percentile
 from scapy.layers.l2 import Ether
 
@@ -1110,3 +1111,39 @@ def test_every_router_name_makes_that_router() -> None:
             "table": "t", "placement": "p"}  # fmt: skip
     header = report.markdown(report.summarize(_rows()), meta).splitlines()
     assert any("| x afxdp_ref | x afxdp_ref-rt | x l3fwd |" in line for line in header)
+
+
+@pytest.mark.lab
+def test_pin_napi_places_the_threads_at_the_priority_asked(bench: Bench) -> None:
+    """The "-rt" routers' input NAPI runs SCHED_FIFO one step below their forwarding
+    thread; the others' under CFS. Each call makes the port's threads anew."""
+    t = topology.topology(bench.lab)
+
+    def policies(placed: list[str]) -> dict[str, str]:
+        out = {}
+        for d in Path("/proc").iterdir():
+            comm = d / "comm"
+            with contextlib.suppress(OSError):
+                name = comm.read_text().strip()
+                if any(p.startswith(name + "->") for p in placed):
+                    r = subprocess.run(["chrt", "-p", d.name], capture_output=True, text=True)
+                    out[name] = r.stdout
+        return out
+
+    try:
+        placed = pin_napi(bench.lab, "dut", t.dut_in, t.router_cpu, realtime=True,
+                          priority=routers.NAPI_RT_PRIORITY)  # fmt: skip
+        assert placed and all(p.endswith(f"->cpu{t.router_cpu} (SCHED_FIFO 5)") for p in placed)
+        got = policies(placed)
+        assert len(got) == len(placed), (placed, got)
+        for out in got.values():
+            assert "SCHED_FIFO" in out and "priority: 5" in out, out
+        assert routers.NAPI_RT_PRIORITY < routers.RT_PRIORITY
+        placed = pin_napi(bench.lab, "dut", t.dut_in, t.router_cpu)
+        assert placed and all(p.endswith(f"->cpu{t.router_cpu}") for p in placed), placed
+        for out in policies(placed).values():
+            assert "SCHED_OTHER" in out, out
+        with pytest.raises(ValueError, match="priority 0"):
+            pin_napi(bench.lab, "dut", t.dut_in, t.router_cpu, realtime=True, priority=0)
+    finally:
+        bench.lab.exec("dut", ["sh", "-c", f"echo 0 > /sys/class/net/{t.dut_in}/threaded"])

@@ -37,8 +37,11 @@ SAMPLE_RATE = 1000
 # The "-rt" routers: the forwarding thread SCHED_FIFO at this priority, ahead of the input
 # port's NAPI thread on the router CPU (Corridor: the engine's realtime_priority; the C
 # forwarder: chrt). Both sleep in poll() when their rx ring is empty, which is when the
-# NAPI thread runs.
+# NAPI thread runs: for them that thread is SCHED_FIFO too, one step below, so that nothing
+# else on the CPU (kworkers, the router's other threads) holds it off while the forwarding
+# thread sleeps, and it can never starve that thread (see benches.forwarding).
 RT_PRIORITY = 10
+NAPI_RT_PRIORITY = RT_PRIORITY - 5
 
 # The generator's source filter in corridor-1e: its /24 and /64 among 254 other prefixes.
 EDGE_SOURCES = (
@@ -84,6 +87,7 @@ def install_kernel_table(where: L.Lab | Topology, v4: list[str], v6: list[str]) 
 
 class Router:
     name = ""
+    realtime = False  # the "-rt" routers
 
     def __init__(self, where: L.Lab | Topology, table: dict) -> None:
         self.t, self.table = topology(where), table
@@ -94,7 +98,12 @@ class Router:
     def stop(self) -> None: ...
 
     def napi(self) -> list[str]:
-        """The router's receive NAPI on the router CPU (RT: see the module header)."""
+        """The router's receive NAPI on the router CPU: under CFS (CORRIDOR_BENCH_RT:
+        SCHED_FIFO 50, see the module header), for the "-rt" routers SCHED_FIFO below
+        their forwarding thread."""
+        if self.realtime:
+            return pin_napi(self.t, "dut", self.t.dut_in, self.t.router_cpu, realtime=True,
+                            priority=NAPI_RT_PRIORITY)  # fmt: skip
         return pin_napi(self.t, "dut", self.t.dut_in, self.t.router_cpu, realtime=RT)
 
 

@@ -22,7 +22,8 @@ RT = bool(int(os.environ.get("CORRIDOR_BENCH_RT", "0")))
 
 
 # Switches threaded NAPI on for $1 and prints the kthreads that appeared (their names carry
-# no namespace), after pinning them to CPU $2 and, if $3 is 1, making them SCHED_FIFO.
+# no namespace), after pinning them to CPU $2 and, if $3 is not 0, making them SCHED_FIFO
+# at priority $3.
 # A shell script, so that it runs the same in a namespace here and on a remote host.
 PIN_NAPI = r"""
 set -e
@@ -35,24 +36,26 @@ sleep 0.05
 for pid in $(napi); do
   case " $(echo $before) " in *" $pid "*) continue;; esac
   taskset -pc $2 $pid >/dev/null
-  if [ "$3" = 1 ]; then chrt -f -p 50 $pid; fi
+  if [ "$3" != 0 ]; then chrt -f -p $3 $pid; fi
   echo "$(cat /proc/$pid/comm)"
 done
 """
 
 
 def pin_napi(where: L.Lab | Topology, role: str, dev: str, cpu: int,
-             realtime: bool = False) -> list[str]:  # fmt: skip
+             realtime: bool = False, priority: int = 50) -> list[str]:  # fmt: skip
     """Threaded NAPI on `dev`, its kthreads pinned to `cpu`.
-    `realtime`: SCHED_FIFO, so the thread runs the moment its ring has frames instead of
-    waiting out the time slice of a busy neighbour on the CPU (the sink's, which shares
-    CPU 0 with the generator: under CFS its 256-frame ring overflowed at 0.2 Mpps and the
-    drops were charged to the router)."""
+    `realtime`: SCHED_FIFO at `priority`, so the thread runs the moment its ring has frames
+    instead of waiting out the time slice of a busy neighbour on the CPU (the sink's, which
+    shares CPU 0 with the generator: under CFS its 256-frame ring overflowed at 0.2 Mpps
+    and the drops were charged to the router)."""
+    if realtime and not 1 <= priority <= 99:
+        raise ValueError(f"SCHED_FIFO priority {priority}: expected 1 to 99")
     r = topology(where).exec(role, ["sh", "-c", PIN_NAPI, "pin-napi", dev, str(cpu),
-                                    "1" if realtime else "0"], check=False)  # fmt: skip
+                                    str(priority) if realtime else "0"], check=False)  # fmt: skip
     if r.returncode != 0:
         return [f"{dev}: no threaded NAPI ({r.stderr.strip()})"]
-    rt = " (SCHED_FIFO)" if realtime else ""
+    rt = f" (SCHED_FIFO {priority})" if realtime else ""
     return [f"{comm}->cpu{cpu}{rt}" for comm in r.stdout.split()]
 
 
