@@ -24,7 +24,9 @@ SCHED_FIFO: it is measuring apparatus, and under CFS the busy generator made its
 overflow. The router's NAPI thread stays SCHED_OTHER like ksoftirqd: a real-time NAPI
 thread starves an AF_XDP router's own worker on the same CPU under overload (Corridor and
 the C forwarder fell to 0.03-0.2 Mpps), which no deployment would do;
-CORRIDOR_BENCH_RT=1 makes it real-time for comparison. With two Corridor workers the second
+CORRIDOR_BENCH_RT=1 makes it real-time for comparison. The "-rt" routers, whose worker is
+SCHED_FIFO 10, have it at SCHED_FIFO 5: it runs whenever the worker sleeps and can never
+starve it. With two Corridor workers the second
 shares CPU 0 with the generator, and the generator, on one CPU, fills only queue 0 of a
 veth: that row measures the cost of a second worker here, not scaling.
 
