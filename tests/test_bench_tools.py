@@ -937,6 +937,14 @@ def test_a_majority_of_stalled_trials_fails_the_rate() -> None:
     assert len(first) == 2, "two trials over decide a rate of three"
 
 
+def test_warm_up_runs_one_short_flat_out_trial_per_family_before_the_search() -> None:
+    router = _Router(1e6, stalled=set())
+    lines: list[str] = []
+    done = search.warm_up(router, [4, 6], 64, lines.append)  # type: ignore[arg-type]
+    assert router.asked == [0, 0] and [t.seconds for t in done] == [search.WARM_UP_S] * 2
+    assert len(lines) == 2 and all("not recorded" in line for line in lines), lines
+
+
 def test_a_search_is_bounded_and_finds_the_capacity() -> None:
     for capacity in (0.2e6, 1e6, 3.9e6):
         router = _Router(capacity, stalled=set())

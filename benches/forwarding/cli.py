@@ -16,7 +16,7 @@ import benches.forwarding
 from benches.forwarding.profile import profile
 from benches.forwarding.report import markdown, paired, plot, summarize
 from benches.forwarding.routers import ROUTERS, install_kernel_table, make_router
-from benches.forwarding.search import FULL, QUICK, Traffic, search
+from benches.forwarding.search import FULL, QUICK, Traffic, search, warm_up
 from benches.harness import RESULTS, results
 from benches.harness.cpu import GEN_CPU, describe_stalls, host_stalls, machine, pin_napi
 from benches.harness.results import log
@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                         if args.profile and rep == 0:
                             log(f"  profile: {profile(traffic, name, Path(args.out))}")
                         placements[name] = router.placement
+                        warm_up(traffic, families, min(sizes), log)
                         for f in families:
                             for size in sizes:
                                 size = max(size, MIN_SIZE[f])

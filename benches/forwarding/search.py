@@ -144,6 +144,23 @@ class Load:
         return ranked[(len(ranked) - 1) // 2]
 
 
+# Seconds of traffic flat out, per family, between a router's start and its first search.
+WARM_UP_S = 1.0
+
+
+def warm_up(traffic: Traffic, families: list[int], size: int, log) -> list[Trial]:
+    """One short trial flat out per family, recorded nowhere: the first trials after a
+    router started ran on its cold caches and page tables (the first flat-out trial of a
+    repetition was the lowest of the run for both AF_XDP routers more than once), and the
+    search should measure the router, not its start."""
+    done = []
+    for family in families:
+        t = traffic.trial(family, size, 0, WARM_UP_S)
+        log(f"    warm-up IPv{family}: {t.fwd_pps / 1e6:.3f} Mpps forwarded (not recorded)")
+        done.append(t)
+    return done
+
+
 def search(traffic: Traffic, family: int, size: int, mode: Mode, log) -> dict:
     """The no-drop rate (NDR: RFC 2544 section 26.1, no frame lost) and the partial-drop
     rate (PDR: loss at most PDR_LOSS), each by binary search over the offered rate, each
