@@ -893,6 +893,9 @@ class _Router:
         self.capacity, self.stalled, self.asked = capacity, stalled, []
 
     def trial(self, family: int, size: int, rate: float, seconds: float) -> search.Trial:
+        # The generator's own floor (benches/gen): the smallest frames that hold its signature.
+        if size < cli.MIN_SIZE[family]:
+            raise RuntimeError(f"generator: --size {size} too small for IPv{family}")
         offered = rate or self.GEN_PPS
         sent = int(offered * seconds)
         received = int(min(offered, self.capacity) * seconds)
@@ -940,7 +943,7 @@ def test_a_majority_of_stalled_trials_fails_the_rate() -> None:
 def test_warm_up_runs_one_short_flat_out_trial_per_family_before_the_search() -> None:
     router = _Router(1e6, stalled=set())
     lines: list[str] = []
-    done = search.warm_up(router, [4, 6], 64, lines.append)  # type: ignore[arg-type]
+    done = search.warm_up(router, {4: 64, 6: 78}, lines.append)  # type: ignore[arg-type]
     assert router.asked == [0, 0] and [t.seconds for t in done] == [search.WARM_UP_S] * 2
     assert len(lines) == 2 and all("not recorded" in line for line in lines), lines
 

@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                         if args.profile and rep == 0:
                             log(f"  profile: {profile(traffic, name, Path(args.out))}")
                         placements[name] = router.placement
-                        warm_up(traffic, families, min(sizes), log)
+                        warm_up(traffic, {f: max(min(sizes), MIN_SIZE[f]) for f in families},
+                                log)  # fmt: skip
                         for f in families:
                             for size in sizes:
                                 size = max(size, MIN_SIZE[f])

@@ -148,13 +148,13 @@ class Load:
 WARM_UP_S = 1.0
 
 
-def warm_up(traffic: Traffic, families: list[int], size: int, log) -> list[Trial]:
+def warm_up(traffic: Traffic, sizes: dict[int, int], log) -> list[Trial]:
     """One short trial flat out per family, recorded nowhere: the first trials after a
     router started ran on its cold caches and page tables (the first flat-out trial of a
     repetition was the lowest of the run for both AF_XDP routers more than once), and the
-    search should measure the router, not its start."""
+    search should measure the router, not its start. `sizes`: the frame size per family."""
     done = []
-    for family in families:
+    for family, size in sizes.items():
         t = traffic.trial(family, size, 0, WARM_UP_S)
         log(f"    warm-up IPv{family}: {t.fwd_pps / 1e6:.3f} Mpps forwarded (not recorded)")
         done.append(t)
