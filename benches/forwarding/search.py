@@ -149,10 +149,11 @@ WARM_UP_S = 1.0
 
 
 def warm_up(traffic: Traffic, sizes: dict[int, int], log) -> list[Trial]:
-    """One short trial flat out per family, recorded nowhere: the first trials after a
-    router started ran on its cold caches and page tables (the first flat-out trial of a
-    repetition was the lowest of the run for both AF_XDP routers more than once), and the
-    search should measure the router, not its start. `sizes`: the frame size per family."""
+    """One short trial flat out per family, recorded nowhere: the first trial after a
+    router started was more than once the lowest of the run for both AF_XDP routers (cold
+    caches or page tables, or something else a start leaves behind: not profiled), and
+    the search should measure the router, not its start. `sizes`: the frame size per
+    family."""
     done = []
     for family, size in sizes.items():
         t = traffic.trial(family, size, 0, WARM_UP_S)
