@@ -1152,7 +1152,9 @@ def test_pin_napi_places_the_threads_at_the_priority_asked(bench: Bench) -> None
         assert routers.NAPI_RT_PRIORITY < routers.RT_PRIORITY
         placed = pin_napi(bench.lab, "dut", t.dut_in, t.router_cpu)
         assert placed and all(p.endswith(f"->cpu{t.router_cpu}") for p in placed), placed
-        for out in policies(placed).values():
+        got = policies(placed)
+        assert len(got) == len(placed), (placed, got)
+        for out in got.values():
             assert "SCHED_OTHER" in out, out
         with pytest.raises(ValueError, match="priority 0"):
             pin_napi(bench.lab, "dut", t.dut_in, t.router_cpu, realtime=True, priority=0)

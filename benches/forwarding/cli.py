@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="load only the first N routes of each real table (0: all)")  # fmt: skip
     ap.add_argument("--reps", type=int, help="repetitions (full: 3, quick: 1)")
     ap.add_argument("--trial", type=float, help="seconds per trial (full: 10, quick: 2)")
-    ap.add_argument("--trials-per-load", type=int, default=3,
+    ap.add_argument("--trials-per-load", type=int, default=QUICK.per_load,
                     help="trials at most per offered rate, the majority deciding whether it "
                     "is within the loss (odd, 1 to 9; 1: one trial decides)")  # fmt: skip
     ap.add_argument("--profile", action="store_true",
